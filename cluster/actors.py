@@ -1,0 +1,79 @@
+"""Ray actors and tasks: the only place that wraps ``jobs/`` code for Ray.
+
+``ModelWorker`` is a plain class (testable without Ray) that loads one backend once and
+serves every generation unit for that model; ``remote_worker`` wraps it with
+``ray.remote`` and the model's resource request. Score and setting units are small Ray
+tasks. Workers write Parquet into the shared store and return small summaries.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import ray
+
+
+class ModelWorker:
+    """Hosts one SLM or LLM backend; keeps it loaded across units."""
+
+    def __init__(self, model_conf: dict, store: str):
+        self.conf = model_conf
+        self.store = store
+        self.backend = make_backend(model_conf)
+        self.batch_size = int(model_conf.get("batch_size") or 8)
+
+    def info(self) -> dict:
+        return {"model": self.conf["name"], "identity": self.backend.identity, "host": socket.gethostname(),
+                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None}
+
+    def run_gen(self, unit: dict, batch_size: int | None = None) -> dict:
+        from jobs.stages import run_gen_unit
+
+        summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size)
+        summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        summary["pid"] = os.getpid()
+        return summary
+
+
+def make_backend(m: dict):
+    if m["backend"] == "openai":
+        from jobs.backends.openai_http import OpenAIBackend
+
+        return OpenAIBackend(base_url=m["base_url"], model_name=m["model_name"], api_key_env=m.get("api_key_env"),
+                             max_concurrency=m.get("max_concurrency", 8), timeout_s=m.get("request_timeout_s", 120))
+    from jobs.backends.hf import HFBackend, HFModelSpec
+
+    spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
+                       dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
+                       hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"))
+    return HFBackend(spec, torch_threads=m.get("torch_threads"))
+
+
+def remote_worker(model_conf: dict, store: str, name: str | None = None):
+    """Start a ModelWorker actor with the model's resource request."""
+    opts = dict(num_cpus=model_conf.get("num_cpus", 1), num_gpus=model_conf.get("num_gpus", 0),
+                max_concurrency=1, max_restarts=0)
+    if model_conf.get("resources"):
+        opts["resources"] = dict(model_conf["resources"])
+    env = {}
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    opts["runtime_env"] = {"env_vars": env}
+    if name:
+        opts["name"] = name
+    return ray.remote(ModelWorker).options(**opts).remote(model_conf, store)
+
+
+@ray.remote(num_cpus=0.25, max_retries=0)
+def score_task(unit: dict, store: str) -> dict:
+    from jobs.scoring import run_score_unit
+
+    return run_score_unit(unit, store)
+
+
+@ray.remote(num_cpus=0.25, max_retries=0)
+def setting_task(unit: dict, store: str) -> dict:
+    from jobs.scoring import run_setting_unit
+
+    return run_setting_unit(unit, store)

@@ -1,0 +1,307 @@
+"""Answer extraction, correctness and verbalized-confidence parsing for model outputs.
+
+Where this sits in the flow: a backend generated text for a prompt from ``jobs/prompts.py``;
+:func:`extract` turns that text into a normalized answer (the same normalization as the gold in
+``jobs/datasets``), :func:`is_correct` compares it with ``Sample.gold``, and :func:`parse_confidence`
+reads a 0-100 verbal confidence. Pure functions, no model code.
+
+Policies:
+- ``strict``:   only the explicit "The answer is X" the prompts ask for (case-insensitive; the last
+                occurrence that parses for the task). Occurrences right after a quote mark are skipped
+                so that an echoed instruction ('End with "The answer is X"') is not read as an answer.
+- ``flexible``: strict first, then per-task fallbacks (see ``_FALLBACKS``).
+
+``EXTRACTION_VERSION`` is part of cache / result keys: bump it whenever a rule here changes.
+"""
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+from jobs.types import Sample
+
+EXTRACTION_VERSION = "v1"
+POLICIES: tuple[str, ...] = ("strict", "flexible")
+
+# "the answer is", "my final answer is", "The correct answer is:" ...
+_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?\s*", re.I)
+_QUOTES = "\"'“”‘’`"
+_NUMBER = re.compile(r"(?<![\w.])(-)?\s?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.I)
+# A choice letter: "(b)" / "(B)", a capital standing alone ("B", "B.", "B)"), or a lowercase letter
+# only when followed by ")" "." ":" or the end of the line (a bare "a" is usually the article).
+_LETTER = r"(?:\(\s*([A-Za-z])\s*\)|([A-Z])(?![\w'’])|([a-z])(?=[).:]|\s*$))"
+_SPAN_LETTER = re.compile(r"^(?:option\s+|choice\s+)?" + _LETTER, re.I * 0)
+_MARKED_LETTER = re.compile(r"\b(?:answer|option|choice)\s*(?:is|would be|should be)?\s*:?\s*" + _LETTER, re.I * 0 | re.M)
+_MARKED_LETTER_CI = re.compile(r"\b(?:[Aa]nswer|[Oo]ption|[Cc]hoice|ANSWER)\b")
+_PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
+_LINE_LETTER = re.compile(r"^\s*([A-Z])\s*(?:[.):]|$)", re.M)
+# Confidence statements, removed before the numeric fallback so "Confidence: 85%" is not the answer.
+_CONFIDENCE_AFTER = re.compile(
+    r"confiden\w*\W{0,4}(?:level|score|rating)?\s*(?:is|of|at|=)?\s*(?:about|around|approximately)?\s*:?\s*"
+    r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+)?",
+    re.I,
+)
+_CONFIDENCE_BEFORE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+)?\s*(?:sure|certain|confiden\w*)", re.I)
+_BARE_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?)?")
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalization shared with the gold side
+# ----------------------------------------------------------------------------------------------
+
+def canonical_number(text: str) -> str | None:
+    """"$1,234.50" -> "1234.5", "39.0" -> "39", "-7" -> "-7"; None if not a finite number."""
+    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip("%")
+    try:
+        number = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    if number == number.to_integral_value():
+        return str(int(number))
+    return format(number.normalize(), "f")
+
+
+def normalize_freeform(text: str) -> str:
+    """Lowercase, collapse whitespace, strip surrounding punctuation and quotes."""
+    text = re.sub(r"\s+", " ", text.strip().lower())
+    return text.strip(" .,;:!?()[]{}*" + _QUOTES)
+
+
+def _yes_no_word(word: str) -> str:
+    return "yes" if word.lower() in ("yes", "true") else "no"
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-task parsing of the span after "The answer is"
+# ----------------------------------------------------------------------------------------------
+
+def _first_number(text: str) -> str | None:
+    match = _NUMBER.search(text)
+    return canonical_number((match.group(1) or "") + match.group(2)) if match else None
+
+
+def _last_number(text: str) -> str | None:
+    matches = list(_NUMBER.finditer(text))
+    return canonical_number((matches[-1].group(1) or "") + matches[-1].group(2)) if matches else None
+
+
+def _letter(match: re.Match) -> str:
+    return next(g for g in match.groups() if g).upper()
+
+
+def _match_option_text(text: str, sample: Sample, whole: bool) -> str | None:
+    """The letter of the unique option whose text equals (whole=True) or starts (whole=False) ``text``
+    after normalization; the longest wins when one option's text extends another's."""
+    norm = normalize_freeform(text)
+    if not norm:
+        return None
+    labels = sample.choice_labels()
+    options = [(normalize_freeform(c), label) for c, label in zip(sample.choices, labels)]
+    if whole:
+        hits = [(o, label) for o, label in options if o and o == norm]
+    else:
+        hits = [(o, label) for o, label in options if o and re.match(re.escape(o) + r"(?!\w)", norm)]
+    return _unique_longest(hits)
+
+
+def _unique_longest(hits: list[tuple[str, str]]) -> str | None:
+    if not hits:
+        return None
+    longest = max(hits, key=lambda h: len(h[0]))
+    # several hits are fine only if they are all parts of the longest ("bank" within "bank vault")
+    if all(h[0] in longest[0] for h in hits) and sum(h[0] == longest[0] for h in hits) == 1:
+        return longest[1]
+    return None
+
+
+def _span_answer(span: str, sample: Sample) -> str | None:
+    """The answer written right after "The answer is" (``span`` = rest of that line)."""
+    if sample.task == "numeric":
+        return _first_number(span)
+    if sample.task == "mc":
+        match = _SPAN_LETTER.match(span.strip().lstrip(_QUOTES))
+        if match and _letter(match) in sample.choice_labels():
+            return _letter(match)
+        return _match_option_text(span, sample, whole=False)
+    if sample.task == "yesno":
+        match = _YESNO.search(span)
+        return _yes_no_word(match.group(1)) if match else None
+    # freeform: up to the end of the first sentence
+    answer = normalize_freeform(re.split(r"[.!?](?:\s|$)", span, maxsplit=1)[0])
+    return answer or None
+
+
+def _strict(text: str, sample: Sample) -> str | None:
+    for match in reversed(list(_ANSWER_IS.finditer(text))):
+        before = text[: match.start()].rstrip()
+        before = re.sub(r"(?i)\b(?:the|my|final|correct)\s*$", "", before).rstrip()
+        before = re.sub(r"(?i)\b(?:the|my)\s*$", "", before).rstrip()
+        if before.endswith(tuple(_QUOTES)):
+            continue  # an echoed instruction: 'End with "The answer is X"'
+        span = text[match.end() :].split("\n", 1)[0]
+        answer = _span_answer(span, sample)
+        if answer is not None:
+            return answer
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Flexible fallbacks, per task
+# ----------------------------------------------------------------------------------------------
+
+def _numeric_fallback(text: str, sample: Sample) -> str | None:
+    boxed = _BOXED.findall(text)
+    if boxed:
+        number = _first_number(boxed[-1])
+        if number is not None:
+            return number
+    without_confidence = _CONFIDENCE_BEFORE.sub(" ", _CONFIDENCE_AFTER.sub(" ", text))
+    return _last_number(without_confidence)
+
+
+def _mc_fallback(text: str, sample: Sample) -> str | None:
+    valid = sample.choice_labels()
+    # 1. "Answer: (C) Paris", "option B", "the answer would be B": the last valid one
+    marked = [_letter(m) for m in _MARKED_LETTER.finditer(_lower_keywords(text))]
+    marked = [letter for letter in marked if letter in valid]
+    if marked:
+        return marked[-1]
+    # 2. standalone markers "(B)", a line starting "B." / "B)" / "B" (also "**B**" once bold is gone):
+    #    accepted if they name one letter only, or if the last non-empty line is such a marker
+    #    (an echoed option list names several letters)
+    standalone = [m.group(1).upper() for m in _PAREN_LETTER.finditer(text)]
+    standalone += [m.group(1) for m in _LINE_LETTER.finditer(text)]
+    standalone = [letter for letter in standalone if letter in valid]
+    if len(set(standalone)) == 1:
+        return standalone[0]
+    lines = [line for line in text.splitlines() if line.strip()]
+    if standalone and lines:
+        last = _LINE_LETTER.match(lines[-1]) or _PAREN_LETTER.fullmatch(lines[-1].strip())
+        if last and last.group(1).upper() in valid:
+            return last.group(1).upper()
+    # 3. option text: the whole reply is one option, else exactly one option's text occurs in it
+    whole = _match_option_text(text, sample, whole=True)
+    if whole is not None:
+        return whole
+    norm = normalize_freeform(text)
+    hits = [
+        (o, label)
+        for o, label in ((normalize_freeform(c), label) for c, label in zip(sample.choices, valid))
+        if o and re.search(r"(?<!\w)" + re.escape(o) + r"(?!\w)", norm)
+    ]
+    return _unique_longest(hits)
+
+
+def _lower_keywords(text: str) -> str:
+    # The marker words may be capitalized, the letters must keep their case (see _LETTER).
+    return _MARKED_LETTER_CI.sub(lambda m: m.group(0).lower(), text)
+
+
+def _yesno_fallback(text: str, sample: Sample) -> str | None:
+    match = _YESNO.search(text)
+    return _yes_no_word(match.group(1)) if match else None
+
+
+def _freeform_fallback(text: str, sample: Sample) -> str | None:
+    marked = re.findall(r"(?im)\banswer\s*:\s*(.+)$", text)
+    if marked:
+        answer = normalize_freeform(marked[-1])
+        if answer:
+            return answer
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1].rsplit(":", 1)[-1]
+    return normalize_freeform(last) or None
+
+
+_FALLBACKS = {
+    "numeric": _numeric_fallback,  # \boxed{X}, else the last number (confidence statements removed)
+    "mc": _mc_fallback,  # "Answer: B" / "option B", a lone "(B)" or "B." line, else a unique option text
+    "yesno": _yesno_fallback,  # the first yes / no / true / false word
+    "freeform": _freeform_fallback,  # "Answer: X", else the last line (after its last ":")
+}
+
+
+def extract(text: str, sample: Sample, policy: str = "flexible") -> str | None:
+    """The normalized answer in a model output, or None.
+
+    Returns a canonical number string (numeric), a valid choice letter of ``sample`` (mc),
+    "yes"/"no" (yesno) or a lowercased stripped string (freeform).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown extraction policy {policy!r}; valid: {', '.join(POLICIES)}")
+    if sample.task not in _FALLBACKS:
+        raise ValueError(f"sample {sample.id!r}: unknown task {sample.task!r}; valid: {', '.join(_FALLBACKS)}")
+    if not text:
+        return None
+    text = text.replace("**", "").replace("__", "")  # markdown bold around answers
+    answer = _strict(text, sample)
+    if answer is None and policy == "flexible":
+        answer = _FALLBACKS[sample.task](text, sample)
+    return answer
+
+
+def is_correct(pred: str | None, sample: Sample) -> bool:
+    """Whether a normalized prediction matches ``sample.gold``: numbers as floats within 1e-6,
+    mc letters and yes/no exactly, freeform after :func:`normalize_freeform` against gold or aliases."""
+    if pred is None:
+        return False
+    if sample.task == "numeric":
+        number = canonical_number(pred)
+        if number is None:
+            return False
+        return math.isclose(float(number), float(sample.gold), rel_tol=0.0, abs_tol=1e-6)
+    if sample.task == "mc":
+        return pred.strip().upper() == sample.gold
+    if sample.task == "yesno":
+        word = pred.strip().lower()
+        return word in ("yes", "no", "true", "false") and _yes_no_word(word) == sample.gold
+    if sample.task == "freeform":
+        return normalize_freeform(pred) in {normalize_freeform(a) for a in (sample.gold, *sample.aliases)}
+    raise ValueError(f"sample {sample.id!r}: unknown task {sample.task!r}; valid: {', '.join(_FALLBACKS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Verbalized confidence
+# ----------------------------------------------------------------------------------------------
+
+def _to_probability(number: str, unit: str | None) -> float | None:
+    value = float(number)
+    unit = (unit or "").replace(" ", "")
+    if unit.startswith("/"):
+        denominator = float(unit[1:])
+        if denominator <= 0 or value > denominator:
+            return None
+        return value / denominator
+    if unit == "%" or value > 1 or "." not in number:
+        # "85", "85%", and also "1" (read as 1 %, not certainty: only "1.0" is a probability)
+        return value / 100 if value <= 100 else None
+    return value  # "0.85", "1.0"
+
+
+def parse_confidence(text: str) -> float | None:
+    """The verbalized confidence in [0, 1], or None.
+
+    "Confidence: 85%", "85", "0.85", "85/100", "I am 90% confident". In a one-stage output the number
+    after "confidence" wins (the answer's own number is ignored); in a bare reply, the first number.
+    Values above 100 (or above the denominator) give None.
+    """
+    if not text:
+        return None
+    text = text.replace("**", "")
+    for pattern in (_CONFIDENCE_AFTER, _CONFIDENCE_BEFORE):
+        matches = list(pattern.finditer(text))
+        if matches:
+            return _to_probability(matches[-1].group(1), matches[-1].group(2))
+    if re.search(r"(?i)confiden", text):
+        return None  # "Confidence: high": a word, not a number; do not read the answer's number
+    # A bare reply; in a one-stage output drop "The answer is X" first so X is not taken for it.
+    rest = re.sub(r"(?i)\banswer\s+is\s*:?\s*\S+", " ", text)
+    match = _BARE_NUMBER.search(rest)
+    return _to_probability(match.group(1), match.group(2)) if match else None

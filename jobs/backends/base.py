@@ -1,0 +1,44 @@
+"""What every model backend returns. Plain data; no torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+Messages = list[dict]
+
+
+@dataclass
+class Generation:
+    """One generated continuation.
+
+    text:           decoded new text (special tokens stripped).
+    n_prompt_tokens / n_new_tokens: token counts (EOS excluded from n_new_tokens).
+    token_logprobs: log p of each new token under the model (EOS excluded), float32 (n_new,).
+    token_entropy:  full-vocabulary entropy in nats at each new position, float32 (n_new,).
+    token_ids:      the new token ids (EOS excluded).
+    hidden:         hidden state of the configured layer at the last new token, float32 (H,).
+    latency_s:      wall time of the batch this generation was in, divided by the batch size.
+    """
+
+    text: str
+    n_prompt_tokens: int
+    n_new_tokens: int
+    token_logprobs: np.ndarray | None = None
+    token_entropy: np.ndarray | None = None
+    token_ids: list[int] = field(default_factory=list)
+    hidden: np.ndarray | None = None
+    latency_s: float = 0.0
+
+
+class Backend(Protocol):
+    identity: str
+
+    def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
+                 temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
+                 with_stats: bool = False) -> list[Generation]: ...
+
+    def true_false_prob(self, prompts: list[Messages]) -> np.ndarray: ...
+
+    def token_strings(self, ids: list[int]) -> list[str]: ...

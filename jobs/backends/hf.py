@@ -1,0 +1,168 @@
+"""Transformers causal-LM backend: batched generation with per-token statistics.
+
+One object holds one loaded model; Ray actors in ``cluster/`` keep it resident.
+
+Statistics are computed by one teacher-forced forward pass over prompt + generated
+tokens after ``generate`` (instead of keeping ``output_scores`` for every decode step):
+it yields, per new token, log p and the full-vocabulary entropy, plus the hidden
+state of the probe layer at the last new token, at the cost of one prefill.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+from jobs.backends.base import Generation, Messages
+from jobs.backends.model_source import resolve
+
+TRUE_WORDS = ("True", " True", "true", " true", "TRUE")
+FALSE_WORDS = ("False", " False", "false", " false", "FALSE")
+
+
+@dataclass(frozen=True)
+class HFModelSpec:
+    source: str
+    id: str
+    file: str | None = None
+    revision: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    use_chat_template: bool = True
+    hidden_layer: int = -8  # index into hidden_states (which has n_layers + 1 entries)
+    max_memory_fraction: float | None = None  # torch's per-process CUDA memory cap
+
+
+class HFBackend:
+    def __init__(self, spec: HFModelSpec, torch_threads: int | None = None):
+        self.spec = spec
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        resolved = resolve(spec.source, spec.id, spec.file, spec.revision)
+        self.identity = resolved.identity
+        device = spec.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and spec.max_memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(spec.max_memory_fraction)
+        self.device = torch.device(device)
+        dtype = getattr(torch, spec.dtype)
+        kw = {"revision": resolved.revision} if resolved.revision else {}
+        self.tok = AutoTokenizer.from_pretrained(resolved.load_path, **kw)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(resolved.load_path, dtype=dtype, **kw).to(self.device)
+        self.model.eval()
+        self.has_chat_template = bool(getattr(self.tok, "chat_template", None)) and spec.use_chat_template
+        self._eos_ids = self._eos_token_ids()
+        self._tf_ids = (self._first_ids(TRUE_WORDS), self._first_ids(FALSE_WORDS))
+
+    # ----------------------------------------------------------------- prompts
+    def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+        if self.has_chat_template:
+            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        from jobs.prompts import plain_prompt
+
+        return plain_prompt(messages)
+
+    def _eos_token_ids(self) -> set[int]:
+        ids = set()
+        for src in (self.model.generation_config.eos_token_id, self.tok.eos_token_id):
+            if src is None:
+                continue
+            ids.update(src if isinstance(src, (list, tuple)) else [src])
+        return ids
+
+    def _first_ids(self, words) -> list[int]:
+        ids = set()
+        for w in words:
+            t = self.tok.encode(w, add_special_tokens=False)
+            if t:
+                ids.add(t[0])
+        return sorted(ids)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [self.tok.decode([i]) for i in ids]
+
+    # -------------------------------------------------------------- generation
+    @torch.inference_mode()
+    def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
+                 temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
+                 with_stats: bool = False) -> list[Generation]:
+        """Generate for a batch of chat prompts; output is prompt-major (n per prompt)."""
+        texts = [self.render(m) for m in prompts]
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        torch.manual_seed(seed)
+        gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
+                      eos_token_id=sorted(self._eos_ids) or None, num_return_sequences=num_return_sequences)
+        if do_sample:
+            gen_kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        else:
+            gen_kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        t0 = time.perf_counter()
+        out = self.model.generate(**enc, **gen_kw)
+        prompt_len = enc["input_ids"].shape[1]
+        new = out[:, prompt_len:]
+        n_prompt = enc["attention_mask"].sum(1).repeat_interleave(num_return_sequences).tolist()
+        gens: list[Generation] = []
+        lengths = []
+        for row in new.tolist():
+            ids = []
+            for t in row:
+                if t in self._eos_ids or t == self.tok.pad_token_id:
+                    break
+                ids.append(t)
+            lengths.append(len(ids))
+            gens.append(Generation(text=self.tok.decode(ids, skip_special_tokens=True).strip(),
+                                   n_prompt_tokens=int(n_prompt[len(gens)]), n_new_tokens=len(ids), token_ids=ids))
+        if with_stats:
+            attn = enc["attention_mask"].repeat_interleave(num_return_sequences, 0)
+            self._fill_stats(out, attn, prompt_len, lengths, gens)
+        dt = (time.perf_counter() - t0) / max(1, len(gens))
+        for g in gens:
+            g.latency_s = dt
+        return gens
+
+    def _fill_stats(self, seqs, prompt_attn, prompt_len, lengths, gens) -> None:
+        """Teacher-forced pass: per-token log p, entropy, and the probe-layer hidden state."""
+        max_len = prompt_len + max(lengths + [0])
+        seqs = seqs[:, :max_len]
+        gen_mask = torch.zeros_like(seqs[:, prompt_len:])
+        for i, n in enumerate(lengths):
+            gen_mask[i, :n] = 1
+        attn = torch.cat([prompt_attn, gen_mask], dim=1)
+        # position ids that skip left padding, as generate() used them
+        pos = (attn.cumsum(1) - 1).clamp(min=0)
+        out = self.model(input_ids=seqs, attention_mask=attn, position_ids=pos, output_hidden_states=True)
+        logits = out.logits[:, prompt_len - 1: max_len - 1].float()  # predicts tokens prompt_len..max_len-1
+        logp = torch.log_softmax(logits, dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        tgt = seqs[:, prompt_len:max_len]
+        tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+        hidden = out.hidden_states[self.spec.hidden_layer]
+        for i, (g, n) in enumerate(zip(gens, lengths)):
+            g.token_logprobs = tok_lp[i, :n].cpu().numpy().astype(np.float32)
+            g.token_entropy = entropy[i, :n].cpu().numpy().astype(np.float32)
+            # last new token (or the last prompt token when nothing was generated)
+            last = prompt_len + n - 1
+            g.hidden = hidden[i, last].float().cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
+        """P(True) normalized over {True, False} for the next token after each prompt."""
+        texts = [self.render(m) for m in prompts]
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        pos = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        logits = self.model(**enc, position_ids=pos).logits[:, -1].float()
+        probs = torch.softmax(logits, -1)
+        t_ids, f_ids = self._tf_ids
+        p_t = probs[:, t_ids].sum(-1)
+        p_f = probs[:, f_ids].sum(-1)
+        return (p_t / (p_t + p_f).clamp(min=1e-30)).cpu().numpy().astype(np.float64)

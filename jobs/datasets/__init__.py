@@ -1,0 +1,50 @@
+"""Dataset adapters: the first stage of ``jobs/``.
+
+Where this sits in the flow: the orchestrator's config names a dataset key (same key in
+``conf/dataset/<key>.yaml``, Parquet columns and MLflow tags); an actor calls :func:`load_samples`
+to get normalized :class:`~jobs.types.Sample` objects, which ``jobs/prompts.py`` turns into chat
+messages and ``jobs/answers.py`` scores against ``Sample.gold``.
+
+The real files live in the shared ``datasets/`` folder (see its MANIFEST.md), never in the repo;
+:func:`default_data_root` finds it, and every loader takes an explicit ``root`` that wins.
+
+To add a dataset:
+1. write ``jobs/datasets/<key>.py`` with a ``parse(root, split) -> LoadResult`` and
+   ``ADAPTER = DatasetAdapter(...)`` (use the readers and ``make_sample`` in ``base.py``, which
+   validate rows and turn bad ones into ``Malformed`` records);
+2. add one line ``"<key>": "jobs.datasets.<key>:ADAPTER"`` to ``DATASETS`` below.
+Datasets that exist only on the Hugging Face hub or as a local jsonl/parquet/csv can use
+``jobs.datasets.hub`` (a ``FieldMapping`` from columns to Sample fields) instead.
+"""
+from __future__ import annotations
+
+from jobs.datasets.base import DatasetAdapter, default_data_root, load_samples
+from jobs.registry import Registry
+
+DATASETS = Registry(
+    "dataset",
+    {
+        "gsm8k": "jobs.datasets.gsm8k:ADAPTER",
+        "multiarith": "jobs.datasets.multiarith:ADAPTER",
+        "addsub": "jobs.datasets.addsub:ADAPTER",
+        "singleeq": "jobs.datasets.singleeq:ADAPTER",
+        "aqua": "jobs.datasets.aqua:ADAPTER",
+        "mathqa": "jobs.datasets.mathqa:ADAPTER",
+        "commonsenseqa": "jobs.datasets.commonsenseqa:ADAPTER",
+        "strategyqa": "jobs.datasets.strategyqa:ADAPTER",
+        "arc_easy": "jobs.datasets.arc_easy:ADAPTER",
+        "arc_challenge": "jobs.datasets.arc_challenge:ADAPTER",
+        "piqa": "jobs.datasets.piqa:ADAPTER",
+        "social_iqa": "jobs.datasets.social_iqa:ADAPTER",
+        "hellaswag": "jobs.datasets.hellaswag:ADAPTER",
+        "winogrande": "jobs.datasets.winogrande:ADAPTER",
+        "boolq": "jobs.datasets.boolq:ADAPTER",
+        "mmlu": "jobs.datasets.mmlu:ADAPTER",
+        "truthfulqa": "jobs.datasets.truthfulqa:ADAPTER",
+        "date_understanding": "jobs.datasets.date_understanding:ADAPTER",
+        "coin_flip": "jobs.datasets.coin_flip:ADAPTER",
+        "last_letters": "jobs.datasets.last_letters:ADAPTER",
+    },
+)
+
+__all__ = ["DATASETS", "DatasetAdapter", "default_data_root", "load_samples"]

@@ -1,0 +1,28 @@
+"""AddSub (Kojima et al.'s zero_shot_cot copy): AddSub addition/subtraction word problems (Hosseini et al. 2014), numeric answer.
+
+The whole file is the evaluation set (no train split here). Gold: ``lSolutions[0]``; id: ``iIndex``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.datasets.base import DatasetAdapter, build_samples, mawps_sample, read_json_list
+from jobs.types import LoadResult
+
+FILES = {"test": "addsub/AddSub.json"}
+
+
+def parse(root: Path, split: str) -> LoadResult:
+    path = root / FILES[split]
+    return build_samples(read_json_list(path), str(path), mawps_sample)
+
+
+ADAPTER = DatasetAdapter(
+    name="addsub",
+    task="numeric",
+    splits={"test": f"{FILES['test']} (395, the whole set)"},
+    eval_split="test",
+    train_split=None,
+    parse=parse,
+    description="AddSub addition/subtraction word problems (Hosseini et al. 2014), numeric answer",
+)

@@ -1,0 +1,41 @@
+"""PIQA: physical commonsense, pick the better of two solutions for a goal.
+
+Labels live in the line-aligned ``valid-labels.lst`` (0 -> sol1, 1 -> sol2); no ids in the file.
+Test labels are hidden and train (>4 MiB) is absent, so there is no train split here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.datasets.base import DatasetAdapter, build_samples, letter_from_index, make_sample, parse_int_label, read_jsonl, read_labels, with_labels
+from jobs.types import LoadResult
+
+FILES = {"valid": ("piqa/valid.jsonl", "piqa/valid-labels.lst")}
+
+
+def parse(root: Path, split: str) -> LoadResult:
+    data, labels = (root / f for f in FILES[split])
+
+    def make(index: int, pair):
+        row, label = pair
+        return make_sample(
+            id=f"{split}-{index}",
+            question=f"Which solution achieves the goal better?\nGoal: {row['goal'].strip()}",
+            task="mc",
+            gold=letter_from_index(parse_int_label(label), 2),
+            choices=[row["sol1"], row["sol2"]],
+            n_choices=2,
+        )
+
+    return build_samples(with_labels(read_jsonl(data), read_labels(labels)), str(data), make)
+
+
+ADAPTER = DatasetAdapter(
+    name="piqa",
+    task="mc",
+    splits={"valid": "piqa/valid.jsonl + piqa/valid-labels.lst (1838)"},
+    eval_split="valid",
+    train_split=None,
+    parse=parse,
+    description="PIQA physical commonsense, 2 solutions per goal",
+)

@@ -1,0 +1,48 @@
+"""Social IQa: social commonsense; a context, a question and 3 answers.
+
+Labels live in line-aligned ``*-labels.lst`` files (1/2/3 -> answerA/B/C); no ids in the file.
+Test labels are hidden, so ``dev`` is the evaluation split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.datasets.base import DatasetAdapter, build_samples, letter_from_index, make_sample, parse_int_label, read_jsonl, read_labels, with_labels
+from jobs.types import LoadResult
+
+FILES = {
+    "dev": ("social_iqa/dev.jsonl", "social_iqa/dev-labels.lst"),
+    "train": ("social_iqa/train.jsonl", "social_iqa/train-labels.lst"),
+}
+
+
+def parse(root: Path, split: str) -> LoadResult:
+    data, labels = (root / f for f in FILES[split])
+
+    def make(index: int, pair):
+        row, label = pair
+        return make_sample(
+            id=f"{split}-{index}",
+            question=row["question"],
+            context=row["context"],
+            task="mc",
+            gold=letter_from_index(parse_int_label(label) - 1, 3),
+            choices=[row["answerA"], row["answerB"], row["answerC"]],
+            n_choices=3,
+        )
+
+    return build_samples(with_labels(read_jsonl(data), read_labels(labels)), str(data), make)
+
+
+ADAPTER = DatasetAdapter(
+    name="social_iqa",
+    task="mc",
+    splits={
+        "dev": "social_iqa/dev.jsonl + dev-labels.lst (1954)",
+        "train": "social_iqa/train.jsonl + train-labels.lst (33410)",
+    },
+    eval_split="dev",
+    train_split="train",
+    parse=parse,
+    description="Social IQa social commonsense, 3 options with context",
+)

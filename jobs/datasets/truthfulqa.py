@@ -1,0 +1,52 @@
+"""TruthfulQA MC1 (single true answer, 2-13 options) from ``mc_task.json``.
+
+The file lists the true option FIRST in every row (817/817 in v1). A letter-answer prompt would then
+reward always saying "A", so options are reordered by a fixed per-sample permutation
+(:func:`~jobs.datasets.base.stable_shuffle` keyed by the sample id); ``meta["original_gold_index"]``
+keeps the file position. No ids in the file (id = ``<split>-<row>``); the file is not in CSV order.
+``v1`` is the 817-question version the literature uses; ``jan2025`` is the authors' 790-question revision,
+in which 17 rows carry an empty-string *false* option: those empty options are dropped (counted in
+``meta["dropped_empty_options"]``); an empty *true* option would still make the row malformed. No train split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.datasets.base import DatasetAdapter, RowError, build_samples, make_sample, mc_from_scores, read_json_list
+from jobs.types import LoadResult
+
+FILES = {"v1": "truthfulqa/v1/mc_task.json", "jan2025": "truthfulqa/jan2025/mc_task.json"}
+
+
+def parse(root: Path, split: str) -> LoadResult:
+    path = root / FILES[split]
+
+    def make(index: int, row: dict):
+        sample_id = f"{split}-{index}"
+        targets = row["mc1_targets"]
+        if not isinstance(targets, dict):
+            raise RowError("mc1_targets is not a dict")
+        kept = {option: score for option, score in targets.items() if score == 1 or option.strip()}
+        choices, gold, original = mc_from_scores(kept, shuffle_key=f"truthfulqa:{sample_id}", what="mc1_targets")
+        return make_sample(
+            id=sample_id,
+            question=row["question"],
+            task="mc",
+            gold=gold,
+            choices=choices,
+            n_choices=(2, 13),
+            meta={"original_gold_index": original, "dropped_empty_options": len(targets) - len(kept)},
+        )
+
+    return build_samples(read_json_list(path), str(path), make)
+
+
+ADAPTER = DatasetAdapter(
+    name="truthfulqa",
+    task="mc",
+    splits={"v1": f"{FILES['v1']} (817, MC1)", "jan2025": f"{FILES['jan2025']} (790, MC1)"},
+    eval_split="v1",
+    train_split=None,
+    parse=parse,
+    description="TruthfulQA MC1: pick the single true answer among 2-13 options (options shuffled)",
+)

@@ -1,0 +1,438 @@
+"""Routing metrics: uncertainty + SLM/LLM correctness -> routing curves, AUROC, areas, CIs.
+
+Where this sits in the flow: per-sample records (uncertainty from ``jobs/uq``, SLM and LLM
+correctness) -> **metrics** -> MLflow / reports. numpy/scipy only, so every number can be
+recomputed from the Parquet records without a GPU.
+
+Routing rule: offload the k most uncertain queries to the LLM (uncertainty: higher = more
+uncertain, as every ``jobs/uq`` method returns). With N queries,
+    accuracy(k) = (LLM-correct among offloaded + SLM-correct among kept) / N,   ratio = k / N,
+so k = 0 is the SLM alone and k = N the LLM alone. Curves are computed exactly at every k = 0..N.
+
+Ties (verbalized confidences are coarse) follow a recorded rule, ``ties``:
+    "expected" (default): the exact expected accuracy when queries of equal uncertainty are
+                offloaded in uniformly random order, i.e. linear interpolation inside a tie group;
+    "stable":   ties broken by original sample order (the earlier sample is offloaded first).
+NaN uncertainties are rejected by the curve functions; apply a NaN policy first
+(``apply_nan_policy``; ``summarize`` does it for you).
+
+The paper reports AUROC, routing curves, relative accuracy and curve distance; areas, APGR and
+call rate for a fraction of the SLM->LLM gap are our RouteLLM-style additions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy.stats import rankdata
+
+TIES: tuple[str, ...] = ("expected", "stable")
+NAN_POLICIES: tuple[str, ...] = ("most_uncertain", "drop")
+
+# A bootstrap statistic: batched arrays (B, N) of uncertainty, SLM correct, LLM correct -> (B,).
+BatchStat = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class RoutingCurve:
+    """Accuracy after offloading the k most uncertain of N queries, for k = 0..N.
+
+    k:        int array (N+1,), number offloaded.
+    ratio:    float array (N+1,), k / N (the routing ratio).
+    accuracy: float array (N+1,), accuracy in [0, 1] of the mixed system.
+    ties:     the rule that produced the curve: "expected" | "stable" | "random" | "oracle".
+    """
+
+    k: np.ndarray
+    ratio: np.ndarray
+    accuracy: np.ndarray
+    ties: str = "expected"
+
+    @property
+    def n(self) -> int:
+        return len(self.k) - 1
+
+    @property
+    def slm_acc(self) -> float:
+        return float(self.accuracy[0])
+
+    @property
+    def llm_acc(self) -> float:
+        return float(self.accuracy[-1])
+
+
+def _make_curve(accuracy: np.ndarray, ties: str) -> RoutingCurve:
+    n = len(accuracy) - 1
+    k = np.arange(n + 1)
+    arrays = [k, k / n, np.asarray(accuracy, dtype=np.float64)]
+    for a in arrays:
+        a.setflags(write=False)
+    return RoutingCurve(*arrays, ties=ties)
+
+
+# ---- input checking -------------------------------------------------------------------------
+
+def _as_bool(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {a.shape}")
+    if a.dtype != bool:
+        if not np.isin(a, (0, 1)).all():
+            raise ValueError(f"{name} must be bool or 0/1; got values {np.unique(a)[:5].tolist()}")
+        a = a.astype(bool)
+    return a
+
+
+def _as_uncertainty(x: Any, name: str = "uncertainty", allow_nan: bool = False) -> np.ndarray:
+    u = np.asarray(x, dtype=np.float64)
+    if u.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {u.shape}")
+    if not allow_nan:
+        n_nan = int(np.isnan(u).sum())
+        if n_nan:
+            raise ValueError(
+                f"{name} has {n_nan} NaN value(s) of {len(u)}; apply a NaN policy first "
+                f"(apply_nan_policy, one of {NAN_POLICIES})"
+            )
+    return u
+
+
+def _check_lengths(**arrays: np.ndarray) -> int:
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"arrays must have the same length; got {lengths}")
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise ValueError("need at least one sample; got 0")
+    return n
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"unknown ties rule {ties!r}; valid: {', '.join(TIES)}")
+
+
+def apply_nan_policy(uncertainty, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Deal with NaN (unscored) uncertainties before routing.
+
+    Returns ``(uncertainty, keep)``, both of the input's length:
+      "most_uncertain": NaN -> +inf (offloaded to the LLM first, tied among themselves);
+                        ``keep`` is all True.
+      "drop":           ``keep`` is False where the uncertainty is NaN; the caller keeps
+                        ``uncertainty[keep]`` and the matching correctness entries.
+    Raises ValueError for an unknown policy, naming the valid choices.
+    """
+    u = _as_uncertainty(uncertainty, allow_nan=True)
+    nan = np.isnan(u)
+    if policy == "most_uncertain":
+        return np.where(nan, np.inf, u), np.ones(len(u), dtype=bool)
+    if policy == "drop":
+        return u.copy(), ~nan
+    raise ValueError(f"unknown nan policy {policy!r}; valid: {', '.join(NAN_POLICIES)}")
+
+
+# ---- curves -----------------------------------------------------------------------------------
+
+def _offload_cumsum(key: np.ndarray, value: np.ndarray, ties: str) -> np.ndarray:
+    """Cumulative sum of ``value`` taken in descending ``key`` order, at every count 0..N.
+
+    key, value: (B, N). Returns (B, N+1); column k is the (expected, for ties="expected") sum of
+    ``value`` over the k rows with the largest key.
+    """
+    b, n = key.shape
+    order = np.argsort(-key, axis=1, kind="stable")  # stable: ties in original order
+    ks = np.take_along_axis(key, order, axis=1)
+    vs = np.take_along_axis(value, order, axis=1)
+    c = np.zeros((b, n + 1))
+    np.cumsum(vs, axis=1, out=c[:, 1:])
+    if ties == "stable":
+        return c
+    # Tie groups are runs of equal keys in sorted order: [start, end). Inside a group every
+    # subset of a given size is equally likely, so the expected sum grows linearly from c[start]
+    # to c[end].
+    j = np.arange(n)
+    first = np.ones((b, n), dtype=bool)
+    first[:, 1:] = ks[:, 1:] != ks[:, :-1]
+    last = np.ones((b, n), dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, j + 1, n)[:, ::-1], axis=1)[:, ::-1]
+    cs = np.take_along_axis(c, start, axis=1)
+    ce = np.take_along_axis(c, end, axis=1)
+    out = c.copy()
+    out[:, :n] = cs + (j - start) / (end - start) * (ce - cs)
+    return out
+
+
+def _batch_accuracy(u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str) -> np.ndarray:
+    """(B, N) inputs -> (B, N+1) routing accuracy."""
+    gain = llm.astype(np.float64) - slm
+    return (slm.sum(axis=1, keepdims=True) + _offload_cumsum(u, gain, ties)) / u.shape[1]
+
+
+def routing_curve(uncertainty, slm_correct, llm_correct, ties: str = "expected") -> RoutingCurve:
+    """Routing curve offloading the most uncertain first, exact at every k (O(N log N))."""
+    _check_ties(ties)
+    u = _as_uncertainty(uncertainty)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    _check_lengths(uncertainty=u, slm_correct=slm, llm_correct=llm)
+    return _make_curve(_batch_accuracy(u[None], slm[None], llm[None], ties)[0], ties)
+
+
+def random_curve(slm_correct, llm_correct) -> RoutingCurve:
+    """Expected curve of uniformly random routing: the straight line from SLM to LLM accuracy."""
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    n = _check_lengths(slm_correct=slm, llm_correct=llm)
+    a0, a1 = slm.mean(), llm.mean()
+    return _make_curve(a0 + np.arange(n + 1) / n * (a1 - a0), "random")
+
+
+def _oracle_accuracy(slm: np.ndarray, llm: np.ndarray) -> np.ndarray:
+    """(B, N) -> (B, N+1): offload gains +1 (SLM wrong, LLM right) first, then 0, then -1."""
+    gain = llm.astype(np.float64) - slm
+    gs = -np.sort(-gain, axis=1)
+    c = np.zeros((gain.shape[0], gain.shape[1] + 1))
+    np.cumsum(gs, axis=1, out=c[:, 1:])
+    return (slm.sum(axis=1, keepdims=True) + c) / gain.shape[1]
+
+
+def oracle_curve(slm_correct, llm_correct) -> RoutingCurve:
+    """Best achievable accuracy at every k: offload first where the SLM is wrong and the LLM
+    right, then where both are wrong (or both right), last where only the SLM is right."""
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    _check_lengths(slm_correct=slm, llm_correct=llm)
+    return _make_curve(_oracle_accuracy(slm[None], llm[None])[0], "oracle")
+
+
+# ---- scalar metrics ---------------------------------------------------------------------------
+
+def _batch_auroc_values(u: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUROC per row of uncertainty as a score for ``err`` (ties count 1/2)."""
+    ranks = rankdata(u, axis=1)  # average ranks for ties
+    n_pos = err.sum(axis=1).astype(np.float64)
+    n_neg = err.shape[1] - n_pos
+    u_stat = (ranks * err).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u_stat / (n_pos * n_neg), np.nan)
+
+
+def auroc(uncertainty, slm_correct) -> float:
+    """AUROC of uncertainty as a predictor of SLM error (= AUROC of confidence for correctness).
+
+    Ties count 1/2 (Mann-Whitney). NaN when the SLM is always right or always wrong.
+    """
+    u = _as_uncertainty(uncertainty)
+    slm = _as_bool(slm_correct, "slm_correct")
+    _check_lengths(uncertainty=u, slm_correct=slm)
+    return float(_batch_auroc_values(u[None], ~slm[None])[0])
+
+
+def curve_area(curve: RoutingCurve) -> float:
+    """Trapezoid area under accuracy vs ratio over [0, 1]."""
+    a, r = curve.accuracy, curve.ratio
+    return float(np.sum((a[1:] + a[:-1]) / 2 * np.diff(r)))
+
+
+def _gap_ratio(area: Any, rnd_area: Any, oracle_area: Any) -> Any:
+    den = np.asarray(oracle_area, dtype=np.float64) - rnd_area
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.abs(den) > 1e-12, (np.asarray(area) - rnd_area) / den, np.nan)
+
+
+def apgr(curve: RoutingCurve, rnd: RoutingCurve, oracle: RoutingCurve) -> float:
+    """Area performance gap recovered: (area - random area) / (oracle area - random area).
+
+    1 = oracle routing, 0 = no better than random, negative = worse than random. NaN when the
+    oracle is no better than random (the SLM is never wrong where the LLM is right).
+    """
+    return float(_gap_ratio(curve_area(curve), curve_area(rnd), curve_area(oracle)))
+
+
+def call_rate_for_gap(curve: RoutingCurve, frac: float) -> float:
+    """Smallest routing ratio whose accuracy reaches slm_acc + frac * (llm_acc - slm_acc).
+
+    NaN when the LLM is not more accurate than the SLM (there is no gap to recover).
+    """
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"frac must be in [0, 1]; got {frac!r}")
+    lo, hi = curve.slm_acc, curve.llm_acc
+    if not hi > lo:
+        return float("nan")
+    target = lo + frac * (hi - lo)
+    reached = np.flatnonzero(curve.accuracy >= target - 1e-12)  # tolerance for cumsum rounding
+    return float(curve.ratio[reached[0]])
+
+
+def relative_accuracy(uncertainty, slm_correct, llm_acc: float, top_frac: float,
+                      ties: str = "expected") -> float:
+    """SLM accuracy on the ceil(top_frac * N) most confident queries, divided by ``llm_acc``.
+
+    ``llm_acc`` is the LLM's accuracy on the whole dataset. Ties at the cut follow ``ties``
+    (the expected value, or original order). NaN when llm_acc is 0.
+    """
+    _check_ties(ties)
+    if not 0.0 < top_frac <= 1.0:
+        raise ValueError(f"top_frac must be in (0, 1]; got {top_frac!r}")
+    u = _as_uncertainty(uncertainty)
+    slm = _as_bool(slm_correct, "slm_correct")
+    n = _check_lengths(uncertainty=u, slm_correct=slm)
+    n_top = max(1, math.ceil(top_frac * n - 1e-9))
+    # most confident first = largest -uncertainty first
+    correct_top = _offload_cumsum(-u[None], slm[None].astype(np.float64), ties)[0, n_top]
+    return float(correct_top / n_top / llm_acc) if llm_acc > 0 else float("nan")
+
+
+def curve_rms_distance(curve_a: RoutingCurve, curve_b: RoutingCurve, n_grid: int = 101) -> float:
+    """RMS of accuracy differences after interpolating both curves onto ``n_grid`` ratios in [0, 1]."""
+    grid = np.linspace(0.0, 1.0, n_grid)
+    a = np.interp(grid, curve_a.ratio, curve_a.accuracy)
+    b = np.interp(grid, curve_b.ratio, curve_b.accuracy)
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+# ---- batched statistics for the bootstrap -----------------------------------------------------
+
+def batch_auroc(u: np.ndarray, slm: np.ndarray, llm: np.ndarray) -> np.ndarray:
+    """AUROC per row of (B, N) arrays."""
+    return _batch_auroc_values(u, ~slm)
+
+
+def _batch_area(acc: np.ndarray) -> np.ndarray:
+    # uniform ratio grid of step 1/N
+    return (acc.sum(axis=1) - (acc[:, 0] + acc[:, -1]) / 2) / (acc.shape[1] - 1)
+
+
+def batch_area(u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str = "expected") -> np.ndarray:
+    """Routing-curve area per row of (B, N) arrays."""
+    return _batch_area(_batch_accuracy(u, slm, llm, ties))
+
+
+def batch_apgr(u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str = "expected") -> np.ndarray:
+    """APGR per row of (B, N) arrays."""
+    rnd_area = (slm.mean(axis=1) + llm.mean(axis=1)) / 2  # area under the straight line
+    return _gap_ratio(batch_area(u, slm, llm, ties), rnd_area, _batch_area(_oracle_accuracy(slm, llm)))
+
+
+def per_replicate(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], float]) -> BatchStat:
+    """Adapt a scalar statistic ``fn(u, slm, llm) -> float`` for ``bootstrap_ci`` (loops; slower)."""
+
+    def batched(u: np.ndarray, slm: np.ndarray, llm: np.ndarray) -> np.ndarray:
+        return np.array([fn(*row) for row in zip(u, slm, llm)], dtype=np.float64)
+
+    return batched
+
+
+def bootstrap_ci(
+    uncertainty,
+    slm_correct,
+    llm_correct,
+    stat_fns: Mapping[str, BatchStat],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals, resampling queries with replacement.
+
+    stat_fns: name -> batched statistic ``fn(u, slm, llm) -> (B,)`` taking (B, N) arrays, one row per
+              bootstrap replicate (see ``batch_auroc``, ``batch_area``, ``batch_apgr``; wrap a scalar
+              function with ``per_replicate``). All statistics see the same resamples (paired).
+    Returns name -> (lo, hi), the alpha/2 and 1 - alpha/2 quantiles over the replicates where the
+    statistic is defined (NaN replicates, e.g. a one-class resample for AUROC, are left out);
+    (nan, nan) when none is. Deterministic for a seed (``np.random.default_rng(seed)``).
+    """
+    u = _as_uncertainty(uncertainty)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    n = _check_lengths(uncertainty=u, slm_correct=slm, llm_correct=llm)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    rng = np.random.default_rng(seed)
+    values = {name: np.empty(n_boot) for name in stat_fns}
+    chunk = max(1, 2_000_000 // n)  # bounds memory at a few (chunk, N) arrays
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        ub, sb, lb = u[idx], slm[idx], llm[idx]
+        for name, fn in stat_fns.items():
+            out = np.asarray(fn(ub, sb, lb), dtype=np.float64)
+            if out.shape != (b,):
+                raise ValueError(f"bootstrap stat {name!r} returned shape {out.shape}; expected ({b},)")
+            values[name][start : start + b] = out
+    result = {}
+    for name, v in values.items():
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            result[name] = (float("nan"), float("nan"))
+        else:
+            lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+            result[name] = (float(lo), float(hi))
+    return result
+
+
+# ---- one call per setting ---------------------------------------------------------------------
+
+SUMMARY_KEYS: tuple[str, ...] = (
+    "n", "n_nan", "slm_acc", "llm_acc", "auroc", "area", "random_area", "oracle_area", "apgr",
+    "call_rate_50", "call_rate_80",
+    "auroc_lo", "auroc_hi", "area_lo", "area_hi", "apgr_lo", "apgr_hi",
+)
+
+
+def summarize(
+    uncertainty,
+    slm_correct,
+    llm_correct,
+    *,
+    nan_policy: str = "most_uncertain",
+    ties: str = "expected",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """All scalar routing metrics of one setting, as plain JSON-serializable numbers.
+
+    n is the number of queries given and n_nan how many had NaN uncertainty; with
+    nan_policy="drop" every other value is computed on the n - n_nan scored queries (all NaN when
+    none is left). CIs (``*_lo``/``*_hi``, 95 %) come from ``n_boot`` paired bootstrap resamples;
+    n_boot=0 skips them (NaN).
+    """
+    _check_ties(ties)
+    u_raw = _as_uncertainty(uncertainty, allow_nan=True)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    n = _check_lengths(uncertainty=u_raw, slm_correct=slm, llm_correct=llm)
+    u, keep = apply_nan_policy(u_raw, nan_policy)
+    out: dict[str, float | int] = {k: float("nan") for k in SUMMARY_KEYS}
+    out["n"], out["n_nan"] = n, int(np.isnan(u_raw).sum())
+    u, slm, llm = u[keep], slm[keep], llm[keep]
+    if len(u) == 0:
+        return out
+
+    curve = routing_curve(u, slm, llm, ties=ties)
+    rnd, orc = random_curve(slm, llm), oracle_curve(slm, llm)
+    out.update(
+        slm_acc=float(slm.mean()),
+        llm_acc=float(llm.mean()),
+        auroc=auroc(u, slm),
+        area=curve_area(curve),
+        random_area=curve_area(rnd),
+        oracle_area=curve_area(orc),
+        apgr=apgr(curve, rnd, orc),
+        call_rate_50=call_rate_for_gap(curve, 0.5),
+        call_rate_80=call_rate_for_gap(curve, 0.8),
+    )
+    if n_boot > 0:
+        cis = bootstrap_ci(
+            u, slm, llm,
+            {
+                "auroc": batch_auroc,
+                "area": lambda a, b, c: batch_area(a, b, c, ties),
+                "apgr": lambda a, b, c: batch_apgr(a, b, c, ties),
+            },
+            n_boot=n_boot,
+            seed=seed,
+        )
+        for name, (lo, hi) in cis.items():
+            out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    return out

@@ -1,0 +1,53 @@
+"""Routing-curve figures (PNG), from curves computed by ``jobs/metrics.py``.
+
+Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it is safe in
+workers and on machines without a display.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jobs.metrics import RoutingCurve
+
+
+def plot_routing(
+    curves: Mapping[str, RoutingCurve],
+    path: str | Path,
+    *,
+    random: RoutingCurve | None = None,
+    oracle: RoutingCurve | None = None,
+    title: str = "",
+) -> Path:
+    """Plot accuracy vs % of queries routed to the LLM and write a PNG to ``path``.
+
+    curves: legend label -> curve; put extra facts in the label, e.g.
+            ``{"perplexity (AUROC 0.71)": curve}``.
+    random: drawn dashed; oracle: drawn dotted (both optional).
+    Parent folders are created. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6.0, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, curve in curves.items():
+        ax.plot(100 * curve.ratio, curve.accuracy, label=label, linewidth=1.6)
+    if random is not None:
+        ax.plot(100 * random.ratio, random.accuracy, "k--", label="random", linewidth=1.0)
+    if oracle is not None:
+        ax.plot(100 * oracle.ratio, oracle.accuracy, "k:", label="oracle", linewidth=1.2)
+    ax.set_xlabel("% of queries routed to the LLM")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 100)
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if curves or random is not None or oracle is not None:
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path

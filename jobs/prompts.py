@@ -1,0 +1,113 @@
+"""Zero-shot prompt templates: a Sample -> chat messages (list of {"role", "content"} dicts).
+
+Where this sits in the flow: dataset adapters give normalized Samples; a backend renders these
+messages with the model's chat template (or :func:`plain_prompt` when it has none) and generates;
+``jobs/answers.py`` extracts the answer and the verbalized confidence from the output.
+
+Every prompt asks the model to end with ``The answer is X`` so that the strict extraction policy
+works for all tasks. Wording is kept short on purpose: the smallest SLM has 135M parameters.
+
+``PROMPT_VERSION`` is part of every cache key: bump it whenever any wording here changes (and when
+an adapter changes how it frames ``Sample.question``, e.g. the HellaSwag / WinoGrande / PIQA lead-ins).
+"""
+from __future__ import annotations
+
+from jobs.types import Sample
+
+PROMPT_VERSION = "v1"
+
+Messages = list[dict[str, str]]
+
+# What X is in "The answer is X", per task.
+_ANSWER_SLOT = {
+    "numeric": "a number",
+    "mc": "the letter of the correct option",
+    "yesno": "yes or no",
+    "freeform": "your answer",
+}
+_INSTRUCTION = {
+    "numeric": 'Solve the problem. End your reply with "The answer is X", where X is a number.',
+    "mc": 'Choose the correct option. End your reply with "The answer is X", where X is the option letter.',
+    "yesno": 'Answer yes or no. End your reply with "The answer is yes" or "The answer is no".',
+    "freeform": 'End your reply with "The answer is X", where X is your answer.',
+}
+VERBAL_2S_QUESTION = "How confident are you that your answer is correct? Reply with a number from 0 to 100."
+PTRUE_QUESTION = "Is the proposed answer true or false? Answer with one word: True or False."
+
+
+def _task(sample: Sample) -> str:
+    if sample.task not in _INSTRUCTION:
+        raise ValueError(f"sample {sample.id!r}: unknown task {sample.task!r}; valid: {', '.join(_INSTRUCTION)}")
+    return sample.task
+
+
+def question_block(sample: Sample) -> str:
+    """The passage (if any), the question and, for mc, one "A. text" line per option."""
+    parts = []
+    if sample.context:
+        parts.append(f"Passage: {sample.context}\n")
+    parts.append(f"Question: {sample.question}")
+    if sample.choices:
+        parts.append("Options:")
+        parts.extend(f"{label}. {text}" for label, text in zip(sample.choice_labels(), sample.choices))
+    return "\n".join(parts)
+
+
+def answer_messages(sample: Sample) -> Messages:
+    """Ask for an answer ending in "The answer is X"."""
+    return [{"role": "user", "content": f"{question_block(sample)}\n\n{_INSTRUCTION[_task(sample)]}"}]
+
+
+def verbal_1s_messages(sample: Sample) -> Messages:
+    """Ask for the answer and a 0-100 confidence in one output: "The answer is X. Confidence: N%"."""
+    slot = _ANSWER_SLOT[_task(sample)]
+    instruction = (
+        f'End your reply with "The answer is X. Confidence: N%", where X is {slot} '
+        "and N (0 to 100) is how confident you are that your answer is correct."
+    )
+    return [{"role": "user", "content": f"{question_block(sample)}\n\n{instruction}"}]
+
+
+def verbal_2s_followup(sample: Sample, answer_text: str) -> Messages:
+    """The two-stage verbal confidence conversation: the answer prompt, the model's own answer
+    (``answer_text``, its raw output), then the confidence question."""
+    return [
+        *answer_messages(sample),
+        {"role": "assistant", "content": answer_text},
+        {"role": "user", "content": VERBAL_2S_QUESTION},
+    ]
+
+
+def ptrue_messages(sample: Sample, proposed: str) -> Messages:
+    """Kadavath et al. (2022) P(True): show the question and a proposed answer and ask True/False.
+
+    ``proposed`` is a normalized answer; for mc a valid letter is shown with its option text
+    ("B. Paris"). The backend reads the next-token probabilities of " True" / " False".
+    """
+    _task(sample)
+    shown = proposed
+    if sample.choices and proposed in sample.choice_labels():
+        shown = f"{proposed}. {sample.choices[sample.choice_labels().index(proposed)]}"
+    content = f"{question_block(sample)}\n\nProposed answer: {shown}\n\n{PTRUE_QUESTION}"
+    return [{"role": "user", "content": content}]
+
+
+def plain_prompt(messages: Messages) -> str:
+    """Render messages for a model without a chat template.
+
+    A system message comes first as plain text, each user turn is followed by "Answer:", and each
+    assistant turn fills that slot; the result ends with "Answer:" when the last turn is the user's,
+    so the model continues with its answer.
+    """
+    out = ""
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            out += f"{content}\n\n"
+        elif role == "user":
+            out += f"{content}\nAnswer:"
+        elif role == "assistant":
+            out += f" {content.strip()}\n\n"
+        else:
+            raise ValueError(f"unknown message role {role!r}; valid: system, user, assistant")
+    return out

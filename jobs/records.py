@@ -1,0 +1,112 @@
+"""The one per-sample record schema, and its one writer.
+
+Every work unit writes Parquet parts ``<store>/<kind>/<key>/part-NNNNN.parquet`` (one per
+fixed chunk of samples, so a killed unit resumes at chunk level) and then, last,
+``manifest.json``: the manifest is the fact on disk that the unit is complete. Files are
+written to a temp name and renamed, so a reader never sees half a file.
+
+Schema version ``SCHEMA_VERSION`` is stored in every file's metadata. Columns:
+
+common to every generation unit (stage ``greedy`` / ``samples`` / ``ptrue`` /
+``verbal_1s`` / ``verbal_2s`` of an SLM, and ``llm`` answers):
+  sample_id (str)        id of the sample within its dataset
+  dataset (str), role (str: eval | fit), gold (str), task (str)
+  prompt (str)           the rendered prompt text sent to the model
+  n_prompt_tokens (int), n_new_tokens (int), latency_s (float)
+  error (str | null)     what went wrong for this sample; other columns are null then
+stage greedy (and llm):
+  raw_output (str)        the generated answer, kept so extraction can be re-run
+  token_logprobs (list<float32>), token_entropy (list<float32>)  per new token
+  answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN
+  hidden_state (list<float32>)  probe-layer hidden state at the last new token
+stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
+stage ptrue:    ptrue_prob (float)
+stage verbal_1s: verbal_1s_raw (str), verbal_1s_conf (float, NaN if unparseable)
+stage verbal_2s: verbal_2s_raw (str), verbal_2s_conf (float)
+score units:    sample_id, uncertainty (float, NaN = method could not score)
+setting records: sample_id, slm_answer, slm_correct, llm_answer, llm_correct, uncertainty,
+                 route_rank (0 = first sent to the LLM)
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = "1"
+MANIFEST = "manifest.json"
+
+
+def unit_dir(store: Path | str, kind: str, key: str) -> Path:
+    return Path(store) / kind / key
+
+
+def part_path(udir: Path, index: int) -> Path:
+    return udir / f"part-{index:05d}.parquet"
+
+
+def _atomic_write_bytes(path: Path, write_fn) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_table(path: Path, rows: list[dict] | pa.Table, meta: dict | None = None) -> Path:
+    """Write rows (list of dicts or a Table) atomically as Parquet with schema metadata."""
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+    md = dict(table.schema.metadata or {})
+    md[b"uqroute_schema_version"] = SCHEMA_VERSION.encode()
+    if meta:
+        md[b"uqroute_meta"] = json.dumps(meta, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(md)
+    _atomic_write_bytes(Path(path), lambda tmp: pq.write_table(table, tmp))
+    return Path(path)
+
+
+def write_json(path: Path, obj) -> Path:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+
+    _atomic_write_bytes(Path(path), w)
+    return Path(path)
+
+
+def read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def is_complete(udir: Path) -> bool:
+    return (udir / MANIFEST).is_file()
+
+
+def existing_parts(udir: Path) -> set[int]:
+    if not udir.is_dir():
+        return set()
+    return {int(p.stem.split("-")[1]) for p in udir.glob("part-*.parquet")}
+
+
+def finish_unit(udir: Path, manifest: dict) -> None:
+    """Write the manifest last: from now on the unit counts as done."""
+    manifest = dict(manifest, schema_version=SCHEMA_VERSION)
+    write_json(udir / MANIFEST, manifest)
+
+
+def read_unit(udir: Path, columns: Iterable[str] | None = None) -> pa.Table:
+    parts = sorted(udir.glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"no Parquet parts in {udir}")
+    tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in parts]
+    return pa.concat_tables(tables, promote_options="default")

@@ -1,0 +1,165 @@
+"""Generation stages: the expensive work, one model pass per (model, dataset, role, stage).
+
+A stage is a function ``(backend, samples, deps, params) -> list[row]`` run in fixed
+chunks of samples; each chunk becomes one Parquet part, so a killed unit resumes at
+chunk level. Stages and the named stats they provide (the contract read by ``jobs/uq``):
+
+  greedy     token_logprobs, token_entropy, answer_logprob, hidden_state  (+ raw_output)
+  samples    sampled_texts                 (m samples at temperature T)
+  ptrue      ptrue_prob                    (one forward pass; reads the greedy answer)
+  verbal_1s  verbal_1s_conf                (answer + confidence in one output)
+  verbal_2s  verbal_2s_conf                (second turn after the greedy answer)
+  llm        raw_output of an LLM (greedy), for the other side of the routing
+
+Scoring, extraction and correctness are *not* done here (see ``jobs/scoring.py``): raw
+outputs are kept, so they can be recomputed without a model.
+
+This module does not import torch: the backend object is passed in.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+from jobs import prompts
+from jobs.answers import parse_confidence
+from jobs.datasets.roles import load_role
+from jobs.records import (existing_parts, finish_unit, is_complete, part_path, read_unit, unit_dir,
+                          write_table)
+from jobs.types import Sample
+
+STAT_STAGE = {
+    "token_logprobs": "greedy",
+    "token_entropy": "greedy",
+    "answer_logprob": "greedy",
+    "hidden_state": "greedy",
+    "sampled_texts": "samples",
+    "ptrue_prob": "ptrue",
+    "verbal_1s_conf": "verbal_1s",
+    "verbal_2s_conf": "verbal_2s",
+}
+STAGE_DEPS = {"greedy": (), "samples": (), "ptrue": ("greedy",), "verbal_1s": (), "verbal_2s": ("greedy",),
+              "llm": ()}
+STAGES = tuple(STAGE_DEPS)
+
+
+def _common(s: Sample, role: str, dataset: str) -> dict:
+    return {"sample_id": s.id, "dataset": dataset, "role": role, "gold": s.gold, "task": s.task,
+            "choices": list(s.choices), "aliases": list(s.aliases), "error": None}
+
+
+def _greedy(backend, samples, deps, p) -> list[dict]:
+    msgs = [prompts.answer_messages(s) for s in samples]
+    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], with_stats=p.get("with_stats", True),
+                            seed=p["seed"])
+    rows = []
+    for s, m, g in zip(samples, msgs, gens):
+        row = {"prompt": backend.render(m), "raw_output": g.text, "n_prompt_tokens": g.n_prompt_tokens,
+               "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
+        if g.token_logprobs is not None:
+            row.update(token_logprobs=g.token_logprobs.tolist(), token_entropy=g.token_entropy.tolist(),
+                       token_texts=backend.token_strings(g.token_ids), hidden_state=g.hidden.tolist())
+        rows.append(row)
+    return rows
+
+
+def _samples(backend, samples, deps, p) -> list[dict]:
+    m = p["num_samples"]
+    msgs = [prompts.answer_messages(s) for s in samples]
+    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], do_sample=True,
+                            temperature=p["temperature"], num_return_sequences=m, seed=p["seed"])
+    rows = []
+    for i, msg in enumerate(msgs):
+        chunk = gens[i * m:(i + 1) * m]
+        rows.append({"prompt": backend.render(msg), "sampled_texts": [g.text for g in chunk],
+                     "sampled_n_tokens": [g.n_new_tokens for g in chunk],
+                     "n_prompt_tokens": chunk[0].n_prompt_tokens, "n_new_tokens": sum(g.n_new_tokens for g in chunk),
+                     "latency_s": sum(g.latency_s for g in chunk)})
+    return rows
+
+
+def _ptrue(backend, samples, deps, p) -> list[dict]:
+    answers = deps["greedy"]
+    msgs = [prompts.ptrue_messages(s, answers[s.id]) for s in samples]
+    t0 = time.perf_counter()
+    probs = backend.true_false_prob(msgs)
+    dt = (time.perf_counter() - t0) / max(1, len(samples))
+    return [{"prompt": backend.render(m), "ptrue_prob": float(x), "n_prompt_tokens": None, "n_new_tokens": 0,
+             "latency_s": dt} for m, x in zip(msgs, probs)]
+
+
+def _verbal_1s(backend, samples, deps, p) -> list[dict]:
+    msgs = [prompts.verbal_1s_messages(s) for s in samples]
+    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
+    return [{"prompt": backend.render(m), "verbal_1s_raw": g.text, "verbal_1s_conf": _conf(g.text),
+             "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
+            for m, g in zip(msgs, gens)]
+
+
+def _verbal_2s(backend, samples, deps, p) -> list[dict]:
+    answers = deps["greedy"]
+    msgs = [prompts.verbal_2s_followup(s, answers[s.id]) for s in samples]
+    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
+    return [{"prompt": backend.render(m), "verbal_2s_raw": g.text, "verbal_2s_conf": _conf(g.text),
+             "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
+            for m, g in zip(msgs, gens)]
+
+
+def _conf(text: str) -> float:
+    c = parse_confidence(text)
+    return math.nan if c is None else float(c)
+
+
+STAGE_FNS: dict[str, Callable] = {"greedy": _greedy, "samples": _samples, "ptrue": _ptrue,
+                                  "verbal_1s": _verbal_1s, "verbal_2s": _verbal_2s,
+                                  "llm": lambda b, s, d, p: _greedy(b, s, d, dict(p, with_stats=False))}
+
+
+def _dep_answers(store: Path, dep_key: str) -> dict[str, str]:
+    t = read_unit(unit_dir(store, "gen", dep_key), columns=["sample_id", "raw_output"])
+    return {sid: (out or "") for sid, out in zip(t.column("sample_id").to_pylist(), t.column("raw_output").to_pylist())}
+
+
+def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int, int], None] | None = None,
+                 batch_size: int | None = None) -> dict:
+    """Run one generation unit to completion; return a small summary (never the data).
+
+    unit: {"key", "stage", "model", "dataset", "dataset_conf", "run", "role", "params", "deps": {stage: key}}
+    """
+    store = Path(store)
+    udir = unit_dir(store, "gen", unit["key"])
+    if is_complete(udir):
+        return {"key": unit["key"], "skipped": True}
+    samples, malformed = load_role(unit["dataset_conf"], unit["run"], unit["role"])
+    deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()}
+    fn = STAGE_FNS[unit["stage"]]
+    chunk = int(unit["params"].get("chunk_size", 32))
+    bs = int(batch_size or unit["params"].get("batch_size", 8))
+    n_chunks = max(1, math.ceil(len(samples) / chunk))
+    done = existing_parts(udir)
+    t0 = time.perf_counter()
+    tokens = 0
+    for ci in range(n_chunks):
+        if ci in done:
+            continue
+        part = samples[ci * chunk:(ci + 1) * chunk]
+        rows = []
+        for bi in range(0, len(part), bs):
+            batch = part[bi:bi + bs]
+            # seed from (unit seed, chunk, batch): identical results however the work is split
+            p = dict(unit["params"], seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi)
+            out = fn(backend, batch, deps, p)
+            for s, r in zip(batch, out):
+                rows.append(_common(s, unit["role"], unit["dataset"]) | r)
+                tokens += int(r.get("n_new_tokens") or 0)
+        write_table(part_path(udir, ci), rows, meta={"unit": unit["key"], "stage": unit["stage"]})
+        if progress:
+            progress(ci + 1, n_chunks)
+    summary = {"key": unit["key"], "stage": unit["stage"], "model": unit["model"], "dataset": unit["dataset"],
+               "role": unit["role"], "n_samples": len(samples), "n_malformed": len(malformed),
+               "malformed": [m.__dict__ for m in malformed[:20]], "new_tokens": tokens,
+               "seconds": time.perf_counter() - t0, "model_identity": getattr(backend, "identity", None)}
+    finish_unit(udir, summary)
+    return summary

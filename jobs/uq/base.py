@@ -1,0 +1,140 @@
+"""The UQ method type and the one function that runs a method on named stats.
+
+A UQ method is a small pure function over named per-sample stats (lm-polygraph style): it declares
+the stats it reads in ``requires`` and maps them to one uncertainty per sample, **higher = more
+uncertain**, NaN where it cannot score a sample. ``compute`` does the checking (stats present, same
+length, output shape) so that each method file stays a few lines of arithmetic.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+#: Allowed values of ``UQMethod.fit``: untrained, trained on the evaluated dataset's training
+#: subsample, or trained on all other datasets (leave the evaluated one out).
+FIT_KINDS: tuple[str | None, ...] = (None, "in_domain", "other_datasets")
+
+#: Stat that trained methods read from ``fit_stats`` on top of ``requires``.
+LABEL_STAT = "correct"
+
+
+@dataclass(frozen=True)
+class UQMethod:
+    """One uncertainty quantification method.
+
+    name:        registry key (same key in YAML, Parquet and MLflow).
+    requires:    names of the per-sample stats that ``fn`` reads.
+    fn:          ``fn(stats, **params)`` when ``fit`` is None, else ``fn(stats, fit_stats, **params)``;
+                 returns one float per sample, higher = more uncertain, NaN = not scored.
+    fit:         None | "in_domain" | "other_datasets": which data trains the method. A trained method
+                 also reads ``fit_stats["correct"]`` (bool SLM correctness on the training rows).
+    description: one line for reports.
+    """
+
+    name: str
+    requires: tuple[str, ...]
+    fn: Callable[..., np.ndarray]
+    fit: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.fit not in FIT_KINDS:
+            raise ValueError(f"uq method {self.name!r}: fit={self.fit!r}; valid: {FIT_KINDS}")
+        if not self.requires:
+            raise ValueError(f"uq method {self.name!r}: requires must name at least one stat")
+
+    @property
+    def fit_requires(self) -> tuple[str, ...]:
+        """Stats needed in ``fit_stats`` (empty for untrained methods)."""
+        return () if self.fit is None else (*self.requires, LABEL_STAT)
+
+
+def _check_stats(method: UQMethod, stats: Mapping[str, Any], needed: Sequence[str], which: str) -> int:
+    """Raise KeyError for a missing stat, ValueError for mismatched lengths; return N."""
+    missing = [s for s in needed if s not in stats]
+    if missing:
+        raise KeyError(
+            f"uq method {method.name!r} needs {which} {', '.join(repr(m) for m in missing)}; "
+            f"{which} available: {', '.join(sorted(stats)) or '(none)'}"
+        )
+    lengths = {s: len(stats[s]) for s in needed}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"uq method {method.name!r}: {which} have different lengths: {lengths}")
+    return next(iter(lengths.values()))
+
+
+def _check_params(method: UQMethod, params: Mapping[str, Any]) -> None:
+    sig = inspect.signature(method.fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    valid = [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
+    bad = sorted(set(params) - set(valid))
+    if bad:
+        raise TypeError(
+            f"uq method {method.name!r}: unknown parameter(s) {', '.join(bad)}; "
+            f"valid: {', '.join(valid) or '(none)'}"
+        )
+
+
+def compute(
+    method: UQMethod,
+    stats: Mapping[str, Any],
+    fit_stats: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> np.ndarray:
+    """Run ``method`` on ``stats`` and return a float64 array of shape (N,), higher = more uncertain.
+
+    fit_stats: training stats for trained methods (must hold ``requires`` plus ``"correct"``);
+               ignored for untrained methods.
+    params:    keyword parameters of the method (e.g. ``lr=1e-4`` for the probe).
+    Raises KeyError naming the method, the missing stat and the stats available; ValueError when a
+    trained method gets no fit_stats or the output does not have shape (N,); TypeError for an
+    unknown parameter.
+    """
+    n = _check_stats(method, stats, method.requires, "stats")
+    _check_params(method, params)
+    if method.fit is None:
+        out = method.fn(stats, **params)
+    else:
+        if fit_stats is None:
+            raise ValueError(
+                f"uq method {method.name!r} is trained (fit={method.fit!r}) and needs fit_stats "
+                f"with {', '.join(method.fit_requires)}"
+            )
+        _check_stats(method, fit_stats, method.fit_requires, "fit_stats")
+        out = method.fn(stats, fit_stats, **params)
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != (n,):
+        raise ValueError(f"uq method {method.name!r} returned shape {out.shape}; expected ({n},)")
+    return out
+
+
+# ---- small helpers shared by the method files -------------------------------------------------
+
+def per_sequence(seqs: Sequence[Any], reduce: Callable[[np.ndarray], float]) -> np.ndarray:
+    """Apply ``reduce`` to each 1-D per-token array; NaN for an empty (or None) sequence."""
+    out = np.full(len(seqs), np.nan)
+    for i, seq in enumerate(seqs):
+        if seq is None:
+            continue
+        arr = np.asarray(seq, dtype=np.float64).ravel()
+        if arr.size:
+            out[i] = reduce(arr)
+    return out
+
+
+def complement(stats: Mapping[str, Any], key: str) -> np.ndarray:
+    """1 - stats[key] for a per-sample probability in [0, 1]; NaN passes through.
+
+    A finite value outside [0, 1] means a bug upstream (parsing, normalization), so it raises
+    instead of producing a score.
+    """
+    p = np.asarray(stats[key], dtype=np.float64).ravel()
+    bad = ~np.isnan(p) & ((p < -1e-9) | (p > 1 + 1e-9))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"stat {key!r} must lie in [0, 1] (or be NaN); sample {i} is {p[i]!r}")
+    return 1.0 - p

@@ -1,0 +1,237 @@
+"""The ``uqroute`` command line. The driver: no torch is imported here."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from orchestrator.config import ConfigError, load_grid
+
+console = Console()
+
+
+def _fmt(x, nd=3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "nan" if x != x else f"{x:.{nd}f}"
+    return str(x)
+
+
+def print_summary(rows: list[dict]) -> None:
+    t = Table(title="Routing summary (uncertainty -> LLM)")
+    for c in ("setting", "SLM acc", "LLM acc", "AUROC", "area", "APGR", "n"):
+        t.add_column(c, justify="left" if c == "setting" else "right")
+    for r in rows:
+        t.add_row(r["setting"], _fmt(r.get("slm_acc")), _fmt(r.get("llm_acc")),
+                  f"{_fmt(r.get('auroc'))} [{_fmt(r.get('auroc_lo'), 2)},{_fmt(r.get('auroc_hi'), 2)}]",
+                  _fmt(r.get("area")), _fmt(r.get("apgr")), _fmt(r.get("n")))
+    console.print(t)
+
+
+def _progress_cb(progress: Progress, task, total_settings: int):
+    counts = Counter()
+
+    def cb(event: str, unit, info: dict) -> None:
+        if event == "started" and unit.kind == "gen":
+            progress.update(task, description=f"[cyan]{unit.label}")
+        if unit.kind == "setting" and event in ("done", "failed", "blocked"):
+            counts[event] += 1
+            progress.update(task, advance=1,
+                            description=f"settings done {counts['done']} failed {counts['failed'] + counts['blocked']}")
+
+    return cb
+
+
+def _execute(r, keys=None) -> int:
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import run_grid, settings_table
+
+    plan = make_plan(r)
+    done = plan.done(r.store_dir)
+    todo_settings = [s for s in plan.settings if s.hash not in done]
+    console.print(f"[bold]{r.grid['name']}[/]: {len(plan.settings)} settings "
+                  f"({len(plan.settings) - len(todo_settings)} already done), "
+                  f"{len(plan.units)} work units ({len(done)} already done)")
+    t0 = time.time()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("starting Ray", total=len(todo_settings))
+        plan, report, sink = run_grid(r, keys=keys, console=console,
+                                      progress=_progress_cb(progress, task, len(todo_settings)))
+    rows = settings_table(r, plan)
+    print_summary(rows)
+    console.print(f"finished in {time.time() - t0:.0f}s: {len(rows)}/{len(plan.settings)} settings done, "
+                  f"{len(report.failed)} units failed, {len(report.blocked)} blocked")
+    for k, why in list(report.failed.items())[:10]:
+        console.print(f"  [red]failed[/] {plan.units[k].label}: {why}")
+    out = r.output_dir
+    console.print(f"\nWhere to look:\n  MLflow UI     : {sink.uri if sink else '(disabled)'}"
+                  f"\n  Parquet store : {r.store_dir.resolve()}"
+                  f"\n  Plots         : {(out / 'plots').resolve()}"
+                  f"\n  Summary       : {(out / 'summary.csv').resolve()}")
+    return 0 if report.ok else 1
+
+
+def cmd_run(a) -> int:
+    r = load_grid(a.grid, a.overrides)
+    if a.address:
+        r.grid["ray"]["address"] = a.address
+    if a.no_mlflow:
+        r.grid["mlflow"]["enabled"] = False
+    if a.tracking_uri:
+        r.grid["mlflow"]["tracking_uri"] = a.tracking_uri
+    return _execute(r)
+
+
+def cmd_plan(a) -> int:
+    from orchestrator.plan import make_plan
+
+    t0 = time.perf_counter()
+    r = load_grid(a.grid, a.overrides)
+    plan = make_plan(r)
+    dt = time.perf_counter() - t0
+    done = plan.done(r.store_dir)
+    counts = plan.counts()
+    done_counts = Counter((f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind)
+                          for k, u in plan.units.items() if k in done)
+    t = Table(title=f"plan of {a.grid}")
+    t.add_column("work")
+    t.add_column("units", justify="right")
+    t.add_column("done", justify="right")
+    t.add_row("settings", str(len(plan.settings)), str(done_counts.get("setting", 0)))
+    for k in sorted(counts):
+        t.add_row(k, str(counts[k]), str(done_counts.get(k, 0)))
+    console.print(t)
+    console.print(f"{len(plan.settings)} settings = {len(r.slms)} SLMs x {len(r.uq)} UQ methods x "
+                  f"{len(r.datasets)} datasets x {len(r.llms)} LLMs (minus exclusions); planned in {dt:.2f}s")
+    return 0
+
+
+def cmd_resume(a) -> int:
+    from orchestrator.ledger import Ledger
+    from orchestrator.runner import load_output
+
+    r = load_output(Path(a.output))
+    if a.address:
+        r.grid["ray"]["address"] = a.address
+    keys = None
+    if a.failed_only:
+        last = Ledger(r.output_dir / "ledger.jsonl").last_state()
+        keys = {k for k, e in last.items() if e["event"] == "failed"}
+        # a failed unit's dependents were blocked; they must run again too
+        from orchestrator.plan import make_plan
+
+        plan = make_plan(r)
+        changed = True
+        while changed:
+            changed = False
+            for k, u in plan.units.items():
+                if k not in keys and any(d in keys for d in u.deps):
+                    keys.add(k)
+                    changed = True
+        console.print(f"resuming {len(keys)} failed or blocked units")
+    return _execute(r, keys)
+
+
+def cmd_status(a) -> int:
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import load_output
+
+    r = load_output(Path(a.output))
+    plan = make_plan(r)
+    done = plan.done(r.store_dir)
+    last = Ledger(r.output_dir / "ledger.jsonl").last_state()
+    t = Table(title=f"status of {a.output}")
+    for c in ("work", "total", "done", "running", "failed", "not started"):
+        t.add_column(c, justify="right" if c != "work" else "left")
+    groups: dict[str, Counter] = {}
+    reasons = Counter()
+    for k, u in plan.units.items():
+        g = f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind
+        c = groups.setdefault(g, Counter())
+        c["total"] += 1
+        ev = last.get(k, {}).get("event")
+        if k in done:
+            c["done"] += 1
+        elif ev == "failed":
+            c["failed"] += 1
+            reasons[(u.label, last[k].get("reason"), last[k].get("detail", ""))] += 1
+        elif ev in ("started", "retry"):
+            c["running"] += 1
+        else:
+            c["not started"] += 1
+    for g in sorted(groups):
+        c = groups[g]
+        t.add_row(g, *(str(c[x]) for x in ("total", "done", "running", "failed", "not started")))
+    console.print(t)
+    for (label, reason, detail), n in reasons.items():
+        console.print(f"[red]failed[/] {label}: {reason} {detail}")
+    return 0
+
+
+def cmd_sync(a) -> int:
+    from orchestrator.runner import sync
+
+    n = sync(Path(a.output), console)
+    console.print(f"logged {n} settings to MLflow")
+    return 0
+
+
+def cmd_mlflow_stop(a) -> int:
+    from orchestrator.mlflow_sink import stop_server
+
+    stopped = stop_server(Path(a.output) / "mlflow")
+    console.print("stopped" if stopped else "no server recorded")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uqroute", description="Uncertainty-based SLM -> LLM routing benchmarks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run a grid (starts a local Ray and MLflow unless told otherwise)")
+    run.add_argument("grid")
+    run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. dataset.limit=50")
+    run.add_argument("--address", help="Ray cluster to join: auto, host:port or ray://host:10001")
+    run.add_argument("--tracking-uri", help="MLflow tracking server to use instead of a local one")
+    run.add_argument("--no-mlflow", action="store_true")
+    run.set_defaults(fn=cmd_run)
+    plan = sub.add_parser("plan", help="print the settings and work units of a grid, and what is done")
+    plan.add_argument("grid")
+    plan.add_argument("overrides", nargs="*")
+    plan.set_defaults(fn=cmd_plan)
+    res = sub.add_parser("resume", help="run what an output folder still lacks")
+    res.add_argument("output")
+    res.add_argument("--failed-only", action="store_true")
+    res.add_argument("--address")
+    res.set_defaults(fn=cmd_resume)
+    st = sub.add_parser("status", help="done / running / failed per kind of work")
+    st.add_argument("output")
+    st.set_defaults(fn=cmd_status)
+    sy = sub.add_parser("sync", help="rebuild MLflow runs from the Parquet store")
+    sy.add_argument("output")
+    sy.set_defaults(fn=cmd_sync)
+    ms = sub.add_parser("mlflow-stop", help="stop the MLflow server started for an output folder")
+    ms.add_argument("output")
+    ms.set_defaults(fn=cmd_mlflow_stop)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

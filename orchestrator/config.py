@@ -1,0 +1,363 @@
+"""Typed configuration: OmegaConf structured configs, closed to typos.
+
+A grid file (``conf/grid/*.yaml``) names its SLMs, LLMs, UQ methods and datasets by the
+name of a file in ``conf/slm/``, ``conf/llm/``, ``conf/uq/`` and ``conf/dataset/``
+(or gives them inline as mappings). Loading resolves every name into its full typed
+config, applies dotlist overrides (``dataset.limit=50``), and checks everything that
+can be checked without running a model: unknown keys, wrong types, unknown registry
+names, unknown choices. Errors are ``ConfigError`` and name the file, the key, the bad
+value and the valid choices.
+
+The resolved config (``ResolvedGrid``) is what the plan, the hashes and resume read.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from jobs.registry import UnknownNameError
+
+REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A bad config value, with the file, key, value and valid choices in the message."""
+
+
+# ---------------------------------------------------------------- schemas
+@dataclass
+class ModelConf:
+    """One SLM or LLM (``conf/slm/<name>.yaml`` / ``conf/llm/<name>.yaml``)."""
+
+    name: str = MISSING
+    backend: str = "hf"  # hf | openai
+    # hf backend: where the weights come from (see jobs/backends/model_source.py)
+    source: str = "hub"  # hub | path | package | package_assemble
+    id: str = ""  # hub id, path, or package import name
+    file: Optional[str] = None  # GGUF file name inside the folder / package
+    revision: Optional[str] = None
+    dtype: str = "float32"
+    use_chat_template: bool = True
+    hidden_layer: int = -8  # probe layer: index into hidden_states (-8 = 8th-to-last)
+    # openai backend (vLLM, cloud APIs): key read from the named environment variable only
+    base_url: Optional[str] = None
+    model_name: Optional[str] = None
+    api_key_env: Optional[str] = None
+    max_concurrency: int = 8
+    request_timeout_s: float = 120.0
+    # resources requested from Ray for the actor hosting this model
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    gpu_memory_fraction: Optional[float] = None  # torch's own CUDA memory cap
+    resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {node_a: 1}
+    batch_size: int = 8
+    torch_threads: Optional[int] = None
+
+
+@dataclass
+class UQConf:
+    """One UQ method (``conf/uq/<name>.yaml``): a registry key plus parameters."""
+
+    name: str = MISSING
+    method: str = ""  # registry key; defaults to name
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class FieldMappingConf:
+    id: Optional[str] = None
+    question: str = "question"
+    gold: str = "answer"
+    choices: Any = None  # a field holding a list, or a list of field names
+    context: Optional[str] = None
+    gold_format: str = "text"
+
+
+@dataclass
+class DatasetConf:
+    """One dataset (``conf/dataset/<name>.yaml``).
+
+    adapter: a key of jobs.datasets.DATASETS (files in the shared folder), or ``hub`` /
+    ``local`` for data brought by the user with a field mapping.
+    """
+
+    name: str = MISSING
+    adapter: str = ""  # defaults to name
+    split: Optional[str] = None  # default: the adapter's eval split
+    train_split: Optional[str] = None  # default: the adapter's train split
+    task: Optional[str] = None  # required for hub/local
+    hub_path: Optional[str] = None
+    hub_config: Optional[str] = None
+    local_path: Optional[str] = None
+    mapping: FieldMappingConf = field(default_factory=FieldMappingConf)
+    group: Optional[str] = None  # math | commonsense | ... (for reports and OOD splits)
+
+
+@dataclass
+class DatasetRunConf:
+    """Grid-wide sampling of every dataset (``dataset.limit=50`` on the command line)."""
+
+    limit: Optional[int] = 100  # evaluated questions per dataset (None = all)
+    fit_limit: int = 100  # questions for probe training, from the train split (or disjoint rows)
+    seed: int = 0
+    data_root: Optional[str] = None  # default: ../shared/datasets beside the repo
+
+
+@dataclass
+class DecodingConf:
+    max_new_tokens: dict = field(default_factory=lambda: {"numeric": 160, "mc": 48, "yesno": 48, "freeform": 48})
+    num_samples: int = 5  # m for Jaccard degree
+    sample_temperature: float = 1.0
+    sample_max_new_tokens: Optional[int] = None  # default: same as greedy
+    verbal_max_new_tokens: int = 24
+    extraction_policy: str = "flexible"  # strict | flexible
+
+
+@dataclass
+class MetricsConf:
+    ties: str = "expected"  # expected | stable
+    nan_policy: str = "most_uncertain"  # most_uncertain | drop
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class MlflowConf:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: start a local server with SQLite under the output folder
+    experiment: str = "uqroute"
+    port: int = 5000
+
+
+@dataclass
+class RayConf:
+    address: Optional[str] = None  # None: start a local Ray; "auto" or ray://host:port to join one
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    max_in_flight: int = 8
+    max_retries: int = 2
+
+
+@dataclass
+class GridConf:
+    name: str = MISSING
+    output_dir: str = "runs/${name}"
+    store_dir: Optional[str] = None  # shared work-unit store; default <output_dir>/store
+    slms: list = field(default_factory=list)
+    llms: list = field(default_factory=list)
+    uq: list = field(default_factory=list)
+    datasets: list = field(default_factory=list)
+    exclude: list = field(default_factory=list)  # [{slm: x, dataset: y}, ...] settings to skip
+    seed: int = 0
+    dataset: DatasetRunConf = field(default_factory=DatasetRunConf)
+    decoding: DecodingConf = field(default_factory=DecodingConf)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
+    mlflow: MlflowConf = field(default_factory=MlflowConf)
+    ray: RayConf = field(default_factory=RayConf)
+
+
+CHOICES = {
+    "backend": ("hf", "openai"),
+    "source": ("hub", "path", "package", "package_assemble"),
+    "dtype": ("float32", "float16", "bfloat16"),
+    "ties": ("expected", "stable"),
+    "nan_policy": ("most_uncertain", "drop"),
+    "extraction_policy": ("strict", "flexible"),
+    "task": ("numeric", "mc", "yesno", "freeform"),
+    "gold_format": ("text", "letter", "index0", "index1", "bool", "number", "gsm8k"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedGrid:
+    """The grid with every name resolved to a typed config; plain dicts inside."""
+
+    grid: dict
+    slms: dict  # name -> ModelConf as dict
+    llms: dict
+    uq: dict
+    datasets: dict
+    source: str  # the grid file
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(self)))
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.grid["output_dir"])
+
+    @property
+    def store_dir(self) -> Path:
+        return Path(self.grid["store_dir"] or (self.output_dir / "store"))
+
+
+# ---------------------------------------------------------------- loading
+def _merge(schema_cls, data, where: str):
+    base = OmegaConf.structured(schema_cls)
+    OmegaConf.set_struct(base, True)
+    try:
+        merged = OmegaConf.merge(base, data)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None)
+        valid = ", ".join(f.name for f in dataclasses.fields(schema_cls))
+        raise ConfigError(f"{where}: bad key {key!r}: {e.msg if hasattr(e, 'msg') else e}. "
+                          f"Valid keys of {schema_cls.__name__}: {valid}") from None
+    return merged
+
+
+def _load_yaml(path: Path, where: str):
+    try:
+        return OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found: {path}") from None
+    except Exception as e:  # yaml syntax
+        raise ConfigError(f"{where}: cannot parse {path}: {e}") from None
+
+
+def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: str) -> dict:
+    folder = conf_dir / kind
+    out: dict = {}
+    for i, entry in enumerate(entries):
+        where = f"{grid_file}: {kind}[{i}]"
+        if isinstance(entry, str):
+            path = folder / f"{entry}.yaml"
+            if not path.is_file():
+                available = sorted(p.stem for p in folder.glob("*.yaml"))
+                raise ConfigError(str(UnknownNameError(f"{kind} config (in {folder})", entry, available)).replace(
+                    "unknown", f"{where}: unknown", 1))
+            data = _load_yaml(path, where)
+            merged = _merge(schema_cls, data, str(path))
+            if merged.name != entry:
+                raise ConfigError(f"{path}: name {merged.name!r} must equal the file name {entry!r}")
+        elif isinstance(entry, (dict, DictConfig)):
+            merged = _merge(schema_cls, entry, where)
+        else:
+            raise ConfigError(f"{where}: expected a name or a mapping, got {entry!r}")
+        name = merged.name
+        if name in out:
+            raise ConfigError(f"{where}: {kind} {name!r} is listed twice")
+        out[name] = OmegaConf.to_container(merged, resolve=True)
+    return out
+
+
+def _check_choice(where: str, key: str, value, choices) -> None:
+    if value is not None and value not in choices:
+        raise ConfigError(f"{where}: {key}={value!r} is not valid; valid choices: {', '.join(choices)}")
+
+
+def find_conf_dir(grid_file: Path) -> Path:
+    """conf/grid/x.yaml -> conf/; falls back to the repository's conf/."""
+    cand = grid_file.resolve().parent.parent
+    if (cand / "slm").is_dir() or (cand / "uq").is_dir():
+        return cand
+    return REPO_CONF
+
+
+def load_grid(grid_file: str | Path, overrides: list[str] | None = None,
+              conf_dir: Path | None = None) -> ResolvedGrid:
+    grid_file = Path(grid_file)
+    where = str(grid_file)
+    data = _load_yaml(grid_file, where)
+    try:
+        ov = OmegaConf.from_dotlist(list(overrides or []))
+    except Exception as e:
+        raise ConfigError(f"command-line overrides {overrides}: {e}") from None
+    grid = _merge(GridConf, data, where)
+    try:
+        grid = OmegaConf.merge(grid, ov)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"command-line override: bad key {getattr(e, 'full_key', '')!r}: {e}. "
+                          f"Valid top-level keys: {', '.join(f.name for f in dataclasses.fields(GridConf))}") from None
+    conf_dir = conf_dir or find_conf_dir(grid_file)
+    g = OmegaConf.to_container(grid, resolve=True)
+    for axis in ("slms", "llms", "uq", "datasets"):
+        if not g[axis]:
+            raise ConfigError(f"{where}: '{axis}' is empty; a grid needs at least one entry per axis")
+    resolved = ResolvedGrid(
+        grid={k: v for k, v in g.items() if k not in ("slms", "llms", "uq", "datasets")}
+        | {"slm_names": [], "llm_names": [], "uq_names": [], "dataset_names": []},
+        slms=_resolve_entries("slm", ModelConf, g["slms"], conf_dir, where),
+        llms=_resolve_entries("llm", ModelConf, g["llms"], conf_dir, where),
+        uq=_resolve_entries("uq", UQConf, g["uq"], conf_dir, where),
+        datasets=_resolve_entries("dataset", DatasetConf, g["datasets"], conf_dir, where),
+        source=str(grid_file),
+    )
+    for axis, key in (("slms", "slm_names"), ("llms", "llm_names"), ("uq", "uq_names"), ("datasets", "dataset_names")):
+        resolved.grid[key] = list(getattr(resolved, axis))
+    validate(resolved)
+    return resolved
+
+
+def validate(r: ResolvedGrid) -> None:
+    """Check every value that can be checked before any expensive work starts."""
+    from jobs.datasets import DATASETS  # registry only: imports no dataset module
+    from jobs.uq import UQ_METHODS
+
+    g = r.grid
+    _check_choice(f"{r.source}: metrics", "ties", g["metrics"]["ties"], CHOICES["ties"])
+    _check_choice(f"{r.source}: metrics", "nan_policy", g["metrics"]["nan_policy"], CHOICES["nan_policy"])
+    _check_choice(f"{r.source}: decoding", "extraction_policy", g["decoding"]["extraction_policy"],
+                  CHOICES["extraction_policy"])
+    for task in g["decoding"]["max_new_tokens"]:
+        _check_choice(f"{r.source}: decoding.max_new_tokens", "task", task, CHOICES["task"])
+    if g["dataset"]["limit"] is not None and g["dataset"]["limit"] < 1:
+        raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
+    if g["decoding"]["num_samples"] < 2:
+        raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
+    for kind, models in (("slm", r.slms), ("llm", r.llms)):
+        for name, m in models.items():
+            where = f"{kind} {name!r}"
+            _check_choice(where, "backend", m["backend"], CHOICES["backend"])
+            if m["backend"] == "hf":
+                _check_choice(where, "source", m["source"], CHOICES["source"])
+                _check_choice(where, "dtype", m["dtype"], CHOICES["dtype"])
+                if not m["id"]:
+                    raise ConfigError(f"{where}: 'id' is required for backend hf (hub id, path or package)")
+            elif not (m["base_url"] and m["model_name"]):
+                raise ConfigError(f"{where}: backend openai needs base_url and model_name")
+    for name, m in r.slms.items():
+        if m["backend"] != "hf":
+            raise ConfigError(f"slm {name!r}: backend={m['backend']!r}; an SLM needs token log-probs and "
+                              f"hidden states, valid choices: hf")
+    for name, u in r.uq.items():
+        u["method"] = u["method"] or name
+        try:
+            UQ_METHODS.check(u["method"])
+        except UnknownNameError as e:
+            raise ConfigError(f"uq {name!r}: {e}") from None
+    for name, d in r.datasets.items():
+        d["adapter"] = d["adapter"] or name
+        where = f"dataset {name!r}"
+        if d["adapter"] in ("hub", "local"):
+            _check_choice(where, "task", d["task"], CHOICES["task"])
+            if d["task"] is None:
+                raise ConfigError(f"{where}: adapter {d['adapter']!r} needs task; valid: {', '.join(CHOICES['task'])}")
+            _check_choice(where, "mapping.gold_format", d["mapping"]["gold_format"], CHOICES["gold_format"])
+            need = "hub_path" if d["adapter"] == "hub" else "local_path"
+            if not d[need]:
+                raise ConfigError(f"{where}: adapter {d['adapter']!r} needs {need}")
+        else:
+            try:
+                DATASETS.check(d["adapter"])
+            except UnknownNameError as e:
+                raise ConfigError(f"{where}: {e}") from None
+    known = {"slm": set(r.slms), "llm": set(r.llms), "uq": set(r.uq), "dataset": set(r.datasets)}
+    for i, rule in enumerate(g["exclude"]):
+        if not isinstance(rule, dict) or not rule:
+            raise ConfigError(f"{r.source}: exclude[{i}] must be a mapping like {{slm: x, dataset: y}}")
+        for k, v in rule.items():
+            if k not in known:
+                raise ConfigError(f"{r.source}: exclude[{i}] key {k!r}; valid: {', '.join(known)}")
+            if v not in known[k]:
+                raise ConfigError(f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: "
+                                  f"{', '.join(sorted(known[k]))}")
+
+
+def resolved_from_yaml(text: str) -> ResolvedGrid:
+    d = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    return ResolvedGrid(**d)

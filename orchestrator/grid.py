@@ -1,0 +1,85 @@
+"""Grid expansion: a pure function from the resolved config to frozen settings.
+
+A setting = (SLM, UQ method, dataset, LLM). Its readable name is
+``slm__uq__dataset__llm``; its identity is the hash of the resolved configuration that
+decides its result (the four configs plus sampling, decoding and metric parameters).
+Order is deterministic (SLM, dataset, UQ, LLM as listed in the grid); exclusion rules
+drop settings that match every key of a rule.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from itertools import product
+
+from orchestrator.config import ResolvedGrid
+
+MODEL_IDENTITY_FIELDS = ("backend", "source", "id", "file", "revision", "dtype", "use_chat_template",
+                         "hidden_layer", "base_url", "model_name")
+DATASET_IDENTITY_FIELDS = ("adapter", "split", "train_split", "task", "hub_path", "hub_config", "local_path",
+                           "mapping")
+
+
+def stable_hash(obj, n: int = 16) -> str:
+    """Hash of a JSON-able object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def model_identity(m: dict) -> dict:
+    return {k: m.get(k) for k in MODEL_IDENTITY_FIELDS}
+
+
+def dataset_identity(d: dict, run: dict) -> dict:
+    ident = {k: d.get(k) for k in DATASET_IDENTITY_FIELDS}
+    ident.update(limit=run["limit"], fit_limit=run["fit_limit"], seed=run["seed"])
+    return ident
+
+
+@dataclass(frozen=True)
+class Setting:
+    slm: str
+    uq: str
+    dataset: str
+    llm: str
+    hash: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.slm}__{self.uq}__{self.dataset}__{self.llm}"
+
+    def axes(self) -> dict:
+        return {"slm": self.slm, "uq": self.uq, "dataset": self.dataset, "llm": self.llm}
+
+
+def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str) -> dict:
+    g = r.grid
+    uq_conf = r.uq[uq]
+    ident = {
+        "slm": model_identity(r.slms[slm]),
+        "uq": {"method": uq_conf["method"] or uq, "params": uq_conf["params"]},
+        "dataset": dataset_identity(r.datasets[dataset], g["dataset"]),
+        "llm": model_identity(r.llms[llm]),
+        "decoding": g["decoding"],
+        "metrics": g["metrics"],
+        "seed": g["seed"],
+    }
+    # the OOD probe is fitted on the other datasets of the grid: they are part of its identity
+    if uq_conf["method"] == "ood_probe" or uq == "ood_probe":
+        ident["fit_datasets"] = sorted(x for x in r.datasets if x != dataset)
+    return ident
+
+
+def _excluded(axes: dict, rules: list[dict]) -> bool:
+    return any(all(axes.get(k) == v for k, v in rule.items()) for rule in rules)
+
+
+def expand(r: ResolvedGrid) -> list[Setting]:
+    out = []
+    for slm, dataset, uq, llm in product(r.slms, r.datasets, r.uq, r.llms):
+        axes = {"slm": slm, "uq": uq, "dataset": dataset, "llm": llm}
+        if _excluded(axes, r.grid["exclude"]):
+            continue
+        out.append(Setting(slm, uq, dataset, llm, stable_hash(setting_identity(r, slm, uq, dataset, llm))))
+    return out

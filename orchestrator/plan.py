@@ -1,0 +1,151 @@
+"""The plan: a pure function from (settings, store) to content-keyed work units.
+
+Expensive work depends on fewer axes than the grid, so the plan factors it:
+
+  gen units      one per (SLM, dataset, role, stage) and one per (LLM, dataset): the
+                 model passes. Keyed by model identity, dataset identity and sampling,
+                 prompt template version, decoding parameters, seed and the keys of the
+                 units they read. Shared by every UQ method and every LLM that needs them.
+  score units    one per (SLM, UQ method, dataset): uncertainty per sample (cheap; probes
+                 train here).
+  setting units  one per setting: the join of a score unit with an LLM unit, the routing
+                 metrics, the records and the plot (cheap).
+
+A unit whose manifest is in the store is done: nothing is computed twice, in one run or
+across runs that share a store. The driver-side plan imports no torch.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.prompts import PROMPT_VERSION
+from jobs.records import is_complete, unit_dir
+from jobs.stages import STAGE_DEPS, STAT_STAGE
+from orchestrator.config import ResolvedGrid
+from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
+
+KIND_DIRS = {"gen": "gen", "score": "score", "setting": "settings"}
+SCORING_VERSION = "1"
+CHUNK_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Unit:
+    kind: str  # gen | score | setting
+    key: str
+    label: str  # readable: "greedy smollm2-135m gsm8k eval"
+    payload: dict = field(hash=False, compare=False)
+    deps: tuple[str, ...] = ()
+    model: str | None = None  # "slm:<name>" / "llm:<name>": which resident model serves it
+
+    @property
+    def stage(self) -> str:
+        return self.payload.get("stage", self.kind)
+
+
+@dataclass
+class Plan:
+    settings: list[Setting]
+    units: dict[str, Unit]  # topological order (a unit comes after its deps)
+
+    def by_kind(self, kind: str) -> list[Unit]:
+        return [u for u in self.units.values() if u.kind == kind]
+
+    def counts(self) -> Counter:
+        c = Counter()
+        for u in self.units.values():
+            c[f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind] += 1
+        return c
+
+    def done(self, store: Path) -> set[str]:
+        return {k for k, u in self.units.items() if is_complete(unit_dir(store, KIND_DIRS[u.kind], k))}
+
+
+def dataset_task(dc: dict) -> str:
+    if dc["adapter"] in ("hub", "local"):
+        return dc["task"]
+    from jobs.datasets import DATASETS
+
+    return DATASETS.get(dc["adapter"]).task
+
+
+def _uq_method(r: ResolvedGrid, uq: str):
+    from jobs.uq import UQ_METHODS
+
+    return UQ_METHODS.get(r.uq[uq]["method"] or uq)
+
+
+def make_plan(r: ResolvedGrid) -> Plan:
+    settings = expand(r)
+    g = r.grid
+    dec, run, seed = g["decoding"], g["dataset"], g["seed"]
+    units: dict[str, Unit] = {}
+
+    def add(u: Unit) -> Unit:
+        units.setdefault(u.key, u)
+        return units[u.key]
+
+    gen_cache: dict[tuple, Unit] = {}
+
+    def gen(model_kind: str, model: str, dataset: str, role: str, stage: str) -> Unit:
+        ck = (model_kind, model, dataset, role, stage)
+        if ck in gen_cache:
+            return gen_cache[ck]
+        mc = (r.slms if model_kind == "slm" else r.llms)[model]
+        dc = r.datasets[dataset]
+        task = dataset_task(dc)
+        greedy_tokens = int(dec["max_new_tokens"].get(task, 64))
+        params = {"seed": seed, "chunk_size": CHUNK_SIZE}
+        if stage in ("greedy", "llm"):
+            params["max_new_tokens"] = greedy_tokens
+        elif stage == "samples":
+            params.update(num_samples=dec["num_samples"], temperature=dec["sample_temperature"],
+                          max_new_tokens=dec["sample_max_new_tokens"] or greedy_tokens)
+        elif stage == "verbal_1s":
+            params["max_new_tokens"] = greedy_tokens + dec["verbal_max_new_tokens"]
+        elif stage == "verbal_2s":
+            params["max_new_tokens"] = dec["verbal_max_new_tokens"]
+        deps = {d: gen(model_kind, model, dataset, role, d).key for d in STAGE_DEPS[stage]}
+        ident = {"model": model_identity(mc), "dataset": dataset_identity(dc, run), "role": role,
+                 "stage": stage, "params": params, "prompt_version": PROMPT_VERSION, "deps": deps}
+        key = stable_hash(ident)
+        payload = {"key": key, "stage": stage, "model": model, "model_kind": model_kind, "dataset": dataset,
+                   "dataset_conf": dc, "run": run, "role": role, "params": params, "deps": deps}
+        u = add(Unit("gen", key, f"{stage} {model} {dataset} {role}", payload, tuple(deps.values()),
+                     f"{model_kind}:{model}"))
+        gen_cache[ck] = u
+        return u
+
+    score_cache: dict[tuple, Unit] = {}
+    for s in settings:
+        sk = (s.slm, s.uq, s.dataset)
+        if sk not in score_cache:
+            method = _uq_method(r, s.uq)
+            stages = sorted({STAT_STAGE[st] for st in method.requires if st in STAT_STAGE} | {"greedy"})
+            ev = {st: gen("slm", s.slm, s.dataset, "eval", st).key for st in stages}
+            fit = []
+            if method.fit == "in_domain":
+                fit_sets = [s.dataset]
+            elif method.fit == "other_datasets":
+                fit_sets = [d for d in r.datasets if d != s.dataset]
+            else:
+                fit_sets = []
+            for d in fit_sets:
+                fit.append({"dataset": d, "stages": {st: gen("slm", s.slm, d, "fit", st).key for st in stages}})
+            ident = {"uq": r.uq[s.uq], "eval": ev, "fit": fit, "policy": dec["extraction_policy"],
+                     "version": SCORING_VERSION}
+            key = stable_hash(ident)
+            payload = {"key": key, "uq": s.uq, "method": r.uq[s.uq]["method"] or s.uq,
+                       "params": r.uq[s.uq]["params"], "slm": s.slm, "dataset": s.dataset, "eval": ev,
+                       "fit": fit, "policy": dec["extraction_policy"]}
+            dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
+            score_cache[sk] = add(Unit("score", key, f"score {s.uq} {s.slm} {s.dataset}", payload, dep_keys))
+        sc = score_cache[sk]
+        llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
+        greedy_key = sc.payload["eval"]["greedy"]
+        payload = {"key": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key, "slm_greedy": greedy_key,
+                   "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"]}
+        add(Unit("setting", s.hash, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
+    return Plan(settings, units)

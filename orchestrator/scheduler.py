@@ -1,0 +1,180 @@
+"""The scheduler: one loop over completion order with a cap on work in flight.
+
+Generation units go to the resident actor of their model (one unit at a time per actor,
+so the model stays loaded and busy); score and setting units are small Ray tasks. Each
+finished setting is handed to the sink (MLflow) as it completes. Failures are classified
+(actor died, out of memory -> retry with half the batch, data error, scoring error),
+retried up to ``max_retries``, recorded in the ledger, and a unit that keeps failing is
+marked failed while the rest of the grid goes on (its dependents are marked blocked).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from cluster.actors import remote_worker, score_task, setting_task
+from orchestrator.ledger import Ledger
+from orchestrator.plan import Plan, Unit
+
+NON_RETRYABLE = ("data_error",)
+
+
+def classify(exc: BaseException) -> str:
+    if isinstance(exc, RayActorError):
+        return "actor_died"
+    text = f"{type(exc).__name__}: {exc}"
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        text += f" {type(cause).__name__}"
+    if "OutOfMemoryError" in text or "out of memory" in text.lower():
+        return "oom"
+    if any(n in text for n in ("FileNotFoundError", "UnknownNameError", "DataError")):
+        return "data_error"
+    if isinstance(exc, RayTaskError) and ("run_score_unit" in text or "run_setting_unit" in text):
+        return "scoring_error"
+    return "error"
+
+
+@dataclass
+class RunReport:
+    done: set = field(default_factory=set)
+    failed: dict = field(default_factory=dict)  # key -> reason
+    blocked: dict = field(default_factory=dict)  # key -> failed dep key
+    placements: dict = field(default_factory=dict)  # gen unit key -> node id
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked
+
+
+class Scheduler:
+    def __init__(self, plan: Plan, resolved, store: Path, ledger: Ledger,
+                 on_setting: Callable[[dict], None] | None = None,
+                 on_progress: Callable[[str, Unit, dict], None] | None = None):
+        self.plan, self.r, self.store, self.ledger = plan, resolved, Path(store), ledger
+        self.on_setting = on_setting or (lambda m: None)
+        self.on_progress = on_progress or (lambda ev, u, info: None)
+        rc = resolved.grid["ray"]
+        self.max_in_flight = int(rc["max_in_flight"])
+        self.max_retries = int(rc["max_retries"])
+        self.actors: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ actors
+    def _model_conf(self, model: str) -> dict:
+        kind, name = model.split(":", 1)
+        return (self.r.slms if kind == "slm" else self.r.llms)[name]
+
+    def _actor(self, model: str):
+        if model not in self.actors:
+            self.actors[model] = remote_worker(self._model_conf(model), str(self.store))
+        return self.actors[model]
+
+    def _replace_actor(self, model: str) -> None:
+        a = self.actors.pop(model, None)
+        if a is not None:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already dead
+                pass
+
+    def _release_idle_actors(self, pending: dict[str, Unit], inflight_models: set[str]) -> None:
+        """Free a model's resources once no pending unit needs it (lets other models load)."""
+        needed = {u.model for u in pending.values() if u.kind == "gen"} | inflight_models
+        for model in list(self.actors):
+            if model not in needed:
+                self._replace_actor(model)
+
+    # -------------------------------------------------------------------- loop
+    def run(self, keys: set[str] | None = None) -> RunReport:
+        report = RunReport()
+        done = self.plan.done(self.store)
+        report.done |= done
+        pending = {k: u for k, u in self.plan.units.items() if k not in done and (keys is None or k in keys)}
+        attempts: dict[str, int] = {}
+        batch_override: dict[str, int] = {}
+        inflight: dict[object, tuple[Unit, str | None]] = {}
+        busy_models: set[str] = set()
+
+        def ready(u: Unit) -> bool:
+            return all(d in report.done for d in u.deps)
+
+        while pending or inflight:
+            # block units whose dependencies failed
+            for k, u in list(pending.items()):
+                bad = next((d for d in u.deps if d in report.failed or d in report.blocked), None)
+                if bad:
+                    report.blocked[k] = bad
+                    self.ledger.write("failed", u, reason="blocked", detail=f"dependency {bad} failed")
+                    self.on_progress("blocked", u, {})
+                    del pending[k]
+            # submit what is ready
+            for k, u in list(pending.items()):
+                if len(inflight) >= self.max_in_flight:
+                    break
+                if not ready(u):
+                    continue
+                if u.kind == "gen":
+                    if u.model in busy_models:
+                        continue
+                    bs = batch_override.get(k)
+                    ref = self._actor(u.model).run_gen.remote(u.payload, bs)
+                    busy_models.add(u.model)
+                elif u.kind == "score":
+                    ref = score_task.remote(u.payload, str(self.store))
+                else:
+                    ref = setting_task.remote(u.payload, str(self.store))
+                inflight[ref] = (u, u.model if u.kind == "gen" else None)
+                attempts[k] = attempts.get(k, 0) + 1
+                self.ledger.write("started", u, attempt=attempts[k])
+                self.on_progress("started", u, {})
+                del pending[k]
+            self._release_idle_actors(pending, busy_models)
+            if not inflight:
+                if pending:  # nothing runnable and nothing running: a dependency is missing
+                    for k, u in pending.items():
+                        report.blocked[k] = "unsatisfiable"
+                        self.ledger.write("failed", u, reason="blocked", detail="dependencies never completed")
+                    pending.clear()
+                break
+            ready_refs, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
+            for ref in ready_refs:
+                u, model = inflight.pop(ref)
+                if model:
+                    busy_models.discard(model)
+                try:
+                    result = ray.get(ref)
+                except (RayTaskError, RayActorError, GetTimeoutError, Exception) as exc:  # noqa: BLE001
+                    reason = classify(exc)
+                    detail = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else type(exc).__name__
+                    if reason == "actor_died" and model:
+                        self._replace_actor(model)
+                    if reason == "oom":
+                        cur = batch_override.get(u.key) or int(self._model_conf(model)["batch_size"]) if model else 1
+                        batch_override[u.key] = max(1, cur // 2)
+                    if reason not in NON_RETRYABLE and attempts[u.key] <= self.max_retries:
+                        self.ledger.write("retry", u, reason=reason, detail=detail, attempt=attempts[u.key])
+                        self.on_progress("retry", u, {"reason": reason})
+                        pending[u.key] = u
+                    else:
+                        report.failed[u.key] = f"{reason}: {detail}"
+                        self.ledger.write("failed", u, reason=reason, detail=detail, attempt=attempts[u.key])
+                        self.on_progress("failed", u, {"reason": reason})
+                    continue
+                report.done.add(u.key)
+                if u.kind == "gen" and isinstance(result, dict):
+                    report.placements[u.key] = result.get("node_id")
+                self.ledger.write("done", u, node=result.get("node_id") if isinstance(result, dict) else None)
+                self.on_progress("done", u, result if isinstance(result, dict) else {})
+                if u.kind == "setting":
+                    try:
+                        self.on_setting(result)
+                    except Exception as exc:  # the store stays the source of truth; `uqroute sync` repairs
+                        self.ledger.write("sink_error", u, detail=str(exc)[:500])
+        for model in list(self.actors):
+            self._replace_actor(model)
+        return report
