@@ -19,6 +19,8 @@ class ModelWorker:
     def __init__(self, model_conf: dict, store: str):
         self.conf = model_conf
         self.store = store
+        from jobs.backends import make_backend
+
         self.backend = make_backend(model_conf)
         self.batch_size = int(model_conf.get("batch_size") or 8)
 
@@ -33,20 +35,6 @@ class ModelWorker:
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["pid"] = os.getpid()
         return summary
-
-
-def make_backend(m: dict):
-    if m["backend"] == "openai":
-        from jobs.backends.openai_http import OpenAIBackend
-
-        return OpenAIBackend(base_url=m["base_url"], model_name=m["model_name"], api_key_env=m.get("api_key_env"),
-                             max_concurrency=m.get("max_concurrency", 8), timeout_s=m.get("request_timeout_s", 120))
-    from jobs.backends.hf import HFBackend, HFModelSpec
-
-    spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
-                       dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
-                       hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"))
-    return HFBackend(spec, torch_threads=m.get("torch_threads"))
 
 
 def remote_worker(model_conf: dict, store: str, name: str | None = None):

@@ -27,25 +27,29 @@ POLICIES: tuple[str, ...] = ("strict", "flexible")
 # "the answer is", "my final answer is", "The correct answer is:" ...
 _ANSWER_IS = re.compile(r"\banswer\s+is\s*:?\s*", re.I)
 _QUOTES = "\"'“”‘’`"
-_NUMBER = re.compile(r"(?<![\w.])(-)?\s?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_QUOTED_BEFORE = re.compile(r"[\"“']\s*(?:(?:the|my|your|final|correct)\s+)*$", re.I)
+_NUMBER = re.compile(r"(?<![\w.])(-)?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+)(?![\d.]))?")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.I)
 # A choice letter: "(b)" / "(B)", a capital standing alone ("B", "B.", "B)"), or a lowercase letter
 # only when followed by ")" "." ":" or the end of the line (a bare "a" is usually the article).
 _LETTER = r"(?:\(\s*([A-Za-z])\s*\)|([A-Z])(?![\w'’])|([a-z])(?=[).:]|\s*$))"
-_SPAN_LETTER = re.compile(r"^(?:option\s+|choice\s+)?" + _LETTER, re.I * 0)
-_MARKED_LETTER = re.compile(r"\b(?:answer|option|choice)\s*(?:is|would be|should be)?\s*:?\s*" + _LETTER, re.I * 0 | re.M)
-_MARKED_LETTER_CI = re.compile(r"\b(?:[Aa]nswer|[Oo]ption|[Cc]hoice|ANSWER)\b")
+_SPAN_LETTER = re.compile(r"^(?:[Oo]ption\s+|[Cc]hoice\s+)?" + _LETTER)
+# "Answer: (C) Paris", "option B", "the answer would be B" (keywords in any usual case, letter case kept)
+_MARKER = re.compile(
+    r"\b(?:[Aa]nswer|ANSWER|[Oo]ption|OPTION|[Cc]hoice|CHOICE)\s*(?:is|would be|should be)?\s*:?[ \t]*"
+)
 _PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
 _LINE_LETTER = re.compile(r"^\s*([A-Z])\s*(?:[.):]|$)", re.M)
-# Confidence statements, removed before the numeric fallback so "Confidence: 85%" is not the answer.
-_CONFIDENCE_AFTER = re.compile(
-    r"confiden\w*\W{0,4}(?:level|score|rating)?\s*(?:is|of|at|=)?\s*(?:about|around|approximately)?\s*:?\s*"
-    r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+)?",
-    re.I,
-)
-_CONFIDENCE_BEFORE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+)?\s*(?:sure|certain|confiden\w*)", re.I)
-_BARE_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?)?")
+_BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
+# Echoes of the prompt's own wording, removed before the fallbacks: 'End with "The answer is X"', "yes or no".
+_ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]|\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.I)
+# Confidence statements: "Confidence: 85%", "confidence level is 0.9", "I am 85% sure / confident",
+# "8 out of 10". Also removed before the numeric fallback so "Confidence: 85%" is not read as the answer.
+_PROB = r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+(?:\.\d+)?)?"
+_CONFIDENCE_AFTER = re.compile(r"\bconfidence\b[^\d\n]{0,20}?" + _PROB, re.I)
+_CONFIDENCE_BEFORE = re.compile(_PROB + r"\s*(?:sure|certain|confiden\w*)", re.I)
+_BARE_NUMBER = re.compile(r"(?<![\w.])" + _PROB)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,14 +84,24 @@ def _yes_no_word(word: str) -> str:
 # Per-task parsing of the span after "The answer is"
 # ----------------------------------------------------------------------------------------------
 
+def _number(match: re.Match | None) -> str | None:
+    """The canonical value of a _NUMBER match; a simple fraction "3/4" becomes "0.75"."""
+    if match is None:
+        return None
+    sign, digits, denominator = match.groups()
+    value = canonical_number((sign or "") + digits)
+    if value is None or denominator is None or int(denominator) == 0:
+        return value
+    return canonical_number(str(Decimal(value) / Decimal(denominator)))
+
+
 def _first_number(text: str) -> str | None:
-    match = _NUMBER.search(text)
-    return canonical_number((match.group(1) or "") + match.group(2)) if match else None
+    return _number(_NUMBER.search(text))
 
 
 def _last_number(text: str) -> str | None:
     matches = list(_NUMBER.finditer(text))
-    return canonical_number((matches[-1].group(1) or "") + matches[-1].group(2)) if matches else None
+    return _number(matches[-1] if matches else None)
 
 
 def _letter(match: re.Match) -> str:
@@ -119,15 +133,23 @@ def _unique_longest(hits: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def _span_choice(span: str, sample: Sample) -> str | None:
+    """The choice named at the start of ``span``: an option's text first (so "A tree removes a gas"
+    or "I have no comment." are read as option texts, not as the letters A / I), else a letter."""
+    span = span.strip().lstrip(_QUOTES)
+    by_text = _match_option_text(span, sample, whole=False)
+    if by_text is not None:
+        return by_text
+    match = _SPAN_LETTER.match(span)
+    return _letter(match) if match and _letter(match) in sample.choice_labels() else None
+
+
 def _span_answer(span: str, sample: Sample) -> str | None:
     """The answer written right after "The answer is" (``span`` = rest of that line)."""
     if sample.task == "numeric":
         return _first_number(span)
     if sample.task == "mc":
-        match = _SPAN_LETTER.match(span.strip().lstrip(_QUOTES))
-        if match and _letter(match) in sample.choice_labels():
-            return _letter(match)
-        return _match_option_text(span, sample, whole=False)
+        return _span_choice(span, sample)
     if sample.task == "yesno":
         match = _YESNO.search(span)
         return _yes_no_word(match.group(1)) if match else None
@@ -138,10 +160,7 @@ def _span_answer(span: str, sample: Sample) -> str | None:
 
 def _strict(text: str, sample: Sample) -> str | None:
     for match in reversed(list(_ANSWER_IS.finditer(text))):
-        before = text[: match.start()].rstrip()
-        before = re.sub(r"(?i)\b(?:the|my|final|correct)\s*$", "", before).rstrip()
-        before = re.sub(r"(?i)\b(?:the|my)\s*$", "", before).rstrip()
-        if before.endswith(tuple(_QUOTES)):
+        if _QUOTED_BEFORE.search(text, 0, match.start()):
             continue  # an echoed instruction: 'End with "The answer is X"'
         span = text[match.end() :].split("\n", 1)[0]
         answer = _span_answer(span, sample)
@@ -167,13 +186,13 @@ def _numeric_fallback(text: str, sample: Sample) -> str | None:
 def _mc_fallback(text: str, sample: Sample) -> str | None:
     valid = sample.choice_labels()
     # 1. "Answer: (C) Paris", "option B", "the answer would be B": the last valid one
-    marked = [_letter(m) for m in _MARKED_LETTER.finditer(_lower_keywords(text))]
-    marked = [letter for letter in marked if letter in valid]
-    if marked:
-        return marked[-1]
+    for marker in reversed(list(_MARKER.finditer(text))):
+        letter = _span_choice(text[marker.end() :].split("\n", 1)[0], sample)
+        if letter is not None:
+            return letter
     # 2. standalone markers "(B)", a line starting "B." / "B)" / "B" (also "**B**" once bold is gone):
-    #    accepted if they name one letter only, or if the last non-empty line is such a marker
-    #    (an echoed option list names several letters)
+    #    accepted if they name one letter only, or if the last non-empty line is nothing but a marker
+    #    (an echoed option list "A. x / B. y / ..." names several letters and is not an answer)
     standalone = [m.group(1).upper() for m in _PAREN_LETTER.finditer(text)]
     standalone += [m.group(1) for m in _LINE_LETTER.finditer(text)]
     standalone = [letter for letter in standalone if letter in valid]
@@ -181,7 +200,7 @@ def _mc_fallback(text: str, sample: Sample) -> str | None:
         return standalone[0]
     lines = [line for line in text.splitlines() if line.strip()]
     if standalone and lines:
-        last = _LINE_LETTER.match(lines[-1]) or _PAREN_LETTER.fullmatch(lines[-1].strip())
+        last = _BARE_MARKER_LINE.match(lines[-1])
         if last and last.group(1).upper() in valid:
             return last.group(1).upper()
     # 3. option text: the whole reply is one option, else exactly one option's text occurs in it
@@ -195,11 +214,6 @@ def _mc_fallback(text: str, sample: Sample) -> str | None:
         if o and re.search(r"(?<!\w)" + re.escape(o) + r"(?!\w)", norm)
     ]
     return _unique_longest(hits)
-
-
-def _lower_keywords(text: str) -> str:
-    # The marker words may be capitalized, the letters must keep their case (see _LETTER).
-    return _MARKED_LETTER_CI.sub(lambda m: m.group(0).lower(), text)
 
 
 def _yesno_fallback(text: str, sample: Sample) -> str | None:
@@ -243,7 +257,7 @@ def extract(text: str, sample: Sample, policy: str = "flexible") -> str | None:
     text = text.replace("**", "").replace("__", "")  # markdown bold around answers
     answer = _strict(text, sample)
     if answer is None and policy == "flexible":
-        answer = _FALLBACKS[sample.task](text, sample)
+        answer = _FALLBACKS[sample.task](_ECHOES.sub(" ", text), sample)
     return answer
 
 
@@ -273,7 +287,7 @@ def is_correct(pred: str | None, sample: Sample) -> bool:
 
 def _to_probability(number: str, unit: str | None) -> float | None:
     value = float(number)
-    unit = (unit or "").replace(" ", "")
+    unit = re.sub(r"\s+|out\s*of", lambda m: "" if m.group(0).isspace() else "/", unit or "")
     if unit.startswith("/"):
         denominator = float(unit[1:])
         if denominator <= 0 or value > denominator:

@@ -71,6 +71,26 @@ def _forward(x, weights, biases):
     return h @ weights[-1] + biases[-1], pre, inputs
 
 
+def _adam_step(params, grads, m1, m2, buf, lr: float, step: int) -> None:
+    """One in-place Adam update (torch's formulation); ``buf`` is scratch space, no allocations."""
+    c1, c2 = 1 - _ADAM_B1**step, 1 - _ADAM_B2**step
+    step_size, sqrt_c2 = lr / c1, c2**0.5
+    for p, g, a, v, tmp in zip(params, grads, m1, m2, buf):
+        a *= _ADAM_B1
+        np.multiply(g, 1 - _ADAM_B1, out=tmp)
+        a += tmp
+        v *= _ADAM_B2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - _ADAM_B2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp /= sqrt_c2
+        tmp += _ADAM_EPS
+        np.divide(a, tmp, out=tmp)
+        tmp *= step_size
+        p -= tmp
+
+
 def fit(
     X,
     y,
@@ -89,7 +109,7 @@ def fit(
     if X.shape[0] == 0:
         raise ValueError("cannot fit a probe on 0 rows")
     if not np.isfinite(X).all():
-        raise ValueError(f"X has {int((~np.isfinite(X).any(axis=1)).sum())} rows with non-finite values")
+        raise ValueError(f"X has {int((~np.isfinite(X)).any(axis=1).sum())} row(s) with non-finite values")
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"y must be binary (0/1 or bool); got values {np.unique(y)[:5].tolist()}")
     if epochs < 0 or batch_size < 1 or lr <= 0:
@@ -113,6 +133,7 @@ def fit(
     params = weights + biases
     m1 = [np.zeros_like(p) for p in params]
     m2 = [np.zeros_like(p) for p in params]
+    buf = [np.empty_like(p) for p in params]
 
     n, step = X.shape[0], 0
     for _ in range(epochs):
@@ -130,11 +151,5 @@ def fit(
                     dh = dz @ weights[layer].T
                     dz = np.where(pre[layer - 1] > 0, dh, LEAKY_SLOPE * dh)
             step += 1
-            c1, c2 = 1 - _ADAM_B1**step, 1 - _ADAM_B2**step
-            for p, g, a, v in zip(params, grads_w + grads_b, m1, m2):
-                a *= _ADAM_B1
-                a += (1 - _ADAM_B1) * g
-                v *= _ADAM_B2
-                v += (1 - _ADAM_B2) * g * g
-                p -= (lr * (a / c1) / (np.sqrt(v / c2) + _ADAM_EPS)).astype(np.float32)
+            _adam_step(params, grads_w + grads_b, m1, m2, buf, lr, step)
     return MLPProbe(mean=mean, std=std, weights=tuple(weights), biases=tuple(biases))

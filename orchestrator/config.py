@@ -200,6 +200,7 @@ class ResolvedGrid:
 def _merge(schema_cls, data, where: str):
     base = OmegaConf.structured(schema_cls)
     OmegaConf.set_struct(base, True)
+    _open_dicts(base)
     try:
         merged = OmegaConf.merge(base, data)
     except OmegaConfBaseException as e:
@@ -208,6 +209,17 @@ def _merge(schema_cls, data, where: str):
         raise ConfigError(f"{where}: bad key {key!r}: {e.msg if hasattr(e, 'msg') else e}. "
                           f"Valid keys of {schema_cls.__name__}: {valid}") from None
     return merged
+
+
+def _open_dicts(node) -> None:
+    """Free-form dict fields (params, resources, max_new_tokens) accept any key."""
+    for key in list(node.keys()):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            if child._metadata.object_type in (None, dict):
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_dicts(child)
 
 
 def _load_yaml(path: Path, where: str):

@@ -1,0 +1,19 @@
+"""Model backends: where a model is loaded and run (worker side).
+
+- ``hf``: transformers causal LMs (hub id, local folder, or GGUF file / wheel), batched
+  generation with per-token log-probs, entropies and probe-layer hidden states.
+- ``openai``: OpenAI-compatible HTTP endpoints (vLLM, cloud APIs) for the LLM side.
+
+Adding a backend: one module with a class following ``base.Backend`` and one line in
+``BACKENDS`` below; configs select it with ``backend: <key>``.
+"""
+from __future__ import annotations
+
+from jobs.registry import Registry
+
+BACKENDS = Registry("backend", {"hf": "jobs.backends.hf:from_conf", "openai": "jobs.backends.openai_http:from_conf"})
+
+
+def make_backend(conf: dict):
+    """Build the backend named by ``conf['backend']`` from a resolved model config dict."""
+    return BACKENDS.get(conf.get("backend", "hf"))(conf)

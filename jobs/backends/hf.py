@@ -166,3 +166,10 @@ class HFBackend:
         p_t = probs[:, t_ids].sum(-1)
         p_f = probs[:, f_ids].sum(-1)
         return (p_t / (p_t + p_f).clamp(min=1e-30)).cpu().numpy().astype(np.float64)
+
+
+def from_conf(m: dict) -> HFBackend:
+    spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
+                       dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
+                       hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"))
+    return HFBackend(spec, torch_threads=m.get("torch_threads"))
