@@ -39,11 +39,14 @@ _SPAN_LETTER = re.compile(r"^(?:[Oo]ption\s+|[Cc]hoice\s+)?" + _LETTER)
 _MARKER = re.compile(
     r"\b(?:[Aa]nswer|ANSWER|[Oo]ption|OPTION|[Cc]hoice|CHOICE)\s*(?:is|would be|should be)?\s*:?[ \t]*"
 )
+_MARKER_END = re.compile(r"\s*(?:$|[.,;:!?)\]])")
 _PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
 _LINE_LETTER = re.compile(r"^\s*([A-Z])\s*(?:[.):]|$)", re.M)
 _BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
-# Echoes of the prompt's own wording, removed before the fallbacks: 'End with "The answer is X"', "yes or no".
-_ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]|\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.I)
+# Echoes of the prompt's own wording, removed before the fallbacks: 'End with "The answer is X"',
+# and for yes/no questions "yes or no" / "True or False".
+_ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]")
+_YESNO_ECHOES = re.compile(r"\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.I)
 # Confidence statements: "Confidence: 85%", "confidence level is 0.9", "I am 85% sure / confident",
 # "8 out of 10". Also removed before the numeric fallback so "Confidence: 85%" is not read as the answer.
 _PROB = r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+(?:\.\d+)?)?"
@@ -137,11 +140,13 @@ def _span_choice(span: str, sample: Sample) -> str | None:
     """The choice named at the start of ``span``: an option's text first (so "A tree removes a gas"
     or "I have no comment." are read as option texts, not as the letters A / I), else a letter."""
     span = span.strip().lstrip(_QUOTES)
-    by_text = _match_option_text(span, sample, whole=False)
-    if by_text is not None:
-        return by_text
     match = _SPAN_LETTER.match(span)
-    return _letter(match) if match and _letter(match) in sample.choice_labels() else None
+    letter = _letter(match) if match and _letter(match) in sample.choice_labels() else None
+    # "(C) ...", "C", "C.", "C) ...", "C: ...": a letter even if some option's text is "C" (the prompt asks for letters)
+    if letter is not None and (match.group(1) or _MARKER_END.match(span, match.end())):
+        return letter
+    by_text = _match_option_text(span, sample, whole=False)
+    return by_text if by_text is not None else letter
 
 
 def _span_answer(span: str, sample: Sample) -> str | None:
@@ -185,6 +190,11 @@ def _numeric_fallback(text: str, sample: Sample) -> str | None:
 
 def _mc_fallback(text: str, sample: Sample) -> str | None:
     valid = sample.choice_labels()
+    # 0. the whole reply is one option's text (unless it is a bare letter: "B" means B, even if an option is "B")
+    if not _BARE_MARKER_LINE.match(text):
+        whole = _match_option_text(text, sample, whole=True)
+        if whole is not None:
+            return whole
     # 1. "Answer: (C) Paris", "option B", "the answer would be B": the last valid one
     for marker in reversed(list(_MARKER.finditer(text))):
         letter = _span_choice(text[marker.end() :].split("\n", 1)[0], sample)
@@ -203,10 +213,7 @@ def _mc_fallback(text: str, sample: Sample) -> str | None:
         last = _BARE_MARKER_LINE.match(lines[-1])
         if last and last.group(1).upper() in valid:
             return last.group(1).upper()
-    # 3. option text: the whole reply is one option, else exactly one option's text occurs in it
-    whole = _match_option_text(text, sample, whole=True)
-    if whole is not None:
-        return whole
+    # 3. exactly one option's text occurs in the reply
     norm = normalize_freeform(text)
     hits = [
         (o, label)
@@ -217,7 +224,7 @@ def _mc_fallback(text: str, sample: Sample) -> str | None:
 
 
 def _yesno_fallback(text: str, sample: Sample) -> str | None:
-    match = _YESNO.search(text)
+    match = _YESNO.search(_YESNO_ECHOES.sub(" ", text))
     return _yes_no_word(match.group(1)) if match else None
 
 

@@ -1,7 +1,7 @@
 """Routing metrics: uncertainty + SLM/LLM correctness -> routing curves, AUROC, areas, CIs.
 
 Where this sits in the flow: per-sample records (uncertainty from ``jobs/uq``, SLM and LLM
-correctness) -> **metrics** -> MLflow / reports. numpy/scipy only, so every number can be
+correctness) -> **metrics** -> MLflow / reports. numpy only, so every number can be
 recomputed from the Parquet records without a GPU.
 
 Routing rule: offload the k most uncertain queries to the LLM (uncertainty: higher = more
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from scipy.stats import rankdata
 
 TIES: tuple[str, ...] = ("expected", "stable")
 NAN_POLICIES: tuple[str, ...] = ("most_uncertain", "drop")
@@ -208,9 +207,26 @@ def oracle_curve(slm_correct, llm_correct) -> RoutingCurve:
 
 # ---- scalar metrics ---------------------------------------------------------------------------
 
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks along axis 1, tied values sharing their average rank (numpy only)."""
+    b, n = x.shape
+    order = np.argsort(x, axis=1, kind="stable")
+    xs = np.take_along_axis(x, order, axis=1)
+    j = np.arange(n)
+    first = np.ones((b, n), dtype=bool)
+    first[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    last = np.ones((b, n), dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, j, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((b, n))
+    np.put_along_axis(ranks, order, (start + end) / 2 + 1, axis=1)
+    return ranks
+
+
 def _batch_auroc_values(u: np.ndarray, err: np.ndarray) -> np.ndarray:
     """Mann-Whitney AUROC per row of uncertainty as a score for ``err`` (ties count 1/2)."""
-    ranks = rankdata(u, axis=1)  # average ranks for ties
+    ranks = _average_ranks(u)
     n_pos = err.sum(axis=1).astype(np.float64)
     n_neg = err.shape[1] - n_pos
     u_stat = (ranks * err).sum(axis=1) - n_pos * (n_pos + 1) / 2

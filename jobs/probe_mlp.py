@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
 LEAKY_SLOPE = 0.01
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -42,6 +41,11 @@ class MLPProbe:
             return out
         z = _forward(_standardize(X, self.mean, self.std), self.weights, self.biases)[0]
         return expit(z[:, 0].astype(np.float64))
+
+
+def expit(z: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid without overflow (tanh form), dtype preserved."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def _as_2d(X, name: str) -> np.ndarray:

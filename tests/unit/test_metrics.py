@@ -374,3 +374,15 @@ def test_summarize_is_fast():
     t = time.perf_counter()
     M.summarize(u, s, l, n_boot=1000)
     assert time.perf_counter() - t < 2.0  # typically ~0.1 s; loose bound for busy CI machines
+
+
+# ---- plot -------------------------------------------------------------------------------------
+
+def test_plot_routing_writes_png(tmp_path):
+    from jobs.plots import plot_routing  # matplotlib is imported only here
+
+    curves = {f"perplexity (AUROC {M.auroc(U4, SLM4):.2f})": M.routing_curve(U4, SLM4, LLM4)}
+    out = plot_routing(curves, tmp_path / "sub" / "routing.png", random=M.random_curve(SLM4, LLM4),
+                       oracle=M.oracle_curve(SLM4, LLM4), title="toy")
+    assert out == tmp_path / "sub" / "routing.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
