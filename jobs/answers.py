@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from jobs.datasets.base import RowError
+from jobs.datasets.base import canonical_number as gold_number
 from jobs.types import Sample
 
 EXTRACTION_VERSION = "v1"
@@ -60,17 +62,12 @@ _BARE_NUMBER = re.compile(r"(?<![\w.])" + _PROB)
 # ----------------------------------------------------------------------------------------------
 
 def canonical_number(text: str) -> str | None:
-    """"$1,234.50" -> "1234.5", "39.0" -> "39", "-7" -> "-7"; None if not a finite number."""
-    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip("%")
+    """"$1,234.50" -> "1234.5", "39.0" -> "39", "-7" -> "-7" (the gold normalization of
+    ``jobs.datasets.base.canonical_number``); None if not a finite number."""
     try:
-        number = Decimal(cleaned)
-    except InvalidOperation:
+        return gold_number(text.strip().replace("$", "").rstrip("%"))
+    except RowError:
         return None
-    if not number.is_finite():
-        return None
-    if number == number.to_integral_value():
-        return str(int(number))
-    return format(number.normalize(), "f")
 
 
 def normalize_freeform(text: str) -> str:
@@ -137,8 +134,11 @@ def _unique_longest(hits: list[tuple[str, str]]) -> str | None:
 
 
 def _span_choice(span: str, sample: Sample) -> str | None:
-    """The choice named at the start of ``span``: an option's text first (so "A tree removes a gas"
-    or "I have no comment." are read as option texts, not as the letters A / I), else a letter."""
+    """The choice named at the start of ``span``.
+
+    A clear letter marker ("(C) ...", "C", "C.", "C) Paris") wins; otherwise an option's text at the
+    start of the span ("A tree removes a gas", "I have no comment." are options, not letters A / I);
+    otherwise a bare capital letter ("C because ...")."""
     span = span.strip().lstrip(_QUOTES)
     match = _SPAN_LETTER.match(span)
     letter = _letter(match) if match and _letter(match) in sample.choice_labels() else None
@@ -167,7 +167,10 @@ def _strict(text: str, sample: Sample) -> str | None:
     for match in reversed(list(_ANSWER_IS.finditer(text))):
         if _QUOTED_BEFORE.search(text, 0, match.start()):
             continue  # an echoed instruction: 'End with "The answer is X"'
-        span = text[match.end() :].split("\n", 1)[0]
+        rest = text[match.end() :]
+        span = rest.split("\n", 1)[0]
+        if not span.strip():  # "The answer is:\n42"
+            span = rest.strip().split("\n", 1)[0]
         answer = _span_answer(span, sample)
         if answer is not None:
             return answer

@@ -7,14 +7,25 @@ binary cross-entropy (computed on logits for stability), mini-batches of ``batch
 every epoch, a fixed number of epochs, no early stopping. Parameters are float32 (as in a torch
 probe). The same inputs and seed give the same probe.
 
+Training runs BLAS single-threaded (via threadpoolctl when installed): the matrices of a 32-row
+mini-batch are too small to gain from threads, threads thrash on busy or shared CPUs (20x slower
+seen), and a fixed thread count keeps float summation order, hence results, the same across
+machines.
+
 When the labels contain one class only there is nothing to learn: ``fit`` returns a constant probe
 that predicts that class's base rate (1.0 if every row is correct, 0.0 if none is).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+
+try:  # optional: pins BLAS to one thread during training (see _blas_one_thread)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
 
 LEAKY_SLOPE = 0.01
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -46,6 +57,10 @@ class MLPProbe:
 def expit(z: np.ndarray) -> np.ndarray:
     """Logistic sigmoid without overflow (tanh form), dtype preserved."""
     return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _blas_one_thread():
+    return threadpool_limits(limits=1, user_api="blas") if threadpool_limits else nullcontext()
 
 
 def _as_2d(X, name: str) -> np.ndarray:
@@ -140,20 +155,21 @@ def fit(
     buf = [np.empty_like(p) for p in params]
 
     n, step = X.shape[0], 0
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            logits, pre, inputs = _forward(Xs[idx], weights, biases)
-            # d(mean BCE)/d(logit) = (sigmoid(logit) - y) / batch
-            dz = ((expit(logits[:, 0]) - y[idx]) / len(idx))[:, None].astype(np.float32)
-            grads_w, grads_b = [None] * len(weights), [None] * len(biases)
-            for layer in range(len(weights) - 1, -1, -1):
-                grads_w[layer] = inputs[layer].T @ dz
-                grads_b[layer] = dz.sum(axis=0)
-                if layer:
-                    dh = dz @ weights[layer].T
-                    dz = np.where(pre[layer - 1] > 0, dh, LEAKY_SLOPE * dh)
-            step += 1
-            _adam_step(params, grads_w + grads_b, m1, m2, buf, lr, step)
+    with _blas_one_thread():
+        for _ in range(epochs):
+            order = rng.permutation(n)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                logits, pre, inputs = _forward(Xs[idx], weights, biases)
+                # d(mean BCE)/d(logit) = (sigmoid(logit) - y) / batch
+                dz = ((expit(logits[:, 0]) - y[idx]) / len(idx))[:, None].astype(np.float32)
+                grads_w, grads_b = [None] * len(weights), [None] * len(biases)
+                for layer in range(len(weights) - 1, -1, -1):
+                    grads_w[layer] = inputs[layer].T @ dz
+                    grads_b[layer] = dz.sum(axis=0)
+                    if layer:
+                        dh = dz @ weights[layer].T
+                        dz = np.where(pre[layer - 1] > 0, dh, LEAKY_SLOPE * dh)
+                step += 1
+                _adam_step(params, grads_w + grads_b, m1, m2, buf, lr, step)
     return MLPProbe(mean=mean, std=std, weights=tuple(weights), biases=tuple(biases))

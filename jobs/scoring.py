@@ -146,7 +146,8 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
     summary = M.summarize(unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"],
                           n_boot=mc["bootstrap"], seed=mc["seed"])
-    u_eff, keep = _effective(unc, mc["nan_policy"])
+    u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
+    u_eff = u_all[keep]
     curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
     rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
     orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
@@ -168,13 +169,3 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     manifest = {"key": unit["key"], "name": unit["name"], **unit["axes"], "metrics": summary}
     finish_unit(udir, manifest)
     return manifest
-
-
-def _effective(unc: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:
-    """Uncertainties after the NaN policy, and the mask of samples kept."""
-    nan = np.isnan(unc)
-    if policy == "drop":
-        return unc[~nan], ~nan
-    finite = unc[~nan]
-    top = (finite.max() + 1.0) if finite.size else 1.0
-    return np.where(nan, top, unc), np.ones(len(unc), dtype=bool)

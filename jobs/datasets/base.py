@@ -117,7 +117,8 @@ def load_samples(
                  and file order restored. Same (name, split, limit, seed, exclude_ids) -> same ids.
     exclude_ids: sample ids to drop (e.g. the ones used for calibration).
 
-    Returns a fresh LoadResult (the parsed file is cached per process; its lists are copied).
+    Returns a fresh LoadResult: the parsed file is cached per process (key: name, root, split), the
+    lists are copied; Samples are frozen but share their ``meta`` dicts with the cache.
     """
     from jobs.datasets import DATASETS  # late import: the registry module imports this one
 
@@ -169,11 +170,14 @@ def build_samples(rows: Iterable[tuple[int, Any]], source: str, make: Callable[[
             if isinstance(row, RowError):
                 raise row
             sample = make(index, row)
+        except RowError as exc:
+            malformed.append(Malformed(source, index, str(exc)))
+            continue
         except KeyError as exc:
             malformed.append(Malformed(source, index, f"missing field {exc.args[0]!r}"))
             continue
-        except (RowError, ValueError, TypeError, IndexError) as exc:
-            malformed.append(Malformed(source, index, f"{type(exc).__name__}: {exc}" if not isinstance(exc, RowError) else str(exc)))
+        except (ValueError, TypeError, IndexError) as exc:  # e.g. a list where a dict was expected
+            malformed.append(Malformed(source, index, f"{type(exc).__name__}: {exc}"))
             continue
         if sample.id in first_row:
             malformed.append(Malformed(source, index, f"duplicate id {sample.id!r} (first at row {first_row[sample.id]})"))

@@ -60,9 +60,9 @@ class FieldMapping:
                  number - a number ("1,234" ok);  gsm8k - a GSM8K solution, answer after "####".
     """
 
+    id: str | None = None
     question: str = "question"
     gold: str = "answer"
-    id: str | None = None
     choices: str | tuple[str, ...] | None = None
     context: str | None = None
     gold_format: str = "text"
@@ -72,8 +72,8 @@ class FieldMapping:
             raise ValueError(
                 f"FieldMapping.gold_format: unknown value {self.gold_format!r}; valid: {', '.join(GOLD_FORMATS)}"
             )
-        if isinstance(self.choices, list):  # keep the mapping hashable
-            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.choices is not None and not isinstance(self.choices, str):  # a list / ListConfig of fields
+            object.__setattr__(self, "choices", tuple(str(f) for f in self.choices))
 
     def check(self, task: str) -> None:
         """Raise ValueError if this mapping cannot produce samples of ``task``."""

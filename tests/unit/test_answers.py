@@ -26,6 +26,7 @@ CASES = [
     (NUM, "THE ANSWER IS $1,234.00", "1234", "1234"),
     (NUM, "The answer is 39.0 apples.", "39", "39"),
     (NUM, "The answer is -5.", "-5", "-5"),
+    (NUM, "The answer is:\n\n42", "42", "42"),
     (NUM, "The answer is 12.5%", "12.5", "12.5"),
     (NUM, "First the answer is 3. Wait, I made a mistake. The answer is 5.", "5", "5"),
     (NUM, "The answer is 3/4 of a cup.", "0.75", "0.75"),

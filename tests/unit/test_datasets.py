@@ -15,7 +15,6 @@ from jobs.datasets import DATASETS, DatasetAdapter, load_samples
 from jobs.datasets import base
 from jobs.datasets.hub import FieldMapping, load_hub, load_local
 from jobs.registry import UnknownNameError
-from jobs.types import CHOICE_LABELS
 
 try:
     DATA_ROOT = base.default_data_root()
