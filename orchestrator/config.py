@@ -42,6 +42,7 @@ class ModelConf:
     file: Optional[str] = None  # GGUF file name inside the folder / package
     revision: Optional[str] = None
     dtype: str = "float32"
+    quantize: Optional[str] = None  # None | int8_dynamic (CPU only; see jobs/backends/hf.py)
     use_chat_template: bool = True
     hidden_layer: int = -8  # probe layer: index into hidden_states (-8 = 8th-to-last)
     # openai backend (vLLM, cloud APIs): key read from the named environment variable only
@@ -165,6 +166,7 @@ CHOICES = {
     "backend": ("hf", "openai"),
     "source": ("hub", "path", "package", "package_assemble"),
     "dtype": ("float32", "float16", "bfloat16"),
+    "quantize": ("int8_dynamic",),
     "ties": ("expected", "stable"),
     "nan_policy": ("most_uncertain", "drop"),
     "extraction_policy": ("strict", "flexible"),
@@ -328,6 +330,7 @@ def validate(r: ResolvedGrid) -> None:
             if m["backend"] == "hf":
                 _check_choice(where, "source", m["source"], CHOICES["source"])
                 _check_choice(where, "dtype", m["dtype"], CHOICES["dtype"])
+                _check_choice(where, "quantize", m["quantize"], CHOICES["quantize"])
                 if not m["id"]:
                     raise ConfigError(f"{where}: 'id' is required for backend hf (hub id, path or package)")
             elif not (m["base_url"] and m["model_name"]):

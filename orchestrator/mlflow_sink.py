@@ -125,14 +125,13 @@ class MlflowSink:
         self.grid_hash = grid_hash
         self.parent_id = self._parent(grid_name, grid_hash, resolved_params)
 
-    def _find(self, tag: str, value: str):
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{tag}` = '{value}'",
-                                       max_results=10)
-        return runs
+    def _find(self, **tags: str):
+        """Runs whose tags equal all of ``tags`` (keys with dots given as ``uqroute__kind``)."""
+        flt = " and ".join(f"tags.`{k.replace('__', '.')}` = '{v}'" for k, v in tags.items())
+        return list(self.client.search_runs([self.experiment_id], filter_string=flt, max_results=100))
 
     def _parent(self, name: str, grid_hash: str, params: dict) -> str:
-        runs = self._find("uqroute.grid_hash", grid_hash)
-        runs = [r for r in runs if r.data.tags.get("uqroute.kind") == "grid"]
+        runs = self._find(uqroute__kind="grid", uqroute__grid_hash=grid_hash)
         if runs:
             return runs[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=f"grid:{name}",
@@ -160,8 +159,7 @@ class MlflowSink:
         from mlflow.entities import Metric, Param, RunTag
 
         h = manifest["key"]
-        existing = [r for r in self._find("uqroute.setting_hash", h)
-                    if r.data.tags.get("mlflow.parentRunId") == self.parent_id]
+        existing = self._find(uqroute__setting_hash=h, mlflow__parentRunId=self.parent_id)
         if any(r.info.status == "FINISHED" for r in existing):
             return next(r.info.run_id for r in existing if r.info.status == "FINISHED")
         for r in existing:  # a half-logged run from a crash: replace it

@@ -2,14 +2,14 @@
 
 One object holds one loaded model; Ray actors in ``cluster/`` keep it resident.
 
-Statistics are computed by one teacher-forced forward pass over prompt + generated
-tokens after ``generate`` (instead of keeping ``output_scores`` for every decode step):
-it yields, per new token, log p and the full-vocabulary entropy, plus the hidden
-state of the probe layer at the last new token, at the cost of one prefill.
+Statistics come from ``generate`` itself (raw logits and hidden states of each decoding
+step), so no extra pass over the prompt is needed: on a CPU the prompt pass dominates.
+Samples share one prompt pass (the KV cache is repeated m times).
 """
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,7 @@ class HFModelSpec:
     use_chat_template: bool = True
     hidden_layer: int = -8  # index into hidden_states (which has n_layers + 1 entries)
     max_memory_fraction: float | None = None  # torch's per-process CUDA memory cap
+    quantize: str | None = None  # None | "int8_dynamic" (CPU: int8 weights for every Linear)
 
 
 class HFBackend:
@@ -58,6 +59,8 @@ class HFBackend:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(resolved.load_path, dtype=dtype, **kw).to(self.device)
         self.model.eval()
+        if spec.quantize == "int8_dynamic" and self.device.type == "cpu":
+            self.model = _int8_dynamic(self.model)
         self.has_chat_template = bool(getattr(self.tok, "chat_template", None)) and spec.use_chat_template
         self._eos_ids = self._eos_token_ids()
         self._tf_ids = (self._first_ids(TRUE_WORDS), self._first_ids(FALSE_WORDS))
@@ -90,29 +93,56 @@ class HFBackend:
         return [self.tok.decode([i]) for i in ids]
 
     # -------------------------------------------------------------- generation
+    def _encode(self, prompts: list[Messages]) -> dict:
+        texts = [self.render(m) for m in prompts]
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _shared_prefill(self, enc: dict, m: int):
+        """Run the prompts once (all but the last token) and repeat the KV cache m times.
+
+        ``generate(num_return_sequences=m)`` would prefill every prompt m times; on a CPU,
+        where prefill dominates, sharing it makes m samples cost about one prompt pass.
+        """
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(m)
+        return {"input_ids": ids.repeat_interleave(m, 0), "attention_mask": mask.repeat_interleave(m, 0),
+                "past_key_values": cache}
+
     @torch.inference_mode()
     def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
                  temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
                  with_stats: bool = False) -> list[Generation]:
-        """Generate for a batch of chat prompts; output is prompt-major (n per prompt)."""
-        texts = [self.render(m) for m in prompts]
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        """Generate for a batch of chat prompts; output is prompt-major (n per prompt).
+
+        with_stats: also return per-token log p and entropy (from the raw logits of each
+        decoding step) and the probe-layer hidden state at the last new token.
+        """
+        enc = self._encode(prompts)
         torch.manual_seed(seed)
         gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
-                      eos_token_id=sorted(self._eos_ids) or None, num_return_sequences=num_return_sequences)
+                      eos_token_id=sorted(self._eos_ids) or None, return_dict_in_generate=True,
+                      output_logits=with_stats, output_hidden_states=with_stats)
         if do_sample:
             gen_kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
             gen_kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
         t0 = time.perf_counter()
-        out = self.model.generate(**enc, **gen_kw)
-        prompt_len = enc["input_ids"].shape[1]
-        new = out[:, prompt_len:]
         n_prompt = enc["attention_mask"].sum(1).repeat_interleave(num_return_sequences).tolist()
+        prompt_len = enc["input_ids"].shape[1]
+        if num_return_sequences > 1 and prompt_len > 1:
+            with warnings.catch_warnings():  # past_key_values is renamed in newer transformers
+                warnings.simplefilter("ignore", FutureWarning)
+                out = self.model.generate(**self._shared_prefill(enc, num_return_sequences), **gen_kw)
+        else:
+            out = self.model.generate(**enc, **gen_kw, num_return_sequences=num_return_sequences)
+        new = out.sequences[:, prompt_len:]
         gens: list[Generation] = []
         lengths = []
-        for row in new.tolist():
+        for i, row in enumerate(new.tolist()):
             ids = []
             for t in row:
                 if t in self._eos_ids or t == self.tok.pad_token_id:
@@ -120,45 +150,36 @@ class HFBackend:
                 ids.append(t)
             lengths.append(len(ids))
             gens.append(Generation(text=self.tok.decode(ids, skip_special_tokens=True).strip(),
-                                   n_prompt_tokens=int(n_prompt[len(gens)]), n_new_tokens=len(ids), token_ids=ids))
+                                   n_prompt_tokens=int(n_prompt[i]), n_new_tokens=len(ids), token_ids=ids))
         if with_stats:
-            attn = enc["attention_mask"].repeat_interleave(num_return_sequences, 0)
-            self._fill_stats(out, attn, prompt_len, lengths, gens)
+            self._fill_stats(out, new, lengths, gens)
         dt = (time.perf_counter() - t0) / max(1, len(gens))
         for g in gens:
             g.latency_s = dt
         return gens
 
-    def _fill_stats(self, seqs, prompt_attn, prompt_len, lengths, gens) -> None:
-        """Teacher-forced pass: per-token log p, entropy, and the probe-layer hidden state."""
-        max_len = prompt_len + max(lengths + [0])
-        seqs = seqs[:, :max_len]
-        gen_mask = torch.zeros_like(seqs[:, prompt_len:])
-        for i, n in enumerate(lengths):
-            gen_mask[i, :n] = 1
-        attn = torch.cat([prompt_attn, gen_mask], dim=1)
-        # position ids that skip left padding, as generate() used them
-        pos = (attn.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=seqs, attention_mask=attn, position_ids=pos, output_hidden_states=True)
-        logits = out.logits[:, prompt_len - 1: max_len - 1].float()  # predicts tokens prompt_len..max_len-1
+    def _fill_stats(self, out, new, lengths, gens) -> None:
+        """Per-token log p and entropy from the raw step logits; probe-layer hidden state.
+
+        The hidden state is taken where the last answer token is the *input* (the step that
+        decided to stop); for an answer cut by max_new_tokens, at the last step computed.
+        """
+        steps = len(out.logits)
+        logits = torch.stack(out.logits, dim=1).float()  # (B, steps, V)
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
-        tgt = seqs[:, prompt_len:max_len]
-        tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-        hidden = out.hidden_states[self.spec.hidden_layer]
+        tok_lp = logp.gather(-1, new[:, :steps].unsqueeze(-1)).squeeze(-1)
+        layer = self.spec.hidden_layer
         for i, (g, n) in enumerate(zip(gens, lengths)):
             g.token_logprobs = tok_lp[i, :n].cpu().numpy().astype(np.float32)
             g.token_entropy = entropy[i, :n].cpu().numpy().astype(np.float32)
-            # last new token (or the last prompt token when nothing was generated)
-            last = prompt_len + n - 1
-            g.hidden = hidden[i, last].float().cpu().numpy().astype(np.float32)
+            step = min(n, steps - 1)
+            g.hidden = out.hidden_states[step][layer][i, -1].float().cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
         """P(True) normalized over {True, False} for the next token after each prompt."""
-        texts = [self.render(m) for m in prompts]
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        enc = self._encode(prompts)
         pos = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
         logits = self.model(**enc, position_ids=pos).logits[:, -1].float()
         probs = torch.softmax(logits, -1)
@@ -168,8 +189,23 @@ class HFBackend:
         return (p_t / (p_t + p_f).clamp(min=1e-30)).cpu().numpy().astype(np.float64)
 
 
+def _int8_dynamic(model):
+    """Dynamic int8 quantization of every Linear (CPU only).
+
+    Decoding a small model on a CPU is bound by reading the fp32 weights once per step;
+    int8 weights measured 3.2x faster per batched decode step and 2.2x faster prefill for
+    SmolLM2-135M on 2 cores (the shipped weights were 4-bit GGUF to begin with).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def from_conf(m: dict) -> HFBackend:
     spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
                        dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
-                       hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"))
+                       hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"),
+                       quantize=m.get("quantize"))
     return HFBackend(spec, torch_threads=m.get("torch_threads"))
