@@ -74,9 +74,14 @@ def setting_params(r: ResolvedGrid, axes: dict) -> dict:
 def make_sink(r: ResolvedGrid, console=None):
     from orchestrator import mlflow_sink
 
+    import os
+
     mc = r.grid["mlflow"]
     if not mc["enabled"]:
         return None
+    # fail fast on a dead server instead of MLflow's default ~2 min of retries per call
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     uri = mc["tracking_uri"] or mlflow_sink.start_server(r.output_dir / "mlflow", mc["port"])
     try:
         return mlflow_sink.MlflowSink(uri, mc["experiment"], r.grid["name"], config_hash(r),
@@ -152,16 +157,28 @@ def run_grid(r: ResolvedGrid, *, keys: set[str] | None = None, console=None, pro
     sink = make_sink(r, console)
     ledger = Ledger(r.output_dir / "ledger.jsonl")
 
+    sink_state = {"broken": sink is None}
+
     def on_setting(manifest: dict) -> None:
-        if sink is not None:
+        # MLflow is a view: when it fails, stop writing to it (no stalls on a dead server);
+        # the store keeps everything and `uqroute sync` catches MLflow up.
+        if sink_state["broken"]:
+            return
+        try:
             sink.log_setting(manifest, unit_dir(r.store_dir, "settings", manifest["key"]),
                              setting_params(r, {k: manifest[k] for k in ("slm", "uq", "dataset", "llm")}))
+        except Exception:
+            sink_state["broken"] = True
+            if console:
+                console.print(f"[yellow]MLflow stopped answering; results go on into the store. "
+                              f"Run `uqroute sync {r.output_dir}` once it is back.[/]")
+            raise
 
     sched = Scheduler(plan, r, r.store_dir, ledger, on_setting=on_setting, on_progress=progress)
     report = sched.run(keys)
     write_summary(r, plan)
     plots = overview_plots(r, plan)
-    if sink is not None:
+    if sink is not None and not sink_state["broken"]:
         try:
             _sync_missing(r, plan, sink)
             for p in plots:

@@ -36,6 +36,7 @@ class HFModelSpec:
     hidden_layer: int = -8  # index into hidden_states (which has n_layers + 1 entries)
     max_memory_fraction: float | None = None  # torch's per-process CUDA memory cap
     quantize: str | None = None  # None | "int8_dynamic" (CPU: int8 weights for every Linear)
+    stop: tuple[str, ...] = ()  # stop strings: generation ends there and the text is cut (base models)
 
 
 class HFBackend:
@@ -126,6 +127,8 @@ class HFBackend:
         gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
                       eos_token_id=sorted(self._eos_ids) or None, return_dict_in_generate=True,
                       output_logits=with_stats, output_hidden_states=with_stats)
+        if self.spec.stop and not with_stats:
+            gen_kw.update(stop_strings=list(self.spec.stop), tokenizer=self.tok)
         if do_sample:
             gen_kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
@@ -149,7 +152,7 @@ class HFBackend:
                     break
                 ids.append(t)
             lengths.append(len(ids))
-            gens.append(Generation(text=self.tok.decode(ids, skip_special_tokens=True).strip(),
+            gens.append(Generation(text=self._cut(self.tok.decode(ids, skip_special_tokens=True)).strip(),
                                    n_prompt_tokens=int(n_prompt[i]), n_new_tokens=len(ids), token_ids=ids))
         if with_stats:
             self._fill_stats(out, new, lengths, gens)
@@ -157,6 +160,13 @@ class HFBackend:
         for g in gens:
             g.latency_s = dt
         return gens
+
+    def _cut(self, text: str) -> str:
+        for s in self.spec.stop:
+            i = text.find(s)
+            if i > 0 or (i == 0 and s.strip()):
+                text = text[:i]
+        return text
 
     def _fill_stats(self, out, new, lengths, gens) -> None:
         """Per-token log p and entropy from the raw step logits; probe-layer hidden state.
@@ -207,5 +217,5 @@ def from_conf(m: dict) -> HFBackend:
     spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
                        dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
                        hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"),
-                       quantize=m.get("quantize"))
+                       quantize=m.get("quantize"), stop=tuple(m.get("stop") or ()))
     return HFBackend(spec, torch_threads=m.get("torch_threads"))
