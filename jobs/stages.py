@@ -28,7 +28,7 @@ from jobs.answers import parse_confidence
 from jobs.datasets.roles import load_role
 from jobs.records import (existing_parts, finish_unit, is_complete, part_path, read_unit, unit_dir,
                           write_table)
-from jobs.types import Sample
+from jobs.types import DataError, Sample
 
 STAT_STAGE = {
     "token_logprobs": "greedy",
@@ -133,6 +133,10 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     if is_complete(udir):
         return {"key": unit["key"], "skipped": True}
     samples, malformed = load_role(unit["dataset_conf"], unit["run"], unit["role"])
+    if not samples:
+        reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
+        raise DataError(f"dataset {unit['dataset']!r} ({unit['role']} role) has no usable samples; "
+                        f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}")
     deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()}
     fn = STAGE_FNS[unit["stage"]]
     chunk = int(unit["params"].get("chunk_size", 32))

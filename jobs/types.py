@@ -50,3 +50,7 @@ class Malformed:
 class LoadResult:
     samples: list[Sample]
     malformed: list[Malformed] = field(default_factory=list)
+
+
+class DataError(ValueError):
+    """The data of a work unit cannot be used (e.g. every row malformed); retrying will not help."""

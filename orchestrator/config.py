@@ -357,6 +357,8 @@ def validate(r: ResolvedGrid) -> None:
             need = "hub_path" if d["adapter"] == "hub" else "local_path"
             if not d[need]:
                 raise ConfigError(f"{where}: adapter {d['adapter']!r} needs {need}")
+            if d["adapter"] == "local" and not Path(d["local_path"]).expanduser().is_file():
+                raise ConfigError(f"{where}: local_path {d['local_path']!r} does not exist")
         else:
             try:
                 DATASETS.check(d["adapter"])

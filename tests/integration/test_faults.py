@@ -165,3 +165,36 @@ def test_mlflow_down_mid_grid_loses_nothing_and_sync_catches_up(tmp_path, ray_lo
         assert sync(r.output_dir) == 0  # idempotent
     finally:
         stop_server(folder)
+
+
+def test_unusable_dataset_fails_alone_and_status_says_why(tmp_path, ray_local, capsys):
+    """A dataset whose rows are all malformed: its units fail as data errors (no retry), the
+    other dataset's settings complete, and `uqroute status` names the reason."""
+    import yaml
+
+    from orchestrator.cli import main
+    from orchestrator.config import load_grid
+    from orchestrator.ledger import Ledger
+    from orchestrator.runner import run_grid
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": "no answer field"}\n{"q": "still none"}\n')
+    grid = yaml.safe_load(MICRO.read_text())
+    grid.update(output_dir=str(tmp_path / "out"), uq=["perplexity"],
+                datasets=["strategyqa", {"name": "mine", "adapter": "local", "task": "yesno",
+                                         "local_path": str(bad), "mapping": {"question": "q", "gold": "a"}}])
+    gp = tmp_path / "g.yaml"
+    gp.write_text(yaml.safe_dump(grid))
+    r = load_grid(gp, conf_dir=REPO / "conf")
+    plan, report, _ = run_grid(r)
+    ok = {s.name for s in plan.settings if s.dataset == "strategyqa"}
+    assert ok and all((r.store_dir / "settings" / s.hash / "manifest.json").is_file()
+                      for s in plan.settings if s.name in ok)
+    failed = [e for e in Ledger(r.output_dir / "ledger.jsonl").events() if e["event"] == "failed"]
+    assert any(e["reason"] == "data_error" and "no usable samples" in e["detail"] for e in failed)
+    assert not any(e["event"] == "retry" and e["reason"] == "data_error"
+                   for e in Ledger(r.output_dir / "ledger.jsonl").events())
+    capsys.readouterr()
+    assert main(["status", str(r.output_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "data_error" in out and "no usable samples" in out

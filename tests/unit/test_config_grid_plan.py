@@ -129,3 +129,21 @@ def test_ood_probe_fits_on_other_datasets(tmp_path):
 def test_paper_grid_expands_to_1792_settings():
     r = load_grid(CONF / "grid" / "paper.yaml")
     assert len(expand(r)) == 8 * 8 * 14 * 2 == 1792
+
+
+def test_missing_local_dataset_file_is_a_config_error(tmp_path):
+    body = BASE.replace("datasets: [addsub, strategyqa]",
+                        "datasets: [{name: mine, adapter: local, task: mc, local_path: /nope/x.jsonl}]")
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, body)
+    assert "/nope/x.jsonl" in str(e.value) and "mine" in str(e.value)
+
+
+def test_local_dataset_needs_a_valid_task(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("{}\n")
+    body = BASE.replace("datasets: [addsub, strategyqa]",
+                        f"datasets: [{{name: mine, adapter: local, task: essay, local_path: {f}}}]")
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, body)
+    assert "essay" in str(e.value) and "numeric, mc, yesno, freeform" in str(e.value)
