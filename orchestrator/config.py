@@ -58,6 +58,7 @@ class ModelConf:
     gpu_memory_fraction: Optional[float] = None  # torch's own CUDA memory cap
     resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {node_a: 1}
     batch_size: int = 8
+    replicas: int = 1  # actors hosting this model at once (each with the resources above)
     torch_threads: Optional[int] = None
 
 

@@ -69,25 +69,34 @@ class Scheduler:
         kind, name = model.split(":", 1)
         return (self.r.slms if kind == "slm" else self.r.llms)[name]
 
-    def _actor(self, model: str):
-        if model not in self.actors:
-            self.actors[model] = remote_worker(self._model_conf(model), str(self.store))
-        return self.actors[model]
+    def _idle_replica(self, model: str, busy: set) -> tuple | None:
+        """An idle actor of ``model`` (starting one if fewer than ``replicas`` exist), or None."""
+        replicas = self.actors.setdefault(model, {})
+        for idx, actor in replicas.items():
+            if (model, idx) not in busy:
+                return idx, actor
+        want = max(1, int(self._model_conf(model).get("replicas") or 1))
+        if len(replicas) < want:
+            idx = next(i for i in range(want) if i not in replicas)
+            replicas[idx] = remote_worker(self._model_conf(model), str(self.store))
+            return idx, replicas[idx]
+        return None
 
-    def _replace_actor(self, model: str) -> None:
-        a = self.actors.pop(model, None)
+    def _drop_actor(self, model: str, idx: int) -> None:
+        a = self.actors.get(model, {}).pop(idx, None)
         if a is not None:
             try:
                 ray.kill(a, no_restart=True)
             except Exception:  # already dead
                 pass
 
-    def _release_idle_actors(self, pending: dict[str, Unit], inflight_models: set[str]) -> None:
+    def _release_idle_actors(self, pending: dict[str, Unit], busy: set) -> None:
         """Free a model's resources once no pending unit needs it (lets other models load)."""
-        needed = {u.model for u in pending.values() if u.kind == "gen"} | inflight_models
+        needed = {u.model for u in pending.values() if u.kind == "gen"}
         for model in list(self.actors):
-            if model not in needed:
-                self._replace_actor(model)
+            for idx in list(self.actors[model]):
+                if model not in needed and (model, idx) not in busy:
+                    self._drop_actor(model, idx)
 
     # -------------------------------------------------------------------- loop
     def run(self, keys: set[str] | None = None) -> RunReport:
@@ -97,8 +106,8 @@ class Scheduler:
         pending = {k: u for k, u in self.plan.units.items() if k not in done and (keys is None or k in keys)}
         attempts: dict[str, int] = {}
         batch_override: dict[str, int] = {}
-        inflight: dict[object, tuple[Unit, str | None]] = {}
-        busy_models: set[str] = set()
+        inflight: dict[object, tuple[Unit, tuple | None]] = {}
+        busy: set[tuple] = set()  # (model, replica index) running a unit
 
         def ready(u: Unit) -> bool:
             return all(d in report.done for d in u.deps)
@@ -118,22 +127,24 @@ class Scheduler:
                     break
                 if not ready(u):
                     continue
+                slot = None
                 if u.kind == "gen":
-                    if u.model in busy_models:
+                    free = self._idle_replica(u.model, busy)
+                    if free is None:
                         continue
-                    bs = batch_override.get(k)
-                    ref = self._actor(u.model).run_gen.remote(u.payload, bs)
-                    busy_models.add(u.model)
+                    slot = (u.model, free[0])
+                    ref = free[1].run_gen.remote(u.payload, batch_override.get(k))
+                    busy.add(slot)
                 elif u.kind == "score":
                     ref = score_task.remote(u.payload, str(self.store))
                 else:
                     ref = setting_task.remote(u.payload, str(self.store))
-                inflight[ref] = (u, u.model if u.kind == "gen" else None)
+                inflight[ref] = (u, slot)
                 attempts[k] = attempts.get(k, 0) + 1
                 self.ledger.write("started", u, attempt=attempts[k])
                 self.on_progress("started", u, {})
                 del pending[k]
-            self._release_idle_actors(pending, busy_models)
+            self._release_idle_actors(pending, busy)
             if not inflight:
                 if pending:  # nothing runnable and nothing running: a dependency is missing
                     for k, u in pending.items():
@@ -143,16 +154,17 @@ class Scheduler:
                 break
             ready_refs, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
             for ref in ready_refs:
-                u, model = inflight.pop(ref)
-                if model:
-                    busy_models.discard(model)
+                u, slot = inflight.pop(ref)
+                model = slot[0] if slot else None
+                if slot:
+                    busy.discard(slot)
                 try:
                     result = ray.get(ref)
                 except (RayTaskError, RayActorError, GetTimeoutError, Exception) as exc:  # noqa: BLE001
                     reason = classify(exc)
                     detail = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else type(exc).__name__
-                    if reason == "actor_died" and model:
-                        self._replace_actor(model)
+                    if reason == "actor_died" and slot:
+                        self._drop_actor(*slot)  # a fresh replica is started on the next submit
                     if reason == "oom":
                         cur = batch_override.get(u.key) or int(self._model_conf(model)["batch_size"]) if model else 1
                         batch_override[u.key] = max(1, cur // 2)
@@ -176,5 +188,6 @@ class Scheduler:
                     except Exception as exc:  # the store stays the source of truth; `uqroute sync` repairs
                         self.ledger.write("sink_error", u, detail=str(exc)[:500])
         for model in list(self.actors):
-            self._replace_actor(model)
+            for idx in list(self.actors[model]):
+                self._drop_actor(model, idx)
         return report

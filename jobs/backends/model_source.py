@@ -87,6 +87,17 @@ def _convert_gguf(gguf: Path, sha: str) -> Path:
     out = cache_root() / "models" / sha[:16]
     if (out / "uqroute_source.json").is_file():
         return out
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{sha[:16]}.lock", "w") as lock:  # one converter at a time per model
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "uqroute_source.json").is_file():
+            return out
+        return _convert_locked(gguf, sha, out)
+
+
+def _convert_locked(gguf: Path, sha: str, out: Path) -> Path:
     import torch  # heavy: only on the worker side
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +108,6 @@ def _convert_gguf(gguf: Path, sha: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp)
