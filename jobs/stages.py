@@ -80,9 +80,14 @@ def _samples(backend, samples, deps, p) -> list[dict]:
     return rows
 
 
+# the proposed answer shown to p(True) and verbal-2s is capped: small models ramble, and the
+# prompt pass over that rambling dominates the cost on a CPU
+MAX_ANSWER_CHARS = 300
+
+
 def _ptrue(backend, samples, deps, p) -> list[dict]:
     answers = deps["greedy"]
-    msgs = [prompts.ptrue_messages(s, answers[s.id]) for s in samples]
+    msgs = [prompts.ptrue_messages(s, answers[s.id][:MAX_ANSWER_CHARS]) for s in samples]
     t0 = time.perf_counter()
     probs = backend.true_false_prob(msgs)
     dt = (time.perf_counter() - t0) / max(1, len(samples))
@@ -100,7 +105,7 @@ def _verbal_1s(backend, samples, deps, p) -> list[dict]:
 
 def _verbal_2s(backend, samples, deps, p) -> list[dict]:
     answers = deps["greedy"]
-    msgs = [prompts.verbal_2s_followup(s, answers[s.id]) for s in samples]
+    msgs = [prompts.verbal_2s_followup(s, answers[s.id][:MAX_ANSWER_CHARS]) for s in samples]
     gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
     return [{"prompt": backend.render(m), "verbal_2s_raw": g.text, "verbal_2s_conf": _conf(g.text),
              "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}

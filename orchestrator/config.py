@@ -45,6 +45,7 @@ class ModelConf:
     quantize: Optional[str] = None  # None | int8_dynamic (CPU only; see jobs/backends/hf.py)
     use_chat_template: bool = True
     stop: list = field(default_factory=list)  # stop strings (base models without a chat template)
+    max_new_tokens: Optional[int] = None  # cap on every generation of this model (cost control)
     hidden_layer: int = -8  # probe layer: index into hidden_states (-8 = 8th-to-last)
     # openai backend (vLLM, cloud APIs): key read from the named environment variable only
     base_url: Optional[str] = None

@@ -15,7 +15,7 @@ from itertools import product
 
 from orchestrator.config import ResolvedGrid
 
-MODEL_IDENTITY_FIELDS = ("backend", "source", "id", "file", "revision", "dtype", "quantize", "use_chat_template", "stop",
+MODEL_IDENTITY_FIELDS = ("backend", "source", "id", "file", "revision", "dtype", "quantize", "use_chat_template", "stop", "max_new_tokens",
                          "hidden_layer", "base_url", "model_name")
 DATASET_IDENTITY_FIELDS = ("adapter", "split", "train_split", "task", "hub_path", "hub_config", "local_path",
                            "mapping")

@@ -97,6 +97,8 @@ def make_plan(r: ResolvedGrid) -> Plan:
         dc = r.datasets[dataset]
         task = dataset_task(dc)
         greedy_tokens = int(dec["max_new_tokens"].get(task, 64))
+        if mc.get("max_new_tokens"):
+            greedy_tokens = min(greedy_tokens, int(mc["max_new_tokens"]))
         params = {"seed": seed, "chunk_size": CHUNK_SIZE}
         if stage in ("greedy", "llm"):
             params["max_new_tokens"] = greedy_tokens

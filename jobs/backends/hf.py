@@ -162,9 +162,11 @@ class HFBackend:
         return gens
 
     def _cut(self, text: str) -> str:
+        """Cut the text at the first stop string (after leading whitespace)."""
+        text = text.lstrip()
         for s in self.spec.stop:
             i = text.find(s)
-            if i > 0 or (i == 0 and s.strip()):
+            if i >= 0:
                 text = text[:i]
         return text
 

@@ -1,0 +1,26 @@
+"""The driver never imports torch: planning a grid and its CLI run without it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_driver_side_imports_no_torch():
+    code = (
+        "import sys\n"
+        "import orchestrator.cli, orchestrator.runner, orchestrator.scheduler, orchestrator.mlflow_sink\n"
+        "from orchestrator.config import load_grid\n"
+        "from orchestrator.plan import make_plan\n"
+        "p = make_plan(load_grid('conf/grid/paper.yaml'))\n"
+        "from orchestrator.mlflow_sink import MlflowSink\n"
+        "import mlflow, jobs.scoring, jobs.metrics, jobs.uq\n"
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "print(len(p.settings))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "1792"
