@@ -13,7 +13,8 @@ from rich.table import Table
 
 from orchestrator.config import ConfigError, load_grid
 
-console = Console()
+# when piped (CI logs, files) rich would assume 80 columns and cut the summary table
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _fmt(x, nd=3) -> str:
@@ -25,13 +26,22 @@ def _fmt(x, nd=3) -> str:
 
 
 def print_summary(rows: list[dict]) -> None:
-    t = Table(title="Routing summary (uncertainty -> LLM)")
-    for c in ("setting", "SLM acc", "LLM acc", "AUROC", "area", "APGR", "n"):
-        t.add_column(c, justify="left" if c == "setting" else "right")
-    for r in rows:
-        t.add_row(r["setting"], _fmt(r.get("slm_acc")), _fmt(r.get("llm_acc")),
-                  f"{_fmt(r.get('auroc'))} [{_fmt(r.get('auroc_lo'), 2)},{_fmt(r.get('auroc_hi'), 2)}]",
-                  _fmt(r.get("area")), _fmt(r.get("apgr")), _fmt(r.get("n")))
+    """One line per setting; SLM/LLM named in the title when the grid has one of each."""
+    slms, llms = {r["slm"] for r in rows}, {r["llm"] for r in rows}
+    single = len(slms) == 1 and len(llms) == 1
+    title = "Routing summary: most uncertain queries go to the LLM"
+    if single and rows:
+        title += f"\nSLM {next(iter(slms))} -> LLM {next(iter(llms))}"
+    t = Table(title=title)
+    cols = ([] if single else ["slm", "llm"]) + ["dataset", "uq"]
+    for c in cols:
+        t.add_column(c, no_wrap=True)
+    for c in ("SLM acc", "LLM acc", "AUROC", "95% CI", "area", "APGR"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for r in sorted(rows, key=lambda r: (r["slm"], r["llm"], r["dataset"], -(r.get("auroc") or 0))):
+        t.add_row(*(r[c] for c in cols), _fmt(r.get("slm_acc"), 2), _fmt(r.get("llm_acc"), 2),
+                  _fmt(r.get("auroc")), f"{_fmt(r.get('auroc_lo'), 2)}-{_fmt(r.get('auroc_hi'), 2)}",
+                  _fmt(r.get("area")), _fmt(r.get("apgr"), 2))
     console.print(t)
 
 
