@@ -1,0 +1,570 @@
+"""Calibration ("proxy routing") data: routing thresholds for a dataset with no labels.
+
+Where this sits in the flow: per-sample records of one SLM + one UQ method on many datasets ->
+**calibration** -> reports. Pure numpy functions over arrays; routing curves and distances come
+from ``jobs.metrics``.
+
+The paper's pipeline (Chuang et al. 2025, "Confident or Seek Stronger"):
+  1. pool every dataset but the target; 2. take the pooled uncertainty distribution; 3. cut it
+  into ``n_bins`` bins; 4. from each bin sample ``frac`` of its instances (a stratified subsample
+  covering every confidence level) -> the calibration set; 5. on a new dataset, the threshold for
+  call rate r is the r-quantile of the calibration uncertainties, and the calibration set's
+  routing curve predicts the new dataset's curve.
+
+Convention: uncertainty higher = more uncertain; the MOST uncertain queries go to the LLM.
+
+Routing rule for a ``Threshold(value, tie_frac)``: sample i goes to the LLM iff u_i > value;
+samples with u_i == value go with probability ``tie_frac``. Every rate and accuracy here is the
+exact expectation over those coin flips (no RNG), so call rates are exact even with ties and
+constant scores. The expected accuracy as a function of the expected number routed is the
+piecewise-linear interpolation of ``metrics.routing_curve(..., ties="expected")``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from jobs.metrics import (
+    _as_bool,
+    _as_uncertainty,
+    _check_lengths,
+    apply_nan_policy,
+    curve_rms_distance,
+    random_curve,
+    routing_curve,
+)
+
+BINNINGS: tuple[str, ...] = ("equal_width", "equal_freq")
+TRANSFER_METHODS: tuple[str, ...] = ("calibration", "in_domain", "fixed")
+DISTANCES: tuple[str, ...] = ("wasserstein", "ks")
+POOL_KEYS: tuple[str, ...] = ("sample_id", "uncertainty", "slm_correct", "llm_correct")
+DEFAULT_TARGETS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
+
+# k = rate * N is snapped to the nearest integer when this close, so that e.g. 0.3 * 10
+# (= 3.0000000000000004) gives tie_frac 1.0 on the 3rd value, not 4e-16 on the 4th.
+_SNAP = 1e-9
+
+
+# ---- thresholds -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Threshold:
+    """Route u > value to the LLM; u == value with probability tie_frac (in [0, 1])."""
+
+    value: float
+    tie_frac: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tie_frac <= 1.0:
+            raise ValueError(f"Threshold.tie_frac must be in [0, 1]; got {self.tie_frac!r}")
+        if math.isnan(self.value):
+            raise ValueError("Threshold.value must not be NaN")
+
+
+def _check_rate(rate: float, name: str = "rate") -> float:
+    r = float(rate)
+    if not 0.0 <= r <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1]; got {rate!r}")
+    return r
+
+
+def threshold_for_call_rate(cal_u, rate: float) -> Threshold:
+    """Threshold whose expected routed fraction on ``cal_u`` is exactly ``rate``.
+
+    cal_u: 1-D uncertainties, no NaN. rate: fraction in [0, 1] (ValueError outside).
+    The value is always one of the scores: with s sorted descending and k = rate * N, it is
+    s[ceil(k) - 1] (s[0] with tie_frac 0 for k = 0), and tie_frac = (k - #{u > value}) /
+    #{u == value}. So constant scores give value = that score and tie_frac = rate, and on data
+    with distinct scores and integer k the k-th largest score is routed with tie_frac 1
+    (i.e. "route u >= value").
+    """
+    r = _check_rate(rate)
+    u = _as_uncertainty(cal_u, "cal_u")
+    n = _check_lengths(cal_u=u)
+    k = r * n
+    if abs(k - round(k)) < _SNAP:
+        k = float(round(k))
+    s = np.sort(u)[::-1]
+    value = s[0] if k == 0 else s[math.ceil(k) - 1]
+    above = int(np.sum(u > value))
+    tied = int(np.sum(u == value))
+    tie_frac = min(1.0, max(0.0, (k - above) / tied))
+    return Threshold(float(value), float(tie_frac))
+
+
+def route_probability(u, thr: Threshold) -> np.ndarray:
+    """Per-sample probability of going to the LLM under ``thr``: 1, tie_frac or 0."""
+    u = _as_uncertainty(u)
+    return np.where(u > thr.value, 1.0, np.where(u == thr.value, thr.tie_frac, 0.0))
+
+
+def expected_call_rate(u, thr: Threshold) -> float:
+    """Expected fraction of ``u`` routed to the LLM under ``thr`` (over the tie coin flips)."""
+    p = route_probability(u, thr)
+    _check_lengths(uncertainty=p)
+    return float(p.mean())
+
+
+def expected_accuracy(u, slm_correct, llm_correct, thr: Threshold) -> float:
+    """Expected accuracy of the mixed system under ``thr``: mean of p_i*llm_i + (1-p_i)*slm_i."""
+    p = route_probability(u, thr)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    _check_lengths(uncertainty=p, slm_correct=slm, llm_correct=llm)
+    return float(np.mean(p * llm + (1.0 - p) * slm))
+
+
+def threshold_for_accuracy(cal_u, cal_slm, cal_llm, target_acc: float) -> Threshold | None:
+    """Threshold at the smallest call rate whose expected accuracy on the calibration data
+    reaches ``target_acc``; None when no call rate reaches it.
+
+    The expected accuracy after routing x (real, 0..N) samples is the linear interpolation of the
+    ``ties="expected"`` routing curve between integer k, so the smallest x is found exactly on
+    the segment where the curve first crosses the target (1e-12 tolerance for cumsum rounding).
+    """
+    t = float(target_acc)
+    if math.isnan(t):
+        raise ValueError("target_acc must not be NaN")
+    acc = routing_curve(cal_u, cal_slm, cal_llm, ties="expected").accuracy
+    n = len(acc) - 1
+    reached = np.flatnonzero(acc >= t - 1e-12)
+    if reached.size == 0:
+        return None
+    k = int(reached[0])
+    if k == 0:
+        x = 0.0
+    else:
+        lo, hi = acc[k - 1], acc[k]  # lo < target <= hi (up to tolerance)
+        x = k - 1 + min(1.0, max(0.0, (t - lo) / (hi - lo)))
+    return threshold_for_call_rate(cal_u, x / n)
+
+
+def fixed_threshold(value: float) -> Threshold:
+    """The untuned baseline: route u > value (e.g. 0.5 for probability-style uncertainties)."""
+    return Threshold(float(value), 0.0)
+
+
+# ---- the calibration set ----------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class CalibrationSet:
+    """A stratified subsample of pooled datasets, with SLM and LLM correctness.
+
+    dataset, sample_id: str arrays (n,); uncertainty: float array (n,); slm_correct, llm_correct:
+    bool arrays (n,). Rows are in pooled order (datasets sorted by name, then original order).
+    record: plain-JSON description of what went in (see ``build_calibration_set``).
+    """
+
+    dataset: np.ndarray
+    sample_id: np.ndarray
+    uncertainty: np.ndarray
+    slm_correct: np.ndarray
+    llm_correct: np.ndarray
+    record: dict
+
+    def __len__(self) -> int:
+        return len(self.uncertainty)
+
+
+def _pool_arrays(name: str, pool: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    missing = [k for k in POOL_KEYS if k not in pool]
+    if missing:
+        raise ValueError(
+            f"pools[{name!r}] lacks {missing}; needs {list(POOL_KEYS)}, has {sorted(pool)}"
+        )
+    ids = np.asarray(pool["sample_id"]).astype(str)
+    u = _as_uncertainty(pool["uncertainty"], f"pools[{name!r}]['uncertainty']", allow_nan=True)
+    slm = _as_bool(pool["slm_correct"], f"pools[{name!r}]['slm_correct']")
+    llm = _as_bool(pool["llm_correct"], f"pools[{name!r}]['llm_correct']")
+    lengths = {k: len(v) for k, v in zip(POOL_KEYS, (ids, u, slm, llm))}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"pools[{name!r}] arrays must have the same length; got {lengths}")
+    n_inf = int(np.isinf(u).sum())
+    if n_inf:
+        raise ValueError(
+            f"pools[{name!r}]['uncertainty'] has {n_inf} infinite value(s); bins need finite scores"
+        )
+    return ids, u, slm, llm
+
+
+def _bin_edges(u: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
+    if binning == "equal_width":
+        return np.linspace(u.min(), u.max(), n_bins + 1)
+    if binning == "equal_freq":
+        return np.quantile(u, np.linspace(0.0, 1.0, n_bins + 1))
+    raise ValueError(f"unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
+
+
+def _bin_index(u: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value: [e_j, e_{j+1}), the last bin closed; out-of-range values clip to the
+    first or last bin. Repeated edges (equal_freq with ties) leave empty bins."""
+    return np.searchsorted(edges[1:-1], u, side="right")
+
+
+def build_calibration_set(
+    pools: Mapping[str, Mapping[str, Any]],
+    *,
+    exclude: Iterable[str] = (),
+    n_bins: int = 30,
+    frac: float = 0.1,
+    seed: int = 50,
+    binning: str = "equal_width",
+) -> CalibrationSet:
+    """Stratified calibration set from every dataset in ``pools`` not in ``exclude``.
+
+    pools[dataset] = {"sample_id": list[str], "uncertainty": float array, "slm_correct": bool
+    array, "llm_correct": bool array}, for one SLM + one UQ method.
+    NaN uncertainties are dropped (and counted) before binning; infinite ones are an error.
+    The pooled scores are cut into ``n_bins`` bins ("equal_width" over [min, max], or
+    "equal_freq" at the quantiles); from each non-empty bin of m instances,
+    max(1, floor(frac * m + 0.5)) are drawn without replacement with
+    ``np.random.default_rng(seed)``, bins in ascending order. Datasets are pooled in sorted name
+    order, so the result does not depend on dict order.
+
+    record: datasets, excluded, n_pooled_per_dataset (after NaN drop), n_selected_per_dataset,
+    n_nan_dropped, n_nan_dropped_per_dataset, n_pooled, n_selected, n_per_bin,
+    n_selected_per_bin, bin_edges, n_bins, binning, frac, seed.
+    """
+    if binning not in BINNINGS:
+        raise ValueError(f"unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}")
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"frac must be in (0, 1]; got {frac!r}")
+    excluded = sorted(set(exclude))
+    unknown = [d for d in excluded if d not in pools]
+    if unknown:
+        raise ValueError(f"exclude names unknown dataset(s) {unknown}; available: {sorted(pools)}")
+    names = sorted(d for d in pools if d not in excluded)
+    if not names:
+        raise ValueError(f"no dataset left to pool after excluding {excluded}")
+
+    parts: list[tuple[np.ndarray, ...]] = []
+    nan_per: dict[str, int] = {}
+    for name in names:
+        ids, u, slm, llm = _pool_arrays(name, pools[name])
+        keep = ~np.isnan(u)
+        nan_per[name] = int((~keep).sum())
+        parts.append((np.full(int(keep.sum()), name), ids[keep], u[keep], slm[keep], llm[keep]))
+    ds, ids, u, slm, llm = (np.concatenate([p[i] for p in parts]) for i in range(5))
+    if len(u) == 0:
+        raise ValueError(f"no scored (non-NaN) sample in datasets {names}")
+
+    edges = _bin_edges(u, int(n_bins), binning)
+    bins = _bin_index(u, edges)
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    n_per_bin, n_sel_per_bin = [], []
+    for b in range(int(n_bins)):
+        members = np.flatnonzero(bins == b)
+        m = len(members)
+        take = max(1, math.floor(frac * m + 0.5)) if m else 0
+        n_per_bin.append(m)
+        n_sel_per_bin.append(take)
+        if take:
+            chosen.append(rng.choice(members, size=take, replace=False))
+    idx = np.sort(np.concatenate(chosen))
+
+    arrays = [ds[idx], ids[idx], u[idx], slm[idx], llm[idx]]
+    for a in arrays:
+        a.setflags(write=False)
+    record = {
+        "datasets": names,
+        "excluded": excluded,
+        "n_pooled_per_dataset": {d: int(np.sum(ds == d)) for d in names},
+        "n_selected_per_dataset": {d: int(np.sum(arrays[0] == d)) for d in names},
+        "n_nan_dropped": int(sum(nan_per.values())),
+        "n_nan_dropped_per_dataset": nan_per,
+        "n_pooled": int(len(u)),
+        "n_selected": int(len(idx)),
+        "n_per_bin": n_per_bin,
+        "n_selected_per_bin": n_sel_per_bin,
+        "bin_edges": [float(e) for e in edges],
+        "n_bins": int(n_bins),
+        "binning": binning,
+        "frac": float(frac),
+        "seed": int(seed),
+    }
+    return CalibrationSet(*arrays, record=record)
+
+
+# ---- transfer evaluation (leave one dataset out) ----------------------------------------------
+
+def _heldout_arrays(pools: Mapping[str, Mapping[str, Any]], name: str, nan_policy: str):
+    if name not in pools:
+        raise ValueError(f"unknown held-out dataset {name!r}; available: {sorted(pools)}")
+    _, u_raw, slm, llm = _pool_arrays(name, pools[name])
+    u, keep = apply_nan_policy(u_raw, nan_policy)
+    u, slm, llm = u[keep], slm[keep], llm[keep]
+    if len(u) == 0:
+        raise ValueError(f"held-out dataset {name!r} has no scored sample")
+    return u, slm, llm, int(np.isnan(u_raw).sum())
+
+
+def transfer_table(
+    pools: Mapping[str, Mapping[str, Any]],
+    *,
+    targets: Iterable[float] = DEFAULT_TARGETS,
+    methods: Iterable[str] = TRANSFER_METHODS,
+    fixed_value: float = 0.5,
+    n_bins: int = 30,
+    frac: float = 0.1,
+    seed: int = 50,
+    binning: str = "equal_width",
+    in_domain_frac: float = 0.5,
+    nan_policy: str = "most_uncertain",
+) -> list[dict]:
+    """Leave-one-dataset-out transfer of call-rate thresholds; one row per (held-out, method,
+    target), held-out datasets in sorted order.
+
+    methods:
+      "calibration": threshold from the calibration set built on every other dataset;
+                     applied to all of the held-out dataset.
+      "in_domain":   upper bound: threshold fitted on a random ``in_domain_frac`` of the held-out
+                     dataset (``np.random.default_rng(seed)`` permutation), evaluated on the rest.
+      "fixed":       ``fixed_threshold(fixed_value)`` for every target (predicts nothing, so its
+                     predicted_accuracy and accuracy_error are NaN).
+    nan_policy: how the held-out dataset's NaN scores are routed (``metrics.apply_nan_policy``;
+    "most_uncertain" sends them to the LLM, as a deployed router would). The calibration set
+    always drops them.
+    Row keys: heldout, method, target_call_rate, threshold, tie_frac, realized_call_rate,
+    call_rate_error (= realized - target), realized_accuracy, predicted_accuracy (the fitting
+    data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
+    accuracy_error (= realized - predicted), n_fit, n_eval, n_nan_heldout.
+    All rates and accuracies are exact expectations over tie coin flips.
+    """
+    targets = [_check_rate(t, "target call rate") for t in targets]
+    methods = list(methods)
+    bad = [m for m in methods if m not in TRANSFER_METHODS]
+    if bad:
+        raise ValueError(f"unknown transfer method(s) {bad}; valid: {', '.join(TRANSFER_METHODS)}")
+    if not 0.0 < in_domain_frac < 1.0:
+        raise ValueError(f"in_domain_frac must be in (0, 1); got {in_domain_frac!r}")
+    if len(pools) < 2 and "calibration" in methods:
+        raise ValueError(f"leave-one-out needs at least 2 datasets; got {sorted(pools)}")
+
+    rows: list[dict] = []
+    for heldout in sorted(pools):
+        u, slm, llm, n_nan = _heldout_arrays(pools, heldout, nan_policy)
+        for method in methods:
+            # (fit_u, fit_slm, fit_llm) predict; (ev_u, ev_slm, ev_llm) are evaluated
+            ev_u, ev_slm, ev_llm = u, slm, llm
+            fit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            if method == "calibration":
+                cal = build_calibration_set(
+                    pools, exclude=[heldout], n_bins=n_bins, frac=frac, seed=seed, binning=binning
+                )
+                fit = (cal.uncertainty, cal.slm_correct, cal.llm_correct)
+            elif method == "in_domain":
+                n_fit = int(round(len(u) * in_domain_frac))
+                if not 0 < n_fit < len(u):
+                    raise ValueError(
+                        f"held-out dataset {heldout!r} has {len(u)} scored sample(s); too few to "
+                        f"split with in_domain_frac={in_domain_frac}"
+                    )
+                perm = np.random.default_rng(seed).permutation(len(u))
+                f, e = perm[:n_fit], perm[n_fit:]
+                fit = (u[f], slm[f], llm[f])
+                ev_u, ev_slm, ev_llm = u[e], slm[e], llm[e]
+            for target in targets:
+                thr = (threshold_for_call_rate(fit[0], target) if fit is not None
+                       else fixed_threshold(fixed_value))
+                realized_rate = expected_call_rate(ev_u, thr)
+                realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
+                predicted = expected_accuracy(*fit, thr) if fit is not None else float("nan")
+                rows.append({
+                    "heldout": heldout,
+                    "method": method,
+                    "target_call_rate": target,
+                    "threshold": thr.value,
+                    "tie_frac": thr.tie_frac,
+                    "realized_call_rate": realized_rate,
+                    "call_rate_error": realized_rate - target,
+                    "realized_accuracy": realized_acc,
+                    "predicted_accuracy": predicted,
+                    "accuracy_error": realized_acc - predicted,
+                    "n_fit": len(fit[0]) if fit is not None else 0,
+                    "n_eval": len(ev_u),
+                    "n_nan_heldout": n_nan,
+                })
+    return rows
+
+
+def curve_transfer(
+    pools: Mapping[str, Mapping[str, Any]],
+    heldout: str,
+    *,
+    nan_policy: str = "most_uncertain",
+    n_grid: int = 101,
+    **build_kw: Any,
+) -> dict:
+    """The paper's curve distance: how well the calibration set's routing curve (built from every
+    dataset but ``heldout``; ``build_kw`` go to ``build_calibration_set``) predicts the true
+    routing curve on ``heldout``.
+
+    Returns {heldout, rms_calibration (RMS distance calibration curve vs true curve),
+    rms_random (RMS distance of the held-out random-routing line vs the true curve, the naive
+    reference), n_calibration, n_heldout, calibration: the calibration record}. Distances are
+    ``metrics.curve_rms_distance`` on ``n_grid`` ratios; curves use ties="expected".
+    """
+    u, slm, llm, _ = _heldout_arrays(pools, heldout, nan_policy)
+    cal = build_calibration_set(pools, exclude=[heldout], **build_kw)
+    true = routing_curve(u, slm, llm, ties="expected")
+    cal_curve = routing_curve(cal.uncertainty, cal.slm_correct, cal.llm_correct, ties="expected")
+    return {
+        "heldout": heldout,
+        "rms_calibration": curve_rms_distance(cal_curve, true, n_grid),
+        "rms_random": curve_rms_distance(random_curve(slm, llm), true, n_grid),
+        "n_calibration": len(cal),
+        "n_heldout": len(u),
+        "calibration": cal.record,
+    }
+
+
+# ---- applying a calibration set to new, unlabelled data ---------------------------------------
+
+def apply_to_unlabelled(
+    cal: CalibrationSet, target_u, rate: float, *, nan_policy: str = "most_uncertain"
+) -> dict:
+    """Route a user's unlabelled data at call rate ``rate`` using only the calibration set.
+
+    Returns {threshold, tie_frac, target_call_rate, expected_call_rate (on target_u),
+    predicted_accuracy (the calibration set's expected accuracy at the threshold), n,
+    n_routed_expected (= expected_call_rate * n), n_routed_surely (u > threshold),
+    n_tied (u == threshold, each routed with probability tie_frac), n_nan, route_prob (array)}.
+    NaN scores follow ``nan_policy`` ("most_uncertain": routed; "drop": left out of n).
+    """
+    thr = threshold_for_call_rate(cal.uncertainty, rate)
+    u_raw = _as_uncertainty(target_u, "target_u", allow_nan=True)
+    u, keep = apply_nan_policy(u_raw, nan_policy)
+    u = u[keep]
+    p = route_probability(u, thr)
+    n = len(u)
+    rate_on_target = float(p.mean()) if n else float("nan")
+    return {
+        "threshold": thr.value,
+        "tie_frac": thr.tie_frac,
+        "target_call_rate": float(rate),
+        "expected_call_rate": rate_on_target,
+        "predicted_accuracy": expected_accuracy(
+            cal.uncertainty, cal.slm_correct, cal.llm_correct, thr
+        ),
+        "n": n,
+        "n_routed_expected": float(p.sum()),
+        "n_routed_surely": int(np.sum(u > thr.value)),
+        "n_tied": int(np.sum(u == thr.value)),
+        "n_nan": int(np.isnan(u_raw).sum()),
+        "route_prob": p,
+    }
+
+
+# ---- distribution distances (finding 2) -------------------------------------------------------
+
+def _as_sample(x: Any, name: str, finite: bool) -> np.ndarray:
+    a = _as_uncertainty(x, name)  # 1-D, no NaN
+    _check_lengths(**{name: a})
+    if finite and not np.isfinite(a).all():
+        raise ValueError(f"{name} has infinite value(s); the Wasserstein distance needs finite ones")
+    return np.sort(a)
+
+
+def _cdfs_at_jumps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both empirical CDFs (right-continuous) at every pooled value, pooled values sorted."""
+    x = np.sort(np.concatenate([a, b]))
+    fa = np.searchsorted(a, x, side="right") / len(a)
+    fb = np.searchsorted(b, x, side="right") / len(b)
+    return x, fa, fb
+
+
+def wasserstein_1d(a, b) -> float:
+    """Exact 1-D Wasserstein-1 distance between two samples: integral of |F_a - F_b| dx.
+
+    Sizes may differ; NaN or infinite values and empty samples are a ValueError.
+    """
+    x, fa, fb = _cdfs_at_jumps(_as_sample(a, "a", True), _as_sample(b, "b", True))
+    # the CDFs are constant on [x_i, x_{i+1})
+    return float(np.sum(np.abs(fa[:-1] - fb[:-1]) * np.diff(x)))
+
+
+def ks_statistic(a, b) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic sup_x |F_a(x) - F_b(x)|, in [0, 1]."""
+    x, fa, fb = _cdfs_at_jumps(_as_sample(a, "a", False), _as_sample(b, "b", False))
+    return float(np.max(np.abs(fa - fb)))
+
+
+def _distance_fn(metric: str):
+    if metric == "wasserstein":
+        return wasserstein_1d
+    if metric == "ks":
+        return ks_statistic
+    raise ValueError(f"unknown distance metric {metric!r}; valid: {', '.join(DISTANCES)}")
+
+
+def distance_matrix(
+    groups: Mapping[str, Any], metric: str = "wasserstein"
+) -> tuple[list[str], np.ndarray]:
+    """Symmetric matrix of pairwise distances between score samples, names in dict order."""
+    fn = _distance_fn(metric)
+    names = list(groups)
+    m = np.zeros((len(names), len(names)))
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            m[i, j] = m[j, i] = fn(groups[names[i]], groups[names[j]])
+    return names, m
+
+
+def within_vs_across(
+    scores: Mapping[tuple[str, str, str], Any], metric: str = "ks"
+) -> dict:
+    """Finding 2: is a score distribution set by the (SLM, UQ method) rather than the dataset?
+
+    scores[(slm, uq, dataset)] = uncertainty array. Three families of pairwise distances:
+      across_datasets: pairs of datasets, (slm, uq) fixed;
+      across_uq:       pairs of UQ methods, (slm, dataset) fixed;
+      across_slm:      pairs of SLMs, (uq, dataset) fixed.
+    Each reports mean (over all pairs of all groups; NaN if none), n_groups, n_pairs,
+    n_skipped_groups (fewer than 2 members) and per_group means keyed "a__b".
+    NaN scores are dropped first (n_nan_dropped); an all-NaN array is left out.
+    Default metric "ks" because it is scale-free: UQ methods live on different scales
+    (perplexity vs probability), which would dominate Wasserstein means across groups.
+    """
+    fn = _distance_fn(metric)
+    clean: dict[tuple[str, str, str], np.ndarray] = {}
+    n_nan = 0
+    for key, arr in scores.items():
+        if len(key) != 3:
+            raise ValueError(f"scores keys must be (slm, uq, dataset); got {key!r}")
+        a = _as_uncertainty(arr, f"scores[{key!r}]", allow_nan=True)
+        n_nan += int(np.isnan(a).sum())
+        a = a[~np.isnan(a)]
+        if len(a):
+            clean[tuple(key)] = a
+
+    # family -> positions of the key parts held fixed; the remaining part varies
+    families = {"across_datasets": (0, 1), "across_uq": (0, 2), "across_slm": (1, 2)}
+    out: dict[str, Any] = {"metric": metric, "n_nan_dropped": n_nan}
+    for family, fixed in families.items():
+        groups: dict[tuple[str, ...], list[np.ndarray]] = {}
+        for key in sorted(clean):
+            groups.setdefault(tuple(key[i] for i in fixed), []).append(clean[key])
+        dists: list[float] = []
+        per_group: dict[str, float] = {}
+        skipped = 0
+        for gkey, members in groups.items():
+            if len(members) < 2:
+                skipped += 1
+                continue
+            d = [fn(members[i], members[j])
+                 for i in range(len(members)) for j in range(i + 1, len(members))]
+            per_group["__".join(gkey)] = float(np.mean(d))
+            dists.extend(d)
+        out[family] = {
+            "mean": float(np.mean(dists)) if dists else float("nan"),
+            "n_groups": len(per_group),
+            "n_pairs": len(dists),
+            "n_skipped_groups": skipped,
+            "per_group": per_group,
+        }
+    return out
