@@ -237,15 +237,17 @@ def _load_yaml(path: Path, where: str):
 
 
 def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: str) -> dict:
-    folder = conf_dir / kind
+    # a grid's own conf/ folder first, then the repository's (a project can add or shadow entries)
+    folders = [f for f in dict.fromkeys([conf_dir / kind, REPO_CONF / kind]) if f.is_dir()]
     out: dict = {}
     for i, entry in enumerate(entries):
         where = f"{grid_file}: {kind}[{i}]"
         if isinstance(entry, str):
-            path = folder / f"{entry}.yaml"
-            if not path.is_file():
-                available = sorted(p.stem for p in folder.glob("*.yaml"))
-                raise ConfigError(str(UnknownNameError(f"{kind} config (in {folder})", entry, available)).replace(
+            path = next((f / f"{entry}.yaml" for f in folders if (f / f"{entry}.yaml").is_file()), None)
+            if path is None:
+                available = sorted({p.stem for f in folders for p in f.glob("*.yaml")})
+                where_dirs = ", ".join(str(f) for f in folders)
+                raise ConfigError(str(UnknownNameError(f"{kind} config (in {where_dirs})", entry, available)).replace(
                     "unknown", f"{where}: unknown", 1))
             data = _load_yaml(path, where)
             merged = _merge(schema_cls, data, str(path))
@@ -268,11 +270,8 @@ def _check_choice(where: str, key: str, value, choices) -> None:
 
 
 def find_conf_dir(grid_file: Path) -> Path:
-    """conf/grid/x.yaml -> conf/; falls back to the repository's conf/."""
-    cand = grid_file.resolve().parent.parent
-    if (cand / "slm").is_dir() or (cand / "uq").is_dir():
-        return cand
-    return REPO_CONF
+    """conf/grid/x.yaml -> conf/ (names not found there are looked up in the repository's conf/)."""
+    return grid_file.resolve().parent.parent
 
 
 def load_grid(grid_file: str | Path, overrides: list[str] | None = None,

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from jobs.records import unit_dir
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MICRO = REPO / "tests" / "conf" / "grid" / "micro.yaml"
 
 

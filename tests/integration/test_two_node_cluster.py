@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -58,9 +58,9 @@ def two_node_cluster(tmp_path_factory):
 def test_grid_runs_on_both_nodes(two_node_cluster, tmp_path):
     address, env, tmp = two_node_cluster
     conf = REPO / "conf"
-    slm = yaml.safe_load((conf / "slm" / "smollm2-135m.yaml").read_text()) | {"resources": {"node_a": 1},
+    slm = yaml.safe_load((REPO / "tests" / "conf" / "slm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_a": 1},
                                                                             "num_cpus": 0.5}
-    llm = yaml.safe_load((conf / "llm" / "smollm2-135m.yaml").read_text()) | {"resources": {"node_b": 1},
+    llm = yaml.safe_load((REPO / "tests" / "conf" / "llm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_b": 1},
                                                                             "num_cpus": 0.5}
     grid = yaml.safe_load((REPO / "tests" / "conf" / "grid" / "micro.yaml").read_text())
     grid.update(slms=[slm], llms=[llm], output_dir=str(tmp_path / "out"), uq=["perplexity"])
