@@ -26,4 +26,4 @@ def test_extraction_matches_hand_labels(case):
 
 
 def test_fixtures_cover_several_answer_types():
-    assert len(FIXTURES) >= 15
+    assert {c["task"] for c in FIXTURES} == {"numeric", "mc", "yesno"} and len(FIXTURES) >= 25
