@@ -33,6 +33,7 @@ class ModelWorker:
 
         summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size)
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
         summary["pid"] = os.getpid()
         return summary
 

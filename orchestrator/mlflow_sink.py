@@ -27,6 +27,7 @@ PID_FILE = "mlflow-server.json"
 # ------------------------------------------------------------------ server
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is free
         try:
             s.bind(("127.0.0.1", port))
             return True

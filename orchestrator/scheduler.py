@@ -180,7 +180,8 @@ class Scheduler:
                 report.done.add(u.key)
                 if u.kind == "gen" and isinstance(result, dict):
                     report.placements[u.key] = result.get("node_id")
-                self.ledger.write("done", u, node=result.get("node_id") if isinstance(result, dict) else None)
+                info = result if isinstance(result, dict) else {}
+                self.ledger.write("done", u, node=info.get("node_id"), gpus=info.get("gpu_ids"))
                 self.on_progress("done", u, result if isinstance(result, dict) else {})
                 if u.kind == "setting":
                     try:

@@ -185,7 +185,7 @@ def test_unusable_dataset_fails_alone_and_status_says_why(tmp_path, ray_local, c
                                          "local_path": str(bad), "mapping": {"question": "q", "gold": "a"}}])
     gp = tmp_path / "g.yaml"
     gp.write_text(yaml.safe_dump(grid))
-    r = load_grid(gp, conf_dir=REPO / "conf")
+    r = load_grid(gp, conf_dir=REPO / "tests" / "conf")
     plan, report, _ = run_grid(r)
     ok = {s.name for s in plan.settings if s.dataset == "strategyqa"}
     assert ok and all((r.store_dir / "settings" / s.hash / "manifest.json").is_file()

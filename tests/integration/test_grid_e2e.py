@@ -98,3 +98,10 @@ def test_changed_config_is_refused_with_the_differing_field(tiny_run):
     with pytest.raises(ConfigMismatch) as e:
         bind_output(r2)
     assert "decoding.num_samples" in str(e.value) and "stored=2" in str(e.value)
+
+
+def test_model_actors_held_logical_gpus(tiny_run):
+    """The test models request half a logical GPU each (Ray started with num_gpus=2)."""
+    events = [json.loads(x) for x in (tiny_run["out"] / "ledger.jsonl").read_text().splitlines()]
+    gen_done = [e for e in events if e["event"] == "done" and e["kind"] == "gen"]
+    assert gen_done and all(e["gpus"] for e in gen_done)

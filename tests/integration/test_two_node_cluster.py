@@ -59,9 +59,9 @@ def test_grid_runs_on_both_nodes(two_node_cluster, tmp_path):
     address, env, tmp = two_node_cluster
     conf = REPO / "conf"
     slm = yaml.safe_load((REPO / "tests" / "conf" / "slm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_a": 1},
-                                                                            "num_cpus": 0.5}
+                                                                            "num_cpus": 0.5, "num_gpus": 0}
     llm = yaml.safe_load((REPO / "tests" / "conf" / "llm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_b": 1},
-                                                                            "num_cpus": 0.5}
+                                                                            "num_cpus": 0.5, "num_gpus": 0}
     grid = yaml.safe_load((REPO / "tests" / "conf" / "grid" / "micro.yaml").read_text())
     grid.update(slms=[slm], llms=[llm], output_dir=str(tmp_path / "out"), uq=["perplexity"])
     grid["ray"]["num_cpus"] = None
