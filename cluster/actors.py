@@ -8,7 +8,6 @@ tasks. Workers write Parquet into the shared store and return small summaries.
 from __future__ import annotations
 
 import os
-import socket
 
 import ray
 
@@ -23,10 +22,6 @@ class ModelWorker:
 
         self.backend = make_backend(model_conf)
         self.batch_size = int(model_conf.get("batch_size") or 8)
-
-    def info(self) -> dict:
-        return {"model": self.conf["name"], "identity": self.backend.identity, "host": socket.gethostname(),
-                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None}
 
     def run_gen(self, unit: dict, batch_size: int | None = None) -> dict:
         from jobs.stages import run_gen_unit
