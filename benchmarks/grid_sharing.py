@@ -86,6 +86,9 @@ def plan_10k() -> tuple[int, float]:
     shared = ["gsm8k", "multiarith", "aqua", "addsub", "singleeq", "mathqa", "commonsenseqa", "strategyqa",
               "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag", "winogrande", "boolq", "mmlu",
               "truthfulqa", "date_understanding", "coin_flip", "last_letters"]
+    data = Path(tempfile.mkdtemp())
+    for i in range(5):  # five datasets of the user's own, as local files
+        (data / f"mine{i}.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": "A"}\n')
     grid = {
         "name": "big", "output_dir": tempfile.mkdtemp(),
         "slms": [{"name": f"slm{i}", "source": "hub", "id": f"org/model-{i}"} for i in range(10)],
@@ -93,7 +96,7 @@ def plan_10k() -> tuple[int, float]:
                  for i in range(4)],
         "uq": methods,
         "datasets": shared + [{"name": f"mine{i}", "adapter": "local", "task": "mc",
-                               "local_path": f"/data/mine{i}.jsonl"} for i in range(5)],
+                               "local_path": str(data / f"mine{i}.jsonl")} for i in range(5)],
     }
     p = Path(tempfile.mkdtemp()) / "big.yaml"
     p.write_text(yaml.safe_dump(grid))
