@@ -97,8 +97,31 @@ def _concat_stats(parts: list[dict]) -> dict:
     return out
 
 
+def _subset_stats(stats: dict, idx: np.ndarray) -> dict:
+    return {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]) for k, v in stats.items()}
+
+
+def crossfit_scores(method, stats: dict, folds: int, seed: int, params: dict) -> np.ndarray:
+    """Out-of-fold uncertainty of a trained method on its own training rows: rows are split into
+    ``folds`` random folds (``default_rng(seed)``); each fold is scored by the method trained on
+    the other folds, so no row is scored by a model that saw its label."""
+    from jobs.uq.base import compute
+
+    n = len(stats["correct"])
+    if n < 2:
+        raise ValueError(f"cross-fitting {method.name!r} needs at least 2 rows; got {n}")
+    folds = min(int(folds), n)
+    perm = np.random.default_rng(seed).permutation(n)
+    out = np.full(n, np.nan)
+    for f in range(folds):
+        test = np.sort(perm[f::folds])
+        train = np.sort(np.setdiff1d(perm, test))
+        out[test] = compute(method, _subset_stats(stats, test), _subset_stats(stats, train), **params)
+    return out
+
+
 def run_score_unit(unit: dict, store: str | Path) -> dict:
-    """Uncertainty of one UQ method for one (SLM, dataset); trained methods fit here."""
+    """Uncertainty of one UQ method for one (SLM, dataset, role); trained methods fit here."""
     from jobs.uq import UQ_METHODS
     from jobs.uq.base import compute
 
@@ -111,11 +134,14 @@ def run_score_unit(unit: dict, store: str | Path) -> dict:
     fit_stats = None
     if unit["fit"]:
         fit_stats = _concat_stats([load_stats(store, f["stages"], unit["policy"])[1] for f in unit["fit"]])
-    u = compute(method, stats, fit_stats, **dict(unit["params"]))
+    if unit.get("crossfit"):
+        u = crossfit_scores(method, stats, unit["crossfit"], unit.get("crossfit_seed", 0), dict(unit["params"]))
+    else:
+        u = compute(method, stats, fit_stats, **dict(unit["params"]))
     write_table(part_path(udir, 0), [{"sample_id": i, "uncertainty": float(x)} for i, x in zip(ids, u)],
                 meta={"unit": unit["key"], "uq": unit["uq"]})
     summary = {"key": unit["key"], "uq": unit["uq"], "slm": unit["slm"], "dataset": unit["dataset"],
-               "n": len(ids), "n_nan": int(np.isnan(u).sum()),
+               "role": unit.get("role", "eval"), "crossfit": unit.get("crossfit", 0), "n": len(ids), "n_nan": int(np.isnan(u).sum()),
                "fit_n": 0 if fit_stats is None else int(len(fit_stats["correct"])),
                "fit_datasets": [f["dataset"] for f in unit["fit"]]}
     finish_unit(udir, summary)

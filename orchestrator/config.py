@@ -148,6 +148,25 @@ class RayConf:
 
 
 @dataclass
+class CalibrationConf:
+    """Calibration ("proxy routing") data and threshold transfer (paper section on generalization).
+
+    enabled: also run every SLM stage, UQ method and LLM on the ``fit`` role (train/dev splits, or
+    rows disjoint from the evaluated ones) of every dataset, so calibration sets can be built from
+    data that is never evaluated, and thresholds transferred leave-one-dataset-out.
+    """
+
+    enabled: bool = False
+    n_bins: int = 30  # paper: M = 30
+    frac: float = 0.1  # paper: 10% of each bin
+    seed: int = 50  # paper: seed 50
+    binning: str = "equal_width"  # equal_width | equal_freq (the paper does not say)
+    targets: list = field(default_factory=lambda: [round(i / 10, 1) for i in range(1, 10)])
+    crossfit_folds: int = 5  # trained UQ methods score their own fit rows out-of-fold
+    fixed_threshold: dict = field(default_factory=dict)  # uq name -> untuned threshold (default 0.5)
+
+
+@dataclass
 class GridConf:
     name: str = MISSING
     output_dir: str = "runs/${name}"
@@ -163,6 +182,7 @@ class GridConf:
     metrics: MetricsConf = field(default_factory=MetricsConf)
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     ray: RayConf = field(default_factory=RayConf)
+    calibration: CalibrationConf = field(default_factory=CalibrationConf)
 
 
 CHOICES = {
@@ -174,6 +194,7 @@ CHOICES = {
     "nan_policy": ("most_uncertain", "drop"),
     "extraction_policy": ("strict", "flexible"),
     "task": ("numeric", "mc", "yesno", "freeform"),
+    "binning": ("equal_width", "equal_freq"),
     "gold_format": ("text", "letter", "index0", "index1", "bool", "number", "gsm8k"),
 }
 
@@ -325,6 +346,21 @@ def validate(r: ResolvedGrid) -> None:
         raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
     if g["decoding"]["num_samples"] < 2:
         raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
+    cal = g["calibration"]
+    _check_choice(f"{r.source}: calibration", "binning", cal["binning"], CHOICES["binning"])
+    if cal["n_bins"] < 1:
+        raise ConfigError(f"{r.source}: calibration.n_bins={cal['n_bins']} must be >= 1")
+    if not 0.0 < cal["frac"] <= 1.0:
+        raise ConfigError(f"{r.source}: calibration.frac={cal['frac']} must be in (0, 1]")
+    if cal["crossfit_folds"] < 2:
+        raise ConfigError(f"{r.source}: calibration.crossfit_folds={cal['crossfit_folds']} must be >= 2")
+    for t in cal["targets"]:
+        if not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+            raise ConfigError(f"{r.source}: calibration.targets has {t!r}; each target call rate must be in [0, 1]")
+    for k in cal["fixed_threshold"]:
+        if k not in r.uq:
+            raise ConfigError(f"{r.source}: calibration.fixed_threshold names uq {k!r}, not in the grid; "
+                              f"valid: {', '.join(sorted(r.uq))}")
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"

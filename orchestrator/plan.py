@@ -49,6 +49,11 @@ class Unit:
 class Plan:
     settings: list[Setting]
     units: dict[str, Unit]  # topological order (a unit comes after its deps)
+    # calibration (fit-role) units, when the grid enables calibration:
+    #   fit_scores[(slm, uq, dataset)] = {"score": key, "slm_greedy": key}
+    #   fit_llm[(llm, dataset)] = key of the LLM pass on the fit role
+    fit_scores: dict = field(default_factory=dict)
+    fit_llm: dict = field(default_factory=dict)
 
     def by_kind(self, kind: str) -> list[Unit]:
         return [u for u in self.units.values() if u.kind == kind]
@@ -120,34 +125,56 @@ def make_plan(r: ResolvedGrid) -> Plan:
         gen_cache[ck] = u
         return u
 
+    cal = g.get("calibration") or {}
+    folds = int(cal.get("crossfit_folds", 5))
+
+    def score(slm: str, uq: str, dataset: str, role: str) -> Unit:
+        """Uncertainty of ``uq`` on ``slm``'s answers to the ``role`` rows of ``dataset``.
+
+        Trained methods: in_domain ones train on the dataset's fit rows (scoring those same fit
+        rows -- the calibration role -- is done out-of-fold, ``crossfit`` folds); other_datasets
+        ones train on every other dataset's fit rows."""
+        method = _uq_method(r, uq)
+        stages = sorted({STAT_STAGE[st] for st in method.requires if st in STAT_STAGE} | {"greedy"})
+        ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
+        fit, crossfit = [], 0
+        if method.fit == "in_domain":
+            fit_sets = [dataset] if role == "eval" else []
+            crossfit = folds if role == "fit" else 0
+        elif method.fit == "other_datasets":
+            fit_sets = [d for d in r.datasets if d != dataset]
+        else:
+            fit_sets = []
+        for d in fit_sets:
+            fit.append({"dataset": d, "stages": {st: gen("slm", slm, d, "fit", st).key for st in stages}})
+        ident = {"uq": r.uq[uq], "eval": ev, "fit": fit, "policy": dec["extraction_policy"],
+                 "version": SCORING_VERSION}
+        if role != "eval":  # eval-role keys stay what they were before calibration existed
+            ident |= {"role": role, "crossfit": crossfit, "crossfit_seed": seed}
+        key = stable_hash(ident)
+        payload = {"key": key, "uq": uq, "method": r.uq[uq]["method"] or uq, "params": r.uq[uq]["params"],
+                   "slm": slm, "dataset": dataset, "role": role, "eval": ev, "fit": fit,
+                   "crossfit": crossfit, "crossfit_seed": seed, "policy": dec["extraction_policy"]}
+        dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
+        label = f"score {uq} {slm} {dataset}" + ("" if role == "eval" else f" {role}")
+        return add(Unit("score", key, label, payload, dep_keys))
+
+    fit_scores: dict = {}
+    fit_llm: dict = {}
     score_cache: dict[tuple, Unit] = {}
     for s in settings:
         sk = (s.slm, s.uq, s.dataset)
         if sk not in score_cache:
-            method = _uq_method(r, s.uq)
-            stages = sorted({STAT_STAGE[st] for st in method.requires if st in STAT_STAGE} | {"greedy"})
-            ev = {st: gen("slm", s.slm, s.dataset, "eval", st).key for st in stages}
-            fit = []
-            if method.fit == "in_domain":
-                fit_sets = [s.dataset]
-            elif method.fit == "other_datasets":
-                fit_sets = [d for d in r.datasets if d != s.dataset]
-            else:
-                fit_sets = []
-            for d in fit_sets:
-                fit.append({"dataset": d, "stages": {st: gen("slm", s.slm, d, "fit", st).key for st in stages}})
-            ident = {"uq": r.uq[s.uq], "eval": ev, "fit": fit, "policy": dec["extraction_policy"],
-                     "version": SCORING_VERSION}
-            key = stable_hash(ident)
-            payload = {"key": key, "uq": s.uq, "method": r.uq[s.uq]["method"] or s.uq,
-                       "params": r.uq[s.uq]["params"], "slm": s.slm, "dataset": s.dataset, "eval": ev,
-                       "fit": fit, "policy": dec["extraction_policy"]}
-            dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
-            score_cache[sk] = add(Unit("score", key, f"score {s.uq} {s.slm} {s.dataset}", payload, dep_keys))
+            score_cache[sk] = score(s.slm, s.uq, s.dataset, "eval")
+            if cal.get("enabled"):
+                fu = score(s.slm, s.uq, s.dataset, "fit")
+                fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"]}
+        if cal.get("enabled") and (s.llm, s.dataset) not in fit_llm:
+            fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         sc = score_cache[sk]
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
         greedy_key = sc.payload["eval"]["greedy"]
         payload = {"key": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key, "slm_greedy": greedy_key,
                    "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"]}
         add(Unit("setting", s.hash, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
-    return Plan(settings, units)
+    return Plan(settings, units, fit_scores, fit_llm)

@@ -147,3 +147,42 @@ def test_local_dataset_needs_a_valid_task(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(tmp_path, body)
     assert "essay" in str(e.value) and "numeric, mc, yesno, freeform" in str(e.value)
+
+
+def test_calibration_adds_fit_role_units_without_touching_eval_keys(tmp_path):
+    off = make_plan(load(tmp_path))
+    on = make_plan(load(tmp_path, overrides=["calibration.enabled=true"]))
+    # eval-role work keeps its keys, so turning calibration on reuses every finished unit
+    assert set(off.units) <= set(on.units)
+    assert not off.fit_scores and not off.fit_llm
+    assert set(on.fit_scores) == {(s.slm, s.uq, s.dataset) for s in on.settings}
+    assert set(on.fit_llm) == {("smollm2-135m", "addsub"), ("smollm2-135m", "strategyqa")}
+    for (slm, uq, ds), keys in on.fit_scores.items():
+        u = on.units[keys["score"]]
+        assert u.payload["role"] == "fit" and u.payload["dataset"] == ds
+        gens = [on.units[k] for k in u.payload["eval"].values()]
+        assert all(g.payload["role"] == "fit" and g.payload["dataset"] == ds for g in gens)
+        # in-domain probes score their own training rows out-of-fold; OOD probes train elsewhere
+        assert u.payload["crossfit"] == (5 if uq == "probe" else 0)
+        if uq == "probe":
+            assert u.payload["fit"] == []
+        if uq == "ood_probe":
+            assert [f["dataset"] for f in u.payload["fit"]] == [d for d in ("addsub", "strategyqa") if d != ds]
+    for (llm, ds), key in on.fit_llm.items():
+        g = on.units[key]
+        assert g.payload["role"] == "fit" and g.payload["stage"] == "llm" and g.payload["dataset"] == ds
+    c_on, c_off = on.counts(), off.counts()
+    assert c_on["gen:llm"] == 2 * c_off["gen:llm"] and c_on["score"] == 2 * c_off["score"]
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("calibration.binning=quantile", "equal_width, equal_freq"),
+    ("calibration.frac=0", "calibration.frac=0"),
+    ("calibration.targets=[0.3,1.5]", "1.5"),
+    ("calibration.crossfit_folds=1", "crossfit_folds=1"),
+    ("calibration.fixed_threshold.nope=0.5", "nope"),
+])
+def test_bad_calibration_settings_are_named(tmp_path, override, needle):
+    with pytest.raises(ConfigError, match="calibration") as e:
+        load(tmp_path, overrides=[override])
+    assert needle in str(e.value)
