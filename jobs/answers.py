@@ -273,8 +273,9 @@ def extract(text: str, sample: Sample, policy: str = "flexible") -> str | None:
 
 def is_correct(pred: str | None, sample: Sample) -> bool:
     """Whether a normalized prediction matches ``sample.gold``: numbers as floats within 1e-6,
-    mc letters and yes/no exactly, freeform after :func:`normalize_freeform` against gold or aliases."""
-    if pred is None:
+    mc letters and yes/no exactly, freeform after :func:`normalize_freeform` against gold or aliases.
+    An unlabelled sample (empty gold) is never correct."""
+    if pred is None or sample.gold == "":
         return False
     if sample.task == "numeric":
         number = canonical_number(pred)

@@ -315,6 +315,7 @@ def transfer_table(
     binning: str = "equal_width",
     in_domain_frac: float = 0.5,
     nan_policy: str = "most_uncertain",
+    calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict]:
     """Leave-one-dataset-out transfer of call-rate thresholds; one row per (held-out, method,
     target), held-out datasets in sorted order.
@@ -329,6 +330,12 @@ def transfer_table(
     nan_policy: how the held-out dataset's NaN scores are routed (``metrics.apply_nan_policy``;
     "most_uncertain" sends them to the LLM, as a deployed router would). The calibration set
     always drops them.
+    calibration_pools: labelled pools kept apart from the evaluated ones (the ``fit`` role:
+    train/dev splits, or rows disjoint from the evaluated ones), same keys as ``pools``. When
+    given, "calibration" builds its set from every *other* dataset's calibration pool (so no
+    evaluated row is ever used for a threshold), and "in_domain" fits on the held-out dataset's
+    own calibration pool and is evaluated on all of its evaluated rows. When None, both draw on
+    ``pools`` (calibration: the other datasets; in_domain: a random split of the held-out one).
     Row keys: heldout, method, target_call_rate, threshold, tie_frac, realized_call_rate,
     call_rate_error (= realized - target), realized_accuracy, predicted_accuracy (the fitting
     data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
@@ -342,8 +349,13 @@ def transfer_table(
         raise ValueError(f"unknown transfer method(s) {bad}; valid: {', '.join(TRANSFER_METHODS)}")
     if not 0.0 < in_domain_frac < 1.0:
         raise ValueError(f"in_domain_frac must be in (0, 1); got {in_domain_frac!r}")
-    if len(pools) < 2 and "calibration" in methods:
-        raise ValueError(f"leave-one-out needs at least 2 datasets; got {sorted(pools)}")
+    cal_source = pools if calibration_pools is None else calibration_pools
+    if calibration_pools is not None:
+        lacking = sorted(set(pools) - set(calibration_pools))
+        if lacking:
+            raise ValueError(f"calibration_pools lacks dataset(s) {lacking}; it has {sorted(calibration_pools)}")
+    if len(cal_source) < 2 and "calibration" in methods:
+        raise ValueError(f"leave-one-out needs at least 2 datasets; got {sorted(cal_source)}")
 
     rows: list[dict] = []
     for heldout in sorted(pools):
@@ -354,9 +366,12 @@ def transfer_table(
             fit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
             if method == "calibration":
                 cal = build_calibration_set(
-                    pools, exclude=[heldout], n_bins=n_bins, frac=frac, seed=seed, binning=binning
+                    cal_source, exclude=[heldout], n_bins=n_bins, frac=frac, seed=seed, binning=binning
                 )
                 fit = (cal.uncertainty, cal.slm_correct, cal.llm_correct)
+            elif method == "in_domain" and calibration_pools is not None:
+                fu, fs, fl, _ = _heldout_arrays(calibration_pools, heldout, "drop")
+                fit = (fu, fs, fl)
             elif method == "in_domain":
                 n_fit = int(round(len(u) * in_domain_frac))
                 if not 0 < n_fit < len(u):
@@ -398,6 +413,7 @@ def curve_transfer(
     *,
     nan_policy: str = "most_uncertain",
     n_grid: int = 101,
+    calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
     **build_kw: Any,
 ) -> dict:
     """The paper's curve distance: how well the calibration set's routing curve (built from every
@@ -408,9 +424,11 @@ def curve_transfer(
     rms_random (RMS distance of the held-out random-routing line vs the true curve, the naive
     reference), n_calibration, n_heldout, calibration: the calibration record}. Distances are
     ``metrics.curve_rms_distance`` on ``n_grid`` ratios; curves use ties="expected".
+    calibration_pools: as in ``transfer_table`` (the calibration set comes from them when given).
     """
     u, slm, llm, _ = _heldout_arrays(pools, heldout, nan_policy)
-    cal = build_calibration_set(pools, exclude=[heldout], **build_kw)
+    source = pools if calibration_pools is None else calibration_pools
+    cal = build_calibration_set(source, exclude=[heldout] if heldout in source else [], **build_kw)
     true = routing_curve(u, slm, llm, ties="expected")
     cal_curve = routing_curve(cal.uncertainty, cal.slm_correct, cal.llm_correct, ties="expected")
     return {

@@ -85,6 +85,7 @@ def _execute(r, keys=None) -> int:
     console.print(f"\nWhere to look:\n  MLflow UI     : {sink.uri if sink else '(disabled)'}"
                   f"\n  Parquet store : {r.store_dir.resolve()}"
                   f"\n  Plots         : {(out / 'plots').resolve()}"
+                  f"\n  Report        : {(out / 'report' / 'index.html').resolve()}"
                   f"\n  Summary       : {(out / 'summary.csv').resolve()}")
     return 0 if report.ok else 1
 
@@ -195,6 +196,70 @@ def cmd_sync(a) -> int:
     return 0
 
 
+def print_findings(findings: list[dict]) -> None:
+    colors = {"holds": "green", "partly": "yellow", "does not hold": "red"}
+    for f in findings:
+        console.print(f"[bold]Finding {f['id']}[/] [{colors.get(f['verdict'], 'white')}]{f['verdict']}[/]: {f['claim']}")
+        for e in f["evidence"]:
+            console.print(f"    - {e}")
+
+
+def cmd_report(a) -> int:
+    from orchestrator.runner import report
+
+    rep = report(Path(a.output), mlflow=not a.no_mlflow, console=console)
+    print_findings(rep["findings"])
+    console.print(f"\nReport : {rep['html'].resolve()}\nPNGs   : {len(rep['pngs'])} in {rep['html'].parent.resolve()}")
+    if rep["mlflow"]:
+        console.print(f"MLflow : {rep['mlflow']['uri']} (parent run {rep['mlflow']['run_id']}, artifacts under report/)")
+    return 0
+
+
+def cmd_calibrate_build(a) -> int:
+    from orchestrator.calibrate import build
+
+    res = build(Path(a.output), slm=a.slm, uq=a.uq, llm=a.llm, exclude=a.exclude, name=a.name, n_bins=a.n_bins,
+                frac=a.frac, seed=a.seed, binning=a.binning)
+    rec = res["record"]
+    parts = ", ".join(f"{d} ({rec['source_splits'][d]}: {n})" for d, n in rec["n_selected_per_dataset"].items())
+    console.print(f"calibration set [bold]{rec['name']}[/]: {rec['n_selected']} of {rec['n_pooled']} pooled fit rows "
+                  f"from {parts}; "
+                  f"{rec['n_bins']} {rec['binning']} bins, {rec['frac']:.0%} each, seed {rec['seed']}")
+    t = Table(title=f"thresholds ({rec['slm']} / {rec['uq']} -> {rec['llm']})")
+    for c in ("target call rate", "threshold", "tie frac", "expected accuracy"):
+        t.add_column(c, justify="right")
+    for x in rec["thresholds"]:
+        t.add_row(f"{x['target_call_rate']:.0%}", _fmt(x["threshold"], 4), _fmt(x["tie_frac"], 2),
+                  _fmt(x["predicted_accuracy"]))
+    console.print(t)
+    console.print(f"written to {res['folder'].resolve()} (calibration.jsonl, record.json, dataset.yaml)")
+    return 0
+
+
+def cmd_calibrate_apply(a) -> int:
+    import json as _json
+
+    from orchestrator.calibrate import apply
+
+    res = apply(Path(a.calibration), rate=a.target_call_rate, target_accuracy=a.target_accuracy,
+                scores=Path(a.scores) if a.scores else None, dataset=a.dataset, task=a.task, limit=a.limit,
+                out_file=Path(a.out) if a.out else None, console=console)
+    if a.json:
+        print(_json.dumps(res, indent=1))
+        return 0
+    console.print(f"[bold]{res['slm']} / {res['uq']} -> {res['llm']}[/] (calibration set {res['calibration']}, "
+                  f"{res['n_calibration']} rows)")
+    console.print(f"  route to the LLM when uncertainty > {res['threshold']:.6g}"
+                  + (f" (and with probability {res['tie_frac']:.2f} when equal)" if res["tie_frac"] not in (0.0, 1.0) else
+                     " (and when equal)" if res["tie_frac"] == 1.0 else ""))
+    console.print(f"  target call rate {res['target_call_rate']:.1%}; expected accuracy {res['expected_accuracy']:.3f} "
+                  f"(SLM alone {res['slm_only_accuracy']:.3f}, LLM alone {res['llm_only_accuracy']:.3f}, on calibration data)")
+    if "n" in res:
+        console.print(f"  on your data: {res['n']} queries, expected call rate {res['expected_call_rate_on_data']:.1%}, "
+                      f"{res['n_routed']} routed, {res['n_nan']} unscored (routed); decisions in {res['routes']}")
+    return 0
+
+
 def cmd_mlflow_stop(a) -> int:
     from orchestrator.mlflow_sink import stop_server
 
@@ -228,6 +293,35 @@ def build_parser() -> argparse.ArgumentParser:
     sy = sub.add_parser("sync", help="rebuild MLflow runs from the Parquet store")
     sy.add_argument("output")
     sy.set_defaults(fn=cmd_sync)
+    rp = sub.add_parser("report", help="build the HTML report of an output folder and log it to MLflow")
+    rp.add_argument("output")
+    rp.add_argument("--no-mlflow", action="store_true", help="only write <output>/report/")
+    rp.set_defaults(fn=cmd_report)
+    cal = sub.add_parser("calibrate", help="calibration sets and thresholds for unseen data")
+    csub = cal.add_subparsers(dest="calibrate_cmd", required=True)
+    cb = csub.add_parser("build", help="build a calibration set from a grid's train/dev (fit-role) rows")
+    cb.add_argument("output", help="a grid output folder (run with calibration.enabled=true)")
+    cb.add_argument("--slm")
+    cb.add_argument("--uq")
+    cb.add_argument("--llm", help="needed when the grid has more than one LLM")
+    cb.add_argument("--exclude", action="append", default=[], help="dataset to leave out (repeatable)")
+    cb.add_argument("--name", help="folder name under <output>/calibration/")
+    cb.add_argument("--n-bins", type=int)
+    cb.add_argument("--frac", type=float)
+    cb.add_argument("--seed", type=int)
+    cb.add_argument("--binning", help="equal_width | equal_freq")
+    cb.set_defaults(fn=cmd_calibrate_build)
+    ca = csub.add_parser("apply", help="threshold + expected accuracy for a target; route a new dataset")
+    ca.add_argument("calibration", help="a folder written by `calibrate build`")
+    ca.add_argument("dataset", nargs="?", help="a dataset name or a .jsonl of questions (no labels needed)")
+    ca.add_argument("--target-call-rate", type=float)
+    ca.add_argument("--target-accuracy", type=float)
+    ca.add_argument("--scores", help="instead of a dataset: a .parquet/.csv/.jsonl with sample_id, uncertainty")
+    ca.add_argument("--task", help="task of rows of a .jsonl that do not name one: numeric | mc | yesno | freeform")
+    ca.add_argument("--limit", type=int, help="score at most this many questions of the dataset")
+    ca.add_argument("--out", help="where to write the routing decisions (default <calibration>/routes.parquet)")
+    ca.add_argument("--json", action="store_true", help="print the result as JSON")
+    ca.set_defaults(fn=cmd_calibrate_apply)
     ms = sub.add_parser("mlflow-stop", help="stop the MLflow server started for an output folder")
     ms.add_argument("output")
     ms.set_defaults(fn=cmd_mlflow_stop)

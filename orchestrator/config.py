@@ -91,7 +91,7 @@ class DatasetConf:
     """
 
     name: str = MISSING
-    adapter: str = ""  # defaults to name
+    adapter: str = ""  # defaults to name; hub | local | questions for data without an adapter file
     split: Optional[str] = None  # default: the adapter's eval split
     train_split: Optional[str] = None  # default: the adapter's train split
     task: Optional[str] = None  # required for hub/local
@@ -386,7 +386,12 @@ def validate(r: ResolvedGrid) -> None:
     for name, d in r.datasets.items():
         d["adapter"] = d["adapter"] or name
         where = f"dataset {name!r}"
-        if d["adapter"] in ("hub", "local"):
+        if d["adapter"] == "questions":
+            _check_choice(where, "task", d["task"], CHOICES["task"])
+            if not d["local_path"] or not Path(d["local_path"]).expanduser().is_file():
+                raise ConfigError(f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; "
+                                  f"got {d['local_path']!r}")
+        elif d["adapter"] in ("hub", "local"):
             _check_choice(where, "task", d["task"], CHOICES["task"])
             if d["task"] is None:
                 raise ConfigError(f"{where}: adapter {d['adapter']!r} needs task; valid: {', '.join(CHOICES['task'])}")

@@ -190,8 +190,21 @@ class MlflowSink:
         self.client.set_terminated(rid, "FINISHED")
         return rid
 
-    def log_grid_artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.parent_id, str(path))
+    def log_grid_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.parent_id, str(path), artifact_path)
+
+    def log_report(self, report: dict) -> None:
+        """The grid report on the parent run: HTML + PNGs under ``report/``, each finding's verdict
+        as a tag, and headline transfer numbers as metrics."""
+        self.log_grid_artifact(report["html"], "report")
+        self.log_grid_artifact(report["analysis"], "report")
+        for p in report["pngs"]:
+            self.log_grid_artifact(p, "report")
+        for f in report["findings"]:
+            self.client.set_tag(self.parent_id, f"finding_{f['id']}", f["verdict"])
+        for name, value in report.get("metrics", {}).items():
+            if value is not None and value == value:
+                self.client.log_metric(self.parent_id, name, float(value))
 
     def finish_grid(self, ok: bool) -> None:
         self.client.set_terminated(self.parent_id, "FINISHED" if ok else "FAILED")

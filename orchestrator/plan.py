@@ -69,6 +69,9 @@ class Plan:
 
 
 def dataset_task(dc: dict) -> str:
+    """The dataset's task; "mixed" for a questions file whose rows carry their own tasks."""
+    if dc["adapter"] == "questions":
+        return dc["task"] or "mixed"
     if dc["adapter"] in ("hub", "local"):
         return dc["task"]
     from jobs.datasets import DATASETS
@@ -101,7 +104,10 @@ def make_plan(r: ResolvedGrid) -> Plan:
         mc = (r.slms if model_kind == "slm" else r.llms)[model]
         dc = r.datasets[dataset]
         task = dataset_task(dc)
-        greedy_tokens = int(dec["max_new_tokens"].get(task, 64))
+        if task == "mixed":
+            greedy_tokens = max(int(v) for v in dec["max_new_tokens"].values())
+        else:
+            greedy_tokens = int(dec["max_new_tokens"].get(task, 64))
         if mc.get("max_new_tokens"):
             greedy_tokens = min(greedy_tokens, int(mc["max_new_tokens"]))
         params = {"seed": seed, "chunk_size": CHUNK_SIZE}

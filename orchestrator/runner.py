@@ -13,7 +13,9 @@ from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan, make_plan
 
-NON_IDENTITY = ("output_dir", "store_dir", "mlflow", "ray", "name")
+# fields that change how or where a grid runs, or what is added to it, not what its results are:
+# an output folder accepts them changed (calibration only adds fit-role work units)
+NON_IDENTITY = ("output_dir", "store_dir", "mlflow", "ray", "name", "calibration")
 RESOLVED_FILE = "resolved_config.yaml"
 
 
@@ -50,6 +52,8 @@ def bind_output(r: ResolvedGrid) -> None:
             raise ConfigMismatch(f"{out} holds results of a different configuration (hash {config_hash(old)} != "
                                  f"{config_hash(r)}); differing fields:\n  " + "\n  ".join(diffs[:30]) +
                                  "\nUse another output_dir, or `uqroute resume` to continue the stored one.")
+        if old.grid.get("calibration") != r.grid.get("calibration"):
+            path.write_text(r.to_yaml())  # e.g. calibration turned on: resume and report follow it
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(r.to_yaml())
@@ -178,17 +182,48 @@ def run_grid(r: ResolvedGrid, *, keys: set[str] | None = None, console=None, pro
     report = sched.run(keys)
     write_summary(r, plan)
     plots = overview_plots(r, plan)
+    rep = make_report(r, plan, console)
     if sink is not None and not sink_state["broken"]:
         try:
             _sync_missing(r, plan, sink)
             for p in plots:
                 sink.log_grid_artifact(p)
             sink.log_grid_artifact(r.output_dir / "summary.csv")
+            if rep is not None:
+                sink.log_report(rep)
             sink.finish_grid(report.ok)
         except Exception as exc:
             if console:
                 console.print(f"[yellow]MLflow update failed: {exc}; run `uqroute sync {r.output_dir}`[/]")
     return plan, report, sink
+
+
+def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
+    """The grid report (``jobs/report.py``); a failure here never fails the run."""
+    from jobs.report import build_report
+
+    try:
+        return build_report(r, plan)
+    except Exception as exc:  # noqa: BLE001 - the results are in the store; `uqroute report` retries
+        if console:
+            console.print(f"[yellow]report failed: {type(exc).__name__}: {exc}; retry with `uqroute report {r.output_dir}`[/]")
+        return None
+
+
+def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
+    """Rebuild the report of an output folder from the store and log it on the parent MLflow run."""
+    from jobs.report import build_report
+
+    r = load_output(out)
+    plan = make_plan(r)
+    rep = build_report(r, plan)
+    rep["mlflow"] = None
+    if mlflow and r.grid["mlflow"]["enabled"]:
+        sink = make_sink(r, console)
+        if sink is not None:
+            sink.log_report(rep)
+            rep["mlflow"] = {"uri": sink.uri, "run_id": sink.parent_id}
+    return rep
 
 
 def _sync_missing(r: ResolvedGrid, plan: Plan, sink) -> int:

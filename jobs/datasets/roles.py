@@ -13,6 +13,7 @@ import numpy as np
 from jobs.types import LoadResult, Malformed, Sample
 
 ROLES = ("eval", "fit")
+CUSTOM = ("hub", "local", "questions")  # adapters configured by the dataset config, not a registry entry
 
 
 def _subsample(samples: list[Sample], limit, seed: int, exclude: set[str]) -> list[Sample]:
@@ -26,6 +27,10 @@ def _subsample(samples: list[Sample], limit, seed: int, exclude: set[str]) -> li
 def _load_custom(dc: dict) -> LoadResult:
     from jobs.datasets import hub
 
+    if dc["adapter"] == "questions":
+        from jobs.datasets.questions import load_questions
+
+        return load_questions(dc["local_path"], dc["name"], dc.get("task"))
     mapping = hub.FieldMapping(**dc["mapping"])
     if dc["adapter"] == "hub":
         return hub.load_hub(dc["hub_path"], dc.get("hub_config"), dc.get("split") or "test", mapping,
@@ -35,7 +40,7 @@ def _load_custom(dc: dict) -> LoadResult:
 
 def fit_source(dc: dict) -> str:
     """Where the fit role comes from for this dataset config (for records and reports)."""
-    if dc["adapter"] in ("hub", "local"):
+    if dc["adapter"] in CUSTOM:
         return "eval-disjoint"
     from jobs.datasets import DATASETS
 
@@ -49,7 +54,7 @@ def load_role(dc: dict, run: dict, role: str) -> tuple[list[Sample], list[Malfor
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
     root, seed = run.get("data_root"), int(run["seed"])
-    if dc["adapter"] in ("hub", "local"):
+    if dc["adapter"] in CUSTOM:
         res = _load_custom(dc)
         evals = _subsample(res.samples, run["limit"], seed, set())
         if role == "eval":

@@ -1,0 +1,431 @@
+"""Grid-level analysis: the numbers behind the paper's three findings, read from the store.
+
+Where this sits in the flow: finished setting units (eval role) and calibration units (fit
+role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute calibrate``.
+
+  eval_pools / fit_pools   per (SLM, UQ, LLM): per dataset sample ids, uncertainty, SLM and LLM
+                           correctness (eval: the evaluated rows; fit: train/dev rows)
+  method_table             AUROC / area / APGR with bootstrap CIs, one row per setting
+  paired_table             paired bootstrap differences between UQ methods on the same queries
+  distance_analysis        distances between uncertainty distributions (finding 2)
+  transfer_analysis        leave-one-dataset-out threshold transfer (finding 3)
+  findings                 the three findings, each with the project's numbers and a verdict
+
+Pure numpy + pyarrow: no torch, no Ray, no MLflow.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from jobs import calibration as C
+from jobs import metrics as M
+from jobs.records import is_complete, read_json, read_unit, unit_dir
+
+Key = tuple[str, str, str]  # (slm, uq, llm)
+VERBAL = ("verbal_1s", "verbal_2s")
+PAPER_TOP3 = ("probe", "ood_probe", "perplexity")
+
+
+def _nanfloat(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+# ---- pools ------------------------------------------------------------------------------------
+
+def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
+    """(slm, uq, llm) -> dataset -> {sample_id, uncertainty, slm_correct, llm_correct} from the
+    per-sample records of every finished setting."""
+    out: dict[Key, dict[str, dict]] = {}
+    for s in plan.settings:
+        d = unit_dir(store, "settings", s.hash)
+        if not is_complete(d):
+            continue
+        if not (d / "records.parquet").is_file():
+            continue
+        t = pq.read_table(d / "records.parquet").to_pydict()
+        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = {
+            "sample_id": t["sample_id"],
+            "uncertainty": np.asarray([_nanfloat(x) for x in t["uncertainty"]], dtype=np.float64),
+            "slm_correct": np.asarray(t["slm_correct"], dtype=bool),
+            "llm_correct": np.asarray(t["llm_correct"], dtype=bool),
+        }
+    return out
+
+
+def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
+    """Same shape as ``eval_pools``, from the calibration (fit-role) units of the plan; empty when
+    the grid did not enable calibration. Rows are the fit-role greedy rows with a score."""
+    from jobs.scoring import judge
+
+    judged: dict[str, dict[str, bool]] = {}
+
+    def correct_by_id(key: str) -> dict[str, bool] | None:
+        if key not in judged:
+            d = unit_dir(store, "gen", key)
+            if not is_complete(d):
+                return None
+            rows = read_unit(d).to_pylist()
+            _, ok = judge(rows, policy)
+            judged[key] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
+        return judged[key]
+
+    out: dict[Key, dict[str, dict]] = {}
+    for s in plan.settings:
+        fs = plan.fit_scores.get((s.slm, s.uq, s.dataset))
+        fl = plan.fit_llm.get((s.llm, s.dataset))
+        if fs is None or fl is None:
+            continue
+        sdir = unit_dir(store, "score", fs["score"])
+        slm_ok, llm_ok = correct_by_id(fs["slm_greedy"]), correct_by_id(fl)
+        if not is_complete(sdir) or slm_ok is None or llm_ok is None:
+            continue
+        rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
+        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = {
+            "sample_id": [r["sample_id"] for r in rows],
+            "uncertainty": np.asarray([_nanfloat(r["uncertainty"]) for r in rows], dtype=np.float64),
+            "slm_correct": np.asarray([slm_ok[r["sample_id"]] for r in rows], dtype=bool),
+            "llm_correct": np.asarray([llm_ok[r["sample_id"]] for r in rows], dtype=bool),
+        }
+    return out
+
+
+# ---- finding 1: alignment of each method ------------------------------------------------------
+
+def method_table(store: Path, plan) -> list[dict]:
+    """One row per finished setting: axes + summary metrics (with 95% bootstrap CIs)."""
+    rows = []
+    for s in plan.settings:
+        p = unit_dir(store, "settings", s.hash) / "manifest.json"
+        if p.is_file():
+            rows.append({"setting": s.name, **s.axes(), **read_json(p)["metrics"]})
+    return rows
+
+
+def method_ranking(table: list[dict]) -> list[dict]:
+    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped)."""
+    by: dict[str, list[float]] = {}
+    for row in table:
+        by.setdefault(row["uq"], []).append(row["auroc"])
+    out = []
+    for uq, vals in by.items():
+        v = np.asarray([x for x in vals if x is not None and np.isfinite(x)])
+        out.append({"uq": uq, "mean_auroc": float(v.mean()) if v.size else float("nan"),
+                    "min_auroc": float(v.min()) if v.size else float("nan"),
+                    "max_auroc": float(v.max()) if v.size else float("nan"), "n": int(v.size)})
+    out.sort(key=lambda r: (-r["mean_auroc"] if np.isfinite(r["mean_auroc"]) else math.inf, r["uq"]))
+    for i, r in enumerate(out):
+        r["rank"] = i + 1
+    return out
+
+
+def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str, n_boot: int, seed: int = 0,
+                 ties: str = "expected") -> list[dict]:
+    """Every pair of UQ methods on the same (SLM, LLM, dataset) queries: paired bootstrap
+    differences of AUROC and routing area (``metrics.paired_comparison``)."""
+    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for (slm, uq, llm), per_ds in pools.items():
+        for ds, pool in per_ds.items():
+            groups.setdefault((slm, llm, ds), {})[uq] = pool
+    rows = []
+    for (slm, llm, ds), by_uq in sorted(groups.items()):
+        for a, b in itertools.combinations(sorted(by_uq), 2):
+            pa, pb = by_uq[a], by_uq[b]
+            if list(pa["sample_id"]) != list(pb["sample_id"]):
+                raise ValueError(f"{slm}/{llm}/{ds}: methods {a} and {b} were scored on different samples")
+            ua, _ = M.apply_nan_policy(pa["uncertainty"], nan_policy)
+            ub, _ = M.apply_nan_policy(pb["uncertainty"], nan_policy)
+            keep = ~(np.isnan(ua) | np.isnan(ub))
+            res = M.paired_comparison(ua[keep], ub[keep], pa["slm_correct"][keep], pa["llm_correct"][keep],
+                                      n_boot=n_boot, seed=seed, ties=ties)
+            rows.append({"slm": slm, "llm": llm, "dataset": ds, "uq_a": a, "uq_b": b, **res})
+    return rows
+
+
+# ---- finding 2: distributions are set by (SLM, method), not by the dataset -------------------
+
+def _normalized_scores(pools: dict[Key, dict[str, dict]]) -> dict[tuple[str, str, str], np.ndarray]:
+    """(slm, uq, dataset) -> finite uncertainties min-max scaled over all datasets of (slm, uq):
+    UQ methods live on different scales (perplexity vs 1 - probability), so scores are compared
+    in [0, 1]; one affine map per (slm, uq) changes no distance across datasets in KS."""
+    raw: dict[tuple[str, str, str], np.ndarray] = {}
+    for (slm, uq, _llm), per_ds in pools.items():
+        for ds, pool in per_ds.items():
+            if (slm, uq, ds) in raw:
+                continue  # the same SLM scores under every LLM
+            u = np.asarray(pool["uncertainty"], dtype=np.float64)
+            raw[(slm, uq, ds)] = u[np.isfinite(u)]
+    out = {}
+    for (slm, uq) in {(k[0], k[1]) for k in raw}:
+        keys = [k for k in raw if k[0] == slm and k[1] == uq]
+        allv = np.concatenate([raw[k] for k in keys]) if keys else np.array([])
+        if allv.size == 0:
+            continue
+        lo, hi = float(allv.min()), float(allv.max())
+        span = hi - lo if hi > lo else 1.0
+        for k in keys:
+            if raw[k].size:
+                out[k] = (raw[k] - lo) / span
+    return out
+
+
+def distance_analysis(pools: dict[Key, dict[str, dict]]) -> dict:
+    """KS and Wasserstein-1 distances between normalized uncertainty distributions.
+
+    Returns {"ks": within_vs_across(...), "wasserstein": ..., "by_method": {"slm__uq":
+    {"names": datasets, "ks": matrix}}, "by_dataset": {"slm__dataset": {"names": uq methods,
+    "ks": matrix}}, "scores": {"slm__uq__dataset": normalized array}} (matrices as lists)."""
+    scores = _normalized_scores(pools)
+    out: dict[str, Any] = {m: C.within_vs_across(scores, m) for m in C.DISTANCES}
+    by_method: dict[str, dict] = {}
+    by_dataset: dict[str, dict] = {}
+    for slm, uq in sorted({(k[0], k[1]) for k in scores}):
+        g = {k[2]: v for k, v in sorted(scores.items()) if k[0] == slm and k[1] == uq}
+        if len(g) >= 2:
+            names, ks = C.distance_matrix(g, "ks")
+            _, w = C.distance_matrix(g, "wasserstein")
+            by_method[f"{slm}__{uq}"] = {"names": names, "ks": ks.tolist(), "wasserstein": w.tolist()}
+    for slm, ds in sorted({(k[0], k[2]) for k in scores}):
+        g = {k[1]: v for k, v in sorted(scores.items()) if k[0] == slm and k[2] == ds}
+        if len(g) >= 2:
+            names, ks = C.distance_matrix(g, "ks")
+            _, w = C.distance_matrix(g, "wasserstein")
+            by_dataset[f"{slm}__{ds}"] = {"names": names, "ks": ks.tolist(), "wasserstein": w.tolist()}
+    out["by_method"], out["by_dataset"] = by_method, by_dataset
+    out["scores"] = {"__".join(k): v.tolist() for k, v in sorted(scores.items())}
+    return out
+
+
+# ---- finding 3: thresholds from calibration data transfer -----------------------------------
+
+def _gap_targets(cal_u, cal_slm, cal_llm, fractions=(0.25, 0.5, 0.75)) -> list[float]:
+    acc = M.routing_curve(cal_u, cal_slm, cal_llm, ties="expected").accuracy
+    lo, hi = float(acc[0]), float(acc.max())
+    return [lo + f * (hi - lo) for f in fractions] if hi > lo else []
+
+
+def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str) -> list[dict]:
+    """Leave-one-dataset-out transfer of *accuracy* targets: on the calibration set built from
+    every other dataset, the threshold at the smallest call rate whose expected accuracy reaches
+    the target (targets: 25/50/75% of the calibration set's gap between SLM-only and the best
+    accuracy on its curve); realized accuracy and call rate on the held-out evaluated rows."""
+    rows = []
+    for heldout in sorted(eval_p):
+        others = [d for d in cal_p if d != heldout]
+        if not others:
+            continue
+        cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
+                                      n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
+                                      binning=cal_conf["binning"])
+        u_raw = eval_p[heldout]["uncertainty"]
+        u, keep = M.apply_nan_policy(u_raw, nan_policy)
+        u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
+        for t in _gap_targets(cal.uncertainty, cal.slm_correct, cal.llm_correct):
+            thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t)
+            if thr is None:
+                continue
+            realized = C.expected_accuracy(u, slm, llm, thr)
+            rows.append({"heldout": heldout, "target_accuracy": t,
+                         "predicted_call_rate": C.expected_call_rate(cal.uncertainty, thr),
+                         "realized_call_rate": C.expected_call_rate(u, thr), "realized_accuracy": realized,
+                         "accuracy_error": realized - t, "threshold": thr.value, "n_fit": len(cal)})
+    return rows
+
+
+def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
+                      cal_conf: dict, nan_policy: str) -> dict:
+    """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
+    fixed), curve distances, and accuracy-target transfer.
+
+    Calibration data come from the fit role (train/dev rows, never evaluated) when the grid ran
+    with calibration enabled (``source = "fit"``); otherwise from the other datasets' evaluated
+    rows, as in the paper's own leave-one-out (``source = "eval"``; in-domain then splits the
+    held-out dataset in half)."""
+    rows, curves, acc_rows, skipped = [], [], [], []
+    for key in sorted(eval_p):
+        slm, uq, llm = key
+        ev = eval_p[key]
+        fp = fit_p.get(key)
+        use_fit = fp is not None and set(ev) <= set(fp)
+        source = "fit" if use_fit else "eval"
+        cal_src = fp if use_fit else ev
+        if len(ev) < 2:
+            skipped.append({"slm": slm, "uq": uq, "llm": llm, "reason": f"only {len(ev)} dataset(s)"})
+            continue
+        kw = dict(n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
+                  binning=cal_conf["binning"])
+        fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
+        try:
+            t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
+                                 calibration_pools=fp if use_fit else None, **kw)
+        except ValueError as exc:  # e.g. a dataset with no scored row
+            skipped.append({"slm": slm, "uq": uq, "llm": llm, "reason": str(exc)})
+            continue
+        for row in t:
+            rows.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **row})
+        for ds in sorted(ev):
+            c = C.curve_transfer(ev, ds, nan_policy=nan_policy, calibration_pools=fp if use_fit else None, **kw)
+            c.pop("calibration")
+            curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **c})
+        for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy):
+            acc_rows.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **row})
+    return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
+
+
+def transfer_summary(rows: list[dict]) -> list[dict]:
+    """Mean |call-rate error| and mean accuracy error per (uq, method), over held-out datasets and
+    targets (and SLMs / LLMs)."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["uq"], r["method"]), []).append(r)
+    out = []
+    for (uq, method), rs in sorted(by.items()):
+        err = np.asarray([r["call_rate_error"] for r in rs])
+        acc = np.asarray([r["accuracy_error"] for r in rs], dtype=np.float64)
+        acc = acc[np.isfinite(acc)]
+        out.append({"uq": uq, "method": method, "mean_abs_call_rate_error": float(np.mean(np.abs(err))),
+                    "max_abs_call_rate_error": float(np.max(np.abs(err))),
+                    "mean_abs_accuracy_error": float(np.mean(np.abs(acc))) if acc.size else float("nan"),
+                    "n": len(rs)})
+    return out
+
+
+# ---- the three findings -----------------------------------------------------------------------
+
+def _fmt(x: float, nd: int = 3) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict) -> list[dict]:
+    """Each of the paper's three findings restated with this grid's numbers: {id, claim,
+    verdict (holds | partly | does not hold | not testable), evidence (plain sentences)}."""
+    out = []
+    # 1. methods differ widely; verbalization aligns poorly; probe, OOD probe, perplexity on top
+    ranked = [r for r in ranking if np.isfinite(r["mean_auroc"])]
+    ev1: list[str] = []
+    if len(ranked) >= 2:
+        spread = ranked[0]["mean_auroc"] - ranked[-1]["mean_auroc"]
+        ev1.append(f"Mean AUROC ranges from {_fmt(ranked[-1]['mean_auroc'])} ({ranked[-1]['uq']}) to "
+                   f"{_fmt(ranked[0]['mean_auroc'])} ({ranked[0]['uq']}), a spread of {_fmt(spread)}.")
+        sig = [p for p in paired if np.isfinite(p["p_auroc"]) and p["p_auroc"] < 0.05]
+        if paired:
+            ev1.append(f"{len(sig)} of {len(paired)} paired method comparisons differ in AUROC at p < 0.05 "
+                       f"(paired bootstrap on the same queries).")
+        top3 = [r["uq"] for r in ranked[:3]]
+        half = len(ranked) / 2
+        verbal = [r for r in ranked if r["uq"] in VERBAL]
+        verbal_low = [r for r in verbal if r["rank"] > half]
+        ev1.append(f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
+                   f"{len(set(top3) & set(PAPER_TOP3))} of the paper's three are among them.")
+        if verbal:
+            ev1.append("Verbalized confidence ranks " + ", ".join(f"{r['uq']} #{r['rank']} of {len(ranked)} "
+                                                                  f"(AUROC {_fmt(r['mean_auroc'])})" for r in verbal)
+                       + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half."))
+        checks = [spread >= 0.1, len(set(top3) & set(PAPER_TOP3)) >= 2, (not verbal) or len(verbal_low) == len(verbal)]
+        verdict = "holds" if all(checks) else ("partly" if any(checks) else "does not hold")
+    else:
+        verdict = "not testable"
+        ev1.append("Fewer than two UQ methods have a defined AUROC.")
+    out.append({"id": 1, "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
+                "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
+                "verdict": verdict, "evidence": ev1})
+
+    # 2. distributions depend on (SLM, method) more than on the dataset
+    ev2: list[str] = []
+    ks = dist.get("ks", {})
+    a_ds = ks.get("across_datasets", {}).get("mean", float("nan"))
+    a_uq = ks.get("across_uq", {}).get("mean", float("nan"))
+    a_slm = ks.get("across_slm", {}).get("mean", float("nan"))
+    if np.isfinite(a_ds) and (np.isfinite(a_uq) or np.isfinite(a_slm)):
+        ev2.append(f"Mean KS distance between datasets (SLM and method fixed): {_fmt(a_ds)} over "
+                   f"{ks['across_datasets']['n_pairs']} pairs.")
+        if np.isfinite(a_uq):
+            ev2.append(f"Between UQ methods (SLM and dataset fixed, scores min-max scaled per method): {_fmt(a_uq)} "
+                       f"over {ks['across_uq']['n_pairs']} pairs.")
+        if np.isfinite(a_slm):
+            ev2.append(f"Between SLMs (method and dataset fixed): {_fmt(a_slm)} over {ks['across_slm']['n_pairs']} pairs.")
+        else:
+            ev2.append("Only one SLM in this grid: the across-SLM half of the claim is not tested.")
+        per = ks.get("across_datasets", {}).get("per_group", {})
+        if per:
+            worst = max(per, key=per.get)
+            ev2.append(f"Least stable method across datasets: {worst.replace('__', ' / ')} (mean KS {_fmt(per[worst])}).")
+        comps = [x for x in (a_uq, a_slm) if np.isfinite(x)]
+        ratios = [a_ds / x for x in comps if x > 0]
+        ev2.append("Ratio of between-dataset to between-method/SLM distance: " +
+                   ", ".join(_fmt(x, 2) for x in ratios) + " (the finding needs clearly below 1; we ask <= 0.8).")
+        verdict = ("holds" if ratios and all(x <= 0.8 for x in ratios) else
+                   "partly" if any(x < 1 for x in ratios) else "does not hold")
+    else:
+        verdict = "not testable"
+        ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
+    out.append({"id": 2, "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
+                "datasets: it is set by the SLM and the method, not by the data.", "verdict": verdict, "evidence": ev2})
+
+    # 3. thresholds from calibration data transfer to unseen datasets
+    ev3: list[str] = []
+    summ = transfer_summary(transfer.get("call_rate", []))
+    by_m: dict[str, list[float]] = {}
+    for r in transfer.get("call_rate", []):
+        by_m.setdefault(r["method"], []).append(abs(r["call_rate_error"]))
+    if by_m.get("calibration"):
+        cal_err = float(np.mean(by_m["calibration"]))
+        sources = sorted({r["source"] for r in transfer["call_rate"]})
+        ev3.append(f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
+                   f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
+                   f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
+                   f"(calibration data from: {', '.join('train/dev rows' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)}).")
+        cal_rows = [r for r in transfer["call_rate"] if r["method"] == "calibration"]
+        worst = max(cal_rows, key=lambda r: abs(r["call_rate_error"]))
+        ev3.append(f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
+                   f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f}).")
+        curves = transfer.get("curves", [])
+        if curves:
+            rc = float(np.mean([c["rms_calibration"] for c in curves]))
+            rr = float(np.mean([c["rms_random"] for c in curves]))
+            ev3.append(f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
+                       f"{_fmt(rr)} from the random-routing line.")
+        acc = transfer.get("accuracy", [])
+        if acc:
+            ev3.append(f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "
+                       f"over {len(acc)} (held-out, target) pairs.")
+        fixed_err = float(np.mean(by_m.get("fixed", [np.inf])))
+        per_method_ok = [s for s in summ if s["method"] == "calibration" and s["mean_abs_call_rate_error"] <= 0.1]
+        n_methods = len([s for s in summ if s["method"] == "calibration"])
+        ev3.append(f"{len(per_method_ok)} of {n_methods} UQ methods keep the mean call-rate error within 0.10.")
+        verdict = ("holds" if cal_err <= 0.1 and cal_err < fixed_err else
+                   "partly" if cal_err < fixed_err else "does not hold")
+    else:
+        verdict = "not testable"
+        ev3.append("Needs at least two datasets per (SLM, method, LLM).")
+    out.append({"id": 3, "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
+                "over to a dataset never seen, with no labels from it.", "verdict": verdict, "evidence": ev3})
+    return out
+
+
+def analyze(r, plan) -> dict:
+    """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists)."""
+    store = r.store_dir
+    mconf = r.grid["metrics"]
+    cal_conf = dict(C_DEFAULTS | (r.grid.get("calibration") or {}))
+    ev = eval_pools(store, plan)
+    fp = fit_pools(store, plan, r.grid["decoding"]["extraction_policy"])
+    table = method_table(store, plan)
+    ranking = method_ranking(table)
+    paired = paired_table(ev, nan_policy=mconf["nan_policy"], n_boot=int(mconf["bootstrap"]) or 200,
+                          seed=int(mconf["seed"]), ties=mconf["ties"])
+    dist = distance_analysis(ev)
+    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"])
+    return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
+            "transfer_summary": transfer_summary(transfer["call_rate"]),
+            "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
+            "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
+
+
+C_DEFAULTS = {"enabled": False, "n_bins": 30, "frac": 0.1, "seed": 50, "binning": "equal_width",
+              "targets": list(C.DEFAULT_TARGETS), "crossfit_folds": 5, "fixed_threshold": {}}

@@ -1,0 +1,417 @@
+"""The grid report: one self-contained HTML file (PNGs embedded) plus the PNGs beside it.
+
+Where this sits in the flow: ``jobs.analysis.analyze`` (numbers) -> **report** (figures,
+tables, prose) -> ``<output>/report/`` and the grid's parent MLflow run.
+
+Figures use matplotlib's Agg canvas (no display needed). The HTML has no external reference
+(no CDN, no web font): it opens offline and can be mailed as one file.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jobs.metrics import RoutingCurve
+from jobs.plots import plot_routing
+from jobs.records import read_json, unit_dir
+
+VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def _fig(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _grid_shape(n: int, cols: int = 3) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return math.ceil(n / cols), cols
+
+
+def _curve(points: list[dict]) -> RoutingCurve:
+    ratio = np.array([p["ratio"] for p in points])
+    return RoutingCurve(k=np.arange(len(ratio)), ratio=ratio, accuracy=np.array([p["accuracy"] for p in points]))
+
+
+def routing_figures(r, plan, folder: Path) -> list[tuple[str, Path]]:
+    """One PNG per (SLM, dataset, LLM): every UQ method's curve, random and oracle."""
+    groups: dict[tuple, list] = {}
+    for s in plan.settings:
+        d = unit_dir(r.store_dir, "settings", s.hash)
+        if (d / "curve.json").is_file() and (d / "manifest.json").is_file():
+            groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
+    out = []
+    for (slm, ds, llm), items in sorted(groups.items()):
+        curves, rnd, orc = {}, None, None
+        for s, d in sorted(items, key=lambda x: x[0].uq):
+            c = json.loads((d / "curve.json").read_text())
+            auroc = read_json(d / "manifest.json")["metrics"]["auroc"]
+            curves[f"{s.uq} (AUROC {auroc:.2f})"] = _curve(c["curve"])
+            rnd, orc = _curve(c["random"]), _curve(c["oracle"])
+        p = plot_routing(curves, folder / f"routing__{slm}__{ds}__{llm}.png", random=rnd, oracle=orc,
+                         title=f"{slm} -> {llm} on {ds}")
+        out.append((f"{slm} → {llm} on {ds}", p))
+    return out
+
+
+def auroc_figure(table: list[dict], path: Path) -> Path | None:
+    """AUROC with 95% CI per UQ method, one group of bars per (SLM, dataset, LLM)."""
+    if not table:
+        return None
+    groups = sorted({(t["slm"], t["dataset"], t["llm"]) for t in table})
+    methods = sorted({t["uq"] for t in table})
+    fig = _fig(max(6.0, 1.2 * len(groups) * max(1, len(methods)) / 3), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(methods)
+    cmap = _colors(len(methods))
+    for j, m in enumerate(methods):
+        xs, ys, lo, hi = [], [], [], []
+        for i, g in enumerate(groups):
+            row = next((t for t in table if (t["slm"], t["dataset"], t["llm"]) == g and t["uq"] == m), None)
+            if row is None or row["auroc"] is None or not np.isfinite(row["auroc"]):
+                continue
+            xs.append(i + (j - (len(methods) - 1) / 2) * width)
+            ys.append(row["auroc"])
+            lo.append(row["auroc"] - row["auroc_lo"] if np.isfinite(row["auroc_lo"]) else 0.0)
+            hi.append(row["auroc_hi"] - row["auroc"] if np.isfinite(row["auroc_hi"]) else 0.0)
+        ax.bar(xs, ys, width, yerr=[lo, hi], label=m, color=cmap[j], capsize=2, error_kw={"linewidth": 0.8})
+    ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{g[1]}\n{g[0]}→{g[2]}" if len({x[0] for x in groups}) > 1 or len({x[2] for x in groups}) > 1
+                        else g[1] for g in groups], fontsize="small")
+    ax.set_ylabel("AUROC (uncertainty vs SLM error)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="x-small", ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    ax.set_title("Alignment of each UQ method (95% bootstrap CI; 0.5 = chance)")
+    return _save(fig, path)
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cm = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cm(i % cm.N) for i in range(n)]
+
+
+def histogram_figure(dist: dict, path: Path) -> Path | None:
+    """The paper's figure 2: for each (SLM, method), the normalized uncertainty histogram of every
+    dataset overlaid; alike shapes = the distribution is set by the SLM and the method."""
+    scores = dist.get("scores", {})
+    if not scores:
+        return None
+    keys = sorted({tuple(k.split("__")[:2]) for k in scores})
+    datasets = sorted({k.split("__")[2] for k in scores})
+    rows, cols = _grid_shape(len(keys))
+    fig = _fig(3.3 * cols, 2.6 * rows)
+    colors = dict(zip(datasets, _colors(len(datasets))))
+    bins = np.linspace(0, 1, 21)
+    for i, (slm, uq) in enumerate(keys):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for ds in datasets:
+            v = scores.get(f"{slm}__{uq}__{ds}")
+            if v:
+                ax.hist(v, bins=bins, density=True, histtype="step", linewidth=1.5, label=ds, color=colors[ds])
+        ax.set_title(f"{uq}" + (f" ({slm})" if len({k[0] for k in keys}) > 1 else ""), fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        if i == 0:
+            ax.legend(fontsize="x-small")
+    fig.suptitle("Uncertainty distributions per dataset (scaled to [0, 1] per SLM and method)", fontsize="small")
+    return _save(fig, path)
+
+
+def heatmap_figure(mats: dict, path: Path, title: str, metric: str = "ks") -> Path | None:
+    """Small multiples of symmetric distance matrices (``distance_analysis`` by_method/by_dataset)."""
+    if not mats:
+        return None
+    keys = sorted(mats)
+    rows, cols = _grid_shape(len(keys))
+    fig = _fig(3.4 * cols, 3.0 * rows)
+    for i, k in enumerate(keys):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        m = np.asarray(mats[k][metric])
+        names = mats[k]["names"]
+        im = ax.imshow(m, vmin=0, vmax=1 if metric == "ks" else max(1e-9, float(m.max())), cmap="viridis")
+        ax.set_xticks(range(len(names)))
+        ax.set_yticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize="x-small")
+        ax.set_yticklabels(names, fontsize="x-small")
+        for (a, b), v in np.ndenumerate(m):
+            ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.5 else "k")
+        ax.set_title(k.replace("__", " / "), fontsize="small")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title, fontsize="small")
+    return _save(fig, path)
+
+
+def transfer_figure(rows: list[dict], path: Path) -> Path | None:
+    """Realized vs target call rate, one panel per UQ method: each held-out dataset's calibration
+    thresholds (solid), the in-domain upper bound (dotted), the fixed threshold (x)."""
+    if not rows:
+        return None
+    methods = sorted({r["uq"] for r in rows})
+    heldouts = sorted({r["heldout"] for r in rows})
+    colors = dict(zip(heldouts, _colors(len(heldouts))))
+    nr, nc = _grid_shape(len(methods))
+    fig = _fig(3.3 * nc, 3.0 * nr)
+    for i, uq in enumerate(methods):
+        ax = fig.add_subplot(nr, nc, i + 1)
+        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+        for h in heldouts:
+            for method, style in (("calibration", "-o"), ("in_domain", ":"), ("fixed", "x")):
+                rs = sorted([r for r in rows if r["uq"] == uq and r["heldout"] == h and r["method"] == method],
+                            key=lambda r: r["target_call_rate"])
+                if rs:
+                    ax.plot([r["target_call_rate"] for r in rs], [r["realized_call_rate"] for r in rs], style,
+                            color=colors[h], markersize=3, linewidth=1.2,
+                            label=h if method == "calibration" else None)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(uq, fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        if i == 0:
+            ax.legend(fontsize="x-small", title="held out", title_fontsize="x-small")
+    fig.suptitle("Realized vs target LLM call rate (solid: calibration; dotted: in-domain; x: fixed)", fontsize="small")
+    fig.supxlabel("target call rate", fontsize="small")
+    fig.supylabel("realized call rate", fontsize="small")
+    return _save(fig, path)
+
+
+# ---- html -------------------------------------------------------------------------------------
+
+def _num(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return "–" if not np.isfinite(x) else f"{x:.{nd}f}"
+    return html.escape(str(x))
+
+
+def table_html(rows: list[dict], cols: Iterable[tuple[str, str]], cls: str = "") -> str:
+    cols = list(cols)
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(k))}</td>" for k, _ in cols) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _img(path: Path | None, alt: str) -> str:
+    if path is None:
+        return f'<p class="na">({html.escape(alt)}: nothing to show)</p>'
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em} th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+th{background:#f2f2f2} td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0} img{max-width:100%;border:1px solid #eee} figcaption{font-size:.8em;color:#555}
+.finding{border-left:6px solid #999;padding:.4em 1em;margin:1em 0;background:#fafafa}
+.finding.ok{border-color:#2a8a2a} .finding.partly{border-color:#d18f00} .finding.bad{border-color:#c0392b} .finding.na{border-color:#999}
+.verdict{font-weight:bold;text-transform:uppercase;font-size:.85em} .na{color:#777}
+.neg{color:#c0392b} nav a{margin-right:1em} code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def _error_pivot(rows: list[dict], method: str, targets: list[float]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(uq, held-out) x target table of realized - target call rate for one transfer method."""
+    piv: dict[tuple, dict] = {}
+    for r in rows:
+        if r["method"] != method:
+            continue
+        k = (r["slm"], r["uq"], r["llm"], r["heldout"])
+        d = piv.setdefault(k, {"slm": k[0], "uq": k[1], "llm": k[2], "heldout": k[3]})
+        d[f"t{r['target_call_rate']:.2f}"] = r["call_rate_error"]
+    for d in piv.values():
+        errs = [v for kk, v in d.items() if kk.startswith("t")]
+        d["mean_abs"] = float(np.mean(np.abs(errs))) if errs else float("nan")
+    cols = [("uq", "UQ method"), ("heldout", "held-out dataset")]
+    if len({k[0] for k in piv}) > 1:
+        cols.insert(0, ("slm", "SLM"))
+    if len({k[2] for k in piv}) > 1:
+        cols.append(("llm", "LLM"))
+    cols += [(f"t{t:.2f}", f"{t:.0%}") for t in targets] + [("mean_abs", "mean |err|")]
+    return [piv[k] for k in sorted(piv)], cols
+
+
+def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
+    """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``.
+
+    Returns {"html": path, "pngs": [paths], "analysis": path, "findings": [...]}."""
+    from jobs.analysis import analyze
+
+    out_dir = Path(out_dir or (r.output_dir / "report"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    a = analysis or analyze(r, plan)
+    figs = routing_figures(r, plan, out_dir)
+    auroc_png = auroc_figure(a["settings"], out_dir / "auroc.png")
+    hist_png = histogram_figure(a["distances"], out_dir / "distributions.png")
+    heat_ds = heatmap_figure(a["distances"]["by_method"], out_dir / "ks_across_datasets.png",
+                             "KS distance between datasets, per SLM / UQ method (lower = more alike)")
+    heat_uq = heatmap_figure(a["distances"]["by_dataset"], out_dir / "ks_across_methods.png",
+                             "KS distance between UQ methods (scaled scores), per SLM / dataset")
+    transfer_png = transfer_figure(a["transfer"]["call_rate"], out_dir / "transfer.png")
+    pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png) if p]
+
+    g = r.grid
+    cal = a["calibration"]
+    targets = [float(t) for t in cal["targets"]]
+    parts = [f"<h1>uqroute report: grid <code>{html.escape(g['name'])}</code></h1>"]
+    parts.append("<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in (
+        ("findings", "Findings"), ("grid", "Grid"), ("curves", "Routing curves"), ("alignment", "AUROC & area"),
+        ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"))) + "</nav>")
+    # findings
+    parts.append('<h2 id="findings">The paper’s three findings, with this grid’s numbers</h2>')
+    for f in a["findings"]:
+        cls = VERDICT_CLASS.get(f["verdict"], "na")
+        ev = "".join(f"<li>{html.escape(e)}</li>" for e in f["evidence"])
+        parts.append(f'<div class="finding {cls}" data-finding="{f["id"]}"><p><b>Finding {f["id"]}.</b> '
+                     f'{html.escape(f["claim"])} <span class="verdict">Here: {html.escape(f["verdict"])}</span></p>'
+                     f"<ul>{ev}</ul></div>")
+    # grid
+    n_done = len(a["settings"])
+    parts.append('<h2 id="grid">Grid</h2>')
+    parts.append(f"<p>{n_done} of {len(plan.settings)} settings finished. SLMs: {', '.join(g['slm_names'])}; "
+                 f"LLMs: {', '.join(g['llm_names'])}; UQ methods: {', '.join(g['uq_names'])}; datasets: "
+                 f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
+                 f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>")
+    acc_rows = {}
+    for t in a["settings"]:
+        acc_rows.setdefault((t["slm"], t["dataset"], t["llm"]), t)
+    parts.append(table_html([{"slm": k[0], "dataset": k[1], "llm": k[2], "n": v["n"], "slm_acc": v["slm_acc"],
+                              "llm_acc": v["llm_acc"], "random_area": v["random_area"], "oracle_area": v["oracle_area"]}
+                             for k, v in sorted(acc_rows.items())],
+                            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("n", "n"), ("slm_acc", "SLM acc"),
+                             ("llm_acc", "LLM acc"), ("random_area", "random area"), ("oracle_area", "oracle area")]))
+    weak = [k for k, v in acc_rows.items() if np.isfinite(v["llm_acc"]) and v["llm_acc"] <= v["slm_acc"]]
+    if weak:
+        parts.append('<p class="neg">On ' + ", ".join(f"{k[1]} ({k[0]}→{k[2]})" for k in weak) +
+                     " the LLM is not more accurate than the SLM, so routing cannot beat keeping queries local; "
+                     "routing areas there say little about the UQ method.</p>")
+    # curves
+    parts.append('<h2 id="curves">Routing curves</h2><p>Accuracy of the SLM+LLM system when the most uncertain '
+                 "x% of queries go to the LLM; every UQ method overlaid, with random routing and the oracle.</p>")
+    parts += [_img(p, t) for t, p in figs]
+    # alignment
+    parts.append('<h2 id="alignment">AUROC and routing area (95% bootstrap CIs)</h2>')
+    parts.append(_img(auroc_png, "AUROC per UQ method and dataset"))
+    parts.append(table_html(a["ranking"], [("rank", "rank"), ("uq", "UQ method"), ("mean_auroc", "mean AUROC"),
+                                           ("min_auroc", "min"), ("max_auroc", "max"), ("n", "settings")]))
+    parts.append(table_html(sorted(a["settings"], key=lambda t: (t["slm"], t["dataset"], t["llm"], -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9))),
+                            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), ("auroc", "AUROC"),
+                             ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
+                             ("apgr", "APGR"), ("apgr_lo", "lo"), ("apgr_hi", "hi"), ("n_nan", "NaN")], "settings"))
+    # paired
+    parts.append('<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '
+                 "CI and p from a paired bootstrap (same resamples for both methods).</p>")
+    parts.append(table_html(a["paired"], [("dataset", "dataset"), ("slm", "SLM"), ("llm", "LLM"), ("uq_a", "a"), ("uq_b", "b"),
+                                          ("auroc_diff", "ΔAUROC"), ("auroc_diff_lo", "lo"), ("auroc_diff_hi", "hi"),
+                                          ("p_auroc", "p"), ("area_diff", "Δarea"), ("area_diff_lo", "lo"),
+                                          ("area_diff_hi", "hi"), ("p_area", "p")], "paired"))
+    # distributions
+    d = a["distances"]
+    parts.append('<h2 id="distributions">Uncertainty distributions (finding 2)</h2>')
+    parts.append(_img(hist_png, "normalized uncertainty histograms, datasets overlaid"))
+    fam_rows = []
+    for metric in ("ks", "wasserstein"):
+        for fam, label in (("across_datasets", "between datasets (SLM, method fixed)"),
+                           ("across_uq", "between UQ methods (SLM, dataset fixed)"),
+                           ("across_slm", "between SLMs (method, dataset fixed)")):
+            x = d[metric][fam]
+            fam_rows.append({"metric": metric, "family": label, "mean": x["mean"], "pairs": x["n_pairs"], "groups": x["n_groups"]})
+    parts.append(table_html(fam_rows, [("metric", "distance"), ("family", "pairs compared"), ("mean", "mean"),
+                                       ("pairs", "pairs"), ("groups", "groups")], "families"))
+    parts.append(_img(heat_ds, "KS distances between datasets"))
+    parts.append(_img(heat_uq, "KS distances between UQ methods"))
+    # transfer
+    t = a["transfer"]
+    src = sorted({x["source"] for x in t["call_rate"]})
+    parts.append('<h2 id="transfer">Calibration transfer, leave one dataset out (finding 3)</h2>')
+    parts.append("<p>For each held-out dataset, the calibration set is built from the other datasets' "
+                 + ("train/dev (fit-role) rows only, never from an evaluated test row" if src == ["fit"] else
+                    "evaluated rows (calibration was not enabled for this grid)")
+                 + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins, {cal['frac']:.0%} of each, seed "
+                 f"{cal['seed']}. The threshold for target call rate r is the r-quantile of its uncertainties. "
+                 "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
+                 "<i>fixed</i> uses one untuned threshold for every target.</p>")
+    parts.append(_img(transfer_png, "realized vs target call rate"))
+    parts.append("<h3>Transfer error (realized − target call rate), calibration thresholds</h3>")
+    rows, cols = _error_pivot(t["call_rate"], "calibration", targets)
+    parts.append(table_html(rows, cols, "transfer-error"))
+    parts.append("<h3>The same for in-domain (upper bound) and fixed thresholds</h3>")
+    for m in ("in_domain", "fixed"):
+        rows, cols = _error_pivot(t["call_rate"], m, targets)
+        parts.append(f"<p><b>{m}</b></p>" + table_html(rows, cols, f"transfer-error-{m}"))
+    parts.append("<h3>Summary per UQ method and threshold source</h3>")
+    parts.append(table_html(a["transfer_summary"], [("uq", "UQ method"), ("method", "threshold from"),
+                                                    ("mean_abs_call_rate_error", "mean |call-rate err|"),
+                                                    ("max_abs_call_rate_error", "max |call-rate err|"),
+                                                    ("mean_abs_accuracy_error", "mean |acc − predicted|"), ("n", "n")]))
+    parts.append("<h3>Routing-curve prediction (RMS distance to the true held-out curve)</h3>")
+    parts.append(table_html(t["curves"], [("uq", "UQ method"), ("heldout", "held-out"), ("slm", "SLM"), ("llm", "LLM"),
+                                          ("rms_calibration", "calibration curve"), ("rms_random", "random line"),
+                                          ("n_calibration", "n calibration"), ("n_heldout", "n held-out")]))
+    parts.append("<h3>Accuracy targets</h3><p>Threshold at the smallest call rate whose calibration accuracy reaches the "
+                 "target (25/50/75% of the calibration set's gap between SLM-only and its best accuracy).</p>")
+    parts.append(table_html(t["accuracy"], [("uq", "UQ method"), ("heldout", "held-out"), ("target_accuracy", "target acc"),
+                                            ("realized_accuracy", "realized acc"), ("accuracy_error", "error"),
+                                            ("predicted_call_rate", "predicted call rate"),
+                                            ("realized_call_rate", "realized call rate")]))
+    if t["skipped"]:
+        parts.append("<p class='na'>Not evaluated: " + "; ".join(html.escape(f"{s['slm']}/{s['uq']}/{s['llm']}: {s['reason']}")
+                                                                for s in t["skipped"]) + "</p>")
+    doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
+           f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    html_path = out_dir / "index.html"
+    html_path.write_text(doc, encoding="utf-8")
+    analysis_path = out_dir / "analysis.json"
+    analysis_path.write_text(json.dumps(_jsonable(a), indent=1, sort_keys=True))
+    metrics = {}
+    for method in ("calibration", "in_domain", "fixed"):
+        errs = [abs(x["call_rate_error"]) for x in t["call_rate"] if x["method"] == method]
+        if errs:
+            metrics[f"transfer_{method}_mean_abs_call_rate_error"] = float(np.mean(errs))
+    if t["curves"]:
+        metrics["transfer_curve_rms_calibration"] = float(np.mean([c["rms_calibration"] for c in t["curves"]]))
+        metrics["transfer_curve_rms_random"] = float(np.mean([c["rms_random"] for c in t["curves"]]))
+    for fam in ("across_datasets", "across_uq", "across_slm"):
+        metrics[f"ks_{fam}"] = d["ks"][fam]["mean"]
+    return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

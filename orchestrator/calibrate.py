@@ -1,0 +1,276 @@
+"""``uqroute calibrate build|apply``: calibration sets from a finished grid, and thresholds for
+data a user brings with no labels.
+
+build   fit-role (train/dev) records of one (SLM, UQ method, LLM) in an output folder ->
+        stratified calibration set (the paper's pipeline, ``jobs.calibration``) ->
+        ``<output>/calibration/<name>/``: ``calibration.jsonl`` (a questions file any grid can
+        use through ``dataset.yaml``), ``record.json`` (what went in, thresholds per target).
+apply   a calibration folder + a target call rate (or accuracy) -> threshold and expected
+        accuracy; with ``--scores`` or a dataset, also the routing decision per query (the SLM
+        and the UQ method run on Ray through the grid's store when a dataset is given).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from jobs import calibration as C
+from jobs.records import write_json
+from orchestrator.config import ConfigError
+from jobs.registry import UnknownNameError
+
+CAL_FILE = "calibration.jsonl"
+RECORD_FILE = "record.json"
+
+
+def _pick(kind: str, value: str | None, choices: list[str]) -> str:
+    if value is None:
+        if len(choices) == 1:
+            return choices[0]
+        raise ConfigError(f"--{kind} is required: the grid has {len(choices)} ({', '.join(choices)})")
+    if value not in choices:
+        raise ConfigError(f"--{kind}: {UnknownNameError(f'{kind} of this grid', value, choices)}")
+    return value
+
+
+def _cal_conf(r, **overrides) -> dict:
+    from jobs.analysis import C_DEFAULTS
+
+    conf = dict(C_DEFAULTS | (r.grid.get("calibration") or {}))
+    conf |= {k: v for k, v in overrides.items() if v is not None}
+    if conf["binning"] not in C.BINNINGS:
+        raise ConfigError(f"--binning {conf['binning']!r}; valid: {', '.join(C.BINNINGS)}")
+    if not 0 < float(conf["frac"]) <= 1:
+        raise ConfigError(f"--frac {conf['frac']!r} must be in (0, 1]")
+    if int(conf["n_bins"]) < 1:
+        raise ConfigError(f"--n-bins {conf['n_bins']!r} must be >= 1")
+    return conf
+
+
+def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str | None = None,
+          exclude: list[str] | None = None, name: str | None = None, n_bins: int | None = None,
+          frac: float | None = None, seed: int | None = None, binning: str | None = None) -> dict:
+    """Build and write one calibration set; returns {"folder", "record"}."""
+    from jobs.analysis import fit_pools
+    from jobs.datasets.roles import fit_source, load_role
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import config_hash, load_output
+
+    r = load_output(Path(out))
+    slm = _pick("slm", slm, list(r.slms))
+    uq = _pick("uq", uq, list(r.uq))
+    llm = _pick("llm", llm, list(r.llms))
+    exclude = sorted(set(exclude or []))
+    for d in exclude:
+        if d not in r.datasets:
+            raise ConfigError(f"--exclude: {UnknownNameError('dataset of this grid', d, list(r.datasets))}")
+    conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning)
+    plan = make_plan(r)
+    if not plan.fit_scores:
+        raise ConfigError(f"{out}: calibration is not enabled for this grid, so no train/dev (fit-role) rows were "
+                          f"scored. Run `uqroute run <grid.yaml> output_dir={out} calibration.enabled=true`: "
+                          f"finished work is reused and only the fit-role units run.")
+    pools = fit_pools(r.store_dir, plan, r.grid["decoding"]["extraction_policy"]).get((slm, uq, llm), {})
+    wanted = [d for d in r.datasets if d not in exclude]
+    missing = [d for d in wanted if d not in pools]
+    if missing:
+        raise ConfigError(f"{out}: fit-role units of {slm}/{uq}/{llm} are not finished for {', '.join(missing)}; "
+                          f"run `uqroute resume {out}` first")
+    pools = {d: pools[d] for d in wanted}
+    cal = C.build_calibration_set(pools, n_bins=int(conf["n_bins"]), frac=float(conf["frac"]),
+                                  seed=int(conf["seed"]), binning=conf["binning"])
+    samples = {}
+    for d in sorted(set(cal.dataset.tolist())):
+        ss, _ = load_role(r.datasets[d], r.grid["dataset"], "fit")
+        samples[d] = {s.id: s for s in ss}
+    rows = []
+    for d, sid, u, so, lo in zip(cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct):
+        s = samples[str(d)][str(sid)]
+        row = {"id": f"{d}/{sid}", "question": s.question, "task": s.task, "gold": s.gold}
+        if s.choices:
+            row["choices"] = list(s.choices)
+        if s.context:
+            row["context"] = s.context
+        row |= {"source_dataset": str(d), "source_id": str(sid), "source_split": fit_source(r.datasets[str(d)]),
+                "uncertainty": float(u), "slm_correct": bool(so), "llm_correct": bool(lo)}
+        rows.append(row)
+    name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
+    folder = r.output_dir / "calibration" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (CAL_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
+    tmp.replace(folder / CAL_FILE)
+    thresholds = []
+    for t in conf["targets"]:
+        thr = C.threshold_for_call_rate(cal.uncertainty, float(t))
+        thresholds.append({"target_call_rate": float(t), "threshold": thr.value, "tie_frac": thr.tie_frac,
+                           "predicted_accuracy": C.expected_accuracy(cal.uncertainty, cal.slm_correct,
+                                                                     cal.llm_correct, thr)})
+    record = {"name": name, "slm": slm, "uq": uq, "llm": llm, "uq_conf": r.uq[uq],
+              "grid": r.grid["name"], "grid_output": str(r.output_dir.resolve()), "grid_config_hash": config_hash(r),
+              "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
+              "slm_accuracy": float(cal.slm_correct.mean()), "llm_accuracy": float(cal.llm_correct.mean()),
+              "thresholds": thresholds, **cal.record}
+    write_json(folder / RECORD_FILE, record)
+    (folder / "dataset.yaml").write_text(
+        f"# The calibration set {name} as a dataset: copy into a grid's conf/dataset/ to run other\n"
+        f"# SLMs or UQ methods on it (each row carries its own task).\n"
+        f"name: {name}\nadapter: questions\nlocal_path: {(folder / CAL_FILE).resolve()}\n")
+    return {"folder": folder, "record": record}
+
+
+def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    folder = Path(folder)
+    if not (folder / CAL_FILE).is_file() or not (folder / RECORD_FILE).is_file():
+        raise FileNotFoundError(f"{folder} is not a calibration folder (needs {CAL_FILE} and {RECORD_FILE}; "
+                                f"make one with `uqroute calibrate build`)")
+    record = json.loads((folder / RECORD_FILE).read_text())
+    rows = [json.loads(x) for x in (folder / CAL_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
+    u = np.asarray([x["uncertainty"] for x in rows], dtype=np.float64)
+    return record, u, np.asarray([x["slm_correct"] for x in rows], bool), np.asarray([x["llm_correct"] for x in rows], bool)
+
+
+def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
+    """sample_id + uncertainty columns from a .parquet, .csv or .jsonl file."""
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    readers = {".parquet": pq.read_table, ".csv": pcsv.read_csv, ".jsonl": pjson.read_json}
+    if path.suffix not in readers:
+        raise ConfigError(f"--scores {path}: unknown file type {path.suffix!r}; valid: {', '.join(readers)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"--scores {path}: no such file")
+    t = readers[path.suffix](path)
+    for col in ("sample_id", "uncertainty"):
+        if col not in t.column_names:
+            raise ConfigError(f"--scores {path}: needs columns sample_id and uncertainty; has {', '.join(t.column_names)}")
+    u = np.asarray([math.nan if x is None else float(x) for x in t.column("uncertainty").to_pylist()])
+    return [str(x) for x in t.column("sample_id").to_pylist()], u
+
+
+def dataset_conf_for(r, dataset: str, task: str | None) -> dict:
+    """A dataset given to ``calibrate apply``: a .jsonl questions file (labels not needed), or a
+    dataset name known to the grid's conf folders."""
+    from orchestrator.config import DatasetConf, _resolve_entries, find_conf_dir
+
+    p = Path(dataset).expanduser()
+    if p.suffix == ".jsonl":
+        if not p.is_file():
+            raise FileNotFoundError(f"dataset file {p} does not exist")
+        if task is not None and task not in ("numeric", "mc", "yesno", "freeform"):
+            raise ConfigError(f"--task {task!r}; valid: numeric, mc, yesno, freeform")
+        return {"name": f"new_{p.stem}", "adapter": "questions", "local_path": str(p.resolve()), "task": task,
+                "split": None, "train_split": None, "hub_path": None, "hub_config": None, "group": None,
+                "mapping": {"id": None, "question": "question", "gold": "answer", "choices": None, "context": None,
+                            "gold_format": "text"}}
+    conf_dir = find_conf_dir(Path(r.source)) if r.source else None
+    d = _resolve_entries("dataset", DatasetConf, [dataset], conf_dir or Path("conf"), "calibrate apply")[dataset]
+    d["adapter"] = d["adapter"] or dataset
+    return d
+
+
+def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None, console=None
+                      ) -> tuple[list[str], np.ndarray]:
+    """Run the calibration set's SLM and UQ method on ``dataset`` (on Ray, units cached in the
+    grid's store) and return its sample ids and uncertainties. No labels are read."""
+    import dataclasses
+
+    from cluster.connect import connect
+    from orchestrator.config import validate
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import _uq_method, make_plan
+    from orchestrator.runner import load_output
+    from orchestrator.scheduler import Scheduler
+
+    r = load_output(Path(record["grid_output"]))
+    method = _uq_method(r, record["uq"])
+    if method.fit == "in_domain":
+        raise ConfigError(f"uq {record['uq']!r} trains on labelled rows of the dataset it scores, which data "
+                          f"brought to `calibrate apply` does not have; use a calibration set of an untrained "
+                          f"method or of ood_probe, or pass --scores")
+    dc = dataset_conf_for(r, dataset, task)
+    name = dc["name"]
+    if name in r.datasets and dc != r.datasets[name]:
+        name = dc["name"] = f"{name}_new"
+    grid = dict(r.grid) | {"dataset": dict(r.grid["dataset"]) | ({"limit": limit} if limit else {}),
+                           "calibration": dict(r.grid.get("calibration") or {}) | {"enabled": False},
+                           "exclude": []}
+    r2 = dataclasses.replace(r, grid=grid, slms={record["slm"]: r.slms[record["slm"]]},
+                             llms={record["llm"]: r.llms[record["llm"]]}, uq={record["uq"]: r.uq[record["uq"]]},
+                             datasets=dict(r.datasets) | {name: dc})
+    for key, axis in (("slm_names", r2.slms), ("llm_names", r2.llms), ("uq_names", r2.uq), ("dataset_names", r2.datasets)):
+        r2.grid[key] = list(axis)
+    validate(r2)
+    plan = make_plan(r2)
+    target = next(u for u in plan.by_kind("score") if u.payload["dataset"] == name)
+    keys, stack = set(), [target.key]
+    while stack:  # the score unit and everything it reads: no LLM pass, no setting
+        k = stack.pop()
+        if k not in keys:
+            keys.add(k)
+            stack.extend(plan.units[k].deps)
+    rc = r2.grid["ray"]
+    connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
+    ledger = Ledger(r2.output_dir / "ledger.jsonl")
+    report = Scheduler(plan, r2, r2.store_dir, ledger).run(keys)
+    if target.key not in report.done:
+        why = "; ".join(f"{plan.units[k].label}: {v}" for k, v in list(report.failed.items())[:3])
+        raise RuntimeError(f"scoring {dataset} failed: {why or 'blocked'}")
+    from jobs.records import read_unit, unit_dir
+
+    t = read_unit(unit_dir(r2.store_dir, "score", target.key)).to_pydict()
+    return [str(x) for x in t["sample_id"]], np.asarray([math.nan if x is None else x for x in t["uncertainty"]], float)
+
+
+def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | None = None,
+          scores: Path | None = None, dataset: str | None = None, task: str | None = None,
+          limit: int | None = None, out_file: Path | None = None, seed: int = 0, console=None) -> dict:
+    """Threshold and expected accuracy for a target call rate (or accuracy) from a calibration
+    folder; with scores or a dataset, also each query's routing decision (written to out_file)."""
+    if (rate is None) == (target_accuracy is None):
+        raise ConfigError("give exactly one of --target-call-rate and --target-accuracy")
+    if rate is not None and not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"--target-call-rate {rate!r} must be in [0, 1]")
+    if scores is not None and dataset is not None:
+        raise ConfigError("give either --scores or a dataset, not both")
+    record, u, slm, llm = load_calibration(Path(folder))
+    if target_accuracy is not None:
+        thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy)
+        if thr is None:
+            best = float(np.max(C.routing_curve(u, slm, llm, ties="expected").accuracy))
+            raise ConfigError(f"--target-accuracy {target_accuracy} is above what routing reaches on the calibration "
+                              f"set (best {best:.3f}); valid: up to {best:.3f}")
+        rate = C.expected_call_rate(u, thr)
+    else:
+        thr = C.threshold_for_call_rate(u, rate)
+    result = {"calibration": record["name"], "slm": record["slm"], "uq": record["uq"], "llm": record["llm"],
+              "n_calibration": int(len(u)), "threshold": thr.value, "tie_frac": thr.tie_frac,
+              "target_call_rate": float(rate), "target_accuracy": target_accuracy,
+              "expected_accuracy": C.expected_accuracy(u, slm, llm, thr),
+              "slm_only_accuracy": float(slm.mean()), "llm_only_accuracy": float(llm.mean())}
+    ids = None
+    if scores is not None:
+        ids, tu = read_scores(Path(scores))
+    elif dataset is not None:
+        ids, tu = score_new_dataset(record, dataset, task, limit, console)
+    if ids is not None:
+        cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record)
+        res = C.apply_to_unlabelled(cal, tu, rate)
+        p_all = np.where(np.isnan(tu), 1.0, C.route_probability(np.nan_to_num(tu, nan=-np.inf), thr))
+        draw = np.random.default_rng(seed).random(len(tu))
+        routed = draw < p_all
+        result |= {"n": int(len(tu)), "n_nan": res["n_nan"], "expected_call_rate_on_data": float(p_all.mean()),
+                   "n_routed": int(routed.sum()), "n_tied": res["n_tied"]}
+        out_file = Path(out_file or (Path(folder) / "routes.parquet"))
+        from jobs.records import write_table
+
+        write_table(out_file, [{"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
+                               for i, x, p, t in zip(ids, tu, p_all, routed)],
+                    meta={"calibration": record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac})
+        result["routes"] = str(out_file)
+    return result
