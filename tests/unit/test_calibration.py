@@ -418,3 +418,43 @@ def test_within_vs_across():
     assert set(ad["per_group"]) == {f"{s}__{m}" for s in ["s1", "s2"] for m in ["m1", "m2", "m3"]}
     w = C.within_vs_across(scores, metric="wasserstein")
     assert w["across_datasets"]["mean"] < w["across_uq"]["mean"]
+
+
+# ---- calibration pools kept apart from the evaluated rows ------------------------------------
+
+def test_transfer_with_calibration_pools_uses_only_them():
+    # evaluated rows: the usual uniform scores; calibration (fit-role) rows: every score shifted
+    # up by .5, so thresholds from them route nothing below .55 + ... -> errors reveal the source
+    fit = {d: pool(VALUES + 0.5, slm=VALUES < 0.5, prefix=f"fit-{d}") for d in SAME}
+    rows = C.transfer_table(SAME, targets=(0.5,), n_bins=10, frac=0.1, calibration_pools=fit)
+    cal = [r for r in rows if r["method"] == "calibration"]
+    # calibration set: .55, .65, ..., 1.45, two of each; target .5 -> k = 10 of 20 -> s[9] = 1.05
+    # (8 above, 2 tied -> tie_frac 1), above every evaluated score (max .95): nothing is routed
+    for r in cal:
+        assert r["threshold"] > 0.95 and r["realized_call_rate"] == 0.0
+        close(r["call_rate_error"], -0.5)
+        assert r["n_fit"] == 20
+    ind = [r for r in rows if r["method"] == "in_domain"]
+    for r in ind:  # fitted on the held-out dataset's own fit rows (all 100), evaluated on all 100
+        assert r["n_fit"] == 100 and r["n_eval"] == 100
+        assert r["realized_call_rate"] == 0.0
+
+
+def test_transfer_with_calibration_pools_same_distribution_is_exact():
+    fit = {d: pool(VALUES, slm=VALUES < 0.5, prefix=f"fit-{d}") for d in SAME}
+    rows = C.transfer_table(SAME, targets=TARGETS, n_bins=10, frac=0.1, calibration_pools=fit)
+    for r in rows:
+        if r["method"] in ("calibration", "in_domain"):
+            close(r["call_rate_error"], 0.0)
+
+
+def test_calibration_pools_must_cover_every_dataset():
+    with pytest.raises(ValueError, match=r"calibration_pools lacks dataset\(s\) \['d3'\]"):
+        C.transfer_table(SAME, calibration_pools={d: SAME[d] for d in ("d1", "d2")})
+
+
+def test_curve_transfer_with_calibration_pools():
+    fit = {d: pool(VALUES, slm=VALUES < 0.5, prefix=f"fit-{d}") for d in SAME}
+    out = C.curve_transfer(SAME, "d2", n_bins=10, frac=0.1, calibration_pools=fit)
+    assert out["calibration"]["datasets"] == ["d1", "d3"]
+    assert out["rms_calibration"] < 1e-9 < out["rms_random"]

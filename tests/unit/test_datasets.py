@@ -487,3 +487,64 @@ def test_load_hub_with_real_datasets_on_a_local_file(tmp_path, monkeypatch):
     )
     assert [(s.id, s.gold) for s in result.samples] == [("q1", "B"), ("q2", "A")]
     assert [m.reason for m in result.malformed] == ["gold index 7 out of range for 2 options"]
+
+
+# ---- questions files (calibration sets, data brought to `calibrate apply`) --------------------
+
+def test_questions_file_mixed_tasks_labelled_and_unlabelled(tmp_path):
+    import json
+
+    from jobs.answers import extract, is_correct
+    from jobs.datasets.questions import load_questions
+
+    rows = [
+        {"id": "a", "question": "What is 2 plus 3?", "task": "numeric", "gold": "5"},
+        {"id": "b", "question": "Which is a fruit?", "task": "mc", "choices": ["stone", "apple"], "gold": 1,
+         "source_dataset": "arc_easy"},
+        {"id": "c", "question": "Is snow cold?", "task": "yesno", "gold": True},
+        {"id": "d", "question": "What is 7 minus 2?"},                      # task from the config, no label
+        {"id": "e", "question": "Pick one", "task": "mc", "choices": ["x"]},  # one option: malformed
+        {"id": "f", "question": "Odd?", "task": "essay"},                    # unknown task: malformed
+    ]
+    p = tmp_path / "q.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    res = load_questions(p, "mine", default_task="numeric")
+    by = {s.id: s for s in res.samples}
+    assert [s.id for s in res.samples] == ["a", "b", "c", "d"]
+    assert (by["a"].task, by["a"].gold) == ("numeric", "5")
+    assert (by["b"].gold, by["b"].choices, by["b"].meta) == ("B", ("stone", "apple"), {"source_dataset": "arc_easy"})
+    assert by["c"].gold == "yes"
+    assert by["d"].gold == "" and by["d"].meta == {"unlabelled": True}
+    assert is_correct(extract("The answer is 5", by["d"], "flexible"), by["d"]) is False  # unknown: never correct
+    assert is_correct(extract("The answer is 5", by["a"], "flexible"), by["a"]) is True
+    reasons = [m.reason for m in res.malformed]
+    assert len(reasons) == 3 and "wrong option count" in reasons[0] and "'essay'" in reasons[1]
+    assert "invalid JSON" in reasons[2]
+
+
+def test_questions_dataset_config_and_roles(tmp_path):
+    import json
+
+    from jobs.datasets.roles import load_role
+    from orchestrator.config import ConfigError, load_grid
+
+    p = tmp_path / "q.jsonl"
+    p.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus 1?", "task": "numeric",
+                                     "gold": str(i + 1)}) + "\n" for i in range(10)))
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: q\noutput_dir: {tmp_path}/out\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
+                    f"uq: [perplexity]\ndatasets: [{{name: mine, adapter: questions, local_path: {p}}}]\n"
+                    f"dataset: {{limit: 4, fit_limit: 3}}\n")
+    r = load_grid(grid)
+    ev, _ = load_role(r.datasets["mine"], r.grid["dataset"], "eval")
+    fit, _ = load_role(r.datasets["mine"], r.grid["dataset"], "fit")
+    assert len(ev) == 4 and len(fit) == 3 and not {s.id for s in ev} & {s.id for s in fit}
+    from orchestrator.plan import make_plan
+
+    # rows carry their own tasks: the greedy pass gets the longest answer budget of any task
+    greedy = [u for u in make_plan(r).by_kind("gen") if u.stage == "greedy"]
+    assert {u.payload["params"]["max_new_tokens"] for u in greedy} == {max(r.grid["decoding"]["max_new_tokens"].values())}
+    bad = grid.read_text().replace(str(p), str(tmp_path / "missing.jsonl"))
+    grid.write_text(bad)
+    with pytest.raises(ConfigError, match="adapter 'questions' needs local_path, an existing .jsonl"):
+        load_grid(grid)
