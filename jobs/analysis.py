@@ -238,15 +238,17 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
 
 
 def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
-                      cal_conf: dict, nan_policy: str) -> dict:
+                      cal_conf: dict, nan_policy: str, calibration_datasets: list[str] | None = None) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
     fixed), curve distances, and accuracy-target transfer.
 
     Calibration data come from the fit role (train/dev rows, never evaluated) when the grid ran
     with calibration enabled (``source = "fit"``); otherwise from the other datasets' evaluated
     rows, as in the paper's own leave-one-out (``source = "eval"``; in-domain then splits the
-    held-out dataset in half)."""
+    held-out dataset in half). calibration_datasets: the datasets whose fit rows may feed
+    calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows."""
     rows, curves, acc_rows, skipped = [], [], [], []
+    allowed = set(calibration_datasets) if calibration_datasets is not None else None
     for key in sorted(eval_p):
         slm, uq, llm = key
         ev = eval_p[key]
@@ -254,22 +256,26 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
         use_fit = fp is not None and set(ev) <= set(fp)
         source = "fit" if use_fit else "eval"
         cal_src = fp if use_fit else ev
-        if len(ev) < 2:
-            skipped.append({"slm": slm, "uq": uq, "llm": llm, "reason": f"only {len(ev)} dataset(s)"})
-            continue
+        if use_fit and allowed is not None:
+            cal_src = {d: p for d, p in fp.items() if d in allowed}
         kw = dict(n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
                   binning=cal_conf["binning"])
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
-        try:
-            t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
-                                 calibration_pools=fp if use_fit else None, **kw)
-        except ValueError as exc:  # e.g. a dataset with no scored row
-            skipped.append({"slm": slm, "uq": uq, "llm": llm, "reason": str(exc)})
-            continue
-        for row in t:
-            rows.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **row})
-        for ds in sorted(ev):
-            c = C.curve_transfer(ev, ds, nan_policy=nan_policy, calibration_pools=fp if use_fit else None, **kw)
+        for h in sorted(ev):
+            if not [d for d in cal_src if d != h]:
+                skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h,
+                                "reason": f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})"})
+                continue
+            try:
+                t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
+                                     calibration_pools=cal_src if use_fit else None,
+                                     in_domain_pools=fp if use_fit else None, heldouts=[h], **kw)
+                c = C.curve_transfer(ev, h, nan_policy=nan_policy, calibration_pools=cal_src if use_fit else None,
+                                     **kw)
+            except ValueError as exc:  # e.g. a dataset with no scored row
+                skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
+                continue
+            rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, **row} for row in t]
             c.pop("calibration")
             curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **c})
         for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy):
@@ -408,6 +414,13 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     return out
 
 
+def fit_sources(r) -> dict[str, str]:
+    """dataset -> where its fit rows come from: "split:<train/dev split>" or "eval-disjoint"."""
+    from jobs.datasets.roles import fit_source
+
+    return {d: fit_source(dc) for d, dc in r.datasets.items()}
+
+
 def analyze(r, plan) -> dict:
     """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists)."""
     store = r.store_dir
@@ -420,12 +433,16 @@ def analyze(r, plan) -> dict:
     paired = paired_table(ev, nan_policy=mconf["nan_policy"], n_boot=int(mconf["bootstrap"]) or 200,
                           seed=int(mconf["seed"]), ties=mconf["ties"])
     dist = distance_analysis(ev)
-    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"])
+    sources = fit_sources(r)
+    allowed = (None if cal_conf.get("pool", "train_dev") == "fit"
+               else [d for d, src in sources.items() if src.startswith("split:")])
+    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),
             "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
+            "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
             "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
 
 
 C_DEFAULTS = {"enabled": False, "n_bins": 30, "frac": 0.1, "seed": 50, "binning": "equal_width",
-              "targets": list(C.DEFAULT_TARGETS), "crossfit_folds": 5, "fixed_threshold": {}}
+              "targets": list(C.DEFAULT_TARGETS), "crossfit_folds": 5, "fixed_threshold": {}, "pool": "train_dev"}

@@ -316,6 +316,8 @@ def transfer_table(
     in_domain_frac: float = 0.5,
     nan_policy: str = "most_uncertain",
     calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
+    in_domain_pools: Mapping[str, Mapping[str, Any]] | None = None,
+    heldouts: Iterable[str] | None = None,
 ) -> list[dict]:
     """Leave-one-dataset-out transfer of call-rate thresholds; one row per (held-out, method,
     target), held-out datasets in sorted order.
@@ -336,6 +338,9 @@ def transfer_table(
     evaluated row is ever used for a threshold), and "in_domain" fits on the held-out dataset's
     own calibration pool and is evaluated on all of its evaluated rows. When None, both draw on
     ``pools`` (calibration: the other datasets; in_domain: a random split of the held-out one).
+    in_domain_pools: where "in_domain" fits instead (default: ``calibration_pools``), e.g. when
+    only some datasets may feed calibration sets but every dataset has labelled fit rows.
+    heldouts: evaluate only these held-out datasets (default: all of ``pools``).
     Row keys: heldout, method, target_call_rate, threshold, tie_frac, realized_call_rate,
     call_rate_error (= realized - target), realized_accuracy, predicted_accuracy (the fitting
     data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
@@ -350,15 +355,23 @@ def transfer_table(
     if not 0.0 < in_domain_frac < 1.0:
         raise ValueError(f"in_domain_frac must be in (0, 1); got {in_domain_frac!r}")
     cal_source = pools if calibration_pools is None else calibration_pools
-    if calibration_pools is not None:
-        lacking = sorted(set(pools) - set(calibration_pools))
+    in_source = in_domain_pools if in_domain_pools is not None else calibration_pools
+    chosen = sorted(pools) if heldouts is None else sorted(set(heldouts))
+    unknown = [h for h in chosen if h not in pools]
+    if unknown:
+        raise ValueError(f"unknown held-out dataset(s) {unknown}; available: {sorted(pools)}")
+    if in_source is not None and "in_domain" in methods:
+        lacking = [h for h in chosen if h not in in_source]
         if lacking:
-            raise ValueError(f"calibration_pools lacks dataset(s) {lacking}; it has {sorted(calibration_pools)}")
-    if len(cal_source) < 2 and "calibration" in methods:
-        raise ValueError(f"leave-one-out needs at least 2 datasets; got {sorted(cal_source)}")
+            raise ValueError(f"in-domain fit pools lack dataset(s) {lacking}; they have {sorted(in_source)}")
+    if "calibration" in methods:
+        for h in chosen:
+            if not [d for d in cal_source if d != h]:
+                raise ValueError(f"leave-one-out for held-out {h!r} needs another dataset to calibrate on; "
+                                 f"calibration pools have {sorted(cal_source)}")
 
     rows: list[dict] = []
-    for heldout in sorted(pools):
+    for heldout in chosen:
         u, slm, llm, n_nan = _heldout_arrays(pools, heldout, nan_policy)
         for method in methods:
             # (fit_u, fit_slm, fit_llm) predict; (ev_u, ev_slm, ev_llm) are evaluated
@@ -366,11 +379,12 @@ def transfer_table(
             fit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
             if method == "calibration":
                 cal = build_calibration_set(
-                    cal_source, exclude=[heldout], n_bins=n_bins, frac=frac, seed=seed, binning=binning
+                    cal_source, exclude=[heldout] if heldout in cal_source else [], n_bins=n_bins, frac=frac,
+                    seed=seed, binning=binning,
                 )
                 fit = (cal.uncertainty, cal.slm_correct, cal.llm_correct)
-            elif method == "in_domain" and calibration_pools is not None:
-                fu, fs, fl, _ = _heldout_arrays(calibration_pools, heldout, "drop")
+            elif method == "in_domain" and in_source is not None:
+                fu, fs, fl, _ = _heldout_arrays(in_source, heldout, "drop")
                 fit = (fu, fs, fl)
             elif method == "in_domain":
                 n_fit = int(round(len(u) * in_domain_frac))

@@ -349,9 +349,17 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     t = a["transfer"]
     src = sorted({x["source"] for x in t["call_rate"]})
     parts.append('<h2 id="transfer">Calibration transfer, leave one dataset out (finding 3)</h2>')
-    parts.append("<p>For each held-out dataset, the calibration set is built from the other datasets' "
-                 + ("train/dev (fit-role) rows only, never from an evaluated test row" if src == ["fit"] else
-                    "evaluated rows (calibration was not enabled for this grid)")
+    if src == ["fit"]:
+        where = ", ".join(f"{d} ({s_.replace('split:', '')} split)" if s_.startswith("split:") else f"{d} (rows of its "
+                          f"test file never evaluated)" for d, s_ in sorted(a["fit_sources"].items())
+                          if d in a["calibration_datasets"])
+        left = sorted(set(a["fit_sources"]) - set(a["calibration_datasets"]))
+        source_text = ("calibration (fit-role) rows, never an evaluated row. Calibration rows come from: " + where
+                       + (f"; {', '.join(left)} ship no train/dev split and only feed in-domain fits "
+                          f"(calibration.pool = train_dev)" if left else ""))
+    else:
+        source_text = "evaluated rows (calibration was not enabled for this grid: the paper's own leave-one-out)"
+    parts.append("<p>For each held-out dataset, the calibration set is built from the other datasets' " + source_text
                  + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins, {cal['frac']:.0%} of each, seed "
                  f"{cal['seed']}. The threshold for target call rate r is the r-quantile of its uncertainties. "
                  "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
@@ -380,8 +388,9 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
                                             ("predicted_call_rate", "predicted call rate"),
                                             ("realized_call_rate", "realized call rate")]))
     if t["skipped"]:
-        parts.append("<p class='na'>Not evaluated: " + "; ".join(html.escape(f"{s['slm']}/{s['uq']}/{s['llm']}: {s['reason']}")
-                                                                for s in t["skipped"]) + "</p>")
+        parts.append("<p class='na'>Not evaluated: " + "; ".join(
+            html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
+            for s in t["skipped"]) + "</p>")
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
            f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     html_path = out_dir / "index.html"

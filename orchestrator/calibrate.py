@@ -45,6 +45,8 @@ def _cal_conf(r, **overrides) -> dict:
         raise ConfigError(f"--binning {conf['binning']!r}; valid: {', '.join(C.BINNINGS)}")
     if not 0 < float(conf["frac"]) <= 1:
         raise ConfigError(f"--frac {conf['frac']!r} must be in (0, 1]")
+    if conf["pool"] not in ("train_dev", "fit"):
+        raise ConfigError(f"--pool {conf['pool']!r}; valid: train_dev, fit")
     if int(conf["n_bins"]) < 1:
         raise ConfigError(f"--n-bins {conf['n_bins']!r} must be >= 1")
     return conf
@@ -52,7 +54,8 @@ def _cal_conf(r, **overrides) -> dict:
 
 def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str | None = None,
           exclude: list[str] | None = None, name: str | None = None, n_bins: int | None = None,
-          frac: float | None = None, seed: int | None = None, binning: str | None = None) -> dict:
+          frac: float | None = None, seed: int | None = None, binning: str | None = None,
+          pool: str | None = None) -> dict:
     """Build and write one calibration set; returns {"folder", "record"}."""
     from jobs.analysis import fit_pools
     from jobs.datasets.roles import fit_source, load_role
@@ -67,14 +70,19 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
     for d in exclude:
         if d not in r.datasets:
             raise ConfigError(f"--exclude: {UnknownNameError('dataset of this grid', d, list(r.datasets))}")
-    conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning)
+    conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning, pool=pool)
     plan = make_plan(r)
     if not plan.fit_scores:
         raise ConfigError(f"{out}: calibration is not enabled for this grid, so no train/dev (fit-role) rows were "
                           f"scored. Run `uqroute run <grid.yaml> output_dir={out} calibration.enabled=true`: "
                           f"finished work is reused and only the fit-role units run.")
     pools = fit_pools(r.store_dir, plan, r.grid["decoding"]["extraction_policy"]).get((slm, uq, llm), {})
-    wanted = [d for d in r.datasets if d not in exclude]
+    sources = {d: fit_source(dc) for d, dc in r.datasets.items()}
+    wanted = [d for d in r.datasets if d not in exclude and (conf["pool"] == "fit" or sources[d].startswith("split:"))]
+    if not wanted:
+        raise ConfigError(f"{out}: no dataset left to calibrate on: pool={conf['pool']!r} takes only datasets with a "
+                          f"train/dev split ({', '.join(f'{d}: {s}' for d, s in sources.items())}); "
+                          f"use --pool fit to also take never-evaluated rows of test-only datasets")
     missing = [d for d in wanted if d not in pools]
     if missing:
         raise ConfigError(f"{out}: fit-role units of {slm}/{uq}/{llm} are not finished for {', '.join(missing)}; "
@@ -109,7 +117,7 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
         thresholds.append({"target_call_rate": float(t), "threshold": thr.value, "tie_frac": thr.tie_frac,
                            "predicted_accuracy": C.expected_accuracy(cal.uncertainty, cal.slm_correct,
                                                                      cal.llm_correct, thr)})
-    record = {"name": name, "slm": slm, "uq": uq, "llm": llm, "uq_conf": r.uq[uq],
+    record = {"name": name, "slm": slm, "uq": uq, "llm": llm, "uq_conf": r.uq[uq], "pool": conf["pool"],
               "grid": r.grid["name"], "grid_output": str(r.output_dir.resolve()), "grid_config_hash": config_hash(r),
               "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
               "slm_accuracy": float(cal.slm_correct.mean()), "llm_accuracy": float(cal.llm_correct.mean()),

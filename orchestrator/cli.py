@@ -219,7 +219,7 @@ def cmd_calibrate_build(a) -> int:
     from orchestrator.calibrate import build
 
     res = build(Path(a.output), slm=a.slm, uq=a.uq, llm=a.llm, exclude=a.exclude, name=a.name, n_bins=a.n_bins,
-                frac=a.frac, seed=a.seed, binning=a.binning)
+                frac=a.frac, seed=a.seed, binning=a.binning, pool=a.pool)
     rec = res["record"]
     parts = ", ".join(f"{d} ({rec['source_splits'][d]}: {n})" for d, n in rec["n_selected_per_dataset"].items())
     console.print(f"calibration set [bold]{rec['name']}[/]: {rec['n_selected']} of {rec['n_pooled']} pooled fit rows "
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--frac", type=float)
     cb.add_argument("--seed", type=int)
     cb.add_argument("--binning", help="equal_width | equal_freq")
+    cb.add_argument("--pool", help="train_dev (only datasets with a train/dev split) | fit (also never-evaluated "
+                                   "rows of test-only datasets); default: the grid's calibration.pool")
     cb.set_defaults(fn=cmd_calibrate_build)
     ca = csub.add_parser("apply", help="threshold + expected accuracy for a target; route a new dataset")
     ca.add_argument("calibration", help="a folder written by `calibrate build`")

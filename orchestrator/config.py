@@ -164,6 +164,10 @@ class CalibrationConf:
     targets: list = field(default_factory=lambda: [round(i / 10, 1) for i in range(1, 10)])
     crossfit_folds: int = 5  # trained UQ methods score their own fit rows out-of-fold
     fixed_threshold: dict = field(default_factory=dict)  # uq name -> untuned threshold (default 0.5)
+    # which datasets' fit rows may feed calibration sets: train_dev = only those with a train/dev
+    # split (a dataset shipped as a test file alone is still held out and evaluated); fit = also
+    # rows of a test file that are never evaluated
+    pool: str = "train_dev"
 
 
 @dataclass
@@ -195,6 +199,7 @@ CHOICES = {
     "extraction_policy": ("strict", "flexible"),
     "task": ("numeric", "mc", "yesno", "freeform"),
     "binning": ("equal_width", "equal_freq"),
+    "pool": ("train_dev", "fit"),
     "gold_format": ("text", "letter", "index0", "index1", "bool", "number", "gsm8k"),
 }
 
@@ -348,6 +353,7 @@ def validate(r: ResolvedGrid) -> None:
         raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
     cal = g["calibration"]
     _check_choice(f"{r.source}: calibration", "binning", cal["binning"], CHOICES["binning"])
+    _check_choice(f"{r.source}: calibration", "pool", cal["pool"], CHOICES["pool"])
     if cal["n_bins"] < 1:
         raise ConfigError(f"{r.source}: calibration.n_bins={cal['n_bins']} must be >= 1")
     if not 0.0 < cal["frac"] <= 1.0:

@@ -448,9 +448,18 @@ def test_transfer_with_calibration_pools_same_distribution_is_exact():
             close(r["call_rate_error"], 0.0)
 
 
-def test_calibration_pools_must_cover_every_dataset():
-    with pytest.raises(ValueError, match=r"calibration_pools lacks dataset\(s\) \['d3'\]"):
-        C.transfer_table(SAME, calibration_pools={d: SAME[d] for d in ("d1", "d2")})
+def test_calibration_pools_may_leave_datasets_out_but_in_domain_needs_each():
+    cal = {d: SAME[d] for d in ("d1", "d2")}  # d3 has no train/dev rows allowed in calibration sets
+    with pytest.raises(ValueError, match=r"in-domain fit pools lack dataset\(s\) \['d3'\]"):
+        C.transfer_table(SAME, calibration_pools=cal)
+    rows = C.transfer_table(SAME, targets=(0.5,), calibration_pools=cal, in_domain_pools=SAME, n_bins=10)
+    by = {(r["heldout"], r["method"]): r for r in rows}
+    assert by[("d3", "calibration")]["n_fit"] == 20 and by[("d1", "calibration")]["n_fit"] == 10
+    assert by[("d3", "in_domain")]["n_fit"] == 100
+    with pytest.raises(ValueError, match="held-out 'd1' needs another dataset"):
+        C.transfer_table(SAME, calibration_pools={"d1": SAME["d1"]}, in_domain_pools=SAME)
+    rows = C.transfer_table(SAME, targets=(0.5,), heldouts=["d2"], n_bins=10)
+    assert {r["heldout"] for r in rows} == {"d2"}
 
 
 def test_curve_transfer_with_calibration_pools():
