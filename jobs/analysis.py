@@ -408,7 +408,9 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
                    "partly" if cal_err < fixed_err else "does not hold")
     else:
         verdict = "not testable"
-        ev3.append("Needs at least two datasets per (SLM, method, LLM).")
+        ev3.append("Needs at least two datasets per (SLM, method, LLM), one of them allowed to feed calibration sets.")
+        if transfer.get("skipped"):
+            ev3.append(f"Skipped: {transfer['skipped'][0]['reason']}.")
     out.append({"id": 3, "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
                 "over to a dataset never seen, with no labels from it.", "verdict": verdict, "evidence": ev3})
     return out

@@ -23,7 +23,9 @@ stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
 stage ptrue:    ptrue_prob (float)
 stage verbal_1s: verbal_1s_raw (str), verbal_1s_conf (float, NaN if unparseable)
 stage verbal_2s: verbal_2s_raw (str), verbal_2s_conf (float)
-score units:    sample_id, uncertainty (float, NaN = method could not score)
+score units:    sample_id, uncertainty (float, NaN = method could not score); one unit per (SLM, UQ
+                method, dataset, role): role fit holds the calibration rows (trained methods scored
+                out-of-fold there), manifest.json says role and crossfit folds
 setting records: sample_id, slm_answer, slm_correct, llm_answer, llm_correct, uncertainty,
                  route_rank (0 = first sent to the LLM)
 """
