@@ -219,9 +219,12 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
         others = [d for d in cal_p if d != heldout]
         if not others:
             continue
-        cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
-                                      n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
-                                      binning=cal_conf["binning"])
+        try:
+            cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
+                                          n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
+                                          binning=cal_conf["binning"])
+        except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
+            continue
         u_raw = eval_p[heldout]["uncertainty"]
         u, keep = M.apply_nan_policy(u_raw, nan_policy)
         u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
@@ -385,7 +388,7 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
         ev3.append(f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
                    f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
                    f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
-                   f"(calibration data from: {', '.join('train/dev rows' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)}).")
+                   f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)}).")
         cal_rows = [r for r in transfer["call_rate"] if r["method"] == "calibration"]
         worst = max(cal_rows, key=lambda r: abs(r["call_rate_error"]))
         ev3.append(f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "

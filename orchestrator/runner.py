@@ -205,8 +205,13 @@ def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
     try:
         return build_report(r, plan)
     except Exception as exc:  # noqa: BLE001 - the results are in the store; `uqroute report` retries
+        msg = f"report failed: {type(exc).__name__}: {exc}; retry with `uqroute report {r.output_dir}`"
         if console:
-            console.print(f"[yellow]report failed: {type(exc).__name__}: {exc}; retry with `uqroute report {r.output_dir}`[/]")
+            console.print(f"[yellow]{msg}[/]")
+        else:
+            import logging
+
+            logging.getLogger("uqroute").warning(msg, exc_info=True)
         return None
 
 

@@ -104,7 +104,7 @@ def _transfer_rows(cal_err, fixed_err):
 def test_finding_3_verdict_follows_the_transfer_errors(cal_err, fixed_err, verdict):
     f3 = A.findings([], [], {}, _transfer_rows(cal_err, fixed_err))[2]
     assert f3["verdict"] == verdict
-    assert f"{abs(cal_err):.3f}" in f3["evidence"][0] and "train/dev rows" in f3["evidence"][0]
+    assert f"{abs(cal_err):.3f}" in f3["evidence"][0] and "fit-role rows, never evaluated" in f3["evidence"][0]
 
 
 def test_finding_1_names_the_ranking_and_verbal_methods():
