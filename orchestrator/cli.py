@@ -239,13 +239,28 @@ def cmd_calibrate_build(a) -> int:
 def cmd_calibrate_apply(a) -> int:
     import json as _json
 
-    from orchestrator.calibrate import apply
+    from orchestrator.calibrate import apply, build
+    from orchestrator.runner import RESOLVED_FILE
 
-    res = apply(Path(a.calibration), rate=a.target_call_rate, target_accuracy=a.target_accuracy,
+    folder = Path(a.calibration)
+    if (folder / RESOLVED_FILE).is_file():  # a grid output folder: build (or refresh) its calibration set first
+        from orchestrator.runner import load_output
+
+        grid_datasets = set(load_output(folder).datasets)
+        exclude = [a.dataset] if a.dataset in grid_datasets else []
+        built = build(folder, slm=a.slm, uq=a.uq, llm=a.llm, exclude=exclude, pool=a.pool)
+        folder = built["folder"]
+        if not a.json:
+            console.print(f"calibration set {folder.name}: {built['record']['n_selected']} rows from "
+                          f"{', '.join(built['record']['datasets'])}", highlight=False)
+    elif a.slm or a.uq or a.llm:
+        raise ConfigError(f"--slm/--uq/--llm choose a calibration set inside a grid output folder; {folder} is "
+                          f"already one calibration set (its record names the SLM, UQ method and LLM)")
+    res = apply(folder, rate=a.target_call_rate, target_accuracy=a.target_accuracy,
                 scores=Path(a.scores) if a.scores else None, dataset=a.dataset, task=a.task, limit=a.limit,
                 out_file=Path(a.out) if a.out else None, console=console)
     if a.json:
-        print(_json.dumps(res, indent=1))
+        sys.stdout.write(_json.dumps(res, indent=1) + "\n")
         return 0
     console.print(f"[bold]{res['slm']} / {res['uq']} -> {res['llm']}[/] (calibration set {res['calibration']}, "
                   f"{res['n_calibration']} rows)")
@@ -314,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "rows of test-only datasets); default: the grid's calibration.pool")
     cb.set_defaults(fn=cmd_calibrate_build)
     ca = csub.add_parser("apply", help="threshold + expected accuracy for a target; route a new dataset")
-    ca.add_argument("calibration", help="a folder written by `calibrate build`")
+    ca.add_argument("calibration", help="a folder written by `calibrate build`, or a grid output folder with "
+                                        "--slm/--uq (the calibration set is built from it first)")
+    ca.add_argument("--slm")
+    ca.add_argument("--uq")
+    ca.add_argument("--llm")
+    ca.add_argument("--pool", help="with a grid output folder: train_dev | fit (see calibrate build)")
     ca.add_argument("dataset", nargs="?", help="a dataset name or a .jsonl of questions (no labels needed)")
     ca.add_argument("--target-call-rate", type=float)
     ca.add_argument("--target-accuracy", type=float)

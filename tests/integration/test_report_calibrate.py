@@ -211,3 +211,22 @@ def test_calibrate_apply_on_scores_and_on_unlabelled_questions(tiny_run, capsys,
     assert main(["calibrate", "apply", str(out / "calibration" / "smollm2-test__probe__smollm2-test"), str(q),
                  "--task", "numeric", "--target-call-rate", "0.5"]) == 2
     assert "trains on labelled rows" in capsys.readouterr().out
+
+
+def test_calibrate_apply_from_the_grid_folder_matches_the_leave_one_out_row(tiny_run, analysis, capsys):
+    """`calibrate apply <grid> --uq U --target-call-rate r <grid dataset>` builds the calibration set
+    without that dataset, scores it (already in the store: nothing recomputed) and predicts the
+    same call rate the report's leave-one-out row realized."""
+    out = tiny_run["out"]
+    assert main(["calibrate", "apply", str(out), "--uq", "perplexity", "--target-call-rate", "0.3", "addsub",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    row = next(x for x in analysis["transfer"]["call_rate"] if x["method"] == "calibration" and x["uq"] == "perplexity"
+               and x["heldout"] == "addsub" and x["target_call_rate"] == pytest.approx(0.3))
+    assert (res["threshold"], res["tie_frac"]) == pytest.approx((row["threshold"], row["tie_frac"]))
+    assert res["expected_call_rate_on_data"] == pytest.approx(row["realized_call_rate"])
+    assert res["expected_accuracy"] == pytest.approx(row["predicted_accuracy"])
+    assert res["n"] == 6
+    rec = json.loads((out / "calibration" / "smollm2-test__perplexity__smollm2-test__without-addsub" / "record.json")
+                     .read_text())
+    assert rec["datasets"] == ["strategyqa"] and rec["excluded"] == []
