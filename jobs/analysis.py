@@ -222,7 +222,7 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
         try:
             cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
                                           n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
-                                          binning=cal_conf["binning"])
+                                          binning=cal_conf["binning"], nan_policy=nan_policy)
         except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
             continue
         u_raw = eval_p[heldout]["uncertainty"]
@@ -398,7 +398,10 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
             rc = float(np.mean([c["rms_calibration"] for c in curves]))
             rr = float(np.mean([c["rms_random"] for c in curves]))
             ev3.append(f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
-                       f"{_fmt(rr)} from the random-routing line.")
+                       f"{_fmt(rr)} from the random-routing line."
+                       + (" The random line is closer: where the LLM is barely more accurate than the SLM every "
+                          "routing curve is nearly flat, while the calibration curve carries the other datasets' "
+                          "accuracy level." if rr < rc else ""))
         acc = transfer.get("accuracy", [])
         if acc:
             ev3.append(f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "

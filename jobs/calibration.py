@@ -211,12 +211,16 @@ def build_calibration_set(
     frac: float = 0.1,
     seed: int = 50,
     binning: str = "equal_width",
+    nan_policy: str = "drop",
 ) -> CalibrationSet:
     """Stratified calibration set from every dataset in ``pools`` not in ``exclude``.
 
     pools[dataset] = {"sample_id": list[str], "uncertainty": float array, "slm_correct": bool
     array, "llm_correct": bool array}, for one SLM + one UQ method.
-    NaN uncertainties are dropped (and counted) before binning; infinite ones are an error.
+    NaN uncertainties (the method could not score) follow ``nan_policy``: "drop" removes them (and
+    counts them); "most_uncertain" keeps them as +inf, as the router treats them (sent to the LLM
+    first), in a stratum of their own after the bins, sampled at the same ``frac`` -- so a
+    threshold from the set accounts for the share of unscored queries. Infinite inputs are an error.
     The pooled scores are cut into ``n_bins`` bins ("equal_width" over [min, max], or
     "equal_freq" at the quantiles); from each non-empty bin of m instances,
     max(1, floor(frac * m + 0.5)) are drawn without replacement with
@@ -241,23 +245,28 @@ def build_calibration_set(
     if not names:
         raise ValueError(f"no dataset left to pool after excluding {excluded}")
 
+    if nan_policy not in ("drop", "most_uncertain"):
+        raise ValueError(f"unknown nan policy {nan_policy!r}; valid: drop, most_uncertain")
+    keep_nan = nan_policy == "most_uncertain"
     parts: list[tuple[np.ndarray, ...]] = []
     nan_per: dict[str, int] = {}
     for name in names:
         ids, u, slm, llm = _pool_arrays(name, pools[name])
-        keep = ~np.isnan(u)
-        nan_per[name] = int((~keep).sum())
-        parts.append((np.full(int(keep.sum()), name), ids[keep], u[keep], slm[keep], llm[keep]))
+        keep = np.ones(len(u), bool) if keep_nan else ~np.isnan(u)
+        nan_per[name] = int(np.isnan(u).sum())
+        parts.append((np.full(int(keep.sum()), name), ids[keep], np.where(np.isnan(u), np.inf, u)[keep],
+                      slm[keep], llm[keep]))
     ds, ids, u, slm, llm = (np.concatenate([p[i] for p in parts]) for i in range(5))
-    if len(u) == 0:
+    finite = np.isfinite(u)
+    if not finite.any() and not (keep_nan and len(u)):
         raise ValueError(f"no scored (non-NaN) sample in datasets {names}")
 
-    edges = _bin_edges(u, int(n_bins), binning)
-    bins = _bin_index(u, edges)
+    edges = _bin_edges(u[finite], int(n_bins), binning) if finite.any() else np.zeros(int(n_bins) + 1)
+    bins = np.where(finite, _bin_index(np.where(finite, u, 0.0), edges), int(n_bins))  # NaN stratum last
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     n_per_bin, n_sel_per_bin = [], []
-    for b in range(int(n_bins)):
+    for b in range(int(n_bins) + (1 if keep_nan else 0)):
         members = np.flatnonzero(bins == b)
         m = len(members)
         take = max(1, math.floor(frac * m + 0.5)) if m else 0
@@ -275,8 +284,11 @@ def build_calibration_set(
         "excluded": excluded,
         "n_pooled_per_dataset": {d: int(np.sum(ds == d)) for d in names},
         "n_selected_per_dataset": {d: int(np.sum(arrays[0] == d)) for d in names},
-        "n_nan_dropped": int(sum(nan_per.values())),
-        "n_nan_dropped_per_dataset": nan_per,
+        "nan_policy": nan_policy,
+        "n_nan_dropped": 0 if keep_nan else int(sum(nan_per.values())),
+        "n_nan_dropped_per_dataset": {d: 0 for d in nan_per} if keep_nan else nan_per,
+        "n_nan_kept": int(sum(nan_per.values())) if keep_nan else 0,
+        "n_nan_selected": int(np.sum(~np.isfinite(u[idx]))),
         "n_pooled": int(len(u)),
         "n_selected": int(len(idx)),
         "n_per_bin": n_per_bin,
@@ -330,8 +342,8 @@ def transfer_table(
       "fixed":       ``fixed_threshold(fixed_value)`` for every target (predicts nothing, so its
                      predicted_accuracy and accuracy_error are NaN).
     nan_policy: how the held-out dataset's NaN scores are routed (``metrics.apply_nan_policy``;
-    "most_uncertain" sends them to the LLM, as a deployed router would). The calibration set
-    always drops them.
+    "most_uncertain" sends them to the LLM, as a deployed router would). The calibration set and
+    in-domain fits treat theirs the same way (``build_calibration_set(nan_policy=...)``).
     calibration_pools: labelled pools kept apart from the evaluated ones (the ``fit`` role:
     train/dev splits, or rows disjoint from the evaluated ones), same keys as ``pools``. When
     given, "calibration" builds its set from every *other* dataset's calibration pool (so no
@@ -380,11 +392,11 @@ def transfer_table(
             if method == "calibration":
                 cal = build_calibration_set(
                     cal_source, exclude=[heldout] if heldout in cal_source else [], n_bins=n_bins, frac=frac,
-                    seed=seed, binning=binning,
+                    seed=seed, binning=binning, nan_policy=nan_policy,
                 )
                 fit = (cal.uncertainty, cal.slm_correct, cal.llm_correct)
             elif method == "in_domain" and in_source is not None:
-                fu, fs, fl, _ = _heldout_arrays(in_source, heldout, "drop")
+                fu, fs, fl, _ = _heldout_arrays(in_source, heldout, nan_policy)
                 fit = (fu, fs, fl)
             elif method == "in_domain":
                 n_fit = int(round(len(u) * in_domain_frac))
@@ -442,6 +454,7 @@ def curve_transfer(
     """
     u, slm, llm, _ = _heldout_arrays(pools, heldout, nan_policy)
     source = pools if calibration_pools is None else calibration_pools
+    build_kw.setdefault("nan_policy", nan_policy)
     cal = build_calibration_set(source, exclude=[heldout] if heldout in source else [], **build_kw)
     true = routing_curve(u, slm, llm, ties="expected")
     cal_curve = routing_curve(cal.uncertainty, cal.slm_correct, cal.llm_correct, ties="expected")

@@ -89,7 +89,8 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
                           f"run `uqroute resume {out}` first")
     pools = {d: pools[d] for d in wanted}
     cal = C.build_calibration_set(pools, n_bins=int(conf["n_bins"]), frac=float(conf["frac"]),
-                                  seed=int(conf["seed"]), binning=conf["binning"])
+                                  seed=int(conf["seed"]), binning=conf["binning"],
+                                  nan_policy=r.grid["metrics"]["nan_policy"])
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):
         ss, _ = load_role(r.datasets[d], r.grid["dataset"], "fit")
@@ -103,7 +104,8 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
         if s.context:
             row["context"] = s.context
         row |= {"source_dataset": str(d), "source_id": str(sid), "source_split": fit_source(r.datasets[str(d)]),
-                "uncertainty": float(u), "slm_correct": bool(so), "llm_correct": bool(lo)}
+                "uncertainty": float(u) if np.isfinite(u) else None,  # null: unscored, routed first
+                "slm_correct": bool(so), "llm_correct": bool(lo)}
         rows.append(row)
     name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
     folder = r.output_dir / "calibration" / name
@@ -137,7 +139,7 @@ def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.nda
                                 f"make one with `uqroute calibrate build`)")
     record = json.loads((folder / RECORD_FILE).read_text())
     rows = [json.loads(x) for x in (folder / CAL_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
-    u = np.asarray([x["uncertainty"] for x in rows], dtype=np.float64)
+    u = np.asarray([np.inf if x["uncertainty"] is None else x["uncertainty"] for x in rows], dtype=np.float64)
     return record, u, np.asarray([x["slm_correct"] for x in rows], bool), np.asarray([x["llm_correct"] for x in rows], bool)
 
 
@@ -269,7 +271,7 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
     if ids is not None:
         cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record)
         res = C.apply_to_unlabelled(cal, tu, rate)
-        p_all = np.where(np.isnan(tu), 1.0, C.route_probability(np.nan_to_num(tu, nan=-np.inf), thr))
+        p_all = C.route_probability(np.where(np.isnan(tu), np.inf, tu), thr)  # unscored: most uncertain
         draw = np.random.default_rng(seed).random(len(tu))
         routed = draw < p_all
         result |= {"n": int(len(tu)), "n_nan": res["n_nan"], "expected_call_rate_on_data": float(p_all.mean()),
@@ -277,7 +279,7 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
         out_file = Path(out_file or (Path(folder) / "routes.parquet"))
         from jobs.records import write_table
 
-        write_table(out_file, [{"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
+        write_table(out_file, [{"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}  # noqa: E501
                                for i, x, p, t in zip(ids, tu, p_all, routed)],
                     meta={"calibration": record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac})
         result["routes"] = str(out_file)

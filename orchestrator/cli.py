@@ -264,9 +264,13 @@ def cmd_calibrate_apply(a) -> int:
         return 0
     console.print(f"[bold]{res['slm']} / {res['uq']} -> {res['llm']}[/] (calibration set {res['calibration']}, "
                   f"{res['n_calibration']} rows)")
-    console.print(f"  route to the LLM when uncertainty > {res['threshold']:.6g}"
-                  + (f" (and with probability {res['tie_frac']:.2f} when equal)" if res["tie_frac"] not in (0.0, 1.0) else
-                     " (and when equal)" if res["tie_frac"] == 1.0 else ""))
+    if res["threshold"] == float("inf"):
+        console.print(f"  route only unscored queries (the method gave no uncertainty), each with probability "
+                      f"{res['tie_frac']:.2f}")
+    else:
+        console.print(f"  route to the LLM when uncertainty > {res['threshold']:.6g}"
+                      + (f" (and with probability {res['tie_frac']:.2f} when equal)" if res["tie_frac"] not in (0.0, 1.0)
+                         else " (and when equal)" if res["tie_frac"] == 1.0 else "") + "; unscored queries always")
     console.print(f"  target call rate {res['target_call_rate']:.1%}; expected accuracy {res['expected_accuracy']:.3f} "
                   f"(SLM alone {res['slm_only_accuracy']:.3f}, LLM alone {res['llm_only_accuracy']:.3f}, on calibration data)")
     if "n" in res:

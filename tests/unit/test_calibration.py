@@ -467,3 +467,33 @@ def test_curve_transfer_with_calibration_pools():
     out = C.curve_transfer(SAME, "d2", n_bins=10, frac=0.1, calibration_pools=fit)
     assert out["calibration"]["datasets"] == ["d1", "d3"]
     assert out["rms_calibration"] < 1e-9 < out["rms_random"]
+
+
+# ---- unscored (NaN) rows kept as "most uncertain" ---------------------------------------------
+
+def test_nan_rows_form_their_own_stratum_and_shape_thresholds():
+    # 80 scored values + 20 NaN (a verbal method that could not parse 20% of answers)
+    u = np.concatenate([np.linspace(0, 1, 80), np.full(20, np.nan)])
+    pools = {"a": pool(u, prefix="a"), "b": pool(u, prefix="b")}
+    drop = C.build_calibration_set(pools, n_bins=8, frac=0.5, nan_policy="drop")
+    keep = C.build_calibration_set(pools, n_bins=8, frac=0.5, nan_policy="most_uncertain")
+    assert drop.record["n_nan_dropped"] == 40 and np.isfinite(drop.uncertainty).all()
+    assert keep.record["n_nan_kept"] == 40 and keep.record["n_nan_selected"] == 20  # 50% of the NaN stratum
+    assert len(keep.record["n_per_bin"]) == 9 and keep.record["n_per_bin"][-1] == 40
+    # target 10% < NaN share 20%: only unscored rows are routed, each with probability .5
+    thr = C.threshold_for_call_rate(keep.uncertainty, 0.1)
+    assert thr.value == np.inf and thr.tie_frac == pytest.approx(0.1 * len(keep) / 20)
+    # transfer to a held-out dataset with the same NaN share, whose NaN rows the router sends first
+    held = {"a": pools["a"], "b": pools["b"], "c": pool(u, prefix="c")}
+    rows = C.transfer_table(held, targets=(0.1, 0.5), methods=["calibration"], n_bins=8, frac=0.5)
+    assert max(abs(r["call_rate_error"]) for r in rows) < 1e-9
+    # a threshold from a set that dropped its NaN rows ignores them: at 10% it routes all 20% unscored
+    # rows plus the top scored ones
+    thr_drop = C.threshold_for_call_rate(drop.uncertainty, 0.1)
+    routed = C.expected_call_rate(np.where(np.isnan(u), np.inf, u), thr_drop)
+    assert routed > 0.25
+
+
+def test_nan_policy_is_checked():
+    with pytest.raises(ValueError, match="valid: drop, most_uncertain"):
+        C.build_calibration_set({"a": pool([0.1, 0.2])}, nan_policy="ignore")
