@@ -142,8 +142,10 @@ def heatmap_figure(mats: dict, path: Path, title: str, metric: str = "ks") -> Pa
     if not mats:
         return None
     keys = sorted(mats)
-    rows, cols = _grid_shape(len(keys))
-    fig = _fig(3.4 * cols, 3.0 * rows)
+    n_names = max(len(mats[k]["names"]) for k in keys)
+    cell = max(3.4, 0.42 * n_names + 1.6)  # panels grow with the number of names
+    rows, cols = _grid_shape(len(keys), 3 if n_names <= 8 else 2)
+    fig = _fig(cell * cols, (cell - 0.4) * rows)
     for i, k in enumerate(keys):
         ax = fig.add_subplot(rows, cols, i + 1)
         m = np.asarray(mats[k][metric])
@@ -153,8 +155,10 @@ def heatmap_figure(mats: dict, path: Path, title: str, metric: str = "ks") -> Pa
         ax.set_yticks(range(len(names)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize="x-small")
         ax.set_yticklabels(names, fontsize="x-small")
-        for (a, b), v in np.ndenumerate(m):
-            ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.5 else "k")
+        if len(names) <= 12:
+            for (a, b), v in np.ndenumerate(m):
+                ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=6 if len(names) <= 6 else 5,
+                        color="w" if v < 0.5 else "k")
         ax.set_title(k.replace("__", " / "), fontsize="small")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize="small")
