@@ -182,20 +182,19 @@ def distance_analysis(pools: dict[Key, dict[str, dict]]) -> dict:
     "ks": matrix}}, "scores": {"slm__uq__dataset": normalized array}} (matrices as lists)."""
     scores = _normalized_scores(pools)
     out: dict[str, Any] = {m: C.within_vs_across(scores, m) for m in C.DISTANCES}
-    by_method: dict[str, dict] = {}
-    by_dataset: dict[str, dict] = {}
-    for slm, uq in sorted({(k[0], k[1]) for k in scores}):
-        g = {k[2]: v for k, v in sorted(scores.items()) if k[0] == slm and k[1] == uq}
-        if len(g) >= 2:
-            names, ks = C.distance_matrix(g, "ks")
-            _, w = C.distance_matrix(g, "wasserstein")
-            by_method[f"{slm}__{uq}"] = {"names": names, "ks": ks.tolist(), "wasserstein": w.tolist()}
-    for slm, ds in sorted({(k[0], k[2]) for k in scores}):
-        g = {k[1]: v for k, v in sorted(scores.items()) if k[0] == slm and k[2] == ds}
-        if len(g) >= 2:
-            names, ks = C.distance_matrix(g, "ks")
-            _, w = C.distance_matrix(g, "wasserstein")
-            by_dataset[f"{slm}__{ds}"] = {"names": names, "ks": ks.tolist(), "wasserstein": w.tolist()}
+
+    def matrices(fixed: tuple[int, int], varying: int) -> dict[str, dict]:
+        """Distance matrices over key part ``varying``, one per value of the ``fixed`` parts."""
+        res = {}
+        for gk in sorted({(k[fixed[0]], k[fixed[1]]) for k in scores}):
+            g = {k[varying]: v for k, v in sorted(scores.items()) if (k[fixed[0]], k[fixed[1]]) == gk}
+            if len(g) >= 2:
+                names, ks = C.distance_matrix(g, "ks")
+                _, w = C.distance_matrix(g, "wasserstein")
+                res["__".join(gk)] = {"names": names, "ks": ks.tolist(), "wasserstein": w.tolist()}
+        return res
+
+    by_method, by_dataset = matrices((0, 1), 2), matrices((0, 2), 1)
     out["by_method"], out["by_dataset"] = by_method, by_dataset
     out["scores"] = {"__".join(k): v.tolist() for k, v in sorted(scores.items())}
     return out
