@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--out", help="where to write the routing decisions (default <calibration>/routes.parquet)")
     ca.add_argument("--json", action="store_true", help="print the result as JSON")
     ca.set_defaults(fn=cmd_calibrate_apply)
+    p.calibrate_apply_parser = ca  # main() parses it intermixed: the dataset may follow the options
     ms = sub.add_parser("mlflow-stop", help="stop the MLflow server started for an output folder")
     ms.add_argument("output")
     ms.set_defaults(fn=cmd_mlflow_stop)
@@ -355,7 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["calibrate", "apply"]:
+        # `apply <folder> --uq U --target-call-rate 0.3 <dataset>`: argparse only takes positionals
+        # after options when parsing intermixed, which sub-commands do not support
+        a = parser.calibrate_apply_parser.parse_intermixed_args(argv[2:])
+    else:
+        a = parser.parse_args(argv)
     try:
         return a.fn(a)
     except (ConfigError, FileNotFoundError, ValueError) as e:

@@ -52,7 +52,8 @@ def test_transfer_rows_recompute_from_the_heldout_records(tiny_run, analysis):
         s = by_axes[(x["uq"], x["heldout"])]
         rec = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pydict()
         u = np.asarray([np.inf if v is None or np.isnan(v) else v for v in rec["uncertainty"]])  # NaN -> LLM
-        rate = expected_call_rate(u, Threshold(x["threshold"], x["tie_frac"]))
+        thr = np.inf if x["threshold"] is None else x["threshold"]  # JSON null: only unscored rows routed
+        rate = expected_call_rate(u, Threshold(thr, x["tie_frac"]))
         assert rate == pytest.approx(x["realized_call_rate"], abs=1e-12)
         assert x["call_rate_error"] == pytest.approx(rate - x["target_call_rate"], abs=1e-12)
         assert x["n_eval"] == 6
@@ -97,7 +98,7 @@ def test_report_renders_in_headless_chromium(tiny_run, analysis, tmp_path):
     import matplotlib.image as mpimg
 
     img = mpimg.imread(shot)
-    assert img.shape[0] == page["height"] > 3000 and img.shape[1] == 1280
+    assert img.shape[0] == page["height"] > 3000 and 1200 <= img.shape[1] <= 1280  # less a scrollbar
     assert float(img[..., :3].std()) > 0.05
     assert float((img[..., :3] < 0.5).mean()) > 0.01  # text and lines, not just white
 
@@ -227,7 +228,8 @@ def test_calibrate_apply_from_the_grid_folder_matches_the_leave_one_out_row(tiny
     res = json.loads(capsys.readouterr().out)
     row = next(x for x in analysis["transfer"]["call_rate"] if x["method"] == "calibration" and x["uq"] == "perplexity"
                and x["heldout"] == "addsub" and x["target_call_rate"] == pytest.approx(0.3))
-    assert (res["threshold"], res["tie_frac"]) == pytest.approx((row["threshold"], row["tie_frac"]))
+    assert res["threshold"] == pytest.approx(np.inf if row["threshold"] is None else row["threshold"])
+    assert res["tie_frac"] == pytest.approx(row["tie_frac"])
     assert res["expected_call_rate_on_data"] == pytest.approx(row["realized_call_rate"])
     assert res["expected_accuracy"] == pytest.approx(row["predicted_accuracy"])
     assert res["n"] == 6
