@@ -334,7 +334,16 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
             ev1.append("Verbalized confidence ranks " + ", ".join(f"{r['uq']} #{r['rank']} of {len(ranked)} "
                                                                   f"(AUROC {_fmt(r['mean_auroc'])})" for r in verbal)
                        + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half."))
-        checks = [spread >= 0.1, len(set(top3) & set(PAPER_TOP3)) >= 2, (not verbal) or len(verbal_low) == len(verbal)]
+        best = ranked[0]["mean_auroc"]
+        below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
+        if best < 0.55 or below:
+            ev1.append(f"Alignment itself is weak here: the best mean AUROC is {_fmt(best)}"
+                       + (f"; {', '.join(below)} rank correct answers as the *more* uncertain on average (AUROC < 0.5)"
+                          if below else "")
+                       + ". With an SLM this weak most datasets have only a few correct answers, so each AUROC "
+                         "rests on a handful of queries (see the CIs).")
+        checks = [spread >= 0.1, len(set(top3) & set(PAPER_TOP3)) >= 2, (not verbal) or len(verbal_low) == len(verbal),
+                  best >= 0.55]
         verdict = "holds" if all(checks) else ("partly" if any(checks) else "does not hold")
     else:
         verdict = "not testable"

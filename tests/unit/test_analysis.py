@@ -122,3 +122,11 @@ def test_finding_1_names_the_ranking_and_verbal_methods():
 
 def test_findings_say_not_testable_without_data():
     assert [f["verdict"] for f in A.findings([], [], {}, {})] == ["not testable"] * 3
+
+
+def test_finding_1_is_only_partly_true_when_no_method_beats_chance():
+    table = [{"uq": uq, "auroc": a} for uq, a in
+             (("probe", 0.52), ("ood_probe", 0.5), ("perplexity", 0.3), ("verbal_1s", 0.2), ("verbal_2s", 0.1))]
+    f1 = A.findings(A.method_ranking(table), [], {}, {})[0]
+    assert f1["verdict"] == "partly"
+    assert "best mean AUROC is 0.520" in " ".join(f1["evidence"]) and "perplexity" in f1["evidence"][-1]
