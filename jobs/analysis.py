@@ -441,7 +441,7 @@ def analyze(r, plan) -> dict:
     """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists)."""
     store = r.store_dir
     mconf = r.grid["metrics"]
-    cal_conf = dict(C_DEFAULTS | (r.grid.get("calibration") or {}))
+    cal_conf = dict(r.grid["calibration"])
     ev = eval_pools(store, plan)
     fp = fit_pools(store, plan, r.grid["decoding"]["extraction_policy"])
     table = method_table(store, plan)
@@ -450,7 +450,7 @@ def analyze(r, plan) -> dict:
                           seed=int(mconf["seed"]), ties=mconf["ties"])
     dist = distance_analysis(ev)
     sources = fit_sources(r)
-    allowed = (None if cal_conf.get("pool", "train_dev") == "fit"
+    allowed = (None if cal_conf["pool"] == "fit"
                else [d for d, src in sources.items() if src.startswith("split:")])
     transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
@@ -459,6 +459,3 @@ def analyze(r, plan) -> dict:
             "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
             "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
 
-
-C_DEFAULTS = {"enabled": False, "n_bins": 30, "frac": 0.1, "seed": 50, "binning": "equal_width",
-              "targets": list(C.DEFAULT_TARGETS), "crossfit_folds": 5, "fixed_threshold": {}, "pool": "train_dev"}

@@ -51,8 +51,9 @@ def _curve(points: list[dict]) -> RoutingCurve:
     return RoutingCurve(k=np.arange(len(ratio)), ratio=ratio, accuracy=np.array([p["accuracy"] for p in points]))
 
 
-def routing_figures(r, plan, folder: Path) -> list[tuple[str, Path]]:
-    """One PNG per (SLM, dataset, LLM): every UQ method's curve, random and oracle."""
+def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tuple[str, Path]]:
+    """One PNG per (SLM, dataset, LLM), ``<prefix><slm>__<dataset>__<llm>.png``: every UQ
+    method's curve, random and oracle. Returns (caption, path) pairs."""
     groups: dict[tuple, list] = {}
     for s in plan.settings:
         d = unit_dir(r.store_dir, "settings", s.hash)
@@ -66,7 +67,7 @@ def routing_figures(r, plan, folder: Path) -> list[tuple[str, Path]]:
             auroc = read_json(d / "manifest.json")["metrics"]["auroc"]
             curves[f"{s.uq} (AUROC {auroc:.2f})"] = _curve(c["curve"])
             rnd, orc = _curve(c["random"]), _curve(c["oracle"])
-        p = plot_routing(curves, folder / f"routing__{slm}__{ds}__{llm}.png", random=rnd, oracle=orc,
+        p = plot_routing(curves, folder / f"{prefix}{slm}__{ds}__{llm}.png", random=rnd, oracle=orc,
                          title=f"{slm} -> {llm} on {ds}")
         out.append((f"{slm} → {llm} on {ds}", p))
     return out

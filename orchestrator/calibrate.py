@@ -19,8 +19,8 @@ import numpy as np
 
 from jobs import calibration as C
 from jobs.records import write_json
-from orchestrator.config import ConfigError
 from jobs.registry import UnknownNameError
+from orchestrator.config import ConfigError
 
 CAL_FILE = "calibration.jsonl"
 RECORD_FILE = "record.json"
@@ -37,9 +37,7 @@ def _pick(kind: str, value: str | None, choices: list[str]) -> str:
 
 
 def _cal_conf(r, **overrides) -> dict:
-    from jobs.analysis import C_DEFAULTS
-
-    conf = dict(C_DEFAULTS | (r.grid.get("calibration") or {}))
+    conf = dict(r.grid["calibration"])
     conf |= {k: v for k, v in overrides.items() if v is not None}
     if conf["binning"] not in C.BINNINGS:
         raise ConfigError(f"--binning {conf['binning']!r}; valid: {', '.join(C.BINNINGS)}")
@@ -184,7 +182,7 @@ def dataset_conf_for(r, dataset: str, task: str | None) -> dict:
     return d
 
 
-def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None, console=None
+def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None
                       ) -> tuple[list[str], np.ndarray]:
     """Run the calibration set's SLM and UQ method on ``dataset`` (on Ray, units cached in the
     grid's store) and return its sample ids and uncertainties. No labels are read."""
@@ -208,7 +206,7 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
     if name in r.datasets and dc != r.datasets[name]:
         name = dc["name"] = f"{name}_new"
     grid = dict(r.grid) | {"dataset": dict(r.grid["dataset"]) | ({"limit": limit} if limit else {}),
-                           "calibration": dict(r.grid.get("calibration") or {}) | {"enabled": False},
+                           "calibration": dict(r.grid["calibration"]) | {"enabled": False},
                            "exclude": []}
     r2 = dataclasses.replace(r, grid=grid, slms={record["slm"]: r.slms[record["slm"]]},
                              llms={record["llm"]: r.llms[record["llm"]]}, uq={record["uq"]: r.uq[record["uq"]]},
@@ -267,11 +265,11 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
     if scores is not None:
         ids, tu = read_scores(Path(scores))
     elif dataset is not None:
-        ids, tu = score_new_dataset(record, dataset, task, limit, console)
+        ids, tu = score_new_dataset(record, dataset, task, limit)
     if ids is not None:
         cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record)
-        res = C.apply_to_unlabelled(cal, tu, rate)
-        p_all = C.route_probability(np.where(np.isnan(tu), np.inf, tu), thr)  # unscored: most uncertain
+        res = C.apply_to_unlabelled(cal, tu, rate)  # unscored queries count as most uncertain
+        p_all = res["route_prob"]
         draw = np.random.default_rng(seed).random(len(tu))
         routed = draw < p_all
         result |= {"n": int(len(tu)), "n_nan": res["n_nan"], "expected_call_rate_on_data": float(p_all.mean()),
@@ -279,7 +277,7 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
         out_file = Path(out_file or (Path(folder) / "routes.parquet"))
         from jobs.records import write_table
 
-        write_table(out_file, [{"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}  # noqa: E501
+        write_table(out_file, [{"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
                                for i, x, p, t in zip(ids, tu, p_all, routed)],
                     meta={"calibration": record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac})
         result["routes"] = str(out_file)

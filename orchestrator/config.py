@@ -426,4 +426,6 @@ def validate(r: ResolvedGrid) -> None:
 
 def resolved_from_yaml(text: str) -> ResolvedGrid:
     d = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    # a folder written before a calibration field existed gets that field's default
+    d["grid"]["calibration"] = dataclasses.asdict(CalibrationConf()) | (d["grid"].get("calibration") or {})
     return ResolvedGrid(**d)

@@ -131,8 +131,8 @@ def make_plan(r: ResolvedGrid) -> Plan:
         gen_cache[ck] = u
         return u
 
-    cal = g.get("calibration") or {}
-    folds = int(cal.get("crossfit_folds", 5))
+    cal = g["calibration"]
+    folds = int(cal["crossfit_folds"])
 
     def score(slm: str, uq: str, dataset: str, role: str) -> Unit:
         """Uncertainty of ``uq`` on ``slm``'s answers to the ``role`` rows of ``dataset``.
@@ -172,10 +172,10 @@ def make_plan(r: ResolvedGrid) -> Plan:
         sk = (s.slm, s.uq, s.dataset)
         if sk not in score_cache:
             score_cache[sk] = score(s.slm, s.uq, s.dataset, "eval")
-            if cal.get("enabled"):
+            if cal["enabled"]:
                 fu = score(s.slm, s.uq, s.dataset, "fit")
                 fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"]}
-        if cal.get("enabled") and (s.llm, s.dataset) not in fit_llm:
+        if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         sc = score_cache[sk]
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")

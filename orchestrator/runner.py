@@ -4,7 +4,6 @@ config -> grid -> plan -> scheduler (Ray actors) -> records -> metrics -> MLflow
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from jobs.records import read_json, unit_dir, write_json
@@ -119,34 +118,10 @@ def write_summary(r: ResolvedGrid, plan: Plan) -> Path:
 
 
 def overview_plots(r: ResolvedGrid, plan: Plan) -> list[Path]:
-    """One PNG per (SLM, dataset, LLM): every UQ method's routing curve overlaid."""
-    from jobs.metrics import RoutingCurve  # numpy only
-    from jobs.plots import plot_routing
-    import numpy as np
+    """One PNG per (SLM, dataset, LLM) in ``plots/``: every UQ method's routing curve overlaid."""
+    from jobs.report import routing_figures
 
-    groups: dict[tuple, list] = {}
-    for s in plan.settings:
-        d = unit_dir(r.store_dir, "settings", s.hash)
-        if (d / "manifest.json").is_file():
-            groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
-    paths = []
-    for (slm, ds, llm), items in groups.items():
-        curves, rnd, orc = {}, None, None
-        for s, d in items:
-            c = json.loads((d / "curve.json").read_text())
-            auroc = read_json(d / "manifest.json")["metrics"]["auroc"]
-
-            def mk(points):
-                ratio = np.array([p["ratio"] for p in points])
-                n = len(ratio) - 1
-                return RoutingCurve(k=np.arange(n + 1), ratio=ratio, accuracy=np.array([p["accuracy"] for p in points]))
-
-            curves[f"{s.uq} (AUROC {auroc:.3f})"] = mk(c["curve"])
-            rnd, orc = mk(c["random"]), mk(c["oracle"])
-        path = r.output_dir / "plots" / f"{slm}__{ds}__{llm}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        paths.append(plot_routing(curves, path, random=rnd, oracle=orc, title=f"{slm} -> {llm} on {ds}"))
-    return paths
+    return [p for _, p in routing_figures(r, plan, r.output_dir / "plots", prefix="")]
 
 
 def run_grid(r: ResolvedGrid, *, keys: set[str] | None = None, console=None, progress=None):
