@@ -128,31 +128,35 @@ def _dep_answers(store: Path, dep_key: str) -> dict[str, str]:
 
 
 def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int, int], None] | None = None,
-                 batch_size: int | None = None) -> dict:
-    """Run one generation unit to completion; return a small summary (never the data).
+                 batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
+    """Run one generation unit (or one shard of it); return a small summary (never the data).
 
     unit: {"key", "stage", "model", "dataset", "dataset_conf", "run", "role", "params", "deps": {stage: key}}
+    shard: ``(j, n)`` runs only the chunks ``ci`` with ``ci % n == j`` (data parallelism across a
+    model's replicas); with ``n > 1`` no manifest is written: ``finish_gen_shards`` writes it once
+    every shard is done. Chunks already on disk are skipped either way (chunk-level resume), and a
+    chunk's rows do not depend on which shard ran it (seeds come from the chunk and batch index).
     """
     store = Path(store)
     udir = unit_dir(store, "gen", unit["key"])
+    j, n = shard or (0, 1)
     if is_complete(udir):
-        return {"key": unit["key"], "skipped": True}
+        return {"key": unit["key"], "skipped": True, "shard": j, "n_shards": n}
     samples, malformed = load_role(unit["dataset_conf"], unit["run"], unit["role"])
     if not samples:
         reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
         raise DataError(f"dataset {unit['dataset']!r} ({unit['role']} role) has no usable samples; "
                         f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}")
-    deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()}
     fn = STAGE_FNS[unit["stage"]]
     chunk = int(unit["params"].get("chunk_size", 32))
     bs = int(batch_size or unit["params"].get("batch_size", 8))
     n_chunks = max(1, math.ceil(len(samples) / chunk))
     done = existing_parts(udir)
+    todo = [ci for ci in range(n_chunks) if ci % n == j and ci not in done]
+    deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()} if todo else {}
     t0 = time.perf_counter()
     tokens = 0
-    for ci in range(n_chunks):
-        if ci in done:
-            continue
+    for ci in todo:
         part = samples[ci * chunk:(ci + 1) * chunk]
         rows = []
         for bi in range(0, len(part), bs):
@@ -169,6 +173,36 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     summary = {"key": unit["key"], "stage": unit["stage"], "model": unit["model"], "dataset": unit["dataset"],
                "role": unit["role"], "n_samples": len(samples), "n_malformed": len(malformed),
                "malformed": [m.__dict__ for m in malformed[:20]], "new_tokens": tokens,
-               "seconds": time.perf_counter() - t0, "model_identity": getattr(backend, "identity", None)}
+               "seconds": time.perf_counter() - t0, "model_identity": getattr(backend, "identity", None),
+               "n_chunks": n_chunks, "chunks_run": len(todo), "samples_run": sum(
+                   len(samples[ci * chunk:(ci + 1) * chunk]) for ci in todo)}
+    if n == 1:
+        finish_unit(udir, summary)
+    return summary | {"shard": j, "n_shards": n}
+
+
+SHARD_FIELDS = ("shard", "n_shards", "chunks_run", "samples_run", "skipped")
+
+
+def finish_gen_shards(unit: dict, store: str | Path, summaries: list[dict]) -> dict:
+    """Write the manifest of a unit run as shards, once every chunk's part is on disk.
+
+    Raises ``RuntimeError`` naming the missing chunks when a shard left a gap (the scheduler
+    then reruns the unit, which redoes only the missing chunks)."""
+    udir = unit_dir(Path(store), "gen", unit["key"])
+    if is_complete(udir):
+        return {"key": unit["key"], "skipped": True}
+    ran = [s for s in summaries if not s.get("skipped")]
+    if not ran:
+        raise RuntimeError(f"unit {unit['key']}: no shard summary to finish from")
+    n_chunks = int(ran[0]["n_chunks"])
+    missing = sorted(set(range(n_chunks)) - existing_parts(udir))
+    if missing:
+        raise RuntimeError(f"unit {unit['key']}: chunks {missing} of {n_chunks} are missing after all shards")
+    first = ran[0]
+    summary = {k: v for k, v in first.items() if k not in SHARD_FIELDS}
+    summary["new_tokens"] = sum(int(s.get("new_tokens") or 0) for s in ran)
+    summary["seconds"] = sum(float(s.get("seconds") or 0.0) for s in ran)
+    summary["n_shards"] = len(summaries)
     finish_unit(udir, summary)
     return summary
