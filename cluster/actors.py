@@ -23,20 +23,26 @@ class ModelWorker:
         self.backend = make_backend(model_conf)
         self.batch_size = int(model_conf.get("batch_size") or 8)
 
-    def run_gen(self, unit: dict, batch_size: int | None = None) -> dict:
+    def run_gen(self, unit: dict, batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
         from jobs.stages import run_gen_unit
 
-        summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size)
+        summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size,
+                               shard=tuple(shard) if shard else None)
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
         summary["pid"] = os.getpid()
         return summary
 
 
-def remote_worker(model_conf: dict, store: str, name: str | None = None):
-    """Start a ModelWorker actor with the model's resource request."""
+def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id: str | None = None):
+    """Start a ModelWorker actor with the model's resource request (pinned to ``node_id`` if given:
+    the scheduler packs replicas onto nodes itself, so Ray's placement must follow its choice)."""
     opts = dict(num_cpus=model_conf.get("num_cpus", 1), num_gpus=model_conf.get("num_gpus", 0),
                 max_concurrency=1, max_restarts=0)
+    if node_id:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
     if model_conf.get("resources"):
         opts["resources"] = dict(model_conf["resources"])
     env = {}
@@ -49,14 +55,17 @@ def remote_worker(model_conf: dict, store: str, name: str | None = None):
     return ray.remote(ModelWorker).options(**opts).remote(model_conf, store)
 
 
-@ray.remote(num_cpus=0.25, max_retries=0)
+LIGHT_TASK_CPUS = 0.25  # what a score or setting task asks of Ray
+
+
+@ray.remote(num_cpus=LIGHT_TASK_CPUS, max_retries=0)
 def score_task(unit: dict, store: str) -> dict:
     from jobs.scoring import run_score_unit
 
     return run_score_unit(unit, store)
 
 
-@ray.remote(num_cpus=0.25, max_retries=0)
+@ray.remote(num_cpus=LIGHT_TASK_CPUS, max_retries=0)
 def setting_task(unit: dict, store: str) -> dict:
     from jobs.scoring import run_setting_unit
 

@@ -143,8 +143,11 @@ class RayConf:
     address: Optional[str] = None  # None: start a local Ray; "auto" or ray://host:port to join one
     num_cpus: Optional[int] = None
     num_gpus: Optional[int] = None
-    max_in_flight: int = 8
+    max_in_flight: int = 8  # light (score / setting) tasks in flight; model work is bounded by its replicas
     max_retries: int = 2
+    reserve_cpus: float = 0.5  # CPUs never given to models, so score / setting tasks always run
+    watchdog_s: float = 1800.0  # stop with a diagnosis when no unit finished for this long
+    poll_s: float = 1.0  # how long the scheduler waits for a completion before looking again
 
 
 @dataclass
@@ -351,6 +354,10 @@ def validate(r: ResolvedGrid) -> None:
         raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
     if g["decoding"]["num_samples"] < 2:
         raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
+    rc = g["ray"]
+    for key, low in (("max_in_flight", 1), ("max_retries", 0), ("reserve_cpus", 0), ("watchdog_s", 1), ("poll_s", 0.01)):
+        if rc[key] < low:
+            raise ConfigError(f"{r.source}: ray.{key}={rc[key]!r} must be >= {low}")
     cal = g["calibration"]
     _check_choice(f"{r.source}: calibration", "binning", cal["binning"], CHOICES["binning"])
     _check_choice(f"{r.source}: calibration", "pool", cal["pool"], CHOICES["pool"])
