@@ -185,7 +185,11 @@ class FakeExecutor:
             j, n = ref.shard
             if n == 1:
                 self.finished.add(ref.payload["key"])
-            return {"key": ref.payload["key"], "node_id": ref.actor.node, "gpu_ids": [], "n_chunks": n}
+            run, chunk = ref.payload["run"], ref.payload["params"]["chunk_size"]
+            size = run["limit"] if ref.payload["role"] == "eval" else run["fit_limit"]
+            ran = sum(min(chunk, size - ci * chunk) for ci in range(-(-size // chunk)) if ci % n == j)
+            return {"key": ref.payload["key"], "node_id": ref.actor.node, "gpu_ids": [], "n_chunks": n,
+                    "n_samples": size, "samples_run": ran}
         self.finished.add(ref.payload["key"])
         return {"key": ref.payload["key"], "kind": ref.kind}
 
@@ -385,3 +389,27 @@ def test_resume_runs_only_what_the_store_lacks(tmp_path):
     assert sched.run().ok
     assert llm.key not in {c.payload["key"] for c in ex.gen_calls}
     assert "llm0" not in ex.loads  # a model with nothing to do is never loaded
+
+
+def test_progress_counts_model_work_to_its_total(tmp_path):
+    """The bar's total is samples x passes of the model work to do; it ends exactly there and only
+    moves forward, shards included."""
+    from orchestrator.progress import WorkMeter
+
+    r = grid(tmp_path, n_slms=1, n_llms=1, uq=["perplexity", "jaccard"], datasets=["gsm8k", "boolq"], limit=70,
+             slm={"replicas": 2})
+    plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}})
+    meter = WorkMeter.of(plan, set(plan.units))
+    # greedy + samples (5 answers each) for the SLM, the LLM's answers: 70 questions per dataset
+    assert meter.total == 2 * 70 * (1 + 5 + 1)
+    seen = []
+
+    def on_progress(ev, u, info):
+        meter.event(ev, u, info)
+        seen.append(meter.done)
+
+    sched.on_progress = on_progress
+    assert sched.run().ok
+    assert meter.done == meter.total and seen == sorted(seen)
+    assert meter.settings == {"done": 4, "failed": 0}
+    assert any(0 < d < meter.total / 4 for d in seen)  # it moves before the first unit is whole
