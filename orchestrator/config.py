@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from jobs.registry import UnknownNameError
 
@@ -239,10 +239,30 @@ def _merge(schema_cls, data, where: str):
         merged = OmegaConf.merge(base, data)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None)
+        if isinstance(e, ValidationError):
+            raise ConfigError(f"{where}: {_bad_value(e)}") from None
         valid = ", ".join(f.name for f in dataclasses.fields(schema_cls))
-        raise ConfigError(f"{where}: bad key {key!r}: {e.msg if hasattr(e, 'msg') else e}. "
+        raise ConfigError(f"{where}: bad key {key!r}: {_short(e)}. "
                           f"Valid keys of {schema_cls.__name__}: {valid}") from None
     return merged
+
+
+def _short(e: OmegaConfBaseException) -> str:
+    """OmegaConf's message without its ``full_key: / reference_type= / object_type=`` lines."""
+    return (getattr(e, "msg", None) or str(e)).strip().splitlines()[0]
+
+
+def _bad_value(e: ValidationError) -> str:
+    """key, value and expected type only: "dataset.limit='abc' is not a valid int"."""
+    import re
+
+    key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+    msg = _short(e)
+    m = re.match(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", msg)
+    if m:
+        want = {"Integer": "int", "Float": "float", "Boolean": "bool (true/false)"}.get(m.group(3), m.group(3))
+        return f"{key}={m.group(1)!r} is not a valid {want}"
+    return f"{key}: {msg}"
 
 
 def _open_dicts(node) -> None:
@@ -316,7 +336,9 @@ def load_grid(grid_file: str | Path, overrides: list[str] | None = None,
     try:
         grid = OmegaConf.merge(grid, ov)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"command-line override: bad key {getattr(e, 'full_key', '')!r}: {e}. "
+        if isinstance(e, ValidationError):
+            raise ConfigError(f"command-line override: {_bad_value(e)}") from None
+        raise ConfigError(f"command-line override: bad key {getattr(e, 'full_key', '')!r}: {_short(e)}. "
                           f"Valid top-level keys: {', '.join(f.name for f in dataclasses.fields(GridConf))}") from None
     conf_dir = conf_dir or find_conf_dir(grid_file)
     g = OmegaConf.to_container(grid, resolve=True)

@@ -1,0 +1,34 @@
+"""Config errors name the key, the bad value and what is expected; never OmegaConf's internals."""
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.config import ConfigError, load_grid
+from tests.conftest import REPO
+
+DEFAULT = REPO / "conf" / "grid" / "default.yaml"
+
+
+@pytest.mark.parametrize("override, says", [
+    ("dataset.limit=abc", "dataset.limit='abc' is not a valid int"),
+    ("ray.reserve_cpus=x", "ray.reserve_cpus='x' is not a valid float"),
+    ("ray.watchdog_s=0", "ray.watchdog_s=0.0 must be >= 1"),
+    ("ray.max_in_flight=0", "ray.max_in_flight=0 must be >= 1"),
+    ("dataset.nope=3", "bad key 'dataset.nope'"),
+])
+def test_bad_override_says_key_value_and_expectation(override, says):
+    with pytest.raises(ConfigError) as e:
+        load_grid(DEFAULT, [override])
+    msg = str(e.value)
+    assert says in msg
+    assert "reference_type" not in msg and "object_type" not in msg and "full_key" not in msg
+
+
+def test_bad_value_in_a_grid_file(tmp_path):
+    f = tmp_path / "conf" / "grid" / "g.yaml"
+    f.parent.mkdir(parents=True)
+    f.write_text("name: g\nslms: [smollm2-135m]\nllms: [gemma3-270m]\nuq: [perplexity]\ndatasets: [gsm8k]\n"
+                 "dataset: {limit: lots}\n")
+    with pytest.raises(ConfigError) as e:
+        load_grid(f)
+    assert "dataset.limit='lots' is not a valid int" in str(e.value) and "reference_type" not in str(e.value)
