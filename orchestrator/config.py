@@ -99,6 +99,7 @@ class DatasetConf:
     hub_config: Optional[str] = None
     local_path: Optional[str] = None
     mapping: FieldMappingConf = field(default_factory=FieldMappingConf)
+    encoding: str = "utf-8"  # of local / questions files (a Python codec name: latin-1, cp1252, utf-16)
     group: Optional[str] = None  # math | commonsense | ... (for reports and OOD splits)
 
 
@@ -313,6 +314,16 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
     return out
 
 
+def _check_encoding(where: str, encoding: str) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"{where}: encoding={encoding!r} is not a known text encoding; e.g. utf-8, latin-1, "
+                          f"cp1252, utf-16 (any Python codec name)") from None
+
+
 def _check_choice(where: str, key: str, value, choices) -> None:
     if value is not None and value not in choices:
         raise ConfigError(f"{where}: {key}={value!r} is not valid; valid choices: {', '.join(choices)}")
@@ -421,6 +432,7 @@ def validate(r: ResolvedGrid) -> None:
     for name, d in r.datasets.items():
         d["adapter"] = d["adapter"] or name
         where = f"dataset {name!r}"
+        _check_encoding(where, d["encoding"])
         if d["adapter"] == "questions":
             _check_choice(where, "task", d["task"], CHOICES["task"])
             if not d["local_path"] or not Path(d["local_path"]).expanduser().is_file():
@@ -453,8 +465,33 @@ def validate(r: ResolvedGrid) -> None:
                                   f"{', '.join(sorted(known[k]))}")
 
 
+def _defaults(cls) -> dict:
+    """Every field of a schema with its default (fields without one are left out)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING and f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+def _fill(defaults: dict, stored: dict) -> dict:
+    """``stored`` over ``defaults``, nested sections too: a field added since keeps its default."""
+    out = dict(defaults)
+    for k, v in stored.items():
+        out[k] = _fill(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict) and \
+            k not in ("max_new_tokens", "params", "resources", "fixed_threshold", "answer_mode") else v
+    return out
+
+
 def resolved_from_yaml(text: str) -> ResolvedGrid:
+    """A stored resolved config; fields added to the schemas since it was written get their defaults
+    (a new field's default keeps the old behaviour), so an older output folder still matches its grid."""
     d = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    # a folder written before a calibration field existed gets that field's default
-    d["grid"]["calibration"] = dataclasses.asdict(CalibrationConf()) | (d["grid"].get("calibration") or {})
+    grid_defaults = {k: v for k, v in _defaults(GridConf).items() if k not in ("slms", "llms", "uq", "datasets")}
+    d["grid"] = _fill(grid_defaults, d["grid"])
+    for axis, cls in (("slms", ModelConf), ("llms", ModelConf), ("uq", UQConf), ("datasets", DatasetConf)):
+        d[axis] = {name: _fill(_defaults(cls), conf) for name, conf in d[axis].items()}
     return ResolvedGrid(**d)

@@ -341,18 +341,41 @@ def require_file(path: Path) -> Path:
     return path
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """Non-empty lines of a JSON Lines file; an unparseable line yields a RowError in its place."""
-    with open(require_file(path), encoding="utf-8") as fh:
+def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
+    """Non-empty lines of a JSON Lines file; an unparseable line yields a RowError in its place.
+
+    Lines are decoded one by one, so one line that is not valid ``encoding`` (a stray Latin-1
+    byte in a UTF-8 file) is one malformed row, named by its line number, and the rest are used.
+    A file most of whose lines do not decode is in another encoding: that is a ``DataError``
+    naming the file and the ``encoding:`` to declare in the dataset config.
+    """
+    from jobs.types import DataError
+
+    rows: list[tuple[int, Any]] = []
+    bad = 0
+    with open(require_file(path), "rb") as fh:
         index = 0
-        for line in fh:
-            if not line.strip():
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield index, json.loads(line)
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                bad += 1
+                rows.append((index, RowError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at column "
+                                             f"{exc.start + 1} of line {lineno}; if the file uses another encoding, set "
+                                             f"`encoding:` in the dataset config")))
+                index += 1
+                continue
+            try:
+                rows.append((index, json.loads(line)))
             except json.JSONDecodeError as exc:
-                yield index, RowError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+                rows.append((index, RowError(f"invalid JSON: {exc.msg} at column {exc.colno} of line {lineno}")))
             index += 1
+    if bad and bad * 2 > len(rows):
+        raise DataError(f"{path}: {bad} of {len(rows)} lines are not valid {encoding}: the file is in another "
+                        f"encoding. Declare it in the dataset config, e.g. `encoding: latin-1` (or cp1252, utf-16).")
+    return iter(rows)
 
 
 def read_json(path: Path) -> Any:

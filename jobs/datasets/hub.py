@@ -190,7 +190,8 @@ def load_hub(
     return convert_rows(enumerate(data), mapping, task, source, split)
 
 
-def load_local(path: Path | str, mapping: FieldMapping, task: str, name: str, split: str | None = None) -> LoadResult:
+def load_local(path: Path | str, mapping: FieldMapping, task: str, name: str, split: str | None = None,
+               encoding: str = "utf-8") -> LoadResult:
     """Samples from a local ``.jsonl``, ``.json`` (a list, ``{"examples"|"data": [...]}`` or JSON Lines),
     ``.parquet`` or ``.csv`` (with a header row) file. ``split`` (default: the file stem) prefixes
     row-index ids."""
@@ -201,23 +202,28 @@ def load_local(path: Path | str, mapping: FieldMapping, task: str, name: str, sp
         raise ValueError(f"load_local: unsupported file type {suffix!r} of {path}; valid: {', '.join(LOCAL_SUFFIXES)}")
     require_file(path)
     split = split or path.stem
-    return convert_rows(_read_local(path, suffix), mapping, task, f"{name}: {path}", split)
+    return convert_rows(_read_local(path, suffix, encoding), mapping, task, f"{name}: {path}", split)
 
 
-def _read_local(path: Path, suffix: str) -> Iterable[tuple[int, Any]]:
+def _read_local(path: Path, suffix: str, encoding: str = "utf-8") -> Iterable[tuple[int, Any]]:
     if suffix == ".jsonl":
-        return read_jsonl(path)
+        return read_jsonl(path, encoding)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return enumerate(pq.read_table(path).to_pylist())
     if suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as fh:
-            return list(enumerate(csv.DictReader(fh)))
+        try:
+            with open(path, encoding=encoding, newline="") as fh:
+                return list(enumerate(csv.DictReader(fh)))
+        except UnicodeDecodeError as exc:
+            raise _not_encoded(path, encoding, exc) from None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding=encoding))
+    except UnicodeDecodeError as exc:
+        raise _not_encoded(path, encoding, exc) from None
     except json.JSONDecodeError:
-        return read_jsonl(path)  # JSON Lines named .json (e.g. AQuA)
+        return read_jsonl(path, encoding)  # JSON Lines named .json (e.g. AQuA)
     if isinstance(data, dict):
         lists = [data[k] for k in ("examples", "data") if isinstance(data.get(k), list)]
         if not lists:
@@ -226,3 +232,10 @@ def _read_local(path: Path, suffix: str) -> Iterable[tuple[int, Any]]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return enumerate(data)
+
+
+def _not_encoded(path: Path, encoding: str, exc: UnicodeDecodeError):
+    from jobs.types import DataError
+
+    return DataError(f"{path}: not valid {encoding} (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}). "
+                     f"Declare the file's encoding in the dataset config, e.g. `encoding: latin-1`.")

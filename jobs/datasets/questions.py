@@ -65,7 +65,9 @@ def row_sample(index: int, row: Any, default_task: str | None) -> Sample:
                   meta=s.meta)
 
 
-def load_questions(path: str | Path, name: str, default_task: str | None = None) -> LoadResult:
+def load_questions(path: str | Path, name: str, default_task: str | None = None,
+                   encoding: str = "utf-8") -> LoadResult:
     """Samples of a questions file (see the module docstring); bad rows become Malformed."""
     path = Path(path).expanduser()
-    return build_samples(read_jsonl(path), f"{name}: {path}", lambda i, row: row_sample(i, row, default_task))
+    return build_samples(read_jsonl(path, encoding), f"{name}: {path}",
+                         lambda i, row: row_sample(i, row, default_task))

@@ -30,12 +30,12 @@ def _load_custom(dc: dict) -> LoadResult:
     if dc["adapter"] == "questions":
         from jobs.datasets.questions import load_questions
 
-        return load_questions(dc["local_path"], dc["name"], dc.get("task"))
+        return load_questions(dc["local_path"], dc["name"], dc.get("task"), dc.get("encoding") or "utf-8")
     mapping = hub.FieldMapping(**dc["mapping"])
     if dc["adapter"] == "hub":
         return hub.load_hub(dc["hub_path"], dc.get("hub_config"), dc.get("split") or "test", mapping,
                             dc["task"], dc["name"])
-    return hub.load_local(dc["local_path"], mapping, dc["task"], dc["name"])
+    return hub.load_local(dc["local_path"], mapping, dc["task"], dc["name"], encoding=dc.get("encoding") or "utf-8")
 
 
 def fit_source(dc: dict) -> str:

@@ -32,3 +32,20 @@ def test_bad_value_in_a_grid_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_grid(f)
     assert "dataset.limit='lots' is not a valid int" in str(e.value) and "reference_type" not in str(e.value)
+
+
+def test_a_folder_written_before_new_fields_still_matches_its_grid():
+    """Fields added to the schemas since a folder was written get their defaults on load."""
+    import yaml
+
+    from orchestrator.config import resolved_from_yaml
+    from orchestrator.runner import config_hash
+
+    r = load_grid(DEFAULT)
+    old = yaml.safe_load(r.to_yaml())
+    for d in old["datasets"].values():
+        del d["encoding"]
+    del old["grid"]["ray"]["reserve_cpus"], old["grid"]["metrics"]["bootstrap"]
+    back = resolved_from_yaml(yaml.safe_dump(old))
+    assert config_hash(back) == config_hash(r)
+    assert back.datasets["addsub"]["encoding"] == "utf-8" and back.grid["ray"]["reserve_cpus"] == 0.5

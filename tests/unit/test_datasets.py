@@ -548,3 +548,51 @@ def test_questions_dataset_config_and_roles(tmp_path):
     grid.write_text(bad)
     with pytest.raises(ConfigError, match="adapter 'questions' needs local_path, an existing .jsonl"):
         load_grid(grid)
+
+
+# ---- encodings (issue 12.1): one bad byte is one malformed row; a whole file in another encoding
+# is one clear error naming the file and the `encoding:` to declare
+def _questions_file(tmp_path, lines: list[bytes]):
+    p = tmp_path / "user.jsonl"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    return p
+
+
+def test_one_non_utf8_line_is_one_malformed_row(tmp_path):
+    from jobs.datasets.questions import load_questions
+
+    good = [json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1), "task": "numeric"}).encode()
+            for i in range(14)]
+    bad = json.dumps({"question": "Caf\u00e9 costs 3, tea 2: total?", "answer": "5", "task": "numeric"},
+                     ensure_ascii=False).encode("latin-1")
+    res = load_questions(_questions_file(tmp_path, good[:7] + [bad] + good[7:]), "user")
+    assert len(res.samples) == 14
+    [m] = res.malformed
+    assert m.row == 7 and "not valid utf-8: byte 0xe9" in m.reason and "of line 8" in m.reason
+    assert "`encoding:`" in m.reason
+
+
+def test_a_latin1_file_is_one_clear_error_then_reads_with_its_encoding(tmp_path):
+    from jobs.datasets.questions import load_questions
+    from jobs.types import DataError
+
+    lines = [json.dumps({"question": f"Caf\u00e9 n\u00b0{i}: 2+{i}?", "answer": str(2 + i), "task": "numeric"},
+                        ensure_ascii=False).encode("latin-1") for i in range(5)]
+    path = _questions_file(tmp_path, lines)
+    with pytest.raises(DataError, match=r"user.jsonl: 5 of 5 lines are not valid utf-8.*`encoding: latin-1`"):
+        load_questions(path, "user")
+    res = load_questions(path, "user", encoding="latin-1")
+    assert len(res.samples) == 5 and not res.malformed and res.samples[0].question.startswith("Caf\u00e9")
+
+
+def test_unknown_encoding_is_refused_at_config_time(tmp_path):
+    from orchestrator.config import ConfigError, load_grid
+
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question": "1+1?", "answer": "2", "task": "numeric"}) + "\n")
+    f = tmp_path / "conf" / "grid" / "g.yaml"
+    f.parent.mkdir(parents=True)
+    f.write_text(f"name: g\nslms: [smollm2-135m]\nllms: [gemma3-270m]\nuq: [perplexity]\n"
+                 f"datasets: [{{name: mine, adapter: questions, local_path: {q}, encoding: latin-9x}}]\n")
+    with pytest.raises(ConfigError, match=r"dataset 'mine': encoding='latin-9x' is not a known text encoding"):
+        load_grid(f)
