@@ -94,6 +94,10 @@ def cmd_run(a) -> int:
     r = load_grid(a.grid, a.overrides)
     if a.address:
         r.grid["ray"]["address"] = a.address
+    if "runtime_resources" in str(r.output_dir):  # a `ray job submit` driver in its temporary working dir
+        console.print(f"[yellow]warning: the output folder {r.output_dir} is inside the job's temporary working "
+                      f"dir: it goes away with the job and other nodes do not see it. Give "
+                      f"output_dir=/absolute/path on a filesystem every node sees.[/]")
     if a.no_mlflow:
         r.grid["mlflow"]["enabled"] = False
     if a.tracking_uri:
@@ -297,10 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking server to use instead of a local one")
     run.add_argument("--no-mlflow", action="store_true")
     run.set_defaults(fn=cmd_run)
+    p.intermixed = {"run": run}  # main() parses these intermixed: overrides may follow the options
     plan = sub.add_parser("plan", help="print the settings and work units of a grid, and what is done")
     plan.add_argument("grid")
     plan.add_argument("overrides", nargs="*")
     plan.set_defaults(fn=cmd_plan)
+    p.intermixed["plan"] = plan
     res = sub.add_parser("resume", help="run what an output folder still lacks")
     res.add_argument("output")
     res.add_argument("--failed-only", action="store_true")
@@ -362,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         # `apply <folder> --uq U --target-call-rate 0.3 <dataset>`: argparse only takes positionals
         # after options when parsing intermixed, which sub-commands do not support
         a = parser.calibrate_apply_parser.parse_intermixed_args(argv[2:])
+    elif argv[:1] and argv[0] in parser.intermixed:
+        # `run grid.yaml --address auto output_dir=...`: overrides after an option
+        a = parser.intermixed[argv[0]].parse_intermixed_args(argv[1:])
     else:
         a = parser.parse_args(argv)
     try:

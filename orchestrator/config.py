@@ -13,6 +13,7 @@ The resolved config (``ResolvedGrid``) is what the plan, the hashes and resume r
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -368,7 +369,39 @@ def load_grid(grid_file: str | Path, overrides: list[str] | None = None,
     for axis, key in (("slms", "slm_names"), ("llms", "llm_names"), ("uq", "uq_names"), ("datasets", "dataset_names")):
         resolved.grid[key] = list(getattr(resolved, axis))
     validate(resolved)
+    _resolve_locations(resolved)
     return resolved
+
+
+def _resolve_locations(r: ResolvedGrid) -> None:
+    """Absolute paths for where data is read and results go, fixed by the driver for every worker.
+
+    On a cluster, workers on other nodes (and a `ray job submit` driver in its temporary working
+    dir) must read the same files: the data root and the output folder must then be on a
+    filesystem every node sees, given as absolute paths or found from the driver's location."""
+    g = r.grid
+    g["output_dir"] = str(Path(g["output_dir"]).expanduser().absolute())
+    if g.get("store_dir"):
+        g["store_dir"] = str(Path(g["store_dir"]).expanduser().absolute())
+    root = g["dataset"]["data_root"] or os.environ.get("UQROUTE_DATA_ROOT")
+    needs_shared = [n for n, d in r.datasets.items() if d["adapter"] not in ("hub", "local", "questions")]
+    if root:
+        path = Path(root).expanduser().absolute()
+        if needs_shared and not path.is_dir():
+            raise ConfigError(f"dataset.data_root={root!r}: no such folder (datasets {', '.join(needs_shared)} "
+                              f"read their files there)")
+        g["dataset"]["data_root"] = str(path)
+        return
+    if not needs_shared:
+        return
+    from jobs.datasets import default_data_root
+
+    try:
+        g["dataset"]["data_root"] = str(default_data_root())
+    except FileNotFoundError as e:
+        raise ConfigError(f"datasets {', '.join(needs_shared)} need the benchmark files: {e}. Give "
+                          f"dataset.data_root=/absolute/path (on a cluster: a filesystem every node sees) "
+                          f"or set UQROUTE_DATA_ROOT.") from None
 
 
 def validate(r: ResolvedGrid) -> None:

@@ -24,6 +24,8 @@ class ConfigMismatch(ValueError):
 
 def config_identity(r: ResolvedGrid) -> dict:
     g = {k: v for k, v in r.grid.items() if k not in NON_IDENTITY}
+    # where the data files are read from is a location, not what the results are
+    g["dataset"] = {k: v for k, v in g["dataset"].items() if k != "data_root"}
     return {"grid": g, "slms": r.slms, "llms": r.llms, "uq": r.uq, "datasets": r.datasets}
 
 

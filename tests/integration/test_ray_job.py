@@ -1,0 +1,77 @@
+"""`ray job submit` as the README writes it, against a head started with `ray start --head`:
+the job ships the project as its working dir (cluster/runtime_env.yaml), runs `uqroute run ...
+--address auto output_dir=...` with overrides after the option, reads the benchmark files from
+an absolute data root and writes the store to an absolute folder every node sees (here: /tmp on
+this one machine). Then the Parquet rows and the MLflow runs are checked."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from jobs.datasets import default_data_root
+from jobs.records import unit_dir
+from tests.conftest import REPO
+from tests.integration.test_two_node_cluster import _free_port, _kill_matching
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def head():
+    tmp = Path("/tmp") / f"uqrjob{os.getpid()}"  # short: Ray's socket paths have a length limit
+    tmp.mkdir(exist_ok=True)
+    port, dash = _free_port(), _free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--temp-dir", str(tmp),
+                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+                    "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "2",
+                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        _kill_matching(str(tmp))
+
+
+def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_server):
+    address, env = head
+    out = tmp_path / "shared-fs" / "micro"  # absolute, on a filesystem every node sees
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "cluster/runtime_env.yaml",
+           "--", "uqroute", "run", "tests/conf/grid/micro.yaml", "--address", "auto",
+           f"output_dir={out}", f"dataset.data_root={default_data_root()}",
+           "mlflow.enabled=true", f"mlflow.tracking_uri={mlflow_server}", "mlflow.experiment=ray-job"]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    assert "succeeded" in res.stdout
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import load_output
+
+    r = load_output(out)
+    plan = make_plan(r)
+    assert len(plan.settings) == 3
+    for s in plan.settings:
+        rows = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pylist()
+        assert len(rows) == 8 and all(x["route_rank"] is not None for x in rows)
+    c = MlflowClient(mlflow_server)
+    exp = c.get_experiment_by_name("ray-job")
+    runs = [x for x in c.search_runs([exp.experiment_id]) if x.data.tags.get("uqroute.kind") == "setting"]
+    assert sorted(x.data.tags["uqroute.setting_hash"] for x in runs) == sorted(s.hash for s in plan.settings)
+    assert all(x.info.status == "FINISHED" for x in runs)
+    # the job's stdout is the CLI's: it says where the store went
+    assert str(out) in res.stdout.replace("\n", "")
+
+
+def test_run_takes_overrides_after_options():
+    res = subprocess.run([str(BIN / "uqroute"), "run", "tests/conf/grid/micro.yaml", "--no-mlflow",
+                          "dataset.limit=abc"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert res.returncode == 2 and "dataset.limit='abc' is not a valid int" in res.stdout + res.stderr
+    assert "unrecognized arguments" not in res.stderr
