@@ -2,12 +2,14 @@
 
 One object holds one loaded model; Ray actors in ``cluster/`` keep it resident.
 
-Statistics come from ``generate`` itself (raw logits and hidden states of each decoding
-step), so no extra pass over the prompt is needed: on a CPU the prompt pass dominates.
+Statistics come from ``generate`` itself (raw logits and the probe layer's hidden state of
+each decoding step, reduced step by step by forward hooks), so no extra pass over the prompt
+is needed: on a CPU the prompt pass dominates.
 Samples share one prompt pass (the KV cache is repeated m times).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ class HFModelSpec:
     id: str
     file: str | None = None
     revision: str | None = None
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | float16 | bfloat16 | auto (bfloat16 on CUDA, float32 on CPU)
     device: str = "auto"
     use_chat_template: bool = True
     hidden_layer: int = -8  # index into hidden_states (which has n_layers + 1 entries)
@@ -52,16 +54,35 @@ class HFBackend:
         if device.startswith("cuda") and spec.max_memory_fraction:
             torch.cuda.set_per_process_memory_fraction(spec.max_memory_fraction)
         self.device = torch.device(device)
-        dtype = getattr(torch, spec.dtype)
+        dtype = _torch_dtype(spec.dtype, self.device)
         kw = {"revision": resolved.revision} if resolved.revision else {}
         self.tok = AutoTokenizer.from_pretrained(resolved.load_path, **kw)
+        self.model = AutoModelForCausalLM.from_pretrained(resolved.load_path, dtype=dtype, **kw).to(self.device)
+        if spec.quantize == "int8_dynamic" and self.device.type == "cpu":
+            self.model = _int8_dynamic(self.model)
+        self._setup()
+
+    @classmethod
+    def from_model(cls, model, tokenizer, spec: HFModelSpec, identity: str = "in-memory") -> "HFBackend":
+        """A backend around a model already in memory (benchmarks, tests); ``spec`` gives the options.
+
+        The model stays on its device and dtype; ``spec.source`` / ``id`` / ``dtype`` are not used.
+        """
+        self = cls.__new__(cls)
+        self.spec = spec
+        self.identity = identity
+        self.model, self.tok = model, tokenizer
+        self.device = next(model.parameters()).device
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
+        """What both constructors do once model and tokenizer are there."""
+        spec = self.spec
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(resolved.load_path, dtype=dtype, **kw).to(self.device)
         self.model.eval()
-        if spec.quantize == "int8_dynamic" and self.device.type == "cpu":
-            self.model = _int8_dynamic(self.model)
         self.has_chat_template = bool(getattr(self.tok, "chat_template", None)) and spec.use_chat_template
         self._eos_ids = self._eos_token_ids()
         self._tf_ids = (self._first_ids(TRUE_WORDS), self._first_ids(FALSE_WORDS))
@@ -120,13 +141,14 @@ class HFBackend:
         """Generate for a batch of chat prompts; output is prompt-major (n per prompt).
 
         with_stats: also return per-token log p and entropy (from the raw logits of each
-        decoding step) and the probe-layer hidden state at the last new token.
+        decoding step) and the probe-layer hidden state at the last new token. They are
+        computed step by step (:class:`_StepStats`): memory O(batch x vocab), not
+        O(batch x steps x vocab) plus every layer's hidden states as with ``output_logits``.
         """
         enc = self._encode(prompts)
         torch.manual_seed(seed)
         gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
-                      eos_token_id=sorted(self._eos_ids) or None, return_dict_in_generate=True,
-                      output_logits=with_stats, output_hidden_states=with_stats)
+                      eos_token_id=sorted(self._eos_ids) or None, return_dict_in_generate=True)
         if self.spec.stop and not with_stats:
             gen_kw.update(stop_strings=list(self.spec.stop), tokenizer=self.tok)
         if do_sample:
@@ -136,12 +158,16 @@ class HFBackend:
         t0 = time.perf_counter()
         n_prompt = enc["attention_mask"].sum(1).repeat_interleave(num_return_sequences).tolist()
         prompt_len = enc["input_ids"].shape[1]
+        stats = _StepStats(self.model, self.spec.hidden_layer, self._eos_ids | {self.tok.pad_token_id},
+                           max_new_tokens) if with_stats else contextlib.nullcontext()
         if num_return_sequences > 1 and prompt_len > 1:
-            with warnings.catch_warnings():  # past_key_values is renamed in newer transformers
+            kw = self._shared_prefill(enc, num_return_sequences)
+            with warnings.catch_warnings(), stats:  # past_key_values is renamed in newer transformers
                 warnings.simplefilter("ignore", FutureWarning)
-                out = self.model.generate(**self._shared_prefill(enc, num_return_sequences), **gen_kw)
+                out = self.model.generate(**kw, **gen_kw)
         else:
-            out = self.model.generate(**enc, **gen_kw, num_return_sequences=num_return_sequences)
+            with stats:
+                out = self.model.generate(**enc, **gen_kw, num_return_sequences=num_return_sequences)
         new = out.sequences[:, prompt_len:]
         gens: list[Generation] = []
         lengths = []
@@ -155,7 +181,7 @@ class HFBackend:
             gens.append(Generation(text=self._cut(self.tok.decode(ids, skip_special_tokens=True)).strip(),
                                    n_prompt_tokens=int(n_prompt[i]), n_new_tokens=len(ids), token_ids=ids))
         if with_stats:
-            self._fill_stats(out, new, lengths, gens)
+            self._fill_stats(stats, new, lengths, gens)
         dt = (time.perf_counter() - t0) / max(1, len(gens))
         for g in gens:
             g.latency_s = dt
@@ -170,23 +196,18 @@ class HFBackend:
                 text = text[:i]
         return text
 
-    def _fill_stats(self, out, new, lengths, gens) -> None:
+    def _fill_stats(self, stats: "_StepStats", new, lengths, gens) -> None:
         """Per-token log p and entropy from the raw step logits; probe-layer hidden state.
 
         The hidden state is taken where the last answer token is the *input* (the step that
         decided to stop); for an answer cut by max_new_tokens, at the last step computed.
         """
-        steps = len(out.logits)
-        logits = torch.stack(out.logits, dim=1).float()  # (B, steps, V)
-        logp = torch.log_softmax(logits, dim=-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        tok_lp = logp.gather(-1, new[:, :steps].unsqueeze(-1)).squeeze(-1)
-        layer = self.spec.hidden_layer
+        tok_lp, entropy, hidden = stats.finish(new)
+        tok_lp, entropy, hidden = (t.cpu().numpy().astype(np.float32) for t in (tok_lp, entropy, hidden.float()))
         for i, (g, n) in enumerate(zip(gens, lengths)):
-            g.token_logprobs = tok_lp[i, :n].cpu().numpy().astype(np.float32)
-            g.token_entropy = entropy[i, :n].cpu().numpy().astype(np.float32)
-            step = min(n, steps - 1)
-            g.hidden = out.hidden_states[step][layer][i, -1].float().cpu().numpy().astype(np.float32)
+            g.token_logprobs = tok_lp[i, :n].copy()
+            g.token_entropy = entropy[i, :n].copy()
+            g.hidden = hidden[i].copy()
 
     @torch.inference_mode()
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
@@ -199,6 +220,101 @@ class HFBackend:
         p_t = probs[:, t_ids].sum(-1)
         p_f = probs[:, f_ids].sum(-1)
         return (p_t / (p_t + p_f).clamp(min=1e-30)).cpu().numpy().astype(np.float64)
+
+
+class _StepStats:
+    """Forward hooks that reduce each decoding step of ``generate`` to what the stats need.
+
+    Replaces ``output_logits`` / ``output_hidden_states`` (every step's full-vocabulary logits,
+    every layer's hidden states at every position, for the whole generation) with, per step:
+
+    - the log-softmax of the raw last-position logits (the model's output, before any logits
+      processor or temperature, in float32 as ``generate`` casts it), kept for one step only:
+      the token chosen from it is the next step's input, where its log p is gathered;
+    - the entropy of that distribution (B,);
+    - the probe layer's last-position hidden state, kept per row only while the row is still
+      generating, so it ends at step min(n_new, steps - 1), as ``hidden_states[step][layer]``.
+
+    ``hidden_layer`` indexes ``hidden_states`` (n_layers + 1 entries): 0 is the input of the first
+    decoder layer (the embeddings), k in 1..n_layers-1 the output of layer k-1, n_layers the
+    final norm's output. Memory O(B x V + steps x B); no host synchronization per step.
+    """
+
+    def __init__(self, model, hidden_layer: int, stop_ids, max_steps: int):
+        self.model = model
+        self.max_steps = max_steps
+        self.stop_ids = sorted(i for i in stop_ids if i is not None)
+        decoder = model.get_decoder()
+        n_layers = len(decoder.layers)
+        idx = hidden_layer % (n_layers + 1)
+        if idx == 0:
+            self._probe = (decoder.layers[0], "pre")
+        elif idx == n_layers:
+            self._probe = (decoder.norm, "post")
+        else:
+            self._probe = (decoder.layers[idx - 1], "post")
+        self._handles = []
+
+    def __enter__(self) -> "_StepStats":
+        self.step = 0
+        self.tok_lp, self.entropy = [], []
+        self.prev_logp = self.hidden = self.alive = self._h = None
+        module, kind = self._probe
+        if kind == "pre":
+            h = module.register_forward_pre_hook(self._probe_pre_hook, with_kwargs=True)
+        else:
+            h = module.register_forward_hook(self._probe_hook)
+        self._handles = [h, self.model.register_forward_hook(self._step_hook, with_kwargs=True)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _probe_hook(self, module, args, output) -> None:
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        self._h = out[:, -1]
+
+    def _probe_pre_hook(self, module, args, kwargs) -> None:
+        hs = args[0] if args else kwargs["hidden_states"]
+        self._h = hs[:, -1]
+
+    def _step_hook(self, module, args, kwargs, output) -> None:
+        s = self.step
+        if s >= self.max_steps:  # a look-ahead forward whose token generate drops
+            return
+        logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+        h = self._h
+        if s == 0:
+            self.hidden = h.clone()
+            self.alive = torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
+        else:
+            tok = kwargs["input_ids"][:, -1]
+            self.tok_lp.append(self.prev_logp.gather(-1, tok[:, None])[:, 0])
+            stopped = torch.isin(tok, torch.tensor(self.stop_ids, device=tok.device))
+            self.alive = self.alive & ~stopped.to(self.alive.device)
+            self.hidden = torch.where(self.alive[:, None].to(h.device), h, self.hidden)
+        self.entropy.append(-(logp.exp() * logp).sum(-1))
+        self.prev_logp = logp
+        self.step += 1
+
+    def finish(self, new: torch.Tensor):
+        """(token log p (B, steps), entropy (B, steps), hidden (B, H)) for the new tokens ``new``."""
+        steps = new.shape[1]
+        tok_lp = self.tok_lp[:steps]
+        if len(tok_lp) < steps:  # the last token is nobody's input: gather it from the last step
+            last = new[:, steps - 1].to(self.prev_logp.device)
+            tok_lp.append(self.prev_logp.gather(-1, last[:, None])[:, 0])
+        self.prev_logp = None
+        return torch.stack(tok_lp, 1), torch.stack(self.entropy[:steps], 1), self.hidden
+
+
+def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA, float32 elsewhere (CPU matmuls in bf16 are slow and lossy)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
 
 
 def _int8_dynamic(model):
