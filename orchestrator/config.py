@@ -42,7 +42,7 @@ class ModelConf:
     id: str = ""  # hub id, path, or package import name
     file: Optional[str] = None  # GGUF file name inside the folder / package
     revision: Optional[str] = None
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | float16 | bfloat16 | auto (hf: bfloat16 on CUDA, float32 on CPU)
     quantize: Optional[str] = None  # None | int8_dynamic (CPU only; see jobs/backends/hf.py)
     use_chat_template: bool = True
     stop: list = field(default_factory=list)  # stop strings (base models without a chat template)
@@ -197,7 +197,7 @@ class GridConf:
 CHOICES = {
     "backend": ("hf", "openai"),
     "source": ("hub", "path", "package", "package_assemble"),
-    "dtype": ("float32", "float16", "bfloat16"),
+    "dtype": ("float32", "float16", "bfloat16", "auto"),
     "quantize": ("int8_dynamic",),
     "ties": ("expected", "stable"),
     "nan_policy": ("most_uncertain", "drop"),
