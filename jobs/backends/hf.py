@@ -246,6 +246,8 @@ class _StepStats:
         self.stop_ids = sorted(i for i in stop_ids if i is not None)
         decoder = model.get_decoder()
         n_layers = len(decoder.layers)
+        if not -(n_layers + 1) <= hidden_layer <= n_layers:
+            raise IndexError(f"hidden_layer {hidden_layer} is out of range for {n_layers + 1} hidden states")
         idx = hidden_layer % (n_layers + 1)
         if idx == 0:
             self._probe = (decoder.layers[0], "pre")
@@ -285,14 +287,15 @@ class _StepStats:
         if s >= self.max_steps:  # a look-ahead forward whose token generate drops
             return
         logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
-        h = self._h
+        h, self._h = self._h, None  # a view of the layer output: let that go with this step
         if s == 0:
             self.hidden = h.clone()
             self.alive = torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
+            self._stop = torch.tensor(self.stop_ids, dtype=torch.long, device=self.model.device)
         else:
             tok = kwargs["input_ids"][:, -1]
             self.tok_lp.append(self.prev_logp.gather(-1, tok[:, None])[:, 0])
-            stopped = torch.isin(tok, torch.tensor(self.stop_ids, device=tok.device))
+            stopped = torch.isin(tok, self._stop.to(tok.device))
             self.alive = self.alive & ~stopped.to(self.alive.device)
             self.hidden = torch.where(self.alive[:, None].to(h.device), h, self.hidden)
         self.entropy.append(-(logp.exp() * logp).sum(-1))

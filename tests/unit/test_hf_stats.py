@@ -185,3 +185,25 @@ def test_smollm2_reproduces_recorded_outputs(smol_backends, case):
     np.testing.assert_allclose(np.concatenate([g.token_entropy for g in gens]), data[f"{case}/entropy"],
                                rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack([g.hidden for g in gens]), data[f"{case}/hidden"], rtol=0, atol=1e-5)
+
+
+def test_hidden_layer_out_of_range_is_an_error(tiny_model, tokenizer):
+    be = _backend(tiny_model, tokenizer, -5, eos=tokenizer.eos_token_id)  # 3 layers: 4 hidden states
+    with pytest.raises(IndexError, match="out of range"):
+        be.generate(PROMPTS[:1], max_new_tokens=2, with_stats=True)
+
+
+def test_gpu_check_smoke_runs(capsys, monkeypatch):
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    threads = torch.get_num_threads()
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--smoke", "--models", "qwen2.5-7b-tiny", "--batches", "2",
+                                     "--new-tokens", "3", "--repeats", "1"])
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "stats/plain" in out
+    assert any(line.split()[:2] == ["qwen2.5-7b-tiny", "2"] for line in out.splitlines())
