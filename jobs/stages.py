@@ -59,8 +59,10 @@ def _greedy(backend, samples, deps, p) -> list[dict]:
         row = {"prompt": backend.render(m), "raw_output": g.text, "n_prompt_tokens": g.n_prompt_tokens,
                "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
         if g.token_logprobs is not None:
+            texts = g.token_texts if g.token_texts is not None else backend.token_strings(g.token_ids)
+            # HTTP backends see no hidden states: the column is null and probes are refused at config time
             row.update(token_logprobs=g.token_logprobs.tolist(), token_entropy=g.token_entropy.tolist(),
-                       token_texts=backend.token_strings(g.token_ids), hidden_state=g.hidden.tolist())
+                       token_texts=texts, hidden_state=None if g.hidden is None else g.hidden.tolist())
         rows.append(row)
     return rows
 

@@ -16,9 +16,13 @@ class Generation:
     text:           decoded new text (special tokens stripped).
     n_prompt_tokens / n_new_tokens: token counts (EOS excluded from n_new_tokens).
     token_logprobs: log p of each new token under the model (EOS excluded), float32 (n_new,).
-    token_entropy:  full-vocabulary entropy in nats at each new position, float32 (n_new,).
-    token_ids:      the new token ids (EOS excluded).
-    hidden:         hidden state of the configured layer at the last new token, float32 (H,).
+    token_entropy:  full-vocabulary entropy in nats at each new position, float32 (n_new,);
+                    HTTP backends approximate it from the top-k log-probs (``openai_http``).
+    token_ids:      the new token ids (EOS excluded); empty where the backend has no ids (HTTP).
+    token_texts:    the new tokens as text, where the backend gives text instead of ids (HTTP
+                    endpoints); None: use ``backend.token_strings(token_ids)``.
+    hidden:         hidden state of the configured layer at the last new token, float32 (H,);
+                    None where the backend cannot see hidden states (HTTP endpoints).
     latency_s:      wall time of the batch this generation was in, divided by the batch size.
     """
 
@@ -28,6 +32,7 @@ class Generation:
     token_logprobs: np.ndarray | None = None
     token_entropy: np.ndarray | None = None
     token_ids: list[int] = field(default_factory=list)
+    token_texts: list[str] | None = None
     hidden: np.ndarray | None = None
     latency_s: float = 0.0
 

@@ -52,7 +52,7 @@ def test_http_backend_matches_in_process_model(served):
     # one prompt per call, as the server receives them: int8 dynamic quantization scales activations
     # per batch, so a padded batch can decode differently from single prompts
     local = [backend.generate([m], max_new_tokens=12)[0].text for m in msgs]
-    remote = OpenAIBackend(url, "smollm2", max_concurrency=2).generate(msgs, max_new_tokens=12)
+    remote = OpenAIBackend(url, "smollm2", max_concurrency=2).generate(msgs, max_new_tokens=12, with_stats=True)
     assert [g.text for g in remote] == local
     assert all(g.token_logprobs is not None and len(g.token_logprobs) == g.n_new_tokens for g in remote)
     assert all(np.all(g.token_logprobs <= 0) for g in remote)
