@@ -54,6 +54,7 @@ class ModelConf:
     api_key_env: Optional[str] = None
     max_concurrency: int = 8
     request_timeout_s: float = 120.0
+    top_logprobs: int = 20  # openai SLM: log-probs listed per token (entropy, p(True)); vLLM allows <= 20
     # resources requested from Ray for the actor hosting this model
     num_gpus: float = 0.0
     num_cpus: float = 1.0
@@ -452,10 +453,32 @@ def validate(r: ResolvedGrid) -> None:
                     raise ConfigError(f"{where}: 'id' is required for backend hf (hub id, path or package)")
             elif not (m["base_url"] and m["model_name"]):
                 raise ConfigError(f"{where}: backend openai needs base_url and model_name")
+    # an SLM on a backend that lacks some stats (an HTTP endpoint has no hidden states) may run every
+    # UQ method but those that need them; exclude rules that drop each such setting make it pass
+    from jobs.backends import NO_STATS
+    from orchestrator.grid import _excluded
+
+    rules = [x for x in g["exclude"] if isinstance(x, dict)]  # malformed rules are reported below
     for name, m in r.slms.items():
-        if m["backend"] != "hf":
-            raise ConfigError(f"slm {name!r}: backend={m['backend']!r}; an SLM needs token log-probs and "
-                              f"hidden states, valid choices: hf")
+        lacks = set(NO_STATS.get(m["backend"], ()))
+        if not lacks:
+            continue
+        refused = {}
+        for uq, u in r.uq.items():
+            method = u["method"] or uq
+            if method not in UQ_METHODS:  # reported below
+                continue
+            missing = sorted(lacks & set(UQ_METHODS.get(method).requires))
+            if missing and any(not _excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
+                               for d in r.datasets for llm in r.llms):
+                refused[uq] = missing
+        if refused:
+            ok = [x for x in UQ_METHODS.names() if not lacks & set(UQ_METHODS.get(x).requires)]
+            needs = ", ".join(f"{uq} (needs {', '.join(st)})" for uq, st in refused.items())
+            rules_hint = ", ".join(f"{{slm: {name}, uq: {uq}}}" for uq in refused)
+            raise ConfigError(f"slm {name!r}: backend={m['backend']!r} provides no {', '.join(sorted(lacks))}, so "
+                              f"it cannot run uq {needs}; UQ methods that work with this SLM: {', '.join(ok)}. "
+                              f"Drop those methods from the grid, use an hf SLM, or add exclude: [{rules_hint}]")
     for name, u in r.uq.items():
         u["method"] = u["method"] or name
         try:

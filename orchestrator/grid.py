@@ -28,7 +28,10 @@ def stable_hash(obj, n: int = 16) -> str:
 
 
 def model_identity(m: dict) -> dict:
-    return {k: m.get(k) for k in MODEL_IDENTITY_FIELDS}
+    ident = {k: m.get(k) for k in MODEL_IDENTITY_FIELDS}
+    if m.get("backend") == "openai":  # k sets the entropy approximation (jobs/backends/openai_http.py)
+        ident["top_logprobs"] = m.get("top_logprobs", 20)
+    return ident
 
 
 def dataset_identity(d: dict, run: dict) -> dict:

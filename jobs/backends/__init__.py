@@ -2,7 +2,8 @@
 
 - ``hf``: transformers causal LMs (hub id, local folder, or GGUF file / wheel), batched
   generation with per-token log-probs, entropies and probe-layer hidden states.
-- ``openai``: OpenAI-compatible HTTP endpoints (vLLM, cloud APIs) for the LLM side.
+- ``openai``: OpenAI-compatible HTTP endpoints (vLLM, cloud APIs), LLM or SLM; as an SLM it
+  gives every stat but hidden states (entropies approximated from top-k log-probs).
 
 Adding a backend: one module with a class following ``base.Backend`` and one line in
 ``BACKENDS`` below; configs select it with ``backend: <key>``.
@@ -12,6 +13,10 @@ from __future__ import annotations
 from jobs.registry import Registry
 
 BACKENDS = Registry("backend", {"hf": "jobs.backends.hf:from_conf", "openai": "jobs.backends.openai_http:from_conf"})
+
+#: Stats (``jobs.stages.STAT_STAGE`` names) a backend cannot provide; the config refuses an SLM on
+#: such a backend paired with a UQ method that requires one.
+NO_STATS: dict[str, tuple[str, ...]] = {"openai": ("hidden_state",)}
 
 
 def make_backend(conf: dict):
