@@ -16,9 +16,10 @@ common to every generation unit (stage ``greedy`` / ``samples`` / ``ptrue`` /
   error (str | null)     what went wrong for this sample; other columns are null then
 stage greedy (and llm):
   raw_output (str)        the generated answer, kept so extraction can be re-run
-  token_logprobs (list<float32>), token_entropy (list<float32>)  per new token
+  token_logprobs (list<float32>), token_entropy (list<float32>)  per new token (an HTTP SLM's
+                          entropy is the top-k approximation of jobs/backends/openai_http.py)
   answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN
-  hidden_state (list<float32>)  probe-layer hidden state at the last new token
+  hidden_state (list<float32>)  probe-layer hidden state at the last new token; null for an HTTP SLM
 stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
 stage ptrue:    ptrue_prob (float)
 stage verbal_1s: verbal_1s_raw (str), verbal_1s_conf (float, NaN if unparseable)

@@ -116,6 +116,9 @@ class OpenAIBackend:
         self.timeout_s, self.max_attempts = timeout_s, max_attempts
         self.max_concurrency = max(1, int(max_concurrency))
         self.top_logprobs = int(top_logprobs)
+        if self.top_logprobs < 1:  # the entropy and p(True) are read from these
+            raise OpenAIBackendError(f"top_logprobs={top_logprobs} (of {model_name}) must be >= 1; vLLM allows up "
+                                     f"to its --max-logprobs (default 20)")
         self.session = requests.Session()
         if api_key_env:
             key = os.environ.get(api_key_env)
