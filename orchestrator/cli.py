@@ -61,7 +61,7 @@ def _progress_cb(progress: Progress, task, total_settings: int):
 
 def _execute(r, keys=None) -> int:
     from orchestrator.plan import make_plan
-    from orchestrator.runner import run_grid, settings_table
+    from orchestrator.runner import mlflow_pending, run_grid, settings_table
 
     plan = make_plan(r)
     done = plan.done(r.store_dir)
@@ -73,8 +73,16 @@ def _execute(r, keys=None) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task("starting Ray", total=len(todo_settings))
-        plan, report, sink = run_grid(r, keys=keys, console=console,
-                                      progress=_progress_cb(progress, task, len(todo_settings)))
+        try:
+            plan, report, sink = run_grid(r, keys=keys, console=console,
+                                          progress=_progress_cb(progress, task, len(todo_settings)))
+        except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
+            progress.stop()
+            n_done = e.done if hasattr(e, "done") else len([s for s in plan.settings if s.hash in plan.done(r.store_dir)])
+            console.print(f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
+                          f"{r.store_dir.resolve()}); resume with: uqroute resume {r.output_dir}",
+                          highlight=False, markup=False)
+            return 130
     rows = settings_table(r, plan)
     print_summary(rows)
     console.print(f"finished in {time.time() - t0:.0f}s: {len(rows)}/{len(plan.settings)} settings done, "
@@ -82,7 +90,12 @@ def _execute(r, keys=None) -> int:
     for k, why in list(report.failed.items())[:10]:
         console.print(f"  [red]failed[/] {plan.units[k].label}: {why}")
     out = r.output_dir
-    console.print(f"\nWhere to look:\n  MLflow UI     : {sink.uri if sink else '(disabled)'}"
+    mlflow_ui = (sink.runs_url() if sink else "(disabled)" if not r.grid["mlflow"]["enabled"]
+                 else "(did not answer)")
+    pending = mlflow_pending(out)
+    if pending:
+        mlflow_ui += f"\n  MLflow lacks  : {len(pending)} settings; `uqroute sync {out}` logs them"
+    console.print(f"\nWhere to look:\n  MLflow UI     : {mlflow_ui}"
                   f"\n  Parquet store : {r.store_dir.resolve()}"
                   f"\n  Plots         : {(out / 'plots').resolve()}"
                   f"\n  Report        : {(out / 'report' / 'index.html').resolve()}"
@@ -189,6 +202,21 @@ def cmd_status(a) -> int:
     console.print(t)
     for (label, reason, detail), n in reasons.items():
         console.print(f"[red]failed[/] {label}: {reason} {detail}")
+    from orchestrator.runner import mlflow_pending, run_state
+
+    st = run_state(Path(a.output))
+    if st and st["state"] in ("interrupted", "killed"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.get("ts", 0)))
+        what = "interrupted (Ctrl-C)" if st["state"] == "interrupted" else "stopped without finishing (driver gone)"
+        done = f"{st['done']} of {st['total']} settings done" if "done" in st else f"{st.get('total', '?')} settings"
+        console.print(f"[yellow]last run {what}[/] at {when}: {done}; resume with: uqroute resume {a.output}",
+                      highlight=False)
+    elif st:
+        console.print(f"last run {st['state']}", highlight=False)
+    pending = mlflow_pending(Path(a.output))
+    if pending:
+        console.print(f"[yellow]{len(pending)} settings are not in MLflow[/]; `uqroute sync {a.output}` logs them",
+                      highlight=False)
     return 0
 
 

@@ -6,6 +6,18 @@ rebuilt from the store with ``uqroute sync``. One parent run per grid (tag
 are found again by these tags, so a retry, a resume or a sync never creates a duplicate.
 The routing curve is the metric ``routing_accuracy`` whose step is the percent of queries
 routed to the LLM (0..100), so MLflow's chart view overlays curves across runs.
+
+Logging happens off the scheduler loop, in ``orchestrator.mlflow_writer``; this module has the
+calls themselves. ``write_setting`` is one setting in six HTTP calls: create the run with its
+tags, one ``log_batch`` (params, scalar metrics and the three curves' 101 steps each), one
+upload per artifact, and the status update.
+
+What a new user sees: MLflow 3 opens an experiment on its GenAI overview, and its runs table
+nests child runs (``mlflow.parentRunId``) under a collapsed parent whenever the table is
+sorted by date, so neither the settings nor their curves are visible. ``runs_url`` is the
+link to print: the grid's runs filtered by its hash and sorted by AUROC (a sort other than
+date lists children flat), in the chart view, where MLflow draws a line chart per logged
+metric on its own, ``routing_accuracy`` included.
 """
 from __future__ import annotations
 
@@ -16,6 +28,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +127,36 @@ def curve_metric(curve: list[dict]) -> list[tuple[int, float]]:
     return list(zip(steps.tolist(), np.interp(steps / 100.0, r, a).tolist()))
 
 
+ARTIFACTS = ("curve.png", "records.parquet", "curve.json")
+# MLflow's log_batch limits (mlflow.utils.validation): params+tags 100, metrics 1000, all 1000
+MAX_PARAMS, MAX_METRICS, MAX_ENTITIES = 100, 1000, 1000
+GRID_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """Where one setting's MLflow run comes from: its manifest (``jobs.scoring`` writes it:
+    key, name, slm/uq/dataset/llm, metrics), its folder in the store (``curve.json`` and the
+    artifacts), and its resolved config (logged as params)."""
+    manifest: dict
+    setting_dir: Path
+    params: dict
+
+
+def batches(metrics: list, params: list, tags: list = ()) -> list[tuple[list, list, list]]:
+    """Split into as few ``log_batch`` calls as MLflow's limits allow (one for a usual setting)."""
+    out, metrics, params, tags = [], list(metrics), list(params), list(tags)
+    while metrics or params or tags or not out:
+        pt = (params + tags)[:MAX_PARAMS]
+        p, t = pt[:len(params)][:MAX_PARAMS], pt[len(params):]
+        m = metrics[:MAX_ENTITIES - len(pt)][:MAX_METRICS]
+        out.append((m, p, t))
+        metrics, params, tags = metrics[len(m):], params[len(p):], tags[len(t):]
+        if not (m or p or t):
+            break
+    return out
+
+
 class MlflowSink:
     def __init__(self, uri: str, experiment: str, grid_name: str, grid_hash: str, resolved_params: dict):
         import mlflow
@@ -125,6 +169,17 @@ class MlflowSink:
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self.grid_hash = grid_hash
         self.parent_id = self._parent(grid_name, grid_hash, resolved_params)
+        self.stats: dict = {}  # the background writer's counts, once it has closed
+
+    def runs_url(self) -> str:
+        """The grid's runs, flat, with their routing curves drawn (see the module docstring)."""
+        q = urllib.parse.urlencode({"searchFilter": f"tags.`uqroute.grid_hash` = '{self.grid_hash}'",
+                                    "orderByKey": "metrics.`auroc`", "orderByAsc": "false",
+                                    "compareRunsMode": "CHART"}, quote_via=urllib.parse.quote)
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs?{q}"
+
+    def ping(self) -> bool:
+        return healthy(self.uri)
 
     def _find(self, **tags: str):
         """Runs whose tags equal all of ``tags`` (keys with dots given as ``uqroute__kind``)."""
@@ -134,7 +189,10 @@ class MlflowSink:
     def _parent(self, name: str, grid_hash: str, params: dict) -> str:
         runs = self._find(uqroute__kind="grid", uqroute__grid_hash=grid_hash)
         if runs:
-            return runs[0].info.run_id
+            run = runs[0]
+            if run.info.status != "RUNNING":  # a resume: the grid runs again
+                self._set_status(run.info.run_id, "RUNNING", end_time=None)
+            return run.info.run_id
         run = self.client.create_run(self.experiment_id, run_name=f"grid:{name}",
                                      tags={"uqroute.kind": "grid", "uqroute.grid_hash": grid_hash})
         from mlflow.entities import Param
@@ -145,49 +203,78 @@ class MlflowSink:
             self.client.log_batch(run.info.run_id, params=items[i:i + 100])
         return run.info.run_id
 
-    def finished_settings(self) -> set[str]:
-        out, token = set(), None
+    def _set_status(self, run_id: str, status: str, end_time: int | None) -> None:
+        """One HTTP call. ``MlflowClient.set_terminated`` makes two more (it fetches the run to
+        print a link to stdout), which at 10,000 settings is 20,000 lines and calls."""
+        from mlflow.entities import RunStatus
+
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        if store is None or not hasattr(store, "update_run_info"):
+            self.client.set_terminated(run_id, status, end_time)
+            return
+        store.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
+
+    def setting_runs(self) -> dict[str, list[str]]:
+        """setting hash -> statuses of its runs in this grid (normally one, FINISHED)."""
+        out: dict[str, list[str]] = {}
+        token = None
         while True:
             page = self.client.search_runs([self.experiment_id],
-                                           filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+                                           filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and "
+                                                         f"tags.`uqroute.kind` = 'setting'",
                                            max_results=1000, page_token=token)
-            out |= {r.data.tags.get("uqroute.setting_hash") for r in page if r.info.status == "FINISHED"}
+            for r in page:
+                out.setdefault(r.data.tags.get("uqroute.setting_hash"), []).append(r.info.status)
             token = page.token
             if not token:
                 return out
 
-    def log_setting(self, manifest: dict, setting_dir: Path, params: dict) -> str:
-        from mlflow.entities import Metric, Param, RunTag
+    def finished_settings(self) -> set[str]:
+        return {h for h, st in self.setting_runs().items() if "FINISHED" in st}
 
-        h = manifest["key"]
-        existing = self._find(uqroute__setting_hash=h, mlflow__parentRunId=self.parent_id)
-        if any(r.info.status == "FINISHED" for r in existing):
-            return next(r.info.run_id for r in existing if r.info.status == "FINISHED")
-        for r in existing:  # a half-logged run from a crash: replace it
-            self.client.delete_run(r.info.run_id)
+    def log_setting(self, manifest: dict, setting_dir: Path, params: dict) -> str:
+        """Log one setting unless it is there already (found by its hash); synchronous."""
+        return self.write_setting(SettingSource(manifest, Path(setting_dir), params), check=True)
+
+    def write_setting(self, src: SettingSource, *, check: bool = True) -> str | None:
+        """Create, fill and finish the setting's run. ``check`` first looks for the setting's runs:
+        a finished one is kept (nothing logged), half-logged ones from a crash are replaced. The
+        background writer skips the look-up for settings it knows MLflow lacks."""
+        from mlflow.entities import Metric, Param, RunStatus
+
+        m = src.manifest
+        h = m["key"]
+        if check:
+            existing = self._find(uqroute__setting_hash=h, uqroute__grid_hash=self.grid_hash)
+            done = [r for r in existing if r.info.status == "FINISHED"]
+            if done:
+                return done[0].info.run_id
+            for r in existing:
+                self.client.delete_run(r.info.run_id)
         tags = {"mlflow.parentRunId": self.parent_id, "uqroute.kind": "setting", "uqroute.setting_hash": h,
-                "uqroute.grid_hash": self.grid_hash, "slm": manifest["slm"], "uq": manifest["uq"],
-                "dataset": manifest["dataset"], "llm": manifest["llm"]}
-        run = self.client.create_run(self.experiment_id, run_name=manifest["name"], tags=tags)
-        rid = run.info.run_id
+                "uqroute.grid_hash": self.grid_hash, "slm": m["slm"], "uq": m["uq"],
+                "dataset": m["dataset"], "llm": m["llm"]}
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in manifest["metrics"].items()
+        metrics = [Metric(k, float(v), now, 0) for k, v in m["metrics"].items()
                    if isinstance(v, (int, float)) and v is not None and np.isfinite(v)]
-        curve = json.loads((Path(setting_dir) / "curve.json").read_text())
+        curve = json.loads((src.setting_dir / "curve.json").read_text())
         for name in ("curve", "random", "oracle"):
             metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
             metrics += [Metric(metric, acc, now, step) for step, acc in curve_metric(curve[name])]
-        flat = [Param(k[:250], v) for k, v in sorted(_flatten(params).items())]
-        for i in range(0, max(len(metrics), len(flat)), 500):
-            self.client.log_batch(rid, metrics=metrics[i:i + 500], params=flat[i:i + 100] if i == 0 else [],
-                                  tags=[])
-        for i in range(100, len(flat), 100):
-            self.client.log_batch(rid, params=flat[i:i + 100])
-        for f in ("curve.png", "records.parquet", "curve.json"):
-            p = Path(setting_dir) / f
-            if p.is_file():
-                self.client.log_artifact(rid, str(p))
-        self.client.set_terminated(rid, "FINISHED")
+        params = [Param(k[:250], v) for k, v in sorted(_flatten(src.params).items())]
+        run = self.client.create_run(self.experiment_id, run_name=m["name"], tags=tags)
+        rid = run.info.run_id
+        for mb, pb, tb in batches(metrics, params):
+            self.client.log_batch(rid, metrics=mb, params=pb, tags=tb)
+        files = [src.setting_dir / f for f in ARTIFACTS if (src.setting_dir / f).is_file()]
+        if files:
+            # the repository from the run we hold: the client's log_artifact would fetch the run again
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
+            for f in files:
+                repo.log_artifact(str(f))
+        self._set_status(rid, RunStatus.to_string(RunStatus.FINISHED), int(time.time() * 1000))
         return rid
 
     def log_grid_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -196,15 +283,25 @@ class MlflowSink:
     def log_report(self, report: dict) -> None:
         """The grid report on the parent run: HTML + PNGs under ``report/``, each finding's verdict
         as a tag, and headline transfer numbers as metrics."""
+        from mlflow.entities import Metric, RunTag
+
         self.log_grid_artifact(report["html"], "report")
         self.log_grid_artifact(report["analysis"], "report")
         for p in report["pngs"]:
             self.log_grid_artifact(p, "report")
-        for f in report["findings"]:
-            self.client.set_tag(self.parent_id, f"finding_{f['id']}", f["verdict"])
-        for name, value in report.get("metrics", {}).items():
-            if value is not None and value == value:
-                self.client.log_metric(self.parent_id, name, float(value))
+        now = int(time.time() * 1000)
+        tags = [RunTag(f"finding_{f['id']}", f["verdict"]) for f in report["findings"]]
+        metrics = [Metric(n, float(v), now, 0) for n, v in report.get("metrics", {}).items()
+                   if v is not None and v == v]
+        for mb, pb, tb in batches(metrics, [], tags):
+            if mb or tb:
+                self.client.log_batch(self.parent_id, metrics=mb, tags=tb)
 
-    def finish_grid(self, ok: bool) -> None:
-        self.client.set_terminated(self.parent_id, "FINISHED" if ok else "FAILED")
+    def finish_grid(self, status: str | bool = "FINISHED") -> None:
+        """Close the parent run: FINISHED, FAILED (units failed) or KILLED (interrupted).
+        ``True``/``False`` are read as FINISHED/FAILED."""
+        if isinstance(status, bool):
+            status = "FINISHED" if status else "FAILED"
+        if status not in GRID_STATUSES[1:]:
+            raise ValueError(f"grid status {status!r} is not one of {', '.join(GRID_STATUSES[1:])}")
+        self._set_status(self.parent_id, status, int(time.time() * 1000))

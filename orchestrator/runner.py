@@ -4,6 +4,9 @@ config -> grid -> plan -> scheduler (Ray actors) -> records -> metrics -> MLflow
 """
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 from jobs.records import read_json, unit_dir, write_json
@@ -16,6 +19,22 @@ from orchestrator.plan import Plan, make_plan
 # an output folder accepts them changed (calibration only adds fit-role work units)
 NON_IDENTITY = ("output_dir", "store_dir", "mlflow", "ray", "name", "calibration")
 RESOLVED_FILE = "resolved_config.yaml"
+RUN_STATE_FILE = "run_state.json"        # the last run of this folder: running / finished / failed / interrupted
+PENDING_FILE = "mlflow_pending.json"     # settings done in the store but not in MLflow (`uqroute sync` logs them)
+MLFLOW_WAIT_S = 30.0  # at the end of a grid, how long to wait for an MLflow server that does not answer
+INTERRUPT_WAIT_S = 3.0  # after Ctrl-C, how long the writer and the parent run's status may take
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a grid: what was done is in the store, the parent MLflow run is KILLED."""
+
+    def __init__(self, done: int, total: int, output_dir: Path):
+        self.done, self.total, self.output_dir = done, total, Path(output_dir)
+        super().__init__(f"interrupted: {done} of {total} settings done; resume with {self.resume_command}")
+
+    @property
+    def resume_command(self) -> str:
+        return f"uqroute resume {self.output_dir}"
 
 
 class ConfigMismatch(ValueError):
@@ -76,21 +95,31 @@ def setting_params(r: ResolvedGrid, axes: dict) -> dict:
             "sampling": r.grid["dataset"], "seed": r.grid["seed"]}
 
 
-def make_sink(r: ResolvedGrid, console=None):
+def _mlflow_uri(r: ResolvedGrid) -> str:
     from orchestrator import mlflow_sink
 
-    import os
-
     mc = r.grid["mlflow"]
-    if not mc["enabled"]:
-        return None
     # fail fast on a dead server instead of MLflow's default ~2 min of retries per call
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    uri = mc["tracking_uri"] or mlflow_sink.start_server(r.output_dir / "mlflow", mc["port"])
+    return mc["tracking_uri"] or mlflow_sink.start_server(r.output_dir / "mlflow", mc["port"])
+
+
+def _new_sink(r: ResolvedGrid, uri: str):
+    from orchestrator import mlflow_sink
+
+    mc = r.grid["mlflow"]
+    return mlflow_sink.MlflowSink(uri, mc["experiment"], r.grid["name"], config_hash(r),
+                                  config_identity(r) | {"name": r.grid["name"]})
+
+
+def make_sink(r: ResolvedGrid, console=None):
+    """A synchronous sink (``sync``, ``report``); ``None`` when MLflow is off or does not answer."""
+    if not r.grid["mlflow"]["enabled"]:
+        return None
+    uri = _mlflow_uri(r)
     try:
-        return mlflow_sink.MlflowSink(uri, mc["experiment"], r.grid["name"], config_hash(r),
-                                      config_identity(r) | {"name": r.grid["name"]})
+        return _new_sink(r, uri)
     except Exception as exc:  # results still land in the store; `uqroute sync` repairs MLflow later
         if console:
             console.print(f"[yellow]MLflow unavailable at {uri}: {exc}; results go to the store only. "
@@ -126,53 +155,165 @@ def overview_plots(r: ResolvedGrid, plan: Plan) -> list[Path]:
     return [p for _, p in routing_figures(r, plan, r.output_dir / "plots", prefix="")]
 
 
+def _say(console, msg: str) -> None:
+    if console:
+        console.print(f"[yellow]{msg}[/]", highlight=False)
+    else:
+        import logging
+
+        logging.getLogger("uqroute").warning(msg)
+
+
+def start_writer(r: ResolvedGrid, plan: Plan, console=None):
+    """The background MLflow writer of a grid run (``None`` when MLflow is off or its local
+    server cannot start). It connects, and reconnects, on its own thread."""
+    from orchestrator.mlflow_sink import SettingSource
+    from orchestrator.mlflow_writer import MlflowWriter
+
+    if not r.grid["mlflow"]["enabled"]:
+        return None
+    try:
+        uri = _mlflow_uri(r)
+    except (RuntimeError, TimeoutError, OSError) as exc:  # results still land in the store
+        _say(console, f"MLflow server did not start: {exc}; results go to the store only. "
+                      f"Run `uqroute sync {r.output_dir}` later.")
+        return None
+    axes = {s.hash: s.axes() for s in plan.settings}
+
+    def prepare(key: str, manifest: dict | None) -> SettingSource:
+        d = unit_dir(r.store_dir, "settings", key)
+        m = manifest if manifest is not None else read_json(d / "manifest.json")
+        return SettingSource(m, d, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")}))
+
+    return MlflowWriter(lambda: _new_sink(r, uri), prepare, notify=lambda msg: _say(console, msg))
+
+
+def _store_settings_done(r: ResolvedGrid, plan: Plan) -> list[str]:
+    return [s.hash for s in plan.settings if (unit_dir(r.store_dir, "settings", s.hash) / "manifest.json").is_file()]
+
+
+def _write_state(r: ResolvedGrid, state: str, **extra) -> None:
+    write_json(r.output_dir / RUN_STATE_FILE, {"state": state, "pid": os.getpid(), "ts": time.time(), **extra})
+
+
+def run_state(out: Path) -> dict | None:
+    """The last run of an output folder (``RUN_STATE_FILE``); ``state`` is ``killed`` when it
+    says running but its driver is gone."""
+    p = Path(out) / RUN_STATE_FILE
+    if not p.is_file():
+        return None
+    st = read_json(p)
+    if st.get("state") == "running":
+        try:
+            os.kill(int(st.get("pid", -1)), 0)
+        except (OSError, ValueError):
+            st["state"] = "killed"
+    return st
+
+
+def _record_pending(r: ResolvedGrid, stats, uri: str | None) -> None:
+    p = r.output_dir / PENDING_FILE
+    if stats.pending:
+        write_json(p, {"n": len(stats.pending), "keys": stats.pending, "uri": uri, "ts": time.time()})
+    else:
+        p.unlink(missing_ok=True)
+
+
+def mlflow_pending(out: Path) -> list[str]:
+    """Settings of an output folder that its last run could not log to MLflow."""
+    p = Path(out) / PENDING_FILE
+    return read_json(p).get("keys", []) if p.is_file() else []
+
+
+def _with_deadline(fn, seconds: float) -> bool:
+    """Run ``fn`` on a daemon thread for at most ``seconds``; True when it returned in time."""
+    box = {}
+    th = threading.Thread(target=lambda: box.update(ok=fn() or True), daemon=True)
+    th.start()
+    th.join(seconds)
+    return bool(box.get("ok"))
+
+
+def _finish_mlflow(r: ResolvedGrid, plan: Plan, writer, ok: bool, plots: list[Path], rep: dict | None, console):
+    """Catch MLflow up with the store, log the grid's own artifacts, close the parent run, and
+    say exactly what MLflow still lacks."""
+    writer.add_missing(_store_settings_done(r, plan))
+    stats = writer.close(wait_s=MLFLOW_WAIT_S)
+    sink = writer.sink
+    if sink is not None and writer.up:
+        try:
+            for p in plots:
+                sink.log_grid_artifact(p)
+            sink.log_grid_artifact(r.output_dir / "summary.csv")
+            if rep is not None:
+                sink.log_report(rep)
+            sink.finish_grid("FINISHED" if ok and not stats.pending else "FAILED")
+        except Exception as exc:  # noqa: BLE001 - MLflow is a view; the store has everything
+            _say(console, f"MLflow update of the grid run failed: {exc}; run `uqroute sync {r.output_dir}`")
+    if sink is not None:
+        sink.stats = stats.as_dict()
+    _record_pending(r, stats, sink.uri if sink else None)
+    if stats.pending:
+        _say(console, f"{len(stats.pending)} of {len(plan.settings)} settings are not in MLflow; "
+                      f"`uqroute sync {r.output_dir}` logs them")
+    return sink
+
+
 def run_grid(r: ResolvedGrid, *, keys: set[str] | None = None, console=None, progress=None):
-    """Plan, run what the store lacks on Ray, stream settings to MLflow, write the summary."""
+    """Plan, run what the store lacks on Ray, stream settings to MLflow, write the summary.
+
+    MLflow is written by a background writer (``orchestrator.mlflow_writer``): the scheduler
+    loop never waits for it. Ctrl-C raises ``GridInterrupted`` after marking the parent run
+    KILLED and recording the interruption (``run_state``), within a few seconds."""
     from cluster.connect import connect
     from orchestrator.scheduler import Scheduler
 
     bind_output(r)
     plan = make_plan(r)
     rc = r.grid["ray"]
-    connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
-    sink = make_sink(r, console)
-    ledger = Ledger(r.output_dir / "ledger.jsonl")
-
-    sink_state = {"broken": sink is None}
-
-    def on_setting(manifest: dict) -> None:
-        # MLflow is a view: when it fails, stop writing to it (no stalls on a dead server);
-        # the store keeps everything and `uqroute sync` catches MLflow up.
-        if sink_state["broken"]:
-            return
-        try:
-            sink.log_setting(manifest, unit_dir(r.store_dir, "settings", manifest["key"]),
-                             setting_params(r, {k: manifest[k] for k in ("slm", "uq", "dataset", "llm")}))
-        except Exception:
-            sink_state["broken"] = True
-            if console:
-                console.print(f"[yellow]MLflow stopped answering; results go on into the store. "
-                              f"Run `uqroute sync {r.output_dir}` once it is back.[/]")
-            raise
-
-    sched = Scheduler(plan, r, r.store_dir, ledger, on_setting=on_setting, on_progress=progress)
-    report = sched.run(keys)
-    write_summary(r, plan)
-    plots = overview_plots(r, plan)
-    rep = make_report(r, plan, console)
-    if sink is not None and not sink_state["broken"]:
-        try:
-            _sync_missing(r, plan, sink)
-            for p in plots:
-                sink.log_grid_artifact(p)
-            sink.log_grid_artifact(r.output_dir / "summary.csv")
-            if rep is not None:
-                sink.log_report(rep)
-            sink.finish_grid(report.ok)
-        except Exception as exc:
-            if console:
-                console.print(f"[yellow]MLflow update failed: {exc}; run `uqroute sync {r.output_dir}`[/]")
+    _write_state(r, "running", total=len(plan.settings))
+    writer = None
+    try:
+        connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
+        writer = start_writer(r, plan, console)
+        ledger = Ledger(r.output_dir / "ledger.jsonl")
+        sched = Scheduler(plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None,
+                          on_progress=progress)
+        report = sched.run(keys)
+        write_summary(r, plan)
+        plots = overview_plots(r, plan)
+        rep = make_report(r, plan, console)
+        sink = _finish_mlflow(r, plan, writer, report.ok, plots, rep, console) if writer else None
+    except KeyboardInterrupt:
+        raise _interrupted(r, plan, writer) from None
+    except BaseException as exc:
+        _write_state(r, "failed", total=len(plan.settings), done=len(_store_settings_done(r, plan)),
+                     error=f"{type(exc).__name__}: {exc}"[:500])
+        if writer is not None:
+            writer.abort(INTERRUPT_WAIT_S)
+            if writer.sink is not None:
+                _with_deadline(lambda: writer.sink.finish_grid("FAILED"), INTERRUPT_WAIT_S)
+        raise
+    _write_state(r, "finished" if report.ok else "failed", total=len(plan.settings),
+                 done=len(_store_settings_done(r, plan)))
     return plan, report, sink
+
+
+def _interrupted(r: ResolvedGrid, plan: Plan, writer) -> GridInterrupted:
+    """Ctrl-C: stop the writer and mark the parent run KILLED, each within a few seconds."""
+    total = len(plan.settings)
+    done = len(_store_settings_done(r, plan))
+    try:
+        _write_state(r, "interrupted", total=total, done=done)
+        if writer is not None:
+            stats = writer.abort(INTERRUPT_WAIT_S)
+            sink = writer.sink
+            if sink is not None:
+                _with_deadline(lambda: sink.finish_grid("KILLED"), INTERRUPT_WAIT_S)
+            _record_pending(r, stats, sink.uri if sink else None)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop cleaning up, the store has everything
+        pass
+    return GridInterrupted(done, total, r.output_dir)
 
 
 def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
@@ -227,4 +368,5 @@ def sync(out: Path, console=None) -> int:
     if sink is None:
         raise RuntimeError("MLflow is disabled or unreachable for this output folder")
     n = _sync_missing(r, plan, sink)
+    (Path(out) / PENDING_FILE).unlink(missing_ok=True)
     return n
