@@ -46,7 +46,12 @@ def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id
     if model_conf.get("resources"):
         opts["resources"] = dict(model_conf["resources"])
     env = {}
-    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"):
+    # the model's API key travels by the name of its variable (api_key_env), from the driver's
+    # environment into the actor's: never through the config, the store, MLflow or the ledger
+    names = ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"]
+    if model_conf.get("api_key_env"):
+        names.append(model_conf["api_key_env"])
+    for k in names:
         if k in os.environ:
             env[k] = os.environ[k]
     opts["runtime_env"] = {"env_vars": env}
