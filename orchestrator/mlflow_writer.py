@@ -78,8 +78,7 @@ class MlflowWriter:
         self._last_ok = time.monotonic()
         self._stop = threading.Event()              # stop after the call in flight
         self._draining = threading.Event()          # close(): finish what is pending, then stop
-        self._idle = threading.Event()              # nothing pending and nothing in flight
-        self._wake = threading.Event()
+        self._wake = threading.Event()              # something was handed over, or stop
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="mlflow-lane") if self.lanes > 1 else None
         self._thread = threading.Thread(target=self._loop, name="mlflow-writer", daemon=True)
         self._thread.start()
@@ -89,20 +88,19 @@ class MlflowWriter:
         """Hand over a finished setting; returns at once, whatever the server does."""
         t0 = time.perf_counter()
         self.stats.submitted += 1
-        self._idle.clear()
         try:
             self._q.put_nowait(manifest)
         except queue.Full:
             with self._lock:
                 self._overflow.append(manifest["key"])
             self.stats.spilled += 1
+        self._wake.set()
         self.stats.submit_s += time.perf_counter() - t0
 
     def add_missing(self, keys) -> None:
         """Settings the store has finished: log those MLflow lacks (the end-of-grid catch-up)."""
         with self._lock:
             self._overflow.extend(keys)
-        self._idle.clear()
         self._wake.set()
 
     @property
@@ -115,8 +113,10 @@ class MlflowWriter:
         self._wake.set()
         t0 = time.monotonic()
         while self._thread.is_alive():
-            if self._idle.wait(poll_s) and self._q.empty() and not self._overflow:
-                break
+            with self._lock:  # the writer moves queue -> pending under this lock: nothing falls between
+                if self._q.empty() and not self._overflow and not self._pending:
+                    break
+            time.sleep(poll_s)
             down_for = time.monotonic() - max(t0, self._last_ok)
             if not self._up and down_for >= wait_s:
                 break
@@ -141,14 +141,13 @@ class MlflowWriter:
 
     # -------------------------------------------------------------- writer side
     def _take_queued(self) -> None:
-        while True:
-            try:
-                m = self._q.get_nowait()
-            except queue.Empty:
-                break
-            with self._lock:
-                self._pending.setdefault(m["key"], m)
         with self._lock:
+            while True:
+                try:
+                    m = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                self._pending.setdefault(m["key"], m)
             over, self._overflow = self._overflow, []
             for k in over:
                 self._pending.setdefault(k, None)
@@ -166,14 +165,8 @@ class MlflowWriter:
             with self._lock:
                 todo = [(k, self._pending[k]) for k in list(self._pending)[:self.batch]]
             if not todo:
-                self._idle.set()
-                try:
-                    m = self._q.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                self._idle.clear()
-                with self._lock:
-                    self._pending.setdefault(m["key"], m)
+                self._wake.wait(0.2)
+                self._wake.clear()
                 continue
             self._write(todo)
 
