@@ -92,6 +92,50 @@ def ptrue_messages(sample: Sample, proposed: str) -> Messages:
     return [{"role": "user", "content": content}]
 
 
+# ---------------------------------------------------------------- constrained answers
+#: ``decoding.answer_mode``: ``generate`` (decode an answer) or ``constrained`` (score the options).
+ANSWER_MODES: tuple[str, ...] = ("generate", "constrained")
+#: Tasks whose answer is one of a few options, so a constrained answer is possible.
+CONSTRAINED_TASKS: tuple[str, ...] = ("mc", "yesno")
+#: Start of the model's turn in constrained mode; the next token is the option. It is part of the
+#: keys of constrained units (their ``answer_prefix`` param), so changing it recomputes only them.
+ANSWER_PREFIX = "The answer is"
+
+
+def answer_mode(setting, task: str) -> str:
+    """The answer mode of a sample of ``task`` under a ``decoding.answer_mode`` value.
+
+    setting: "generate" | "constrained" (for every task that has options) or a mapping task ->
+    mode (missing tasks generate). Tasks without options (numeric, freeform) always generate.
+    """
+    mode = setting.get(task, "generate") if isinstance(setting, dict) else (setting or "generate")
+    return mode if task in CONSTRAINED_TASKS else "generate"
+
+
+def answer_options(sample: Sample) -> list[str]:
+    """What a constrained answer chooses from: the option letters (mc) or yes / no."""
+    if sample.task == "mc":
+        return list(sample.choice_labels())
+    if sample.task == "yesno":
+        return ["yes", "no"]
+    raise ValueError(f"sample {sample.id!r}: task {sample.task!r} has no options; constrained answers exist "
+                     f"for {', '.join(CONSTRAINED_TASKS)}")
+
+
+def with_prefix(rendered: str, prefix: str) -> str:
+    """The rendered prompt followed by the answer prefix: directly after whitespace (a chat
+    template's assistant turn ends in a newline), else after one space ("Answer: The answer is")."""
+    if not prefix or not rendered or rendered[-1].isspace():
+        return rendered + prefix
+    return f"{rendered} {prefix}"
+
+
+def constrained_output(option: str, prefix: str = ANSWER_PREFIX) -> str:
+    """The raw output recorded for a constrained answer ("The answer is B."), so extraction and
+    judging treat it like a generated one."""
+    return f"{prefix} {option}."
+
+
 def plain_prompt(messages: Messages) -> str:
     """Render messages for a model without a chat template.
 

@@ -11,6 +11,10 @@ chunk level. Stages and the named stats they provide (the contract read by ``job
   verbal_2s  verbal_2s_conf                (second turn after the greedy answer)
   llm        raw_output of an LLM (greedy), for the other side of the routing
 
+With ``decoding.answer_mode: constrained`` the greedy, llm and samples stages of mc and yes/no
+questions score the options in one forward pass instead of generating (see "constrained answers"
+below); the stats keep their names and meanings.
+
 Scoring, extraction and correctness are *not* done here (see ``jobs/scoring.py``): raw
 outputs are kept, so they can be recomputed without a model.
 
@@ -22,6 +26,8 @@ import math
 import time
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from jobs import prompts
 from jobs.answers import parse_confidence
@@ -51,6 +57,8 @@ def _common(s: Sample, role: str, dataset: str) -> dict:
 
 
 def _greedy(backend, samples, deps, p) -> list[dict]:
+    if "answer_mode" in p:
+        return _by_mode(backend, samples, deps, p, _constrained_greedy, _greedy)
     msgs = [prompts.answer_messages(s) for s in samples]
     gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], with_stats=p.get("with_stats", True),
                             seed=p["seed"])
@@ -68,6 +76,8 @@ def _greedy(backend, samples, deps, p) -> list[dict]:
 
 
 def _samples(backend, samples, deps, p) -> list[dict]:
+    if "answer_mode" in p:
+        return _by_mode(backend, samples, deps, p, _constrained_samples, _samples)
     m = p["num_samples"]
     msgs = [prompts.answer_messages(s) for s in samples]
     gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], do_sample=True,
@@ -79,6 +89,90 @@ def _samples(backend, samples, deps, p) -> list[dict]:
                      "sampled_n_tokens": [g.n_new_tokens for g in chunk],
                      "n_prompt_tokens": chunk[0].n_prompt_tokens, "n_new_tokens": sum(g.n_new_tokens for g in chunk),
                      "latency_s": sum(g.latency_s for g in chunk)})
+    return rows
+
+
+# ---------------------------------------------------------------- constrained answers
+# decoding.answer_mode "constrained" (mc and yes/no tasks; the unit's params carry answer_mode and
+# answer_prefix): the answer is the option with the highest next-token probability after the
+# answer prompt plus prompts.ANSWER_PREFIX, from one forward pass (HFBackend.choice_logprobs, scored
+# as lm-evaluation-harness scores multiple choice). What each stage does then:
+#   greedy / llm  raw_output "The answer is B." (extraction and judging unchanged);
+#                 token_logprobs [raw log p of the chosen option under the full vocabulary];
+#                 token_entropy [entropy (nats) of the distribution renormalized over the options];
+#                 token_texts [" B"] (so answer_logprob is the chosen letter's log p, as for a
+#                 generated mc answer); hidden_state at the last prompt token of that pass;
+#                 option_labels, option_logprobs (log of the renormalized distribution).
+#   samples       m options drawn from the renormalized distribution at temperature T (p^(1/T),
+#                 renormalized; numpy generator seeded like the unit's batches); sampled_texts are
+#                 the bare options, so the Jaccard degree is 1 - sum_k (n_k / m)^2 over the counts n_k.
+#   ptrue, verbal_2s  unchanged: they read the greedy raw_output ("The answer is B.").
+#   verbal_1s     unchanged: it generates its own answer and confidence.
+# Numeric and freeform samples always generate (prompts.answer_mode).
+
+def _by_mode(backend, samples, deps, p, constrained_fn, generate_fn) -> list[dict]:
+    """Run constrained_fn on the samples whose task answers constrained, generate_fn (with
+    answer_mode dropped from the params) on the rest; rows in sample order, every row with the
+    same columns (so a part mixing both stays one table)."""
+    cons = [prompts.answer_mode(p["answer_mode"], s.task) == "constrained" for s in samples]
+    gen_p = {k: v for k, v in p.items() if k not in ("answer_mode", "answer_prefix")}
+    picked = {True: [s for s, c in zip(samples, cons) if c], False: [s for s, c in zip(samples, cons) if not c]}
+    out = {True: constrained_fn(backend, picked[True], deps, p) if picked[True] else [],
+           False: generate_fn(backend, picked[False], deps, gen_p) if picked[False] else []}
+    its = {k: iter(v) for k, v in out.items()}
+    rows = [next(its[c]) for c in cons]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in cols} for r in rows]
+
+
+def _option_pass(backend, samples, p):
+    """(messages, options, raw log p (B, K), renormalized log p (B, K), hidden, seconds per sample)."""
+    if not hasattr(backend, "choice_logprobs"):
+        raise TypeError(f"backend {type(backend).__name__} has no choice_logprobs; decoding.answer_mode "
+                        f"constrained needs one (hf backend), or use answer_mode generate")
+    msgs = [prompts.answer_messages(s) for s in samples]
+    opts = [prompts.answer_options(s) for s in samples]
+    t0 = time.perf_counter()
+    raw, hidden = backend.choice_logprobs(msgs, opts, prefix=p["answer_prefix"])
+    dt = (time.perf_counter() - t0) / max(1, len(samples))
+    raw = np.asarray(raw, dtype=np.float64)
+    for s, o, r in zip(samples, opts, raw):
+        if not np.isfinite(r[:len(o)]).any():
+            raise DataError(f"sample {s.id!r}: none of the options {o} is one token for this model")
+    norm = raw - np.logaddexp.reduce(raw, axis=1, keepdims=True)
+    return msgs, opts, raw, norm, hidden, dt
+
+
+def _constrained_greedy(backend, samples, deps, p) -> list[dict]:
+    msgs, opts, raw, norm, hidden, dt = _option_pass(backend, samples, p)
+    rows = []
+    for i, (m, o) in enumerate(zip(msgs, opts)):
+        j = int(np.argmax(raw[i, :len(o)]))
+        q = np.exp(norm[i, :len(o)])
+        entropy = float(-(q[q > 0] * np.log(q[q > 0])).sum())
+        row = {"prompt": prompts.with_prefix(backend.render(m), p["answer_prefix"]),
+               "raw_output": prompts.constrained_output(o[j], p["answer_prefix"]), "n_prompt_tokens": None,
+               "n_new_tokens": 1, "latency_s": dt, "option_labels": list(o),
+               "option_logprobs": [float(x) for x in norm[i, :len(o)]]}
+        if p.get("with_stats", True):
+            row.update(token_logprobs=[float(raw[i, j])], token_entropy=[entropy], token_texts=[" " + o[j]],
+                       hidden_state=None if hidden is None else np.asarray(hidden[i], dtype=np.float32).tolist())
+        rows.append(row)
+    return rows
+
+
+def _constrained_samples(backend, samples, deps, p) -> list[dict]:
+    m, temp = int(p["num_samples"]), float(p["temperature"])
+    msgs, opts, raw, norm, hidden, dt = _option_pass(backend, samples, p)
+    rng = np.random.default_rng(int(p["seed"]))
+    rows = []
+    for i, (msg, o) in enumerate(zip(msgs, opts)):
+        w = norm[i, :len(o)] / temp
+        q = np.exp(w - np.logaddexp.reduce(w))
+        drawn = rng.choice(len(o), size=m, p=q / q.sum())
+        rows.append({"prompt": prompts.with_prefix(backend.render(msg), p["answer_prefix"]),
+                     "sampled_texts": [o[k] for k in drawn], "sampled_n_tokens": [1] * m, "n_prompt_tokens": None,
+                     "n_new_tokens": m, "latency_s": dt})
     return rows
 
 

@@ -123,6 +123,11 @@ class DecodingConf:
     sample_max_new_tokens: Optional[int] = None  # default: same as greedy
     verbal_max_new_tokens: int = 24
     extraction_policy: str = "flexible"  # strict | flexible
+    # generate | constrained, or per task {mc: constrained, yesno: constrained, numeric: generate}:
+    # constrained mc / yes-no answers are the most probable option after the answer prompt, from one
+    # forward pass (jobs/stages.py); numeric and freeform always generate. Recorded in the gen units'
+    # keys only when constrained.
+    answer_mode: Any = "generate"
 
 
 @dataclass
@@ -331,6 +336,23 @@ def _check_choice(where: str, key: str, value, choices) -> None:
         raise ConfigError(f"{where}: {key}={value!r} is not valid; valid choices: {', '.join(choices)}")
 
 
+def _check_answer_mode(where: str, mode) -> None:
+    """decoding.answer_mode: one mode for every task, or a mapping task -> mode."""
+    from jobs.prompts import ANSWER_MODES, CONSTRAINED_TASKS
+
+    if isinstance(mode, dict):
+        for task, m in mode.items():
+            _check_choice(f"{where}.answer_mode", "task", task, CHOICES["task"])
+            valid = ANSWER_MODES if task in CONSTRAINED_TASKS else ("generate",)
+            if m not in valid:
+                raise ConfigError(f"{where}: answer_mode.{task}={m!r} is not valid; valid choices: {', '.join(valid)}"
+                                  + ("" if task in CONSTRAINED_TASKS else
+                                     f" (constrained answers need options: {', '.join(CONSTRAINED_TASKS)})"))
+    elif mode not in ANSWER_MODES:
+        raise ConfigError(f"{where}: answer_mode={mode!r} is not valid; valid choices: {', '.join(ANSWER_MODES)}, "
+                          f"or a mapping task -> mode (tasks: {', '.join(CHOICES['task'])})")
+
+
 def find_conf_dir(grid_file: Path) -> Path:
     """conf/grid/x.yaml -> conf/ (names not found there are looked up in the repository's conf/)."""
     return grid_file.resolve().parent.parent
@@ -417,6 +439,7 @@ def validate(r: ResolvedGrid) -> None:
                   CHOICES["extraction_policy"])
     for task in g["decoding"]["max_new_tokens"]:
         _check_choice(f"{r.source}: decoding.max_new_tokens", "task", task, CHOICES["task"])
+    _check_answer_mode(f"{r.source}: decoding", g["decoding"]["answer_mode"])
     if g["dataset"]["limit"] is not None and g["dataset"]["limit"] < 1:
         raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
     if g["decoding"]["num_samples"] < 2:

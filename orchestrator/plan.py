@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.prompts import PROMPT_VERSION
+from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, PROMPT_VERSION, answer_mode
 from jobs.records import is_complete, unit_dir
 from jobs.stages import STAGE_DEPS, STAT_STAGE
 from orchestrator.config import ResolvedGrid
@@ -29,6 +29,9 @@ from orchestrator.grid import Setting, dataset_identity, expand, model_identity,
 KIND_DIRS = {"gen": "gen", "score": "score", "setting": "settings"}
 SCORING_VERSION = "1"
 CHUNK_SIZE = 32
+#: Stages whose work changes with decoding.answer_mode (the others generate in both modes; ptrue and
+#: verbal_2s read the greedy answer, so their keys follow through their deps).
+CONSTRAINED_STAGES = ("greedy", "llm", "samples")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,16 @@ def dataset_task(dc: dict) -> str:
     return DATASETS.get(dc["adapter"]).task
 
 
+def _answer_mode_param(setting, task: str):
+    """What a gen unit's params record of ``decoding.answer_mode`` for a dataset of ``task``: None
+    when every sample generates (no param: keys as before answer modes existed), "constrained" for
+    a constrained single-task dataset, the mapping of constrained tasks for a mixed one."""
+    if task == "mixed":
+        cons = {t: "constrained" for t in CONSTRAINED_TASKS if answer_mode(setting, t) == "constrained"}
+        return cons or None
+    return "constrained" if answer_mode(setting, task) == "constrained" else None
+
+
 def _uq_method(r: ResolvedGrid, uq: str):
     from jobs.uq import UQ_METHODS
 
@@ -120,6 +133,9 @@ def make_plan(r: ResolvedGrid) -> Plan:
             params["max_new_tokens"] = greedy_tokens + dec["verbal_max_new_tokens"]
         elif stage == "verbal_2s":
             params["max_new_tokens"] = dec["verbal_max_new_tokens"]
+        mode = _answer_mode_param(dec.get("answer_mode", "generate"), task)
+        if mode is not None and stage in CONSTRAINED_STAGES:  # generate-mode keys stay what they were
+            params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
         deps = {d: gen(model_kind, model, dataset, role, d).key for d in STAGE_DEPS[stage]}
         ident = {"model": model_identity(mc), "dataset": dataset_identity(dc, run), "role": role,
                  "stage": stage, "params": params, "prompt_version": PROMPT_VERSION, "deps": deps}

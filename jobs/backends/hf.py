@@ -221,6 +221,59 @@ class HFBackend:
         p_f = probs[:, f_ids].sum(-1)
         return (p_t / (p_t + p_f).clamp(min=1e-30)).cpu().numpy().astype(np.float64)
 
+    def option_token_ids(self, option: str) -> list[int]:
+        """Token ids that spell ``option`` as one whole token: the option itself and with a leading
+        space (``"B"``, ``" B"``); for a word (``yes``) also its capitalized form. Multi-token
+        spellings are left out (their first piece is a prefix of other words)."""
+        variants = {option, " " + option}
+        if len(option) > 1:
+            variants |= {option.capitalize(), " " + option.capitalize()}
+        ids = set()
+        for v in variants:
+            t = self.tok.encode(v, add_special_tokens=False)
+            if len(t) == 1 and self.tok.decode(t).strip() == v.strip():
+                ids.add(t[0])
+        return sorted(ids)
+
+    @torch.inference_mode()
+    def choice_logprobs(self, prompts: list[Messages], options: list[list[str]],
+                        prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """Constrained answers: log p of each option as the next token after prompt + ``prefix``.
+
+        One forward pass per batch, no generation, the way lm-evaluation-harness scores multiple
+        choice (``lm_eval/api/task.py`` ``ConfigurableTask.process_results``, output_type
+        ``multiple_choice``: the log-likelihood of each choice continuation, the answer is the
+        argmax; MMLU-style tasks use the option letters ``" A"`` .. as the continuations). Here an
+        option is one next token, so its log-likelihood is read from the last position's logits:
+        the log of the summed probability of its whole-token spellings (``option_token_ids``).
+
+        prompts: chat messages, rendered like ``generate`` (chat template, or plain text for a
+                 base model); ``prefix`` (e.g. "The answer is") is appended to the rendered text,
+                 after a space unless the text ends in whitespace (the assistant turn's start).
+        options: per prompt, the option strings ("A".."E", or "yes"/"no").
+        Returns (logp, hidden): logp (B, K) float64 raw log p under the full vocabulary, K the
+        most options of any prompt, -inf where a prompt has fewer options (or an option has no
+        whole-token spelling); hidden (B, H) float32, the probe layer's hidden state
+        (``hidden_states[hidden_layer]``) at the last prompt token.
+        """
+        from jobs.prompts import with_prefix
+
+        texts = [with_prefix(self.render(m), prefix) for m in prompts]
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        pos = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        out = self.model(**enc, position_ids=pos, output_hidden_states=True, logits_to_keep=1)
+        logp_all = torch.log_softmax(out.logits[:, -1].float(), -1)
+        hidden = out.hidden_states[self.spec.hidden_layer][:, -1].float().cpu().numpy().astype(np.float32)
+        k = max(len(o) for o in options)
+        logp = np.full((len(prompts), k), -np.inf)
+        for i, opts in enumerate(options):
+            for j, opt in enumerate(opts):
+                ids = self.option_token_ids(opt)
+                if ids:
+                    logp[i, j] = float(torch.logsumexp(logp_all[i, ids], 0))
+        return logp, hidden
+
 
 class _StepStats:
     """Forward hooks that reduce each decoding step of ``generate`` to what the stats need.
