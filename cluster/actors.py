@@ -15,9 +15,10 @@ import ray
 class ModelWorker:
     """Hosts one SLM or LLM backend; keeps it loaded across units."""
 
-    def __init__(self, model_conf: dict, store: str):
+    def __init__(self, model_conf: dict, store: str, secrets: dict | None = None):
         self.conf = model_conf
         self.store = store
+        os.environ.update(secrets or {})  # e.g. the API key named by api_key_env
         from jobs.backends import make_backend
 
         self.backend = make_backend(model_conf)
@@ -46,18 +47,19 @@ def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id
     if model_conf.get("resources"):
         opts["resources"] = dict(model_conf["resources"])
     env = {}
-    # the model's API key travels by the name of its variable (api_key_env), from the driver's
-    # environment into the actor's: never through the config, the store, MLflow or the ledger
-    names = ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"]
-    if model_conf.get("api_key_env"):
-        names.append(model_conf["api_key_env"])
-    for k in names:
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"):
         if k in os.environ:
             env[k] = os.environ[k]
+    # the model's API key goes from the driver's environment (the variable named by api_key_env) to
+    # the actor as a constructor argument, never through runtime_env (Ray's runtime-env agent logs
+    # its env_vars), the config, the store, MLflow or the ledger
+    secrets = {}
+    if model_conf.get("api_key_env") and model_conf["api_key_env"] in os.environ:
+        secrets[model_conf["api_key_env"]] = os.environ[model_conf["api_key_env"]]
     opts["runtime_env"] = {"env_vars": env}
     if name:
         opts["name"] = name
-    return ray.remote(ModelWorker).options(**opts).remote(model_conf, store)
+    return ray.remote(ModelWorker).options(**opts).remote(model_conf, store, secrets)
 
 
 LIGHT_TASK_CPUS = 0.25  # what a score or setting task asks of Ray

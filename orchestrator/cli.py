@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from orchestrator.config import ConfigError, load_grid
+from orchestrator.config import ConfigError, load_grid, warnings_of
 
 # when piped (CI logs, files) rich would assume 80 columns and cut the summary table
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -107,6 +107,8 @@ def cmd_run(a) -> int:
     r = load_grid(a.grid, a.overrides)
     if a.address:
         r.grid["ray"]["address"] = a.address
+    for w in warnings_of(r):
+        console.print(f"[yellow]warning: {w}[/]")
     if "runtime_resources" in str(r.output_dir):  # a `ray job submit` driver in its temporary working dir
         console.print(f"[yellow]warning: the output folder {r.output_dir} is inside the job's temporary working "
                       f"dir: it goes away with the job and other nodes do not see it. Give "

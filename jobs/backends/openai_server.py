@@ -145,10 +145,21 @@ def _cut_at_stop(scorer: _Scorer, ids: list[int], text: str, stop) -> tuple[list
     return ids, text[:pos], True
 
 
-def make_app(backend, model_name: str) -> FastAPI:
+def make_app(backend, model_name: str, api_key: str | None = None) -> FastAPI:
+    """api_key: when given, every request must carry ``Authorization: Bearer <api_key>`` (401 otherwise)."""
     app = FastAPI()
     lock = threading.Lock()  # one model, one generation at a time
     scorer = _Scorer(backend)
+
+    if api_key:
+        from fastapi.responses import JSONResponse
+
+        @app.middleware("http")
+        async def require_key(request, call_next):
+            if request.headers.get("authorization") != f"Bearer {api_key}":
+                return JSONResponse({"error": {"message": "invalid API key", "type": "invalid_request_error"}},
+                                    status_code=401)
+            return await call_next(request)
 
     def entry(i: int, lp: float) -> dict:
         t = scorer.token(i)
@@ -223,13 +234,14 @@ def make_app(backend, model_name: str) -> FastAPI:
     return app
 
 
-def serve(backend, model_name: str, port: int = 0) -> tuple[uvicorn.Server, threading.Thread, str]:
+def serve(backend, model_name: str, port: int = 0,
+          api_key: str | None = None) -> tuple[uvicorn.Server, threading.Thread, str]:
     """Start the server on 127.0.0.1 in a daemon thread; return (server, thread, base_url).
 
     port 0 lets the OS pick a free port (read back from the bound socket). Stop it with
     ``server.should_exit = True; thread.join()``.
     """
-    server = uvicorn.Server(uvicorn.Config(make_app(backend, model_name), host=HOST, port=port,
+    server = uvicorn.Server(uvicorn.Config(make_app(backend, model_name, api_key), host=HOST, port=port,
                                            log_level="warning"))
     th = threading.Thread(target=server.run, daemon=True)
     th.start()

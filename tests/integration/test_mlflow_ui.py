@@ -1,0 +1,109 @@
+"""What a new user sees at the MLflow link uqroute prints: the tiny grid's setting runs listed
+(not one collapsed parent), and the routing curve drawn, in a real headless Chromium with a
+fresh profile (no saved MLflow view state)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser import _free_port, find_chromium
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(find_chromium() is None, reason="needs Chromium: apt-get install chromium")]
+
+
+async def _session(port: int, url: str, until: str, expressions: dict, screenshot: Path, timeout: float) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                    targets = [t for t in await resp.json() if t.get("type") == "page"]
+                if targets:
+                    break
+            except aiohttp.ClientError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError("Chromium did not open its DevTools endpoint")
+            await asyncio.sleep(0.2)
+        ws = await http.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0)
+        counter = 0
+
+        async def call(method: str, **params):
+            nonlocal counter
+            counter += 1
+            my_id = counter
+            await ws.send_str(json.dumps({"id": my_id, "method": method, "params": params}))
+            while True:
+                msg = json.loads((await ws.receive(timeout=timeout)).data)
+                if msg.get("id") == my_id:
+                    if "error" in msg:
+                        raise RuntimeError(f"{method}: {msg['error']}")
+                    return msg["result"]
+
+        async def value(expr: str):
+            r = await call("Runtime.evaluate", expression=expr, returnByValue=True)
+            return r["result"].get("value")
+
+        await call("Page.enable")
+        await call("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
+        await call("Page.navigate", url=url)
+        # MLflow's UI is a single-page app: wait for what it renders, not for the document
+        while not await value(until):
+            if time.time() > deadline:
+                raise TimeoutError(f"{url}: {until} never became true; page says: {await value('document.body.innerText')!r:.2000}")
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)  # let the charts draw
+        out = {name: await value(expr) for name, expr in expressions.items()}
+        shot = await call("Page.captureScreenshot", format="png")
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        await ws.close()
+        return out
+
+
+def browse(url: str, until: str, expressions: dict, screenshot: Path, timeout: float = 90.0) -> dict:
+    port = _free_port()
+    profile = tempfile.mkdtemp(prefix="uqroute-chromium-")
+    proc = subprocess.Popen([find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return asyncio.run(_session(port, url, until, expressions, screenshot, timeout))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_printed_link_lists_the_settings_and_draws_their_routing_curves(tiny_run, tmp_path):
+    sink, plan = tiny_run["sink"], tiny_run["plan"]
+    url = sink.runs_url()
+    assert url.startswith(f"{sink.uri}/#/experiments/{sink.experiment_id}/runs?")
+    names = [s.name for s in plan.settings]
+    shot = tmp_path / "mlflow-runs.png"
+    page = browse(url, f"document.body.innerText.includes({json.dumps(names[0])})", {
+        "text": "document.body.innerText",
+        "href": "location.href",
+        "charts": "Array.from(document.querySelectorAll('svg')).length",
+    }, shot)
+    text = page["text"]
+    # the table lists the setting runs themselves, without expanding the parent
+    listed = [n for n in names if n in text]
+    assert len(listed) >= min(10, len(names)), (listed, text[:2000])
+    assert f"{len(plan.settings) + 1} matching runs" in text  # the settings and their grid run
+    # the chart view drew the routing curve on its own (no "Add chart" by hand)
+    assert "routing_accuracy" in text and "No charts in this section" not in text.split("System metrics")[0]
+    assert page["charts"] > 0
+    assert "Training runs" in text and "No data available" not in text  # not the GenAI overview
+    assert shot.stat().st_size > 20_000
