@@ -48,6 +48,7 @@ class ModelConf:
     stop: list = field(default_factory=list)  # stop strings (base models without a chat template)
     max_new_tokens: Optional[int] = None  # cap on every generation of this model (cost control)
     hidden_layer: int = -8  # probe layer: index into hidden_states (-8 = 8th-to-last)
+    trust_remote_code: bool = False  # hf: run modelling code from the model's repository (the run warns)
     # openai backend (vLLM, cloud APIs): key read from the named environment variable only
     base_url: Optional[str] = None
     model_name: Optional[str] = None
@@ -318,6 +319,17 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
         if name in out:
             raise ConfigError(f"{where}: {kind} {name!r} is listed twice")
         out[name] = OmegaConf.to_container(merged, resolve=True)
+    return out
+
+
+def warnings_of(r: ResolvedGrid) -> list[str]:
+    """Things a user must know before a run starts (printed by the CLI)."""
+    out = []
+    for kind, models in (("slm", r.slms), ("llm", r.llms)):
+        for name, m in models.items():
+            if m.get("backend") == "hf" and m.get("trust_remote_code"):
+                out.append(f"{kind} {name!r} sets trust_remote_code: true: it runs Python code shipped with "
+                           f"{m['id']!r} (its repository's modelling files) in the model actor")
     return out
 
 

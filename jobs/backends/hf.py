@@ -39,6 +39,7 @@ class HFModelSpec:
     max_memory_fraction: float | None = None  # torch's per-process CUDA memory cap
     quantize: str | None = None  # None | "int8_dynamic" (CPU: int8 weights for every Linear)
     stop: tuple[str, ...] = ()  # stop strings: generation ends there and the text is cut (base models)
+    trust_remote_code: bool = False  # run modelling code shipped with the weights (only when a config asks)
 
 
 class HFBackend:
@@ -56,6 +57,7 @@ class HFBackend:
         self.device = torch.device(device)
         dtype = _torch_dtype(spec.dtype, self.device)
         kw = {"revision": resolved.revision} if resolved.revision else {}
+        kw["trust_remote_code"] = bool(spec.trust_remote_code)
         self.tok = AutoTokenizer.from_pretrained(resolved.load_path, **kw)
         self.model = AutoModelForCausalLM.from_pretrained(resolved.load_path, dtype=dtype, **kw).to(self.device)
         if spec.quantize == "int8_dynamic" and self.device.type == "cpu":
@@ -394,5 +396,6 @@ def from_conf(m: dict) -> HFBackend:
     spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
                        dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
                        hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"),
-                       quantize=m.get("quantize"), stop=tuple(m.get("stop") or ()))
+                       quantize=m.get("quantize"), stop=tuple(m.get("stop") or ()),
+                       trust_remote_code=bool(m.get("trust_remote_code")))
     return HFBackend(spec, torch_threads=m.get("torch_threads"))
