@@ -81,7 +81,7 @@ def _execute(r, keys=None) -> int:
             n_done = e.done if hasattr(e, "done") else len([s for s in plan.settings if s.hash in plan.done(r.store_dir)])
             console.print(f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
                           f"{r.store_dir.resolve()}); resume with: uqroute resume {r.output_dir}",
-                          highlight=False, markup=False)
+                          highlight=False, markup=False, soft_wrap=True)
             return 130
     rows = settings_table(r, plan)
     print_summary(rows)
@@ -212,13 +212,13 @@ def cmd_status(a) -> int:
         what = "interrupted (Ctrl-C)" if st["state"] == "interrupted" else "stopped without finishing (driver gone)"
         done = f"{st['done']} of {st['total']} settings done" if "done" in st else f"{st.get('total', '?')} settings"
         console.print(f"[yellow]last run {what}[/] at {when}: {done}; resume with: uqroute resume {a.output}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     elif st:
         console.print(f"last run {st['state']}", highlight=False)
     pending = mlflow_pending(Path(a.output))
     if pending:
         console.print(f"[yellow]{len(pending)} settings are not in MLflow[/]; `uqroute sync {a.output}` logs them",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     return 0
 
 

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(find_chromium() is None, reason="needs Chromium: apt-get install chromium")]
 
 
-async def _session(port: int, url: str, until: str, expressions: dict, screenshot: Path, timeout: float) -> dict:
+async def _session(port: int, url: str, until: str, expressions: dict, screenshot: Path, timeout: float,
+                   then: tuple[str, dict, Path] | None = None) -> dict:
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
@@ -66,18 +67,25 @@ async def _session(port: int, url: str, until: str, expressions: dict, screensho
         out = {name: await value(expr) for name, expr in expressions.items()}
         shot = await call("Page.captureScreenshot", format="png")
         screenshot.write_bytes(base64.b64decode(shot["data"]))
+        if then is not None:  # one user action (JavaScript), then look again
+            action, more, screenshot2 = then
+            await value(action)
+            await asyncio.sleep(2.0)
+            out |= {name: await value(expr) for name, expr in more.items()}
+            shot = await call("Page.captureScreenshot", format="png")
+            screenshot2.write_bytes(base64.b64decode(shot["data"]))
         await ws.close()
         return out
 
 
-def browse(url: str, until: str, expressions: dict, screenshot: Path, timeout: float = 90.0) -> dict:
+def browse(url: str, until: str, expressions: dict, screenshot: Path, timeout: float = 90.0, then=None) -> dict:
     port = _free_port()
     profile = tempfile.mkdtemp(prefix="uqroute-chromium-")
     proc = subprocess.Popen([find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        return asyncio.run(_session(port, url, until, expressions, screenshot, timeout))
+        return asyncio.run(_session(port, url, until, expressions, screenshot, timeout, then))
     finally:
         proc.terminate()
         try:
@@ -86,24 +94,38 @@ def browse(url: str, until: str, expressions: dict, screenshot: Path, timeout: f
             proc.kill()
 
 
+# what a user does: type into "Search metric charts" (React reads the value through the input event)
+TYPE_IN_CHART_SEARCH = """(() => {
+  const box = document.querySelector('input[placeholder="Search metric charts"]');
+  const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+  set.call(box, 'WHAT');
+  box.dispatchEvent(new Event('input', {bubbles: true}));
+  return true;
+})()"""
+
+
 def test_printed_link_lists_the_settings_and_draws_their_routing_curves(tiny_run, tmp_path):
     sink, plan = tiny_run["sink"], tiny_run["plan"]
     url = sink.runs_url()
     assert url.startswith(f"{sink.uri}/#/experiments/{sink.experiment_id}/runs?")
     names = [s.name for s in plan.settings]
-    shot = tmp_path / "mlflow-runs.png"
+    shot, shot2 = tmp_path / "mlflow-runs.png", tmp_path / "mlflow-routing-charts.png"
     page = browse(url, f"document.body.innerText.includes({json.dumps(names[0])})", {
         "text": "document.body.innerText",
         "href": "location.href",
         "charts": "Array.from(document.querySelectorAll('svg')).length",
-    }, shot)
+    }, shot, then=(TYPE_IN_CHART_SEARCH.replace("WHAT", "routing_accuracy"), {"after": "document.body.innerText"}, shot2))
     text = page["text"]
     # the table lists the setting runs themselves, without expanding the parent
     listed = [n for n in names if n in text]
     assert len(listed) >= min(10, len(names)), (listed, text[:2000])
     assert f"{len(plan.settings) + 1} matching runs" in text  # the settings and their grid run
-    # the chart view drew the routing curve on its own (no "Add chart" by hand)
-    assert "routing_accuracy" in text and "No charts in this section" not in text.split("System metrics")[0]
+    # the chart view drew a chart per metric on its own (no "Add chart" by hand) ...
+    assert "Model metrics" in text and "No charts in this section" not in text.split("System metrics")[0]
     assert page["charts"] > 0
+    # ... the routing curves among them: typing "routing" in the chart search shows the three
+    after = page["after"]
+    assert "routing_accuracy" in after and "routing_accuracy_oracle" in after and "routing_accuracy_random" in after
+    assert "Step" in after  # line charts over the percent routed, not bars
     assert "Training runs" in text and "No data available" not in text  # not the GenAI overview
     assert shot.stat().st_size > 20_000
