@@ -11,6 +11,21 @@ The paper's pipeline (Chuang et al. 2025, "Confident or Seek Stronger"):
   call rate r is the r-quantile of the calibration uncertainties, and the calibration set's
   routing curve predicts the new dataset's curve.
 
+Two corrections keep that recipe statistically right (issue 8.4):
+  * weights: a bin of m rows contributes max(1, round(frac * m)) of them, so sparse bins (a skewed
+    score's tail) are over-represented. Each selected row carries the inverse of its bin's sampling
+    fraction, w = m / take (Horvitz-Thompson), so the weights of a set sum to the pool size, and
+    every quantile, rate, accuracy and curve of a calibration set is weighted
+    (``CalibrationSet.weight``; ``threshold_for_call_rate(..., weights=)``, ``calibration_curve``).
+  * scale: the paper bins "the pooled confidence distribution" (step 2 of its recipe), not the raw
+    uncertainty, which is unbounded for perplexity. ``build_calibration_set(scale=...)`` maps u to
+    a bounded confidence before binning (``to_confidence``; each UQ method declares its paper
+    confidence in ``UQMethod.confidence``; the grid default ``calibration.scale: paper`` uses it).
+    Narrow confidence bins keep the bin that holds a threshold small, so the weighted quantile's
+    sampling error on the pool is small.
+Because one draw is one random sample, transfer runs ``n_draws`` draws (seeds seed, seed + 1, ...;
+the paper's three runs) and reports the mean and spread over them.
+
 Convention: uncertainty higher = more uncertain; the MOST uncertain queries go to the LLM.
 
 Routing rule for a ``Threshold(value, tie_frac)``: sample i goes to the LLM iff u_i > value;
@@ -28,9 +43,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from jobs.metrics import (
+    RoutingCurve,
     _as_bool,
     _as_uncertainty,
     _check_lengths,
+    _offload_cumsum,
     apply_nan_policy,
     curve_rms_distance,
     random_curve,
@@ -38,6 +55,8 @@ from jobs.metrics import (
 )
 
 BINNINGS: tuple[str, ...] = ("equal_width", "equal_freq")
+#: Scales a calibration set's bins are cut on (``to_confidence``); "uncertainty" = the raw score.
+SCALES: tuple[str, ...] = ("uncertainty", "complement", "reciprocal", "exp_neg", "rank")
 TRANSFER_METHODS: tuple[str, ...] = ("calibration", "in_domain", "fixed")
 DISTANCES: tuple[str, ...] = ("wasserstein", "ks")
 POOL_KEYS: tuple[str, ...] = ("sample_id", "uncertainty", "slm_correct", "llm_correct")
@@ -71,28 +90,56 @@ def _check_rate(rate: float, name: str = "rate") -> float:
     return r
 
 
-def threshold_for_call_rate(cal_u, rate: float) -> Threshold:
+def _as_weights(weights, n: int, name: str = "weights") -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) like the scores; got {w.shape}")
+    if not (np.isfinite(w).all() and (w > 0).all()):
+        raise ValueError(f"{name} must be finite and > 0")
+    return w
+
+
+def threshold_for_call_rate(cal_u, rate: float, weights=None) -> Threshold:
     """Threshold whose expected routed fraction on ``cal_u`` is exactly ``rate``.
 
     cal_u: 1-D uncertainties, no NaN. rate: fraction in [0, 1] (ValueError outside).
+    weights: optional positive weight per score (a calibration set's ``weight``): then the routed
+    *weight* fraction is exactly ``rate`` (a weighted quantile); None = every score weighs 1.
     The value is always one of the scores: with s sorted descending and k = rate * N, it is
     s[ceil(k) - 1] (s[0] with tie_frac 0 for k = 0), and tie_frac = (k - #{u > value}) /
     #{u == value}. So constant scores give value = that score and tie_frac = rate, and on data
     with distinct scores and integer k the k-th largest score is routed with tie_frac 1
-    (i.e. "route u >= value").
+    (i.e. "route u >= value"). With weights, counts become sums of weights: the value is the first
+    score (descending) whose cumulative weight reaches rate * total weight.
     """
     r = _check_rate(rate)
     u = _as_uncertainty(cal_u, "cal_u")
     n = _check_lengths(cal_u=u)
-    k = r * n
-    if abs(k - round(k)) < _SNAP:
-        k = float(round(k))
-    s = np.sort(u)[::-1]
-    value = s[0] if k == 0 else s[math.ceil(k) - 1]
-    above = int(np.sum(u > value))
-    tied = int(np.sum(u == value))
-    tie_frac = min(1.0, max(0.0, (k - above) / tied))
-    return Threshold(float(value), float(tie_frac))
+    w = _as_weights(weights, n)
+    if w is None:
+        k = r * n
+        if abs(k - round(k)) < _SNAP:
+            k = float(round(k))
+        s = np.sort(u)[::-1]
+        value = s[0] if k == 0 else s[math.ceil(k) - 1]
+        above = int(np.sum(u > value))
+        tied = int(np.sum(u == value))
+        tie_frac = min(1.0, max(0.0, (k - above) / tied))
+        return Threshold(float(value), float(tie_frac))
+    total = float(w.sum())
+    k = r * total
+    order = np.argsort(-u, kind="stable")
+    cw = np.cumsum(w[order])
+    j = min(int(np.searchsorted(cw, k - _SNAP * total, side="left")), n - 1)
+    value = float(u[order[j]])
+    above = float(w[u > value].sum())
+    tied = float(w[u == value].sum())
+    frac = (k - above) / tied
+    if abs(frac - round(frac)) < _SNAP:
+        frac = float(round(frac))
+    return Threshold(value, float(min(1.0, max(0.0, frac))))
 
 
 def route_probability(u, thr: Threshold) -> np.ndarray:
@@ -101,33 +148,71 @@ def route_probability(u, thr: Threshold) -> np.ndarray:
     return np.where(u > thr.value, 1.0, np.where(u == thr.value, thr.tie_frac, 0.0))
 
 
-def expected_call_rate(u, thr: Threshold) -> float:
-    """Expected fraction of ``u`` routed to the LLM under ``thr`` (over the tie coin flips)."""
+def expected_call_rate(u, thr: Threshold, weights=None) -> float:
+    """Expected fraction of ``u`` routed to the LLM under ``thr`` (over the tie coin flips);
+    with ``weights``, the routed fraction of the total weight."""
     p = route_probability(u, thr)
-    _check_lengths(uncertainty=p)
-    return float(p.mean())
+    n = _check_lengths(uncertainty=p)
+    w = _as_weights(weights, n)
+    return float(p.mean()) if w is None else float(np.sum(w * p) / w.sum())
 
 
-def expected_accuracy(u, slm_correct, llm_correct, thr: Threshold) -> float:
-    """Expected accuracy of the mixed system under ``thr``: mean of p_i*llm_i + (1-p_i)*slm_i."""
+def expected_accuracy(u, slm_correct, llm_correct, thr: Threshold, weights=None) -> float:
+    """Expected accuracy of the mixed system under ``thr``: mean of p_i*llm_i + (1-p_i)*slm_i
+    (weighted mean with ``weights``)."""
     p = route_probability(u, thr)
     slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
-    _check_lengths(uncertainty=p, slm_correct=slm, llm_correct=llm)
-    return float(np.mean(p * llm + (1.0 - p) * slm))
+    n = _check_lengths(uncertainty=p, slm_correct=slm, llm_correct=llm)
+    w = _as_weights(weights, n)
+    acc = p * llm + (1.0 - p) * slm
+    return float(acc.mean()) if w is None else float(np.sum(w * acc) / w.sum())
 
 
-def threshold_for_accuracy(cal_u, cal_slm, cal_llm, target_acc: float) -> Threshold | None:
+def weighted_routing_curve(uncertainty, slm_correct, llm_correct, weights=None) -> RoutingCurve:
+    """Routing curve of weighted rows (ties="expected"): after routing the k most uncertain rows,
+    ratio = their share of the total weight and accuracy = the weighted accuracy of the mix.
+
+    Inside a tie group both grow linearly in k, so the curve between the group's ends is the
+    straight line the tie coin flips give in expectation. weights None (or all equal) gives
+    ``metrics.routing_curve(..., ties="expected")``. k, ratio, accuracy: (N + 1,) arrays; the
+    ratio grid is not uniform, which ``curve_area`` and ``curve_rms_distance`` allow.
+    """
+    u = _as_uncertainty(uncertainty)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    n = _check_lengths(uncertainty=u, slm_correct=slm, llm_correct=llm)
+    w = _as_weights(weights, n)
+    if w is None:
+        return routing_curve(u, slm, llm, ties="expected")
+    total = w.sum()
+    gain = w * (llm.astype(np.float64) - slm)
+    cum_w = _offload_cumsum(u[None], w[None], "expected")[0]
+    cum_g = _offload_cumsum(u[None], gain[None], "expected")[0]
+    ratio = np.clip(cum_w / total, 0.0, 1.0)
+    ratio[0], ratio[-1] = 0.0, 1.0
+    arrays = [np.arange(n + 1), ratio, (np.sum(w * slm) + cum_g) / total]
+    for a in arrays:
+        a.setflags(write=False)
+    return RoutingCurve(*arrays, ties="expected")
+
+
+def threshold_for_accuracy(cal_u, cal_slm, cal_llm, target_acc: float, weights=None) -> Threshold | None:
     """Threshold at the smallest call rate whose expected accuracy on the calibration data
     reaches ``target_acc``; None when no call rate reaches it.
 
     The expected accuracy after routing x (real, 0..N) samples is the linear interpolation of the
     ``ties="expected"`` routing curve between integer k, so the smallest x is found exactly on
     the segment where the curve first crosses the target (1e-12 tolerance for cumsum rounding).
+    weights: as in ``threshold_for_call_rate`` (the weighted curve, ``weighted_routing_curve``).
     """
     t = float(target_acc)
     if math.isnan(t):
         raise ValueError("target_acc must not be NaN")
-    acc = routing_curve(cal_u, cal_slm, cal_llm, ties="expected").accuracy
+    if weights is None:
+        acc = routing_curve(cal_u, cal_slm, cal_llm, ties="expected").accuracy
+        ratio = np.arange(len(acc)) / (len(acc) - 1)
+    else:
+        c = weighted_routing_curve(cal_u, cal_slm, cal_llm, weights)
+        acc, ratio = c.accuracy, c.ratio
     n = len(acc) - 1
     reached = np.flatnonzero(acc >= t - 1e-12)
     if reached.size == 0:
@@ -137,8 +222,11 @@ def threshold_for_accuracy(cal_u, cal_slm, cal_llm, target_acc: float) -> Thresh
         x = 0.0
     else:
         lo, hi = acc[k - 1], acc[k]  # lo < target <= hi (up to tolerance)
-        x = k - 1 + min(1.0, max(0.0, (t - lo) / (hi - lo)))
-    return threshold_for_call_rate(cal_u, x / n)
+        f = min(1.0, max(0.0, (t - lo) / (hi - lo)))
+        if weights is None:
+            return threshold_for_call_rate(cal_u, (k - 1 + f) / n)
+        x = ratio[k - 1] + f * (ratio[k] - ratio[k - 1])
+    return threshold_for_call_rate(cal_u, x, weights=weights)
 
 
 def fixed_threshold(value: float) -> Threshold:
@@ -155,6 +243,8 @@ class CalibrationSet:
     dataset, sample_id: str arrays (n,); uncertainty: float array (n,); slm_correct, llm_correct:
     bool arrays (n,). Rows are in pooled order (datasets sorted by name, then original order).
     record: plain-JSON description of what went in (see ``build_calibration_set``).
+    weight: float array (n,), each row's inverse sampling fraction (its bin's m / take; they sum
+    to the pool size); None = every row weighs 1 (a set stored before weights existed).
     """
 
     dataset: np.ndarray
@@ -163,9 +253,59 @@ class CalibrationSet:
     slm_correct: np.ndarray
     llm_correct: np.ndarray
     record: dict
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.uncertainty)
+
+    def threshold(self, rate: float) -> Threshold:
+        """The weighted-quantile threshold for call rate ``rate``."""
+        return threshold_for_call_rate(self.uncertainty, rate, weights=self.weight)
+
+    def expected_accuracy(self, thr: Threshold) -> float:
+        """The set's (weighted) expected accuracy under ``thr``: the predicted accuracy."""
+        return expected_accuracy(self.uncertainty, self.slm_correct, self.llm_correct, thr, weights=self.weight)
+
+
+def calibration_curve(cal: CalibrationSet) -> RoutingCurve:
+    """The calibration set's routing curve, each row weighted by ``cal.weight``: the paper's
+    prediction of a new dataset's curve (``weighted_routing_curve``)."""
+    return weighted_routing_curve(cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight)
+
+
+def to_confidence(u, scale: str) -> np.ndarray:
+    """Map finite uncertainties to the scale a calibration set's bins are cut on.
+
+    The paper bins "the pooled confidence distribution"; every UQ method defines a confidence
+    (higher = more certain), and ``UQMethod.confidence`` names the map from our uncertainty:
+      "complement":  c = 1 - u, for u = 1 - probability in [0, 1] (avg token prob, p(True),
+                     verbalized, Jaccard's 1 - U, probes);
+      "reciprocal":  c = 1 / u, for u = perplexity = exp(mean NLL) >= 1; the paper's confidence
+                     "1 / exp(mean negative log-likelihood)", in (0, 1];
+      "exp_neg":     c = exp(-u), for unbounded u >= 0 in nats (mean token entropy, max token NLL:
+                     exp(-max NLL) is the least likely token's probability), in (0, 1];
+      "rank":        c = fraction of the pooled scores that are >= u, in (0, 1]: scale-free, any
+                     monotone method gives the same bins (equal-width on it = equal-frequency);
+      "uncertainty": c = u, the raw score (the behaviour before bins were cut on confidence).
+    Every map is monotone (decreasing, except "uncertainty"), so a bin holds a contiguous range of
+    uncertainties and thresholds are unchanged; only which rows share a bin changes.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if scale == "uncertainty":
+        return u.copy()
+    if scale == "complement":
+        return 1.0 - u
+    if scale == "reciprocal":
+        if u.size and not (u > 0).all():
+            raise ValueError("scale reciprocal needs uncertainties > 0 (a perplexity is >= 1); "
+                             f"got min {float(u.min())!r}; use exp_neg or rank for this score")
+        return 1.0 / u
+    if scale == "exp_neg":
+        return np.exp(-u)
+    if scale == "rank":
+        s = np.sort(u)
+        return (len(u) - np.searchsorted(s, u, side="left")) / max(len(u), 1)
+    raise ValueError(f"unknown calibration scale {scale!r}; valid: {', '.join(SCALES)}")
 
 
 def _pool_arrays(name: str, pool: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
@@ -212,6 +352,7 @@ def build_calibration_set(
     seed: int = 50,
     binning: str = "equal_width",
     nan_policy: str = "drop",
+    scale: str = "uncertainty",
 ) -> CalibrationSet:
     """Stratified calibration set from every dataset in ``pools`` not in ``exclude``.
 
@@ -221,18 +362,24 @@ def build_calibration_set(
     counts them); "most_uncertain" keeps them as +inf, as the router treats them (sent to the LLM
     first), in a stratum of their own after the bins, sampled at the same ``frac`` -- so a
     threshold from the set accounts for the share of unscored queries. Infinite inputs are an error.
-    The pooled scores are cut into ``n_bins`` bins ("equal_width" over [min, max], or
-    "equal_freq" at the quantiles); from each non-empty bin of m instances,
-    max(1, floor(frac * m + 0.5)) are drawn without replacement with
-    ``np.random.default_rng(seed)``, bins in ascending order. Datasets are pooled in sorted name
-    order, so the result does not depend on dict order.
+    The pooled scores, mapped by ``to_confidence(u, scale)`` (the grid passes each method's
+    paper confidence; the default "uncertainty" bins the raw score), are cut into ``n_bins`` bins
+    ("equal_width" over [min, max], or "equal_freq" at the quantiles); from each non-empty bin of
+    m instances, take = max(1, floor(frac * m + 0.5)) are drawn without replacement with
+    ``np.random.default_rng(seed)``, bins in ascending order, and each drawn row gets the weight
+    m / take. Datasets are pooled in sorted name order, so the result does not depend on dict
+    order. Use the set through its weights (``CalibrationSet.threshold``, ``calibration_curve``):
+    unweighted, sparse bins are over-represented.
 
     record: datasets, excluded, n_pooled_per_dataset (after NaN drop), n_selected_per_dataset,
     n_nan_dropped, n_nan_dropped_per_dataset, n_pooled, n_selected, n_per_bin,
-    n_selected_per_bin, bin_edges, n_bins, binning, frac, seed.
+    n_selected_per_bin, bin_weights (m / take, 0 for empty bins), bin_edges (on the scale),
+    n_bins, binning, scale, frac, seed.
     """
     if binning not in BINNINGS:
         raise ValueError(f"unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown calibration scale {scale!r}; valid: {', '.join(SCALES)}")
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}")
     if not 0.0 < frac <= 1.0:
@@ -261,22 +408,27 @@ def build_calibration_set(
     if not finite.any() and not (keep_nan and len(u)):
         raise ValueError(f"no scored (non-NaN) sample in datasets {names}")
 
-    edges = _bin_edges(u[finite], int(n_bins), binning) if finite.any() else np.zeros(int(n_bins) + 1)
-    bins = np.where(finite, _bin_index(np.where(finite, u, 0.0), edges), int(n_bins))  # NaN stratum last
+    c = np.zeros(len(u))
+    c[finite] = to_confidence(u[finite], scale)
+    edges = _bin_edges(c[finite], int(n_bins), binning) if finite.any() else np.zeros(int(n_bins) + 1)
+    bins = np.where(finite, _bin_index(c, edges), int(n_bins))  # NaN stratum last
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
-    n_per_bin, n_sel_per_bin = [], []
+    weight = np.zeros(len(u))
+    n_per_bin, n_sel_per_bin, bin_weights = [], [], []
     for b in range(int(n_bins) + (1 if keep_nan else 0)):
         members = np.flatnonzero(bins == b)
         m = len(members)
         take = max(1, math.floor(frac * m + 0.5)) if m else 0
         n_per_bin.append(m)
         n_sel_per_bin.append(take)
+        bin_weights.append(m / take if take else 0.0)
         if take:
             chosen.append(rng.choice(members, size=take, replace=False))
+            weight[members] = m / take
     idx = np.sort(np.concatenate(chosen))
 
-    arrays = [ds[idx], ids[idx], u[idx], slm[idx], llm[idx]]
+    arrays = [ds[idx], ids[idx], u[idx], slm[idx], llm[idx], weight[idx]]
     for a in arrays:
         a.setflags(write=False)
     record = {
@@ -293,13 +445,16 @@ def build_calibration_set(
         "n_selected": int(len(idx)),
         "n_per_bin": n_per_bin,
         "n_selected_per_bin": n_sel_per_bin,
+        "bin_weights": bin_weights,
         "bin_edges": [float(e) for e in edges],
         "n_bins": int(n_bins),
         "binning": binning,
+        "scale": scale,
         "frac": float(frac),
         "seed": int(seed),
     }
-    return CalibrationSet(*arrays, record=record)
+    *cols, w = arrays
+    return CalibrationSet(*cols, record=record, weight=w)
 
 
 # ---- transfer evaluation (leave one dataset out) ----------------------------------------------
@@ -325,6 +480,8 @@ def transfer_table(
     frac: float = 0.1,
     seed: int = 50,
     binning: str = "equal_width",
+    scale: str = "uncertainty",
+    n_draws: int = 1,
     in_domain_frac: float = 0.5,
     nan_policy: str = "most_uncertain",
     calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
@@ -353,10 +510,18 @@ def transfer_table(
     in_domain_pools: where "in_domain" fits instead (default: ``calibration_pools``), e.g. when
     only some datasets may feed calibration sets but every dataset has labelled fit rows.
     heldouts: evaluate only these held-out datasets (default: all of ``pools``).
+    scale, n_bins, frac, binning: how calibration sets are drawn (``build_calibration_set``); their
+    thresholds are weighted quantiles and their predicted accuracy is weighted.
+    n_draws: "calibration" draws that many sets, seeds ``seed, seed + 1, ...`` (the paper repeats
+    its calibration three times), and reports their mean and spread; the other methods draw once.
     Row keys: heldout, method, target_call_rate, threshold, tie_frac, realized_call_rate,
     call_rate_error (= realized - target), realized_accuracy, predicted_accuracy (the fitting
     data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
-    accuracy_error (= realized - predicted), n_fit, n_eval, n_nan_heldout.
+    accuracy_error (= realized - predicted), n_fit, n_eval, n_nan_heldout; over the draws:
+    threshold, tie_frac and n_fit are the first draw's (seed ``seed``), the rates, accuracies and
+    errors are means, and n_draws, seeds, call_rate_error_draws, call_rate_error_sd (sample SD,
+    0 for one draw), call_rate_error_min/_max, abs_call_rate_error (mean |error| over draws),
+    accuracy_error_sd and threshold_sd give the spread.
     All rates and accuracies are exact expectations over tie coin flips.
     """
     targets = [_check_rate(t, "target call rate") for t in targets]
@@ -366,6 +531,8 @@ def transfer_table(
         raise ValueError(f"unknown transfer method(s) {bad}; valid: {', '.join(TRANSFER_METHODS)}")
     if not 0.0 < in_domain_frac < 1.0:
         raise ValueError(f"in_domain_frac must be in (0, 1); got {in_domain_frac!r}")
+    if int(n_draws) != n_draws or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive integer; got {n_draws!r}")
     cal_source = pools if calibration_pools is None else calibration_pools
     in_source = in_domain_pools if in_domain_pools is not None else calibration_pools
     chosen = sorted(pools) if heldouts is None else sorted(set(heldouts))
@@ -386,18 +553,22 @@ def transfer_table(
     for heldout in chosen:
         u, slm, llm, n_nan = _heldout_arrays(pools, heldout, nan_policy)
         for method in methods:
-            # (fit_u, fit_slm, fit_llm) predict; (ev_u, ev_slm, ev_llm) are evaluated
+            # fits: one (fit_u, fit_slm, fit_llm, fit_weight) per draw, predict;
+            # (ev_u, ev_slm, ev_llm) are evaluated
             ev_u, ev_slm, ev_llm = u, slm, llm
-            fit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            fits: list[tuple] = []
+            seeds = [int(seed)]
             if method == "calibration":
-                cal = build_calibration_set(
-                    cal_source, exclude=[heldout] if heldout in cal_source else [], n_bins=n_bins, frac=frac,
-                    seed=seed, binning=binning, nan_policy=nan_policy,
-                )
-                fit = (cal.uncertainty, cal.slm_correct, cal.llm_correct)
+                seeds = [int(seed) + i for i in range(int(n_draws))]
+                for sd in seeds:
+                    cal = build_calibration_set(
+                        cal_source, exclude=[heldout] if heldout in cal_source else [], n_bins=n_bins, frac=frac,
+                        seed=sd, binning=binning, nan_policy=nan_policy, scale=scale,
+                    )
+                    fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight))
             elif method == "in_domain" and in_source is not None:
                 fu, fs, fl, _ = _heldout_arrays(in_source, heldout, nan_policy)
-                fit = (fu, fs, fl)
+                fits.append((fu, fs, fl, None))
             elif method == "in_domain":
                 n_fit = int(round(len(u) * in_domain_frac))
                 if not 0 < n_fit < len(u):
@@ -407,28 +578,47 @@ def transfer_table(
                     )
                 perm = np.random.default_rng(seed).permutation(len(u))
                 f, e = perm[:n_fit], perm[n_fit:]
-                fit = (u[f], slm[f], llm[f])
+                fits.append((u[f], slm[f], llm[f], None))
                 ev_u, ev_slm, ev_llm = u[e], slm[e], llm[e]
             for target in targets:
-                thr = (threshold_for_call_rate(fit[0], target) if fit is not None
-                       else fixed_threshold(fixed_value))
-                realized_rate = expected_call_rate(ev_u, thr)
-                realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
-                predicted = expected_accuracy(*fit, thr) if fit is not None else float("nan")
+                draws = []
+                for fit in fits or [None]:
+                    thr = (threshold_for_call_rate(fit[0], target, weights=fit[3]) if fit is not None
+                           else fixed_threshold(fixed_value))
+                    realized_rate = expected_call_rate(ev_u, thr)
+                    realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
+                    predicted = (expected_accuracy(fit[0], fit[1], fit[2], thr, weights=fit[3]) if fit is not None
+                                 else float("nan"))
+                    draws.append((thr, realized_rate, realized_acc, predicted))
+                thr0 = draws[0][0]
+                rate = np.array([d[1] for d in draws])
+                acc = np.array([d[2] for d in draws])
+                pred = np.array([d[3] for d in draws])
+                err = rate - target
+                sd = (lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0)
                 rows.append({
                     "heldout": heldout,
                     "method": method,
                     "target_call_rate": target,
-                    "threshold": thr.value,
-                    "tie_frac": thr.tie_frac,
-                    "realized_call_rate": realized_rate,
-                    "call_rate_error": realized_rate - target,
-                    "realized_accuracy": realized_acc,
-                    "predicted_accuracy": predicted,
-                    "accuracy_error": realized_acc - predicted,
-                    "n_fit": len(fit[0]) if fit is not None else 0,
+                    "threshold": thr0.value,
+                    "tie_frac": thr0.tie_frac,
+                    "realized_call_rate": float(rate.mean()),
+                    "call_rate_error": float(err.mean()),
+                    "realized_accuracy": float(acc.mean()),
+                    "predicted_accuracy": float(pred.mean()),
+                    "accuracy_error": float((acc - pred).mean()),
+                    "n_fit": len(fits[0][0]) if fits else 0,
                     "n_eval": len(ev_u),
                     "n_nan_heldout": n_nan,
+                    "n_draws": len(draws),
+                    "seeds": seeds if fits else [],
+                    "call_rate_error_draws": [float(x) for x in err],
+                    "call_rate_error_sd": sd(err),
+                    "call_rate_error_min": float(err.min()),
+                    "call_rate_error_max": float(err.max()),
+                    "abs_call_rate_error": float(np.abs(err).mean()),
+                    "accuracy_error_sd": sd(acc - pred) if fits else float("nan"),
+                    "threshold_sd": sd(np.array([d[0].value for d in draws])),
                 })
     return rows
 
@@ -440,31 +630,45 @@ def curve_transfer(
     nan_policy: str = "most_uncertain",
     n_grid: int = 101,
     calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
+    n_draws: int = 1,
     **build_kw: Any,
 ) -> dict:
-    """The paper's curve distance: how well the calibration set's routing curve (built from every
-    dataset but ``heldout``; ``build_kw`` go to ``build_calibration_set``) predicts the true
-    routing curve on ``heldout``.
+    """The paper's curve distance: how well the calibration set's (weighted) routing curve
+    (``calibration_curve``; the set built from every dataset but ``heldout``; ``build_kw`` go to
+    ``build_calibration_set``) predicts the true routing curve on ``heldout``.
 
-    Returns {heldout, rms_calibration (RMS distance calibration curve vs true curve),
-    rms_random (RMS distance of the held-out random-routing line vs the true curve, the naive
-    reference), n_calibration, n_heldout, calibration: the calibration record}. Distances are
-    ``metrics.curve_rms_distance`` on ``n_grid`` ratios; curves use ties="expected".
+    Returns {heldout, rms_calibration (RMS distance calibration curve vs true curve, mean over
+    draws), rms_calibration_sd, rms_calibration_draws, n_draws, seeds, rms_random (RMS distance of
+    the held-out random-routing line vs the true curve, the naive reference), n_calibration,
+    n_heldout, calibration: the first draw's record}. Distances are ``metrics.curve_rms_distance``
+    on ``n_grid`` ratios; curves use ties="expected". n_draws: sets drawn with seeds
+    ``seed, seed + 1, ...`` (``build_kw["seed"]``, default 50).
     calibration_pools: as in ``transfer_table`` (the calibration set comes from them when given).
     """
+    if int(n_draws) != n_draws or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive integer; got {n_draws!r}")
     u, slm, llm, _ = _heldout_arrays(pools, heldout, nan_policy)
     source = pools if calibration_pools is None else calibration_pools
     build_kw.setdefault("nan_policy", nan_policy)
-    cal = build_calibration_set(source, exclude=[heldout] if heldout in source else [], **build_kw)
+    seed = int(build_kw.pop("seed", 50))
+    seeds = [seed + i for i in range(int(n_draws))]
     true = routing_curve(u, slm, llm, ties="expected")
-    cal_curve = routing_curve(cal.uncertainty, cal.slm_correct, cal.llm_correct, ties="expected")
+    rms, first = [], None
+    for sd in seeds:
+        cal = build_calibration_set(source, exclude=[heldout] if heldout in source else [], seed=sd, **build_kw)
+        first = first or cal
+        rms.append(curve_rms_distance(calibration_curve(cal), true, n_grid))
     return {
         "heldout": heldout,
-        "rms_calibration": curve_rms_distance(cal_curve, true, n_grid),
+        "rms_calibration": float(np.mean(rms)),
+        "rms_calibration_sd": float(np.std(rms, ddof=1)) if len(rms) > 1 else 0.0,
+        "rms_calibration_draws": rms,
+        "n_draws": len(seeds),
+        "seeds": seeds,
         "rms_random": curve_rms_distance(random_curve(slm, llm), true, n_grid),
-        "n_calibration": len(cal),
+        "n_calibration": len(first),
         "n_heldout": len(u),
-        "calibration": cal.record,
+        "calibration": first.record,
     }
 
 
@@ -481,7 +685,7 @@ def apply_to_unlabelled(
     n_tied (u == threshold, each routed with probability tie_frac), n_nan, route_prob (array)}.
     NaN scores follow ``nan_policy`` ("most_uncertain": routed; "drop": left out of n).
     """
-    thr = threshold_for_call_rate(cal.uncertainty, rate)
+    thr = cal.threshold(rate)
     u_raw = _as_uncertainty(target_u, "target_u", allow_nan=True)
     u, keep = apply_nan_policy(u_raw, nan_policy)
     u = u[keep]
@@ -493,9 +697,7 @@ def apply_to_unlabelled(
         "tie_frac": thr.tie_frac,
         "target_call_rate": float(rate),
         "expected_call_rate": rate_on_target,
-        "predicted_accuracy": expected_accuracy(
-            cal.uncertainty, cal.slm_correct, cal.llm_correct, thr
-        ),
+        "predicted_accuracy": cal.expected_accuracy(thr),
         "n": n,
         "n_routed_expected": float(p.sum()),
         "n_routed_surely": int(np.sum(u > thr.value)),

@@ -17,6 +17,12 @@ import numpy as np
 #: subsample, or trained on all other datasets (leave the evaluated one out).
 FIT_KINDS: tuple[str | None, ...] = (None, "in_domain", "other_datasets")
 
+#: Allowed values of ``UQMethod.confidence``: the monotone map from a method's uncertainty u back to
+#: the paper's confidence (higher = more certain, bounded), on which calibration sets are binned
+#: (``jobs.calibration.to_confidence``): 1 - u for u = 1 - probability; 1 / u for u = perplexity
+#: (the paper's "1 / exp(mean NLL)"); exp(-u) for unbounded u >= 0 in nats.
+CONFIDENCE_MAPS: tuple[str, ...] = ("complement", "reciprocal", "exp_neg")
+
 #: Stat that trained methods read from ``fit_stats`` on top of ``requires``.
 LABEL_STAT = "correct"
 
@@ -32,6 +38,8 @@ class UQMethod:
     fit:         None | "in_domain" | "other_datasets": which data trains the method. A trained method
                  also reads ``fit_stats["correct"]`` (bool SLM correctness on the training rows).
     description: one line for reports.
+    confidence:  how to map the uncertainty back to the paper's bounded confidence, one of
+                 ``CONFIDENCE_MAPS`` (default "complement": u = 1 - confidence in [0, 1]).
     """
 
     name: str
@@ -39,10 +47,14 @@ class UQMethod:
     fn: Callable[..., np.ndarray]
     fit: str | None = None
     description: str = ""
+    confidence: str = "complement"
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_KINDS:
             raise ValueError(f"uq method {self.name!r}: fit={self.fit!r}; valid: {FIT_KINDS}")
+        if self.confidence not in CONFIDENCE_MAPS:
+            raise ValueError(f"uq method {self.name!r}: confidence={self.confidence!r}; "
+                             f"valid: {', '.join(CONFIDENCE_MAPS)}")
         if not self.requires:
             raise ValueError(f"uq method {self.name!r}: requires must name at least one stat")
 

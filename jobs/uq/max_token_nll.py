@@ -16,4 +16,5 @@ METHOD = UQMethod(
     requires=("token_logprobs",),
     fn=max_token_nll,
     description="largest negative log-probability among generated tokens",
+    confidence="exp_neg",
 )

@@ -16,4 +16,5 @@ METHOD = UQMethod(
     requires=("token_entropy",),
     fn=mean_token_entropy,
     description="mean predictive entropy (nats) over generated tokens",
+    confidence="exp_neg",
 )

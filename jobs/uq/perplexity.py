@@ -20,4 +20,5 @@ METHOD = UQMethod(
     requires=("token_logprobs",),
     fn=perplexity,
     description="perplexity exp(mean NLL) of the generated answer",
+    confidence="reciprocal",
 )
