@@ -158,7 +158,10 @@ def batches(metrics: list, params: list, tags: list = ()) -> list[tuple[list, li
 
 
 class MlflowSink:
-    def __init__(self, uri: str, experiment: str, grid_name: str, grid_hash: str, resolved_params: dict):
+    def __init__(self, uri: str, experiment: str, grid_name: str, grid_hash: str, resolved_params: dict,
+                 running: bool = False):
+        """``running``: this sink logs a grid run now (a resume marks a closed parent RUNNING again);
+        ``sync`` and ``report`` leave the parent's status alone."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -168,7 +171,7 @@ class MlflowSink:
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self.grid_hash = grid_hash
-        self.parent_id = self._parent(grid_name, grid_hash, resolved_params)
+        self.parent_id = self._parent(grid_name, grid_hash, resolved_params, running)
         self.stats: dict = {}  # the background writer's counts, once it has closed
 
     def runs_url(self) -> str:
@@ -186,11 +189,11 @@ class MlflowSink:
         flt = " and ".join(f"tags.`{k.replace('__', '.')}` = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], filter_string=flt, max_results=100))
 
-    def _parent(self, name: str, grid_hash: str, params: dict) -> str:
+    def _parent(self, name: str, grid_hash: str, params: dict, running: bool) -> str:
         runs = self._find(uqroute__kind="grid", uqroute__grid_hash=grid_hash)
         if runs:
             run = runs[0]
-            if run.info.status != "RUNNING":  # a resume: the grid runs again
+            if running and run.info.status != "RUNNING":  # a resume: the grid runs again
                 self._set_status(run.info.run_id, "RUNNING", end_time=None)
             return run.info.run_id
         run = self.client.create_run(self.experiment_id, run_name=f"grid:{name}",

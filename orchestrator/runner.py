@@ -105,12 +105,12 @@ def _mlflow_uri(r: ResolvedGrid) -> str:
     return mc["tracking_uri"] or mlflow_sink.start_server(r.output_dir / "mlflow", mc["port"])
 
 
-def _new_sink(r: ResolvedGrid, uri: str):
+def _new_sink(r: ResolvedGrid, uri: str, running: bool = False):
     from orchestrator import mlflow_sink
 
     mc = r.grid["mlflow"]
     return mlflow_sink.MlflowSink(uri, mc["experiment"], r.grid["name"], config_hash(r),
-                                  config_identity(r) | {"name": r.grid["name"]})
+                                  config_identity(r) | {"name": r.grid["name"]}, running=running)
 
 
 def make_sink(r: ResolvedGrid, console=None):
@@ -185,7 +185,7 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
         m = manifest if manifest is not None else read_json(d / "manifest.json")
         return SettingSource(m, d, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")}))
 
-    return MlflowWriter(lambda: _new_sink(r, uri), prepare, notify=lambda msg: _say(console, msg))
+    return MlflowWriter(lambda: _new_sink(r, uri, running=True), prepare, notify=lambda msg: _say(console, msg))
 
 
 def _store_settings_done(r: ResolvedGrid, plan: Plan) -> list[str]:
