@@ -185,16 +185,18 @@ def make_plan(r: ResolvedGrid) -> Plan:
     fit_llm: dict = {}
     score_cache: dict[tuple, Unit] = {}
     for s in settings:
+        # a setting's own (eval) units are planned before its calibration (fit) units: models serve
+        # their units in plan order, so the first settings finish (and reach MLflow) early
         sk = (s.slm, s.uq, s.dataset)
         if sk not in score_cache:
             score_cache[sk] = score(s.slm, s.uq, s.dataset, "eval")
-            if cal["enabled"]:
-                fu = score(s.slm, s.uq, s.dataset, "fit")
-                fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"]}
-        if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
-            fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         sc = score_cache[sk]
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
+        if cal["enabled"] and sk not in fit_scores:
+            fu = score(s.slm, s.uq, s.dataset, "fit")
+            fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"]}
+        if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
+            fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         greedy_key = sc.payload["eval"]["greedy"]
         payload = {"key": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key, "slm_greedy": greedy_key,
                    "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"]}

@@ -243,11 +243,14 @@ class HFBackend:
         """Constrained answers: log p of each option as the next token after prompt + ``prefix``.
 
         One forward pass per batch, no generation, the way lm-evaluation-harness scores multiple
-        choice (``lm_eval/api/task.py`` ``ConfigurableTask.process_results``, output_type
-        ``multiple_choice``: the log-likelihood of each choice continuation, the answer is the
-        argmax; MMLU-style tasks use the option letters ``" A"`` .. as the continuations). Here an
-        option is one next token, so its log-likelihood is read from the last position's logits:
-        the log of the summed probability of its whole-token spellings (``option_token_ids``).
+        choice (EleutherAI/lm-evaluation-harness ``lm_eval/api/task.py``, output_type
+        ``multiple_choice``: ``ConfigurableTask.construct_requests`` asks one log-likelihood per
+        choice, ``(ctx, f"{target_delimiter}{choice}")``, after an optional assistant ``gen_prefix``;
+        ``process_results`` takes ``argmax`` of those log-likelihoods as the answer, for ``acc``;
+        MMLU-style tasks use the option letters as the choices). Here every choice is one next
+        token, so all of them are read from the last position's logits of one pass: an option's
+        log p is the log of the summed probability of its whole-token spellings
+        (``option_token_ids``: "B" and " B", so the harness's " B" is one of them).
 
         prompts: chat messages, rendered like ``generate`` (chat template, or plain text for a
                  base model); ``prefix`` (e.g. "The answer is") is appended to the rendered text,
