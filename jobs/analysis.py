@@ -202,45 +202,86 @@ def distance_analysis(pools: dict[Key, dict[str, dict]]) -> dict:
 
 # ---- finding 3: thresholds from calibration data transfer -----------------------------------
 
-def _gap_targets(cal_u, cal_slm, cal_llm, fractions=(0.25, 0.5, 0.75)) -> list[float]:
-    acc = M.routing_curve(cal_u, cal_slm, cal_llm, ties="expected").accuracy
+GAP_FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def _gap_targets(curve: M.RoutingCurve, fractions=GAP_FRACTIONS) -> list[tuple[float, float]]:
+    acc = curve.accuracy
     lo, hi = float(acc[0]), float(acc.max())
-    return [lo + f * (hi - lo) for f in fractions] if hi > lo else []
+    return [(f, lo + f * (hi - lo)) for f in fractions] if hi > lo else []
 
 
-def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str) -> list[dict]:
+def calibration_scale(cal_conf: dict, method: str) -> str:
+    """The scale calibration bins are cut on for UQ method ``method`` (``calibration.scale``):
+    "paper" = the method's own confidence (``UQMethod.confidence``; "rank" for a name the
+    registry does not know), otherwise the configured scale for every method."""
+    scale = cal_conf.get("scale", "paper")
+    if scale != "paper":
+        return scale
+    from jobs.uq import UQ_METHODS
+
+    return UQ_METHODS.get(method).confidence if method in UQ_METHODS else "rank"
+
+
+def _build_kw(cal_conf: dict, scale: str) -> dict:
+    return dict(n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
+                binning=cal_conf["binning"], scale=scale)
+
+
+def _sd(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+
+
+def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str,
+                      scale: str = "uncertainty") -> list[dict]:
     """Leave-one-dataset-out transfer of *accuracy* targets: on the calibration set built from
-    every other dataset, the threshold at the smallest call rate whose expected accuracy reaches
-    the target (targets: 25/50/75% of the calibration set's gap between SLM-only and the best
-    accuracy on its curve); realized accuracy and call rate on the held-out evaluated rows."""
+    every other dataset, the threshold at the smallest call rate whose (weighted) expected accuracy
+    reaches the target (targets: 25/50/75% of the calibration set's gap between SLM-only and the
+    best accuracy on its weighted curve); realized accuracy and call rate on the held-out evaluated
+    rows. ``calibration.n_draws`` sets are drawn (seeds seed, seed + 1, ...); one row per
+    (held-out, gap fraction) with means over the draws that reach their target and
+    accuracy_error_sd, n_draws."""
     rows = []
+    seeds = [int(cal_conf["seed"]) + i for i in range(int(cal_conf.get("n_draws", 1)))]
     for heldout in sorted(eval_p):
         others = [d for d in cal_p if d != heldout]
         if not others:
             continue
-        try:
-            cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
-                                          n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
-                                          binning=cal_conf["binning"], nan_policy=nan_policy)
-        except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
-            continue
         u_raw = eval_p[heldout]["uncertainty"]
         u, keep = M.apply_nan_policy(u_raw, nan_policy)
         u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
-        for t in _gap_targets(cal.uncertainty, cal.slm_correct, cal.llm_correct):
-            thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t)
-            if thr is None:
-                continue
-            realized = C.expected_accuracy(u, slm, llm, thr)
-            rows.append({"heldout": heldout, "target_accuracy": t,
-                         "predicted_call_rate": C.expected_call_rate(cal.uncertainty, thr),
-                         "realized_call_rate": C.expected_call_rate(u, thr), "realized_accuracy": realized,
-                         "accuracy_error": realized - t, "threshold": thr.value, "n_fit": len(cal)})
+        by_frac: dict[float, list[dict]] = {}
+        for sd in seeds:
+            try:
+                cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
+                                              nan_policy=nan_policy, **(_build_kw(cal_conf, scale) | {"seed": sd}))
+            except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
+                break
+            for f, t in _gap_targets(C.calibration_curve(cal)):
+                thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t,
+                                               weights=cal.weight)
+                if thr is None:
+                    continue
+                realized = C.expected_accuracy(u, slm, llm, thr)
+                by_frac.setdefault(f, []).append({
+                    "target_accuracy": t, "predicted_call_rate": C.expected_call_rate(cal.uncertainty, thr, cal.weight),
+                    "realized_call_rate": C.expected_call_rate(u, thr), "realized_accuracy": realized,
+                    "accuracy_error": realized - t, "threshold": thr.value, "n_fit": len(cal)})
+        for f, ds in sorted(by_frac.items()):
+            row = {"heldout": heldout, "gap_fraction": f}
+            for k in ds[0]:
+                row[k] = float(np.mean([d[k] for d in ds]))
+            row["n_fit"] = ds[0]["n_fit"]
+            row["accuracy_error_sd"] = _sd([d["accuracy_error"] for d in ds])
+            row["n_draws"] = len(ds)
+            rows.append(row)
     return rows
 
 
 def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
-                      cal_conf: dict, nan_policy: str, calibration_datasets: list[str] | None = None) -> dict:
+                      cal_conf: dict, nan_policy: str, calibration_datasets: list[str] | None = None,
+                      methods: dict[str, str] | None = None) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
     fixed), curve distances, and accuracy-target transfer.
 
@@ -248,9 +289,13 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
     with calibration enabled (``source = "fit"``); otherwise from the other datasets' evaluated
     rows, as in the paper's own leave-one-out (``source = "eval"``; in-domain then splits the
     held-out dataset in half). calibration_datasets: the datasets whose fit rows may feed
-    calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows."""
+    calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows.
+    methods: uq name -> UQ method name (for ``calibration_scale``; default: the uq name itself).
+    Calibration sets are drawn ``calibration.n_draws`` times (seeds seed, seed + 1, ...) on the
+    ``calibration.scale``; rows and curves carry the mean and spread over the draws."""
     rows, curves, acc_rows, skipped = [], [], [], []
     allowed = set(calibration_datasets) if calibration_datasets is not None else None
+    methods = methods or {}
     for key in sorted(eval_p):
         slm, uq, llm = key
         ev = eval_p[key]
@@ -260,8 +305,9 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
         cal_src = fp if use_fit else ev
         if use_fit and allowed is not None:
             cal_src = {d: p for d, p in fp.items() if d in allowed}
-        kw = dict(n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
-                  binning=cal_conf["binning"])
+        scale = calibration_scale(cal_conf, methods.get(uq, uq))
+        kw = _build_kw(cal_conf, scale)
+        n_draws = int(cal_conf.get("n_draws", 1))
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
         for h in sorted(ev):
             if not [d for d in cal_src if d != h]:
@@ -271,35 +317,44 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
             try:
                 t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
                                      calibration_pools=cal_src if use_fit else None,
-                                     in_domain_pools=fp if use_fit else None, heldouts=[h], **kw)
-                c = C.curve_transfer(ev, h, nan_policy=nan_policy, calibration_pools=cal_src if use_fit else None,
+                                     in_domain_pools=fp if use_fit else None, heldouts=[h], n_draws=n_draws,
                                      **kw)
+                c = C.curve_transfer(ev, h, nan_policy=nan_policy, calibration_pools=cal_src if use_fit else None,
+                                     n_draws=n_draws, **kw)
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
                 continue
-            rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, **row} for row in t]
+            rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, **row} for row in t]
             c.pop("calibration")
             curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **c})
-        for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy):
+        for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy, scale):
             acc_rows.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **row})
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
 
+def _abs_err(r: dict) -> float:
+    """|call-rate error| of a transfer row, averaged over its draws (one draw: |error|)."""
+    return float(r.get("abs_call_rate_error", abs(r["call_rate_error"])))
+
+
 def transfer_summary(rows: list[dict]) -> list[dict]:
-    """Mean |call-rate error| and mean accuracy error per (uq, method), over held-out datasets and
-    targets (and SLMs / LLMs)."""
+    """Mean |call-rate error| and mean accuracy error per (uq, method), over held-out datasets,
+    targets and calibration draws (and SLMs / LLMs); sd_call_rate_error: the mean over rows of the
+    SD of the call-rate error across draws (0 for single-draw methods), n_draws: draws per row."""
     by: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         by.setdefault((r["uq"], r["method"]), []).append(r)
     out = []
     for (uq, method), rs in sorted(by.items()):
-        err = np.asarray([r["call_rate_error"] for r in rs])
+        err = np.asarray([_abs_err(r) for r in rs])
+        worst = np.asarray([max(abs(x) for x in r.get("call_rate_error_draws", [r["call_rate_error"]])) for r in rs])
         acc = np.asarray([r["accuracy_error"] for r in rs], dtype=np.float64)
         acc = acc[np.isfinite(acc)]
-        out.append({"uq": uq, "method": method, "mean_abs_call_rate_error": float(np.mean(np.abs(err))),
-                    "max_abs_call_rate_error": float(np.max(np.abs(err))),
+        out.append({"uq": uq, "method": method, "mean_abs_call_rate_error": float(np.mean(err)),
+                    "max_abs_call_rate_error": float(np.max(worst)),
+                    "sd_call_rate_error": float(np.mean([r.get("call_rate_error_sd", 0.0) for r in rs])),
                     "mean_abs_accuracy_error": float(np.mean(np.abs(acc))) if acc.size else float("nan"),
-                    "n": len(rs)})
+                    "n_draws": int(max(r.get("n_draws", 1) for r in rs)), "n": len(rs)})
     return out
 
 
@@ -388,8 +443,10 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     ev3: list[str] = []
     summ = transfer_summary(transfer.get("call_rate", []))
     by_m: dict[str, list[float]] = {}
+    sd_m: dict[str, list[float]] = {}
     for r in transfer.get("call_rate", []):
-        by_m.setdefault(r["method"], []).append(abs(r["call_rate_error"]))
+        by_m.setdefault(r["method"], []).append(_abs_err(r))
+        sd_m.setdefault(r["method"], []).append(float(r.get("call_rate_error_sd", 0.0)))
     if by_m.get("calibration"):
         cal_err = float(np.mean(by_m["calibration"]))
         sources = sorted({r["source"] for r in transfer["call_rate"]})
@@ -397,13 +454,18 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
                    f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
                    f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
                    f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)}).")
+        n_draws = max(int(r.get("n_draws", 1)) for r in transfer["call_rate"] if r["method"] == "calibration")
+        if n_draws > 1:
+            ev3.append(f"Calibration errors are means over {n_draws} draws of the calibration set (seeds "
+                       f"{', '.join(str(x) for x in next(r for r in transfer['call_rate'] if r['method'] == 'calibration')['seeds'])}); "
+                       f"mean SD across draws {_fmt(float(np.mean(sd_m['calibration'])))}.")
         cal_rows = [r for r in transfer["call_rate"] if r["method"] == "calibration"]
-        worst = max(cal_rows, key=lambda r: abs(r["call_rate_error"]))
+        worst = max(cal_rows, key=_abs_err)
         ev3.append(f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
                    f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f}).")
         curves = transfer.get("curves", [])
         if curves:
-            rc = float(np.mean([c["rms_calibration"] for c in curves]))
+            rc = float(np.mean([c["rms_calibration"] for c in curves]))  # each a mean over draws
             rr = float(np.mean([c["rms_random"] for c in curves]))
             ev3.append(f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
                        f"{_fmt(rr)} from the random-routing line."
@@ -452,10 +514,12 @@ def analyze(r, plan) -> dict:
     sources = fit_sources(r)
     allowed = (None if cal_conf["pool"] == "fit"
                else [d for d, src in sources.items() if src.startswith("split:")])
-    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed)
+    methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
+    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed, methods)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),
             "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
+            "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},
             "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
             "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
 

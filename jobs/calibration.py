@@ -519,7 +519,8 @@ def transfer_table(
     data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
     accuracy_error (= realized - predicted), n_fit, n_eval, n_nan_heldout; over the draws:
     threshold, tie_frac and n_fit are the first draw's (seed ``seed``), the rates, accuracies and
-    errors are means, and n_draws, seeds, call_rate_error_draws, call_rate_error_sd (sample SD,
+    errors are means, and n_draws, seeds, call_rate_error_draws, realized_call_rate_draws,
+    predicted_accuracy_draws (one per draw, in seed order), call_rate_error_sd (sample SD,
     0 for one draw), call_rate_error_min/_max, abs_call_rate_error (mean |error| over draws),
     accuracy_error_sd and threshold_sd give the spread.
     All rates and accuracies are exact expectations over tie coin flips.
@@ -613,6 +614,8 @@ def transfer_table(
                     "n_draws": len(draws),
                     "seeds": seeds if fits else [],
                     "call_rate_error_draws": [float(x) for x in err],
+                    "realized_call_rate_draws": [float(x) for x in rate],
+                    "predicted_accuracy_draws": [float(x) for x in pred],
                     "call_rate_error_sd": sd(err),
                     "call_rate_error_min": float(err.min()),
                     "call_rate_error_max": float(err.max()),

@@ -240,24 +240,29 @@ figure{margin:1em 0} img{max-width:100%;border:1px solid #eee} figcaption{font-s
 """
 
 
-def _error_pivot(rows: list[dict], method: str, targets: list[float]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """(uq, held-out) x target table of realized - target call rate for one transfer method."""
+def _error_pivot(rows: list[dict], method: str, targets: list[float], key: str = "call_rate_error",
+                 agg: str = "mean_abs") -> tuple[list[dict], list[tuple[str, str]]]:
+    """(uq, held-out) x target table of ``key`` (default: realized - target call rate, the mean
+    over calibration draws) for one transfer method; last column: mean |key| over targets and
+    draws ("mean_abs") or the plain mean ("mean", for SDs)."""
     piv: dict[tuple, dict] = {}
+    absval: dict[tuple, list[float]] = {}
     for r in rows:
         if r["method"] != method:
             continue
         k = (r["slm"], r["uq"], r["llm"], r["heldout"])
         d = piv.setdefault(k, {"slm": k[0], "uq": k[1], "llm": k[2], "heldout": k[3]})
-        d[f"t{r['target_call_rate']:.2f}"] = r["call_rate_error"]
-    for d in piv.values():
-        errs = [v for kk, v in d.items() if kk.startswith("t")]
-        d["mean_abs"] = float(np.mean(np.abs(errs))) if errs else float("nan")
+        d[f"t{r['target_call_rate']:.2f}"] = r.get(key, 0.0)
+        absval.setdefault(k, []).append(r.get("abs_call_rate_error", abs(r["call_rate_error"]))
+                                        if agg == "mean_abs" else r.get(key, 0.0))
+    for k, d in piv.items():
+        d["mean_abs"] = float(np.mean(absval[k])) if absval[k] else float("nan")
     cols = [("uq", "UQ method"), ("heldout", "held-out dataset")]
     if len({k[0] for k in piv}) > 1:
         cols.insert(0, ("slm", "SLM"))
     if len({k[2] for k in piv}) > 1:
         cols.append(("llm", "LLM"))
-    cols += [(f"t{t:.2f}", f"{t:.0%}") for t in targets] + [("mean_abs", "mean |err|")]
+    cols += [(f"t{t:.2f}", f"{t:.0%}") for t in targets] + [("mean_abs", "mean |err|" if agg == "mean_abs" else "mean")]
     return [piv[k] for k in sorted(piv)], cols
 
 
@@ -364,15 +369,27 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
                           f"(calibration.pool = train_dev)" if left else ""))
     else:
         source_text = "evaluated rows (calibration was not enabled for this grid: the paper's own leave-one-out)"
+    n_draws = int(cal.get("n_draws", 1))
+    scales = a.get("calibration_scales", {})
+    scale_text = ("each method's own confidence (" + ", ".join(f"{u}: {sc}" for u, sc in sorted(scales.items())) + ")"
+                  if cal.get("scale", "paper") == "paper" else f"the {cal.get('scale')} scale")
+    seeds = ", ".join(str(int(cal["seed"]) + i) for i in range(n_draws))
     parts.append("<p>For each held-out dataset, the calibration set is built from the other datasets' " + source_text
-                 + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins, {cal['frac']:.0%} of each, seed "
-                 f"{cal['seed']}. The threshold for target call rate r is the r-quantile of its uncertainties. "
-                 "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
+                 + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins cut on {scale_text}, {cal['frac']:.0%} of "
+                 f"each, every drawn row weighted by the inverse of its bin's sampling fraction (so sparse bins are not "
+                 f"over-represented), {n_draws} draw{'s' if n_draws > 1 else ''} (seed{'s' if n_draws > 1 else ''} {seeds}). "
+                 "The threshold for target call rate r is the weighted r-quantile of its uncertainties; "
+                 + ("errors below are means over the draws, with their SD across draws. " if n_draws > 1 else "")
+                 + "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
                  "<i>fixed</i> uses one untuned threshold for every target.</p>")
     parts.append(_img(transfer_png, "realized vs target call rate"))
     parts.append("<h3>Transfer error (realized − target call rate), calibration thresholds</h3>")
     rows, cols = _error_pivot(t["call_rate"], "calibration", targets)
     parts.append(table_html(rows, cols, "transfer-error"))
+    if n_draws > 1:
+        parts.append(f"<h3>Spread over the {n_draws} calibration draws (SD of realized − target call rate)</h3>")
+        rows, cols = _error_pivot(t["call_rate"], "calibration", targets, key="call_rate_error_sd", agg="mean")
+        parts.append(table_html(rows, cols, "transfer-error-sd"))
     parts.append("<h3>The same for in-domain (upper bound) and fixed thresholds</h3>")
     for m in ("in_domain", "fixed"):
         rows, cols = _error_pivot(t["call_rate"], m, targets)
@@ -381,15 +398,18 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts.append(table_html(a["transfer_summary"], [("uq", "UQ method"), ("method", "threshold from"),
                                                     ("mean_abs_call_rate_error", "mean |call-rate err|"),
                                                     ("max_abs_call_rate_error", "max |call-rate err|"),
+                                                    ("sd_call_rate_error", "SD over draws"), ("n_draws", "draws"),
                                                     ("mean_abs_accuracy_error", "mean |acc − predicted|"), ("n", "n")]))
     parts.append("<h3>Routing-curve prediction (RMS distance to the true held-out curve)</h3>")
     parts.append(table_html(t["curves"], [("uq", "UQ method"), ("heldout", "held-out"), ("slm", "SLM"), ("llm", "LLM"),
-                                          ("rms_calibration", "calibration curve"), ("rms_random", "random line"),
+                                          ("rms_calibration", "calibration curve"), ("rms_calibration_sd", "SD over draws"),
+                                          ("rms_random", "random line"),
                                           ("n_calibration", "n calibration"), ("n_heldout", "n held-out")]))
     parts.append("<h3>Accuracy targets</h3><p>Threshold at the smallest call rate whose calibration accuracy reaches the "
                  "target (25/50/75% of the calibration set's gap between SLM-only and its best accuracy).</p>")
     parts.append(table_html(t["accuracy"], [("uq", "UQ method"), ("heldout", "held-out"), ("target_accuracy", "target acc"),
                                             ("realized_accuracy", "realized acc"), ("accuracy_error", "error"),
+                                            ("accuracy_error_sd", "SD over draws"),
                                             ("predicted_call_rate", "predicted call rate"),
                                             ("realized_call_rate", "realized call rate")]))
     if t["skipped"]:
@@ -404,9 +424,11 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     analysis_path.write_text(json.dumps(_jsonable(a), indent=1, sort_keys=True))
     metrics = {}
     for method in ("calibration", "in_domain", "fixed"):
-        errs = [abs(x["call_rate_error"]) for x in t["call_rate"] if x["method"] == method]
+        errs = [x.get("abs_call_rate_error", abs(x["call_rate_error"])) for x in t["call_rate"] if x["method"] == method]
         if errs:
             metrics[f"transfer_{method}_mean_abs_call_rate_error"] = float(np.mean(errs))
+            metrics[f"transfer_{method}_sd_call_rate_error"] = float(np.mean(
+                [x.get("call_rate_error_sd", 0.0) for x in t["call_rate"] if x["method"] == method]))
     if t["curves"]:
         metrics["transfer_curve_rms_calibration"] = float(np.mean([c["rms_calibration"] for c in t["curves"]]))
         metrics["transfer_curve_rms_random"] = float(np.mean([c["rms_random"] for c in t["curves"]]))

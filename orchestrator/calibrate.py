@@ -41,6 +41,9 @@ def _cal_conf(r, **overrides) -> dict:
     conf |= {k: v for k, v in overrides.items() if v is not None}
     if conf["binning"] not in C.BINNINGS:
         raise ConfigError(f"--binning {conf['binning']!r}; valid: {', '.join(C.BINNINGS)}")
+    conf.setdefault("scale", "paper")
+    if conf["scale"] not in ("paper", *C.SCALES):
+        raise ConfigError(f"calibration.scale {conf['scale']!r}; valid: paper, {', '.join(C.SCALES)}")
     if not 0 < float(conf["frac"]) <= 1:
         raise ConfigError(f"--frac {conf['frac']!r} must be in (0, 1]")
     if conf["pool"] not in ("train_dev", "fit"):
@@ -86,15 +89,20 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
         raise ConfigError(f"{out}: fit-role units of {slm}/{uq}/{llm} are not finished for {', '.join(missing)}; "
                           f"run `uqroute resume {out}` first")
     pools = {d: pools[d] for d in wanted}
+    from jobs.analysis import calibration_scale
+
+    # one set, one seed: a calibration folder is what a user deploys (the grid report averages draws)
     cal = C.build_calibration_set(pools, n_bins=int(conf["n_bins"]), frac=float(conf["frac"]),
                                   seed=int(conf["seed"]), binning=conf["binning"],
-                                  nan_policy=r.grid["metrics"]["nan_policy"])
+                                  nan_policy=r.grid["metrics"]["nan_policy"],
+                                  scale=calibration_scale(conf, r.uq[uq].get("method") or uq))
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):
         ss, _ = load_role(r.datasets[d], r.grid["dataset"], "fit")
         samples[d] = {s.id: s for s in ss}
     rows = []
-    for d, sid, u, so, lo in zip(cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct):
+    for d, sid, u, so, lo, w in zip(cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct,
+                                    cal.weight):
         s = samples[str(d)][str(sid)]
         row = {"id": f"{d}/{sid}", "question": s.question, "task": s.task, "gold": s.gold}
         if s.choices:
@@ -103,7 +111,8 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
             row["context"] = s.context
         row |= {"source_dataset": str(d), "source_id": str(sid), "source_split": fit_source(r.datasets[str(d)]),
                 "uncertainty": float(u) if np.isfinite(u) else None,  # null: unscored, routed first
-                "slm_correct": bool(so), "llm_correct": bool(lo)}
+                "slm_correct": bool(so), "llm_correct": bool(lo),
+                "weight": float(w)}  # inverse of its bin's sampling fraction: thresholds are weighted quantiles
         rows.append(row)
     name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
     folder = r.output_dir / "calibration" / name
@@ -113,14 +122,14 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
     tmp.replace(folder / CAL_FILE)
     thresholds = []
     for t in conf["targets"]:
-        thr = C.threshold_for_call_rate(cal.uncertainty, float(t))
+        thr = cal.threshold(float(t))
         thresholds.append({"target_call_rate": float(t), "threshold": thr.value, "tie_frac": thr.tie_frac,
-                           "predicted_accuracy": C.expected_accuracy(cal.uncertainty, cal.slm_correct,
-                                                                     cal.llm_correct, thr)})
+                           "predicted_accuracy": cal.expected_accuracy(thr)})
     record = {"name": name, "slm": slm, "uq": uq, "llm": llm, "uq_conf": r.uq[uq], "pool": conf["pool"],
               "grid": r.grid["name"], "grid_output": str(r.output_dir.resolve()), "grid_config_hash": config_hash(r),
               "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
-              "slm_accuracy": float(cal.slm_correct.mean()), "llm_accuracy": float(cal.llm_correct.mean()),
+              "slm_accuracy": float(np.average(cal.slm_correct, weights=cal.weight)),
+              "llm_accuracy": float(np.average(cal.llm_correct, weights=cal.weight)),
               "thresholds": thresholds, **cal.record}
     write_json(folder / RECORD_FILE, record)
     (folder / "dataset.yaml").write_text(
@@ -130,7 +139,9 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
     return {"folder": folder, "record": record}
 
 
-def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """record, uncertainty, slm_correct, llm_correct, weight (1 for rows of folders written before
+    calibration rows carried weights)."""
     folder = Path(folder)
     if not (folder / CAL_FILE).is_file() or not (folder / RECORD_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not a calibration folder (needs {CAL_FILE} and {RECORD_FILE}; "
@@ -138,7 +149,9 @@ def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.nda
     record = json.loads((folder / RECORD_FILE).read_text())
     rows = [json.loads(x) for x in (folder / CAL_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
     u = np.asarray([np.inf if x["uncertainty"] is None else x["uncertainty"] for x in rows], dtype=np.float64)
-    return record, u, np.asarray([x["slm_correct"] for x in rows], bool), np.asarray([x["llm_correct"] for x in rows], bool)
+    w = np.asarray([x.get("weight", 1.0) for x in rows], dtype=np.float64)
+    return (record, u, np.asarray([x["slm_correct"] for x in rows], bool),
+            np.asarray([x["llm_correct"] for x in rows], bool), w)
 
 
 def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
@@ -246,28 +259,28 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
         raise ConfigError(f"--target-call-rate {rate!r} must be in [0, 1]")
     if scores is not None and dataset is not None:
         raise ConfigError("give either --scores or a dataset, not both")
-    record, u, slm, llm = load_calibration(Path(folder))
+    record, u, slm, llm, w = load_calibration(Path(folder))
     if target_accuracy is not None:
-        thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy)
+        thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w)
         if thr is None:
-            best = float(np.max(C.routing_curve(u, slm, llm, ties="expected").accuracy))
+            best = float(np.max(C.weighted_routing_curve(u, slm, llm, w).accuracy))
             raise ConfigError(f"--target-accuracy {target_accuracy} is above what routing reaches on the calibration "
                               f"set (best {best:.3f}); valid: up to {best:.3f}")
-        rate = C.expected_call_rate(u, thr)
+        rate = C.expected_call_rate(u, thr, weights=w)
     else:
-        thr = C.threshold_for_call_rate(u, rate)
+        thr = C.threshold_for_call_rate(u, rate, weights=w)
     result = {"calibration": record["name"], "slm": record["slm"], "uq": record["uq"], "llm": record["llm"],
               "n_calibration": int(len(u)), "threshold": thr.value, "tie_frac": thr.tie_frac,
               "target_call_rate": float(rate), "target_accuracy": target_accuracy,
-              "expected_accuracy": C.expected_accuracy(u, slm, llm, thr),
-              "slm_only_accuracy": float(slm.mean()), "llm_only_accuracy": float(llm.mean())}
+              "expected_accuracy": C.expected_accuracy(u, slm, llm, thr, weights=w),
+              "slm_only_accuracy": float(np.average(slm, weights=w)), "llm_only_accuracy": float(np.average(llm, weights=w))}
     ids = None
     if scores is not None:
         ids, tu = read_scores(Path(scores))
     elif dataset is not None:
         ids, tu = score_new_dataset(record, dataset, task, limit)
     if ids is not None:
-        cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record)
+        cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record, weight=w)
         res = C.apply_to_unlabelled(cal, tu, rate)  # unscored queries count as most uncertain
         p_all = res["route_prob"]
         draw = np.random.default_rng(seed).random(len(tu))

@@ -53,9 +53,11 @@ def test_transfer_rows_recompute_from_the_heldout_records(tiny_run, analysis):
         rec = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pydict()
         u = np.asarray([np.inf if v is None or np.isnan(v) else v for v in rec["uncertainty"]])  # NaN -> LLM
         thr = np.inf if x["threshold"] is None else x["threshold"]  # JSON null: only unscored rows routed
-        rate = expected_call_rate(u, Threshold(thr, x["tie_frac"]))
-        assert rate == pytest.approx(x["realized_call_rate"], abs=1e-12)
-        assert x["call_rate_error"] == pytest.approx(rate - x["target_call_rate"], abs=1e-12)
+        rate = expected_call_rate(u, Threshold(thr, x["tie_frac"]))  # threshold, tie_frac: the first draw's
+        assert rate == pytest.approx(x["realized_call_rate_draws"][0], abs=1e-12)
+        assert x["call_rate_error_draws"][0] == pytest.approx(rate - x["target_call_rate"], abs=1e-12)
+        # the row reports the mean over the calibration draws
+        assert x["n_draws"] == 3 and x["realized_call_rate"] == pytest.approx(np.mean(x["realized_call_rate_draws"]))
         assert x["n_eval"] == 6
 
 
@@ -140,10 +142,12 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
         assert row["source_id"] not in ev[row["source_dataset"]]["sample_id"]
         assert {"question", "task", "gold", "uncertainty", "slm_correct", "llm_correct"} <= set(row)
     assert {row["task"] for row in rows} <= {"numeric", "yesno"}
-    # thresholds in the record are quantiles of the rows' scores
+    # thresholds in the record are weighted quantiles of the rows' scores (weight: inverse sampling fraction)
     u = np.asarray([row["uncertainty"] for row in rows])
+    w = np.asarray([row["weight"] for row in rows])
+    assert w.sum() == pytest.approx(rec["n_pooled"])
     for t in rec["thresholds"]:
-        assert expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"])) == pytest.approx(t["target_call_rate"])
+        assert expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w) == pytest.approx(t["target_call_rate"])
     # the set is a dataset a grid can use like any other
     grid = tmp_path / "g.yaml"
     grid.write_text(f"name: c\noutput_dir: {tmp_path}/o\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\n"
@@ -230,8 +234,10 @@ def test_calibrate_apply_from_the_grid_folder_matches_the_leave_one_out_row(tiny
                and x["heldout"] == "addsub" and x["target_call_rate"] == pytest.approx(0.3))
     assert res["threshold"] == pytest.approx(np.inf if row["threshold"] is None else row["threshold"])
     assert res["tie_frac"] == pytest.approx(row["tie_frac"])
-    assert res["expected_call_rate_on_data"] == pytest.approx(row["realized_call_rate"])
-    assert res["expected_accuracy"] == pytest.approx(row["predicted_accuracy"])
+    # the folder is one draw, seed calibration.seed: the row's first draw
+    assert row["seeds"][0] == 50
+    assert res["expected_call_rate_on_data"] == pytest.approx(row["realized_call_rate_draws"][0])
+    assert res["expected_accuracy"] == pytest.approx(row["predicted_accuracy_draws"][0])
     assert res["n"] == 6
     rec = json.loads((out / "calibration" / "smollm2-test__perplexity__smollm2-test__without-addsub" / "record.json")
                      .read_text())

@@ -175,3 +175,22 @@ def test_uq_methods_declare_the_papers_confidence():
     assert UQ_METHODS.get("avg_token_prob").confidence == "complement"
     assert UQ_METHODS.get("mean_token_entropy").confidence == "exp_neg"
     assert all(UQ_METHODS.get(n).confidence in C.SCALES for n in UQ_METHODS.names())
+
+
+def test_grid_analysis_draws_n_sets_on_each_methods_paper_scale():
+    from jobs import analysis as A
+
+    ev = {("s", "perplexity", "l"): skewed_pools("heavy", n=300), ("s", "ptrue", "l"): skewed_pools("beta", n=300)}
+    conf = {"n_bins": 30, "frac": 0.1, "seed": 50, "binning": "equal_width", "scale": "paper", "n_draws": 3,
+            "targets": [0.1, 0.5], "fixed_threshold": {}}
+    t = A.transfer_analysis(ev, {}, conf, "most_uncertain")
+    cal = [r for r in t["call_rate"] if r["method"] == "calibration"]
+    assert {(r["uq"], r["scale"]) for r in cal} == {("perplexity", "reciprocal"), ("ptrue", "complement")}
+    assert all(r["n_draws"] == 3 for r in cal) and all(c["n_draws"] == 3 for c in t["curves"])
+    assert all(r["n_draws"] == 3 for r in t["accuracy"])
+    summ = {(s["uq"], s["method"]): s for s in A.transfer_summary(t["call_rate"])}
+    assert summ[("ptrue", "calibration")]["n_draws"] == 3 and summ[("ptrue", "calibration")]["sd_call_rate_error"] > 0
+    ev3 = " ".join(A.findings([], [], {}, t)[2]["evidence"])
+    assert "means over 3 draws" in ev3 and "seeds 50, 51, 52" in ev3
+    assert A.calibration_scale({"scale": "rank"}, "perplexity") == "rank"
+    assert A.calibration_scale({"scale": "paper"}, "not_registered") == "rank"
