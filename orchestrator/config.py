@@ -173,6 +173,13 @@ class CalibrationConf:
     frac: float = 0.1  # paper: 10% of each bin
     seed: int = 50  # paper: seed 50
     binning: str = "equal_width"  # equal_width | equal_freq (the paper does not say)
+    # the scale bins are cut on: "paper" = each UQ method's confidence as the paper defines it
+    # (UQMethod.confidence: 1 - u, 1 / perplexity, exp(-u)); or one of jobs.calibration.SCALES for
+    # every method (rank = scale-free, i.e. equal-frequency bins; uncertainty = the raw score)
+    scale: str = "paper"
+    # calibration sets drawn per held-out dataset, seeds seed, seed + 1, ...; transfer reports their
+    # mean and spread (the paper repeats its calibration 3 times)
+    n_draws: int = 3
     targets: list = field(default_factory=lambda: [round(i / 10, 1) for i in range(1, 10)])
     crossfit_folds: int = 5  # trained UQ methods score their own fit rows out-of-fold
     fixed_threshold: dict = field(default_factory=dict)  # uq name -> untuned threshold (default 0.5)
@@ -463,6 +470,11 @@ def validate(r: ResolvedGrid) -> None:
     cal = g["calibration"]
     _check_choice(f"{r.source}: calibration", "binning", cal["binning"], CHOICES["binning"])
     _check_choice(f"{r.source}: calibration", "pool", cal["pool"], CHOICES["pool"])
+    from jobs.calibration import SCALES
+
+    _check_choice(f"{r.source}: calibration", "scale", cal["scale"], ("paper", *SCALES))
+    if cal["n_draws"] < 1:
+        raise ConfigError(f"{r.source}: calibration.n_draws={cal['n_draws']} must be >= 1")
     if cal["n_bins"] < 1:
         raise ConfigError(f"{r.source}: calibration.n_bins={cal['n_bins']} must be >= 1")
     if not 0.0 < cal["frac"] <= 1.0:
