@@ -5,7 +5,8 @@ role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute
 
   eval_pools / fit_pools   per (SLM, UQ, LLM): per dataset sample ids, uncertainty, SLM and LLM
                            correctness (eval: the evaluated rows; fit: train/dev rows)
-  method_table             AUROC / area / APGR with bootstrap CIs, one row per setting
+  method_table             AUROC / area / APGR (RouteLLM) / gap recovered vs random / CPT /
+                           relative accuracy, with bootstrap CIs, one row per setting
   paired_table             paired bootstrap differences between UQ methods on the same queries
   distance_analysis        distances between uncertainty distributions (finding 2)
   transfer_analysis        leave-one-dataset-out threshold transfer (finding 3)

@@ -17,7 +17,11 @@ NaN uncertainties are rejected by the curve functions; apply a NaN policy first
 (``apply_nan_policy``; ``summarize`` does it for you).
 
 The paper reports AUROC, routing curves, relative accuracy and curve distance; areas, APGR and
-call rate for a fraction of the SLM->LLM gap are our RouteLLM-style additions.
+call rate for a fraction of the SLM->LLM gap are our RouteLLM-style additions. Names shared with
+RouteLLM mean what RouteLLM computes (lm-sys/RouteLLM, ``routellm/evals/evaluate.py``,
+``generate_results``): ``apgr`` = (AUC - weak) / (strong - weak), random routing 0.5, and ``cpt`` =
+its "x% qual" call rate by ``np.interp``; our own gap ratio against random routing is named
+``gap_recovered_vs_random`` (random 0, oracle 1).
 """
 from __future__ import annotations
 
@@ -257,8 +261,25 @@ def _gap_ratio(area: Any, rnd_area: Any, oracle_area: Any) -> Any:
         return np.where(np.abs(den) > 1e-12, (np.asarray(area) - rnd_area) / den, np.nan)
 
 
-def apgr(curve: RoutingCurve, rnd: RoutingCurve, oracle: RoutingCurve) -> float:
-    """Area performance gap recovered: (area - random area) / (oracle area - random area).
+def apgr(curve: RoutingCurve) -> float:
+    """APGR as RouteLLM defines it: (AUC - weak AUC) / (strong AUC - weak AUC).
+
+    Source: lm-sys/RouteLLM, ``routellm/evals/evaluate.py``, ``generate_results.apgr_metric``: AUC
+    is ``np.trapz(accuracy, strong_percentage / 100)`` over the router's curve, and the weak and
+    strong AUCs are the same trapezoid over constant lines at the weak (SLM) and strong (LLM)
+    accuracy. On our curve (ratios 0..1) that is (area - slm_acc) / (llm_acc - slm_acc): 0 = SLM
+    alone, 1 = as good as the LLM alone over the whole curve, random routing 0.5 (above 1 when
+    routing beats the LLM). NaN when the LLM is exactly as accurate as the SLM (RouteLLM divides by
+    zero there). Our random-based ratio is ``gap_recovered_vs_random``.
+    """
+    a0, a1 = curve.slm_acc, curve.llm_acc
+    span = float(curve.ratio[-1] - curve.ratio[0])
+    return float(_gap_ratio(curve_area(curve), a0 * span, a1 * span))
+
+
+def gap_recovered_vs_random(curve: RoutingCurve, rnd: RoutingCurve, oracle: RoutingCurve) -> float:
+    """Share of the random-to-oracle area gap recovered: (area - random area) / (oracle area -
+    random area). Ours (this was called "APGR" before; RouteLLM's APGR is ``apgr``).
 
     1 = oracle routing, 0 = no better than random, negative = worse than random. NaN when the
     oracle is no better than random (the SLM is never wrong where the LLM is right).
@@ -269,7 +290,8 @@ def apgr(curve: RoutingCurve, rnd: RoutingCurve, oracle: RoutingCurve) -> float:
 def call_rate_for_gap(curve: RoutingCurve, frac: float) -> float:
     """Smallest routing ratio whose accuracy reaches slm_acc + frac * (llm_acc - slm_acc).
 
-    NaN when the LLM is not more accurate than the SLM (there is no gap to recover).
+    NaN when the LLM is not more accurate than the SLM (there is no gap to recover). Unlike
+    ``cpt`` this is the first crossing, well defined on curves that are not monotone.
     """
     if not 0.0 <= frac <= 1.0:
         raise ValueError(f"frac must be in [0, 1]; got {frac!r}")
@@ -281,23 +303,53 @@ def call_rate_for_gap(curve: RoutingCurve, frac: float) -> float:
     return float(curve.ratio[reached[0]])
 
 
-def relative_accuracy(uncertainty, slm_correct, llm_acc: float, top_frac: float,
-                      ties: str = "expected") -> float:
-    """SLM accuracy on the ceil(top_frac * N) most confident queries, divided by ``llm_acc``.
+def cpt(curve: RoutingCurve, frac: float) -> float:
+    """CPT(x%) as RouteLLM computes it ("20% / 50% / 80% qual"): the call rate whose accuracy is
+    slm_acc + frac * (llm_acc - slm_acc), by ``np.interp(target, accuracy, call_rate)``.
 
-    ``llm_acc`` is the LLM's accuracy on the whole dataset. Ties at the cut follow ``ties``
-    (the expected value, or original order). NaN when llm_acc is 0.
+    Source: lm-sys/RouteLLM, ``routellm/evals/evaluate.py``, ``generate_results.pct_call_metric``.
+    Returned as a fraction (RouteLLM prints percent: multiply by 100). Like RouteLLM it does not
+    check that accuracy rises along the curve: np.interp assumes increasing x, so on a curve that
+    is not monotone the value is what np.interp gives (``call_rate_for_gap`` is the first
+    crossing); a target outside the curve's accuracies clips to an end.
+    """
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"frac must be in [0, 1]; got {frac!r}")
+    lo, hi = curve.slm_acc, curve.llm_acc
+    return float(np.interp(frac * (hi - lo) + lo, curve.accuracy, curve.ratio))
+
+
+RELATIVE_ACCURACY_PCTS: tuple[int, ...] = tuple(range(10, 101, 10))
+
+
+def relative_accuracy(uncertainty, slm_correct, llm_correct, top_frac: float,
+                      ties: str = "expected") -> float:
+    """The paper's relative accuracy: on the ceil(top_frac * N) most confident queries, SLM
+    accuracy divided by the LLM's accuracy on the same queries.
+
+    (The paper's example: on PIQA, Danube-3.1-4B nearly matches GPT-4o mini on its 20% most
+    confident queries.) Ties at the cut follow ``ties``: "expected" gives the ratio of the expected
+    numbers of correct answers when tied queries enter in random order, "stable" takes the earlier
+    sample first. NaN when the LLM gets none of those queries right.
     """
     _check_ties(ties)
     if not 0.0 < top_frac <= 1.0:
         raise ValueError(f"top_frac must be in (0, 1]; got {top_frac!r}")
     u = _as_uncertainty(uncertainty)
-    slm = _as_bool(slm_correct, "slm_correct")
-    n = _check_lengths(uncertainty=u, slm_correct=slm)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    n = _check_lengths(uncertainty=u, slm_correct=slm, llm_correct=llm)
     n_top = max(1, math.ceil(top_frac * n - 1e-9))
-    # most confident first = largest -uncertainty first
-    correct_top = _offload_cumsum(-u[None], slm[None].astype(np.float64), ties)[0, n_top]
-    return float(correct_top / n_top / llm_acc) if llm_acc > 0 else float("nan")
+    # most confident first = largest -uncertainty first; both models on the same (expected) set
+    both = _offload_cumsum(np.stack([-u, -u]), np.stack([slm, llm]).astype(np.float64), ties)[:, n_top]
+    return float(both[0] / both[1]) if both[1] > 1e-12 else float("nan")
+
+
+def relative_accuracy_curve(uncertainty, slm_correct, llm_correct, pcts=RELATIVE_ACCURACY_PCTS,
+                            ties: str = "expected") -> list[dict]:
+    """``relative_accuracy`` at top k% for each k in ``pcts`` (default 10, 20, ..., 100):
+    [{"top_pct": k, "relative_accuracy": value}, ...] (NaN where undefined)."""
+    return [{"top_pct": int(k), "relative_accuracy": relative_accuracy(uncertainty, slm_correct, llm_correct,
+                                                                        k / 100, ties)} for k in pcts]
 
 
 def curve_rms_distance(curve_a: RoutingCurve, curve_b: RoutingCurve, n_grid: int = 101) -> float:
@@ -326,7 +378,13 @@ def batch_area(u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str = "exp
 
 
 def batch_apgr(u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str = "expected") -> np.ndarray:
-    """APGR per row of (B, N) arrays."""
+    """RouteLLM's APGR (``apgr``) per row of (B, N) arrays."""
+    return _gap_ratio(batch_area(u, slm, llm, ties), slm.mean(axis=1), llm.mean(axis=1))
+
+
+def batch_gap_recovered_vs_random(u: np.ndarray, slm: np.ndarray, llm: np.ndarray,
+                                  ties: str = "expected") -> np.ndarray:
+    """``gap_recovered_vs_random`` per row of (B, N) arrays."""
     rnd_area = (slm.mean(axis=1) + llm.mean(axis=1)) / 2  # area under the straight line
     return _gap_ratio(batch_area(u, slm, llm, ties), rnd_area, _batch_area(_oracle_accuracy(slm, llm)))
 
@@ -392,8 +450,10 @@ def bootstrap_ci(
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "n", "n_nan", "slm_acc", "llm_acc", "auroc", "area", "random_area", "oracle_area", "apgr",
-    "call_rate_50", "call_rate_80",
+    "gap_recovered_vs_random", "call_rate_50", "call_rate_80", "cpt_20", "cpt_50", "cpt_80",
+    *(f"relative_accuracy_at_{k}" for k in RELATIVE_ACCURACY_PCTS),
     "auroc_lo", "auroc_hi", "area_lo", "area_hi", "apgr_lo", "apgr_hi",
+    "gap_recovered_vs_random_lo", "gap_recovered_vs_random_hi",
 )
 
 
@@ -412,7 +472,10 @@ def summarize(
     n is the number of queries given and n_nan how many had NaN uncertainty; with
     nan_policy="drop" every other value is computed on the n - n_nan scored queries (all NaN when
     none is left). CIs (``*_lo``/``*_hi``, 95 %) come from ``n_boot`` paired bootstrap resamples;
-    n_boot=0 skips them (NaN).
+    n_boot=0 skips them (NaN). apgr and cpt_20/50/80 are RouteLLM's (``apgr``, ``cpt``; cpt as a
+    fraction), gap_recovered_vs_random ours, call_rate_50/80 the first crossing
+    (``call_rate_for_gap``), relative_accuracy_at_k the paper's relative accuracy on the top k%
+    most confident queries, k = 10..100.
     """
     _check_ties(ties)
     u_raw = _as_uncertainty(uncertainty, allow_nan=True)
@@ -434,10 +497,16 @@ def summarize(
         area=curve_area(curve),
         random_area=curve_area(rnd),
         oracle_area=curve_area(orc),
-        apgr=apgr(curve, rnd, orc),
+        apgr=apgr(curve),
+        gap_recovered_vs_random=gap_recovered_vs_random(curve, rnd, orc),
         call_rate_50=call_rate_for_gap(curve, 0.5),
         call_rate_80=call_rate_for_gap(curve, 0.8),
+        cpt_20=cpt(curve, 0.2),
+        cpt_50=cpt(curve, 0.5),
+        cpt_80=cpt(curve, 0.8),
     )
+    for row in relative_accuracy_curve(u, slm, llm, ties=ties):
+        out[f"relative_accuracy_at_{row['top_pct']}"] = row["relative_accuracy"]
     if n_boot > 0:
         cis = bootstrap_ci(
             u, slm, llm,
@@ -445,6 +514,7 @@ def summarize(
                 "auroc": batch_auroc,
                 "area": lambda a, b, c: batch_area(a, b, c, ties),
                 "apgr": lambda a, b, c: batch_apgr(a, b, c, ties),
+                "gap_recovered_vs_random": lambda a, b, c: batch_gap_recovered_vs_random(a, b, c, ties),
             },
             n_boot=n_boot,
             seed=seed,

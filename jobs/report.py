@@ -266,6 +266,34 @@ def _error_pivot(rows: list[dict], method: str, targets: list[float], key: str =
     return [piv[k] for k in sorted(piv)], cols
 
 
+def relative_accuracy_html(settings: list[dict]) -> list[str]:
+    """The paper's relative accuracy (SLM / LLM accuracy on the top k% most confident queries,
+    k = 10..100) per setting, with the paper's PIQA example restated on this grid's numbers."""
+    pcts = [k for k in range(10, 101, 10) if any(f"relative_accuracy_at_{k}" in t for t in settings)]
+    out = ['<h3 id="relative">Relative accuracy (the paper’s metric)</h3>']
+    if not pcts:
+        return out + ["<p class='na'>(no setting reports relative accuracy: rerun the setting units)</p>"]
+    out.append("<p>SLM accuracy divided by the LLM’s accuracy on the same queries: the k% the UQ method is most "
+                "confident about. 1 = the SLM matches the LLM there. Paper’s example: on PIQA, Danube-3.1-4B nearly "
+                "matches GPT-4o mini on its 20% most confident queries.")
+    at20 = [t for t in settings if t.get("relative_accuracy_at_20") is not None and np.isfinite(t["relative_accuracy_at_20"])]
+    if at20:
+        best = max(at20, key=lambda t: t["relative_accuracy_at_20"])
+        out[-1] += (f" Here the highest at 20% is {best['relative_accuracy_at_20']:.2f}: {html.escape(best['slm'])} with "
+                    f"{html.escape(best['uq'])} on {html.escape(best['dataset'])} against {html.escape(best['llm'])}")
+        piqa = [t for t in at20 if t["dataset"] == "piqa"]
+        if piqa:
+            b = max(piqa, key=lambda t: t["relative_accuracy_at_20"])
+            out[-1] += (f"; on PIQA {b['relative_accuracy_at_20']:.2f} ({html.escape(b['slm'])}, {html.escape(b['uq'])}, "
+                        f"against {html.escape(b['llm'])})")
+        out[-1] += "."
+    out[-1] += "</p>"
+    rows = sorted(settings, key=lambda t: (t["slm"], t["dataset"], t["llm"], t["uq"]))
+    out.append(table_html(rows, [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method")]
+                          + [(f"relative_accuracy_at_{k}", f"top {k}%") for k in pcts], "relative-accuracy"))
+    return out
+
+
 def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
     """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``.
 
@@ -291,7 +319,7 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts = [f"<h1>uqroute report: grid <code>{html.escape(g['name'])}</code></h1>"]
     parts.append("<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("findings", "Findings"), ("grid", "Grid"), ("curves", "Routing curves"), ("alignment", "AUROC & area"),
-        ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"))) + "</nav>")
+        ("relative", "Relative accuracy"), ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"))) + "</nav>")
     # findings
     parts.append('<h2 id="findings">The paper’s three findings, with this grid’s numbers</h2>')
     for f in a["findings"]:
@@ -332,7 +360,16 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts.append(table_html(sorted(a["settings"], key=lambda t: (t["slm"], t["dataset"], t["llm"], -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9))),
                             [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), ("auroc", "AUROC"),
                              ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
-                             ("apgr", "APGR"), ("apgr_lo", "lo"), ("apgr_hi", "hi"), ("n_nan", "NaN")], "settings"))
+                             ("apgr", "APGR"), ("apgr_lo", "lo"), ("apgr_hi", "hi"),
+                             ("gap_recovered_vs_random", "gap vs random"), ("gap_recovered_vs_random_lo", "lo"),
+                             ("gap_recovered_vs_random_hi", "hi"), ("cpt_50", "CPT(50%)"), ("cpt_80", "CPT(80%)"),
+                             ("n_nan", "NaN")], "settings"))
+    parts.append("<p><b>APGR</b> and <b>CPT(x%)</b> are RouteLLM's (lm-sys/RouteLLM, "
+                 "<code>routellm/evals/evaluate.py</code>): APGR = (area − SLM acc) / (LLM acc − SLM acc), so random "
+                 "routing scores 0.5; CPT(x%) = the call rate (fraction) at which accuracy reaches SLM acc + x% of the "
+                 "gap, by linear interpolation. <b>gap vs random</b> is ours: (area − random area) / (oracle area − "
+                 "random area), 0 = random, 1 = oracle.</p>")
+    parts += relative_accuracy_html(a["settings"])
     # paired
     parts.append('<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '
                  "CI and p from a paired bootstrap (same resamples for both methods).</p>")

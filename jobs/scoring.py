@@ -5,7 +5,8 @@ and no torch, so metrics and plots can be recomputed from the Parquet store anyw
 
   run_score_unit    stats of one (SLM, dataset) generation pass -> uncertainty per sample
   run_setting_unit  uncertainty + SLM correctness + LLM correctness -> routing curve,
-                    metrics, per-sample records and a plot for one setting
+                    metrics, per-sample records and a plot for one setting (curve.json: the
+                    routing, random and oracle curves and the relative-accuracy curve)
 """
 from __future__ import annotations
 
@@ -185,8 +186,11 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
                 "uncertainty": float(x), "route_rank": int(k)}
                for r, a, o, la, lo, x, k in zip(slm_rows, slm_ans, slm_ok, llm_ans, llm_ok, unc, rank)]
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
+    # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
     write_json(udir / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd),
-                                     "oracle": curve_points(orc)})
+                                     "oracle": curve_points(orc),
+                                     "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep],
+                                                                                    ties=mc["ties"])})
     if plot:
         from jobs.plots import plot_routing
 

@@ -29,7 +29,8 @@ RANDOM_AREA4 = 0.625  # line from .5 to .75
 # oracle: gains (llm - slm) = +1, 0, -1, +1 -> order +1, +1, 0, -1 -> acc .5, .75, 1, 1, .75
 ORACLE4 = [0.5, 0.75, 1.0, 1.0, 0.75]
 ORACLE_AREA4 = 0.84375  # (.625 + .875 + 1 + .875) * .25
-APGR4 = (AREA4 - RANDOM_AREA4) / (ORACLE_AREA4 - RANDOM_AREA4)  # .15625 / .21875 = 5/7
+GAP_VS_RANDOM4 = (AREA4 - RANDOM_AREA4) / (ORACLE_AREA4 - RANDOM_AREA4)  # .15625 / .21875 = 5/7
+APGR4 = (AREA4 - 0.5) / (0.75 - 0.5)  # RouteLLM's: (AUC - weak) / (strong - weak) = 1.125
 
 
 def close(a, b):
@@ -207,21 +208,21 @@ def test_auroc_one_class_is_nan(slm):
 
 # ---- scalar summaries -------------------------------------------------------------------------
 
-def test_area_and_apgr_hand_example():
+def test_area_and_gap_recovered_vs_random_hand_example():
     c, r, o = M.routing_curve(U4, SLM4, LLM4), M.random_curve(SLM4, LLM4), M.oracle_curve(SLM4, LLM4)
     close(M.curve_area(c), AREA4)
     close(M.curve_area(r), RANDOM_AREA4)
     close(M.curve_area(o), ORACLE_AREA4)
-    close(M.apgr(c, r, o), 5 / 7)
-    close(M.apgr(o, r, o), 1.0)
-    close(M.apgr(r, r, o), 0.0)
+    close(M.gap_recovered_vs_random(c, r, o), 5 / 7)
+    close(M.gap_recovered_vs_random(o, r, o), 1.0)
+    close(M.gap_recovered_vs_random(r, r, o), 0.0)
 
 
-def test_apgr_nan_when_oracle_is_random():
+def test_gap_recovered_vs_random_nan_when_oracle_is_random():
     # SLM never wrong where the LLM is right -> oracle == random line... here both always agree
     s = l = np.array([1, 0, 1], dtype=bool)
     c, r, o = M.routing_curve([0.1, 0.2, 0.3], s, l), M.random_curve(s, l), M.oracle_curve(s, l)
-    assert np.isnan(M.apgr(c, r, o))
+    assert np.isnan(M.gap_recovered_vs_random(c, r, o))
 
 
 @pytest.mark.parametrize(
@@ -252,23 +253,25 @@ def test_call_rate_nan_without_gap_and_bad_frac():
 @pytest.mark.parametrize(
     "u, slm, top, expected",
     [
-        # most confident first: idx 0, 1, 2, 3; slm 1, 1, 0, 1; llm_acc .8
-        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 0.5, (2 / 2) / 0.8),
-        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 0.75, (2 / 3) / 0.8),
-        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 0.3, (2 / 2) / 0.8),  # ceil(1.2) = 2
-        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 1.0, (3 / 4) / 0.8),
-        # tie at the cut: top 1 from {0, 1} (slm 1, 0) -> expected .5 correct
-        ([0.0, 0.0, 1.0, 1.0], [1, 0, 1, 1], 0.25, 0.5 / 0.8),
+        # most confident first: idx 0, 1, 2, 3; slm 1, 1, 0, 1; llm 1, 0, 1, 1 on the same queries
+        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 0.5, (2 / 2) / (1 / 2)),
+        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 0.75, (2 / 3) / (2 / 3)),
+        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 0.3, (2 / 2) / (1 / 2)),  # ceil(1.2) = 2
+        ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 1], 1.0, (3 / 4) / (3 / 4)),
+        # tie at the cut: top 1 from {0, 1} (slm 1, 0; llm 1, 0) -> expected .5 / .5
+        ([0.0, 0.0, 1.0, 1.0], [1, 0, 1, 1], 0.25, 0.5 / 0.5),
     ],
 )
 def test_relative_accuracy(u, slm, top, expected):
-    close(M.relative_accuracy(np.array(u), np.array(slm, bool), 0.8, top), expected)
+    # The paper divides by the LLM's accuracy on the same top-k queries (issue 8.9); the old
+    # expected values divided by the LLM's accuracy on the whole dataset (0.8).
+    close(M.relative_accuracy(np.array(u), np.array(slm, bool), np.array([1, 0, 1, 1], bool), top), expected)
 
 
 def test_relative_accuracy_stable_ties_and_zero_llm():
-    # stable: the first tied sample (slm correct) is the most confident -> 1 / .8
-    close(M.relative_accuracy([0.0, 0.0, 1.0], [1, 0, 1], 0.8, 0.1, ties="stable"), 1 / 0.8)
-    assert np.isnan(M.relative_accuracy([0.0, 1.0], [1, 0], 0.0, 0.5))
+    # stable: the first tied sample (slm correct, llm correct) is the most confident -> 1 / 1
+    close(M.relative_accuracy([0.0, 0.0, 1.0], [1, 0, 1], [1, 1, 1], 0.1, ties="stable"), 1.0)
+    assert np.isnan(M.relative_accuracy([0.0, 1.0], [1, 0], [0, 1], 0.5))
 
 
 def test_curve_rms_distance():
@@ -291,24 +294,26 @@ def test_batched_stats_agree_with_scalar_functions():
     u, s, l = (np.stack(x) for x in zip(*rows))
     for ties in ("expected", "stable"):
         area = M.batch_area(u, s, l, ties)
+        gap = M.batch_gap_recovered_vs_random(u, s, l, ties)
         apgr = M.batch_apgr(u, s, l, ties)
         for i in range(3):
             c = M.routing_curve(u[i], s[i], l[i], ties=ties)
             close(area[i], M.curve_area(c))
-            close(apgr[i], M.apgr(c, M.random_curve(s[i], l[i]), M.oracle_curve(s[i], l[i])))
+            close(gap[i], M.gap_recovered_vs_random(c, M.random_curve(s[i], l[i]), M.oracle_curve(s[i], l[i])))
+            close(apgr[i], M.apgr(c))
     close(M.batch_auroc(u, s, l), [M.auroc(u[i], s[i]) for i in range(3)])
 
 
 def test_bootstrap_deterministic_and_contains_estimate():
     u, s, l = rand_case(200, 5)
     u = u + 0.8 * ~s  # informative: errors more uncertain
-    fns = {"auroc": M.batch_auroc, "area": M.batch_area, "apgr": M.batch_apgr}
+    fns = {"auroc": M.batch_auroc, "area": M.batch_area, "apgr": M.batch_gap_recovered_vs_random}
     a = M.bootstrap_ci(u, s, l, fns, n_boot=300, seed=7)
     assert a == M.bootstrap_ci(u, s, l, fns, n_boot=300, seed=7)
     assert a != M.bootstrap_ci(u, s, l, fns, n_boot=300, seed=8)
     c = M.routing_curve(u, s, l)
     point = {"auroc": M.auroc(u, s), "area": M.curve_area(c),
-             "apgr": M.apgr(c, M.random_curve(s, l), M.oracle_curve(s, l))}
+             "apgr": M.gap_recovered_vs_random(c, M.random_curve(s, l), M.oracle_curve(s, l))}
     for name, (lo, hi) in a.items():
         assert lo < point[name] < hi, name
 
@@ -346,10 +351,10 @@ def test_summarize_hand_example():
     assert all(type(v) is float for k, v in out.items() if k not in ("n", "n_nan"))
     expected = dict(n=4, n_nan=0, slm_acc=0.5, llm_acc=0.75, auroc=1.0, area=AREA4,
                     random_area=RANDOM_AREA4, oracle_area=ORACLE_AREA4, apgr=APGR4,
-                    call_rate_50=0.25, call_rate_80=0.25)
+                    gap_recovered_vs_random=GAP_VS_RANDOM4, call_rate_50=0.25, call_rate_80=0.25)
     for k, v in expected.items():
         close(out[k], v)
-    for k in ("auroc", "area", "apgr"):
+    for k in ("auroc", "area", "apgr", "gap_recovered_vs_random"):
         assert out[f"{k}_lo"] <= out[f"{k}_hi"]
 
 
