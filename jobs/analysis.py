@@ -150,41 +150,84 @@ def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str, n_boot: 
 
 # ---- finding 2: distributions are set by (SLM, method), not by the dataset -------------------
 
-def _normalized_scores(pools: dict[Key, dict[str, dict]]) -> dict[tuple[str, str, str], np.ndarray]:
-    """(slm, uq, dataset) -> finite uncertainties min-max scaled over all datasets of (slm, uq):
-    UQ methods live on different scales (perplexity vs 1 - probability), so scores are compared
-    in [0, 1]; one affine map per (slm, uq) changes no distance across datasets in KS."""
+def _raw_scores(pools: dict[Key, dict[str, dict]]) -> dict[tuple[str, str, str], np.ndarray]:
+    """(slm, uq, dataset) -> finite uncertainties (the same SLM scores under every LLM: once)."""
     raw: dict[tuple[str, str, str], np.ndarray] = {}
     for (slm, uq, _llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
             if (slm, uq, ds) in raw:
-                continue  # the same SLM scores under every LLM
+                continue
             u = np.asarray(pool["uncertainty"], dtype=np.float64)
-            raw[(slm, uq, ds)] = u[np.isfinite(u)]
+            if np.isfinite(u).any():
+                raw[(slm, uq, ds)] = u[np.isfinite(u)]
+    return raw
+
+
+def _rank_scores(raw: dict[tuple[str, str, str], np.ndarray]) -> dict[tuple[str, str, str], np.ndarray]:
+    """Each score replaced by its method's pooled empirical CDF (over every SLM and dataset of that
+    UQ method), in (0, 1]. One increasing map per method, so KS between its datasets or SLMs is
+    unchanged and Wasserstein becomes scale-free: no unit, no outlier stretches it."""
     out = {}
-    for (slm, uq) in {(k[0], k[1]) for k in raw}:
-        keys = [k for k in raw if k[0] == slm and k[1] == uq]
-        allv = np.concatenate([raw[k] for k in keys]) if keys else np.array([])
-        if allv.size == 0:
-            continue
-        lo, hi = float(allv.min()), float(allv.max())
-        span = hi - lo if hi > lo else 1.0
+    for uq in sorted({k[1] for k in raw}):
+        keys = [k for k in raw if k[1] == uq]
+        pooled = np.sort(np.concatenate([raw[k] for k in keys]))
         for k in keys:
-            if raw[k].size:
-                out[k] = (raw[k] - lo) / span
+            out[k] = np.searchsorted(pooled, raw[k], side="right") / len(pooled)
     return out
 
 
-def distance_analysis(pools: dict[Key, dict[str, dict]]) -> dict:
-    """KS and Wasserstein-1 distances between normalized uncertainty distributions.
+def _confidence_scores(raw: dict[tuple[str, str, str], np.ndarray],
+                       methods: dict[str, str] | None) -> dict[tuple[str, str, str], np.ndarray]:
+    """Each score mapped to its method's paper confidence (``UQMethod.confidence``: 1 - u, 1 / u,
+    exp(-u); "complement" for a name the registry does not know): a fixed, bounded scale, the one
+    the paper's histograms are drawn on."""
+    from jobs.uq import UQ_METHODS
 
-    Returns {"ks": within_vs_across(...), "wasserstein": ..., "by_method": {"slm__uq":
-    {"names": datasets, "ks": matrix}}, "by_dataset": {"slm__dataset": {"names": uq methods,
-    "ks": matrix}}, "scores": {"slm__uq__dataset": normalized array}} (matrices as lists)."""
-    scores = _normalized_scores(pools)
-    out: dict[str, Any] = {m: C.within_vs_across(scores, m) for m in C.DISTANCES}
+    methods = methods or {}
+    out = {}
+    for k, u in raw.items():
+        m = methods.get(k[1], k[1])
+        scale = UQ_METHODS.get(m).confidence if m in UQ_METHODS else "complement"
+        if scale == "reciprocal" and not (u > 0).all():
+            scale = "exp_neg"
+        out[k] = C.to_confidence(u, scale)
+    return out
 
-    def matrices(fixed: tuple[int, int], varying: int) -> dict[str, dict]:
+
+DISTANCE_SCALES = {
+    "across_datasets": "rank: each UQ method's pooled empirical CDF (scale-free)",
+    "across_slm": "rank: each UQ method's pooled empirical CDF (scale-free)",
+    "across_uq": "paper confidence of each method (1 - u, 1 / perplexity, exp(-u)); no scale-free "
+                 "comparison between methods exists",
+}
+
+
+def distance_analysis(pools: dict[Key, dict[str, dict]], methods: dict[str, str] | None = None) -> dict:
+    """KS and Wasserstein-1 distances between uncertainty distributions (finding 2).
+
+    Between datasets and between SLMs (one UQ method), scores are compared on the method's pooled
+    ranks (``_rank_scores``): both distances are then unchanged by any increasing map of the score,
+    so perplexity's unbounded tail or a method's units cannot move them. Between UQ methods a
+    scale-free comparison does not exist (any two continuous distributions are an increasing map
+    apart), so methods are compared on the paper's confidence scale (``_confidence_scores``), a
+    fixed map per method rather than one fitted to the data (the old per-method min-max scaling
+    let one extreme score squash a method's whole distribution).
+    methods: uq name -> UQ method name (default: the uq name).
+
+    Returns {"ks": within_vs_across(...), "wasserstein": ..., "scales": family -> scale used,
+    "by_method": {"slm__uq": {"names": datasets, "ks", "wasserstein": matrices on ranks}},
+    "by_dataset": {"slm__dataset": {"names": uq methods, "ks", "wasserstein": matrices on the
+    confidence scale}}, "scores": {"slm__uq__dataset": confidence array, the paper's histograms}}
+    (matrices as lists)."""
+    raw = _raw_scores(pools)
+    ranks, conf = _rank_scores(raw), _confidence_scores(raw, methods)
+    out: dict[str, Any] = {}
+    for m in C.DISTANCES:
+        on_ranks, on_conf = C.within_vs_across(ranks, m), C.within_vs_across(conf, m)
+        out[m] = {**on_ranks, "across_uq": on_conf["across_uq"]}
+    out["scales"] = dict(DISTANCE_SCALES)
+
+    def matrices(scores: dict, fixed: tuple[int, int], varying: int) -> dict[str, dict]:
         """Distance matrices over key part ``varying``, one per value of the ``fixed`` parts."""
         res = {}
         for gk in sorted({(k[fixed[0]], k[fixed[1]]) for k in scores}):
@@ -195,9 +238,8 @@ def distance_analysis(pools: dict[Key, dict[str, dict]]) -> dict:
                 res["__".join(gk)] = {"names": names, "ks": ks.tolist(), "wasserstein": w.tolist()}
         return res
 
-    by_method, by_dataset = matrices((0, 1), 2), matrices((0, 2), 1)
-    out["by_method"], out["by_dataset"] = by_method, by_dataset
-    out["scores"] = {"__".join(k): v.tolist() for k, v in sorted(scores.items())}
+    out["by_method"], out["by_dataset"] = matrices(ranks, (0, 1), 2), matrices(conf, (0, 2), 1)
+    out["scores"] = {"__".join(k): v.tolist() for k, v in sorted(conf.items())}
     return out
 
 
@@ -418,8 +460,10 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
         ev2.append(f"Mean KS distance between datasets (SLM and method fixed): {_fmt(a_ds)} over "
                    f"{ks['across_datasets']['n_pairs']} pairs.")
         if np.isfinite(a_uq):
-            ev2.append(f"Between UQ methods (SLM and dataset fixed, scores min-max scaled per method): {_fmt(a_uq)} "
-                       f"over {ks['across_uq']['n_pairs']} pairs.")
+            ev2.append(f"Between UQ methods (SLM and dataset fixed, each method on the paper's confidence scale: "
+                       f"1 - u, 1 / perplexity, exp(-u)): {_fmt(a_uq)} over {ks['across_uq']['n_pairs']} pairs. "
+                       "Between datasets and SLMs distances are on each method's pooled ranks (scale-free); "
+                       "between methods no scale-free comparison exists, so this half rests on that scale.")
         if np.isfinite(a_slm):
             ev2.append(f"Between SLMs (method and dataset fixed): {_fmt(a_slm)} over {ks['across_slm']['n_pairs']} pairs.")
         else:
@@ -511,11 +555,11 @@ def analyze(r, plan) -> dict:
     ranking = method_ranking(table)
     paired = paired_table(ev, nan_policy=mconf["nan_policy"], n_boot=int(mconf["bootstrap"]) or 200,
                           seed=int(mconf["seed"]), ties=mconf["ties"])
-    dist = distance_analysis(ev)
+    methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
+    dist = distance_analysis(ev, methods)
     sources = fit_sources(r)
     allowed = (None if cal_conf["pool"] == "fit"
                else [d for d, src in sources.items() if src.startswith("split:")])
-    methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
     transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed, methods)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),

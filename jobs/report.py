@@ -113,8 +113,9 @@ def _colors(n: int) -> list:
 
 
 def histogram_figure(dist: dict, path: Path) -> Path | None:
-    """The paper's figure 2: for each (SLM, method), the normalized uncertainty histogram of every
-    dataset overlaid; alike shapes = the distribution is set by the SLM and the method."""
+    """The paper's figure 2: for each (SLM, method), the confidence histogram (the paper's scale,
+    ``analysis.distance_analysis`` "scores") of every dataset overlaid; alike shapes = the
+    distribution is set by the SLM and the method."""
     scores = dist.get("scores", {})
     if not scores:
         return None
@@ -134,7 +135,7 @@ def histogram_figure(dist: dict, path: Path) -> Path | None:
         ax.tick_params(labelsize="x-small")
         if i == 0:
             ax.legend(fontsize="x-small")
-    fig.suptitle("Uncertainty distributions per dataset (scaled to [0, 1] per SLM and method)", fontsize="small")
+    fig.suptitle("Confidence distributions per dataset (the paper's confidence of each method, in [0, 1])", fontsize="small")
     return _save(fig, path)
 
 
@@ -309,7 +310,7 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     heat_ds = heatmap_figure(a["distances"]["by_method"], out_dir / "ks_across_datasets.png",
                              "KS distance between datasets, per SLM / UQ method (lower = more alike)")
     heat_uq = heatmap_figure(a["distances"]["by_dataset"], out_dir / "ks_across_methods.png",
-                             "KS distance between UQ methods (scaled scores), per SLM / dataset")
+                             "KS distance between UQ methods (paper confidence scale), per SLM / dataset")
     transfer_png = transfer_figure(a["transfer"]["call_rate"], out_dir / "transfer.png")
     pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png) if p]
 
@@ -380,7 +381,11 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     # distributions
     d = a["distances"]
     parts.append('<h2 id="distributions">Uncertainty distributions (finding 2)</h2>')
-    parts.append(_img(hist_png, "normalized uncertainty histograms, datasets overlaid"))
+    parts.append(_img(hist_png, "confidence histograms (the paper's scale), datasets overlaid"))
+    parts.append("<p>Distances between datasets (and SLMs) compare one method's scores on its pooled ranks, so "
+                 "they do not depend on the method's units or extreme values; between UQ methods no scale-free "
+                 "comparison exists, so they are compared on the paper's confidence scale of each method "
+                 "(1 − u, 1 / perplexity, exp(−u) for entropies and NLLs).</p>")
     fam_rows = []
     for metric in ("ks", "wasserstein"):
         for fam, label in (("across_datasets", "between datasets (SLM, method fixed)"),
