@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.config import ConfigError, load_grid, warnings_of
+from orchestrator.lock import FolderLocked
 
 # when piped (CI logs, files) rich would assume 80 columns and cut the summary table
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -45,16 +46,16 @@ def print_summary(rows: list[dict]) -> None:
     console.print(t)
 
 
-def _progress_cb(progress: Progress, task, total_settings: int):
-    counts = Counter()
+def _progress_cb(progress: Progress, task, meter):
+    """The bar counts model work (orchestrator.progress.WorkMeter); the text names what runs."""
+    current = {"label": ""}
 
     def cb(event: str, unit, info: dict) -> None:
         if event == "started" and unit.kind == "gen":
-            progress.update(task, description=f"[cyan]{unit.label}")
-        if unit.kind == "setting" and event in ("done", "failed", "blocked"):
-            counts[event] += 1
-            progress.update(task, advance=1,
-                            description=f"settings done {counts['done']} failed {counts['failed'] + counts['blocked']}")
+            current["label"] = unit.label
+        if meter.event(event, unit, info) or event == "started":
+            progress.update(task, completed=meter.done, total=max(meter.total, 1),
+                            description=f"[cyan]{current['label']}[/] | {meter.describe()}")
 
     return cb
 
@@ -70,12 +71,15 @@ def _execute(r, keys=None) -> int:
                   f"({len(plan.settings) - len(todo_settings)} already done), "
                   f"{len(plan.units)} work units ({len(done)} already done)")
     t0 = time.time()
+    from orchestrator.progress import WorkMeter
+
+    meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("starting Ray", total=len(todo_settings))
+        task = progress.add_task(f"starting Ray | {meter.describe()}", total=max(meter.total, 1))
         try:
             plan, report, sink = run_grid(r, keys=keys, console=console,
-                                          progress=_progress_cb(progress, task, len(todo_settings)))
+                                          progress=_progress_cb(progress, task, meter))
         except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
             progress.stop()
             n_done = e.done if hasattr(e, "done") else len([s for s in plan.settings if s.hash in plan.done(r.store_dir)])
@@ -405,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         a = parser.parse_args(argv)
     try:
         return a.fn(a)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, FolderLocked) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
 

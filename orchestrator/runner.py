@@ -265,6 +265,13 @@ def run_grid(r: ResolvedGrid, *, keys: set[str] | None = None, console=None, pro
     MLflow is written by a background writer (``orchestrator.mlflow_writer``): the scheduler
     loop never waits for it. Ctrl-C raises ``GridInterrupted`` after marking the parent run
     KILLED and recording the interruption (``run_state``), within a few seconds."""
+    from orchestrator.lock import OutputLock
+
+    with OutputLock(r.output_dir):  # one driver per output folder (FolderLocked names the holder)
+        return _run_grid(r, keys=keys, console=console, progress=progress)
+
+
+def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
     from cluster.connect import connect
     from orchestrator.scheduler import Scheduler
 

@@ -41,3 +41,24 @@ def test_lock_of_a_killed_driver_is_taken_over(tmp_path):
         with pytest.raises(FolderLocked):
             OutputLock(tmp_path).acquire()  # held again, now by us
     OutputLock(tmp_path).acquire().release()  # released on exit
+
+
+def test_a_second_driver_on_the_folder_stops_before_any_work(tmp_path, capsys):
+    """`uqroute resume` on a folder another driver holds: exit 2, the holder named, no Ray started."""
+    from orchestrator.cli import main
+    from orchestrator.config import load_grid
+    from orchestrator.runner import bind_output
+
+    out = tmp_path / "out"
+    bind_output(load_grid(REPO / "tests" / "conf" / "grid" / "micro.yaml", [f"output_dir={out}"]))
+    p = _holder(out)
+    try:
+        assert main(["resume", str(out)]) == 2
+    finally:
+        p.kill()
+        p.wait()
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"is in use by pid {p.pid}" in text
+    import ray
+
+    assert not ray.is_initialized()
