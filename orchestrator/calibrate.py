@@ -187,6 +187,7 @@ def dataset_conf_for(r, dataset: str, task: str | None) -> dict:
             raise ConfigError(f"--task {task!r}; valid: numeric, mc, yesno, freeform")
         return {"name": f"new_{p.stem}", "adapter": "questions", "local_path": str(p.resolve()), "task": task,
                 "split": None, "train_split": None, "hub_path": None, "hub_config": None, "group": None,
+                "encoding": "utf-8",
                 "mapping": {"id": None, "question": "question", "gold": "answer", "choices": None, "context": None,
                             "gold_format": "text"}}
     conf_dir = find_conf_dir(Path(r.source)) if r.source else None
@@ -248,17 +249,24 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
     return [str(x) for x in t["sample_id"]], np.asarray([math.nan if x is None else x for x in t["uncertainty"]], float)
 
 
+def check_apply_args(rate: float | None, target_accuracy: float | None, scores, dataset) -> None:
+    """The arguments of ``apply`` that can be wrong, checked before anything is built or scored."""
+    if (rate is None) == (target_accuracy is None):
+        raise ConfigError("give exactly one of --target-call-rate and --target-accuracy")
+    if rate is not None and not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"--target-call-rate {rate!r} must be in [0, 1]")
+    if target_accuracy is not None and not 0.0 <= target_accuracy <= 1.0:
+        raise ConfigError(f"--target-accuracy {target_accuracy!r} must be in [0, 1]")
+    if scores is not None and dataset is not None:
+        raise ConfigError("give either --scores or a dataset, not both")
+
+
 def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | None = None,
           scores: Path | None = None, dataset: str | None = None, task: str | None = None,
           limit: int | None = None, out_file: Path | None = None, seed: int = 0, console=None) -> dict:
     """Threshold and expected accuracy for a target call rate (or accuracy) from a calibration
     folder; with scores or a dataset, also each query's routing decision (written to out_file)."""
-    if (rate is None) == (target_accuracy is None):
-        raise ConfigError("give exactly one of --target-call-rate and --target-accuracy")
-    if rate is not None and not 0.0 <= rate <= 1.0:
-        raise ConfigError(f"--target-call-rate {rate!r} must be in [0, 1]")
-    if scores is not None and dataset is not None:
-        raise ConfigError("give either --scores or a dataset, not both")
+    check_apply_args(rate, target_accuracy, scores, dataset)
     record, u, slm, llm, w = load_calibration(Path(folder))
     if target_accuracy is not None:
         thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w)

@@ -277,9 +277,10 @@ def cmd_calibrate_build(a) -> int:
 def cmd_calibrate_apply(a) -> int:
     import json as _json
 
-    from orchestrator.calibrate import apply, build
+    from orchestrator.calibrate import apply, build, check_apply_args
     from orchestrator.runner import RESOLVED_FILE
 
+    check_apply_args(a.target_call_rate, a.target_accuracy, a.scores, a.dataset)  # before building anything
     folder = Path(a.calibration)
     if (folder / RESOLVED_FILE).is_file():  # a grid output folder: build (or refresh) its calibration set first
         from orchestrator.runner import load_output

@@ -49,3 +49,16 @@ def test_a_folder_written_before_new_fields_still_matches_its_grid():
     back = resolved_from_yaml(yaml.safe_dump(old))
     assert config_hash(back) == config_hash(r)
     assert back.datasets["addsub"]["encoding"] == "utf-8" and back.grid["ray"]["reserve_cpus"] == 0.5
+
+
+def test_calibrate_apply_rejects_a_bad_rate_before_building_anything(tmp_path, capsys):
+    """`calibrate apply <grid folder> --target-call-rate 1.7` fails on the rate, not after building a
+    calibration set (the folder here is not even readable as one: the rate is checked first)."""
+    from orchestrator.cli import main
+    from orchestrator.runner import RESOLVED_FILE
+
+    (tmp_path / RESOLVED_FILE).write_text("not: [a, resolved, config")
+    assert main(["calibrate", "apply", str(tmp_path), "--slm", "x", "--uq", "y", "--target-call-rate", "1.7",
+                 "gsm8k"]) == 2
+    assert "--target-call-rate 1.7 must be in [0, 1]" in " ".join(capsys.readouterr().out.split())
+    assert not (tmp_path / "calibration").exists()
