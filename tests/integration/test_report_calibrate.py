@@ -186,13 +186,14 @@ def test_calibrate_apply_on_scores_and_on_unlabelled_questions(tiny_run, capsys,
     res = json.loads(capsys.readouterr().out)
     rows = [json.loads(x) for x in (folder / "calibration.jsonl").read_text().splitlines()]
     u = np.asarray([x["uncertainty"] for x in rows])
-    assert expected_call_rate(u, Threshold(res["threshold"], res["tie_frac"])) == pytest.approx(0.3)
+    w = np.asarray([x["weight"] for x in rows])  # thresholds are weighted quantiles (issue 8.4)
+    assert expected_call_rate(u, Threshold(res["threshold"], res["tie_frac"]), weights=w) == pytest.approx(0.3)
     assert 0.0 <= res["expected_accuracy"] <= 1.0
-    # with a scores file: 200 scores spread like the calibration set -> about 30% routed
+    # with a scores file: 200 scores spread like the pool the set stands for -> about 30% routed
     import pyarrow as pa
 
     rng = np.random.default_rng(0)
-    scores = rng.choice(u, 200) + rng.normal(0, 1e-6, 200)
+    scores = rng.choice(u, 200, p=w / w.sum()) + rng.normal(0, 1e-6, 200)
     pq.write_table(pa.table({"sample_id": [f"q{i}" for i in range(200)], "uncertainty": scores}), tmp_path / "s.parquet")
     assert main(["calibrate", "apply", str(folder), "--target-call-rate", "0.3", "--scores", str(tmp_path / "s.parquet"),
                  "--out", str(tmp_path / "routes.parquet"), "--json"]) == 0
