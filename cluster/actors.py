@@ -28,7 +28,9 @@ class ModelWorker:
         from jobs.stages import run_gen_unit
 
         summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size,
-                               shard=tuple(shard) if shard else None)
+                               shard=tuple(shard) if shard else None,
+                               batch_by_length=bool(self.conf.get("batch_by_length")),
+                               max_prompt_tokens=self.conf.get("max_prompt_tokens"))
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
         summary["pid"] = os.getpid()

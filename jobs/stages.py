@@ -223,8 +223,69 @@ def _dep_answers(store: Path, dep_key: str) -> dict[str, str]:
     return {sid: (out or "") for sid, out in zip(t.column("sample_id").to_pylist(), t.column("raw_output").to_pylist())}
 
 
+TRUNCATION_MARK = " [...] "
+
+
+def prompt_budget(backend, params: dict, max_prompt_tokens: int | None) -> int | None:
+    """Tokens a prompt may have: ``max_prompt_tokens``, else the model's context length minus the
+    stage's generation budget; None when the backend cannot count tokens (an HTTP endpoint)."""
+    if max_prompt_tokens:
+        return int(max_prompt_tokens)
+    ctx = getattr(backend, "context_length", None)
+    if not ctx or not hasattr(backend, "prompt_tokens"):
+        return None
+    return max(16, int(ctx) - int(params.get("max_new_tokens") or 0))
+
+
+def fit_prompt(backend, s: Sample, budget: int | None) -> tuple[Sample, int | None]:
+    """The sample, shortened until its answer prompt has at most ``budget`` tokens.
+
+    The rule (documented in the README, "Long inputs"): the longest of the passage (context) and
+    the question is cut in its middle -- its first two thirds and last third kept, joined by
+    " [...] " -- to the longest length that fits (binary search on characters). A passage is cut
+    before the question; the instruction and the options are never cut. Returns the sample and
+    the prompt's original token count when it was cut (None when it fitted)."""
+    if budget is None or not hasattr(backend, "prompt_tokens"):
+        return s, None
+    n = backend.prompt_tokens(prompts.answer_messages(s))
+    if n <= budget:
+        return s, None
+    import dataclasses
+
+    cut = s
+    for field_name in ("context", "question"):
+        text = getattr(s, field_name) or ""
+        if not text:
+            continue
+
+        def shortened(k: int) -> Sample:
+            head, tail = (2 * k) // 3, k - (2 * k) // 3
+            return dataclasses.replace(cut, **{field_name: text[:head] + TRUNCATION_MARK + text[len(text) - tail:]})
+
+        lo, hi = 0, len(text)
+        while lo < hi:  # the longest kept length whose prompt fits
+            mid = (lo + hi + 1) // 2
+            if backend.prompt_tokens(prompts.answer_messages(shortened(mid))) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = shortened(lo)
+        if backend.prompt_tokens(prompts.answer_messages(cut)) <= budget:
+            return cut, n
+    raise DataError(f"sample {s.id!r}: even with passage and question cut, the prompt does not fit in "
+                    f"{budget} tokens (instruction and options alone exceed it); raise max_prompt_tokens")
+
+
+def length_order(samples: list[Sample]) -> list[int]:
+    """Indices of ``samples`` from shortest to longest prompt text (stable), so that batches hold
+    prompts of similar length and one long prompt does not pad the short ones."""
+    size = [len(x.question) + len(x.context or "") + sum(len(c) for c in x.choices) for x in samples]
+    return sorted(range(len(samples)), key=lambda i: size[i])
+
+
 def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int, int], None] | None = None,
-                 batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
+                 batch_size: int | None = None, shard: tuple[int, int] | None = None,
+                 batch_by_length: bool = False, max_prompt_tokens: int | None = None) -> dict:
     """Run one generation unit (or one shard of it); return a small summary (never the data).
 
     unit: {"key", "stage", "model", "dataset", "dataset_conf", "run", "role", "params", "deps": {stage: key}}
@@ -232,6 +293,9 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     model's replicas); with ``n > 1`` no manifest is written: ``finish_gen_shards`` writes it once
     every shard is done. Chunks already on disk are skipped either way (chunk-level resume), and a
     chunk's rows do not depend on which shard ran it (seeds come from the chunk and batch index).
+    batch_by_length: batches are formed over the chunk sorted by prompt length (rows are written
+    in the chunk's order). max_prompt_tokens: longer prompts are cut by ``fit_prompt`` and the row
+    records ``prompt_truncated_from`` (default budget: context length minus generation budget).
     """
     store = Path(store)
     udir = unit_dir(store, "gen", unit["key"])
@@ -252,16 +316,20 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()} if todo else {}
     t0 = time.perf_counter()
     tokens = 0
+    budget = prompt_budget(backend, unit["params"], max_prompt_tokens)
     for ci in todo:
         part = samples[ci * chunk:(ci + 1) * chunk]
-        rows = []
+        fitted = [fit_prompt(backend, x, budget) for x in part]
+        order = length_order([x for x, _ in fitted]) if batch_by_length else list(range(len(part)))
+        rows: list = [None] * len(part)
         for bi in range(0, len(part), bs):
-            batch = part[bi:bi + bs]
+            idx = order[bi:bi + bs]
+            batch = [fitted[i][0] for i in idx]
             # seed from (unit seed, chunk, batch): identical results however the work is split
             p = dict(unit["params"], seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi)
             out = fn(backend, batch, deps, p)
-            for s, r in zip(batch, out):
-                rows.append(_common(s, unit["role"], unit["dataset"]) | r)
+            for i, r in zip(idx, out):
+                rows[i] = _common(part[i], unit["role"], unit["dataset"]) | r | {"prompt_truncated_from": fitted[i][1]}
                 tokens += int(r.get("n_new_tokens") or 0)
         write_table(part_path(udir, ci), rows, meta={"unit": unit["key"], "stage": unit["stage"]})
         if progress:

@@ -62,6 +62,10 @@ class ModelConf:
     gpu_memory_fraction: Optional[float] = None  # torch's own CUDA memory cap
     resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {node_a: 1}
     batch_size: int = 8
+    # long inputs (README "Long inputs"): prompts longer than this are cut (default: the model's
+    # context length minus the generation budget); batches formed by prompt length within a chunk
+    max_prompt_tokens: Optional[int] = None
+    batch_by_length: bool = False
     replicas: int = 1  # actors hosting this model at once (each with the resources above)
     torch_threads: Optional[int] = None
 

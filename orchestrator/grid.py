@@ -29,8 +29,10 @@ def stable_hash(obj, n: int = 16) -> str:
 
 def model_identity(m: dict) -> dict:
     ident = {k: m.get(k) for k in MODEL_IDENTITY_FIELDS}
-    if m.get("trust_remote_code"):  # other code may compute other outputs; absent when off (keys unchanged)
-        ident["trust_remote_code"] = True
+    # options that change outputs, recorded only when set (the keys of existing stores stay valid)
+    for k in ("trust_remote_code", "batch_by_length", "max_prompt_tokens"):
+        if m.get(k):
+            ident[k] = m[k]
     if m.get("backend") == "openai":  # k sets the entropy approximation (jobs/backends/openai_http.py)
         ident["top_logprobs"] = m.get("top_logprobs", 20)
     return ident

@@ -47,3 +47,9 @@ class Backend(Protocol):
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray: ...
 
     def token_strings(self, ids: list[int]) -> list[str]: ...
+
+    def render(self, messages: Messages, add_generation_prompt: bool = True) -> str: ...
+
+    # optional (the hf backend has them; stages skip prompt fitting without them):
+    #   context_length: int | None           tokens the model attends to
+    #   prompt_tokens(messages) -> int       tokens of the rendered prompt

@@ -113,6 +113,20 @@ class HFBackend:
                 ids.add(t[0])
         return sorted(ids)
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model attends to (prompt + generation), from its config."""
+        cfg = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            v = getattr(cfg, name, None) or getattr(getattr(cfg, "text_config", None), name, None)
+            if v:
+                return int(v)
+        return None
+
+    def prompt_tokens(self, messages: Messages) -> int:
+        """Tokens of the rendered prompt, as ``generate`` would feed them."""
+        return len(self.tok(self.render(messages), add_special_tokens=not self.has_chat_template)["input_ids"])
+
     def token_strings(self, ids: list[int]) -> list[str]:
         return [self.tok.decode([i]) for i in ids]
 
