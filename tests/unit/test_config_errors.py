@@ -1,6 +1,8 @@
 """Config errors name the key, the bad value and what is expected; never OmegaConf's internals."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.config import ConfigError, load_grid
@@ -62,3 +64,11 @@ def test_calibrate_apply_rejects_a_bad_rate_before_building_anything(tmp_path, c
                  "gsm8k"]) == 2
     assert "--target-call-rate 1.7 must be in [0, 1]" in " ".join(capsys.readouterr().out.split())
     assert not (tmp_path / "calibration").exists()
+
+
+def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset.data_root='/nonexistent/datasets': no such folder \(datasets .*"
+                                          r"addsub"):
+        load_grid(DEFAULT, ["dataset.data_root=/nonexistent/datasets"])
+    r = load_grid(DEFAULT, [f"output_dir={tmp_path / 'rel'}"])
+    assert Path(r.grid["dataset"]["data_root"]).is_absolute() and Path(r.grid["output_dir"]).is_absolute()
