@@ -125,7 +125,7 @@ def main() -> None:
 
     naive, t0 = Counter(), time.perf_counter()
     for s in plan.settings:
-        rs = load_grid(gp, [f"exclude=[]"], conf_dir=REPO / "conf")
+        rs = load_grid(gp, ["exclude=[]"], conf_dir=REPO / "conf")
         # a grid with exactly this setting
         rules = []
         for axis, names in (("slm", rs.slms), ("uq", rs.uq), ("dataset", rs.datasets), ("llm", rs.llms)):

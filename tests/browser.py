@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -29,8 +30,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _session(port: int, url: str, expressions: dict[str, str], screenshot: Path | None,
-                   width: int, timeout: float) -> dict:
+@asynccontextmanager
+async def devtools(port: int, timeout: float):
+    """The first page target of the Chromium listening on ``port``: yields ``call(method, **params)``."""
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
@@ -61,6 +63,36 @@ async def _session(port: int, url: str, expressions: dict[str, str], screenshot:
                         raise RuntimeError(f"{method}: {msg['error']}")
                     return msg["result"]
 
+        try:
+            yield call
+        finally:
+            await ws.close()
+
+
+@contextmanager
+def chromium(port: int):
+    """A headless Chromium with a fresh profile and its DevTools endpoint on ``port``."""
+    exe = find_chromium()
+    if exe is None:
+        raise FileNotFoundError("no Chromium found; install it (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                 f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _session(port: int, url: str, expressions: dict[str, str], screenshot: Path | None,
+                   width: int, timeout: float) -> dict:
+    deadline = time.time() + timeout
+    async with devtools(port, timeout) as call:
         await call("Page.enable")
         await call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
         await call("Page.navigate", url=url)
@@ -82,7 +114,6 @@ async def _session(port: int, url: str, expressions: dict[str, str], screenshot:
         if screenshot is not None:
             shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
-        await ws.close()
         return out
 
 
@@ -90,19 +121,6 @@ def inspect_page(url: str, expressions: dict[str, str], screenshot: Path | None 
                  width: int = 1280, timeout: float = 60.0) -> dict:
     """Evaluate ``expressions`` (name -> JavaScript) in ``url`` in headless Chromium; values are
     returned by name. Network access other than the page itself is not needed."""
-    exe = find_chromium()
-    if exe is None:
-        raise FileNotFoundError("no Chromium found; install it (Debian: apt-get install chromium)")
     port = _free_port()
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                 f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            return asyncio.run(_session(port, url, expressions, screenshot, width, timeout))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with chromium(port):
+        return asyncio.run(_session(port, url, expressions, screenshot, width, timeout))

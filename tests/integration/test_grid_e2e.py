@@ -8,7 +8,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs.records import read_json, read_unit, unit_dir
-from orchestrator.plan import make_plan
 
 pytestmark = pytest.mark.integration
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.browser import _free_port, find_chromium
+from tests.browser import _free_port, chromium, devtools, find_chromium
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(find_chromium() is None, reason="needs Chromium: apt-get install chromium")]
@@ -21,36 +19,8 @@ pytestmark = [pytest.mark.integration,
 
 async def _session(port: int, url: str, until: str, expressions: dict, screenshot: Path, timeout: float,
                    then: tuple[str, dict, Path] | None = None) -> dict:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                    targets = [t for t in await resp.json() if t.get("type") == "page"]
-                if targets:
-                    break
-            except aiohttp.ClientError:
-                pass
-            if time.time() > deadline:
-                raise TimeoutError("Chromium did not open its DevTools endpoint")
-            await asyncio.sleep(0.2)
-        ws = await http.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0)
-        counter = 0
-
-        async def call(method: str, **params):
-            nonlocal counter
-            counter += 1
-            my_id = counter
-            await ws.send_str(json.dumps({"id": my_id, "method": method, "params": params}))
-            while True:
-                msg = json.loads((await ws.receive(timeout=timeout)).data)
-                if msg.get("id") == my_id:
-                    if "error" in msg:
-                        raise RuntimeError(f"{method}: {msg['error']}")
-                    return msg["result"]
-
+    deadline = time.time() + timeout
+    async with devtools(port, timeout) as call:
         async def value(expr: str):
             r = await call("Runtime.evaluate", expression=expr, returnByValue=True)
             return r["result"].get("value")
@@ -74,24 +44,13 @@ async def _session(port: int, url: str, until: str, expressions: dict, screensho
             out |= {name: await value(expr) for name, expr in more.items()}
             shot = await call("Page.captureScreenshot", format="png")
             screenshot2.write_bytes(base64.b64decode(shot["data"]))
-        await ws.close()
         return out
 
 
 def browse(url: str, until: str, expressions: dict, screenshot: Path, timeout: float = 90.0, then=None) -> dict:
     port = _free_port()
-    profile = tempfile.mkdtemp(prefix="uqroute-chromium-")
-    proc = subprocess.Popen([find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with chromium(port):
         return asyncio.run(_session(port, url, until, expressions, screenshot, timeout, then))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 # what a user does: type into "Search metric charts" (React reads the value through the input event)
