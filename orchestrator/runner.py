@@ -286,10 +286,14 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
         ledger = Ledger(r.output_dir / "ledger.jsonl")
         sched = Scheduler(plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None,
                           on_progress=progress)
+        before = plan.done(r.store_dir)
         report = sched.run(keys)
         write_summary(r, plan)
-        plots = overview_plots(r, plan)
-        rep = make_report(r, plan, console)
+        if report.done == before and (r.output_dir / "report" / "index.html").is_file():
+            plots, rep = [], None  # nothing new: plots, report and their MLflow copies are as the store is
+        else:
+            plots = overview_plots(r, plan)
+            rep = make_report(r, plan, console)
         sink = _finish_mlflow(r, plan, writer, report.ok, plots, rep, console) if writer else None
     except KeyboardInterrupt:
         raise _interrupted(r, plan, writer) from None
