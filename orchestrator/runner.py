@@ -41,11 +41,33 @@ class ConfigMismatch(ValueError):
     pass
 
 
+def _non_default(d: dict, defaults: dict) -> dict:
+    """``d`` without the fields that equal their schema default (nested sections too)."""
+    out = {}
+    for k, v in d.items():
+        if k in defaults and isinstance(v, dict) and isinstance(defaults[k], dict):
+            v = _non_default(v, defaults[k])
+            if v:
+                out[k] = v
+        elif k not in defaults or v != defaults[k]:
+            out[k] = v
+    return out
+
+
 def config_identity(r: ResolvedGrid) -> dict:
+    """What the grid's results depend on. Fields at their default are left out, so a field added
+    to a schema later (whose default keeps the old behaviour) leaves the identity -- and with it
+    the grid's MLflow parent run -- unchanged."""
+    from orchestrator.config import GridConf, DatasetConf, ModelConf, UQConf, _defaults
+
     g = {k: v for k, v in r.grid.items() if k not in NON_IDENTITY}
     # where the data files are read from is a location, not what the results are
     g["dataset"] = {k: v for k, v in g["dataset"].items() if k != "data_root"}
-    return {"grid": g, "slms": r.slms, "llms": r.llms, "uq": r.uq, "datasets": r.datasets}
+    axes = {"slms": (r.slms, ModelConf), "llms": (r.llms, ModelConf), "uq": (r.uq, UQConf),
+            "datasets": (r.datasets, DatasetConf)}
+    return {"grid": _non_default(g, _defaults(GridConf))} | {
+        axis: {name: _non_default(conf, _defaults(cls)) for name, conf in confs.items()}
+        for axis, (confs, cls) in axes.items()}
 
 
 def config_hash(r: ResolvedGrid) -> str:

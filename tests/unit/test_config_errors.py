@@ -72,3 +72,21 @@ def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path):
         load_grid(DEFAULT, ["dataset.data_root=/nonexistent/datasets"])
     r = load_grid(DEFAULT, [f"output_dir={tmp_path / 'rel'}"])
     assert Path(r.grid["dataset"]["data_root"]).is_absolute() and Path(r.grid["output_dir"]).is_absolute()
+
+
+def test_a_field_added_with_its_default_leaves_the_grid_identity_unchanged():
+    """The grid hash names the MLflow parent run: a schema field added later, at its default, must
+    not change it (or an upgraded uqroute would log every setting again under a new parent)."""
+    from orchestrator.runner import config_hash
+
+    r = load_grid(DEFAULT)
+    before = config_hash(r)
+    for m in r.slms.values():
+        m["some_future_field"] = None
+        del m["batch_by_length"]  # as written by a version without it
+    assert config_hash(r) != before  # a new key with a value the schema does not know is identity
+    for m in r.slms.values():
+        del m["some_future_field"]
+    assert config_hash(r) == before
+    r.slms["smollm2-135m"]["hidden_layer"] = -3
+    assert config_hash(r) != before  # a real change still changes it
