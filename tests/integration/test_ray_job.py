@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -48,7 +49,11 @@ def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_serve
            "--", "uqroute", "run", "tests/conf/grid/micro.yaml", "--address", "auto",
            f"output_dir={out}", f"dataset.data_root={default_data_root()}",
            "mlflow.enabled=true", f"mlflow.tracking_uri={mlflow_server}", "mlflow.experiment=ray-job"]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    for _ in range(30):  # right after `ray start` the dashboard may not have its job agent yet
+        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        if res.returncode == 0 or "No available agent to submit job" not in res.stdout + res.stderr:
+            break
+        time.sleep(3)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
     from orchestrator.plan import make_plan
