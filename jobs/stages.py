@@ -258,22 +258,25 @@ def fit_prompt(backend, s: Sample, budget: int | None) -> tuple[Sample, int | No
         if not text:
             continue
 
-        def shortened(k: int) -> Sample:
-            head, tail = (2 * k) // 3, k - (2 * k) // 3
-            return dataclasses.replace(cut, **{field_name: text[:head] + TRUNCATION_MARK + text[len(text) - tail:]})
-
         lo, hi = 0, len(text)
         while lo < hi:  # the longest kept length whose prompt fits
             mid = (lo + hi + 1) // 2
-            if backend.prompt_tokens(prompts.answer_messages(shortened(mid))) <= budget:
+            trial = dataclasses.replace(cut, **{field_name: _cut_middle(text, mid)})
+            if backend.prompt_tokens(prompts.answer_messages(trial)) <= budget:
                 lo = mid
             else:
                 hi = mid - 1
-        cut = shortened(lo)
+        cut = dataclasses.replace(cut, **{field_name: _cut_middle(text, lo)})
         if backend.prompt_tokens(prompts.answer_messages(cut)) <= budget:
             return cut, n
     raise DataError(f"sample {s.id!r}: even with passage and question cut, the prompt does not fit in "
                     f"{budget} tokens (instruction and options alone exceed it); raise max_prompt_tokens")
+
+
+def _cut_middle(text: str, keep: int) -> str:
+    """``keep`` characters of ``text``: its first two thirds and last third, joined by the mark."""
+    head = (2 * keep) // 3
+    return text[:head] + TRUNCATION_MARK + text[len(text) - (keep - head):]
 
 
 def length_order(samples: list[Sample]) -> list[int]:

@@ -74,7 +74,6 @@ class Replica:
     group: str
     node: str
     handle: Any
-    started: float
     busy: tuple | None = None  # (unit key, shard index) while running
     changed: float = 0.0  # when it last became busy or idle
     finished_any: bool = False
@@ -192,7 +191,7 @@ class Scheduler:
     def _start_replica(self, gid: str, node: str) -> Replica:
         g = self.groups[gid]
         now = self.clock()
-        rep = Replica(gid, node, self.ex.start_model(g.conf, node), now, changed=now)
+        rep = Replica(gid, node, self.ex.start_model(g.conf, node), changed=now)
         self.replicas.append(rep)
         self.report.loads[g.name] = self.report.loads.get(g.name, 0) + 1
         self.report.max_live_replicas = max(self.report.max_live_replicas, len(self.replicas))
@@ -310,7 +309,7 @@ class Scheduler:
                 for ref in finished:
                     self._finished(ref, now)
         except KeyboardInterrupt:
-            for ref, (u, rep, j, n) in self.inflight.items():
+            for ref, (u, _, j, _) in self.inflight.items():
                 self.ex.cancel(ref)
                 self.ledger.write("interrupted", u, shard=j)
             raise
