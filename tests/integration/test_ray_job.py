@@ -35,26 +35,45 @@ def head():
     subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--temp-dir", str(tmp),
                     "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
                     "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "2",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)
+                    *_agent_ports(), "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)
     try:
-        yield f"http://127.0.0.1:{dash}", env
+        yield f"http://127.0.0.1:{dash}", env, tmp
     finally:
         _kill_matching(str(tmp))
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for the head's agents. Their defaults (dashboard agent 52365, ...) are shared by
+    every Ray on the machine: when another Ray (this test run's own session, a leftover) holds
+    one, the new head's agent cannot bind it and dies, and every `ray job submit` then answers
+    "No available agent" (seen in CI)."""
+    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+             "--metrics-export-port")
+    return [x for f in flags for x in (f, str(_free_port()))]
+
+
+def _head_logs(tmp: Path) -> str:
+    """The tail of the head's agent and raylet logs, for a failure message."""
+    out = []
+    for name in ("dashboard_agent.log", "raylet.out", "dashboard_JobHead.log"):
+        for f in sorted(tmp.glob(f"session_*/logs/{name}"))[-1:]:
+            out.append(f"--- {name}\n" + "\n".join(f.read_text(errors="ignore").splitlines()[-15:]))
+    return "\n".join(out)
+
+
 def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_server):
-    address, env = head
+    address, env, tmp = head
     out = tmp_path / "shared-fs" / "micro"  # absolute, on a filesystem every node sees
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "cluster/runtime_env.yaml",
            "--", "uqroute", "run", "tests/conf/grid/micro.yaml", "--address", "auto",
            f"output_dir={out}", f"dataset.data_root={default_data_root()}",
            "mlflow.enabled=true", f"mlflow.tracking_uri={mlflow_server}", "mlflow.experiment=ray-job"]
-    for _ in range(30):  # right after `ray start` the dashboard may not have its job agent yet
+    for _ in range(20):  # right after `ray start` the dashboard may not have its job agent yet
         res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         if res.returncode == 0 or "No available agent to submit job" not in res.stdout + res.stderr:
             break
         time.sleep(3)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:] + _head_logs(tmp)
     assert "succeeded" in res.stdout
     from orchestrator.plan import make_plan
     from orchestrator.runner import load_output
