@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -430,6 +430,19 @@ def read_bz2_blocks(path: Path, size: int) -> Iterator[tuple[int, Any]]:
     for index, start in enumerate(range(0, len(lines), size)):
         block = lines[start : start + size]
         yield index, block if len(block) == size else RowError(f"truncated block: {len(block)} of {size} lines")
+
+
+def labelled_jsonl_parser(files: Mapping[str, tuple[str, str]], make: Callable[[str, int, dict, str], Sample]):
+    """A ``parse(root, split)`` for the sets that keep gold in a line-aligned label file beside their
+    jsonl (PIQA, Social IQa, WinoGrande): ``files[split] = (jsonl, labels)``; ``make(split, index,
+    row, label)`` builds one sample and raises RowError for a bad row."""
+
+    def parse(root: Path, split: str) -> LoadResult:
+        data, labels = (Path(root) / f for f in files[split])
+        rows = with_labels(read_jsonl(data), read_labels(labels))
+        return build_samples(rows, str(data), lambda index, pair: make(split, index, *pair))
+
+    return parse
 
 
 def mawps_sample(index: int, row: dict) -> Sample:

@@ -5,29 +5,21 @@ Test labels are hidden and train (>4 MiB) is absent, so there is no train split 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from jobs.datasets.base import DatasetAdapter, build_samples, letter_from_index, make_sample, parse_int_label, read_jsonl, read_labels, with_labels
-from jobs.types import LoadResult
+from jobs.datasets.base import DatasetAdapter, labelled_jsonl_parser, letter_from_index, make_sample, parse_int_label
+from jobs.types import Sample
 
 FILES = {"valid": ("piqa/valid.jsonl", "piqa/valid-labels.lst")}
 
 
-def parse(root: Path, split: str) -> LoadResult:
-    data, labels = (root / f for f in FILES[split])
-
-    def make(index: int, pair):
-        row, label = pair
-        return make_sample(
-            id=f"{split}-{index}",
-            question=f"Which solution achieves the goal better?\nGoal: {row['goal'].strip()}",
-            task="mc",
-            gold=letter_from_index(parse_int_label(label), 2),
-            choices=[row["sol1"], row["sol2"]],
-            n_choices=2,
-        )
-
-    return build_samples(with_labels(read_jsonl(data), read_labels(labels)), str(data), make)
+def _sample(split: str, index: int, row: dict, label: str) -> Sample:
+    return make_sample(
+        id=f"{split}-{index}",
+        question=f"Which solution achieves the goal better?\nGoal: {row['goal'].strip()}",
+        task="mc",
+        gold=letter_from_index(parse_int_label(label), 2),
+        choices=[row["sol1"], row["sol2"]],
+        n_choices=2,
+    )
 
 
 ADAPTER = DatasetAdapter(
@@ -36,6 +28,6 @@ ADAPTER = DatasetAdapter(
     splits={"valid": "piqa/valid.jsonl + piqa/valid-labels.lst (1838)"},
     eval_split="valid",
     train_split=None,
-    parse=parse,
+    parse=labelled_jsonl_parser(FILES, _sample),
     description="PIQA physical commonsense, 2 solutions per goal",
 )

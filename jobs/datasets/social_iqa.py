@@ -5,10 +5,8 @@ Test labels are hidden, so ``dev`` is the evaluation split.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from jobs.datasets.base import DatasetAdapter, build_samples, letter_from_index, make_sample, parse_int_label, read_jsonl, read_labels, with_labels
-from jobs.types import LoadResult
+from jobs.datasets.base import DatasetAdapter, labelled_jsonl_parser, letter_from_index, make_sample, parse_int_label
+from jobs.types import Sample
 
 FILES = {
     "dev": ("social_iqa/dev.jsonl", "social_iqa/dev-labels.lst"),
@@ -16,22 +14,16 @@ FILES = {
 }
 
 
-def parse(root: Path, split: str) -> LoadResult:
-    data, labels = (root / f for f in FILES[split])
-
-    def make(index: int, pair):
-        row, label = pair
-        return make_sample(
-            id=f"{split}-{index}",
-            question=row["question"],
-            context=row["context"],
-            task="mc",
-            gold=letter_from_index(parse_int_label(label) - 1, 3),
-            choices=[row["answerA"], row["answerB"], row["answerC"]],
-            n_choices=3,
-        )
-
-    return build_samples(with_labels(read_jsonl(data), read_labels(labels)), str(data), make)
+def _sample(split: str, index: int, row: dict, label: str) -> Sample:
+    return make_sample(
+        id=f"{split}-{index}",
+        question=row["question"],
+        context=row["context"],
+        task="mc",
+        gold=letter_from_index(parse_int_label(label) - 1, 3),
+        choices=[row["answerA"], row["answerB"], row["answerC"]],
+        n_choices=3,
+    )
 
 
 ADAPTER = DatasetAdapter(
@@ -43,6 +35,6 @@ ADAPTER = DatasetAdapter(
     },
     eval_split="dev",
     train_split="train",
-    parse=parse,
+    parse=labelled_jsonl_parser(FILES, _sample),
     description="Social IQa social commonsense, 3 options with context",
 )

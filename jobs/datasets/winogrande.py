@@ -6,10 +6,8 @@ agree. ``dev`` (= winogrande_xl validation) is the evaluation split. The train s
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from jobs.datasets.base import DatasetAdapter, RowError, build_samples, letter_from_index, make_sample, parse_int_label, read_jsonl, read_labels, with_labels
-from jobs.types import LoadResult
+from jobs.datasets.base import DatasetAdapter, RowError, labelled_jsonl_parser, letter_from_index, make_sample, parse_int_label
+from jobs.types import Sample
 
 FILES = {
     split: (f"winogrande/{split}.jsonl", f"winogrande/{split}-labels.lst")
@@ -18,26 +16,20 @@ FILES = {
 COUNTS = {"dev": 1267, "train_xs": 160, "train_s": 640, "train_m": 2558}
 
 
-def parse(root: Path, split: str) -> LoadResult:
-    data, labels = (root / f for f in FILES[split])
-
-    def make(index: int, pair):
-        row, label = pair
-        if "answer" in row and str(row["answer"]).strip() != label:
-            raise RowError(f"answer {row['answer']!r} disagrees with label line {label!r}")
-        sentence = row["sentence"]
-        if not isinstance(sentence, str) or sentence.count("_") != 1:
-            raise RowError("sentence does not have exactly one blank '_'")
-        return make_sample(
-            id=row["qID"],
-            question=f"Which option correctly fills the blank (_) in the sentence?\n{sentence.strip()}",
-            task="mc",
-            gold=letter_from_index(parse_int_label(label) - 1, 2),
-            choices=[row["option1"], row["option2"]],
-            n_choices=2,
-        )
-
-    return build_samples(with_labels(read_jsonl(data), read_labels(labels)), str(data), make)
+def _sample(split: str, index: int, row: dict, label: str) -> Sample:
+    if "answer" in row and str(row["answer"]).strip() != label:
+        raise RowError(f"answer {row['answer']!r} disagrees with label line {label!r}")
+    sentence = row["sentence"]
+    if not isinstance(sentence, str) or sentence.count("_") != 1:
+        raise RowError("sentence does not have exactly one blank '_'")
+    return make_sample(
+        id=row["qID"],
+        question=f"Which option correctly fills the blank (_) in the sentence?\n{sentence.strip()}",
+        task="mc",
+        gold=letter_from_index(parse_int_label(label) - 1, 2),
+        choices=[row["option1"], row["option2"]],
+        n_choices=2,
+    )
 
 
 ADAPTER = DatasetAdapter(
@@ -46,6 +38,6 @@ ADAPTER = DatasetAdapter(
     splits={split: f"{data} + {labels} ({COUNTS[split]})" for split, (data, labels) in FILES.items()},
     eval_split="dev",
     train_split="train_m",
-    parse=parse,
+    parse=labelled_jsonl_parser(FILES, _sample),
     description="WinoGrande 1.1 pronoun-style blank filling, 2 options",
 )

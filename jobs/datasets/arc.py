@@ -1,9 +1,9 @@
-"""ARC-Easy (ARC-V1-Feb2018): grade-school science questions, usually 4 options (a few 3 or 5).
+"""ARC-Easy and ARC-Challenge (ARC-V1-Feb2018): grade-school science questions, usually 4 options
+(a few 3 or 5); Challenge holds the hard ones. Both sets have the same formats and one reader.
 
 ``test`` exists here only in LLM-Adapters' instruction format: question and options are inlined in
 one string ("...question: <q>\\n\\nAnswer1: <o1> Answer2: <o2> ...\\n\\nAnswer format: answer1/...")
 with no ids (id = ``test-<row>``) and gold ``answerN``. ``dev``/``train`` are AI2's original jsonl.
-The parser here is shared with ``arc_challenge``.
 """
 from __future__ import annotations
 
@@ -79,18 +79,22 @@ def make_parser(folder: str, prefix: str):
     return files, parse
 
 
-FILES, parse = make_parser("arc_easy", "ARC-Easy")
+def arc_adapter(name: str, prefix: str, counts: dict[str, int], description: str) -> DatasetAdapter:
+    """The adapter of one ARC set in ``<root>/<name>/`` whose AI2 files are named ``<prefix>-*``."""
+    files, parse = make_parser(name, prefix)
+    notes = {"test": "; LLM-Adapters instruction format, no ids"}
+    return DatasetAdapter(
+        name=name,
+        task="mc",
+        splits={split: f"{files[split]} ({n}{notes.get(split, '')})" for split, n in counts.items()},
+        eval_split="test",
+        train_split="train",
+        parse=parse,
+        description=description,
+    )
 
-ADAPTER = DatasetAdapter(
-    name="arc_easy",
-    task="mc",
-    splits={
-        "test": f"{FILES['test']} (2376; LLM-Adapters instruction format, no ids)",
-        "train": f"{FILES['train']} (2251)",
-        "dev": f"{FILES['dev']} (570)",
-    },
-    eval_split="test",
-    train_split="train",
-    parse=parse,
-    description="ARC-Easy grade-school science questions, 3-5 options",
-)
+
+ARC_EASY = arc_adapter("arc_easy", "ARC-Easy", {"test": 2376, "train": 2251, "dev": 570},
+                       "ARC-Easy grade-school science questions, 3-5 options")
+ARC_CHALLENGE = arc_adapter("arc_challenge", "ARC-Challenge", {"test": 1172, "train": 1119, "dev": 299},
+                            "ARC-Challenge grade-school science questions, 3-5 options")
