@@ -138,6 +138,20 @@ def apply_nan_policy(uncertainty, policy: str) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- curves -----------------------------------------------------------------------------------
 
+def _tie_groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For (B, N) keys sorted along axis 1: per position, the [start, end) of its tie group (the
+    run of equal keys it belongs to)."""
+    b, n = sorted_keys.shape
+    j = np.arange(n)
+    first = np.ones((b, n), dtype=bool)
+    first[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+    last = np.ones((b, n), dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, j + 1, n)[:, ::-1], axis=1)[:, ::-1]
+    return start, end
+
+
 def _offload_cumsum(key: np.ndarray, value: np.ndarray, ties: str) -> np.ndarray:
     """Cumulative sum of ``value`` taken in descending ``key`` order, at every count 0..N.
 
@@ -152,16 +166,10 @@ def _offload_cumsum(key: np.ndarray, value: np.ndarray, ties: str) -> np.ndarray
     np.cumsum(vs, axis=1, out=c[:, 1:])
     if ties == "stable":
         return c
-    # Tie groups are runs of equal keys in sorted order: [start, end). Inside a group every
-    # subset of a given size is equally likely, so the expected sum grows linearly from c[start]
-    # to c[end].
+    # Inside a tie group every subset of a given size is equally likely, so the expected sum
+    # grows linearly from c[start] to c[end].
+    start, end = _tie_groups(ks)
     j = np.arange(n)
-    first = np.ones((b, n), dtype=bool)
-    first[:, 1:] = ks[:, 1:] != ks[:, :-1]
-    last = np.ones((b, n), dtype=bool)
-    last[:, :-1] = first[:, 1:]
-    start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
-    end = np.minimum.accumulate(np.where(last, j + 1, n)[:, ::-1], axis=1)[:, ::-1]
     cs = np.take_along_axis(c, start, axis=1)
     ce = np.take_along_axis(c, end, axis=1)
     out = c.copy()
@@ -215,16 +223,9 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks along axis 1, tied values sharing their average rank (numpy only)."""
     b, n = x.shape
     order = np.argsort(x, axis=1, kind="stable")
-    xs = np.take_along_axis(x, order, axis=1)
-    j = np.arange(n)
-    first = np.ones((b, n), dtype=bool)
-    first[:, 1:] = xs[:, 1:] != xs[:, :-1]
-    last = np.ones((b, n), dtype=bool)
-    last[:, :-1] = first[:, 1:]
-    start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
-    end = np.minimum.accumulate(np.where(last, j, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    start, end = _tie_groups(np.take_along_axis(x, order, axis=1))
     ranks = np.empty((b, n))
-    np.put_along_axis(ranks, order, (start + end) / 2 + 1, axis=1)
+    np.put_along_axis(ranks, order, (start + end - 1) / 2 + 1, axis=1)
     return ranks
 
 
