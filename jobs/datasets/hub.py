@@ -103,7 +103,10 @@ def get_field(row: Any, name: str) -> Any:
     return value
 
 
-def _gold(value: Any, fmt: str, task: str, choices: tuple[str, ...]) -> str:
+def normalize_gold(value: Any, fmt: str, task: str, choices: tuple[str, ...]) -> str:
+    """A row's gold in the form ``jobs.answers`` compares with: an option letter (mc), a canonical
+    number (numeric), yes/no (yesno), or the text. ``fmt`` says how the value is written (the
+    ``gold_format`` of a FieldMapping)."""
     if fmt == "text":
         if task == "mc":
             text = require_text(value, "gold")
@@ -152,7 +155,7 @@ def row_to_sample(row: Any, index: int, mapping: FieldMapping, task: str, split:
         id=sample_id,
         question=get_field(row, mapping.question),
         task=task,
-        gold=_gold(get_field(row, mapping.gold), mapping.gold_format, task, choices),
+        gold=normalize_gold(get_field(row, mapping.gold), mapping.gold_format, task, choices),
         choices=choices,
         context=get_field(row, mapping.context) if mapping.context else None,
     )

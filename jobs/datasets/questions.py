@@ -20,28 +20,23 @@ from typing import Any
 from jobs.datasets.base import (
     RowError,
     build_samples,
-    canonical_number,
-    letter_from_index,
     make_sample,
     read_jsonl,
-    require_text,
-    yes_no,
 )
+from jobs.datasets.hub import normalize_gold
 from jobs.types import TASK_TYPES, LoadResult, Sample
 
 KNOWN_KEYS = ("id", "question", "task", "choices", "context", "gold")
 
 
 def _gold(value: Any, task: str, choices: tuple[str, ...]) -> str:
+    """Gold as written in a questions file: an option letter or a 0-based index (mc), a number, a
+    yes/no or boolean, or the text; normalized by the hub loader's one normalizer."""
     if task == "mc":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return letter_from_index(value, len(choices))
-        return require_text(value, "gold").strip("()").strip().upper()
-    if task == "numeric":
-        return canonical_number(value)
-    if task == "yesno":
-        return yes_no(value)
-    return require_text(value, "gold")
+        fmt = "index0" if isinstance(value, int) and not isinstance(value, bool) else "letter"
+    else:
+        fmt = {"numeric": "number", "yesno": "bool"}.get(task, "text")
+    return normalize_gold(value, fmt, task, choices)
 
 
 def row_sample(index: int, row: Any, default_task: str | None) -> Sample:
