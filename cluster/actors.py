@@ -25,12 +25,14 @@ class ModelWorker:
         self.batch_size = int(model_conf.get("batch_size") or 8)
 
     def run_gen(self, unit: dict, batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
+        from jobs.errors import classified
         from jobs.stages import run_gen_unit
 
-        summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size,
-                               shard=tuple(shard) if shard else None,
-                               batch_by_length=bool(self.conf.get("batch_by_length")),
-                               max_prompt_tokens=self.conf.get("max_prompt_tokens"))
+        with classified():
+            summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size,
+                                   shard=tuple(shard) if shard else None,
+                                   batch_by_length=bool(self.conf.get("batch_by_length")),
+                                   max_prompt_tokens=self.conf.get("max_prompt_tokens"))
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
         summary["pid"] = os.getpid()
@@ -69,13 +71,17 @@ LIGHT_TASK_CPUS = 0.25  # what a score or setting task asks of Ray
 
 @ray.remote(num_cpus=LIGHT_TASK_CPUS, max_retries=0)
 def score_task(unit: dict, store: str) -> dict:
+    from jobs.errors import ScoringError, classified
     from jobs.scoring import run_score_unit
 
-    return run_score_unit(unit, store)
+    with classified(ScoringError):
+        return run_score_unit(unit, store)
 
 
 @ray.remote(num_cpus=LIGHT_TASK_CPUS, max_retries=0)
 def setting_task(unit: dict, store: str) -> dict:
+    from jobs.errors import ScoringError, classified
     from jobs.scoring import run_setting_unit
 
-    return run_setting_unit(unit, store)
+    with classified(ScoringError):
+        return run_setting_unit(unit, store)

@@ -12,6 +12,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from cluster.actors import LIGHT_TASK_CPUS, remote_worker, score_task, setting_task
+from jobs.errors import failure_kind
 
 # Ray's bookkeeping resources, never asked for by a model
 _NOT_REQUESTED = ("memory", "object_store_memory")
@@ -26,24 +27,11 @@ class UnitFailure(Exception):
 
 
 def classify(exc: BaseException) -> str:
-    """Failure class of an exception raised by a Ray task or actor call."""
+    """Failure class of an exception raised by a Ray task or actor call: the actor died, or the
+    ``kind`` of the typed error (jobs/errors.py) the worker raised."""
     if isinstance(exc, RayActorError):
         return "actor_died"
-    names = {type(exc).__name__}
-    cause = getattr(exc, "cause", None)
-    if cause is not None:
-        names.add(type(cause).__name__)
-        names |= {t.__name__ for t in type(cause).__mro__}
-    text = f"{type(exc).__name__}: {exc}"
-    if "OutOfMemoryError" in names or "out of memory" in text.lower():
-        return "oom"
-    if names & {"FileNotFoundError", "UnknownNameError", "DataError"}:
-        return "data_error"
-    if any(n in text for n in ("FileNotFoundError", "UnknownNameError", "DataError")):
-        return "data_error"
-    if "run_score_unit" in text or "run_setting_unit" in text:
-        return "scoring_error"
-    return "error"
+    return failure_kind(exc)
 
 
 def _detail(exc: BaseException) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from jobs.errors import DataError  # noqa: F401  (re-exported: stages and dataset adapters import it from here)
+
 TaskType = Literal["numeric", "mc", "yesno", "freeform"]
 TASK_TYPES: tuple[str, ...] = ("numeric", "mc", "yesno", "freeform")
 CHOICE_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -52,5 +54,3 @@ class LoadResult:
     malformed: list[Malformed] = field(default_factory=list)
 
 
-class DataError(ValueError):
-    """The data of a work unit cannot be used (e.g. every row malformed); retrying will not help."""
