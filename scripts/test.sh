@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the tests: unit tests plus the end-to-end grid on a real local Ray and a real
-# MLflow server with the real SmolLM2 (~5 min on 2 cores). Arguments go to pytest; the default
-# leaves out the slow suites (fault injection, two-node cluster: ~12 min more), which
-# `bash scripts/test.sh -m slow` runs and CI (.ci/run) runs as well.
+# Set up, then run the tests. With no arguments: the gate, the unit tests with no model loaded
+# (under a minute on 2 cores after setup). Arguments go to pytest; the suites by marker:
+#   bash scripts/test.sh --all                             everything CI runs (.ci/run), ~25 min
+#   bash scripts/test.sh -m "(integration or model) and not slow"
+#                              real Ray + MLflow server + SmolLM2 + headless Chromium, ~5 min
+#   bash scripts/test.sh -m slow    fault injection, two-node cluster, ray job submit, ~15 min
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,5 +15,11 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "warning: could not install chromium; the report's browser test will be skipped"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
-if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
-exec .venv/bin/python -m pytest -q --durations=10 "$@"
+PYTEST=(.venv/bin/python -m pytest -q --durations=10)
+if [ "$#" -eq 0 ]; then set -- -m "not slow and not integration and not model"; fi
+if [ "$1" = "--all" ]; then
+  shift
+  "${PYTEST[@]}" -m "not slow" "$@"
+  exec "${PYTEST[@]}" -m slow "$@"
+fi
+exec "${PYTEST[@]}" "$@"

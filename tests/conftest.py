@@ -12,6 +12,18 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: fixtures that load a real model or tokenizer (SmolLM2, a random tiny LM): a test using one is
+#: marked ``model`` and stays out of the one-minute gate (``bash scripts/test.sh``)
+MODEL_FIXTURES = {"smol", "smol_backends", "smol_tokenizer", "tiny_model", "tokenizer"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+        if "tests/integration/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)
 TINY = REPO / "tests" / "conf" / "grid" / "tiny.yaml"
 
 

@@ -203,6 +203,7 @@ def test_hidden_layer_out_of_range_is_an_error(tiny_model, tokenizer):
         be.generate(PROMPTS[:1], max_new_tokens=2, with_stats=True)
 
 
+@pytest.mark.model  # loads SmolLM2
 def test_gpu_check_smoke_runs(capsys, monkeypatch):
     import runpy
 
