@@ -99,7 +99,8 @@ _MARKER = re.compile(
 )
 _MARKER_END = re.compile(r"\s*(?:$|[.,;:!?)\]])")
 _PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
-_LINE_LETTER = re.compile(r"^\s*([A-Z])\s*(?:[.):]|$)", re.MULTILINE)
+# a line starting "B" / "B." / "B)" / "B:", and the rest of that line (see _line_letters)
+_LINE_LETTER = re.compile(r"^[ \t]*([A-Z])[ \t]*(?:([.):])[ \t]*([^\n]*)|$)", re.MULTILINE)
 _BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
 # Echoes of the prompt's own wording, blanked before the fallbacks: 'End with "The answer is X"',
 # and for yes/no questions "yes or no" / "True or False".
@@ -511,11 +512,7 @@ def _span_answer(span: str, sample: Sample) -> _Hit | None:
         return _span_choice(span, sample)
     if sample.task == "yesno":
         return _yes_no(span)
-    # freeform: up to the end of the first sentence
-    stop = re.search(r"[.!?](?:\s|$)", span)
-    start, end = _stripped(span, 0, stop.start() if stop else len(span))
-    answer = normalize_freeform(span[start:end])
-    return (answer, start, end) if answer else None
+    return _freeform_text(span, 0, len(span))  # freeform: up to the end of the first sentence
 
 
 def _strict(text: str, sample: Sample) -> _Hit | None:
@@ -550,6 +547,34 @@ def _numeric_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | 
     return ("flexible:last_number", *hits[-1]) if hits else None
 
 
+def _line_letters(text: str, sample: Sample) -> list[tuple[str, int, int]]:
+    """The letters that lines starting "B" / "B." / "B)" / "C. Paris" name as the choice.
+
+    A bare line ("B", "B.", "B)") names its letter; a line with text names it only when the text is
+    that option's own text ("C. Paris"): "A. The answer to ...", "A. 2018" or an empty "A:" are a
+    Q/A answer prefix or a list item. Lines that list several letters ("A.\\nB.\\nC." or an echoed
+    or reshuffled "A. x\\nB. y") name none of them."""
+    labels = sample.choice_labels()
+    bare, texted = [], []
+    for m in _LINE_LETTER.finditer(text):
+        rest = (m.group(3) or "").strip()
+        if not rest:
+            if m.group(2) != ":":
+                bare.append((m.group(1), m.start(1), m.end(1)))
+            continue
+        option = _option_pattern(sample.choices[labels.index(m.group(1))]) if m.group(1) in labels else None
+        own = option.match(rest) if option else None
+        own = own and (own.end() == len(rest) or not (rest[own.end()].isalnum() or rest[own.end()] == "_"))
+        texted.append((m.group(1), m.start(1), m.end(1), bool(own)))
+    named = [] if len({h[0] for h in bare}) > 1 else bare
+    if len({h[0] for h in texted}) <= 1:
+        named += [h[:3] for h in texted if h[3]]
+    return named
+
+
+_MC_ANSWER_PHRASE = re.compile(r"\banswer\b[^\n.?!]{0,80}?\bis\b[ \t]*:?[ \t]*", re.IGNORECASE)
+
+
 def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     valid = sample.choice_labels()
     # 0. the whole reply is one option's text (unless it is a bare letter: "B" means B, even if an option is "B")
@@ -565,20 +590,26 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
         hit = _span_choice(text[marker.end():len(text) if line_end < 0 else line_end], sample)
         if hit is not None:
             return "flexible:answer_marker", hit[0], hit[1] + marker.end(), hit[2] + marker.end()
-    # 2. standalone markers "(B)", a line starting "B." / "B)" / "B" (also "**B**" once bold is gone):
-    #    accepted if they name one letter only, or if the last non-empty line is nothing but a marker
-    #    (an echoed option list "A. x / B. y / ..." names several letters and is not an answer)
+    # 1b. "The answer to your question is A." (the answer phrase the prompts do not ask for)
+    for phrase in reversed(list(_MC_ANSWER_PHRASE.finditer(text))):
+        line_end = text.find("\n", phrase.end())
+        hit = _span_choice(text[phrase.end():len(text) if line_end < 0 else line_end], sample)
+        if hit is not None:
+            return "flexible:answer_phrase", hit[0], hit[1] + phrase.end(), hit[2] + phrase.end()
+    # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
+    #    letter only, or if the last non-empty line is nothing but a marker (and not the end of a list
+    #    of bare letters)
     standalone = [(m.group(1).upper(), m.start(1), m.end(1)) for m in _PAREN_LETTER.finditer(text)
                   if not _negated(text, m.start())]
-    standalone += [(m.group(1), m.start(1), m.end(1)) for m in _LINE_LETTER.finditer(text)]
-    standalone = sorted((h for h in standalone if h[0] in valid), key=lambda h: h[1])
+    standalone = sorted((h for h in standalone + _line_letters(text, sample) if h[0] in valid), key=lambda h: h[1])
     if len({h[0] for h in standalone}) == 1:
         return ("flexible:lone_letter", *standalone[-1])
-    if standalone:
-        last_line = max((m for m in re.finditer(r"[^\n]*\S[^\n]*", text)), key=lambda m: m.start(), default=None)
-        last = _BARE_MARKER_LINE.match(last_line.group(0)) if last_line else None
-        if last and last.group(1).upper() in valid:
-            start = last_line.start() + last.start(1)
+    lines = list(re.finditer(r"[^\n]*\S[^\n]*", text))
+    if standalone and lines:
+        last = _BARE_MARKER_LINE.match(lines[-1].group(0))
+        bare = {b.group(1).upper() for b in (_BARE_MARKER_LINE.match(x.group(0)) for x in lines) if b}
+        if last and last.group(1).upper() in valid and len(bare) == 1:
+            start = lines[-1].start() + last.start(1)
             return "flexible:last_line_letter", last.group(1).upper(), start, start + 1
     # 3. exactly one option's text occurs in the reply, not negated ("It is not a lever.")
     hits = []
@@ -598,21 +629,45 @@ def _yesno_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | No
     return ("flexible:yes_no_word", *hit) if hit else None
 
 
-def _freeform_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
-    marked = list(re.finditer(r"(?im)\banswer\s*:\s*(.+)$", text))
-    if marked:
-        start, end = _stripped(text, marked[-1].start(1), marked[-1].end(1))
-        answer = normalize_freeform(text[start:end])
-        if answer:
-            return "flexible:answer_colon", answer, start, end
-    lines = list(re.finditer(r"[^\n]*\S[^\n]*", text))
-    if not lines:
-        return None
-    last = lines[-1]
-    colon = last.group(0).rfind(":")
-    start, end = _stripped(text, last.start() + colon + 1, last.end())
+_PLACEHOLDER = re.compile(r"x(?:$|[\s,.;:=])", re.IGNORECASE)
+# "The answer to this question is 100", "Your answer to the question ... is yajo"
+_ANSWER_PHRASE = re.compile(r"\banswer\b[^\n.?!]{0,80}?\bis\b[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
+_LAST_LINE_WORDS = 6
+_LIST_NUMBER = re.compile(r"[ \t]*(?:\d+[.)](?=\s|$)[ \t]*)?")
+
+
+def _freeform_text(text: str, start: int, end: int) -> _Hit | None:
+    """The free-form answer in text[start:end] (its first sentence), unless it is none: empty, the
+    prompt's placeholder X ("The answer is X", "X = X"), or another question ("the answer to the
+    question 'What is ...'")."""
+    stop = re.compile(r"[.!?](?:\s|$)").search(text, start, end)
+    start, end = _stripped(text, start, stop.start() if stop else end)
     answer = normalize_freeform(text[start:end])
-    return ("flexible:last_line", answer, start, end) if answer else None
+    if not answer or _PLACEHOLDER.match(answer) or re.search(r"\b(?:answer|question)\b", answer):
+        return None
+    return answer, start, end
+
+
+def _freeform_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
+    for marked in reversed(list(re.finditer(r"(?im)\banswer\s*:\s*(.+)$", text))):
+        hit = _freeform_text(text, marked.start(1), marked.end(1))
+        if hit:
+            return ("flexible:answer_colon", *hit)
+    for phrase in reversed(list(_ANSWER_PHRASE.finditer(text))):
+        hit = _freeform_text(text, phrase.start(1), phrase.end(1))
+        if hit:
+            return ("flexible:answer_phrase", *hit)
+    # the last line (after its last ":"), when it is a short answer: not a sentence, not a question
+    for line in reversed(list(re.finditer(r"[^\n]*\S[^\n]*", text))):
+        start = line.start() + line.group(0).rfind(":") + 1
+        start += _LIST_NUMBER.match(text, start, line.end()).end() - start  # "3. yajo": an item of a numbered list
+        if not text[start:line.end()].strip(_STRIP_CHARS + " \t"):
+            continue  # an empty "A:" answer slot: the line before may hold the answer
+        if line.group(0).rstrip().endswith("?") or len(text[start:line.end()].split()) > _LAST_LINE_WORDS:
+            return None
+        hit = _freeform_text(text, start, line.end())
+        return ("flexible:last_line", *hit) if hit else None
+    return None
 
 
 _FALLBACKS = {
@@ -622,7 +677,9 @@ _FALLBACKS = {
     # option_text: the one option whose text occurs (not negated)
     "mc": _mc_fallback,
     "yesno": _yesno_fallback,  # yes_no_word: the first yes / no / true / false word (negation read)
-    "freeform": _freeform_fallback,  # answer_colon: "Answer: X"; last_line: the last line (after its last ":")
+    # answer_colon: "Answer: X"; answer_phrase: "The answer to this question is X"; last_line: a short
+    # last line (after its last ":"); the placeholder X, questions and sentences are no answer
+    "freeform": _freeform_fallback,
 }
 
 

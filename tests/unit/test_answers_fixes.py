@@ -19,6 +19,7 @@ NUM = Sample("n", "How many?", "numeric", "8")
 FRAC = Sample("f", "What fraction?", "numeric", "0.75")
 YN = Sample("y", "Is it?", "yesno", "yes")
 MC = Sample("m", "Which simple machine is a ramp?", "mc", "B", choices=("a lever", "an inclined plane", "a pulley"))
+FF = Sample("f", "Last letters of 'Whitney Erika Tj Benito'?", "freeform", "yajo")
 
 
 def test_version_bumped():
@@ -71,6 +72,21 @@ CASES = [
     (MC, "A ramp isn't a pulley. It is an inclined plane.", None, "B"),
     (MC, "The answer is not A, it is B.", "B", "B"),
     (MC, "The answer is not (A).", None, None),
+    # what small models write that names no choice: a Q/A prefix "A:" / "A. <text>", letter lists
+    (MC, "A:", None, None),
+    (MC, "A. The answer to the question is X.", None, None),
+    (MC, "A.\nB.\nC.", None, None),
+    (MC, "A. an inclined plane\nB. a lever\nC. a pulley", None, None),  # reshuffled; C's line is right by chance
+    (MC, "C. a pulley", None, "C"),
+    (MC, "The answer to your question is: an inclined plane", None, "B"),
+    # free form: the prompt's placeholder X, answer phrases, sentences and questions
+    (FF, "The answer is X.", None, None),
+    (FF, "Answer:\nX\nAnswer:\nX", None, None),
+    (FF, "The answer to this question is yajo.", None, "yajo"),
+    (FF, "A: yajo\n\nA:", None, "yajo"),
+    (FF, "You are a helpful assistant trained to answer questions well.", None, None),
+    (FF, "What is the answer to this question?", None, None),
+    (FF, "1.\n2.\n3.", None, None),
 ]
 
 
@@ -98,7 +114,9 @@ def test_detail_rule_and_span():
     ("Answer: B", "flexible:answer_marker", "B"),
     ("A ramp is an inclined plane.", "flexible:option_text", "an inclined plane"),
     ("an inclined plane", "flexible:whole_option", "an inclined plane"),
-    ("A. a lever\nB. an inclined plane\n\n(B)", "flexible:last_line_letter", "B"),
+    ("A. a lever\nB. an inclined plane\n\n(B)", "flexible:lone_letter", "B"),  # the list names no letter
+    ("Is it (A) or (B)?\n(B)", "flexible:last_line_letter", "B"),
+    ("The answer to your question is B.", "flexible:answer_phrase", "B"),
     ("I pick (B) here", "flexible:lone_letter", "B"),
 ])
 def test_detail_mc_spans_point_at_the_answer(text, rule, matched):
