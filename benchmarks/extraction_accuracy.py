@@ -1,6 +1,6 @@
 """Accuracy of the answer extractor on the hand-labelled corpus of real model outputs.
 
-  PYTHONPATH=$PWD python benchmarks/extraction_accuracy.py [--corpus PATH] [--ref GIT_REV] [--by-model]
+  PYTHONPATH=$PWD python benchmarks/extraction_accuracy.py [--corpus PATH] [--ref GIT_REV] [--by-model] [--timing]
 
 For each task type and policy: the share of outputs where ``extract`` returns exactly the
 hand label (a null label must give None: declining to answer is part of the job), the same on
@@ -88,11 +88,43 @@ def table(counts: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def timing(rows: list[dict], answers_module, repeat: int = 10) -> str:
+    """Seconds per 1,000 outputs: extraction (both policies) and judging, on the corpus repeated;
+    the numeric fast path on plain numbers; math-verify on LaTeX answers (distinct, uncached)."""
+    import time
+
+    from jobs.types import Sample
+
+    samples = [(r["raw_output"], sample_of(r)) for r in rows] * repeat
+    out = []
+    for policy in POLICIES:
+        t0 = time.perf_counter()
+        for text, s in samples:
+            answers_module.is_correct(answers_module.extract(text, s, policy), s)
+        out.append(f"extract + is_correct ({policy}): {1000 * (time.perf_counter() - t0) / len(samples):.2f} s "
+                   f"per 1,000 outputs ({len(samples)} timed)")
+    plain = [Sample(str(i), "", "numeric", str(i)) for i in range(10000)]
+    t0 = time.perf_counter()
+    assert all(answers_module.is_correct(f"{i}.0", s) for i, s in enumerate(plain))
+    out.append(f"is_correct, plain numbers (fast path): {1000 * (time.perf_counter() - t0) / len(plain):.4f} s "
+               f"per 1,000")
+    t0 = time.perf_counter()
+    answers_module.is_correct("\\frac{1}{2}", Sample("w", "", "numeric", "0.5"))
+    out.append(f"first math-verify call (imports sympy): {time.perf_counter() - t0:.2f} s")
+    latex = [(f"\\frac{{{2 * i}}}{{2}}", Sample(str(i), "", "numeric", str(i))) for i in range(1, 1001)]
+    t0 = time.perf_counter()
+    assert all(answers_module.is_correct(p, s) for p, s in latex)
+    out.append(f"is_correct, LaTeX answers (math-verify): {1000 * (time.perf_counter() - t0) / len(latex):.2f} s "
+               f"per 1,000")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--ref", help="also score jobs/answers.py of this git revision")
     ap.add_argument("--by-model", action="store_true", help="one table per model as well")
+    ap.add_argument("--timing", action="store_true", help="also time extraction and judging")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from jobs import answers
@@ -106,6 +138,9 @@ def main(argv=None) -> None:
             sub = [r for r in rows if r["model"] == model]
             print()
             print(table(score(sub, answers), f"extractor {answers.EXTRACTION_VERSION}, {model} ({len(sub)} outputs)"))
+    if a.timing:
+        print()
+        print(timing(rows, answers))
     if a.ref:
         ref = load_ref(a.ref)
         print()

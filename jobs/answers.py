@@ -24,7 +24,14 @@ What an answer is, per task (v2):
   number words ("eight", "twenty-five", "three hundred and five"; a lone "one" counts only right
   after "The answer is"), or LaTeX (``\\boxed{}``, ``\\frac{3}{4}``; non-numeric LaTeX such as
   ``\\sqrt{2}`` is kept as text for math-verify). An arithmetic chain counts as its result: the
-  value after the last "=" ("5 + 3 = 8" -> 8), or the value of an expression without "=" ("5 + 3").
+  value after the last "=" ("5 + 3 = 8" -> 8); without "=", right after "The answer is" the
+  expression's value ("5 + 3" -> 8), in running text its last number.
+- mc: a letter ("(B)", "B.", "option B") or an option's text. Lines that list several letters
+  (echoed or reshuffled option lists, "A.\\nB.\\nC.") name none of them, and a line "A. <text>"
+  names A only when the text is option A's (else it is a Q/A prefix or list item: "A: ...",
+  "A. The answer to ..."). "The answer to your question is B" counts in the flexible policy.
+- freeform: the first sentence of the answer; the prompt's placeholder X ("The answer is X"), another
+  question, a question mark line or a sentence of more than six words as last line are no answer.
 - negation: "not X" is not the answer X. After "The answer is not X" the answer is what follows a
   contrast (", it is Y", "but Y"), else none; a negated option's text ("It is not a lever.") is no
   mention of that option; for yes/no a negated word counts as its opposite ("It is not true" -> no)
@@ -572,7 +579,20 @@ def _line_letters(text: str, sample: Sample) -> list[tuple[str, int, int]]:
     return named
 
 
-_MC_ANSWER_PHRASE = re.compile(r"\banswer\b[^\n.?!]{0,80}?\bis\b[ \t]*:?[ \t]*", re.IGNORECASE)
+_ANSWER_WORD = re.compile(r"\banswer\b", re.IGNORECASE)
+# ... is X": within one sentence of "answer" (a "?" may close a quoted question: 'the question "Which?" is B')
+_PHRASE_IS = re.compile(r"\bis\b[ \t]*:?[ \t]*|[\n.!]|\?(?![\"”'])", re.IGNORECASE)
+_PHRASE_WINDOW = 100
+
+
+def _answer_phrases(text: str):
+    """Where X starts in each "answer ... is X" of ``text`` ("The answer to your question is B"), the
+    last "answer" first and, for one "answer", each "is" in turn."""
+    for word in reversed(list(_ANSWER_WORD.finditer(text))):
+        for m in _PHRASE_IS.finditer(text, word.end(), min(len(text), word.end() + _PHRASE_WINDOW)):
+            if m.group(0)[:2].lower() != "is":
+                break  # the sentence ended
+            yield m.end()
 
 
 def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
@@ -591,11 +611,11 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
         if hit is not None:
             return "flexible:answer_marker", hit[0], hit[1] + marker.end(), hit[2] + marker.end()
     # 1b. "The answer to your question is A." (the answer phrase the prompts do not ask for)
-    for phrase in reversed(list(_MC_ANSWER_PHRASE.finditer(text))):
-        line_end = text.find("\n", phrase.end())
-        hit = _span_choice(text[phrase.end():len(text) if line_end < 0 else line_end], sample)
+    for start in _answer_phrases(text):
+        line_end = text.find("\n", start)
+        hit = _span_choice(text[start:len(text) if line_end < 0 else line_end], sample)
         if hit is not None:
-            return "flexible:answer_phrase", hit[0], hit[1] + phrase.end(), hit[2] + phrase.end()
+            return "flexible:answer_phrase", hit[0], hit[1] + start, hit[2] + start
     # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
     #    letter only, or if the last non-empty line is nothing but a marker (and not the end of a list
     #    of bare letters)
@@ -611,13 +631,15 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
         if last and last.group(1).upper() in valid and len(bare) == 1:
             start = lines[-1].start() + last.start(1)
             return "flexible:last_line_letter", last.group(1).upper(), start, start + 1
-    # 3. exactly one option's text occurs in the reply, not negated ("It is not a lever.")
+    # 3. exactly one option's text occurs in the reply, not negated ("It is not a lever.") and not on a
+    #    lettered line: "A. 175" with 175 option B's text is a contradiction (or a list), not B
+    lettered = [(m.start(), m.end()) for m in _LINE_LETTER.finditer(text) if (m.group(3) or "").strip()]
     hits = []
     for pattern, length, label in _options(sample):
         found = [m for m in pattern.finditer(text)
                  if not (m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_"))
                  and not (m.end() < len(text) and (text[m.end()].isalnum() or text[m.end()] == "_"))
-                 and not _negated(text, m.start())]
+                 and not _negated(text, m.start()) and not any(a <= m.start() < b for a, b in lettered)]
         if found:
             hits.append((length, label, found[-1].start(), found[-1].end(), normalize_freeform(found[-1].group(0))))
     hit = _unique_longest(hits)
@@ -631,7 +653,6 @@ def _yesno_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | No
 
 _PLACEHOLDER = re.compile(r"x(?:$|[\s,.;:=])", re.IGNORECASE)
 # "The answer to this question is 100", "Your answer to the question ... is yajo"
-_ANSWER_PHRASE = re.compile(r"\banswer\b[^\n.?!]{0,80}?\bis\b[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
 _LAST_LINE_WORDS = 6
 _LIST_NUMBER = re.compile(r"[ \t]*(?:\d+[.)](?=\s|$)[ \t]*)?")
 
@@ -653,8 +674,9 @@ def _freeform_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] |
         hit = _freeform_text(text, marked.start(1), marked.end(1))
         if hit:
             return ("flexible:answer_colon", *hit)
-    for phrase in reversed(list(_ANSWER_PHRASE.finditer(text))):
-        hit = _freeform_text(text, phrase.start(1), phrase.end(1))
+    for start in _answer_phrases(text):
+        line_end = text.find("\n", start)
+        hit = _freeform_text(text, start, len(text) if line_end < 0 else line_end)
         if hit:
             return ("flexible:answer_phrase", *hit)
     # the last line (after its last ":"), when it is a short answer: not a sentence, not a question

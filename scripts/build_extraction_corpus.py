@@ -38,10 +38,13 @@ PLAN = {
         ("arc_easy", 25, 64), ("commonsenseqa", 20, 64), ("mmlu", 10, 64), ("piqa", 10, 64),
         ("strategyqa", 25, 64), ("boolq", 15, 64), ("coin_flip", 15, 64),
         ("last_letters", 30, 64),
+        ("aqua", 10, 64), ("mathqa", 10, 64), ("social_iqa", 10, 64), ("truthfulqa", 10, 64),
+        ("date_understanding", 10, 64), ("winogrande", 10, 64),
     ]),
     "gemma3-270m": ("conf/llm/gemma3-270m.yaml", [
         ("gsm8k", 15, 48), ("addsub", 10, 48), ("arc_easy", 15, 48), ("commonsenseqa", 10, 48),
         ("strategyqa", 15, 48), ("boolq", 10, 48), ("coin_flip", 10, 48), ("last_letters", 15, 48),
+        ("arc_challenge", 10, 48), ("mmlu", 10, 48), ("piqa", 10, 48),
     ]),
 }
 SEED = 7
@@ -54,15 +57,19 @@ def _short(text: str) -> str:
     return text if len(text) <= QUESTION_CHARS else text[: QUESTION_CHARS - 3] + "..."
 
 
-def generate(out: Path, models: list[str], batch: int) -> None:
+def generate(out: Path, models: list[str], batch: int, datasets: list[str] | None = None) -> None:
     from jobs.backends import make_backend
 
     with out.open("w") as f:
         for model in models:
+            if datasets and not any(d in datasets for d, _, _ in PLAN[model][1]):
+                continue
             conf_path, plan = PLAN[model]
             conf = yaml.safe_load((ROOT / conf_path).read_text())
             backend = make_backend(conf)
             for dataset, n, max_new in plan:
+                if datasets and dataset not in datasets:
+                    continue
                 samples = load_samples(dataset, limit=n, seed=SEED).samples
                 t0 = time.perf_counter()
                 for i in range(0, len(samples), batch):
@@ -113,13 +120,14 @@ def main(argv=None) -> None:
     g.add_argument("--out", type=Path, required=True)
     g.add_argument("--models", nargs="+", default=list(PLAN), choices=list(PLAN))
     g.add_argument("--batch", type=int, default=16)
+    g.add_argument("--datasets", nargs="+", help="only these datasets of the plan")
     m = sub.add_parser("merge")
     m.add_argument("outputs", type=Path)
     m.add_argument("labels", type=Path)
     m.add_argument("corpus", type=Path)
     a = ap.parse_args(argv)
     if a.cmd == "generate":
-        generate(a.out, a.models, a.batch)
+        generate(a.out, a.models, a.batch, a.datasets)
     else:
         merge(a.outputs, a.labels, a.corpus)
 

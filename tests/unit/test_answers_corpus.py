@@ -16,10 +16,10 @@ from jobs.types import Sample
 
 CORPUS = [json.loads(x) for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" /
                                   "corpus.jsonl").read_text().splitlines() if x.strip()]
-# measured at v2: strict 97.8 / 100 / 94.4 / 100, flexible 85.6 / 94.4 / 88.9 / 97.8 (%)
+# measured at v2 (405 outputs): strict 97.8 / 100 / 94.4 / 100, flexible 85.6 / 97.2 / 88.9 / 97.8 (%)
 FLOORS = {
     ("numeric", "strict"): 0.95, ("numeric", "flexible"): 0.82,
-    ("mc", "strict"): 0.97, ("mc", "flexible"): 0.91,
+    ("mc", "strict"): 0.97, ("mc", "flexible"): 0.94,
     ("yesno", "strict"): 0.91, ("yesno", "flexible"): 0.85,
     ("freeform", "strict"): 0.97, ("freeform", "flexible"): 0.93,
 }

@@ -78,6 +78,8 @@ CASES = [
     (MC, "A.\nB.\nC.", None, None),
     (MC, "A. an inclined plane\nB. a lever\nC. a pulley", None, None),  # reshuffled; C's line is right by chance
     (MC, "C. a pulley", None, "C"),
+    (MC, "A. a pulley", None, None),  # letter A with C's text: a contradiction, neither A nor C
+    (MC, 'The answer to the question "Which one?" is B.', None, "B"),
     (MC, "The answer to your question is: an inclined plane", None, "B"),
     # free form: the prompt's placeholder X, answer phrases, sentences and questions
     (FF, "The answer is X.", None, None),
