@@ -522,16 +522,26 @@ def _span_answer(span: str, sample: Sample) -> _Hit | None:
     return _freeform_text(span, 0, len(span))  # freeform: up to the end of the first sentence
 
 
+_SPAN_CHARS = 300  # the answer follows "The answer is" at once; a bound keeps degenerate repeats linear
+_QUOTE_WINDOW = 40  # '"The answer is', '"My final answer is'
+
+
+def _line_from(text: str, start: int) -> str:
+    """The rest of the line from ``start``, at most _SPAN_CHARS characters."""
+    end = text.find("\n", start, start + _SPAN_CHARS)
+    return text[start:min(len(text), start + _SPAN_CHARS) if end < 0 else end]
+
+
 def _strict(text: str, sample: Sample) -> _Hit | None:
     for match in reversed(list(_ANSWER_IS.finditer(text))):
-        if _QUOTED_BEFORE.search(text, 0, match.start()):
+        if _QUOTED_BEFORE.search(text, max(0, match.start() - _QUOTE_WINDOW), match.start()):
             continue  # an echoed instruction: 'End with "The answer is X"'
         start = match.end()
-        line_end = text.find("\n", start)
-        if not text[start:len(text) if line_end < 0 else line_end].strip():  # "The answer is:\n42"
+        line_end = text.find("\n", start, start + _SPAN_CHARS)
+        if not text[start:start + _SPAN_CHARS if line_end < 0 else line_end].strip():  # "The answer is:\n42"
             start = re.compile(r"\s*").match(text, start).end()
-            line_end = text.find("\n", start)
-        end = len(text) if line_end < 0 else line_end
+            line_end = text.find("\n", start, start + _SPAN_CHARS)
+        end = min(len(text), start + _SPAN_CHARS) if line_end < 0 else line_end
         hit = _span_answer(text[start:end], sample)
         if hit is not None:
             return hit[0], hit[1] + start, hit[2] + start
@@ -606,14 +616,12 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     for marker in reversed(list(_MARKER.finditer(text))):
         if _negated(text, marker.start()):
             continue  # "not option B"
-        line_end = text.find("\n", marker.end())
-        hit = _span_choice(text[marker.end():len(text) if line_end < 0 else line_end], sample)
+        hit = _span_choice(_line_from(text, marker.end()), sample)
         if hit is not None:
             return "flexible:answer_marker", hit[0], hit[1] + marker.end(), hit[2] + marker.end()
     # 1b. "The answer to your question is A." (the answer phrase the prompts do not ask for)
     for start in _answer_phrases(text):
-        line_end = text.find("\n", start)
-        hit = _span_choice(text[start:len(text) if line_end < 0 else line_end], sample)
+        hit = _span_choice(_line_from(text, start), sample)
         if hit is not None:
             return "flexible:answer_phrase", hit[0], hit[1] + start, hit[2] + start
     # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
@@ -675,8 +683,7 @@ def _freeform_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] |
         if hit:
             return ("flexible:answer_colon", *hit)
     for start in _answer_phrases(text):
-        line_end = text.find("\n", start)
-        hit = _freeform_text(text, start, len(text) if line_end < 0 else line_end)
+        hit = _freeform_text(text, start, start + len(_line_from(text, start)))
         if hit:
             return ("flexible:answer_phrase", *hit)
     # the last line (after its last ":"), when it is a short answer: not a sentence, not a question

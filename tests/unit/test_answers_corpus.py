@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.answers import extract, is_correct
+from jobs.answers import extract, extract_detail, is_correct, normalize_freeform
 from jobs.types import Sample
 
 CORPUS = [json.loads(x) for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" /
@@ -65,3 +65,21 @@ def test_accuracy_floor_per_task_type(task, policy):
     missed = [r["id"] for r, h in zip(rows, hits) if not h]
     assert accuracy >= FLOORS[(task, policy)], f"{task}/{policy}: {accuracy:.3f} < {FLOORS[(task, policy)]}; " \
                                                f"missed {missed}"
+
+
+@pytest.mark.parametrize("policy", ["strict", "flexible"])
+def test_detail_spans_point_into_the_output(policy):
+    """On every real output: an answer has a span inside the text, no answer has none; an mc letter's
+    span is that letter, an option matched by text spans that option's text."""
+    for row in CORPUS:
+        s = _sample(row)
+        d = extract_detail(row["raw_output"], s, policy)
+        assert (d.answer is None) == (d.span is None) == (d.rule == "none"), (row["id"], d)
+        if d.span is None:
+            continue
+        start, end = d.span
+        assert 0 <= start < end <= len(row["raw_output"]), (row["id"], d)
+        matched = row["raw_output"][start:end]
+        if row["task"] == "mc":
+            option = normalize_freeform(s.choices[s.choice_labels().index(d.answer)])
+            assert matched.upper() == d.answer or normalize_freeform(matched) == option, (row["id"], d, matched)
