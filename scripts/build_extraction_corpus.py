@@ -11,9 +11,11 @@ Two steps, because the labels are written by a person reading each output, not b
 
   PYTHONPATH=$PWD python scripts/build_extraction_corpus.py generate --out /tmp/corpus_outputs.jsonl
   PYTHONPATH=$PWD python scripts/build_extraction_corpus.py merge /tmp/corpus_outputs.jsonl \\
-      tests/fixtures/extraction_corpus/labels.jsonl tests/fixtures/extraction_corpus/corpus.jsonl
+      /tmp/labels.jsonl tests/fixtures/extraction_corpus/corpus.jsonl
 
-Outputs depend on the models, prompts (``PROMPT_VERSION``) and datasets; the seed picks the questions.
+The labels file is a working file (the corpus keeps the labels); the labelling conventions are in
+tests/fixtures/extraction_corpus/README.md. About 10 minutes of CPU for the whole plan (Gemma decodes
+at a few tokens per second). Outputs depend on the models, prompts (``PROMPT_VERSION``) and datasets; the seed picks the questions.
 SmolLM2 multiple-choice rows keep their tokens and token log-probs (the answer-probability tests
 map an extracted span onto them).
 """
