@@ -3,7 +3,9 @@
 Where this sits in the flow: a backend generated text for a prompt from ``jobs/prompts.py``;
 :func:`extract` turns that text into a normalized answer (the same normalization as the gold in
 ``jobs/datasets``), :func:`is_correct` compares it with ``Sample.gold``, and :func:`parse_confidence`
-reads a 0-100 verbal confidence. Pure functions, no model code.
+reads a 0-100 verbal confidence. :func:`extract_detail` says in addition which rule found the answer
+and where it is in the text (``jobs/scoring.py`` records the rule per row and reads the answer's
+token log-probability at that span). Pure functions, no model code.
 
 Policies:
 - ``strict``:   only the explicit "The answer is X" the prompts ask for (case-insensitive; the last
@@ -11,28 +13,89 @@ Policies:
                 so that an echoed instruction ('End with "The answer is X"') is not read as an answer.
 - ``flexible``: strict first, then per-task fallbacks (see ``_FALLBACKS``).
 
+Before either policy (v2):
+- bold markers ("**", "__") are blanked, not deleted, so character offsets stay those of the output;
+- the text is cut at an invented follow-up question: a line starting "Question:", "Q:", "Problem:"
+  (optionally numbered) after some answer text; an echoed question at the very start is kept.
+
+What an answer is, per task (v2):
+- numeric: the first number of the span after "The answer is" (strict) or the last number of the
+  text (flexible fallback). A number is digits ("1,234.5", "$18", "-7"), a fraction ("3/4" -> 0.75),
+  number words ("eight", "twenty-five", "three hundred and five"; a lone "one" counts only right
+  after "The answer is"), or LaTeX (``\\boxed{}``, ``\\frac{3}{4}``; non-numeric LaTeX such as
+  ``\\sqrt{2}`` is kept as text for math-verify). An arithmetic chain counts as its result: the
+  value after the last "=" ("5 + 3 = 8" -> 8); without "=", right after "The answer is" the
+  expression's value ("5 + 3" -> 8), in running text its last number.
+- mc: a letter ("(B)", "B.", "option B") or an option's text. Lines that list several letters
+  (echoed or reshuffled option lists, "A.\\nB.\\nC.") name none of them, and a line "A. <text>"
+  names A only when the text is option A's (else it is a Q/A prefix or list item: "A: ...",
+  "A. The answer to ..."). "The answer to your question is B" counts in the flexible policy.
+- freeform: the first sentence of the answer; the prompt's placeholder X ("The answer is X"), another
+  question, a question mark line or a sentence of more than six words as last line are no answer.
+- negation: "not X" is not the answer X. After "The answer is not X" the answer is what follows a
+  contrast (", it is Y", "but Y"), else none; a negated option's text ("It is not a lever.") is no
+  mention of that option; for yes/no a negated word counts as its opposite ("It is not true" -> no)
+  unless a later yes/no word follows ("not no, it is yes" -> yes). "no" followed by a noun is a
+  determiner ("no doubt", "no one"), not the answer no.
+
 ``EXTRACTION_VERSION`` is part of cache / result keys: bump it whenever a rule here changes.
 """
 from __future__ import annotations
 
 import math
 import re
+import threading
+from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
+from functools import lru_cache
 
 from jobs.datasets.base import RowError
 from jobs.datasets.base import canonical_number as gold_number
 from jobs.types import Sample
 
-EXTRACTION_VERSION = "v1"
+EXTRACTION_VERSION = "v2"
 POLICIES: tuple[str, ...] = ("strict", "flexible")
 
+
+@dataclass(frozen=True)
+class Extraction:
+    """What :func:`extract_detail` found in one output.
+
+    answer: the normalized answer (as :func:`extract` returns it), or None.
+    rule:   the rule that found it: "strict:the_answer_is", "flexible:<fallback>" (see
+            ``_FALLBACKS``), or "none" when nothing was found.
+    span:   (start, end) character offsets of the matched answer in the output text (the letter of
+            "(B)", the option text, the number, the yes/no word), or None when there is no answer.
+    """
+
+    answer: str | None
+    rule: str
+    span: tuple[int, int] | None
+
+
+NO_ANSWER = Extraction(None, "none", None)
+
+# (answer, start, end): offsets relative to the string the helper was given
+_Hit = tuple[str, int, int]
+
 # "the answer is", "my final answer is", "The correct answer is:" ...
-_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?\s*", re.I)
+_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?\s*", re.IGNORECASE)
 _QUOTES = "\"'“”‘’`"
-_QUOTED_BEFORE = re.compile(r"[\"“']\s*(?:(?:the|my|your|final|correct)\s+)*$", re.I)
-_NUMBER = re.compile(r"(?<![\w.])(-)?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+)(?![\d.]))?")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.I)
+_QUOTED_BEFORE = re.compile(r"[\"“']\s*(?:(?:the|my|your|final|correct)\s+)*$", re.IGNORECASE)
+_BOLD = re.compile(r"\*\*|__")
+# an invented follow-up ("Question: ...", "Q2:", "### Problem 3:") on its own line
+_FOLLOWUP = re.compile(r"^[ \t#>*]*(?:(?i:question|problem)|Q)[ \t]*\d*[ \t]*[:.)]", re.MULTILINE)
+_NUMBER = re.compile(r"(?<![\w.])(-)?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+)(?!\d|\.\d))?")
+_OPERATOR = re.compile(r"\s*([-+*/×÷=]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*")
+_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
+# "no" + a noun is a determiner ("no doubt", "no one"); "no because / no, the / no it" is the answer
+_NO_DETERMINER = re.compile(
+    r"[ \t]+(?!(?:it|they|he|she|i|that|this|the|there|we|you|because|but|not|since|as|so|and|or)\b)[a-z]")
+_NEGATED_BEFORE = re.compile(r"(?:\b(?:not|never)|n[’']t)\s+(?:(?:a|an|the)\s+)?$", re.IGNORECASE)
+_NEGATED_LEAD = re.compile(r"(?:not|never)\s+", re.IGNORECASE)
+_CONTRAST = re.compile(r"(?:[,;]|\bbut\b|\brather\b|\binstead\b)\s*(?:(?:but|rather|instead)\s+)?"
+                       r"(?:(?:it|the answer)\s+(?:is|would be)\s+|it[’']s\s+)?:?\s*", re.IGNORECASE)
 # A choice letter: "(b)" / "(B)", a capital standing alone ("B", "B.", "B)"), or a lowercase letter
 # only when followed by ")" "." ":" or the end of the line (a bare "a" is usually the article).
 _LETTER = r"(?:\(\s*([A-Za-z])\s*\)|([A-Z])(?![\w'’])|([a-z])(?=[).:]|\s*$))"
@@ -43,18 +106,25 @@ _MARKER = re.compile(
 )
 _MARKER_END = re.compile(r"\s*(?:$|[.,;:!?)\]])")
 _PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
-_LINE_LETTER = re.compile(r"^\s*([A-Z])\s*(?:[.):]|$)", re.M)
+# a line starting "B" / "B." / "B)" / "B:", and the rest of that line (see _line_letters)
+_LINE_LETTER = re.compile(r"^[ \t]*([A-Z])[ \t]*(?:([.):])[ \t]*([^\n]*)|$)", re.MULTILINE)
 _BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
-# Echoes of the prompt's own wording, removed before the fallbacks: 'End with "The answer is X"',
+# Echoes of the prompt's own wording, blanked before the fallbacks: 'End with "The answer is X"',
 # and for yes/no questions "yes or no" / "True or False".
 _ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]")
-_YESNO_ECHOES = re.compile(r"\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.I)
+_YESNO_ECHOES = re.compile(r"\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.IGNORECASE)
 # Confidence statements: "Confidence: 85%", "confidence level is 0.9", "I am 85% sure / confident",
-# "8 out of 10". Also removed before the numeric fallback so "Confidence: 85%" is not read as the answer.
+# "8 out of 10". Also blanked before the numeric fallback so "Confidence: 85%" is not read as the answer.
 _PROB = r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+(?:\.\d+)?)?"
-_CONFIDENCE_AFTER = re.compile(r"\bconfidence\b[^\d\n]{0,20}?" + _PROB, re.I)
-_CONFIDENCE_BEFORE = re.compile(_PROB + r"\s*(?:sure|certain|confiden\w*)", re.I)
+_CONFIDENCE_AFTER = re.compile(r"\bconfidence\b[^\d\n]{0,20}?" + _PROB, re.IGNORECASE)
+_CONFIDENCE_BEFORE = re.compile(_PROB + r"\s*(?:sure|certain|confiden\w*)", re.IGNORECASE)
 _BARE_NUMBER = re.compile(r"(?<![\w.])" + _PROB)
+_STRIP_CHARS = " .,;:!?()[]{}*" + _QUOTES
+
+
+def _blank(pattern: re.Pattern, text: str) -> str:
+    """``text`` with every match of ``pattern`` replaced by as many spaces (offsets unchanged)."""
+    return pattern.sub(lambda m: " " * len(m.group(0)), text)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,215 +143,652 @@ def canonical_number(text: str) -> str | None:
 def normalize_freeform(text: str) -> str:
     """Lowercase, collapse whitespace, strip surrounding punctuation and quotes."""
     text = re.sub(r"\s+", " ", text.strip().lower())
-    return text.strip(" .,;:!?()[]{}*" + _QUOTES)
+    return text.strip(_STRIP_CHARS)
 
 
 def _yes_no_word(word: str) -> str:
     return "yes" if word.lower() in ("yes", "true") else "no"
 
 
+def _stripped(text: str, start: int, end: int, chars: str = _STRIP_CHARS + "\n\t") -> tuple[int, int]:
+    """(start, end) of text[start:end] without the surrounding ``chars``."""
+    while start < end and text[start] in chars:
+        start += 1
+    while end > start and text[end - 1] in chars:
+        end -= 1
+    return start, end
+
+
 # ----------------------------------------------------------------------------------------------
-# Per-task parsing of the span after "The answer is"
+# Numbers: digits, fractions, arithmetic chains, number words, LaTeX
 # ----------------------------------------------------------------------------------------------
 
-def _number(match: re.Match | None) -> str | None:
-    """The canonical value of a _NUMBER match; a simple fraction "3/4" becomes "0.75"."""
-    if match is None:
-        return None
+def _decimal_string(value: Fraction) -> str | None:
+    """A Fraction as a canonical number string ("3/4" -> "0.75"; 1/3 to 28 digits)."""
+    return canonical_number(str(Decimal(value.numerator) / Decimal(value.denominator)))
+
+
+def _operand(match: re.Match) -> Fraction:
     sign, digits, denominator = match.groups()
-    value = canonical_number((sign or "") + digits)
-    if value is None or denominator is None or int(denominator) == 0:
-        return value
-    return canonical_number(str(Decimal(value) / Decimal(denominator)))
+    value = Fraction(Decimal(digits.replace(",", "")))
+    if denominator is not None and int(denominator) != 0:
+        value /= int(denominator)
+    return -value if sign else value
 
 
-def _first_number(text: str) -> str | None:
-    return _number(_NUMBER.search(text))
+def _evaluate(values: list[Fraction], ops: list[str]) -> Fraction | None:
+    """values[0] ops[0] values[1] ...: "*" and "/" before "+" and "-"; None on division by zero."""
+    terms, signs, term = [], [], values[0]
+    for op, v in zip(ops, values[1:]):
+        if op in ("*", "/"):
+            if op == "/" and v == 0:
+                return None
+            term = term * v if op == "*" else term / v
+        else:
+            terms.append(term)
+            signs.append(op)
+            term = v
+    terms.append(term)
+    total = terms[0]
+    for op, t in zip(signs, terms[1:]):
+        total = total + t if op == "+" else total - t
+    return total
 
 
-def _last_number(text: str) -> str | None:
-    matches = list(_NUMBER.finditer(text))
-    return _number(matches[-1] if matches else None)
+_OP_NAMES = {"×": "*", "x": "*", "\\times": "*", "\\cdot": "*", "÷": "/", "\\div": "/"}
 
 
-def _letter(match: re.Match) -> str:
-    return next(g for g in match.groups() if g).upper()
+def _chain(text: str, first: re.Match, evaluate: bool = True) -> tuple[str | None, int, int]:
+    """The value of the arithmetic chain that starts with the number ``first``: the value after the
+    last "=" ("5 + 3 = 8" -> 8). Without "=": the expression's value ("5 + 3" -> 8) if ``evaluate``
+    (right after "The answer is"), else its last number (in running text "10 + 12 + 12?" restates a
+    question); a chain with an unspaced "-" ("5-10 minutes") is a range: its first number.
+    Returns (canonical value, start, end of the part that gave it)."""
+    segments: list[tuple[list[re.Match], list[str]]] = [([first], [])]  # operands, operators
+    spaced_minus = True
+    pos = first.end()
+    while (op := _OPERATOR.match(text, pos)) and (nxt := _NUMBER.match(text, op.end())):
+        name = _OP_NAMES.get(op.group(1), op.group(1))
+        if name == "=":
+            segments.append(([nxt], []))
+        else:
+            if name == "-" and not (op.group(0)[0].isspace() and op.group(0)[-1].isspace()):
+                spaced_minus = False
+            segments[-1][0].append(nxt)
+            segments[-1][1].append(name)
+        pos = nxt.end()
+    operands, ops = segments[-1]
+    if len(segments) == 1 and ops and (not spaced_minus or not evaluate):
+        pick = operands[0] if evaluate else operands[-1]
+        return _decimal_string(_operand(pick)), pick.start(), pick.end()
+    value = _evaluate([_operand(m) for m in operands], ops)
+    return (None if value is None else _decimal_string(value)), operands[0].start(), operands[-1].end()
 
 
-def _match_option_text(text: str, sample: Sample, whole: bool) -> str | None:
-    """The letter of the unique option whose text equals (whole=True) or starts (whole=False) ``text``
-    after normalization; the longest wins when one option's text extends another's."""
-    norm = normalize_freeform(text)
-    if not norm:
-        return None
-    labels = sample.choice_labels()
-    options = [(normalize_freeform(c), label) for c, label in zip(sample.choices, labels)]
-    if whole:
-        hits = [(o, label) for o, label in options if o and o == norm]
-    else:
-        hits = [(o, label) for o, label in options if o and re.match(re.escape(o) + r"(?!\w)", norm)]
-    return _unique_longest(hits)
+_UNITS = {w: i for i, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"])}
+_TENS = {w: 10 * i for i, w in enumerate(
+    ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], start=2)}
+_SCALES = {"thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9}
+_WORD = "|".join(sorted([*_UNITS, *_TENS, "hundred", *_SCALES], key=len, reverse=True))
+_WORD_RUN = re.compile(rf"\b(?:{_WORD})(?:(?:[ \t]+|-|[ \t]+and[ \t]+)(?:{_WORD}))*\b", re.IGNORECASE)
+_WORD_TOKEN = re.compile(rf"\b(?:{_WORD}|and)\b", re.IGNORECASE)
 
 
-def _unique_longest(hits: list[tuple[str, str]]) -> str | None:
-    if not hits:
-        return None
-    longest = max(hits, key=lambda h: len(h[0]))
-    # several hits are fine only if they are all parts of the longest ("bank" within "bank vault")
-    if all(h[0] in longest[0] for h in hits) and sum(h[0] == longest[0] for h in hits) == 1:
-        return longest[1]
+def _word_number(match: re.Match) -> tuple[int, int, int]:
+    """(value, start, end) of the number named by the leading words of a _WORD_RUN match:
+    "twenty-five" -> 25, "three hundred and five" -> 305; "five two" -> 5 (the run splits)."""
+    total = current = 0
+    last = None  # kind of the previous word: unit / teen / ten / hundred / scale
+    end = match.start()
+    for tok in _WORD_TOKEN.finditer(match.group(0)):
+        w = tok.group(0).lower()
+        if w == "and":
+            if last not in ("hundred", "scale"):
+                break
+            continue
+        if w in _UNITS:
+            kind = "unit" if _UNITS[w] < 10 else "teen"
+            if last in ("unit", "teen") or (kind == "teen" and last == "ten"):
+                break
+            current += _UNITS[w]
+        elif w in _TENS:
+            kind = "ten"
+            if last in ("unit", "teen", "ten"):
+                break
+            current += _TENS[w]
+        elif w == "hundred":
+            kind = "hundred"
+            if last in ("hundred", "ten"):
+                break
+            current = (current or 1) * 100
+        else:
+            kind = "scale"
+            if last == "scale":
+                break
+            total += (current or 1) * _SCALES[w]
+            current = 0
+        last = kind
+        end = match.start() + tok.end()
+    return total + current, match.start(), end
+
+
+def _balanced(text: str, open_brace: int) -> int | None:
+    """Index just past the "}" matching the "{" at ``open_brace``; None when unbalanced."""
+    depth = 0
+    for i in range(open_brace, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
     return None
 
 
-def _span_choice(span: str, sample: Sample) -> str | None:
-    """The choice named at the start of ``span``.
+_LATEX_START = re.compile(r"\\(?:boxed|fbox)\{|\\\(|\\\[|\$(?=[^$\n]*\\)|\\[dt]?frac\{")
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
+_TEXT_CMD = re.compile(r"\\(?:text|mathrm|textbf|mbox|textit)\{([^{}]*)\}")
+_CLOSERS = {"\\(": "\\)", "\\[": "\\]", "$": "$"}
+
+
+def _latex_region(text: str, match: re.Match) -> tuple[str, int, int, int] | None:
+    """(content, content start, content end, end of the closing delimiter) of the LaTeX construct
+    that ``match`` (of _LATEX_START) opens; None when it is not closed."""
+    opener = match.group(0)
+    if "frac" in opener:  # the whole \frac{a}{b} is the content
+        first = _balanced(text, match.end() - 1)
+        second = _balanced(text, first) if first is not None and text[first:first + 1] == "{" else None
+        return None if second is None else (text[match.start():second], match.start(), second, second)
+    if opener.endswith("{"):  # \boxed{...}
+        close = _balanced(text, match.end() - 1)
+        return None if close is None else (text[match.end():close - 1], match.end(), close - 1, close)
+    closer = _CLOSERS[opener]
+    close = text.find(closer, match.end())
+    return None if close < 0 else (text[match.end():close], match.end(), close, close + len(closer))
+
+
+def _unboxed(content: str) -> str:
+    """The content of the last \\boxed{} in ``content`` (the whole of it without one)."""
+    boxes = [m for m in _LATEX_START.finditer(content) if m.group(0) in ("\\boxed{", "\\fbox{")]
+    region = _latex_region(content, boxes[-1]) if boxes else None
+    return content if region is None else region[0]
+
+
+def _plain_fraction(m: re.Match) -> str:
+    a, b = m.group(1).strip(), m.group(2).strip()
+    return f"{a}/{b}" if _NUMBER.fullmatch(a) and _NUMBER.fullmatch(b) else m.group(0)
+
+
+def _latex_answer(content: str) -> str | None:
+    """A LaTeX answer: its canonical number when it is one ("\\frac{3}{4}" -> "0.75",
+    "18 \\text{ dollars}" -> "18"), else the LaTeX itself ("\\sqrt{2}", judged by math-verify)."""
+    content = _unboxed(content).strip()
+    s = _TEXT_CMD.sub(r" \1 ", content)
+    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", " "),
+                     ("\\%", "%"), ("\\$", "$"), ("{,}", ","), ("\\times", "×"), ("\\cdot", "×"), ("\\div", "÷")):
+        s = s.replace(old, new)
+    s = _FRAC.sub(_plain_fraction, re.sub(r"\^\{?\\circ\}?", "", s))
+    if "\\" not in s and "{" not in s:
+        first = _NUMBER.search(s)
+        if first:
+            return _chain(s, first)[0]
+    return content or None
+
+
+def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
+    """Every number mentioned in ``text``, in order: LaTeX constructs, digit chains (one value per
+    chain, see :func:`_chain`), number words. Right after "The answer is" (``after_answer_is``) an
+    expression is evaluated and a lone "one" is a number; in running text "one" is mostly a pronoun."""
+    hits: list[_Hit] = []
+    covered: list[tuple[int, int]] = []
+
+    def free(i: int) -> bool:
+        return not any(a <= i < b for a, b in covered)
+
+    for m in _LATEX_START.finditer(text):
+        region = _latex_region(text, m) if free(m.start()) else None
+        if region is None:
+            continue
+        covered.append((m.start(), region[3]))
+        answer = _latex_answer(region[0])
+        if answer is not None:
+            hits.append((answer, region[1], region[2]))
+    pos = 0
+    while (m := _NUMBER.search(text, pos)) is not None:
+        pos = m.end()
+        if not free(m.start()):
+            continue
+        value, start, end = _chain(text, m, evaluate=after_answer_is)
+        pos = max(end, m.end())
+        covered.append((m.start(), pos))  # a chain's operands are not numbers of their own
+        if value is not None:
+            hits.append((value, start, end))
+    for m in _WORD_RUN.finditer(text):
+        if not free(m.start()):
+            continue
+        value, start, end = _word_number(m)
+        if after_answer_is or text[start:end].lower() != "one":
+            hits.append((str(value), start, end))
+    return sorted(hits, key=lambda h: h[1])
+
+
+def _span_number(span: str) -> _Hit | None:
+    hits = _numbers(span, after_answer_is=True)
+    return hits[0] if hits else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Options (multiple choice)
+# ----------------------------------------------------------------------------------------------
+
+def _letter(match: re.Match) -> tuple[str, int, int]:
+    group = next(i for i, g in enumerate(match.groups(), start=1) if g)
+    return match.group(group).upper(), match.start(group), match.end(group)
+
+
+@lru_cache(maxsize=4096)
+def _option_pattern(option: str) -> re.Pattern | None:
+    """Case-insensitive pattern of an option's normalized text, any whitespace between its words."""
+    norm = normalize_freeform(option)
+    if not norm:
+        return None
+    return re.compile(r"\s+".join(re.escape(w) for w in norm.split(" ")), re.IGNORECASE)
+
+
+def _options(sample: Sample) -> list[tuple[re.Pattern, int, str]]:
+    """(pattern, normalized length, label) of every option with text."""
+    out = []
+    for choice, label in zip(sample.choices, sample.choice_labels()):
+        p = _option_pattern(choice)
+        if p is not None:
+            out.append((p, len(normalize_freeform(choice)), label))
+    return out
+
+
+def _unique_longest(hits: list[tuple[int, str, int, int, str]]) -> _Hit | None:
+    """hits: (normalized option length, label, start, end, normalized option text). The longest wins
+    when the others are all parts of it ("bank" within "bank vault"); several options of that
+    length, or unrelated options, give None."""
+    if not hits:
+        return None
+    longest = max(hits, key=lambda h: h[0])
+    if all(h[4] in longest[4] for h in hits) and sum(h[4] == longest[4] for h in hits) == 1:
+        return longest[1], longest[2], longest[3]
+    return None
+
+
+def _option_at_start(span: str, sample: Sample, whole: bool) -> _Hit | None:
+    """The unique option whose text equals (whole=True) or starts (whole=False) ``span``, ignoring
+    surrounding punctuation, quotes and case; the longest wins when one extends another."""
+    start, end = _stripped(span, 0, len(span))
+    if start == end:
+        return None
+    hits = []
+    for pattern, length, label in _options(sample):
+        m = pattern.match(span, start)
+        if not m or (whole and _stripped(span, m.end(), end) != (end, end)) or \
+                (not whole and m.end() < len(span) and (span[m.end()].isalnum() or span[m.end()] == "_")):
+            continue
+        hits.append((length, label, m.start(), m.end(), normalize_freeform(m.group(0))))
+    return _unique_longest(hits)
+
+
+def _unless_negated(span: str, parse) -> _Hit | None:
+    """``parse(span)``, except after a leading "not X": then the answer that follows a contrast
+    ("not 5, it is 8" / "not A but B"), or None without one ("not A")."""
+    off = len(span) - len(span.lstrip(" \t\n" + _QUOTES))
+    neg = _NEGATED_LEAD.match(span, off)
+    if not neg:
+        return parse(span)
+    contrast = _CONTRAST.search(span, neg.end())
+    if contrast is None:
+        return None
+    hit = parse(span[contrast.end():])
+    return None if hit is None else (hit[0], hit[1] + contrast.end(), hit[2] + contrast.end())
+
+
+def _span_choice(span: str, sample: Sample) -> _Hit | None:
+    """The choice named at the start of ``span`` ("not C, it is B" names B; "not C" none).
 
     A clear letter marker ("(C) ...", "C", "C.", "C) Paris") wins; otherwise an option's text at the
     start of the span ("A tree removes a gas", "I have no comment." are options, not letters A / I);
     otherwise a bare capital letter ("C because ...")."""
-    span = span.strip().lstrip(_QUOTES)
-    match = _SPAN_LETTER.match(span)
-    letter = _letter(match) if match and _letter(match) in sample.choice_labels() else None
+    return _unless_negated(span, lambda s: _plain_choice(s, sample))
+
+
+def _plain_choice(span: str, sample: Sample) -> _Hit | None:
+    off, end = _stripped(span, 0, len(span), " \t\n" + _QUOTES)
+    s = span[off:end]
+    match = _SPAN_LETTER.match(s)
+    letter = _letter(match) if match else None
+    if letter is not None and letter[0] not in sample.choice_labels():
+        letter = None
     # "(C) ...", "C", "C.", "C) ...", "C: ...": a letter even if some option's text is "C" (the prompt asks for letters)
-    if letter is not None and (match.group(1) or _MARKER_END.match(span, match.end())):
-        return letter
-    by_text = _match_option_text(span, sample, whole=False)
-    return by_text if by_text is not None else letter
+    if letter is not None and (match.group(1) or _MARKER_END.match(s, match.end())):
+        return letter[0], letter[1] + off, letter[2] + off
+    by_text = _option_at_start(s, sample, whole=False)
+    hit = by_text if by_text is not None else letter
+    return None if hit is None else (hit[0], hit[1] + off, hit[2] + off)
 
 
-def _span_answer(span: str, sample: Sample) -> str | None:
+def _negated(text: str, start: int) -> bool:
+    """Whether the mention at ``start`` follows "not" / "isn't" / "never" (an article may sit between)."""
+    return bool(_NEGATED_BEFORE.search(text, max(0, start - 24), start))
+
+
+# ----------------------------------------------------------------------------------------------
+# Yes / no
+# ----------------------------------------------------------------------------------------------
+
+def _yes_no_words(text: str) -> list[tuple[str, int, int, bool]]:
+    """(word, start, end, negated) of the yes/no/true/false words that answer (determiner "no" skipped)."""
+    out = []
+    for m in _YESNO.finditer(text):
+        if m.group(1).lower() == "no" and _NO_DETERMINER.match(text, m.end()):
+            continue
+        out.append((m.group(1), m.start(), m.end(), _negated(text, m.start())))
+    return out
+
+
+def _yes_no(text: str) -> _Hit | None:
+    """The first answering yes/no word; a negated one counts as its opposite unless a later
+    un-negated word follows ("not no, it is yes" -> yes; "It is not true." -> no)."""
+    words = _yes_no_words(_blank(_YESNO_ECHOES, text))
+    if not words:
+        return None
+    word, start, end, negated = words[0]
+    if negated:
+        later = [w for w in words[1:] if not w[3]]
+        if later:
+            return _yes_no_word(later[0][0]), later[0][1], later[0][2]
+        return ("no" if _yes_no_word(word) == "yes" else "yes"), start, end
+    return _yes_no_word(word), start, end
+
+
+# ----------------------------------------------------------------------------------------------
+# Strict: the span after "The answer is"
+# ----------------------------------------------------------------------------------------------
+
+def _span_answer(span: str, sample: Sample) -> _Hit | None:
     """The answer written right after "The answer is" (``span`` = rest of that line)."""
     if sample.task == "numeric":
-        return _first_number(span)
+        return _unless_negated(span, _span_number)
     if sample.task == "mc":
         return _span_choice(span, sample)
     if sample.task == "yesno":
-        match = _YESNO.search(span)
-        return _yes_no_word(match.group(1)) if match else None
-    # freeform: up to the end of the first sentence
-    answer = normalize_freeform(re.split(r"[.!?](?:\s|$)", span, maxsplit=1)[0])
-    return answer or None
+        return _yes_no(span)
+    return _freeform_text(span, 0, len(span))  # freeform: up to the end of the first sentence
 
 
-def _strict(text: str, sample: Sample) -> str | None:
+_SPAN_CHARS = 300  # the answer follows "The answer is" at once; a bound keeps degenerate repeats linear
+_QUOTE_WINDOW = 40  # '"The answer is', '"My final answer is'
+
+
+def _line_from(text: str, start: int) -> str:
+    """The rest of the line from ``start``, at most _SPAN_CHARS characters."""
+    end = text.find("\n", start, start + _SPAN_CHARS)
+    return text[start:min(len(text), start + _SPAN_CHARS) if end < 0 else end]
+
+
+def _strict(text: str, sample: Sample) -> _Hit | None:
     for match in reversed(list(_ANSWER_IS.finditer(text))):
-        if _QUOTED_BEFORE.search(text, 0, match.start()):
+        if _QUOTED_BEFORE.search(text, max(0, match.start() - _QUOTE_WINDOW), match.start()):
             continue  # an echoed instruction: 'End with "The answer is X"'
-        rest = text[match.end() :]
-        span = rest.split("\n", 1)[0]
-        if not span.strip():  # "The answer is:\n42"
-            span = rest.strip().split("\n", 1)[0]
-        answer = _span_answer(span, sample)
-        if answer is not None:
-            return answer
+        start = match.end()
+        line_end = text.find("\n", start, start + _SPAN_CHARS)
+        if not text[start:start + _SPAN_CHARS if line_end < 0 else line_end].strip():  # "The answer is:\n42"
+            start = re.compile(r"\s*").match(text, start).end()
+            line_end = text.find("\n", start, start + _SPAN_CHARS)
+        end = min(len(text), start + _SPAN_CHARS) if line_end < 0 else line_end
+        hit = _span_answer(text[start:end], sample)
+        if hit is not None:
+            return hit[0], hit[1] + start, hit[2] + start
     return None
 
 
 # ----------------------------------------------------------------------------------------------
-# Flexible fallbacks, per task
+# Flexible fallbacks, per task: each returns (rule, answer, start, end) or None
 # ----------------------------------------------------------------------------------------------
 
-def _numeric_fallback(text: str, sample: Sample) -> str | None:
-    boxed = _BOXED.findall(text)
-    if boxed:
-        number = _first_number(boxed[-1])
-        if number is not None:
-            return number
-    without_confidence = _CONFIDENCE_BEFORE.sub(" ", _CONFIDENCE_AFTER.sub(" ", text))
-    return _last_number(without_confidence)
+def _numeric_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
+    boxes = [m for m in _LATEX_START.finditer(text) if m.group(0) in ("\\boxed{", "\\fbox{")]
+    for m in reversed(boxes):
+        region = _latex_region(text, m)
+        answer = None if region is None else _latex_answer(region[0])
+        if answer is not None:
+            return "flexible:boxed", answer, region[1], region[2]
+    without_confidence = _blank(_CONFIDENCE_BEFORE, _blank(_CONFIDENCE_AFTER, text))
+    hits = _numbers(without_confidence, after_answer_is=False)
+    return ("flexible:last_number", *hits[-1]) if hits else None
 
 
-def _mc_fallback(text: str, sample: Sample) -> str | None:
+def _line_letters(text: str, sample: Sample) -> list[tuple[str, int, int]]:
+    """The letters that lines starting "B" / "B." / "B)" / "C. Paris" name as the choice.
+
+    A bare line ("B", "B.", "B)") names its letter; a line with text names it only when the text is
+    that option's own text ("C. Paris"): "A. The answer to ...", "A. 2018" or an empty "A:" are a
+    Q/A answer prefix or a list item. Lines that list several letters ("A.\\nB.\\nC." or an echoed
+    or reshuffled "A. x\\nB. y") name none of them."""
+    labels = sample.choice_labels()
+    bare, texted = [], []
+    for m in _LINE_LETTER.finditer(text):
+        rest = (m.group(3) or "").strip()
+        if not rest:
+            if m.group(2) != ":":
+                bare.append((m.group(1), m.start(1), m.end(1)))
+            continue
+        option = _option_pattern(sample.choices[labels.index(m.group(1))]) if m.group(1) in labels else None
+        own = option.match(rest) if option else None
+        own = own and (own.end() == len(rest) or not (rest[own.end()].isalnum() or rest[own.end()] == "_"))
+        texted.append((m.group(1), m.start(1), m.end(1), bool(own)))
+    named = [] if len({h[0] for h in bare}) > 1 else bare
+    if len({h[0] for h in texted}) <= 1:
+        named += [h[:3] for h in texted if h[3]]
+    return named
+
+
+_ANSWER_WORD = re.compile(r"\banswer\b", re.IGNORECASE)
+# ... is X": within one sentence of "answer" (a "?" may close a quoted question: 'the question "Which?" is B')
+_PHRASE_IS = re.compile(r"\bis\b[ \t]*:?[ \t]*|[\n.!]|\?(?![\"”'])", re.IGNORECASE)
+_PHRASE_WINDOW = 100
+
+
+def _answer_phrases(text: str):
+    """Where X starts in each "answer ... is X" of ``text`` ("The answer to your question is B"), the
+    last "answer" first and, for one "answer", each "is" in turn."""
+    for word in reversed(list(_ANSWER_WORD.finditer(text))):
+        for m in _PHRASE_IS.finditer(text, word.end(), min(len(text), word.end() + _PHRASE_WINDOW)):
+            if m.group(0)[:2].lower() != "is":
+                break  # the sentence ended
+            yield m.end()
+
+
+def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     valid = sample.choice_labels()
     # 0. the whole reply is one option's text (unless it is a bare letter: "B" means B, even if an option is "B")
     if not _BARE_MARKER_LINE.match(text):
-        whole = _match_option_text(text, sample, whole=True)
+        whole = _option_at_start(text, sample, whole=True)
         if whole is not None:
-            return whole
+            return ("flexible:whole_option", *whole)
     # 1. "Answer: (C) Paris", "option B", "the answer would be B": the last valid one
     for marker in reversed(list(_MARKER.finditer(text))):
-        letter = _span_choice(text[marker.end() :].split("\n", 1)[0], sample)
-        if letter is not None:
-            return letter
-    # 2. standalone markers "(B)", a line starting "B." / "B)" / "B" (also "**B**" once bold is gone):
-    #    accepted if they name one letter only, or if the last non-empty line is nothing but a marker
-    #    (an echoed option list "A. x / B. y / ..." names several letters and is not an answer)
-    standalone = [m.group(1).upper() for m in _PAREN_LETTER.finditer(text)]
-    standalone += [m.group(1) for m in _LINE_LETTER.finditer(text)]
-    standalone = [letter for letter in standalone if letter in valid]
-    if len(set(standalone)) == 1:
-        return standalone[0]
-    lines = [line for line in text.splitlines() if line.strip()]
+        if _negated(text, marker.start()):
+            continue  # "not option B"
+        hit = _span_choice(_line_from(text, marker.end()), sample)
+        if hit is not None:
+            return "flexible:answer_marker", hit[0], hit[1] + marker.end(), hit[2] + marker.end()
+    # 1b. "The answer to your question is A." (the answer phrase the prompts do not ask for)
+    for start in _answer_phrases(text):
+        hit = _span_choice(_line_from(text, start), sample)
+        if hit is not None:
+            return "flexible:answer_phrase", hit[0], hit[1] + start, hit[2] + start
+    # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
+    #    letter only, or if the last non-empty line is nothing but a marker (and not the end of a list
+    #    of bare letters)
+    standalone = [(m.group(1).upper(), m.start(1), m.end(1)) for m in _PAREN_LETTER.finditer(text)
+                  if not _negated(text, m.start())]
+    standalone = sorted((h for h in standalone + _line_letters(text, sample) if h[0] in valid), key=lambda h: h[1])
+    if len({h[0] for h in standalone}) == 1:
+        return ("flexible:lone_letter", *standalone[-1])
+    lines = list(re.finditer(r"[^\n]*\S[^\n]*", text))
     if standalone and lines:
-        last = _BARE_MARKER_LINE.match(lines[-1])
-        if last and last.group(1).upper() in valid:
-            return last.group(1).upper()
-    # 3. exactly one option's text occurs in the reply
-    norm = normalize_freeform(text)
-    hits = [
-        (o, label)
-        for o, label in ((normalize_freeform(c), label) for c, label in zip(sample.choices, valid))
-        if o and re.search(r"(?<!\w)" + re.escape(o) + r"(?!\w)", norm)
-    ]
-    return _unique_longest(hits)
+        last = _BARE_MARKER_LINE.match(lines[-1].group(0))
+        bare = {b.group(1).upper() for b in (_BARE_MARKER_LINE.match(x.group(0)) for x in lines) if b}
+        if last and last.group(1).upper() in valid and len(bare) == 1:
+            start = lines[-1].start() + last.start(1)
+            return "flexible:last_line_letter", last.group(1).upper(), start, start + 1
+    # 3. exactly one option's text occurs in the reply, not negated ("It is not a lever.") and not on a
+    #    lettered line: "A. 175" with 175 option B's text is a contradiction (or a list), not B
+    lettered = [(m.start(), m.end()) for m in _LINE_LETTER.finditer(text) if (m.group(3) or "").strip()]
+    hits = []
+    for pattern, length, label in _options(sample):
+        found = [m for m in pattern.finditer(text)
+                 if not (m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_"))
+                 and not (m.end() < len(text) and (text[m.end()].isalnum() or text[m.end()] == "_"))
+                 and not _negated(text, m.start()) and not any(a <= m.start() < b for a, b in lettered)]
+        if found:
+            hits.append((length, label, found[-1].start(), found[-1].end(), normalize_freeform(found[-1].group(0))))
+    hit = _unique_longest(hits)
+    return ("flexible:option_text", *hit) if hit else None
 
 
-def _yesno_fallback(text: str, sample: Sample) -> str | None:
-    match = _YESNO.search(_YESNO_ECHOES.sub(" ", text))
-    return _yes_no_word(match.group(1)) if match else None
+def _yesno_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
+    hit = _yes_no(text)
+    return ("flexible:yes_no_word", *hit) if hit else None
 
 
-def _freeform_fallback(text: str, sample: Sample) -> str | None:
-    marked = re.findall(r"(?im)\banswer\s*:\s*(.+)$", text)
-    if marked:
-        answer = normalize_freeform(marked[-1])
-        if answer:
-            return answer
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+_PLACEHOLDER = re.compile(r"x(?:$|[\s,.;:=])", re.IGNORECASE)
+# "The answer to this question is 100", "Your answer to the question ... is yajo"
+_LAST_LINE_WORDS = 6
+_LIST_NUMBER = re.compile(r"[ \t]*(?:\d+[.)](?=\s|$)[ \t]*)?")
+
+
+def _freeform_text(text: str, start: int, end: int) -> _Hit | None:
+    """The free-form answer in text[start:end] (its first sentence), unless it is none: empty, the
+    prompt's placeholder X ("The answer is X", "X = X"), or another question ("the answer to the
+    question 'What is ...'")."""
+    stop = re.compile(r"[.!?](?:\s|$)").search(text, start, end)
+    start, end = _stripped(text, start, stop.start() if stop else end)
+    answer = normalize_freeform(text[start:end])
+    if not answer or _PLACEHOLDER.match(answer) or re.search(r"\b(?:answer|question)\b", answer):
         return None
-    last = lines[-1].rsplit(":", 1)[-1]
-    return normalize_freeform(last) or None
+    return answer, start, end
+
+
+def _freeform_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
+    for marked in reversed(list(re.finditer(r"(?im)\banswer\s*:\s*(.+)$", text))):
+        hit = _freeform_text(text, marked.start(1), marked.end(1))
+        if hit:
+            return ("flexible:answer_colon", *hit)
+    for start in _answer_phrases(text):
+        hit = _freeform_text(text, start, start + len(_line_from(text, start)))
+        if hit:
+            return ("flexible:answer_phrase", *hit)
+    # the last line (after its last ":"), when it is a short answer: not a sentence, not a question
+    for line in reversed(list(re.finditer(r"[^\n]*\S[^\n]*", text))):
+        start = line.start() + line.group(0).rfind(":") + 1
+        start += _LIST_NUMBER.match(text, start, line.end()).end() - start  # "3. yajo": an item of a numbered list
+        if not text[start:line.end()].strip(_STRIP_CHARS + " \t"):
+            continue  # an empty "A:" answer slot: the line before may hold the answer
+        if line.group(0).rstrip().endswith("?") or len(text[start:line.end()].split()) > _LAST_LINE_WORDS:
+            return None
+        hit = _freeform_text(text, start, line.end())
+        return ("flexible:last_line", *hit) if hit else None
+    return None
 
 
 _FALLBACKS = {
-    "numeric": _numeric_fallback,  # \boxed{X}, else the last number (confidence statements removed)
-    "mc": _mc_fallback,  # "Answer: B" / "option B", a lone "(B)" or "B." line, else a unique option text
-    "yesno": _yesno_fallback,  # the first yes / no / true / false word
-    "freeform": _freeform_fallback,  # "Answer: X", else the last line (after its last ":")
+    "numeric": _numeric_fallback,  # boxed: \boxed{X}; last_number: the last number (confidence removed)
+    # whole_option: the reply is one option's text; answer_marker: "Answer: B" / "option B";
+    # lone_letter: one letter named standalone "(B)" / "B."; last_line_letter: a last line "(B)";
+    # option_text: the one option whose text occurs (not negated)
+    "mc": _mc_fallback,
+    "yesno": _yesno_fallback,  # yes_no_word: the first yes / no / true / false word (negation read)
+    # answer_colon: "Answer: X"; answer_phrase: "The answer to this question is X"; last_line: a short
+    # last line (after its last ":"); the placeholder X, questions and sentences are no answer
+    "freeform": _freeform_fallback,
 }
 
 
-def extract(text: str, sample: Sample, policy: str = "flexible") -> str | None:
-    """The normalized answer in a model output, or None.
+def _prepare(text: str) -> str:
+    """Bold markers blanked; cut at an invented follow-up question (see the module docstring)."""
+    text = _blank(_BOLD, text)
+    for m in _FOLLOWUP.finditer(text):
+        if text[:m.start()].strip():
+            return text[:m.start()]
+    return text
 
-    Returns a canonical number string (numeric), a valid choice letter of ``sample`` (mc),
-    "yes"/"no" (yesno) or a lowercased stripped string (freeform).
-    """
+
+def extract_detail(text: str, sample: Sample, policy: str = "flexible") -> Extraction:
+    """The answer in a model output, the rule that found it and its character span in ``text``."""
     if policy not in POLICIES:
         raise ValueError(f"unknown extraction policy {policy!r}; valid: {', '.join(POLICIES)}")
     if sample.task not in _FALLBACKS:
         raise ValueError(f"sample {sample.id!r}: unknown task {sample.task!r}; valid: {', '.join(_FALLBACKS)}")
     if not text:
-        return None
-    text = text.replace("**", "").replace("__", "")  # markdown bold around answers
-    answer = _strict(text, sample)
-    if answer is None and policy == "flexible":
-        answer = _FALLBACKS[sample.task](_ECHOES.sub(" ", text), sample)
-    return answer
+        return NO_ANSWER
+    text = _prepare(text)
+    hit = _strict(text, sample)
+    if hit is not None:
+        return Extraction(hit[0], "strict:the_answer_is", (hit[1], hit[2]))
+    if policy == "flexible":
+        found = _FALLBACKS[sample.task](_blank(_ECHOES, text), sample)
+        if found is not None:
+            return Extraction(found[1], found[0], (found[2], found[3]))
+    return NO_ANSWER
+
+
+def extract(text: str, sample: Sample, policy: str = "flexible") -> str | None:
+    """The normalized answer in a model output, or None.
+
+    Returns a canonical number string (numeric; non-numeric LaTeX such as "\\sqrt{2}" as written),
+    a valid choice letter of ``sample`` (mc), "yes"/"no" (yesno) or a lowercased stripped string
+    (freeform). See :func:`extract_detail` for the rule and the span.
+    """
+    return extract_detail(text, sample, policy).answer
+
+
+# ----------------------------------------------------------------------------------------------
+# Correctness
+# ----------------------------------------------------------------------------------------------
+
+def _as_math(text: str) -> str:
+    text = text.strip()
+    return text if text.startswith(("$", "\\(", "\\[")) else f"${text}$"
+
+
+@lru_cache(maxsize=65536)
+def _math_verify_equal(gold: str, pred: str) -> bool:
+    """math-verify's equivalence of two answers (LaTeX or plain expressions: "\\frac{1}{3}" == "1/3",
+    "2\\sqrt{2}" == "\\sqrt{8}"). Its timeouts use SIGALRM, which exists only in the main thread:
+    elsewhere (a Ray worker thread) they are off."""
+    from math_verify import parse, verify
+
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    g = parse(_as_math(gold), parsing_timeout=timeout)
+    p = parse(_as_math(pred), parsing_timeout=timeout)
+    return bool(g and p and verify(g, p, timeout_seconds=timeout))
+
+
+def numbers_equal(pred: str, gold: str) -> bool:
+    """Numeric answers: plain numbers as floats within 1e-6 (the fast path, thousands of rows per
+    millisecond); anything else (fractions, LaTeX) through math-verify."""
+    a, b = canonical_number(pred), canonical_number(gold)
+    if a is not None and b is not None:
+        return math.isclose(float(a), float(b), rel_tol=0.0, abs_tol=1e-6)
+    return _math_verify_equal(gold, pred)
 
 
 def is_correct(pred: str | None, sample: Sample) -> bool:
-    """Whether a normalized prediction matches ``sample.gold``: numbers as floats within 1e-6,
+    """Whether a normalized prediction matches ``sample.gold``: numbers by :func:`numbers_equal`,
     mc letters and yes/no exactly, freeform after :func:`normalize_freeform` against gold or aliases.
     An unlabelled sample (empty gold) is never correct."""
     if pred is None or sample.gold == "":
         return False
     if sample.task == "numeric":
-        number = canonical_number(pred)
-        if number is None:
-            return False
-        return math.isclose(float(number), float(sample.gold), rel_tol=0.0, abs_tol=1e-6)
+        return numbers_equal(pred, sample.gold)
     if sample.task == "mc":
         return pred.strip().upper() == sample.gold
     if sample.task == "yesno":

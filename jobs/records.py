@@ -18,7 +18,8 @@ stage greedy (and llm):
   raw_output (str)        the generated answer, kept so extraction can be re-run
   token_logprobs (list<float32>), token_entropy (list<float32>)  per new token (an HTTP SLM's
                           entropy is the top-k approximation of jobs/backends/openai_http.py)
-  answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN
+  answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN; computed
+                          at scoring time by jobs.scoring.answer_logprob, not stored
   hidden_state (list<float32>)  probe-layer hidden state at the last new token; null for an HTTP SLM
 stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
 stage ptrue:    ptrue_prob (float)
@@ -28,7 +29,9 @@ score units:    sample_id, uncertainty (float, NaN = method could not score); on
                 method, dataset, role): role fit holds the calibration rows (trained methods scored
                 out-of-fold there), manifest.json says role and crossfit folds
 setting records: sample_id, slm_answer, slm_correct, llm_answer, llm_correct, uncertainty,
-                 route_rank (0 = first sent to the LLM)
+                 route_rank (0 = first sent to the LLM); provenance: extraction_rule and
+                 llm_extraction_rule (jobs.answers.Extraction.rule, e.g. "strict:the_answer_is",
+                 "flexible:last_number", "none"), answer_prob_rule (jobs.scoring.ANSWER_PROB_RULES)
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ and no torch, so metrics and plots can be recomputed from the Parquet store anyw
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -17,12 +18,28 @@ from pathlib import Path
 import numpy as np
 
 from jobs import metrics as M
-from jobs.answers import extract, is_correct
-from jobs.records import (finish_unit, is_complete, part_path, read_json, read_unit, unit_dir, write_json,
-                          write_table)
+from jobs.answers import NO_ANSWER, Extraction, extract_detail, is_correct
+from jobs.records import (
+    finish_unit,
+    is_complete,
+    part_path,
+    read_json,
+    read_unit,
+    unit_dir,
+    write_json,
+    write_table,
+)
 from jobs.types import Sample
 
-_LETTER_STRIP = re.compile(r"^[\s\(\[\*]*([A-Za-z])[\s\)\]\.\*:,]*$")
+# a token that is one upper-case option letter, maybe with brackets / punctuation around it (" B", "(B", "B.")
+_LETTER_TOKEN = re.compile(r"^[\s\(\[\*]*([A-Z])[\s\)\]\.\*:,]*$")
+#: Which rule gave a row's answer probability (``answer_prob_rule`` in setting records):
+#: matched_letter_token  the generated token at the option letter the extractor matched;
+#: constrained_option    the scored option of a constrained answer (decoding.answer_mode constrained);
+#: none                  no option-letter token (not mc, no answer, the option matched by its text, a
+#:                       lower-case letter): answer_logprob is NaN and avg_token_prob falls back to the
+#:                       mean token probability.
+ANSWER_PROB_RULES: tuple[str, ...] = ("matched_letter_token", "constrained_option", "none")
 
 
 def _sample_of(row: dict) -> Sample:
@@ -30,30 +47,70 @@ def _sample_of(row: dict) -> Sample:
                   choices=tuple(row.get("choices") or ()), aliases=tuple(row.get("aliases") or ()))
 
 
-def judge(rows: list[dict], policy: str) -> tuple[list[str | None], np.ndarray]:
-    """Extract and judge the ``raw_output`` of each row (greedy or LLM records)."""
-    answers, correct = [], []
+def judge_detail(rows: list[dict], policy: str) -> tuple[list[Extraction], np.ndarray]:
+    """Extract (with the rule and span, :func:`jobs.answers.extract_detail`) and judge the
+    ``raw_output`` of each row (greedy or LLM records); error rows get no answer and are wrong."""
+    details, correct = [], []
     for row in rows:
         if row.get("error") or row.get("raw_output") is None:
-            answers.append(None)
+            details.append(NO_ANSWER)
             correct.append(False)
             continue
         s = _sample_of(row)
-        a = extract(row["raw_output"], s, policy)
-        answers.append(a)
-        correct.append(bool(is_correct(a, s)))
-    return answers, np.asarray(correct, dtype=bool)
+        d = extract_detail(row["raw_output"], s, policy)
+        details.append(d)
+        correct.append(bool(is_correct(d.answer, s)))
+    return details, np.asarray(correct, dtype=bool)
 
 
-def answer_logprob(row: dict, answer: str | None) -> float:
-    """log p of the option-letter token of a multiple-choice answer (last occurrence); NaN otherwise."""
-    if row["task"] != "mc" or not answer or not row.get("token_texts"):
-        return math.nan
-    for text, lp in zip(reversed(row["token_texts"]), reversed(row["token_logprobs"])):
-        m = _LETTER_STRIP.match(text)
-        if m and m.group(1).upper() == answer.upper():
-            return float(lp)
-    return math.nan
+def judge(rows: list[dict], policy: str) -> tuple[list[str | None], np.ndarray]:
+    """Extract and judge the ``raw_output`` of each row (greedy or LLM records)."""
+    details, correct = judge_detail(rows, policy)
+    return [d.answer for d in details], correct
+
+
+def _token_at(texts: list[str], text: str, pos: int) -> int | None:
+    """Index of the token that holds character ``pos`` of ``text``, the generated text those tokens
+    decode to. The two differ in whitespace (the text is stripped, a token decodes with its leading
+    space) and may differ in the tail (the text is cut at stop strings), so they are aligned on their
+    non-space characters; None when that character has no counterpart among the tokens."""
+    if text[pos].isspace():
+        return None
+    owner = [i for i, t in enumerate(texts) for c in t if not c.isspace()]
+    tokens = "".join(c for t in texts for c in t if not c.isspace())
+    k = sum(not c.isspace() for c in text[:pos])  # pos among the text's non-space characters
+    chars = "".join(c for c in text if not c.isspace())
+    if tokens.startswith(chars):
+        return owner[k]
+    for a, b, size in difflib.SequenceMatcher(None, chars, tokens, autojunk=False).get_matching_blocks():
+        if a <= k < a + size:
+            return owner[b + k - a]
+    return None
+
+
+def answer_logprob(row: dict, extraction: Extraction) -> tuple[float, str]:
+    """(log p, rule) of the option letter of a multiple-choice answer; (NaN, "none") otherwise.
+
+    The token is the one at the character the extractor matched (``extraction.span``), and it must be
+    that upper-case letter alone: an article "A", a lower-case "(a)" or an option matched by its
+    text give "none". Constrained answers score their option directly. See ``ANSWER_PROB_RULES``."""
+    texts, lps = row.get("token_texts"), row.get("token_logprobs")
+    answer = extraction.answer
+    if row["task"] != "mc" or not answer or not texts or not lps or extraction.span is None:
+        return math.nan, "none"
+    if row.get("option_labels"):  # constrained: one scored token, the chosen option (" B")
+        if texts[0].strip() == answer:
+            return float(lps[0]), "constrained_option"
+        return math.nan, "none"
+    start, end = extraction.span
+    text = row["raw_output"]
+    if end - start != 1 or text[start] != answer:
+        return math.nan, "none"
+    i = _token_at(texts, text, start)
+    m = _LETTER_TOKEN.match(texts[i]) if i is not None else None
+    if m and m.group(1) == answer:
+        return float(lps[i]), "matched_letter_token"
+    return math.nan, "none"
 
 
 def _rows(store: Path, key: str) -> list[dict]:
@@ -64,11 +121,11 @@ def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[li
     """Named stats (the contract of jobs/uq) of one generation pass, joined by sample id."""
     greedy = _rows(store, stage_keys["greedy"])
     ids = [r["sample_id"] for r in greedy]
-    answers, correct = judge(greedy, policy)
+    details, correct = judge_detail(greedy, policy)
     stats: dict = {
         "token_logprobs": [np.asarray(r.get("token_logprobs") or [], dtype=np.float64) for r in greedy],
         "token_entropy": [np.asarray(r.get("token_entropy") or [], dtype=np.float64) for r in greedy],
-        "answer_logprob": np.asarray([answer_logprob(r, a) for r, a in zip(greedy, answers)]),
+        "answer_logprob": np.asarray([answer_logprob(r, d)[0] for r, d in zip(greedy, details)]),
         "correct": correct,
     }
     if greedy and greedy[0].get("hidden_state") is not None:
@@ -143,7 +200,7 @@ def run_score_unit(unit: dict, store: str | Path) -> dict:
                 meta={"unit": unit["key"], "uq": unit["uq"]})
     summary = {"key": unit["key"], "uq": unit["uq"], "slm": unit["slm"], "dataset": unit["dataset"],
                "role": unit.get("role", "eval"), "crossfit": unit.get("crossfit", 0), "n": len(ids), "n_nan": int(np.isnan(u).sum()),
-               "fit_n": 0 if fit_stats is None else int(len(fit_stats["correct"])),
+               "fit_n": 0 if fit_stats is None else len(fit_stats["correct"]),
                "fit_datasets": [f["dataset"] for f in unit["fit"]]}
     finish_unit(udir, summary)
     return summary
@@ -167,8 +224,8 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     if missing:
         raise ValueError(f"setting {unit['name']}: LLM records lack {len(missing)} samples, e.g. {missing[:3]}")
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
-    slm_ans, slm_ok = judge(slm_rows, unit["policy"])
-    llm_ans, llm_ok = judge(llm_list, unit["policy"])
+    slm_det, slm_ok = judge_detail(slm_rows, unit["policy"])
+    llm_det, llm_ok = judge_detail(llm_list, unit["policy"])
     unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
     summary = M.summarize(unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"],
@@ -181,10 +238,13 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     order = np.argsort(-u_eff, kind="stable")
     rank = np.full(len(unc), -1)
     rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
+    # provenance per row: the extraction rule of each answer (jobs.answers.Extraction.rule) and the
+    # rule that gave the SLM's answer probability (ANSWER_PROB_RULES)
     records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": unit["key"],
-                "slm_answer": a, "slm_correct": bool(o), "llm_answer": la, "llm_correct": bool(lo),
-                "uncertainty": float(x), "route_rank": int(k)}
-               for r, a, o, la, lo, x, k in zip(slm_rows, slm_ans, slm_ok, llm_ans, llm_ok, unc, rank)]
+                "slm_answer": a.answer, "slm_correct": bool(o), "llm_answer": la.answer, "llm_correct": bool(lo),
+                "uncertainty": float(x), "route_rank": int(k), "extraction_rule": a.rule,
+                "llm_extraction_rule": la.rule, "answer_prob_rule": answer_logprob(r, a)[1]}
+               for r, a, o, la, lo, x, k in zip(slm_rows, slm_det, slm_ok, llm_det, llm_ok, unc, rank)]
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
     write_json(udir / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd),

@@ -11,7 +11,8 @@ verbalized confidence). The metrics' NaN policy decides what happens to NaN samp
 The stats a method can read (N samples; produced once by the generation stage):
     token_logprobs  list of N 1-D arrays: log p of each generated answer token (greedy, EOS excluded)
     token_entropy   list of N 1-D arrays: full-vocabulary entropy (nats) at each generated position
-    answer_logprob  (N,) log p of the generated option letter for multiple choice, else NaN
+    answer_logprob  (N,) log p of the option-letter token at the span the extractor matched (mc), or
+                    of the scored option (constrained mc); NaN otherwise (jobs.scoring.ANSWER_PROB_RULES)
     ptrue_prob      (N,) P(True) normalized over {True, False}
     verbal_1s_conf, verbal_2s_conf  (N,) stated confidence in [0, 1], NaN if unparseable
     sampled_texts   list of N lists of m strings sampled at temperature 1.0

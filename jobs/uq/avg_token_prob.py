@@ -1,7 +1,12 @@
 """Average token probability (paper method 1).
 
 confidence = mean over generated answer tokens of p(token); for multiple choice, the probability of
-the generated option letter (used whenever ``answer_logprob`` is finite).
+the option-letter token (used whenever ``answer_logprob`` is finite).
+``answer_logprob`` is finite only where an option letter scores the answer: the token at the letter
+the extractor matched, or the scored option of a constrained answer. Elsewhere it is NaN (no answer,
+an option matched by its text, a lower-case letter, not multiple choice) and the row falls back to
+the mean token probability; setting records say which per row (``answer_prob_rule``:
+matched_letter_token / constrained_option / none, see ``jobs.scoring.ANSWER_PROB_RULES``).
 uncertainty = 1 - confidence, in [0, 1]. Empty generation (and no option-letter logprob) -> NaN.
 """
 from __future__ import annotations

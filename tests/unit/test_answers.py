@@ -14,7 +14,7 @@ FF = Sample("f", "Last letters of 'Whitney Erika Tj Benito'?", "freeform", "yajo
 
 
 def test_version():
-    assert EXTRACTION_VERSION == "v1"
+    assert EXTRACTION_VERSION == "v2"
 
 
 # (sample, model output, strict, flexible)

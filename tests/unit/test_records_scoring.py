@@ -6,7 +6,13 @@ import math
 import pytest
 
 from jobs import records
-from jobs.scoring import answer_logprob, judge, load_stats, run_score_unit, run_setting_unit
+from jobs.scoring import (
+    answer_logprob,
+    judge,
+    load_stats,
+    run_score_unit,
+    run_setting_unit,
+)
 
 
 def test_write_table_is_atomic_and_versioned(tmp_path):
@@ -38,11 +44,15 @@ def _row(sid, task, gold, out, choices=(), lps=None, texts=None, hidden=None):
 
 
 def test_answer_logprob_finds_the_option_letter_token():
+    from jobs.answers import Extraction
+
     row = _row("1", "mc", "B", "The answer is B.", choices=("x", "y"), lps=[-0.1, -0.2, -0.3, -1.5, -0.05],
                texts=["The", " answer", " is", " B", "."])
-    assert answer_logprob(row, "B") == pytest.approx(-1.5)
-    assert math.isnan(answer_logprob(row, "A"))  # no such token
-    assert math.isnan(answer_logprob(_row("2", "numeric", "3", "3"), "3"))
+    assert answer_logprob(row, Extraction("B", "strict:the_answer_is", (14, 15))) == (pytest.approx(-1.5),
+                                                                                     "matched_letter_token")
+    assert math.isnan(answer_logprob(row, Extraction("A", "strict:the_answer_is", (14, 15)))[0])  # not that letter
+    assert math.isnan(answer_logprob(_row("2", "numeric", "3", "3"), Extraction("3", "flexible:last_number",
+                                                                                 (0, 1)))[0])
 
 
 def test_judge_uses_extraction_policy_and_error_rows():
