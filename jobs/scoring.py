@@ -181,7 +181,8 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     order = np.argsort(-u_eff, kind="stable")
     rank = np.full(len(unc), -1)
     rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
-    records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": unit["key"],
+    setting_hash = unit.get("setting_hash", unit["key"])  # the setting's identity; "key" is its unit key
+    records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": setting_hash,
                 "slm_answer": a, "slm_correct": bool(o), "llm_answer": la, "llm_correct": bool(lo),
                 "uncertainty": float(x), "route_rank": int(k)}
                for r, a, o, la, lo, x, k in zip(slm_rows, slm_ans, slm_ok, llm_ans, llm_ok, unc, rank)]
@@ -196,6 +197,7 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
 
         plot_routing({f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve}, udir / "curve.png",
                      random=rnd, oracle=orc, title=unit["name"])
-    manifest = {"key": unit["key"], "name": unit["name"], **unit["axes"], "metrics": summary}
+    manifest = {"key": unit["key"], "setting_hash": setting_hash, "name": unit["name"], **unit["axes"],
+                "metrics": summary}
     finish_unit(udir, manifest)
     return manifest
