@@ -94,7 +94,7 @@ def routing_decision(uncertainty: np.ndarray, i: int, rate: float, nan_policy: s
     p = float(C.route_probability(np.asarray([u[i]]), thr)[0])
     return {"rate": rate, "scored": bool(np.isfinite(uncertainty[i])), "threshold": thr.value,
             "tie_frac": thr.tie_frac, "route_probability": p, "routed": p == 1.0 if p in (0.0, 1.0) else None,
-            "rank": int(np.sum(ue > u[i])) + 1, "rank_last": int(np.sum(ue >= u[i])), "n": int(len(ue))}
+            "rank": int(np.sum(ue > u[i])) + 1, "rank_last": int(np.sum(ue >= u[i])), "n": len(ue)}
 
 
 def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:

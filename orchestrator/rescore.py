@@ -20,7 +20,14 @@ from pathlib import Path
 
 from jobs.records import read_json, write_json
 from orchestrator.plan import KIND_DIRS, Plan, make_plan
-from orchestrator.runner import load_output, make_report, make_sink, overview_plots, setting_params, write_summary
+from orchestrator.runner import (
+    load_output,
+    make_report,
+    make_sink,
+    overview_plots,
+    setting_params,
+    write_summary,
+)
 
 RESCORE_FILE = "rescore.json"
 LIGHT_KINDS = ("score", "setting")
