@@ -27,8 +27,11 @@ stage verbal_2s: verbal_2s_raw (str), verbal_2s_conf (float)
 score units:    sample_id, uncertainty (float, NaN = method could not score); one unit per (SLM, UQ
                 method, dataset, role): role fit holds the calibration rows (trained methods scored
                 out-of-fold there), manifest.json says role and crossfit folds
-setting records: sample_id, slm_answer, slm_correct, llm_answer, llm_correct, uncertainty,
-                 route_rank (0 = first sent to the LLM)
+setting records: sample_id, setting, setting_hash, slm_answer, slm_correct, llm_answer, llm_correct,
+                 uncertainty, route_rank (0 = first sent to the LLM), and any per-row provenance
+                 columns; under ``settings/<unit key>`` (``orchestrator.plan.unit_key``: a new
+                 result of the same setting gets a new folder), whose manifest.json names both the
+                 unit key (``key``) and the setting's identity (``setting_hash``, its MLflow run)
 """
 from __future__ import annotations
 

@@ -49,6 +49,10 @@ def _metrics(r, plan) -> dict[str, dict]:
     return {s.hash: read_json(plan.setting_dir(r.store_dir, s) / "manifest.json")["metrics"] for s in plan.settings}
 
 
+def _records(r, plan, s) -> list[dict]:
+    return pq.read_table(plan.setting_dir(r.store_dir, s) / "records.parquet").to_pylist()
+
+
 def _same(a: dict, b: dict) -> bool:
     """Equal metric dicts, NaN equal to NaN."""
     return a.keys() == b.keys() and all(
@@ -109,7 +113,8 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
 
     out = _copy(tiny_run, tmp_path, "rescore")
     r = load_output(out)
-    original = _metrics(r, make_plan(r))
+    plan0 = make_plan(r)
+    original = _metrics(r, plan0)
     # a changed extractor (yes/no read the other way round), with its version bumped
     extract = jobs.scoring.extract
 
@@ -128,7 +133,13 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
     fresh = _fresh_scores(plan, r.store_dir, tmp_path)
     assert all(_same(new[h], fresh[h]) for h in new)
     by = {s.hash: s for s in plan.settings}
-    assert any(new[h]["slm_acc"] != original[h]["slm_acc"] for h in new if by[h].dataset == "strategyqa")
+    # the change took effect: every extracted StrategyQA answer is the other word now, and judged so
+    for h in new:
+        if by[h].dataset == "strategyqa":
+            old_recs, new_recs = _records(r, plan0, by[h]), _records(r, plan, by[h])
+            for o, n in zip(old_recs, new_recs):
+                assert n["slm_answer"] == {"yes": "no", "no": "yes"}.get(o["slm_answer"], o["slm_answer"])
+                assert n["slm_correct"] == (o["slm_correct"] if o["slm_answer"] is None else not o["slm_correct"])
     # AddSub answers are numbers: its settings keep their numbers (the trained probes, recomputed here
     # in this process rather than on a Ray worker, aside: torch's float sums may differ in the last bit)
     assert all(_same(new[h], original[h]) for h in new

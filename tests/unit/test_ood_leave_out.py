@@ -4,6 +4,7 @@ each other dataset's calibration rows scored by a probe trained without T (``Pla
 the ordinary OOD scores of those rows, whose probe saw T's fit rows, must not be used."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ from jobs import analysis as A
 from jobs import calibration as C
 from jobs.records import finish_unit, unit_dir, write_table
 
+REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
 RNG = np.random.default_rng(3)
 N = 200
 
@@ -100,3 +102,54 @@ def test_leave_out_pools_replace_scores_by_sample_id(tmp_path):
     assert pool["uncertainty"].tolist() == [float(100 + i) for i in range(N) if i != 5]
     keep = [i for i in range(N) if i != 5]
     assert pool["slm_correct"].tolist() == LEAKY["a"]["slm_correct"][keep].tolist()
+
+
+def test_calibrate_build_for_an_excluded_dataset_takes_the_ood_probes_leave_out_scores(tmp_path):
+    """``uqroute calibrate build --exclude T`` (and ``calibrate apply <grid> T``): the OOD probe's set
+    for T is drawn from rows scored by probes that never saw T. A store is written by hand."""
+    import json
+
+    from jobs.datasets.roles import load_role
+    from orchestrator.calibrate import build
+    from orchestrator.config import ConfigError, load_grid
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import bind_output
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: t\noutput_dir: " + str(tmp_path / "out") + "\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
+                    "uq: [ood_probe]\ndatasets: [addsub, strategyqa, arc_easy]\n")
+    r = load_grid(grid, ["calibration.enabled=true", "calibration.pool=fit", "calibration.n_bins=1",
+                         "calibration.frac=1", "dataset.fit_limit=6", "dataset.limit=4"], conf_dir=REPO_CONF)
+    bind_output(r)
+    plan = make_plan(r)
+    store = r.store_dir
+
+    def gen(key, samples):
+        rows = [{"sample_id": s.id, "raw_output": f"The answer is {s.gold}.", "gold": s.gold, "task": s.task,
+                 "choices": list(s.choices), "aliases": list(s.aliases), "error": None} for s in samples]
+        write_table(unit_dir(store, "gen", key) / "part-00000.parquet", rows)
+        finish_unit(unit_dir(store, "gen", key), {"key": key})
+
+    def score(key, samples, value):
+        write_table(unit_dir(store, "score", key) / "part-00000.parquet",
+                    [{"sample_id": s.id, "uncertainty": value} for s in samples])
+        finish_unit(unit_dir(store, "score", key), {"key": key})
+
+    fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
+    for (slm, uq, d), fs in plan.fit_scores.items():
+        gen(fs["slm_greedy"], fit[d])
+        score(fs["score"], fit[d], 0.25)  # the ordinary OOD scores: their probes saw every other dataset
+    for (llm, d), key in plan.fit_llm.items():
+        gen(key, fit[d])
+    for (slm, uq, d, t), lo in plan.leave_out.items():
+        score(lo["score"], fit[d], 0.75 if t == "arc_easy" else 0.5)
+    res = build(r.output_dir, exclude=["arc_easy"])
+    assert res["record"]["scored_without"] == "arc_easy"
+    rows = [json.loads(x) for x in (res["folder"] / "calibration.jsonl").read_text().splitlines()]
+    assert {x["source_dataset"] for x in rows} == {"addsub", "strategyqa"}
+    assert {x["uncertainty"] for x in rows} == {0.75}  # only scores of probes trained without arc_easy
+    plain = build(r.output_dir, name="all")  # nothing excluded: the ordinary scores
+    assert plain["record"]["scored_without"] is None
+    assert {json.loads(x)["uncertainty"] for x in (plain["folder"] / "calibration.jsonl").read_text().splitlines()} == {0.25}
+    with pytest.raises(ConfigError, match="exclude one"):
+        build(r.output_dir, exclude=["arc_easy", "addsub"])
