@@ -259,7 +259,8 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
         r2.grid[key] = list(axis)
     validate(r2)
     plan = make_plan(r2)
-    target = next(u for u in plan.by_kind("score") if u.payload["dataset"] == name)
+    target = next(u for u in plan.by_kind("score") if u.payload["dataset"] == name and u.payload["role"] == "eval"
+                  and "leave_out" not in u.payload)
     keys, stack = set(), [target.key]
     while stack:  # the score unit and everything it reads: no LLM pass, no setting
         k = stack.pop()

@@ -126,7 +126,10 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     score_unit = plan.units[su.payload["score"]]
     method = score_unit.payload["method"]
     # the sample and its prompt, rendered from the dataset
-    samples, _ = load_role(r.datasets[s.dataset], r.grid["dataset"], "eval")
+    try:
+        samples, _ = load_role(r.datasets[s.dataset], r.grid["dataset"], "eval")
+    except (OSError, ValueError, KeyError):  # the dataset files are not here (a folder moved elsewhere)
+        samples = []
     sample = next((x for x in samples if str(x.id) == sample_id), None)
     sample_info = None
     if sample is not None:
@@ -175,7 +178,8 @@ def format_explain(e: dict) -> str:
          f"sample    {e['sample_id']}  (UQ method {e['method']})", ""]
     smp = e["sample"]
     if smp is None:
-        L.append("sample: not found in the dataset as configured now (its rows may have changed)")
+        L.append("sample: not found in the dataset files as configured now (not here, or its rows changed); "
+                 "the prompt sent is shown per stage below")
     else:
         L.append(f"question  [{smp['task']}] gold: {smp['gold']}" + (f"  aliases: {smp['aliases']}" if smp["aliases"] else ""))
         L.append("prompt (jobs/prompts.py answer_messages):")
@@ -188,6 +192,8 @@ def format_explain(e: dict) -> str:
         if row is None:
             continue
         for c, v in row.items():
+            if v is None:  # no error, not truncated, ...
+                continue
             if c == "prompt":
                 L.append("  prompt sent:")
                 L.append(_indent(v, "      "))
