@@ -44,7 +44,7 @@ def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
     per-sample records of every finished setting."""
     out: dict[Key, dict[str, dict]] = {}
     for s in plan.settings:
-        d = unit_dir(store, "settings", s.hash)
+        d = plan.setting_dir(store, s)
         if not is_complete(d):
             continue
         if not (d / "records.parquet").is_file():
@@ -96,13 +96,38 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
     return out
 
 
+def leave_out_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
+                    ) -> dict[Key, dict[str, dict[str, dict]]]:
+    """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
+    rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
+    uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
+    held-out one. Only methods trained on other datasets have them; unfinished units are left out."""
+    out: dict[Key, dict[str, dict[str, dict]]] = {}
+    for (slm, uq, ds, heldout), lo in plan.leave_out.items():
+        sdir = unit_dir(store, "score", lo["score"])
+        if not is_complete(sdir):
+            continue
+        unc = {r["sample_id"]: r["uncertainty"] for r in read_unit(sdir).to_pylist()}
+        base = fit_p if lo["role"] == "fit" else eval_p
+        for (s2, u2, llm), pools in base.items():
+            if (s2, u2) != (slm, uq) or ds not in pools:
+                continue
+            p = pools[ds]
+            keep = np.asarray([i for i, sid in enumerate(p["sample_id"]) if sid in unc], dtype=int)
+            out.setdefault((slm, uq, llm), {}).setdefault(heldout, {})[ds] = {
+                "sample_id": [p["sample_id"][i] for i in keep],
+                "uncertainty": np.asarray([_nanfloat(unc[p["sample_id"][i]]) for i in keep], dtype=np.float64),
+                "slm_correct": p["slm_correct"][keep], "llm_correct": p["llm_correct"][keep]}
+    return out
+
+
 # ---- finding 1: alignment of each method ------------------------------------------------------
 
 def method_table(store: Path, plan) -> list[dict]:
     """One row per finished setting: axes + summary metrics (with 95% bootstrap CIs)."""
     rows = []
     for s in plan.settings:
-        p = unit_dir(store, "settings", s.hash) / "manifest.json"
+        p = plan.setting_dir(store, s) / "manifest.json"
         if p.is_file():
             rows.append({"setting": s.name, **s.axes(), **read_json(p)["metrics"]})
     return rows
@@ -324,7 +349,9 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
 
 def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
                       cal_conf: dict, nan_policy: str, calibration_datasets: list[str] | None = None,
-                      methods: dict[str, str] | None = None) -> dict:
+                      methods: dict[str, str] | None = None,
+                      leave_out: dict[Key, dict[str, dict[str, dict]]] | None = None,
+                      needs_leave_out: set[str] | frozenset[str] = frozenset()) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
     fixed), curve distances, and accuracy-target transfer.
 
@@ -335,7 +362,12 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
     calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows.
     methods: uq name -> UQ method name (for ``calibration_scale``; default: the uq name itself).
     Calibration sets are drawn ``calibration.n_draws`` times (seeds seed, seed + 1, ...) on the
-    ``calibration.scale``; rows and curves carry the mean and spread over the draws."""
+    ``calibration.scale``; rows and curves carry the mean and spread over the draws.
+    needs_leave_out: uq names whose models train on other datasets (the OOD probe): their
+    calibration set for held-out T is drawn only from ``leave_out`` pools (``leave_out_pools``:
+    each other dataset's rows scored by a model that saw neither it nor T), never from the
+    ordinary pools, whose models saw T's fit rows; a dataset without one is left out of T's set
+    (rows say ``leave_out``; a T left with no dataset is skipped, saying why)."""
     rows, curves, acc_rows, skipped = [], [], [], []
     allowed = set(calibration_datasets) if calibration_datasets is not None else None
     methods = methods or {}
@@ -352,26 +384,39 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
         kw = _build_kw(cal_conf, scale)
         n_draws = int(cal_conf.get("n_draws", 1))
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
+        lo = uq in needs_leave_out
         for h in sorted(ev):
-            if not [d for d in cal_src if d != h]:
-                skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h,
-                                "reason": f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})"})
+            cal_h = cal_src
+            if lo:  # only rows scored by models that never saw h
+                lo_h = (leave_out or {}).get(key, {}).get(h, {})
+                cal_h = {d: lo_h[d] for d in cal_src if d != h and d in lo_h}
+            if not [d for d in cal_h if d != h]:
+                why = (f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
+                       f"did not see {h} (other datasets: {sorted(d for d in cal_src if d != h)}; a leave-out model "
+                       f"needs a third dataset to train on)" if lo else
+                       f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})")
+                skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": why})
                 continue
             try:
                 t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
                                      calibration_pools=cal_src if use_fit else None,
                                      in_domain_pools=fp if use_fit else None, heldouts=[h], n_draws=n_draws,
-                                     **kw)
-                c = C.curve_transfer(ev, h, nan_policy=nan_policy, calibration_pools=cal_src if use_fit else None,
-                                     n_draws=n_draws, **kw)
+                                     heldout_calibration_pools={h: cal_h} if lo else None, **kw)
+                c = C.curve_transfer(ev, h, nan_policy=nan_policy,
+                                     calibration_pools=cal_h if (use_fit or lo) else None, n_draws=n_draws, **kw)
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
                 continue
-            rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, **row} for row in t]
+            rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, "leave_out": lo, **row}
+                     for row in t]
             c.pop("calibration")
-            curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **c})
-        for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy, scale):
-            acc_rows.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **row})
+            curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **c})
+            if lo:  # held-out by held-out: each has its own calibration pools
+                acc_rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
+                             for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, nan_policy, scale)]
+        if not lo:
+            acc_rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
+                         for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy, scale)]
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
 
@@ -551,6 +596,7 @@ def analyze(r, plan) -> dict:
     cal_conf = dict(r.grid["calibration"])
     ev = eval_pools(store, plan)
     fp = fit_pools(store, plan, r.grid["decoding"]["extraction_policy"])
+    lo = leave_out_pools(store, plan, ev, fp)
     table = method_table(store, plan)
     ranking = method_ranking(table)
     paired = paired_table(ev, nan_policy=mconf["nan_policy"], n_boot=int(mconf["bootstrap"]) or 200,
@@ -560,7 +606,10 @@ def analyze(r, plan) -> dict:
     sources = fit_sources(r)
     allowed = (None if cal_conf["pool"] == "fit"
                else [d for d, src in sources.items() if src.startswith("split:")])
-    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed, methods)
+    from jobs.uq import UQ_METHODS
+
+    needs = {uq for uq, m in methods.items() if UQ_METHODS.get(m).fit == "other_datasets"}
+    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed, methods, lo, needs)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),
             "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,

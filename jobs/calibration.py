@@ -487,6 +487,7 @@ def transfer_table(
     calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
     in_domain_pools: Mapping[str, Mapping[str, Any]] | None = None,
     heldouts: Iterable[str] | None = None,
+    heldout_calibration_pools: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> list[dict]:
     """Leave-one-dataset-out transfer of call-rate thresholds; one row per (held-out, method,
     target), held-out datasets in sorted order.
@@ -510,6 +511,11 @@ def transfer_table(
     in_domain_pools: where "in_domain" fits instead (default: ``calibration_pools``), e.g. when
     only some datasets may feed calibration sets but every dataset has labelled fit rows.
     heldouts: evaluate only these held-out datasets (default: all of ``pools``).
+    heldout_calibration_pools: held-out -> the pools "calibration" draws its set from for that
+    held-out dataset, in place of ``calibration_pools`` / ``pools``: for methods trained on other
+    datasets (the OOD probe), the other datasets' rows scored by models that never saw the
+    held-out one (``orchestrator.plan.Plan.leave_out``); a held-out dataset missing here uses the
+    default pools.
     scale, n_bins, frac, binning: how calibration sets are drawn (``build_calibration_set``); their
     thresholds are weighted quantiles and their predicted accuracy is weighted.
     n_draws: "calibration" draws that many sets, seeds ``seed, seed + 1, ...`` (the paper repeats
@@ -544,11 +550,16 @@ def transfer_table(
         lacking = [h for h in chosen if h not in in_source]
         if lacking:
             raise ValueError(f"in-domain fit pools lack dataset(s) {lacking}; they have {sorted(in_source)}")
+    per_heldout = dict(heldout_calibration_pools or {})
+
+    def cal_source_of(h: str) -> Mapping[str, Mapping[str, Any]]:
+        return per_heldout.get(h, cal_source)
+
     if "calibration" in methods:
         for h in chosen:
-            if not [d for d in cal_source if d != h]:
+            if not [d for d in cal_source_of(h) if d != h]:
                 raise ValueError(f"leave-one-out for held-out {h!r} needs another dataset to calibrate on; "
-                                 f"calibration pools have {sorted(cal_source)}")
+                                 f"calibration pools have {sorted(cal_source_of(h))}")
 
     rows: list[dict] = []
     for heldout in chosen:
@@ -561,9 +572,10 @@ def transfer_table(
             seeds = [int(seed)]
             if method == "calibration":
                 seeds = [int(seed) + i for i in range(int(n_draws))]
+                src = cal_source_of(heldout)
                 for sd in seeds:
                     cal = build_calibration_set(
-                        cal_source, exclude=[heldout] if heldout in cal_source else [], n_bins=n_bins, frac=frac,
+                        src, exclude=[heldout] if heldout in src else [], n_bins=n_bins, frac=frac,
                         seed=sd, binning=binning, nan_policy=nan_policy, scale=scale,
                     )
                     fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight))

@@ -155,3 +155,11 @@ def plain_prompt(messages: Messages) -> str:
         else:
             raise ValueError(f"unknown message role {role!r}; valid: system, user, assistant")
     return out
+
+
+#: A stage's own prompt version, for a wording change of one stage's template alone (e.g.
+#: ``{"ptrue": "2"}`` after changing ``ptrue_messages``): that stage's units are keyed by it on top
+#: of ``PROMPT_VERSION`` (``orchestrator.plan.stage_prompt_version``), so only they, and what reads
+#: them, are recomputed. A change to ``answer_messages`` / ``question_block`` (read by every stage)
+#: bumps ``PROMPT_VERSION`` instead.
+STAGE_PROMPT_VERSIONS: dict[str, str] = {}

@@ -28,10 +28,13 @@ stage verbal_2s: verbal_2s_raw (str), verbal_2s_conf (float)
 score units:    sample_id, uncertainty (float, NaN = method could not score); one unit per (SLM, UQ
                 method, dataset, role): role fit holds the calibration rows (trained methods scored
                 out-of-fold there), manifest.json says role and crossfit folds
-setting records: sample_id, slm_answer, slm_correct, llm_answer, llm_correct, uncertainty,
-                 route_rank (0 = first sent to the LLM); provenance: extraction_rule and
+setting records: sample_id, setting, setting_hash, slm_answer, slm_correct, llm_answer, llm_correct,
+                 uncertainty, route_rank (0 = first sent to the LLM); provenance: extraction_rule and
                  llm_extraction_rule (jobs.answers.Extraction.rule, e.g. "strict:the_answer_is",
-                 "flexible:last_number", "none"), answer_prob_rule (jobs.scoring.ANSWER_PROB_RULES)
+                 "flexible:last_number", "none"), answer_prob_rule (jobs.scoring.ANSWER_PROB_RULES);
+                 under ``settings/<unit key>`` (``orchestrator.plan.unit_key``: a new result of the
+                 same setting gets a new folder), whose manifest.json names both the unit key
+                 (``key``) and the setting's identity (``setting_hash``, its MLflow run)
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from jobs.metrics import RoutingCurve
 from jobs.plots import plot_routing
-from jobs.records import read_json, unit_dir
+from jobs.records import read_json
 
 VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
 
@@ -56,7 +56,7 @@ def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tu
     method's curve, random and oracle. Returns (caption, path) pairs."""
     groups: dict[tuple, list] = {}
     for s in plan.settings:
-        d = unit_dir(r.store_dir, "settings", s.hash)
+        d = plan.setting_dir(r.store_dir, s)
         if (d / "curve.json").is_file() and (d / "manifest.json").is_file():
             groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
     out = []

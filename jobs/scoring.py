@@ -240,7 +240,8 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
     # provenance per row: the extraction rule of each answer (jobs.answers.Extraction.rule) and the
     # rule that gave the SLM's answer probability (ANSWER_PROB_RULES)
-    records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": unit["key"],
+    setting_hash = unit.get("setting_hash", unit["key"])  # the setting's identity; "key" is its unit key
+    records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": setting_hash,
                 "slm_answer": a.answer, "slm_correct": bool(o), "llm_answer": la.answer, "llm_correct": bool(lo),
                 "uncertainty": float(x), "route_rank": int(k), "extraction_rule": a.rule,
                 "llm_extraction_rule": la.rule, "answer_prob_rule": answer_logprob(r, a)[1]}
@@ -256,6 +257,7 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
 
         plot_routing({f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve}, udir / "curve.png",
                      random=rnd, oracle=orc, title=unit["name"])
-    manifest = {"key": unit["key"], "name": unit["name"], **unit["axes"], "metrics": summary}
+    manifest = {"key": unit["key"], "setting_hash": setting_hash, "name": unit["name"], **unit["axes"],
+                "metrics": summary}
     finish_unit(udir, manifest)
     return manifest

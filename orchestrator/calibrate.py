@@ -53,6 +53,22 @@ def _cal_conf(r, **overrides) -> dict:
     return conf
 
 
+def _leave_out_target(r, uq: str, exclude: list[str]) -> str | None:
+    """The excluded dataset whose leave-out scores a set of ``uq`` must use: for a method trained on
+    other datasets (the OOD probe), the ordinary scores of every other dataset come from probes
+    that saw the excluded one's fit rows (item 10 of issue 8). None for other methods or when
+    nothing is excluded."""
+    from orchestrator.plan import _uq_method
+
+    if not exclude or _uq_method(r, uq).fit != "other_datasets":
+        return None
+    if len(exclude) > 1:
+        raise ConfigError(f"--exclude {', '.join(exclude)}: {uq} trains on other datasets, so a calibration set "
+                          f"for an excluded dataset must be scored by probes that never saw it; the grid has "
+                          f"such probes for one excluded dataset at a time: exclude one")
+    return exclude[0]
+
+
 def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str | None = None,
           exclude: list[str] | None = None, name: str | None = None, n_bins: int | None = None,
           frac: float | None = None, seed: int | None = None, binning: str | None = None,
@@ -89,6 +105,19 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
         raise ConfigError(f"{out}: fit-role units of {slm}/{uq}/{llm} are not finished for {', '.join(missing)}; "
                           f"run `uqroute resume {out}` first")
     pools = {d: pools[d] for d in wanted}
+    scored_without = _leave_out_target(r, uq, exclude)
+    if scored_without is not None:  # the OOD probe: rows scored by probes that never saw the target
+        from jobs.analysis import leave_out_pools
+
+        lo = leave_out_pools(r.store_dir, plan, {}, {(slm, uq, llm): pools}).get((slm, uq, llm), {})
+        lo = lo.get(scored_without, {})
+        lacking = [d for d in pools if d not in lo]
+        if lacking:
+            raise ConfigError(f"{out}: {uq} trains on other datasets, so the calibration rows of {', '.join(lacking)} "
+                              f"must be scored by a probe that never saw the excluded {scored_without!r}; those "
+                              f"leave-out units are not finished (`uqroute resume {out}`) or cannot exist (the probe "
+                              f"needs a third dataset to train on)")
+        pools = {d: lo[d] for d in pools}
     from jobs.analysis import calibration_scale
 
     # one set, one seed: a calibration folder is what a user deploys (the grid report averages draws)
@@ -126,6 +155,7 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
         thresholds.append({"target_call_rate": float(t), "threshold": thr.value, "tie_frac": thr.tie_frac,
                            "predicted_accuracy": cal.expected_accuracy(thr)})
     record = {"name": name, "slm": slm, "uq": uq, "llm": llm, "uq_conf": r.uq[uq], "pool": conf["pool"],
+              "scored_without": scored_without,
               "grid": r.grid["name"], "grid_output": str(r.output_dir.resolve()), "grid_config_hash": config_hash(r),
               "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
               "slm_accuracy": float(np.average(cal.slm_correct, weights=cal.weight)),
@@ -229,7 +259,8 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
         r2.grid[key] = list(axis)
     validate(r2)
     plan = make_plan(r2)
-    target = next(u for u in plan.by_kind("score") if u.payload["dataset"] == name)
+    target = next(u for u in plan.by_kind("score") if u.payload["dataset"] == name and u.payload["role"] == "eval"
+                  and "leave_out" not in u.payload)
     keys, stack = set(), [target.key]
     while stack:  # the score unit and everything it reads: no LLM pass, no setting
         k = stack.pop()

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from orchestrator.config import ConfigError, load_grid, warnings_of
 from orchestrator.lock import FolderLocked
+from orchestrator.rescore import RescoreError
 
 # when piped (CI logs, files) rich would assume 80 columns and cut the summary table
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -234,6 +235,54 @@ def cmd_sync(a) -> int:
     return 0
 
 
+def cmd_rescore(a) -> int:
+    from orchestrator.rescore import rescore
+
+    res = rescore(Path(a.output), all_units=a.all, local=a.local, console=console)
+    rep, rows = res["report"], res["changes"]
+    console.print(f"rescored {a.output} from its stored generations in {res['seconds']:.0f}s, no model loaded: "
+                  f"{res['recomputed']['score']} score units and {res['recomputed']['setting']} settings recomputed"
+                  f"{' (--all)' if res['all'] else ' (those whose key changed)'}; {len(rep.failed)} failed, "
+                  f"{len(rep.blocked)} blocked", highlight=False)
+    for k, why in list(rep.failed.items())[:10]:
+        console.print(f"  [red]failed[/] {res['plan'].units[k].label}: {why}")
+    changed = [x for x in rows if x["changed"]]
+    if changed:
+        t = Table(title=f"AUROC before -> after ({len(changed)} of {len(rows)} settings changed; "
+                        f"flagged: moved by more than half the earlier 95% CI)")
+        for c in ("setting", "before", "after", "change", "CI half", "moved"):
+            t.add_column(c, justify="left" if c == "setting" else "right", no_wrap=c == "setting")
+        for x in sorted(changed, key=lambda x: -abs(x["delta"]) if x["delta"] == x["delta"] else 0):
+            flag = "[red]YES[/]" if x["moved"] else "-" if x["moved"] is None else "no"
+            t.add_row(x["setting"], _fmt(x["auroc_old"]), _fmt(x["auroc_new"]), _fmt(x["delta"]),
+                      _fmt(x["ci_half_width"]), flag)
+        console.print(t)
+    else:
+        console.print(f"no setting's AUROC changed ({len(rows)} settings)")
+    moved = [x["setting"] for x in rows if x["moved"]]
+    if moved:
+        console.print(f"[red]{len(moved)} settings moved by more than their CI:[/] {', '.join(moved)}", highlight=False)
+    if res["mlflow"]:
+        console.print(f"MLflow: {res['mlflow']['settings']} setting runs checked (changed ones replaced) at "
+                      f"{res['mlflow']['uri']}", highlight=False)
+    console.print(f"details in {(Path(a.output) / 'rescore.json').resolve()}; report "
+                  f"{(Path(a.output) / 'report' / 'index.html').resolve()}", highlight=False)
+    return 0 if rep.ok else 1
+
+
+def cmd_explain(a) -> int:
+    import json as _json
+
+    from orchestrator.explain import explain, format_explain
+
+    e = explain(Path(a.output), a.setting, a.sample_id, rate=a.rate)
+    if a.json:
+        sys.stdout.write(_json.dumps(e, indent=1, default=str) + "\n")
+    else:
+        console.print(format_explain(e), markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def print_findings(findings: list[dict]) -> None:
     colors = {"holds": "green", "partly": "yellow", "does not hold": "red"}
     for f in findings:
@@ -390,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--json", action="store_true", help="print the result as JSON")
     ca.set_defaults(fn=cmd_calibrate_apply)
     p.calibrate_apply_parser = ca  # main() parses it intermixed: the dataset may follow the options
+    rs = sub.add_parser("rescore", help="recompute extraction, UQ scores, settings, MLflow runs and the report from "
+                                        "the stored generations (no model, no GPU)")
+    rs.add_argument("output")
+    rs.add_argument("--all", action="store_true", help="recompute every score and setting unit, not only those "
+                                                       "whose key changed (after an unversioned code change)")
+    rs.add_argument("--local", action="store_true", help="run the units in this process instead of on Ray")
+    rs.set_defaults(fn=cmd_rescore)
+    ex = sub.add_parser("explain", help="one query's full trail: prompt, stage outputs, answers, scores, routing")
+    ex.add_argument("output")
+    ex.add_argument("setting", help="a setting name (slm__uq__dataset__llm) or a prefix of its hash")
+    ex.add_argument("sample_id")
+    ex.add_argument("--rate", type=float, default=0.3, help="call rate of the routing decision (default 0.3)")
+    ex.add_argument("--json", action="store_true", help="print the trail as JSON")
+    ex.set_defaults(fn=cmd_explain)
     ms = sub.add_parser("mlflow-stop", help="stop the MLflow server started for an output folder")
     ms.add_argument("output")
     ms.set_defaults(fn=cmd_mlflow_stop)
@@ -410,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         a = parser.parse_args(argv)
     try:
         return a.fn(a)
-    except (ConfigError, FileNotFoundError, ValueError, FolderLocked) as e:
+    except (ConfigError, FileNotFoundError, ValueError, FolderLocked, RescoreError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
 

@@ -4,6 +4,10 @@ MLflow is a view of the Parquet store, never the source of truth: every run can 
 rebuilt from the store with ``uqroute sync``. One parent run per grid (tag
 ``uqroute.grid_hash``), one child run per setting (tag ``uqroute.setting_hash``); runs
 are found again by these tags, so a retry, a resume or a sync never creates a duplicate.
+A setting's run also carries the key of the setting unit it shows (tag ``uqroute.unit_key``):
+when a setting's result changes (a new prompt, extractor or metric version gives its unit a new
+key), its run is *replaced* -- the old one deleted, a new one logged under the same setting hash
+-- so the grid keeps exactly one run per setting, showing the current result.
 The routing curve is the metric ``routing_accuracy`` whose step is the percent of queries
 routed to the LLM (0..100), so MLflow's chart view overlays curves across runs.
 
@@ -173,6 +177,7 @@ class MlflowSink:
         self.grid_hash = grid_hash
         self.parent_id = self._parent(grid_name, grid_hash, resolved_params, running)
         self.stats: dict = {}  # the background writer's counts, once it has closed
+        self._runs_of_hash: dict[str, list[tuple[str, str | None]]] = {}  # filled by setting_runs()
 
     def runs_url(self) -> str:
         """The grid's runs, flat, with their routing curves drawn (see the module docstring)."""
@@ -218,8 +223,12 @@ class MlflowSink:
         store.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
 
     def setting_runs(self) -> dict[str, list[str]]:
-        """setting hash -> statuses of its runs in this grid (normally one, FINISHED)."""
+        """setting unit key -> statuses of its runs in this grid (normally one, FINISHED). A run
+        logged before runs carried their unit key counts under its setting hash (which is no unit
+        key: such a setting is logged again, replacing it). Also remembers every run of each
+        setting hash, so ``write_setting(check=False)`` can replace a stale one without a look-up."""
         out: dict[str, list[str]] = {}
+        by_hash: dict[str, list[tuple[str, str | None]]] = {}
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id],
@@ -227,35 +236,51 @@ class MlflowSink:
                                                          f"tags.`uqroute.kind` = 'setting'",
                                            max_results=1000, page_token=token)
             for r in page:
-                out.setdefault(r.data.tags.get("uqroute.setting_hash"), []).append(r.info.status)
+                h, key = r.data.tags.get("uqroute.setting_hash"), r.data.tags.get("uqroute.unit_key")
+                out.setdefault(key or h, []).append(r.info.status)
+                by_hash.setdefault(h, []).append((r.info.run_id, key))
             token = page.token
             if not token:
+                self._runs_of_hash = by_hash
                 return out
 
     def finished_settings(self) -> set[str]:
+        """Unit keys of the settings whose current result is logged and finished."""
         return {h for h, st in self.setting_runs().items() if "FINISHED" in st}
 
-    def log_setting(self, manifest: dict, setting_dir: Path, params: dict) -> str:
-        """Log one setting unless it is there already (found by its hash); synchronous."""
-        return self.write_setting(SettingSource(manifest, Path(setting_dir), params), check=True)
+    def log_setting(self, manifest: dict, setting_dir: Path, params: dict, replace: bool = False) -> str:
+        """Log one setting unless its current result is there already (found by its setting hash
+        and unit key; ``replace``: log it anew all the same); synchronous."""
+        return self.write_setting(SettingSource(manifest, Path(setting_dir), params), check=True, replace=replace)
 
-    def write_setting(self, src: SettingSource, *, check: bool = True) -> str | None:
-        """Create, fill and finish the setting's run. ``check`` first looks for the setting's runs:
-        a finished one is kept (nothing logged), half-logged ones from a crash are replaced. The
-        background writer skips the look-up for settings it knows MLflow lacks."""
+    def write_setting(self, src: SettingSource, *, check: bool = True, replace: bool = False) -> str | None:
+        """Create, fill and finish the setting's run; the setting's other runs (an older result of
+        the same setting hash, half-logged ones from a crash) are deleted: one run per setting.
+        ``check`` first looks for the setting's runs: a finished one of the same unit key is kept
+        (nothing logged) unless ``replace`` (``uqroute rescore --all``: same key, new numbers). The
+        background writer skips the look-up for settings it knows MLflow lacks, and deletes the
+        stale runs ``setting_runs`` saw."""
         from mlflow.entities import Metric, Param, RunStatus
 
         m = src.manifest
-        h = m["key"]
+        key = m["key"]
+        h = m.get("setting_hash", key)  # manifests written before unit keys: key was the setting hash
         if check:
             existing = self._find(uqroute__setting_hash=h, uqroute__grid_hash=self.grid_hash)
-            done = [r for r in existing if r.info.status == "FINISHED"]
-            if done:
-                return done[0].info.run_id
-            for r in existing:
-                self.client.delete_run(r.info.run_id)
+            current = [r for r in existing if r.info.status == "FINISHED" and not replace
+                       and r.data.tags.get("uqroute.unit_key", h) == key]
+            if current:
+                for r in existing:
+                    if r.info.run_id != current[0].info.run_id:
+                        self.client.delete_run(r.info.run_id)
+                return current[0].info.run_id
+            stale = [r.info.run_id for r in existing]
+        else:
+            stale = [rid for rid, k in self._runs_of_hash.get(h, ()) if k != key or replace]
+        for rid in stale:
+            self.client.delete_run(rid)
         tags = {"mlflow.parentRunId": self.parent_id, "uqroute.kind": "setting", "uqroute.setting_hash": h,
-                "uqroute.grid_hash": self.grid_hash, "slm": m["slm"], "uq": m["uq"],
+                "uqroute.unit_key": key, "uqroute.grid_hash": self.grid_hash, "slm": m["slm"], "uq": m["uq"],
                 "dataset": m["dataset"], "llm": m["llm"]}
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in m["metrics"].items()

@@ -20,7 +20,7 @@ in ``pending`` and logged later from the store.
   ``pending`` names the settings MLflow still lacks (``uqroute sync <out>`` logs them).
 
 The writer only needs three things of its sink (``MlflowSink`` has them; unit tests use an
-in-process fake): ``setting_runs() -> {hash: [status, ...]}``, ``write_setting(item, check=)``
+in-process fake): ``setting_runs() -> {key: [status, ...]}`` (a setting's unit key), ``write_setting(item, check=)``
 and ``ping() -> bool``. ``connect()`` makes the sink (``None`` or an exception: not yet), and
 ``prepare(key, manifest_or_None)`` turns a hash into the item ``write_setting`` takes.
 """

@@ -11,6 +11,18 @@ Expensive work depends on fewer axes than the grid, so the plan factors it:
   setting units  one per setting: the join of a score unit with an LLM unit, the routing
                  metrics, the records and the plot (cheap).
 
+Every unit is keyed by one function, ``unit_key(kind, identity, deps)``: the hash of what the
+unit is and computes (its config, and the version of each rule it applies: the stage's prompt
+version for a gen unit, ``SCORING_VERSION``, and ``EXTRACTION_VERSION`` where the extracted
+answer is read) together with the keys of the units it reads. So a change anywhere upstream
+reaches exactly the units downstream of it: bumping the p(True) prompt reruns the ptrue passes,
+the score units of methods that read them and their settings, and nothing else.
+
+A setting's *identity* stays its setting hash (``orchestrator.grid``): it names the setting's
+MLflow run (tag ``uqroute.setting_hash``), whose content is replaced when the setting's unit key
+changes. Its results live under ``settings/<unit key>``; read them through
+``Plan.setting_dir``, never by the setting hash.
+
 A unit whose manifest is in the store is done: nothing is computed twice, in one run or
 across runs that share a store. The driver-side plan imports no torch.
 """
@@ -20,14 +32,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, PROMPT_VERSION, answer_mode
+from jobs import answers, prompts
+from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.records import is_complete, unit_dir
 from jobs.stages import STAGE_DEPS, STAT_STAGE
 from orchestrator.config import ResolvedGrid
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 KIND_DIRS = {"gen": "gen", "score": "score", "setting": "settings"}
+#: Version of what score and setting units compute from their inputs (``jobs/scoring.py``,
+#: ``jobs/metrics.py``, the UQ methods of ``jobs/uq``): bump it when one of them changes a result.
 SCORING_VERSION = "1"
+#: Stats of ``jobs.scoring.load_stats`` that come from the extracted answer: a score unit of a
+#: method that reads one (``requires``, or ``correct`` for every trained method) is keyed by
+#: ``EXTRACTION_VERSION`` and the extraction policy; the others are not.
+EXTRACTION_STATS = ("answer_logprob", "correct")
+#: Generation stages whose prompt shows an *extracted* answer (rather than the raw output): their
+#: keys carry ``EXTRACTION_VERSION`` too. None today: p(True) and verbal 2-stage show the raw output.
+GEN_STAGES_READING_EXTRACTION: frozenset[str] = frozenset()
 CHUNK_SIZE = 32
 #: Stages whose work changes with decoding.answer_mode (the others generate in both modes; ptrue and
 #: verbal_2s read the greedy answer, so their keys follow through their deps).
@@ -48,6 +70,37 @@ class Unit:
         return self.payload.get("stage", self.kind)
 
 
+def unit_key(kind: str, identity: dict, deps: dict) -> str:
+    """The content key of a work unit, the one function that makes keys.
+
+    identity: what the unit is and how it computes (configs, parameters, and the version of every
+    rule it applies); deps: the keys of the units it reads, by name (nested dicts / lists of keys
+    allowed). A gen unit's key is ``stable_hash(identity | {"deps": deps})``, what it was before
+    this function existed (stores of generations stay valid); score and setting keys add the kind."""
+    if kind not in KIND_DIRS:
+        raise ValueError(f"unknown unit kind {kind!r}; valid: {', '.join(KIND_DIRS)}")
+    if "deps" in identity or "kind" in identity:
+        raise ValueError(f"a {kind} unit's identity may not hold 'deps' or 'kind' (they are added here)")
+    ident = dict(identity, deps=deps)
+    if kind != "gen":
+        ident["kind"] = kind
+    return stable_hash(ident)
+
+
+def stage_prompt_version(stage: str, overrides: dict[str, str] | None = None) -> str:
+    """The prompt version a gen unit of ``stage`` is keyed by: ``jobs.prompts.PROMPT_VERSION`` (every
+    template), plus the stage's own version when its template changed on its own
+    (``jobs.prompts.STAGE_PROMPT_VERSIONS``, or ``overrides``): a p(True) wording change reruns
+    only the ptrue passes. A stage without its own version keeps the key it always had."""
+    own = (prompts.STAGE_PROMPT_VERSIONS if overrides is None else overrides).get(stage)
+    return prompts.PROMPT_VERSION if own is None else f"{prompts.PROMPT_VERSION}+{stage}:{own}"
+
+
+def reads_extraction(method) -> bool:
+    """Whether a UQ method's scores depend on the extracted answer (see ``EXTRACTION_STATS``)."""
+    return bool((set(method.requires) | set(method.fit_requires)) & set(EXTRACTION_STATS))
+
+
 @dataclass
 class Plan:
     settings: list[Setting]
@@ -57,6 +110,25 @@ class Plan:
     #   fit_llm[(llm, dataset)] = key of the LLM pass on the fit role
     fit_scores: dict = field(default_factory=dict)
     fit_llm: dict = field(default_factory=dict)
+    # setting hash -> key of its setting unit (where its results are: ``setting_dir``)
+    setting_keys: dict = field(default_factory=dict)
+    # leave-one-dataset-out scores of methods trained on other datasets (fit="other_datasets"):
+    #   leave_out[(slm, uq, dataset, heldout)] = {"score": key, "slm_greedy": key, "role": role}
+    # the scores of ``dataset``'s calibration-source rows (fit role when calibration is enabled,
+    # else eval) by a model trained on neither ``dataset`` nor ``heldout``: what the calibration
+    # set of ``heldout``'s transfer must use (no model that produced its scores saw ``heldout``)
+    leave_out: dict = field(default_factory=dict)
+
+    def setting_unit(self, s: Setting | str) -> Unit:
+        """The setting unit of a setting (or of a setting hash)."""
+        h = s if isinstance(s, str) else s.hash
+        if h not in self.setting_keys:
+            raise KeyError(f"setting {h!r} is not part of this plan")
+        return self.units[self.setting_keys[h]]
+
+    def setting_dir(self, store: Path, s: Setting | str) -> Path:
+        """Where a setting's results (manifest, records, curve) are in the store: the one lookup."""
+        return unit_dir(store, KIND_DIRS["setting"], self.setting_unit(s).key)
 
     def by_kind(self, kind: str) -> list[Unit]:
         return [u for u in self.units.values() if u.kind == kind]
@@ -98,10 +170,14 @@ def _uq_method(r: ResolvedGrid, uq: str):
     return UQ_METHODS.get(r.uq[uq]["method"] or uq)
 
 
-def make_plan(r: ResolvedGrid) -> Plan:
+def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) -> Plan:
+    """The plan of a grid. prompt_versions: stage -> its own prompt version (default
+    ``jobs.prompts.STAGE_PROMPT_VERSIONS``; see ``stage_prompt_version``)."""
     settings = expand(r)
     g = r.grid
     dec, run, seed = g["decoding"], g["dataset"], g["seed"]
+    policy = dec["extraction_policy"]
+    extraction = answers.EXTRACTION_VERSION
     units: dict[str, Unit] = {}
 
     def add(u: Unit) -> Unit:
@@ -138,8 +214,10 @@ def make_plan(r: ResolvedGrid) -> Plan:
             params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
         deps = {d: gen(model_kind, model, dataset, role, d).key for d in STAGE_DEPS[stage]}
         ident = {"model": model_identity(mc), "dataset": dataset_identity(dc, run), "role": role,
-                 "stage": stage, "params": params, "prompt_version": PROMPT_VERSION, "deps": deps}
-        key = stable_hash(ident)
+                 "stage": stage, "params": params, "prompt_version": stage_prompt_version(stage, prompt_versions)}
+        if stage in GEN_STAGES_READING_EXTRACTION:
+            ident |= {"extraction": extraction, "policy": policy}
+        key = unit_key("gen", ident, deps)
         payload = {"key": key, "stage": stage, "model": model, "model_kind": model_kind, "dataset": dataset,
                    "dataset_conf": dc, "run": run, "role": role, "params": params, "deps": deps}
         u = add(Unit("gen", key, f"{stage} {model} {dataset} {role}", payload, tuple(deps.values()),
@@ -150,12 +228,13 @@ def make_plan(r: ResolvedGrid) -> Plan:
     cal = g["calibration"]
     folds = int(cal["crossfit_folds"])
 
-    def score(slm: str, uq: str, dataset: str, role: str) -> Unit:
+    def score(slm: str, uq: str, dataset: str, role: str, leave_out: str | None = None) -> Unit | None:
         """Uncertainty of ``uq`` on ``slm``'s answers to the ``role`` rows of ``dataset``.
 
         Trained methods: in_domain ones train on the dataset's fit rows (scoring those same fit
         rows -- the calibration role -- is done out-of-fold, ``crossfit`` folds); other_datasets
-        ones train on every other dataset's fit rows."""
+        ones train on every other dataset's fit rows, except ``leave_out`` (a held-out target of
+        the transfer analysis). None when no dataset is left to train on."""
         method = _uq_method(r, uq)
         stages = sorted({STAT_STAGE[st] for st in method.requires if st in STAT_STAGE} | {"greedy"})
         ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
@@ -164,26 +243,37 @@ def make_plan(r: ResolvedGrid) -> Plan:
             fit_sets = [dataset] if role == "eval" else []
             crossfit = folds if role == "fit" else 0
         elif method.fit == "other_datasets":
-            fit_sets = [d for d in r.datasets if d != dataset]
+            fit_sets = [d for d in r.datasets if d not in (dataset, leave_out)]
+            if not fit_sets:
+                return None
         else:
             fit_sets = []
         for d in fit_sets:
             fit.append({"dataset": d, "stages": {st: gen("slm", slm, d, "fit", st).key for st in stages}})
-        ident = {"uq": r.uq[uq], "eval": ev, "fit": fit, "policy": dec["extraction_policy"],
-                 "version": SCORING_VERSION}
-        if role != "eval":  # eval-role keys stay what they were before calibration existed
-            ident |= {"role": role, "crossfit": crossfit, "crossfit_seed": seed}
-        key = stable_hash(ident)
+        ident = {"uq": r.uq[uq], "role": role, "crossfit": crossfit, "version": SCORING_VERSION}
+        if crossfit:
+            ident["crossfit_seed"] = seed
+        if reads_extraction(method):  # correctness labels / the answer letter's probability
+            ident |= {"extraction": extraction, "policy": policy}
+        key = unit_key("score", ident, {"eval": ev, "fit": fit})
         payload = {"key": key, "uq": uq, "method": r.uq[uq]["method"] or uq, "params": r.uq[uq]["params"],
                    "slm": slm, "dataset": dataset, "role": role, "eval": ev, "fit": fit,
-                   "crossfit": crossfit, "crossfit_seed": seed, "policy": dec["extraction_policy"]}
+                   "crossfit": crossfit, "crossfit_seed": seed, "policy": policy}
+        if leave_out is not None:
+            payload["leave_out"] = leave_out
         dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
-        label = f"score {uq} {slm} {dataset}" + ("" if role == "eval" else f" {role}")
+        label = f"score {uq} {slm} {dataset}" + ("" if role == "eval" else f" {role}") + (
+            f" without {leave_out}" if leave_out else "")
         return add(Unit("score", key, label, payload, dep_keys))
 
     fit_scores: dict = {}
     fit_llm: dict = {}
+    setting_keys: dict = {}
+    leave_out: dict = {}
     score_cache: dict[tuple, Unit] = {}
+    # the rows calibration sets of the transfer analysis are drawn from: fit role when calibration
+    # is enabled, else the other datasets' evaluated rows (jobs.analysis.transfer_analysis)
+    cal_role = "fit" if cal["enabled"] else "eval"
     for s in settings:
         # a setting's own (eval) units are planned before its calibration (fit) units: models serve
         # their units in plan order, so the first settings finish (and reach MLflow) early
@@ -198,7 +288,22 @@ def make_plan(r: ResolvedGrid) -> Plan:
         if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         greedy_key = sc.payload["eval"]["greedy"]
-        payload = {"key": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key, "slm_greedy": greedy_key,
-                   "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"]}
-        add(Unit("setting", s.hash, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
-    return Plan(settings, units, fit_scores, fit_llm)
+        ident = {"setting": s.hash, "version": SCORING_VERSION, "extraction": extraction, "policy": policy}
+        deps = {"score": sc.key, "slm_greedy": greedy_key, "llm": llm_unit.key}
+        key = unit_key("setting", ident, deps)
+        payload = {"key": key, "setting_hash": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key,
+                   "slm_greedy": greedy_key, "llm": llm_unit.key, "metrics": g["metrics"], "policy": policy}
+        add(Unit("setting", key, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
+        setting_keys[s.hash] = key
+    # leave-one-dataset-out scores, planned last (they only feed the transfer analysis)
+    for (slm, uq, dataset) in score_cache:
+        if _uq_method(r, uq).fit != "other_datasets":
+            continue
+        for heldout in r.datasets:
+            if heldout == dataset or (slm, uq, dataset, heldout) in leave_out:
+                continue
+            lu = score(slm, uq, dataset, cal_role, leave_out=heldout)
+            if lu is not None:
+                leave_out[(slm, uq, dataset, heldout)] = {"score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
+                                                          "role": cal_role}
+    return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out)

@@ -150,13 +150,14 @@ def make_sink(r: ResolvedGrid, console=None):
 
 
 def settings_table(r: ResolvedGrid, plan: Plan) -> list[dict]:
+    """One row per finished setting: name, setting hash, unit key (where its results are), axes, metrics."""
     rows = []
     store = r.store_dir
     for s in plan.settings:
-        p = unit_dir(store, "settings", s.hash) / "manifest.json"
+        p = plan.setting_dir(store, s) / "manifest.json"
         if p.is_file():
             m = read_json(p)["metrics"]
-            rows.append({"setting": s.name, "hash": s.hash, **s.axes(), **m})
+            rows.append({"setting": s.name, "hash": s.hash, "key": plan.setting_keys[s.hash], **s.axes(), **m})
     return rows
 
 
@@ -200,7 +201,7 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
         _say(console, f"MLflow server did not start: {exc}; results go to the store only. "
                       f"Run `uqroute sync {r.output_dir}` later.")
         return None
-    axes = {s.hash: s.axes() for s in plan.settings}
+    axes = {plan.setting_keys[s.hash]: s.axes() for s in plan.settings}  # by setting unit key
 
     def prepare(key: str, manifest: dict | None) -> SettingSource:
         d = unit_dir(r.store_dir, "settings", key)
@@ -211,7 +212,9 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
 
 
 def _store_settings_done(r: ResolvedGrid, plan: Plan) -> list[str]:
-    return [s.hash for s in plan.settings if (unit_dir(r.store_dir, "settings", s.hash) / "manifest.json").is_file()]
+    """Unit keys of the settings whose results are in the store."""
+    return [plan.setting_keys[s.hash] for s in plan.settings
+            if (plan.setting_dir(r.store_dir, s) / "manifest.json").is_file()]
 
 
 def _write_state(r: ResolvedGrid, state: str, **extra) -> None:
@@ -383,11 +386,11 @@ def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
 
 
 def _sync_missing(r: ResolvedGrid, plan: Plan, sink) -> int:
-    have = sink.finished_settings()
+    have = sink.finished_settings()  # unit keys of the finished runs
     n = 0
     for s in plan.settings:
-        d = unit_dir(r.store_dir, "settings", s.hash)
-        if s.hash not in have and (d / "manifest.json").is_file():
+        d = plan.setting_dir(r.store_dir, s)
+        if plan.setting_keys[s.hash] not in have and (d / "manifest.json").is_file():
             sink.log_setting(read_json(d / "manifest.json"), d, setting_params(r, s.axes()))
             n += 1
     return n

@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from jobs.records import unit_dir
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,7 +48,7 @@ def _results(r, plan) -> dict:
     """setting hash -> per-sample (id, slm answer, slm correct, llm correct, uncertainty, rank)."""
     out = {}
     for s in plan.settings:
-        t = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pylist()
+        t = pq.read_table(plan.setting_dir(r.store_dir, s) / "records.parquet").to_pylist()
         out[s.hash] = [(x["sample_id"], x["slm_answer"], x["slm_correct"], x["llm_correct"],
                         round(x["uncertainty"], 5), x["route_rank"]) for x in t]
     return out
@@ -188,7 +187,7 @@ def test_unusable_dataset_fails_alone_and_status_says_why(tmp_path, ray_local, c
     r = load_grid(gp, conf_dir=REPO / "tests" / "conf")
     plan, report, _ = run_grid(r)
     ok = {s.name for s in plan.settings if s.dataset == "strategyqa"}
-    assert ok and all((r.store_dir / "settings" / s.hash / "manifest.json").is_file()
+    assert ok and all((plan.setting_dir(r.store_dir, s) / "manifest.json").is_file()
                       for s in plan.settings if s.name in ok)
     failed = [e for e in Ledger(r.output_dir / "ledger.jsonl").events() if e["event"] == "failed"]
     assert any(e["reason"] == "data_error" and "no usable samples" in e["detail"] for e in failed)

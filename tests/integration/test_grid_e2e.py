@@ -17,7 +17,7 @@ def test_every_setting_finishes_with_records_and_metrics(tiny_run):
     assert report.ok, (report.failed, report.blocked)
     assert len(plan.settings) == 14
     for s in plan.settings:
-        d = unit_dir(r.store_dir, "settings", s.hash)
+        d = plan.setting_dir(r.store_dir, s)
         m = read_json(d / "manifest.json")
         assert m["name"] == s.name and m["metrics"]["n"] == 6
         recs = pq.read_table(d / "records.parquet").to_pylist()
@@ -47,7 +47,7 @@ def test_uq_methods_disagree(tiny_run):
     r, plan = tiny_run["resolved"], tiny_run["plan"]
     by_ds: dict = {}
     for s in plan.settings:
-        recs = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pylist()
+        recs = pq.read_table(plan.setting_dir(r.store_dir, s) / "records.parquet").to_pylist()
         by_ds.setdefault(s.dataset, {})[s.uq] = tuple(x["uncertainty"] for x in recs)
     for ds, scores in by_ds.items():
         assert len(set(scores.values())) >= 5, ds

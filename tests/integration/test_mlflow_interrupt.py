@@ -57,7 +57,7 @@ def test_ctrl_c_prints_one_line_marks_the_grid_killed_and_resume_finishes(tmp_pa
             proc.wait(30)
     r = load_output(out)
     plan = make_plan(r)
-    n_done = sum(1 for s in plan.settings if s.hash in plan.done(r.store_dir))
+    n_done = sum(1 for s in plan.settings if plan.setting_keys[s.hash] in plan.done(r.store_dir))
     assert proc.returncode == 130, output
     assert stopped_in < 30, stopped_in
     assert "Traceback" not in output, output

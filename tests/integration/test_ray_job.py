@@ -16,7 +16,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs.datasets import default_data_root
-from jobs.records import unit_dir
 from tests.conftest import REPO
 from tests.integration.test_two_node_cluster import _free_port, _kill_matching
 
@@ -82,7 +81,7 @@ def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_serve
     plan = make_plan(r)
     assert len(plan.settings) == 3
     for s in plan.settings:
-        rows = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pylist()
+        rows = pq.read_table(plan.setting_dir(r.store_dir, s) / "records.parquet").to_pylist()
         assert len(rows) == 8 and all(x["route_rank"] is not None for x in rows)
     c = MlflowClient(mlflow_server)
     exp = c.get_experiment_by_name("ray-job")

@@ -84,10 +84,8 @@ def test_api_key_never_leaves_the_environment(tmp_path, tmp_path_factory, ray_lo
         th.join(10)
     import pyarrow.parquet as pq
 
-    from jobs.records import unit_dir
-
     [s] = plan.settings
-    rows = pq.read_table(unit_dir(r.store_dir, "settings", s.hash) / "records.parquet").to_pylist()
+    rows = pq.read_table(plan.setting_dir(r.store_dir, s) / "records.parquet").to_pylist()
     assert len(rows) == 4 and all(x["llm_answer"] is not None or x["llm_correct"] is not None for x in rows)
     needle = key.encode()
     # everything this test run wrote: output folder, store, ledger, MLflow database and artifacts

@@ -331,8 +331,8 @@ def test_model_that_cannot_load_fails_its_units_once(tmp_path):
     assert bad <= set(report.failed)
     assert all("died 3 times before finishing" in report.failed[k] for k in bad)
     ok_settings = [s for s in plan.settings if s.slm == "slm0"]
-    assert all(s.hash in report.done for s in ok_settings)
-    assert all(s.hash in report.blocked for s in plan.settings if s.slm == "slm1")
+    assert all(plan.setting_keys[s.hash] in report.done for s in ok_settings)
+    assert all(plan.setting_keys[s.hash] in report.blocked for s in plan.settings if s.slm == "slm1")
 
 
 def test_oom_retries_with_half_the_batch(tmp_path):
@@ -361,8 +361,8 @@ def test_data_error_is_not_retried_and_blocks_dependents(tmp_path):
     report = sched.run()
     boolq_gen = [c for c in ex.gen_calls if c.payload["dataset"] == "boolq"]
     assert len(boolq_gen) == len({c.payload["key"] for c in boolq_gen})  # once each
-    assert all(s.hash in report.done for s in plan.settings if s.dataset == "gsm8k")
-    assert all(s.hash in report.blocked for s in plan.settings if s.dataset == "boolq")
+    assert all(plan.setting_keys[s.hash] in report.done for s in plan.settings if s.dataset == "gsm8k")
+    assert all(plan.setting_keys[s.hash] in report.blocked for s in plan.settings if s.dataset == "boolq")
 
 
 def test_ctrl_c_releases_actors_and_records_the_interruption(tmp_path):
