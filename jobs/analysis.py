@@ -61,20 +61,28 @@ def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
 
 def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
     """Same shape as ``eval_pools``, from the calibration (fit-role) units of the plan; empty when
-    the grid did not enable calibration. Rows are the fit-role greedy rows with a score."""
-    from jobs.scoring import judge
+    the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
+    answer judged is the one the eval settings judge (``jobs.scoring.slm_judgement``: verbal_1s's
+    own answer under its default route)."""
+    from jobs.scoring import judge, slm_judgement
+    from jobs.uq import UQ_METHODS
 
-    judged: dict[str, dict[str, bool]] = {}
+    judged: dict[tuple, dict[str, bool]] = {}
 
-    def correct_by_id(key: str) -> dict[str, bool] | None:
-        if key not in judged:
-            d = unit_dir(store, "gen", key)
-            if not is_complete(d):
+    def correct_by_id(key: str, score_key: str | None = None, stages: dict | None = None) -> dict[str, bool] | None:
+        ck = (key, score_key)
+        if ck not in judged:
+            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *(stages or {}).values()}):
                 return None
-            rows = read_unit(d).to_pylist()
-            _, ok = judge(rows, policy)
-            judged[key] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
-        return judged[key]
+            rows = read_unit(unit_dir(store, "gen", key)).to_pylist()
+            su = plan.units.get(score_key) if score_key else None
+            if su is None:
+                _, ok = judge(rows, policy)
+            else:
+                ok = slm_judgement(store, rows, stages or {}, UQ_METHODS.get(su.payload["method"]),
+                                   su.payload["params"], policy)["correct"]
+            judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
+        return judged[ck]
 
     out: dict[Key, dict[str, dict]] = {}
     for s in plan.settings:
@@ -83,7 +91,8 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
         if fs is None or fl is None:
             continue
         sdir = unit_dir(store, "score", fs["score"])
-        slm_ok, llm_ok = correct_by_id(fs["slm_greedy"]), correct_by_id(fl)
+        slm_ok = correct_by_id(fs["slm_greedy"], fs["score"], fs.get("slm_stages"))
+        llm_ok = correct_by_id(fl)
         if not is_complete(sdir) or slm_ok is None or llm_ok is None:
             continue
         rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
@@ -104,31 +113,58 @@ def method_table(store: Path, plan) -> list[dict]:
     for s in plan.settings:
         p = unit_dir(store, "settings", s.hash) / "manifest.json"
         if p.is_file():
-            rows.append({"setting": s.name, **s.axes(), **read_json(p)["metrics"]})
+            m = read_json(p)
+            row = {"setting": s.name, **s.axes(), **m["metrics"], "nan_policy": m.get("nan_policy"),
+                   "answer_route": m.get("answer_route")}
+            row["unscored_share"] = _unscored_share(row)
+            rows.append(row)
     return rows
 
 
+def _unscored_share(row: dict) -> float:
+    """A setting's share of queries its method could not score (n_nan / n; settings written
+    before ``unscored_share`` existed have n and n_nan)."""
+    if row.get("unscored_share") is not None:
+        return float(row["unscored_share"])
+    n = row.get("n") or 0
+    return float(row.get("n_nan") or 0) / n if n else float("nan")
+
+
 def method_ranking(table: list[dict]) -> list[dict]:
-    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped)."""
+    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped),
+    with each method's mean unscored share (the queries its AUROC leaves out under "drop", or
+    ranks first under "most_uncertain")."""
     by: dict[str, list[float]] = {}
+    unscored: dict[str, list[float]] = {}
     for row in table:
         by.setdefault(row["uq"], []).append(row["auroc"])
+        unscored.setdefault(row["uq"], []).append(_unscored_share(row))
     out = []
     for uq, vals in by.items():
         v = np.asarray([x for x in vals if x is not None and np.isfinite(x)])
+        share = np.asarray([x for x in unscored[uq] if np.isfinite(x)])
         out.append({"uq": uq, "mean_auroc": float(v.mean()) if v.size else float("nan"),
                     "min_auroc": float(v.min()) if v.size else float("nan"),
-                    "max_auroc": float(v.max()) if v.size else float("nan"), "n": int(v.size)})
+                    "max_auroc": float(v.max()) if v.size else float("nan"), "n": int(v.size),
+                    "mean_unscored_share": float(share.mean()) if share.size else float("nan")})
     out.sort(key=lambda r: (-r["mean_auroc"] if np.isfinite(r["mean_auroc"]) else math.inf, r["uq"]))
     for i, r in enumerate(out):
         r["rank"] = i + 1
     return out
 
 
-def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str, n_boot: int, seed: int = 0,
-                 ties: str = "expected") -> list[dict]:
+def _policy(nan_policy: str | dict[str, str], uq: str) -> str:
+    """The NaN policy of ``uq``: one policy for every method, or a mapping uq -> policy
+    (``orchestrator.config.nan_policy_of`` of each UQ entry)."""
+    return nan_policy if isinstance(nan_policy, str) else nan_policy[uq]
+
+
+def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str | dict[str, str], n_boot: int,
+                 seed: int = 0, ties: str = "expected") -> list[dict]:
     """Every pair of UQ methods on the same (SLM, LLM, dataset) queries: paired bootstrap
-    differences of AUROC and routing area (``metrics.paired_comparison``)."""
+    differences of AUROC and routing area (``metrics.paired_comparison``). Each method's NaN
+    scores follow its own policy (``nan_policy``: one for all, or uq -> policy); a query either
+    method drops is left out of the pair, so both are compared on the same queries."""
     groups: dict[tuple[str, str, str], dict[str, dict]] = {}
     for (slm, uq, llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
@@ -139,8 +175,8 @@ def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str, n_boot: 
             pa, pb = by_uq[a], by_uq[b]
             if list(pa["sample_id"]) != list(pb["sample_id"]):
                 raise ValueError(f"{slm}/{llm}/{ds}: methods {a} and {b} were scored on different samples")
-            ua, _ = M.apply_nan_policy(pa["uncertainty"], nan_policy)
-            ub, _ = M.apply_nan_policy(pb["uncertainty"], nan_policy)
+            ua, _ = M.apply_nan_policy(pa["uncertainty"], _policy(nan_policy, a))
+            ub, _ = M.apply_nan_policy(pb["uncertainty"], _policy(nan_policy, b))
             keep = ~(np.isnan(ua) | np.isnan(ub))
             res = M.paired_comparison(ua[keep], ub[keep], pa["slm_correct"][keep], pa["llm_correct"][keep],
                                       n_boot=n_boot, seed=seed, ties=ties)
@@ -323,7 +359,7 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
 
 
 def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
-                      cal_conf: dict, nan_policy: str, calibration_datasets: list[str] | None = None,
+                      cal_conf: dict, nan_policy: str | dict[str, str], calibration_datasets: list[str] | None = None,
                       methods: dict[str, str] | None = None) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
     fixed), curve distances, and accuracy-target transfer.
@@ -334,6 +370,7 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
     held-out dataset in half). calibration_datasets: the datasets whose fit rows may feed
     calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows.
     methods: uq name -> UQ method name (for ``calibration_scale``; default: the uq name itself).
+    nan_policy: one policy for every method, or uq name -> policy (``nan_policy_of``).
     Calibration sets are drawn ``calibration.n_draws`` times (seeds seed, seed + 1, ...) on the
     ``calibration.scale``; rows and curves carry the mean and spread over the draws."""
     rows, curves, acc_rows, skipped = [], [], [], []
@@ -350,6 +387,7 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
             cal_src = {d: p for d, p in fp.items() if d in allowed}
         scale = calibration_scale(cal_conf, methods.get(uq, uq))
         kw = _build_kw(cal_conf, scale)
+        policy = _policy(nan_policy, uq)
         n_draws = int(cal_conf.get("n_draws", 1))
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
         for h in sorted(ev):
@@ -358,11 +396,11 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
                                 "reason": f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})"})
                 continue
             try:
-                t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
+                t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=policy,
                                      calibration_pools=cal_src if use_fit else None,
                                      in_domain_pools=fp if use_fit else None, heldouts=[h], n_draws=n_draws,
                                      **kw)
-                c = C.curve_transfer(ev, h, nan_policy=nan_policy, calibration_pools=cal_src if use_fit else None,
+                c = C.curve_transfer(ev, h, nan_policy=policy, calibration_pools=cal_src if use_fit else None,
                                      n_draws=n_draws, **kw)
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
@@ -370,7 +408,7 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
             rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, **row} for row in t]
             c.pop("calibration")
             curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **c})
-        for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy, scale):
+        for row in accuracy_transfer(ev, cal_src, cal_conf, policy, scale):
             acc_rows.append({"slm": slm, "uq": uq, "llm": llm, "source": source, **row})
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
@@ -429,8 +467,9 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
         ev1.append(f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
                    f"{len(set(top3) & set(PAPER_TOP3))} of the paper's three are among them.")
         if verbal:
-            ev1.append("Verbalized confidence ranks " + ", ".join(f"{r['uq']} #{r['rank']} of {len(ranked)} "
-                                                                  f"(AUROC {_fmt(r['mean_auroc'])})" for r in verbal)
+            ev1.append("Verbalized confidence ranks " + ", ".join(
+                f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
+                f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})" for r in verbal)
                        + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half."))
         best = ranked[0]["mean_auroc"]
         below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
@@ -553,18 +592,21 @@ def analyze(r, plan) -> dict:
     fp = fit_pools(store, plan, r.grid["decoding"]["extraction_policy"])
     table = method_table(store, plan)
     ranking = method_ranking(table)
-    paired = paired_table(ev, nan_policy=mconf["nan_policy"], n_boot=int(mconf["bootstrap"]) or 200,
+    from orchestrator.config import nan_policy_of
+
+    policies = {uq: nan_policy_of(r, uq) for uq in r.uq}
+    paired = paired_table(ev, nan_policy=policies, n_boot=int(mconf["bootstrap"]) or 200,
                           seed=int(mconf["seed"]), ties=mconf["ties"])
     methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
     dist = distance_analysis(ev, methods)
     sources = fit_sources(r)
     allowed = (None if cal_conf["pool"] == "fit"
                else [d for d, src in sources.items() if src.startswith("split:")])
-    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed, methods)
+    transfer = transfer_analysis(ev, fp, cal_conf, policies, allowed, methods)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),
             "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
             "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},
-            "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
+            "nan_policies": policies, "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
             "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
 

@@ -357,19 +357,34 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts.append('<h2 id="alignment">AUROC and routing area (95% bootstrap CIs)</h2>')
     parts.append(_img(auroc_png, "AUROC per UQ method and dataset"))
     parts.append(table_html(a["ranking"], [("rank", "rank"), ("uq", "UQ method"), ("mean_auroc", "mean AUROC"),
-                                           ("min_auroc", "min"), ("max_auroc", "max"), ("n", "settings")]))
+                                           ("min_auroc", "min"), ("max_auroc", "max"),
+                                           ("mean_unscored_share", "unscored"), ("n", "settings")]))
     parts.append(table_html(sorted(a["settings"], key=lambda t: (t["slm"], t["dataset"], t["llm"], -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9))),
                             [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), ("auroc", "AUROC"),
-                             ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
+                             ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("unscored_share", "unscored"),
+                             ("nan_policy", "NaN policy"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
                              ("apgr", "APGR"), ("apgr_lo", "lo"), ("apgr_hi", "hi"),
                              ("gap_recovered_vs_random", "gap vs random"), ("gap_recovered_vs_random_lo", "lo"),
                              ("gap_recovered_vs_random_hi", "hi"), ("cpt_50", "CPT(50%)"), ("cpt_80", "CPT(80%)"),
                              ("n_nan", "NaN")], "settings"))
+    parts.append("<p><b>unscored</b>: the share of queries the UQ method could not score (e.g. a verbalized "
+                 "confidence that does not parse). Under the NaN policy <b>drop</b> (the verbal methods' default) "
+                 "every other number of the row is computed without them; under <b>most_uncertain</b> they are "
+                 "offloaded first.</p>")
     parts.append("<p><b>APGR</b> and <b>CPT(x%)</b> are RouteLLM's (lm-sys/RouteLLM, "
                  "<code>routellm/evals/evaluate.py</code>): APGR = (area − SLM acc) / (LLM acc − SLM acc), so random "
                  "routing scores 0.5; CPT(x%) = the call rate (fraction) at which accuracy reaches SLM acc + x% of the "
                  "gap, by linear interpolation. <b>gap vs random</b> is ours: (area − random area) / (oracle area − "
                  "random area), 0 = random, 1 = oracle.</p>")
+    own = [t for t in a["settings"] if t.get("answer_agreement") is not None]
+    if own:
+        parts.append("<p>One-stage verbal confidence comes with an answer of its own. <b>agreement</b>: the share "
+                     "of queries where that answer equals the greedy one; <b>SLM acc</b> is the accuracy of the "
+                     "answer the setting judges (its route), <b>greedy acc</b> that of the greedy answer.</p>")
+        parts.append(table_html(own, [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"),
+                                      ("answer_route", "route"), ("answer_agreement", "agreement"),
+                                      ("slm_acc", "SLM acc"), ("greedy_slm_acc", "greedy acc"), ("auroc", "AUROC"),
+                                      ("unscored_share", "unscored")], "agreement"))
     parts += relative_accuracy_html(a["settings"])
     # paired
     parts.append('<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '

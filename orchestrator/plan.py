@@ -23,7 +23,7 @@ from pathlib import Path
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, PROMPT_VERSION, answer_mode
 from jobs.records import is_complete, unit_dir
 from jobs.stages import STAGE_DEPS, STAT_STAGE
-from orchestrator.config import ResolvedGrid
+from orchestrator.config import ResolvedGrid, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 KIND_DIRS = {"gen": "gen", "score": "score", "setting": "settings"}
@@ -194,11 +194,16 @@ def make_plan(r: ResolvedGrid) -> Plan:
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
         if cal["enabled"] and sk not in fit_scores:
             fu = score(s.slm, s.uq, s.dataset, "fit")
-            fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"]}
+            fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"],
+                              "slm_stages": fu.payload["eval"]}
         if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         greedy_key = sc.payload["eval"]["greedy"]
+        # slm_stages: the SLM passes the score read (a verbal method's own answer and parse status);
+        # method / uq_params: which answer is judged (UQMethod.route); nan_policy: nan_policy_of
         payload = {"key": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key, "slm_greedy": greedy_key,
-                   "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"]}
+                   "slm_stages": sc.payload["eval"], "method": sc.payload["method"], "uq_params": sc.payload["params"],
+                   "llm": llm_unit.key, "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)},
+                   "policy": dec["extraction_policy"]}
         add(Unit("setting", s.hash, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
     return Plan(settings, units, fit_scores, fit_llm)

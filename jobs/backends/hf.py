@@ -22,8 +22,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from jobs.backends.base import Generation, Messages
 from jobs.backends.model_source import resolve
 
-TRUE_WORDS = ("True", " True", "true", " true", "TRUE")
-FALSE_WORDS = ("False", " False", "false", " false", "FALSE")
+#: Words whose next-token probability p(True) sums: each spelling that is one whole token of the
+#: model's vocabulary, with and without a leading space (``whole_word_ids``). A spelling split into
+#: pieces ("TRUE" -> "TR" + "UE" for SmolLM2) is left out: its first piece also starts other replies.
+TRUE_WORDS = ("True", "true", "TRUE")
+FALSE_WORDS = ("False", "false", "FALSE")
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class HFBackend:
         self.model.eval()
         self.has_chat_template = bool(getattr(self.tok, "chat_template", None)) and spec.use_chat_template
         self._eos_ids = self._eos_token_ids()
-        self._tf_ids = (self._first_ids(TRUE_WORDS), self._first_ids(FALSE_WORDS))
+        self._tf_ids = (self.whole_word_ids(TRUE_WORDS), self.whole_word_ids(FALSE_WORDS))
 
     # ----------------------------------------------------------------- prompts
     def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
@@ -105,12 +108,15 @@ class HFBackend:
             ids.update(src if isinstance(src, (list, tuple)) else [src])
         return ids
 
-    def _first_ids(self, words) -> list[int]:
+    def whole_word_ids(self, words) -> list[int]:
+        """Token ids that are one of ``words`` as a single whole token, bare or after one leading
+        space ("True", " True"); a spelling the tokenizer splits into several tokens gives none."""
         ids = set()
         for w in words:
-            t = self.tok.encode(w, add_special_tokens=False)
-            if t:
-                ids.add(t[0])
+            for v in (w, " " + w):
+                t = self.tok.encode(v, add_special_tokens=False)
+                if len(t) == 1 and self.tok.decode(t).strip() == w:
+                    ids.add(t[0])
         return sorted(ids)
 
     @property
@@ -227,7 +233,9 @@ class HFBackend:
 
     @torch.inference_mode()
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
-        """P(True) normalized over {True, False} for the next token after each prompt."""
+        """P(True) normalized over {True, False} for the next token after each prompt: the summed
+        probability of the whole-token spellings of True (``TRUE_WORDS``, ``whole_word_ids``) over
+        that of True and False together."""
         enc = self._encode(prompts)
         pos = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
         logits = self.model(**enc, position_ids=pos).logits[:, -1].float()
@@ -241,15 +249,7 @@ class HFBackend:
         """Token ids that spell ``option`` as one whole token: the option itself and with a leading
         space (``"B"``, ``" B"``); for a word (``yes``) also its capitalized form. Multi-token
         spellings are left out (their first piece is a prefix of other words)."""
-        variants = {option, " " + option}
-        if len(option) > 1:
-            variants |= {option.capitalize(), " " + option.capitalize()}
-        ids = set()
-        for v in variants:
-            t = self.tok.encode(v, add_special_tokens=False)
-            if len(t) == 1 and self.tok.decode(t).strip() == v.strip():
-                ids.add(t[0])
-        return sorted(ids)
+        return self.whole_word_ids({option, option.capitalize()} if len(option) > 1 else {option})
 
     @torch.inference_mode()
     def choice_logprobs(self, prompts: list[Messages], options: list[list[str]],

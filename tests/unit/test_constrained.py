@@ -17,15 +17,16 @@ from tests.unit.test_config_grid_plan import BASE, load
 
 DATASETS3 = BASE.replace("datasets: [addsub, strategyqa]", "datasets: [addsub, strategyqa, arc_easy]")
 
-# Gen keys of DATASETS3 computed with the code before answer modes existed: generate mode (the
-# default) must keep them byte-identical, so existing stores stay valid.
+# Gen keys of DATASETS3 computed with the code before answer modes existed (recomputed when
+# PROMPT_VERSION became v2, which is part of every gen key): generate mode (the default) must keep
+# them byte-identical, so existing stores stay valid.
 GENERATE_KEYS = {
-    "greedy smollm2-135m addsub eval": "971394ee5b7f321d", "llm smollm2-135m addsub eval": "fe6cb256feaacab5",
-    "samples smollm2-135m addsub eval": "47043fb7d23e59b6", "greedy smollm2-135m addsub fit": "de92de8a65c5e9d1",
-    "greedy smollm2-135m strategyqa fit": "70925befebb028d5", "greedy smollm2-135m arc_easy fit": "60061e884cc541f7",
-    "greedy smollm2-135m strategyqa eval": "6e9dcbccb191c777", "llm smollm2-135m strategyqa eval": "873e54b78196076d",
-    "samples smollm2-135m strategyqa eval": "a549de426348873b", "greedy smollm2-135m arc_easy eval": "8e729ab7b1fe0532",
-    "llm smollm2-135m arc_easy eval": "461bcc972db6e37d", "samples smollm2-135m arc_easy eval": "73b37d5e1c7b4354",
+    "greedy smollm2-135m addsub eval": "57e7457577e2ba2a", "llm smollm2-135m addsub eval": "3cd57a52123c883d",
+    "samples smollm2-135m addsub eval": "2bc7ea953ac27311", "greedy smollm2-135m addsub fit": "76970409be937c36",
+    "greedy smollm2-135m strategyqa fit": "d17e5f4fb6552c02", "greedy smollm2-135m arc_easy fit": "cb3d9111b8b7f68b",
+    "greedy smollm2-135m strategyqa eval": "d1f6b651705138b6", "llm smollm2-135m strategyqa eval": "1fb9caf2d3e9f611",
+    "samples smollm2-135m strategyqa eval": "3633e2e1bd3f24b6", "greedy smollm2-135m arc_easy eval": "8b8d5350ed4e9836",
+    "llm smollm2-135m arc_easy eval": "fda56a5282a3f0a3", "samples smollm2-135m arc_easy eval": "f58b60a98ea55c9c",
 }
 
 
