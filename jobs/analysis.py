@@ -178,6 +178,8 @@ def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str | dict[st
             ua, _ = M.apply_nan_policy(pa["uncertainty"], _policy(nan_policy, a))
             ub, _ = M.apply_nan_policy(pb["uncertainty"], _policy(nan_policy, b))
             keep = ~(np.isnan(ua) | np.isnan(ub))
+            if not keep.any():  # one of them scored none of these queries: nothing to compare
+                continue
             res = M.paired_comparison(ua[keep], ub[keep], pa["slm_correct"][keep], pa["llm_correct"][keep],
                                       n_boot=n_boot, seed=seed, ties=ties)
             rows.append({"slm": slm, "llm": llm, "dataset": ds, "uq_a": a, "uq_b": b, **res})
@@ -330,6 +332,8 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
         u_raw = eval_p[heldout]["uncertainty"]
         u, keep = M.apply_nan_policy(u_raw, nan_policy)
         u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
+        if not len(u):  # no scored query on the held-out dataset (all dropped)
+            continue
         by_frac: dict[float, list[dict]] = {}
         for sd in seeds:
             try:
@@ -471,6 +475,11 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
                 f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
                 f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})" for r in verbal)
                        + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half."))
+        unscorable = [r for r in ranking if r["uq"] in VERBAL and not np.isfinite(r["mean_auroc"])]
+        if unscorable:
+            ev1.append("No defined AUROC for " + ", ".join(
+                f"{r['uq']} (mean unscored share {_fmt(r['mean_unscored_share'])}: confidences that do not parse "
+                f"are dropped)" for r in unscorable) + ".")
         best = ranked[0]["mean_auroc"]
         below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
         if best < 0.55 or below:

@@ -18,6 +18,8 @@ History:
       "The answer is X" off long math answers; an answer too long for the prompt budget loses its
       middle, never its end (``jobs.stages.fit_answer``). ``ptrue_messages`` shows that text as it
       is: the mc option-text expansion it documented never ran (it was given raw text, not a letter).
+      A verbal 1-stage output that states no confidence is unparsed (NaN), no longer read from its
+      bare numbers ("The answer to this question is 1." gave a confidence of 1%).
 """
 from __future__ import annotations
 

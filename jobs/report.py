@@ -64,9 +64,13 @@ def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tu
         curves, rnd, orc = {}, None, None
         for s, d in sorted(items, key=lambda x: x[0].uq):
             c = json.loads((d / "curve.json").read_text())
+            if not c["curve"]:  # the method scored no query (all unscored under "drop")
+                continue
             auroc = read_json(d / "manifest.json")["metrics"]["auroc"]
             curves[f"{s.uq} (AUROC {auroc:.2f})"] = _curve(c["curve"])
             rnd, orc = _curve(c["random"]), _curve(c["oracle"])
+        if not curves:
+            continue
         p = plot_routing(curves, folder / f"{prefix}{slm}__{ds}__{llm}.png", random=rnd, oracle=orc,
                          title=f"{slm} -> {llm} on {ds}")
         out.append((f"{slm} → {llm} on {ds}", p))
@@ -337,7 +341,11 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
                  f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
                  f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>")
     acc_rows = {}
-    for t in a["settings"]:
+    # the SLM's accuracy is its greedy answers' on every query: prefer a setting that judges the
+    # greedy answer and used every query (a verbal_1s setting may judge its own answer, and "drop"
+    # leaves the unscored queries out)
+    for t in sorted(a["settings"], key=lambda t: (t.get("answer_route") == "own_answer",
+                                                 (t.get("n_used") or t["n"]) < t["n"])):
         acc_rows.setdefault((t["slm"], t["dataset"], t["llm"]), t)
     parts.append(table_html([{"slm": k[0], "dataset": k[1], "llm": k[2], "n": v["n"], "slm_acc": v["slm_acc"],
                               "llm_acc": v["llm_acc"], "random_area": v["random_area"], "oracle_area": v["oracle_area"]}

@@ -255,9 +255,13 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
                           n_boot=mc["bootstrap"], seed=mc["seed"]) | judged["metrics"]
     u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
     u_eff = u_all[keep]
-    curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
-    rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
-    orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
+    # under "drop" every query may be unscored (a verbal method whose confidences never parse):
+    # then there is no curve; the metrics are NaN and unscored_share is 1
+    scored = bool(keep.any())
+    if scored:
+        curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+        rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
+        orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
     order = np.argsort(-u_eff, kind="stable")
     rank = np.full(len(unc), -1)
     rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
@@ -270,11 +274,12 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
             rec[name] = v
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
-    write_json(udir / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd),
-                                     "oracle": curve_points(orc),
-                                     "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep],
-                                                                                    ties=mc["ties"])})
-    if plot:
+    write_json(udir / "curve.json", {
+        "curve": curve_points(curve) if scored else [], "random": curve_points(rnd) if scored else [],
+        "oracle": curve_points(orc) if scored else [],
+        "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+        if scored else []})
+    if plot and scored:
         from jobs.plots import plot_routing
 
         plot_routing({f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve}, udir / "curve.png",

@@ -23,17 +23,25 @@ This module does not import torch: the backend object is passed in.
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from jobs import prompts
 from jobs.answers import parse_confidence
 from jobs.datasets.roles import load_role
-from jobs.records import (existing_parts, finish_unit, is_complete, part_path, read_unit, unit_dir,
-                          write_table)
+from jobs.records import (
+    existing_parts,
+    finish_unit,
+    is_complete,
+    part_path,
+    read_unit,
+    unit_dir,
+    write_table,
+)
 from jobs.types import DataError, Sample
 
 STAT_STAGE = {
@@ -163,7 +171,7 @@ def _constrained_greedy(backend, samples, deps, p) -> list[dict]:
 
 def _constrained_samples(backend, samples, deps, p) -> list[dict]:
     m, temp = int(p["num_samples"]), float(p["temperature"])
-    msgs, opts, raw, norm, hidden, dt = _option_pass(backend, samples, p)
+    msgs, opts, _raw, norm, _hidden, dt = _option_pass(backend, samples, p)
     rng = np.random.default_rng(int(p["seed"]))
     rows = []
     for i, (msg, o) in enumerate(zip(msgs, opts)):
@@ -230,7 +238,7 @@ def _ptrue(backend, samples, deps, p) -> list[dict]:
 def _verbal_1s(backend, samples, deps, p) -> list[dict]:
     msgs = [prompts.verbal_1s_messages(s) for s in samples]
     gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
-    return [{"prompt": backend.render(m), "verbal_1s_raw": g.text, "verbal_1s_conf": _conf(g.text),
+    return [{"prompt": backend.render(m), "verbal_1s_raw": g.text, "verbal_1s_conf": _conf(g.text, one_stage=True),
              "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
             for m, g in zip(msgs, gens)]
 
@@ -244,7 +252,15 @@ def _verbal_2s(backend, samples, deps, p) -> list[dict]:
              "answer_truncated_from": c} for (m, c), g in zip(shown, gens)]
 
 
-def _conf(text: str) -> float:
+_STATES_CONFIDENCE = re.compile(r"(?i)confiden")
+
+
+def _conf(text: str, one_stage: bool = False) -> float:
+    """The stated confidence in [0, 1], NaN when none parses. A one-stage output must state it
+    ("Confidence: 80%", "80% confident"): its bare numbers belong to the answer ("The answer to
+    this question is 1." is not a confidence of 1%)."""
+    if one_stage and not _STATES_CONFIDENCE.search(text or ""):
+        return math.nan
     c = parse_confidence(text)
     return math.nan if c is None else float(c)
 

@@ -13,11 +13,11 @@ import contextlib
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
 
 from jobs.backends.base import Generation, Messages
 from jobs.backends.model_source import resolve
@@ -68,7 +68,7 @@ class HFBackend:
         self._setup()
 
     @classmethod
-    def from_model(cls, model, tokenizer, spec: HFModelSpec, identity: str = "in-memory") -> "HFBackend":
+    def from_model(cls, model, tokenizer, spec: HFModelSpec, identity: str = "in-memory") -> HFBackend:
         """A backend around a model already in memory (benchmarks, tests); ``spec`` gives the options.
 
         The model stays on its device and dtype; ``spec.source`` / ``id`` / ``dtype`` are not used.
@@ -169,8 +169,8 @@ class HFBackend:
         """
         enc = self._encode(prompts)
         torch.manual_seed(seed)
-        gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
-                      eos_token_id=sorted(self._eos_ids) or None, return_dict_in_generate=True)
+        gen_kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tok.pad_token_id,
+                  "eos_token_id": sorted(self._eos_ids) or None, "return_dict_in_generate": True}
         if self.spec.stop and not with_stats:
             gen_kw.update(stop_strings=list(self.spec.stop), tokenizer=self.tok)
         if do_sample:
@@ -218,7 +218,7 @@ class HFBackend:
                 text = text[:i]
         return text
 
-    def _fill_stats(self, stats: "_StepStats", new, lengths, gens) -> None:
+    def _fill_stats(self, stats: _StepStats, new, lengths, gens) -> None:
         """Per-token log p and entropy from the raw step logits; probe-layer hidden state.
 
         The hidden state is taken where the last answer token is the *input* (the step that
@@ -329,7 +329,7 @@ class _StepStats:
             self._probe = (decoder.layers[idx - 1], "post")
         self._handles = []
 
-    def __enter__(self) -> "_StepStats":
+    def __enter__(self) -> Self:
         self.step = 0
         self.tok_lp, self.entropy = [], []
         self.prev_logp = self.hidden = self.alive = self._h = None

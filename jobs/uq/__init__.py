@@ -55,4 +55,4 @@ PAPER_METHODS: tuple[str, ...] = (
     "avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe",
 )
 
-__all__ = ["UQ_METHODS", "PAPER_METHODS", "UQMethod", "compute"]
+__all__ = ["PAPER_METHODS", "UQ_METHODS", "UQMethod", "compute"]

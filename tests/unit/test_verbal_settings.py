@@ -206,3 +206,99 @@ def test_bad_nan_policy_and_route_are_config_errors(tmp_path):
     typo = GRID.replace("uq: [verbal_1s,", "uq: [{name: verbal_1s, params: {rout: own_answer}},")
     with pytest.raises(ConfigError, match=r"uq 'verbal_1s'.*rout.*valid: route"):
         _grid(tmp_path, typo)
+
+
+# ---- the report side: per-method policies, the unscored share, fit pools judge the same answer ---
+
+def test_paired_table_applies_each_methods_own_policy():
+    from jobs.analysis import paired_table
+
+    u_v, slm, llm = _skewed_failures()
+    u_p = np.linspace(0, 1, len(u_v))  # a method that scores every query
+    pools = {("m", "verbal_2s", "l"): {"d": {"sample_id": list(range(200)), "uncertainty": u_v,
+                                            "slm_correct": slm, "llm_correct": llm}},
+             ("m", "perplexity", "l"): {"d": {"sample_id": list(range(200)), "uncertainty": u_p,
+                                             "slm_correct": slm, "llm_correct": llm}}}
+    (drop,) = paired_table(pools, nan_policy={"verbal_2s": "drop", "perplexity": "most_uncertain"}, n_boot=20)
+    (mu,) = paired_table(pools, nan_policy="most_uncertain", n_boot=20)
+    keep = ~np.isnan(u_v)  # the pair is compared on the queries both methods score
+    assert drop["auroc_a"] == pytest.approx(M.auroc(u_p[keep], slm[keep]))
+    assert drop["auroc_b"] == pytest.approx(0.5)
+    assert mu["auroc_b"] == pytest.approx(0.675)
+
+
+def test_ranking_reports_the_mean_unscored_share():
+    from jobs.analysis import method_ranking
+
+    table = [{"uq": "verbal_1s", "auroc": 0.6, "n": 10, "n_nan": 4, "unscored_share": 0.4},
+             {"uq": "verbal_1s", "auroc": 0.5, "n": 10, "n_nan": 2},  # a manifest from before the field
+             {"uq": "perplexity", "auroc": 0.7, "n": 10, "n_nan": 0, "unscored_share": 0.0}]
+    by = {r["uq"]: r for r in method_ranking(table)}
+    assert by["verbal_1s"]["mean_unscored_share"] == pytest.approx(0.3)
+    assert by["perplexity"]["mean_unscored_share"] == 0.0
+
+
+def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
+    from types import SimpleNamespace
+
+    from jobs.analysis import fit_pools
+    from orchestrator.grid import Setting
+    from orchestrator.plan import Unit
+
+    store = _setting_store(tmp_path)
+    setting = Setting("m", "verbal_1s", "d", "l", "H")
+    fit = {("m", "verbal_1s", "d"): {"score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_1s": "V1"}}}
+    for route, expected in (("own_answer", [True, False, True, True, False, True]),
+                            ("greedy_answer", [True, True, False, False, False, True])):
+        score = Unit("score", "S", "score", {"method": "verbal_1s", "params": {"route": route}})
+        plan = SimpleNamespace(settings=[setting], fit_scores=fit, fit_llm={("l", "d"): "L"}, units={"S": score})
+        pool = fit_pools(store, plan, "flexible")[("m", "verbal_1s", "l")]["d"]
+        assert pool["slm_correct"].tolist() == expected
+
+
+def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
+    """Under "drop" a verbal method whose confidences never parse has no scored query: the setting
+    still finishes (metrics NaN, unscored_share 1, no curve) and the analysis skips it."""
+    from jobs.analysis import paired_table, transfer_analysis
+    from orchestrator.mlflow_sink import curve_metric
+
+    ids = [f"s{i}" for i in range(6)]
+    _store(tmp_path, "G", [_row(i, raw_output="The answer is 7.", token_logprobs=[-0.1], token_entropy=[0.1],
+                                token_texts=["7"], hidden_state=None) for i in ids])
+    _store(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
+    _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
+    run_score_unit({"key": "S", "method": "verbal_2s", "uq": "verbal_2s", "params": {}, "slm": "m", "dataset": "d",
+                    "eval": {"greedy": "G", "verbal_2s": "V2"}, "fit": [], "policy": "flexible"}, tmp_path)
+    unit = {"key": "Z", "name": "z", "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
+            "score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_2s": "V2"}, "method": "verbal_2s",
+            "uq_params": {}, "llm": "L", "policy": "flexible", "metrics": METRICS | {"nan_policy": "drop"}}
+    m = run_setting_unit(unit, tmp_path, plot=True)
+    assert m["metrics"]["unscored_share"] == 1.0 and np.isnan(m["metrics"]["auroc"])
+    curve = __import__("json").loads((records.unit_dir(tmp_path, "settings", "Z") / "curve.json").read_text())
+    assert curve["curve"] == [] and curve_metric(curve["curve"]) == []
+    # the analysis: an all-unscored pool next to a method that scores everything
+    nan6, ok = np.full(6, np.nan), np.array([True, False] * 3)
+    pool = {"sample_id": ids, "slm_correct": ok, "llm_correct": np.ones(6, bool)}
+    ev = {("m", "verbal_2s", "l"): {d: pool | {"uncertainty": nan6} for d in ("a", "b")},
+          ("m", "perplexity", "l"): {d: pool | {"uncertainty": np.arange(6.0)} for d in ("a", "b")}}
+    policies = {"verbal_2s": "drop", "perplexity": "most_uncertain"}
+    assert paired_table(ev, nan_policy=policies, n_boot=10) == []
+    cal = {"n_bins": 2, "frac": 1.0, "seed": 0, "binning": "equal_width", "targets": [0.5], "n_draws": 1,
+           "scale": "uncertainty"}
+    t = transfer_analysis(ev, {}, cal, policies)
+    assert {r["uq"] for r in t["call_rate"]} == {"perplexity"}
+    assert {s["uq"] for s in t["skipped"]} == {"verbal_2s"}
+
+
+@pytest.mark.parametrize("text,one_stage,expected", [
+    ("The answer is 7. Confidence: 80%", True, 0.8),
+    ("The answer is 7. I am 90% confident.", True, 0.9),
+    ("The answer to this question is 1.", True, None),  # SmolLM2's 1s output: the 1 is the answer
+    ("Miki's height is 0.5 feet taller.", True, None),
+    ("85", False, 0.85),  # a bare two-stage reply is its confidence
+])
+def test_a_one_stage_output_must_state_its_confidence(text, one_stage, expected):
+    from jobs.stages import _conf
+
+    got = _conf(text, one_stage=one_stage)
+    assert (np.isnan(got) if expected is None else got == pytest.approx(expected))
