@@ -61,20 +61,28 @@ def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
 
 def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
     """Same shape as ``eval_pools``, from the calibration (fit-role) units of the plan; empty when
-    the grid did not enable calibration. Rows are the fit-role greedy rows with a score."""
-    from jobs.scoring import judge
+    the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
+    answer judged is the one the eval settings judge (``jobs.scoring.slm_judgement``: verbal_1s's
+    own answer under its default route)."""
+    from jobs.scoring import judge, slm_judgement
+    from jobs.uq import UQ_METHODS
 
-    judged: dict[str, dict[str, bool]] = {}
+    judged: dict[tuple, dict[str, bool]] = {}
 
-    def correct_by_id(key: str) -> dict[str, bool] | None:
-        if key not in judged:
-            d = unit_dir(store, "gen", key)
-            if not is_complete(d):
+    def correct_by_id(key: str, score_key: str | None = None, stages: dict | None = None) -> dict[str, bool] | None:
+        ck = (key, score_key)
+        if ck not in judged:
+            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *(stages or {}).values()}):
                 return None
-            rows = read_unit(d).to_pylist()
-            _, ok = judge(rows, policy)
-            judged[key] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
-        return judged[key]
+            rows = read_unit(unit_dir(store, "gen", key)).to_pylist()
+            su = plan.units.get(score_key) if score_key else None
+            if su is None:
+                _, ok = judge(rows, policy)
+            else:
+                ok = slm_judgement(store, rows, stages or {}, UQ_METHODS.get(su.payload["method"]),
+                                   su.payload["params"], policy)["correct"]
+            judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
+        return judged[ck]
 
     out: dict[Key, dict[str, dict]] = {}
     for s in plan.settings:
@@ -83,7 +91,8 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
         if fs is None or fl is None:
             continue
         sdir = unit_dir(store, "score", fs["score"])
-        slm_ok, llm_ok = correct_by_id(fs["slm_greedy"]), correct_by_id(fl)
+        slm_ok = correct_by_id(fs["slm_greedy"], fs["score"], fs.get("slm_stages"))
+        llm_ok = correct_by_id(fl)
         if not is_complete(sdir) or slm_ok is None or llm_ok is None:
             continue
         rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
@@ -129,31 +138,58 @@ def method_table(store: Path, plan) -> list[dict]:
     for s in plan.settings:
         p = plan.setting_dir(store, s) / "manifest.json"
         if p.is_file():
-            rows.append({"setting": s.name, **s.axes(), **read_json(p)["metrics"]})
+            m = read_json(p)
+            row = {"setting": s.name, **s.axes(), **m["metrics"], "nan_policy": m.get("nan_policy"),
+                   "answer_route": m.get("answer_route")}
+            row["unscored_share"] = _unscored_share(row)
+            rows.append(row)
     return rows
 
 
+def _unscored_share(row: dict) -> float:
+    """A setting's share of queries its method could not score (n_nan / n; settings written
+    before ``unscored_share`` existed have n and n_nan)."""
+    if row.get("unscored_share") is not None:
+        return float(row["unscored_share"])
+    n = row.get("n") or 0
+    return float(row.get("n_nan") or 0) / n if n else float("nan")
+
+
 def method_ranking(table: list[dict]) -> list[dict]:
-    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped)."""
+    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped),
+    with each method's mean unscored share (the queries its AUROC leaves out under "drop", or
+    ranks first under "most_uncertain")."""
     by: dict[str, list[float]] = {}
+    unscored: dict[str, list[float]] = {}
     for row in table:
         by.setdefault(row["uq"], []).append(row["auroc"])
+        unscored.setdefault(row["uq"], []).append(_unscored_share(row))
     out = []
     for uq, vals in by.items():
         v = np.asarray([x for x in vals if x is not None and np.isfinite(x)])
+        share = np.asarray([x for x in unscored[uq] if np.isfinite(x)])
         out.append({"uq": uq, "mean_auroc": float(v.mean()) if v.size else float("nan"),
                     "min_auroc": float(v.min()) if v.size else float("nan"),
-                    "max_auroc": float(v.max()) if v.size else float("nan"), "n": int(v.size)})
+                    "max_auroc": float(v.max()) if v.size else float("nan"), "n": int(v.size),
+                    "mean_unscored_share": float(share.mean()) if share.size else float("nan")})
     out.sort(key=lambda r: (-r["mean_auroc"] if np.isfinite(r["mean_auroc"]) else math.inf, r["uq"]))
     for i, r in enumerate(out):
         r["rank"] = i + 1
     return out
 
 
-def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str, n_boot: int, seed: int = 0,
-                 ties: str = "expected") -> list[dict]:
+def _policy(nan_policy: str | dict[str, str], uq: str) -> str:
+    """The NaN policy of ``uq``: one policy for every method, or a mapping uq -> policy
+    (``orchestrator.config.nan_policy_of`` of each UQ entry)."""
+    return nan_policy if isinstance(nan_policy, str) else nan_policy[uq]
+
+
+def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str | dict[str, str], n_boot: int,
+                 seed: int = 0, ties: str = "expected") -> list[dict]:
     """Every pair of UQ methods on the same (SLM, LLM, dataset) queries: paired bootstrap
-    differences of AUROC and routing area (``metrics.paired_comparison``)."""
+    differences of AUROC and routing area (``metrics.paired_comparison``). Each method's NaN
+    scores follow its own policy (``nan_policy``: one for all, or uq -> policy); a query either
+    method drops is left out of the pair, so both are compared on the same queries."""
     groups: dict[tuple[str, str, str], dict[str, dict]] = {}
     for (slm, uq, llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
@@ -164,9 +200,11 @@ def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str, n_boot: 
             pa, pb = by_uq[a], by_uq[b]
             if list(pa["sample_id"]) != list(pb["sample_id"]):
                 raise ValueError(f"{slm}/{llm}/{ds}: methods {a} and {b} were scored on different samples")
-            ua, _ = M.apply_nan_policy(pa["uncertainty"], nan_policy)
-            ub, _ = M.apply_nan_policy(pb["uncertainty"], nan_policy)
+            ua, _ = M.apply_nan_policy(pa["uncertainty"], _policy(nan_policy, a))
+            ub, _ = M.apply_nan_policy(pb["uncertainty"], _policy(nan_policy, b))
             keep = ~(np.isnan(ua) | np.isnan(ub))
+            if not keep.any():  # one of them scored none of these queries: nothing to compare
+                continue
             res = M.paired_comparison(ua[keep], ub[keep], pa["slm_correct"][keep], pa["llm_correct"][keep],
                                       n_boot=n_boot, seed=seed, ties=ties)
             rows.append({"slm": slm, "llm": llm, "dataset": ds, "uq_a": a, "uq_b": b, **res})
@@ -319,6 +357,8 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
         u_raw = eval_p[heldout]["uncertainty"]
         u, keep = M.apply_nan_policy(u_raw, nan_policy)
         u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
+        if not len(u):  # no scored query on the held-out dataset (all dropped)
+            continue
         by_frac: dict[float, list[dict]] = {}
         for sd in seeds:
             try:
@@ -348,7 +388,7 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
 
 
 def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
-                      cal_conf: dict, nan_policy: str, calibration_datasets: list[str] | None = None,
+                      cal_conf: dict, nan_policy: str | dict[str, str], calibration_datasets: list[str] | None = None,
                       methods: dict[str, str] | None = None,
                       leave_out: dict[Key, dict[str, dict[str, dict]]] | None = None,
                       needs_leave_out: set[str] | frozenset[str] = frozenset()) -> dict:
@@ -361,6 +401,7 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
     held-out dataset in half). calibration_datasets: the datasets whose fit rows may feed
     calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows.
     methods: uq name -> UQ method name (for ``calibration_scale``; default: the uq name itself).
+    nan_policy: one policy for every method, or uq name -> policy (``nan_policy_of``).
     Calibration sets are drawn ``calibration.n_draws`` times (seeds seed, seed + 1, ...) on the
     ``calibration.scale``; rows and curves carry the mean and spread over the draws.
     needs_leave_out: uq names whose models train on other datasets (the OOD probe): their
@@ -382,6 +423,7 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
             cal_src = {d: p for d, p in fp.items() if d in allowed}
         scale = calibration_scale(cal_conf, methods.get(uq, uq))
         kw = _build_kw(cal_conf, scale)
+        policy = _policy(nan_policy, uq)
         n_draws = int(cal_conf.get("n_draws", 1))
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
         lo = uq in needs_leave_out
@@ -398,11 +440,11 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": why})
                 continue
             try:
-                t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=nan_policy,
+                t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=policy,
                                      calibration_pools=cal_src if use_fit else None,
                                      in_domain_pools=fp if use_fit else None, heldouts=[h], n_draws=n_draws,
                                      heldout_calibration_pools={h: cal_h} if lo else None, **kw)
-                c = C.curve_transfer(ev, h, nan_policy=nan_policy,
+                c = C.curve_transfer(ev, h, nan_policy=policy,
                                      calibration_pools=cal_h if (use_fit or lo) else None, n_draws=n_draws, **kw)
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
@@ -413,10 +455,10 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
             curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **c})
             if lo:  # held-out by held-out: each has its own calibration pools
                 acc_rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                             for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, nan_policy, scale)]
+                             for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, policy, scale)]
         if not lo:
             acc_rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                         for row in accuracy_transfer(ev, cal_src, cal_conf, nan_policy, scale)]
+                         for row in accuracy_transfer(ev, cal_src, cal_conf, policy, scale)]
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
 
@@ -474,9 +516,15 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
         ev1.append(f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
                    f"{len(set(top3) & set(PAPER_TOP3))} of the paper's three are among them.")
         if verbal:
-            ev1.append("Verbalized confidence ranks " + ", ".join(f"{r['uq']} #{r['rank']} of {len(ranked)} "
-                                                                  f"(AUROC {_fmt(r['mean_auroc'])})" for r in verbal)
+            ev1.append("Verbalized confidence ranks " + ", ".join(
+                f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
+                f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})" for r in verbal)
                        + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half."))
+        unscorable = [r for r in ranking if r["uq"] in VERBAL and not np.isfinite(r["mean_auroc"])]
+        if unscorable:
+            ev1.append("No defined AUROC for " + ", ".join(
+                f"{r['uq']} (mean unscored share {_fmt(r['mean_unscored_share'])}: confidences that do not parse "
+                f"are dropped)" for r in unscorable) + ".")
         best = ranked[0]["mean_auroc"]
         below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
         if best < 0.55 or below:
@@ -599,7 +647,10 @@ def analyze(r, plan) -> dict:
     lo = leave_out_pools(store, plan, ev, fp)
     table = method_table(store, plan)
     ranking = method_ranking(table)
-    paired = paired_table(ev, nan_policy=mconf["nan_policy"], n_boot=int(mconf["bootstrap"]) or 200,
+    from orchestrator.config import nan_policy_of
+
+    policies = {uq: nan_policy_of(r, uq) for uq in r.uq}
+    paired = paired_table(ev, nan_policy=policies, n_boot=int(mconf["bootstrap"]) or 200,
                           seed=int(mconf["seed"]), ties=mconf["ties"])
     methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
     dist = distance_analysis(ev, methods)
@@ -609,11 +660,11 @@ def analyze(r, plan) -> dict:
     from jobs.uq import UQ_METHODS
 
     needs = {uq for uq, m in methods.items() if UQ_METHODS.get(m).fit == "other_datasets"}
-    transfer = transfer_analysis(ev, fp, cal_conf, mconf["nan_policy"], allowed, methods, lo, needs)
+    transfer = transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs)
     return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),
             "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
             "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},
-            "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
+            "nan_policies": policies, "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
             "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
 

@@ -450,7 +450,8 @@ def bootstrap_ci(
 # ---- one call per setting ---------------------------------------------------------------------
 
 SUMMARY_KEYS: tuple[str, ...] = (
-    "n", "n_nan", "slm_acc", "llm_acc", "auroc", "area", "random_area", "oracle_area", "apgr",
+    "n", "n_nan", "unscored_share", "n_used", "slm_acc", "llm_acc", "auroc", "area", "random_area",
+    "oracle_area", "apgr",
     "gap_recovered_vs_random", "call_rate_50", "call_rate_80", "cpt_20", "cpt_50", "cpt_80",
     *(f"relative_accuracy_at_{k}" for k in RELATIVE_ACCURACY_PCTS),
     "auroc_lo", "auroc_hi", "area_lo", "area_hi", "apgr_lo", "apgr_hi",
@@ -470,9 +471,11 @@ def summarize(
 ) -> dict[str, float | int]:
     """All scalar routing metrics of one setting, as plain JSON-serializable numbers.
 
-    n is the number of queries given and n_nan how many had NaN uncertainty; with
-    nan_policy="drop" every other value is computed on the n - n_nan scored queries (all NaN when
-    none is left). CIs (``*_lo``/``*_hi``, 95 %) come from ``n_boot`` paired bootstrap resamples;
+    n is the number of queries given, n_nan how many had NaN uncertainty (the method could not
+    score them) and unscored_share = n_nan / n, to be reported beside the AUROC; n_used is how
+    many queries the metrics used (n - n_nan under "drop", n under "most_uncertain"). With
+    nan_policy="drop" every other value is computed on the n_used queries (all NaN when none is
+    left). CIs (``*_lo``/``*_hi``, 95 %) come from ``n_boot`` paired bootstrap resamples;
     n_boot=0 skips them (NaN). apgr and cpt_20/50/80 are RouteLLM's (``apgr``, ``cpt``; cpt as a
     fraction), gap_recovered_vs_random ours, call_rate_50/80 the first crossing
     (``call_rate_for_gap``), relative_accuracy_at_k the paper's relative accuracy on the top k%
@@ -485,6 +488,10 @@ def summarize(
     u, keep = apply_nan_policy(u_raw, nan_policy)
     out: dict[str, float | int] = {k: float("nan") for k in SUMMARY_KEYS}
     out["n"], out["n_nan"] = n, int(np.isnan(u_raw).sum())
+    # reported beside the AUROC whatever the policy: under "drop" the metrics below describe only
+    # the scored share; under "most_uncertain" the unscored rows sit at the top of the ranking
+    out["unscored_share"] = out["n_nan"] / n
+    out["n_used"] = int(keep.sum())
     u, slm, llm = u[keep], slm[keep], llm[keep]
     if len(u) == 0:
         return out

@@ -8,9 +8,22 @@ Every prompt asks the model to end with ``The answer is X`` so that the strict e
 works for all tasks. Wording is kept short on purpose: the smallest SLM has 135M parameters.
 
 ``PROMPT_VERSION`` is part of every cache key: bump it whenever any wording here changes (and when
-an adapter changes how it frames ``Sample.question``, e.g. the HellaSwag / WinoGrande / PIQA lead-ins).
+an adapter changes how it frames ``Sample.question``, e.g. the HellaSwag / WinoGrande / PIQA lead-ins,
+or when a stage changes what it puts into a prompt).
+
+History (``PROMPT_VERSION`` for all stages; a stage's own version in ``STAGE_PROMPT_VERSIONS``):
+  v1  first version.
+  ptrue / verbal_2s / verbal_1s: 2  p(True) and verbal 2-stage show the model's whole answer (``shown_answer``: its raw output up
+      to an invented follow-up question), no longer its first 300 characters, which cut the final
+      "The answer is X" off long math answers; an answer too long for the prompt budget loses its
+      middle, never its end (``jobs.stages.fit_answer``). ``ptrue_messages`` shows that text as it
+      is: the mc option-text expansion it documented never ran (it was given raw text, not a letter).
+      A verbal 1-stage output that states no confidence is unparsed (NaN), no longer read from its
+      bare numbers ("The answer to this question is 1." gave a confidence of 1%).
 """
 from __future__ import annotations
+
+import re
 
 from jobs.types import Sample
 
@@ -68,9 +81,23 @@ def verbal_1s_messages(sample: Sample) -> Messages:
     return [{"role": "user", "content": f"{question_block(sample)}\n\n{instruction}"}]
 
 
+# A line that starts like one of our prompts' fields: the model went on to invent a new question.
+_FOLLOW_UP = re.compile(r"\n[ \t]*(?:Question|Passage|Options)[ \t]*:")
+
+
+def shown_answer(raw_output: str) -> str:
+    """The model's answer as p(True) and verbal 2-stage show it back: the whole raw output, up to
+    the first line that starts an invented follow-up ("Question:", "Passage:", "Options:", as in
+    our prompts), stripped. Nothing else is cut here; ``jobs.stages.fit_answer`` shortens it (in
+    its middle) only when the prompt would not fit the model's budget."""
+    text = raw_output or ""
+    m = _FOLLOW_UP.search(text)
+    return (text[:m.start()] if m and text[:m.start()].strip() else text).strip()
+
+
 def verbal_2s_followup(sample: Sample, answer_text: str) -> Messages:
     """The two-stage verbal confidence conversation: the answer prompt, the model's own answer
-    (``answer_text``, its raw output), then the confidence question."""
+    (``answer_text``: ``shown_answer`` of its raw output), then the confidence question."""
     return [
         *answer_messages(sample),
         {"role": "assistant", "content": answer_text},
@@ -81,14 +108,14 @@ def verbal_2s_followup(sample: Sample, answer_text: str) -> Messages:
 def ptrue_messages(sample: Sample, proposed: str) -> Messages:
     """Kadavath et al. (2022) P(True): show the question and a proposed answer and ask True/False.
 
-    ``proposed`` is a normalized answer; for mc a valid letter is shown with its option text
-    ("B. Paris"). The backend reads the next-token probabilities of " True" / " False".
+    ``proposed`` is shown as given: the stage passes the model's whole answer (``shown_answer`` of
+    its greedy raw output, reasoning and "The answer is X" included), as Kadavath et al. show the
+    sampled answer. For mc the options are listed in the question block above it, so a letter in
+    the answer can be read against them. The backend reads the next-token probabilities of the
+    whole-word spellings of True / False.
     """
     _task(sample)
-    shown = proposed
-    if sample.choices and proposed in sample.choice_labels():
-        shown = f"{proposed}. {sample.choices[sample.choice_labels().index(proposed)]}"
-    content = f"{question_block(sample)}\n\nProposed answer: {shown}\n\n{PTRUE_QUESTION}"
+    content = f"{question_block(sample)}\n\nProposed answer: {proposed}\n\n{PTRUE_QUESTION}"
     return [{"role": "user", "content": content}]
 
 
@@ -162,4 +189,8 @@ def plain_prompt(messages: Messages) -> str:
 #: of ``PROMPT_VERSION`` (``orchestrator.plan.stage_prompt_version``), so only they, and what reads
 #: them, are recomputed. A change to ``answer_messages`` / ``question_block`` (read by every stage)
 #: bumps ``PROMPT_VERSION`` instead.
-STAGE_PROMPT_VERSIONS: dict[str, str] = {}
+STAGE_PROMPT_VERSIONS: dict[str, str] = {
+    # the whole answer shown, the 1-stage confidence parse (see History above): greedy, samples and
+    # LLM passes of existing stores stay valid
+    "ptrue": "2", "verbal_2s": "2", "verbal_1s": "2",
+}

@@ -64,9 +64,13 @@ def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tu
         curves, rnd, orc = {}, None, None
         for s, d in sorted(items, key=lambda x: x[0].uq):
             c = json.loads((d / "curve.json").read_text())
+            if not c["curve"]:  # the method scored no query (all unscored under "drop")
+                continue
             auroc = read_json(d / "manifest.json")["metrics"]["auroc"]
             curves[f"{s.uq} (AUROC {auroc:.2f})"] = _curve(c["curve"])
             rnd, orc = _curve(c["random"]), _curve(c["oracle"])
+        if not curves:
+            continue
         p = plot_routing(curves, folder / f"{prefix}{slm}__{ds}__{llm}.png", random=rnd, oracle=orc,
                          title=f"{slm} -> {llm} on {ds}")
         out.append((f"{slm} → {llm} on {ds}", p))
@@ -337,7 +341,11 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
                  f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
                  f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>")
     acc_rows = {}
-    for t in a["settings"]:
+    # the SLM's accuracy is its greedy answers' on every query: prefer a setting that judges the
+    # greedy answer and used every query (a verbal_1s setting may judge its own answer, and "drop"
+    # leaves the unscored queries out)
+    for t in sorted(a["settings"], key=lambda t: (t.get("answer_route") == "own_answer",
+                                                 (t.get("n_used") or t["n"]) < t["n"])):
         acc_rows.setdefault((t["slm"], t["dataset"], t["llm"]), t)
     parts.append(table_html([{"slm": k[0], "dataset": k[1], "llm": k[2], "n": v["n"], "slm_acc": v["slm_acc"],
                               "llm_acc": v["llm_acc"], "random_area": v["random_area"], "oracle_area": v["oracle_area"]}
@@ -357,19 +365,34 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts.append('<h2 id="alignment">AUROC and routing area (95% bootstrap CIs)</h2>')
     parts.append(_img(auroc_png, "AUROC per UQ method and dataset"))
     parts.append(table_html(a["ranking"], [("rank", "rank"), ("uq", "UQ method"), ("mean_auroc", "mean AUROC"),
-                                           ("min_auroc", "min"), ("max_auroc", "max"), ("n", "settings")]))
+                                           ("min_auroc", "min"), ("max_auroc", "max"),
+                                           ("mean_unscored_share", "unscored"), ("n", "settings")]))
     parts.append(table_html(sorted(a["settings"], key=lambda t: (t["slm"], t["dataset"], t["llm"], -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9))),
                             [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), ("auroc", "AUROC"),
-                             ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
+                             ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("unscored_share", "unscored"),
+                             ("nan_policy", "NaN policy"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
                              ("apgr", "APGR"), ("apgr_lo", "lo"), ("apgr_hi", "hi"),
                              ("gap_recovered_vs_random", "gap vs random"), ("gap_recovered_vs_random_lo", "lo"),
                              ("gap_recovered_vs_random_hi", "hi"), ("cpt_50", "CPT(50%)"), ("cpt_80", "CPT(80%)"),
                              ("n_nan", "NaN")], "settings"))
+    parts.append("<p><b>unscored</b>: the share of queries the UQ method could not score (e.g. a verbalized "
+                 "confidence that does not parse). Under the NaN policy <b>drop</b> (the verbal methods' default) "
+                 "every other number of the row is computed without them; under <b>most_uncertain</b> they are "
+                 "offloaded first.</p>")
     parts.append("<p><b>APGR</b> and <b>CPT(x%)</b> are RouteLLM's (lm-sys/RouteLLM, "
                  "<code>routellm/evals/evaluate.py</code>): APGR = (area − SLM acc) / (LLM acc − SLM acc), so random "
                  "routing scores 0.5; CPT(x%) = the call rate (fraction) at which accuracy reaches SLM acc + x% of the "
                  "gap, by linear interpolation. <b>gap vs random</b> is ours: (area − random area) / (oracle area − "
                  "random area), 0 = random, 1 = oracle.</p>")
+    own = [t for t in a["settings"] if t.get("answer_agreement") is not None]
+    if own:
+        parts.append("<p>One-stage verbal confidence comes with an answer of its own. <b>agreement</b>: the share "
+                     "of queries where that answer equals the greedy one; <b>SLM acc</b> is the accuracy of the "
+                     "answer the setting judges (its route), <b>greedy acc</b> that of the greedy answer.</p>")
+        parts.append(table_html(own, [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"),
+                                      ("answer_route", "route"), ("answer_agreement", "agreement"),
+                                      ("slm_acc", "SLM acc"), ("greedy_slm_acc", "greedy acc"), ("auroc", "AUROC"),
+                                      ("unscored_share", "unscored")], "agreement"))
     parts += relative_accuracy_html(a["settings"])
     # paired
     parts.append('<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '

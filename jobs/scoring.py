@@ -6,7 +6,10 @@ and no torch, so metrics and plots can be recomputed from the Parquet store anyw
   run_score_unit    stats of one (SLM, dataset) generation pass -> uncertainty per sample
   run_setting_unit  uncertainty + SLM correctness + LLM correctness -> routing curve,
                     metrics, per-sample records and a plot for one setting (curve.json: the
-                    routing, random and oracle curves and the relative-accuracy curve)
+                    routing, random and oracle curves and the relative-accuracy curve). The NaN
+                    policy is the setting's (``metrics.nan_policy`` of the unit: the UQ entry's or
+                    its method's); the judged SLM answer and a verbal method's provenance columns
+                    come from ``slm_judgement``.
 """
 from __future__ import annotations
 
@@ -206,6 +209,84 @@ def run_score_unit(unit: dict, store: str | Path) -> dict:
     return summary
 
 
+# A stated confidence ("Confidence: 90%", "confidence level of 0.9"): cut off a one-stage output
+# before its answer is extracted, so the flexible rules never take the confidence for the answer.
+_CONFIDENCE_CLAUSE = re.compile(r"(?i)[\s.,;(]*\bconfidence\b(?:\s+(?:level|score))?[^0-9\n]{0,12}\d")
+
+
+def without_confidence(text: str | None) -> str | None:
+    """A one-stage verbal output without its confidence clause: the text before the last
+    "confidence" followed (within a few characters) by a number; unchanged when there is none."""
+    if not text:
+        return text
+    hits = list(_CONFIDENCE_CLAUSE.finditer(text))
+    return text[:hits[-1].start()] if hits and text[:hits[-1].start()].strip() else text
+
+
+def verbal_answer_rows(rows: list[dict], stage: str) -> list[dict]:
+    """A verbal stage's rows as rows ``judge`` reads: raw_output = the stage's own output
+    (``<stage>_raw``) without its confidence clause."""
+    return [dict(r, raw_output=without_confidence(r.get(f"{stage}_raw"))) for r in rows]
+
+
+def slm_judgement(store: Path, greedy_rows: list[dict], stages: dict[str, str], method, params: dict,
+                  policy: str) -> dict:
+    """Which SLM answer a setting judges, and the per-sample provenance a UQ method adds.
+
+    greedy_rows: the SLM's greedy rows (the setting's row order); stages: {stage: gen key} the score
+    read; method: the ``UQMethod`` (None: greedy only). Returns {"answers", "correct" (bool array),
+    "details" (the judged answers' ``Extraction``s), "greedy_details", "route", "columns": {name:
+    per-row list}, "metrics": {name: float}}:
+
+    - a method with an ``answer_stage`` (verbal_1s): its own answer is extracted from that stage's
+      output (``verbal_answer_rows``) and recorded (``<stage>_answer``, ``<stage>_correct``,
+      ``<stage>_agrees``: the same extracted answer as the greedy pass), with ``greedy_answer`` and
+      ``greedy_correct``; metric ``answer_agreement`` = share of rows that agree (all rows) and
+      ``greedy_slm_acc``. ``method.route(params)`` says which answer is judged.
+    - a method with a ``parsed_stat`` (verbal methods): column ``confidence_parse``, "ok" where the
+      confidence parsed, "unparsed" where it is NaN.
+    """
+    greedy_det, correct = judge_detail(greedy_rows, policy)
+    answers = [d.answer for d in greedy_det]
+    out = {"answers": answers, "correct": correct, "route": "greedy_answer", "columns": {}, "metrics": {},
+           "details": greedy_det, "greedy_details": greedy_det}
+    if method is None:
+        return out
+    ids = [r["sample_id"] for r in greedy_rows]
+    stage = method.answer_stage
+    if stage is not None and stage in stages:
+        by_id = {r["sample_id"]: r for r in _rows(store, stages[stage])}
+        own_det, own_ok = judge_detail(verbal_answer_rows([by_id[i] for i in ids], stage), policy)
+        own_ans = [d.answer for d in own_det]
+        agrees = [a is not None and a == g for a, g in zip(own_ans, answers)]
+        out["columns"] |= {"greedy_answer": answers, "greedy_correct": [bool(x) for x in correct],
+                           f"{stage}_answer": own_ans, f"{stage}_correct": [bool(x) for x in own_ok],
+                           f"{stage}_agrees": agrees}
+        out["metrics"] |= {"answer_agreement": float(np.mean(agrees)) if agrees else math.nan,
+                           "greedy_slm_acc": float(np.mean(correct)) if len(correct) else math.nan}
+        out["route"] = method.route(params)
+        if out["route"] == "own_answer":
+            out["answers"], out["correct"], out["details"] = own_ans, own_ok, own_det
+    if method.parsed_stat is not None:
+        from jobs.stages import STAT_STAGE
+
+        key = stages.get(STAT_STAGE[method.parsed_stat])
+        if key is not None:
+            by_id = {r["sample_id"]: r for r in _rows(store, key)}
+            out["columns"]["confidence_parse"] = [
+                "ok" if by_id[i].get(method.parsed_stat) is not None and math.isfinite(by_id[i][method.parsed_stat])
+                else "unparsed" for i in ids]
+    return out
+
+
+def _method_of(unit: dict):
+    """The setting's UQMethod (None for a unit planned before settings named their method)."""
+    from jobs.uq import UQ_METHODS
+
+    name = unit.get("method")
+    return UQ_METHODS.get(name) if name else None
+
+
 def curve_points(curve) -> list[dict]:
     return [{"ratio": float(r), "accuracy": float(a)} for r, a in zip(curve.ratio, curve.accuracy)]
 
@@ -224,40 +305,52 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     if missing:
         raise ValueError(f"setting {unit['name']}: LLM records lack {len(missing)} samples, e.g. {missing[:3]}")
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
-    slm_det, slm_ok = judge_detail(slm_rows, unit["policy"])
+    method = _method_of(unit)
+    judged = slm_judgement(store, slm_rows, unit.get("slm_stages") or {}, method, unit.get("uq_params") or {},
+                           unit["policy"])
+    slm_det, slm_ok = judged["details"], judged["correct"]
     llm_det, llm_ok = judge_detail(llm_list, unit["policy"])
     unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
     summary = M.summarize(unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"],
-                          n_boot=mc["bootstrap"], seed=mc["seed"])
+                          n_boot=mc["bootstrap"], seed=mc["seed"]) | judged["metrics"]
     u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
     u_eff = u_all[keep]
-    curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
-    rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
-    orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
+    # under "drop" every query may be unscored (a verbal method whose confidences never parse):
+    # then there is no curve; the metrics are NaN and unscored_share is 1
+    scored = bool(keep.any())
+    if scored:
+        curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+        rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
+        orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
     order = np.argsort(-u_eff, kind="stable")
     rank = np.full(len(unc), -1)
     rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
-    # provenance per row: the extraction rule of each answer (jobs.answers.Extraction.rule) and the
-    # rule that gave the SLM's answer probability (ANSWER_PROB_RULES)
+    # provenance per row: the extraction rule of each judged answer (jobs.answers.Extraction.rule) and
+    # the rule that gave the SLM's answer probability (ANSWER_PROB_RULES; from the greedy pass)
     setting_hash = unit.get("setting_hash", unit["key"])  # the setting's identity; "key" is its unit key
     records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": setting_hash,
                 "slm_answer": a.answer, "slm_correct": bool(o), "llm_answer": la.answer, "llm_correct": bool(lo),
                 "uncertainty": float(x), "route_rank": int(k), "extraction_rule": a.rule,
-                "llm_extraction_rule": la.rule, "answer_prob_rule": answer_logprob(r, a)[1]}
-               for r, a, o, la, lo, x, k in zip(slm_rows, slm_det, slm_ok, llm_det, llm_ok, unc, rank)]
+                "llm_extraction_rule": la.rule, "answer_prob_rule": answer_logprob(r, g)[1]}
+               for r, a, g, o, la, lo, x, k in zip(slm_rows, slm_det, judged["greedy_details"], slm_ok, llm_det,
+                                                     llm_ok, unc, rank)]
+    for name, col in judged["columns"].items():  # a verbal method's own answer and parse status
+        for rec, v in zip(records, col):
+            rec[name] = v
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
-    write_json(udir / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd),
-                                     "oracle": curve_points(orc),
-                                     "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep],
-                                                                                    ties=mc["ties"])})
-    if plot:
+    write_json(udir / "curve.json", {
+        "curve": curve_points(curve) if scored else [], "random": curve_points(rnd) if scored else [],
+        "oracle": curve_points(orc) if scored else [],
+        "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+        if scored else []})
+    if plot and scored:
         from jobs.plots import plot_routing
 
         plot_routing({f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve}, udir / "curve.png",
                      random=rnd, oracle=orc, title=unit["name"])
     manifest = {"key": unit["key"], "setting_hash": setting_hash, "name": unit["name"], **unit["axes"],
-                "metrics": summary}
+                "metrics": summary, "nan_policy": mc["nan_policy"], "answer_route": judged["route"]}
     finish_unit(udir, manifest)
     return manifest

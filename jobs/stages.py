@@ -6,9 +6,9 @@ chunk level. Stages and the named stats they provide (the contract read by ``job
 
   greedy     token_logprobs, token_entropy, answer_logprob, hidden_state  (+ raw_output)
   samples    sampled_texts                 (m samples at temperature T)
-  ptrue      ptrue_prob                    (one forward pass; reads the greedy answer)
-  verbal_1s  verbal_1s_conf                (answer + confidence in one output)
-  verbal_2s  verbal_2s_conf                (second turn after the greedy answer)
+  ptrue      ptrue_prob                    (one forward pass; shows the whole greedy answer)
+  verbal_1s  verbal_1s_conf                (answer + confidence in one output: verbal_1s_raw)
+  verbal_2s  verbal_2s_conf                (second turn after the whole greedy answer)
   llm        raw_output of an LLM (greedy), for the other side of the routing
 
 With ``decoding.answer_mode: constrained`` the greedy, llm and samples stages of mc and yes/no
@@ -23,17 +23,25 @@ This module does not import torch: the backend object is passed in.
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from jobs import prompts
 from jobs.answers import parse_confidence
 from jobs.datasets.roles import load_role
-from jobs.records import (existing_parts, finish_unit, is_complete, part_path, read_unit, unit_dir,
-                          write_table)
+from jobs.records import (
+    existing_parts,
+    finish_unit,
+    is_complete,
+    part_path,
+    read_unit,
+    unit_dir,
+    write_table,
+)
 from jobs.types import DataError, Sample
 
 STAT_STAGE = {
@@ -163,7 +171,7 @@ def _constrained_greedy(backend, samples, deps, p) -> list[dict]:
 
 def _constrained_samples(backend, samples, deps, p) -> list[dict]:
     m, temp = int(p["num_samples"]), float(p["temperature"])
-    msgs, opts, raw, norm, hidden, dt = _option_pass(backend, samples, p)
+    msgs, opts, _raw, norm, _hidden, dt = _option_pass(backend, samples, p)
     rng = np.random.default_rng(int(p["seed"]))
     rows = []
     for i, (msg, o) in enumerate(zip(msgs, opts)):
@@ -176,39 +184,83 @@ def _constrained_samples(backend, samples, deps, p) -> list[dict]:
     return rows
 
 
-# the proposed answer shown to p(True) and verbal-2s is capped: small models ramble, and the
-# prompt pass over that rambling dominates the cost on a CPU
-MAX_ANSWER_CHARS = 300
+# ---------------------------------------------------------------- the answer shown back
+# p(True) and verbal-2s show the model its own greedy answer: prompts.shown_answer of the raw output
+# (the whole answer, up to an invented follow-up question). Only when the prompt would exceed the
+# budget (``params["prompt_budget"]``, set by run_gen_unit from prompt_budget) is the answer cut,
+# in its middle (first two thirds and last third kept), so its final "The answer is X" stays.
+
+def fit_answer(backend, make: Callable[[str], list], answer: str, budget: int | None,
+               sample_id: str = "?") -> tuple[str, int | None]:
+    """``answer``, cut in its middle (``_cut_middle``) to the longest length for which the prompt
+    ``make(answer)`` has at most ``budget`` tokens (binary search on characters). Returns the text
+    and the prompt's token count with the whole answer when it was cut (None when it fitted; and
+    always None when there is no budget or the backend cannot count tokens). Raises DataError when
+    even an empty answer does not fit."""
+    if budget is None or not hasattr(backend, "prompt_tokens"):
+        return answer, None
+    n = backend.prompt_tokens(make(answer))
+    if n <= budget:
+        return answer, None
+    lo, hi = 0, len(answer)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if backend.prompt_tokens(make(_cut_middle(answer, mid))) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0 and backend.prompt_tokens(make(_cut_middle(answer, 0))) > budget:
+        raise DataError(f"sample {sample_id!r}: the prompt that shows the model its answer does not fit in "
+                        f"{budget} tokens even with the answer left out; raise max_prompt_tokens")
+    return _cut_middle(answer, lo), n
+
+
+def _shown(backend, samples, deps, p, make) -> list[tuple[list, int | None]]:
+    """Per sample: (messages showing the greedy answer, token count before the answer was cut)."""
+    out = []
+    for s in samples:
+        text, cut_from = fit_answer(backend, lambda a, s=s: make(s, a), prompts.shown_answer(deps["greedy"][s.id]),
+                                    p.get("prompt_budget"), s.id)
+        out.append((make(s, text), cut_from))
+    return out
 
 
 def _ptrue(backend, samples, deps, p) -> list[dict]:
-    answers = deps["greedy"]
-    msgs = [prompts.ptrue_messages(s, answers[s.id][:MAX_ANSWER_CHARS]) for s in samples]
+    shown = _shown(backend, samples, deps, p, prompts.ptrue_messages)
+    msgs = [m for m, _ in shown]
     t0 = time.perf_counter()
     probs = backend.true_false_prob(msgs)
     dt = (time.perf_counter() - t0) / max(1, len(samples))
     return [{"prompt": backend.render(m), "ptrue_prob": float(x), "n_prompt_tokens": None, "n_new_tokens": 0,
-             "latency_s": dt} for m, x in zip(msgs, probs)]
+             "latency_s": dt, "answer_truncated_from": c} for (m, c), x in zip(shown, probs)]
 
 
 def _verbal_1s(backend, samples, deps, p) -> list[dict]:
     msgs = [prompts.verbal_1s_messages(s) for s in samples]
     gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
-    return [{"prompt": backend.render(m), "verbal_1s_raw": g.text, "verbal_1s_conf": _conf(g.text),
+    return [{"prompt": backend.render(m), "verbal_1s_raw": g.text, "verbal_1s_conf": _conf(g.text, one_stage=True),
              "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
             for m, g in zip(msgs, gens)]
 
 
 def _verbal_2s(backend, samples, deps, p) -> list[dict]:
-    answers = deps["greedy"]
-    msgs = [prompts.verbal_2s_followup(s, answers[s.id][:MAX_ANSWER_CHARS]) for s in samples]
+    shown = _shown(backend, samples, deps, p, prompts.verbal_2s_followup)
+    msgs = [m for m, _ in shown]
     gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
     return [{"prompt": backend.render(m), "verbal_2s_raw": g.text, "verbal_2s_conf": _conf(g.text),
-             "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
-            for m, g in zip(msgs, gens)]
+             "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s,
+             "answer_truncated_from": c} for (m, c), g in zip(shown, gens)]
 
 
-def _conf(text: str) -> float:
+_STATES_CONFIDENCE = re.compile(r"(?i)confiden")
+
+
+def _conf(text: str, one_stage: bool = False) -> float:
+    """The stated confidence in [0, 1], NaN when none parses. A one-stage output must state it
+    ("Confidence: 80%", "80% confident"): its bare numbers belong to the answer ("The answer to
+    this question is 1." is not a confidence of 1%)."""
+    if one_stage and not _STATES_CONFIDENCE.search(text or ""):
+        return math.nan
     c = parse_confidence(text)
     return math.nan if c is None else float(c)
 
@@ -298,7 +350,10 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     chunk's rows do not depend on which shard ran it (seeds come from the chunk and batch index).
     batch_by_length: batches are formed over the chunk sorted by prompt length (rows are written
     in the chunk's order). max_prompt_tokens: longer prompts are cut by ``fit_prompt`` and the row
-    records ``prompt_truncated_from`` (default budget: context length minus generation budget).
+    records ``prompt_truncated_from`` (default budget: context length minus generation budget); the
+    stages that show the model its answer (ptrue, verbal_2s) get the budget as
+    ``params["prompt_budget"]`` and cut a too-long answer in its middle (``fit_answer``; the row
+    records ``answer_truncated_from``).
     """
     store = Path(store)
     udir = unit_dir(store, "gen", unit["key"])
@@ -329,7 +384,8 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
             idx = order[bi:bi + bs]
             batch = [fitted[i][0] for i in idx]
             # seed from (unit seed, chunk, batch): identical results however the work is split
-            p = dict(unit["params"], seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi)
+            p = dict(unit["params"], seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
+                     prompt_budget=budget)
             out = fn(backend, batch, deps, p)
             for i, r in zip(idx, out):
                 rows[i] = _common(part[i], unit["role"], unit["dataset"]) | r | {"prompt_truncated_from": fitted[i][1]}

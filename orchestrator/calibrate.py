@@ -20,7 +20,7 @@ import numpy as np
 from jobs import calibration as C
 from jobs.records import write_json
 from jobs.registry import UnknownNameError
-from orchestrator.config import ConfigError
+from orchestrator.config import ConfigError, nan_policy_of
 
 CAL_FILE = "calibration.jsonl"
 RECORD_FILE = "record.json"
@@ -123,7 +123,7 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
     # one set, one seed: a calibration folder is what a user deploys (the grid report averages draws)
     cal = C.build_calibration_set(pools, n_bins=int(conf["n_bins"]), frac=float(conf["frac"]),
                                   seed=int(conf["seed"]), binning=conf["binning"],
-                                  nan_policy=r.grid["metrics"]["nan_policy"],
+                                  nan_policy=nan_policy_of(r, uq),
                                   scale=calibration_scale(conf, r.uq[uq].get("method") or uq))
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):

@@ -72,11 +72,16 @@ class ModelConf:
 
 @dataclass
 class UQConf:
-    """One UQ method (``conf/uq/<name>.yaml``): a registry key plus parameters."""
+    """One UQ method (``conf/uq/<name>.yaml``): a registry key plus parameters.
+
+    nan_policy: what the metrics do with samples the method could not score (most_uncertain |
+    drop); None = the method's own default (``UQMethod.nan_policy``: drop for the verbal methods).
+    See ``nan_policy_of``."""
 
     name: str = MISSING
     method: str = ""  # registry key; defaults to name
     params: dict = field(default_factory=dict)
+    nan_policy: Optional[str] = None
 
 
 @dataclass
@@ -138,7 +143,9 @@ class DecodingConf:
 @dataclass
 class MetricsConf:
     ties: str = "expected"  # expected | stable
-    nan_policy: str = "most_uncertain"  # most_uncertain | drop
+    # most_uncertain | drop: for UQ methods that declare no NaN policy of their own (the verbal
+    # methods declare drop: UQMethod.nan_policy); a UQ entry's nan_policy wins over both: nan_policy_of
+    nan_policy: str = "most_uncertain"
     bootstrap: int = 1000
     seed: int = 0
 
@@ -354,6 +361,23 @@ def _check_encoding(where: str, encoding: str) -> None:
                           f"cp1252, utf-16 (any Python codec name)") from None
 
 
+def nan_policy_of(r: ResolvedGrid, uq: str) -> str:
+    """The NaN policy of the UQ entry ``uq``: its own ``nan_policy`` when set, else its method's
+    declared default (``UQMethod.nan_policy``: ``drop`` for the verbal methods, whose NaN means an
+    unparseable confidence; the others declare none), else ``metrics.nan_policy`` (default
+    ``most_uncertain``: an empty generation's NaN is offloaded first).
+
+    The one place that decides it: the setting's identity, its metrics, its MLflow params, the
+    report's paired comparisons and the calibration transfer all read it."""
+    from jobs.uq import UQ_METHODS
+
+    conf = r.uq[uq]
+    if conf.get("nan_policy"):
+        return conf["nan_policy"]
+    method = UQ_METHODS.get(conf.get("method") or uq)
+    return getattr(method, "nan_policy", None) or r.grid["metrics"]["nan_policy"]
+
+
 def _check_choice(where: str, key: str, value, choices) -> None:
     if value is not None and value not in choices:
         raise ConfigError(f"{where}: {key}={value!r} is not valid; valid choices: {', '.join(choices)}")
@@ -536,6 +560,11 @@ def validate(r: ResolvedGrid) -> None:
             UQ_METHODS.check(u["method"])
         except UnknownNameError as e:
             raise ConfigError(f"uq {name!r}: {e}") from None
+        _check_choice(f"uq {name!r}", "nan_policy", u.get("nan_policy"), CHOICES["nan_policy"])
+        try:
+            UQ_METHODS.get(u["method"]).check_params(u["params"])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"uq {name!r}: params: {e}") from None
     for name, d in r.datasets.items():
         d["adapter"] = d["adapter"] or name
         where = f"dataset {name!r}"

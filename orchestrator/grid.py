@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from itertools import product
 
-from orchestrator.config import ResolvedGrid
+from orchestrator.config import ResolvedGrid, nan_policy_of
 
 MODEL_IDENTITY_FIELDS = ("backend", "source", "id", "file", "revision", "dtype", "quantize", "use_chat_template", "stop", "max_new_tokens",
                          "hidden_layer", "base_url", "model_name")
@@ -69,7 +69,8 @@ def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str)
         "dataset": dataset_identity(r.datasets[dataset], g["dataset"]),
         "llm": model_identity(r.llms[llm]),
         "decoding": g["decoding"],
-        "metrics": g["metrics"],
+        # the NaN policy this setting's metrics apply (the UQ entry's, its method's or the grid's)
+        "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, uq)},
         "seed": g["seed"],
     }
     # the OOD probe is fitted on the other datasets of the grid: they are part of its identity

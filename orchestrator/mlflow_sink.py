@@ -124,7 +124,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def curve_metric(curve: list[dict]) -> list[tuple[int, float]]:
-    """(percent routed 0..100, accuracy) by interpolating the exact curve."""
+    """(percent routed 0..100, accuracy) by interpolating the exact curve; none for an empty curve
+    (a setting whose method scored no query)."""
+    if not curve:
+        return []
     r = np.array([p["ratio"] for p in curve])
     a = np.array([p["accuracy"] for p in curve])
     steps = np.arange(101)

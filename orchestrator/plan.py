@@ -36,7 +36,7 @@ from jobs import answers, prompts
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.records import is_complete, unit_dir
 from jobs.stages import STAGE_DEPS, STAT_STAGE
-from orchestrator.config import ResolvedGrid
+from orchestrator.config import ResolvedGrid, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 KIND_DIRS = {"gen": "gen", "score": "score", "setting": "settings"}
@@ -284,15 +284,20 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
         if cal["enabled"] and sk not in fit_scores:
             fu = score(s.slm, s.uq, s.dataset, "fit")
-            fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"]}
+            fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"],
+                              "slm_stages": fu.payload["eval"]}
         if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         greedy_key = sc.payload["eval"]["greedy"]
         ident = {"setting": s.hash, "version": SCORING_VERSION, "extraction": extraction, "policy": policy}
         deps = {"score": sc.key, "slm_greedy": greedy_key, "llm": llm_unit.key}
         key = unit_key("setting", ident, deps)
+        # slm_stages: the SLM passes the score read (a verbal method's own answer and parse status);
+        # method / uq_params: which answer is judged (UQMethod.route); nan_policy: nan_policy_of
         payload = {"key": key, "setting_hash": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key,
-                   "slm_greedy": greedy_key, "llm": llm_unit.key, "metrics": g["metrics"], "policy": policy}
+                   "slm_greedy": greedy_key, "slm_stages": sc.payload["eval"], "method": sc.payload["method"],
+                   "uq_params": sc.payload["params"], "llm": llm_unit.key,
+                   "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)}, "policy": policy}
         add(Unit("setting", key, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
         setting_keys[s.hash] = key
     # leave-one-dataset-out scores, planned last (they only feed the transfer analysis)
@@ -305,5 +310,5 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             lu = score(slm, uq, dataset, cal_role, leave_out=heldout)
             if lu is not None:
                 leave_out[(slm, uq, dataset, heldout)] = {"score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
-                                                          "role": cal_role}
+                                                          "slm_stages": lu.payload["eval"], "role": cal_role}
     return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from jobs.records import read_json, unit_dir, write_json
-from orchestrator.config import ResolvedGrid, resolved_from_yaml
+from orchestrator.config import ResolvedGrid, nan_policy_of, resolved_from_yaml
 from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan, make_plan
@@ -113,7 +113,8 @@ def load_output(out: Path) -> ResolvedGrid:
 
 def setting_params(r: ResolvedGrid, axes: dict) -> dict:
     return {"slm": r.slms[axes["slm"]], "uq": r.uq[axes["uq"]], "dataset": r.datasets[axes["dataset"]],
-            "llm": r.llms[axes["llm"]], "decoding": r.grid["decoding"], "metrics": r.grid["metrics"],
+            "llm": r.llms[axes["llm"]], "decoding": r.grid["decoding"],
+            "metrics": r.grid["metrics"] | {"nan_policy": nan_policy_of(r, axes["uq"])},
             "sampling": r.grid["dataset"], "seed": r.grid["seed"]}
 
 

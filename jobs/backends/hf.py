@@ -13,17 +13,20 @@ import contextlib
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
 from jobs.backends.base import Generation, Messages
 from jobs.backends.model_source import resolve
 
-TRUE_WORDS = ("True", " True", "true", " true", "TRUE")
-FALSE_WORDS = ("False", " False", "false", " false", "FALSE")
+#: Words whose next-token probability p(True) sums: each spelling that is one whole token of the
+#: model's vocabulary, with and without a leading space (``whole_word_ids``). A spelling split into
+#: pieces ("TRUE" -> "TR" + "UE" for SmolLM2) is left out: its first piece also starts other replies.
+TRUE_WORDS = ("True", "true", "TRUE")
+FALSE_WORDS = ("False", "false", "FALSE")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class HFBackend:
         self._setup()
 
     @classmethod
-    def from_model(cls, model, tokenizer, spec: HFModelSpec, identity: str = "in-memory") -> "HFBackend":
+    def from_model(cls, model, tokenizer, spec: HFModelSpec, identity: str = "in-memory") -> HFBackend:
         """A backend around a model already in memory (benchmarks, tests); ``spec`` gives the options.
 
         The model stays on its device and dtype; ``spec.source`` / ``id`` / ``dtype`` are not used.
@@ -87,7 +90,7 @@ class HFBackend:
         self.model.eval()
         self.has_chat_template = bool(getattr(self.tok, "chat_template", None)) and spec.use_chat_template
         self._eos_ids = self._eos_token_ids()
-        self._tf_ids = (self._first_ids(TRUE_WORDS), self._first_ids(FALSE_WORDS))
+        self._tf_ids = (self.whole_word_ids(TRUE_WORDS), self.whole_word_ids(FALSE_WORDS))
 
     # ----------------------------------------------------------------- prompts
     def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
@@ -105,12 +108,15 @@ class HFBackend:
             ids.update(src if isinstance(src, (list, tuple)) else [src])
         return ids
 
-    def _first_ids(self, words) -> list[int]:
+    def whole_word_ids(self, words) -> list[int]:
+        """Token ids that are one of ``words`` as a single whole token, bare or after one leading
+        space ("True", " True"); a spelling the tokenizer splits into several tokens gives none."""
         ids = set()
         for w in words:
-            t = self.tok.encode(w, add_special_tokens=False)
-            if t:
-                ids.add(t[0])
+            for v in (w, " " + w):
+                t = self.tok.encode(v, add_special_tokens=False)
+                if len(t) == 1 and self.tok.decode(t).strip() == w:
+                    ids.add(t[0])
         return sorted(ids)
 
     @property
@@ -163,8 +169,8 @@ class HFBackend:
         """
         enc = self._encode(prompts)
         torch.manual_seed(seed)
-        gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
-                      eos_token_id=sorted(self._eos_ids) or None, return_dict_in_generate=True)
+        gen_kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tok.pad_token_id,
+                  "eos_token_id": sorted(self._eos_ids) or None, "return_dict_in_generate": True}
         if self.spec.stop and not with_stats:
             gen_kw.update(stop_strings=list(self.spec.stop), tokenizer=self.tok)
         if do_sample:
@@ -212,7 +218,7 @@ class HFBackend:
                 text = text[:i]
         return text
 
-    def _fill_stats(self, stats: "_StepStats", new, lengths, gens) -> None:
+    def _fill_stats(self, stats: _StepStats, new, lengths, gens) -> None:
         """Per-token log p and entropy from the raw step logits; probe-layer hidden state.
 
         The hidden state is taken where the last answer token is the *input* (the step that
@@ -227,7 +233,9 @@ class HFBackend:
 
     @torch.inference_mode()
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
-        """P(True) normalized over {True, False} for the next token after each prompt."""
+        """P(True) normalized over {True, False} for the next token after each prompt: the summed
+        probability of the whole-token spellings of True (``TRUE_WORDS``, ``whole_word_ids``) over
+        that of True and False together."""
         enc = self._encode(prompts)
         pos = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
         logits = self.model(**enc, position_ids=pos).logits[:, -1].float()
@@ -241,15 +249,7 @@ class HFBackend:
         """Token ids that spell ``option`` as one whole token: the option itself and with a leading
         space (``"B"``, ``" B"``); for a word (``yes``) also its capitalized form. Multi-token
         spellings are left out (their first piece is a prefix of other words)."""
-        variants = {option, " " + option}
-        if len(option) > 1:
-            variants |= {option.capitalize(), " " + option.capitalize()}
-        ids = set()
-        for v in variants:
-            t = self.tok.encode(v, add_special_tokens=False)
-            if len(t) == 1 and self.tok.decode(t).strip() == v.strip():
-                ids.add(t[0])
-        return sorted(ids)
+        return self.whole_word_ids({option, option.capitalize()} if len(option) > 1 else {option})
 
     @torch.inference_mode()
     def choice_logprobs(self, prompts: list[Messages], options: list[list[str]],
@@ -329,7 +329,7 @@ class _StepStats:
             self._probe = (decoder.layers[idx - 1], "post")
         self._handles = []
 
-    def __enter__(self) -> "_StepStats":
+    def __enter__(self) -> Self:
         self.step = 0
         self.tok_lp, self.entropy = [], []
         self.prev_logp = self.hidden = self.alive = self._h = None

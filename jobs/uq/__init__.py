@@ -6,7 +6,9 @@ Where this sits in the flow:
 
 Direction convention (all methods, everywhere): a method returns an **uncertainty, higher = more
 uncertain**, one float per sample, NaN where it could not score the sample (e.g. an unparseable
-verbalized confidence). The metrics' NaN policy decides what happens to NaN samples.
+verbalized confidence). What the metrics do with NaN samples is the method's ``nan_policy``
+(verbal methods: ``drop``; the others: ``most_uncertain``), which a UQ entry of the config may
+override; every setting reports the unscored share (``unscored_share``) beside its AUROC.
 
 The stats a method can read (N samples; produced once by the generation stage):
     token_logprobs  list of N 1-D arrays: log p of each generated answer token (greedy, EOS excluded)
@@ -54,4 +56,4 @@ PAPER_METHODS: tuple[str, ...] = (
     "avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe",
 )
 
-__all__ = ["UQ_METHODS", "PAPER_METHODS", "UQMethod", "compute"]
+__all__ = ["PAPER_METHODS", "UQ_METHODS", "UQMethod", "compute"]

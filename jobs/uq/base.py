@@ -8,10 +8,13 @@ length, output shape) so that each method file stays a few lines of arithmetic.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from jobs.metrics import NAN_POLICIES
 
 #: Allowed values of ``UQMethod.fit``: untrained, trained on the evaluated dataset's training
 #: subsample, or trained on all other datasets (leave the evaluated one out).
@@ -25,6 +28,10 @@ CONFIDENCE_MAPS: tuple[str, ...] = ("complement", "reciprocal", "exp_neg")
 
 #: Stat that trained methods read from ``fit_stats`` on top of ``requires``.
 LABEL_STAT = "correct"
+
+#: Values of the ``route`` param of a method with an ``answer_stage``: judge the method's own
+#: answer (the one its confidence is about) or the plain greedy answer.
+ROUTES: tuple[str, ...] = ("own_answer", "greedy_answer")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,21 @@ class UQMethod:
     description: one line for reports.
     confidence:  how to map the uncertainty back to the paper's bounded confidence, one of
                  ``CONFIDENCE_MAPS`` (default "complement": u = 1 - confidence in [0, 1]).
+    nan_policy:  what the routing metrics do with the samples it could not score (NaN), one of
+                 ``jobs.metrics.NAN_POLICIES``: "most_uncertain" (offload them first; right when
+                 NaN means "no answer", e.g. an empty generation) or "drop" (leave them out and
+                 report their share; right when NaN means "unreadable", e.g. a verbalized
+                 confidence that does not parse); None (default): the grid's
+                 ``metrics.nan_policy`` (most_uncertain unless set). A UQ entry's ``nan_policy``
+                 overrides both (``orchestrator.config.nan_policy_of``).
+    parsed_stat: the stat holding a value parsed from generated text (verbal confidences), or
+                 None: NaN there means the text did not parse, and setting records carry
+                 ``confidence_parse`` ("ok" / "unparsed") per sample.
+    answer_stage: the generation stage whose output holds an answer of the method's own
+                 (verbal_1s: answer and confidence in one output), or None: setting records then
+                 carry that answer and whether it agrees with the greedy one, and the param
+                 ``route`` (``ROUTES``) says which of the two is judged.
+    param_choices: param name -> its valid values, checked when the config is loaded.
     """
 
     name: str
@@ -48,6 +70,10 @@ class UQMethod:
     fit: str | None = None
     description: str = ""
     confidence: str = "complement"
+    nan_policy: str | None = None
+    parsed_stat: str | None = None
+    answer_stage: str | None = None
+    param_choices: Mapping[str, tuple] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_KINDS:
@@ -57,6 +83,32 @@ class UQMethod:
                              f"valid: {', '.join(CONFIDENCE_MAPS)}")
         if not self.requires:
             raise ValueError(f"uq method {self.name!r}: requires must name at least one stat")
+        if self.nan_policy is not None and self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"uq method {self.name!r}: nan_policy={self.nan_policy!r}; "
+                             f"valid: {', '.join(NAN_POLICIES)}")
+        if self.parsed_stat is not None and self.parsed_stat not in self.requires:
+            raise ValueError(f"uq method {self.name!r}: parsed_stat {self.parsed_stat!r} is not one of "
+                             f"its requires {self.requires}")
+        if self.answer_stage is not None and "route" not in self.param_choices:
+            raise ValueError(f"uq method {self.name!r}: answer_stage needs a 'route' param "
+                             f"(param_choices['route'] = {ROUTES})")
+
+    def route(self, params: Mapping[str, Any]) -> str:
+        """Which answer a setting judges: "greedy_answer" (the plain greedy pass) or, for a method
+        with an ``answer_stage``, its ``route`` param (default: the fn's default)."""
+        if self.answer_stage is None:
+            return "greedy_answer"
+        default = inspect.signature(self.fn).parameters["route"].default
+        return str(params.get("route", default))
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise TypeError for a parameter ``fn`` does not take, ValueError for a value outside
+        ``param_choices``; both name the method, the parameter and the valid choices."""
+        _check_params(self, params)
+        for key, choices in self.param_choices.items():
+            if key in params and params[key] not in choices:
+                raise ValueError(f"uq method {self.name!r}: {key}={params[key]!r} is not valid; "
+                                 f"valid choices: {', '.join(map(str, choices))}")
 
     @property
     def fit_requires(self) -> tuple[str, ...]:
@@ -107,7 +159,7 @@ def compute(
     unknown parameter.
     """
     n = _check_stats(method, stats, method.requires, "stats")
-    _check_params(method, params)
+    method.check_params(params)
     if method.fit is None:
         out = method.fn(stats, **params)
     else:

@@ -1,6 +1,9 @@
-"""Verbalization, two stages (paper method 5): uncertainty = 1 - confidence stated in a second turn.
+"""Verbalization, two stages (paper method 5): uncertainty = 1 - confidence stated in a second turn
+about the model's whole greedy answer (shown back to it in the conversation).
 
-Unparseable confidence -> NaN.
+Unparseable confidence -> NaN; the method's NaN policy is ``drop`` (the later version of the paper
+drops those samples): they are left out of the metrics, and the setting reports their share
+(``unscored_share``) beside the AUROC and each record's ``confidence_parse``.
 """
 from __future__ import annotations
 
@@ -16,4 +19,6 @@ METHOD = UQMethod(
     requires=("verbal_2s_conf",),
     fn=verbal_2s,
     description="1 - verbalized confidence asked for in a second turn",
+    nan_policy="drop",
+    parsed_stat="verbal_2s_conf",
 )

@@ -22,9 +22,19 @@ def test_every_setting_finishes_with_records_and_metrics(tiny_run):
         assert m["name"] == s.name and m["metrics"]["n"] == 6
         recs = pq.read_table(d / "records.parquet").to_pylist()
         assert [x["sample_id"] for x in recs] == [x["sample_id"] for x in recs]  # stable order
-        assert sorted(x["route_rank"] for x in recs) == list(range(6))
-        # the curve starts at SLM accuracy and ends at LLM accuracy
+        # every query is routed, but those a "drop" method (the verbal ones) could not score
+        n_used = m["metrics"]["n_used"]
+        assert n_used == (6 if m["nan_policy"] == "most_uncertain" else 6 - m["metrics"]["n_nan"])
+        assert sorted(x["route_rank"] for x in recs if x["route_rank"] >= 0) == list(range(n_used))
+        assert m["metrics"]["unscored_share"] == pytest.approx(m["metrics"]["n_nan"] / 6)
+        if s.uq == "verbal_2s":
+            assert m["nan_policy"] == "drop"
+            assert [x["confidence_parse"] == "unparsed" for x in recs] == [x["route_rank"] < 0 for x in recs]
+        # the curve starts at SLM accuracy and ends at LLM accuracy (none when nothing was scored)
         curve = json.loads((d / "curve.json").read_text())["curve"]
+        if not n_used:
+            assert curve == []
+            continue
         assert curve[0]["accuracy"] == pytest.approx(m["metrics"]["slm_acc"])
         assert curve[-1]["accuracy"] == pytest.approx(m["metrics"]["llm_acc"])
         assert (d / "curve.png").stat().st_size > 1000
@@ -62,7 +72,12 @@ def test_mlflow_has_one_run_per_setting_with_curve(tiny_run):
     children = [x for x in runs if x.data.tags.get("uqroute.kind") == "setting"]
     assert len(parents) == 1
     assert sorted(x.data.tags["uqroute.setting_hash"] for x in children) == sorted(s.hash for s in plan.settings)
-    child = children[0]
+    # the unscored share is logged beside the AUROC of every setting, the NaN policy as a param
+    assert all("unscored_share" in x.data.metrics for x in children)
+    assert {x.data.params["metrics.nan_policy"] for x in children if x.data.tags["uq"] == "verbal_2s"} == {"drop"}
+    assert {x.data.params["metrics.nan_policy"] for x in children if x.data.tags["uq"] == "perplexity"} == \
+        {"most_uncertain"}
+    child = next(x for x in children if x.data.metrics["n_used"] > 0)  # a setting with a curve
     assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert {"slm", "uq", "dataset", "llm"} <= set(child.data.tags)
     assert "auroc" in child.data.metrics and "slm_acc" in child.data.metrics

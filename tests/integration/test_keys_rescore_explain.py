@@ -70,7 +70,7 @@ def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflo
     r = load_output(out)
     exp = r.grid["mlflow"]["experiment"]
     before = _setting_runs(uri, exp)
-    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", {"ptrue": "bumped"})
+    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"ptrue": "bumped"})
     plan = make_plan(r)
     stale = set(plan.units) - plan.done(r.store_dir)
     assert stale == {k for k, u in plan.units.items()

@@ -18,7 +18,8 @@ from tests.unit.test_config_grid_plan import BASE, load
 DATASETS3 = BASE.replace("datasets: [addsub, strategyqa]", "datasets: [addsub, strategyqa, arc_easy]")
 
 # Gen keys of DATASETS3 computed with the code before answer modes existed: generate mode (the
-# default) must keep them byte-identical, so existing stores stay valid.
+# default) must keep them byte-identical, so existing stores stay valid (the p(True) / verbal
+# prompt changes of issue 8 have stage versions and leave greedy, samples and LLM keys alone).
 GENERATE_KEYS = {
     "greedy smollm2-135m addsub eval": "971394ee5b7f321d", "llm smollm2-135m addsub eval": "fe6cb256feaacab5",
     "samples smollm2-135m addsub eval": "47043fb7d23e59b6", "greedy smollm2-135m addsub fit": "de92de8a65c5e9d1",

@@ -347,9 +347,9 @@ def test_summarize_hand_example():
     out = M.summarize(U4, SLM4, LLM4, n_boot=50)
     assert set(out) == set(M.SUMMARY_KEYS)
     json.dumps(out)  # plain numbers
-    assert type(out["n"]) is int and type(out["n_nan"]) is int
-    assert all(type(v) is float for k, v in out.items() if k not in ("n", "n_nan"))
-    expected = dict(n=4, n_nan=0, slm_acc=0.5, llm_acc=0.75, auroc=1.0, area=AREA4,
+    assert type(out["n"]) is int and type(out["n_nan"]) is int and type(out["n_used"]) is int
+    assert all(type(v) is float for k, v in out.items() if k not in ("n", "n_nan", "n_used"))
+    expected = dict(n=4, n_nan=0, unscored_share=0.0, n_used=4, slm_acc=0.5, llm_acc=0.75, auroc=1.0, area=AREA4,
                     random_area=RANDOM_AREA4, oracle_area=ORACLE_AREA4, apgr=APGR4,
                     gap_recovered_vs_random=GAP_VS_RANDOM4, call_rate_50=0.25, call_rate_80=0.25)
     for k, v in expected.items():

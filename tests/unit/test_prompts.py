@@ -13,7 +13,9 @@ FF = Sample("f1", 'Take the last letters of each words in "Ann Bob" and concaten
 
 
 def test_version():
+    # the whole-answer p(True)/verbal-2s prompts and the 1-stage parse bumped those stages only
     assert prompts.PROMPT_VERSION == "v1"
+    assert prompts.STAGE_PROMPT_VERSIONS == {"ptrue": "2", "verbal_2s": "2", "verbal_1s": "2"}
 
 
 def test_mc_answer_prompt_exact_text():
@@ -66,14 +68,28 @@ def test_verbal_2s_followup_is_the_whole_conversation():
     )
 
 
-def test_ptrue_shows_the_option_text_for_a_letter():
-    content = prompts.ptrue_messages(MC, "C")[0]["content"]
+def test_ptrue_shows_the_proposed_answer_as_given():
+    # the stage passes the model's whole answer; mc options are in the question block above it
+    answer = "Paris is the capital and largest city of France.\nThe answer is C."
+    content = prompts.ptrue_messages(MC, answer)[0]["content"]
     assert content.endswith(
-        "C. Paris\n\nProposed answer: C. Paris\n\n"
+        "C. Paris\n\nProposed answer: " + answer + "\n\n"
         "Is the proposed answer true or false? Answer with one word: True or False."
     )
-    assert "Proposed answer: 7\n" in prompts.ptrue_messages(NUM, "7")[0]["content"]
-    assert "Proposed answer: Z\n" in prompts.ptrue_messages(MC, "Z")[0]["content"]  # not a valid letter: as is
+    assert "Proposed answer: C\n" in prompts.ptrue_messages(MC, "C")[0]["content"]  # a bare letter: as is
+
+
+@pytest.mark.parametrize("raw,shown", [
+    ("6 + 7 = 13. The answer is 13.", "6 + 7 = 13. The answer is 13."),
+    # an invented follow-up question (our prompts' field names at a line start) is not the answer
+    ("The answer is 13.\n\nQuestion: Tom has 4 apples...\nThe answer is 9.", "The answer is 13."),
+    ("The answer is B.\nOptions:\nA. x", "The answer is B."),
+    ("  The answer is yes.  ", "The answer is yes."),
+    ("Question: restated first\nThe answer is 2.", "Question: restated first\nThe answer is 2."),
+    ("", ""),
+])
+def test_shown_answer_is_the_whole_output_up_to_an_invented_question(raw, shown):
+    assert prompts.shown_answer(raw) == shown
 
 
 def test_plain_prompt_renders_turns():

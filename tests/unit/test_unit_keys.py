@@ -42,7 +42,7 @@ def test_a_ptrue_prompt_bump_invalidates_exactly_ptrue_passes_scores_and_setting
     base = make_plan(r)
     fake_store(base, r.store_dir)
     assert not not_done(base, r.store_dir)
-    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", {"ptrue": "bumped"}, raising=False)
+    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"ptrue": "bumped"})
     bumped = make_plan(r)
     stale = not_done(bumped, r.store_dir)
     # expected, from the axes (not from the dependency graph the plan built)
@@ -59,8 +59,9 @@ def test_a_ptrue_prompt_bump_invalidates_exactly_ptrue_passes_scores_and_setting
     changed = {s.hash for s in bumped.settings if bumped.setting_keys[s.hash] != base.setting_keys[s.hash]}
     assert changed == {s.hash for s in bumped.settings if s.uq == "ptrue"}
     # the explicit argument does the same as the module-level table
+    table = dict(prompts.STAGE_PROMPT_VERSIONS)
     monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", {})
-    assert set(make_plan(r, prompt_versions={"ptrue": "bumped"}).units) == set(bumped.units)
+    assert set(make_plan(r, prompt_versions=table).units) == set(bumped.units)
 
 
 def test_an_llm_prompt_bump_reaches_every_setting_but_no_score(tmp_path, monkeypatch):
@@ -69,7 +70,7 @@ def test_an_llm_prompt_bump_reaches_every_setting_but_no_score(tmp_path, monkeyp
     r = tiny(tmp_path)
     base = make_plan(r)
     fake_store(base, r.store_dir)
-    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", {"llm": "bumped"}, raising=False)
+    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"llm": "bumped"})
     bumped = make_plan(r)
     stale = not_done(bumped, r.store_dir)
     assert {bumped.units[k].kind for k in stale} == {"gen", "setting"}
