@@ -73,6 +73,7 @@ def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[li
     }
     if greedy and greedy[0].get("hidden_state") is not None:
         stats["hidden_state"] = np.asarray([r["hidden_state"] for r in greedy], dtype=np.float32)
+    stats.update(_router_stats(greedy))
     for stage, key in stage_keys.items():
         if stage == "greedy":
             continue
@@ -85,6 +86,15 @@ def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[li
         elif stage in ("verbal_1s", "verbal_2s"):
             stats[f"{stage}_conf"] = np.asarray([r[f"{stage}_conf"] for r in rows], dtype=np.float64)
     return ids, stats
+
+
+def _router_stats(greedy: list[dict]) -> dict:
+    """The query-side stats of the learned routers (``jobs/routers.py``): the rendered prompt text and
+    the probe-layer hidden state at the last prompt token, one entry per row (None where a row has
+    none: an HTTP SLM, or a store written before the column existed; the routers give NaN there)."""
+    return {"prompt": [r.get("prompt") or "" for r in greedy],
+            "prompt_hidden_state": [None if r.get("prompt_hidden_state") is None
+                                    else np.asarray(r["prompt_hidden_state"], dtype=np.float32) for r in greedy]}
 
 
 def _concat_stats(parts: list[dict]) -> dict:
@@ -167,10 +177,11 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     if missing:
         raise ValueError(f"setting {unit['name']}: LLM records lack {len(missing)} samples, e.g. {missing[:3]}")
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
-    slm_ans, slm_ok = judge(slm_rows, unit["policy"])
-    llm_ans, llm_ok = judge(llm_list, unit["policy"])
     unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
+    rank = M.route_ranks(unc, mc["nan_policy"])  # the routing decision, frozen before any answer is judged
+    slm_ans, slm_ok = judge(slm_rows, unit["policy"])
+    llm_ans, llm_ok = judge(llm_list, unit["policy"])
     summary = M.summarize(unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"],
                           n_boot=mc["bootstrap"], seed=mc["seed"])
     u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
@@ -178,19 +189,18 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
     rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
     orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
-    order = np.argsort(-u_eff, kind="stable")
-    rank = np.full(len(unc), -1)
-    rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
     records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": unit["key"],
                 "slm_answer": a, "slm_correct": bool(o), "llm_answer": la, "llm_correct": bool(lo),
                 "uncertainty": float(x), "route_rank": int(k)}
                for r, a, o, la, lo, x, k in zip(slm_rows, slm_ans, slm_ok, llm_ans, llm_ok, unc, rank)]
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
+    cost = _setting_cost(store, unit, udir, slm_rows, llm_list, unc, slm_ok, llm_ok, summary)
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
     write_json(udir / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd),
                                      "oracle": curve_points(orc),
                                      "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep],
-                                                                                    ties=mc["ties"])})
+                                                                                    ties=mc["ties"])}
+               | ({"cost": cost} if cost else {}))
     if plot:
         from jobs.plots import plot_routing
 
@@ -199,3 +209,20 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     manifest = {"key": unit["key"], "name": unit["name"], **unit["axes"], "metrics": summary}
     finish_unit(udir, manifest)
     return manifest
+
+
+def _setting_cost(store: Path, unit: dict, udir: Path, slm_rows, llm_rows, unc, slm_ok, llm_ok,
+                  summary: dict) -> dict | None:
+    """The setting's cost axis (``jobs/cost.py``): adds the ``cost_*`` metrics to ``summary``, writes
+    ``cost.parquet`` (usage and USD per query) and returns the curve.json ``cost`` block; None when
+    the unit was planned without prices."""
+    from jobs import cost as C
+
+    out = C.from_store(store, unit, slm_rows, llm_rows, unc, slm_ok, llm_ok)
+    if out is None:
+        return None
+    sc, block = out
+    summary.update(sc.metrics)
+    write_table(udir / "cost.parquet", sc.records, meta={"setting": unit["name"], "prices": block["prices"],
+                                                         "prices_digest": block["prices_digest"]})
+    return block

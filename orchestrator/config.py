@@ -194,6 +194,13 @@ class CalibrationConf:
 
 
 @dataclass
+class CostConf:
+    """The cost axis (``jobs/cost.py``): which price table prices tokens and wall time."""
+
+    prices: str = "default"  # a table in conf/prices/ (the grid's conf folder, then the repository's) or a YAML path
+
+
+@dataclass
 class GridConf:
     name: str = MISSING
     output_dir: str = "runs/${name}"
@@ -210,6 +217,7 @@ class GridConf:
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     ray: RayConf = field(default_factory=RayConf)
     calibration: CalibrationConf = field(default_factory=CalibrationConf)
+    cost: CostConf = field(default_factory=CostConf)
 
 
 CHOICES = {
@@ -536,6 +544,8 @@ def validate(r: ResolvedGrid) -> None:
             UQ_METHODS.check(u["method"])
         except UnknownNameError as e:
             raise ConfigError(f"uq {name!r}: {e}") from None
+        _check_uq_params(name, u)
+    _check_prices(r)
     for name, d in r.datasets.items():
         d["adapter"] = d["adapter"] or name
         where = f"dataset {name!r}"
@@ -570,6 +580,28 @@ def validate(r: ResolvedGrid) -> None:
             if v not in known[k]:
                 raise ConfigError(f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: "
                                   f"{', '.join(sorted(known[k]))}")
+
+
+def _check_uq_params(name: str, u: dict) -> None:
+    """A method's own parameter check (``UQMethod.check_params``), before any model runs."""
+    from jobs.uq import UQ_METHODS
+
+    method = UQ_METHODS.get(u["method"])
+    if method.check_params is not None:
+        try:
+            method.check_params(dict(u["params"]))
+        except (ValueError, ImportError) as e:
+            raise ConfigError(f"uq {name!r}: {e}") from None
+
+
+def _check_prices(r: ResolvedGrid) -> None:
+    from jobs.cost import PriceError
+    from orchestrator.plan import grid_prices
+
+    try:
+        grid_prices(r)
+    except PriceError as e:
+        raise ConfigError(f"{r.source}: {e}") from None
 
 
 def _defaults(cls) -> dict:

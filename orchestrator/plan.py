@@ -184,6 +184,7 @@ def make_plan(r: ResolvedGrid) -> Plan:
     fit_scores: dict = {}
     fit_llm: dict = {}
     score_cache: dict[tuple, Unit] = {}
+    prices = grid_prices(r)
     for s in settings:
         # a setting's own (eval) units are planned before its calibration (fit) units: models serve
         # their units in plan order, so the first settings finish (and reach MLflow) early
@@ -199,6 +200,25 @@ def make_plan(r: ResolvedGrid) -> Plan:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         greedy_key = sc.payload["eval"]["greedy"]
         payload = {"key": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key, "slm_greedy": greedy_key,
-                   "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"]}
+                   "llm": llm_unit.key, "metrics": g["metrics"], "policy": dec["extraction_policy"],
+                   "cost": _cost_payload(prices, r, s, sc)}
         add(Unit("setting", s.hash, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
     return Plan(settings, units, fit_scores, fit_llm)
+
+
+def grid_prices(r: ResolvedGrid):
+    """The grid's price table (``cost.prices``: a name in the grid's ``conf/prices/`` or the
+    repository's, or a YAML path), as ``jobs.cost.PriceTable``."""
+    from jobs.cost import load_prices
+    from orchestrator.config import find_conf_dir
+
+    conf_dirs = [find_conf_dir(Path(r.source))] if r.source else []
+    return load_prices((r.grid.get("cost") or {}).get("prices", "default"), conf_dirs)
+
+
+def _cost_payload(prices, r: ResolvedGrid, s: Setting, sc: Unit) -> dict:
+    """What the setting unit prices its queries with: the table, the SLM's and LLM's rates and the gen
+    units its UQ method read (not part of the setting's key: prices are applied to the records)."""
+    from jobs.cost import cost_payload
+
+    return cost_payload(prices, r.slms[s.slm], r.llms[s.llm], sc.payload["eval"])

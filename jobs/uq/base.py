@@ -40,6 +40,9 @@ class UQMethod:
     description: one line for reports.
     confidence:  how to map the uncertainty back to the paper's bounded confidence, one of
                  ``CONFIDENCE_MAPS`` (default "complement": u = 1 - confidence in [0, 1]).
+    check_params: optional ``check_params(params)`` raising ValueError / ImportError for parameters
+                 that cannot work here (an unavailable model, say); the config runs it at load
+                 time, before any model pass, so a bad value fails in seconds, not after generation.
     """
 
     name: str
@@ -48,6 +51,7 @@ class UQMethod:
     fit: str | None = None
     description: str = ""
     confidence: str = "complement"
+    check_params: Callable[[dict], None] | None = None
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_KINDS:
