@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -30,6 +31,8 @@ TABLE = C.PriceTable.from_dict({"name": "t", "currency": "USD", "local": {"per_h
 SLM = {"name": "slm", "backend": "hf", "id": "x"}
 LLM = {"name": "big", "backend": "openai", "model_name": "some-api-model"}
 
+DEFAULT_GRID = Path(__file__).resolve().parents[2] / "conf" / "grid" / "default.yaml"
+
 
 # ---- price tables -------------------------------------------------------------------------------
 
@@ -52,7 +55,7 @@ def test_the_default_table_loads_and_prices_the_repo_models():
     assert t.rate_for({"name": "gpt-4o-mini", "backend": "openai", "model_name": "gpt-4o-mini"}).matched == "gpt-4o-mini*"
     assert t.rate_for({"name": "llama-3.1-70b", "backend": "openai",
                        "model_name": "meta-llama/Llama-3.1-70B-Instruct"}).matched == "*llama-3.1-70b*"
-    r = load_grid("conf/grid/default.yaml")
+    r = load_grid(DEFAULT_GRID)
     assert r.grid["cost"] == {"prices": "default"}
     assert t.rate_for(r.slms["smollm2-135m"]).kind == "time"
     assert C.PriceTable.from_dict(t.to_dict(), t.source).digest == t.digest  # what a payload carries
@@ -92,7 +95,7 @@ def test_a_grid_with_an_unknown_price_table_is_refused():
     from orchestrator.config import ConfigError, load_grid
 
     with pytest.raises(ConfigError, match=r"unknown price table \(cost.prices\) 'nope'.*Available: default"):
-        load_grid("conf/grid/default.yaml", ["cost.prices=nope"])
+        load_grid(DEFAULT_GRID, ["cost.prices=nope"])
 
 
 # ---- usage: tokens per pass add up ---------------------------------------------------------------
@@ -310,7 +313,7 @@ def test_plan_gives_every_setting_its_prices_and_its_methods_passes():
     from orchestrator.config import load_grid
     from orchestrator.plan import make_plan
 
-    r = load_grid("conf/grid/default.yaml")
+    r = load_grid(DEFAULT_GRID)
     plan = make_plan(r)
     by_uq = {u.payload["axes"]["uq"]: u.payload for u in plan.by_kind("setting")}
     assert set(by_uq["jaccard"]["cost"]["uq_stages"]) == {"greedy", "samples"}

@@ -3,6 +3,8 @@ the query predicts the SLM's correctness they rank errors first (AUROC clearly a
 does not they are at chance."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,8 @@ from jobs.routers import knn_p_correct, query_matrix
 from jobs.uq import PAPER_METHODS, UQ_METHODS, compute
 
 ROUTERS = ("knn_router", "logreg_router", "embed_router")
+
+DEFAULT_GRID = Path(__file__).resolve().parents[2] / "conf" / "grid" / "default.yaml"
 
 
 def hidden_stats(n: int, seed: int, predictive: bool, dim: int = 16) -> dict:
@@ -129,8 +133,8 @@ def test_the_config_refuses_bad_router_params_before_any_model_runs():
     from orchestrator.config import ConfigError, load_grid
 
     with pytest.raises(ConfigError, match=r"uq 'knn_router': knn_router: k=0 must be an integer >= 1"):
-        load_grid("conf/grid/default.yaml", ["uq=[{name: knn_router, params: {k: 0}}]"])
-    r = load_grid("conf/grid/default.yaml", ["uq=[knn_router, logreg_router, embed_router]"])
+        load_grid(DEFAULT_GRID, ["uq=[{name: knn_router, params: {k: 0}}]"])
+    r = load_grid(DEFAULT_GRID, ["uq=[knn_router, logreg_router, embed_router]"])
     assert r.uq["embed_router"]["params"] == {"embedding": "tfidf", "C": 1.0}
 
 
