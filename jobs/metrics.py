@@ -150,6 +150,36 @@ def _tie_groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
     end = np.minimum.accumulate(np.where(last, j + 1, n)[:, ::-1], axis=1)[:, ::-1]
     return start, end
+def route_ranks(uncertainty, nan_policy: str) -> np.ndarray:
+    """The routing decision of one setting, from uncertainty alone: rank of each query in the
+    offloading order (0 = first sent to the LLM), -1 for a query the NaN policy drops.
+
+    The order is descending uncertainty after ``apply_nan_policy`` (NaN first under
+    "most_uncertain"), ties by original sample order (stable), the order ``routing_curve`` with
+    ties="stable" offloads in. It reads no correctness: routing decisions are frozen before any
+    answer is judged (a lesson from RouterArena submissions that changed choices after seeing
+    answers), and ``tests/unit/test_route_audit.py`` checks it.
+    """
+    u, keep = apply_nan_policy(uncertainty, nan_policy)
+    order = np.argsort(-u[keep], kind="stable")
+    rank = np.full(len(u), -1)
+    rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
+    return rank
+
+
+def expected_offloaded_sum(uncertainty, value, ties: str = "expected") -> np.ndarray:
+    """Sum of ``value`` over the k most uncertain queries, for k = 0..N: (N+1,).
+
+    The same offloading order (and, for ties="expected", the same random-order expectation inside
+    a tie group) as ``routing_curve``, so a per-query quantity such as the LLM's cost lines up with
+    the accuracy curve point by point (``jobs.cost``).
+    """
+    _check_ties(ties)
+    u = _as_uncertainty(uncertainty)
+    v = np.asarray(value, dtype=np.float64)
+    _check_lengths(uncertainty=u, value=v)
+    return _offload_cumsum(u[None], v[None], ties)[0]
+
 
 
 def _offload_cumsum(key: np.ndarray, value: np.ndarray, ties: str) -> np.ndarray:

@@ -21,6 +21,8 @@ stage greedy (and llm):
   answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN; computed
                           at scoring time by jobs.scoring.answer_logprob, not stored
   hidden_state (list<float32>)  probe-layer hidden state at the last new token; null for an HTTP SLM
+  prompt_hidden_state (list<float32>)  the same layer at the last prompt token (the learned routers'
+                          query representation); null for an HTTP SLM and in stores written before it
 stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
 stage ptrue:    ptrue_prob (float)
 stage verbal_1s: verbal_1s_raw (str), verbal_1s_conf (float, NaN if unparseable)
@@ -29,12 +31,15 @@ score units:    sample_id, uncertainty (float, NaN = method could not score); on
                 method, dataset, role): role fit holds the calibration rows (trained methods scored
                 out-of-fold there), manifest.json says role and crossfit folds
 setting records: sample_id, setting, setting_hash, slm_answer, slm_correct, llm_answer, llm_correct,
-                 uncertainty, route_rank (0 = first sent to the LLM); provenance: extraction_rule and
+                 uncertainty, route_rank (0 = first sent to the LLM, -1 = dropped by the NaN policy); provenance: extraction_rule and
                  llm_extraction_rule (jobs.answers.Extraction.rule, e.g. "strict:the_answer_is",
                  "flexible:last_number", "none"), answer_prob_rule (jobs.scoring.ANSWER_PROB_RULES);
                  under ``settings/<unit key>`` (``orchestrator.plan.unit_key``: a new result of the
                  same setting gets a new folder), whose manifest.json names both the unit key
                  (``key``) and the setting's identity (``setting_hash``, its MLflow run)
+setting cost.parquet (``jobs/cost.py``): sample_id; per component slm / uq / llm: <c>_prompt_tokens,
+                 <c>_new_tokens, <c>_seconds, <c>_passes (floats); slm_usd, uq_usd, llm_usd (priced
+                 with the table named in the file's metadata)
 """
 from __future__ import annotations
 

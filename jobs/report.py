@@ -316,7 +316,8 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     heat_uq = heatmap_figure(a["distances"]["by_dataset"], out_dir / "ks_across_methods.png",
                              "KS distance between UQ methods (paper confidence scale), per SLM / dataset")
     transfer_png = transfer_figure(a["transfer"]["call_rate"], out_dir / "transfer.png")
-    pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png) if p]
+    cost_parts, cost_png, cost_metrics = _cost_section(r, plan, out_dir)
+    pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png, cost_png) if p]
 
     g = r.grid
     cal = a["calibration"]
@@ -324,7 +325,8 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts = [f"<h1>uqroute report: grid <code>{html.escape(g['name'])}</code></h1>"]
     parts.append("<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("findings", "Findings"), ("grid", "Grid"), ("curves", "Routing curves"), ("alignment", "AUROC & area"),
-        ("relative", "Relative accuracy"), ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"))) + "</nav>")
+        ("relative", "Relative accuracy"), ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"),
+        ("cost", "Cost"))) + "</nav>")
     # findings
     parts.append('<h2 id="findings">The paper’s three findings, with this grid’s numbers</h2>')
     for f in a["findings"]:
@@ -481,6 +483,7 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         parts.append("<p class='na'>Not evaluated: " + "; ".join(
             html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
             for s in t["skipped"]) + "</p>")
+    parts += cost_parts
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
            f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     html_path = out_dir / "index.html"
@@ -499,7 +502,22 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         metrics["transfer_curve_rms_random"] = float(np.mean([c["rms_random"] for c in t["curves"]]))
     for fam in ("across_datasets", "across_uq", "across_slm"):
         metrics[f"ks_{fam}"] = d["ks"][fam]["mean"]
+    metrics.update(cost_metrics)
     return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
+
+
+def _cost_section(r, plan, out_dir: Path) -> tuple[list[str], Path | None, dict]:
+    """The cost section (``jobs/cost_report.py``): HTML parts, the Pareto PNG, parent-run metrics;
+    ``cost.json`` beside the report holds the numbers."""
+    from jobs import cost_report
+
+    ca = cost_report.cost_analysis(r, plan)
+    png = cost_report.pareto_figure(ca["groups"], out_dir / "cost_pareto.png")
+    (out_dir / "cost.json").write_text(json.dumps(_jsonable(
+        {**ca, "groups": [{**g, "curves": {m: cv.points() for m, cv in g["curves"].items()},
+                           "random": g["random"].points() if g["random"] is not None else None}
+                          for g in ca["groups"]]}), indent=1, sort_keys=True))
+    return cost_report.cost_section_html(ca, png), png, cost_report.report_metrics(ca)
 
 
 def _jsonable(x):

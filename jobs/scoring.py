@@ -6,10 +6,11 @@ and no torch, so metrics and plots can be recomputed from the Parquet store anyw
   run_score_unit    stats of one (SLM, dataset) generation pass -> uncertainty per sample
   run_setting_unit  uncertainty + SLM correctness + LLM correctness -> routing curve,
                     metrics, per-sample records and a plot for one setting (curve.json: the
-                    routing, random and oracle curves and the relative-accuracy curve). The NaN
-                    policy is the setting's (``metrics.nan_policy`` of the unit: the UQ entry's or
-                    its method's); the judged SLM answer and a verbal method's provenance columns
-                    come from ``slm_judgement``.
+                    routing, random and oracle curves and the relative-accuracy curve; with prices
+                    in the unit, the same curve on a cost axis and cost.parquet, ``jobs/cost.py``).
+                    The NaN policy is the setting's (``metrics.nan_policy`` of the unit: the UQ
+                    entry's or its method's); the judged SLM answer and a verbal method's
+                    provenance columns come from ``slm_judgement``.
 """
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[li
     }
     if greedy and greedy[0].get("hidden_state") is not None:
         stats["hidden_state"] = np.asarray([r["hidden_state"] for r in greedy], dtype=np.float32)
+    stats.update(_router_stats(greedy))
     for stage, key in stage_keys.items():
         if stage == "greedy":
             continue
@@ -145,6 +147,15 @@ def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[li
         elif stage in ("verbal_1s", "verbal_2s"):
             stats[f"{stage}_conf"] = np.asarray([r[f"{stage}_conf"] for r in rows], dtype=np.float64)
     return ids, stats
+
+
+def _router_stats(greedy: list[dict]) -> dict:
+    """The query-side stats of the learned routers (``jobs/routers.py``): the rendered prompt text and
+    the probe-layer hidden state at the last prompt token, one entry per row (None where a row has
+    none: an HTTP SLM, or a store written before the column existed; the routers give NaN there)."""
+    return {"prompt": [r.get("prompt") or "" for r in greedy],
+            "prompt_hidden_state": [None if r.get("prompt_hidden_state") is None
+                                    else np.asarray(r["prompt_hidden_state"], dtype=np.float32) for r in greedy]}
 
 
 def _concat_stats(parts: list[dict]) -> dict:
@@ -305,13 +316,14 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     if missing:
         raise ValueError(f"setting {unit['name']}: LLM records lack {len(missing)} samples, e.g. {missing[:3]}")
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
+    unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
+    unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
+    rank = M.route_ranks(unc, mc["nan_policy"])  # the routing decision, frozen before any answer is judged
     method = _method_of(unit)
     judged = slm_judgement(store, slm_rows, unit.get("slm_stages") or {}, method, unit.get("uq_params") or {},
                            unit["policy"])
     slm_det, slm_ok = judged["details"], judged["correct"]
     llm_det, llm_ok = judge_detail(llm_list, unit["policy"])
-    unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
-    unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
     summary = M.summarize(unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"],
                           n_boot=mc["bootstrap"], seed=mc["seed"]) | judged["metrics"]
     u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
@@ -323,9 +335,6 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
         curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
         rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
         orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
-    order = np.argsort(-u_eff, kind="stable")
-    rank = np.full(len(unc), -1)
-    rank[np.flatnonzero(keep)[order]] = np.arange(len(order))
     # provenance per row: the extraction rule of each judged answer (jobs.answers.Extraction.rule) and
     # the rule that gave the SLM's answer probability (ANSWER_PROB_RULES; from the greedy pass)
     setting_hash = unit.get("setting_hash", unit["key"])  # the setting's identity; "key" is its unit key
@@ -339,12 +348,13 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
         for rec, v in zip(records, col):
             rec[name] = v
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
+    cost = _setting_cost(store, unit, udir, slm_rows, llm_list, unc, slm_ok, llm_ok, summary)
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
     write_json(udir / "curve.json", {
         "curve": curve_points(curve) if scored else [], "random": curve_points(rnd) if scored else [],
         "oracle": curve_points(orc) if scored else [],
         "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
-        if scored else []})
+        if scored else []} | ({"cost": cost} if cost else {}))
     if plot and scored:
         from jobs.plots import plot_routing
 
@@ -354,3 +364,20 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
                 "metrics": summary, "nan_policy": mc["nan_policy"], "answer_route": judged["route"]}
     finish_unit(udir, manifest)
     return manifest
+
+
+def _setting_cost(store: Path, unit: dict, udir: Path, slm_rows, llm_rows, unc, slm_ok, llm_ok,
+                  summary: dict) -> dict | None:
+    """The setting's cost axis (``jobs/cost.py``): adds the ``cost_*`` metrics to ``summary``, writes
+    ``cost.parquet`` (usage and USD per query) and returns the curve.json ``cost`` block; None when
+    the unit was planned without prices."""
+    from jobs import cost as C
+
+    out = C.from_store(store, unit, slm_rows, llm_rows, unc, slm_ok, llm_ok)
+    if out is None:
+        return None
+    sc, block = out
+    summary.update(sc.metrics)
+    write_table(udir / "cost.parquet", sc.records, meta={"setting": unit["name"], "prices": block["prices"],
+                                                         "prices_digest": block["prices_digest"]})
+    return block

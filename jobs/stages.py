@@ -5,6 +5,7 @@ chunks of samples; each chunk becomes one Parquet part, so a killed unit resumes
 chunk level. Stages and the named stats they provide (the contract read by ``jobs/uq``):
 
   greedy     token_logprobs, token_entropy, answer_logprob, hidden_state  (+ raw_output)
+             prompt_hidden_state, prompt   (the learned routers' query side)
   samples    sampled_texts                 (m samples at temperature T)
   ptrue      ptrue_prob                    (one forward pass; shows the whole greedy answer)
   verbal_1s  verbal_1s_conf                (answer + confidence in one output: verbal_1s_raw)
@@ -49,6 +50,8 @@ STAT_STAGE = {
     "token_entropy": "greedy",
     "answer_logprob": "greedy",
     "hidden_state": "greedy",
+    "prompt_hidden_state": "greedy",
+    "prompt": "greedy",
     "sampled_texts": "samples",
     "ptrue_prob": "ptrue",
     "verbal_1s_conf": "verbal_1s",
@@ -78,9 +81,15 @@ def _greedy(backend, samples, deps, p) -> list[dict]:
             texts = g.token_texts if g.token_texts is not None else backend.token_strings(g.token_ids)
             # HTTP backends see no hidden states: the column is null and probes are refused at config time
             row.update(token_logprobs=g.token_logprobs.tolist(), token_entropy=g.token_entropy.tolist(),
-                       token_texts=texts, hidden_state=None if g.hidden is None else g.hidden.tolist())
+                       token_texts=texts, hidden_state=None if g.hidden is None else g.hidden.tolist(),
+                       prompt_hidden_state=_vector(g.prompt_hidden))
         rows.append(row)
     return rows
+
+
+def _vector(x) -> list | None:
+    """A hidden-state vector as a Parquet list column value (None stays None)."""
+    return None if x is None else np.asarray(x, dtype=np.float32).tolist()
 
 
 def _samples(backend, samples, deps, p) -> list[dict]:
@@ -165,6 +174,8 @@ def _constrained_greedy(backend, samples, deps, p) -> list[dict]:
         if p.get("with_stats", True):
             row.update(token_logprobs=[float(raw[i, j])], token_entropy=[entropy], token_texts=[" " + o[j]],
                        hidden_state=None if hidden is None else np.asarray(hidden[i], dtype=np.float32).tolist())
+            # the option pass's hidden state is already at the last prompt token (the answer prefix's)
+            row["prompt_hidden_state"] = row["hidden_state"]
         rows.append(row)
     return rows
 

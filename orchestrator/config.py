@@ -201,6 +201,13 @@ class CalibrationConf:
 
 
 @dataclass
+class CostConf:
+    """The cost axis (``jobs/cost.py``): which price table prices tokens and wall time."""
+
+    prices: str = "default"  # a table in conf/prices/ (the grid's conf folder, then the repository's) or a YAML path
+
+
+@dataclass
 class GridConf:
     name: str = MISSING
     output_dir: str = "runs/${name}"
@@ -217,6 +224,7 @@ class GridConf:
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     ray: RayConf = field(default_factory=RayConf)
     calibration: CalibrationConf = field(default_factory=CalibrationConf)
+    cost: CostConf = field(default_factory=CostConf)
 
 
 CHOICES = {
@@ -563,8 +571,9 @@ def validate(r: ResolvedGrid) -> None:
         _check_choice(f"uq {name!r}", "nan_policy", u.get("nan_policy"), CHOICES["nan_policy"])
         try:
             UQ_METHODS.get(u["method"]).check_params(u["params"])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, ImportError) as e:
             raise ConfigError(f"uq {name!r}: params: {e}") from None
+    _check_prices(r)
     for name, d in r.datasets.items():
         d["adapter"] = d["adapter"] or name
         where = f"dataset {name!r}"
@@ -599,6 +608,16 @@ def validate(r: ResolvedGrid) -> None:
             if v not in known[k]:
                 raise ConfigError(f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: "
                                   f"{', '.join(sorted(known[k]))}")
+
+
+def _check_prices(r: ResolvedGrid) -> None:
+    from jobs.cost import PriceError
+    from orchestrator.plan import grid_prices
+
+    try:
+        grid_prices(r)
+    except PriceError as e:
+        raise ConfigError(f"{r.source}: {e}") from None
 
 
 def _defaults(cls) -> dict:

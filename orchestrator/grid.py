@@ -73,10 +73,17 @@ def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str)
         "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, uq)},
         "seed": g["seed"],
     }
-    # the OOD probe is fitted on the other datasets of the grid: they are part of its identity
-    if uq_conf["method"] == "ood_probe" or uq == "ood_probe":
+    # the OOD probe and the learned routers are fitted on the other datasets of the grid: they are
+    # part of its identity
+    if uq_conf["method"] == "ood_probe" or uq == "ood_probe" or _fits_other_datasets(uq_conf["method"] or uq):
         ident["fit_datasets"] = sorted(x for x in r.datasets if x != dataset)
     return ident
+
+
+def _fits_other_datasets(method: str) -> bool:
+    from jobs.uq import UQ_METHODS
+
+    return method in UQ_METHODS and UQ_METHODS.get(method).fit == "other_datasets"
 
 
 def _excluded(axes: dict, rules: list[dict]) -> bool:

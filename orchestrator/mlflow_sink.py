@@ -9,7 +9,8 @@ when a setting's result changes (a new prompt, extractor or metric version gives
 key), its run is *replaced* -- the old one deleted, a new one logged under the same setting hash
 -- so the grid keeps exactly one run per setting, showing the current result.
 The routing curve is the metric ``routing_accuracy`` whose step is the percent of queries
-routed to the LLM (0..100), so MLflow's chart view overlays curves across runs.
+routed to the LLM (0..100), so MLflow's chart view overlays curves across runs; the same curve on
+a cost axis is ``cost_curve_accuracy``, step = micro-dollars per query (``jobs/cost.py``).
 
 Logging happens off the scheduler loop, in ``orchestrator.mlflow_writer``; this module has the
 calls themselves. ``write_setting`` is one setting in six HTTP calls: create the run with its
@@ -134,7 +135,21 @@ def curve_metric(curve: list[dict]) -> list[tuple[int, float]]:
     return list(zip(steps.tolist(), np.interp(steps / 100.0, r, a).tolist()))
 
 
-ARTIFACTS = ("curve.png", "records.parquet", "curve.json")
+def cost_metrics(curve: dict, now: int) -> list:
+    """The routing curve on the cost axis (``jobs/cost.py``), when the setting has one: metric
+    ``cost_curve_accuracy`` with step = cost in micro-dollars per query (``cost_curve_metric``), so
+    MLflow's chart of it is accuracy against cost; the priced table is in curve.json."""
+    from mlflow.entities import Metric
+
+    from jobs.cost import cost_curve_metric
+
+    block = curve.get("cost")
+    if not block or not block.get("curve"):
+        return []
+    return [Metric("cost_curve_accuracy", acc, now, step) for step, acc in cost_curve_metric(block["curve"])]
+
+
+ARTIFACTS = ("curve.png", "records.parquet", "curve.json", "cost.parquet")
 # MLflow's log_batch limits (mlflow.utils.validation): params+tags 100, metrics 1000, all 1000
 MAX_PARAMS, MAX_METRICS, MAX_ENTITIES = 100, 1000, 1000
 GRID_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
@@ -292,6 +307,7 @@ class MlflowSink:
         for name in ("curve", "random", "oracle"):
             metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
             metrics += [Metric(metric, acc, now, step) for step, acc in curve_metric(curve[name])]
+        metrics += cost_metrics(curve, now)
         params = [Param(k[:250], v) for k, v in sorted(_flatten(src.params).items())]
         run = self.client.create_run(self.experiment_id, run_name=m["name"], tags=tags)
         rid = run.info.run_id

@@ -274,6 +274,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
     # the rows calibration sets of the transfer analysis are drawn from: fit role when calibration
     # is enabled, else the other datasets' evaluated rows (jobs.analysis.transfer_analysis)
     cal_role = "fit" if cal["enabled"] else "eval"
+    prices = grid_prices(r)
     for s in settings:
         # a setting's own (eval) units are planned before its calibration (fit) units: models serve
         # their units in plan order, so the first settings finish (and reach MLflow) early
@@ -297,7 +298,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         payload = {"key": key, "setting_hash": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key,
                    "slm_greedy": greedy_key, "slm_stages": sc.payload["eval"], "method": sc.payload["method"],
                    "uq_params": sc.payload["params"], "llm": llm_unit.key,
-                   "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)}, "policy": policy}
+                   "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)}, "policy": policy,
+                   "cost": _cost_payload(prices, r, s, sc)}
         add(Unit("setting", key, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
         setting_keys[s.hash] = key
     # leave-one-dataset-out scores, planned last (they only feed the transfer analysis)
@@ -312,3 +314,21 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
                 leave_out[(slm, uq, dataset, heldout)] = {"score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
                                                           "slm_stages": lu.payload["eval"], "role": cal_role}
     return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out)
+
+
+def grid_prices(r: ResolvedGrid):
+    """The grid's price table (``cost.prices``: a name in the grid's ``conf/prices/`` or the
+    repository's, or a YAML path), as ``jobs.cost.PriceTable``."""
+    from jobs.cost import load_prices
+    from orchestrator.config import find_conf_dir
+
+    conf_dirs = [find_conf_dir(Path(r.source))] if r.source else []
+    return load_prices((r.grid.get("cost") or {}).get("prices", "default"), conf_dirs)
+
+
+def _cost_payload(prices, r: ResolvedGrid, s: Setting, sc: Unit) -> dict:
+    """What the setting unit prices its queries with: the table, the SLM's and LLM's rates and the gen
+    units its UQ method read (not part of the setting's key: prices are applied to the records)."""
+    from jobs.cost import cost_payload
+
+    return cost_payload(prices, r.slms[s.slm], r.llms[s.llm], sc.payload["eval"])

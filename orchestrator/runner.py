@@ -17,7 +17,8 @@ from orchestrator.plan import Plan, make_plan
 
 # fields that change how or where a grid runs, or what is added to it, not what its results are:
 # an output folder accepts them changed (calibration only adds fit-role work units)
-NON_IDENTITY = ("output_dir", "store_dir", "mlflow", "ray", "name", "calibration")
+NON_IDENTITY = ("output_dir", "store_dir", "mlflow", "ray", "name", "calibration",
+                "cost")  # prices are applied to the records (jobs/cost.py): they change no result
 RESOLVED_FILE = "resolved_config.yaml"
 RUN_STATE_FILE = "run_state.json"        # the last run of this folder: running / finished / failed / interrupted
 PENDING_FILE = "mlflow_pending.json"     # settings done in the store but not in MLflow (`uqroute sync` logs them)
@@ -94,8 +95,8 @@ def bind_output(r: ResolvedGrid) -> None:
             raise ConfigMismatch(f"{out} holds results of a different configuration (hash {config_hash(old)} != "
                                  f"{config_hash(r)}); differing fields:\n  " + "\n  ".join(diffs[:30]) +
                                  "\nUse another output_dir, or `uqroute resume` to continue the stored one.")
-        if old.grid.get("calibration") != r.grid.get("calibration"):
-            path.write_text(r.to_yaml())  # e.g. calibration turned on: resume and report follow it
+        if any(old.grid.get(k) != r.grid.get(k) for k in ("calibration", "cost")):
+            path.write_text(r.to_yaml())  # e.g. calibration turned on, new prices: resume and report follow it
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(r.to_yaml())

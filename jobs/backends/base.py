@@ -24,6 +24,8 @@ class Generation:
     hidden:         hidden state of the configured layer at the last new token, float32 (H,);
                     None where the backend cannot see hidden states (HTTP endpoints).
     latency_s:      wall time of the batch this generation was in, divided by the batch size.
+    prompt_hidden:  the same layer's hidden state at the last prompt token, float32 (H,): the
+                    learned routers' query representation; None where hidden states are unseen.
     """
 
     text: str
@@ -35,6 +37,7 @@ class Generation:
     token_texts: list[str] | None = None
     hidden: np.ndarray | None = None
     latency_s: float = 0.0
+    prompt_hidden: np.ndarray | None = None
 
 
 class Backend(Protocol):

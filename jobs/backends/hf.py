@@ -230,6 +230,9 @@ class HFBackend:
             g.token_logprobs = tok_lp[i, :n].copy()
             g.token_entropy = entropy[i, :n].copy()
             g.hidden = hidden[i].copy()
+        prompt_hidden = stats.prompt_hidden.float().cpu().numpy().astype(np.float32)
+        for i, g in enumerate(gens):
+            g.prompt_hidden = prompt_hidden[i].copy()
 
     @torch.inference_mode()
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
@@ -306,6 +309,8 @@ class _StepStats:
     - the entropy of that distribution (B,);
     - the probe layer's last-position hidden state, kept per row only while the row is still
       generating, so it ends at step min(n_new, steps - 1), as ``hidden_states[step][layer]``.
+    - that layer's hidden state at step 0's last position, the last prompt token (``prompt_hidden``,
+      the learned routers' query representation).
 
     ``hidden_layer`` indexes ``hidden_states`` (n_layers + 1 entries): 0 is the input of the first
     decoder layer (the embeddings), k in 1..n_layers-1 the output of layer k-1, n_layers the
@@ -332,7 +337,7 @@ class _StepStats:
     def __enter__(self) -> Self:
         self.step = 0
         self.tok_lp, self.entropy = [], []
-        self.prev_logp = self.hidden = self.alive = self._h = None
+        self.prev_logp = self.hidden = self.alive = self._h = self.prompt_hidden = None
         module, kind = self._probe
         if kind == "pre":
             h = module.register_forward_pre_hook(self._probe_pre_hook, with_kwargs=True)
@@ -362,6 +367,7 @@ class _StepStats:
         h, self._h = self._h, None  # a view of the layer output: let that go with this step
         if s == 0:
             self.hidden = h.clone()
+            self.prompt_hidden = h.clone()  # step 0's last position is the last prompt token
             self.alive = torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
             self._stop = torch.tensor(self.stop_ids, dtype=torch.long, device=self.model.device)
         else:

@@ -19,6 +19,9 @@ The stats a method can read (N samples; produced once by the generation stage):
     verbal_1s_conf, verbal_2s_conf  (N,) stated confidence in [0, 1], NaN if unparseable
     sampled_texts   list of N lists of m strings sampled at temperature 1.0
     hidden_state    (N, H) float32, 8th-to-last layer at the last generated token
+    prompt_hidden_state  list of N (H,) float32 arrays or None: the same layer at the last prompt token
+                    (None for an HTTP SLM); the learned routers' query representation
+    prompt          list of N str: the rendered prompt text
     correct         (N,) bool SLM correctness; only in fit stats, for trained methods
 
 Run a method with ``compute(UQ_METHODS.get(name), stats, fit_stats, **params)``.
@@ -48,6 +51,10 @@ UQ_METHODS = Registry(
         # cheap extra baselines
         "mean_token_entropy": "jobs.uq.mean_token_entropy:METHOD",
         "max_token_nll": "jobs.uq.max_token_nll:METHOD",
+        # learned routers: read the query only, trained on the other datasets (jobs/routers.py)
+        "knn_router": "jobs.uq.knn_router:METHOD",
+        "logreg_router": "jobs.uq.logreg_router:METHOD",
+        "embed_router": "jobs.uq.embed_router:METHOD",
     },
 )
 

@@ -62,6 +62,9 @@ class UQMethod:
                  carry that answer and whether it agrees with the greedy one, and the param
                  ``route`` (``ROUTES``) says which of the two is judged.
     param_choices: param name -> its valid values, checked when the config is loaded.
+    extra_check: optional ``extra_check(params)`` raising ValueError / ImportError for parameters
+                 that cannot work here (an unavailable model, say); the config runs it at load
+                 time, before any model pass, so a bad value fails in seconds, not after generation.
     """
 
     name: str
@@ -74,6 +77,7 @@ class UQMethod:
     parsed_stat: str | None = None
     answer_stage: str | None = None
     param_choices: Mapping[str, tuple] = field(default_factory=dict, hash=False)
+    extra_check: Callable[[dict], None] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_KINDS:
@@ -103,12 +107,15 @@ class UQMethod:
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise TypeError for a parameter ``fn`` does not take, ValueError for a value outside
-        ``param_choices``; both name the method, the parameter and the valid choices."""
+        ``param_choices``; both name the method, the parameter and the valid choices. Then the
+        method's ``extra_check``, if any (ValueError / ImportError)."""
         _check_params(self, params)
         for key, choices in self.param_choices.items():
             if key in params and params[key] not in choices:
                 raise ValueError(f"uq method {self.name!r}: {key}={params[key]!r} is not valid; "
                                  f"valid choices: {', '.join(map(str, choices))}")
+        if self.extra_check is not None:  # e.g. an embedding model that is not installed here
+            self.extra_check(dict(params))
 
     @property
     def fit_requires(self) -> tuple[str, ...]:

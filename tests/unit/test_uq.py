@@ -15,7 +15,7 @@ from jobs.uq.jaccard import jaccard_degree, word_set
 LN2 = math.log(2.0)
 KNOWN_STATS = {
     "token_logprobs", "token_entropy", "answer_logprob", "ptrue_prob", "verbal_1s_conf",
-    "verbal_2s_conf", "sampled_texts", "hidden_state", "correct",
+    "verbal_2s_conf", "sampled_texts", "hidden_state", "correct", "prompt", "prompt_hidden_state",
 }
 
 

