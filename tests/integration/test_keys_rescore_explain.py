@@ -6,6 +6,8 @@ The tests that change a folder work on a copy of the tiny run's output, with its
 experiment (a copy has the grid hash of the original)."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import shutil
@@ -116,13 +118,15 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
     plan0 = make_plan(r)
     original = _metrics(r, plan0)
     # a changed extractor (yes/no read the other way round), with its version bumped
-    extract = jobs.scoring.extract
+    extract = jobs.scoring.extract_detail
 
     def flipped(text, sample, policy="flexible"):
-        a = extract(text, sample, policy)
-        return {"yes": "no", "no": "yes"}.get(a, a) if sample.task == "yesno" else a
+        d = extract(text, sample, policy)
+        if sample.task != "yesno" or d.answer not in ("yes", "no"):
+            return d
+        return dataclasses.replace(d, answer={"yes": "no", "no": "yes"}[d.answer])
 
-    monkeypatch.setattr(jobs.scoring, "extract", flipped)
+    monkeypatch.setattr(jobs.scoring, "extract_detail", flipped)
     monkeypatch.setattr(answers, "EXTRACTION_VERSION", answers.EXTRACTION_VERSION + "-flipped")
     res = rescore(out, local=True)  # in this process: the patched extractor is the one that runs
     plan, rep = res["plan"], res["report"]
@@ -157,7 +161,7 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
 
     # the extractor back as it was (an unversioned code change): --all on Ray recomputes everything,
     # no model actor starts, the numbers are the original run's, and each MLflow run is replaced
-    monkeypatch.setattr(jobs.scoring, "extract", extract)
+    monkeypatch.setattr(jobs.scoring, "extract_detail", extract)
     res2 = rescore(out, all_units=True)
     assert res2["report"].ok and res2["model_starts"] == 0 and res2["report"].loads == {}
     assert res2["recomputed"] == {"score": len(plan.by_kind("score")), "setting": 14}
