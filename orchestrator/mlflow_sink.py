@@ -262,6 +262,34 @@ class MlflowSink:
                 self._runs_of_hash = by_hash
                 return out
 
+    def remove_duplicates(self, current: dict[str, str]) -> int:
+        """One run per setting hash in this grid: where a hash has several (a create the client gave
+        up on while the server completed it, then logged again), keep the run of the setting's
+        current unit key (``current``: setting hash -> unit key), finished, newest; delete the
+        others. Returns how many were deleted (``uqroute sync`` runs it)."""
+        groups: dict[str, list] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id],
+                                           filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and "
+                                                         f"tags.`uqroute.kind` = 'setting'",
+                                           max_results=1000, page_token=token)
+            for r in page:
+                groups.setdefault(r.data.tags.get("uqroute.setting_hash"), []).append(r)
+            token = page.token
+            if not token:
+                break
+        n = 0
+        for h, runs in groups.items():
+            if len(runs) < 2:
+                continue
+            runs.sort(key=lambda r: (r.data.tags.get("uqroute.unit_key", h) == current.get(h),
+                                     r.info.status == "FINISHED", r.info.start_time or 0), reverse=True)
+            for r in runs[1:]:
+                self.client.delete_run(r.info.run_id)
+                n += 1
+        return n
+
     def finished_settings(self) -> set[str]:
         """Unit keys of the settings whose current result is logged and finished."""
         return {h for h, st in self.setting_runs().items() if "FINISHED" in st}

@@ -399,12 +399,16 @@ def _sync_missing(r: ResolvedGrid, plan: Plan, sink) -> int:
 
 
 def sync(out: Path, console=None) -> int:
-    """Rebuild MLflow from the store: log every finished setting that MLflow lacks."""
+    """Rebuild MLflow from the store: log every finished setting that MLflow lacks, and leave one
+    run per setting (duplicates of a setting hash are deleted)."""
     r = load_output(out)
     plan = make_plan(r)
     sink = make_sink(r, console)
     if sink is None:
         raise RuntimeError("MLflow is disabled or unreachable for this output folder")
     n = _sync_missing(r, plan, sink)
+    dup = sink.remove_duplicates(dict(plan.setting_keys))
+    if dup:
+        _say(console, f"removed {dup} duplicate setting run(s) from MLflow (one run per setting)")
     (Path(out) / PENDING_FILE).unlink(missing_ok=True)
     return n

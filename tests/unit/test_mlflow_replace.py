@@ -62,3 +62,18 @@ def test_a_run_logged_before_unit_keys_is_kept_until_its_result_changes(sink, tm
     assert sink.log_setting(_manifest(H, 0.6, setting_hash=None), d, {"p": 1}) == old
     new = sink.log_setting(_manifest("NEWKEY", 0.65), d, {"p": 1})
     assert [r.info.run_id for r in _runs(sink)] == [new]
+
+
+def test_duplicate_runs_of_a_setting_are_removed_keeping_the_current_one(sink, tmp_path):
+    """Two runs of one setting with the same unit key (seen at 10,000 settings: a create the client
+    timed out on while the server completed it, logged again): sync keeps one, the newest finished
+    run of the current key; a run of another setting is untouched."""
+    d = _setting_dir(tmp_path, "dup", 0.6)
+    sink.setting_runs()
+    first = sink.write_setting(SettingSource(_manifest("KEY1", 0.6), d, {"p": 1}), check=False)
+    second = sink.write_setting(SettingSource(_manifest("KEY1", 0.6), d, {"p": 1}), check=False)
+    other = sink.log_setting(_manifest("OTHERKEY", 0.5, setting_hash="ffffffffffffffff"), d, {"p": 1})
+    assert len(_runs(sink)) == 3 and first != second
+    assert sink.remove_duplicates({H: "KEY1", "ffffffffffffffff": "OTHERKEY"}) == 1
+    assert sorted(r.info.run_id for r in _runs(sink)) == sorted([second, other])
+    assert sink.remove_duplicates({H: "KEY1", "ffffffffffffffff": "OTHERKEY"}) == 0
