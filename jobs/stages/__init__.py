@@ -58,15 +58,14 @@ from jobs.types import DataError, Sample
 
 #: name -> its declaration, in plan order (a stage comes after its deps). Adding a stage: one file
 #: ``jobs/stages/<name>.py`` exporting ``STAGE = Stage(...)`` and one line here.
-_DECLARED = {
+STAGES = Registry("stage", {
     "greedy": "jobs.stages.greedy:STAGE",
     "samples": "jobs.stages.samples:STAGE",
     "ptrue": "jobs.stages.ptrue:STAGE",
     "verbal_1s": "jobs.stages.verbal_1s:STAGE",
     "verbal_2s": "jobs.stages.verbal_2s:STAGE",
     "llm": "jobs.stages.llm:STAGE",
-}
-STAGES = Registry("stage", _DECLARED)
+})
 
 
 def stage(name: str) -> Stage:
@@ -79,7 +78,7 @@ def stage(name: str) -> Stage:
 
 def declared() -> list[Stage]:
     """Every stage, in declaration order."""
-    return [stage(n) for n in _DECLARED]
+    return [stage(n) for n in STAGES.in_order()]
 
 
 def check_stages() -> None:
