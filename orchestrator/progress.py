@@ -14,9 +14,10 @@ from orchestrator.plan import Plan, Unit
 
 
 def passes(u: Unit) -> int:
-    """Model passes per sample of a generation unit."""
+    """Model passes per sample of a generation unit: its ``num_samples`` param (a stage that draws
+    several sequences per sample, ``samples``), else 1."""
     p = u.payload.get("params", {})
-    return int(p.get("num_samples", 1)) if u.payload.get("stage") == "samples" else 1
+    return int(p.get("num_samples", 1)) if u.kind == "gen" else 1
 
 
 def estimated_samples(u: Unit) -> int | None:
