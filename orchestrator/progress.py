@@ -38,7 +38,7 @@ class WorkMeter:
     _got: dict = field(default_factory=dict)  # gen unit key -> work counted as done
 
     @classmethod
-    def of(cls, plan: Plan, todo: set[str], unknown_samples: int = 100) -> "WorkMeter":
+    def of(cls, plan: Plan, todo: set[str], unknown_samples: int = 100) -> WorkMeter:
         m = cls(settings_total=sum(1 for k in todo if plan.units[k].kind == "setting"))
         for k in todo:
             u = plan.units[k]
