@@ -48,14 +48,16 @@ from typing import Any
 import numpy as np
 
 from jobs import metrics as M
+from jobs.stages import declared as declared_stages
 
 #: Characters per token for a prompt whose count was not recorded (OpenAI's rule of thumb for
 #: English text); only used where the record has no ``n_prompt_tokens``.
 CHARS_PER_TOKEN = 4
 #: Fractions of the SLM-to-LLM accuracy gap whose cost the setting reports.
 GAP_FRACTIONS: tuple[float, ...] = (0.5, 0.8)
-#: The stages a UQ method may read beyond the greedy answer (``jobs.stages``).
-OVERHEAD_STAGES: tuple[str, ...] = ("samples", "ptrue", "verbal_1s", "verbal_2s")
+#: The stages a UQ method may read beyond the greedy answer: those declared ``overhead``
+#: (``jobs.stages``; samples, ptrue, verbal_1s, verbal_2s), in declaration order.
+OVERHEAD_STAGES: tuple[str, ...] = tuple(st.name for st in declared_stages() if st.overhead)
 MICRO = 1e6  # USD -> micro-dollars (the MLflow step unit)
 REPO_PRICES = Path(__file__).resolve().parents[1] / "conf" / "prices"
 

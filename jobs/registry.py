@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 class UnknownNameError(KeyError):
@@ -35,6 +36,7 @@ class Registry:
         self.kind = kind
         self._targets: dict[str, str] = {}
         self._loaded: dict[str, Any] = {}
+        self._order: list[str] = []
         for name, target in (entries or {}).items():
             self.add(name, target)
 
@@ -47,9 +49,20 @@ class Registry:
             self._targets[name] = target
         else:
             self._loaded[name] = target
+        self._order.append(name)
+
+    def copy(self) -> Registry:
+        """A registry with the same entries (loaded ones shared), to extend without changing this one."""
+        out = Registry(self.kind)
+        out._targets, out._loaded, out._order = dict(self._targets), dict(self._loaded), list(self._order)
+        return out
 
     def names(self) -> list[str]:
         return sorted(set(self._targets) | set(self._loaded))
+
+    def in_order(self) -> list[str]:
+        """The names in the order they were registered (``names`` sorts them)."""
+        return list(self._order)
 
     def __contains__(self, name: object) -> bool:
         return name in self._targets or name in self._loaded

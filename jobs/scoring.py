@@ -122,34 +122,24 @@ def _rows(store: Path, key: str) -> list[dict]:
 
 
 def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[list[str], dict]:
-    """Named stats (the contract of jobs/uq) of one generation pass, joined by sample id."""
+    """Named stats (the contract of jobs/uq) of one generation pass, joined by sample id.
+
+    stage_keys: {stage: gen unit key}, the greedy pass's included (its sample order is the stats');
+    each stage's rows become the stats it provides by its declaration (``jobs.stages.base.Stage.stats``)."""
+    from jobs.stages import stage
+
     greedy = _rows(store, stage_keys["greedy"])
     ids = [r["sample_id"] for r in greedy]
-    details, correct = judge_detail(greedy, policy)
-    stats: dict = {
-        "token_logprobs": [np.asarray(r.get("token_logprobs") or [], dtype=np.float64) for r in greedy],
-        "token_entropy": [np.asarray(r.get("token_entropy") or [], dtype=np.float64) for r in greedy],
-        "answer_logprob": np.asarray([answer_logprob(r, d)[0] for r, d in zip(greedy, details)]),
-        "correct": correct,
-    }
-    if greedy and greedy[0].get("hidden_state") is not None:
-        stats["hidden_state"] = np.asarray([r["hidden_state"] for r in greedy], dtype=np.float32)
-    stats.update(_router_stats(greedy))
-    for stage, key in stage_keys.items():
-        if stage == "greedy":
+    stats: dict = stage("greedy").load(greedy, policy)
+    for name, key in stage_keys.items():
+        if name == "greedy":
             continue
         by_id = {r["sample_id"]: r for r in _rows(store, key)}
-        rows = [by_id[i] for i in ids]
-        if stage == "samples":
-            stats["sampled_texts"] = [list(r["sampled_texts"] or []) for r in rows]
-        elif stage == "ptrue":
-            stats["ptrue_prob"] = np.asarray([r["ptrue_prob"] for r in rows], dtype=np.float64)
-        elif stage in ("verbal_1s", "verbal_2s"):
-            stats[f"{stage}_conf"] = np.asarray([r[f"{stage}_conf"] for r in rows], dtype=np.float64)
+        stats.update(stage(name).load([by_id[i] for i in ids], policy))
     return ids, stats
 
 
-def _router_stats(greedy: list[dict]) -> dict:
+def router_stats(greedy: list[dict]) -> dict:
     """The query-side stats of the learned routers (``jobs/routers.py``): the rendered prompt text and
     the probe-layer hidden state at the last prompt token, one entry per row (None where a row has
     none: an HTTP SLM, or a store written before the column existed; the routers give NaN there)."""

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import answers, prompts
+from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.records import is_complete, unit_dir
-from jobs.stages import STAGE_DEPS, STAT_STAGE
 from orchestrator.config import ResolvedGrid, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
@@ -47,13 +47,20 @@ SCORING_VERSION = "1"
 #: method that reads one (``requires``, or ``correct`` for every trained method) is keyed by
 #: ``EXTRACTION_VERSION`` and the extraction policy; the others are not.
 EXTRACTION_STATS = ("answer_logprob", "correct")
-#: Generation stages whose prompt shows an *extracted* answer (rather than the raw output): their
-#: keys carry ``EXTRACTION_VERSION`` too. None today: p(True) and verbal 2-stage show the raw output.
-GEN_STAGES_READING_EXTRACTION: frozenset[str] = frozenset()
 CHUNK_SIZE = 32
-#: Stages whose work changes with decoding.answer_mode (the others generate in both modes; ptrue and
-#: verbal_2s read the greedy answer, so their keys follow through their deps).
-CONSTRAINED_STAGES = ("greedy", "llm", "samples")
+
+
+def __getattr__(name: str):
+    """Views of the stage declarations (``jobs.stages``), kept for callers that predate them:
+    GEN_STAGES_READING_EXTRACTION, the stages whose prompt shows an *extracted* answer (their keys
+    carry ``EXTRACTION_VERSION`` too; none today: p(True) and verbal 2-stage show the raw output);
+    CONSTRAINED_STAGES, the stages whose work changes with decoding.answer_mode (ptrue and verbal_2s
+    read the greedy answer, so their keys follow through their deps)."""
+    if name == "GEN_STAGES_READING_EXTRACTION":
+        return frozenset(st.name for st in gen_stages.declared() if st.reads_extraction)
+    if name == "CONSTRAINED_STAGES":
+        return tuple(st.name for st in gen_stages.declared() if st.constrained)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -190,32 +197,18 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         ck = (model_kind, model, dataset, role, stage)
         if ck in gen_cache:
             return gen_cache[ck]
+        st = gen_stages.stage(stage)
         mc = (r.slms if model_kind == "slm" else r.llms)[model]
         dc = r.datasets[dataset]
         task = dataset_task(dc)
-        if task == "mixed":
-            greedy_tokens = max(int(v) for v in dec["max_new_tokens"].values())
-        else:
-            greedy_tokens = int(dec["max_new_tokens"].get(task, 64))
-        if mc.get("max_new_tokens"):
-            greedy_tokens = min(greedy_tokens, int(mc["max_new_tokens"]))
-        params = {"seed": seed, "chunk_size": CHUNK_SIZE}
-        if stage in ("greedy", "llm"):
-            params["max_new_tokens"] = greedy_tokens
-        elif stage == "samples":
-            params.update(num_samples=dec["num_samples"], temperature=dec["sample_temperature"],
-                          max_new_tokens=dec["sample_max_new_tokens"] or greedy_tokens)
-        elif stage == "verbal_1s":
-            params["max_new_tokens"] = greedy_tokens + dec["verbal_max_new_tokens"]
-        elif stage == "verbal_2s":
-            params["max_new_tokens"] = dec["verbal_max_new_tokens"]
+        params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
         mode = _answer_mode_param(dec.get("answer_mode", "generate"), task)
-        if mode is not None and stage in CONSTRAINED_STAGES:  # generate-mode keys stay what they were
+        if mode is not None and st.constrained:  # generate-mode keys stay what they were
             params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
-        deps = {d: gen(model_kind, model, dataset, role, d).key for d in STAGE_DEPS[stage]}
+        deps = {d: gen(model_kind, model, dataset, role, d).key for d in st.deps}
         ident = {"model": model_identity(mc), "dataset": dataset_identity(dc, run), "role": role,
                  "stage": stage, "params": params, "prompt_version": stage_prompt_version(stage, prompt_versions)}
-        if stage in GEN_STAGES_READING_EXTRACTION:
+        if st.reads_extraction:
             ident |= {"extraction": extraction, "policy": policy}
         key = unit_key("gen", ident, deps)
         payload = {"key": key, "stage": stage, "model": model, "model_kind": model_kind, "dataset": dataset,
@@ -236,7 +229,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         ones train on every other dataset's fit rows, except ``leave_out`` (a held-out target of
         the transfer analysis). None when no dataset is left to train on."""
         method = _uq_method(r, uq)
-        stages = sorted({STAT_STAGE[st] for st in method.requires if st in STAT_STAGE} | {"greedy"})
+        provider = gen_stages.STAT_STAGE
+        stages = sorted({provider[x] for x in method.requires if x in provider} | {"greedy"})
         ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
         fit, crossfit = [], 0
         if method.fit == "in_domain":

@@ -14,9 +14,10 @@ from orchestrator.plan import Plan, Unit
 
 
 def passes(u: Unit) -> int:
-    """Model passes per sample of a generation unit."""
+    """Model passes per sample of a generation unit: its ``num_samples`` param (a stage that draws
+    several sequences per sample, ``samples``), else 1."""
     p = u.payload.get("params", {})
-    return int(p.get("num_samples", 1)) if u.payload.get("stage") == "samples" else 1
+    return int(p.get("num_samples", 1)) if u.kind == "gen" else 1
 
 
 def estimated_samples(u: Unit) -> int | None:
@@ -37,7 +38,7 @@ class WorkMeter:
     _got: dict = field(default_factory=dict)  # gen unit key -> work counted as done
 
     @classmethod
-    def of(cls, plan: Plan, todo: set[str], unknown_samples: int = 100) -> "WorkMeter":
+    def of(cls, plan: Plan, todo: set[str], unknown_samples: int = 100) -> WorkMeter:
         m = cls(settings_total=sum(1 for k in todo if plan.units[k].kind == "setting"))
         for k in todo:
             u = plan.units[k]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,7 +41,9 @@ class Generation:
 
 
 class Backend(Protocol):
-    identity: str
+    """What every backend has: every method a stage (``jobs/stages/``) calls on any backend."""
+
+    identity: str  # recorded in the gen unit's manifest (``model_identity``)
 
     def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
                  temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
@@ -51,8 +53,27 @@ class Backend(Protocol):
 
     def token_strings(self, ids: list[int]) -> list[str]: ...
 
-    def render(self, messages: Messages, add_generation_prompt: bool = True) -> str: ...
+    def render(self, messages: Messages) -> str: ...
 
-    # optional (the hf backend has them; stages skip prompt fitting without them):
-    #   context_length: int | None           tokens the model attends to
-    #   prompt_tokens(messages) -> int       tokens of the rendered prompt
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """Optional (the hf backend): a backend that counts prompt tokens. Without it the stages fit no
+    prompt to a budget (``jobs.stages.fit_prompt``, ``fit_answer``, ``prompt_budget``)."""
+
+    @property
+    def context_length(self) -> int | None: ...  # tokens the model attends to; None: unknown
+
+    def prompt_tokens(self, messages: Messages) -> int: ...  # tokens of the rendered prompt
+
+
+@runtime_checkable
+class ScoresOptions(Protocol):
+    """Optional (the hf backend): a backend that scores answer options in one forward pass; needed by
+    ``decoding.answer_mode: constrained`` (``jobs/stages/constrained.py``)."""
+
+    def choice_logprobs(self, prompts: list[Messages], options: list[list[str]],
+                        prefix: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+        """(log p of each option as the next token after prompt + prefix (B, K), -inf where the option
+        is not one token; the hidden state at the last prompt token (B, H), or None)."""
+        ...

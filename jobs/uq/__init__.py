@@ -47,7 +47,7 @@ UQ_METHODS = Registry(
         "verbal_2s": "jobs.uq.verbal_2s:METHOD",
         "jaccard": "jobs.uq.jaccard:METHOD",
         "probe": "jobs.uq.probe:METHOD",
-        "ood_probe": "jobs.uq.ood_probe:METHOD",
+        "ood_probe": "jobs.uq.probe:OOD_METHOD",
         # cheap extra baselines
         "mean_token_entropy": "jobs.uq.mean_token_entropy:METHOD",
         "max_token_nll": "jobs.uq.max_token_nll:METHOD",

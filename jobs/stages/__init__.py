@@ -1,0 +1,283 @@
+"""Generation stages: the expensive work, one model pass per (model, dataset, role, stage).
+
+A stage is one declaration (``jobs.stages.base.Stage``: name, run function, the stats it provides,
+its dependencies, its params as a function of the decoding config / model config / task), one file
+``jobs/stages/<name>.py`` exporting ``STAGE``, and one line in ``STAGES`` below. The plan, the
+stats the UQ methods read (``jobs.scoring.load_stats``) and the cost axis are generic over it.
+The stages and the named stats they provide (the contract read by ``jobs/uq``):
+
+  greedy     token_logprobs, token_entropy, answer_logprob, hidden_state, correct  (+ raw_output)
+             prompt_hidden_state, prompt   (the learned routers' query side)
+  samples    sampled_texts                 (m samples at temperature T)
+  ptrue      ptrue_prob                    (one forward pass; shows the whole greedy answer)
+  verbal_1s  verbal_1s_conf                (answer + confidence in one output: verbal_1s_raw)
+  verbal_2s  verbal_2s_conf                (second turn after the whole greedy answer)
+  llm        raw_output of an LLM (greedy), for the other side of the routing
+
+A stage's ``run(backend, samples, deps, params) -> list[row]`` is run here (``run_gen_unit``) in
+fixed chunks of samples; each chunk becomes one Parquet part, so a killed unit resumes at chunk
+level. With ``decoding.answer_mode: constrained`` the greedy, llm and samples stages of mc and
+yes/no questions score the options in one forward pass instead of generating
+(``jobs/stages/constrained.py``); the stats keep their names and meanings.
+
+Scoring, extraction and correctness are *not* done here (see ``jobs/scoring.py``): raw
+outputs are kept, so they can be recomputed without a model.
+
+This package does not import torch: the backend object is passed in; the methods a stage may call
+on it are ``jobs.backends.base.Backend`` (and the optional ``CountsTokens`` / ``ScoresOptions``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jobs import prompts
+from jobs.datasets.roles import load_role
+from jobs.records import (
+    existing_parts,
+    finish_unit,
+    is_complete,
+    part_path,
+    read_unit,
+    unit_dir,
+    write_table,
+)
+from jobs.registry import Registry
+from jobs.stages.base import (
+    TRUNCATION_MARK,
+    Stage,
+    StageContext,
+    common_columns,
+    cut_middle,
+    fit_answer,
+    stated_confidence,
+)
+from jobs.types import DataError, Sample
+
+#: name -> its declaration, in plan order (a stage comes after its deps). Adding a stage: one file
+#: ``jobs/stages/<name>.py`` exporting ``STAGE = Stage(...)`` and one line here.
+STAGES = Registry("stage", {
+    "greedy": "jobs.stages.greedy:STAGE",
+    "samples": "jobs.stages.samples:STAGE",
+    "ptrue": "jobs.stages.ptrue:STAGE",
+    "verbal_1s": "jobs.stages.verbal_1s:STAGE",
+    "verbal_2s": "jobs.stages.verbal_2s:STAGE",
+    "llm": "jobs.stages.llm:STAGE",
+})
+
+
+def stage(name: str) -> Stage:
+    """The declaration of stage ``name`` (UnknownNameError, with "did you mean", otherwise)."""
+    st = STAGES.get(name)
+    if st.name != name:
+        raise ValueError(f"stage registered as {name!r} declares name {st.name!r}")
+    return st
+
+
+def declared() -> list[Stage]:
+    """Every stage, in declaration order."""
+    return [stage(n) for n in STAGES.in_order()]
+
+
+def check_stages() -> None:
+    """Raise ValueError when the declarations do not form a plan: a dependency that is not a stage
+    or declared after its dependent, or one stat provided by two stages."""
+    seen: set[str] = set()
+    owner: dict[str, str] = {}
+    for st in declared():
+        for d in st.deps:
+            if d not in seen:
+                raise ValueError(f"stage {st.name!r} depends on {d!r}, which is not a stage declared before it; "
+                                 f"declared before: {', '.join(sorted(seen)) or '(none)'}")
+        for x in st.provides:
+            if x in owner:
+                raise ValueError(f"stat {x!r} is provided by both stage {owner[x]!r} and stage {st.name!r}")
+            owner[x] = st.name
+        seen.add(st.name)
+
+
+# Derived views (read-only; computed from the declarations on first use, kept for callers that
+# predate the registry): STAT_STAGE stat -> stage; STAGE_DEPS stage -> deps; STAGE_FNS stage -> run.
+_VIEWS: dict[str, Callable[[], object]] = {
+    "STAT_STAGE": lambda: {x: st.name for st in declared() for x in st.provides},
+    "STAGE_DEPS": lambda: {st.name: st.deps for st in declared()},
+    "STAGE_FNS": lambda: {st.name: st.run for st in declared()},
+}
+
+
+def __getattr__(name: str):
+    if name in _VIEWS:
+        return _VIEWS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def stage_params(name: str, decoding: dict, model: dict, task: str) -> dict:
+    """The decoding params stage ``name``'s units are keyed on (``Stage.params``)."""
+    return dict(stage(name).params(StageContext(decoding=decoding, model=model, task=task)))
+
+
+def _dep_answers(store: Path, dep_key: str) -> dict[str, str]:
+    t = read_unit(unit_dir(store, "gen", dep_key), columns=["sample_id", "raw_output"])
+    return {sid: (out or "") for sid, out in zip(t.column("sample_id").to_pylist(), t.column("raw_output").to_pylist())}
+
+
+def prompt_budget(backend, params: dict, max_prompt_tokens: int | None) -> int | None:
+    """Tokens a prompt may have: ``max_prompt_tokens``, else the model's context length minus the
+    stage's generation budget; None when the backend cannot count tokens (an HTTP endpoint)."""
+    if max_prompt_tokens:
+        return int(max_prompt_tokens)
+    ctx = getattr(backend, "context_length", None)
+    if not ctx or not hasattr(backend, "prompt_tokens"):
+        return None
+    return max(16, int(ctx) - int(params.get("max_new_tokens") or 0))
+
+
+def fit_prompt(backend, s: Sample, budget: int | None) -> tuple[Sample, int | None]:
+    """The sample, shortened until its answer prompt has at most ``budget`` tokens.
+
+    The rule (documented in the README, "Long inputs"): the longest of the passage (context) and
+    the question is cut in its middle -- its first two thirds and last third kept, joined by
+    " [...] " -- to the longest length that fits (binary search on characters). A passage is cut
+    before the question; the instruction and the options are never cut. Returns the sample and
+    the prompt's original token count when it was cut (None when it fitted)."""
+    if budget is None or not hasattr(backend, "prompt_tokens"):
+        return s, None
+    n = backend.prompt_tokens(prompts.answer_messages(s))
+    if n <= budget:
+        return s, None
+    import dataclasses
+
+    cut = s
+    for field_name in ("context", "question"):
+        text = getattr(s, field_name) or ""
+        if not text:
+            continue
+
+        lo, hi = 0, len(text)
+        while lo < hi:  # the longest kept length whose prompt fits
+            mid = (lo + hi + 1) // 2
+            trial = dataclasses.replace(cut, **{field_name: cut_middle(text, mid)})
+            if backend.prompt_tokens(prompts.answer_messages(trial)) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = dataclasses.replace(cut, **{field_name: cut_middle(text, lo)})
+        if backend.prompt_tokens(prompts.answer_messages(cut)) <= budget:
+            return cut, n
+    raise DataError(f"sample {s.id!r}: even with passage and question cut, the prompt does not fit in "
+                    f"{budget} tokens (instruction and options alone exceed it); raise max_prompt_tokens")
+
+
+def length_order(samples: list[Sample]) -> list[int]:
+    """Indices of ``samples`` from shortest to longest prompt text (stable), so that batches hold
+    prompts of similar length and one long prompt does not pad the short ones."""
+    size = [len(x.question) + len(x.context or "") + sum(len(c) for c in x.choices) for x in samples]
+    return sorted(range(len(samples)), key=lambda i: size[i])
+
+
+def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int, int], None] | None = None,
+                 batch_size: int | None = None, shard: tuple[int, int] | None = None,
+                 batch_by_length: bool = False, max_prompt_tokens: int | None = None) -> dict:
+    """Run one generation unit (or one shard of it); return a small summary (never the data).
+
+    unit: {"key", "stage", "model", "dataset", "dataset_conf", "run", "role", "params", "deps": {stage: key}}
+    shard: ``(j, n)`` runs only the chunks ``ci`` with ``ci % n == j`` (data parallelism across a
+    model's replicas); with ``n > 1`` no manifest is written: ``finish_gen_shards`` writes it once
+    every shard is done. Chunks already on disk are skipped either way (chunk-level resume), and a
+    chunk's rows do not depend on which shard ran it (seeds come from the chunk and batch index).
+    batch_by_length: batches are formed over the chunk sorted by prompt length (rows are written
+    in the chunk's order). max_prompt_tokens: longer prompts are cut by ``fit_prompt`` and the row
+    records ``prompt_truncated_from`` (default budget: context length minus generation budget); the
+    stages that show the model its answer (ptrue, verbal_2s) get the budget as
+    ``params["prompt_budget"]`` and cut a too-long answer in its middle (``fit_answer``; the row
+    records ``answer_truncated_from``).
+    """
+    store = Path(store)
+    udir = unit_dir(store, "gen", unit["key"])
+    j, n = shard or (0, 1)
+    if is_complete(udir):
+        return {"key": unit["key"], "skipped": True, "shard": j, "n_shards": n}
+    samples, malformed = load_role(unit["dataset_conf"], unit["run"], unit["role"])
+    if not samples:
+        reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
+        raise DataError(f"dataset {unit['dataset']!r} ({unit['role']} role) has no usable samples; "
+                        f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}")
+    fn = stage(unit["stage"]).run
+    chunk = int(unit["params"].get("chunk_size", 32))
+    bs = int(batch_size or unit["params"].get("batch_size", 8))
+    n_chunks = max(1, math.ceil(len(samples) / chunk))
+    done = existing_parts(udir)
+    todo = [ci for ci in range(n_chunks) if ci % n == j and ci not in done]
+    deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()} if todo else {}
+    t0 = time.perf_counter()
+    tokens = 0
+    budget = prompt_budget(backend, unit["params"], max_prompt_tokens)
+    for ci in todo:
+        part = samples[ci * chunk:(ci + 1) * chunk]
+        fitted = [fit_prompt(backend, x, budget) for x in part]
+        order = length_order([x for x, _ in fitted]) if batch_by_length else list(range(len(part)))
+        rows: list = [None] * len(part)
+        for bi in range(0, len(part), bs):
+            idx = order[bi:bi + bs]
+            batch = [fitted[i][0] for i in idx]
+            # seed from (unit seed, chunk, batch): identical results however the work is split
+            p = dict(unit["params"], seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
+                     prompt_budget=budget)
+            out = fn(backend, batch, deps, p)
+            for i, r in zip(idx, out):
+                rows[i] = common_columns(part[i], unit["role"], unit["dataset"]) | r | {"prompt_truncated_from": fitted[i][1]}
+                tokens += int(r.get("n_new_tokens") or 0)
+        write_table(part_path(udir, ci), rows, meta={"unit": unit["key"], "stage": unit["stage"]})
+        if progress:
+            progress(ci + 1, n_chunks)
+    summary = {"key": unit["key"], "stage": unit["stage"], "model": unit["model"], "dataset": unit["dataset"],
+               "role": unit["role"], "n_samples": len(samples), "n_malformed": len(malformed),
+               "malformed": [m.__dict__ for m in malformed[:20]], "new_tokens": tokens,
+               "seconds": time.perf_counter() - t0, "model_identity": getattr(backend, "identity", None),
+               "n_chunks": n_chunks, "chunks_run": len(todo), "samples_run": sum(
+                   len(samples[ci * chunk:(ci + 1) * chunk]) for ci in todo)}
+    if n == 1:
+        finish_unit(udir, summary)
+    return summary | {"shard": j, "n_shards": n}
+
+
+SHARD_FIELDS = ("shard", "n_shards", "chunks_run", "samples_run", "skipped")
+
+
+def finish_gen_shards(unit: dict, store: str | Path, summaries: list[dict]) -> dict:
+    """Write the manifest of a unit run as shards, once every chunk's part is on disk.
+
+    Raises ``RuntimeError`` naming the missing chunks when a shard left a gap (the scheduler
+    then reruns the unit, which redoes only the missing chunks)."""
+    udir = unit_dir(Path(store), "gen", unit["key"])
+    if is_complete(udir):
+        return {"key": unit["key"], "skipped": True}
+    ran = [s for s in summaries if not s.get("skipped")]
+    if not ran:
+        raise RuntimeError(f"unit {unit['key']}: no shard summary to finish from")
+    n_chunks = int(ran[0]["n_chunks"])
+    missing = sorted(set(range(n_chunks)) - existing_parts(udir))
+    if missing:
+        raise RuntimeError(f"unit {unit['key']}: chunks {missing} of {n_chunks} are missing after all shards")
+    first = ran[0]
+    summary = {k: v for k, v in first.items() if k not in SHARD_FIELDS}
+    summary["new_tokens"] = sum(int(s.get("new_tokens") or 0) for s in ran)
+    summary["seconds"] = sum(float(s.get("seconds") or 0.0) for s in ran)
+    summary["n_shards"] = len(summaries)
+    finish_unit(udir, summary)
+    return summary
+
+
+# names the stage functions had when they lived in this module (tests and benchmarks call them)
+from jobs.stages.greedy import greedy as _greedy  # noqa: E402, F401
+from jobs.stages.ptrue import ptrue as _ptrue  # noqa: E402, F401
+from jobs.stages.samples import samples as _samples  # noqa: E402, F401
+from jobs.stages.verbal_1s import verbal_1s as _verbal_1s  # noqa: E402, F401
+from jobs.stages.verbal_2s import verbal_2s as _verbal_2s  # noqa: E402, F401
+
+_common = common_columns
+_conf = stated_confidence
+__all__ = ["STAGES", "TRUNCATION_MARK", "Stage", "StageContext", "check_stages", "declared", "finish_gen_shards",
+           "fit_answer", "fit_prompt", "length_order", "prompt_budget", "run_gen_unit", "stage", "stage_params"]

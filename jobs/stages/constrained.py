@@ -1,0 +1,98 @@
+"""Constrained answers: the option-scoring pass of the ``constrained`` stages (greedy, llm, samples).
+
+decoding.answer_mode "constrained" (mc and yes/no tasks; the unit's params carry answer_mode and
+answer_prefix): the answer is the option with the highest next-token probability after the
+answer prompt plus prompts.ANSWER_PREFIX, from one forward pass (the backend's
+``choice_logprobs``, scored as lm-evaluation-harness scores multiple choice). What each stage does:
+
+  greedy / llm  raw_output "The answer is B." (extraction and judging unchanged);
+                token_logprobs [raw log p of the chosen option under the full vocabulary];
+                token_entropy [entropy (nats) of the distribution renormalized over the options];
+                token_texts [" B"] (so answer_logprob is the chosen letter's log p, as for a
+                generated mc answer); hidden_state at the last prompt token of that pass;
+                option_labels, option_logprobs (log of the renormalized distribution).
+  samples       m options drawn from the renormalized distribution at temperature T (p^(1/T),
+                renormalized; numpy generator seeded like the unit's batches); sampled_texts are
+                the bare options, so the Jaccard degree is 1 - sum_k (n_k / m)^2 over the counts n_k.
+  ptrue, verbal_2s  unchanged: they read the greedy raw_output ("The answer is B.").
+  verbal_1s     unchanged: it generates its own answer and confidence.
+
+Numeric and freeform samples always generate (prompts.answer_mode).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from jobs import prompts
+from jobs.stages.base import StageFn
+from jobs.types import DataError
+
+
+def by_mode(backend, samples, deps, p, constrained_fn: StageFn, generate_fn: StageFn) -> list[dict]:
+    """Run constrained_fn on the samples whose task answers constrained, generate_fn (with
+    answer_mode dropped from the params) on the rest; rows in sample order, every row with the
+    same columns (so a part mixing both stays one table)."""
+    cons = [prompts.answer_mode(p["answer_mode"], s.task) == "constrained" for s in samples]
+    gen_p = {k: v for k, v in p.items() if k not in ("answer_mode", "answer_prefix")}
+    picked = {True: [s for s, c in zip(samples, cons) if c], False: [s for s, c in zip(samples, cons) if not c]}
+    out = {True: constrained_fn(backend, picked[True], deps, p) if picked[True] else [],
+           False: generate_fn(backend, picked[False], deps, gen_p) if picked[False] else []}
+    its = {k: iter(v) for k, v in out.items()}
+    rows = [next(its[c]) for c in cons]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in cols} for r in rows]
+
+
+def option_pass(backend, samples, p):
+    """(messages, options, raw log p (B, K), renormalized log p (B, K), hidden, seconds per sample)."""
+    if not hasattr(backend, "choice_logprobs"):
+        raise TypeError(f"backend {type(backend).__name__} has no choice_logprobs; decoding.answer_mode "
+                        f"constrained needs one (hf backend), or use answer_mode generate")
+    msgs = [prompts.answer_messages(s) for s in samples]
+    opts = [prompts.answer_options(s) for s in samples]
+    t0 = time.perf_counter()
+    raw, hidden = backend.choice_logprobs(msgs, opts, prefix=p["answer_prefix"])
+    dt = (time.perf_counter() - t0) / max(1, len(samples))
+    raw = np.asarray(raw, dtype=np.float64)
+    for s, o, r in zip(samples, opts, raw):
+        if not np.isfinite(r[:len(o)]).any():
+            raise DataError(f"sample {s.id!r}: none of the options {o} is one token for this model")
+    norm = raw - np.logaddexp.reduce(raw, axis=1, keepdims=True)
+    return msgs, opts, raw, norm, hidden, dt
+
+
+def constrained_greedy(backend, samples, deps, p) -> list[dict]:
+    msgs, opts, raw, norm, hidden, dt = option_pass(backend, samples, p)
+    rows = []
+    for i, (m, o) in enumerate(zip(msgs, opts)):
+        j = int(np.argmax(raw[i, :len(o)]))
+        q = np.exp(norm[i, :len(o)])
+        entropy = float(-(q[q > 0] * np.log(q[q > 0])).sum())
+        row = {"prompt": prompts.with_prefix(backend.render(m), p["answer_prefix"]),
+               "raw_output": prompts.constrained_output(o[j], p["answer_prefix"]), "n_prompt_tokens": None,
+               "n_new_tokens": 1, "latency_s": dt, "option_labels": list(o),
+               "option_logprobs": [float(x) for x in norm[i, :len(o)]]}
+        if p.get("with_stats", True):
+            row.update(token_logprobs=[float(raw[i, j])], token_entropy=[entropy], token_texts=[" " + o[j]],
+                       hidden_state=None if hidden is None else np.asarray(hidden[i], dtype=np.float32).tolist())
+            # the option pass's hidden state is already at the last prompt token (the answer prefix's)
+            row["prompt_hidden_state"] = row["hidden_state"]
+        rows.append(row)
+    return rows
+
+
+def constrained_samples(backend, samples, deps, p) -> list[dict]:
+    m, temp = int(p["num_samples"]), float(p["temperature"])
+    msgs, opts, _raw, norm, _hidden, dt = option_pass(backend, samples, p)
+    rng = np.random.default_rng(int(p["seed"]))
+    rows = []
+    for i, (msg, o) in enumerate(zip(msgs, opts)):
+        w = norm[i, :len(o)] / temp
+        q = np.exp(w - np.logaddexp.reduce(w))
+        drawn = rng.choice(len(o), size=m, p=q / q.sum())
+        rows.append({"prompt": prompts.with_prefix(backend.render(msg), p["answer_prefix"]),
+                     "sampled_texts": [o[k] for k in drawn], "sampled_n_tokens": [1] * m, "n_prompt_tokens": None,
+                     "n_new_tokens": m, "latency_s": dt})
+    return rows
