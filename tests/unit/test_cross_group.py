@@ -133,16 +133,15 @@ def test_calibration_splits_are_validated(tmp_path):
                  "datasets: [addsub, gsm8k]\n")
     with pytest.raises(ConfigError, match=r"span 1 group\(s\) \(addsub: math, gsm8k: math\)"):
         load_grid(g, [out, "calibration.splits=[cross_group]"], conf_dir=CONF)
-    r = load_grid(TINY, [out, "calibration.splits=[leave_one_out,cross_group]"])
-    assert r.grid["calibration"]["splits"] == ["leave_one_out", "cross_group"]
-    assert load_grid(TINY, [out]).grid["calibration"]["splits"] == ["leave_one_out"]
+    assert load_grid(TINY, [out]).grid["calibration"]["splits"] == ["leave_one_out", "cross_group"]
+    assert load_grid(g, [out], conf_dir=CONF).grid["calibration"]["splits"] == ["leave_one_out"]  # the default
 
 
 def test_cross_group_leaves_the_grid_identity_and_unit_keys_unchanged(tmp_path):
     from orchestrator.runner import config_hash
 
     out = f"output_dir={tmp_path / 'out'}"
-    a, b = load_grid(TINY, [out]), load_grid(TINY, [out, "calibration.splits=[leave_one_out,cross_group]"])
+    a, b = load_grid(TINY, [out, "calibration.splits=[leave_one_out]"]), load_grid(TINY, [out])
     assert config_hash(a) == config_hash(b)
     pa, pb = make_plan(a), make_plan(b)
     assert set(pa.units) <= set(pb.units) and pa.setting_keys == pb.setting_keys
@@ -169,3 +168,19 @@ def test_plan_leave_group_out_units_train_on_no_dataset_of_the_target_group(tmp_
         {lo["score"] for lo in plan.leave_out.values()}
     plain = make_plan(load_grid(g, ["calibration.splits=[leave_one_out]"], conf_dir=CONF))
     assert plain.leave_group_out == {} and set(plain.units) < set(plan.units)
+
+
+def test_report_section_shows_the_table_a_sentence_per_direction_and_what_was_skipped():
+    from jobs.report import cross_group_html
+
+    assert cross_group_html(None) == []
+    ev = {KEY: _pools(), ("s", "ood_probe", "l"): _pools()}
+    t = A.group_transfer_analysis(ev, {}, CONF1, "most_uncertain", GROUPS, needs_leave_out={"ood_probe"})
+    t["groups"], t["sentences"] = GROUPS, A.group_transfer_sentences(t, [])
+    page = "".join(cross_group_html(t))
+    assert 'id="cross-group"' in page and "Out-of-domain (cross-group) transfer" in page
+    for head in ("source group", "target group", "UQ method", "target rate", "realized", "error"):
+        assert f"<th>{head}</th>" in page
+    assert page.count("<li>Calibrated on ") == 2  # math -> commonsense and commonsense -> math
+    assert "<td>math</td><td>commonsense</td><td>perplexity</td><td>0.300</td><td>0.600</td><td>0.300</td>" in page
+    assert "s/ood_probe/l math → commonsense: ood_probe trains on other datasets" in page
