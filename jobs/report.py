@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -554,8 +555,8 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     for fam in ("across_datasets", "across_uq", "across_slm"):
         metrics[f"ks_{fam}"] = d["ks"][fam]["mean"]
     for sent in (a.get("cross_group") or {}).get("sentences", []):
-        metrics[f"cross_group_{sent['source_group']}_to_{sent['target_group']}_mean_abs_call_rate_error"] = \
-            sent["mean_abs_call_rate_error"]
+        pair = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{sent['source_group']}_to_{sent['target_group']}")  # MLflow names
+        metrics[f"cross_group_{pair}_mean_abs_call_rate_error"] = sent["mean_abs_call_rate_error"]
     metrics.update(cost_metrics)
     return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
 
