@@ -10,6 +10,7 @@ role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute
   paired_table             paired bootstrap differences between UQ methods on the same queries
   distance_analysis        distances between uncertainty distributions (finding 2)
   transfer_analysis        leave-one-dataset-out threshold transfer (finding 3)
+  group_transfer_analysis  the fully out-of-domain split: calibrate on one dataset group, apply on another
   findings                 the three findings, each with the project's numbers and a verdict
 
 Pure numpy + pyarrow: no torch, no Ray, no MLflow.
@@ -105,14 +106,13 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
     return out
 
 
-def leave_out_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-                    ) -> dict[Key, dict[str, dict[str, dict]]]:
-    """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
-    rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
-    uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
-    held-out one. Only methods trained on other datasets have them; unfinished units are left out."""
+def _rescored_pools(store: Path, entries: dict, eval_p: dict[Key, dict[str, dict]],
+                    fit_p: dict[Key, dict[str, dict]]) -> dict[Key, dict[str, dict[str, dict]]]:
+    """(slm, uq, llm) -> tag -> dataset -> pool, for ``entries[(slm, uq, dataset, tag)] = {score,
+    role, ...}``: ``dataset``'s ``role`` pool with the uncertainty of that score unit (by sample id;
+    rows it did not score are left out). Unfinished units are left out."""
     out: dict[Key, dict[str, dict[str, dict]]] = {}
-    for (slm, uq, ds, heldout), lo in plan.leave_out.items():
+    for (slm, uq, ds, tag), lo in entries.items():
         sdir = unit_dir(store, "score", lo["score"])
         if not is_complete(sdir):
             continue
@@ -123,11 +123,27 @@ def leave_out_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p
                 continue
             p = pools[ds]
             keep = np.asarray([i for i, sid in enumerate(p["sample_id"]) if sid in unc], dtype=int)
-            out.setdefault((slm, uq, llm), {}).setdefault(heldout, {})[ds] = {
+            out.setdefault((slm, uq, llm), {}).setdefault(tag, {})[ds] = {
                 "sample_id": [p["sample_id"][i] for i in keep],
                 "uncertainty": np.asarray([_nanfloat(unc[p["sample_id"][i]]) for i in keep], dtype=np.float64),
                 "slm_correct": p["slm_correct"][keep], "llm_correct": p["llm_correct"][keep]}
     return out
+
+
+def leave_out_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
+                    ) -> dict[Key, dict[str, dict[str, dict]]]:
+    """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
+    rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
+    uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
+    held-out one. Only methods trained on other datasets have them; unfinished units are left out."""
+    return _rescored_pools(store, plan.leave_out, eval_p, fit_p)
+
+
+def leave_group_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
+                      ) -> dict[Key, dict[str, dict[str, dict]]]:
+    """(slm, uq, llm) -> target group -> dataset -> pool, as ``leave_out_pools`` but from
+    ``plan.leave_group_out``: scored by a model that trained on no dataset of the target group."""
+    return _rescored_pools(store, getattr(plan, "leave_group_out", {}) or {}, eval_p, fit_p)
 
 
 # ---- finding 1: alignment of each method ------------------------------------------------------
@@ -462,6 +478,134 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
 
+def _calibration_sources(ev: dict, fp: dict | None, allowed: set | None) -> tuple[str, bool, dict]:
+    """(source, use_fit, pools calibration sets are drawn from) for one (SLM, UQ, LLM): its fit
+    pools when every evaluated dataset has one (restricted to ``allowed``), else its eval pools."""
+    use_fit = fp is not None and set(ev) <= set(fp)
+    cal_src = fp if use_fit else ev
+    if use_fit and allowed is not None:
+        cal_src = {d: p for d, p in fp.items() if d in allowed}
+    return ("fit" if use_fit else "eval"), use_fit, cal_src
+
+
+def group_transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
+                            cal_conf: dict, nan_policy: str | dict[str, str], groups: dict[str, str | None],
+                            calibration_datasets: list[str] | None = None, methods: dict[str, str] | None = None,
+                            leave_group: dict[Key, dict[str, dict[str, dict]]] | None = None,
+                            needs_leave_out: set[str] | frozenset[str] = frozenset()) -> dict:
+    """The fully out-of-domain split (``calibration.splits: [cross_group]``): per (SLM, UQ, LLM) and
+    ordered pair of dataset groups (source G1 -> target G2, G1 != G2; ``groups``: dataset -> group,
+    datasets without one take no part), the calibration set is drawn only from G1's datasets and
+    its thresholds are applied to every dataset of G2.
+
+    The pools calibration sets come from follow ``transfer_analysis``: fit rows when the grid ran
+    with calibration (restricted to ``calibration_datasets``), else the evaluated rows; the same
+    ``calibration`` draws, scale and NaN policy. needs_leave_out: uq names trained on other
+    datasets; their G1 pools are taken only from ``leave_group`` (``leave_group_pools``: rows scored
+    by a model that trained on no dataset of G2), a G1 dataset without one is left out, and a
+    direction left with none is skipped, saying why.
+
+    Returns {"call_rate": one row per (SLM, UQ, LLM, G1, G2, target dataset, target call rate):
+    source_group, target_group, source_datasets, heldout (the target dataset) and
+    ``calibration.transfer_table``'s keys (method "calibration"); "summary": ``group_transfer_summary``
+    of them; "skipped": [{slm, uq, llm, source_group, target_group, reason}]}."""
+    rows, skipped = [], []
+    allowed = set(calibration_datasets) if calibration_datasets is not None else None
+    methods = methods or {}
+    for key in sorted(eval_p):
+        slm, uq, llm = key
+        ev = eval_p[key]
+        source, use_fit, cal_src = _calibration_sources(ev, fit_p.get(key), allowed)
+        scale = calibration_scale(cal_conf, methods.get(uq, uq))
+        policy = _policy(nan_policy, uq)
+        lo = uq in needs_leave_out
+        present = sorted({groups.get(d) for d in ev if groups.get(d)})
+        for g1, g2 in itertools.permutations(present, 2):
+            targets = sorted(d for d in ev if groups.get(d) == g2)
+            src = {d: p for d, p in cal_src.items() if groups.get(d) == g1}
+            if lo:
+                lg = (leave_group or {}).get(key, {}).get(g2, {})
+                src = {d: lg[d] for d in src if d in lg}
+            base = {"slm": slm, "uq": uq, "llm": llm, "source_group": g1, "target_group": g2}
+            if not src:
+                g1_all = sorted(d for d in groups if groups[d] == g1)
+                why = (f"{uq} trains on other datasets: no {g1} dataset's calibration rows were scored by a model "
+                       f"that saw no {g2} dataset ({g1}: {g1_all}; such a model needs a dataset outside {g1}'s "
+                       f"calibration source and {g2} to train on)" if lo and [d for d in cal_src if groups.get(d) == g1]
+                       else f"no {g1} dataset may feed calibration sets (calibration pools: {sorted(cal_src)})")
+                skipped.append(base | {"reason": why})
+                continue
+            try:
+                t = C.transfer_table(ev, targets=cal_conf["targets"], methods=["calibration"], nan_policy=policy,
+                                     calibration_pools=src, heldouts=targets, n_draws=int(cal_conf.get("n_draws", 1)),
+                                     **_build_kw(cal_conf, scale))
+            except ValueError as exc:  # e.g. a dataset with no scored row
+                skipped.append(base | {"reason": str(exc)})
+                continue
+            rows += [base | {"source": source, "scale": scale, "leave_out": lo, "source_datasets": sorted(src), **r}
+                     for r in t]
+    return {"call_rate": rows, "summary": group_transfer_summary(rows), "skipped": skipped}
+
+
+def group_transfer_summary(rows: list[dict]) -> list[dict]:
+    """Cross-group rows averaged over the target group's datasets: one row per (SLM, UQ, LLM,
+    source group, target group, target call rate) with realized_call_rate, call_rate_error
+    (realized - target), abs_call_rate_error (mean |error| over datasets and draws),
+    accuracy_error (realized - predicted accuracy), n_targets and the target datasets."""
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["slm"], r["uq"], r["llm"], r["source_group"], r["target_group"], r["target_call_rate"]),
+                      []).append(r)
+    out = []
+    for (slm, uq, llm, g1, g2, t), rs in sorted(by.items()):
+        out.append({"slm": slm, "uq": uq, "llm": llm, "source_group": g1, "target_group": g2, "target_call_rate": t,
+                    "realized_call_rate": float(np.mean([r["realized_call_rate"] for r in rs])),
+                    "call_rate_error": float(np.mean([r["call_rate_error"] for r in rs])),
+                    "abs_call_rate_error": float(np.mean([_abs_err(r) for r in rs])),
+                    "accuracy_error": float(np.mean([r["accuracy_error"] for r in rs])),
+                    "source_datasets": rs[0]["source_datasets"], "targets": sorted(r["heldout"] for r in rs),
+                    "n_targets": len(rs)})
+    return out
+
+
+def group_transfer_sentences(cross: dict, loo_rows: list[dict]) -> list[dict]:
+    """One plain sentence per direction (source group -> target group): the mean |realized -
+    target call rate| over UQ methods, target datasets and targets, the worst method, and the
+    leave-one-out calibration error on the same target datasets (same SLMs, methods, LLMs) when
+    that split ran. Returns [{source_group, target_group, mean_abs_call_rate_error,
+    loo_mean_abs_call_rate_error, sentence}]."""
+    loo: dict[tuple, list[float]] = {}
+    for r in loo_rows:
+        if r["method"] == "calibration":
+            loo.setdefault((r["slm"], r["uq"], r["llm"], r["heldout"]), []).append(_abs_err(r))
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in cross.get("call_rate", []):
+        by.setdefault((r["source_group"], r["target_group"]), []).append(r)
+    out = []
+    for (g1, g2), rs in sorted(by.items()):
+        err = float(np.mean([_abs_err(r) for r in rs]))
+        per_uq: dict[str, list[float]] = {}
+        for r in rs:
+            per_uq.setdefault(r["uq"], []).append(_abs_err(r))
+        worst = max(per_uq, key=lambda u: np.mean(per_uq[u]))
+        best = min(per_uq, key=lambda u: np.mean(per_uq[u]))
+        same = [x for r in {(r["slm"], r["uq"], r["llm"], r["heldout"]) for r in rs} for x in loo.get(r, [])]
+        loo_err = float(np.mean(same)) if same else float("nan")
+        src = sorted({d for r in rs for d in r["source_datasets"]})
+        tgt = sorted({r["heldout"] for r in rs})
+        sent = (f"Calibrated on {g1} ({', '.join(src)}) and applied to {g2} ({', '.join(tgt)}), thresholds miss "
+                f"the target call rate by {_fmt(err)} on average over {len(per_uq)} UQ method(s)"
+                + (f" (best {best} {_fmt(float(np.mean(per_uq[best])))}, worst {worst} "
+                   f"{_fmt(float(np.mean(per_uq[worst])))})" if len(per_uq) > 1 else "")
+                + (f"; leave-one-dataset-out calibration misses by {_fmt(loo_err)} on the same datasets"
+                   + (", so leaving the whole group out costs "
+                      f"{_fmt(err - loo_err)}." if err > loo_err else ", so here calibrating on another group does "
+                      "no worse.") if np.isfinite(loo_err) else "."))
+        out.append({"source_group": g1, "target_group": g2, "mean_abs_call_rate_error": err,
+                    "loo_mean_abs_call_rate_error": loo_err, "sentence": sent})
+    return out
+
+
 def _abs_err(r: dict) -> float:
     """|call-rate error| of a transfer row, averaged over its draws (one draw: |error|)."""
     return float(r.get("abs_call_rate_error", abs(r["call_rate_error"])))
@@ -660,8 +804,19 @@ def analyze(r, plan) -> dict:
     from jobs.uq import UQ_METHODS
 
     needs = {uq for uq, m in methods.items() if UQ_METHODS.get(m).fit == "other_datasets"}
-    transfer = transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs)
-    return {"settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
+    splits = list(cal_conf.get("splits") or ["leave_one_out"])
+    transfer = (transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs)
+                if "leave_one_out" in splits else {"call_rate": [], "curves": [], "accuracy": [], "skipped": []})
+    cross = None
+    if "cross_group" in splits:
+        from orchestrator.config import dataset_groups
+
+        groups = dataset_groups(r)
+        cross = group_transfer_analysis(ev, fp, cal_conf, policies, groups, allowed, methods,
+                                        leave_group_pools(store, plan, ev, fp), needs)
+        cross["groups"] = groups
+        cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])
+    return {"cross_group": cross, "splits": splits, "settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
             "transfer_summary": transfer_summary(transfer["call_rate"]),
             "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
             "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -271,6 +272,53 @@ def _error_pivot(rows: list[dict], method: str, targets: list[float], key: str =
     return [piv[k] for k in sorted(piv)], cols
 
 
+def cross_group_html(cross: dict | None) -> list[str]:
+    """The report section "Out-of-domain (cross-group) transfer" (``calibration.splits:
+    [cross_group]``): one plain sentence per direction, the table (source group, target group,
+    UQ method, target call rate, realized, error; means over the target group's datasets) and
+    what was skipped. Empty when the split was not requested."""
+    if not cross:
+        return []
+    out = ['<h2 id="cross-group">Out-of-domain (cross-group) transfer</h2>']
+    groups = cross.get("groups", {})
+    by_g: dict[str, list[str]] = {}
+    for d, g in sorted(groups.items()):
+        by_g.setdefault(g or "no group", []).append(d)
+    out.append("<p>The paper's fully out-of-domain split: the calibration set is drawn only from the datasets of "
+               "the source group (their calibration rows, as in the leave-one-out transfer: same bins, draws and "
+               "weights) and its thresholds are applied to every dataset of the target group, whose rows never "
+               "reach the calibration set. Methods trained on other datasets (the OOD probe, the learned routers) "
+               "calibrate on rows scored by models that trained on no dataset of the target group. Groups: "
+               + "; ".join(f"{html.escape(g)}: {html.escape(', '.join(ds))}" for g, ds in sorted(by_g.items()))
+               + " (datasets without a group take no part).</p>")
+    sents = cross.get("sentences", [])
+    if sents:
+        out.append("<ul class='cross-group-sentences'>" + "".join(f"<li>{html.escape(x['sentence'])}</li>"
+                                                                  for x in sents) + "</ul>")
+    rows = cross.get("summary", [])
+    if rows:
+        cols = [("source_group", "source group"), ("target_group", "target group"), ("uq", "UQ method"),
+                ("target_call_rate", "target rate"), ("realized_call_rate", "realized"),
+                ("call_rate_error", "error"), ("abs_call_rate_error", "mean |error|"),
+                ("accuracy_error", "acc − predicted"), ("n_targets", "target datasets")]
+        if len({r["slm"] for r in rows}) > 1:
+            cols.insert(2, ("slm", "SLM"))
+        if len({r["llm"] for r in rows}) > 1:
+            cols.insert(3, ("llm", "LLM"))
+        out.append("<p>Means over the target group's datasets (and over calibration draws); <b>error</b> = "
+                   "realized − target call rate, <b>acc − predicted</b> = realized accuracy − the calibration "
+                   "set's predicted accuracy at the threshold. Per-dataset rows are in analysis.json "
+                   "(<code>cross_group.call_rate</code>).</p>")
+        out.append(table_html(rows, cols, "cross-group"))
+    else:
+        out.append("<p class='na'>(no direction could be evaluated)</p>")
+    if cross.get("skipped"):
+        out.append("<p class='na'>Not evaluated: " + "; ".join(
+            html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} {s['source_group']} → {s['target_group']}: {s['reason']}")
+            for s in cross["skipped"]) + "</p>")
+    return out
+
+
 def relative_accuracy_html(settings: list[dict]) -> list[str]:
     """The paper's relative accuracy (SLM / LLM accuracy on the top k% most confident queries,
     k = 10..100) per setting, with the paper's PIQA example restated on this grid's numbers."""
@@ -326,6 +374,7 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts.append("<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("findings", "Findings"), ("grid", "Grid"), ("curves", "Routing curves"), ("alignment", "AUROC & area"),
         ("relative", "Relative accuracy"), ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"),
+        *((("cross-group", "Out-of-domain transfer"),) if a.get("cross_group") else ()),
         ("cost", "Cost"))) + "</nav>")
     # findings
     parts.append('<h2 id="findings">The paper’s three findings, with this grid’s numbers</h2>')
@@ -426,6 +475,8 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     t = a["transfer"]
     src = sorted({x["source"] for x in t["call_rate"]})
     parts.append('<h2 id="transfer">Calibration transfer, leave one dataset out (finding 3)</h2>')
+    if "leave_one_out" not in a.get("splits", ["leave_one_out"]):
+        parts.append("<p class='na'>Not requested: calibration.splits does not list leave_one_out.</p>")
     if src == ["fit"]:
         where = ", ".join(f"{d} ({s_.replace('split:', '')} split)" if s_.startswith("split:") else f"{d} (rows of its "
                           f"test file never evaluated)" for d, s_ in sorted(a["fit_sources"].items())
@@ -483,6 +534,7 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         parts.append("<p class='na'>Not evaluated: " + "; ".join(
             html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
             for s in t["skipped"]) + "</p>")
+    parts += cross_group_html(a.get("cross_group"))
     parts += cost_parts
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
            f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
@@ -502,6 +554,9 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         metrics["transfer_curve_rms_random"] = float(np.mean([c["rms_random"] for c in t["curves"]]))
     for fam in ("across_datasets", "across_uq", "across_slm"):
         metrics[f"ks_{fam}"] = d["ks"][fam]["mean"]
+    for sent in (a.get("cross_group") or {}).get("sentences", []):
+        pair = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{sent['source_group']}_to_{sent['target_group']}")  # MLflow names
+        metrics[f"cross_group_{pair}_mean_abs_call_rate_error"] = sent["mean_abs_call_rate_error"]
     metrics.update(cost_metrics)
     return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
 

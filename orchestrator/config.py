@@ -198,6 +198,12 @@ class CalibrationConf:
     # split (a dataset shipped as a test file alone is still held out and evaluated); fit = also
     # rows of a test file that are never evaluated
     pool: str = "train_dev"
+    # which transfer splits the analysis reports: leave_one_out (each dataset held out, calibrated on
+    # the others) and cross_group (the paper's fully out-of-domain split: calibrated only on datasets
+    # of one group, applied to each dataset of another, e.g. math -> commonsense and the reverse;
+    # groups: ``jobs.datasets.dataset_group``). cross_group reuses the same pools; for methods
+    # trained on other datasets it adds leave-group-out score units (``Plan.leave_group_out``)
+    splits: list = field(default_factory=lambda: ["leave_one_out"])
 
 
 @dataclass
@@ -238,6 +244,7 @@ CHOICES = {
     "task": ("numeric", "mc", "yesno", "freeform"),
     "binning": ("equal_width", "equal_freq"),
     "pool": ("train_dev", "fit"),
+    "split": ("leave_one_out", "cross_group"),
     "gold_format": ("text", "letter", "index0", "index1", "bool", "number", "gsm8k"),
 }
 
@@ -517,6 +524,7 @@ def validate(r: ResolvedGrid) -> None:
         raise ConfigError(f"{r.source}: calibration.frac={cal['frac']} must be in (0, 1]")
     if cal["crossfit_folds"] < 2:
         raise ConfigError(f"{r.source}: calibration.crossfit_folds={cal['crossfit_folds']} must be >= 2")
+    _check_splits(r)
     for t in cal["targets"]:
         if not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
             raise ConfigError(f"{r.source}: calibration.targets has {t!r}; each target call rate must be in [0, 1]")
@@ -608,6 +616,35 @@ def validate(r: ResolvedGrid) -> None:
             if v not in known[k]:
                 raise ConfigError(f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: "
                                   f"{', '.join(sorted(known[k]))}")
+
+
+def dataset_groups(r: ResolvedGrid) -> dict[str, str | None]:
+    """dataset name -> its group (``jobs.datasets.dataset_group``; None when it has none)."""
+    from jobs.datasets import dataset_group
+
+    return {d: dataset_group(dc) for d, dc in r.datasets.items()}
+
+
+def _check_splits(r: ResolvedGrid) -> None:
+    """calibration.splits: a non-empty list of known splits, each once; cross_group needs datasets
+    of at least two groups."""
+    where = f"{r.source}: calibration.splits"
+    splits = r.grid["calibration"]["splits"]
+    if isinstance(splits, str) or not isinstance(splits, (list, tuple)) or not splits:
+        raise ConfigError(f"{where}={splits!r} must be a non-empty list; valid choices: {', '.join(CHOICES['split'])}")
+    for x in splits:
+        if x not in CHOICES["split"]:
+            raise ConfigError(f"{where} has {x!r}, not a split; valid choices: {', '.join(CHOICES['split'])}")
+    if len(set(splits)) != len(splits):
+        raise ConfigError(f"{where}={list(splits)!r} names a split twice")
+    if "cross_group" in splits:
+        groups = dataset_groups(r)
+        present = sorted({g for g in groups.values() if g})
+        if len(present) < 2:
+            raise ConfigError(f"{where}: cross_group calibrates on one dataset group and applies on another, but "
+                              f"this grid's datasets span {len(present)} group(s) ("
+                              + ", ".join(f"{d}: {g or 'no group'}" for d, g in sorted(groups.items()))
+                              + "); add datasets of another group or set a dataset's group in conf/dataset/")
 
 
 def _check_prices(r: ResolvedGrid) -> None:

@@ -125,6 +125,11 @@ class Plan:
     # else eval) by a model trained on neither ``dataset`` nor ``heldout``: what the calibration
     # set of ``heldout``'s transfer must use (no model that produced its scores saw ``heldout``)
     leave_out: dict = field(default_factory=dict)
+    # the same for the cross-group split (``calibration.splits: [cross_group]``):
+    #   leave_group_out[(slm, uq, dataset, group)] = same value as leave_out's
+    # ``dataset``'s calibration-source rows scored by a model trained on neither ``dataset`` nor any
+    # dataset of ``group`` (a target group other than ``dataset``'s own)
+    leave_group_out: dict = field(default_factory=dict)
 
     def setting_unit(self, s: Setting | str) -> Unit:
         """The setting unit of a setting (or of a setting hash)."""
@@ -221,13 +226,14 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
     cal = g["calibration"]
     folds = int(cal["crossfit_folds"])
 
-    def score(slm: str, uq: str, dataset: str, role: str, leave_out: str | None = None) -> Unit | None:
+    def score(slm: str, uq: str, dataset: str, role: str, leave_out: str | tuple | None = None) -> Unit | None:
         """Uncertainty of ``uq`` on ``slm``'s answers to the ``role`` rows of ``dataset``.
 
         Trained methods: in_domain ones train on the dataset's fit rows (scoring those same fit
         rows -- the calibration role -- is done out-of-fold, ``crossfit`` folds); other_datasets
         ones train on every other dataset's fit rows, except ``leave_out`` (a held-out target of
-        the transfer analysis). None when no dataset is left to train on."""
+        the transfer analysis; a tuple: every dataset of a target group). None when no dataset is
+        left to train on."""
         method = _uq_method(r, uq)
         provider = gen_stages.STAT_STAGE
         stages = sorted({provider[x] for x in method.requires if x in provider} | {"greedy"})
@@ -237,7 +243,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             fit_sets = [dataset] if role == "eval" else []
             crossfit = folds if role == "fit" else 0
         elif method.fit == "other_datasets":
-            fit_sets = [d for d in r.datasets if d not in (dataset, leave_out)]
+            left = {leave_out} if isinstance(leave_out, str) else set(leave_out or ())
+            fit_sets = [d for d in r.datasets if d != dataset and d not in left]
             if not fit_sets:
                 return None
         else:
@@ -257,7 +264,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             payload["leave_out"] = leave_out
         dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
         label = f"score {uq} {slm} {dataset}" + ("" if role == "eval" else f" {role}") + (
-            f" without {leave_out}" if leave_out else "")
+            f" without {leave_out if isinstance(leave_out, str) else ', '.join(leave_out)}" if leave_out else "")
         return add(Unit("score", key, label, payload, dep_keys))
 
     fit_scores: dict = {}
@@ -307,7 +314,24 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             if lu is not None:
                 leave_out[(slm, uq, dataset, heldout)] = {"score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
                                                           "slm_stages": lu.payload["eval"], "role": cal_role}
-    return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out)
+    leave_group_out: dict = {}
+    if "cross_group" in cal.get("splits", ()):  # leave-group-out scores (a unit equal to one above is shared)
+        from orchestrator.config import dataset_groups
+
+        groups = dataset_groups(r)
+        members = {g: tuple(d for d in r.datasets if groups[d] == g) for g in set(groups.values()) if g}
+        for (slm, uq, dataset) in score_cache:
+            if _uq_method(r, uq).fit != "other_datasets" or not groups[dataset]:
+                continue
+            for g in sorted(members):
+                if g == groups[dataset]:
+                    continue
+                lu = score(slm, uq, dataset, cal_role, leave_out=members[g])
+                if lu is not None:
+                    leave_group_out[(slm, uq, dataset, g)] = {
+                        "score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
+                        "slm_stages": lu.payload["eval"], "role": cal_role}
+    return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out, leave_group_out)
 
 
 def grid_prices(r: ResolvedGrid):

@@ -47,4 +47,26 @@ DATASETS = Registry(
     },
 )
 
-__all__ = ["DATASETS", "DatasetAdapter", "default_data_root", "load_samples"]
+#: The group of each built-in adapter (the fully out-of-domain split, ``calibration.splits:
+#: [cross_group]``, calibrates on one group and applies on another). The paper's split is math <->
+#: commonsense; the other groups follow Kojima et al. (zero-shot CoT: arithmetic, commonsense,
+#: symbolic, other reasoning). ARC is grade-school science, grouped with commonsense as OpenBookQA
+#: is (``conf/dataset/openbookqa.yaml``). A dataset config's ``group`` wins over this table.
+GROUPS = {
+    **dict.fromkeys(("gsm8k", "multiarith", "addsub", "singleeq", "aqua", "mathqa"), "math"),
+    **dict.fromkeys(("commonsenseqa", "strategyqa", "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag",
+                     "winogrande"), "commonsense"),
+    **dict.fromkeys(("mmlu", "truthfulqa"), "knowledge"),
+    "boolq": "reading",
+    **dict.fromkeys(("coin_flip", "last_letters"), "symbolic"),
+    "date_understanding": "other",
+}
+
+
+def dataset_group(dc: dict) -> str | None:
+    """A resolved dataset config's group: its own ``group``, else its built-in adapter's
+    (``GROUPS``), else None (a hub / local / questions dataset that names none)."""
+    return dc.get("group") or GROUPS.get(dc.get("adapter") or dc.get("name") or "")
+
+
+__all__ = ["DATASETS", "GROUPS", "DatasetAdapter", "dataset_group", "default_data_root", "load_samples"]

@@ -67,6 +67,28 @@ def test_transfer_rows_recompute_from_the_heldout_records(tiny_run, analysis):
         assert x["n_eval"] == len(u)
 
 
+def test_cross_group_split_on_two_datasets_equals_leave_one_out(tiny_run, analysis):
+    """Issue 10, item 3: the tiny grid's groups are addsub (math) and strategyqa (commonsense), so
+    calibrating on math and applying on commonsense is leave-one-out with strategyqa held out (and
+    the reverse); the OOD probe has no model that saw neither group and is skipped in both."""
+    cross = analysis["cross_group"]
+    assert cross["groups"] == {"addsub": "math", "strategyqa": "commonsense"}
+    loo = {(x["uq"], x["heldout"], x["target_call_rate"]): x for x in analysis["transfer"]["call_rate"]
+           if x["method"] == "calibration"}
+    pairs = {("math", "commonsense"): "strategyqa", ("commonsense", "math"): "addsub"}
+    assert cross["call_rate"]
+    for x in cross["call_rate"]:
+        assert x["heldout"] == pairs[(x["source_group"], x["target_group"])] and x["source"] == "fit"
+        want = loo[(x["uq"], x["heldout"], x["target_call_rate"])]
+        for k in ("threshold", "tie_frac", "realized_call_rate", "call_rate_error", "accuracy_error", "n_fit"):
+            assert x[k] == pytest.approx(want[k], abs=1e-12, nan_ok=True), (x["uq"], x["heldout"], k)
+    assert {(s["uq"], s["source_group"]) for s in cross["skipped"] if s["uq"] == "ood_probe"} == {
+        ("ood_probe", "math"), ("ood_probe", "commonsense")}
+    assert [s["source_group"] for s in cross["sentences"]] == ["commonsense", "math"]
+    page = (tiny_run["out"] / "report" / "index.html").read_text()
+    assert 'id="cross-group"' in page and page.count("<li>Calibrated on ") == 2
+
+
 @pytest.mark.skipif(find_chromium() is None, reason="needs Chromium: apt-get install chromium (scripts/test.sh does)")
 def test_report_renders_in_headless_chromium(tiny_run, analysis, tmp_path):
     html = tiny_run["out"] / "report" / "index.html"
