@@ -57,7 +57,6 @@ def two_node_cluster(tmp_path_factory):
 
 def test_grid_runs_on_both_nodes(two_node_cluster, tmp_path):
     address, env, tmp = two_node_cluster
-    conf = REPO / "conf"
     slm = yaml.safe_load((REPO / "tests" / "conf" / "slm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_a": 1},
                                                                             "num_cpus": 0.5, "num_gpus": 0}
     llm = yaml.safe_load((REPO / "tests" / "conf" / "llm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_b": 1},
