@@ -38,12 +38,12 @@ def print_summary(rows: list[dict]) -> None:
     cols = ([] if single else ["slm", "llm"]) + ["dataset", "uq"]
     for c in cols:
         t.add_column(c, no_wrap=True)
-    for c in ("SLM acc", "LLM acc", "AUROC", "95% CI", "area", "APGR"):
+    for c in ("SLM acc", "LLM acc", "AUROC", "95% CI", "unscored", "area", "APGR"):
         t.add_column(c, justify="right", no_wrap=True)
     for r in sorted(rows, key=lambda r: (r["slm"], r["llm"], r["dataset"], -(r.get("auroc") or 0))):
         t.add_row(*(r[c] for c in cols), _fmt(r.get("slm_acc"), 2), _fmt(r.get("llm_acc"), 2),
                   _fmt(r.get("auroc")), f"{_fmt(r.get('auroc_lo'), 2)}-{_fmt(r.get('auroc_hi'), 2)}",
-                  _fmt(r.get("area")), _fmt(r.get("apgr"), 2))
+                  _fmt(r.get("unscored_share"), 2), _fmt(r.get("area")), _fmt(r.get("apgr"), 2))
     console.print(t)
 
 

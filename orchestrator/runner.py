@@ -167,7 +167,9 @@ def write_summary(r: ResolvedGrid, plan: Plan) -> Path:
     rows = settings_table(r, plan)
     out = r.output_dir / "summary.json"
     write_json(out, rows)
-    cols = ["setting", "slm_acc", "llm_acc", "auroc", "area", "apgr", "call_rate_50", "call_rate_80"]
+    # unscored_share beside the AUROC: the share of queries the method could not score (NaN), which the
+    # AUROC leaves out under the "drop" policy (verbal methods) and routes first under most_uncertain
+    cols = ["setting", "slm_acc", "llm_acc", "auroc", "unscored_share", "area", "apgr", "call_rate_50", "call_rate_80"]
     lines = [",".join(cols)] + [",".join(str(row.get(c, "")) for c in cols) for row in rows]
     (r.output_dir / "summary.csv").write_text("\n".join(lines) + "\n")
     return out
