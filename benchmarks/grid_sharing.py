@@ -13,6 +13,7 @@ the two LLMs are SmolLM2 fp32 and SmolLM2 int8). Both executors run the same sta
 Prints loads, generated tokens, wall time for both and the ratios; then the time to plan a
 10,000-setting grid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,22 +82,56 @@ def plan_10k() -> tuple[int, float]:
     from orchestrator.config import load_grid
     from orchestrator.plan import make_plan
 
-    methods = ["avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe",
-               "mean_token_entropy", "max_token_nll"]
-    shared = ["gsm8k", "multiarith", "aqua", "addsub", "singleeq", "mathqa", "commonsenseqa", "strategyqa",
-              "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag", "winogrande", "boolq", "mmlu",
-              "truthfulqa", "date_understanding", "coin_flip", "last_letters"]
+    methods = [
+        "avg_token_prob",
+        "perplexity",
+        "ptrue",
+        "verbal_1s",
+        "verbal_2s",
+        "jaccard",
+        "probe",
+        "ood_probe",
+        "mean_token_entropy",
+        "max_token_nll",
+    ]
+    shared = [
+        "gsm8k",
+        "multiarith",
+        "aqua",
+        "addsub",
+        "singleeq",
+        "mathqa",
+        "commonsenseqa",
+        "strategyqa",
+        "arc_easy",
+        "arc_challenge",
+        "piqa",
+        "social_iqa",
+        "hellaswag",
+        "winogrande",
+        "boolq",
+        "mmlu",
+        "truthfulqa",
+        "date_understanding",
+        "coin_flip",
+        "last_letters",
+    ]
     data = Path(tempfile.mkdtemp())
     for i in range(5):  # five datasets of the user's own, as local files
         (data / f"mine{i}.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": "A"}\n')
     grid = {
-        "name": "big", "output_dir": tempfile.mkdtemp(),
+        "name": "big",
+        "output_dir": tempfile.mkdtemp(),
         "slms": [{"name": f"slm{i}", "source": "hub", "id": f"org/model-{i}"} for i in range(10)],
-        "llms": [{"name": f"llm{i}", "backend": "openai", "base_url": "http://x/v1", "model_name": f"m{i}"}
-                 for i in range(4)],
+        "llms": [
+            {"name": f"llm{i}", "backend": "openai", "base_url": "http://x/v1", "model_name": f"m{i}"} for i in range(4)
+        ],
         "uq": methods,
-        "datasets": shared + [{"name": f"mine{i}", "adapter": "local", "task": "mc",
-                               "local_path": str(data / f"mine{i}.jsonl")} for i in range(5)],
+        "datasets": shared
+        + [
+            {"name": f"mine{i}", "adapter": "local", "task": "mc", "local_path": str(data / f"mine{i}.jsonl")}
+            for i in range(5)
+        ],
     }
     p = Path(tempfile.mkdtemp()) / "big.yaml"
     p.write_text(yaml.safe_dump(grid))
@@ -139,8 +174,10 @@ def main() -> None:
     print(f"{'':10s} {'model loads':>12s} {'gen tokens':>12s} {'wall s':>9s}")
     print(f"{'uqroute':10s} {ours.loads:12d} {ours.tokens:12d} {t_ours:9.1f}")
     print(f"{'naive':10s} {naive.loads:12d} {naive.tokens:12d} {t_naive:9.1f}")
-    print(f"ratio naive/uqroute: loads {naive.loads / ours.loads:.1f}x, tokens {naive.tokens / max(1, ours.tokens):.1f}x, "
-          f"wall {t_naive / t_ours:.1f}x")
+    print(
+        f"ratio naive/uqroute: loads {naive.loads / ours.loads:.1f}x, tokens {naive.tokens / max(1, ours.tokens):.1f}x, "
+        f"wall {t_naive / t_ours:.1f}x"
+    )
     n, dt = plan_10k()
     print(f"planning a {n}-setting grid (config load + expansion + plan): {dt:.2f}s")
 

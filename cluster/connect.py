@@ -1,4 +1,5 @@
 """Connecting to a Ray cluster, or starting a local one."""
+
 from __future__ import annotations
 
 import os
@@ -6,8 +7,9 @@ import os
 import ray
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
-            working_dir: str | None = None) -> dict:
+def connect(
+    address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, working_dir: str | None = None
+) -> dict:
     """Join ``address`` ("auto", "host:port" or "ray://...") or start a local Ray.
 
     Returns the cluster's total resources. Ray >= 2.5x enables token auth; a local

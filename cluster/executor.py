@@ -4,6 +4,7 @@
 translates Ray's failures into the scheduler's failure classes. A test can hand the
 scheduler an in-process executor with the same methods instead (``tests/unit/test_scheduler.py``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,11 @@ class RayExecutor:
         out = {}
         for n in ray.nodes():
             if n.get("Alive"):
-                out[n["NodeID"]] = {k: float(v) for k, v in n["Resources"].items()
-                                    if not k.startswith("node:") and k not in _NOT_REQUESTED}
+                out[n["NodeID"]] = {
+                    k: float(v)
+                    for k, v in n["Resources"].items()
+                    if not k.startswith("node:") and k not in _NOT_REQUESTED
+                }
         return out
 
     def start_model(self, conf: dict, node: str):

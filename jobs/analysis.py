@@ -15,6 +15,7 @@ role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute
 
 Pure numpy + pyarrow: no torch, no Ray, no MLflow.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,6 +40,7 @@ def _nanfloat(x) -> float:
 
 
 # ---- pools ------------------------------------------------------------------------------------
+
 
 def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
     """(slm, uq, llm) -> dataset -> {sample_id, uncertainty, slm_correct, llm_correct} from the
@@ -80,8 +82,9 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
             if su is None:
                 _, ok = judge(rows, policy)
             else:
-                ok = slm_judgement(store, rows, stages or {}, UQ_METHODS.get(su.payload["method"]),
-                                   su.payload["params"], policy)["correct"]
+                ok = slm_judgement(
+                    store, rows, stages or {}, UQ_METHODS.get(su.payload["method"]), su.payload["params"], policy
+                )["correct"]
             judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
         return judged[ck]
 
@@ -106,8 +109,9 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
     return out
 
 
-def _rescored_pools(store: Path, entries: dict, eval_p: dict[Key, dict[str, dict]],
-                    fit_p: dict[Key, dict[str, dict]]) -> dict[Key, dict[str, dict[str, dict]]]:
+def _rescored_pools(
+    store: Path, entries: dict, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
+) -> dict[Key, dict[str, dict[str, dict]]]:
     """(slm, uq, llm) -> tag -> dataset -> pool, for ``entries[(slm, uq, dataset, tag)] = {score,
     role, ...}``: ``dataset``'s ``role`` pool with the uncertainty of that score unit (by sample id;
     rows it did not score are left out). Unfinished units are left out."""
@@ -126,12 +130,15 @@ def _rescored_pools(store: Path, entries: dict, eval_p: dict[Key, dict[str, dict
             out.setdefault((slm, uq, llm), {}).setdefault(tag, {})[ds] = {
                 "sample_id": [p["sample_id"][i] for i in keep],
                 "uncertainty": np.asarray([_nanfloat(unc[p["sample_id"][i]]) for i in keep], dtype=np.float64),
-                "slm_correct": p["slm_correct"][keep], "llm_correct": p["llm_correct"][keep]}
+                "slm_correct": p["slm_correct"][keep],
+                "llm_correct": p["llm_correct"][keep],
+            }
     return out
 
 
-def leave_out_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-                    ) -> dict[Key, dict[str, dict[str, dict]]]:
+def leave_out_pools(
+    store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
+) -> dict[Key, dict[str, dict[str, dict]]]:
     """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
     rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
     uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
@@ -139,14 +146,16 @@ def leave_out_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p
     return _rescored_pools(store, plan.leave_out, eval_p, fit_p)
 
 
-def leave_group_pools(store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-                      ) -> dict[Key, dict[str, dict[str, dict]]]:
+def leave_group_pools(
+    store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
+) -> dict[Key, dict[str, dict[str, dict]]]:
     """(slm, uq, llm) -> target group -> dataset -> pool, as ``leave_out_pools`` but from
     ``plan.leave_group_out``: scored by a model that trained on no dataset of the target group."""
     return _rescored_pools(store, getattr(plan, "leave_group_out", {}) or {}, eval_p, fit_p)
 
 
 # ---- finding 1: alignment of each method ------------------------------------------------------
+
 
 def method_table(store: Path, plan) -> list[dict]:
     """One row per finished setting: axes + summary metrics (with 95% bootstrap CIs)."""
@@ -155,8 +164,13 @@ def method_table(store: Path, plan) -> list[dict]:
         p = plan.setting_dir(store, s) / "manifest.json"
         if p.is_file():
             m = read_json(p)
-            row = {"setting": s.name, **s.axes(), **m["metrics"], "nan_policy": m.get("nan_policy"),
-                   "answer_route": m.get("answer_route")}
+            row = {
+                "setting": s.name,
+                **s.axes(),
+                **m["metrics"],
+                "nan_policy": m.get("nan_policy"),
+                "answer_route": m.get("answer_route"),
+            }
             row["unscored_share"] = _unscored_share(row)
             rows.append(row)
     return rows
@@ -184,10 +198,16 @@ def method_ranking(table: list[dict]) -> list[dict]:
     for uq, vals in by.items():
         v = np.asarray([x for x in vals if x is not None and np.isfinite(x)])
         share = np.asarray([x for x in unscored[uq] if np.isfinite(x)])
-        out.append({"uq": uq, "mean_auroc": float(v.mean()) if v.size else float("nan"),
-                    "min_auroc": float(v.min()) if v.size else float("nan"),
-                    "max_auroc": float(v.max()) if v.size else float("nan"), "n": int(v.size),
-                    "mean_unscored_share": float(share.mean()) if share.size else float("nan")})
+        out.append(
+            {
+                "uq": uq,
+                "mean_auroc": float(v.mean()) if v.size else float("nan"),
+                "min_auroc": float(v.min()) if v.size else float("nan"),
+                "max_auroc": float(v.max()) if v.size else float("nan"),
+                "n": int(v.size),
+                "mean_unscored_share": float(share.mean()) if share.size else float("nan"),
+            }
+        )
     out.sort(key=lambda r: (-r["mean_auroc"] if np.isfinite(r["mean_auroc"]) else math.inf, r["uq"]))
     for i, r in enumerate(out):
         r["rank"] = i + 1
@@ -200,8 +220,14 @@ def _policy(nan_policy: str | dict[str, str], uq: str) -> str:
     return nan_policy if isinstance(nan_policy, str) else nan_policy[uq]
 
 
-def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str | dict[str, str], n_boot: int,
-                 seed: int = 0, ties: str = "expected") -> list[dict]:
+def paired_table(
+    pools: dict[Key, dict[str, dict]],
+    *,
+    nan_policy: str | dict[str, str],
+    n_boot: int,
+    seed: int = 0,
+    ties: str = "expected",
+) -> list[dict]:
     """Every pair of UQ methods on the same (SLM, LLM, dataset) queries: paired bootstrap
     differences of AUROC and routing area (``metrics.paired_comparison``). Each method's NaN
     scores follow its own policy (``nan_policy``: one for all, or uq -> policy); a query either
@@ -221,13 +247,21 @@ def paired_table(pools: dict[Key, dict[str, dict]], *, nan_policy: str | dict[st
             keep = ~(np.isnan(ua) | np.isnan(ub))
             if not keep.any():  # one of them scored none of these queries: nothing to compare
                 continue
-            res = M.paired_comparison(ua[keep], ub[keep], pa["slm_correct"][keep], pa["llm_correct"][keep],
-                                      n_boot=n_boot, seed=seed, ties=ties)
+            res = M.paired_comparison(
+                ua[keep],
+                ub[keep],
+                pa["slm_correct"][keep],
+                pa["llm_correct"][keep],
+                n_boot=n_boot,
+                seed=seed,
+                ties=ties,
+            )
             rows.append({"slm": slm, "llm": llm, "dataset": ds, "uq_a": a, "uq_b": b, **res})
     return rows
 
 
 # ---- finding 2: distributions are set by (SLM, method), not by the dataset -------------------
+
 
 def _raw_scores(pools: dict[Key, dict[str, dict]]) -> dict[tuple[str, str, str], np.ndarray]:
     """(slm, uq, dataset) -> finite uncertainties (the same SLM scores under every LLM: once)."""
@@ -255,8 +289,9 @@ def _rank_scores(raw: dict[tuple[str, str, str], np.ndarray]) -> dict[tuple[str,
     return out
 
 
-def _confidence_scores(raw: dict[tuple[str, str, str], np.ndarray],
-                       methods: dict[str, str] | None) -> dict[tuple[str, str, str], np.ndarray]:
+def _confidence_scores(
+    raw: dict[tuple[str, str, str], np.ndarray], methods: dict[str, str] | None
+) -> dict[tuple[str, str, str], np.ndarray]:
     """Each score mapped to its method's paper confidence (``UQMethod.confidence``: 1 - u, 1 / u,
     exp(-u); "complement" for a name the registry does not know): a fixed, bounded scale, the one
     the paper's histograms are drawn on."""
@@ -277,7 +312,7 @@ DISTANCE_SCALES = {
     "across_datasets": "rank: each UQ method's pooled empirical CDF (scale-free)",
     "across_slm": "rank: each UQ method's pooled empirical CDF (scale-free)",
     "across_uq": "paper confidence of each method (1 - u, 1 / perplexity, exp(-u)); no scale-free "
-                 "comparison between methods exists",
+    "comparison between methods exists",
 }
 
 
@@ -346,8 +381,13 @@ def calibration_scale(cal_conf: dict, method: str) -> str:
 
 
 def _build_kw(cal_conf: dict, scale: str) -> dict:
-    return dict(n_bins=cal_conf["n_bins"], frac=cal_conf["frac"], seed=cal_conf["seed"],
-                binning=cal_conf["binning"], scale=scale)
+    return dict(
+        n_bins=cal_conf["n_bins"],
+        frac=cal_conf["frac"],
+        seed=cal_conf["seed"],
+        binning=cal_conf["binning"],
+        scale=scale,
+    )
 
 
 def _sd(x) -> float:
@@ -355,8 +395,9 @@ def _sd(x) -> float:
     return float(np.std(x, ddof=1)) if x.size > 1 else 0.0
 
 
-def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str,
-                      scale: str = "uncertainty") -> list[dict]:
+def accuracy_transfer(
+    eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str, scale: str = "uncertainty"
+) -> list[dict]:
     """Leave-one-dataset-out transfer of *accuracy* targets: on the calibration set built from
     every other dataset, the threshold at the smallest call rate whose (weighted) expected accuracy
     reaches the target (targets: 25/50/75% of the calibration set's gap between SLM-only and the
@@ -378,20 +419,30 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
         by_frac: dict[float, list[dict]] = {}
         for sd in seeds:
             try:
-                cal = C.build_calibration_set(cal_p, exclude=[heldout] if heldout in cal_p else [],
-                                              nan_policy=nan_policy, **(_build_kw(cal_conf, scale) | {"seed": sd}))
+                cal = C.build_calibration_set(
+                    cal_p,
+                    exclude=[heldout] if heldout in cal_p else [],
+                    nan_policy=nan_policy,
+                    **(_build_kw(cal_conf, scale) | {"seed": sd}),
+                )
             except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
                 break
             for f, t in _gap_targets(C.calibration_curve(cal)):
-                thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t,
-                                               weights=cal.weight)
+                thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t, weights=cal.weight)
                 if thr is None:
                     continue
                 realized = C.expected_accuracy(u, slm, llm, thr)
-                by_frac.setdefault(f, []).append({
-                    "target_accuracy": t, "predicted_call_rate": C.expected_call_rate(cal.uncertainty, thr, cal.weight),
-                    "realized_call_rate": C.expected_call_rate(u, thr), "realized_accuracy": realized,
-                    "accuracy_error": realized - t, "threshold": thr.value, "n_fit": len(cal)})
+                by_frac.setdefault(f, []).append(
+                    {
+                        "target_accuracy": t,
+                        "predicted_call_rate": C.expected_call_rate(cal.uncertainty, thr, cal.weight),
+                        "realized_call_rate": C.expected_call_rate(u, thr),
+                        "realized_accuracy": realized,
+                        "accuracy_error": realized - t,
+                        "threshold": thr.value,
+                        "n_fit": len(cal),
+                    }
+                )
         for f, ds in sorted(by_frac.items()):
             row = {"heldout": heldout, "gap_fraction": f}
             for k in ds[0]:
@@ -403,11 +454,16 @@ def accuracy_transfer(eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf:
     return rows
 
 
-def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
-                      cal_conf: dict, nan_policy: str | dict[str, str], calibration_datasets: list[str] | None = None,
-                      methods: dict[str, str] | None = None,
-                      leave_out: dict[Key, dict[str, dict[str, dict]]] | None = None,
-                      needs_leave_out: set[str] | frozenset[str] = frozenset()) -> dict:
+def transfer_analysis(
+    eval_p: dict[Key, dict[str, dict]],
+    fit_p: dict[Key, dict[str, dict]],
+    cal_conf: dict,
+    nan_policy: str | dict[str, str],
+    calibration_datasets: list[str] | None = None,
+    methods: dict[str, str] | None = None,
+    leave_out: dict[Key, dict[str, dict[str, dict]]] | None = None,
+    needs_leave_out: set[str] | frozenset[str] = frozenset(),
+) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
     fixed), curve distances, and accuracy-target transfer.
 
@@ -449,32 +505,55 @@ def transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[
                 lo_h = (leave_out or {}).get(key, {}).get(h, {})
                 cal_h = {d: lo_h[d] for d in cal_src if d != h and d in lo_h}
             if not [d for d in cal_h if d != h]:
-                why = (f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
-                       f"did not see {h} (other datasets: {sorted(d for d in cal_src if d != h)}; a leave-out model "
-                       f"needs a third dataset to train on)" if lo else
-                       f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})")
+                why = (
+                    f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
+                    f"did not see {h} (other datasets: {sorted(d for d in cal_src if d != h)}; a leave-out model "
+                    f"needs a third dataset to train on)"
+                    if lo
+                    else f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})"
+                )
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": why})
                 continue
             try:
-                t = C.transfer_table(ev, targets=cal_conf["targets"], fixed_value=fixed, nan_policy=policy,
-                                     calibration_pools=cal_src if use_fit else None,
-                                     in_domain_pools=fp if use_fit else None, heldouts=[h], n_draws=n_draws,
-                                     heldout_calibration_pools={h: cal_h} if lo else None, **kw)
-                c = C.curve_transfer(ev, h, nan_policy=policy,
-                                     calibration_pools=cal_h if (use_fit or lo) else None, n_draws=n_draws, **kw)
+                t = C.transfer_table(
+                    ev,
+                    targets=cal_conf["targets"],
+                    fixed_value=fixed,
+                    nan_policy=policy,
+                    calibration_pools=cal_src if use_fit else None,
+                    in_domain_pools=fp if use_fit else None,
+                    heldouts=[h],
+                    n_draws=n_draws,
+                    heldout_calibration_pools={h: cal_h} if lo else None,
+                    **kw,
+                )
+                c = C.curve_transfer(
+                    ev,
+                    h,
+                    nan_policy=policy,
+                    calibration_pools=cal_h if (use_fit or lo) else None,
+                    n_draws=n_draws,
+                    **kw,
+                )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
                 continue
-            rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, "leave_out": lo, **row}
-                     for row in t]
+            rows += [
+                {"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, "leave_out": lo, **row}
+                for row in t
+            ]
             c.pop("calibration")
             curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **c})
             if lo:  # held-out by held-out: each has its own calibration pools
-                acc_rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                             for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, policy, scale)]
+                acc_rows += [
+                    {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
+                    for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, policy, scale)
+                ]
         if not lo:
-            acc_rows += [{"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                         for row in accuracy_transfer(ev, cal_src, cal_conf, policy, scale)]
+            acc_rows += [
+                {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
+                for row in accuracy_transfer(ev, cal_src, cal_conf, policy, scale)
+            ]
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
 
@@ -488,11 +567,17 @@ def _calibration_sources(ev: dict, fp: dict | None, allowed: set | None) -> tupl
     return ("fit" if use_fit else "eval"), use_fit, cal_src
 
 
-def group_transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]],
-                            cal_conf: dict, nan_policy: str | dict[str, str], groups: dict[str, str | None],
-                            calibration_datasets: list[str] | None = None, methods: dict[str, str] | None = None,
-                            leave_group: dict[Key, dict[str, dict[str, dict]]] | None = None,
-                            needs_leave_out: set[str] | frozenset[str] = frozenset()) -> dict:
+def group_transfer_analysis(
+    eval_p: dict[Key, dict[str, dict]],
+    fit_p: dict[Key, dict[str, dict]],
+    cal_conf: dict,
+    nan_policy: str | dict[str, str],
+    groups: dict[str, str | None],
+    calibration_datasets: list[str] | None = None,
+    methods: dict[str, str] | None = None,
+    leave_group: dict[Key, dict[str, dict[str, dict]]] | None = None,
+    needs_leave_out: set[str] | frozenset[str] = frozenset(),
+) -> dict:
     """The fully out-of-domain split (``calibration.splits: [cross_group]``): per (SLM, UQ, LLM) and
     ordered pair of dataset groups (source G1 -> target G2, G1 != G2; ``groups``: dataset -> group,
     datasets without one take no part), the calibration set is drawn only from G1's datasets and
@@ -529,21 +614,33 @@ def group_transfer_analysis(eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key,
             base = {"slm": slm, "uq": uq, "llm": llm, "source_group": g1, "target_group": g2}
             if not src:
                 g1_all = sorted(d for d in groups if groups[d] == g1)
-                why = (f"{uq} trains on other datasets: no {g1} dataset's calibration rows were scored by a model "
-                       f"that saw no {g2} dataset ({g1}: {g1_all}; such a model needs a dataset outside {g1}'s "
-                       f"calibration source and {g2} to train on)" if lo and [d for d in cal_src if groups.get(d) == g1]
-                       else f"no {g1} dataset may feed calibration sets (calibration pools: {sorted(cal_src)})")
+                why = (
+                    f"{uq} trains on other datasets: no {g1} dataset's calibration rows were scored by a model "
+                    f"that saw no {g2} dataset ({g1}: {g1_all}; such a model needs a dataset outside {g1}'s "
+                    f"calibration source and {g2} to train on)"
+                    if lo and [d for d in cal_src if groups.get(d) == g1]
+                    else f"no {g1} dataset may feed calibration sets (calibration pools: {sorted(cal_src)})"
+                )
                 skipped.append(base | {"reason": why})
                 continue
             try:
-                t = C.transfer_table(ev, targets=cal_conf["targets"], methods=["calibration"], nan_policy=policy,
-                                     calibration_pools=src, heldouts=targets, n_draws=int(cal_conf.get("n_draws", 1)),
-                                     **_build_kw(cal_conf, scale))
+                t = C.transfer_table(
+                    ev,
+                    targets=cal_conf["targets"],
+                    methods=["calibration"],
+                    nan_policy=policy,
+                    calibration_pools=src,
+                    heldouts=targets,
+                    n_draws=int(cal_conf.get("n_draws", 1)),
+                    **_build_kw(cal_conf, scale),
+                )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append(base | {"reason": str(exc)})
                 continue
-            rows += [base | {"source": source, "scale": scale, "leave_out": lo, "source_datasets": sorted(src), **r}
-                     for r in t]
+            rows += [
+                base | {"source": source, "scale": scale, "leave_out": lo, "source_datasets": sorted(src), **r}
+                for r in t
+            ]
     return {"call_rate": rows, "summary": group_transfer_summary(rows), "skipped": skipped}
 
 
@@ -554,17 +651,28 @@ def group_transfer_summary(rows: list[dict]) -> list[dict]:
     accuracy_error (realized - predicted accuracy), n_targets and the target datasets."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
-        by.setdefault((r["slm"], r["uq"], r["llm"], r["source_group"], r["target_group"], r["target_call_rate"]),
-                      []).append(r)
+        by.setdefault(
+            (r["slm"], r["uq"], r["llm"], r["source_group"], r["target_group"], r["target_call_rate"]), []
+        ).append(r)
     out = []
     for (slm, uq, llm, g1, g2, t), rs in sorted(by.items()):
-        out.append({"slm": slm, "uq": uq, "llm": llm, "source_group": g1, "target_group": g2, "target_call_rate": t,
-                    "realized_call_rate": float(np.mean([r["realized_call_rate"] for r in rs])),
-                    "call_rate_error": float(np.mean([r["call_rate_error"] for r in rs])),
-                    "abs_call_rate_error": float(np.mean([_abs_err(r) for r in rs])),
-                    "accuracy_error": float(np.mean([r["accuracy_error"] for r in rs])),
-                    "source_datasets": rs[0]["source_datasets"], "targets": sorted(r["heldout"] for r in rs),
-                    "n_targets": len(rs)})
+        out.append(
+            {
+                "slm": slm,
+                "uq": uq,
+                "llm": llm,
+                "source_group": g1,
+                "target_group": g2,
+                "target_call_rate": t,
+                "realized_call_rate": float(np.mean([r["realized_call_rate"] for r in rs])),
+                "call_rate_error": float(np.mean([r["call_rate_error"] for r in rs])),
+                "abs_call_rate_error": float(np.mean([_abs_err(r) for r in rs])),
+                "accuracy_error": float(np.mean([r["accuracy_error"] for r in rs])),
+                "source_datasets": rs[0]["source_datasets"],
+                "targets": sorted(r["heldout"] for r in rs),
+                "n_targets": len(rs),
+            }
+        )
     return out
 
 
@@ -593,16 +701,35 @@ def group_transfer_sentences(cross: dict, loo_rows: list[dict]) -> list[dict]:
         loo_err = float(np.mean(same)) if same else float("nan")
         src = sorted({d for r in rs for d in r["source_datasets"]})
         tgt = sorted({r["heldout"] for r in rs})
-        sent = (f"Calibrated on {g1} ({', '.join(src)}) and applied to {g2} ({', '.join(tgt)}), thresholds miss "
-                f"the target call rate by {_fmt(err)} on average over {len(per_uq)} UQ method(s)"
-                + (f" (best {best} {_fmt(float(np.mean(per_uq[best])))}, worst {worst} "
-                   f"{_fmt(float(np.mean(per_uq[worst])))})" if len(per_uq) > 1 else "")
-                + (f"; leave-one-dataset-out calibration misses by {_fmt(loo_err)} on the same datasets"
-                   + (", so leaving the whole group out costs "
-                      f"{_fmt(err - loo_err)}." if err > loo_err else ", so here calibrating on another group does "
-                      "no worse.") if np.isfinite(loo_err) else "."))
-        out.append({"source_group": g1, "target_group": g2, "mean_abs_call_rate_error": err,
-                    "loo_mean_abs_call_rate_error": loo_err, "sentence": sent})
+        sent = (
+            f"Calibrated on {g1} ({', '.join(src)}) and applied to {g2} ({', '.join(tgt)}), thresholds miss "
+            f"the target call rate by {_fmt(err)} on average over {len(per_uq)} UQ method(s)"
+            + (
+                f" (best {best} {_fmt(float(np.mean(per_uq[best])))}, worst {worst} "
+                f"{_fmt(float(np.mean(per_uq[worst])))})"
+                if len(per_uq) > 1
+                else ""
+            )
+            + (
+                f"; leave-one-dataset-out calibration misses by {_fmt(loo_err)} on the same datasets"
+                + (
+                    f", so leaving the whole group out costs {_fmt(err - loo_err)}."
+                    if err > loo_err
+                    else ", so here calibrating on another group does no worse."
+                )
+                if np.isfinite(loo_err)
+                else "."
+            )
+        )
+        out.append(
+            {
+                "source_group": g1,
+                "target_group": g2,
+                "mean_abs_call_rate_error": err,
+                "loo_mean_abs_call_rate_error": loo_err,
+                "sentence": sent,
+            }
+        )
     return out
 
 
@@ -624,15 +751,23 @@ def transfer_summary(rows: list[dict]) -> list[dict]:
         worst = np.asarray([max(abs(x) for x in r.get("call_rate_error_draws", [r["call_rate_error"]])) for r in rs])
         acc = np.asarray([r["accuracy_error"] for r in rs], dtype=np.float64)
         acc = acc[np.isfinite(acc)]
-        out.append({"uq": uq, "method": method, "mean_abs_call_rate_error": float(np.mean(err)),
-                    "max_abs_call_rate_error": float(np.max(worst)),
-                    "sd_call_rate_error": float(np.mean([r.get("call_rate_error_sd", 0.0) for r in rs])),
-                    "mean_abs_accuracy_error": float(np.mean(np.abs(acc))) if acc.size else float("nan"),
-                    "n_draws": int(max(r.get("n_draws", 1) for r in rs)), "n": len(rs)})
+        out.append(
+            {
+                "uq": uq,
+                "method": method,
+                "mean_abs_call_rate_error": float(np.mean(err)),
+                "max_abs_call_rate_error": float(np.max(worst)),
+                "sd_call_rate_error": float(np.mean([r.get("call_rate_error_sd", 0.0) for r in rs])),
+                "mean_abs_accuracy_error": float(np.mean(np.abs(acc))) if acc.size else float("nan"),
+                "n_draws": int(max(r.get("n_draws", 1) for r in rs)),
+                "n": len(rs),
+            }
+        )
     return out
 
 
 # ---- the three findings -----------------------------------------------------------------------
+
 
 def _fmt(x: float, nd: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
@@ -647,45 +782,77 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     ev1: list[str] = []
     if len(ranked) >= 2:
         spread = ranked[0]["mean_auroc"] - ranked[-1]["mean_auroc"]
-        ev1.append(f"Mean AUROC ranges from {_fmt(ranked[-1]['mean_auroc'])} ({ranked[-1]['uq']}) to "
-                   f"{_fmt(ranked[0]['mean_auroc'])} ({ranked[0]['uq']}), a spread of {_fmt(spread)}.")
+        ev1.append(
+            f"Mean AUROC ranges from {_fmt(ranked[-1]['mean_auroc'])} ({ranked[-1]['uq']}) to "
+            f"{_fmt(ranked[0]['mean_auroc'])} ({ranked[0]['uq']}), a spread of {_fmt(spread)}."
+        )
         sig = [p for p in paired if np.isfinite(p["p_auroc"]) and p["p_auroc"] < 0.05]
         if paired:
-            ev1.append(f"{len(sig)} of {len(paired)} paired method comparisons differ in AUROC at p < 0.05 "
-                       f"(paired bootstrap on the same queries).")
+            ev1.append(
+                f"{len(sig)} of {len(paired)} paired method comparisons differ in AUROC at p < 0.05 "
+                f"(paired bootstrap on the same queries)."
+            )
         top3 = [r["uq"] for r in ranked[:3]]
         half = len(ranked) / 2
         verbal = [r for r in ranked if r["uq"] in VERBAL]
         verbal_low = [r for r in verbal if r["rank"] > half]
-        ev1.append(f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
-                   f"{len(set(top3) & set(PAPER_TOP3))} of the paper's three are among them.")
+        ev1.append(
+            f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
+            f"{len(set(top3) & set(PAPER_TOP3))} of the paper's three are among them."
+        )
         if verbal:
-            ev1.append("Verbalized confidence ranks " + ", ".join(
-                f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
-                f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})" for r in verbal)
-                       + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half."))
+            ev1.append(
+                "Verbalized confidence ranks "
+                + ", ".join(
+                    f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
+                    f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})"
+                    for r in verbal
+                )
+                + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half.")
+            )
         unscorable = [r for r in ranking if r["uq"] in VERBAL and not np.isfinite(r["mean_auroc"])]
         if unscorable:
-            ev1.append("No defined AUROC for " + ", ".join(
-                f"{r['uq']} (mean unscored share {_fmt(r['mean_unscored_share'])}: confidences that do not parse "
-                f"are dropped)" for r in unscorable) + ".")
+            ev1.append(
+                "No defined AUROC for "
+                + ", ".join(
+                    f"{r['uq']} (mean unscored share {_fmt(r['mean_unscored_share'])}: confidences that do not parse "
+                    f"are dropped)"
+                    for r in unscorable
+                )
+                + "."
+            )
         best = ranked[0]["mean_auroc"]
         below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
         if best < 0.55 or below:
-            ev1.append(f"Alignment itself is weak here: the best mean AUROC is {_fmt(best)}"
-                       + (f"; {', '.join(below)} rank correct answers as the *more* uncertain on average (AUROC < 0.5)"
-                          if below else "")
-                       + ". With an SLM this weak most datasets have only a few correct answers, so each AUROC "
-                         "rests on a handful of queries (see the CIs).")
-        checks = [spread >= 0.1, len(set(top3) & set(PAPER_TOP3)) >= 2, (not verbal) or len(verbal_low) == len(verbal),
-                  best >= 0.55]
+            ev1.append(
+                f"Alignment itself is weak here: the best mean AUROC is {_fmt(best)}"
+                + (
+                    f"; {', '.join(below)} rank correct answers as the *more* uncertain on average (AUROC < 0.5)"
+                    if below
+                    else ""
+                )
+                + ". With an SLM this weak most datasets have only a few correct answers, so each AUROC "
+                "rests on a handful of queries (see the CIs)."
+            )
+        checks = [
+            spread >= 0.1,
+            len(set(top3) & set(PAPER_TOP3)) >= 2,
+            (not verbal) or len(verbal_low) == len(verbal),
+            best >= 0.55,
+        ]
         verdict = "holds" if all(checks) else ("partly" if any(checks) else "does not hold")
     else:
         verdict = "not testable"
         ev1.append("Fewer than two UQ methods have a defined AUROC.")
-    out.append({"id": 1, "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
-                "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
-                "verdict": verdict, "evidence": ev1})
+    out.append(
+        {
+            "id": 1,
+            "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
+            "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
+            "verdict": verdict,
+            "evidence": ev1,
+        }
+    )
 
     # 2. distributions depend on (SLM, method) more than on the dataset
     ev2: list[str] = []
@@ -694,32 +861,55 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     a_uq = ks.get("across_uq", {}).get("mean", float("nan"))
     a_slm = ks.get("across_slm", {}).get("mean", float("nan"))
     if np.isfinite(a_ds) and (np.isfinite(a_uq) or np.isfinite(a_slm)):
-        ev2.append(f"Mean KS distance between datasets (SLM and method fixed): {_fmt(a_ds)} over "
-                   f"{ks['across_datasets']['n_pairs']} pairs.")
+        ev2.append(
+            f"Mean KS distance between datasets (SLM and method fixed): {_fmt(a_ds)} over "
+            f"{ks['across_datasets']['n_pairs']} pairs."
+        )
         if np.isfinite(a_uq):
-            ev2.append(f"Between UQ methods (SLM and dataset fixed, each method on the paper's confidence scale: "
-                       f"1 - u, 1 / perplexity, exp(-u)): {_fmt(a_uq)} over {ks['across_uq']['n_pairs']} pairs. "
-                       "Between datasets and SLMs distances are on each method's pooled ranks (scale-free); "
-                       "between methods no scale-free comparison exists, so this half rests on that scale.")
+            ev2.append(
+                f"Between UQ methods (SLM and dataset fixed, each method on the paper's confidence scale: "
+                f"1 - u, 1 / perplexity, exp(-u)): {_fmt(a_uq)} over {ks['across_uq']['n_pairs']} pairs. "
+                "Between datasets and SLMs distances are on each method's pooled ranks (scale-free); "
+                "between methods no scale-free comparison exists, so this half rests on that scale."
+            )
         if np.isfinite(a_slm):
-            ev2.append(f"Between SLMs (method and dataset fixed): {_fmt(a_slm)} over {ks['across_slm']['n_pairs']} pairs.")
+            ev2.append(
+                f"Between SLMs (method and dataset fixed): {_fmt(a_slm)} over {ks['across_slm']['n_pairs']} pairs."
+            )
         else:
             ev2.append("Only one SLM in this grid: the across-SLM half of the claim is not tested.")
         per = ks.get("across_datasets", {}).get("per_group", {})
         if per:
             worst = max(per, key=per.get)
-            ev2.append(f"Least stable method across datasets: {worst.replace('__', ' / ')} (mean KS {_fmt(per[worst])}).")
+            ev2.append(
+                f"Least stable method across datasets: {worst.replace('__', ' / ')} (mean KS {_fmt(per[worst])})."
+            )
         comps = [x for x in (a_uq, a_slm) if np.isfinite(x)]
         ratios = [a_ds / x for x in comps if x > 0]
-        ev2.append("Ratio of between-dataset to between-method/SLM distance: " +
-                   ", ".join(_fmt(x, 2) for x in ratios) + " (the finding needs clearly below 1; we ask <= 0.8).")
-        verdict = ("holds" if ratios and all(x <= 0.8 for x in ratios) else
-                   "partly" if any(x < 1 for x in ratios) else "does not hold")
+        ev2.append(
+            "Ratio of between-dataset to between-method/SLM distance: "
+            + ", ".join(_fmt(x, 2) for x in ratios)
+            + " (the finding needs clearly below 1; we ask <= 0.8)."
+        )
+        verdict = (
+            "holds"
+            if ratios and all(x <= 0.8 for x in ratios)
+            else "partly"
+            if any(x < 1 for x in ratios)
+            else "does not hold"
+        )
     else:
         verdict = "not testable"
         ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
-    out.append({"id": 2, "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
-                "datasets: it is set by the SLM and the method, not by the data.", "verdict": verdict, "evidence": ev2})
+    out.append(
+        {
+            "id": 2,
+            "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
+            "datasets: it is set by the SLM and the method, not by the data.",
+            "verdict": verdict,
+            "evidence": ev2,
+        }
+    )
 
     # 3. thresholds from calibration data transfer to unseen datasets
     ev3: list[str] = []
@@ -732,45 +922,67 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     if by_m.get("calibration"):
         cal_err = float(np.mean(by_m["calibration"]))
         sources = sorted({r["source"] for r in transfer["call_rate"]})
-        ev3.append(f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
-                   f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
-                   f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
-                   f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)}).")
+        ev3.append(
+            f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
+            f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
+            f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
+            f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)})."
+        )
         n_draws = max(int(r.get("n_draws", 1)) for r in transfer["call_rate"] if r["method"] == "calibration")
         if n_draws > 1:
-            ev3.append(f"Calibration errors are means over {n_draws} draws of the calibration set (seeds "
-                       f"{', '.join(str(x) for x in next(r for r in transfer['call_rate'] if r['method'] == 'calibration')['seeds'])}); "
-                       f"mean SD across draws {_fmt(float(np.mean(sd_m['calibration'])))}.")
+            ev3.append(
+                f"Calibration errors are means over {n_draws} draws of the calibration set (seeds "
+                f"{', '.join(str(x) for x in next(r for r in transfer['call_rate'] if r['method'] == 'calibration')['seeds'])}); "
+                f"mean SD across draws {_fmt(float(np.mean(sd_m['calibration'])))}."
+            )
         cal_rows = [r for r in transfer["call_rate"] if r["method"] == "calibration"]
         worst = max(cal_rows, key=_abs_err)
-        ev3.append(f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
-                   f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f}).")
+        ev3.append(
+            f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
+            f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f})."
+        )
         curves = transfer.get("curves", [])
         if curves:
             rc = float(np.mean([c["rms_calibration"] for c in curves]))  # each a mean over draws
             rr = float(np.mean([c["rms_random"] for c in curves]))
-            ev3.append(f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
-                       f"{_fmt(rr)} from the random-routing line."
-                       + (" The random line is closer: where the LLM is barely more accurate than the SLM every "
-                          "routing curve is nearly flat, while the calibration curve carries the other datasets' "
-                          "accuracy level." if rr < rc else ""))
+            ev3.append(
+                f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
+                f"{_fmt(rr)} from the random-routing line."
+                + (
+                    " The random line is closer: where the LLM is barely more accurate than the SLM every "
+                    "routing curve is nearly flat, while the calibration curve carries the other datasets' "
+                    "accuracy level."
+                    if rr < rc
+                    else ""
+                )
+            )
         acc = transfer.get("accuracy", [])
         if acc:
-            ev3.append(f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "
-                       f"over {len(acc)} (held-out, target) pairs.")
+            ev3.append(
+                f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "
+                f"over {len(acc)} (held-out, target) pairs."
+            )
         fixed_err = float(np.mean(by_m.get("fixed", [np.inf])))
         per_method_ok = [s for s in summ if s["method"] == "calibration" and s["mean_abs_call_rate_error"] <= 0.1]
         n_methods = len([s for s in summ if s["method"] == "calibration"])
         ev3.append(f"{len(per_method_ok)} of {n_methods} UQ methods keep the mean call-rate error within 0.10.")
-        verdict = ("holds" if cal_err <= 0.1 and cal_err < fixed_err else
-                   "partly" if cal_err < fixed_err else "does not hold")
+        verdict = (
+            "holds" if cal_err <= 0.1 and cal_err < fixed_err else "partly" if cal_err < fixed_err else "does not hold"
+        )
     else:
         verdict = "not testable"
         ev3.append("Needs at least two datasets per (SLM, method, LLM), one of them allowed to feed calibration sets.")
         if transfer.get("skipped"):
             ev3.append(f"Skipped: {transfer['skipped'][0]['reason']}.")
-    out.append({"id": 3, "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
-                "over to a dataset never seen, with no labels from it.", "verdict": verdict, "evidence": ev3})
+    out.append(
+        {
+            "id": 3,
+            "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
+            "over to a dataset never seen, with no labels from it.",
+            "verdict": verdict,
+            "evidence": ev3,
+        }
+    )
     return out
 
 
@@ -794,32 +1006,46 @@ def analyze(r, plan) -> dict:
     from orchestrator.config import nan_policy_of
 
     policies = {uq: nan_policy_of(r, uq) for uq in r.uq}
-    paired = paired_table(ev, nan_policy=policies, n_boot=int(mconf["bootstrap"]) or 200,
-                          seed=int(mconf["seed"]), ties=mconf["ties"])
+    paired = paired_table(
+        ev, nan_policy=policies, n_boot=int(mconf["bootstrap"]) or 200, seed=int(mconf["seed"]), ties=mconf["ties"]
+    )
     methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
     dist = distance_analysis(ev, methods)
     sources = fit_sources(r)
-    allowed = (None if cal_conf["pool"] == "fit"
-               else [d for d, src in sources.items() if src.startswith("split:")])
+    allowed = None if cal_conf["pool"] == "fit" else [d for d, src in sources.items() if src.startswith("split:")]
     from jobs.uq import UQ_METHODS
 
     needs = {uq for uq, m in methods.items() if UQ_METHODS.get(m).fit == "other_datasets"}
     splits = list(cal_conf.get("splits") or ["leave_one_out"])
-    transfer = (transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs)
-                if "leave_one_out" in splits else {"call_rate": [], "curves": [], "accuracy": [], "skipped": []})
+    transfer = (
+        transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs)
+        if "leave_one_out" in splits
+        else {"call_rate": [], "curves": [], "accuracy": [], "skipped": []}
+    )
     cross = None
     if "cross_group" in splits:
         from orchestrator.config import dataset_groups
 
         groups = dataset_groups(r)
-        cross = group_transfer_analysis(ev, fp, cal_conf, policies, groups, allowed, methods,
-                                        leave_group_pools(store, plan, ev, fp), needs)
+        cross = group_transfer_analysis(
+            ev, fp, cal_conf, policies, groups, allowed, methods, leave_group_pools(store, plan, ev, fp), needs
+        )
         cross["groups"] = groups
         cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])
-    return {"cross_group": cross, "splits": splits, "settings": table, "ranking": ranking, "paired": paired, "distances": dist, "transfer": transfer,
-            "transfer_summary": transfer_summary(transfer["call_rate"]),
-            "findings": findings(ranking, paired, dist, transfer), "calibration": cal_conf,
-            "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},
-            "nan_policies": policies, "fit_sources": sources, "calibration_datasets": allowed if allowed is not None else sorted(sources),
-            "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()}}
-
+    return {
+        "cross_group": cross,
+        "splits": splits,
+        "settings": table,
+        "ranking": ranking,
+        "paired": paired,
+        "distances": dist,
+        "transfer": transfer,
+        "transfer_summary": transfer_summary(transfer["call_rate"]),
+        "findings": findings(ranking, paired, dist, transfer),
+        "calibration": cal_conf,
+        "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},
+        "nan_policies": policies,
+        "fit_sources": sources,
+        "calibration_datasets": allowed if allowed is not None else sorted(sources),
+        "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()},
+    }

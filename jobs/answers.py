@@ -40,6 +40,7 @@ What an answer is, per task (v2):
 
 ``EXTRACTION_VERSION`` is part of cache / result keys: bump it whenever a rule here changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,11 +92,15 @@ _OPERATOR = re.compile(r"\s*([-+*/×÷=]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 # "no" + a noun is a determiner ("no doubt", "no one"); "no because / no, the / no it" is the answer
 _NO_DETERMINER = re.compile(
-    r"[ \t]+(?!(?:it|they|he|she|i|that|this|the|there|we|you|because|but|not|since|as|so|and|or)\b)[a-z]")
+    r"[ \t]+(?!(?:it|they|he|she|i|that|this|the|there|we|you|because|but|not|since|as|so|and|or)\b)[a-z]"
+)
 _NEGATED_BEFORE = re.compile(r"(?:\b(?:not|never)|n[’']t)\s+(?:(?:a|an|the)\s+)?$", re.IGNORECASE)
 _NEGATED_LEAD = re.compile(r"(?:not|never)\s+", re.IGNORECASE)
-_CONTRAST = re.compile(r"(?:[,;]|\bbut\b|\brather\b|\binstead\b)\s*(?:(?:but|rather|instead)\s+)?"
-                       r"(?:(?:it|the answer)\s+(?:is|would be)\s+|it[’']s\s+)?:?\s*", re.IGNORECASE)
+_CONTRAST = re.compile(
+    r"(?:[,;]|\bbut\b|\brather\b|\binstead\b)\s*(?:(?:but|rather|instead)\s+)?"
+    r"(?:(?:it|the answer)\s+(?:is|would be)\s+|it[’']s\s+)?:?\s*",
+    re.IGNORECASE,
+)
 # A choice letter: "(b)" / "(B)", a capital standing alone ("B", "B.", "B)"), or a lowercase letter
 # only when followed by ")" "." ":" or the end of the line (a bare "a" is usually the article).
 _LETTER = r"(?:\(\s*([A-Za-z])\s*\)|([A-Z])(?![\w'’])|([a-z])(?=[).:]|\s*$))"
@@ -131,8 +136,9 @@ def _blank(pattern: re.Pattern, text: str) -> str:
 # Normalization shared with the gold side
 # ----------------------------------------------------------------------------------------------
 
+
 def canonical_number(text: str) -> str | None:
-    """"$1,234.50" -> "1234.5", "39.0" -> "39", "-7" -> "-7" (the gold normalization of
+    """ "$1,234.50" -> "1234.5", "39.0" -> "39", "-7" -> "-7" (the gold normalization of
     ``jobs.datasets.base.canonical_number``); None if not a finite number."""
     try:
         return gold_number(text.strip().replace("$", "").rstrip("%"))
@@ -162,6 +168,7 @@ def _stripped(text: str, start: int, end: int, chars: str = _STRIP_CHARS + "\n\t
 # ----------------------------------------------------------------------------------------------
 # Numbers: digits, fractions, arithmetic chains, number words, LaTeX
 # ----------------------------------------------------------------------------------------------
+
 
 def _decimal_string(value: Fraction) -> str | None:
     """A Fraction as a canonical number string ("3/4" -> "0.75"; 1/3 to 28 digits)."""
@@ -225,12 +232,38 @@ def _chain(text: str, first: re.Match, evaluate: bool = True) -> tuple[str | Non
     return (None if value is None else _decimal_string(value)), operands[0].start(), operands[-1].end()
 
 
-_UNITS = {w: i for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"])}
-_TENS = {w: 10 * i for i, w in enumerate(
-    ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], start=2)}
-_SCALES = {"thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9}
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ]
+    )
+}
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], start=2)
+}
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
 _WORD = "|".join(sorted([*_UNITS, *_TENS, "hundred", *_SCALES], key=len, reverse=True))
 _WORD_RUN = re.compile(rf"\b(?:{_WORD})(?:(?:[ \t]+|-|[ \t]+and[ \t]+)(?:{_WORD}))*\b", re.IGNORECASE)
 _WORD_TOKEN = re.compile(rf"\b(?:{_WORD}|and)\b", re.IGNORECASE)
@@ -299,14 +332,14 @@ def _latex_region(text: str, match: re.Match) -> tuple[str, int, int, int] | Non
     opener = match.group(0)
     if "frac" in opener:  # the whole \frac{a}{b} is the content
         first = _balanced(text, match.end() - 1)
-        second = _balanced(text, first) if first is not None and text[first:first + 1] == "{" else None
-        return None if second is None else (text[match.start():second], match.start(), second, second)
+        second = _balanced(text, first) if first is not None and text[first : first + 1] == "{" else None
+        return None if second is None else (text[match.start() : second], match.start(), second, second)
     if opener.endswith("{"):  # \boxed{...}
         close = _balanced(text, match.end() - 1)
-        return None if close is None else (text[match.end():close - 1], match.end(), close - 1, close)
+        return None if close is None else (text[match.end() : close - 1], match.end(), close - 1, close)
     closer = _CLOSERS[opener]
     close = text.find(closer, match.end())
-    return None if close < 0 else (text[match.end():close], match.end(), close, close + len(closer))
+    return None if close < 0 else (text[match.end() : close], match.end(), close, close + len(closer))
 
 
 def _unboxed(content: str) -> str:
@@ -326,8 +359,20 @@ def _latex_answer(content: str) -> str | None:
     "18 \\text{ dollars}" -> "18"), else the LaTeX itself ("\\sqrt{2}", judged by math-verify)."""
     content = _unboxed(content).strip()
     s = _TEXT_CMD.sub(r" \1 ", content)
-    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", " "),
-                     ("\\%", "%"), ("\\$", "$"), ("{,}", ","), ("\\times", "×"), ("\\cdot", "×"), ("\\div", "÷")):
+    for old, new in (
+        ("\\left", ""),
+        ("\\right", ""),
+        ("\\!", ""),
+        ("\\,", ""),
+        ("\\;", ""),
+        ("\\ ", " "),
+        ("\\%", "%"),
+        ("\\$", "$"),
+        ("{,}", ","),
+        ("\\times", "×"),
+        ("\\cdot", "×"),
+        ("\\div", "÷"),
+    ):
         s = s.replace(old, new)
     s = _FRAC.sub(_plain_fraction, re.sub(r"\^\{?\\circ\}?", "", s))
     if "\\" not in s and "{" not in s:
@@ -383,6 +428,7 @@ def _span_number(span: str) -> _Hit | None:
 # Options (multiple choice)
 # ----------------------------------------------------------------------------------------------
 
+
 def _letter(match: re.Match) -> tuple[str, int, int]:
     group = next(i for i, g in enumerate(match.groups(), start=1) if g)
     return match.group(group).upper(), match.start(group), match.end(group)
@@ -428,8 +474,11 @@ def _option_at_start(span: str, sample: Sample, whole: bool) -> _Hit | None:
     hits = []
     for pattern, length, label in _options(sample):
         m = pattern.match(span, start)
-        if not m or (whole and _stripped(span, m.end(), end) != (end, end)) or \
-                (not whole and m.end() < len(span) and (span[m.end()].isalnum() or span[m.end()] == "_")):
+        if (
+            not m
+            or (whole and _stripped(span, m.end(), end) != (end, end))
+            or (not whole and m.end() < len(span) and (span[m.end()].isalnum() or span[m.end()] == "_"))
+        ):
             continue
         hits.append((length, label, m.start(), m.end(), normalize_freeform(m.group(0))))
     return _unique_longest(hits)
@@ -445,7 +494,7 @@ def _unless_negated(span: str, parse) -> _Hit | None:
     contrast = _CONTRAST.search(span, neg.end())
     if contrast is None:
         return None
-    hit = parse(span[contrast.end():])
+    hit = parse(span[contrast.end() :])
     return None if hit is None else (hit[0], hit[1] + contrast.end(), hit[2] + contrast.end())
 
 
@@ -482,6 +531,7 @@ def _negated(text: str, start: int) -> bool:
 # Yes / no
 # ----------------------------------------------------------------------------------------------
 
+
 def _yes_no_words(text: str) -> list[tuple[str, int, int, bool]]:
     """(word, start, end, negated) of the yes/no/true/false words that answer (determiner "no" skipped)."""
     out = []
@@ -511,6 +561,7 @@ def _yes_no(text: str) -> _Hit | None:
 # Strict: the span after "The answer is"
 # ----------------------------------------------------------------------------------------------
 
+
 def _span_answer(span: str, sample: Sample) -> _Hit | None:
     """The answer written right after "The answer is" (``span`` = rest of that line)."""
     if sample.task == "numeric":
@@ -529,7 +580,7 @@ _QUOTE_WINDOW = 40  # '"The answer is', '"My final answer is'
 def _line_from(text: str, start: int) -> str:
     """The rest of the line from ``start``, at most _SPAN_CHARS characters."""
     end = text.find("\n", start, start + _SPAN_CHARS)
-    return text[start:min(len(text), start + _SPAN_CHARS) if end < 0 else end]
+    return text[start : min(len(text), start + _SPAN_CHARS) if end < 0 else end]
 
 
 def _strict(text: str, sample: Sample) -> _Hit | None:
@@ -538,7 +589,7 @@ def _strict(text: str, sample: Sample) -> _Hit | None:
             continue  # an echoed instruction: 'End with "The answer is X"'
         start = match.end()
         line_end = text.find("\n", start, start + _SPAN_CHARS)
-        if not text[start:start + _SPAN_CHARS if line_end < 0 else line_end].strip():  # "The answer is:\n42"
+        if not text[start : start + _SPAN_CHARS if line_end < 0 else line_end].strip():  # "The answer is:\n42"
             start = re.compile(r"\s*").match(text, start).end()
             line_end = text.find("\n", start, start + _SPAN_CHARS)
         end = min(len(text), start + _SPAN_CHARS) if line_end < 0 else line_end
@@ -551,6 +602,7 @@ def _strict(text: str, sample: Sample) -> _Hit | None:
 # ----------------------------------------------------------------------------------------------
 # Flexible fallbacks, per task: each returns (rule, answer, start, end) or None
 # ----------------------------------------------------------------------------------------------
+
 
 def _numeric_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     boxes = [m for m in _LATEX_START.finditer(text) if m.group(0) in ("\\boxed{", "\\fbox{")]
@@ -627,8 +679,11 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
     #    letter only, or if the last non-empty line is nothing but a marker (and not the end of a list
     #    of bare letters)
-    standalone = [(m.group(1).upper(), m.start(1), m.end(1)) for m in _PAREN_LETTER.finditer(text)
-                  if not _negated(text, m.start())]
+    standalone = [
+        (m.group(1).upper(), m.start(1), m.end(1))
+        for m in _PAREN_LETTER.finditer(text)
+        if not _negated(text, m.start())
+    ]
     standalone = sorted((h for h in standalone + _line_letters(text, sample) if h[0] in valid), key=lambda h: h[1])
     if len({h[0] for h in standalone}) == 1:
         return ("flexible:lone_letter", *standalone[-1])
@@ -644,10 +699,14 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     lettered = [(m.start(), m.end()) for m in _LINE_LETTER.finditer(text) if (m.group(3) or "").strip()]
     hits = []
     for pattern, length, label in _options(sample):
-        found = [m for m in pattern.finditer(text)
-                 if not (m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_"))
-                 and not (m.end() < len(text) and (text[m.end()].isalnum() or text[m.end()] == "_"))
-                 and not _negated(text, m.start()) and not any(a <= m.start() < b for a, b in lettered)]
+        found = [
+            m
+            for m in pattern.finditer(text)
+            if not (m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_"))
+            and not (m.end() < len(text) and (text[m.end()].isalnum() or text[m.end()] == "_"))
+            and not _negated(text, m.start())
+            and not any(a <= m.start() < b for a, b in lettered)
+        ]
         if found:
             hits.append((length, label, found[-1].start(), found[-1].end(), normalize_freeform(found[-1].group(0))))
     hit = _unique_longest(hits)
@@ -690,9 +749,9 @@ def _freeform_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] |
     for line in reversed(list(re.finditer(r"[^\n]*\S[^\n]*", text))):
         start = line.start() + line.group(0).rfind(":") + 1
         start += _LIST_NUMBER.match(text, start, line.end()).end() - start  # "3. yajo": an item of a numbered list
-        if not text[start:line.end()].strip(_STRIP_CHARS + " \t"):
+        if not text[start : line.end()].strip(_STRIP_CHARS + " \t"):
             continue  # an empty "A:" answer slot: the line before may hold the answer
-        if line.group(0).rstrip().endswith("?") or len(text[start:line.end()].split()) > _LAST_LINE_WORDS:
+        if line.group(0).rstrip().endswith("?") or len(text[start : line.end()].split()) > _LAST_LINE_WORDS:
             return None
         hit = _freeform_text(text, start, line.end())
         return ("flexible:last_line", *hit) if hit else None
@@ -716,8 +775,8 @@ def _prepare(text: str) -> str:
     """Bold markers blanked; cut at an invented follow-up question (see the module docstring)."""
     text = _blank(_BOLD, text)
     for m in _FOLLOWUP.finditer(text):
-        if text[:m.start()].strip():
-            return text[:m.start()]
+        if text[: m.start()].strip():
+            return text[: m.start()]
     return text
 
 
@@ -753,6 +812,7 @@ def extract(text: str, sample: Sample, policy: str = "flexible") -> str | None:
 # ----------------------------------------------------------------------------------------------
 # Correctness
 # ----------------------------------------------------------------------------------------------
+
 
 def _as_math(text: str) -> str:
     text = text.strip()
@@ -802,6 +862,7 @@ def is_correct(pred: str | None, sample: Sample) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Verbalized confidence
 # ----------------------------------------------------------------------------------------------
+
 
 def _to_probability(number: str, unit: str | None) -> float | None:
     value = float(number)

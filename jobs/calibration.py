@@ -34,11 +34,13 @@ exact expectation over those coin flips (no RNG), so call rates are exact even w
 constant scores. The expected accuracy as a function of the expected number routed is the
 piecewise-linear interpolation of ``metrics.routing_curve(..., ties="expected")``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,7 @@ _SNAP = 1e-9
 
 
 # ---- thresholds -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -236,6 +239,7 @@ def fixed_threshold(value: float) -> Threshold:
 
 # ---- the calibration set ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True, eq=False)
 class CalibrationSet:
     """A stratified subsample of pooled datasets, with SLM and LLM correctness.
@@ -297,8 +301,10 @@ def to_confidence(u, scale: str) -> np.ndarray:
         return 1.0 - u
     if scale == "reciprocal":
         if u.size and not (u > 0).all():
-            raise ValueError("scale reciprocal needs uncertainties > 0 (a perplexity is >= 1); "
-                             f"got min {float(u.min())!r}; use exp_neg or rank for this score")
+            raise ValueError(
+                "scale reciprocal needs uncertainties > 0 (a perplexity is >= 1); "
+                f"got min {float(u.min())!r}; use exp_neg or rank for this score"
+            )
         return 1.0 / u
     if scale == "exp_neg":
         return np.exp(-u)
@@ -311,9 +317,7 @@ def to_confidence(u, scale: str) -> np.ndarray:
 def _pool_arrays(name: str, pool: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
     missing = [k for k in POOL_KEYS if k not in pool]
     if missing:
-        raise ValueError(
-            f"pools[{name!r}] lacks {missing}; needs {list(POOL_KEYS)}, has {sorted(pool)}"
-        )
+        raise ValueError(f"pools[{name!r}] lacks {missing}; needs {list(POOL_KEYS)}, has {sorted(pool)}")
     ids = np.asarray(pool["sample_id"]).astype(str)
     u = _as_uncertainty(pool["uncertainty"], f"pools[{name!r}]['uncertainty']", allow_nan=True)
     slm = _as_bool(pool["slm_correct"], f"pools[{name!r}]['slm_correct']")
@@ -323,9 +327,7 @@ def _pool_arrays(name: str, pool: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         raise ValueError(f"pools[{name!r}] arrays must have the same length; got {lengths}")
     n_inf = int(np.isinf(u).sum())
     if n_inf:
-        raise ValueError(
-            f"pools[{name!r}]['uncertainty'] has {n_inf} infinite value(s); bins need finite scores"
-        )
+        raise ValueError(f"pools[{name!r}]['uncertainty'] has {n_inf} infinite value(s); bins need finite scores")
     return ids, u, slm, llm
 
 
@@ -401,8 +403,9 @@ def build_calibration_set(
         ids, u, slm, llm = _pool_arrays(name, pools[name])
         keep = np.ones(len(u), bool) if keep_nan else ~np.isnan(u)
         nan_per[name] = int(np.isnan(u).sum())
-        parts.append((np.full(int(keep.sum()), name), ids[keep], np.where(np.isnan(u), np.inf, u)[keep],
-                      slm[keep], llm[keep]))
+        parts.append(
+            (np.full(int(keep.sum()), name), ids[keep], np.where(np.isnan(u), np.inf, u)[keep], slm[keep], llm[keep])
+        )
     ds, ids, u, slm, llm = (np.concatenate([p[i] for p in parts]) for i in range(5))
     finite = np.isfinite(u)
     if not finite.any() and not (keep_nan and len(u)):
@@ -458,6 +461,7 @@ def build_calibration_set(
 
 
 # ---- transfer evaluation (leave one dataset out) ----------------------------------------------
+
 
 def _heldout_arrays(pools: Mapping[str, Mapping[str, Any]], name: str, nan_policy: str):
     if name not in pools:
@@ -558,8 +562,10 @@ def transfer_table(
     if "calibration" in methods:
         for h in chosen:
             if not [d for d in cal_source_of(h) if d != h]:
-                raise ValueError(f"leave-one-out for held-out {h!r} needs another dataset to calibrate on; "
-                                 f"calibration pools have {sorted(cal_source_of(h))}")
+                raise ValueError(
+                    f"leave-one-out for held-out {h!r} needs another dataset to calibrate on; "
+                    f"calibration pools have {sorted(cal_source_of(h))}"
+                )
 
     rows: list[dict] = []
     for heldout in chosen:
@@ -575,8 +581,14 @@ def transfer_table(
                 src = cal_source_of(heldout)
                 for sd in seeds:
                     cal = build_calibration_set(
-                        src, exclude=[heldout] if heldout in src else [], n_bins=n_bins, frac=frac,
-                        seed=sd, binning=binning, nan_policy=nan_policy, scale=scale,
+                        src,
+                        exclude=[heldout] if heldout in src else [],
+                        n_bins=n_bins,
+                        frac=frac,
+                        seed=sd,
+                        binning=binning,
+                        nan_policy=nan_policy,
+                        scale=scale,
                     )
                     fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight))
             elif method == "in_domain" and in_source is not None:
@@ -596,45 +608,53 @@ def transfer_table(
             for target in targets:
                 draws = []
                 for fit in fits or [None]:
-                    thr = (threshold_for_call_rate(fit[0], target, weights=fit[3]) if fit is not None
-                           else fixed_threshold(fixed_value))
+                    thr = (
+                        threshold_for_call_rate(fit[0], target, weights=fit[3])
+                        if fit is not None
+                        else fixed_threshold(fixed_value)
+                    )
                     realized_rate = expected_call_rate(ev_u, thr)
                     realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
-                    predicted = (expected_accuracy(fit[0], fit[1], fit[2], thr, weights=fit[3]) if fit is not None
-                                 else float("nan"))
+                    predicted = (
+                        expected_accuracy(fit[0], fit[1], fit[2], thr, weights=fit[3])
+                        if fit is not None
+                        else float("nan")
+                    )
                     draws.append((thr, realized_rate, realized_acc, predicted))
                 thr0 = draws[0][0]
                 rate = np.array([d[1] for d in draws])
                 acc = np.array([d[2] for d in draws])
                 pred = np.array([d[3] for d in draws])
                 err = rate - target
-                sd = (lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0)
-                rows.append({
-                    "heldout": heldout,
-                    "method": method,
-                    "target_call_rate": target,
-                    "threshold": thr0.value,
-                    "tie_frac": thr0.tie_frac,
-                    "realized_call_rate": float(rate.mean()),
-                    "call_rate_error": float(err.mean()),
-                    "realized_accuracy": float(acc.mean()),
-                    "predicted_accuracy": float(pred.mean()),
-                    "accuracy_error": float((acc - pred).mean()),
-                    "n_fit": len(fits[0][0]) if fits else 0,
-                    "n_eval": len(ev_u),
-                    "n_nan_heldout": n_nan,
-                    "n_draws": len(draws),
-                    "seeds": seeds if fits else [],
-                    "call_rate_error_draws": [float(x) for x in err],
-                    "realized_call_rate_draws": [float(x) for x in rate],
-                    "predicted_accuracy_draws": [float(x) for x in pred],
-                    "call_rate_error_sd": sd(err),
-                    "call_rate_error_min": float(err.min()),
-                    "call_rate_error_max": float(err.max()),
-                    "abs_call_rate_error": float(np.abs(err).mean()),
-                    "accuracy_error_sd": sd(acc - pred) if fits else float("nan"),
-                    "threshold_sd": sd(np.array([d[0].value for d in draws])),
-                })
+                sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+                rows.append(
+                    {
+                        "heldout": heldout,
+                        "method": method,
+                        "target_call_rate": target,
+                        "threshold": thr0.value,
+                        "tie_frac": thr0.tie_frac,
+                        "realized_call_rate": float(rate.mean()),
+                        "call_rate_error": float(err.mean()),
+                        "realized_accuracy": float(acc.mean()),
+                        "predicted_accuracy": float(pred.mean()),
+                        "accuracy_error": float((acc - pred).mean()),
+                        "n_fit": len(fits[0][0]) if fits else 0,
+                        "n_eval": len(ev_u),
+                        "n_nan_heldout": n_nan,
+                        "n_draws": len(draws),
+                        "seeds": seeds if fits else [],
+                        "call_rate_error_draws": [float(x) for x in err],
+                        "realized_call_rate_draws": [float(x) for x in rate],
+                        "predicted_accuracy_draws": [float(x) for x in pred],
+                        "call_rate_error_sd": sd(err),
+                        "call_rate_error_min": float(err.min()),
+                        "call_rate_error_max": float(err.max()),
+                        "abs_call_rate_error": float(np.abs(err).mean()),
+                        "accuracy_error_sd": sd(acc - pred) if fits else float("nan"),
+                        "threshold_sd": sd(np.array([d[0].value for d in draws])),
+                    }
+                )
     return rows
 
 
@@ -689,9 +709,8 @@ def curve_transfer(
 
 # ---- applying a calibration set to new, unlabelled data ---------------------------------------
 
-def apply_to_unlabelled(
-    cal: CalibrationSet, target_u, rate: float, *, nan_policy: str = "most_uncertain"
-) -> dict:
+
+def apply_to_unlabelled(cal: CalibrationSet, target_u, rate: float, *, nan_policy: str = "most_uncertain") -> dict:
     """Route a user's unlabelled data at call rate ``rate`` using only the calibration set.
 
     Returns {threshold, tie_frac, target_call_rate, expected_call_rate (on target_u),
@@ -723,6 +742,7 @@ def apply_to_unlabelled(
 
 
 # ---- distribution distances (finding 2) -------------------------------------------------------
+
 
 def _as_sample(x: Any, name: str, finite: bool) -> np.ndarray:
     a = _as_uncertainty(x, name)  # 1-D, no NaN
@@ -764,9 +784,7 @@ def _distance_fn(metric: str):
     raise ValueError(f"unknown distance metric {metric!r}; valid: {', '.join(DISTANCES)}")
 
 
-def distance_matrix(
-    groups: Mapping[str, Any], metric: str = "wasserstein"
-) -> tuple[list[str], np.ndarray]:
+def distance_matrix(groups: Mapping[str, Any], metric: str = "wasserstein") -> tuple[list[str], np.ndarray]:
     """Symmetric matrix of pairwise distances between score samples, names in dict order."""
     fn = _distance_fn(metric)
     names = list(groups)
@@ -777,9 +795,7 @@ def distance_matrix(
     return names, m
 
 
-def within_vs_across(
-    scores: Mapping[tuple[str, str, str], Any], metric: str = "ks"
-) -> dict:
+def within_vs_across(scores: Mapping[tuple[str, str, str], Any], metric: str = "ks") -> dict:
     """Finding 2: is a score distribution set by the (SLM, UQ method) rather than the dataset?
 
     scores[(slm, uq, dataset)] = uncertainty array. Three families of pairwise distances:
@@ -818,8 +834,7 @@ def within_vs_across(
             if len(members) < 2:
                 skipped += 1
                 continue
-            d = [fn(members[i], members[j])
-                 for i in range(len(members)) for j in range(i + 1, len(members))]
+            d = [fn(members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))]
             per_group["__".join(gkey)] = float(np.mean(d))
             dists.extend(d)
         out[family] = {

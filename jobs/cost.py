@@ -34,6 +34,7 @@ ceil(len(prompt) / ``CHARS_PER_TOKEN``) and the number of such estimates is repo
 Units: costs in USD per query (``cost_*`` metrics); the MLflow curve ``cost_curve_accuracy`` has
 step = cost in micro-dollars per query (``cost_curve_metric``).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -68,6 +69,7 @@ class PriceError(ValueError):
 
 # ---- price tables -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Rate:
     """How one model is priced.
@@ -87,8 +89,10 @@ class Rate:
     def usd(self, prompt_tokens, new_tokens, seconds) -> np.ndarray:
         """USD per query for arrays of prompt tokens, generated tokens and seconds."""
         if self.kind == "tokens":
-            return (np.asarray(prompt_tokens, dtype=np.float64) * self.input_per_1k
-                    + np.asarray(new_tokens, dtype=np.float64) * self.output_per_1k) / 1000.0
+            return (
+                np.asarray(prompt_tokens, dtype=np.float64) * self.input_per_1k
+                + np.asarray(new_tokens, dtype=np.float64) * self.output_per_1k
+            ) / 1000.0
         return np.asarray(seconds, dtype=np.float64) * self.per_hour / 3600.0
 
     def describe(self) -> str:
@@ -116,11 +120,21 @@ class PriceTable:
 
     def to_dict(self) -> dict:
         """Plain data (what a work unit's payload carries); ``from_dict`` reads it back."""
+
         def rate(r: Rate) -> dict:
-            return ({"input_per_1k": r.input_per_1k, "output_per_1k": r.output_per_1k} if r.kind == "tokens"
-                    else {"per_hour": r.per_hour})
-        return {"name": self.name, "currency": self.currency, "local": rate(self.local), "api": rate(self.api),
-                "models": [{"pattern": p, **rate(r)} for p, r in self.models]}
+            return (
+                {"input_per_1k": r.input_per_1k, "output_per_1k": r.output_per_1k}
+                if r.kind == "tokens"
+                else {"per_hour": r.per_hour}
+            )
+
+        return {
+            "name": self.name,
+            "currency": self.currency,
+            "local": rate(self.local),
+            "api": rate(self.api),
+            "models": [{"pattern": p, **rate(r)} for p, r in self.models],
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "") -> PriceTable:
@@ -140,8 +154,14 @@ class PriceTable:
             if not isinstance(e, Mapping) or not isinstance(e.get("pattern"), str) or not e["pattern"]:
                 raise PriceError(f"{w}: needs a 'pattern' (a model name or glob like 'gpt-4o-mini*'); got {e!r}")
             models.append((e["pattern"], _rate({k: v for k, v in e.items() if k != "pattern"}, w, e["pattern"])))
-        return cls(name=str(d["name"]), currency=str(d.get("currency", "USD")), local=local, api=api,
-                   models=tuple(models), source=source)
+        return cls(
+            name=str(d["name"]),
+            currency=str(d.get("currency", "USD")),
+            local=local,
+            api=api,
+            models=tuple(models),
+            source=source,
+        )
 
     def rate_for(self, model: Mapping[str, Any]) -> Rate:
         """The rate of one model config (a resolved ``conf/slm`` or ``conf/llm`` dict)."""
@@ -158,8 +178,10 @@ def _rate(d: Any, where: str, matched: str, kinds: tuple[str, ...] = ("tokens", 
     token_keys, time_keys = {"input_per_1k", "output_per_1k"}, {"per_hour"}
     bad = sorted(set(d) - token_keys - time_keys)
     if bad:
-        raise PriceError(f"{where}: unknown key(s) {', '.join(bad)}; valid: input_per_1k, output_per_1k "
-                         f"(an API) or per_hour (a machine)")
+        raise PriceError(
+            f"{where}: unknown key(s) {', '.join(bad)}; valid: input_per_1k, output_per_1k "
+            f"(an API) or per_hour (a machine)"
+        )
     kind = "tokens" if set(d) & token_keys else "time" if set(d) & time_keys else None
     if kind is None or (set(d) & token_keys and set(d) & time_keys):
         raise PriceError(f"{where}: give either input_per_1k and output_per_1k, or per_hour; got {dict(d)!r}")
@@ -219,6 +241,7 @@ def load_prices(name: str, conf_dirs: Iterable[Path] = ()) -> PriceTable:
 
 # ---- usage per query ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Usage:
     """What one component (the SLM's answer, the UQ overhead, the LLM) used per query; arrays (N,).
@@ -249,9 +272,13 @@ class Usage:
         return Usage(*(a[keep] for a in self._arrays()))
 
     def totals(self) -> dict[str, float]:
-        return {"prompt_tokens": float(self.prompt_tokens.sum()), "new_tokens": float(self.new_tokens.sum()),
-                "seconds": float(self.seconds.sum()), "passes": float(self.passes.sum()),
-                "estimated": int(self.estimated.sum())}
+        return {
+            "prompt_tokens": float(self.prompt_tokens.sum()),
+            "new_tokens": float(self.new_tokens.sum()),
+            "seconds": float(self.seconds.sum()),
+            "passes": float(self.passes.sum()),
+            "estimated": int(self.estimated.sum()),
+        }
 
 
 def _num(x) -> float:
@@ -310,8 +337,9 @@ class QueryUsage:
         return QueryUsage(self.slm.subset(keep), self.uq.subset(keep), self.llm.subset(keep), self.overhead_stages)
 
 
-def query_usage(slm_rows: Sequence[Mapping], stage_rows: Mapping[str, Sequence[Mapping]],
-                llm_rows: Sequence[Mapping]) -> QueryUsage:
+def query_usage(
+    slm_rows: Sequence[Mapping], stage_rows: Mapping[str, Sequence[Mapping]], llm_rows: Sequence[Mapping]
+) -> QueryUsage:
     """Usage per query from the greedy rows, the UQ method's other stages (stage -> rows; greedy
     and stages that are not UQ passes are ignored) and the LLM rows, all aligned by sample id to
     the greedy rows' order."""
@@ -338,12 +366,15 @@ class QueryCosts:
 
 def price(usage: QueryUsage, slm_rate: Rate, llm_rate: Rate) -> QueryCosts:
     """Price the SLM's passes (answer and UQ overhead) at ``slm_rate`` and the LLM's at ``llm_rate``."""
+
     def usd(u: Usage, r: Rate) -> np.ndarray:
         return r.usd(u.prompt_tokens, u.new_tokens, u.seconds)
+
     return QueryCosts(usd(usage.slm, slm_rate), usd(usage.uq, slm_rate), usd(usage.llm, llm_rate))
 
 
 # ---- curves on the cost axis ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)
 class CostCurve:
@@ -358,8 +389,10 @@ class CostCurve:
     accuracy: np.ndarray
 
     def points(self) -> list[dict]:
-        return [{"ratio": float(r), "cost": float(c), "accuracy": float(a)}
-                for r, c, a in zip(self.ratio, self.cost, self.accuracy)]
+        return [
+            {"ratio": float(r), "cost": float(c), "accuracy": float(a)}
+            for r, c, a in zip(self.ratio, self.cost, self.accuracy)
+        ]
 
 
 def cost_curve(uncertainty, slm_correct, llm_correct, costs: QueryCosts, ties: str = "expected") -> CostCurve:
@@ -397,8 +430,11 @@ def pareto_frontier(curves: Mapping[str, CostCurve]) -> list[dict]:
     """Points (over every label's curve) that no other point beats: none cheaper-or-equal with higher
     accuracy, none cheaper with equal accuracy. Sorted by cost; each {"label", "ratio", "cost",
     "accuracy"}. A label absent from the frontier never gives the best accuracy for its cost."""
-    pts = [(float(c), -float(a), label, float(r)) for label, cv in curves.items()
-           for r, c, a in zip(cv.ratio, cv.cost, cv.accuracy)]
+    pts = [
+        (float(c), -float(a), label, float(r))
+        for label, cv in curves.items()
+        for r, c, a in zip(cv.ratio, cv.cost, cv.accuracy)
+    ]
     pts.sort()
     out, best = [], -math.inf
     for c, neg_a, label, r in pts:
@@ -426,6 +462,7 @@ def cost_curve_metric(points: Sequence[Mapping[str, float]], n_steps: int = 101)
 
 # ---- one setting ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SettingCost:
     """Everything the cost axis says about one setting (from ``setting_cost``)."""
@@ -436,8 +473,18 @@ class SettingCost:
     records: list[dict] = field(repr=False)
 
 
-def setting_cost(usage: QueryUsage, uncertainty, slm_correct, llm_correct, *, slm_rate: Rate, llm_rate: Rate,
-                 nan_policy: str, ties: str, sample_ids: Sequence[str] | None = None) -> SettingCost:
+def setting_cost(
+    usage: QueryUsage,
+    uncertainty,
+    slm_correct,
+    llm_correct,
+    *,
+    slm_rate: Rate,
+    llm_rate: Rate,
+    nan_policy: str,
+    ties: str,
+    sample_ids: Sequence[str] | None = None,
+) -> SettingCost:
     """Cost metrics, curves and per-query cost records of one setting.
 
     uncertainty: the method's raw uncertainty (NaN allowed; ``nan_policy`` applies as in the
@@ -462,9 +509,13 @@ def setting_cost(usage: QueryUsage, uncertainty, slm_correct, llm_correct, *, sl
     if keep.any():
         curve = cost_curve(u_all[keep], slm_ok[keep], llm_ok[keep], costs, ties=ties)
         rnd = random_cost_curve(slm_ok[keep], llm_ok[keep], costs)
-        metrics.update(cost_slm=float(costs.slm.mean()), cost_uq_overhead=float(costs.uq.mean()),
-                       cost_llm_all=float(costs.llm.mean()), cost_slm_only=float(curve.cost[0]),
-                       cost_all_routed=float(curve.cost[-1]))
+        metrics.update(
+            cost_slm=float(costs.slm.mean()),
+            cost_uq_overhead=float(costs.uq.mean()),
+            cost_llm_all=float(costs.llm.mean()),
+            cost_slm_only=float(curve.cost[0]),
+            cost_all_routed=float(curve.cost[-1]),
+        )
         for f in GAP_FRACTIONS:
             pct = round(100 * f)
             metrics[f"cost_to_{pct}_gap"] = cost_to_gap(curve, f)
@@ -478,26 +529,53 @@ def setting_cost(usage: QueryUsage, uncertainty, slm_correct, llm_correct, *, sl
         metrics["uq_passes"] = float(use.uq.passes.mean())
     metrics["n_prompt_tokens_estimated"] = int(sum(u.estimated.sum() for u in (usage.slm, usage.uq, usage.llm)))
     ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(usage.n)]
-    records = [{"sample_id": sid,
-                **{f"{part}_{k}": float(getattr(u, attr)[i]) for part, u in
-                   (("slm", usage.slm), ("uq", usage.uq), ("llm", usage.llm))
-                   for k, attr in (("prompt_tokens", "prompt_tokens"), ("new_tokens", "new_tokens"),
-                                   ("seconds", "seconds"), ("passes", "passes"))},
-                "slm_usd": float(costs_all.slm[i]), "uq_usd": float(costs_all.uq[i]),
-                "llm_usd": float(costs_all.llm[i])} for i, sid in enumerate(ids)]
+    records = [
+        {
+            "sample_id": sid,
+            **{
+                f"{part}_{k}": float(getattr(u, attr)[i])
+                for part, u in (("slm", usage.slm), ("uq", usage.uq), ("llm", usage.llm))
+                for k, attr in (
+                    ("prompt_tokens", "prompt_tokens"),
+                    ("new_tokens", "new_tokens"),
+                    ("seconds", "seconds"),
+                    ("passes", "passes"),
+                )
+            },
+            "slm_usd": float(costs_all.slm[i]),
+            "uq_usd": float(costs_all.uq[i]),
+            "llm_usd": float(costs_all.llm[i]),
+        }
+        for i, sid in enumerate(ids)
+    ]
     return SettingCost(metrics, curve, rnd, records)
 
 
-def curve_json(sc: SettingCost, table: PriceTable, slm_rate: Rate, llm_rate: Rate,
-               overhead_stages: Sequence[str]) -> dict:
+def curve_json(
+    sc: SettingCost, table: PriceTable, slm_rate: Rate, llm_rate: Rate, overhead_stages: Sequence[str]
+) -> dict:
     """The ``cost`` block of a setting's curve.json: the curves, the prices and what was counted."""
-    return {"unit": f"{table.currency} per query", "prices": table.name, "prices_digest": table.digest,
-            "slm_rate": asdict(slm_rate), "llm_rate": asdict(llm_rate), "overhead_stages": list(overhead_stages),
-            "curve": sc.curve.points(), "random": sc.random.points()}
+    return {
+        "unit": f"{table.currency} per query",
+        "prices": table.name,
+        "prices_digest": table.digest,
+        "slm_rate": asdict(slm_rate),
+        "llm_rate": asdict(llm_rate),
+        "overhead_stages": list(overhead_stages),
+        "curve": sc.curve.points(),
+        "random": sc.random.points(),
+    }
 
 
-def from_store(store: Path, unit: Mapping[str, Any], slm_rows: Sequence[Mapping], llm_rows: Sequence[Mapping],
-               uncertainty, slm_correct, llm_correct) -> tuple[SettingCost, dict] | None:
+def from_store(
+    store: Path,
+    unit: Mapping[str, Any],
+    slm_rows: Sequence[Mapping],
+    llm_rows: Sequence[Mapping],
+    uncertainty,
+    slm_correct,
+    llm_correct,
+) -> tuple[SettingCost, dict] | None:
     """A setting unit's cost, from its payload's ``cost`` block (``cost_payload``): reads the UQ
     method's extra stage records from the store. None when the payload has no cost block (a unit
     planned before the cost axis existed)."""
@@ -512,18 +590,32 @@ def from_store(store: Path, unit: Mapping[str, Any], slm_rows: Sequence[Mapping]
     table = PriceTable.from_dict(spec["prices"], source=spec["prices"].get("name", ""))
     slm_rate, llm_rate = Rate(**spec["slm_rate"]), Rate(**spec["llm_rate"])
     mc = unit["metrics"]
-    sc = setting_cost(usage, uncertainty, slm_correct, llm_correct, slm_rate=slm_rate, llm_rate=llm_rate,
-                      nan_policy=mc["nan_policy"], ties=mc["ties"], sample_ids=[r["sample_id"] for r in slm_rows])
+    sc = setting_cost(
+        usage,
+        uncertainty,
+        slm_correct,
+        llm_correct,
+        slm_rate=slm_rate,
+        llm_rate=llm_rate,
+        nan_policy=mc["nan_policy"],
+        ties=mc["ties"],
+        sample_ids=[r["sample_id"] for r in slm_rows],
+    )
     return sc, curve_json(sc, table, slm_rate, llm_rate, usage.overhead_stages)
 
 
 def cost_payload(table: PriceTable, slm_conf: Mapping, llm_conf: Mapping, uq_stages: Mapping[str, str]) -> dict:
     """What a setting unit needs to price itself (plain data, planned on the driver)."""
-    return {"prices": table.to_dict(), "slm_rate": asdict(table.rate_for(slm_conf)),
-            "llm_rate": asdict(table.rate_for(llm_conf)), "uq_stages": dict(uq_stages)}
+    return {
+        "prices": table.to_dict(),
+        "slm_rate": asdict(table.rate_for(slm_conf)),
+        "llm_rate": asdict(table.rate_for(llm_conf)),
+        "uq_stages": dict(uq_stages),
+    }
 
 
 # ---- which method is worth its own cost -------------------------------------------------------------
+
 
 def worth_verdict(rows: Sequence[Mapping[str, Any]], frac: float = 0.8) -> str:
     """One plain sentence for one (SLM, dataset, LLM): which UQ method reaches ``frac`` of the gap
@@ -536,28 +628,41 @@ def worth_verdict(rows: Sequence[Mapping[str, Any]], frac: float = 0.8) -> str:
     key, rkey = f"cost_to_{pct}_gap", f"cost_to_{pct}_gap_random"
     ok = [r for r in rows if r.get(key) is not None and math.isfinite(r[key])]
     if not ok:
-        return ("No UQ method is worth its cost here: the LLM is not more accurate than the SLM, so there is no "
-                "gap to buy and every routed query only adds the LLM's cost." if rows else
-                "No setting here has cost records yet.")
+        return (
+            "No UQ method is worth its cost here: the LLM is not more accurate than the SLM, so there is no "
+            "gap to buy and every routed query only adds the LLM's cost."
+            if rows
+            else "No setting here has cost records yet."
+        )
     best = min(ok, key=lambda r: (r[key], r["uq"]))
     rnd = [r[rkey] for r in ok if r.get(rkey) is not None and math.isfinite(r[rkey])]
     rnd_cost = float(np.median(rnd)) if rnd else float("nan")
     llm = float(np.median([r["cost_llm_all"] for r in ok]))
     worse = sorted(r["uq"] for r in ok if math.isfinite(rnd_cost) and r[key] > rnd_cost * (1 + 1e-9))
     heavy = sorted(r["uq"] for r in ok if r.get("cost_uq_overhead", 0) > 0 and r["uq"] in worse)
-    s = (f"{best['uq']} is worth its cost most: it reaches {pct}% of the SLM-to-LLM gap at "
-         f"{_usd_per_1k(best[key])} per 1k queries, overhead included "
-         f"({_share(best[key], llm)} of sending every query to the LLM, {_usd_per_1k(llm)}; random routing "
-         f"with no UQ method needs {_usd_per_1k(rnd_cost)})")
+    s = (
+        f"{best['uq']} is worth its cost most: it reaches {pct}% of the SLM-to-LLM gap at "
+        f"{_usd_per_1k(best[key])} per 1k queries, overhead included "
+        f"({_share(best[key], llm)} of sending every query to the LLM, {_usd_per_1k(llm)}; random routing "
+        f"with no UQ method needs {_usd_per_1k(rnd_cost)})"
+    )
     if worse:
-        s += (f"; {', '.join(worse)} cost more than random routing to get there"
-              + (f" ({', '.join(heavy)} because of {'its' if len(heavy) == 1 else 'their'} extra passes)"
-                 if heavy else "") + ", so they are not worth their cost here")
+        s += (
+            f"; {', '.join(worse)} cost more than random routing to get there"
+            + (
+                f" ({', '.join(heavy)} because of {'its' if len(heavy) == 1 else 'their'} extra passes)"
+                if heavy
+                else ""
+            )
+            + ", so they are not worth their cost here"
+        )
     elif len(ok) > 1:
         s += "; every method beats random routing on cost here"
     if llm < best[key]:
-        s += (f". Sending every query to the LLM alone is cheaper still ({_usd_per_1k(llm)}) with these prices: "
-              f"routing pays here only where the SLM's own cost is not paid per query (an on-device SLM)")
+        s += (
+            f". Sending every query to the LLM alone is cheaper still ({_usd_per_1k(llm)}) with these prices: "
+            f"routing pays here only where the SLM's own cost is not paid per query (an on-device SLM)"
+        )
     return s + "."
 
 

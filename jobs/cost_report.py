@@ -8,6 +8,7 @@ Where this sits in the flow: the store (setting records + generation records) + 
 means a price edit needs only ``uqroute report``; the settings' MLflow metrics keep the table they
 were priced with (curve.json says which), and the section says when that differs.
 """
+
 from __future__ import annotations
 
 import html
@@ -22,10 +23,17 @@ from jobs.records import is_complete, read_json, read_unit, unit_dir
 
 #: Columns of the cost table (key, label); money columns are USD per 1000 queries.
 TABLE_COLS: tuple[tuple[str, str], ...] = (
-    ("uq", "UQ method"), ("uq_passes", "extra passes"), ("overhead_1k", "UQ overhead"),
-    ("slm_only_1k", "SLM + overhead"), ("to_50_1k", "to 50% of gap"), ("to_80_1k", "to 80% of gap"),
-    ("random_80_1k", "random, to 80%"), ("llm_all_1k", "LLM alone"), ("ratio_80", "80% cost / LLM alone"),
-    ("frontier_share", "share of frontier"), ("auroc", "AUROC"),
+    ("uq", "UQ method"),
+    ("uq_passes", "extra passes"),
+    ("overhead_1k", "UQ overhead"),
+    ("slm_only_1k", "SLM + overhead"),
+    ("to_50_1k", "to 50% of gap"),
+    ("to_80_1k", "to 80% of gap"),
+    ("random_80_1k", "random, to 80%"),
+    ("llm_all_1k", "LLM alone"),
+    ("ratio_80", "80% cost / LLM alone"),
+    ("frontier_share", "share of frontier"),
+    ("auroc", "AUROC"),
 )
 
 
@@ -71,16 +79,34 @@ def cost_analysis(r, plan) -> dict:
             continue
         slm_rate, llm_rate = table.rate_for(r.slms[s.slm]), table.rate_for(r.llms[s.llm])
         unc = np.asarray([math.nan if x is None else x for x in rec["uncertainty"]], dtype=np.float64)
-        sc = C.setting_cost(usage, unc, rec["slm_correct"], rec["llm_correct"], slm_rate=slm_rate,
-                            llm_rate=llm_rate, nan_policy=mconf["nan_policy"], ties=mconf["ties"], sample_ids=ids)
+        sc = C.setting_cost(
+            usage,
+            unc,
+            rec["slm_correct"],
+            rec["llm_correct"],
+            slm_rate=slm_rate,
+            llm_rate=llm_rate,
+            nan_policy=mconf["nan_policy"],
+            ties=mconf["ties"],
+            sample_ids=ids,
+        )
         curve_file = d / "curve.json"
         stored = read_json(curve_file).get("cost", {}) if curve_file.is_file() else {}
         stale += stored.get("prices_digest") != table.digest
         auroc = read_json(d / "manifest.json")["metrics"].get("auroc")
-        g = groups.setdefault((s.slm, s.dataset, s.llm), {"slm": s.slm, "dataset": s.dataset, "llm": s.llm,
-                                                          "rows": [], "curves": {}, "random": None,
-                                                          "slm_rate": slm_rate.describe(),
-                                                          "llm_rate": llm_rate.describe()})
+        g = groups.setdefault(
+            (s.slm, s.dataset, s.llm),
+            {
+                "slm": s.slm,
+                "dataset": s.dataset,
+                "llm": s.llm,
+                "rows": [],
+                "curves": {},
+                "random": None,
+                "slm_rate": slm_rate.describe(),
+                "llm_rate": llm_rate.describe(),
+            },
+        )
         g["rows"].append({"uq": s.uq, "auroc": auroc, **sc.metrics, "overhead_stages": list(usage.overhead_stages)})
         g["curves"][s.uq] = sc.curve
         g["random"] = g["random"] or sc.random
@@ -91,18 +117,26 @@ def cost_analysis(r, plan) -> dict:
         n_front = max(1, len(frontier))
         for row in g["rows"]:
             row["frontier_share"] = sum(p["label"] == row["uq"] for p in frontier) / n_front
-            for src, dst in (("cost_uq_overhead", "overhead_1k"), ("cost_slm_only", "slm_only_1k"),
-                             ("cost_to_50_gap", "to_50_1k"), ("cost_to_80_gap", "to_80_1k"),
-                             ("cost_to_80_gap_random", "random_80_1k"), ("cost_llm_all", "llm_all_1k")):
+            for src, dst in (
+                ("cost_uq_overhead", "overhead_1k"),
+                ("cost_slm_only", "slm_only_1k"),
+                ("cost_to_50_gap", "to_50_1k"),
+                ("cost_to_80_gap", "to_80_1k"),
+                ("cost_to_80_gap_random", "random_80_1k"),
+                ("cost_llm_all", "llm_all_1k"),
+            ):
                 row[dst] = 1000 * row[src] if src in row else float("nan")
             row["ratio_80"] = row.get("cost_ratio_80_vs_llm", float("nan"))
         g["rows"].sort(key=lambda x: (_finite_or_inf(x.get("cost_to_80_gap")), x["uq"]))
         g["frontier"] = frontier
         g["verdict"] = C.worth_verdict(g["rows"])
         out.append(g)
-    return {"prices": {"name": table.name, "source": table.source, "digest": table.digest,
-                       "currency": table.currency},
-            "groups": out, "stale": int(stale), "skipped": skipped}
+    return {
+        "prices": {"name": table.name, "source": table.source, "digest": table.digest, "currency": table.currency},
+        "groups": out,
+        "stale": int(stale),
+        "skipped": skipped,
+    }
 
 
 def _finite_or_inf(x) -> float:
@@ -133,8 +167,15 @@ def pareto_figure(groups: list[dict], path: Path) -> Path | None:
             ax.plot([1000 * llm_all], [rnd.accuracy[-1]], "k*", markersize=9, label="LLM alone")
         f = g["frontier"]
         if f:
-            ax.step([1000 * p["cost"] for p in f], [p["accuracy"] for p in f], where="post", color="k",
-                    linewidth=2.2, alpha=0.6, label="Pareto frontier")
+            ax.step(
+                [1000 * p["cost"] for p in f],
+                [p["accuracy"] for p in f],
+                where="post",
+                color="k",
+                linewidth=2.2,
+                alpha=0.6,
+                label="Pareto frontier",
+            )
         ax.set_xlabel("cost per 1k queries (USD, UQ overhead included)", fontsize="small")
         ax.set_ylabel("accuracy", fontsize="small")
         ax.set_title(f"{g['slm']} → {g['llm']} on {g['dataset']}", fontsize="small")
@@ -142,8 +183,9 @@ def pareto_figure(groups: list[dict], path: Path) -> Path | None:
         ax.tick_params(labelsize="x-small")
         if i == 0:
             ax.legend(fontsize="xx-small", ncol=2, loc="lower right")
-    fig.suptitle("Routing on a cost axis: accuracy vs total cost (SLM answer + UQ overhead + routed LLM calls)",
-                 fontsize="small")
+    fig.suptitle(
+        "Routing on a cost axis: accuracy vs total cost (SLM answer + UQ overhead + routed LLM calls)", fontsize="small"
+    )
     return _save(fig, path)
 
 
@@ -153,27 +195,35 @@ def cost_section_html(ca: dict, png: Path | None) -> list[str]:
 
     p = ca["prices"]
     out = ['<h2 id="cost">Cost: which UQ method is worth its own cost</h2>']
-    out.append(f"<p>Priced with the table <code>{html.escape(p['name'])}</code> ({html.escape(p['source'])}, "
-               f"digest <code>{p['digest']}</code>, {html.escape(p['currency'])}). A query costs the SLM's answer, "
-               "the UQ method's own passes beyond it (Jaccard's sampled answers, p(True)'s prefill, the verbal "
-               "turns; paid for every query) and, when routed, the LLM's call. API models are priced per token, "
-               "local models per hour of their recorded wall time. Money columns are per 1000 queries; the cost "
-               "to reach x% of the SLM-to-LLM accuracy gap is taken at the first call rate that reaches it "
-               "(– when the LLM is not more accurate). <i>random, to 80%</i> routes at random with no UQ method "
-               "(no overhead): a method that costs more than that to reach 80% is not worth its cost.</p>")
+    out.append(
+        f"<p>Priced with the table <code>{html.escape(p['name'])}</code> ({html.escape(p['source'])}, "
+        f"digest <code>{p['digest']}</code>, {html.escape(p['currency'])}). A query costs the SLM's answer, "
+        "the UQ method's own passes beyond it (Jaccard's sampled answers, p(True)'s prefill, the verbal "
+        "turns; paid for every query) and, when routed, the LLM's call. API models are priced per token, "
+        "local models per hour of their recorded wall time. Money columns are per 1000 queries; the cost "
+        "to reach x% of the SLM-to-LLM accuracy gap is taken at the first call rate that reaches it "
+        "(– when the LLM is not more accurate). <i>random, to 80%</i> routes at random with no UQ method "
+        "(no overhead): a method that costs more than that to reach 80% is not worth its cost.</p>"
+    )
     if ca["stale"]:
-        out.append(f"<p class='na'>{ca['stale']} setting(s) were priced in MLflow with another table (or before "
-                   "the cost axis existed); the numbers here are re-priced from the records with the table above.</p>")
+        out.append(
+            f"<p class='na'>{ca['stale']} setting(s) were priced in MLflow with another table (or before "
+            "the cost axis existed); the numbers here are re-priced from the records with the table above.</p>"
+        )
     out.append(_img(png, "accuracy vs cost, every UQ method, with the Pareto frontier"))
     for g in ca["groups"]:
         out.append(f"<h3>{html.escape(g['slm'])} → {html.escape(g['llm'])} on {html.escape(g['dataset'])}</h3>")
         out.append(f"<p><b>{html.escape(g['verdict'])}</b></p>")
-        out.append(f"<p class='na'>SLM priced at {html.escape(g['slm_rate'])}; LLM at "
-                   f"{html.escape(g['llm_rate'])}.</p>")
+        out.append(
+            f"<p class='na'>SLM priced at {html.escape(g['slm_rate'])}; LLM at {html.escape(g['llm_rate'])}.</p>"
+        )
         out.append(table_html(g["rows"], TABLE_COLS, "cost"))
     if ca["skipped"]:
-        out.append("<p class='na'>Not priced: " + "; ".join(
-            html.escape(f"{x['setting']}: {x['reason']}") for x in ca["skipped"][:20]) + "</p>")
+        out.append(
+            "<p class='na'>Not priced: "
+            + "; ".join(html.escape(f"{x['setting']}: {x['reason']}") for x in ca["skipped"][:20])
+            + "</p>"
+        )
     return out
 
 

@@ -11,10 +11,11 @@ types (a FileNotFoundError is a data error; torch's OutOfMemoryError is an out-o
 worker side wraps every unit in it, and the driver only reads ``kind`` (``failure_kind``). The
 driver never imports torch: torch's error is recognized by its class name.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class UnitError(Exception):

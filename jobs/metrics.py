@@ -23,11 +23,13 @@ RouteLLM mean what RouteLLM computes (lm-sys/RouteLLM, ``routellm/evals/evaluate
 its "x% qual" call rate by ``np.interp``; our own gap ratio against random routing is named
 ``gap_recovered_vs_random`` (random 0, oracle 1).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +78,7 @@ def _make_curve(accuracy: np.ndarray, ties: str) -> RoutingCurve:
 
 
 # ---- input checking -------------------------------------------------------------------------
+
 
 def _as_bool(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
@@ -138,6 +141,7 @@ def apply_nan_policy(uncertainty, policy: str) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- curves -----------------------------------------------------------------------------------
 
+
 def _tie_groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For (B, N) keys sorted along axis 1: per position, the [start, end) of its tie group (the
     run of equal keys it belongs to)."""
@@ -150,6 +154,8 @@ def _tie_groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     start = np.maximum.accumulate(np.where(first, j, 0), axis=1)
     end = np.minimum.accumulate(np.where(last, j + 1, n)[:, ::-1], axis=1)[:, ::-1]
     return start, end
+
+
 def route_ranks(uncertainty, nan_policy: str) -> np.ndarray:
     """The routing decision of one setting, from uncertainty alone: rank of each query in the
     offloading order (0 = first sent to the LLM), -1 for a query the NaN policy drops.
@@ -179,7 +185,6 @@ def expected_offloaded_sum(uncertainty, value, ties: str = "expected") -> np.nda
     v = np.asarray(value, dtype=np.float64)
     _check_lengths(uncertainty=u, value=v)
     return _offload_cumsum(u[None], v[None], ties)[0]
-
 
 
 def _offload_cumsum(key: np.ndarray, value: np.ndarray, ties: str) -> np.ndarray:
@@ -248,6 +253,7 @@ def oracle_curve(slm_correct, llm_correct) -> RoutingCurve:
 
 
 # ---- scalar metrics ---------------------------------------------------------------------------
+
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks along axis 1, tied values sharing their average rank (numpy only)."""
@@ -353,8 +359,7 @@ def cpt(curve: RoutingCurve, frac: float) -> float:
 RELATIVE_ACCURACY_PCTS: tuple[int, ...] = tuple(range(10, 101, 10))
 
 
-def relative_accuracy(uncertainty, slm_correct, llm_correct, top_frac: float,
-                      ties: str = "expected") -> float:
+def relative_accuracy(uncertainty, slm_correct, llm_correct, top_frac: float, ties: str = "expected") -> float:
     """The paper's relative accuracy: on the ceil(top_frac * N) most confident queries, SLM
     accuracy divided by the LLM's accuracy on the same queries.
 
@@ -375,12 +380,18 @@ def relative_accuracy(uncertainty, slm_correct, llm_correct, top_frac: float,
     return float(both[0] / both[1]) if both[1] > 1e-12 else float("nan")
 
 
-def relative_accuracy_curve(uncertainty, slm_correct, llm_correct, pcts=RELATIVE_ACCURACY_PCTS,
-                            ties: str = "expected") -> list[dict]:
+def relative_accuracy_curve(
+    uncertainty, slm_correct, llm_correct, pcts=RELATIVE_ACCURACY_PCTS, ties: str = "expected"
+) -> list[dict]:
     """``relative_accuracy`` at top k% for each k in ``pcts`` (default 10, 20, ..., 100):
     [{"top_pct": k, "relative_accuracy": value}, ...] (NaN where undefined)."""
-    return [{"top_pct": int(k), "relative_accuracy": relative_accuracy(uncertainty, slm_correct, llm_correct,
-                                                                        k / 100, ties)} for k in pcts]
+    return [
+        {
+            "top_pct": int(k),
+            "relative_accuracy": relative_accuracy(uncertainty, slm_correct, llm_correct, k / 100, ties),
+        }
+        for k in pcts
+    ]
 
 
 def curve_rms_distance(curve_a: RoutingCurve, curve_b: RoutingCurve, n_grid: int = 101) -> float:
@@ -392,6 +403,7 @@ def curve_rms_distance(curve_a: RoutingCurve, curve_b: RoutingCurve, n_grid: int
 
 
 # ---- batched statistics for the bootstrap -----------------------------------------------------
+
 
 def batch_auroc(u: np.ndarray, slm: np.ndarray, llm: np.ndarray) -> np.ndarray:
     """AUROC per row of (B, N) arrays."""
@@ -413,8 +425,9 @@ def batch_apgr(u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str = "exp
     return _gap_ratio(batch_area(u, slm, llm, ties), slm.mean(axis=1), llm.mean(axis=1))
 
 
-def batch_gap_recovered_vs_random(u: np.ndarray, slm: np.ndarray, llm: np.ndarray,
-                                  ties: str = "expected") -> np.ndarray:
+def batch_gap_recovered_vs_random(
+    u: np.ndarray, slm: np.ndarray, llm: np.ndarray, ties: str = "expected"
+) -> np.ndarray:
     """``gap_recovered_vs_random`` per row of (B, N) arrays."""
     rnd_area = (slm.mean(axis=1) + llm.mean(axis=1)) / 2  # area under the straight line
     return _gap_ratio(batch_area(u, slm, llm, ties), rnd_area, _batch_area(_oracle_accuracy(slm, llm)))
@@ -480,12 +493,32 @@ def bootstrap_ci(
 # ---- one call per setting ---------------------------------------------------------------------
 
 SUMMARY_KEYS: tuple[str, ...] = (
-    "n", "n_nan", "unscored_share", "n_used", "slm_acc", "llm_acc", "auroc", "area", "random_area",
-    "oracle_area", "apgr",
-    "gap_recovered_vs_random", "call_rate_50", "call_rate_80", "cpt_20", "cpt_50", "cpt_80",
+    "n",
+    "n_nan",
+    "unscored_share",
+    "n_used",
+    "slm_acc",
+    "llm_acc",
+    "auroc",
+    "area",
+    "random_area",
+    "oracle_area",
+    "apgr",
+    "gap_recovered_vs_random",
+    "call_rate_50",
+    "call_rate_80",
+    "cpt_20",
+    "cpt_50",
+    "cpt_80",
     *(f"relative_accuracy_at_{k}" for k in RELATIVE_ACCURACY_PCTS),
-    "auroc_lo", "auroc_hi", "area_lo", "area_hi", "apgr_lo", "apgr_hi",
-    "gap_recovered_vs_random_lo", "gap_recovered_vs_random_hi",
+    "auroc_lo",
+    "auroc_hi",
+    "area_lo",
+    "area_hi",
+    "apgr_lo",
+    "apgr_hi",
+    "gap_recovered_vs_random_lo",
+    "gap_recovered_vs_random_hi",
 )
 
 
@@ -547,7 +580,9 @@ def summarize(
         out[f"relative_accuracy_at_{row['top_pct']}"] = row["relative_accuracy"]
     if n_boot > 0:
         cis = bootstrap_ci(
-            u, slm, llm,
+            u,
+            slm,
+            llm,
             {
                 "auroc": batch_auroc,
                 "area": lambda a, b, c: batch_area(a, b, c, ties),
@@ -563,6 +598,7 @@ def summarize(
 
 
 # ---- paired comparison of two UQ methods on the same queries -----------------------------------
+
 
 def paired_comparison(
     u_a,
@@ -596,10 +632,10 @@ def paired_comparison(
     }
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    s, l = slm[idx], llm[idx]
+    bs, bl = slm[idx], llm[idx]
     boots = {
-        "auroc": batch_auroc(ua[idx], s, l) - batch_auroc(ub[idx], s, l),
-        "area": batch_area(ua[idx], s, l, ties) - batch_area(ub[idx], s, l, ties),
+        "auroc": batch_auroc(ua[idx], bs, bl) - batch_auroc(ub[idx], bs, bl),
+        "area": batch_area(ua[idx], bs, bl, ties) - batch_area(ub[idx], bs, bl, ties),
     }
     for name, (a, b) in point.items():
         out[f"{name}_a"], out[f"{name}_b"], out[f"{name}_diff"] = a, b, a - b

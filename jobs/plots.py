@@ -3,10 +3,11 @@
 Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it is safe in
 workers and on machines without a display.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure

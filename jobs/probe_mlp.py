@@ -15,6 +15,7 @@ machines.
 When the labels contain one class only there is nothing to learn: ``fit`` returns a constant probe
 that predicts that class's base rate (1.0 if every row is correct, 0.0 if none is).
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext

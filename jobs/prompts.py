@@ -21,6 +21,7 @@ History (``PROMPT_VERSION`` for all stages; a stage's own version in ``STAGE_PRO
       A verbal 1-stage output that states no confidence is unparsed (NaN), no longer read from its
       bare numbers ("The answer to this question is 1." gave a confidence of 1%).
 """
+
 from __future__ import annotations
 
 import re
@@ -92,7 +93,7 @@ def shown_answer(raw_output: str) -> str:
     its middle) only when the prompt would not fit the model's budget."""
     text = raw_output or ""
     m = _FOLLOW_UP.search(text)
-    return (text[:m.start()] if m and text[:m.start()].strip() else text).strip()
+    return (text[: m.start()] if m and text[: m.start()].strip() else text).strip()
 
 
 def verbal_2s_followup(sample: Sample, answer_text: str) -> Messages:
@@ -145,8 +146,10 @@ def answer_options(sample: Sample) -> list[str]:
         return list(sample.choice_labels())
     if sample.task == "yesno":
         return ["yes", "no"]
-    raise ValueError(f"sample {sample.id!r}: task {sample.task!r} has no options; constrained answers exist "
-                     f"for {', '.join(CONSTRAINED_TASKS)}")
+    raise ValueError(
+        f"sample {sample.id!r}: task {sample.task!r} has no options; constrained answers exist "
+        f"for {', '.join(CONSTRAINED_TASKS)}"
+    )
 
 
 def with_prefix(rendered: str, prefix: str) -> str:
@@ -192,5 +195,7 @@ def plain_prompt(messages: Messages) -> str:
 STAGE_PROMPT_VERSIONS: dict[str, str] = {
     # the whole answer shown, the 1-stage confidence parse (see History above): greedy, samples and
     # LLM passes of existing stores stay valid
-    "ptrue": "2", "verbal_2s": "2", "verbal_1s": "2",
+    "ptrue": "2",
+    "verbal_2s": "2",
+    "verbal_1s": "2",
 }

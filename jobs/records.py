@@ -41,13 +41,14 @@ setting cost.parquet (``jobs/cost.py``): sample_id; per component slm / uq / llm
                  <c>_new_tokens, <c>_seconds, <c>_passes (floats); slm_usd, uq_usd, llm_usd (priced
                  with the table named in the file's metadata)
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -7,6 +7,7 @@ validation on the driver) never imports torch or a model library.
 The same key is used everywhere: registry, YAML file name, Parquet column value
 and MLflow tag.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -6,6 +6,7 @@ tables, prose) -> ``<output>/report/`` and the grid's parent MLflow run.
 Figures use matplotlib's Agg canvas (no display needed). The HTML has no external reference
 (no CDN, no web font): it opens offline and can be mailed as one file.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,9 @@ import html
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,6 +30,7 @@ VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not
 
 
 # ---- figures ----------------------------------------------------------------------------------
+
 
 def _fig(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h), dpi=110)
@@ -72,8 +75,9 @@ def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tu
             rnd, orc = _curve(c["random"]), _curve(c["oracle"])
         if not curves:
             continue
-        p = plot_routing(curves, folder / f"{prefix}{slm}__{ds}__{llm}.png", random=rnd, oracle=orc,
-                         title=f"{slm} -> {llm} on {ds}")
+        p = plot_routing(
+            curves, folder / f"{prefix}{slm}__{ds}__{llm}.png", random=rnd, oracle=orc, title=f"{slm} -> {llm} on {ds}"
+        )
         out.append((f"{slm} → {llm} on {ds}", p))
     return out
 
@@ -101,8 +105,13 @@ def auroc_figure(table: list[dict], path: Path) -> Path | None:
         ax.bar(xs, ys, width, yerr=[lo, hi], label=m, color=cmap[j], capsize=2, error_kw={"linewidth": 0.8})
     ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{g[1]}\n{g[0]}→{g[2]}" if len({x[0] for x in groups}) > 1 or len({x[2] for x in groups}) > 1
-                        else g[1] for g in groups], fontsize="small")
+    ax.set_xticklabels(
+        [
+            f"{g[1]}\n{g[0]}→{g[2]}" if len({x[0] for x in groups}) > 1 or len({x[2] for x in groups}) > 1 else g[1]
+            for g in groups
+        ],
+        fontsize="small",
+    )
     ax.set_ylabel("AUROC (uncertainty vs SLM error)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize="x-small", ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.15))
@@ -140,7 +149,9 @@ def histogram_figure(dist: dict, path: Path) -> Path | None:
         ax.tick_params(labelsize="x-small")
         if i == 0:
             ax.legend(fontsize="x-small")
-    fig.suptitle("Confidence distributions per dataset (the paper's confidence of each method, in [0, 1])", fontsize="small")
+    fig.suptitle(
+        "Confidence distributions per dataset (the paper's confidence of each method, in [0, 1])", fontsize="small"
+    )
     return _save(fig, path)
 
 
@@ -164,8 +175,15 @@ def heatmap_figure(mats: dict, path: Path, title: str, metric: str = "ks") -> Pa
         ax.set_yticklabels(names, fontsize="x-small")
         if len(names) <= 12:
             for (a, b), v in np.ndenumerate(m):
-                ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=6 if len(names) <= 6 else 5,
-                        color="w" if v < 0.5 else "k")
+                ax.text(
+                    b,
+                    a,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6 if len(names) <= 6 else 5,
+                    color="w" if v < 0.5 else "k",
+                )
         ax.set_title(k.replace("__", " / "), fontsize="small")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize="small")
@@ -187,12 +205,20 @@ def transfer_figure(rows: list[dict], path: Path) -> Path | None:
         ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
         for h in heldouts:
             for method, style in (("calibration", "-o"), ("in_domain", ":"), ("fixed", "x")):
-                rs = sorted([r for r in rows if r["uq"] == uq and r["heldout"] == h and r["method"] == method],
-                            key=lambda r: r["target_call_rate"])
+                rs = sorted(
+                    [r for r in rows if r["uq"] == uq and r["heldout"] == h and r["method"] == method],
+                    key=lambda r: r["target_call_rate"],
+                )
                 if rs:
-                    ax.plot([r["target_call_rate"] for r in rs], [r["realized_call_rate"] for r in rs], style,
-                            color=colors[h], markersize=3, linewidth=1.2,
-                            label=h if method == "calibration" else None)
+                    ax.plot(
+                        [r["target_call_rate"] for r in rs],
+                        [r["realized_call_rate"] for r in rs],
+                        style,
+                        color=colors[h],
+                        markersize=3,
+                        linewidth=1.2,
+                        label=h if method == "calibration" else None,
+                    )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(uq, fontsize="small")
@@ -206,6 +232,7 @@ def transfer_figure(rows: list[dict], path: Path) -> Path | None:
 
 
 # ---- html -------------------------------------------------------------------------------------
+
 
 def _num(x: Any, nd: int = 3) -> str:
     if x is None:
@@ -246,8 +273,9 @@ figure{margin:1em 0} img{max-width:100%;border:1px solid #eee} figcaption{font-s
 """
 
 
-def _error_pivot(rows: list[dict], method: str, targets: list[float], key: str = "call_rate_error",
-                 agg: str = "mean_abs") -> tuple[list[dict], list[tuple[str, str]]]:
+def _error_pivot(
+    rows: list[dict], method: str, targets: list[float], key: str = "call_rate_error", agg: str = "mean_abs"
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """(uq, held-out) x target table of ``key`` (default: realized - target call rate, the mean
     over calibration draws) for one transfer method; last column: mean |key| over targets and
     draws ("mean_abs") or the plain mean ("mean", for SDs)."""
@@ -259,8 +287,9 @@ def _error_pivot(rows: list[dict], method: str, targets: list[float], key: str =
         k = (r["slm"], r["uq"], r["llm"], r["heldout"])
         d = piv.setdefault(k, {"slm": k[0], "uq": k[1], "llm": k[2], "heldout": k[3]})
         d[f"t{r['target_call_rate']:.2f}"] = r.get(key, 0.0)
-        absval.setdefault(k, []).append(r.get("abs_call_rate_error", abs(r["call_rate_error"]))
-                                        if agg == "mean_abs" else r.get(key, 0.0))
+        absval.setdefault(k, []).append(
+            r.get("abs_call_rate_error", abs(r["call_rate_error"])) if agg == "mean_abs" else r.get(key, 0.0)
+        )
     for k, d in piv.items():
         d["mean_abs"] = float(np.mean(absval[k])) if absval[k] else float("nan")
     cols = [("uq", "UQ method"), ("heldout", "held-out dataset")]
@@ -284,38 +313,57 @@ def cross_group_html(cross: dict | None) -> list[str]:
     by_g: dict[str, list[str]] = {}
     for d, g in sorted(groups.items()):
         by_g.setdefault(g or "no group", []).append(d)
-    out.append("<p>The paper's fully out-of-domain split: the calibration set is drawn only from the datasets of "
-               "the source group (their calibration rows, as in the leave-one-out transfer: same bins, draws and "
-               "weights) and its thresholds are applied to every dataset of the target group, whose rows never "
-               "reach the calibration set. Methods trained on other datasets (the OOD probe, the learned routers) "
-               "calibrate on rows scored by models that trained on no dataset of the target group. Groups: "
-               + "; ".join(f"{html.escape(g)}: {html.escape(', '.join(ds))}" for g, ds in sorted(by_g.items()))
-               + " (datasets without a group take no part).</p>")
+    out.append(
+        "<p>The paper's fully out-of-domain split: the calibration set is drawn only from the datasets of "
+        "the source group (their calibration rows, as in the leave-one-out transfer: same bins, draws and "
+        "weights) and its thresholds are applied to every dataset of the target group, whose rows never "
+        "reach the calibration set. Methods trained on other datasets (the OOD probe, the learned routers) "
+        "calibrate on rows scored by models that trained on no dataset of the target group. Groups: "
+        + "; ".join(f"{html.escape(g)}: {html.escape(', '.join(ds))}" for g, ds in sorted(by_g.items()))
+        + " (datasets without a group take no part).</p>"
+    )
     sents = cross.get("sentences", [])
     if sents:
-        out.append("<ul class='cross-group-sentences'>" + "".join(f"<li>{html.escape(x['sentence'])}</li>"
-                                                                  for x in sents) + "</ul>")
+        out.append(
+            "<ul class='cross-group-sentences'>"
+            + "".join(f"<li>{html.escape(x['sentence'])}</li>" for x in sents)
+            + "</ul>"
+        )
     rows = cross.get("summary", [])
     if rows:
-        cols = [("source_group", "source group"), ("target_group", "target group"), ("uq", "UQ method"),
-                ("target_call_rate", "target rate"), ("realized_call_rate", "realized"),
-                ("call_rate_error", "error"), ("abs_call_rate_error", "mean |error|"),
-                ("accuracy_error", "acc − predicted"), ("n_targets", "target datasets")]
+        cols = [
+            ("source_group", "source group"),
+            ("target_group", "target group"),
+            ("uq", "UQ method"),
+            ("target_call_rate", "target rate"),
+            ("realized_call_rate", "realized"),
+            ("call_rate_error", "error"),
+            ("abs_call_rate_error", "mean |error|"),
+            ("accuracy_error", "acc − predicted"),
+            ("n_targets", "target datasets"),
+        ]
         if len({r["slm"] for r in rows}) > 1:
             cols.insert(2, ("slm", "SLM"))
         if len({r["llm"] for r in rows}) > 1:
             cols.insert(3, ("llm", "LLM"))
-        out.append("<p>Means over the target group's datasets (and over calibration draws); <b>error</b> = "
-                   "realized − target call rate, <b>acc − predicted</b> = realized accuracy − the calibration "
-                   "set's predicted accuracy at the threshold. Per-dataset rows are in analysis.json "
-                   "(<code>cross_group.call_rate</code>).</p>")
+        out.append(
+            "<p>Means over the target group's datasets (and over calibration draws); <b>error</b> = "
+            "realized − target call rate, <b>acc − predicted</b> = realized accuracy − the calibration "
+            "set's predicted accuracy at the threshold. Per-dataset rows are in analysis.json "
+            "(<code>cross_group.call_rate</code>).</p>"
+        )
         out.append(table_html(rows, cols, "cross-group"))
     else:
         out.append("<p class='na'>(no direction could be evaluated)</p>")
     if cross.get("skipped"):
-        out.append("<p class='na'>Not evaluated: " + "; ".join(
-            html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} {s['source_group']} → {s['target_group']}: {s['reason']}")
-            for s in cross["skipped"]) + "</p>")
+        out.append(
+            "<p class='na'>Not evaluated: "
+            + "; ".join(
+                html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} {s['source_group']} → {s['target_group']}: {s['reason']}")
+                for s in cross["skipped"]
+            )
+            + "</p>"
+        )
     return out
 
 
@@ -326,24 +374,40 @@ def relative_accuracy_html(settings: list[dict]) -> list[str]:
     out = ['<h3 id="relative">Relative accuracy (the paper’s metric)</h3>']
     if not pcts:
         return out + ["<p class='na'>(no setting reports relative accuracy: rerun the setting units)</p>"]
-    out.append("<p>SLM accuracy divided by the LLM’s accuracy on the same queries: the k% the UQ method is most "
-                "confident about. 1 = the SLM matches the LLM there. Paper’s example: on PIQA, Danube-3.1-4B nearly "
-                "matches GPT-4o mini on its 20% most confident queries.")
-    at20 = [t for t in settings if t.get("relative_accuracy_at_20") is not None and np.isfinite(t["relative_accuracy_at_20"])]
+    out.append(
+        "<p>SLM accuracy divided by the LLM’s accuracy on the same queries: the k% the UQ method is most "
+        "confident about. 1 = the SLM matches the LLM there. Paper’s example: on PIQA, Danube-3.1-4B nearly "
+        "matches GPT-4o mini on its 20% most confident queries."
+    )
+    at20 = [
+        t
+        for t in settings
+        if t.get("relative_accuracy_at_20") is not None and np.isfinite(t["relative_accuracy_at_20"])
+    ]
     if at20:
         best = max(at20, key=lambda t: t["relative_accuracy_at_20"])
-        out[-1] += (f" Here the highest at 20% is {best['relative_accuracy_at_20']:.2f}: {html.escape(best['slm'])} with "
-                    f"{html.escape(best['uq'])} on {html.escape(best['dataset'])} against {html.escape(best['llm'])}")
+        out[-1] += (
+            f" Here the highest at 20% is {best['relative_accuracy_at_20']:.2f}: {html.escape(best['slm'])} with "
+            f"{html.escape(best['uq'])} on {html.escape(best['dataset'])} against {html.escape(best['llm'])}"
+        )
         piqa = [t for t in at20 if t["dataset"] == "piqa"]
         if piqa:
             b = max(piqa, key=lambda t: t["relative_accuracy_at_20"])
-            out[-1] += (f"; on PIQA {b['relative_accuracy_at_20']:.2f} ({html.escape(b['slm'])}, {html.escape(b['uq'])}, "
-                        f"against {html.escape(b['llm'])})")
+            out[-1] += (
+                f"; on PIQA {b['relative_accuracy_at_20']:.2f} ({html.escape(b['slm'])}, {html.escape(b['uq'])}, "
+                f"against {html.escape(b['llm'])})"
+            )
         out[-1] += "."
     out[-1] += "</p>"
     rows = sorted(settings, key=lambda t: (t["slm"], t["dataset"], t["llm"], t["uq"]))
-    out.append(table_html(rows, [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method")]
-                          + [(f"relative_accuracy_at_{k}", f"top {k}%") for k in pcts], "relative-accuracy"))
+    out.append(
+        table_html(
+            rows,
+            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method")]
+            + [(f"relative_accuracy_at_{k}", f"top {k}%") for k in pcts],
+            "relative-accuracy",
+        )
+    )
     return out
 
 
@@ -359,10 +423,16 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     figs = routing_figures(r, plan, out_dir)
     auroc_png = auroc_figure(a["settings"], out_dir / "auroc.png")
     hist_png = histogram_figure(a["distances"], out_dir / "distributions.png")
-    heat_ds = heatmap_figure(a["distances"]["by_method"], out_dir / "ks_across_datasets.png",
-                             "KS distance between datasets, per SLM / UQ method (lower = more alike)")
-    heat_uq = heatmap_figure(a["distances"]["by_dataset"], out_dir / "ks_across_methods.png",
-                             "KS distance between UQ methods (paper confidence scale), per SLM / dataset")
+    heat_ds = heatmap_figure(
+        a["distances"]["by_method"],
+        out_dir / "ks_across_datasets.png",
+        "KS distance between datasets, per SLM / UQ method (lower = more alike)",
+    )
+    heat_uq = heatmap_figure(
+        a["distances"]["by_dataset"],
+        out_dir / "ks_across_methods.png",
+        "KS distance between UQ methods (paper confidence scale), per SLM / dataset",
+    )
     transfer_png = transfer_figure(a["transfer"]["call_rate"], out_dir / "transfer.png")
     cost_parts, cost_png, cost_metrics = _cost_section(r, plan, out_dir)
     pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png, cost_png) if p]
@@ -371,104 +441,246 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     cal = a["calibration"]
     targets = [float(t) for t in cal["targets"]]
     parts = [f"<h1>uqroute report: grid <code>{html.escape(g['name'])}</code></h1>"]
-    parts.append("<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in (
-        ("findings", "Findings"), ("grid", "Grid"), ("curves", "Routing curves"), ("alignment", "AUROC & area"),
-        ("relative", "Relative accuracy"), ("paired", "Paired comparisons"), ("distributions", "Distributions"), ("transfer", "Calibration transfer"),
-        *((("cross-group", "Out-of-domain transfer"),) if a.get("cross_group") else ()),
-        ("cost", "Cost"))) + "</nav>")
+    parts.append(
+        "<nav>"
+        + "".join(
+            f'<a href="#{i}">{t}</a>'
+            for i, t in (
+                ("findings", "Findings"),
+                ("grid", "Grid"),
+                ("curves", "Routing curves"),
+                ("alignment", "AUROC & area"),
+                ("relative", "Relative accuracy"),
+                ("paired", "Paired comparisons"),
+                ("distributions", "Distributions"),
+                ("transfer", "Calibration transfer"),
+                *((("cross-group", "Out-of-domain transfer"),) if a.get("cross_group") else ()),
+                ("cost", "Cost"),
+            )
+        )
+        + "</nav>"
+    )
     # findings
     parts.append('<h2 id="findings">The paper’s three findings, with this grid’s numbers</h2>')
     for f in a["findings"]:
         cls = VERDICT_CLASS.get(f["verdict"], "na")
         ev = "".join(f"<li>{html.escape(e)}</li>" for e in f["evidence"])
-        parts.append(f'<div class="finding {cls}" data-finding="{f["id"]}"><p><b>Finding {f["id"]}.</b> '
-                     f'{html.escape(f["claim"])} <span class="verdict">Here: {html.escape(f["verdict"])}</span></p>'
-                     f"<ul>{ev}</ul></div>")
+        parts.append(
+            f'<div class="finding {cls}" data-finding="{f["id"]}"><p><b>Finding {f["id"]}.</b> '
+            f'{html.escape(f["claim"])} <span class="verdict">Here: {html.escape(f["verdict"])}</span></p>'
+            f"<ul>{ev}</ul></div>"
+        )
     # grid
     n_done = len(a["settings"])
     parts.append('<h2 id="grid">Grid</h2>')
-    parts.append(f"<p>{n_done} of {len(plan.settings)} settings finished. SLMs: {', '.join(g['slm_names'])}; "
-                 f"LLMs: {', '.join(g['llm_names'])}; UQ methods: {', '.join(g['uq_names'])}; datasets: "
-                 f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
-                 f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>")
+    parts.append(
+        f"<p>{n_done} of {len(plan.settings)} settings finished. SLMs: {', '.join(g['slm_names'])}; "
+        f"LLMs: {', '.join(g['llm_names'])}; UQ methods: {', '.join(g['uq_names'])}; datasets: "
+        f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
+        f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>"
+    )
     acc_rows = {}
     # the SLM's accuracy is its greedy answers' on every query: prefer a setting that judges the
     # greedy answer and used every query (a verbal_1s setting may judge its own answer, and "drop"
     # leaves the unscored queries out)
-    for t in sorted(a["settings"], key=lambda t: (t.get("answer_route") == "own_answer",
-                                                 (t.get("n_used") or t["n"]) < t["n"])):
+    for t in sorted(
+        a["settings"], key=lambda t: (t.get("answer_route") == "own_answer", (t.get("n_used") or t["n"]) < t["n"])
+    ):
         acc_rows.setdefault((t["slm"], t["dataset"], t["llm"]), t)
-    parts.append(table_html([{"slm": k[0], "dataset": k[1], "llm": k[2], "n": v["n"], "slm_acc": v["slm_acc"],
-                              "llm_acc": v["llm_acc"], "random_area": v["random_area"], "oracle_area": v["oracle_area"]}
-                             for k, v in sorted(acc_rows.items())],
-                            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("n", "n"), ("slm_acc", "SLM acc"),
-                             ("llm_acc", "LLM acc"), ("random_area", "random area"), ("oracle_area", "oracle area")]))
+    parts.append(
+        table_html(
+            [
+                {
+                    "slm": k[0],
+                    "dataset": k[1],
+                    "llm": k[2],
+                    "n": v["n"],
+                    "slm_acc": v["slm_acc"],
+                    "llm_acc": v["llm_acc"],
+                    "random_area": v["random_area"],
+                    "oracle_area": v["oracle_area"],
+                }
+                for k, v in sorted(acc_rows.items())
+            ],
+            [
+                ("slm", "SLM"),
+                ("dataset", "dataset"),
+                ("llm", "LLM"),
+                ("n", "n"),
+                ("slm_acc", "SLM acc"),
+                ("llm_acc", "LLM acc"),
+                ("random_area", "random area"),
+                ("oracle_area", "oracle area"),
+            ],
+        )
+    )
     weak = [k for k, v in acc_rows.items() if np.isfinite(v["llm_acc"]) and v["llm_acc"] <= v["slm_acc"]]
     if weak:
-        parts.append('<p class="neg">On ' + ", ".join(f"{k[1]} ({k[0]}→{k[2]})" for k in weak) +
-                     " the LLM is not more accurate than the SLM, so routing cannot beat keeping queries local; "
-                     "routing areas there say little about the UQ method.</p>")
+        parts.append(
+            '<p class="neg">On '
+            + ", ".join(f"{k[1]} ({k[0]}→{k[2]})" for k in weak)
+            + " the LLM is not more accurate than the SLM, so routing cannot beat keeping queries local; "
+            "routing areas there say little about the UQ method.</p>"
+        )
     # curves
-    parts.append('<h2 id="curves">Routing curves</h2><p>Accuracy of the SLM+LLM system when the most uncertain '
-                 "x% of queries go to the LLM; every UQ method overlaid, with random routing and the oracle.</p>")
+    parts.append(
+        '<h2 id="curves">Routing curves</h2><p>Accuracy of the SLM+LLM system when the most uncertain '
+        "x% of queries go to the LLM; every UQ method overlaid, with random routing and the oracle.</p>"
+    )
     parts += [_img(p, t) for t, p in figs]
     # alignment
     parts.append('<h2 id="alignment">AUROC and routing area (95% bootstrap CIs)</h2>')
     parts.append(_img(auroc_png, "AUROC per UQ method and dataset"))
-    parts.append(table_html(a["ranking"], [("rank", "rank"), ("uq", "UQ method"), ("mean_auroc", "mean AUROC"),
-                                           ("min_auroc", "min"), ("max_auroc", "max"),
-                                           ("mean_unscored_share", "unscored"), ("n", "settings")]))
-    parts.append(table_html(sorted(a["settings"], key=lambda t: (t["slm"], t["dataset"], t["llm"], -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9))),
-                            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), ("auroc", "AUROC"),
-                             ("auroc_lo", "lo"), ("auroc_hi", "hi"), ("unscored_share", "unscored"),
-                             ("nan_policy", "NaN policy"), ("area", "area"), ("area_lo", "lo"), ("area_hi", "hi"),
-                             ("apgr", "APGR"), ("apgr_lo", "lo"), ("apgr_hi", "hi"),
-                             ("gap_recovered_vs_random", "gap vs random"), ("gap_recovered_vs_random_lo", "lo"),
-                             ("gap_recovered_vs_random_hi", "hi"), ("cpt_50", "CPT(50%)"), ("cpt_80", "CPT(80%)"),
-                             ("n_nan", "NaN")], "settings"))
-    parts.append("<p><b>unscored</b>: the share of queries the UQ method could not score (e.g. a verbalized "
-                 "confidence that does not parse). Under the NaN policy <b>drop</b> (the verbal methods' default) "
-                 "every other number of the row is computed without them; under <b>most_uncertain</b> they are "
-                 "offloaded first.</p>")
-    parts.append("<p><b>APGR</b> and <b>CPT(x%)</b> are RouteLLM's (lm-sys/RouteLLM, "
-                 "<code>routellm/evals/evaluate.py</code>): APGR = (area − SLM acc) / (LLM acc − SLM acc), so random "
-                 "routing scores 0.5; CPT(x%) = the call rate (fraction) at which accuracy reaches SLM acc + x% of the "
-                 "gap, by linear interpolation. <b>gap vs random</b> is ours: (area − random area) / (oracle area − "
-                 "random area), 0 = random, 1 = oracle.</p>")
+    parts.append(
+        table_html(
+            a["ranking"],
+            [
+                ("rank", "rank"),
+                ("uq", "UQ method"),
+                ("mean_auroc", "mean AUROC"),
+                ("min_auroc", "min"),
+                ("max_auroc", "max"),
+                ("mean_unscored_share", "unscored"),
+                ("n", "settings"),
+            ],
+        )
+    )
+    parts.append(
+        table_html(
+            sorted(
+                a["settings"],
+                key=lambda t: (
+                    t["slm"],
+                    t["dataset"],
+                    t["llm"],
+                    -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9),
+                ),
+            ),
+            [
+                ("slm", "SLM"),
+                ("dataset", "dataset"),
+                ("llm", "LLM"),
+                ("uq", "UQ method"),
+                ("auroc", "AUROC"),
+                ("auroc_lo", "lo"),
+                ("auroc_hi", "hi"),
+                ("unscored_share", "unscored"),
+                ("nan_policy", "NaN policy"),
+                ("area", "area"),
+                ("area_lo", "lo"),
+                ("area_hi", "hi"),
+                ("apgr", "APGR"),
+                ("apgr_lo", "lo"),
+                ("apgr_hi", "hi"),
+                ("gap_recovered_vs_random", "gap vs random"),
+                ("gap_recovered_vs_random_lo", "lo"),
+                ("gap_recovered_vs_random_hi", "hi"),
+                ("cpt_50", "CPT(50%)"),
+                ("cpt_80", "CPT(80%)"),
+                ("n_nan", "NaN"),
+            ],
+            "settings",
+        )
+    )
+    parts.append(
+        "<p><b>unscored</b>: the share of queries the UQ method could not score (e.g. a verbalized "
+        "confidence that does not parse). Under the NaN policy <b>drop</b> (the verbal methods' default) "
+        "every other number of the row is computed without them; under <b>most_uncertain</b> they are "
+        "offloaded first.</p>"
+    )
+    parts.append(
+        "<p><b>APGR</b> and <b>CPT(x%)</b> are RouteLLM's (lm-sys/RouteLLM, "
+        "<code>routellm/evals/evaluate.py</code>): APGR = (area − SLM acc) / (LLM acc − SLM acc), so random "
+        "routing scores 0.5; CPT(x%) = the call rate (fraction) at which accuracy reaches SLM acc + x% of the "
+        "gap, by linear interpolation. <b>gap vs random</b> is ours: (area − random area) / (oracle area − "
+        "random area), 0 = random, 1 = oracle.</p>"
+    )
     own = [t for t in a["settings"] if t.get("answer_agreement") is not None]
     if own:
-        parts.append("<p>One-stage verbal confidence comes with an answer of its own. <b>agreement</b>: the share "
-                     "of queries where that answer equals the greedy one; <b>SLM acc</b> is the accuracy of the "
-                     "answer the setting judges (its route), <b>greedy acc</b> that of the greedy answer.</p>")
-        parts.append(table_html(own, [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"),
-                                      ("answer_route", "route"), ("answer_agreement", "agreement"),
-                                      ("slm_acc", "SLM acc"), ("greedy_slm_acc", "greedy acc"), ("auroc", "AUROC"),
-                                      ("unscored_share", "unscored")], "agreement"))
+        parts.append(
+            "<p>One-stage verbal confidence comes with an answer of its own. <b>agreement</b>: the share "
+            "of queries where that answer equals the greedy one; <b>SLM acc</b> is the accuracy of the "
+            "answer the setting judges (its route), <b>greedy acc</b> that of the greedy answer.</p>"
+        )
+        parts.append(
+            table_html(
+                own,
+                [
+                    ("slm", "SLM"),
+                    ("dataset", "dataset"),
+                    ("llm", "LLM"),
+                    ("uq", "UQ method"),
+                    ("answer_route", "route"),
+                    ("answer_agreement", "agreement"),
+                    ("slm_acc", "SLM acc"),
+                    ("greedy_slm_acc", "greedy acc"),
+                    ("auroc", "AUROC"),
+                    ("unscored_share", "unscored"),
+                ],
+                "agreement",
+            )
+        )
     parts += relative_accuracy_html(a["settings"])
     # paired
-    parts.append('<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '
-                 "CI and p from a paired bootstrap (same resamples for both methods).</p>")
-    parts.append(table_html(a["paired"], [("dataset", "dataset"), ("slm", "SLM"), ("llm", "LLM"), ("uq_a", "a"), ("uq_b", "b"),
-                                          ("auroc_diff", "ΔAUROC"), ("auroc_diff_lo", "lo"), ("auroc_diff_hi", "hi"),
-                                          ("p_auroc", "p"), ("area_diff", "Δarea"), ("area_diff_lo", "lo"),
-                                          ("area_diff_hi", "hi"), ("p_area", "p")], "paired"))
+    parts.append(
+        '<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '
+        "CI and p from a paired bootstrap (same resamples for both methods).</p>"
+    )
+    parts.append(
+        table_html(
+            a["paired"],
+            [
+                ("dataset", "dataset"),
+                ("slm", "SLM"),
+                ("llm", "LLM"),
+                ("uq_a", "a"),
+                ("uq_b", "b"),
+                ("auroc_diff", "ΔAUROC"),
+                ("auroc_diff_lo", "lo"),
+                ("auroc_diff_hi", "hi"),
+                ("p_auroc", "p"),
+                ("area_diff", "Δarea"),
+                ("area_diff_lo", "lo"),
+                ("area_diff_hi", "hi"),
+                ("p_area", "p"),
+            ],
+            "paired",
+        )
+    )
     # distributions
     d = a["distances"]
     parts.append('<h2 id="distributions">Uncertainty distributions (finding 2)</h2>')
     parts.append(_img(hist_png, "confidence histograms (the paper's scale), datasets overlaid"))
-    parts.append("<p>Distances between datasets (and SLMs) compare one method's scores on its pooled ranks, so "
-                 "they do not depend on the method's units or extreme values; between UQ methods no scale-free "
-                 "comparison exists, so they are compared on the paper's confidence scale of each method "
-                 "(1 − u, 1 / perplexity, exp(−u) for entropies and NLLs).</p>")
+    parts.append(
+        "<p>Distances between datasets (and SLMs) compare one method's scores on its pooled ranks, so "
+        "they do not depend on the method's units or extreme values; between UQ methods no scale-free "
+        "comparison exists, so they are compared on the paper's confidence scale of each method "
+        "(1 − u, 1 / perplexity, exp(−u) for entropies and NLLs).</p>"
+    )
     fam_rows = []
     for metric in ("ks", "wasserstein"):
-        for fam, label in (("across_datasets", "between datasets (SLM, method fixed)"),
-                           ("across_uq", "between UQ methods (SLM, dataset fixed)"),
-                           ("across_slm", "between SLMs (method, dataset fixed)")):
+        for fam, label in (
+            ("across_datasets", "between datasets (SLM, method fixed)"),
+            ("across_uq", "between UQ methods (SLM, dataset fixed)"),
+            ("across_slm", "between SLMs (method, dataset fixed)"),
+        ):
             x = d[metric][fam]
-            fam_rows.append({"metric": metric, "family": label, "mean": x["mean"], "pairs": x["n_pairs"], "groups": x["n_groups"]})
-    parts.append(table_html(fam_rows, [("metric", "distance"), ("family", "pairs compared"), ("mean", "mean"),
-                                       ("pairs", "pairs"), ("groups", "groups")], "families"))
+            fam_rows.append(
+                {"metric": metric, "family": label, "mean": x["mean"], "pairs": x["n_pairs"], "groups": x["n_groups"]}
+            )
+    parts.append(
+        table_html(
+            fam_rows,
+            [
+                ("metric", "distance"),
+                ("family", "pairs compared"),
+                ("mean", "mean"),
+                ("pairs", "pairs"),
+                ("groups", "groups"),
+            ],
+            "families",
+        )
+    )
     parts.append(_img(heat_ds, "KS distances between datasets"))
     parts.append(_img(heat_uq, "KS distances between UQ methods"))
     # transfer
@@ -478,28 +690,45 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     if "leave_one_out" not in a.get("splits", ["leave_one_out"]):
         parts.append("<p class='na'>Not requested: calibration.splits does not list leave_one_out.</p>")
     if src == ["fit"]:
-        where = ", ".join(f"{d} ({s_.replace('split:', '')} split)" if s_.startswith("split:") else f"{d} (rows of its "
-                          f"test file never evaluated)" for d, s_ in sorted(a["fit_sources"].items())
-                          if d in a["calibration_datasets"])
+        where = ", ".join(
+            f"{d} ({s_.replace('split:', '')} split)"
+            if s_.startswith("split:")
+            else f"{d} (rows of its test file never evaluated)"
+            for d, s_ in sorted(a["fit_sources"].items())
+            if d in a["calibration_datasets"]
+        )
         left = sorted(set(a["fit_sources"]) - set(a["calibration_datasets"]))
-        source_text = ("calibration (fit-role) rows, never an evaluated row. Calibration rows come from: " + where
-                       + (f"; {', '.join(left)} ship no train/dev split and only feed in-domain fits "
-                          f"(calibration.pool = train_dev)" if left else ""))
+        source_text = (
+            "calibration (fit-role) rows, never an evaluated row. Calibration rows come from: "
+            + where
+            + (
+                f"; {', '.join(left)} ship no train/dev split and only feed in-domain fits "
+                f"(calibration.pool = train_dev)"
+                if left
+                else ""
+            )
+        )
     else:
         source_text = "evaluated rows (calibration was not enabled for this grid: the paper's own leave-one-out)"
     n_draws = int(cal.get("n_draws", 1))
     scales = a.get("calibration_scales", {})
-    scale_text = ("each method's own confidence (" + ", ".join(f"{u}: {sc}" for u, sc in sorted(scales.items())) + ")"
-                  if cal.get("scale", "paper") == "paper" else f"the {cal.get('scale')} scale")
+    scale_text = (
+        "each method's own confidence (" + ", ".join(f"{u}: {sc}" for u, sc in sorted(scales.items())) + ")"
+        if cal.get("scale", "paper") == "paper"
+        else f"the {cal.get('scale')} scale"
+    )
     seeds = ", ".join(str(int(cal["seed"]) + i) for i in range(n_draws))
-    parts.append("<p>For each held-out dataset, the calibration set is built from the other datasets' " + source_text
-                 + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins cut on {scale_text}, {cal['frac']:.0%} of "
-                 f"each, every drawn row weighted by the inverse of its bin's sampling fraction (so sparse bins are not "
-                 f"over-represented), {n_draws} draw{'s' if n_draws > 1 else ''} (seed{'s' if n_draws > 1 else ''} {seeds}). "
-                 "The threshold for target call rate r is the weighted r-quantile of its uncertainties; "
-                 + ("errors below are means over the draws, with their SD across draws. " if n_draws > 1 else "")
-                 + "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
-                 "<i>fixed</i> uses one untuned threshold for every target.</p>")
+    parts.append(
+        "<p>For each held-out dataset, the calibration set is built from the other datasets' "
+        + source_text
+        + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins cut on {scale_text}, {cal['frac']:.0%} of "
+        f"each, every drawn row weighted by the inverse of its bin's sampling fraction (so sparse bins are not "
+        f"over-represented), {n_draws} draw{'s' if n_draws > 1 else ''} (seed{'s' if n_draws > 1 else ''} {seeds}). "
+        "The threshold for target call rate r is the weighted r-quantile of its uncertainties; "
+        + ("errors below are means over the draws, with their SD across draws. " if n_draws > 1 else "")
+        + "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
+        "<i>fixed</i> uses one untuned threshold for every target.</p>"
+    )
     parts.append(_img(transfer_png, "realized vs target call rate"))
     parts.append("<h3>Transfer error (realized − target call rate), calibration thresholds</h3>")
     rows, cols = _error_pivot(t["call_rate"], "calibration", targets)
@@ -513,42 +742,86 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         rows, cols = _error_pivot(t["call_rate"], m, targets)
         parts.append(f"<p><b>{m}</b></p>" + table_html(rows, cols, f"transfer-error-{m}"))
     parts.append("<h3>Summary per UQ method and threshold source</h3>")
-    parts.append(table_html(a["transfer_summary"], [("uq", "UQ method"), ("method", "threshold from"),
-                                                    ("mean_abs_call_rate_error", "mean |call-rate err|"),
-                                                    ("max_abs_call_rate_error", "max |call-rate err|"),
-                                                    ("sd_call_rate_error", "SD over draws"), ("n_draws", "draws"),
-                                                    ("mean_abs_accuracy_error", "mean |acc − predicted|"), ("n", "n")]))
+    parts.append(
+        table_html(
+            a["transfer_summary"],
+            [
+                ("uq", "UQ method"),
+                ("method", "threshold from"),
+                ("mean_abs_call_rate_error", "mean |call-rate err|"),
+                ("max_abs_call_rate_error", "max |call-rate err|"),
+                ("sd_call_rate_error", "SD over draws"),
+                ("n_draws", "draws"),
+                ("mean_abs_accuracy_error", "mean |acc − predicted|"),
+                ("n", "n"),
+            ],
+        )
+    )
     parts.append("<h3>Routing-curve prediction (RMS distance to the true held-out curve)</h3>")
-    parts.append(table_html(t["curves"], [("uq", "UQ method"), ("heldout", "held-out"), ("slm", "SLM"), ("llm", "LLM"),
-                                          ("rms_calibration", "calibration curve"), ("rms_calibration_sd", "SD over draws"),
-                                          ("rms_random", "random line"),
-                                          ("n_calibration", "n calibration"), ("n_heldout", "n held-out")]))
-    parts.append("<h3>Accuracy targets</h3><p>Threshold at the smallest call rate whose calibration accuracy reaches the "
-                 "target (25/50/75% of the calibration set's gap between SLM-only and its best accuracy).</p>")
-    parts.append(table_html(t["accuracy"], [("uq", "UQ method"), ("heldout", "held-out"), ("target_accuracy", "target acc"),
-                                            ("realized_accuracy", "realized acc"), ("accuracy_error", "error"),
-                                            ("accuracy_error_sd", "SD over draws"),
-                                            ("predicted_call_rate", "predicted call rate"),
-                                            ("realized_call_rate", "realized call rate")]))
+    parts.append(
+        table_html(
+            t["curves"],
+            [
+                ("uq", "UQ method"),
+                ("heldout", "held-out"),
+                ("slm", "SLM"),
+                ("llm", "LLM"),
+                ("rms_calibration", "calibration curve"),
+                ("rms_calibration_sd", "SD over draws"),
+                ("rms_random", "random line"),
+                ("n_calibration", "n calibration"),
+                ("n_heldout", "n held-out"),
+            ],
+        )
+    )
+    parts.append(
+        "<h3>Accuracy targets</h3><p>Threshold at the smallest call rate whose calibration accuracy reaches the "
+        "target (25/50/75% of the calibration set's gap between SLM-only and its best accuracy).</p>"
+    )
+    parts.append(
+        table_html(
+            t["accuracy"],
+            [
+                ("uq", "UQ method"),
+                ("heldout", "held-out"),
+                ("target_accuracy", "target acc"),
+                ("realized_accuracy", "realized acc"),
+                ("accuracy_error", "error"),
+                ("accuracy_error_sd", "SD over draws"),
+                ("predicted_call_rate", "predicted call rate"),
+                ("realized_call_rate", "realized call rate"),
+            ],
+        )
+    )
     if t["skipped"]:
-        parts.append("<p class='na'>Not evaluated: " + "; ".join(
-            html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
-            for s in t["skipped"]) + "</p>")
+        parts.append(
+            "<p class='na'>Not evaluated: "
+            + "; ".join(
+                html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
+                for s in t["skipped"]
+            )
+            + "</p>"
+        )
     parts += cross_group_html(a.get("cross_group"))
     parts += cost_parts
-    doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
-           f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    doc = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
+        f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
     html_path = out_dir / "index.html"
     html_path.write_text(doc, encoding="utf-8")
     analysis_path = out_dir / "analysis.json"
     analysis_path.write_text(json.dumps(_jsonable(a), indent=1, sort_keys=True))
     metrics = {}
     for method in ("calibration", "in_domain", "fixed"):
-        errs = [x.get("abs_call_rate_error", abs(x["call_rate_error"])) for x in t["call_rate"] if x["method"] == method]
+        errs = [
+            x.get("abs_call_rate_error", abs(x["call_rate_error"])) for x in t["call_rate"] if x["method"] == method
+        ]
         if errs:
             metrics[f"transfer_{method}_mean_abs_call_rate_error"] = float(np.mean(errs))
-            metrics[f"transfer_{method}_sd_call_rate_error"] = float(np.mean(
-                [x.get("call_rate_error_sd", 0.0) for x in t["call_rate"] if x["method"] == method]))
+            metrics[f"transfer_{method}_sd_call_rate_error"] = float(
+                np.mean([x.get("call_rate_error_sd", 0.0) for x in t["call_rate"] if x["method"] == method])
+            )
     if t["curves"]:
         metrics["transfer_curve_rms_calibration"] = float(np.mean([c["rms_calibration"] for c in t["curves"]]))
         metrics["transfer_curve_rms_random"] = float(np.mean([c["rms_random"] for c in t["curves"]]))
@@ -568,10 +841,25 @@ def _cost_section(r, plan, out_dir: Path) -> tuple[list[str], Path | None, dict]
 
     ca = cost_report.cost_analysis(r, plan)
     png = cost_report.pareto_figure(ca["groups"], out_dir / "cost_pareto.png")
-    (out_dir / "cost.json").write_text(json.dumps(_jsonable(
-        {**ca, "groups": [{**g, "curves": {m: cv.points() for m, cv in g["curves"].items()},
-                           "random": g["random"].points() if g["random"] is not None else None}
-                          for g in ca["groups"]]}), indent=1, sort_keys=True))
+    (out_dir / "cost.json").write_text(
+        json.dumps(
+            _jsonable(
+                {
+                    **ca,
+                    "groups": [
+                        {
+                            **g,
+                            "curves": {m: cv.points() for m, cv in g["curves"].items()},
+                            "random": g["random"].points() if g["random"] is not None else None,
+                        }
+                        for g in ca["groups"]
+                    ],
+                }
+            ),
+            indent=1,
+            sort_keys=True,
+        )
+    )
     return cost_report.cost_section_html(ca, png), png, cost_report.report_metrics(ca)
 
 

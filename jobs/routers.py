@@ -24,6 +24,7 @@ The SLM's prompt representation (``prompt_hidden_state``) is the probe layer's h
 last prompt token, from the greedy pass (``jobs/backends/hf.py``): what the SLM "knows" about the
 query before generating. It is null for an HTTP SLM; queries without one get NaN.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,8 +46,10 @@ def query_matrix(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """
     dims = {len(np.ravel(r)) for r in rows if r is not None}
     if len(dims) > 1:
-        raise ValueError(f"prompt representations have different lengths {sorted(dims)}: were the fit "
-                         f"datasets run with another SLM or hidden_layer?")
+        raise ValueError(
+            f"prompt representations have different lengths {sorted(dims)}: were the fit "
+            f"datasets run with another SLM or hidden_layer?"
+        )
     h = dims.pop() if dims else 0
     X = np.full((len(rows), h), np.nan)
     for i, r in enumerate(rows):
@@ -60,8 +63,9 @@ def _labels(y) -> np.ndarray:
     return np.asarray(y, dtype=bool).ravel()
 
 
-def knn_p_correct(X_train: np.ndarray, y_train, X_eval: np.ndarray, *, k: int, metric: str = "cosine",
-                  chunk_elems: int = 20_000_000) -> np.ndarray:
+def knn_p_correct(
+    X_train: np.ndarray, y_train, X_eval: np.ndarray, *, k: int, metric: str = "cosine", chunk_elems: int = 20_000_000
+) -> np.ndarray:
     """Mean correctness of each evaluation row's k nearest training rows (RouterBench's KNNRouter).
 
     Neighbours by cosine similarity (``metric="cosine"``) or Euclidean distance; ties broken by
@@ -81,15 +85,16 @@ def knn_p_correct(X_train: np.ndarray, y_train, X_eval: np.ndarray, *, k: int, m
     step = max(1, chunk_elems // max(1, len(A)))
     a2 = (A * A).sum(axis=1)
     for s in range(0, len(B), step):
-        b = B[s:s + step]
+        b = B[s : s + step]
         score = b @ A.T if metric == "cosine" else -(a2[None] - 2 * b @ A.T + (b * b).sum(axis=1)[:, None])
         idx = np.argsort(-score, axis=1, kind="stable")[:, :kk]
-        out[s:s + step] = y[idx].mean(axis=1)
+        out[s : s + step] = y[idx].mean(axis=1)
     return out
 
 
-def logreg_p_correct(X_train: np.ndarray, y_train, X_eval, *, C: float, max_iter: int = 1000,
-                     standardize: bool = True) -> np.ndarray:
+def logreg_p_correct(
+    X_train: np.ndarray, y_train, X_eval, *, C: float, max_iter: int = 1000, standardize: bool = True
+) -> np.ndarray:
     """P(correct) from an L2 logistic regression (scikit-learn, lbfgs) fitted on the training rows.
 
     X_eval may be a dense array or a scipy sparse matrix (TF-IDF). Features are standardized on
@@ -122,32 +127,40 @@ def hidden_router(stats, fit_stats, predict) -> np.ndarray:
     if not ok.any() or not okf.any():
         return u
     if X.shape[1] != Xf.shape[1]:
-        raise ValueError(f"prompt representations of the evaluated rows have {X.shape[1]} dims, the fit rows' "
-                         f"{Xf.shape[1]}: were they run with another SLM or hidden_layer?")
+        raise ValueError(
+            f"prompt representations of the evaluated rows have {X.shape[1]} dims, the fit rows' "
+            f"{Xf.shape[1]}: were they run with another SLM or hidden_layer?"
+        )
     u[ok] = 1.0 - predict(Xf[okf], y[okf], X[ok])
     return u
 
 
 # ---- text embeddings ------------------------------------------------------------------------------
 
+
 def check_embedding(embedding: Any) -> None:
     """Raise ValueError / ImportError unless ``embedding`` can be used here: "tfidf", or a
     sentence-transformers model id with the package installed."""
     if not isinstance(embedding, str) or not embedding.strip():
-        raise ValueError(f"embedding={embedding!r}; valid: {', '.join(OFFLINE_EMBEDDINGS)} or a "
-                         f"sentence-transformers model id (e.g. 'sentence-transformers/all-MiniLM-L6-v2')")
+        raise ValueError(
+            f"embedding={embedding!r}; valid: {', '.join(OFFLINE_EMBEDDINGS)} or a "
+            f"sentence-transformers model id (e.g. 'sentence-transformers/all-MiniLM-L6-v2')"
+        )
     if embedding in OFFLINE_EMBEDDINGS:
         return
     try:
         import sentence_transformers  # noqa: F401
     except ImportError:
-        raise ImportError(f"embedding={embedding!r} is read as a sentence-transformers model id, but the "
-                          f"sentence-transformers package is not installed (pip install sentence-transformers, "
-                          f"and the model must be downloadable or cached); offline, use embedding: tfidf") from None
+        raise ImportError(
+            f"embedding={embedding!r} is read as a sentence-transformers model id, but the "
+            f"sentence-transformers package is not installed (pip install sentence-transformers, "
+            f"and the model must be downloadable or cached); offline, use embedding: tfidf"
+        ) from None
 
 
-def text_features(train_texts: Sequence[str], eval_texts: Sequence[str], *, embedding: str,
-                  max_features: int) -> tuple[Any, Any, bool]:
+def text_features(
+    train_texts: Sequence[str], eval_texts: Sequence[str], *, embedding: str, max_features: int
+) -> tuple[Any, Any, bool]:
     """(train features, eval features, dense?) for the query texts.
 
     "tfidf": scikit-learn ``TfidfVectorizer`` (word uni- and bigrams, sublinear tf, at most
@@ -165,11 +178,14 @@ def text_features(train_texts: Sequence[str], eval_texts: Sequence[str], *, embe
     try:
         model = SentenceTransformer(embedding)
     except (OSError, ValueError, RuntimeError) as e:  # a missing model offline, a bad id: say which
-        raise ValueError(f"embedding={embedding!r}: cannot load this sentence-transformers model ({e}); "
-                         f"offline, use embedding: tfidf") from None
+        raise ValueError(
+            f"embedding={embedding!r}: cannot load this sentence-transformers model ({e}); "
+            f"offline, use embedding: tfidf"
+        ) from None
 
     def enc(texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False),
-                          dtype=np.float64)
+        return np.asarray(
+            model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), dtype=np.float64
+        )
 
     return enc(train_texts), enc(eval_texts), True

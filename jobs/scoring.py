@@ -12,6 +12,7 @@ and no torch, so metrics and plots can be recomputed from the Parquet store anyw
                     entry's or its method's); the judged SLM answer and a verbal method's
                     provenance columns come from ``slm_judgement``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -47,8 +48,14 @@ ANSWER_PROB_RULES: tuple[str, ...] = ("matched_letter_token", "constrained_optio
 
 
 def _sample_of(row: dict) -> Sample:
-    return Sample(id=row["sample_id"], question="", task=row["task"], gold=row["gold"],
-                  choices=tuple(row.get("choices") or ()), aliases=tuple(row.get("aliases") or ()))
+    return Sample(
+        id=row["sample_id"],
+        question="",
+        task=row["task"],
+        gold=row["gold"],
+        choices=tuple(row.get("choices") or ()),
+        aliases=tuple(row.get("aliases") or ()),
+    )
 
 
 def judge_detail(rows: list[dict], policy: str) -> tuple[list[Extraction], np.ndarray]:
@@ -143,9 +150,13 @@ def router_stats(greedy: list[dict]) -> dict:
     """The query-side stats of the learned routers (``jobs/routers.py``): the rendered prompt text and
     the probe-layer hidden state at the last prompt token, one entry per row (None where a row has
     none: an HTTP SLM, or a store written before the column existed; the routers give NaN there)."""
-    return {"prompt": [r.get("prompt") or "" for r in greedy],
-            "prompt_hidden_state": [None if r.get("prompt_hidden_state") is None
-                                    else np.asarray(r["prompt_hidden_state"], dtype=np.float32) for r in greedy]}
+    return {
+        "prompt": [r.get("prompt") or "" for r in greedy],
+        "prompt_hidden_state": [
+            None if r.get("prompt_hidden_state") is None else np.asarray(r["prompt_hidden_state"], dtype=np.float32)
+            for r in greedy
+        ],
+    }
 
 
 def _concat_stats(parts: list[dict]) -> dict:
@@ -200,12 +211,23 @@ def run_score_unit(unit: dict, store: str | Path) -> dict:
         u = crossfit_scores(method, stats, unit["crossfit"], unit.get("crossfit_seed", 0), dict(unit["params"]))
     else:
         u = compute(method, stats, fit_stats, **dict(unit["params"]))
-    write_table(part_path(udir, 0), [{"sample_id": i, "uncertainty": float(x)} for i, x in zip(ids, u)],
-                meta={"unit": unit["key"], "uq": unit["uq"]})
-    summary = {"key": unit["key"], "uq": unit["uq"], "slm": unit["slm"], "dataset": unit["dataset"],
-               "role": unit.get("role", "eval"), "crossfit": unit.get("crossfit", 0), "n": len(ids), "n_nan": int(np.isnan(u).sum()),
-               "fit_n": 0 if fit_stats is None else len(fit_stats["correct"]),
-               "fit_datasets": [f["dataset"] for f in unit["fit"]]}
+    write_table(
+        part_path(udir, 0),
+        [{"sample_id": i, "uncertainty": float(x)} for i, x in zip(ids, u)],
+        meta={"unit": unit["key"], "uq": unit["uq"]},
+    )
+    summary = {
+        "key": unit["key"],
+        "uq": unit["uq"],
+        "slm": unit["slm"],
+        "dataset": unit["dataset"],
+        "role": unit.get("role", "eval"),
+        "crossfit": unit.get("crossfit", 0),
+        "n": len(ids),
+        "n_nan": int(np.isnan(u).sum()),
+        "fit_n": 0 if fit_stats is None else len(fit_stats["correct"]),
+        "fit_datasets": [f["dataset"] for f in unit["fit"]],
+    }
     finish_unit(udir, summary)
     return summary
 
@@ -221,7 +243,7 @@ def without_confidence(text: str | None) -> str | None:
     if not text:
         return text
     hits = list(_CONFIDENCE_CLAUSE.finditer(text))
-    return text[:hits[-1].start()] if hits and text[:hits[-1].start()].strip() else text
+    return text[: hits[-1].start()] if hits and text[: hits[-1].start()].strip() else text
 
 
 def verbal_answer_rows(rows: list[dict], stage: str) -> list[dict]:
@@ -230,8 +252,9 @@ def verbal_answer_rows(rows: list[dict], stage: str) -> list[dict]:
     return [dict(r, raw_output=without_confidence(r.get(f"{stage}_raw"))) for r in rows]
 
 
-def slm_judgement(store: Path, greedy_rows: list[dict], stages: dict[str, str], method, params: dict,
-                  policy: str) -> dict:
+def slm_judgement(
+    store: Path, greedy_rows: list[dict], stages: dict[str, str], method, params: dict, policy: str
+) -> dict:
     """Which SLM answer a setting judges, and the per-sample provenance a UQ method adds.
 
     greedy_rows: the SLM's greedy rows (the setting's row order); stages: {stage: gen key} the score
@@ -249,8 +272,15 @@ def slm_judgement(store: Path, greedy_rows: list[dict], stages: dict[str, str], 
     """
     greedy_det, correct = judge_detail(greedy_rows, policy)
     answers = [d.answer for d in greedy_det]
-    out = {"answers": answers, "correct": correct, "route": "greedy_answer", "columns": {}, "metrics": {},
-           "details": greedy_det, "greedy_details": greedy_det}
+    out = {
+        "answers": answers,
+        "correct": correct,
+        "route": "greedy_answer",
+        "columns": {},
+        "metrics": {},
+        "details": greedy_det,
+        "greedy_details": greedy_det,
+    }
     if method is None:
         return out
     ids = [r["sample_id"] for r in greedy_rows]
@@ -260,11 +290,17 @@ def slm_judgement(store: Path, greedy_rows: list[dict], stages: dict[str, str], 
         own_det, own_ok = judge_detail(verbal_answer_rows([by_id[i] for i in ids], stage), policy)
         own_ans = [d.answer for d in own_det]
         agrees = [a is not None and a == g for a, g in zip(own_ans, answers)]
-        out["columns"] |= {"greedy_answer": answers, "greedy_correct": [bool(x) for x in correct],
-                           f"{stage}_answer": own_ans, f"{stage}_correct": [bool(x) for x in own_ok],
-                           f"{stage}_agrees": agrees}
-        out["metrics"] |= {"answer_agreement": float(np.mean(agrees)) if agrees else math.nan,
-                           "greedy_slm_acc": float(np.mean(correct)) if len(correct) else math.nan}
+        out["columns"] |= {
+            "greedy_answer": answers,
+            "greedy_correct": [bool(x) for x in correct],
+            f"{stage}_answer": own_ans,
+            f"{stage}_correct": [bool(x) for x in own_ok],
+            f"{stage}_agrees": agrees,
+        }
+        out["metrics"] |= {
+            "answer_agreement": float(np.mean(agrees)) if agrees else math.nan,
+            "greedy_slm_acc": float(np.mean(correct)) if len(correct) else math.nan,
+        }
         out["route"] = method.route(params)
         if out["route"] == "own_answer":
             out["answers"], out["correct"], out["details"] = own_ans, own_ok, own_det
@@ -275,8 +311,11 @@ def slm_judgement(store: Path, greedy_rows: list[dict], stages: dict[str, str], 
         if key is not None:
             by_id = {r["sample_id"]: r for r in _rows(store, key)}
             out["columns"]["confidence_parse"] = [
-                "ok" if by_id[i].get(method.parsed_stat) is not None and math.isfinite(by_id[i][method.parsed_stat])
-                else "unparsed" for i in ids]
+                "ok"
+                if by_id[i].get(method.parsed_stat) is not None and math.isfinite(by_id[i][method.parsed_stat])
+                else "unparsed"
+                for i in ids
+            ]
     return out
 
 
@@ -310,12 +349,17 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
     rank = M.route_ranks(unc, mc["nan_policy"])  # the routing decision, frozen before any answer is judged
     method = _method_of(unit)
-    judged = slm_judgement(store, slm_rows, unit.get("slm_stages") or {}, method, unit.get("uq_params") or {},
-                           unit["policy"])
+    judged = slm_judgement(
+        store, slm_rows, unit.get("slm_stages") or {}, method, unit.get("uq_params") or {}, unit["policy"]
+    )
     slm_det, slm_ok = judged["details"], judged["correct"]
     llm_det, llm_ok = judge_detail(llm_list, unit["policy"])
-    summary = M.summarize(unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"],
-                          n_boot=mc["bootstrap"], seed=mc["seed"]) | judged["metrics"]
+    summary = (
+        M.summarize(
+            unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"], n_boot=mc["bootstrap"], seed=mc["seed"]
+        )
+        | judged["metrics"]
+    )
     u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
     u_eff = u_all[keep]
     # under "drop" every query may be unscored (a verbal method whose confidences never parse):
@@ -328,36 +372,69 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     # provenance per row: the extraction rule of each judged answer (jobs.answers.Extraction.rule) and
     # the rule that gave the SLM's answer probability (ANSWER_PROB_RULES; from the greedy pass)
     setting_hash = unit.get("setting_hash", unit["key"])  # the setting's identity; "key" is its unit key
-    records = [{"sample_id": r["sample_id"], "setting": unit["name"], "setting_hash": setting_hash,
-                "slm_answer": a.answer, "slm_correct": bool(o), "llm_answer": la.answer, "llm_correct": bool(lo),
-                "uncertainty": float(x), "route_rank": int(k), "extraction_rule": a.rule,
-                "llm_extraction_rule": la.rule, "answer_prob_rule": answer_logprob(r, g)[1]}
-               for r, a, g, o, la, lo, x, k in zip(slm_rows, slm_det, judged["greedy_details"], slm_ok, llm_det,
-                                                     llm_ok, unc, rank)]
+    records = [
+        {
+            "sample_id": r["sample_id"],
+            "setting": unit["name"],
+            "setting_hash": setting_hash,
+            "slm_answer": a.answer,
+            "slm_correct": bool(o),
+            "llm_answer": la.answer,
+            "llm_correct": bool(lo),
+            "uncertainty": float(x),
+            "route_rank": int(k),
+            "extraction_rule": a.rule,
+            "llm_extraction_rule": la.rule,
+            "answer_prob_rule": answer_logprob(r, g)[1],
+        }
+        for r, a, g, o, la, lo, x, k in zip(
+            slm_rows, slm_det, judged["greedy_details"], slm_ok, llm_det, llm_ok, unc, rank
+        )
+    ]
     for name, col in judged["columns"].items():  # a verbal method's own answer and parse status
         for rec, v in zip(records, col):
             rec[name] = v
     write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
     cost = _setting_cost(store, unit, udir, slm_rows, llm_list, unc, slm_ok, llm_ok, summary)
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
-    write_json(udir / "curve.json", {
-        "curve": curve_points(curve) if scored else [], "random": curve_points(rnd) if scored else [],
-        "oracle": curve_points(orc) if scored else [],
-        "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
-        if scored else []} | ({"cost": cost} if cost else {}))
+    write_json(
+        udir / "curve.json",
+        {
+            "curve": curve_points(curve) if scored else [],
+            "random": curve_points(rnd) if scored else [],
+            "oracle": curve_points(orc) if scored else [],
+            "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+            if scored
+            else [],
+        }
+        | ({"cost": cost} if cost else {}),
+    )
     if plot and scored:
         from jobs.plots import plot_routing
 
-        plot_routing({f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve}, udir / "curve.png",
-                     random=rnd, oracle=orc, title=unit["name"])
-    manifest = {"key": unit["key"], "setting_hash": setting_hash, "name": unit["name"], **unit["axes"],
-                "metrics": summary, "nan_policy": mc["nan_policy"], "answer_route": judged["route"]}
+        plot_routing(
+            {f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve},
+            udir / "curve.png",
+            random=rnd,
+            oracle=orc,
+            title=unit["name"],
+        )
+    manifest = {
+        "key": unit["key"],
+        "setting_hash": setting_hash,
+        "name": unit["name"],
+        **unit["axes"],
+        "metrics": summary,
+        "nan_policy": mc["nan_policy"],
+        "answer_route": judged["route"],
+    }
     finish_unit(udir, manifest)
     return manifest
 
 
-def _setting_cost(store: Path, unit: dict, udir: Path, slm_rows, llm_rows, unc, slm_ok, llm_ok,
-                  summary: dict) -> dict | None:
+def _setting_cost(
+    store: Path, unit: dict, udir: Path, slm_rows, llm_rows, unc, slm_ok, llm_ok, summary: dict
+) -> dict | None:
     """The setting's cost axis (``jobs/cost.py``): adds the ``cost_*`` metrics to ``summary``, writes
     ``cost.parquet`` (usage and USD per query) and returns the curve.json ``cost`` block; None when
     the unit was planned without prices."""
@@ -368,6 +445,9 @@ def _setting_cost(store: Path, unit: dict, udir: Path, slm_rows, llm_rows, unc, 
         return None
     sc, block = out
     summary.update(sc.metrics)
-    write_table(udir / "cost.parquet", sc.records, meta={"setting": unit["name"], "prices": block["prices"],
-                                                         "prices_digest": block["prices_digest"]})
+    write_table(
+        udir / "cost.parquet",
+        sc.records,
+        meta={"setting": unit["name"], "prices": block["prices"], "prices_digest": block["prices_digest"]},
+    )
     return block

@@ -1,4 +1,5 @@
 """Plain data types shared by every stage of ``jobs/`` (no torch, no Ray)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,5 +53,3 @@ class Malformed:
 class LoadResult:
     samples: list[Sample]
     malformed: list[Malformed] = field(default_factory=list)
-
-

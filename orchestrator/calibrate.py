@@ -9,6 +9,7 @@ apply   a calibration folder + a target call rate (or accuracy) -> threshold and
         accuracy; with ``--scores`` or a dataset, also the routing decision per query (the SLM
         and the UQ method run on Ray through the grid's store when a dataset is given).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,16 +64,28 @@ def _leave_out_target(r, uq: str, exclude: list[str]) -> str | None:
     if not exclude or _uq_method(r, uq).fit != "other_datasets":
         return None
     if len(exclude) > 1:
-        raise ConfigError(f"--exclude {', '.join(exclude)}: {uq} trains on other datasets, so a calibration set "
-                          f"for an excluded dataset must be scored by probes that never saw it; the grid has "
-                          f"such probes for one excluded dataset at a time: exclude one")
+        raise ConfigError(
+            f"--exclude {', '.join(exclude)}: {uq} trains on other datasets, so a calibration set "
+            f"for an excluded dataset must be scored by probes that never saw it; the grid has "
+            f"such probes for one excluded dataset at a time: exclude one"
+        )
     return exclude[0]
 
 
-def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str | None = None,
-          exclude: list[str] | None = None, name: str | None = None, n_bins: int | None = None,
-          frac: float | None = None, seed: int | None = None, binning: str | None = None,
-          pool: str | None = None) -> dict:
+def build(
+    out: Path,
+    *,
+    slm: str | None = None,
+    uq: str | None = None,
+    llm: str | None = None,
+    exclude: list[str] | None = None,
+    name: str | None = None,
+    n_bins: int | None = None,
+    frac: float | None = None,
+    seed: int | None = None,
+    binning: str | None = None,
+    pool: str | None = None,
+) -> dict:
     """Build and write one calibration set; returns {"folder", "record"}."""
     from jobs.analysis import fit_pools
     from jobs.datasets.roles import fit_source, load_role
@@ -90,20 +103,26 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
     conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning, pool=pool)
     plan = make_plan(r)
     if not plan.fit_scores:
-        raise ConfigError(f"{out}: calibration is not enabled for this grid, so no train/dev (fit-role) rows were "
-                          f"scored. Run `uqroute run <grid.yaml> output_dir={out} calibration.enabled=true`: "
-                          f"finished work is reused and only the fit-role units run.")
+        raise ConfigError(
+            f"{out}: calibration is not enabled for this grid, so no train/dev (fit-role) rows were "
+            f"scored. Run `uqroute run <grid.yaml> output_dir={out} calibration.enabled=true`: "
+            f"finished work is reused and only the fit-role units run."
+        )
     pools = fit_pools(r.store_dir, plan, r.grid["decoding"]["extraction_policy"]).get((slm, uq, llm), {})
     sources = {d: fit_source(dc) for d, dc in r.datasets.items()}
     wanted = [d for d in r.datasets if d not in exclude and (conf["pool"] == "fit" or sources[d].startswith("split:"))]
     if not wanted:
-        raise ConfigError(f"{out}: no dataset left to calibrate on: pool={conf['pool']!r} takes only datasets with a "
-                          f"train/dev split ({', '.join(f'{d}: {s}' for d, s in sources.items())}); "
-                          f"use --pool fit to also take never-evaluated rows of test-only datasets")
+        raise ConfigError(
+            f"{out}: no dataset left to calibrate on: pool={conf['pool']!r} takes only datasets with a "
+            f"train/dev split ({', '.join(f'{d}: {s}' for d, s in sources.items())}); "
+            f"use --pool fit to also take never-evaluated rows of test-only datasets"
+        )
     missing = [d for d in wanted if d not in pools]
     if missing:
-        raise ConfigError(f"{out}: fit-role units of {slm}/{uq}/{llm} are not finished for {', '.join(missing)}; "
-                          f"run `uqroute resume {out}` first")
+        raise ConfigError(
+            f"{out}: fit-role units of {slm}/{uq}/{llm} are not finished for {', '.join(missing)}; "
+            f"run `uqroute resume {out}` first"
+        )
     pools = {d: pools[d] for d in wanted}
     scored_without = _leave_out_target(r, uq, exclude)
     if scored_without is not None:  # the OOD probe: rows scored by probes that never saw the target
@@ -113,35 +132,48 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
         lo = lo.get(scored_without, {})
         lacking = [d for d in pools if d not in lo]
         if lacking:
-            raise ConfigError(f"{out}: {uq} trains on other datasets, so the calibration rows of {', '.join(lacking)} "
-                              f"must be scored by a probe that never saw the excluded {scored_without!r}; those "
-                              f"leave-out units are not finished (`uqroute resume {out}`) or cannot exist (the probe "
-                              f"needs a third dataset to train on)")
+            raise ConfigError(
+                f"{out}: {uq} trains on other datasets, so the calibration rows of {', '.join(lacking)} "
+                f"must be scored by a probe that never saw the excluded {scored_without!r}; those "
+                f"leave-out units are not finished (`uqroute resume {out}`) or cannot exist (the probe "
+                f"needs a third dataset to train on)"
+            )
         pools = {d: lo[d] for d in pools}
     from jobs.analysis import calibration_scale
 
     # one set, one seed: a calibration folder is what a user deploys (the grid report averages draws)
-    cal = C.build_calibration_set(pools, n_bins=int(conf["n_bins"]), frac=float(conf["frac"]),
-                                  seed=int(conf["seed"]), binning=conf["binning"],
-                                  nan_policy=nan_policy_of(r, uq),
-                                  scale=calibration_scale(conf, r.uq[uq].get("method") or uq))
+    cal = C.build_calibration_set(
+        pools,
+        n_bins=int(conf["n_bins"]),
+        frac=float(conf["frac"]),
+        seed=int(conf["seed"]),
+        binning=conf["binning"],
+        nan_policy=nan_policy_of(r, uq),
+        scale=calibration_scale(conf, r.uq[uq].get("method") or uq),
+    )
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):
         ss, _ = load_role(r.datasets[d], r.grid["dataset"], "fit")
         samples[d] = {s.id: s for s in ss}
     rows = []
-    for d, sid, u, so, lo, w in zip(cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct,
-                                    cal.weight):
+    for d, sid, u, so, lo, w in zip(
+        cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight
+    ):
         s = samples[str(d)][str(sid)]
         row = {"id": f"{d}/{sid}", "question": s.question, "task": s.task, "gold": s.gold}
         if s.choices:
             row["choices"] = list(s.choices)
         if s.context:
             row["context"] = s.context
-        row |= {"source_dataset": str(d), "source_id": str(sid), "source_split": fit_source(r.datasets[str(d)]),
-                "uncertainty": float(u) if np.isfinite(u) else None,  # null: unscored, routed first
-                "slm_correct": bool(so), "llm_correct": bool(lo),
-                "weight": float(w)}  # inverse of its bin's sampling fraction: thresholds are weighted quantiles
+        row |= {
+            "source_dataset": str(d),
+            "source_id": str(sid),
+            "source_split": fit_source(r.datasets[str(d)]),
+            "uncertainty": float(u) if np.isfinite(u) else None,  # null: unscored, routed first
+            "slm_correct": bool(so),
+            "llm_correct": bool(lo),
+            "weight": float(w),
+        }  # inverse of its bin's sampling fraction: thresholds are weighted quantiles
         rows.append(row)
     name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
     folder = r.output_dir / "calibration" / name
@@ -152,20 +184,37 @@ def build(out: Path, *, slm: str | None = None, uq: str | None = None, llm: str 
     thresholds = []
     for t in conf["targets"]:
         thr = cal.threshold(float(t))
-        thresholds.append({"target_call_rate": float(t), "threshold": thr.value, "tie_frac": thr.tie_frac,
-                           "predicted_accuracy": cal.expected_accuracy(thr)})
-    record = {"name": name, "slm": slm, "uq": uq, "llm": llm, "uq_conf": r.uq[uq], "pool": conf["pool"],
-              "scored_without": scored_without,
-              "grid": r.grid["name"], "grid_output": str(r.output_dir.resolve()), "grid_config_hash": config_hash(r),
-              "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
-              "slm_accuracy": float(np.average(cal.slm_correct, weights=cal.weight)),
-              "llm_accuracy": float(np.average(cal.llm_correct, weights=cal.weight)),
-              "thresholds": thresholds, **cal.record}
+        thresholds.append(
+            {
+                "target_call_rate": float(t),
+                "threshold": thr.value,
+                "tie_frac": thr.tie_frac,
+                "predicted_accuracy": cal.expected_accuracy(thr),
+            }
+        )
+    record = {
+        "name": name,
+        "slm": slm,
+        "uq": uq,
+        "llm": llm,
+        "uq_conf": r.uq[uq],
+        "pool": conf["pool"],
+        "scored_without": scored_without,
+        "grid": r.grid["name"],
+        "grid_output": str(r.output_dir.resolve()),
+        "grid_config_hash": config_hash(r),
+        "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
+        "slm_accuracy": float(np.average(cal.slm_correct, weights=cal.weight)),
+        "llm_accuracy": float(np.average(cal.llm_correct, weights=cal.weight)),
+        "thresholds": thresholds,
+        **cal.record,
+    }
     write_json(folder / RECORD_FILE, record)
     (folder / "dataset.yaml").write_text(
         f"# The calibration set {name} as a dataset: copy into a grid's conf/dataset/ to run other\n"
         f"# SLMs or UQ methods on it (each row carries its own task).\n"
-        f"name: {name}\nadapter: questions\nlocal_path: {(folder / CAL_FILE).resolve()}\n")
+        f"name: {name}\nadapter: questions\nlocal_path: {(folder / CAL_FILE).resolve()}\n"
+    )
     return {"folder": folder, "record": record}
 
 
@@ -174,14 +223,21 @@ def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.nda
     calibration rows carried weights)."""
     folder = Path(folder)
     if not (folder / CAL_FILE).is_file() or not (folder / RECORD_FILE).is_file():
-        raise FileNotFoundError(f"{folder} is not a calibration folder (needs {CAL_FILE} and {RECORD_FILE}; "
-                                f"make one with `uqroute calibrate build`)")
+        raise FileNotFoundError(
+            f"{folder} is not a calibration folder (needs {CAL_FILE} and {RECORD_FILE}; "
+            f"make one with `uqroute calibrate build`)"
+        )
     record = json.loads((folder / RECORD_FILE).read_text())
     rows = [json.loads(x) for x in (folder / CAL_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
     u = np.asarray([np.inf if x["uncertainty"] is None else x["uncertainty"] for x in rows], dtype=np.float64)
     w = np.asarray([x.get("weight", 1.0) for x in rows], dtype=np.float64)
-    return (record, u, np.asarray([x["slm_correct"] for x in rows], bool),
-            np.asarray([x["llm_correct"] for x in rows], bool), w)
+    return (
+        record,
+        u,
+        np.asarray([x["slm_correct"] for x in rows], bool),
+        np.asarray([x["llm_correct"] for x in rows], bool),
+        w,
+    )
 
 
 def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
@@ -199,7 +255,9 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
     t = readers[path.suffix](path)
     for col in ("sample_id", "uncertainty"):
         if col not in t.column_names:
-            raise ConfigError(f"--scores {path}: needs columns sample_id and uncertainty; has {', '.join(t.column_names)}")
+            raise ConfigError(
+                f"--scores {path}: needs columns sample_id and uncertainty; has {', '.join(t.column_names)}"
+            )
     u = np.asarray([math.nan if x is None else float(x) for x in t.column("uncertainty").to_pylist()])
     return [str(x) for x in t.column("sample_id").to_pylist()], u
 
@@ -215,19 +273,33 @@ def dataset_conf_for(r, dataset: str, task: str | None) -> dict:
             raise FileNotFoundError(f"dataset file {p} does not exist")
         if task is not None and task not in ("numeric", "mc", "yesno", "freeform"):
             raise ConfigError(f"--task {task!r}; valid: numeric, mc, yesno, freeform")
-        return {"name": f"new_{p.stem}", "adapter": "questions", "local_path": str(p.resolve()), "task": task,
-                "split": None, "train_split": None, "hub_path": None, "hub_config": None, "group": None,
-                "encoding": "utf-8",
-                "mapping": {"id": None, "question": "question", "gold": "answer", "choices": None, "context": None,
-                            "gold_format": "text"}}
+        return {
+            "name": f"new_{p.stem}",
+            "adapter": "questions",
+            "local_path": str(p.resolve()),
+            "task": task,
+            "split": None,
+            "train_split": None,
+            "hub_path": None,
+            "hub_config": None,
+            "group": None,
+            "encoding": "utf-8",
+            "mapping": {
+                "id": None,
+                "question": "question",
+                "gold": "answer",
+                "choices": None,
+                "context": None,
+                "gold_format": "text",
+            },
+        }
     conf_dir = find_conf_dir(Path(r.source)) if r.source else None
     d = _resolve_entries("dataset", DatasetConf, [dataset], conf_dir or Path("conf"), "calibrate apply")[dataset]
     d["adapter"] = d["adapter"] or dataset
     return d
 
 
-def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None
-                      ) -> tuple[list[str], np.ndarray]:
+def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None) -> tuple[list[str], np.ndarray]:
     """Run the calibration set's SLM and UQ method on ``dataset`` (on Ray, units cached in the
     grid's store) and return its sample ids and uncertainties. No labels are read."""
     import dataclasses
@@ -242,25 +314,42 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
     r = load_output(Path(record["grid_output"]))
     method = _uq_method(r, record["uq"])
     if method.fit == "in_domain":
-        raise ConfigError(f"uq {record['uq']!r} trains on labelled rows of the dataset it scores, which data "
-                          f"brought to `calibrate apply` does not have; use a calibration set of an untrained "
-                          f"method or of ood_probe, or pass --scores")
+        raise ConfigError(
+            f"uq {record['uq']!r} trains on labelled rows of the dataset it scores, which data "
+            f"brought to `calibrate apply` does not have; use a calibration set of an untrained "
+            f"method or of ood_probe, or pass --scores"
+        )
     dc = dataset_conf_for(r, dataset, task)
     name = dc["name"]
     if name in r.datasets and dc != r.datasets[name]:
         name = dc["name"] = f"{name}_new"
-    grid = dict(r.grid) | {"dataset": dict(r.grid["dataset"]) | ({"limit": limit} if limit else {}),
-                           "calibration": dict(r.grid["calibration"]) | {"enabled": False},
-                           "exclude": []}
-    r2 = dataclasses.replace(r, grid=grid, slms={record["slm"]: r.slms[record["slm"]]},
-                             llms={record["llm"]: r.llms[record["llm"]]}, uq={record["uq"]: r.uq[record["uq"]]},
-                             datasets=dict(r.datasets) | {name: dc})
-    for key, axis in (("slm_names", r2.slms), ("llm_names", r2.llms), ("uq_names", r2.uq), ("dataset_names", r2.datasets)):
+    grid = dict(r.grid) | {
+        "dataset": dict(r.grid["dataset"]) | ({"limit": limit} if limit else {}),
+        "calibration": dict(r.grid["calibration"]) | {"enabled": False},
+        "exclude": [],
+    }
+    r2 = dataclasses.replace(
+        r,
+        grid=grid,
+        slms={record["slm"]: r.slms[record["slm"]]},
+        llms={record["llm"]: r.llms[record["llm"]]},
+        uq={record["uq"]: r.uq[record["uq"]]},
+        datasets=dict(r.datasets) | {name: dc},
+    )
+    for key, axis in (
+        ("slm_names", r2.slms),
+        ("llm_names", r2.llms),
+        ("uq_names", r2.uq),
+        ("dataset_names", r2.datasets),
+    ):
         r2.grid[key] = list(axis)
     validate(r2)
     plan = make_plan(r2)
-    target = next(u for u in plan.by_kind("score") if u.payload["dataset"] == name and u.payload["role"] == "eval"
-                  and "leave_out" not in u.payload)
+    target = next(
+        u
+        for u in plan.by_kind("score")
+        if u.payload["dataset"] == name and u.payload["role"] == "eval" and "leave_out" not in u.payload
+    )
     keys, stack = set(), [target.key]
     while stack:  # the score unit and everything it reads: no LLM pass, no setting
         k = stack.pop()
@@ -292,9 +381,19 @@ def check_apply_args(rate: float | None, target_accuracy: float | None, scores, 
         raise ConfigError("give either --scores or a dataset, not both")
 
 
-def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | None = None,
-          scores: Path | None = None, dataset: str | None = None, task: str | None = None,
-          limit: int | None = None, out_file: Path | None = None, seed: int = 0, console=None) -> dict:
+def apply(
+    folder: Path,
+    *,
+    rate: float | None = None,
+    target_accuracy: float | None = None,
+    scores: Path | None = None,
+    dataset: str | None = None,
+    task: str | None = None,
+    limit: int | None = None,
+    out_file: Path | None = None,
+    seed: int = 0,
+    console=None,
+) -> dict:
     """Threshold and expected accuracy for a target call rate (or accuracy) from a calibration
     folder; with scores or a dataset, also each query's routing decision (written to out_file)."""
     check_apply_args(rate, target_accuracy, scores, dataset)
@@ -303,16 +402,27 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
         thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w)
         if thr is None:
             best = float(np.max(C.weighted_routing_curve(u, slm, llm, w).accuracy))
-            raise ConfigError(f"--target-accuracy {target_accuracy} is above what routing reaches on the calibration "
-                              f"set (best {best:.3f}); valid: up to {best:.3f}")
+            raise ConfigError(
+                f"--target-accuracy {target_accuracy} is above what routing reaches on the calibration "
+                f"set (best {best:.3f}); valid: up to {best:.3f}"
+            )
         rate = C.expected_call_rate(u, thr, weights=w)
     else:
         thr = C.threshold_for_call_rate(u, rate, weights=w)
-    result = {"calibration": record["name"], "slm": record["slm"], "uq": record["uq"], "llm": record["llm"],
-              "n_calibration": int(len(u)), "threshold": thr.value, "tie_frac": thr.tie_frac,
-              "target_call_rate": float(rate), "target_accuracy": target_accuracy,
-              "expected_accuracy": C.expected_accuracy(u, slm, llm, thr, weights=w),
-              "slm_only_accuracy": float(np.average(slm, weights=w)), "llm_only_accuracy": float(np.average(llm, weights=w))}
+    result = {
+        "calibration": record["name"],
+        "slm": record["slm"],
+        "uq": record["uq"],
+        "llm": record["llm"],
+        "n_calibration": int(len(u)),
+        "threshold": thr.value,
+        "tie_frac": thr.tie_frac,
+        "target_call_rate": float(rate),
+        "target_accuracy": target_accuracy,
+        "expected_accuracy": C.expected_accuracy(u, slm, llm, thr, weights=w),
+        "slm_only_accuracy": float(np.average(slm, weights=w)),
+        "llm_only_accuracy": float(np.average(llm, weights=w)),
+    }
     ids = None
     if scores is not None:
         ids, tu = read_scores(Path(scores))
@@ -324,13 +434,23 @@ def apply(folder: Path, *, rate: float | None = None, target_accuracy: float | N
         p_all = res["route_prob"]
         draw = np.random.default_rng(seed).random(len(tu))
         routed = draw < p_all
-        result |= {"n": int(len(tu)), "n_nan": res["n_nan"], "expected_call_rate_on_data": float(p_all.mean()),
-                   "n_routed": int(routed.sum()), "n_tied": res["n_tied"]}
+        result |= {
+            "n": int(len(tu)),
+            "n_nan": res["n_nan"],
+            "expected_call_rate_on_data": float(p_all.mean()),
+            "n_routed": int(routed.sum()),
+            "n_tied": res["n_tied"],
+        }
         out_file = Path(out_file or (Path(folder) / "routes.parquet"))
         from jobs.records import write_table
 
-        write_table(out_file, [{"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
-                               for i, x, p, t in zip(ids, tu, p_all, routed)],
-                    meta={"calibration": record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac})
+        write_table(
+            out_file,
+            [
+                {"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
+                for i, x, p, t in zip(ids, tu, p_all, routed)
+            ],
+            meta={"calibration": record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac},
+        )
         result["routes"] = str(out_file)
     return result

@@ -1,4 +1,5 @@
 """The ``uqroute`` command line. The driver: no torch is imported here."""
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,16 @@ def print_summary(rows: list[dict]) -> None:
     for c in ("SLM acc", "LLM acc", "AUROC", "95% CI", "unscored", "area", "APGR"):
         t.add_column(c, justify="right", no_wrap=True)
     for r in sorted(rows, key=lambda r: (r["slm"], r["llm"], r["dataset"], -(r.get("auroc") or 0))):
-        t.add_row(*(r[c] for c in cols), _fmt(r.get("slm_acc"), 2), _fmt(r.get("llm_acc"), 2),
-                  _fmt(r.get("auroc")), f"{_fmt(r.get('auroc_lo'), 2)}-{_fmt(r.get('auroc_hi'), 2)}",
-                  _fmt(r.get("unscored_share"), 2), _fmt(r.get("area")), _fmt(r.get("apgr"), 2))
+        t.add_row(
+            *(r[c] for c in cols),
+            _fmt(r.get("slm_acc"), 2),
+            _fmt(r.get("llm_acc"), 2),
+            _fmt(r.get("auroc")),
+            f"{_fmt(r.get('auroc_lo'), 2)}-{_fmt(r.get('auroc_hi'), 2)}",
+            _fmt(r.get("unscored_share"), 2),
+            _fmt(r.get("area")),
+            _fmt(r.get("apgr"), 2),
+        )
     console.print(t)
 
 
@@ -55,8 +63,12 @@ def _progress_cb(progress: Progress, task, meter):
         if event == "started" and unit.kind == "gen":
             current["label"] = unit.label
         if meter.event(event, unit, info) or event == "started":
-            progress.update(task, completed=meter.done, total=max(meter.total, 1),
-                            description=f"[cyan]{current['label']}[/] | {meter.describe()}")
+            progress.update(
+                task,
+                completed=meter.done,
+                total=max(meter.total, 1),
+                description=f"[cyan]{current['label']}[/] | {meter.describe()}",
+            )
 
     return cb
 
@@ -68,43 +80,60 @@ def _execute(r, keys=None) -> int:
     plan = make_plan(r)
     done = plan.done(r.store_dir)
     todo_settings = [s for s in plan.settings if s.hash not in done]
-    console.print(f"[bold]{r.grid['name']}[/]: {len(plan.settings)} settings "
-                  f"({len(plan.settings) - len(todo_settings)} already done), "
-                  f"{len(plan.units)} work units ({len(done)} already done)")
+    console.print(
+        f"[bold]{r.grid['name']}[/]: {len(plan.settings)} settings "
+        f"({len(plan.settings) - len(todo_settings)} already done), "
+        f"{len(plan.units)} work units ({len(done)} already done)"
+    )
     t0 = time.time()
     from orchestrator.progress import WorkMeter
 
     meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task(f"starting Ray | {meter.describe()}", total=max(meter.total, 1))
         try:
-            plan, report, sink = run_grid(r, keys=keys, console=console,
-                                          progress=_progress_cb(progress, task, meter))
+            plan, report, sink = run_grid(r, keys=keys, console=console, progress=_progress_cb(progress, task, meter))
         except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
             progress.stop()
-            n_done = e.done if hasattr(e, "done") else len([s for s in plan.settings if s.hash in plan.done(r.store_dir)])
-            console.print(f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
-                          f"{r.store_dir.resolve()}); resume with: uqroute resume {r.output_dir}",
-                          highlight=False, markup=False, soft_wrap=True)
+            n_done = (
+                e.done if hasattr(e, "done") else len([s for s in plan.settings if s.hash in plan.done(r.store_dir)])
+            )
+            console.print(
+                f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
+                f"{r.store_dir.resolve()}); resume with: uqroute resume {r.output_dir}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             return 130
     rows = settings_table(r, plan)
     print_summary(rows)
-    console.print(f"finished in {time.time() - t0:.0f}s: {len(rows)}/{len(plan.settings)} settings done, "
-                  f"{len(report.failed)} units failed, {len(report.blocked)} blocked")
+    console.print(
+        f"finished in {time.time() - t0:.0f}s: {len(rows)}/{len(plan.settings)} settings done, "
+        f"{len(report.failed)} units failed, {len(report.blocked)} blocked"
+    )
     for k, why in list(report.failed.items())[:10]:
         console.print(f"  [red]failed[/] {plan.units[k].label}: {why}")
     out = r.output_dir
-    mlflow_ui = (sink.runs_url() if sink else "(disabled)" if not r.grid["mlflow"]["enabled"]
-                 else "(did not answer)")
+    mlflow_ui = sink.runs_url() if sink else "(disabled)" if not r.grid["mlflow"]["enabled"] else "(did not answer)"
     pending = mlflow_pending(out)
     if pending:
         mlflow_ui += f"\n  MLflow lacks  : {len(pending)} settings; `uqroute sync {out}` logs them"
-    console.print(f"\nWhere to look:\n  MLflow UI     : {mlflow_ui}"
-                  f"\n  Parquet store : {r.store_dir.resolve()}"
-                  f"\n  Plots         : {(out / 'plots').resolve()}"
-                  f"\n  Report        : {(out / 'report' / 'index.html').resolve()}"
-                  f"\n  Summary       : {(out / 'summary.csv').resolve()}")
+    console.print(
+        f"\nWhere to look:\n  MLflow UI     : {mlflow_ui}"
+        f"\n  Parquet store : {r.store_dir.resolve()}"
+        f"\n  Plots         : {(out / 'plots').resolve()}"
+        f"\n  Report        : {(out / 'report' / 'index.html').resolve()}"
+        f"\n  Summary       : {(out / 'summary.csv').resolve()}"
+    )
     return 0 if report.ok else 1
 
 
@@ -115,9 +144,11 @@ def cmd_run(a) -> int:
     for w in warnings_of(r):
         console.print(f"[yellow]warning: {w}[/]")
     if "runtime_resources" in str(r.output_dir):  # a `ray job submit` driver in its temporary working dir
-        console.print(f"[yellow]warning: the output folder {r.output_dir} is inside the job's temporary working "
-                      f"dir: it goes away with the job and other nodes do not see it. Give "
-                      f"output_dir=/absolute/path on a filesystem every node sees.[/]")
+        console.print(
+            f"[yellow]warning: the output folder {r.output_dir} is inside the job's temporary working "
+            f"dir: it goes away with the job and other nodes do not see it. Give "
+            f"output_dir=/absolute/path on a filesystem every node sees.[/]"
+        )
     if a.no_mlflow:
         r.grid["mlflow"]["enabled"] = False
     if a.tracking_uri:
@@ -134,8 +165,9 @@ def cmd_plan(a) -> int:
     dt = time.perf_counter() - t0
     done = plan.done(r.store_dir)
     counts = plan.counts()
-    done_counts = Counter((f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind)
-                          for k, u in plan.units.items() if k in done)
+    done_counts = Counter(
+        (f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind) for k, u in plan.units.items() if k in done
+    )
     t = Table(title=f"plan of {a.grid}")
     t.add_column("work")
     t.add_column("units", justify="right")
@@ -144,8 +176,10 @@ def cmd_plan(a) -> int:
     for k in sorted(counts):
         t.add_row(k, str(counts[k]), str(done_counts.get(k, 0)))
     console.print(t)
-    console.print(f"{len(plan.settings)} settings = {len(r.slms)} SLMs x {len(r.uq)} UQ methods x "
-                  f"{len(r.datasets)} datasets x {len(r.llms)} LLMs (minus exclusions); planned in {dt:.2f}s")
+    console.print(
+        f"{len(plan.settings)} settings = {len(r.slms)} SLMs x {len(r.uq)} UQ methods x "
+        f"{len(r.datasets)} datasets x {len(r.llms)} LLMs (minus exclusions); planned in {dt:.2f}s"
+    )
     return 0
 
 
@@ -207,7 +241,7 @@ def cmd_status(a) -> int:
         c = groups[g]
         t.add_row(g, *(str(c[x]) for x in ("total", "done", "running", "failed", "not started")))
     console.print(t)
-    for (label, reason, detail), n in reasons.items():
+    for (label, reason, detail), _n in reasons.items():
         console.print(f"[red]failed[/] {label}: {reason} {detail}")
     from orchestrator.runner import mlflow_pending, run_state
 
@@ -216,14 +250,20 @@ def cmd_status(a) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.get("ts", 0)))
         what = "interrupted (Ctrl-C)" if st["state"] == "interrupted" else "stopped without finishing (driver gone)"
         done = f"{st['done']} of {st['total']} settings done" if "done" in st else f"{st.get('total', '?')} settings"
-        console.print(f"[yellow]last run {what}[/] at {when}: {done}; resume with: uqroute resume {a.output}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]last run {what}[/] at {when}: {done}; resume with: uqroute resume {a.output}",
+            highlight=False,
+            soft_wrap=True,
+        )
     elif st:
         console.print(f"last run {st['state']}", highlight=False)
     pending = mlflow_pending(Path(a.output))
     if pending:
-        console.print(f"[yellow]{len(pending)} settings are not in MLflow[/]; `uqroute sync {a.output}` logs them",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]{len(pending)} settings are not in MLflow[/]; `uqroute sync {a.output}` logs them",
+            highlight=False,
+            soft_wrap=True,
+        )
     return 0
 
 
@@ -240,22 +280,33 @@ def cmd_rescore(a) -> int:
 
     res = rescore(Path(a.output), all_units=a.all, local=a.local, console=console)
     rep, rows = res["report"], res["changes"]
-    console.print(f"rescored {a.output} from its stored generations in {res['seconds']:.0f}s, no model loaded: "
-                  f"{res['recomputed']['score']} score units and {res['recomputed']['setting']} settings recomputed"
-                  f"{' (--all)' if res['all'] else ' (those whose key changed)'}; {len(rep.failed)} failed, "
-                  f"{len(rep.blocked)} blocked", highlight=False)
+    console.print(
+        f"rescored {a.output} from its stored generations in {res['seconds']:.0f}s, no model loaded: "
+        f"{res['recomputed']['score']} score units and {res['recomputed']['setting']} settings recomputed"
+        f"{' (--all)' if res['all'] else ' (those whose key changed)'}; {len(rep.failed)} failed, "
+        f"{len(rep.blocked)} blocked",
+        highlight=False,
+    )
     for k, why in list(rep.failed.items())[:10]:
         console.print(f"  [red]failed[/] {res['plan'].units[k].label}: {why}")
     changed = [x for x in rows if x["changed"]]
     if changed:
-        t = Table(title=f"AUROC before -> after ({len(changed)} of {len(rows)} settings changed; "
-                        f"flagged: moved by more than half the earlier 95% CI)")
+        t = Table(
+            title=f"AUROC before -> after ({len(changed)} of {len(rows)} settings changed; "
+            f"flagged: moved by more than half the earlier 95% CI)"
+        )
         for c in ("setting", "before", "after", "change", "CI half", "moved"):
             t.add_column(c, justify="left" if c == "setting" else "right", no_wrap=c == "setting")
         for x in sorted(changed, key=lambda x: -abs(x["delta"]) if x["delta"] == x["delta"] else 0):
             flag = "[red]YES[/]" if x["moved"] else "-" if x["moved"] is None else "no"
-            t.add_row(x["setting"], _fmt(x["auroc_old"]), _fmt(x["auroc_new"]), _fmt(x["delta"]),
-                      _fmt(x["ci_half_width"]), flag)
+            t.add_row(
+                x["setting"],
+                _fmt(x["auroc_old"]),
+                _fmt(x["auroc_new"]),
+                _fmt(x["delta"]),
+                _fmt(x["ci_half_width"]),
+                flag,
+            )
         console.print(t)
     else:
         console.print(f"no setting's AUROC changed ({len(rows)} settings)")
@@ -263,10 +314,16 @@ def cmd_rescore(a) -> int:
     if moved:
         console.print(f"[red]{len(moved)} settings moved by more than their CI:[/] {', '.join(moved)}", highlight=False)
     if res["mlflow"]:
-        console.print(f"MLflow: {res['mlflow']['settings']} setting runs checked (changed ones replaced) at "
-                      f"{res['mlflow']['uri']}", highlight=False)
-    console.print(f"details in {(Path(a.output) / 'rescore.json').resolve()}; report "
-                  f"{(Path(a.output) / 'report' / 'index.html').resolve()}", highlight=False)
+        console.print(
+            f"MLflow: {res['mlflow']['settings']} setting runs checked (changed ones replaced) at "
+            f"{res['mlflow']['uri']}",
+            highlight=False,
+        )
+    console.print(
+        f"details in {(Path(a.output) / 'rescore.json').resolve()}; report "
+        f"{(Path(a.output) / 'report' / 'index.html').resolve()}",
+        highlight=False,
+    )
     return 0 if rep.ok else 1
 
 
@@ -286,7 +343,9 @@ def cmd_explain(a) -> int:
 def print_findings(findings: list[dict]) -> None:
     colors = {"holds": "green", "partly": "yellow", "does not hold": "red"}
     for f in findings:
-        console.print(f"[bold]Finding {f['id']}[/] [{colors.get(f['verdict'], 'white')}]{f['verdict']}[/]: {f['claim']}")
+        console.print(
+            f"[bold]Finding {f['id']}[/] [{colors.get(f['verdict'], 'white')}]{f['verdict']}[/]: {f['claim']}"
+        )
         for e in f["evidence"]:
             console.print(f"    - {e}")
 
@@ -298,26 +357,45 @@ def cmd_report(a) -> int:
     print_findings(rep["findings"])
     console.print(f"\nReport : {rep['html'].resolve()}\nPNGs   : {len(rep['pngs'])} in {rep['html'].parent.resolve()}")
     if rep["mlflow"]:
-        console.print(f"MLflow : {rep['mlflow']['uri']} (parent run {rep['mlflow']['run_id']}, artifacts under report/)")
+        console.print(
+            f"MLflow : {rep['mlflow']['uri']} (parent run {rep['mlflow']['run_id']}, artifacts under report/)"
+        )
     return 0
 
 
 def cmd_calibrate_build(a) -> int:
     from orchestrator.calibrate import build
 
-    res = build(Path(a.output), slm=a.slm, uq=a.uq, llm=a.llm, exclude=a.exclude, name=a.name, n_bins=a.n_bins,
-                frac=a.frac, seed=a.seed, binning=a.binning, pool=a.pool)
+    res = build(
+        Path(a.output),
+        slm=a.slm,
+        uq=a.uq,
+        llm=a.llm,
+        exclude=a.exclude,
+        name=a.name,
+        n_bins=a.n_bins,
+        frac=a.frac,
+        seed=a.seed,
+        binning=a.binning,
+        pool=a.pool,
+    )
     rec = res["record"]
     parts = ", ".join(f"{d} ({rec['source_splits'][d]}: {n})" for d, n in rec["n_selected_per_dataset"].items())
-    console.print(f"calibration set [bold]{rec['name']}[/]: {rec['n_selected']} of {rec['n_pooled']} pooled fit rows "
-                  f"from {parts}; "
-                  f"{rec['n_bins']} {rec['binning']} bins, {rec['frac']:.0%} each, seed {rec['seed']}")
+    console.print(
+        f"calibration set [bold]{rec['name']}[/]: {rec['n_selected']} of {rec['n_pooled']} pooled fit rows "
+        f"from {parts}; "
+        f"{rec['n_bins']} {rec['binning']} bins, {rec['frac']:.0%} each, seed {rec['seed']}"
+    )
     t = Table(title=f"thresholds ({rec['slm']} / {rec['uq']} -> {rec['llm']})")
     for c in ("target call rate", "threshold", "tie frac", "expected accuracy"):
         t.add_column(c, justify="right")
     for x in rec["thresholds"]:
-        t.add_row(f"{x['target_call_rate']:.0%}", _fmt(x["threshold"], 4), _fmt(x["tie_frac"], 2),
-                  _fmt(x["predicted_accuracy"]))
+        t.add_row(
+            f"{x['target_call_rate']:.0%}",
+            _fmt(x["threshold"], 4),
+            _fmt(x["tie_frac"], 2),
+            _fmt(x["predicted_accuracy"]),
+        )
     console.print(t)
     console.print(f"written to {res['folder'].resolve()} (calibration.jsonl, record.json, dataset.yaml)")
     return 0
@@ -339,31 +417,60 @@ def cmd_calibrate_apply(a) -> int:
         built = build(folder, slm=a.slm, uq=a.uq, llm=a.llm, exclude=exclude, pool=a.pool)
         folder = built["folder"]
         if not a.json:
-            console.print(f"calibration set {folder.name}: {built['record']['n_selected']} rows from "
-                          f"{', '.join(built['record']['datasets'])}", highlight=False)
+            console.print(
+                f"calibration set {folder.name}: {built['record']['n_selected']} rows from "
+                f"{', '.join(built['record']['datasets'])}",
+                highlight=False,
+            )
     elif a.slm or a.uq or a.llm:
-        raise ConfigError(f"--slm/--uq/--llm choose a calibration set inside a grid output folder; {folder} is "
-                          f"already one calibration set (its record names the SLM, UQ method and LLM)")
-    res = apply(folder, rate=a.target_call_rate, target_accuracy=a.target_accuracy,
-                scores=Path(a.scores) if a.scores else None, dataset=a.dataset, task=a.task, limit=a.limit,
-                out_file=Path(a.out) if a.out else None, console=console)
+        raise ConfigError(
+            f"--slm/--uq/--llm choose a calibration set inside a grid output folder; {folder} is "
+            f"already one calibration set (its record names the SLM, UQ method and LLM)"
+        )
+    res = apply(
+        folder,
+        rate=a.target_call_rate,
+        target_accuracy=a.target_accuracy,
+        scores=Path(a.scores) if a.scores else None,
+        dataset=a.dataset,
+        task=a.task,
+        limit=a.limit,
+        out_file=Path(a.out) if a.out else None,
+        console=console,
+    )
     if a.json:
         sys.stdout.write(_json.dumps(res, indent=1) + "\n")
         return 0
-    console.print(f"[bold]{res['slm']} / {res['uq']} -> {res['llm']}[/] (calibration set {res['calibration']}, "
-                  f"{res['n_calibration']} rows)")
+    console.print(
+        f"[bold]{res['slm']} / {res['uq']} -> {res['llm']}[/] (calibration set {res['calibration']}, "
+        f"{res['n_calibration']} rows)"
+    )
     if res["threshold"] == float("inf"):
-        console.print(f"  route only unscored queries (the method gave no uncertainty), each with probability "
-                      f"{res['tie_frac']:.2f}")
+        console.print(
+            f"  route only unscored queries (the method gave no uncertainty), each with probability "
+            f"{res['tie_frac']:.2f}"
+        )
     else:
-        console.print(f"  route to the LLM when uncertainty > {res['threshold']:.6g}"
-                      + (f" (and with probability {res['tie_frac']:.2f} when equal)" if res["tie_frac"] not in (0.0, 1.0)
-                         else " (and when equal)" if res["tie_frac"] == 1.0 else "") + "; unscored queries always")
-    console.print(f"  target call rate {res['target_call_rate']:.1%}; expected accuracy {res['expected_accuracy']:.3f} "
-                  f"(SLM alone {res['slm_only_accuracy']:.3f}, LLM alone {res['llm_only_accuracy']:.3f}, on calibration data)")
+        console.print(
+            f"  route to the LLM when uncertainty > {res['threshold']:.6g}"
+            + (
+                f" (and with probability {res['tie_frac']:.2f} when equal)"
+                if res["tie_frac"] not in (0.0, 1.0)
+                else " (and when equal)"
+                if res["tie_frac"] == 1.0
+                else ""
+            )
+            + "; unscored queries always"
+        )
+    console.print(
+        f"  target call rate {res['target_call_rate']:.1%}; expected accuracy {res['expected_accuracy']:.3f} "
+        f"(SLM alone {res['slm_only_accuracy']:.3f}, LLM alone {res['llm_only_accuracy']:.3f}, on calibration data)"
+    )
     if "n" in res:
-        console.print(f"  on your data: {res['n']} queries, expected call rate {res['expected_call_rate_on_data']:.1%}, "
-                      f"{res['n_routed']} routed, {res['n_nan']} unscored (routed); decisions in {res['routes']}")
+        console.print(
+            f"  on your data: {res['n']} queries, expected call rate {res['expected_call_rate_on_data']:.1%}, "
+            f"{res['n_routed']} routed, {res['n_nan']} unscored (routed); decisions in {res['routes']}"
+        )
     return 0
 
 
@@ -419,12 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--frac", type=float)
     cb.add_argument("--seed", type=int)
     cb.add_argument("--binning", help="equal_width | equal_freq")
-    cb.add_argument("--pool", help="train_dev (only datasets with a train/dev split) | fit (also never-evaluated "
-                                   "rows of test-only datasets); default: the grid's calibration.pool")
+    cb.add_argument(
+        "--pool",
+        help="train_dev (only datasets with a train/dev split) | fit (also never-evaluated "
+        "rows of test-only datasets); default: the grid's calibration.pool",
+    )
     cb.set_defaults(fn=cmd_calibrate_build)
     ca = csub.add_parser("apply", help="threshold + expected accuracy for a target; route a new dataset")
-    ca.add_argument("calibration", help="a folder written by `calibrate build`, or a grid output folder with "
-                                        "--slm/--uq (the calibration set is built from it first)")
+    ca.add_argument(
+        "calibration",
+        help="a folder written by `calibrate build`, or a grid output folder with "
+        "--slm/--uq (the calibration set is built from it first)",
+    )
     ca.add_argument("--slm")
     ca.add_argument("--uq")
     ca.add_argument("--llm")
@@ -439,11 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--json", action="store_true", help="print the result as JSON")
     ca.set_defaults(fn=cmd_calibrate_apply)
     p.calibrate_apply_parser = ca  # main() parses it intermixed: the dataset may follow the options
-    rs = sub.add_parser("rescore", help="recompute extraction, UQ scores, settings, MLflow runs and the report from "
-                                        "the stored generations (no model, no GPU)")
+    rs = sub.add_parser(
+        "rescore",
+        help="recompute extraction, UQ scores, settings, MLflow runs and the report from "
+        "the stored generations (no model, no GPU)",
+    )
     rs.add_argument("output")
-    rs.add_argument("--all", action="store_true", help="recompute every score and setting unit, not only those "
-                                                       "whose key changed (after an unversioned code change)")
+    rs.add_argument(
+        "--all",
+        action="store_true",
+        help="recompute every score and setting unit, not only those "
+        "whose key changed (after an unversioned code change)",
+    )
     rs.add_argument("--local", action="store_true", help="run the units in this process instead of on Ray")
     rs.set_defaults(fn=cmd_rescore)
     ex = sub.add_parser("explain", help="one query's full trail: prompt, stage outputs, answers, scores, routing")

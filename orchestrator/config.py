@@ -10,13 +10,14 @@ value and the valid choices.
 
 The resolved config (``ResolvedGrid``) is what the plan, the hashes and resume read.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
@@ -40,34 +41,34 @@ class ModelConf:
     # hf backend: where the weights come from (see jobs/backends/model_source.py)
     source: str = "hub"  # hub | path | package | package_assemble
     id: str = ""  # hub id, path, or package import name
-    file: Optional[str] = None  # GGUF file name inside the folder / package
-    revision: Optional[str] = None
+    file: str | None = None  # GGUF file name inside the folder / package
+    revision: str | None = None
     dtype: str = "float32"  # float32 | float16 | bfloat16 | auto (hf: bfloat16 on CUDA, float32 on CPU)
-    quantize: Optional[str] = None  # None | int8_dynamic (CPU only; see jobs/backends/hf.py)
+    quantize: str | None = None  # None | int8_dynamic (CPU only; see jobs/backends/hf.py)
     use_chat_template: bool = True
     stop: list = field(default_factory=list)  # stop strings (base models without a chat template)
-    max_new_tokens: Optional[int] = None  # cap on every generation of this model (cost control)
+    max_new_tokens: int | None = None  # cap on every generation of this model (cost control)
     hidden_layer: int = -8  # probe layer: index into hidden_states (-8 = 8th-to-last)
     trust_remote_code: bool = False  # hf: run modelling code from the model's repository (the run warns)
     # openai backend (vLLM, cloud APIs): key read from the named environment variable only
-    base_url: Optional[str] = None
-    model_name: Optional[str] = None
-    api_key_env: Optional[str] = None
+    base_url: str | None = None
+    model_name: str | None = None
+    api_key_env: str | None = None
     max_concurrency: int = 8
     request_timeout_s: float = 120.0
     top_logprobs: int = 20  # openai SLM: log-probs listed per token (entropy, p(True)); vLLM allows <= 20
     # resources requested from Ray for the actor hosting this model
     num_gpus: float = 0.0
     num_cpus: float = 1.0
-    gpu_memory_fraction: Optional[float] = None  # torch's own CUDA memory cap
+    gpu_memory_fraction: float | None = None  # torch's own CUDA memory cap
     resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {node_a: 1}
     batch_size: int = 8
     # long inputs (README "Long inputs"): prompts longer than this are cut (default: the model's
     # context length minus the generation budget); batches formed by prompt length within a chunk
-    max_prompt_tokens: Optional[int] = None
+    max_prompt_tokens: int | None = None
     batch_by_length: bool = False
     replicas: int = 1  # actors hosting this model at once (each with the resources above)
-    torch_threads: Optional[int] = None
+    torch_threads: int | None = None
 
 
 @dataclass
@@ -81,16 +82,16 @@ class UQConf:
     name: str = MISSING
     method: str = ""  # registry key; defaults to name
     params: dict = field(default_factory=dict)
-    nan_policy: Optional[str] = None
+    nan_policy: str | None = None
 
 
 @dataclass
 class FieldMappingConf:
-    id: Optional[str] = None
+    id: str | None = None
     question: str = "question"
     gold: str = "answer"
     choices: Any = None  # a field holding a list, or a list of field names
-    context: Optional[str] = None
+    context: str | None = None
     gold_format: str = "text"
 
 
@@ -104,25 +105,25 @@ class DatasetConf:
 
     name: str = MISSING
     adapter: str = ""  # defaults to name; hub | local | questions for data without an adapter file
-    split: Optional[str] = None  # default: the adapter's eval split
-    train_split: Optional[str] = None  # default: the adapter's train split
-    task: Optional[str] = None  # required for hub/local
-    hub_path: Optional[str] = None
-    hub_config: Optional[str] = None
-    local_path: Optional[str] = None
+    split: str | None = None  # default: the adapter's eval split
+    train_split: str | None = None  # default: the adapter's train split
+    task: str | None = None  # required for hub/local
+    hub_path: str | None = None
+    hub_config: str | None = None
+    local_path: str | None = None
     mapping: FieldMappingConf = field(default_factory=FieldMappingConf)
     encoding: str = "utf-8"  # of local / questions files (a Python codec name: latin-1, cp1252, utf-16)
-    group: Optional[str] = None  # math | commonsense | ... (for reports and OOD splits)
+    group: str | None = None  # math | commonsense | ... (for reports and OOD splits)
 
 
 @dataclass
 class DatasetRunConf:
     """Grid-wide sampling of every dataset (``dataset.limit=50`` on the command line)."""
 
-    limit: Optional[int] = 100  # evaluated questions per dataset (None = all)
+    limit: int | None = 100  # evaluated questions per dataset (None = all)
     fit_limit: int = 100  # questions for probe training, from the train split (or disjoint rows)
     seed: int = 0
-    data_root: Optional[str] = None  # default: ../shared/datasets beside the repo
+    data_root: str | None = None  # default: ../shared/datasets beside the repo
 
 
 @dataclass
@@ -130,7 +131,7 @@ class DecodingConf:
     max_new_tokens: dict = field(default_factory=lambda: {"numeric": 160, "mc": 48, "yesno": 48, "freeform": 48})
     num_samples: int = 5  # m for Jaccard degree
     sample_temperature: float = 1.0
-    sample_max_new_tokens: Optional[int] = None  # default: same as greedy
+    sample_max_new_tokens: int | None = None  # default: same as greedy
     verbal_max_new_tokens: int = 24
     extraction_policy: str = "flexible"  # strict | flexible
     # generate | constrained, or per task {mc: constrained, yesno: constrained, numeric: generate}:
@@ -153,16 +154,16 @@ class MetricsConf:
 @dataclass
 class MlflowConf:
     enabled: bool = True
-    tracking_uri: Optional[str] = None  # None: start a local server with SQLite under the output folder
+    tracking_uri: str | None = None  # None: start a local server with SQLite under the output folder
     experiment: str = "uqroute"
     port: int = 5000
 
 
 @dataclass
 class RayConf:
-    address: Optional[str] = None  # None: start a local Ray; "auto" or ray://host:port to join one
-    num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
+    address: str | None = None  # None: start a local Ray; "auto" or ray://host:port to join one
+    num_cpus: int | None = None
+    num_gpus: int | None = None
     max_in_flight: int = 8  # light (score / setting) tasks in flight; model work is bounded by its replicas
     max_retries: int = 2
     reserve_cpus: float = 0.5  # CPUs never given to models, so score / setting tasks always run
@@ -217,7 +218,7 @@ class CostConf:
 class GridConf:
     name: str = MISSING
     output_dir: str = "runs/${name}"
-    store_dir: Optional[str] = None  # shared work-unit store; default <output_dir>/store
+    store_dir: str | None = None  # shared work-unit store; default <output_dir>/store
     slms: list = field(default_factory=list)
     llms: list = field(default_factory=list)
     uq: list = field(default_factory=list)
@@ -284,8 +285,9 @@ def _merge(schema_cls, data, where: str):
         if isinstance(e, ValidationError):
             raise ConfigError(f"{where}: {_bad_value(e)}") from None
         valid = ", ".join(f.name for f in dataclasses.fields(schema_cls))
-        raise ConfigError(f"{where}: bad key {key!r}: {_short(e)}. "
-                          f"Valid keys of {schema_cls.__name__}: {valid}") from None
+        raise ConfigError(
+            f"{where}: bad key {key!r}: {_short(e)}. Valid keys of {schema_cls.__name__}: {valid}"
+        ) from None
     return merged
 
 
@@ -338,8 +340,11 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
             if path is None:
                 available = sorted({p.stem for f in folders for p in f.glob("*.yaml")})
                 where_dirs = ", ".join(str(f) for f in folders)
-                raise ConfigError(str(UnknownNameError(f"{kind} config (in {where_dirs})", entry, available)).replace(
-                    "unknown", f"{where}: unknown", 1))
+                raise ConfigError(
+                    str(UnknownNameError(f"{kind} config (in {where_dirs})", entry, available)).replace(
+                        "unknown", f"{where}: unknown", 1
+                    )
+                )
             data = _load_yaml(path, where)
             merged = _merge(schema_cls, data, str(path))
             if merged.name != entry:
@@ -361,8 +366,10 @@ def warnings_of(r: ResolvedGrid) -> list[str]:
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             if m.get("backend") == "hf" and m.get("trust_remote_code"):
-                out.append(f"{kind} {name!r} sets trust_remote_code: true: it runs Python code shipped with "
-                           f"{m['id']!r} (its repository's modelling files) in the model actor")
+                out.append(
+                    f"{kind} {name!r} sets trust_remote_code: true: it runs Python code shipped with "
+                    f"{m['id']!r} (its repository's modelling files) in the model actor"
+                )
     return out
 
 
@@ -372,8 +379,10 @@ def _check_encoding(where: str, encoding: str) -> None:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ConfigError(f"{where}: encoding={encoding!r} is not a known text encoding; e.g. utf-8, latin-1, "
-                          f"cp1252, utf-16 (any Python codec name)") from None
+        raise ConfigError(
+            f"{where}: encoding={encoding!r} is not a known text encoding; e.g. utf-8, latin-1, "
+            f"cp1252, utf-16 (any Python codec name)"
+        ) from None
 
 
 def nan_policy_of(r: ResolvedGrid, uq: str) -> str:
@@ -407,12 +416,19 @@ def _check_answer_mode(where: str, mode) -> None:
             _check_choice(f"{where}.answer_mode", "task", task, CHOICES["task"])
             valid = ANSWER_MODES if task in CONSTRAINED_TASKS else ("generate",)
             if m not in valid:
-                raise ConfigError(f"{where}: answer_mode.{task}={m!r} is not valid; valid choices: {', '.join(valid)}"
-                                  + ("" if task in CONSTRAINED_TASKS else
-                                     f" (constrained answers need options: {', '.join(CONSTRAINED_TASKS)})"))
+                raise ConfigError(
+                    f"{where}: answer_mode.{task}={m!r} is not valid; valid choices: {', '.join(valid)}"
+                    + (
+                        ""
+                        if task in CONSTRAINED_TASKS
+                        else f" (constrained answers need options: {', '.join(CONSTRAINED_TASKS)})"
+                    )
+                )
     elif mode not in ANSWER_MODES:
-        raise ConfigError(f"{where}: answer_mode={mode!r} is not valid; valid choices: {', '.join(ANSWER_MODES)}, "
-                          f"or a mapping task -> mode (tasks: {', '.join(CHOICES['task'])})")
+        raise ConfigError(
+            f"{where}: answer_mode={mode!r} is not valid; valid choices: {', '.join(ANSWER_MODES)}, "
+            f"or a mapping task -> mode (tasks: {', '.join(CHOICES['task'])})"
+        )
 
 
 def find_conf_dir(grid_file: Path) -> Path:
@@ -420,8 +436,7 @@ def find_conf_dir(grid_file: Path) -> Path:
     return grid_file.resolve().parent.parent
 
 
-def load_grid(grid_file: str | Path, overrides: list[str] | None = None,
-              conf_dir: Path | None = None) -> ResolvedGrid:
+def load_grid(grid_file: str | Path, overrides: list[str] | None = None, conf_dir: Path | None = None) -> ResolvedGrid:
     grid_file = Path(grid_file)
     where = str(grid_file)
     data = _load_yaml(grid_file, where)
@@ -435,8 +450,10 @@ def load_grid(grid_file: str | Path, overrides: list[str] | None = None,
     except OmegaConfBaseException as e:
         if isinstance(e, ValidationError):
             raise ConfigError(f"command-line override: {_bad_value(e)}") from None
-        raise ConfigError(f"command-line override: bad key {getattr(e, 'full_key', '')!r}: {_short(e)}. "
-                          f"Valid top-level keys: {', '.join(f.name for f in dataclasses.fields(GridConf))}") from None
+        raise ConfigError(
+            f"command-line override: bad key {getattr(e, 'full_key', '')!r}: {_short(e)}. "
+            f"Valid top-level keys: {', '.join(f.name for f in dataclasses.fields(GridConf))}"
+        ) from None
     conf_dir = conf_dir or find_conf_dir(grid_file)
     g = OmegaConf.to_container(grid, resolve=True)
     for axis in ("slms", "llms", "uq", "datasets"):
@@ -473,8 +490,10 @@ def _resolve_locations(r: ResolvedGrid) -> None:
     if root:
         path = Path(root).expanduser().absolute()
         if needs_shared and not path.is_dir():
-            raise ConfigError(f"dataset.data_root={root!r}: no such folder (datasets {', '.join(needs_shared)} "
-                              f"read their files there)")
+            raise ConfigError(
+                f"dataset.data_root={root!r}: no such folder (datasets {', '.join(needs_shared)} "
+                f"read their files there)"
+            )
         g["dataset"]["data_root"] = str(path)
         return
     if not needs_shared:
@@ -484,9 +503,11 @@ def _resolve_locations(r: ResolvedGrid) -> None:
     try:
         g["dataset"]["data_root"] = str(default_data_root())
     except FileNotFoundError as e:
-        raise ConfigError(f"datasets {', '.join(needs_shared)} need the benchmark files: {e}. Give "
-                          f"dataset.data_root=/absolute/path (on a cluster: a filesystem every node sees) "
-                          f"or set UQROUTE_DATA_ROOT.") from None
+        raise ConfigError(
+            f"datasets {', '.join(needs_shared)} need the benchmark files: {e}. Give "
+            f"dataset.data_root=/absolute/path (on a cluster: a filesystem every node sees) "
+            f"or set UQROUTE_DATA_ROOT."
+        ) from None
 
 
 def validate(r: ResolvedGrid) -> None:
@@ -497,8 +518,9 @@ def validate(r: ResolvedGrid) -> None:
     g = r.grid
     _check_choice(f"{r.source}: metrics", "ties", g["metrics"]["ties"], CHOICES["ties"])
     _check_choice(f"{r.source}: metrics", "nan_policy", g["metrics"]["nan_policy"], CHOICES["nan_policy"])
-    _check_choice(f"{r.source}: decoding", "extraction_policy", g["decoding"]["extraction_policy"],
-                  CHOICES["extraction_policy"])
+    _check_choice(
+        f"{r.source}: decoding", "extraction_policy", g["decoding"]["extraction_policy"], CHOICES["extraction_policy"]
+    )
     for task in g["decoding"]["max_new_tokens"]:
         _check_choice(f"{r.source}: decoding.max_new_tokens", "task", task, CHOICES["task"])
     _check_answer_mode(f"{r.source}: decoding", g["decoding"]["answer_mode"])
@@ -507,7 +529,13 @@ def validate(r: ResolvedGrid) -> None:
     if g["decoding"]["num_samples"] < 2:
         raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
     rc = g["ray"]
-    for key, low in (("max_in_flight", 1), ("max_retries", 0), ("reserve_cpus", 0), ("watchdog_s", 1), ("poll_s", 0.01)):
+    for key, low in (
+        ("max_in_flight", 1),
+        ("max_retries", 0),
+        ("reserve_cpus", 0),
+        ("watchdog_s", 1),
+        ("poll_s", 0.01),
+    ):
         if rc[key] < low:
             raise ConfigError(f"{r.source}: ray.{key}={rc[key]!r} must be >= {low}")
     cal = g["calibration"]
@@ -530,8 +558,10 @@ def validate(r: ResolvedGrid) -> None:
             raise ConfigError(f"{r.source}: calibration.targets has {t!r}; each target call rate must be in [0, 1]")
     for k in cal["fixed_threshold"]:
         if k not in r.uq:
-            raise ConfigError(f"{r.source}: calibration.fixed_threshold names uq {k!r}, not in the grid; "
-                              f"valid: {', '.join(sorted(r.uq))}")
+            raise ConfigError(
+                f"{r.source}: calibration.fixed_threshold names uq {k!r}, not in the grid; "
+                f"valid: {', '.join(sorted(r.uq))}"
+            )
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"
@@ -560,16 +590,21 @@ def validate(r: ResolvedGrid) -> None:
             if method not in UQ_METHODS:  # reported below
                 continue
             missing = sorted(lacks & set(UQ_METHODS.get(method).requires))
-            if missing and any(not _excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
-                               for d in r.datasets for llm in r.llms):
+            if missing and any(
+                not _excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
+                for d in r.datasets
+                for llm in r.llms
+            ):
                 refused[uq] = missing
         if refused:
             ok = [x for x in UQ_METHODS.names() if not lacks & set(UQ_METHODS.get(x).requires)]
             needs = ", ".join(f"{uq} (needs {', '.join(st)})" for uq, st in refused.items())
             rules_hint = ", ".join(f"{{slm: {name}, uq: {uq}}}" for uq in refused)
-            raise ConfigError(f"slm {name!r}: backend={m['backend']!r} provides no {', '.join(sorted(lacks))}, so "
-                              f"it cannot run uq {needs}; UQ methods that work with this SLM: {', '.join(ok)}. "
-                              f"Drop those methods from the grid, use an hf SLM, or add exclude: [{rules_hint}]")
+            raise ConfigError(
+                f"slm {name!r}: backend={m['backend']!r} provides no {', '.join(sorted(lacks))}, so "
+                f"it cannot run uq {needs}; UQ methods that work with this SLM: {', '.join(ok)}. "
+                f"Drop those methods from the grid, use an hf SLM, or add exclude: [{rules_hint}]"
+            )
     for name, u in r.uq.items():
         u["method"] = u["method"] or name
         try:
@@ -589,8 +624,9 @@ def validate(r: ResolvedGrid) -> None:
         if d["adapter"] == "questions":
             _check_choice(where, "task", d["task"], CHOICES["task"])
             if not d["local_path"] or not Path(d["local_path"]).expanduser().is_file():
-                raise ConfigError(f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; "
-                                  f"got {d['local_path']!r}")
+                raise ConfigError(
+                    f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; got {d['local_path']!r}"
+                )
         elif d["adapter"] in ("hub", "local"):
             _check_choice(where, "task", d["task"], CHOICES["task"])
             if d["task"] is None:
@@ -614,8 +650,9 @@ def validate(r: ResolvedGrid) -> None:
             if k not in known:
                 raise ConfigError(f"{r.source}: exclude[{i}] key {k!r}; valid: {', '.join(known)}")
             if v not in known[k]:
-                raise ConfigError(f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: "
-                                  f"{', '.join(sorted(known[k]))}")
+                raise ConfigError(
+                    f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: {', '.join(sorted(known[k]))}"
+                )
 
 
 def dataset_groups(r: ResolvedGrid) -> dict[str, str | None]:
@@ -641,10 +678,12 @@ def _check_splits(r: ResolvedGrid) -> None:
         groups = dataset_groups(r)
         present = sorted({g for g in groups.values() if g})
         if len(present) < 2:
-            raise ConfigError(f"{where}: cross_group calibrates on one dataset group and applies on another, but "
-                              f"this grid's datasets span {len(present)} group(s) ("
-                              + ", ".join(f"{d}: {g or 'no group'}" for d, g in sorted(groups.items()))
-                              + "); add datasets of another group or set a dataset's group in conf/dataset/")
+            raise ConfigError(
+                f"{where}: cross_group calibrates on one dataset group and applies on another, but "
+                f"this grid's datasets span {len(present)} group(s) ("
+                + ", ".join(f"{d}: {g or 'no group'}" for d, g in sorted(groups.items()))
+                + "); add datasets of another group or set a dataset's group in conf/dataset/"
+            )
 
 
 def _check_prices(r: ResolvedGrid) -> None:
@@ -673,8 +712,13 @@ def _fill(defaults: dict, stored: dict) -> dict:
     """``stored`` over ``defaults``, nested sections too: a field added since keeps its default."""
     out = dict(defaults)
     for k, v in stored.items():
-        out[k] = _fill(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict) and \
-            k not in ("max_new_tokens", "params", "resources", "fixed_threshold", "answer_mode") else v
+        out[k] = (
+            _fill(defaults[k], v)
+            if isinstance(v, dict)
+            and isinstance(defaults.get(k), dict)
+            and k not in ("max_new_tokens", "params", "resources", "fixed_threshold", "answer_mode")
+            else v
+        )
     return out
 
 

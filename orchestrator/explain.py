@@ -7,6 +7,7 @@ query, any per-row provenance columns the records carry (shown generically), and
 decision at a call rate: is the query sent to the LLM, and where it ranks by uncertainty.
 Everything is read from the store; nothing is recomputed.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,8 +25,17 @@ BULKY = ("token_logprobs", "token_entropy", "token_texts", "hidden_state", "opti
 #: columns every generation row has (shown once, in the sample block), not per stage
 COMMON = ("sample_id", "dataset", "role", "gold", "task", "choices", "aliases")
 #: setting-record columns shown in the answers block; any other record column is provenance
-RECORD_BASE = ("sample_id", "setting", "setting_hash", "slm_answer", "slm_correct", "llm_answer", "llm_correct",
-               "uncertainty", "route_rank")
+RECORD_BASE = (
+    "sample_id",
+    "setting",
+    "setting_hash",
+    "slm_answer",
+    "slm_correct",
+    "llm_answer",
+    "llm_correct",
+    "uncertainty",
+    "route_rank",
+)
 
 
 def find_setting(plan, query: str):
@@ -38,13 +48,17 @@ def find_setting(plan, query: str):
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise ConfigError(f"setting hash prefix {query!r} is ambiguous: {', '.join(f'{s.hash} ({s.name})' for s in hits)}")
+            raise ConfigError(
+                f"setting hash prefix {query!r} is ambiguous: {', '.join(f'{s.hash} ({s.name})' for s in hits)}"
+            )
     close = difflib.get_close_matches(query, list(by_name), n=5, cutoff=0.4)
     if not close:  # parts of a name: "ptrue" -> the settings with that UQ method
         close = [n for n in by_name if query and query in n][:5]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ConfigError(f"unknown setting {query!r}: give a setting name or a prefix of its hash (4+ characters).{hint} "
-                      f"This folder has {len(by_name)} settings, e.g. {', '.join(list(by_name)[:3])}")
+    raise ConfigError(
+        f"unknown setting {query!r}: give a setting name or a prefix of its hash (4+ characters).{hint} "
+        f"This folder has {len(by_name)} settings, e.g. {', '.join(list(by_name)[:3])}"
+    )
 
 
 def _row_of(udir: Path, sample_id: str) -> dict | None:
@@ -87,14 +101,26 @@ def routing_decision(uncertainty: np.ndarray, i: int, rate: float, nan_policy: s
         raise ConfigError(f"--rate {rate!r} must be in [0, 1]")
     u, keep = M.apply_nan_policy(uncertainty, nan_policy)
     if not keep[i]:
-        return {"rate": rate, "scored": False, "route_probability": None,
-                "why": f"unscored (NaN) and dropped by nan_policy={nan_policy!r}: not part of the routing"}
+        return {
+            "rate": rate,
+            "scored": False,
+            "route_probability": None,
+            "why": f"unscored (NaN) and dropped by nan_policy={nan_policy!r}: not part of the routing",
+        }
     ue = u[keep]
     thr = C.threshold_for_call_rate(ue, rate)
     p = float(C.route_probability(np.asarray([u[i]]), thr)[0])
-    return {"rate": rate, "scored": bool(np.isfinite(uncertainty[i])), "threshold": thr.value,
-            "tie_frac": thr.tie_frac, "route_probability": p, "routed": p == 1.0 if p in (0.0, 1.0) else None,
-            "rank": int(np.sum(ue > u[i])) + 1, "rank_last": int(np.sum(ue >= u[i])), "n": len(ue)}
+    return {
+        "rate": rate,
+        "scored": bool(np.isfinite(uncertainty[i])),
+        "threshold": thr.value,
+        "tie_frac": thr.tie_frac,
+        "route_probability": p,
+        "routed": p == 1.0 if p in (0.0, 1.0) else None,
+        "rank": int(np.sum(ue > u[i])) + 1,
+        "rank_last": int(np.sum(ue >= u[i])),
+        "n": len(ue),
+    }
 
 
 def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
@@ -112,15 +138,19 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     su = plan.setting_unit(s)
     sdir = plan.setting_dir(r.store_dir, s)
     if not (sdir / "records.parquet").is_file():
-        raise FileNotFoundError(f"setting {s.name} has no results in {sdir} yet (its unit key {su.key}); run "
-                                f"`uqroute resume {out}` or `uqroute rescore {out}`")
+        raise FileNotFoundError(
+            f"setting {s.name} has no results in {sdir} yet (its unit key {su.key}); run "
+            f"`uqroute resume {out}` or `uqroute rescore {out}`"
+        )
     records = pq.read_table(sdir / "records.parquet").to_pylist()
     ids = [str(x["sample_id"]) for x in records]
     if sample_id not in ids:
         close = difflib.get_close_matches(sample_id, ids, n=5, cutoff=0.3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ConfigError(f"sample {sample_id!r} is not among the {len(ids)} evaluated rows of {s.dataset} in this "
-                          f"folder.{hint} First ids: {', '.join(ids[:5])}")
+        raise ConfigError(
+            f"sample {sample_id!r} is not among the {len(ids)} evaluated rows of {s.dataset} in this "
+            f"folder.{hint} First ids: {', '.join(ids[:5])}"
+        )
     i = ids.index(sample_id)
     rec = records[i]
     score_unit = plan.units[su.payload["score"]]
@@ -133,9 +163,15 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     sample = next((x for x in samples if str(x.id) == sample_id), None)
     sample_info = None
     if sample is not None:
-        sample_info = {"question": sample.question, "context": sample.context, "choices": list(sample.choices),
-                       "gold": sample.gold, "aliases": list(sample.aliases), "task": sample.task,
-                       "prompt": prompts.answer_messages(sample)}
+        sample_info = {
+            "question": sample.question,
+            "context": sample.context,
+            "choices": list(sample.choices),
+            "gold": sample.gold,
+            "aliases": list(sample.aliases),
+            "task": sample.task,
+            "prompt": prompts.answer_messages(sample),
+        }
     # every stage the method read, and the LLM pass
     stages = dict(score_unit.payload["eval"]) | {"llm": su.payload["llm"]}
     outputs = {}
@@ -150,16 +186,29 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
         sk = plan.setting_unit(other).payload["score"]
         row = _row_of(unit_dir(r.store_dir, "score", sk), sample_id)
         if row is not None:
-            scores[other.uq] = {"uncertainty": row.get("uncertainty"),
-                                **{c: v for c, v in row.items() if c not in ("sample_id", "uncertainty")}}
+            scores[other.uq] = {
+                "uncertainty": row.get("uncertainty"),
+                **{c: v for c, v in row.items() if c not in ("sample_id", "uncertainty")},
+            }
     u = np.asarray([math.nan if x["uncertainty"] is None else float(x["uncertainty"]) for x in records])
     nan_policy = _nan_policy(su.payload["metrics"], s.uq, method)
-    return {"setting": s.name, "hash": s.hash, "unit_key": su.key, "axes": s.axes(), "method": method,
-            "sample_id": sample_id, "sample": sample_info, "outputs": outputs,
-            "answers": {k: rec.get(k) for k in ("slm_answer", "slm_correct", "llm_answer", "llm_correct")},
-            "uncertainty": rec.get("uncertainty"), "route_rank": rec.get("route_rank"),
-            "provenance": {c: v for c, v in rec.items() if c not in RECORD_BASE},
-            "scores": scores, "nan_policy": nan_policy, "routing": routing_decision(u, i, rate, nan_policy)}
+    return {
+        "setting": s.name,
+        "hash": s.hash,
+        "unit_key": su.key,
+        "axes": s.axes(),
+        "method": method,
+        "sample_id": sample_id,
+        "sample": sample_info,
+        "outputs": outputs,
+        "answers": {k: rec.get(k) for k in ("slm_answer", "slm_correct", "llm_answer", "llm_correct")},
+        "uncertainty": rec.get("uncertainty"),
+        "route_rank": rec.get("route_rank"),
+        "provenance": {c: v for c, v in rec.items() if c not in RECORD_BASE},
+        "scores": scores,
+        "nan_policy": nan_policy,
+        "routing": routing_decision(u, i, rate, nan_policy),
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -174,14 +223,22 @@ def _indent(text: str, pad: str = "    ") -> str:
 
 def format_explain(e: dict) -> str:
     """The trail as plain text (what the command prints)."""
-    L = [f"setting   {e['setting']}  (hash {e['hash']}, unit {e['unit_key']})",
-         f"sample    {e['sample_id']}  (UQ method {e['method']})", ""]
+    L = [
+        f"setting   {e['setting']}  (hash {e['hash']}, unit {e['unit_key']})",
+        f"sample    {e['sample_id']}  (UQ method {e['method']})",
+        "",
+    ]
     smp = e["sample"]
     if smp is None:
-        L.append("sample: not found in the dataset files as configured now (not here, or its rows changed); "
-                 "the prompt sent is shown per stage below")
+        L.append(
+            "sample: not found in the dataset files as configured now (not here, or its rows changed); "
+            "the prompt sent is shown per stage below"
+        )
     else:
-        L.append(f"question  [{smp['task']}] gold: {smp['gold']}" + (f"  aliases: {smp['aliases']}" if smp["aliases"] else ""))
+        L.append(
+            f"question  [{smp['task']}] gold: {smp['gold']}"
+            + (f"  aliases: {smp['aliases']}" if smp["aliases"] else "")
+        )
         L.append("prompt (jobs/prompts.py answer_messages):")
         for m in smp["prompt"]:
             L.append(f"  {m['role']}:")
@@ -203,16 +260,22 @@ def format_explain(e: dict) -> str:
             else:
                 L.append(f"  {c}: {_fmt(v)}")
     a = e["answers"]
-    L += ["", "answers:",
-          f"  SLM answer {a['slm_answer']!r}: {'correct' if a['slm_correct'] else 'wrong'}",
-          f"  LLM answer {a['llm_answer']!r}: {'correct' if a['llm_correct'] else 'wrong'}"]
+    L += [
+        "",
+        "answers:",
+        f"  SLM answer {a['slm_answer']!r}: {'correct' if a['slm_correct'] else 'wrong'}",
+        f"  LLM answer {a['llm_answer']!r}: {'correct' if a['llm_correct'] else 'wrong'}",
+    ]
     if e["provenance"]:
         L.append("provenance (per-row columns of the setting records):")
         L += [f"  {c}: {_fmt(v)}" for c, v in e["provenance"].items()]
     L += ["", f"scores of this query (same SLM and dataset; this setting: {e['axes']['uq']}):"]
     for uq, sc in e["scores"].items():
         extra = ", ".join(f"{c}={_fmt(v)}" for c, v in sc.items() if c != "uncertainty")
-        L.append(f"  {'*' if uq == e['axes']['uq'] else ' '} {uq}: {_fmt(sc['uncertainty'])}" + (f"  ({extra})" if extra else ""))
+        L.append(
+            f"  {'*' if uq == e['axes']['uq'] else ' '} {uq}: {_fmt(sc['uncertainty'])}"
+            + (f"  ({extra})" if extra else "")
+        )
     rt = e["routing"]
     L += ["", f"routing at call rate {rt['rate']:.0%} (nan_policy {e['nan_policy']}):"]
     if rt["route_probability"] is None:
@@ -225,7 +288,9 @@ def format_explain(e: dict) -> str:
         else:
             verdict = f"tied at the threshold: routed with probability {rt['route_probability']:.2f}"
         rank = f"{rt['rank']}" if rt["rank"] == rt["rank_last"] else f"{rt['rank']}-{rt['rank_last']} (tied)"
-        L.append(f"  {verdict}; uncertainty {_fmt(e['uncertainty'])} ranks {rank} of {rt['n']} (1 = most "
-                 f"uncertain); threshold {_fmt(rt['threshold'])} (ties routed with p={rt['tie_frac']:.2f})")
+        L.append(
+            f"  {verdict}; uncertainty {_fmt(e['uncertainty'])} ranks {rank} of {rt['n']} (1 = most "
+            f"uncertain); threshold {_fmt(rt['threshold'])} (ties routed with p={rt['tie_frac']:.2f})"
+        )
         L.append(f"  route_rank in the records: {e['route_rank']} (0 = first sent to the LLM)")
     return "\n".join(L)

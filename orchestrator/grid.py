@@ -6,6 +6,7 @@ decides its result (the four configs plus sampling, decoding and metric paramete
 Order is deterministic (SLM, dataset, UQ, LLM as listed in the grid); exclusion rules
 drop settings that match every key of a rule.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,22 @@ from itertools import product
 
 from orchestrator.config import ResolvedGrid, nan_policy_of
 
-MODEL_IDENTITY_FIELDS = ("backend", "source", "id", "file", "revision", "dtype", "quantize", "use_chat_template", "stop", "max_new_tokens",
-                         "hidden_layer", "base_url", "model_name")
-DATASET_IDENTITY_FIELDS = ("adapter", "split", "train_split", "task", "hub_path", "hub_config", "local_path",
-                           "mapping")
+MODEL_IDENTITY_FIELDS = (
+    "backend",
+    "source",
+    "id",
+    "file",
+    "revision",
+    "dtype",
+    "quantize",
+    "use_chat_template",
+    "stop",
+    "max_new_tokens",
+    "hidden_layer",
+    "base_url",
+    "model_name",
+)
+DATASET_IDENTITY_FIELDS = ("adapter", "split", "train_split", "task", "hub_path", "hub_config", "local_path", "mapping")
 
 
 def stable_hash(obj, n: int = 16) -> str:

@@ -4,6 +4,7 @@ Completion itself is a fact in the store (a unit's manifest); the ledger records
 happened on the way: starts, failures with their reason class, retries. ``status`` and
 ``resume --failed-only`` read it.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, event: str, unit, **extra) -> None:
-        rec = {"ts": time.time(), "event": event, "key": unit.key, "kind": unit.kind, "stage": unit.stage,
-               "label": unit.label, **extra}
+        rec = {
+            "ts": time.time(),
+            "event": event,
+            "key": unit.key,
+            "kind": unit.kind,
+            "stage": unit.stage,
+            "label": unit.label,
+            **extra,
+        }
         with open(self.path, "a") as f:
             f.write(json.dumps(rec, default=str) + "\n")
             f.flush()

@@ -12,6 +12,7 @@ different nodes exclude each other too. On a filesystem without cross-client loc
 mounted with ``nolock``, some FUSE filesystems) it cannot hold: keep the output folder there
 only if one node drives.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -35,7 +36,7 @@ class OutputLock:
         self.fd: int | None = None
         self.previous: dict | None = None  # the holder line found when the lock was free (a dead driver)
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -43,13 +44,22 @@ class OutputLock:
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} "
-                   f"({holder.get('command')})" if holder else "another process")
-            raise FolderLocked(f"{self.path.parent} is in use by {who}. Wait for it to finish, or stop it "
-                               f"(Ctrl-C); a killed driver's lock is released by the kernel.") from None
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} ({holder.get('command')})"
+                if holder
+                else "another process"
+            )
+            raise FolderLocked(
+                f"{self.path.parent} is in use by {who}. Wait for it to finish, or stop it "
+                f"(Ctrl-C); a killed driver's lock is released by the kernel."
+            ) from None
         self.previous = _read(fd) or None
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join(sys.argv)[:300]}
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv)[:300],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         os.fsync(fd)
@@ -63,7 +73,7 @@ class OutputLock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

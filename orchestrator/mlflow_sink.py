@@ -24,6 +24,7 @@ link to print: the grid's runs filtered by its hash and sorted by AUROC (a sort 
 date lists children flat), in the chart view, where MLflow draws a line chart per logged
 metric on its own, ``routing_accuracy`` included.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,11 +79,29 @@ def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0) -> str:
         port += 1
     uri = f"http://127.0.0.1:{port}"
     log = open(folder / "mlflow-server.log", "ab")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-           "--artifacts-destination", str(folder / "mlartifacts"), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "mlartifacts"),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+    )
     info_path.write_text(json.dumps({"uri": uri, "pid": proc.pid, "pgid": proc.pid}))
     deadline = time.time() + wait_s
     while time.time() < deadline:
@@ -160,6 +179,7 @@ class SettingSource:
     """Where one setting's MLflow run comes from: its manifest (``jobs.scoring`` writes it:
     key, name, slm/uq/dataset/llm, metrics), its folder in the store (``curve.json`` and the
     artifacts), and its resolved config (logged as params)."""
+
     manifest: dict
     setting_dir: Path
     params: dict
@@ -170,18 +190,19 @@ def batches(metrics: list, params: list, tags: list = ()) -> list[tuple[list, li
     out, metrics, params, tags = [], list(metrics), list(params), list(tags)
     while metrics or params or tags or not out:
         pt = (params + tags)[:MAX_PARAMS]
-        p, t = pt[:len(params)][:MAX_PARAMS], pt[len(params):]
-        m = metrics[:MAX_ENTITIES - len(pt)][:MAX_METRICS]
+        p, t = pt[: len(params)][:MAX_PARAMS], pt[len(params) :]
+        m = metrics[: MAX_ENTITIES - len(pt)][:MAX_METRICS]
         out.append((m, p, t))
-        metrics, params, tags = metrics[len(m):], params[len(p):], tags[len(t):]
+        metrics, params, tags = metrics[len(m) :], params[len(p) :], tags[len(t) :]
         if not (m or p or t):
             break
     return out
 
 
 class MlflowSink:
-    def __init__(self, uri: str, experiment: str, grid_name: str, grid_hash: str, resolved_params: dict,
-                 running: bool = False):
+    def __init__(
+        self, uri: str, experiment: str, grid_name: str, grid_hash: str, resolved_params: dict, running: bool = False
+    ):
         """``running``: this sink logs a grid run now (a resume marks a closed parent RUNNING again);
         ``sync`` and ``report`` leave the parent's status alone."""
         import mlflow
@@ -199,9 +220,15 @@ class MlflowSink:
 
     def runs_url(self) -> str:
         """The grid's runs, flat, with their routing curves drawn (see the module docstring)."""
-        q = urllib.parse.urlencode({"searchFilter": f"tags.`uqroute.grid_hash` = '{self.grid_hash}'",
-                                    "orderByKey": "metrics.`auroc`", "orderByAsc": "false",
-                                    "compareRunsMode": "CHART"}, quote_via=urllib.parse.quote)
+        q = urllib.parse.urlencode(
+            {
+                "searchFilter": f"tags.`uqroute.grid_hash` = '{self.grid_hash}'",
+                "orderByKey": "metrics.`auroc`",
+                "orderByAsc": "false",
+                "compareRunsMode": "CHART",
+            },
+            quote_via=urllib.parse.quote,
+        )
         return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs?{q}"
 
     def ping(self) -> bool:
@@ -219,14 +246,15 @@ class MlflowSink:
             if running and run.info.status != "RUNNING":  # a resume: the grid runs again
                 self._set_status(run.info.run_id, "RUNNING", end_time=None)
             return run.info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"grid:{name}",
-                                     tags={"uqroute.kind": "grid", "uqroute.grid_hash": grid_hash})
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"grid:{name}", tags={"uqroute.kind": "grid", "uqroute.grid_hash": grid_hash}
+        )
         from mlflow.entities import Param
 
         flat = _flatten(params)
         items = [Param(k[:250], v) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run.info.run_id, params=items[i:i + 100])
+            self.client.log_batch(run.info.run_id, params=items[i : i + 100])
         return run.info.run_id
 
     def _set_status(self, run_id: str, status: str, end_time: int | None) -> None:
@@ -249,10 +277,12 @@ class MlflowSink:
         by_hash: dict[str, list[tuple[str, str | None]]] = {}
         token = None
         while True:
-            page = self.client.search_runs([self.experiment_id],
-                                           filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and "
-                                                         f"tags.`uqroute.kind` = 'setting'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and tags.`uqroute.kind` = 'setting'",
+                max_results=1000,
+                page_token=token,
+            )
             for r in page:
                 h, key = r.data.tags.get("uqroute.setting_hash"), r.data.tags.get("uqroute.unit_key")
                 out.setdefault(key or h, []).append(r.info.status)
@@ -270,10 +300,12 @@ class MlflowSink:
         groups: dict[str, list] = {}
         token = None
         while True:
-            page = self.client.search_runs([self.experiment_id],
-                                           filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and "
-                                                         f"tags.`uqroute.kind` = 'setting'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and tags.`uqroute.kind` = 'setting'",
+                max_results=1000,
+                page_token=token,
+            )
             for r in page:
                 groups.setdefault(r.data.tags.get("uqroute.setting_hash"), []).append(r)
             token = page.token
@@ -283,8 +315,14 @@ class MlflowSink:
         for h, runs in groups.items():
             if len(runs) < 2:
                 continue
-            runs.sort(key=lambda r: (r.data.tags.get("uqroute.unit_key", h) == current.get(h),
-                                     r.info.status == "FINISHED", r.info.start_time or 0), reverse=True)
+            runs.sort(
+                key=lambda r: (
+                    r.data.tags.get("uqroute.unit_key", h) == current.get(h),
+                    r.info.status == "FINISHED",
+                    r.info.start_time or 0,
+                ),
+                reverse=True,
+            )
             for r in runs[1:]:
                 self.client.delete_run(r.info.run_id)
                 n += 1
@@ -313,8 +351,11 @@ class MlflowSink:
         h = m.get("setting_hash", key)  # manifests written before unit keys: key was the setting hash
         if check:
             existing = self._find(uqroute__setting_hash=h, uqroute__grid_hash=self.grid_hash)
-            current = [r for r in existing if r.info.status == "FINISHED" and not replace
-                       and r.data.tags.get("uqroute.unit_key", h) == key]
+            current = [
+                r
+                for r in existing
+                if r.info.status == "FINISHED" and not replace and r.data.tags.get("uqroute.unit_key", h) == key
+            ]
             if current:
                 for r in existing:
                     if r.info.run_id != current[0].info.run_id:
@@ -325,12 +366,23 @@ class MlflowSink:
             stale = [rid for rid, k in self._runs_of_hash.get(h, ()) if k != key or replace]
         for rid in stale:
             self.client.delete_run(rid)
-        tags = {"mlflow.parentRunId": self.parent_id, "uqroute.kind": "setting", "uqroute.setting_hash": h,
-                "uqroute.unit_key": key, "uqroute.grid_hash": self.grid_hash, "slm": m["slm"], "uq": m["uq"],
-                "dataset": m["dataset"], "llm": m["llm"]}
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "uqroute.kind": "setting",
+            "uqroute.setting_hash": h,
+            "uqroute.unit_key": key,
+            "uqroute.grid_hash": self.grid_hash,
+            "slm": m["slm"],
+            "uq": m["uq"],
+            "dataset": m["dataset"],
+            "llm": m["llm"],
+        }
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in m["metrics"].items()
-                   if isinstance(v, (int, float)) and v is not None and np.isfinite(v)]
+        metrics = [
+            Metric(k, float(v), now, 0)
+            for k, v in m["metrics"].items()
+            if isinstance(v, (int, float)) and v is not None and np.isfinite(v)
+        ]
         curve = json.loads((src.setting_dir / "curve.json").read_text())
         for name in ("curve", "random", "oracle"):
             metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
@@ -366,9 +418,10 @@ class MlflowSink:
             self.log_grid_artifact(p, "report")
         now = int(time.time() * 1000)
         tags = [RunTag(f"finding_{f['id']}", f["verdict"]) for f in report["findings"]]
-        metrics = [Metric(n, float(v), now, 0) for n, v in report.get("metrics", {}).items()
-                   if v is not None and v == v]
-        for mb, pb, tb in batches(metrics, [], tags):
+        metrics = [
+            Metric(n, float(v), now, 0) for n, v in report.get("metrics", {}).items() if v is not None and v == v
+        ]
+        for mb, _pb, tb in batches(metrics, [], tags):
             if mb or tb:
                 self.client.log_batch(self.parent_id, metrics=mb, tags=tb)
 

@@ -24,29 +24,32 @@ in-process fake): ``setting_runs() -> {key: [status, ...]}`` (a setting's unit k
 and ``ping() -> bool``. ``connect()`` makes the sink (``None`` or an exception: not yet), and
 ``prepare(key, manifest_or_None)`` turns a hash into the item ``write_setting`` takes.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
 class WriterStats:
     """What the writer did. Times in seconds."""
-    submitted: int = 0        # settings handed over by the scheduler
-    logged: int = 0           # runs written
-    skipped: int = 0          # already finished in MLflow (a resume, a retry)
+
+    submitted: int = 0  # settings handed over by the scheduler
+    logged: int = 0  # runs written
+    skipped: int = 0  # already finished in MLflow (a resume, a retry)
     unloggable: dict = field(default_factory=dict)  # hash -> why it cannot be logged (e.g. not in the store)
-    given_up: dict = field(default_factory=dict)    # hash -> last error, after max_attempts with the server up
-    spilled: int = 0          # submits that found the queue full (kept as a hash in pending)
-    failures: int = 0         # failed attempts (each followed by a backoff)
-    outages: int = 0          # times the server went from answering to not answering
-    submit_s: float = 0.0     # total time the producer spent in submit()
+    given_up: dict = field(default_factory=dict)  # hash -> last error, after max_attempts with the server up
+    spilled: int = 0  # submits that found the queue full (kept as a hash in pending)
+    failures: int = 0  # failed attempts (each followed by a backoff)
+    outages: int = 0  # times the server went from answering to not answering
+    submit_s: float = 0.0  # total time the producer spent in submit()
     pending: list = field(default_factory=list)  # hashes not in MLflow when the writer stopped
 
     def as_dict(self) -> dict:
@@ -54,9 +57,19 @@ class WriterStats:
 
 
 class MlflowWriter:
-    def __init__(self, connect: Callable[[], Any], prepare: Callable[[str, dict | None], Any], *,
-                 maxsize: int = 1000, lanes: int = 4, batch: int = 64, backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0, max_attempts: int = 5, notify: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        prepare: Callable[[str, dict | None], Any],
+        *,
+        maxsize: int = 1000,
+        lanes: int = 4,
+        batch: int = 64,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        max_attempts: int = 5,
+        notify: Callable[[str], None] | None = None,
+    ):
         self._connect, self._prepare = connect, prepare
         self.sink = None
         self.lanes, self.batch = max(1, lanes), max(1, batch)
@@ -65,20 +78,20 @@ class MlflowWriter:
         self.stats = WriterStats()
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._lock = threading.Lock()
-        self._overflow: list[str] = []              # hashes that found the queue full (producer side)
+        self._overflow: list[str] = []  # hashes that found the queue full (producer side)
         self._pending: OrderedDict[str, dict | None] = OrderedDict()  # writer side: hash -> manifest or None
-        self._finished: set[str] = set()            # in MLflow, finished
-        self._dirty: set[str] = set()               # may have a half-logged run: look before writing
-        self._attempts: dict[str, int] = {}         # failed writes while the server answered
-        self._failing = threading.Event()           # a write of this round failed: fail the rest fast
+        self._finished: set[str] = set()  # in MLflow, finished
+        self._dirty: set[str] = set()  # may have a half-logged run: look before writing
+        self._attempts: dict[str, int] = {}  # failed writes while the server answered
+        self._failing = threading.Event()  # a write of this round failed: fail the rest fast
         self._up = False
         self._next_try = 0.0
         self._delay = backoff_s
         self._down_since: float | None = None
         self._last_ok = time.monotonic()
-        self._stop = threading.Event()              # stop after the call in flight
-        self._draining = threading.Event()          # close(): finish what is pending, then stop
-        self._wake = threading.Event()              # something was handed over, or stop
+        self._stop = threading.Event()  # stop after the call in flight
+        self._draining = threading.Event()  # close(): finish what is pending, then stop
+        self._wake = threading.Event()  # something was handed over, or stop
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="mlflow-lane") if self.lanes > 1 else None
         self._thread = threading.Thread(target=self._loop, name="mlflow-writer", daemon=True)
         self._thread.start()
@@ -163,7 +176,7 @@ class MlflowWriter:
                 if not self._reconnect():
                     continue
             with self._lock:
-                todo = [(k, self._pending[k]) for k in list(self._pending)[:self.batch]]
+                todo = [(k, self._pending[k]) for k in list(self._pending)[: self.batch]]
             if not todo:
                 self._wake.wait(0.2)
                 self._wake.clear()
@@ -197,8 +210,10 @@ class MlflowWriter:
             if self._up:
                 self.stats.outages += 1
             self._down_since = time.monotonic()
-            self.notify(f"MLflow does not answer ({type(exc).__name__}: {str(exc)[:120]}); the grid goes on, "
-                        f"its settings wait and are logged when MLflow is back (retrying with backoff)")
+            self.notify(
+                f"MLflow does not answer ({type(exc).__name__}: {str(exc)[:120]}); the grid goes on, "
+                f"its settings wait and are logged when MLflow is back (retrying with backoff)"
+            )
         self._up = False
         self._next_try = time.monotonic() + self._delay
         self._delay = min(self.max_backoff_s, self._delay * 2)
@@ -276,6 +291,8 @@ class MlflowWriter:
                         with self._lock:
                             self._pending.pop(k, None)
                         self.stats.given_up[k] = f"{type(exc).__name__}: {str(exc)[:300]}"
-                        self.notify(f"MLflow refused setting {k} {self.max_attempts} times ({str(exc)[:120]}); "
-                                    f"left for `uqroute sync`")
+                        self.notify(
+                            f"MLflow refused setting {k} {self.max_attempts} times ({str(exc)[:120]}); "
+                            f"left for `uqroute sync`"
+                        )
             self._down(first)

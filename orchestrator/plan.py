@@ -26,6 +26,7 @@ changes. Its results live under ``settings/<unit key>``; read them through
 A unit whose manifest is in the store is done: nothing is computed twice, in one run or
 across runs that share a store. The driver-side plan imports no torch.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -211,15 +212,34 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         if mode is not None and st.constrained:  # generate-mode keys stay what they were
             params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
         deps = {d: gen(model_kind, model, dataset, role, d).key for d in st.deps}
-        ident = {"model": model_identity(mc), "dataset": dataset_identity(dc, run), "role": role,
-                 "stage": stage, "params": params, "prompt_version": stage_prompt_version(stage, prompt_versions)}
+        ident = {
+            "model": model_identity(mc),
+            "dataset": dataset_identity(dc, run),
+            "role": role,
+            "stage": stage,
+            "params": params,
+            "prompt_version": stage_prompt_version(stage, prompt_versions),
+        }
         if st.reads_extraction:
             ident |= {"extraction": extraction, "policy": policy}
         key = unit_key("gen", ident, deps)
-        payload = {"key": key, "stage": stage, "model": model, "model_kind": model_kind, "dataset": dataset,
-                   "dataset_conf": dc, "run": run, "role": role, "params": params, "deps": deps}
-        u = add(Unit("gen", key, f"{stage} {model} {dataset} {role}", payload, tuple(deps.values()),
-                     f"{model_kind}:{model}"))
+        payload = {
+            "key": key,
+            "stage": stage,
+            "model": model,
+            "model_kind": model_kind,
+            "dataset": dataset,
+            "dataset_conf": dc,
+            "run": run,
+            "role": role,
+            "params": params,
+            "deps": deps,
+        }
+        u = add(
+            Unit(
+                "gen", key, f"{stage} {model} {dataset} {role}", payload, tuple(deps.values()), f"{model_kind}:{model}"
+            )
+        )
         gen_cache[ck] = u
         return u
 
@@ -257,14 +277,28 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         if reads_extraction(method):  # correctness labels / the answer letter's probability
             ident |= {"extraction": extraction, "policy": policy}
         key = unit_key("score", ident, {"eval": ev, "fit": fit})
-        payload = {"key": key, "uq": uq, "method": r.uq[uq]["method"] or uq, "params": r.uq[uq]["params"],
-                   "slm": slm, "dataset": dataset, "role": role, "eval": ev, "fit": fit,
-                   "crossfit": crossfit, "crossfit_seed": seed, "policy": policy}
+        payload = {
+            "key": key,
+            "uq": uq,
+            "method": r.uq[uq]["method"] or uq,
+            "params": r.uq[uq]["params"],
+            "slm": slm,
+            "dataset": dataset,
+            "role": role,
+            "eval": ev,
+            "fit": fit,
+            "crossfit": crossfit,
+            "crossfit_seed": seed,
+            "policy": policy,
+        }
         if leave_out is not None:
             payload["leave_out"] = leave_out
         dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
-        label = f"score {uq} {slm} {dataset}" + ("" if role == "eval" else f" {role}") + (
-            f" without {leave_out if isinstance(leave_out, str) else ', '.join(leave_out)}" if leave_out else "")
+        label = (
+            f"score {uq} {slm} {dataset}"
+            + ("" if role == "eval" else f" {role}")
+            + (f" without {leave_out if isinstance(leave_out, str) else ', '.join(leave_out)}" if leave_out else "")
+        )
         return add(Unit("score", key, label, payload, dep_keys))
 
     fit_scores: dict = {}
@@ -286,8 +320,11 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
         if cal["enabled"] and sk not in fit_scores:
             fu = score(s.slm, s.uq, s.dataset, "fit")
-            fit_scores[sk] = {"score": fu.key, "slm_greedy": fu.payload["eval"]["greedy"],
-                              "slm_stages": fu.payload["eval"]}
+            fit_scores[sk] = {
+                "score": fu.key,
+                "slm_greedy": fu.payload["eval"]["greedy"],
+                "slm_stages": fu.payload["eval"],
+            }
         if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         greedy_key = sc.payload["eval"]["greedy"]
@@ -296,15 +333,25 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         key = unit_key("setting", ident, deps)
         # slm_stages: the SLM passes the score read (a verbal method's own answer and parse status);
         # method / uq_params: which answer is judged (UQMethod.route); nan_policy: nan_policy_of
-        payload = {"key": key, "setting_hash": s.hash, "name": s.name, "axes": s.axes(), "score": sc.key,
-                   "slm_greedy": greedy_key, "slm_stages": sc.payload["eval"], "method": sc.payload["method"],
-                   "uq_params": sc.payload["params"], "llm": llm_unit.key,
-                   "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)}, "policy": policy,
-                   "cost": _cost_payload(prices, r, s, sc)}
+        payload = {
+            "key": key,
+            "setting_hash": s.hash,
+            "name": s.name,
+            "axes": s.axes(),
+            "score": sc.key,
+            "slm_greedy": greedy_key,
+            "slm_stages": sc.payload["eval"],
+            "method": sc.payload["method"],
+            "uq_params": sc.payload["params"],
+            "llm": llm_unit.key,
+            "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)},
+            "policy": policy,
+            "cost": _cost_payload(prices, r, s, sc),
+        }
         add(Unit("setting", key, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
         setting_keys[s.hash] = key
     # leave-one-dataset-out scores, planned last (they only feed the transfer analysis)
-    for (slm, uq, dataset) in score_cache:
+    for slm, uq, dataset in score_cache:
         if _uq_method(r, uq).fit != "other_datasets":
             continue
         for heldout in r.datasets:
@@ -312,15 +359,19 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
                 continue
             lu = score(slm, uq, dataset, cal_role, leave_out=heldout)
             if lu is not None:
-                leave_out[(slm, uq, dataset, heldout)] = {"score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
-                                                          "slm_stages": lu.payload["eval"], "role": cal_role}
+                leave_out[(slm, uq, dataset, heldout)] = {
+                    "score": lu.key,
+                    "slm_greedy": lu.payload["eval"]["greedy"],
+                    "slm_stages": lu.payload["eval"],
+                    "role": cal_role,
+                }
     leave_group_out: dict = {}
     if "cross_group" in cal.get("splits", ()):  # leave-group-out scores (a unit equal to one above is shared)
         from orchestrator.config import dataset_groups
 
         groups = dataset_groups(r)
         members = {g: tuple(d for d in r.datasets if groups[d] == g) for g in set(groups.values()) if g}
-        for (slm, uq, dataset) in score_cache:
+        for slm, uq, dataset in score_cache:
             if _uq_method(r, uq).fit != "other_datasets" or not groups[dataset]:
                 continue
             for g in sorted(members):
@@ -329,8 +380,11 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
                 lu = score(slm, uq, dataset, cal_role, leave_out=members[g])
                 if lu is not None:
                     leave_group_out[(slm, uq, dataset, g)] = {
-                        "score": lu.key, "slm_greedy": lu.payload["eval"]["greedy"],
-                        "slm_stages": lu.payload["eval"], "role": cal_role}
+                        "score": lu.key,
+                        "slm_greedy": lu.payload["eval"]["greedy"],
+                        "slm_stages": lu.payload["eval"],
+                        "role": cal_role,
+                    }
     return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out, leave_group_out)
 
 

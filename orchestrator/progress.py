@@ -6,6 +6,7 @@ passes (a Jaccard unit makes ``num_samples`` answers per question). Each unit's 
 estimated from the grid's ``dataset.limit`` / ``fit_limit`` and corrected when a shard reports
 what it really ran.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

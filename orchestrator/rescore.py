@@ -10,6 +10,7 @@ setting's MLflow run (replaced under its setting hash, never duplicated), and sa
 per setting, the AUROC before and after, flagged when it moved by more than half its 95%
 bootstrap CI (the CI stored with the earlier result).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ class ModelLoadRefused(RuntimeError):
     reason = "error"
 
     def __init__(self, conf: dict):
-        self.detail = (f"rescore recomputes from stored generations and never loads a model; asked to load "
-                       f"{conf.get('name') or conf.get('id')!r}")
+        self.detail = (
+            f"rescore recomputes from stored generations and never loads a model; asked to load "
+            f"{conf.get('name') or conf.get('id')!r}"
+        )
         super().__init__(self.detail)
 
 
@@ -121,6 +124,7 @@ class LocalExecutor:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def _auroc_of(metrics: dict) -> dict:
     return {k: metrics.get(k) for k in ("auroc", "auroc_lo", "auroc_hi", "n", "n_nan")}
 
@@ -171,12 +175,22 @@ def compare(plan: Plan, before: dict[str, dict], after: dict[str, dict]) -> list
         half = (_num(b.get("auroc_hi")) - _num(b.get("auroc_lo"))) / 2
         delta = new - old
         known = all(math.isfinite(x) for x in (old, new, half))
-        rows.append({"setting": s.name, "hash": s.hash, "old_key": b.get("key"), "new_key": a.get("key"),
-                     "auroc_old": old, "auroc_new": new, "delta": delta, "ci_half_width": half,
-                     "ci_old": [_num(b.get("auroc_lo")), _num(b.get("auroc_hi"))],
-                     "ci_new": [_num(a.get("auroc_lo")), _num(a.get("auroc_hi"))],
-                     "changed": not (old == new or (math.isnan(old) and math.isnan(new))),
-                     "moved": (abs(delta) > half) if known else None})
+        rows.append(
+            {
+                "setting": s.name,
+                "hash": s.hash,
+                "old_key": b.get("key"),
+                "new_key": a.get("key"),
+                "auroc_old": old,
+                "auroc_new": new,
+                "delta": delta,
+                "ci_half_width": half,
+                "ci_old": [_num(b.get("auroc_lo")), _num(b.get("auroc_hi"))],
+                "ci_new": [_num(a.get("auroc_lo")), _num(a.get("auroc_hi"))],
+                "changed": not (old == new or (math.isnan(old) and math.isnan(new))),
+                "moved": (abs(delta) > half) if known else None,
+            }
+        )
     return rows
 
 
@@ -221,9 +235,11 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
         missing = [u for u in plan.by_kind("gen") if u.key not in done]
         if missing:
             labels = ", ".join(u.label for u in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise RescoreError(f"{out}: {len(missing)} of {len(plan.by_kind('gen'))} generation units are not in the "
-                               f"store ({labels}); rescore recomputes from stored generations only. Run `uqroute "
-                               f"resume {out}` first (it runs the missing model passes).")
+            raise RescoreError(
+                f"{out}: {len(missing)} of {len(plan.by_kind('gen'))} generation units are not in the "
+                f"store ({labels}); rescore recomputes from stored generations only. Run `uqroute "
+                f"resume {out}` first (it runs the missing model passes)."
+            )
         before = previous_results(r, plan)
         light = [u for u in plan.units.values() if u.kind in LIGHT_KINDS]
         if all_units:
@@ -243,9 +259,14 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
         write_summary(r, plan)
         plots = overview_plots(r, plan)
         rep = make_report(r, plan, console)
-        after = {s.hash: {"key": plan.setting_keys[s.hash],
-                          **_auroc_of(read_json(plan.setting_dir(store, s) / "manifest.json")["metrics"])}
-                 for s in plan.settings if (plan.setting_dir(store, s) / "manifest.json").is_file()}
+        after = {
+            s.hash: {
+                "key": plan.setting_keys[s.hash],
+                **_auroc_of(read_json(plan.setting_dir(store, s) / "manifest.json")["metrics"]),
+            }
+            for s in plan.settings
+            if (plan.setting_dir(store, s) / "manifest.json").is_file()
+        }
         changes = compare(plan, before, after)
         mlflow = None
         if r.grid["mlflow"]["enabled"]:
@@ -254,11 +275,22 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
             except Exception as exc:  # noqa: BLE001 - the store has everything; `uqroute sync` repairs
                 if console:
                     console.print(f"[yellow]MLflow update failed: {exc}; run `uqroute sync {out}`[/]")
-        recomputed = {k: sum(1 for u in light if u.kind == k and u.key in report.done and u.key in todo)
-                      for k in LIGHT_KINDS}
-        result = {"plan": plan, "report": report, "recomputed": recomputed, "changes": changes, "mlflow": mlflow,
-                  "model_starts": getattr(executor, "model_starts", 0), "seconds": time.perf_counter() - t0,
-                  "all": all_units}
-        write_json(r.output_dir / RESCORE_FILE, {k: v for k, v in result.items() if k not in ("plan", "report")} | {
-            "failed": report.failed, "blocked": report.blocked, "ts": time.time()})
+        recomputed = {
+            k: sum(1 for u in light if u.kind == k and u.key in report.done and u.key in todo) for k in LIGHT_KINDS
+        }
+        result = {
+            "plan": plan,
+            "report": report,
+            "recomputed": recomputed,
+            "changes": changes,
+            "mlflow": mlflow,
+            "model_starts": getattr(executor, "model_starts", 0),
+            "seconds": time.perf_counter() - t0,
+            "all": all_units,
+        }
+        write_json(
+            r.output_dir / RESCORE_FILE,
+            {k: v for k, v in result.items() if k not in ("plan", "report")}
+            | {"failed": report.failed, "blocked": report.blocked, "ts": time.time()},
+        )
         return result

@@ -2,6 +2,7 @@
 
 config -> grid -> plan -> scheduler (Ray actors) -> records -> metrics -> MLflow / summary
 """
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,18 @@ from orchestrator.plan import Plan, make_plan
 
 # fields that change how or where a grid runs, or what is added to it, not what its results are:
 # an output folder accepts them changed (calibration only adds fit-role work units)
-NON_IDENTITY = ("output_dir", "store_dir", "mlflow", "ray", "name", "calibration",
-                "cost")  # prices are applied to the records (jobs/cost.py): they change no result
+NON_IDENTITY = (
+    "output_dir",
+    "store_dir",
+    "mlflow",
+    "ray",
+    "name",
+    "calibration",
+    "cost",
+)  # prices are applied to the records (jobs/cost.py): they change no result
 RESOLVED_FILE = "resolved_config.yaml"
-RUN_STATE_FILE = "run_state.json"        # the last run of this folder: running / finished / failed / interrupted
-PENDING_FILE = "mlflow_pending.json"     # settings done in the store but not in MLflow (`uqroute sync` logs them)
+RUN_STATE_FILE = "run_state.json"  # the last run of this folder: running / finished / failed / interrupted
+PENDING_FILE = "mlflow_pending.json"  # settings done in the store but not in MLflow (`uqroute sync` logs them)
 MLFLOW_WAIT_S = 30.0  # at the end of a grid, how long to wait for an MLflow server that does not answer
 INTERRUPT_WAIT_S = 3.0  # after Ctrl-C, how long the writer and the parent run's status may take
 
@@ -59,16 +67,21 @@ def config_identity(r: ResolvedGrid) -> dict:
     """What the grid's results depend on. Fields at their default are left out, so a field added
     to a schema later (whose default keeps the old behaviour) leaves the identity -- and with it
     the grid's MLflow parent run -- unchanged."""
-    from orchestrator.config import GridConf, DatasetConf, ModelConf, UQConf, _defaults
+    from orchestrator.config import DatasetConf, GridConf, ModelConf, UQConf, _defaults
 
     g = {k: v for k, v in r.grid.items() if k not in NON_IDENTITY}
     # where the data files are read from is a location, not what the results are
     g["dataset"] = {k: v for k, v in g["dataset"].items() if k != "data_root"}
-    axes = {"slms": (r.slms, ModelConf), "llms": (r.llms, ModelConf), "uq": (r.uq, UQConf),
-            "datasets": (r.datasets, DatasetConf)}
+    axes = {
+        "slms": (r.slms, ModelConf),
+        "llms": (r.llms, ModelConf),
+        "uq": (r.uq, UQConf),
+        "datasets": (r.datasets, DatasetConf),
+    }
     return {"grid": _non_default(g, _defaults(GridConf))} | {
         axis: {name: _non_default(conf, _defaults(cls)) for name, conf in confs.items()}
-        for axis, (confs, cls) in axes.items()}
+        for axis, (confs, cls) in axes.items()
+    }
 
 
 def config_hash(r: ResolvedGrid) -> str:
@@ -92,9 +105,12 @@ def bind_output(r: ResolvedGrid) -> None:
         old = resolved_from_yaml(path.read_text())
         if config_hash(old) != config_hash(r):
             diffs = _diff(config_identity(old), config_identity(r))
-            raise ConfigMismatch(f"{out} holds results of a different configuration (hash {config_hash(old)} != "
-                                 f"{config_hash(r)}); differing fields:\n  " + "\n  ".join(diffs[:30]) +
-                                 "\nUse another output_dir, or `uqroute resume` to continue the stored one.")
+            raise ConfigMismatch(
+                f"{out} holds results of a different configuration (hash {config_hash(old)} != "
+                f"{config_hash(r)}); differing fields:\n  "
+                + "\n  ".join(diffs[:30])
+                + "\nUse another output_dir, or `uqroute resume` to continue the stored one."
+            )
         if any(old.grid.get(k) != r.grid.get(k) for k in ("calibration", "cost")):
             path.write_text(r.to_yaml())  # e.g. calibration turned on, new prices: resume and report follow it
         return
@@ -113,10 +129,16 @@ def load_output(out: Path) -> ResolvedGrid:
 
 
 def setting_params(r: ResolvedGrid, axes: dict) -> dict:
-    return {"slm": r.slms[axes["slm"]], "uq": r.uq[axes["uq"]], "dataset": r.datasets[axes["dataset"]],
-            "llm": r.llms[axes["llm"]], "decoding": r.grid["decoding"],
-            "metrics": r.grid["metrics"] | {"nan_policy": nan_policy_of(r, axes["uq"])},
-            "sampling": r.grid["dataset"], "seed": r.grid["seed"]}
+    return {
+        "slm": r.slms[axes["slm"]],
+        "uq": r.uq[axes["uq"]],
+        "dataset": r.datasets[axes["dataset"]],
+        "llm": r.llms[axes["llm"]],
+        "decoding": r.grid["decoding"],
+        "metrics": r.grid["metrics"] | {"nan_policy": nan_policy_of(r, axes["uq"])},
+        "sampling": r.grid["dataset"],
+        "seed": r.grid["seed"],
+    }
 
 
 def _mlflow_uri(r: ResolvedGrid) -> str:
@@ -133,8 +155,14 @@ def _new_sink(r: ResolvedGrid, uri: str, running: bool = False):
     from orchestrator import mlflow_sink
 
     mc = r.grid["mlflow"]
-    return mlflow_sink.MlflowSink(uri, mc["experiment"], r.grid["name"], config_hash(r),
-                                  config_identity(r) | {"name": r.grid["name"]}, running=running)
+    return mlflow_sink.MlflowSink(
+        uri,
+        mc["experiment"],
+        r.grid["name"],
+        config_hash(r),
+        config_identity(r) | {"name": r.grid["name"]},
+        running=running,
+    )
 
 
 def make_sink(r: ResolvedGrid, console=None):
@@ -146,8 +174,10 @@ def make_sink(r: ResolvedGrid, console=None):
         return _new_sink(r, uri)
     except Exception as exc:  # results still land in the store; `uqroute sync` repairs MLflow later
         if console:
-            console.print(f"[yellow]MLflow unavailable at {uri}: {exc}; results go to the store only. "
-                          f"Run `uqroute sync {r.output_dir}` later.[/]")
+            console.print(
+                f"[yellow]MLflow unavailable at {uri}: {exc}; results go to the store only. "
+                f"Run `uqroute sync {r.output_dir}` later.[/]"
+            )
         return None
 
 
@@ -202,23 +232,31 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
     try:
         uri = _mlflow_uri(r)
     except (RuntimeError, TimeoutError, OSError) as exc:  # results still land in the store
-        _say(console, f"MLflow server did not start: {exc}; results go to the store only. "
-                      f"Run `uqroute sync {r.output_dir}` later.")
+        _say(
+            console,
+            f"MLflow server did not start: {exc}; results go to the store only. "
+            f"Run `uqroute sync {r.output_dir}` later.",
+        )
         return None
     axes = {plan.setting_keys[s.hash]: s.axes() for s in plan.settings}  # by setting unit key
 
     def prepare(key: str, manifest: dict | None) -> SettingSource:
         d = unit_dir(r.store_dir, "settings", key)
         m = manifest if manifest is not None else read_json(d / "manifest.json")
-        return SettingSource(m, d, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")}))
+        return SettingSource(
+            m, d, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")})
+        )
 
     return MlflowWriter(lambda: _new_sink(r, uri, running=True), prepare, notify=lambda msg: _say(console, msg))
 
 
 def _store_settings_done(r: ResolvedGrid, plan: Plan) -> list[str]:
     """Unit keys of the settings whose results are in the store."""
-    return [plan.setting_keys[s.hash] for s in plan.settings
-            if (plan.setting_dir(r.store_dir, s) / "manifest.json").is_file()]
+    return [
+        plan.setting_keys[s.hash]
+        for s in plan.settings
+        if (plan.setting_dir(r.store_dir, s) / "manifest.json").is_file()
+    ]
 
 
 def _write_state(r: ResolvedGrid, state: str, **extra) -> None:
@@ -283,8 +321,11 @@ def _finish_mlflow(r: ResolvedGrid, plan: Plan, writer, ok: bool, plots: list[Pa
         sink.stats = stats.as_dict()
     _record_pending(r, stats, sink.uri if sink else None)
     if stats.pending:
-        _say(console, f"{len(stats.pending)} of {len(plan.settings)} settings are not in MLflow; "
-                      f"`uqroute sync {r.output_dir}` logs them")
+        _say(
+            console,
+            f"{len(stats.pending)} of {len(plan.settings)} settings are not in MLflow; "
+            f"`uqroute sync {r.output_dir}` logs them",
+        )
     return sink
 
 
@@ -313,8 +354,9 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
         connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
         writer = start_writer(r, plan, console)
         ledger = Ledger(r.output_dir / "ledger.jsonl")
-        sched = Scheduler(plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None,
-                          on_progress=progress)
+        sched = Scheduler(
+            plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None, on_progress=progress
+        )
         before = plan.done(r.store_dir)
         report = sched.run(keys)
         write_summary(r, plan)
@@ -327,15 +369,21 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
     except KeyboardInterrupt:
         raise _interrupted(r, plan, writer) from None
     except BaseException as exc:
-        _write_state(r, "failed", total=len(plan.settings), done=len(_store_settings_done(r, plan)),
-                     error=f"{type(exc).__name__}: {exc}"[:500])
+        _write_state(
+            r,
+            "failed",
+            total=len(plan.settings),
+            done=len(_store_settings_done(r, plan)),
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
         if writer is not None:
             writer.abort(INTERRUPT_WAIT_S)
             if writer.sink is not None:
                 _with_deadline(lambda: writer.sink.finish_grid("FAILED"), INTERRUPT_WAIT_S)
         raise
-    _write_state(r, "finished" if report.ok else "failed", total=len(plan.settings),
-                 done=len(_store_settings_done(r, plan)))
+    _write_state(
+        r, "finished" if report.ok else "failed", total=len(plan.settings), done=len(_store_settings_done(r, plan))
+    )
     return plan, report, sink
 
 

@@ -28,14 +28,16 @@ a unit that keeps failing is marked failed and its dependents blocked while the 
 grid goes on. A model whose actor dies before finishing anything more than ``max_retries``
 times fails all its units at once (it cannot be loaded), instead of once per unit.
 """
+
 from __future__ import annotations
 
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
@@ -108,10 +110,17 @@ def _fmt_res(res: dict) -> str:
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, resolved, store: Path, ledger: Ledger,
-                 on_setting: Callable[[dict], None] | None = None,
-                 on_progress: Callable[[str, Unit, dict], None] | None = None,
-                 executor=None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        plan: Plan,
+        resolved,
+        store: Path,
+        ledger: Ledger,
+        on_setting: Callable[[dict], None] | None = None,
+        on_progress: Callable[[str, Unit, dict], None] | None = None,
+        executor=None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.plan, self.r, self.store, self.ledger = plan, resolved, Path(store), ledger
         self.on_setting = on_setting or (lambda m: None)
         self.on_progress = on_progress or (lambda ev, u, info: None)
@@ -147,8 +156,9 @@ class Scheduler:
             conf = self._model_conf(u.model)
             gid = stable_hash({k: v for k, v in conf.items() if k != "name"})
             if gid not in groups:
-                groups[gid] = Group(u.model, conf, model_request(conf), max(1, int(conf.get("replicas") or 1)),
-                                    len(groups))
+                groups[gid] = Group(
+                    u.model, conf, model_request(conf), max(1, int(conf.get("replicas") or 1)), len(groups)
+                )
             groups[gid].units.add(u.key)
             of[u.key] = gid
         return groups, of
@@ -184,9 +194,12 @@ class Scheduler:
                 bad.append(f"{g.name} asks {_fmt_res(g.request)} per replica")
         if bad:
             have = "; ".join(f"node {n[:8]}: {_fmt_res(res)}" for n, res in nodes.items())
-            raise SchedulingError("these models fit on no node of the cluster: " + "; ".join(bad) +
-                                  f". Nodes: {have}. Lower num_cpus/num_gpus/resources in the model config, "
-                                  "or add nodes that have them.")
+            raise SchedulingError(
+                "these models fit on no node of the cluster: "
+                + "; ".join(bad)
+                + f". Nodes: {have}. Lower num_cpus/num_gpus/resources in the model config, "
+                "or add nodes that have them."
+            )
 
     def _start_replica(self, gid: str, node: str) -> Replica:
         g = self.groups[gid]
@@ -221,8 +234,9 @@ class Scheduler:
             want = min(g.replicas_wanted, running + len(g.queue))
             while len(live) < want:
                 free = self._free(capacity)
-                node = next((n for n in sorted(free, key=lambda n: -free[n].get("CPU", 0.0))
-                             if _fits(g.request, free[n])), None)
+                node = next(
+                    (n for n in sorted(free, key=lambda n: -free[n].get("CPU", 0.0)) if _fits(g.request, free[n])), None
+                )
                 if node is None and not self.replicas:
                     # fits only in the reserved share: with nothing else resident, let it use that too
                     free = self._free(self.ex.nodes())
@@ -264,8 +278,9 @@ class Scheduler:
         self.report = report = RunReport()
         done = self.plan.done(self.store)
         report.done |= done
-        self.pending = pending = {k: u for k, u in self.plan.units.items()
-                                  if k not in done and (keys is None or k in keys)}
+        self.pending = pending = {
+            k: u for k, u in self.plan.units.items() if k not in done and (keys is None or k in keys)
+        }
         self.groups, self.group_of = self._groups(pending)
         self._check_placeable(self.groups)
         self.attempts: dict[tuple, int] = defaultdict(int)
@@ -385,8 +400,11 @@ class Scheduler:
                 shards = [self.shard_results[u.key][i] for i in range(n)]
                 try:
                     result = self.ex.finish_gen(u.payload, shards)
-                    result = dict(result, node_id=shards[0].get("node_id"),
-                                  gpu_ids=sorted({g for s in shards for g in s.get("gpu_ids") or []}))
+                    result = dict(
+                        result,
+                        node_id=shards[0].get("node_id"),
+                        gpu_ids=sorted({g for s in shards for g in s.get("gpu_ids") or []}),
+                    )
                 except Exception as exc:  # noqa: BLE001 - a gap: rerun the unit (done chunks are skipped)
                     self._requeue_whole(u, n, str(exc))
                     return
@@ -451,8 +469,13 @@ class Scheduler:
                 if g.init_failures > self.max_retries:  # the model cannot be loaded: fail its units at once
                     for k in sorted(g.units):
                         if k in self.pending:
-                            self._fail(self.pending[k], "actor_died", f"model {g.name} died {g.init_failures} "
-                                       f"times before finishing any work (last: {detail})", attempt)
+                            self._fail(
+                                self.pending[k],
+                                "actor_died",
+                                f"model {g.name} died {g.init_failures} "
+                                f"times before finishing any work (last: {detail})",
+                                attempt,
+                            )
                     return
         if u.key not in self.pending:
             return  # another shard of it already failed it
@@ -483,16 +506,21 @@ class Scheduler:
         out = []
         for gid in waiting:
             g = self.groups[gid]
-            out.append(f"{g.name} ({len(g.queue)} shards queued) needs {_fmt_res(g.request)} per replica; free per "
-                       f"node: " + "; ".join(f"{n[:8]} {_fmt_res(r)}" for n, r in free.items()))
+            out.append(
+                f"{g.name} ({len(g.queue)} shards queued) needs {_fmt_res(g.request)} per replica; free per "
+                f"node: " + "; ".join(f"{n[:8]} {_fmt_res(r)}" for n, r in free.items())
+            )
         return out
 
     def _stuck(self, waiting: list[str]) -> None:
         """Nothing runs, work remains: say why, instead of returning as if finished."""
         lines = self._describe_waiting(waiting)
         rest = [u.label for u in self.pending.values() if u.key not in self.group_of][:5]
-        raise SchedulerStalled("nothing is running and nothing can start: " + "; ".join(lines or ["?"]) +
-                               (f"; light units waiting: {rest}" if rest else ""))
+        raise SchedulerStalled(
+            "nothing is running and nothing can start: "
+            + "; ".join(lines or ["?"])
+            + (f"; light units waiting: {rest}" if rest else "")
+        )
 
     def _describe_stall(self, now: float, last: float) -> str:
         pending = self.pending
@@ -508,7 +536,10 @@ class Scheduler:
                 if d in pending:
                     blocked_on[pending[d].label] += 1
         top = sorted(blocked_on.items(), key=lambda kv: -kv[1])[:5]
-        return (f"no unit finished for {now - last:.0f} s (ray.watchdog_s={self.watchdog_s:g}). Running: "
-                f"{running[:8]}{' ...' if len(running) > 8 else ''}. Models waiting for room: {waits or 'none'}. "
-                f"Units waiting on others: " + ", ".join(f"{n} on '{lbl}'" for lbl, n in top) +
-                ". The store keeps everything finished; fix the cause and `uqroute resume` the output folder.")
+        return (
+            f"no unit finished for {now - last:.0f} s (ray.watchdog_s={self.watchdog_s:g}). Running: "
+            f"{running[:8]}{' ...' if len(running) > 8 else ''}. Models waiting for room: {waits or 'none'}. "
+            f"Units waiting on others: "
+            + ", ".join(f"{n} on '{lbl}'" for lbl, n in top)
+            + ". The store keeps everything finished; fix the cause and `uqroute resume` the output folder."
+        )

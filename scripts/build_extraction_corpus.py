@@ -19,6 +19,7 @@ at a few tokens per second). Outputs depend on the models, prompts (``PROMPT_VER
 SmolLM2 multiple-choice rows keep their tokens and token log-probs (the answer-probability tests
 map an extracted span onto them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,44 @@ from jobs.datasets import load_samples
 ROOT = Path(__file__).resolve().parents[1]
 # (model config, dataset, questions, max_new_tokens)
 PLAN = {
-    "smollm2-135m": ("conf/slm/smollm2-135m.yaml", [
-        ("gsm8k", 30, 128), ("addsub", 20, 96), ("multiarith", 15, 96),
-        ("arc_easy", 25, 64), ("commonsenseqa", 20, 64), ("mmlu", 10, 64), ("piqa", 10, 64),
-        ("strategyqa", 25, 64), ("boolq", 15, 64), ("coin_flip", 15, 64),
-        ("last_letters", 30, 64),
-        ("aqua", 10, 64), ("mathqa", 10, 64), ("social_iqa", 10, 64), ("truthfulqa", 10, 64),
-        ("date_understanding", 10, 64), ("winogrande", 10, 64),
-    ]),
-    "gemma3-270m": ("conf/llm/gemma3-270m.yaml", [
-        ("gsm8k", 15, 48), ("addsub", 10, 48), ("arc_easy", 15, 48), ("commonsenseqa", 10, 48),
-        ("strategyqa", 15, 48), ("boolq", 10, 48), ("coin_flip", 10, 48), ("last_letters", 15, 48),
-        ("arc_challenge", 10, 48), ("mmlu", 10, 48), ("piqa", 10, 48),
-    ]),
+    "smollm2-135m": (
+        "conf/slm/smollm2-135m.yaml",
+        [
+            ("gsm8k", 30, 128),
+            ("addsub", 20, 96),
+            ("multiarith", 15, 96),
+            ("arc_easy", 25, 64),
+            ("commonsenseqa", 20, 64),
+            ("mmlu", 10, 64),
+            ("piqa", 10, 64),
+            ("strategyqa", 25, 64),
+            ("boolq", 15, 64),
+            ("coin_flip", 15, 64),
+            ("last_letters", 30, 64),
+            ("aqua", 10, 64),
+            ("mathqa", 10, 64),
+            ("social_iqa", 10, 64),
+            ("truthfulqa", 10, 64),
+            ("date_understanding", 10, 64),
+            ("winogrande", 10, 64),
+        ],
+    ),
+    "gemma3-270m": (
+        "conf/llm/gemma3-270m.yaml",
+        [
+            ("gsm8k", 15, 48),
+            ("addsub", 10, 48),
+            ("arc_easy", 15, 48),
+            ("commonsenseqa", 10, 48),
+            ("strategyqa", 15, 48),
+            ("boolq", 10, 48),
+            ("coin_flip", 10, 48),
+            ("last_letters", 15, 48),
+            ("arc_challenge", 10, 48),
+            ("mmlu", 10, 48),
+            ("piqa", 10, 48),
+        ],
+    ),
 }
 SEED = 7
 KEEP_TOKENS = {("smollm2-135m", "mc")}
@@ -75,23 +101,39 @@ def generate(out: Path, models: list[str], batch: int, datasets: list[str] | Non
                 samples = load_samples(dataset, limit=n, seed=SEED).samples
                 t0 = time.perf_counter()
                 for i in range(0, len(samples), batch):
-                    chunk = samples[i: i + batch]
+                    chunk = samples[i : i + batch]
                     with_stats = any((model, s.task) in KEEP_TOKENS for s in chunk)
-                    gens = backend.generate([prompts.answer_messages(s) for s in chunk], max_new_tokens=max_new,
-                                            with_stats=with_stats, seed=0)
+                    gens = backend.generate(
+                        [prompts.answer_messages(s) for s in chunk],
+                        max_new_tokens=max_new,
+                        with_stats=with_stats,
+                        seed=0,
+                    )
                     for s, g in zip(chunk, gens):
-                        row = {"id": f"{model}/{dataset}/{s.id}", "model": model, "dataset": dataset,
-                               "sample_id": s.id, "task": s.task, "question": _short(s.question),
-                               "options": list(s.choices) or None, "gold_answer": s.gold,
-                               "aliases": list(s.aliases) or None, "max_new_tokens": max_new,
-                               "prompt_version": prompts.PROMPT_VERSION, "raw_output": g.text}
+                        row = {
+                            "id": f"{model}/{dataset}/{s.id}",
+                            "model": model,
+                            "dataset": dataset,
+                            "sample_id": s.id,
+                            "task": s.task,
+                            "question": _short(s.question),
+                            "options": list(s.choices) or None,
+                            "gold_answer": s.gold,
+                            "aliases": list(s.aliases) or None,
+                            "max_new_tokens": max_new,
+                            "prompt_version": prompts.PROMPT_VERSION,
+                            "raw_output": g.text,
+                        }
                         if (model, s.task) in KEEP_TOKENS:
                             row["token_texts"] = backend.token_strings(g.token_ids)
                             row["token_logprobs"] = [round(float(x), 5) for x in g.token_logprobs]
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     f.flush()
-                print(f"{model} {dataset}: {len(samples)} outputs in {time.perf_counter() - t0:.0f}s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{model} {dataset}: {len(samples)} outputs in {time.perf_counter() - t0:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 LABEL_KEYS = ("gold_extracted_strict", "gold_extracted_flexible", "label_notes")

@@ -4,6 +4,7 @@ No Selenium or Playwright: Chromium's own remote-debugging WebSocket, driven wit
 Ray already installs). ``inspect_page`` loads a URL, evaluates JavaScript expressions in the
 page and takes a full-page screenshot.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -76,9 +77,20 @@ def chromium(port: int):
     if exe is None:
         raise FileNotFoundError("no Chromium found; install it (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                 f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             yield proc
         finally:
@@ -89,8 +101,9 @@ def chromium(port: int):
                 proc.kill()
 
 
-async def _session(port: int, url: str, expressions: dict[str, str], screenshot: Path | None,
-                   width: int, timeout: float) -> dict:
+async def _session(
+    port: int, url: str, expressions: dict[str, str], screenshot: Path | None, width: int, timeout: float
+) -> dict:
     deadline = time.time() + timeout
     async with devtools(port, timeout) as call:
         await call("Page.enable")
@@ -98,8 +111,11 @@ async def _session(port: int, url: str, expressions: dict[str, str], screenshot:
         await call("Page.navigate", url=url)
         # wait until the document and every image have finished loading
         while True:
-            r = await call("Runtime.evaluate", expression="document.readyState === 'complete' && "
-                           "Array.from(document.images).every(i => i.complete)", returnByValue=True)
+            r = await call(
+                "Runtime.evaluate",
+                expression="document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)",
+                returnByValue=True,
+            )
             if r["result"].get("value"):
                 break
             if time.time() > deadline:
@@ -117,8 +133,9 @@ async def _session(port: int, url: str, expressions: dict[str, str], screenshot:
         return out
 
 
-def inspect_page(url: str, expressions: dict[str, str], screenshot: Path | None = None, *,
-                 width: int = 1280, timeout: float = 60.0) -> dict:
+def inspect_page(
+    url: str, expressions: dict[str, str], screenshot: Path | None = None, *, width: int = 1280, timeout: float = 60.0
+) -> dict:
     """Evaluate ``expressions`` (name -> JavaScript) in ``url`` in headless Chromium; values are
     returned by name. Network access other than the page itself is not needed."""
     port = _free_port()

@@ -1,4 +1,5 @@
 """Shared fixtures: one real Ray session and one real MLflow server per test run."""
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.model)
         if "tests/integration/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
+
+
 TINY = REPO / "tests" / "conf" / "grid" / "tiny.yaml"
 
 
@@ -56,7 +59,14 @@ def tiny_run(tmp_path_factory, ray_local, mlflow_server):
     from orchestrator.runner import run_grid
 
     out = tmp_path_factory.mktemp("tiny")
-    r = load_grid(TINY, [f"output_dir={out}", "mlflow.enabled=true", f"mlflow.tracking_uri={mlflow_server}",
-                         f"mlflow.experiment=tiny-{out.name}"])
+    r = load_grid(
+        TINY,
+        [
+            f"output_dir={out}",
+            "mlflow.enabled=true",
+            f"mlflow.tracking_uri={mlflow_server}",
+            f"mlflow.experiment=tiny-{out.name}",
+        ],
+    )
     plan, report, sink = run_grid(r)
     return {"resolved": r, "plan": plan, "report": report, "sink": sink, "out": out, "uri": mlflow_server}

@@ -8,6 +8,7 @@
 Adding a backend: one module with a class following ``base.Backend`` and one line in
 ``BACKENDS`` below; configs select it with ``backend: <key>``.
 """
+
 from __future__ import annotations
 
 from jobs.registry import Registry

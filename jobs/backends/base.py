@@ -1,4 +1,5 @@
 """What every model backend returns. Plain data; no torch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,9 +46,17 @@ class Backend(Protocol):
 
     identity: str  # recorded in the gen unit's manifest (``model_identity``)
 
-    def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
-                 temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
-                 with_stats: bool = False) -> list[Generation]: ...
+    def generate(
+        self,
+        prompts: list[Messages],
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        num_return_sequences: int = 1,
+        seed: int = 0,
+        with_stats: bool = False,
+    ) -> list[Generation]: ...
 
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray: ...
 
@@ -72,8 +81,9 @@ class ScoresOptions(Protocol):
     """Optional (the hf backend): a backend that scores answer options in one forward pass; needed by
     ``decoding.answer_mode: constrained`` (``jobs/stages/constrained.py``)."""
 
-    def choice_logprobs(self, prompts: list[Messages], options: list[list[str]],
-                        prefix: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    def choice_logprobs(
+        self, prompts: list[Messages], options: list[list[str]], prefix: str = ""
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(log p of each option as the next token after prompt + prefix (B, K), -inf where the option
         is not one token; the hidden state at the last prompt token (B, H), or None)."""
         ...

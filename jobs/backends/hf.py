@@ -7,6 +7,7 @@ each decoding step, reduced step by step by forward hooks), so no extra pass ove
 is needed: on a CPU the prompt pass dominates.
 Samples share one prompt pass (the KV cache is repeated m times).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -153,13 +154,24 @@ class HFBackend:
         out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
         cache = out.past_key_values
         cache.batch_repeat_interleave(m)
-        return {"input_ids": ids.repeat_interleave(m, 0), "attention_mask": mask.repeat_interleave(m, 0),
-                "past_key_values": cache}
+        return {
+            "input_ids": ids.repeat_interleave(m, 0),
+            "attention_mask": mask.repeat_interleave(m, 0),
+            "past_key_values": cache,
+        }
 
     @torch.inference_mode()
-    def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
-                 temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
-                 with_stats: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        prompts: list[Messages],
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        num_return_sequences: int = 1,
+        seed: int = 0,
+        with_stats: bool = False,
+    ) -> list[Generation]:
         """Generate for a batch of chat prompts; output is prompt-major (n per prompt).
 
         with_stats: also return per-token log p and entropy (from the raw logits of each
@@ -169,8 +181,12 @@ class HFBackend:
         """
         enc = self._encode(prompts)
         torch.manual_seed(seed)
-        gen_kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tok.pad_token_id,
-                  "eos_token_id": sorted(self._eos_ids) or None, "return_dict_in_generate": True}
+        gen_kw = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.tok.pad_token_id,
+            "eos_token_id": sorted(self._eos_ids) or None,
+            "return_dict_in_generate": True,
+        }
         if self.spec.stop and not with_stats:
             gen_kw.update(stop_strings=list(self.spec.stop), tokenizer=self.tok)
         if do_sample:
@@ -180,8 +196,11 @@ class HFBackend:
         t0 = time.perf_counter()
         n_prompt = enc["attention_mask"].sum(1).repeat_interleave(num_return_sequences).tolist()
         prompt_len = enc["input_ids"].shape[1]
-        stats = _StepStats(self.model, self.spec.hidden_layer, self._eos_ids | {self.tok.pad_token_id},
-                           max_new_tokens) if with_stats else contextlib.nullcontext()
+        stats = (
+            _StepStats(self.model, self.spec.hidden_layer, self._eos_ids | {self.tok.pad_token_id}, max_new_tokens)
+            if with_stats
+            else contextlib.nullcontext()
+        )
         if num_return_sequences > 1 and prompt_len > 1:
             kw = self._shared_prefill(enc, num_return_sequences)
             with warnings.catch_warnings(), stats:  # past_key_values is renamed in newer transformers
@@ -200,8 +219,14 @@ class HFBackend:
                     break
                 ids.append(t)
             lengths.append(len(ids))
-            gens.append(Generation(text=self._cut(self.tok.decode(ids, skip_special_tokens=True)).strip(),
-                                   n_prompt_tokens=int(n_prompt[i]), n_new_tokens=len(ids), token_ids=ids))
+            gens.append(
+                Generation(
+                    text=self._cut(self.tok.decode(ids, skip_special_tokens=True)).strip(),
+                    n_prompt_tokens=int(n_prompt[i]),
+                    n_new_tokens=len(ids),
+                    token_ids=ids,
+                )
+            )
         if with_stats:
             self._fill_stats(stats, new, lengths, gens)
         dt = (time.perf_counter() - t0) / max(1, len(gens))
@@ -255,8 +280,9 @@ class HFBackend:
         return self.whole_word_ids({option, option.capitalize()} if len(option) > 1 else {option})
 
     @torch.inference_mode()
-    def choice_logprobs(self, prompts: list[Messages], options: list[list[str]],
-                        prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def choice_logprobs(
+        self, prompts: list[Messages], options: list[list[str]], prefix: str = ""
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Constrained answers: log p of each option as the next token after prompt + ``prefix``.
 
         One forward pass per batch, no generation, the way lm-evaluation-harness scores multiple
@@ -416,9 +442,17 @@ def _int8_dynamic(model):
 
 
 def from_conf(m: dict) -> HFBackend:
-    spec = HFModelSpec(source=m["source"], id=m["id"], file=m.get("file"), revision=m.get("revision"),
-                       dtype=m.get("dtype", "float32"), use_chat_template=m.get("use_chat_template", True),
-                       hidden_layer=m.get("hidden_layer", -8), max_memory_fraction=m.get("gpu_memory_fraction"),
-                       quantize=m.get("quantize"), stop=tuple(m.get("stop") or ()),
-                       trust_remote_code=bool(m.get("trust_remote_code")))
+    spec = HFModelSpec(
+        source=m["source"],
+        id=m["id"],
+        file=m.get("file"),
+        revision=m.get("revision"),
+        dtype=m.get("dtype", "float32"),
+        use_chat_template=m.get("use_chat_template", True),
+        hidden_layer=m.get("hidden_layer", -8),
+        max_memory_fraction=m.get("gpu_memory_fraction"),
+        quantize=m.get("quantize"),
+        stop=tuple(m.get("stop") or ()),
+        trust_remote_code=bool(m.get("trust_remote_code")),
+    )
     return HFBackend(spec, torch_threads=m.get("torch_threads"))

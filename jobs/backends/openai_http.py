@@ -28,6 +28,7 @@ As an SLM, an endpoint provides every stat that needs no hidden state (``NO_STAT
 Log-probs are whatever the server reports: vLLM's default is the raw model distribution (before
 temperature and penalties), which is what the hf backend records too.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,16 @@ def answer_entries(entries: list[dict], content: str, finish_reason: str | None)
 
 
 class OpenAIBackend:
-    def __init__(self, base_url: str, model_name: str, api_key_env: str | None = None, max_concurrency: int = 8,
-                 timeout_s: float = 120.0, max_attempts: int = 4, top_logprobs: int = 20):
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_attempts: int = 4,
+        top_logprobs: int = 20,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.identity = f"openai:{self.base_url}:{model_name}"
@@ -117,8 +126,10 @@ class OpenAIBackend:
         self.max_concurrency = max(1, int(max_concurrency))
         self.top_logprobs = int(top_logprobs)
         if self.top_logprobs < 1:  # the entropy and p(True) are read from these
-            raise OpenAIBackendError(f"top_logprobs={top_logprobs} (of {model_name}) must be >= 1; vLLM allows up "
-                                     f"to its --max-logprobs (default 20)")
+            raise OpenAIBackendError(
+                f"top_logprobs={top_logprobs} (of {model_name}) must be >= 1; vLLM allows up "
+                f"to its --max-logprobs (default 20)"
+            )
         self.session = requests.Session()
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -140,20 +151,34 @@ class OpenAIBackend:
                 r = self.session.post(f"{self.base_url}/chat/completions", json=body, timeout=self.timeout_s)
                 if r.status_code in (429, 500, 502, 503, 504):
                     last = OpenAIBackendError(f"HTTP {r.status_code}: {r.text[:200]}")
-                    time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                    time.sleep(min(8.0, 0.5 * 2**attempt))
                     continue
                 if r.status_code != 200:
                     raise OpenAIBackendError(f"{self.base_url} answered HTTP {r.status_code}: {r.text[:300]}")
                 return r.json()
             except requests.RequestException as e:
                 last = e
-                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                time.sleep(min(8.0, 0.5 * 2**attempt))
         raise OpenAIBackendError(f"{self.base_url}: giving up after {self.max_attempts} attempts: {last}")
 
-    def _one(self, messages: Messages, max_new_tokens: int, do_sample: bool, temperature: float, n: int,
-             seed: int, with_stats: bool) -> list[Generation]:
-        body = {"model": self.model_name, "messages": messages, "max_tokens": max_new_tokens, "n": n,
-                "temperature": temperature if do_sample else 0.0, "seed": seed}
+    def _one(
+        self,
+        messages: Messages,
+        max_new_tokens: int,
+        do_sample: bool,
+        temperature: float,
+        n: int,
+        seed: int,
+        with_stats: bool,
+    ) -> list[Generation]:
+        body = {
+            "model": self.model_name,
+            "messages": messages,
+            "max_tokens": max_new_tokens,
+            "n": n,
+            "temperature": temperature if do_sample else 0.0,
+            "seed": seed,
+        }
         if with_stats:
             body.update(logprobs=True, top_logprobs=self.top_logprobs)
         t0 = time.perf_counter()
@@ -163,41 +188,70 @@ class OpenAIBackend:
         out = []
         for ch in data["choices"][:n]:
             text = (ch.get("message") or {}).get("content") or ""
-            g = Generation(text=text.strip(), n_prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                           n_new_tokens=int(usage.get("completion_tokens") or 0) // max(1, n), latency_s=dt)
+            g = Generation(
+                text=text.strip(),
+                n_prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                n_new_tokens=int(usage.get("completion_tokens") or 0) // max(1, n),
+                latency_s=dt,
+            )
             if with_stats:
                 lps = (ch.get("logprobs") or {}).get("content")
                 if lps is None:
-                    raise OpenAIBackendError(f"{self.base_url} ({self.model_name}) returned no logprobs; "
-                                             f"an SLM endpoint must support logprobs / top_logprobs (vLLM does)")
+                    raise OpenAIBackendError(
+                        f"{self.base_url} ({self.model_name}) returned no logprobs; "
+                        f"an SLM endpoint must support logprobs / top_logprobs (vLLM does)"
+                    )
                 lps = answer_entries(lps, text, ch.get("finish_reason"))
                 g.n_new_tokens = len(lps)
                 g.token_texts = [t["token"] for t in lps]
                 g.token_logprobs = np.asarray([t["logprob"] for t in lps], dtype=np.float32)
-                g.token_entropy = np.asarray([topk_entropy([x["logprob"] for x in t.get("top_logprobs") or []])
-                                              for t in lps], dtype=np.float32)
+                g.token_entropy = np.asarray(
+                    [topk_entropy([x["logprob"] for x in t.get("top_logprobs") or []]) for t in lps], dtype=np.float32
+                )
             out.append(g)
         return out
 
-    def generate(self, prompts: list[Messages], *, max_new_tokens: int, do_sample: bool = False,
-                 temperature: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
-                 with_stats: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        prompts: list[Messages],
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        num_return_sequences: int = 1,
+        seed: int = 0,
+        with_stats: bool = False,
+    ) -> list[Generation]:
         """One request per prompt (``n`` = num_return_sequences, seed = seed + prompt index).
 
         with_stats: also token log-probs (exact), approximate entropies and token strings.
         """
         with ThreadPoolExecutor(self.max_concurrency) as pool:
-            futs = [pool.submit(self._one, m, max_new_tokens, do_sample, temperature, num_return_sequences,
-                                seed + i, with_stats) for i, m in enumerate(prompts)]
+            futs = [
+                pool.submit(
+                    self._one, m, max_new_tokens, do_sample, temperature, num_return_sequences, seed + i, with_stats
+                )
+                for i, m in enumerate(prompts)
+            ]
             return [g for f in futs for g in f.result()]
 
     def _tf_one(self, messages: Messages) -> float:
-        data = self._post({"model": self.model_name, "messages": messages, "max_tokens": 1, "temperature": 0.0,
-                           "logprobs": True, "top_logprobs": self.top_logprobs})
+        data = self._post(
+            {
+                "model": self.model_name,
+                "messages": messages,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+            }
+        )
         content = ((data["choices"][0].get("logprobs") or {}).get("content")) or []
         if not content:
-            raise OpenAIBackendError(f"{self.base_url} ({self.model_name}) returned no logprobs for p(True); "
-                                     f"the endpoint must support logprobs / top_logprobs (vLLM does)")
+            raise OpenAIBackendError(
+                f"{self.base_url} ({self.model_name}) returned no logprobs for p(True); "
+                f"the endpoint must support logprobs / top_logprobs (vLLM does)"
+            )
         return true_false_from_top(content[0].get("top_logprobs") or [])
 
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray:
@@ -207,6 +261,11 @@ class OpenAIBackend:
 
 
 def from_conf(m: dict) -> OpenAIBackend:
-    return OpenAIBackend(base_url=m["base_url"], model_name=m["model_name"], api_key_env=m.get("api_key_env"),
-                         max_concurrency=m.get("max_concurrency", 8), timeout_s=m.get("request_timeout_s", 120.0),
-                         top_logprobs=m.get("top_logprobs", 20))
+    return OpenAIBackend(
+        base_url=m["base_url"],
+        model_name=m["model_name"],
+        api_key_env=m.get("api_key_env"),
+        max_concurrency=m.get("max_concurrency", 8),
+        timeout_s=m.get("request_timeout_s", 120.0),
+        top_logprobs=m.get("top_logprobs", 20),
+    )

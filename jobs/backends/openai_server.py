@@ -19,6 +19,7 @@ EOS reports the EOS token as its last ``logprobs`` entry (vLLM does too; the tex
 ``stop`` strings cut the text before the first match; the tokens are kept up to the one that
 completes it (``finish_reason: "stop"``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,9 @@ class CompletionRequest(BaseModel):
 
 
 def _error(msg: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"object": "error", "message": msg, "type": "BadRequestError", "code": status},
-                        status_code=status)
+    return JSONResponse(
+        {"object": "error", "message": msg, "type": "BadRequestError", "code": status}, status_code=status
+    )
 
 
 class _Scorer:
@@ -97,7 +99,7 @@ class _Scorer:
             return [], []
         with torch.inference_mode():
             ids = torch.tensor([prompt + new], device=self.device)
-            logits = self.model(input_ids=ids).logits[0, len(prompt) - 1:].float()
+            logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 :].float()
             logp = torch.log_softmax(logits, -1)  # position j predicts new[j]; the last one predicts EOS
         chosen = [(t, float(logp[j, t])) for j, t in enumerate(new)]
         if add_eos and self.eos_ids:
@@ -105,7 +107,7 @@ class _Scorer:
             chosen.append((e, float(logp[len(new), e])))
         top = []
         if k:
-            vals, idx = logp[:len(chosen)].topk(k, dim=-1)
+            vals, idx = logp[: len(chosen)].topk(k, dim=-1)
             top = [list(zip(i.tolist(), v.tolist())) for i, v in zip(idx, vals)]
         return chosen, top
 
@@ -113,8 +115,12 @@ class _Scorer:
         """Token ids of n continuations of a raw prompt, EOS excluded, and whether each ended on EOS."""
         torch = self.torch
         torch.manual_seed(seed)
-        kw = dict(max_new_tokens=max_tokens, num_return_sequences=n, pad_token_id=self.tok.pad_token_id,
-                  eos_token_id=self.eos_ids or None)
+        kw = dict(
+            max_new_tokens=max_tokens,
+            num_return_sequences=n,
+            pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.eos_ids or None,
+        )
         if temperature > 0:
             kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
@@ -122,7 +128,7 @@ class _Scorer:
         with torch.inference_mode():
             out = self.model.generate(input_ids=torch.tensor([prompt], device=self.device), **kw)
         res = []
-        for row in out[:, len(prompt):].tolist():
+        for row in out[:, len(prompt) :].tolist():
             ids = []
             for t in row:
                 if t in self.eos_ids or t == self.tok.pad_token_id:
@@ -157,8 +163,9 @@ def make_app(backend, model_name: str, api_key: str | None = None) -> FastAPI:
         @app.middleware("http")
         async def require_key(request, call_next):
             if request.headers.get("authorization") != f"Bearer {api_key}":
-                return JSONResponse({"error": {"message": "invalid API key", "type": "invalid_request_error"}},
-                                    status_code=401)
+                return JSONResponse(
+                    {"error": {"message": "invalid API key", "type": "invalid_request_error"}}, status_code=401
+                )
             return await call_next(request)
 
     def entry(i: int, lp: float) -> dict:
@@ -178,27 +185,43 @@ def make_app(backend, model_name: str, api_key: str | None = None) -> FastAPI:
             return _error(f"top_logprobs={k}: must be in 0..{MAX_LOGPROBS} (vLLM's --max-logprobs)")
         with lock:
             t0 = time.perf_counter()
-            gens = backend.generate([req.messages], max_new_tokens=req.max_tokens, do_sample=req.temperature > 0,
-                                    temperature=req.temperature or 1.0, num_return_sequences=req.n,
-                                    seed=req.seed or 0)
+            gens = backend.generate(
+                [req.messages],
+                max_new_tokens=req.max_tokens,
+                do_sample=req.temperature > 0,
+                temperature=req.temperature or 1.0,
+                num_return_sequences=req.n,
+                seed=req.seed or 0,
+            )
             prompt = scorer.chat_prompt_ids(req.messages)
             choices, n_new = [], 0
             for i, g in enumerate(gens):
                 ids, text, stopped = _cut_at_stop(scorer, list(g.token_ids), g.text, req.stop)
                 n_new += len(ids)
                 on_eos = not stopped and len(ids) < req.max_tokens
-                ch = {"index": i, "message": {"role": "assistant", "content": text},
-                      "finish_reason": "stop" if stopped or on_eos else "length", "logprobs": None}
+                ch = {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop" if stopped or on_eos else "length",
+                    "logprobs": None,
+                }
                 if req.logprobs:
                     chosen, top = scorer.score(prompt, ids, k, add_eos=on_eos)
-                    ch["logprobs"] = {"content": [
-                        entry(t, lp) | {"top_logprobs": [entry(a, b) for a, b in (top[j] if k else [])]}
-                        for j, (t, lp) in enumerate(chosen)]}
+                    ch["logprobs"] = {
+                        "content": [
+                            entry(t, lp) | {"top_logprobs": [entry(a, b) for a, b in (top[j] if k else [])]}
+                            for j, (t, lp) in enumerate(chosen)
+                        ]
+                    }
                 choices.append(ch)
-        return {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion", "created": int(t0),
-                "model": model_name, "choices": choices,
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_new,
-                          "total_tokens": len(prompt) + n_new}}
+        return {
+            "id": f"chatcmpl-{time.time_ns()}",
+            "object": "chat.completion",
+            "created": int(t0),
+            "model": model_name,
+            "choices": choices,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_new, "total_tokens": len(prompt) + n_new},
+        }
 
     @app.post("/v1/completions")
     def completions(req: CompletionRequest):
@@ -209,40 +232,55 @@ def make_app(backend, model_name: str, api_key: str | None = None) -> FastAPI:
             t0 = time.perf_counter()
             prompt = scorer.prompt_ids(req.prompt, True)
             choices, n_new = [], 0
-            for i, (ids, on_eos) in enumerate(scorer.generate_raw(prompt, req.max_tokens, req.temperature, req.n,
-                                                                  req.seed or 0)):
+            for i, (ids, on_eos) in enumerate(
+                scorer.generate_raw(prompt, req.max_tokens, req.temperature, req.n, req.seed or 0)
+            ):
                 text = scorer.tok.decode(ids, skip_special_tokens=True)
                 ids, text, stopped = _cut_at_stop(scorer, ids, text, req.stop)
                 on_eos = on_eos and not stopped
                 n_new += len(ids)
-                ch = {"index": i, "text": text, "finish_reason": "stop" if stopped or on_eos else "length",
-                      "logprobs": None}
+                ch = {
+                    "index": i,
+                    "text": text,
+                    "finish_reason": "stop" if stopped or on_eos else "length",
+                    "logprobs": None,
+                }
                 if k is not None:
                     chosen, top = scorer.score(prompt, ids, k, add_eos=on_eos)
                     toks = [scorer.token(t) for t, _ in chosen]
                     offsets = [len(req.prompt) + sum(len(x) for x in toks[:j]) for j in range(len(toks))]
-                    ch["logprobs"] = {"tokens": toks, "token_logprobs": [lp for _, lp in chosen],
-                                      "top_logprobs": [{scorer.token(a): b for a, b in top[j]} if k else None
-                                                       for j in range(len(chosen))],
-                                      "text_offset": offsets}
+                    ch["logprobs"] = {
+                        "tokens": toks,
+                        "token_logprobs": [lp for _, lp in chosen],
+                        "top_logprobs": [
+                            {scorer.token(a): b for a, b in top[j]} if k else None for j in range(len(chosen))
+                        ],
+                        "text_offset": offsets,
+                    }
                 choices.append(ch)
-        return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(t0),
-                "model": model_name, "choices": choices,
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_new,
-                          "total_tokens": len(prompt) + n_new}}
+        return {
+            "id": f"cmpl-{time.time_ns()}",
+            "object": "text_completion",
+            "created": int(t0),
+            "model": model_name,
+            "choices": choices,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_new, "total_tokens": len(prompt) + n_new},
+        }
 
     return app
 
 
-def serve(backend, model_name: str, port: int = 0,
-          api_key: str | None = None) -> tuple[uvicorn.Server, threading.Thread, str]:
+def serve(
+    backend, model_name: str, port: int = 0, api_key: str | None = None
+) -> tuple[uvicorn.Server, threading.Thread, str]:
     """Start the server on 127.0.0.1 in a daemon thread; return (server, thread, base_url).
 
     port 0 lets the OS pick a free port (read back from the bound socket). Stop it with
     ``server.should_exit = True; thread.join()``.
     """
-    server = uvicorn.Server(uvicorn.Config(make_app(backend, model_name, api_key), host=HOST, port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(make_app(backend, model_name, api_key), host=HOST, port=port, log_level="warning")
+    )
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     for _ in range(600):

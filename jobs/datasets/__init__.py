@@ -16,6 +16,7 @@ To add a dataset:
 Datasets that exist only on the Hugging Face hub or as a local jsonl/parquet/csv can use
 ``jobs.datasets.hub`` (a ``FieldMapping`` from columns to Sample fields) instead.
 """
+
 from __future__ import annotations
 
 from jobs.datasets.base import DatasetAdapter, default_data_root, load_samples
@@ -54,8 +55,10 @@ DATASETS = Registry(
 #: is (``conf/dataset/openbookqa.yaml``). A dataset config's ``group`` wins over this table.
 GROUPS = {
     **dict.fromkeys(("gsm8k", "multiarith", "addsub", "singleeq", "aqua", "mathqa"), "math"),
-    **dict.fromkeys(("commonsenseqa", "strategyqa", "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag",
-                     "winogrande"), "commonsense"),
+    **dict.fromkeys(
+        ("commonsenseqa", "strategyqa", "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag", "winogrande"),
+        "commonsense",
+    ),
     **dict.fromkeys(("mmlu", "truthfulqa"), "knowledge"),
     "boolq": "reading",
     **dict.fromkeys(("coin_flip", "last_letters"), "symbolic"),

@@ -2,6 +2,7 @@
 
 The files are JSON Lines although named ``.json``. Gold: ``correct`` (A-E). No ids in the file.
 """
+
 from __future__ import annotations
 
 import re

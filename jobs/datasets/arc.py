@@ -5,6 +5,7 @@
 one string ("...question: <q>\\n\\nAnswer1: <o1> Answer2: <o2> ...\\n\\nAnswer format: answer1/...")
 with no ids (id = ``test-<row>``) and gold ``answerN``. ``dev``/``train`` are AI2's original jsonl.
 """
+
 from __future__ import annotations
 
 import re
@@ -94,7 +95,15 @@ def arc_adapter(name: str, prefix: str, counts: dict[str, int], description: str
     )
 
 
-ARC_EASY = arc_adapter("arc_easy", "ARC-Easy", {"test": 2376, "train": 2251, "dev": 570},
-                       "ARC-Easy grade-school science questions, 3-5 options")
-ARC_CHALLENGE = arc_adapter("arc_challenge", "ARC-Challenge", {"test": 1172, "train": 1119, "dev": 299},
-                            "ARC-Challenge grade-school science questions, 3-5 options")
+ARC_EASY = arc_adapter(
+    "arc_easy",
+    "ARC-Easy",
+    {"test": 2376, "train": 2251, "dev": 570},
+    "ARC-Easy grade-school science questions, 3-5 options",
+)
+ARC_CHALLENGE = arc_adapter(
+    "arc_challenge",
+    "ARC-Challenge",
+    {"test": 1172, "train": 1119, "dev": 299},
+    "ARC-Challenge grade-school science questions, 3-5 options",
+)

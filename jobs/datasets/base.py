@@ -13,17 +13,19 @@ A row that cannot be turned into a Sample (missing field, unparseable gold, wron
 duplicate id, invalid JSON) becomes a :class:`~jobs.types.Malformed` record with a reason; it never
 raises. A missing *file* does raise (FileNotFoundError): that is a broken install, not a bad row.
 """
+
 from __future__ import annotations
 
 import bz2
 import csv
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +72,7 @@ class DatasetAdapter:
 # Data root
 # ----------------------------------------------------------------------------------------------
 
+
 def default_data_root() -> Path:
     """The shared ``datasets/`` folder: the first ``shared/datasets`` found walking up from this file,
     then from the current directory (the repo lives at ``X/main``, the data at ``X/shared/datasets``).
@@ -99,6 +102,7 @@ def resolve_root(root: Path | str | None) -> Path:
 # Loading
 # ----------------------------------------------------------------------------------------------
 
+
 def load_samples(
     name: str,
     split: str | None = None,
@@ -125,9 +129,7 @@ def load_samples(
     adapter: DatasetAdapter = DATASETS.get(name)
     split = adapter.eval_split if split is None else split
     if split not in adapter.splits:
-        raise ValueError(
-            f"dataset {name!r} has no split {split!r}; valid splits: {', '.join(adapter.splits)}"
-        )
+        raise ValueError(f"dataset {name!r} has no split {split!r}; valid splits: {', '.join(adapter.splits)}")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     parsed = _parse_cached(name, str(resolve_root(root)), split)
@@ -139,7 +141,7 @@ def load_samples(
     return LoadResult(samples=samples, malformed=list(parsed.malformed))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse_cached(name: str, root: str, split: str) -> LoadResult:
     from jobs.datasets import DATASETS
 
@@ -150,6 +152,7 @@ def _parse_cached(name: str, root: str, split: str) -> LoadResult:
 # ----------------------------------------------------------------------------------------------
 # Row -> Sample
 # ----------------------------------------------------------------------------------------------
+
 
 class RowError(ValueError):
     """A problem with one row; its message becomes the Malformed reason."""
@@ -180,7 +183,9 @@ def build_samples(rows: Iterable[tuple[int, Any]], source: str, make: Callable[[
             malformed.append(Malformed(source, index, f"{type(exc).__name__}: {exc}"))
             continue
         if sample.id in first_row:
-            malformed.append(Malformed(source, index, f"duplicate id {sample.id!r} (first at row {first_row[sample.id]})"))
+            malformed.append(
+                Malformed(source, index, f"duplicate id {sample.id!r} (first at row {first_row[sample.id]})")
+            )
             continue
         first_row[sample.id] = index
         samples.append(sample)
@@ -256,6 +261,7 @@ def require_text(value: Any, what: str) -> str:
 # Gold normalization
 # ----------------------------------------------------------------------------------------------
 
+
 def canonical_number(value: Any) -> str:
     """Canonical string of a number: commas and spaces dropped, integral values without a decimal point,
     other decimals without trailing zeros ("1,450,000" -> "1450000", "39.0" -> "39", "1.50" -> "1.5",
@@ -321,7 +327,9 @@ def stable_shuffle(n: int, key: str) -> list[int]:
     return sorted(range(n), key=lambda i: hashlib.sha256(f"{key}\x00{i}".encode()).digest())
 
 
-def mc_from_scores(scores: dict, shuffle_key: str | None, what: str = "target_scores") -> tuple[tuple[str, ...], str, int]:
+def mc_from_scores(
+    scores: dict, shuffle_key: str | None, what: str = "target_scores"
+) -> tuple[tuple[str, ...], str, int]:
     """(choices, gold letter, original gold index) from an ``{option: 0|1}`` dict, optionally shuffled."""
     (winner,) = the_one_true(scores, what)
     options = list(scores)
@@ -334,6 +342,7 @@ def mc_from_scores(scores: dict, shuffle_key: str | None, what: str = "target_sc
 # ----------------------------------------------------------------------------------------------
 # File readers: yield (record_index, record) pairs for build_samples
 # ----------------------------------------------------------------------------------------------
+
 
 def require_file(path: Path) -> Path:
     if not path.is_file():
@@ -362,9 +371,16 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]
                 line = raw.decode(encoding)
             except UnicodeDecodeError as exc:
                 bad += 1
-                rows.append((index, RowError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at column "
-                                             f"{exc.start + 1} of line {lineno}; if the file uses another encoding, set "
-                                             f"`encoding:` in the dataset config")))
+                rows.append(
+                    (
+                        index,
+                        RowError(
+                            f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at column "
+                            f"{exc.start + 1} of line {lineno}; if the file uses another encoding, set "
+                            f"`encoding:` in the dataset config"
+                        ),
+                    )
+                )
                 index += 1
                 continue
             try:
@@ -373,8 +389,10 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]
                 rows.append((index, RowError(f"invalid JSON: {exc.msg} at column {exc.colno} of line {lineno}")))
             index += 1
     if bad and bad * 2 > len(rows):
-        raise DataError(f"{path}: {bad} of {len(rows)} lines are not valid {encoding}: the file is in another "
-                        f"encoding. Declare it in the dataset config, e.g. `encoding: latin-1` (or cp1252, utf-16).")
+        raise DataError(
+            f"{path}: {bad} of {len(rows)} lines are not valid {encoding}: the file is in another "
+            f"encoding. Declare it in the dataset config, e.g. `encoding: latin-1` (or cp1252, utf-16)."
+        )
     return iter(rows)
 
 

@@ -3,6 +3,7 @@
 Questions are lowercase without a question mark in the file; we capitalize and add "?".
 Test labels are hidden, so ``dev`` is the evaluation split; train (>4 MiB) is absent.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Synthetic instance of 500 (all used for evaluation); no ids (id = ``test-<row>``), no train split.
 Gold: ``answer`` (yes/no).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,6 +2,7 @@
 
 Test labels are hidden, so ``dev`` is the evaluation split in the literature (Kojima et al.'s 1,221).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

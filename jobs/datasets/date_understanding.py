@@ -6,6 +6,7 @@
 of the same questions with options inlined ("Options:\\n(A) ...") and target "(B)"; it is already
 mixed, so it keeps its order. No train split (bbh is a subset of bigbench).
 """
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,12 @@ def parse(root: Path, split: str) -> LoadResult:
             if not target:
                 raise RowError(f"target {row['target']!r} is not '(X)'")
             return make_sample(
-                id=f"{split}-{index}", question=question, task="mc", gold=target.group(1), choices=options, n_choices=(5, 6)
+                id=f"{split}-{index}",
+                question=question,
+                task="mc",
+                gold=target.group(1),
+                choices=options,
+                n_choices=(5, 6),
             )
 
         return build_samples(read_json_list(path, key="examples"), str(path), make_bbh)

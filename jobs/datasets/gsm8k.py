@@ -2,6 +2,7 @@
 
 Gold: the text after ``####`` on the last line of ``answer`` ("#### 1,450,000" -> "1450000").
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,9 @@ def parse(root: Path, split: str) -> LoadResult:
     path = root / FILES[split]
 
     def make(index: int, row: dict):
-        return make_sample(id=f"{split}-{index}", question=row["question"], task="numeric", gold=gsm8k_gold(row["answer"]))
+        return make_sample(
+            id=f"{split}-{index}", question=row["question"], task="numeric", gold=gsm8k_gold(row["answer"])
+        )
 
     return build_samples(read_jsonl(path), str(path), make)
 

@@ -4,11 +4,19 @@ Only available as a bz2 text rendering (6 lines per item: "activity: ctx", gold 
 4 endings); no ids (id = ``val-<item>``). Test labels are hidden, so ``val`` is the evaluation split;
 no train split here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.datasets.base import DatasetAdapter, build_samples, letter_from_index, make_sample, parse_int_label, read_bz2_blocks
+from jobs.datasets.base import (
+    DatasetAdapter,
+    build_samples,
+    letter_from_index,
+    make_sample,
+    parse_int_label,
+    read_bz2_blocks,
+)
 from jobs.types import LoadResult
 
 FILES = {"val": "hellaswag/hellaswag_val_full.txt.bz2"}

@@ -7,14 +7,16 @@ validation and malformed-row reporting as the adapters in this package.
 
 ``datasets`` is imported lazily (it is slow to import and optional: ``pip install .[hub]``).
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jobs.datasets.base import (
     RowError,
@@ -161,7 +163,9 @@ def row_to_sample(row: Any, index: int, mapping: FieldMapping, task: str, split:
     )
 
 
-def convert_rows(rows: Iterable[tuple[int, Any]], mapping: FieldMapping, task: str, source: str, split: str) -> LoadResult:
+def convert_rows(
+    rows: Iterable[tuple[int, Any]], mapping: FieldMapping, task: str, source: str, split: str
+) -> LoadResult:
     """The shared conversion: ``(index, row dict)`` pairs -> LoadResult with malformed rows counted."""
     mapping.check(task)
     return build_samples(rows, source, lambda i, row: row_to_sample(row, i, mapping, task, split))
@@ -193,8 +197,9 @@ def load_hub(
     return convert_rows(enumerate(data), mapping, task, source, split)
 
 
-def load_local(path: Path | str, mapping: FieldMapping, task: str, name: str, split: str | None = None,
-               encoding: str = "utf-8") -> LoadResult:
+def load_local(
+    path: Path | str, mapping: FieldMapping, task: str, name: str, split: str | None = None, encoding: str = "utf-8"
+) -> LoadResult:
     """Samples from a local ``.jsonl``, ``.json`` (a list, ``{"examples"|"data": [...]}`` or JSON Lines),
     ``.parquet`` or ``.csv`` (with a header row) file. ``split`` (default: the file stem) prefixes
     row-index ids."""
@@ -240,5 +245,7 @@ def _read_local(path: Path, suffix: str, encoding: str = "utf-8") -> Iterable[tu
 def _not_encoded(path: Path, encoding: str, exc: UnicodeDecodeError):
     from jobs.types import DataError
 
-    return DataError(f"{path}: not valid {encoding} (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}). "
-                     f"Declare the file's encoding in the dataset config, e.g. `encoding: latin-1`.")
+    return DataError(
+        f"{path}: not valid {encoding} (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}). "
+        f"Declare the file's encoding in the dataset config, e.g. `encoding: latin-1`."
+    )

@@ -3,6 +3,7 @@
 Synthetic instance of 500 (all used for evaluation); no ids (id = ``test-<row>``), no train split.
 Gold: ``answer`` (exact-match 4-letter string).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,12 @@ def parse(root: Path, split: str) -> LoadResult:
     path = root / FILES[split]
 
     def make(index: int, row: dict):
-        return make_sample(id=f"{split}-{index}", question=row["question"], task="freeform", gold=require_text(row["answer"], "answer").lower())
+        return make_sample(
+            id=f"{split}-{index}",
+            question=row["question"],
+            task="freeform",
+            gold=require_text(row["answer"], "answer").lower(),
+        )
 
     return build_samples(read_json_list(path, key="examples"), str(path), make)
 

@@ -5,6 +5,7 @@ a few rows (66 of test, 115 of dev) hold the Python repr of a list instead:
 ``"['a ) 12', 'b ) 15', ...]"``, sometimes with the marker doubled (``'a ) a ) 4 inches'``).
 Gold: ``correct`` (lowercase a-e) -> uppercase letter. MathQA overlaps AQuA (same source problems).
 """
+
 from __future__ import annotations
 
 import ast

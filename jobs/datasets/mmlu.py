@@ -4,6 +4,7 @@ Rows are ``question, A, B, C, D, answer``; fields may hold commas and newlines (
 id = ``<subject>-<row>``, subject also in ``meta["subject"]``. ``dev`` is the standard 5-shot pool
 (5 per subject); ``val`` is for calibration.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

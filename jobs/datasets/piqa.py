@@ -3,6 +3,7 @@
 Labels live in the line-aligned ``valid-labels.lst`` (0 -> sol1, 1 -> sol2); no ids in the file.
 Test labels are hidden and train (>4 MiB) is absent, so there is no train split here.
 """
+
 from __future__ import annotations
 
 from jobs.datasets.base import DatasetAdapter, labelled_jsonl_parser, letter_from_index, make_sample, parse_int_label

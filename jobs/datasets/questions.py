@@ -12,6 +12,7 @@ option index; numeric: a number; yesno: yes/no or a bool).
 Used through a dataset config ``adapter: questions`` with ``local_path`` (see
 ``jobs/datasets/roles.py``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,19 +51,30 @@ def row_sample(index: int, row: Any, default_task: str | None) -> Sample:
     sid = row.get("id", f"row-{index}")
     gold = row.get("gold")
     if gold is not None and gold != "":
-        return make_sample(id=sid, question=row.get("question"), task=task, gold=_gold(gold, task, choices),
-                           choices=choices, context=row.get("context"), meta=meta)
+        return make_sample(
+            id=sid,
+            question=row.get("question"),
+            task=task,
+            gold=_gold(gold, task, choices),
+            choices=choices,
+            context=row.get("context"),
+            meta=meta,
+        )
     # unlabelled: validate with a stand-in gold, then drop it
     stand_in = {"mc": "A", "numeric": "0", "yesno": "yes", "freeform": "?"}[task]
-    s = make_sample(id=sid, question=row.get("question"), task=task, gold=stand_in, choices=choices,
-                    context=row.get("context"), meta=meta | {"unlabelled": True})
-    return Sample(id=s.id, question=s.question, task=s.task, gold="", choices=s.choices, context=s.context,
-                  meta=s.meta)
+    s = make_sample(
+        id=sid,
+        question=row.get("question"),
+        task=task,
+        gold=stand_in,
+        choices=choices,
+        context=row.get("context"),
+        meta=meta | {"unlabelled": True},
+    )
+    return Sample(id=s.id, question=s.question, task=s.task, gold="", choices=s.choices, context=s.context, meta=s.meta)
 
 
-def load_questions(path: str | Path, name: str, default_task: str | None = None,
-                   encoding: str = "utf-8") -> LoadResult:
+def load_questions(path: str | Path, name: str, default_task: str | None = None, encoding: str = "utf-8") -> LoadResult:
     """Samples of a questions file (see the module docstring); bad rows become Malformed."""
     path = Path(path).expanduser()
-    return build_samples(read_jsonl(path, encoding), f"{name}: {path}",
-                         lambda i, row: row_sample(i, row, default_task))
+    return build_samples(read_jsonl(path, encoding), f"{name}: {path}", lambda i, row: row_sample(i, row, default_task))

@@ -6,6 +6,7 @@ fit:  questions kept apart from the evaluation for trained UQ methods (probes) a
       folder has one; otherwise ``fit_limit`` rows of the eval split that are *not* among
       the evaluated ids (disjoint by construction; recorded as ``fit_source`` in summaries).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,9 @@ def _load_custom(dc: dict) -> LoadResult:
         return load_questions(dc["local_path"], dc["name"], dc.get("task"), dc.get("encoding") or "utf-8")
     mapping = hub.FieldMapping(**dc["mapping"])
     if dc["adapter"] == "hub":
-        return hub.load_hub(dc["hub_path"], dc.get("hub_config"), dc.get("split") or "test", mapping,
-                            dc["task"], dc["name"])
+        return hub.load_hub(
+            dc["hub_path"], dc.get("hub_config"), dc.get("split") or "test", mapping, dc["task"], dc["name"]
+        )
     return hub.load_local(dc["local_path"], mapping, dc["task"], dc["name"], encoding=dc.get("encoding") or "utf-8")
 
 
@@ -45,8 +47,11 @@ def fit_source(dc: dict) -> str:
     from jobs.datasets import DATASETS
 
     a = DATASETS.get(dc["adapter"])
-    return f"split:{dc.get('train_split') or a.train_split}" if (dc.get("train_split") or a.train_split) \
+    return (
+        f"split:{dc.get('train_split') or a.train_split}"
+        if (dc.get("train_split") or a.train_split)
         else "eval-disjoint"
+    )
 
 
 def load_role(dc: dict, run: dict, role: str) -> tuple[list[Sample], list[Malformed]]:

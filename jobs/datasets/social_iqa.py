@@ -3,6 +3,7 @@
 Labels live in line-aligned ``*-labels.lst`` files (1/2/3 -> answerA/B/C); no ids in the file.
 Test labels are hidden, so ``dev`` is the evaluation split.
 """
+
 from __future__ import annotations
 
 from jobs.datasets.base import DatasetAdapter, labelled_jsonl_parser, letter_from_index, make_sample, parse_int_label

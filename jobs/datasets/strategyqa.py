@@ -5,6 +5,7 @@ question set; test labels are hidden). ``train``/``dev`` are the authors' origin
 same questions (2,061 + 229), so they are NOT disjoint from ``bigbench`` and there is no train split.
 Gold: the ``target_scores`` key scored 1 ("Yes"/"No"); authors' files: ``answer`` boolean, id ``qid``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,6 +8,7 @@ keeps the file position. No ids in the file (id = ``<split>-<row>``); the file i
 in which 17 rows carry an empty-string *false* option: those empty options are dropped (counted in
 ``meta["dropped_empty_options"]``); an empty *true* option would still make the row malformed. No train split.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

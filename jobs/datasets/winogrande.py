@@ -4,9 +4,17 @@ Gold comes from the line-aligned ``*-labels.lst`` ("1"/"2"); the jsonl's own ``a
 agree. ``dev`` (= winogrande_xl validation) is the evaluation split. The train sizes are nested
 (train_xs within train_s within train_m); ``train_m`` is the calibration split.
 """
+
 from __future__ import annotations
 
-from jobs.datasets.base import DatasetAdapter, RowError, labelled_jsonl_parser, letter_from_index, make_sample, parse_int_label
+from jobs.datasets.base import (
+    DatasetAdapter,
+    RowError,
+    labelled_jsonl_parser,
+    letter_from_index,
+    make_sample,
+    parse_int_label,
+)
 from jobs.types import Sample
 
 FILES = {

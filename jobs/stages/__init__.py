@@ -26,6 +26,7 @@ outputs are kept, so they can be recomputed without a model.
 This package does not import torch: the backend object is passed in; the methods a stage may call
 on it are ``jobs.backends.base.Backend`` (and the optional ``CountsTokens`` / ``ScoresOptions``).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,14 +59,17 @@ from jobs.types import DataError, Sample
 
 #: name -> its declaration, in plan order (a stage comes after its deps). Adding a stage: one file
 #: ``jobs/stages/<name>.py`` exporting ``STAGE = Stage(...)`` and one line here.
-STAGES = Registry("stage", {
-    "greedy": "jobs.stages.greedy:STAGE",
-    "samples": "jobs.stages.samples:STAGE",
-    "ptrue": "jobs.stages.ptrue:STAGE",
-    "verbal_1s": "jobs.stages.verbal_1s:STAGE",
-    "verbal_2s": "jobs.stages.verbal_2s:STAGE",
-    "llm": "jobs.stages.llm:STAGE",
-})
+STAGES = Registry(
+    "stage",
+    {
+        "greedy": "jobs.stages.greedy:STAGE",
+        "samples": "jobs.stages.samples:STAGE",
+        "ptrue": "jobs.stages.ptrue:STAGE",
+        "verbal_1s": "jobs.stages.verbal_1s:STAGE",
+        "verbal_2s": "jobs.stages.verbal_2s:STAGE",
+        "llm": "jobs.stages.llm:STAGE",
+    },
+)
 
 
 def stage(name: str) -> Stage:
@@ -89,8 +93,10 @@ def check_stages() -> None:
     for st in declared():
         for d in st.deps:
             if d not in seen:
-                raise ValueError(f"stage {st.name!r} depends on {d!r}, which is not a stage declared before it; "
-                                 f"declared before: {', '.join(sorted(seen)) or '(none)'}")
+                raise ValueError(
+                    f"stage {st.name!r} depends on {d!r}, which is not a stage declared before it; "
+                    f"declared before: {', '.join(sorted(seen)) or '(none)'}"
+                )
         for x in st.provides:
             if x in owner:
                 raise ValueError(f"stat {x!r} is provided by both stage {owner[x]!r} and stage {st.name!r}")
@@ -166,8 +172,10 @@ def fit_prompt(backend, s: Sample, budget: int | None) -> tuple[Sample, int | No
         cut = dataclasses.replace(cut, **{field_name: cut_middle(text, lo)})
         if backend.prompt_tokens(prompts.answer_messages(cut)) <= budget:
             return cut, n
-    raise DataError(f"sample {s.id!r}: even with passage and question cut, the prompt does not fit in "
-                    f"{budget} tokens (instruction and options alone exceed it); raise max_prompt_tokens")
+    raise DataError(
+        f"sample {s.id!r}: even with passage and question cut, the prompt does not fit in "
+        f"{budget} tokens (instruction and options alone exceed it); raise max_prompt_tokens"
+    )
 
 
 def length_order(samples: list[Sample]) -> list[int]:
@@ -177,9 +185,16 @@ def length_order(samples: list[Sample]) -> list[int]:
     return sorted(range(len(samples)), key=lambda i: size[i])
 
 
-def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int, int], None] | None = None,
-                 batch_size: int | None = None, shard: tuple[int, int] | None = None,
-                 batch_by_length: bool = False, max_prompt_tokens: int | None = None) -> dict:
+def run_gen_unit(
+    backend,
+    unit: dict,
+    store: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    batch_by_length: bool = False,
+    max_prompt_tokens: int | None = None,
+) -> dict:
     """Run one generation unit (or one shard of it); return a small summary (never the data).
 
     unit: {"key", "stage", "model", "dataset", "dataset_conf", "run", "role", "params", "deps": {stage: key}}
@@ -202,8 +217,10 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     samples, malformed = load_role(unit["dataset_conf"], unit["run"], unit["role"])
     if not samples:
         reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
-        raise DataError(f"dataset {unit['dataset']!r} ({unit['role']} role) has no usable samples; "
-                        f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}")
+        raise DataError(
+            f"dataset {unit['dataset']!r} ({unit['role']} role) has no usable samples; "
+            f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}"
+        )
     fn = stage(unit["stage"]).run
     chunk = int(unit["params"].get("chunk_size", 32))
     bs = int(batch_size or unit["params"].get("batch_size", 8))
@@ -215,29 +232,44 @@ def run_gen_unit(backend, unit: dict, store: str | Path, progress: Callable[[int
     tokens = 0
     budget = prompt_budget(backend, unit["params"], max_prompt_tokens)
     for ci in todo:
-        part = samples[ci * chunk:(ci + 1) * chunk]
+        part = samples[ci * chunk : (ci + 1) * chunk]
         fitted = [fit_prompt(backend, x, budget) for x in part]
         order = length_order([x for x, _ in fitted]) if batch_by_length else list(range(len(part)))
         rows: list = [None] * len(part)
         for bi in range(0, len(part), bs):
-            idx = order[bi:bi + bs]
+            idx = order[bi : bi + bs]
             batch = [fitted[i][0] for i in idx]
             # seed from (unit seed, chunk, batch): identical results however the work is split
-            p = dict(unit["params"], seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
-                     prompt_budget=budget)
+            p = dict(
+                unit["params"],
+                seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
+                prompt_budget=budget,
+            )
             out = fn(backend, batch, deps, p)
             for i, r in zip(idx, out):
-                rows[i] = common_columns(part[i], unit["role"], unit["dataset"]) | r | {"prompt_truncated_from": fitted[i][1]}
+                rows[i] = (
+                    common_columns(part[i], unit["role"], unit["dataset"]) | r | {"prompt_truncated_from": fitted[i][1]}
+                )
                 tokens += int(r.get("n_new_tokens") or 0)
         write_table(part_path(udir, ci), rows, meta={"unit": unit["key"], "stage": unit["stage"]})
         if progress:
             progress(ci + 1, n_chunks)
-    summary = {"key": unit["key"], "stage": unit["stage"], "model": unit["model"], "dataset": unit["dataset"],
-               "role": unit["role"], "n_samples": len(samples), "n_malformed": len(malformed),
-               "malformed": [m.__dict__ for m in malformed[:20]], "new_tokens": tokens,
-               "seconds": time.perf_counter() - t0, "model_identity": getattr(backend, "identity", None),
-               "n_chunks": n_chunks, "chunks_run": len(todo), "samples_run": sum(
-                   len(samples[ci * chunk:(ci + 1) * chunk]) for ci in todo)}
+    summary = {
+        "key": unit["key"],
+        "stage": unit["stage"],
+        "model": unit["model"],
+        "dataset": unit["dataset"],
+        "role": unit["role"],
+        "n_samples": len(samples),
+        "n_malformed": len(malformed),
+        "malformed": [m.__dict__ for m in malformed[:20]],
+        "new_tokens": tokens,
+        "seconds": time.perf_counter() - t0,
+        "model_identity": getattr(backend, "identity", None),
+        "n_chunks": n_chunks,
+        "chunks_run": len(todo),
+        "samples_run": sum(len(samples[ci * chunk : (ci + 1) * chunk]) for ci in todo),
+    }
     if n == 1:
         finish_unit(udir, summary)
     return summary | {"shard": j, "n_shards": n}
@@ -279,5 +311,19 @@ from jobs.stages.verbal_2s import verbal_2s as _verbal_2s  # noqa: E402, F401
 
 _common = common_columns
 _conf = stated_confidence
-__all__ = ["STAGES", "TRUNCATION_MARK", "Stage", "StageContext", "check_stages", "declared", "finish_gen_shards",
-           "fit_answer", "fit_prompt", "length_order", "prompt_budget", "run_gen_unit", "stage", "stage_params"]
+__all__ = [
+    "STAGES",
+    "TRUNCATION_MARK",
+    "Stage",
+    "StageContext",
+    "check_stages",
+    "declared",
+    "finish_gen_shards",
+    "fit_answer",
+    "fit_prompt",
+    "length_order",
+    "prompt_budget",
+    "run_gen_unit",
+    "stage",
+    "stage_params",
+]

@@ -10,6 +10,7 @@ registered by one line in ``jobs/stages/__init__.py`` (``STAGES``). From the dec
 - the cost axis (``jobs/cost.py``) counts an ``overhead`` stage's tokens as the UQ method's cost;
 - ``jobs.stages.run_gen_unit`` runs ``run`` on each batch of samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,17 +118,27 @@ class Stage:
         out = self.stats(rows, policy)
         extra = sorted(set(out) - set(self.provides))
         if extra:
-            raise ValueError(f"stage {self.name!r} returned stats {extra} it does not declare in provides "
-                             f"{self.provides}")
+            raise ValueError(
+                f"stage {self.name!r} returned stats {extra} it does not declare in provides {self.provides}"
+            )
         return out
 
 
 # ---------------------------------------------------------------- helpers of the stage files
 
+
 def common_columns(s: Sample, role: str, dataset: str) -> dict:
     """The columns every generation row has (written by ``run_gen_unit`` around a stage's row)."""
-    return {"sample_id": s.id, "dataset": dataset, "role": role, "gold": s.gold, "task": s.task,
-            "choices": list(s.choices), "aliases": list(s.aliases), "error": None}
+    return {
+        "sample_id": s.id,
+        "dataset": dataset,
+        "role": role,
+        "gold": s.gold,
+        "task": s.task,
+        "choices": list(s.choices),
+        "aliases": list(s.aliases),
+        "error": None,
+    }
 
 
 def vector(x) -> list | None:
@@ -141,7 +152,7 @@ TRUNCATION_MARK = " [...] "
 def cut_middle(text: str, keep: int) -> str:
     """``keep`` characters of ``text``: its first two thirds and last third, joined by the mark."""
     head = (2 * keep) // 3
-    return text[:head] + TRUNCATION_MARK + text[len(text) - (keep - head):]
+    return text[:head] + TRUNCATION_MARK + text[len(text) - (keep - head) :]
 
 
 # ---------------------------------------------------------------- the answer shown back
@@ -150,8 +161,10 @@ def cut_middle(text: str, keep: int) -> str:
 # budget (``params["prompt_budget"]``, set by run_gen_unit from prompt_budget) is the answer cut,
 # in its middle (first two thirds and last third kept), so its final "The answer is X" stays.
 
-def fit_answer(backend, make: Callable[[str], list], answer: str, budget: int | None,
-               sample_id: str = "?") -> tuple[str, int | None]:
+
+def fit_answer(
+    backend, make: Callable[[str], list], answer: str, budget: int | None, sample_id: str = "?"
+) -> tuple[str, int | None]:
     """``answer``, cut in its middle (``cut_middle``) to the longest length for which the prompt
     ``make(answer)`` has at most ``budget`` tokens (binary search on characters). Returns the text
     and the prompt's token count with the whole answer when it was cut (None when it fitted; and
@@ -170,8 +183,10 @@ def fit_answer(backend, make: Callable[[str], list], answer: str, budget: int | 
         else:
             hi = mid - 1
     if lo == 0 and backend.prompt_tokens(make(cut_middle(answer, 0))) > budget:
-        raise DataError(f"sample {sample_id!r}: the prompt that shows the model its answer does not fit in "
-                        f"{budget} tokens even with the answer left out; raise max_prompt_tokens")
+        raise DataError(
+            f"sample {sample_id!r}: the prompt that shows the model its answer does not fit in "
+            f"{budget} tokens even with the answer left out; raise max_prompt_tokens"
+        )
     return cut_middle(answer, lo), n
 
 
@@ -179,8 +194,9 @@ def shown_greedy(backend, samples, deps, p, make) -> list[tuple[list, int | None
     """Per sample: (messages showing the greedy answer, token count before the answer was cut)."""
     out = []
     for s in samples:
-        text, cut_from = fit_answer(backend, lambda a, s=s: make(s, a), prompts.shown_answer(deps["greedy"][s.id]),
-                                    p.get("prompt_budget"), s.id)
+        text, cut_from = fit_answer(
+            backend, lambda a, s=s: make(s, a), prompts.shown_answer(deps["greedy"][s.id]), p.get("prompt_budget"), s.id
+        )
         out.append((make(s, text), cut_from))
     return out
 

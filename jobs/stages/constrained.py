@@ -19,6 +19,7 @@ answer prompt plus prompts.ANSWER_PREFIX, from one forward pass (the backend's
 
 Numeric and freeform samples always generate (prompts.answer_mode).
 """
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,10 @@ def by_mode(backend, samples, deps, p, constrained_fn: StageFn, generate_fn: Sta
     cons = [prompts.answer_mode(p["answer_mode"], s.task) == "constrained" for s in samples]
     gen_p = {k: v for k, v in p.items() if k not in ("answer_mode", "answer_prefix")}
     picked = {True: [s for s, c in zip(samples, cons) if c], False: [s for s, c in zip(samples, cons) if not c]}
-    out = {True: constrained_fn(backend, picked[True], deps, p) if picked[True] else [],
-           False: generate_fn(backend, picked[False], deps, gen_p) if picked[False] else []}
+    out = {
+        True: constrained_fn(backend, picked[True], deps, p) if picked[True] else [],
+        False: generate_fn(backend, picked[False], deps, gen_p) if picked[False] else [],
+    }
     its = {k: iter(v) for k, v in out.items()}
     rows = [next(its[c]) for c in cons]
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -48,8 +51,10 @@ def by_mode(backend, samples, deps, p, constrained_fn: StageFn, generate_fn: Sta
 def option_pass(backend, samples, p):
     """(messages, options, raw log p (B, K), renormalized log p (B, K), hidden, seconds per sample)."""
     if not hasattr(backend, "choice_logprobs"):
-        raise TypeError(f"backend {type(backend).__name__} has no choice_logprobs; decoding.answer_mode "
-                        f"constrained needs one (hf backend), or use answer_mode generate")
+        raise TypeError(
+            f"backend {type(backend).__name__} has no choice_logprobs; decoding.answer_mode "
+            f"constrained needs one (hf backend), or use answer_mode generate"
+        )
     msgs = [prompts.answer_messages(s) for s in samples]
     opts = [prompts.answer_options(s) for s in samples]
     t0 = time.perf_counter()
@@ -57,7 +62,7 @@ def option_pass(backend, samples, p):
     dt = (time.perf_counter() - t0) / max(1, len(samples))
     raw = np.asarray(raw, dtype=np.float64)
     for s, o, r in zip(samples, opts, raw):
-        if not np.isfinite(r[:len(o)]).any():
+        if not np.isfinite(r[: len(o)]).any():
             raise DataError(f"sample {s.id!r}: none of the options {o} is one token for this model")
     norm = raw - np.logaddexp.reduce(raw, axis=1, keepdims=True)
     return msgs, opts, raw, norm, hidden, dt
@@ -67,16 +72,25 @@ def constrained_greedy(backend, samples, deps, p) -> list[dict]:
     msgs, opts, raw, norm, hidden, dt = option_pass(backend, samples, p)
     rows = []
     for i, (m, o) in enumerate(zip(msgs, opts)):
-        j = int(np.argmax(raw[i, :len(o)]))
-        q = np.exp(norm[i, :len(o)])
+        j = int(np.argmax(raw[i, : len(o)]))
+        q = np.exp(norm[i, : len(o)])
         entropy = float(-(q[q > 0] * np.log(q[q > 0])).sum())
-        row = {"prompt": prompts.with_prefix(backend.render(m), p["answer_prefix"]),
-               "raw_output": prompts.constrained_output(o[j], p["answer_prefix"]), "n_prompt_tokens": None,
-               "n_new_tokens": 1, "latency_s": dt, "option_labels": list(o),
-               "option_logprobs": [float(x) for x in norm[i, :len(o)]]}
+        row = {
+            "prompt": prompts.with_prefix(backend.render(m), p["answer_prefix"]),
+            "raw_output": prompts.constrained_output(o[j], p["answer_prefix"]),
+            "n_prompt_tokens": None,
+            "n_new_tokens": 1,
+            "latency_s": dt,
+            "option_labels": list(o),
+            "option_logprobs": [float(x) for x in norm[i, : len(o)]],
+        }
         if p.get("with_stats", True):
-            row.update(token_logprobs=[float(raw[i, j])], token_entropy=[entropy], token_texts=[" " + o[j]],
-                       hidden_state=None if hidden is None else np.asarray(hidden[i], dtype=np.float32).tolist())
+            row.update(
+                token_logprobs=[float(raw[i, j])],
+                token_entropy=[entropy],
+                token_texts=[" " + o[j]],
+                hidden_state=None if hidden is None else np.asarray(hidden[i], dtype=np.float32).tolist(),
+            )
             # the option pass's hidden state is already at the last prompt token (the answer prefix's)
             row["prompt_hidden_state"] = row["hidden_state"]
         rows.append(row)
@@ -89,10 +103,17 @@ def constrained_samples(backend, samples, deps, p) -> list[dict]:
     rng = np.random.default_rng(int(p["seed"]))
     rows = []
     for i, (msg, o) in enumerate(zip(msgs, opts)):
-        w = norm[i, :len(o)] / temp
+        w = norm[i, : len(o)] / temp
         q = np.exp(w - np.logaddexp.reduce(w))
         drawn = rng.choice(len(o), size=m, p=q / q.sum())
-        rows.append({"prompt": prompts.with_prefix(backend.render(msg), p["answer_prefix"]),
-                     "sampled_texts": [o[k] for k in drawn], "sampled_n_tokens": [1] * m, "n_prompt_tokens": None,
-                     "n_new_tokens": m, "latency_s": dt})
+        rows.append(
+            {
+                "prompt": prompts.with_prefix(backend.render(msg), p["answer_prefix"]),
+                "sampled_texts": [o[k] for k in drawn],
+                "sampled_n_tokens": [1] * m,
+                "n_prompt_tokens": None,
+                "n_new_tokens": m,
+                "latency_s": dt,
+            }
+        )
     return rows

@@ -5,6 +5,7 @@ extracted answer), hidden_state (last generated token), prompt_hidden_state and 
 routers' query side), and the correctness label ``correct``; rows also keep raw_output. Every score
 reads this pass (its sample order is the score's). Constrained mc / yes-no: ``constrained.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,18 +19,28 @@ def greedy(backend, samples, deps, p) -> list[dict]:
     if "answer_mode" in p:
         return by_mode(backend, samples, deps, p, constrained_greedy, greedy)
     msgs = [prompts.answer_messages(s) for s in samples]
-    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], with_stats=p.get("with_stats", True),
-                            seed=p["seed"])
+    gens = backend.generate(
+        msgs, max_new_tokens=p["max_new_tokens"], with_stats=p.get("with_stats", True), seed=p["seed"]
+    )
     rows = []
     for m, g in zip(msgs, gens):
-        row = {"prompt": backend.render(m), "raw_output": g.text, "n_prompt_tokens": g.n_prompt_tokens,
-               "n_new_tokens": g.n_new_tokens, "latency_s": g.latency_s}
+        row = {
+            "prompt": backend.render(m),
+            "raw_output": g.text,
+            "n_prompt_tokens": g.n_prompt_tokens,
+            "n_new_tokens": g.n_new_tokens,
+            "latency_s": g.latency_s,
+        }
         if g.token_logprobs is not None:
             texts = g.token_texts if g.token_texts is not None else backend.token_strings(g.token_ids)
             # HTTP backends see no hidden states: the column is null and probes are refused at config time
-            row.update(token_logprobs=g.token_logprobs.tolist(), token_entropy=g.token_entropy.tolist(),
-                       token_texts=texts, hidden_state=None if g.hidden is None else g.hidden.tolist(),
-                       prompt_hidden_state=vector(g.prompt_hidden))
+            row.update(
+                token_logprobs=g.token_logprobs.tolist(),
+                token_entropy=g.token_entropy.tolist(),
+                token_texts=texts,
+                hidden_state=None if g.hidden is None else g.hidden.tolist(),
+                prompt_hidden_state=vector(g.prompt_hidden),
+            )
         rows.append(row)
     return rows
 
@@ -58,8 +69,15 @@ def greedy_stats(rows: list[dict], policy: str) -> dict:
 STAGE = Stage(
     name="greedy",
     run=greedy,
-    provides=("token_logprobs", "token_entropy", "answer_logprob", "hidden_state", "prompt_hidden_state",
-              "prompt", "correct"),
+    provides=(
+        "token_logprobs",
+        "token_entropy",
+        "answer_logprob",
+        "hidden_state",
+        "prompt_hidden_state",
+        "prompt",
+        "correct",
+    ),
     stats=greedy_stats,
     params=answer_params,
     constrained=True,

@@ -2,6 +2,7 @@
 
 Provides no stat: setting units judge its ``raw_output`` directly. Constrained like ``greedy``.
 """
+
 from __future__ import annotations
 
 from jobs.stages.base import Stage
@@ -12,5 +13,4 @@ def llm(backend, samples, deps, p) -> list[dict]:
     return greedy(backend, samples, deps, dict(p, with_stats=False))
 
 
-STAGE = Stage(name="llm", run=llm, params=answer_params, constrained=True,
-              description="the LLM's greedy answer")
+STAGE = Stage(name="llm", run=llm, params=answer_params, constrained=True, description="the LLM's greedy answer")

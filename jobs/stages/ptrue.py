@@ -1,4 +1,5 @@
 """p(True): one forward pass showing the model its whole greedy answer. Provides ptrue_prob."""
+
 from __future__ import annotations
 
 import time
@@ -13,9 +14,24 @@ def ptrue(backend, samples, deps, p) -> list[dict]:
     t0 = time.perf_counter()
     probs = backend.true_false_prob(msgs)
     dt = (time.perf_counter() - t0) / max(1, len(samples))
-    return [{"prompt": backend.render(m), "ptrue_prob": float(x), "n_prompt_tokens": None, "n_new_tokens": 0,
-             "latency_s": dt, "answer_truncated_from": c} for (m, c), x in zip(shown, probs)]
+    return [
+        {
+            "prompt": backend.render(m),
+            "ptrue_prob": float(x),
+            "n_prompt_tokens": None,
+            "n_new_tokens": 0,
+            "latency_s": dt,
+            "answer_truncated_from": c,
+        }
+        for (m, c), x in zip(shown, probs)
+    ]
 
 
-STAGE = Stage(name="ptrue", run=ptrue, provides=("ptrue_prob",), deps=("greedy",), overhead=True,
-              description="P(True) of the greedy answer, one forward pass")
+STAGE = Stage(
+    name="ptrue",
+    run=ptrue,
+    provides=("ptrue_prob",),
+    deps=("greedy",),
+    overhead=True,
+    description="P(True) of the greedy answer, one forward pass",
+)

@@ -2,6 +2,7 @@
 
 Constrained mc / yes-no: m options drawn from the scored options' distribution (``constrained.py``).
 """
+
 from __future__ import annotations
 
 from jobs import prompts
@@ -14,28 +15,50 @@ def samples(backend, batch, deps, p) -> list[dict]:
         return by_mode(backend, batch, deps, p, constrained_samples, samples)
     m = p["num_samples"]
     msgs = [prompts.answer_messages(s) for s in batch]
-    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], do_sample=True,
-                            temperature=p["temperature"], num_return_sequences=m, seed=p["seed"])
+    gens = backend.generate(
+        msgs,
+        max_new_tokens=p["max_new_tokens"],
+        do_sample=True,
+        temperature=p["temperature"],
+        num_return_sequences=m,
+        seed=p["seed"],
+    )
     rows = []
     for i, msg in enumerate(msgs):
-        chunk = gens[i * m:(i + 1) * m]
-        rows.append({"prompt": backend.render(msg), "sampled_texts": [g.text for g in chunk],
-                     "sampled_n_tokens": [g.n_new_tokens for g in chunk],
-                     "n_prompt_tokens": chunk[0].n_prompt_tokens, "n_new_tokens": sum(g.n_new_tokens for g in chunk),
-                     "latency_s": sum(g.latency_s for g in chunk)})
+        chunk = gens[i * m : (i + 1) * m]
+        rows.append(
+            {
+                "prompt": backend.render(msg),
+                "sampled_texts": [g.text for g in chunk],
+                "sampled_n_tokens": [g.n_new_tokens for g in chunk],
+                "n_prompt_tokens": chunk[0].n_prompt_tokens,
+                "n_new_tokens": sum(g.n_new_tokens for g in chunk),
+                "latency_s": sum(g.latency_s for g in chunk),
+            }
+        )
     return rows
 
 
 def sample_params(ctx: StageContext) -> dict:
     d = ctx.decoding
-    return {"num_samples": d["num_samples"], "temperature": d["sample_temperature"],
-            "max_new_tokens": d["sample_max_new_tokens"] or ctx.answer_tokens}
+    return {
+        "num_samples": d["num_samples"],
+        "temperature": d["sample_temperature"],
+        "max_new_tokens": d["sample_max_new_tokens"] or ctx.answer_tokens,
+    }
 
 
 def sampled_texts(rows: list[dict], policy: str) -> dict:
     return {"sampled_texts": [list(r["sampled_texts"] or []) for r in rows]}
 
 
-STAGE = Stage(name="samples", run=samples, provides=("sampled_texts",), stats=sampled_texts,
-              params=sample_params, constrained=True, overhead=True,
-              description="m sampled answers at temperature T")
+STAGE = Stage(
+    name="samples",
+    run=samples,
+    provides=("sampled_texts",),
+    stats=sampled_texts,
+    params=sample_params,
+    constrained=True,
+    overhead=True,
+    description="m sampled answers at temperature T",
+)

@@ -31,6 +31,7 @@ requires=(...), fn=...)`` where ``fn(stats, **params)`` (or ``fn(stats, fit_stat
 a trained method) is a pure function; then add one line ``"<name>": "jobs.uq.<name>:METHOD"`` below.
 Nothing is imported until a method is looked up.
 """
+
 from __future__ import annotations
 
 from jobs.registry import Registry
@@ -60,7 +61,14 @@ UQ_METHODS = Registry(
 
 #: The eight methods of the paper, in its order.
 PAPER_METHODS: tuple[str, ...] = (
-    "avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe",
+    "avg_token_prob",
+    "perplexity",
+    "ptrue",
+    "verbal_1s",
+    "verbal_2s",
+    "jaccard",
+    "probe",
+    "ood_probe",
 )
 
 __all__ = ["PAPER_METHODS", "UQ_METHODS", "UQMethod", "compute"]

@@ -9,6 +9,7 @@ the mean token probability; setting records say which per row (``answer_prob_rul
 matched_letter_token / constrained_option / none, see ``jobs.scoring.ANSWER_PROB_RULES``).
 uncertainty = 1 - confidence, in [0, 1]. Empty generation (and no option-letter logprob) -> NaN.
 """
+
 from __future__ import annotations
 
 import numpy as np

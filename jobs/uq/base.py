@@ -5,6 +5,7 @@ the stats it reads in ``requires`` and maps them to one uncertainty per sample, 
 uncertain**, NaN where it cannot score a sample. ``compute`` does the checking (stats present, same
 length, output shape) so that each method file stays a few lines of arithmetic.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -83,19 +84,23 @@ class UQMethod:
         if self.fit not in FIT_KINDS:
             raise ValueError(f"uq method {self.name!r}: fit={self.fit!r}; valid: {FIT_KINDS}")
         if self.confidence not in CONFIDENCE_MAPS:
-            raise ValueError(f"uq method {self.name!r}: confidence={self.confidence!r}; "
-                             f"valid: {', '.join(CONFIDENCE_MAPS)}")
+            raise ValueError(
+                f"uq method {self.name!r}: confidence={self.confidence!r}; valid: {', '.join(CONFIDENCE_MAPS)}"
+            )
         if not self.requires:
             raise ValueError(f"uq method {self.name!r}: requires must name at least one stat")
         if self.nan_policy is not None and self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"uq method {self.name!r}: nan_policy={self.nan_policy!r}; "
-                             f"valid: {', '.join(NAN_POLICIES)}")
+            raise ValueError(
+                f"uq method {self.name!r}: nan_policy={self.nan_policy!r}; valid: {', '.join(NAN_POLICIES)}"
+            )
         if self.parsed_stat is not None and self.parsed_stat not in self.requires:
-            raise ValueError(f"uq method {self.name!r}: parsed_stat {self.parsed_stat!r} is not one of "
-                             f"its requires {self.requires}")
+            raise ValueError(
+                f"uq method {self.name!r}: parsed_stat {self.parsed_stat!r} is not one of its requires {self.requires}"
+            )
         if self.answer_stage is not None and "route" not in self.param_choices:
-            raise ValueError(f"uq method {self.name!r}: answer_stage needs a 'route' param "
-                             f"(param_choices['route'] = {ROUTES})")
+            raise ValueError(
+                f"uq method {self.name!r}: answer_stage needs a 'route' param (param_choices['route'] = {ROUTES})"
+            )
 
     def route(self, params: Mapping[str, Any]) -> str:
         """Which answer a setting judges: "greedy_answer" (the plain greedy pass) or, for a method
@@ -112,8 +117,10 @@ class UQMethod:
         _check_params(self, params)
         for key, choices in self.param_choices.items():
             if key in params and params[key] not in choices:
-                raise ValueError(f"uq method {self.name!r}: {key}={params[key]!r} is not valid; "
-                                 f"valid choices: {', '.join(map(str, choices))}")
+                raise ValueError(
+                    f"uq method {self.name!r}: {key}={params[key]!r} is not valid; "
+                    f"valid choices: {', '.join(map(str, choices))}"
+                )
         if self.extra_check is not None:  # e.g. an embedding model that is not installed here
             self.extra_check(dict(params))
 
@@ -145,8 +152,7 @@ def _check_params(method: UQMethod, params: Mapping[str, Any]) -> None:
     bad = sorted(set(params) - set(valid))
     if bad:
         raise TypeError(
-            f"uq method {method.name!r}: unknown parameter(s) {', '.join(bad)}; "
-            f"valid: {', '.join(valid) or '(none)'}"
+            f"uq method {method.name!r}: unknown parameter(s) {', '.join(bad)}; valid: {', '.join(valid) or '(none)'}"
         )
 
 
@@ -184,6 +190,7 @@ def compute(
 
 
 # ---- small helpers shared by the method files -------------------------------------------------
+
 
 def per_sequence(seqs: Sequence[Any], reduce: Callable[[np.ndarray], float]) -> np.ndarray:
     """Apply ``reduce`` to each 1-D per-token array; NaN for an empty (or None) sequence."""

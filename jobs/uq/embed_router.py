@@ -11,6 +11,7 @@ package is missing). Input: the rendered prompt (``prompt``, in every greedy rec
 for HTTP SLMs too. Trained on the other datasets of the grid (fit="other_datasets"). See
 ``jobs/routers.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,11 +20,11 @@ from jobs.routers import check_embedding, logreg_p_correct, text_features
 from jobs.uq.base import UQMethod
 
 
-def embed_router(stats, fit_stats, *, embedding: str = "tfidf", C: float = 1.0, max_features: int = 20000,
-                 max_iter: int = 1000) -> np.ndarray:
+def embed_router(
+    stats, fit_stats, *, embedding: str = "tfidf", C: float = 1.0, max_features: int = 20000, max_iter: int = 1000
+) -> np.ndarray:
     check({"embedding": embedding, "C": C, "max_features": max_features})
-    Xf, Xe, _ = text_features(fit_stats["prompt"], stats["prompt"], embedding=embedding,
-                                  max_features=max_features)
+    Xf, Xe, _ = text_features(fit_stats["prompt"], stats["prompt"], embedding=embedding, max_features=max_features)
     return 1.0 - logreg_p_correct(Xf, fit_stats["correct"], Xe, C=C, max_iter=max_iter, standardize=False)
 
 

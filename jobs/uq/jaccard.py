@@ -20,6 +20,7 @@ tokenization (the ``params`` of ``conf/uq/<name>.yaml``):
 The default stays "words" (the UQ conf identity and every stored score are unchanged): on short
 answers such as "5." vs "5" or "B)" vs "B", whitespace tokens call equal answers different.
 """
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ embedding. Trained on the other datasets of the grid (fit="other_datasets", as `
 reads the query only, never the SLM's answer. NaN for queries without a prompt representation (an
 HTTP SLM). See ``jobs/routers.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ inverse strength ``C``. Trained on the other datasets of the grid (fit="other_da
 the query only. NaN for queries without a prompt representation (an HTTP SLM). See
 ``jobs/routers.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np

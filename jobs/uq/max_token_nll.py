@@ -1,5 +1,6 @@
 """Maximum token NLL (extra baseline): the least likely generated token, max_t -log p(token_t).
 Empty generation -> NaN."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Mean token entropy (extra baseline): mean over generated positions of the full-vocabulary
 entropy in nats. Empty generation -> NaN."""
+
 from __future__ import annotations
 
 import numpy as np

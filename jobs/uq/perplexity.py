@@ -4,6 +4,7 @@ The paper's confidence is 1 / exp(mean NLL of the generated tokens). Its monoton
 the perplexity itself, so we use uncertainty = exp(mean NLL) (>= 1, higher = more uncertain); AUROC
 and routing curves depend only on the order, which is the same. Empty generation -> NaN.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,6 +12,7 @@ widths (256, 128, 64), mini-batch 32 (see ``jobs/probe_mlp.py``). uncertainty = 
 P(correct). Training rows with non-finite hidden states are skipped; evaluation rows with
 non-finite hidden states get NaN.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,9 +30,7 @@ def probe_uncertainty(
     X = np.asarray(fit_stats["hidden_state"], dtype=np.float64)
     y = np.asarray(fit_stats["correct"], dtype=bool)
     ok = np.isfinite(X).all(axis=1) if X.ndim == 2 else slice(None)
-    model = probe_mlp.fit(
-        X[ok], y[ok], hidden=tuple(hidden), lr=lr, epochs=epochs, batch_size=batch_size, seed=seed
-    )
+    model = probe_mlp.fit(X[ok], y[ok], hidden=tuple(hidden), lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
     return 1.0 - model.predict_proba(stats["hidden_state"])
 
 

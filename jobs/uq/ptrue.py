@@ -1,4 +1,5 @@
 """p(True) (paper method 3): uncertainty = 1 - P("True"), normalized over {True, False}."""
+
 from __future__ import annotations
 
 from jobs.uq.base import UQMethod, complement

@@ -5,6 +5,7 @@ Unparseable confidence -> NaN; the method's NaN policy is ``drop`` (the later ve
 drops those samples): they are left out of the metrics, and the setting reports their share
 (``unscored_share``) beside the AUROC and each record's ``confidence_parse``.
 """
+
 from __future__ import annotations
 
 from jobs.uq.base import UQMethod, complement

@@ -1,4 +1,5 @@
 """A typed error raised in a real Ray task reaches the driver's classifier with its kind."""
+
 from __future__ import annotations
 
 import pytest

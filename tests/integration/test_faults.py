@@ -2,6 +2,7 @@
 mid-grid then resumed, the MLflow server stopped mid-grid then synced. In every case each
 setting ends with exactly one finished MLflow run and the Parquet results equal those of an
 uninterrupted run."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,17 @@ def _results(r, plan) -> dict:
     out = {}
     for s in plan.settings:
         t = pq.read_table(plan.setting_dir(r.store_dir, s) / "records.parquet").to_pylist()
-        out[s.hash] = [(x["sample_id"], x["slm_answer"], x["slm_correct"], x["llm_correct"],
-                        round(x["uncertainty"], 5), x["route_rank"]) for x in t]
+        out[s.hash] = [
+            (
+                x["sample_id"],
+                x["slm_answer"],
+                x["slm_correct"],
+                x["llm_correct"],
+                round(x["uncertainty"], 5),
+                x["route_rank"],
+            )
+            for x in t
+        ]
     return out
 
 
@@ -82,8 +92,15 @@ def reference(tmp_path_factory, ray_local):
 def _grid(tmp_path, uri, name):
     from orchestrator.config import load_grid
 
-    return load_grid(MICRO, [f"output_dir={tmp_path / name}", "mlflow.enabled=true", f"mlflow.tracking_uri={uri}",
-                             f"mlflow.experiment={name}-{tmp_path.name}"])
+    return load_grid(
+        MICRO,
+        [
+            f"output_dir={tmp_path / name}",
+            "mlflow.enabled=true",
+            f"mlflow.tracking_uri={uri}",
+            f"mlflow.experiment={name}-{tmp_path.name}",
+        ],
+    )
 
 
 def test_killed_model_actor_is_replaced_and_grid_completes(tmp_path, ray_local, mlflow_server, reference):
@@ -115,14 +132,32 @@ def test_killed_driver_then_resume_completes(tmp_path, ray_local, mlflow_server,
     exp = f"driverkill-{tmp_path.name}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(MICRO), f"output_dir={out}",
-                             "mlflow.enabled=true", f"mlflow.experiment={exp}", "--tracking-uri", mlflow_server],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            str(MICRO),
+            f"output_dir={out}",
+            "mlflow.enabled=true",
+            f"mlflow.experiment={exp}",
+            "--tracking-uri",
+            mlflow_server,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         # let it finish at least one unit and log at least one setting... or at least one model pass
-        _wait_for(lambda: list((out / "store" / "gen").glob("*/manifest.json")) if (out / "store").exists() else [],
-                  300, "driver never finished a unit")
+        _wait_for(
+            lambda: list((out / "store" / "gen").glob("*/manifest.json")) if (out / "store").exists() else [],
+            300,
+            "driver never finished a unit",
+        )
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait(30)
     finally:
@@ -149,8 +184,11 @@ def test_mlflow_down_mid_grid_loses_nothing_and_sync_catches_up(tmp_path, ray_lo
         th = threading.Thread(target=lambda: box.update(res=run_grid(r)))
         th.start()
         # stop MLflow as soon as the first model pass is on disk (before any setting is logged)
-        _wait_for(lambda: list(r.store_dir.glob("gen/*/manifest.json")) if r.store_dir.exists() else [], 300,
-                  "no unit finished")
+        _wait_for(
+            lambda: list(r.store_dir.glob("gen/*/manifest.json")) if r.store_dir.exists() else [],
+            300,
+            "no unit finished",
+        )
         stop_server(folder)
         th.join(600)
         plan, report, _ = box["res"]
@@ -179,20 +217,33 @@ def test_unusable_dataset_fails_alone_and_status_says_why(tmp_path, ray_local, c
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q": "no answer field"}\n{"q": "still none"}\n')
     grid = yaml.safe_load(MICRO.read_text())
-    grid.update(output_dir=str(tmp_path / "out"), uq=["perplexity"],
-                datasets=["strategyqa", {"name": "mine", "adapter": "local", "task": "yesno",
-                                         "local_path": str(bad), "mapping": {"question": "q", "gold": "a"}}])
+    grid.update(
+        output_dir=str(tmp_path / "out"),
+        uq=["perplexity"],
+        datasets=[
+            "strategyqa",
+            {
+                "name": "mine",
+                "adapter": "local",
+                "task": "yesno",
+                "local_path": str(bad),
+                "mapping": {"question": "q", "gold": "a"},
+            },
+        ],
+    )
     gp = tmp_path / "g.yaml"
     gp.write_text(yaml.safe_dump(grid))
     r = load_grid(gp, conf_dir=REPO / "tests" / "conf")
     plan, report, _ = run_grid(r)
     ok = {s.name for s in plan.settings if s.dataset == "strategyqa"}
-    assert ok and all((plan.setting_dir(r.store_dir, s) / "manifest.json").is_file()
-                      for s in plan.settings if s.name in ok)
+    assert ok and all(
+        (plan.setting_dir(r.store_dir, s) / "manifest.json").is_file() for s in plan.settings if s.name in ok
+    )
     failed = [e for e in Ledger(r.output_dir / "ledger.jsonl").events() if e["event"] == "failed"]
     assert any(e["reason"] == "data_error" and "no usable samples" in e["detail"] for e in failed)
-    assert not any(e["event"] == "retry" and e["reason"] == "data_error"
-                   for e in Ledger(r.output_dir / "ledger.jsonl").events())
+    assert not any(
+        e["event"] == "retry" and e["reason"] == "data_error" for e in Ledger(r.output_dir / "ledger.jsonl").events()
+    )
     capsys.readouterr()
     assert main(["status", str(r.output_dir)]) == 0
     out = capsys.readouterr().out

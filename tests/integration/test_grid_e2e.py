@@ -1,4 +1,5 @@
 """The tiny grid end to end: real SmolLM2, real data, real local Ray, real MLflow server over HTTP."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,9 @@ def test_mlflow_has_one_run_per_setting_with_curve(tiny_run):
     # the unscored share is logged beside the AUROC of every setting, the NaN policy as a param
     assert all("unscored_share" in x.data.metrics for x in children)
     assert {x.data.params["metrics.nan_policy"] for x in children if x.data.tags["uq"] == "verbal_2s"} == {"drop"}
-    assert {x.data.params["metrics.nan_policy"] for x in children if x.data.tags["uq"] == "perplexity"} == \
-        {"most_uncertain"}
+    assert {x.data.params["metrics.nan_policy"] for x in children if x.data.tags["uq"] == "perplexity"} == {
+        "most_uncertain"
+    }
     child = next(x for x in children if x.data.metrics["n_used"] > 0)  # a setting with a curve
     assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert {"slm", "uq", "dataset", "llm"} <= set(child.data.tags)
@@ -97,8 +99,9 @@ def test_rerun_computes_nothing_and_duplicates_nothing(tiny_run):
     assert {p: p.stat().st_mtime_ns for p in r.store_dir.rglob("*.parquet")} == before
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(r.grid["mlflow"]["experiment"])
-    children = [x for x in c.search_runs([exp.experiment_id], max_results=1000)
-                if x.data.tags.get("uqroute.kind") == "setting"]
+    children = [
+        x for x in c.search_runs([exp.experiment_id], max_results=1000) if x.data.tags.get("uqroute.kind") == "setting"
+    ]
     assert len(children) == len(plan.settings)
 
 

@@ -4,10 +4,10 @@ the stored generations without loading a model; ``uqroute explain`` prints one q
 
 The tests that change a folder work on a copy of the tiny run's output, with its own MLflow
 experiment (a copy has the grid hash of the original)."""
+
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import shutil
@@ -43,7 +43,8 @@ def _setting_runs(uri: str, experiment: str) -> dict[str, list[tuple[str, str]]]
     out: dict = {}
     for run in c.search_runs([exp.experiment_id], "tags.`uqroute.kind` = 'setting'", max_results=1000):
         out.setdefault(run.data.tags["uqroute.setting_hash"], []).append(
-            (run.info.run_id, run.data.tags.get("uqroute.unit_key")))
+            (run.info.run_id, run.data.tags.get("uqroute.unit_key"))
+        )
     return out
 
 
@@ -59,11 +60,11 @@ def _same(a: dict, b: dict) -> bool:
     """Equal metric dicts, NaN equal to NaN."""
     return a.keys() == b.keys() and all(
         a[k] == b[k] or (isinstance(a[k], float) and isinstance(b[k], float) and math.isnan(a[k]) and math.isnan(b[k]))
-        for k in a)
+        for k in a
+    )
 
 
-def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflow_runs(tiny_run, tmp_path,
-                                                                                       monkeypatch):
+def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflow_runs(tiny_run, tmp_path, monkeypatch):
     from orchestrator.runner import run_grid, sync
 
     out = _copy(tiny_run, tmp_path, "bump")
@@ -75,9 +76,13 @@ def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflo
     monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"ptrue": "bumped"})
     plan = make_plan(r)
     stale = set(plan.units) - plan.done(r.store_dir)
-    assert stale == {k for k, u in plan.units.items()
-                     if (u.kind == "gen" and u.stage == "ptrue") or (u.kind == "score" and u.payload["uq"] == "ptrue")
-                     or (u.kind == "setting" and u.payload["axes"]["uq"] == "ptrue")}
+    assert stale == {
+        k
+        for k, u in plan.units.items()
+        if (u.kind == "gen" and u.stage == "ptrue")
+        or (u.kind == "score" and u.payload["uq"] == "ptrue")
+        or (u.kind == "setting" and u.payload["axes"]["uq"] == "ptrue")
+    }
     n_events = len((out / "ledger.jsonl").read_text().splitlines())
     plan, report, _ = run_grid(r)
     assert report.ok, (report.failed, report.blocked)
@@ -87,7 +92,7 @@ def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflo
     after = _setting_runs(uri, exp)
     assert {h: len(v) for h, v in after.items()} == {s.hash: 1 for s in plan.settings}  # one run per setting
     for s in plan.settings:
-        (rid, key), = after[s.hash]
+        ((rid, key),) = after[s.hash]
         assert key == plan.setting_keys[s.hash]
         if s.uq == "ptrue":
             assert rid != before[s.hash][0][0]  # replaced: a new result of the same setting
@@ -109,8 +114,7 @@ def _fresh_scores(plan, gen_store, tmp_path):
     return {s.hash: read_json(plan.setting_dir(fresh, s) / "manifest.json")["metrics"] for s in plan.settings}
 
 
-def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_scoring(tiny_run, tmp_path,
-                                                                                      monkeypatch):
+def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_scoring(tiny_run, tmp_path, monkeypatch):
     from orchestrator.rescore import rescore
 
     out = _copy(tiny_run, tmp_path, "rescore")
@@ -146,8 +150,9 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
                 assert n["slm_correct"] == (o["slm_correct"] if o["slm_answer"] is None else not o["slm_correct"])
     # AddSub answers are numbers: its settings keep their numbers (the trained probes, recomputed here
     # in this process rather than on a Ray worker, aside: torch's float sums may differ in the last bit)
-    assert all(_same(new[h], original[h]) for h in new
-               if by[h].dataset == "addsub" and by[h].uq not in ("probe", "ood_probe"))
+    assert all(
+        _same(new[h], original[h]) for h in new if by[h].dataset == "addsub" and by[h].uq not in ("probe", "ood_probe")
+    )
     for row in res["changes"]:
         assert row["auroc_old"] == pytest.approx(original[row["hash"]]["auroc"], nan_ok=True)
         assert row["auroc_new"] == pytest.approx(new[row["hash"]]["auroc"], nan_ok=True)
@@ -180,7 +185,9 @@ def test_rescore_refuses_a_folder_whose_generations_are_missing(tiny_run, tmp_pa
     plan = make_plan(r)
     gone = next(u for u in plan.by_kind("gen") if u.stage == "samples")
     shutil.rmtree(unit_dir(r.store_dir, "gen", gone.key))
-    with pytest.raises(RescoreError, match=r"1 of \d+ generation units are not in the store \(samples .*uqroute resume"):
+    with pytest.raises(
+        RescoreError, match=r"1 of \d+ generation units are not in the store \(samples .*uqroute resume"
+    ):
         rescore(out, local=True)
 
 
@@ -196,10 +203,16 @@ def test_explain_prints_one_querys_full_trail(tiny_run, capsys):
     e = explain(out, s.name, sid, rate=0.5)
     su = plan.setting_unit(s)
     score = plan.units[su.payload["score"]]
-    greedy = next(x for x in read_unit(unit_dir(r.store_dir, "gen", score.payload["eval"]["greedy"])).to_pylist()
-                  if x["sample_id"] == sid)
-    ptrue = next(x for x in read_unit(unit_dir(r.store_dir, "gen", score.payload["eval"]["ptrue"])).to_pylist()
-                 if x["sample_id"] == sid)
+    greedy = next(
+        x
+        for x in read_unit(unit_dir(r.store_dir, "gen", score.payload["eval"]["greedy"])).to_pylist()
+        if x["sample_id"] == sid
+    )
+    ptrue = next(
+        x
+        for x in read_unit(unit_dir(r.store_dir, "gen", score.payload["eval"]["ptrue"])).to_pylist()
+        if x["sample_id"] == sid
+    )
     # the prompt rendered from the dataset sample is the one the model was sent (in its chat template)
     assert e["sample"]["prompt"][0]["content"] in greedy["prompt"]
     assert set(e["outputs"]) == {"greedy", "ptrue", "llm"}
@@ -209,8 +222,9 @@ def test_explain_prints_one_querys_full_trail(tiny_run, capsys):
     assert e["answers"] == {k: rec[k] for k in ("slm_answer", "slm_correct", "llm_answer", "llm_correct")}
     assert set(e["scores"]) == set(r.uq) and e["scores"]["ptrue"]["uncertainty"] == rec["uncertainty"]
     # the routing decisions of all rows at 50 %: exactly half the rows are sent, in route_rank order
-    probs = {x["sample_id"]: explain(out, s.hash[:8], x["sample_id"], rate=0.5)["routing"]["route_probability"]
-             for x in recs}
+    probs = {
+        x["sample_id"]: explain(out, s.hash[:8], x["sample_id"], rate=0.5)["routing"]["route_probability"] for x in recs
+    }
     assert sum(probs.values()) == pytest.approx(len(recs) / 2)
     by_rank = [probs[x["sample_id"]] for x in sorted(recs, key=lambda x: x["route_rank"])]
     assert by_rank == sorted(by_rank, reverse=True)
@@ -220,8 +234,14 @@ def test_explain_prints_one_querys_full_trail(tiny_run, capsys):
         explain(out, s.name, "no-such-id")
     assert main(["explain", str(out), s.name, sid, "--rate", "0.5"]) == 0
     text = capsys.readouterr().out
-    for needle in ("stage ptrue:", "ptrue_prob", "prompt sent:", "SLM answer", "routing at call rate 50%",
-                   f"* ptrue: {e['uncertainty']:.6g}"):
+    for needle in (
+        "stage ptrue:",
+        "ptrue_prob",
+        "prompt sent:",
+        "SLM answer",
+        "routing at call rate 50%",
+        f"* ptrue: {e['uncertainty']:.6g}",
+    ):
         assert needle in text, needle
     assert main(["explain", str(out), "nope", sid]) == 2
     assert "unknown setting 'nope'" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Ctrl-C on `uqroute run`: one line (what finished, the resume command), exit code 130, the
 grid's MLflow run KILLED, `uqroute status` says so; `uqroute resume` then finishes the grid with
 each setting logged once and the grid run FINISHED."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,7 @@ def _grid_run(uri, exp):
     return grids[0], settings
 
 
-def test_ctrl_c_prints_one_line_marks_the_grid_killed_and_resume_finishes(tmp_path, ray_local, mlflow_server,
-                                                                           capsys):
+def test_ctrl_c_prints_one_line_marks_the_grid_killed_and_resume_finishes(tmp_path, ray_local, mlflow_server, capsys):
     from orchestrator.cli import main
     from orchestrator.plan import make_plan
     from orchestrator.runner import load_output
@@ -37,10 +37,26 @@ def test_ctrl_c_prints_one_line_marks_the_grid_killed_and_resume_finishes(tmp_pa
     out, exp = tmp_path / "ctrlc", f"ctrlc-{tmp_path.name}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", COLUMNS="200")
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(MICRO), f"output_dir={out}",
-                             "mlflow.enabled=true", f"mlflow.experiment={exp}", "--tracking-uri", mlflow_server],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            str(MICRO),
+            f"output_dir={out}",
+            "mlflow.enabled=true",
+            f"mlflow.experiment={exp}",
+            "--tracking-uri",
+            mlflow_server,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         t0 = time.time()
         while not list((out / "store" / "settings").glob("*/manifest.json")) if (out / "store").exists() else True:
@@ -62,8 +78,10 @@ def test_ctrl_c_prints_one_line_marks_the_grid_killed_and_resume_finishes(tmp_pa
     assert stopped_in < 30, stopped_in
     assert "Traceback" not in output, output
     line = [x for x in output.splitlines() if x.startswith("interrupted:")]
-    assert line == [f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
-                    f"{r.store_dir.resolve()}); resume with: uqroute resume {out}"], output
+    assert line == [
+        f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
+        f"{r.store_dir.resolve()}); resume with: uqroute resume {out}"
+    ], output
     assert 0 < n_done < len(plan.settings)
     grid, _ = _grid_run(mlflow_server, exp)
     assert grid.info.status == "KILLED"

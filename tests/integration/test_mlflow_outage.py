@@ -1,6 +1,7 @@
 """The background writer against a real MLflow server that is stopped mid-run and started
 again: the producer never waits, every setting ends up as exactly one finished run, and a
 server that stays down leaves an exact list of what MLflow lacks."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,23 @@ def _setting_dir(folder):
 
 
 def _manifest(i):
-    return {"key": f"h{i:04d}", "name": f"slm__uq{i}__ds__llm", "slm": "slm", "uq": f"uq{i}", "dataset": "ds",
-            "llm": "llm", "metrics": {"auroc": 0.5 + i / 100, "slm_acc": 0.3, "llm_acc": 0.5, "n": 10}}
+    return {
+        "key": f"h{i:04d}",
+        "name": f"slm__uq{i}__ds__llm",
+        "slm": "slm",
+        "uq": f"uq{i}",
+        "dataset": "ds",
+        "llm": "llm",
+        "metrics": {"auroc": 0.5 + i / 100, "slm_acc": 0.3, "llm_acc": 0.5, "n": 10},
+    }
 
 
 def _runs(uri, exp):
     c = MlflowClient(uri)
     e = c.get_experiment_by_name(exp)
-    return [r for r in c.search_runs([e.experiment_id], max_results=1000) if r.data.tags.get("uqroute.kind") == "setting"]
+    return [
+        r for r in c.search_runs([e.experiment_id], max_results=1000) if r.data.tags.get("uqroute.kind") == "setting"
+    ]
 
 
 def _wait(pred, timeout, what):
@@ -50,9 +60,15 @@ def test_server_stopped_mid_run_and_started_again(tmp_path, monkeypatch):
     uri = start_server(folder, port=5262)
     notes = []
     by_key = {m["key"]: m for m in map(_manifest, range(24))}
-    w = MlflowWriter(lambda: MlflowSink(uri, "outage", "g", "gh-outage", {"a": 1}),
-                     lambda k, m: SettingSource(m or by_key[k], d, {"p": 1}),
-                     maxsize=4, lanes=2, backoff_s=0.2, max_backoff_s=1.0, notify=notes.append)
+    w = MlflowWriter(
+        lambda: MlflowSink(uri, "outage", "g", "gh-outage", {"a": 1}),
+        lambda k, m: SettingSource(m or by_key[k], d, {"p": 1}),
+        maxsize=4,
+        lanes=2,
+        backoff_s=0.2,
+        max_backoff_s=1.0,
+        notify=notes.append,
+    )
     try:
         blocked = 0.0
         for i in range(8):
@@ -88,8 +104,12 @@ def test_server_that_stays_down_names_what_mlflow_lacks(tmp_path, monkeypatch):
     d = _setting_dir(tmp_path / "setting")
     by_key = {m["key"]: m for m in map(_manifest, range(5))}
     # nothing listens here: the sink can never connect
-    w = MlflowWriter(lambda: MlflowSink("http://127.0.0.1:9", "never", "g", "gh", {}),
-                     lambda k, m: SettingSource(m or by_key[k], d, {}), backoff_s=0.1, max_backoff_s=0.2)
+    w = MlflowWriter(
+        lambda: MlflowSink("http://127.0.0.1:9", "never", "g", "gh", {}),
+        lambda k, m: SettingSource(m or by_key[k], d, {}),
+        backoff_s=0.1,
+        max_backoff_s=0.2,
+    )
     for m in by_key.values():
         w.submit(m)
     t0 = time.time()

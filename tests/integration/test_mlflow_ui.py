@@ -1,6 +1,7 @@
 """What a new user sees at the MLflow link uqroute prints: the tiny grid's setting runs listed
 (not one collapsed parent), and the routing curve drawn, in a real headless Chromium with a
 fresh profile (no saved MLflow view state)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,14 +14,24 @@ import pytest
 
 from tests.browser import _free_port, chromium, devtools, find_chromium
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(find_chromium() is None, reason="needs Chromium: apt-get install chromium")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(find_chromium() is None, reason="needs Chromium: apt-get install chromium"),
+]
 
 
-async def _session(port: int, url: str, until: str, expressions: dict, screenshot: Path, timeout: float,
-                   then: tuple[str, dict, Path] | None = None) -> dict:
+async def _session(
+    port: int,
+    url: str,
+    until: str,
+    expressions: dict,
+    screenshot: Path,
+    timeout: float,
+    then: tuple[str, dict, Path] | None = None,
+) -> dict:
     deadline = time.time() + timeout
     async with devtools(port, timeout) as call:
+
         async def value(expr: str):
             r = await call("Runtime.evaluate", expression=expr, returnByValue=True)
             return r["result"].get("value")
@@ -31,7 +42,9 @@ async def _session(port: int, url: str, until: str, expressions: dict, screensho
         # MLflow's UI is a single-page app: wait for what it renders, not for the document
         while not await value(until):
             if time.time() > deadline:
-                raise TimeoutError(f"{url}: {until} never became true; page says: {await value('document.body.innerText')!r:.2000}")
+                raise TimeoutError(
+                    f"{url}: {until} never became true; page says: {await value('document.body.innerText')!r:.2000}"
+                )
             await asyncio.sleep(0.3)
         await asyncio.sleep(1.5)  # let the charts draw
         out = {name: await value(expr) for name, expr in expressions.items()}
@@ -69,11 +82,17 @@ def test_printed_link_lists_the_settings_and_draws_their_routing_curves(tiny_run
     assert url.startswith(f"{sink.uri}/#/experiments/{sink.experiment_id}/runs?")
     names = [s.name for s in plan.settings]
     shot, shot2 = tmp_path / "mlflow-runs.png", tmp_path / "mlflow-routing-charts.png"
-    page = browse(url, f"document.body.innerText.includes({json.dumps(names[0])})", {
-        "text": "document.body.innerText",
-        "href": "location.href",
-        "charts": "Array.from(document.querySelectorAll('svg')).length",
-    }, shot, then=(TYPE_IN_CHART_SEARCH.replace("WHAT", "routing_accuracy"), {"after": "document.body.innerText"}, shot2))
+    page = browse(
+        url,
+        f"document.body.innerText.includes({json.dumps(names[0])})",
+        {
+            "text": "document.body.innerText",
+            "href": "location.href",
+            "charts": "Array.from(document.querySelectorAll('svg')).length",
+        },
+        shot,
+        then=(TYPE_IN_CHART_SEARCH.replace("WHAT", "routing_accuracy"), {"after": "document.body.innerText"}, shot2),
+    )
     text = page["text"]
     # the table lists the setting runs themselves, without expanding the parent
     listed = [n for n in names if n in text]

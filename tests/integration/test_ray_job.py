@@ -3,6 +3,7 @@ the job ships the project as its working dir (cluster/runtime_env.yaml), runs `u
 --address auto output_dir=...` with overrides after the option, reads the benchmark files from
 an absolute data root and writes the store to an absolute folder every node sees (here: /tmp on
 this one machine). Then the Parquet rows and the MLflow runs are checked."""
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,43 @@ def head():
     tmp = Path("/tmp") / f"uqrjob{os.getpid()}"  # short: Ray's socket paths have a length limit
     tmp.mkdir(exist_ok=True)
     port, dash = _free_port(), _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+    )
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--temp-dir", str(tmp),
-                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-                    "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "2",
-                    *_agent_ports(), "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--temp-dir",
+            str(tmp),
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dash),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "2",
+            *_agent_ports(),
+            "--disable-usage-stats",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     try:
         yield f"http://127.0.0.1:{dash}", env, tmp
     finally:
@@ -46,8 +77,12 @@ def _agent_ports() -> list[str]:
     every Ray on the machine: when another Ray (this test run's own session, a leftover) holds
     one, the new head's agent cannot bind it and dies, and every `ray job submit` then answers
     "No available agent" (seen in CI)."""
-    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-             "--metrics-export-port")
+    flags = (
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    )
     return [x for f in flags for x in (f, str(_free_port()))]
 
 
@@ -63,10 +98,26 @@ def _head_logs(tmp: Path) -> str:
 def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_server):
     address, env, tmp = head
     out = tmp_path / "shared-fs" / "micro"  # absolute, on a filesystem every node sees
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "cluster/runtime_env.yaml",
-           "--", "uqroute", "run", "tests/conf/grid/micro.yaml", "--address", "auto",
-           f"output_dir={out}", f"dataset.data_root={default_data_root()}",
-           "mlflow.enabled=true", f"mlflow.tracking_uri={mlflow_server}", "mlflow.experiment=ray-job"]
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--runtime-env",
+        "cluster/runtime_env.yaml",
+        "--",
+        "uqroute",
+        "run",
+        "tests/conf/grid/micro.yaml",
+        "--address",
+        "auto",
+        f"output_dir={out}",
+        f"dataset.data_root={default_data_root()}",
+        "mlflow.enabled=true",
+        f"mlflow.tracking_uri={mlflow_server}",
+        "mlflow.experiment=ray-job",
+    ]
     for _ in range(20):  # right after `ray start` the dashboard may not have its job agent yet
         res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         if res.returncode == 0 or "No available agent to submit job" not in res.stdout + res.stderr:
@@ -93,8 +144,13 @@ def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_serve
 
 
 def test_run_takes_overrides_after_options():
-    res = subprocess.run([str(BIN / "uqroute"), "run", "tests/conf/grid/micro.yaml", "--no-mlflow",
-                          "dataset.limit=abc"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    res = subprocess.run(
+        [str(BIN / "uqroute"), "run", "tests/conf/grid/micro.yaml", "--no-mlflow", "dataset.limit=abc"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert res.returncode == 2 and "dataset.limit='abc' is not a valid int" in res.stdout + res.stderr
     assert "unrecognized arguments" not in res.stderr

@@ -1,6 +1,7 @@
 """Generalization on the tiny grid run (real SmolLM2, real data, Ray, MLflow): the report seen in
 a real headless Chromium, calibration drawn only from train/dev (fit-role) rows, transfer
 numbers that can be recomputed from the per-sample records, and `uqroute calibrate build|apply`."""
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,11 @@ def test_cross_group_split_on_two_datasets_equals_leave_one_out(tiny_run, analys
     the reverse); the OOD probe has no model that saw neither group and is skipped in both."""
     cross = analysis["cross_group"]
     assert cross["groups"] == {"addsub": "math", "strategyqa": "commonsense"}
-    loo = {(x["uq"], x["heldout"], x["target_call_rate"]): x for x in analysis["transfer"]["call_rate"]
-           if x["method"] == "calibration"}
+    loo = {
+        (x["uq"], x["heldout"], x["target_call_rate"]): x
+        for x in analysis["transfer"]["call_rate"]
+        if x["method"] == "calibration"
+    }
     pairs = {("math", "commonsense"): "strategyqa", ("commonsense", "math"): "addsub"}
     assert cross["call_rate"]
     for x in cross["call_rate"]:
@@ -83,7 +87,9 @@ def test_cross_group_split_on_two_datasets_equals_leave_one_out(tiny_run, analys
         for k in ("threshold", "tie_frac", "realized_call_rate", "call_rate_error", "accuracy_error", "n_fit"):
             assert x[k] == pytest.approx(want[k], abs=1e-12, nan_ok=True), (x["uq"], x["heldout"], k)
     assert {(s["uq"], s["source_group"]) for s in cross["skipped"] if s["uq"] == "ood_probe"} == {
-        ("ood_probe", "math"), ("ood_probe", "commonsense")}
+        ("ood_probe", "math"),
+        ("ood_probe", "commonsense"),
+    }
     assert [s["source_group"] for s in cross["sentences"]] == ["commonsense", "math"]
     page = (tiny_run["out"] / "report" / "index.html").read_text()
     assert 'id="cross-group"' in page and page.count("<li>Calibrated on ") == 2
@@ -93,21 +99,25 @@ def test_cross_group_split_on_two_datasets_equals_leave_one_out(tiny_run, analys
 def test_report_renders_in_headless_chromium(tiny_run, analysis, tmp_path):
     html = tiny_run["out"] / "report" / "index.html"
     shot = tmp_path / "report.png"
-    page = inspect_page(html.as_uri(), {
-        "title": "document.title",
-        "images": "document.images.length",
-        "broken": "Array.from(document.images).filter(i => !(i.naturalWidth > 100 && i.naturalHeight > 100)).length",
-        "external": "Array.from(document.querySelectorAll('[src],[href]')).map(e => e.getAttribute('src') || "
-                    "e.getAttribute('href')).filter(u => !u.startsWith('data:') && !u.startsWith('#')).length",
-        "findings": "Array.from(document.querySelectorAll('.finding')).map(e => [e.dataset.finding, "
-                    "e.querySelector('.verdict').textContent])",
-        "err_head": "Array.from(document.querySelectorAll('table.transfer-error th')).map(e => e.textContent)",
-        "err_rows": "Array.from(document.querySelectorAll('table.transfer-error tbody tr')).map(r => "
-                    "Array.from(r.cells).map(c => c.textContent))",
-        "too_wide": "Array.from(document.querySelectorAll('img')).filter(i => i.getBoundingClientRect().right > "
-                    "document.documentElement.clientWidth + 1).length",
-        "height": "document.documentElement.scrollHeight",
-    }, shot)
+    page = inspect_page(
+        html.as_uri(),
+        {
+            "title": "document.title",
+            "images": "document.images.length",
+            "broken": "Array.from(document.images).filter(i => !(i.naturalWidth > 100 && i.naturalHeight > 100)).length",
+            "external": "Array.from(document.querySelectorAll('[src],[href]')).map(e => e.getAttribute('src') || "
+            "e.getAttribute('href')).filter(u => !u.startsWith('data:') && !u.startsWith('#')).length",
+            "findings": "Array.from(document.querySelectorAll('.finding')).map(e => [e.dataset.finding, "
+            "e.querySelector('.verdict').textContent])",
+            "err_head": "Array.from(document.querySelectorAll('table.transfer-error th')).map(e => e.textContent)",
+            "err_rows": "Array.from(document.querySelectorAll('table.transfer-error tbody tr')).map(r => "
+            "Array.from(r.cells).map(c => c.textContent))",
+            "too_wide": "Array.from(document.querySelectorAll('img')).filter(i => i.getBoundingClientRect().right > "
+            "document.documentElement.clientWidth + 1).length",
+            "height": "document.documentElement.scrollHeight",
+        },
+        shot,
+    )
     assert page["title"] == "uqroute report: tiny"
     # routing curves (2 datasets) + AUROC + histograms + 2 heatmaps + transfer, all decoded by the browser
     assert page["images"] == 7 and page["broken"] == 0 and page["too_wide"] == 0
@@ -119,8 +129,11 @@ def test_report_renders_in_headless_chromium(tiny_run, analysis, tmp_path):
     # the transfer-error table: one row per (UQ method, held-out dataset), one column per target
     assert page["err_head"] == ["UQ method", "held-out dataset"] + [f"{t}0%" for t in range(1, 10)] + ["mean |err|"]
     assert len(page["err_rows"]) == 14 - len(analysis["transfer"]["skipped"])
-    want = {(x["uq"], x["heldout"], round(x["target_call_rate"], 2)): x["call_rate_error"]
-            for x in analysis["transfer"]["call_rate"] if x["method"] == "calibration"}
+    want = {
+        (x["uq"], x["heldout"], round(x["target_call_rate"], 2)): x["call_rate_error"]
+        for x in analysis["transfer"]["call_rate"]
+        if x["method"] == "calibration"
+    }
     for cells in page["err_rows"]:
         for j, t in enumerate(np.arange(1, 10) / 10):
             assert float(cells[2 + j]) == pytest.approx(want[(cells[0], cells[1], round(t, 2))], abs=6e-4)
@@ -175,12 +188,16 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
     w = np.asarray([row["weight"] for row in rows])
     assert w.sum() == pytest.approx(rec["n_pooled"])
     for t in rec["thresholds"]:
-        assert expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w) == pytest.approx(t["target_call_rate"])
+        assert expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w) == pytest.approx(
+            t["target_call_rate"]
+        )
     # the set is a dataset a grid can use like any other
     grid = tmp_path / "g.yaml"
-    grid.write_text(f"name: c\noutput_dir: {tmp_path}/o\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\n"
-                    f"datasets: [{(folder / 'dataset.yaml').read_text().split('name: ')[1].splitlines()[0]}]\n"
-                    f"dataset: {{limit: null}}\n")
+    grid.write_text(
+        f"name: c\noutput_dir: {tmp_path}/o\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\n"
+        f"datasets: [{(folder / 'dataset.yaml').read_text().split('name: ')[1].splitlines()[0]}]\n"
+        f"dataset: {{limit: null}}\n"
+    )
     conf = tmp_path / "conf" / "dataset"
     conf.mkdir(parents=True)
     (conf / f"{folder.name}.yaml").write_text((folder / "dataset.yaml").read_text())
@@ -222,23 +239,64 @@ def test_calibrate_apply_on_scores_and_on_unlabelled_questions(tiny_run, capsys,
 
     rng = np.random.default_rng(0)
     scores = rng.choice(u, 200, p=w / w.sum()) + rng.normal(0, 1e-6, 200)
-    pq.write_table(pa.table({"sample_id": [f"q{i}" for i in range(200)], "uncertainty": scores}), tmp_path / "s.parquet")
-    assert main(["calibrate", "apply", str(folder), "--target-call-rate", "0.3", "--scores", str(tmp_path / "s.parquet"),
-                 "--out", str(tmp_path / "routes.parquet"), "--json"]) == 0
+    pq.write_table(
+        pa.table({"sample_id": [f"q{i}" for i in range(200)], "uncertainty": scores}), tmp_path / "s.parquet"
+    )
+    assert (
+        main(
+            [
+                "calibrate",
+                "apply",
+                str(folder),
+                "--target-call-rate",
+                "0.3",
+                "--scores",
+                str(tmp_path / "s.parquet"),
+                "--out",
+                str(tmp_path / "routes.parquet"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     routes = pq.read_table(tmp_path / "routes.parquet").to_pydict()
     assert routes["sample_id"][:3] == ["q0", "q1", "q2"] and res["n"] == 200
     assert np.mean(routes["to_llm"]) == pytest.approx(0.3, abs=0.15)
-    assert all((p > 0) == (s > res["threshold"] or (s == res["threshold"] and res["tie_frac"] > 0))
-               for s, p in zip(routes["uncertainty"], routes["route_prob"]))
+    assert all(
+        (p > 0) == (s > res["threshold"] or (s == res["threshold"] and res["tie_frac"] > 0))
+        for s, p in zip(routes["uncertainty"], routes["route_prob"])
+    )
     # with questions and no labels: the SLM and the UQ method run on Ray, nothing reads a label
     q = tmp_path / "mine.jsonl"
-    q.write_text("".join(json.dumps(x) + "\n" for x in (
-        {"id": "m1", "question": "Tom has 3 apples and buys 4 more. How many apples does he have?"},
-        {"id": "m2", "question": "A box holds 12 pens. 5 are taken out. How many pens are left?"},
-        {"id": "y1", "question": "Is the Pacific an ocean?", "task": "yesno"})))
-    assert main(["calibrate", "apply", str(folder), str(q), "--task", "numeric", "--target-call-rate", "0.5",
-                 "--out", str(tmp_path / "mine_routes.parquet"), "--json"]) == 0
+    q.write_text(
+        "".join(
+            json.dumps(x) + "\n"
+            for x in (
+                {"id": "m1", "question": "Tom has 3 apples and buys 4 more. How many apples does he have?"},
+                {"id": "m2", "question": "A box holds 12 pens. 5 are taken out. How many pens are left?"},
+                {"id": "y1", "question": "Is the Pacific an ocean?", "task": "yesno"},
+            )
+        )
+    )
+    assert (
+        main(
+            [
+                "calibrate",
+                "apply",
+                str(folder),
+                str(q),
+                "--task",
+                "numeric",
+                "--target-call-rate",
+                "0.5",
+                "--out",
+                str(tmp_path / "mine_routes.parquet"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     routes = pq.read_table(tmp_path / "mine_routes.parquet").to_pydict()
     assert routes["sample_id"] == ["m1", "m2", "y1"] and res["n"] == 3
@@ -246,8 +304,21 @@ def test_calibrate_apply_on_scores_and_on_unlabelled_questions(tiny_run, capsys,
     # an in-domain trained method cannot score data without labels
     assert main(["calibrate", "build", str(out), "--uq", "probe"]) == 0
     capsys.readouterr()
-    assert main(["calibrate", "apply", str(out / "calibration" / "smollm2-test__probe__smollm2-test"), str(q),
-                 "--task", "numeric", "--target-call-rate", "0.5"]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                "apply",
+                str(out / "calibration" / "smollm2-test__probe__smollm2-test"),
+                str(q),
+                "--task",
+                "numeric",
+                "--target-call-rate",
+                "0.5",
+            ]
+        )
+        == 2
+    )
     assert "trains on labelled rows" in capsys.readouterr().out
 
 
@@ -256,11 +327,19 @@ def test_calibrate_apply_from_the_grid_folder_matches_the_leave_one_out_row(tiny
     without that dataset, scores it (already in the store: nothing recomputed) and predicts the
     same call rate the report's leave-one-out row realized."""
     out = tiny_run["out"]
-    assert main(["calibrate", "apply", str(out), "--uq", "perplexity", "--target-call-rate", "0.3", "addsub",
-                 "--json"]) == 0
+    assert (
+        main(["calibrate", "apply", str(out), "--uq", "perplexity", "--target-call-rate", "0.3", "addsub", "--json"])
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
-    row = next(x for x in analysis["transfer"]["call_rate"] if x["method"] == "calibration" and x["uq"] == "perplexity"
-               and x["heldout"] == "addsub" and x["target_call_rate"] == pytest.approx(0.3))
+    row = next(
+        x
+        for x in analysis["transfer"]["call_rate"]
+        if x["method"] == "calibration"
+        and x["uq"] == "perplexity"
+        and x["heldout"] == "addsub"
+        and x["target_call_rate"] == pytest.approx(0.3)
+    )
     assert res["threshold"] == pytest.approx(np.inf if row["threshold"] is None else row["threshold"])
     assert res["tie_frac"] == pytest.approx(row["tie_frac"])
     # the folder is one draw, seed calibration.seed: the row's first draw
@@ -268,6 +347,7 @@ def test_calibrate_apply_from_the_grid_folder_matches_the_leave_one_out_row(tiny
     assert res["expected_call_rate_on_data"] == pytest.approx(row["realized_call_rate_draws"][0])
     assert res["expected_accuracy"] == pytest.approx(row["predicted_accuracy_draws"][0])
     assert res["n"] == 6
-    rec = json.loads((out / "calibration" / "smollm2-test__perplexity__smollm2-test__without-addsub" / "record.json")
-                     .read_text())
+    rec = json.loads(
+        (out / "calibration" / "smollm2-test__perplexity__smollm2-test__without-addsub" / "record.json").read_text()
+    )
     assert rec["datasets"] == ["strategyqa"] and rec["excluded"] == []

@@ -3,6 +3,7 @@ key given only through the environment variable the config names; after a real g
 MLflow server) the key's value is nowhere: not in MLflow params, tags or artifacts, not in the
 ledger, the store, the MLflow database, Ray's logs or the console. The servers listen on
 127.0.0.1 only. trust_remote_code is off unless a config asks, and then the run warns."""
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ def listening_on(port: int) -> set[str]:
                 if v6:
                     out.add("::1" if addr.endswith("01000000") and set(addr[:24]) == {"0"} else addr)
                 else:
-                    out.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                    out.add(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
     return out
 
 
@@ -62,13 +63,28 @@ def test_api_key_never_leaves_the_environment(tmp_path, tmp_path_factory, ray_lo
         assert listening_on(port) == {"127.0.0.1"}
         mlflow_port = int(mlflow_server.rsplit(":", 1)[1])
         assert listening_on(mlflow_port) == {"127.0.0.1"}
-        grid = {"name": "secret", "slms": ["smollm2-test"], "uq": ["perplexity"], "datasets": ["strategyqa"],
-                "llms": [{"name": "remote", "backend": "openai", "base_url": url, "model_name": "smollm2",
-                          "api_key_env": KEY_ENV, "num_cpus": 0.25, "max_new_tokens": 8}],
-                "dataset": {"limit": 4, "fit_limit": 4}, "metrics": {"bootstrap": 20},
-                "decoding": {"max_new_tokens": {"yesno": 8}},
-                "mlflow": {"enabled": True, "tracking_uri": mlflow_server, "experiment": f"secret-{tmp_path.name}"},
-                "output_dir": str(tmp_path / "out")}
+        grid = {
+            "name": "secret",
+            "slms": ["smollm2-test"],
+            "uq": ["perplexity"],
+            "datasets": ["strategyqa"],
+            "llms": [
+                {
+                    "name": "remote",
+                    "backend": "openai",
+                    "base_url": url,
+                    "model_name": "smollm2",
+                    "api_key_env": KEY_ENV,
+                    "num_cpus": 0.25,
+                    "max_new_tokens": 8,
+                }
+            ],
+            "dataset": {"limit": 4, "fit_limit": 4},
+            "metrics": {"bootstrap": 20},
+            "decoding": {"max_new_tokens": {"yesno": 8}},
+            "mlflow": {"enabled": True, "tracking_uri": mlflow_server, "experiment": f"secret-{tmp_path.name}"},
+            "output_dir": str(tmp_path / "out"),
+        }
         f = tmp_path / "conf" / "grid" / "secret.yaml"
         f.parent.mkdir(parents=True)
         f.write_text(yaml.safe_dump(grid))
@@ -114,9 +130,25 @@ def test_trust_remote_code_is_off_unless_asked_and_then_warned(tmp_path):
     assert warnings_of(r) == []
     f = tmp_path / "conf" / "grid" / "g.yaml"
     f.parent.mkdir(parents=True)
-    f.write_text(yaml.safe_dump({"name": "g", "slms": [{"name": "custom", "backend": "hf", "source": "hub",
-                                                         "id": "someorg/custom-arch", "trust_remote_code": True}],
-                                 "llms": ["gemma3-270m"], "uq": ["perplexity"], "datasets": ["gsm8k"]}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "slms": [
+                    {
+                        "name": "custom",
+                        "backend": "hf",
+                        "source": "hub",
+                        "id": "someorg/custom-arch",
+                        "trust_remote_code": True,
+                    }
+                ],
+                "llms": ["gemma3-270m"],
+                "uq": ["perplexity"],
+                "datasets": ["gsm8k"],
+            }
+        )
+    )
     [w] = warnings_of(load_grid(f))
     assert "slm 'custom'" in w and "trust_remote_code" in w and "someorg/custom-arch" in w
     from orchestrator.grid import model_identity

@@ -1,6 +1,7 @@
 """A cluster made of `ray start --head` plus a second node joined with `ray start --address`,
 both on this machine, with distinct custom resources so work provably lands on both nodes.
 The driver joins it with `uqroute run --address`."""
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,34 @@ def two_node_cluster(tmp_path_factory):
     env = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1")
     env.pop("RAY_ADDRESS", None)
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
-    subprocess.run([RAY, "start", "--head", "--port", str(port), "--temp-dir", str(tmp), "--include-dashboard",
-                    "false", "--resources", json.dumps({"node_a": 1}), *common], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--temp-dir",
+            str(tmp),
+            "--include-dashboard",
+            "false",
+            "--resources",
+            json.dumps({"node_a": 1}),
+            *common,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
-        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", "--resources",
-                        json.dumps({"node_b": 1}), *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [RAY, "start", "--address", f"127.0.0.1:{port}", "--resources", json.dumps({"node_b": 1}), *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         yield f"127.0.0.1:{port}", env, tmp
     finally:
         _kill_matching(str(tmp))
@@ -57,10 +80,16 @@ def two_node_cluster(tmp_path_factory):
 
 def test_grid_runs_on_both_nodes(two_node_cluster, tmp_path):
     address, env, tmp = two_node_cluster
-    slm = yaml.safe_load((REPO / "tests" / "conf" / "slm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_a": 1},
-                                                                            "num_cpus": 0.5, "num_gpus": 0}
-    llm = yaml.safe_load((REPO / "tests" / "conf" / "llm" / "smollm2-test.yaml").read_text()) | {"resources": {"node_b": 1},
-                                                                            "num_cpus": 0.5, "num_gpus": 0}
+    slm = yaml.safe_load((REPO / "tests" / "conf" / "slm" / "smollm2-test.yaml").read_text()) | {
+        "resources": {"node_a": 1},
+        "num_cpus": 0.5,
+        "num_gpus": 0,
+    }
+    llm = yaml.safe_load((REPO / "tests" / "conf" / "llm" / "smollm2-test.yaml").read_text()) | {
+        "resources": {"node_b": 1},
+        "num_cpus": 0.5,
+        "num_gpus": 0,
+    }
     grid = yaml.safe_load((REPO / "tests" / "conf" / "grid" / "micro.yaml").read_text())
     grid.update(slms=[slm], llms=[llm], output_dir=str(tmp_path / "out"), uq=["perplexity"])
     grid["ray"]["num_cpus"] = None
@@ -68,14 +97,25 @@ def test_grid_runs_on_both_nodes(two_node_cluster, tmp_path):
     gpath.parent.mkdir(parents=True)
     gpath.write_text(yaml.safe_dump(grid))
     # node ids of the two nodes, by their custom resource
-    probe = ("import ray, json; ray.init(address='%s'); "
-             "print(json.dumps({k: n['NodeID'] for n in ray.nodes() if n['Alive'] for k in n['Resources'] "
-             "if k.startswith('node_')}))" % address)
-    nodes = json.loads(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
-                                      timeout=120, check=True).stdout.strip().splitlines()[-1])
+    probe = (
+        f"import ray, json; ray.init(address='{address}'); "
+        "print(json.dumps({k: n['NodeID'] for n in ray.nodes() if n['Alive'] for k in n['Resources'] "
+        "if k.startswith('node_')}))"
+    )
+    nodes = json.loads(
+        subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert set(nodes) == {"node_a", "node_b"} and nodes["node_a"] != nodes["node_b"]
-    res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(gpath), "--address", address],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(gpath), "--address", address],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     events = [json.loads(x) for x in (tmp_path / "out" / "ledger.jsonl").read_text().splitlines()]
     placed = {(e["label"].split()[0], e["node"]) for e in events if e["event"] == "done" and e["kind"] == "gen"}

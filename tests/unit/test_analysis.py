@@ -1,4 +1,5 @@
 """Grid analysis on hand-made pools: paired comparisons, cross-fitting, distances, findings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,14 +11,18 @@ from jobs.metrics import auroc, paired_comparison
 
 def _pool(u, slm, llm=None, ids=None):
     n = len(u)
-    return {"sample_id": ids or [f"s{i}" for i in range(n)], "uncertainty": np.asarray(u, float),
-            "slm_correct": np.asarray(slm, bool), "llm_correct": np.ones(n, bool) if llm is None else np.asarray(llm, bool)}
+    return {
+        "sample_id": ids or [f"s{i}" for i in range(n)],
+        "uncertainty": np.asarray(u, float),
+        "slm_correct": np.asarray(slm, bool),
+        "llm_correct": np.ones(n, bool) if llm is None else np.asarray(llm, bool),
+    }
 
 
 RNG = np.random.default_rng(0)
 SLM = RNG.random(300) < 0.5
 GOOD = np.where(SLM, 0.2, 0.8) + RNG.normal(0, 0.25, 300)  # aligned with errors
-NOISE = RNG.random(300)                                     # unrelated to errors
+NOISE = RNG.random(300)  # unrelated to errors
 
 
 def test_paired_comparison_separates_a_good_from_a_useless_method():
@@ -34,8 +39,10 @@ def test_paired_comparison_of_a_method_with_itself_is_zero():
 
 
 def test_paired_table_refuses_methods_scored_on_different_samples():
-    pools = {("s", "a", "l"): {"d": _pool(GOOD, SLM)},
-             ("s", "b", "l"): {"d": _pool(NOISE, SLM, ids=[f"x{i}" for i in range(300)])}}
+    pools = {
+        ("s", "a", "l"): {"d": _pool(GOOD, SLM)},
+        ("s", "b", "l"): {"d": _pool(NOISE, SLM, ids=[f"x{i}" for i in range(300)])},
+    }
     with pytest.raises(ValueError, match="scored on different samples"):
         A.paired_table(pools, nan_policy="most_uncertain", n_boot=10)
 
@@ -95,14 +102,26 @@ def _transfer_rows(cal_err, fixed_err):
     rows = []
     for method, err in (("calibration", cal_err), ("in_domain", 0.01), ("fixed", fixed_err)):
         for t in (0.2, 0.5):
-            rows.append({"slm": "s", "uq": "a", "llm": "l", "source": "fit", "heldout": "d1", "method": method,
-                         "target_call_rate": t, "realized_call_rate": t + err, "call_rate_error": err,
-                         "accuracy_error": 0.0})
+            rows.append(
+                {
+                    "slm": "s",
+                    "uq": "a",
+                    "llm": "l",
+                    "source": "fit",
+                    "heldout": "d1",
+                    "method": method,
+                    "target_call_rate": t,
+                    "realized_call_rate": t + err,
+                    "call_rate_error": err,
+                    "accuracy_error": 0.0,
+                }
+            )
     return {"call_rate": rows, "curves": [], "accuracy": []}
 
 
-@pytest.mark.parametrize("cal_err, fixed_err, verdict", [
-    (0.03, 0.3, "holds"), (-0.2, 0.3, "partly"), (0.4, 0.1, "does not hold")])
+@pytest.mark.parametrize(
+    "cal_err, fixed_err, verdict", [(0.03, 0.3, "holds"), (-0.2, 0.3, "partly"), (0.4, 0.1, "does not hold")]
+)
 def test_finding_3_verdict_follows_the_transfer_errors(cal_err, fixed_err, verdict):
     f3 = A.findings([], [], {}, _transfer_rows(cal_err, fixed_err))[2]
     assert f3["verdict"] == verdict
@@ -110,9 +129,17 @@ def test_finding_3_verdict_follows_the_transfer_errors(cal_err, fixed_err, verdi
 
 
 def test_finding_1_names_the_ranking_and_verbal_methods():
-    table = [{"uq": uq, "auroc": a} for uq, a in
-             (("probe", 0.8), ("perplexity", 0.7), ("ood_probe", 0.75), ("verbal_1s", 0.5), ("verbal_2s", 0.45),
-              ("ptrue", 0.6))]
+    table = [
+        {"uq": uq, "auroc": a}
+        for uq, a in (
+            ("probe", 0.8),
+            ("perplexity", 0.7),
+            ("ood_probe", 0.75),
+            ("verbal_1s", 0.5),
+            ("verbal_2s", 0.45),
+            ("ptrue", 0.6),
+        )
+    ]
     ranking = A.method_ranking(table)
     assert [r["uq"] for r in ranking[:3]] == ["probe", "ood_probe", "perplexity"]
     f1 = A.findings(ranking, [], {}, {})[0]
@@ -127,8 +154,10 @@ def test_findings_say_not_testable_without_data():
 
 
 def test_finding_1_is_only_partly_true_when_no_method_beats_chance():
-    table = [{"uq": uq, "auroc": a} for uq, a in
-             (("probe", 0.52), ("ood_probe", 0.5), ("perplexity", 0.3), ("verbal_1s", 0.2), ("verbal_2s", 0.1))]
+    table = [
+        {"uq": uq, "auroc": a}
+        for uq, a in (("probe", 0.52), ("ood_probe", 0.5), ("perplexity", 0.3), ("verbal_1s", 0.2), ("verbal_2s", 0.1))
+    ]
     f1 = A.findings(A.method_ranking(table), [], {}, {})[0]
     assert f1["verdict"] == "partly"
     assert "best mean AUROC is 0.520" in " ".join(f1["evidence"]) and "perplexity" in f1["evidence"][-1]

@@ -1,4 +1,5 @@
 """Answer extraction, correctness and confidence parsing on realistic small-chat-model outputs."""
+
 from __future__ import annotations
 
 import pytest

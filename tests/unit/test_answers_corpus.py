@@ -4,6 +4,7 @@
 The floors are the accuracy measured when extraction v2 was written (benchmarks/extraction_accuracy.py
 prints the table) minus about 3 points, so a rule change that loses a few outputs of one task type
 fails here; raise them when the extractor improves."""
+
 from __future__ import annotations
 
 import json
@@ -14,20 +15,35 @@ import pytest
 from jobs.answers import extract, extract_detail, is_correct, normalize_freeform
 from jobs.types import Sample
 
-CORPUS = [json.loads(x) for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" /
-                                  "corpus.jsonl").read_text().splitlines() if x.strip()]
+CORPUS = [
+    json.loads(x)
+    for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" / "corpus.jsonl")
+    .read_text()
+    .splitlines()
+    if x.strip()
+]
 # measured at v2 (405 outputs): strict 97.8 / 100 / 94.4 / 100, flexible 85.6 / 97.2 / 88.9 / 97.8 (%)
 FLOORS = {
-    ("numeric", "strict"): 0.95, ("numeric", "flexible"): 0.82,
-    ("mc", "strict"): 0.97, ("mc", "flexible"): 0.94,
-    ("yesno", "strict"): 0.91, ("yesno", "flexible"): 0.85,
-    ("freeform", "strict"): 0.97, ("freeform", "flexible"): 0.93,
+    ("numeric", "strict"): 0.95,
+    ("numeric", "flexible"): 0.82,
+    ("mc", "strict"): 0.97,
+    ("mc", "flexible"): 0.94,
+    ("yesno", "strict"): 0.91,
+    ("yesno", "flexible"): 0.85,
+    ("freeform", "strict"): 0.97,
+    ("freeform", "flexible"): 0.93,
 }
 
 
 def _sample(row: dict) -> Sample:
-    return Sample(row["sample_id"], row["question"], row["task"], row["gold_answer"],
-                  choices=tuple(row.get("options") or ()), aliases=tuple(row.get("aliases") or ()))
+    return Sample(
+        row["sample_id"],
+        row["question"],
+        row["task"],
+        row["gold_answer"],
+        choices=tuple(row.get("options") or ()),
+        aliases=tuple(row.get("aliases") or ()),
+    )
 
 
 def test_corpus_covers_both_models_and_all_task_types():
@@ -63,8 +79,9 @@ def test_accuracy_floor_per_task_type(task, policy):
     hits = [extract(r["raw_output"], _sample(r), policy) == r[f"gold_extracted_{policy}"] for r in rows]
     accuracy = sum(hits) / len(rows)
     missed = [r["id"] for r, h in zip(rows, hits) if not h]
-    assert accuracy >= FLOORS[(task, policy)], f"{task}/{policy}: {accuracy:.3f} < {FLOORS[(task, policy)]}; " \
-                                               f"missed {missed}"
+    assert accuracy >= FLOORS[(task, policy)], (
+        f"{task}/{policy}: {accuracy:.3f} < {FLOORS[(task, policy)]}; missed {missed}"
+    )
 
 
 @pytest.mark.parametrize("policy", ["strict", "flexible"])

@@ -1,5 +1,6 @@
 """Extraction v2 (issue 8, item 5): each class of output that v1 misjudged, the extraction detail
 (answer, rule, span) and numeric / LaTeX equivalence through math-verify."""
+
 from __future__ import annotations
 
 import time
@@ -102,38 +103,44 @@ def test_detail_rule_and_span():
     text = "So 5 + 3 = 8. The answer is 5 + 3 = 8."
     d = extract_detail(text, NUM, "strict")
     assert isinstance(d, Extraction) and d.answer == "8" and d.rule == "strict:the_answer_is"
-    assert text[d.span[0]:d.span[1]] == "8" and d.span[0] == len(text) - 2
+    assert text[d.span[0] : d.span[1]] == "8" and d.span[0] == len(text) - 2
     d = extract_detail("He has 8 apples now", NUM)
     assert (d.answer, d.rule, d.span) == ("8", "flexible:last_number", (7, 8))
     assert extract_detail("no idea", NUM) == Extraction(None, "none", None)
     assert extract_detail("He has 8 apples now", NUM, "strict") == Extraction(None, "none", None)
 
 
-@pytest.mark.parametrize("text,rule,matched", [
-    ("The answer is (B) an inclined plane.", "strict:the_answer_is", "B"),
-    ("The answer is **B**.", "strict:the_answer_is", "B"),
-    ("The answer is an inclined plane.", "strict:the_answer_is", "an inclined plane"),
-    ("Answer: B", "flexible:answer_marker", "B"),
-    ("A ramp is an inclined plane.", "flexible:option_text", "an inclined plane"),
-    ("an inclined plane", "flexible:whole_option", "an inclined plane"),
-    ("A. a lever\nB. an inclined plane\n\n(B)", "flexible:lone_letter", "B"),  # the list names no letter
-    ("Is it (A) or (B)?\n(B)", "flexible:last_line_letter", "B"),
-    ("The answer to your question is B.", "flexible:answer_phrase", "B"),
-    ("I pick (B) here", "flexible:lone_letter", "B"),
-])
+@pytest.mark.parametrize(
+    "text,rule,matched",
+    [
+        ("The answer is (B) an inclined plane.", "strict:the_answer_is", "B"),
+        ("The answer is **B**.", "strict:the_answer_is", "B"),
+        ("The answer is an inclined plane.", "strict:the_answer_is", "an inclined plane"),
+        ("Answer: B", "flexible:answer_marker", "B"),
+        ("A ramp is an inclined plane.", "flexible:option_text", "an inclined plane"),
+        ("an inclined plane", "flexible:whole_option", "an inclined plane"),
+        ("A. a lever\nB. an inclined plane\n\n(B)", "flexible:lone_letter", "B"),  # the list names no letter
+        ("Is it (A) or (B)?\n(B)", "flexible:last_line_letter", "B"),
+        ("The answer to your question is B.", "flexible:answer_phrase", "B"),
+        ("I pick (B) here", "flexible:lone_letter", "B"),
+    ],
+)
 def test_detail_mc_spans_point_at_the_answer(text, rule, matched):
     d = extract_detail(text, MC)
-    assert d.answer == "B" and d.rule == rule and text[d.span[0]:d.span[1]] == matched
+    assert d.answer == "B" and d.rule == rule and text[d.span[0] : d.span[1]] == matched
 
 
-@pytest.mark.parametrize("text,rule,matched,answer", [
-    ("The answer is yes.", "strict:the_answer_is", "yes", "yes"),
-    ("There is no doubt about it: yes.", "flexible:yes_no_word", "yes", "yes"),
-    ("It is not true.", "flexible:yes_no_word", "true", "no"),
-])
+@pytest.mark.parametrize(
+    "text,rule,matched,answer",
+    [
+        ("The answer is yes.", "strict:the_answer_is", "yes", "yes"),
+        ("There is no doubt about it: yes.", "flexible:yes_no_word", "yes", "yes"),
+        ("It is not true.", "flexible:yes_no_word", "true", "no"),
+    ],
+)
 def test_detail_yesno(text, rule, matched, answer):
     d = extract_detail(text, YN)
-    assert (d.answer, d.rule, text[d.span[0]:d.span[1]]) == (answer, rule, matched)
+    assert (d.answer, d.rule, text[d.span[0] : d.span[1]]) == (answer, rule, matched)
 
 
 def test_detail_validates_like_extract():
@@ -143,19 +150,22 @@ def test_detail_validates_like_extract():
         extract_detail("x", Sample("e", "q", "essay", "x"))
 
 
-@pytest.mark.parametrize("pred,gold,ok", [
-    ("0.75", "0.75", True),
-    ("3/4", "0.75", True),  # a fraction left as text still equals its decimal
-    ("\\frac{3}{4}", "0.75", True),
-    ("\\frac{1}{3}", "1/3", True),
-    ("\\sqrt{2}", "\\sqrt{2}", True),
-    ("2\\sqrt{2}", "\\sqrt{8}", True),
-    ("\\frac{\\pi}{2}", "\\pi/2", True),
-    ("\\sqrt{3}", "\\sqrt{2}", False),
-    ("8", "8.0", True),
-    ("8.5", "8", False),
-    ("x", "8", False),
-])
+@pytest.mark.parametrize(
+    "pred,gold,ok",
+    [
+        ("0.75", "0.75", True),
+        ("3/4", "0.75", True),  # a fraction left as text still equals its decimal
+        ("\\frac{3}{4}", "0.75", True),
+        ("\\frac{1}{3}", "1/3", True),
+        ("\\sqrt{2}", "\\sqrt{2}", True),
+        ("2\\sqrt{2}", "\\sqrt{8}", True),
+        ("\\frac{\\pi}{2}", "\\pi/2", True),
+        ("\\sqrt{3}", "\\sqrt{2}", False),
+        ("8", "8.0", True),
+        ("8.5", "8", False),
+        ("x", "8", False),
+    ],
+)
 def test_is_correct_numeric_equivalence(pred, gold, ok):
     assert is_correct(pred, Sample("n", "q", "numeric", gold)) is ok
 

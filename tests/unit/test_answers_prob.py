@@ -1,5 +1,6 @@
 """The multiple-choice answer probability (issue 8, item 3): the token at the span the extractor
 matched, upper-case letters only, and per-row provenance in the setting records."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,26 @@ CHOICES = ("a wedge", "a pulley", "an inclined plane")
 
 
 def _row(out, texts, lps, task="mc", gold="A", choices=CHOICES, **extra):
-    return {"sample_id": "s", "dataset": "d", "role": "eval", "gold": gold, "task": task, "choices": list(choices),
-            "aliases": [], "error": None, "prompt": "p", "raw_output": out, "n_prompt_tokens": 3,
-            "n_new_tokens": len(lps), "latency_s": 0.1, "token_logprobs": lps, "token_entropy": [0.5] * len(lps),
-            "token_texts": texts, "hidden_state": [0.0, 1.0], **extra}
+    return {
+        "sample_id": "s",
+        "dataset": "d",
+        "role": "eval",
+        "gold": gold,
+        "task": task,
+        "choices": list(choices),
+        "aliases": [],
+        "error": None,
+        "prompt": "p",
+        "raw_output": out,
+        "n_prompt_tokens": 3,
+        "n_new_tokens": len(lps),
+        "latency_s": 0.1,
+        "token_logprobs": lps,
+        "token_entropy": [0.5] * len(lps),
+        "token_texts": texts,
+        "hidden_state": [0.0, 1.0],
+        **extra,
+    }
 
 
 def _prob(row, policy="flexible"):
@@ -52,8 +69,9 @@ def test_an_option_matched_by_its_text_has_no_letter_token():
 
 
 def test_lower_case_letters_do_not_count():
-    lp, rule = _prob(_row("The answer is (a).", ["The", " answer", " is", " (", "a", ")."],
-                          [-0.1, -0.2, -0.3, -0.4, -0.8, -0.1]))
+    lp, rule = _prob(
+        _row("The answer is (a).", ["The", " answer", " is", " (", "a", ")."], [-0.1, -0.2, -0.3, -0.4, -0.8, -0.1])
+    )
     assert math.isnan(lp) and rule == "none"
 
 
@@ -69,22 +87,29 @@ def test_tokens_are_aligned_on_the_output_text():
 
 
 def test_constrained_rows_use_the_scored_option():
-    row = _row("The answer is B.", [" B"], [-0.35], gold="B", option_labels=["A", "B", "C"],
-               option_logprobs=[-2.0, -0.2, -3.0])
+    row = _row(
+        "The answer is B.", [" B"], [-0.35], gold="B", option_labels=["A", "B", "C"], option_logprobs=[-2.0, -0.2, -3.0]
+    )
     assert _prob(row) == (pytest.approx(-0.35), "constrained_option")
 
 
 def test_other_tasks_and_empty_answers_have_none():
-    num = _row("The answer is 4.", ["The", " answer", " is", " 4", "."], [-0.1] * 5, task="numeric", gold="4",
-               choices=())
+    num = _row(
+        "The answer is 4.", ["The", " answer", " is", " 4", "."], [-0.1] * 5, task="numeric", gold="4", choices=()
+    )
     assert _prob(num)[1] == "none" and math.isnan(_prob(num)[0])
     empty = _row("I do not know.", ["I", " do", " not", " know", "."], [-0.1] * 5)
     assert _prob(empty)[1] == "none"
     assert set(ANSWER_PROB_RULES) == {"matched_letter_token", "constrained_option", "none"}
 
 
-CORPUS = [json.loads(x) for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" /
-                                  "corpus.jsonl").read_text().splitlines() if x.strip()]
+CORPUS = [
+    json.loads(x)
+    for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" / "corpus.jsonl")
+    .read_text()
+    .splitlines()
+    if x.strip()
+]
 WITH_TOKENS = [r for r in CORPUS if r.get("token_texts")]
 
 
@@ -94,8 +119,9 @@ def test_real_smollm2_tokens_give_the_letter_the_extractor_matched():
     assert len(WITH_TOKENS) >= 50
     letters = 0
     for r in WITH_TOKENS:
-        row = _row(r["raw_output"], r["token_texts"], r["token_logprobs"], gold=r["gold_answer"],
-                   choices=tuple(r["options"]))
+        row = _row(
+            r["raw_output"], r["token_texts"], r["token_logprobs"], gold=r["gold_answer"], choices=tuple(r["options"])
+        )
         s = Sample(r["sample_id"], "", "mc", r["gold_answer"], choices=tuple(r["options"]))
         d = extract_detail(r["raw_output"], s)
         lp, rule = answer_logprob(row, d)
@@ -105,9 +131,13 @@ def test_real_smollm2_tokens_give_the_letter_the_extractor_matched():
             letters += 1
             # found independently: the one token holding that letter with as many capitals before it
             # as the output has before the span
-            capitals = sum(c.isupper() for c in r["raw_output"][:d.span[0]])
-            at = [i for i, t in enumerate(r["token_texts"]) if t.strip(" ().:*\n") == d.answer
-                  and sum(c.isupper() for c in "".join(r["token_texts"][:i])) == capitals]
+            capitals = sum(c.isupper() for c in r["raw_output"][: d.span[0]])
+            at = [
+                i
+                for i, t in enumerate(r["token_texts"])
+                if t.strip(" ().:*\n") == d.answer
+                and sum(c.isupper() for c in "".join(r["token_texts"][:i])) == capitals
+            ]
             assert len(at) == 1 and lp == pytest.approx(r["token_logprobs"][at[0]]), (r["id"], at)
     assert letters >= 3
 
@@ -128,19 +158,29 @@ def _store_unit(store, key, rows):
 
 def test_setting_records_say_which_rule_gave_the_answer_and_its_probability(tmp_path):
     texts = ["The", " answer", " is", " A", "."]
-    slm = [dict(_row("The answer is A.", texts, [-0.1, -0.2, -0.3, -0.7, -0.1]), sample_id="s0"),
-           dict(_row("A pulley, I think.", ["A", " pulley", ",", " I", " think", "."], [-0.5] * 6), sample_id="s1"),
-           dict(_row("No idea.", ["No", " idea", "."], [-0.5] * 3), sample_id="s2")]
+    slm = [
+        dict(_row("The answer is A.", texts, [-0.1, -0.2, -0.3, -0.7, -0.1]), sample_id="s0"),
+        dict(_row("A pulley, I think.", ["A", " pulley", ",", " I", " think", "."], [-0.5] * 6), sample_id="s1"),
+        dict(_row("No idea.", ["No", " idea", "."], [-0.5] * 3), sample_id="s2"),
+    ]
     llm = [dict(_row("The answer is A.", texts, [-0.1] * 5), sample_id=f"s{i}") for i in range(3)]
     _store_unit(tmp_path, "G", slm)
     _store_unit(tmp_path, "L", llm)
     score = records.unit_dir(tmp_path, "score", "S")
-    records.write_table(records.part_path(score, 0), [{"sample_id": f"s{i}", "uncertainty": float(i)} for i in range(3)])
+    records.write_table(
+        records.part_path(score, 0), [{"sample_id": f"s{i}", "uncertainty": float(i)} for i in range(3)]
+    )
     records.finish_unit(score, {})
-    unit = {"key": "H", "name": "m__avg_token_prob__d__l",
-            "axes": {"slm": "m", "uq": "avg_token_prob", "dataset": "d", "llm": "l"},
-            "score": "S", "slm_greedy": "G", "llm": "L", "policy": "flexible",
-            "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 10, "seed": 0}}
+    unit = {
+        "key": "H",
+        "name": "m__avg_token_prob__d__l",
+        "axes": {"slm": "m", "uq": "avg_token_prob", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 10, "seed": 0},
+    }
     run_setting_unit(unit, tmp_path, plot=False)
     t = pq.read_table(records.unit_dir(tmp_path, "settings", "H") / "records.parquet").to_pylist()
     assert [r["extraction_rule"] for r in t] == ["strict:the_answer_is", "flexible:option_text", "none"]

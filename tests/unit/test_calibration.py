@@ -3,6 +3,7 @@
 Expected values are derived in the comments. Routing rule: u > value goes to the LLM, u == value
 with probability tie_frac; rates and accuracies are exact expectations.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,19 +42,20 @@ LLM_T = np.ones(4, dtype=bool)
 
 # ---- threshold_for_call_rate ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "u, rate, value, tie_frac",
     [
         # k = rate * N; value = s[ceil(k) - 1] (s sorted descending, s[0] for k = 0);
         # tie_frac = (k - #{u > value}) / #{u == value}
-        (U4, 0.0, 0.9, 0.0),     # k=0: top score, nobody routed
-        (U4, 0.25, 0.9, 1.0),    # k=1: s[0]=.9, 0 above, 1 tied -> 1
-        (U4, 0.375, 0.7, 0.5),   # k=1.5: s[1]=.7, 1 above (.9), 1 tied -> .5
-        (U4, 0.5, 0.7, 1.0),     # k=2: s[1]=.7 -> (2-1)/1
-        (U4, 1.0, 0.1, 1.0),     # k=4: s[3]=.1, 3 above -> 1
-        (U_T, 0.25, 1.0, 0.5),   # k=1: s[0]=1, 0 above, 2 tied -> .5
-        (U_T, 0.5, 1.0, 1.0),    # k=2: s[1]=1 -> 2/2
-        (U_T, 0.75, 0.0, 0.5),   # k=3: s[2]=0, 2 above, 2 tied -> .5
+        (U4, 0.0, 0.9, 0.0),  # k=0: top score, nobody routed
+        (U4, 0.25, 0.9, 1.0),  # k=1: s[0]=.9, 0 above, 1 tied -> 1
+        (U4, 0.375, 0.7, 0.5),  # k=1.5: s[1]=.7, 1 above (.9), 1 tied -> .5
+        (U4, 0.5, 0.7, 1.0),  # k=2: s[1]=.7 -> (2-1)/1
+        (U4, 1.0, 0.1, 1.0),  # k=4: s[3]=.1, 3 above -> 1
+        (U_T, 0.25, 1.0, 0.5),  # k=1: s[0]=1, 0 above, 2 tied -> .5
+        (U_T, 0.5, 1.0, 1.0),  # k=2: s[1]=1 -> 2/2
+        (U_T, 0.75, 0.0, 0.5),  # k=3: s[2]=0, 2 above, 2 tied -> .5
         ([0.3] * 5, 0.0, 0.3, 0.0),  # constant: every sample tied, tie_frac = rate
         ([0.3] * 5, 0.4, 0.3, 0.4),
         ([0.3] * 5, 1.0, 0.3, 1.0),
@@ -91,6 +93,7 @@ def test_threshold_input_errors():
 
 # ---- expected rates and accuracy --------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "thr, rate, acc",
     [
@@ -98,7 +101,7 @@ def test_threshold_input_errors():
         (Threshold(1.0, 0.5), 0.25, 0.625),
         # p = [1, 1, .5, .5]: llm 2 + (.5 + .5) + (.5 + 0) = 3.5
         (Threshold(0.0, 0.5), 0.75, 0.875),
-        (Threshold(2.0, 0.0), 0.0, 0.5),   # nobody routed: SLM accuracy 2/4
+        (Threshold(2.0, 0.0), 0.0, 0.5),  # nobody routed: SLM accuracy 2/4
         (Threshold(-1.0, 0.0), 1.0, 1.0),  # everybody routed: LLM accuracy
     ],
 )
@@ -125,16 +128,17 @@ def test_fixed_threshold():
 
 # ---- threshold_for_accuracy -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "u, slm, llm, target, expected",
     [
         # U4 curve .5, .75, 1, .75, .75 at k = 0..4
-        (U4, SLM4, LLM4, 0.4, Threshold(0.9, 0.0)),   # SLM alone already reaches it: rate 0
+        (U4, SLM4, LLM4, 0.4, Threshold(0.9, 0.0)),  # SLM alone already reaches it: rate 0
         (U4, SLM4, LLM4, 0.5, Threshold(0.9, 0.0)),
         (U4, SLM4, LLM4, 0.75, Threshold(0.9, 1.0)),  # k=1 -> rate .25
         (U4, SLM4, LLM4, 0.875, Threshold(0.7, 0.5)),  # x = 1 + (.875-.75)/.25 = 1.5
-        (U4, SLM4, LLM4, 1.0, Threshold(0.7, 1.0)),   # k=2 -> rate .5
-        (U4, SLM4, LLM4, 1.01, None),                 # above the curve's max: unreachable
+        (U4, SLM4, LLM4, 1.0, Threshold(0.7, 1.0)),  # k=2 -> rate .5
+        (U4, SLM4, LLM4, 1.01, None),  # above the curve's max: unreachable
         # U_T curve .5, .625, .75, .875, 1: .6875 at x = 1 + (.6875-.625)/.125 = 1.5
         #   -> k=1.5: s[1]=1, 0 above, 2 tied -> tie .75
         (U_T, SLM_T, LLM_T, 0.6875, Threshold(1.0, 0.75)),
@@ -212,7 +216,7 @@ def test_deterministic_per_seed_and_dict_order():
     "binning, n_per_bin",
     [
         ("equal_width", [4, 1]),  # edges 0, 5, 10
-        ("equal_freq", [2, 3]),   # edges 0, median .2, 10: {0, .1} | {.2, .3, 10}
+        ("equal_freq", [2, 3]),  # edges 0, median .2, 10: {0, .1} | {.2, .3, 10}
     ],
 )
 def test_binning(binning, n_per_bin):
@@ -338,6 +342,7 @@ def test_curve_transfer_same_distribution():
 
 # ---- apply_to_unlabelled ----------------------------------------------------------------------
 
+
 def test_apply_to_unlabelled():
     # calibration: u = .1 .. 1.0 (frac 1 keeps all); SLM right iff u <= .5, LLM always right
     u = np.arange(1, 11) / 10
@@ -360,14 +365,15 @@ def test_apply_to_unlabelled():
 
 # ---- distances --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "a, b, w1, ks",
     [
-        ([0, 1], [1, 2], 1.0, 0.5),      # shift by 1; F_a(0)=.5 vs F_b(0)=0, F_a(1)=1 vs .5
-        ([0, 1], [2, 3], 2.0, 1.0),      # disjoint: KS 1
-        ([0], [0, 1], 0.5, 0.5),         # on [0, 1): F_a=1, F_b=.5
+        ([0, 1], [1, 2], 1.0, 0.5),  # shift by 1; F_a(0)=.5 vs F_b(0)=0, F_a(1)=1 vs .5
+        ([0, 1], [2, 3], 2.0, 1.0),  # disjoint: KS 1
+        ([0], [0, 1], 0.5, 0.5),  # on [0, 1): F_a=1, F_b=.5
         ([0, 0, 1], [0, 1, 1, 1], 5 / 12, 5 / 12),  # on [0, 1): 2/3 vs 1/4
-        ([0, 1], [0.5], 0.5, 0.5),       # |.5-0| on [0,.5) + |.5-1| on [.5,1) = .25 + .25
+        ([0, 1], [0.5], 0.5, 0.5),  # |.5-0| on [0,.5) + |.5-1| on [.5,1) = .25 + .25
         ([3, 1, 2], [2, 3, 1], 0.0, 0.0),  # identical samples
     ],
 )
@@ -422,6 +428,7 @@ def test_within_vs_across():
 
 # ---- calibration pools kept apart from the evaluated rows ------------------------------------
 
+
 def test_transfer_with_calibration_pools_uses_only_them():
     # evaluated rows: the usual uniform scores; calibration (fit-role) rows: every score shifted
     # up by .5, so thresholds from them route nothing below .55 + ... -> errors reveal the source
@@ -470,6 +477,7 @@ def test_curve_transfer_with_calibration_pools():
 
 
 # ---- unscored (NaN) rows kept as "most uncertain" ---------------------------------------------
+
 
 def test_nan_rows_form_their_own_stratum_and_shape_thresholds():
     # 80 scored values + 20 NaN (a verbal method that could not parse 20% of answers)

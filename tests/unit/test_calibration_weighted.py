@@ -7,6 +7,7 @@ m / take of its bin, and thresholds are weighted quantiles. Bins are cut on the 
 scale (``scale``), which keeps the bin holding a threshold narrow, so the pool's realized rate is
 within 0.01 of the target.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,12 @@ def skewed_pools(kind: str, n: int = 3000, seed: int = 0) -> dict:
             u = rng.beta(0.5, 4.0, n)
         else:  # heavy tail, >= 1, like perplexity
             u = 1.0 + rng.pareto(1.5, n)
-        out[d] = {"sample_id": [f"{d}{i}" for i in range(n)], "uncertainty": u,
-                  "slm_correct": rng.random(n) < np.exp(-u), "llm_correct": rng.random(n) < 0.8}
+        out[d] = {
+            "sample_id": [f"{d}{i}" for i in range(n)],
+            "uncertainty": u,
+            "slm_correct": rng.random(n) < np.exp(-u),
+            "llm_correct": rng.random(n) < 0.8,
+        }
     return out
 
 
@@ -72,8 +77,9 @@ def test_unweighted_thresholds_were_biased_on_a_skewed_pool():
     pools = skewed_pools("heavy")
     pooled_u = np.concatenate([p["uncertainty"] for p in pools.values()])
     cal = C.build_calibration_set(pools, seed=50, scale="uncertainty")
-    unweighted = C.CalibrationSet(cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct,
-                                  cal.llm_correct, cal.record)
+    unweighted = C.CalibrationSet(
+        cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.record
+    )
     low = C.apply_to_unlabelled(unweighted, pooled_u, 0.05)["expected_call_rate"]
     fixed = C.apply_to_unlabelled(cal, pooled_u, 0.05)["expected_call_rate"]
     assert low < 0.04 and abs(fixed - 0.05) < 0.01
@@ -98,8 +104,14 @@ def test_weighted_calibration_curve_is_the_pool_curve_when_bins_are_homogeneous(
     # the pool in miniature: its curve and thresholds are the pool's exactly, the unweighted are not.
     counts = [300, 150, 80, 40, 20, 10, 5, 3, 2, 1]
     u = np.repeat(np.arange(10) * 0.1 + 0.05, counts)
-    pools = {"a": {"sample_id": [f"a{i}" for i in range(len(u))], "uncertainty": u,
-                   "slm_correct": u < 0.5, "llm_correct": np.ones(len(u), bool)}}
+    pools = {
+        "a": {
+            "sample_id": [f"a{i}" for i in range(len(u))],
+            "uncertainty": u,
+            "slm_correct": u < 0.5,
+            "llm_correct": np.ones(len(u), bool),
+        }
+    }
     true = C.routing_curve(u, u < 0.5, np.ones(len(u), bool))
     for seed in (50, 51):
         cal = C.build_calibration_set(pools, n_bins=10, frac=0.1, seed=seed)
@@ -120,8 +132,9 @@ def test_uniform_weights_change_nothing():
     w = np.ones(97)
     for rate in np.linspace(0, 1, 11):
         assert C.threshold_for_call_rate(u, rate, weights=w) == C.threshold_for_call_rate(u, rate)
-    np.testing.assert_allclose(C.weighted_routing_curve(u, slm, llm, w).accuracy,
-                               C.routing_curve(u, slm, llm).accuracy, atol=1e-12)
+    np.testing.assert_allclose(
+        C.weighted_routing_curve(u, slm, llm, w).accuracy, C.routing_curve(u, slm, llm).accuracy, atol=1e-12
+    )
     thr = C.threshold_for_call_rate(u, 0.37)
     assert C.expected_accuracy(u, slm, llm, thr, weights=w * 3) == pytest.approx(C.expected_accuracy(u, slm, llm, thr))
 
@@ -138,8 +151,9 @@ def test_weighted_threshold_hand_example():
 
 def test_repeated_draws_report_mean_and_spread():
     pools = skewed_pools("beta", n=400)
-    rows = C.transfer_table(pools, targets=(0.1, 0.5), methods=["calibration", "fixed"], scale="complement",
-                            n_draws=3, seed=50)
+    rows = C.transfer_table(
+        pools, targets=(0.1, 0.5), methods=["calibration", "fixed"], scale="complement", n_draws=3, seed=50
+    )
     cal = [r for r in rows if r["method"] == "calibration"]
     assert all(r["n_draws"] == 3 and r["seeds"] == [50, 51, 52] for r in cal)
     assert all(len(r["call_rate_error_draws"]) == 3 for r in cal)
@@ -181,8 +195,16 @@ def test_grid_analysis_draws_n_sets_on_each_methods_paper_scale():
     from jobs import analysis as A
 
     ev = {("s", "perplexity", "l"): skewed_pools("heavy", n=300), ("s", "ptrue", "l"): skewed_pools("beta", n=300)}
-    conf = {"n_bins": 30, "frac": 0.1, "seed": 50, "binning": "equal_width", "scale": "paper", "n_draws": 3,
-            "targets": [0.1, 0.5], "fixed_threshold": {}}
+    conf = {
+        "n_bins": 30,
+        "frac": 0.1,
+        "seed": 50,
+        "binning": "equal_width",
+        "scale": "paper",
+        "n_draws": 3,
+        "targets": [0.1, 0.5],
+        "fixed_threshold": {},
+    }
     t = A.transfer_analysis(ev, {}, conf, "most_uncertain")
     cal = [r for r in t["call_rate"] if r["method"] == "calibration"]
     assert {(r["uq"], r["scale"]) for r in cal} == {("perplexity", "reciprocal"), ("ptrue", "complement")}

@@ -1,4 +1,5 @@
 """Config errors name the key, the bad value and what is expected; never OmegaConf's internals."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,13 +12,16 @@ from tests.conftest import REPO
 DEFAULT = REPO / "conf" / "grid" / "default.yaml"
 
 
-@pytest.mark.parametrize("override, says", [
-    ("dataset.limit=abc", "dataset.limit='abc' is not a valid int"),
-    ("ray.reserve_cpus=x", "ray.reserve_cpus='x' is not a valid float"),
-    ("ray.watchdog_s=0", "ray.watchdog_s=0.0 must be >= 1"),
-    ("ray.max_in_flight=0", "ray.max_in_flight=0 must be >= 1"),
-    ("dataset.nope=3", "bad key 'dataset.nope'"),
-])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("dataset.limit=abc", "dataset.limit='abc' is not a valid int"),
+        ("ray.reserve_cpus=x", "ray.reserve_cpus='x' is not a valid float"),
+        ("ray.watchdog_s=0", "ray.watchdog_s=0.0 must be >= 1"),
+        ("ray.max_in_flight=0", "ray.max_in_flight=0 must be >= 1"),
+        ("dataset.nope=3", "bad key 'dataset.nope'"),
+    ],
+)
 def test_bad_override_says_key_value_and_expectation(override, says):
     with pytest.raises(ConfigError) as e:
         load_grid(DEFAULT, [override])
@@ -29,8 +33,10 @@ def test_bad_override_says_key_value_and_expectation(override, says):
 def test_bad_value_in_a_grid_file(tmp_path):
     f = tmp_path / "conf" / "grid" / "g.yaml"
     f.parent.mkdir(parents=True)
-    f.write_text("name: g\nslms: [smollm2-135m]\nllms: [gemma3-270m]\nuq: [perplexity]\ndatasets: [gsm8k]\n"
-                 "dataset: {limit: lots}\n")
+    f.write_text(
+        "name: g\nslms: [smollm2-135m]\nllms: [gemma3-270m]\nuq: [perplexity]\ndatasets: [gsm8k]\n"
+        "dataset: {limit: lots}\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_grid(f)
     assert "dataset.limit='lots' is not a valid int" in str(e.value) and "reference_type" not in str(e.value)
@@ -60,15 +66,20 @@ def test_calibrate_apply_rejects_a_bad_rate_before_building_anything(tmp_path, c
     from orchestrator.runner import RESOLVED_FILE
 
     (tmp_path / RESOLVED_FILE).write_text("not: [a, resolved, config")
-    assert main(["calibrate", "apply", str(tmp_path), "--slm", "x", "--uq", "y", "--target-call-rate", "1.7",
-                 "gsm8k"]) == 2
+    assert (
+        main(["calibrate", "apply", str(tmp_path), "--slm", "x", "--uq", "y", "--target-call-rate", "1.7", "gsm8k"])
+        == 2
+    )
     assert "--target-call-rate 1.7 must be in [0, 1]" in " ".join(capsys.readouterr().out.split())
     assert not (tmp_path / "calibration").exists()
 
 
 def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"dataset.data_root='/nonexistent/datasets': no such folder \(datasets .*"
-                                          r"addsub"):
+    with pytest.raises(
+        ConfigError,
+        match=r"dataset.data_root='/nonexistent/datasets': no such folder \(datasets .*"
+        r"addsub",
+    ):
         load_grid(DEFAULT, ["dataset.data_root=/nonexistent/datasets"])
     r = load_grid(DEFAULT, [f"output_dir={tmp_path / 'rel'}"])
     assert Path(r.grid["dataset"]["data_root"]).is_absolute() and Path(r.grid["output_dir"]).is_absolute()

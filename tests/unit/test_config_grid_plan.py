@@ -1,4 +1,5 @@
 """Config errors, grid expansion and the factored plan: pure functions, no model, no Ray."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,9 +80,12 @@ def test_expand_order_hashes_and_exclusion(tmp_path):
     r = load(tmp_path, BASE + "exclude: [{uq: jaccard, dataset: strategyqa}]\n")
     names = [s.name for s in expand(r)]
     assert names == [
-        "smollm2-135m__perplexity__addsub__smollm2-135m", "smollm2-135m__jaccard__addsub__smollm2-135m",
-        "smollm2-135m__probe__addsub__smollm2-135m", "smollm2-135m__ood_probe__addsub__smollm2-135m",
-        "smollm2-135m__perplexity__strategyqa__smollm2-135m", "smollm2-135m__probe__strategyqa__smollm2-135m",
+        "smollm2-135m__perplexity__addsub__smollm2-135m",
+        "smollm2-135m__jaccard__addsub__smollm2-135m",
+        "smollm2-135m__probe__addsub__smollm2-135m",
+        "smollm2-135m__ood_probe__addsub__smollm2-135m",
+        "smollm2-135m__perplexity__strategyqa__smollm2-135m",
+        "smollm2-135m__probe__strategyqa__smollm2-135m",
         "smollm2-135m__ood_probe__strategyqa__smollm2-135m",
     ]
     hashes = [s.hash for s in expand(r)]
@@ -121,7 +125,9 @@ def test_ood_probe_fits_on_other_datasets(tmp_path):
     plan = make_plan(load(tmp_path))
     ood = [u for u in plan.by_kind("score") if u.payload["uq"] == "ood_probe"]
     assert {u.payload["dataset"]: [f["dataset"] for f in u.payload["fit"]] for u in ood} == {
-        "addsub": ["strategyqa"], "strategyqa": ["addsub"]}
+        "addsub": ["strategyqa"],
+        "strategyqa": ["addsub"],
+    }
     probe = [u for u in plan.by_kind("score") if u.payload["uq"] == "probe"]
     assert all([f["dataset"] for f in u.payload["fit"]] == [u.payload["dataset"]] for u in probe)
 
@@ -132,8 +138,10 @@ def test_paper_grid_expands_to_1792_settings():
 
 
 def test_missing_local_dataset_file_is_a_config_error(tmp_path):
-    body = BASE.replace("datasets: [addsub, strategyqa]",
-                        "datasets: [{name: mine, adapter: local, task: mc, local_path: /nope/x.jsonl}]")
+    body = BASE.replace(
+        "datasets: [addsub, strategyqa]",
+        "datasets: [{name: mine, adapter: local, task: mc, local_path: /nope/x.jsonl}]",
+    )
     with pytest.raises(ConfigError) as e:
         load(tmp_path, body)
     assert "/nope/x.jsonl" in str(e.value) and "mine" in str(e.value)
@@ -142,8 +150,9 @@ def test_missing_local_dataset_file_is_a_config_error(tmp_path):
 def test_local_dataset_needs_a_valid_task(tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text("{}\n")
-    body = BASE.replace("datasets: [addsub, strategyqa]",
-                        f"datasets: [{{name: mine, adapter: local, task: essay, local_path: {f}}}]")
+    body = BASE.replace(
+        "datasets: [addsub, strategyqa]", f"datasets: [{{name: mine, adapter: local, task: essay, local_path: {f}}}]"
+    )
     with pytest.raises(ConfigError) as e:
         load(tmp_path, body)
     assert "essay" in str(e.value) and "numeric, mc, yesno, freeform" in str(e.value)
@@ -157,7 +166,7 @@ def test_calibration_adds_fit_role_units_without_touching_eval_keys(tmp_path):
     assert not off.fit_scores and not off.fit_llm
     assert set(on.fit_scores) == {(s.slm, s.uq, s.dataset) for s in on.settings}
     assert set(on.fit_llm) == {("smollm2-135m", "addsub"), ("smollm2-135m", "strategyqa")}
-    for (slm, uq, ds), keys in on.fit_scores.items():
+    for (_slm, uq, ds), keys in on.fit_scores.items():
         u = on.units[keys["score"]]
         assert u.payload["role"] == "fit" and u.payload["dataset"] == ds
         gens = [on.units[k] for k in u.payload["eval"].values()]
@@ -168,20 +177,23 @@ def test_calibration_adds_fit_role_units_without_touching_eval_keys(tmp_path):
             assert u.payload["fit"] == []
         if uq == "ood_probe":
             assert [f["dataset"] for f in u.payload["fit"]] == [d for d in ("addsub", "strategyqa") if d != ds]
-    for (llm, ds), key in on.fit_llm.items():
+    for (_llm, ds), key in on.fit_llm.items():
         g = on.units[key]
         assert g.payload["role"] == "fit" and g.payload["stage"] == "llm" and g.payload["dataset"] == ds
     c_on, c_off = on.counts(), off.counts()
     assert c_on["gen:llm"] == 2 * c_off["gen:llm"] and c_on["score"] == 2 * c_off["score"]
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("calibration.binning=quantile", "equal_width, equal_freq"),
-    ("calibration.frac=0", "calibration.frac=0"),
-    ("calibration.targets=[0.3,1.5]", "1.5"),
-    ("calibration.crossfit_folds=1", "crossfit_folds=1"),
-    ("calibration.fixed_threshold.nope=0.5", "nope"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("calibration.binning=quantile", "equal_width, equal_freq"),
+        ("calibration.frac=0", "calibration.frac=0"),
+        ("calibration.targets=[0.3,1.5]", "1.5"),
+        ("calibration.crossfit_folds=1", "crossfit_folds=1"),
+        ("calibration.fixed_threshold.nope=0.5", "nope"),
+    ],
+)
 def test_bad_calibration_settings_are_named(tmp_path, override, needle):
     with pytest.raises(ConfigError, match="calibration") as e:
         load(tmp_path, overrides=[override])

@@ -1,5 +1,6 @@
 """An SLM on an OpenAI-compatible endpoint: accepted with every UQ method that needs no hidden
 state; probes on it are refused at config time, by name, unless exclude rules drop them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,8 +55,7 @@ def test_exclude_rules_that_drop_the_probe_settings_make_it_pass(tmp_path):
 
 def test_exclusions_are_checked_per_expanded_setting(tmp_path):
     # excluding the probe on one dataset only leaves it on the other: still refused, and only probe
-    body = GRID + ("exclude: [{slm: vllm-example, uq: probe, dataset: addsub}, "
-                   "{slm: vllm-example, uq: ood_probe}]\n")
+    body = GRID + ("exclude: [{slm: vllm-example, uq: probe, dataset: addsub}, {slm: vllm-example, uq: ood_probe}]\n")
     with pytest.raises(ConfigError) as e:
         load(tmp_path, body)
     assert "probe (needs hidden_state)" in str(e.value) and "ood_probe" not in str(e.value).split("work with")[0]

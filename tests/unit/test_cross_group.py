@@ -1,6 +1,7 @@
 """Issue 10, item 3: the fully out-of-domain split (``calibration.splits: [cross_group]``): thresholds
 calibrated only on the datasets of one group (math) are applied to every dataset of another
 (commonsense), and the reverse. Synthetic pools; a plan-level check of the leave-group-out units."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,21 +19,36 @@ CONF = REPO / "conf"
 TINY = REPO / "tests" / "conf" / "grid" / "tiny.yaml"
 GROUPS = {"m1": "math", "m2": "math", "c1": "commonsense", "c2": "commonsense"}
 # one bin holding every row, all of it kept: the calibration set is the pooled source rows, weight 1
-CONF1 = {"n_bins": 1, "frac": 1.0, "seed": 50, "binning": "equal_width", "scale": "uncertainty", "n_draws": 1,
-         "targets": [0.3], "fixed_threshold": {}}
+CONF1 = {
+    "n_bins": 1,
+    "frac": 1.0,
+    "seed": 50,
+    "binning": "equal_width",
+    "scale": "uncertainty",
+    "n_draws": 1,
+    "targets": [0.3],
+    "fixed_threshold": {},
+}
 
 
 def _pool(u, prefix, slm=None):
     u = np.asarray(u, float)
     slm = np.zeros(len(u), bool) if slm is None else np.asarray(slm, bool)
-    return {"sample_id": [f"{prefix}{i}" for i in range(len(u))], "uncertainty": u, "slm_correct": slm,
-            "llm_correct": np.ones(len(u), bool)}
+    return {
+        "sample_id": [f"{prefix}{i}" for i in range(len(u))],
+        "uncertainty": u,
+        "slm_correct": slm,
+        "llm_correct": np.ones(len(u), bool),
+    }
 
 
 def _pools(c1_u=None):
-    return {"m1": _pool([0.1, 0.2, 0.3, 0.4, 0.5], "m1"), "m2": _pool([0.6, 0.7, 0.8, 0.9, 1.0], "m2"),
-            "c1": _pool(c1_u if c1_u is not None else np.arange(10) / 10 + 0.05, "c1"),
-            "c2": _pool([0.9] * 4, "c2")}
+    return {
+        "m1": _pool([0.1, 0.2, 0.3, 0.4, 0.5], "m1"),
+        "m2": _pool([0.6, 0.7, 0.8, 0.9, 1.0], "m2"),
+        "c1": _pool(c1_u if c1_u is not None else np.arange(10) / 10 + 0.05, "c1"),
+        "c2": _pool([0.9] * 4, "c2"),
+    }
 
 
 KEY = ("s", "perplexity", "l")
@@ -64,8 +80,10 @@ def test_math_to_commonsense_realized_rate_matches_a_hand_computation():
     # the reverse: calibrated on c1 + c2's 14 rows, applied to m1 and m2
     back = _rows(t, "commonsense", "math")
     assert set(back) == {"m1", "m2"} and back["m1"]["source_datasets"] == ["c1", "c2"]
-    assert {s["source_group"] + ">" + s["target_group"] for s in t["summary"]} == {"math>commonsense",
-                                                                                   "commonsense>math"}
+    assert {s["source_group"] + ">" + s["target_group"] for s in t["summary"]} == {
+        "math>commonsense",
+        "commonsense>math",
+    }
 
 
 def test_a_target_group_dataset_never_feeds_the_calibration_set():
@@ -87,8 +105,15 @@ def test_methods_trained_on_other_datasets_calibrate_on_leave_group_out_scores_o
     key = ("s", "ood_probe", "l")
     ev, fp = {key: _pools()}, {key: _pools()}
     clean = {"m1": _pool([1.1, 1.2, 1.3, 1.4, 1.5], "m1")}  # m1 scored by a probe that saw no commonsense
-    t = A.group_transfer_analysis(ev, fp, CONF1, "most_uncertain", GROUPS, leave_group={key: {"commonsense": clean}},
-                                  needs_leave_out={"ood_probe"})
+    t = A.group_transfer_analysis(
+        ev,
+        fp,
+        CONF1,
+        "most_uncertain",
+        GROUPS,
+        leave_group={key: {"commonsense": clean}},
+        needs_leave_out={"ood_probe"},
+    )
     rows = _rows(t, "math", "commonsense")
     assert rows["c1"]["source_datasets"] == ["m1"] and rows["c1"]["leave_out"]
     # 30% of clean m1's 5 rows = 1.5 rows: all of 1.5 and half of 1.4
@@ -102,12 +127,16 @@ def test_methods_trained_on_other_datasets_calibrate_on_leave_group_out_scores_o
 def test_sentences_name_each_direction_and_compare_with_leave_one_out():
     ev = {KEY: _pools()}
     t = A.group_transfer_analysis(ev, {}, CONF1, "most_uncertain", GROUPS)
-    loo = [{"slm": "s", "uq": "perplexity", "llm": "l", "heldout": h, "method": "calibration", "call_rate_error": e}
-           for h, e in (("c1", 0.05), ("c2", -0.05))]
+    loo = [
+        {"slm": "s", "uq": "perplexity", "llm": "l", "heldout": h, "method": "calibration", "call_rate_error": e}
+        for h, e in (("c1", 0.05), ("c2", -0.05))
+    ]
     s = {(x["source_group"], x["target_group"]): x for x in A.group_transfer_sentences(t, loo)}
     assert set(s) == {("math", "commonsense"), ("commonsense", "math")}
     mc = s[("math", "commonsense")]
-    assert mc["mean_abs_call_rate_error"] == pytest.approx(0.4) and mc["loo_mean_abs_call_rate_error"] == pytest.approx(0.05)
+    assert mc["mean_abs_call_rate_error"] == pytest.approx(0.4) and mc["loo_mean_abs_call_rate_error"] == pytest.approx(
+        0.05
+    )
     assert mc["sentence"].startswith("Calibrated on math (m1, m2) and applied to commonsense (c1, c2)")
     assert "0.400" in mc["sentence"] and "0.050" in mc["sentence"]
 
@@ -121,16 +150,18 @@ def test_builtin_datasets_carry_a_group_and_a_config_group_wins():
 
 def test_calibration_splits_are_validated(tmp_path):
     out = f"output_dir={tmp_path / 'out'}"
-    with pytest.raises(ConfigError, match=r"calibration.splits has 'leave_one_group'.*valid choices: leave_one_out, "
-                                          r"cross_group"):
+    with pytest.raises(
+        ConfigError,
+        match=r"calibration.splits has 'leave_one_group'.*valid choices: leave_one_out, "
+        r"cross_group",
+    ):
         load_grid(TINY, [out, "calibration.splits=[leave_one_group]"])
     with pytest.raises(ConfigError, match="non-empty list"):
         load_grid(TINY, [out, "calibration.splits=[]"])
     with pytest.raises(ConfigError, match="twice"):
         load_grid(TINY, [out, "calibration.splits=[cross_group,cross_group]"])
     g = tmp_path / "one.yaml"
-    g.write_text("name: one\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\n"
-                 "datasets: [addsub, gsm8k]\n")
+    g.write_text("name: one\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\ndatasets: [addsub, gsm8k]\n")
     with pytest.raises(ConfigError, match=r"span 1 group\(s\) \(addsub: math, gsm8k: math\)"):
         load_grid(g, [out, "calibration.splits=[cross_group]"], conf_dir=CONF)
     assert load_grid(TINY, [out]).grid["calibration"]["splits"] == ["leave_one_out", "cross_group"]
@@ -149,9 +180,11 @@ def test_cross_group_leaves_the_grid_identity_and_unit_keys_unchanged(tmp_path):
 
 def test_plan_leave_group_out_units_train_on_no_dataset_of_the_target_group(tmp_path):
     g = tmp_path / "four.yaml"
-    g.write_text(f"name: four\noutput_dir: {tmp_path / 'out'}\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
-                 "uq: [perplexity, ood_probe]\ndatasets: [addsub, multiarith, strategyqa, arc_easy]\n"
-                 "calibration: {enabled: true, splits: [leave_one_out, cross_group]}\n")
+    g.write_text(
+        f"name: four\noutput_dir: {tmp_path / 'out'}\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
+        "uq: [perplexity, ood_probe]\ndatasets: [addsub, multiarith, strategyqa, arc_easy]\n"
+        "calibration: {enabled: true, splits: [leave_one_out, cross_group]}\n"
+    )
     r = load_grid(g, [], conf_dir=CONF)
     plan = make_plan(r)
     groups = {"addsub": "math", "multiarith": "math", "strategyqa": "commonsense", "arc_easy": "commonsense"}
@@ -164,8 +197,9 @@ def test_plan_leave_group_out_units_train_on_no_dataset_of_the_target_group(tmp_
         assert fit == [x for x in groups if x != d and groups[x] != tg] and fit  # the other source dataset
         assert not {plan.units[k].payload["dataset"] for k in u.deps} & {x for x in groups if groups[x] == tg}
     # two datasets per group: a leave-group-out model trains on one dataset, each leave-one-out model on two
-    assert plan.leave_group_out[("smollm2-135m", "ood_probe", "addsub", "commonsense")]["score"] not in \
-        {lo["score"] for lo in plan.leave_out.values()}
+    assert plan.leave_group_out[("smollm2-135m", "ood_probe", "addsub", "commonsense")]["score"] not in {
+        lo["score"] for lo in plan.leave_out.values()
+    }
     plain = make_plan(load_grid(g, ["calibration.splits=[leave_one_out]"], conf_dir=CONF))
     assert plain.leave_group_out == {} and set(plain.units) < set(plan.units)
 

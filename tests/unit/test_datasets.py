@@ -1,5 +1,6 @@
 """Dataset adapters on the real shared files (counts from MANIFEST.md), plus malformed rows,
 deterministic subsampling, error messages and the hub / local-file loader."""
+
 from __future__ import annotations
 
 import importlib
@@ -11,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.datasets import DATASETS, DatasetAdapter, load_samples
-from jobs.datasets import base
+from jobs.datasets import DATASETS, DatasetAdapter, base, load_samples
 from jobs.datasets.hub import FieldMapping, load_hub, load_local
 from jobs.registry import UnknownNameError
 
@@ -188,7 +188,9 @@ def test_format_specific_rows():
 
 
 @needs_data
-@pytest.mark.parametrize("name,split", [("truthfulqa", "v1"), ("truthfulqa", "jan2025"), ("date_understanding", "bigbench")])
+@pytest.mark.parametrize(
+    "name,split", [("truthfulqa", "v1"), ("truthfulqa", "jan2025"), ("date_understanding", "bigbench")]
+)
 def test_gold_first_files_are_shuffled_stably(name, split):
     samples = load_samples(name, split).samples
     # the file lists the true option first; after the fixed shuffle gold letters are spread out
@@ -213,6 +215,7 @@ def test_truthfulqa_jan2025_empty_false_options_are_dropped():
 # ------------------------------------------------------------------------------------------
 # limit / seed / exclude_ids
 # ------------------------------------------------------------------------------------------
+
 
 @needs_data
 def test_limit_is_deterministic_and_keeps_file_order():
@@ -245,6 +248,7 @@ def test_results_are_fresh_copies_of_the_cache():
 # ------------------------------------------------------------------------------------------
 # errors
 # ------------------------------------------------------------------------------------------
+
 
 def test_unknown_dataset_says_did_you_mean():
     with pytest.raises(UnknownNameError) as err:
@@ -292,6 +296,7 @@ def test_default_data_root_is_the_shared_folder():
 # ------------------------------------------------------------------------------------------
 # malformed rows: counted with reasons, never raised
 # ------------------------------------------------------------------------------------------
+
 
 def _write(root: Path, rel: str, text: str) -> None:
     path = root / rel
@@ -373,7 +378,16 @@ def test_duplicate_ids_and_bad_csv_rows(tmp_path):
 
 @pytest.mark.parametrize(
     "raw,canonical",
-    [("39.0", "39"), (39.0, "39"), ("1,450,000", "1450000"), ("1.50", "1.5"), (1.84, "1.84"), ("-0", "0"), ("-7", "-7"), ("0.125", "0.125")],
+    [
+        ("39.0", "39"),
+        (39.0, "39"),
+        ("1,450,000", "1450000"),
+        ("1.50", "1.5"),
+        (1.84, "1.84"),
+        ("-0", "0"),
+        ("-7", "-7"),
+        ("0.125", "0.125"),
+    ],
 )
 def test_canonical_number(raw, canonical):
     assert base.canonical_number(raw) == canonical
@@ -491,6 +505,7 @@ def test_load_hub_with_real_datasets_on_a_local_file(tmp_path, monkeypatch):
 
 # ---- questions files (calibration sets, data brought to `calibrate apply`) --------------------
 
+
 def test_questions_file_mixed_tasks_labelled_and_unlabelled(tmp_path):
     import json
 
@@ -499,12 +514,18 @@ def test_questions_file_mixed_tasks_labelled_and_unlabelled(tmp_path):
 
     rows = [
         {"id": "a", "question": "What is 2 plus 3?", "task": "numeric", "gold": "5"},
-        {"id": "b", "question": "Which is a fruit?", "task": "mc", "choices": ["stone", "apple"], "gold": 1,
-         "source_dataset": "arc_easy"},
+        {
+            "id": "b",
+            "question": "Which is a fruit?",
+            "task": "mc",
+            "choices": ["stone", "apple"],
+            "gold": 1,
+            "source_dataset": "arc_easy",
+        },
         {"id": "c", "question": "Is snow cold?", "task": "yesno", "gold": True},
-        {"id": "d", "question": "What is 7 minus 2?"},                      # task from the config, no label
+        {"id": "d", "question": "What is 7 minus 2?"},  # task from the config, no label
         {"id": "e", "question": "Pick one", "task": "mc", "choices": ["x"]},  # one option: malformed
-        {"id": "f", "question": "Odd?", "task": "essay"},                    # unknown task: malformed
+        {"id": "f", "question": "Odd?", "task": "essay"},  # unknown task: malformed
     ]
     p = tmp_path / "q.jsonl"
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
@@ -529,12 +550,19 @@ def test_questions_dataset_config_and_roles(tmp_path):
     from orchestrator.config import ConfigError, load_grid
 
     p = tmp_path / "q.jsonl"
-    p.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus 1?", "task": "numeric",
-                                     "gold": str(i + 1)}) + "\n" for i in range(10)))
+    p.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"What is {i} plus 1?", "task": "numeric", "gold": str(i + 1)})
+            + "\n"
+            for i in range(10)
+        )
+    )
     grid = tmp_path / "g.yaml"
-    grid.write_text(f"name: q\noutput_dir: {tmp_path}/out\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
-                    f"uq: [perplexity]\ndatasets: [{{name: mine, adapter: questions, local_path: {p}}}]\n"
-                    f"dataset: {{limit: 4, fit_limit: 3}}\n")
+    grid.write_text(
+        f"name: q\noutput_dir: {tmp_path}/out\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
+        f"uq: [perplexity]\ndatasets: [{{name: mine, adapter: questions, local_path: {p}}}]\n"
+        f"dataset: {{limit: 4, fit_limit: 3}}\n"
+    )
     r = load_grid(grid)
     ev, _ = load_role(r.datasets["mine"], r.grid["dataset"], "eval")
     fit, _ = load_role(r.datasets["mine"], r.grid["dataset"], "fit")
@@ -543,7 +571,9 @@ def test_questions_dataset_config_and_roles(tmp_path):
 
     # rows carry their own tasks: the greedy pass gets the longest answer budget of any task
     greedy = [u for u in make_plan(r).by_kind("gen") if u.stage == "greedy"]
-    assert {u.payload["params"]["max_new_tokens"] for u in greedy} == {max(r.grid["decoding"]["max_new_tokens"].values())}
+    assert {u.payload["params"]["max_new_tokens"] for u in greedy} == {
+        max(r.grid["decoding"]["max_new_tokens"].values())
+    }
     bad = grid.read_text().replace(str(p), str(tmp_path / "missing.jsonl"))
     grid.write_text(bad)
     with pytest.raises(ConfigError, match="adapter 'questions' needs local_path, an existing .jsonl"):
@@ -561,10 +591,12 @@ def _questions_file(tmp_path, lines: list[bytes]):
 def test_one_non_utf8_line_is_one_malformed_row(tmp_path):
     from jobs.datasets.questions import load_questions
 
-    good = [json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1), "task": "numeric"}).encode()
-            for i in range(14)]
-    bad = json.dumps({"question": "Caf\u00e9 costs 3, tea 2: total?", "answer": "5", "task": "numeric"},
-                     ensure_ascii=False).encode("latin-1")
+    good = [
+        json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1), "task": "numeric"}).encode() for i in range(14)
+    ]
+    bad = json.dumps(
+        {"question": "Caf\u00e9 costs 3, tea 2: total?", "answer": "5", "task": "numeric"}, ensure_ascii=False
+    ).encode("latin-1")
     res = load_questions(_questions_file(tmp_path, good[:7] + [bad] + good[7:]), "user")
     assert len(res.samples) == 14
     [m] = res.malformed
@@ -576,8 +608,12 @@ def test_a_latin1_file_is_one_clear_error_then_reads_with_its_encoding(tmp_path)
     from jobs.datasets.questions import load_questions
     from jobs.types import DataError
 
-    lines = [json.dumps({"question": f"Caf\u00e9 n\u00b0{i}: 2+{i}?", "answer": str(2 + i), "task": "numeric"},
-                        ensure_ascii=False).encode("latin-1") for i in range(5)]
+    lines = [
+        json.dumps(
+            {"question": f"Caf\u00e9 n\u00b0{i}: 2+{i}?", "answer": str(2 + i), "task": "numeric"}, ensure_ascii=False
+        ).encode("latin-1")
+        for i in range(5)
+    ]
     path = _questions_file(tmp_path, lines)
     with pytest.raises(DataError, match=r"user.jsonl: 5 of 5 lines are not valid utf-8.*`encoding: latin-1`"):
         load_questions(path, "user")
@@ -592,7 +628,9 @@ def test_unknown_encoding_is_refused_at_config_time(tmp_path):
     q.write_text(json.dumps({"question": "1+1?", "answer": "2", "task": "numeric"}) + "\n")
     f = tmp_path / "conf" / "grid" / "g.yaml"
     f.parent.mkdir(parents=True)
-    f.write_text(f"name: g\nslms: [smollm2-135m]\nllms: [gemma3-270m]\nuq: [perplexity]\n"
-                 f"datasets: [{{name: mine, adapter: questions, local_path: {q}, encoding: latin-9x}}]\n")
+    f.write_text(
+        f"name: g\nslms: [smollm2-135m]\nllms: [gemma3-270m]\nuq: [perplexity]\n"
+        f"datasets: [{{name: mine, adapter: questions, local_path: {q}, encoding: latin-9x}}]\n"
+    )
     with pytest.raises(ConfigError, match=r"dataset 'mine': encoding='latin-9x' is not a known text encoding"):
         load_grid(f)

@@ -8,6 +8,7 @@ score); between UQ methods no scale-free comparison exists (any two continuous d
 increasing map apart), so they are compared on the paper's confidence scale of each method
 (``UQMethod.confidence``), a fixed map, not one fitted to the data.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,12 @@ from jobs import analysis as A
 
 def _pool(u):
     u = np.asarray(u, dtype=float)
-    return {"sample_id": [f"q{i}" for i in range(len(u))], "uncertainty": u,
-            "slm_correct": np.zeros(len(u), bool), "llm_correct": np.ones(len(u), bool)}
+    return {
+        "sample_id": [f"q{i}" for i in range(len(u))],
+        "uncertainty": u,
+        "slm_correct": np.zeros(len(u), bool),
+        "llm_correct": np.ones(len(u), bool),
+    }
 
 
 def _pools(transform=lambda u: u, outlier=None):
@@ -41,9 +46,11 @@ def _pools(transform=lambda u: u, outlier=None):
 
 def test_across_dataset_distances_do_not_depend_on_the_methods_units():
     base = A.distance_analysis(_pools())
-    cubed = A.distance_analysis(_pools(lambda u: u ** 3))  # same ranking, other units
+    cubed = A.distance_analysis(_pools(lambda u: u**3))  # same ranking, other units
     for metric in ("ks", "wasserstein"):
-        assert cubed[metric]["across_datasets"]["mean"] == pytest.approx(base[metric]["across_datasets"]["mean"], abs=1e-12)
+        assert cubed[metric]["across_datasets"]["mean"] == pytest.approx(
+            base[metric]["across_datasets"]["mean"], abs=1e-12
+        )
 
 
 def test_one_extreme_score_does_not_move_the_distances():

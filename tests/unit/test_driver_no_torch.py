@@ -1,4 +1,5 @@
 """The driver never imports torch: planning a grid and its CLI run without it."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """Failures are classified by type (jobs/errors.py), not by matching traceback text."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,13 +24,16 @@ def _raised(exc: BaseException, default=UnitError) -> UnitError:
     return info.value
 
 
-@pytest.mark.parametrize("exc,kind", [
-    (FileNotFoundError("/data/boolq/dev.jsonl"), "data_error"),
-    (UnknownNameError("dataset", "boolqq", ["boolq"]), "data_error"),
-    (MemoryError(), "oom"),
-    (CudaOOM("CUDA error"), "oom"),  # a subclass of the torch-named class
-    (ValueError("shape mismatch"), "error"),
-])
+@pytest.mark.parametrize(
+    "exc,kind",
+    [
+        (FileNotFoundError("/data/boolq/dev.jsonl"), "data_error"),
+        (UnknownNameError("dataset", "boolqq", ["boolq"]), "data_error"),
+        (MemoryError(), "oom"),
+        (CudaOOM("CUDA error"), "oom"),  # a subclass of the torch-named class
+        (ValueError("shape mismatch"), "error"),
+    ],
+)
 def test_classified_types_library_errors(exc, kind):
     err = _raised(exc)
     assert err.kind == kind and failure_kind(err) == kind and classify(err) == kind

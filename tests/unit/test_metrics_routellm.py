@@ -9,6 +9,7 @@ Random routing scores APGR 0.5 there. Ours, (area - random) / (oracle - random),
 ``gap_recovered_vs_random``. The paper's relative accuracy: SLM accuracy / LLM accuracy on the same
 top-k% most confident queries.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,14 +71,16 @@ def test_cpt_on_the_random_line_and_batch_apgr():
     got = M.batch_gap_recovered_vs_random(u, s, l)
     for i in range(3):
         c = M.routing_curve(u[i], s[i], l[i])
-        assert got[i] == pytest.approx(M.gap_recovered_vs_random(c, M.random_curve(s[i], l[i]), M.oracle_curve(s[i], l[i])))
+        assert got[i] == pytest.approx(
+            M.gap_recovered_vs_random(c, M.random_curve(s[i], l[i]), M.oracle_curve(s[i], l[i]))
+        )
 
 
 @pytest.mark.parametrize(
     "top, expected",
     [
         # most confident first: u .1 (slm 1, llm 1), .5 (1, 0), .7 (0, 1), .9 (0, 1)
-        (0.25, 1 / 1),        # top 1: slm 1/1, llm 1/1
+        (0.25, 1 / 1),  # top 1: slm 1/1, llm 1/1
         (0.5, (2 / 2) / (1 / 2)),  # top 2: slm 2, llm 1
         (0.75, (2 / 3) / (2 / 3)),
         (1.0, (2 / 4) / (3 / 4)),  # the whole dataset

@@ -1,5 +1,6 @@
 """A setting's MLflow run is found by its setting hash and replaced when its result changes (a new
 unit key), never duplicated (issue 8, item 6). MLflow in-process on SQLite: no server."""
+
 from __future__ import annotations
 
 import json

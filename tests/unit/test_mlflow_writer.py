@@ -1,6 +1,7 @@
 """The background MLflow writer against an in-process fake sink: the producer never blocks,
 an outage is waited out with backoff and caught up, nothing is logged twice, and what is
 left is named."""
+
 from __future__ import annotations
 
 import threading

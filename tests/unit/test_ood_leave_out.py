@@ -2,6 +2,7 @@
 scored only by models that never saw T. For the OOD probe (trained on other datasets) that means
 each other dataset's calibration rows scored by a probe trained without T (``Plan.leave_out``);
 the ordinary OOD scores of those rows, whose probe saw T's fit rows, must not be used."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,12 @@ N = 200
 
 def _pool(u, slm, prefix):
     u = np.asarray(u, float)
-    return {"sample_id": [f"{prefix}{i}" for i in range(len(u))], "uncertainty": u,
-            "slm_correct": np.asarray(slm, bool), "llm_correct": np.ones(len(u), bool)}
+    return {
+        "sample_id": [f"{prefix}{i}" for i in range(len(u))],
+        "uncertainty": u,
+        "slm_correct": np.asarray(slm, bool),
+        "llm_correct": np.ones(len(u), bool),
+    }
 
 
 def _pools(shift: float) -> dict:
@@ -51,15 +56,23 @@ def test_transfer_table_draws_a_heldouts_calibration_set_from_its_own_pools():
     assert _thresholds(got) == _thresholds(clean)
     assert _thresholds(got) != _thresholds(leaky)
     # other held-out datasets keep the default pools
-    assert _thresholds(C.transfer_table(EVAL, calibration_pools=LEAKY, heldouts=["a"],
-                                        heldout_calibration_pools={"t": CLEAN}, **KW)) == \
-        _thresholds(C.transfer_table(EVAL, calibration_pools=LEAKY, heldouts=["a"], **KW))
+    assert _thresholds(
+        C.transfer_table(EVAL, calibration_pools=LEAKY, heldouts=["a"], heldout_calibration_pools={"t": CLEAN}, **KW)
+    ) == _thresholds(C.transfer_table(EVAL, calibration_pools=LEAKY, heldouts=["a"], **KW))
     with pytest.raises(ValueError, match="needs another dataset to calibrate on"):
         C.transfer_table(EVAL, calibration_pools=LEAKY, heldouts=["t"], heldout_calibration_pools={"t": {}}, **KW)
 
 
-CONF = {"n_bins": 10, "frac": 0.5, "seed": 7, "binning": "equal_width", "scale": "uncertainty", "n_draws": 1,
-        "targets": [0.1, 0.3, 0.5], "fixed_threshold": {}}
+CONF = {
+    "n_bins": 10,
+    "frac": 0.5,
+    "seed": 7,
+    "binning": "equal_width",
+    "scale": "uncertainty",
+    "n_draws": 1,
+    "targets": [0.1, 0.3, 0.5],
+    "fixed_threshold": {},
+}
 
 
 def test_transfer_analysis_uses_only_leave_out_scores_for_methods_trained_on_other_datasets():
@@ -91,9 +104,12 @@ def test_leave_out_pools_replace_scores_by_sample_id(tmp_path):
     rows = [{"sample_id": f"a{i}", "uncertainty": float(100 + i)} for i in reversed(range(N)) if i != 5]
     write_table(unit_dir(store, "score", "LO") / "part-00000.parquet", rows)
     finish_unit(unit_dir(store, "score", "LO"), {"key": "LO"})
-    plan = SimpleNamespace(leave_out={("s", "ood_probe", "a", "t"): {"score": "LO", "slm_greedy": "G", "role": "fit"},
-                                      ("s", "ood_probe", "b", "t"): {"score": "MISSING", "slm_greedy": "G",
-                                                                     "role": "fit"}})
+    plan = SimpleNamespace(
+        leave_out={
+            ("s", "ood_probe", "a", "t"): {"score": "LO", "slm_greedy": "G", "role": "fit"},
+            ("s", "ood_probe", "b", "t"): {"score": "MISSING", "slm_greedy": "G", "role": "fit"},
+        }
+    )
     fp = {("s", "ood_probe", "l"): LEAKY}
     lo = A.leave_out_pools(store, plan, {}, fp)
     pool = lo[("s", "ood_probe", "l")]["t"]["a"]
@@ -116,32 +132,56 @@ def test_calibrate_build_for_an_excluded_dataset_takes_the_ood_probes_leave_out_
     from orchestrator.runner import bind_output
 
     grid = tmp_path / "grid.yaml"
-    grid.write_text("name: t\noutput_dir: " + str(tmp_path / "out") + "\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
-                    "uq: [ood_probe]\ndatasets: [addsub, strategyqa, arc_easy]\n")
-    r = load_grid(grid, ["calibration.enabled=true", "calibration.pool=fit", "calibration.n_bins=1",
-                         "calibration.frac=1", "dataset.fit_limit=6", "dataset.limit=4"], conf_dir=REPO_CONF)
+    grid.write_text(
+        "name: t\noutput_dir: " + str(tmp_path / "out") + "\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
+        "uq: [ood_probe]\ndatasets: [addsub, strategyqa, arc_easy]\n"
+    )
+    r = load_grid(
+        grid,
+        [
+            "calibration.enabled=true",
+            "calibration.pool=fit",
+            "calibration.n_bins=1",
+            "calibration.frac=1",
+            "dataset.fit_limit=6",
+            "dataset.limit=4",
+        ],
+        conf_dir=REPO_CONF,
+    )
     bind_output(r)
     plan = make_plan(r)
     store = r.store_dir
 
     def gen(key, samples):
-        rows = [{"sample_id": s.id, "raw_output": f"The answer is {s.gold}.", "gold": s.gold, "task": s.task,
-                 "choices": list(s.choices), "aliases": list(s.aliases), "error": None} for s in samples]
+        rows = [
+            {
+                "sample_id": s.id,
+                "raw_output": f"The answer is {s.gold}.",
+                "gold": s.gold,
+                "task": s.task,
+                "choices": list(s.choices),
+                "aliases": list(s.aliases),
+                "error": None,
+            }
+            for s in samples
+        ]
         write_table(unit_dir(store, "gen", key) / "part-00000.parquet", rows)
         finish_unit(unit_dir(store, "gen", key), {"key": key})
 
     def score(key, samples, value):
-        write_table(unit_dir(store, "score", key) / "part-00000.parquet",
-                    [{"sample_id": s.id, "uncertainty": value} for s in samples])
+        write_table(
+            unit_dir(store, "score", key) / "part-00000.parquet",
+            [{"sample_id": s.id, "uncertainty": value} for s in samples],
+        )
         finish_unit(unit_dir(store, "score", key), {"key": key})
 
     fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
-    for (slm, uq, d), fs in plan.fit_scores.items():
+    for (_slm, _uq, d), fs in plan.fit_scores.items():
         gen(fs["slm_greedy"], fit[d])
         score(fs["score"], fit[d], 0.25)  # the ordinary OOD scores: their probes saw every other dataset
-    for (llm, d), key in plan.fit_llm.items():
+    for (_llm, d), key in plan.fit_llm.items():
         gen(key, fit[d])
-    for (slm, uq, d, t), lo in plan.leave_out.items():
+    for (_slm, _uq, d, t), lo in plan.leave_out.items():
         score(lo["score"], fit[d], 0.75 if t == "arc_easy" else 0.5)
     res = build(r.output_dir, exclude=["arc_easy"])
     assert res["record"]["scored_without"] == "arc_easy"
@@ -150,6 +190,8 @@ def test_calibrate_build_for_an_excluded_dataset_takes_the_ood_probes_leave_out_
     assert {x["uncertainty"] for x in rows} == {0.75}  # only scores of probes trained without arc_easy
     plain = build(r.output_dir, name="all")  # nothing excluded: the ordinary scores
     assert plain["record"]["scored_without"] is None
-    assert {json.loads(x)["uncertainty"] for x in (plain["folder"] / "calibration.jsonl").read_text().splitlines()} == {0.25}
+    assert {json.loads(x)["uncertainty"] for x in (plain["folder"] / "calibration.jsonl").read_text().splitlines()} == {
+        0.25
+    }
     with pytest.raises(ConfigError, match="exclude one"):
         build(r.output_dir, exclude=["arc_easy", "addsub"])

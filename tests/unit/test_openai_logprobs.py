@@ -1,6 +1,7 @@
 """The OpenAI-compatible SLM backend's reading of log-prob payloads, on hand-made payloads: the
 top-k + tail-bucket entropy (and its bound), p(True) from next-token top log-probs, and the
 trailing EOS entry vLLM reports."""
+
 from __future__ import annotations
 
 import math
@@ -15,13 +16,16 @@ def _top(**probs):
     return [{"token": t.replace("_", " "), "logprob": math.log(p)} for t, p in probs.items()]
 
 
-@pytest.mark.parametrize("probs, expected", [
-    ([1.0], 0.0),                                          # all mass listed: exact
-    ([0.5, 0.5], math.log(2)),
-    ([0.25] * 4, math.log(4)),
-    ([0.5, 0.25], -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 0.25 * math.log(0.25))),  # tail bucket 0.25
-    ([0.2] * 3, -(3 * 0.2 * math.log(0.2) + 0.4 * math.log(0.4))),
-])
+@pytest.mark.parametrize(
+    "probs, expected",
+    [
+        ([1.0], 0.0),  # all mass listed: exact
+        ([0.5, 0.5], math.log(2)),
+        ([0.25] * 4, math.log(4)),
+        ([0.5, 0.25], -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 0.25 * math.log(0.25))),  # tail bucket 0.25
+        ([0.2] * 3, -(3 * 0.2 * math.log(0.2) + 0.4 * math.log(0.4))),
+    ],
+)
 def test_topk_entropy_is_listed_tokens_plus_one_tail_bucket(probs, expected):
     assert topk_entropy([math.log(p) for p in probs]) == pytest.approx(expected, abs=1e-12)
 
@@ -39,7 +43,8 @@ def test_topk_entropy_is_a_lower_bound_within_r_log_v_minus_k():
 
 def test_topk_entropy_tolerates_rounding_above_one():
     assert topk_entropy([math.log(0.6), math.log(0.400001)]) == pytest.approx(
-        -(0.6 * math.log(0.6) + 0.400001 * math.log(0.400001)))
+        -(0.6 * math.log(0.6) + 0.400001 * math.log(0.400001))
+    )
 
 
 def test_ptrue_sums_whole_word_variants_and_normalizes():
@@ -70,12 +75,15 @@ def _entries(*tokens):
     return [{"token": t, "logprob": -0.1} for t in tokens]
 
 
-@pytest.mark.parametrize("tokens, content, reason, kept", [
-    (("Yes", ",", " it", "<|im_end|>"), "Yes, it", "stop", 3),   # EOS as a special token string
-    (("Yes", ""), "Yes", "stop", 1),                              # EOS decoded as ""
-    (("Yes", "\n"), "Yes", "stop", 2),                            # whitespace the text stripped: kept
-    (("Yes", ",", " it"), "Yes, it", "length", 3),                # cut by max_tokens: nothing to drop
-    ((" The", " answer"), "The answer", "stop", 2),               # a stop string ended it: no EOS entry
-])
+@pytest.mark.parametrize(
+    "tokens, content, reason, kept",
+    [
+        (("Yes", ",", " it", "<|im_end|>"), "Yes, it", "stop", 3),  # EOS as a special token string
+        (("Yes", ""), "Yes", "stop", 1),  # EOS decoded as ""
+        (("Yes", "\n"), "Yes", "stop", 2),  # whitespace the text stripped: kept
+        (("Yes", ",", " it"), "Yes, it", "length", 3),  # cut by max_tokens: nothing to drop
+        ((" The", " answer"), "The answer", "stop", 2),  # a stop string ended it: no EOS entry
+    ],
+)
 def test_trailing_stop_token_is_dropped(tokens, content, reason, kept):
     assert len(answer_entries(_entries(*tokens), content, reason)) == kept

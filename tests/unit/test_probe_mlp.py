@@ -1,4 +1,5 @@
 """The numpy MLP probe: learns a separable toy problem, deterministically."""
+
 from __future__ import annotations
 
 import numpy as np

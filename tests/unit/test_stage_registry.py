@@ -1,6 +1,7 @@
 """The stage registry (issue 9, item 4): a stage is one declaration, and declaring the stages did not
 move one unit key of the shipped grids (``tests/fixtures/plan_keys.json``, dumped at the commit
 before the registry by ``tests/fixtures/dump_plan_keys.py``)."""
+
 from __future__ import annotations
 
 import ast
@@ -33,6 +34,7 @@ def test_unit_keys_of_the_shipped_grids_are_unchanged(grid):
 
 # ---------------------------------------------------------------- the declarations and their views
 
+
 def test_the_views_the_plan_and_scoring_read_are_the_declarations():
     from jobs import stages
     from jobs.cost import OVERHEAD_STAGES
@@ -40,12 +42,26 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
 
     stages.check_stages()
     # what the module-level literals were before the registry (jobs/stages.py, plan.py, cost.py)
-    assert stages.STAGE_DEPS == {"greedy": (), "samples": (), "ptrue": ("greedy",), "verbal_1s": (),
-                                 "verbal_2s": ("greedy",), "llm": ()}
-    old_stat_stage = {"token_logprobs": "greedy", "token_entropy": "greedy", "answer_logprob": "greedy",
-                      "hidden_state": "greedy", "prompt_hidden_state": "greedy", "prompt": "greedy",
-                      "sampled_texts": "samples", "ptrue_prob": "ptrue", "verbal_1s_conf": "verbal_1s",
-                      "verbal_2s_conf": "verbal_2s"}
+    assert stages.STAGE_DEPS == {
+        "greedy": (),
+        "samples": (),
+        "ptrue": ("greedy",),
+        "verbal_1s": (),
+        "verbal_2s": ("greedy",),
+        "llm": (),
+    }
+    old_stat_stage = {
+        "token_logprobs": "greedy",
+        "token_entropy": "greedy",
+        "answer_logprob": "greedy",
+        "hidden_state": "greedy",
+        "prompt_hidden_state": "greedy",
+        "prompt": "greedy",
+        "sampled_texts": "samples",
+        "ptrue_prob": "ptrue",
+        "verbal_1s_conf": "verbal_1s",
+        "verbal_2s_conf": "verbal_2s",
+    }
     assert stages.STAT_STAGE == old_stat_stage | {"correct": "greedy"}  # the greedy pass also gives the label
     assert set(plan.CONSTRAINED_STAGES) == {"greedy", "llm", "samples"}
     assert plan.GEN_STAGES_READING_EXTRACTION == frozenset()
@@ -58,8 +74,11 @@ def test_an_unknown_stage_is_named_with_the_valid_ones():
     from jobs.registry import UnknownNameError
     from jobs.stages import stage
 
-    with pytest.raises(UnknownNameError, match=r"unknown stage 'verbal_2'\. Did you mean 'verbal_2s'.*"
-                                               r"Available: greedy, llm, ptrue, samples"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown stage 'verbal_2'\. Did you mean 'verbal_2s'.*"
+        r"Available: greedy, llm, ptrue, samples",
+    ):
         stage("verbal_2")
 
 
@@ -93,6 +112,7 @@ def test_check_stages_refuses_an_unknown_dependency_and_a_stat_provided_twice(mo
 
 # ---------------------------------------------------------------- a new stage is one declaration
 
+
 class WordBackend:
     """Deterministic: the answer is the question's word count."""
 
@@ -110,9 +130,16 @@ class WordBackend:
         out = []
         for m in prompts:
             n = len(m[-1]["content"].split())
-            out.append(Generation(text=f"The answer is {n}.", n_prompt_tokens=n, n_new_tokens=2,
-                                  token_logprobs=np.array([-0.5, -0.25]), token_entropy=np.array([1.0, 0.5]),
-                                  token_ids=[n, 0]))
+            out.append(
+                Generation(
+                    text=f"The answer is {n}.",
+                    n_prompt_tokens=n,
+                    n_new_tokens=2,
+                    token_logprobs=np.array([-0.5, -0.25]),
+                    token_entropy=np.array([1.0, 0.5]),
+                    token_ids=[n, 0],
+                )
+            )
         return out
 
 
@@ -133,19 +160,29 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
     from orchestrator.config import load_grid
     from orchestrator.plan import make_plan
 
-    toy = Stage(name="answer_length", run=_answer_length, provides=("answer_chars",), deps=("greedy",),
-                params=lambda ctx: {"scale": ctx.decoding["verbal_max_new_tokens"]}, overhead=True)
+    toy = Stage(
+        name="answer_length",
+        run=_answer_length,
+        provides=("answer_chars",),
+        deps=("greedy",),
+        params=lambda ctx: {"scale": ctx.decoding["verbal_max_new_tokens"]},
+        overhead=True,
+    )
     reg = stages.STAGES.copy()
     reg.add("answer_length", toy)
     monkeypatch.setattr(stages, "STAGES", reg)
     methods = uq.UQ_METHODS.copy()
-    methods.add("answer_length", UQMethod(name="answer_length", requires=("answer_chars",),
-                                          fn=lambda stats: np.asarray(stats["answer_chars"])))
+    methods.add(
+        "answer_length",
+        UQMethod(name="answer_length", requires=("answer_chars",), fn=lambda stats: np.asarray(stats["answer_chars"])),
+    )
     monkeypatch.setattr(uq, "UQ_METHODS", methods)
     grid = tmp_path / "grid.yaml"
-    grid.write_text("name: toy\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [answer_length]\n"
-                    "datasets: [addsub]\ndataset: {limit: 3}\ndecoding: {verbal_max_new_tokens: 4}\n"
-                    "mlflow: {enabled: false}\n")
+    grid.write_text(
+        "name: toy\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [answer_length]\n"
+        "datasets: [addsub]\ndataset: {limit: 3}\ndecoding: {verbal_max_new_tokens: 4}\n"
+        "mlflow: {enabled: false}\n"
+    )
     (tmp_path / "uq").mkdir()
     (tmp_path / "uq" / "answer_length.yaml").write_text("name: answer_length\n")
     r = load_grid(grid, [f"output_dir={tmp_path / 'out'}"], conf_dir=tmp_path)
@@ -157,8 +194,9 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
     assert toy_unit.payload["params"] == {"seed": 0, "chunk_size": 32, "scale": 4}
     assert toy_unit.payload["deps"] == {"greedy": greedy_unit.key} and toy_unit.deps == (greedy_unit.key,)
 
-    samples = [Sample(id=f"q{i}", question=" ".join(["w"] * (i + 3)), task="numeric", gold=str(i + 3))
-               for i in range(3)]
+    samples = [
+        Sample(id=f"q{i}", question=" ".join(["w"] * (i + 3)), task="numeric", gold=str(i + 3)) for i in range(3)
+    ]
     monkeypatch.setattr(stages, "load_role", lambda dc, run, role: (samples, []))
     store = r.store_dir
     for u in (greedy_unit, toy_unit):
@@ -176,15 +214,21 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
 
 # ---------------------------------------------------------------- the backend protocol
 
+
 def _calls_on_backend(path: Path) -> set[str]:
     """Attributes a module reads on a name ``backend``: ``backend.x``, ``hasattr/getattr(backend, "x")``."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "backend":
             out.add(node.attr)
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")
-                and isinstance(node.args[0], ast.Name) and node.args[0].id == "backend"
-                and isinstance(node.args[1], ast.Constant)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("hasattr", "getattr")
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "backend"
+            and isinstance(node.args[1], ast.Constant)
+        ):
             out.add(node.args[1].value)
     return out
 
@@ -197,8 +241,16 @@ def test_the_backend_protocol_lists_every_method_a_stage_calls():
     from jobs.backends.base import Backend, CountsTokens, ScoresOptions
 
     called = set().union(*(_calls_on_backend(p) for p in sorted((REPO / "jobs" / "stages").glob("*.py"))))
-    assert {"generate", "render", "true_false_prob", "token_strings", "choice_logprobs", "prompt_tokens",
-            "context_length", "identity"} <= called  # the scan sees them
+    assert {
+        "generate",
+        "render",
+        "true_false_prob",
+        "token_strings",
+        "choice_logprobs",
+        "prompt_tokens",
+        "context_length",
+        "identity",
+    } <= called  # the scan sees them
     declared = _members(Backend) | _members(CountsTokens) | _members(ScoresOptions)
     assert called - declared == set()
 
@@ -207,16 +259,23 @@ def _class_members(path: Path, name: str) -> set[str]:
     cls = next(n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef) and n.name == name)
     out = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
     for n in ast.walk(cls):  # self.identity = ... / identity: str
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self" \
-                and isinstance(n.ctx, ast.Store):
+        if (
+            isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name)
+            and n.value.id == "self"
+            and isinstance(n.ctx, ast.Store)
+        ):
             out.add(n.attr)
     return out
 
 
-@pytest.mark.parametrize("path,cls,protocols", [
-    ("jobs/backends/hf.py", "HFBackend", ("Backend", "CountsTokens", "ScoresOptions")),
-    ("jobs/backends/openai_http.py", "OpenAIBackend", ("Backend",)),
-])
+@pytest.mark.parametrize(
+    "path,cls,protocols",
+    [
+        ("jobs/backends/hf.py", "HFBackend", ("Backend", "CountsTokens", "ScoresOptions")),
+        ("jobs/backends/openai_http.py", "OpenAIBackend", ("Backend",)),
+    ],
+)
 def test_each_backend_has_the_protocols_it_claims(path, cls, protocols):
     from jobs.backends import base
 

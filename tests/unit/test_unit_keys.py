@@ -3,6 +3,7 @@ probe's calibration scores for a held-out target come from models that never saw
 
 Plan-level: no model, no Ray. A store is faked by writing the manifests of one plan's units; the
 plan of a changed configuration then says which units are not done."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,10 +47,13 @@ def test_a_ptrue_prompt_bump_invalidates_exactly_ptrue_passes_scores_and_setting
     bumped = make_plan(r)
     stale = not_done(bumped, r.store_dir)
     # expected, from the axes (not from the dependency graph the plan built)
-    want = {k for k, u in bumped.units.items()
-            if (u.kind == "gen" and u.stage == "ptrue")
-            or (u.kind == "score" and u.payload["uq"] == "ptrue")
-            or (u.kind == "setting" and u.payload["axes"]["uq"] == "ptrue")}
+    want = {
+        k
+        for k, u in bumped.units.items()
+        if (u.kind == "gen" and u.stage == "ptrue")
+        or (u.kind == "score" and u.payload["uq"] == "ptrue")
+        or (u.kind == "setting" and u.payload["axes"]["uq"] == "ptrue")
+    }
     assert stale == want, (sorted(labels(bumped, stale - want)), sorted(labels(bumped, want - stale)))
     kinds = sorted(bumped.units[k].kind for k in stale)
     # ptrue: eval + fit role per dataset (2); score: eval + fit (2 datasets); settings: 2
@@ -168,7 +172,7 @@ def test_calibration_scores_for_a_heldout_target_come_from_models_that_never_saw
     ds = list(r.datasets)
     # one leave-out unit per (dataset, held-out target), for methods trained on other datasets only
     assert set(plan.leave_out) == {("smollm2-135m", "ood_probe", d, t) for d in ds for t in ds if d != t}
-    for (slm, uq, d, t), lo in plan.leave_out.items():
+    for (_slm, _uq, d, t), lo in plan.leave_out.items():
         u = plan.units[lo["score"]]
         assert lo["role"] == role and u.payload["role"] == role and u.payload["dataset"] == d
         assert [f["dataset"] for f in u.payload["fit"]] == [x for x in ds if x not in (d, t)]
@@ -176,7 +180,7 @@ def test_calibration_scores_for_a_heldout_target_come_from_models_that_never_saw
         assert lo["slm_greedy"] == u.payload["eval"]["greedy"]
     # the ordinary OOD scores of D did see T's fit rows: that is what the leave-out replaces
     if calibration:
-        for (slm, uq, d), fs in plan.fit_scores.items():
+        for (_slm, uq, _d), fs in plan.fit_scores.items():
             if uq == "ood_probe":
                 assert _gen_datasets(plan, fs["score"]) == set(ds)
     # no model work is added: every generation the leave-outs read is read by another unit too

@@ -1,4 +1,5 @@
 """UQ methods on hand-made stats; expected values are worked out by hand in the comments."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,17 @@ from jobs.uq.jaccard import jaccard_degree, word_set
 
 LN2 = math.log(2.0)
 KNOWN_STATS = {
-    "token_logprobs", "token_entropy", "answer_logprob", "ptrue_prob", "verbal_1s_conf",
-    "verbal_2s_conf", "sampled_texts", "hidden_state", "correct", "prompt", "prompt_hidden_state",
+    "token_logprobs",
+    "token_entropy",
+    "answer_logprob",
+    "ptrue_prob",
+    "verbal_1s_conf",
+    "verbal_2s_conf",
+    "sampled_texts",
+    "hidden_state",
+    "correct",
+    "prompt",
+    "prompt_hidden_state",
 }
 
 
@@ -28,6 +38,7 @@ def assert_same(got, expected):
 
 
 # ---- registry ---------------------------------------------------------------------------------
+
 
 def test_registry_holds_paper_methods_and_extras():
     assert set(PAPER_METHODS) <= set(UQ_METHODS.names())
@@ -71,15 +82,14 @@ def test_scoring_code_does_not_import_torch():
 
 TOKEN_STATS = {
     "token_logprobs": [
-        np.log([0.5, 0.25]),    # mean p = 0.375
-        np.log([0.5, 0.125]),   # NLL = ln2, 3 ln2
-        np.log([1.0]),          # certain
-        np.array([]),           # empty generation
-        np.log([0.5, 0.5]),     # mc row below
+        np.log([0.5, 0.25]),  # mean p = 0.375
+        np.log([0.5, 0.125]),  # NLL = ln2, 3 ln2
+        np.log([1.0]),  # certain
+        np.array([]),  # empty generation
+        np.log([0.5, 0.5]),  # mc row below
     ],
     "answer_logprob": np.array([np.nan, np.nan, np.nan, np.nan, math.log(0.8)]),
-    "token_entropy": [np.array([1.0, 2.0, 3.0]), np.array([0.5]), np.array([0.0]), np.array([]),
-                      np.array([2.0, 4.0])],
+    "token_entropy": [np.array([1.0, 2.0, 3.0]), np.array([0.5]), np.array([0.0]), np.array([]), np.array([2.0, 4.0])],
 }
 
 
@@ -109,6 +119,7 @@ def test_avg_token_prob_accepts_plain_lists():
 
 # ---- probability / verbalized methods ---------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "name, key",
     [("ptrue", "ptrue_prob"), ("verbal_1s", "verbal_1s_conf"), ("verbal_2s", "verbal_2s_conf")],
@@ -125,6 +136,7 @@ def test_complement_rejects_out_of_range(bad):
 
 
 # ---- jaccard ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "texts, expected",
@@ -167,6 +179,7 @@ def test_jaccard_method_per_sample():
 
 # ---- compute(): contract checks ---------------------------------------------------------------
 
+
 def test_missing_stat_error_names_method_stat_and_available():
     with pytest.raises(KeyError) as err:
         run("perplexity", {"ptrue_prob": np.zeros(2), "sampled_texts": [[], []]})
@@ -207,6 +220,7 @@ def test_bad_fit_kind_rejected():
 
 
 # ---- probes -----------------------------------------------------------------------------------
+
 
 def _toy_hidden(n, seed):
     rng = np.random.default_rng(seed)

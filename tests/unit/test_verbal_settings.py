@@ -6,6 +6,7 @@ judges the answer its ``route`` names (default own_answer).
 Item 8: the NaN policy is per UQ method (verbal: drop), a UQ entry may override it, and the
 unscored share is reported beside the AUROC; records say whether each confidence parsed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,9 +26,20 @@ METRICS = {"ties": "expected", "bootstrap": 0, "seed": 0}
 
 
 def _row(sid: str, gold: str = "7", **kw) -> dict:
-    return {"sample_id": sid, "dataset": "d", "role": "eval", "gold": gold, "task": "numeric", "choices": [],
-            "aliases": [], "error": None, "prompt": "p", "n_prompt_tokens": 3, "n_new_tokens": 2,
-            "latency_s": 0.1} | kw
+    return {
+        "sample_id": sid,
+        "dataset": "d",
+        "role": "eval",
+        "gold": gold,
+        "task": "numeric",
+        "choices": [],
+        "aliases": [],
+        "error": None,
+        "prompt": "p",
+        "n_prompt_tokens": 3,
+        "n_new_tokens": 2,
+        "latency_s": 0.1,
+    } | kw
 
 
 def _store(store: Path, key: str, rows: list[dict]) -> None:
@@ -38,33 +50,68 @@ def _store(store: Path, key: str, rows: list[dict]) -> None:
 
 # (greedy output, verbal_1s output, LLM output); gold is 7 everywhere
 CASES = [
-    ("The answer is 7.", "The answer is 7. Confidence: 90%", "7"),           # agree, both right
-    ("The answer is 7.", "The answer is 5. Confidence: 80%", "7"),           # 1s wrong, greedy right
-    ("The answer is 3.", "The answer is 7. Confidence: 60%", "7"),           # 1s right, greedy wrong
-    ("The answer is 3.", "So 7 apples. Confidence: 30%", "7"),               # flexible: 7, not the 30
-    ("The answer is 3.", "The answer is 3. Confidence: high", "7"),          # agree (wrong); unparsed
-    ("The answer is 7.", "The answer is 7. Confidence: 100%", "3"),          # agree, both right
+    ("The answer is 7.", "The answer is 7. Confidence: 90%", "7"),  # agree, both right
+    ("The answer is 7.", "The answer is 5. Confidence: 80%", "7"),  # 1s wrong, greedy right
+    ("The answer is 3.", "The answer is 7. Confidence: 60%", "7"),  # 1s right, greedy wrong
+    ("The answer is 3.", "So 7 apples. Confidence: 30%", "7"),  # flexible: 7, not the 30
+    ("The answer is 3.", "The answer is 3. Confidence: high", "7"),  # agree (wrong); unparsed
+    ("The answer is 7.", "The answer is 7. Confidence: 100%", "3"),  # agree, both right
 ]
 
 
 def _setting_store(tmp_path: Path) -> Path:
     from jobs.stages import _conf
 
-    _store(tmp_path, "G", [_row(f"s{i}", raw_output=g, token_logprobs=[-0.1, -0.2], token_entropy=[0.1, 0.1],
-                                token_texts=["a", "b"], hidden_state=None) for i, (g, _, _) in enumerate(CASES)])
-    _store(tmp_path, "V1", [_row(f"s{i}", verbal_1s_raw=v, verbal_1s_conf=_conf(v)) for i, (_, v, _) in enumerate(CASES)])
+    _store(
+        tmp_path,
+        "G",
+        [
+            _row(
+                f"s{i}",
+                raw_output=g,
+                token_logprobs=[-0.1, -0.2],
+                token_entropy=[0.1, 0.1],
+                token_texts=["a", "b"],
+                hidden_state=None,
+            )
+            for i, (g, _, _) in enumerate(CASES)
+        ],
+    )
+    _store(
+        tmp_path, "V1", [_row(f"s{i}", verbal_1s_raw=v, verbal_1s_conf=_conf(v)) for i, (_, v, _) in enumerate(CASES)]
+    )
     _store(tmp_path, "L", [_row(f"s{i}", raw_output=o) for i, (_, _, o) in enumerate(CASES)])
-    run_score_unit({"key": "S", "method": "verbal_1s", "uq": "verbal_1s", "params": {}, "slm": "m", "dataset": "d",
-                    "eval": {"greedy": "G", "verbal_1s": "V1"}, "fit": [], "policy": "flexible"}, tmp_path)
+    run_score_unit(
+        {
+            "key": "S",
+            "method": "verbal_1s",
+            "uq": "verbal_1s",
+            "params": {},
+            "slm": "m",
+            "dataset": "d",
+            "eval": {"greedy": "G", "verbal_1s": "V1"},
+            "fit": [],
+            "policy": "flexible",
+        },
+        tmp_path,
+    )
     return tmp_path
 
 
 def _setting(store: Path, key: str, route: str | None, nan_policy: str = "drop") -> tuple[dict, list[dict]]:
-    unit = {"key": key, "name": f"m__verbal_1s__d__l__{key}",
-            "axes": {"slm": "m", "uq": "verbal_1s", "dataset": "d", "llm": "l"},
-            "score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_1s": "V1"}, "method": "verbal_1s",
-            "uq_params": {} if route is None else {"route": route}, "llm": "L", "policy": "flexible",
-            "metrics": METRICS | {"nan_policy": nan_policy}}
+    unit = {
+        "key": key,
+        "name": f"m__verbal_1s__d__l__{key}",
+        "axes": {"slm": "m", "uq": "verbal_1s", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "slm_stages": {"greedy": "G", "verbal_1s": "V1"},
+        "method": "verbal_1s",
+        "uq_params": {} if route is None else {"route": route},
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": METRICS | {"nan_policy": nan_policy},
+    }
     manifest = run_setting_unit(unit, store, plot=False)
     recs = pq.read_table(records.unit_dir(store, "settings", key) / "records.parquet").to_pylist()
     return manifest, recs
@@ -115,6 +162,7 @@ def test_setting_reports_the_unscored_share_and_parse_status(tmp_path):
 
 # ---- item 8: failures commoner on wrong answers ----------------------------------------------
 
+
 def _skewed_failures():
     """200 queries, half right. The confidence is uninformative: among parsed ones, right and
     wrong answers have the same five values in equal shares. It fails to parse on 40 of the 100
@@ -130,7 +178,7 @@ def test_parse_failures_drive_the_auroc_under_most_uncertain_but_not_under_drop(
     mu = M.summarize(u, slm, llm, nan_policy="most_uncertain", n_boot=0)
     dr = M.summarize(u, slm, llm, nan_policy="drop", n_boot=0)
     # most_uncertain: 40 of the wrong and 5 of the right answers rank first -> looks informative
-    assert mu["auroc"] == pytest.approx((40 * 95 + 40 * 5 * 0.5 + 60 * 95 * 0.5) / 100 ** 2)  # 0.675
+    assert mu["auroc"] == pytest.approx((40 * 95 + 40 * 5 * 0.5 + 60 * 95 * 0.5) / 100**2)  # 0.675
     assert dr["auroc"] == pytest.approx(0.5)
     assert mu["unscored_share"] == dr["unscored_share"] == pytest.approx(45 / 200)
     assert (mu["n_used"], dr["n_used"]) == (200, 155)
@@ -140,21 +188,60 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
     u, slm, _ = _skewed_failures()
     conf = 1.0 - u
     ids = [f"s{i}" for i in range(len(u))]
-    _store(tmp_path, "G", [_row(i, raw_output="The answer is 7." if ok else "The answer is 3.",
-                                token_logprobs=[-0.1], token_entropy=[0.1], token_texts=["7"], hidden_state=None)
-                           for i, ok in zip(ids, slm)])
-    _store(tmp_path, "V2", [_row(i, verbal_2s_raw="..." if np.isnan(c) else f"{c * 100:.0f}", verbal_2s_conf=c)
-                            for i, c in zip(ids, conf)])
+    _store(
+        tmp_path,
+        "G",
+        [
+            _row(
+                i,
+                raw_output="The answer is 7." if ok else "The answer is 3.",
+                token_logprobs=[-0.1],
+                token_entropy=[0.1],
+                token_texts=["7"],
+                hidden_state=None,
+            )
+            for i, ok in zip(ids, slm)
+        ],
+    )
+    _store(
+        tmp_path,
+        "V2",
+        [
+            _row(i, verbal_2s_raw="..." if np.isnan(c) else f"{c * 100:.0f}", verbal_2s_conf=c)
+            for i, c in zip(ids, conf)
+        ],
+    )
     _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
-    run_score_unit({"key": "S", "method": "verbal_2s", "uq": "verbal_2s", "params": {}, "slm": "m", "dataset": "d",
-                    "eval": {"greedy": "G", "verbal_2s": "V2"}, "fit": [], "policy": "flexible"}, tmp_path)
+    run_score_unit(
+        {
+            "key": "S",
+            "method": "verbal_2s",
+            "uq": "verbal_2s",
+            "params": {},
+            "slm": "m",
+            "dataset": "d",
+            "eval": {"greedy": "G", "verbal_2s": "V2"},
+            "fit": [],
+            "policy": "flexible",
+        },
+        tmp_path,
+    )
     policy = nan_policy_of(_grid(tmp_path), "verbal_2s")  # what the plan gives a verbal_2s setting
     out = {}
     for key, pol in (("D", policy), ("MU", "most_uncertain")):
-        unit = {"key": key, "name": key, "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
-                "score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
-                "method": "verbal_2s", "uq_params": {}, "llm": "L", "policy": "flexible",
-                "metrics": METRICS | {"nan_policy": pol}}
+        unit = {
+            "key": key,
+            "name": key,
+            "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
+            "score": "S",
+            "slm_greedy": "G",
+            "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
+            "method": "verbal_2s",
+            "uq_params": {},
+            "llm": "L",
+            "policy": "flexible",
+            "metrics": METRICS | {"nan_policy": pol},
+        }
         out[key] = run_setting_unit(unit, tmp_path, plot=False)
     assert out["D"]["nan_policy"] == "drop" and out["D"]["metrics"]["auroc"] == pytest.approx(0.5)
     assert out["MU"]["metrics"]["auroc"] == pytest.approx(0.675)
@@ -181,14 +268,22 @@ def _grid(tmp_path, body=GRID, overrides=()):
 def test_nan_policy_is_per_method_with_entry_override(tmp_path):
     r = _grid(tmp_path)
     assert {uq: nan_policy_of(r, uq) for uq in r.uq} == {
-        "verbal_1s": "drop", "verbal_2s": "drop", "perplexity": "most_uncertain", "v2_mu": "most_uncertain"}
+        "verbal_1s": "drop",
+        "verbal_2s": "drop",
+        "perplexity": "most_uncertain",
+        "v2_mu": "most_uncertain",
+    }
     # the grid-wide value is for methods that declare none; a verbal method keeps its own
     r2 = _grid(tmp_path, overrides=["metrics.nan_policy=drop"])
     assert nan_policy_of(r2, "perplexity") == "drop" and nan_policy_of(r2, "v2_mu") == "most_uncertain"
     plan = make_plan(r)
     by_uq = {u.payload["axes"]["uq"]: u.payload for u in plan.by_kind("setting")}
     assert {k: p["metrics"]["nan_policy"] for k, p in by_uq.items()} == {
-        "verbal_1s": "drop", "verbal_2s": "drop", "perplexity": "most_uncertain", "v2_mu": "most_uncertain"}
+        "verbal_1s": "drop",
+        "verbal_2s": "drop",
+        "perplexity": "most_uncertain",
+        "v2_mu": "most_uncertain",
+    }
     # the policy is part of the setting's identity: the same method with another policy is another setting
     assert by_uq["verbal_2s"]["key"] != by_uq["v2_mu"]["key"]
     # what the setting needs to find verbal_1s's own answer and route
@@ -210,15 +305,20 @@ def test_bad_nan_policy_and_route_are_config_errors(tmp_path):
 
 # ---- the report side: per-method policies, the unscored share, fit pools judge the same answer ---
 
+
 def test_paired_table_applies_each_methods_own_policy():
     from jobs.analysis import paired_table
 
     u_v, slm, llm = _skewed_failures()
     u_p = np.linspace(0, 1, len(u_v))  # a method that scores every query
-    pools = {("m", "verbal_2s", "l"): {"d": {"sample_id": list(range(200)), "uncertainty": u_v,
-                                            "slm_correct": slm, "llm_correct": llm}},
-             ("m", "perplexity", "l"): {"d": {"sample_id": list(range(200)), "uncertainty": u_p,
-                                             "slm_correct": slm, "llm_correct": llm}}}
+    pools = {
+        ("m", "verbal_2s", "l"): {
+            "d": {"sample_id": list(range(200)), "uncertainty": u_v, "slm_correct": slm, "llm_correct": llm}
+        },
+        ("m", "perplexity", "l"): {
+            "d": {"sample_id": list(range(200)), "uncertainty": u_p, "slm_correct": slm, "llm_correct": llm}
+        },
+    }
     (drop,) = paired_table(pools, nan_policy={"verbal_2s": "drop", "perplexity": "most_uncertain"}, n_boot=20)
     (mu,) = paired_table(pools, nan_policy="most_uncertain", n_boot=20)
     keep = ~np.isnan(u_v)  # the pair is compared on the queries both methods score
@@ -230,9 +330,11 @@ def test_paired_table_applies_each_methods_own_policy():
 def test_ranking_reports_the_mean_unscored_share():
     from jobs.analysis import method_ranking
 
-    table = [{"uq": "verbal_1s", "auroc": 0.6, "n": 10, "n_nan": 4, "unscored_share": 0.4},
-             {"uq": "verbal_1s", "auroc": 0.5, "n": 10, "n_nan": 2},  # a manifest from before the field
-             {"uq": "perplexity", "auroc": 0.7, "n": 10, "n_nan": 0, "unscored_share": 0.0}]
+    table = [
+        {"uq": "verbal_1s", "auroc": 0.6, "n": 10, "n_nan": 4, "unscored_share": 0.4},
+        {"uq": "verbal_1s", "auroc": 0.5, "n": 10, "n_nan": 2},  # a manifest from before the field
+        {"uq": "perplexity", "auroc": 0.7, "n": 10, "n_nan": 0, "unscored_share": 0.0},
+    ]
     by = {r["uq"]: r for r in method_ranking(table)}
     assert by["verbal_1s"]["mean_unscored_share"] == pytest.approx(0.3)
     assert by["perplexity"]["mean_unscored_share"] == 0.0
@@ -248,8 +350,10 @@ def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
     store = _setting_store(tmp_path)
     setting = Setting("m", "verbal_1s", "d", "l", "H")
     fit = {("m", "verbal_1s", "d"): {"score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_1s": "V1"}}}
-    for route, expected in (("own_answer", [True, False, True, True, False, True]),
-                            ("greedy_answer", [True, True, False, False, False, True])):
+    for route, expected in (
+        ("own_answer", [True, False, True, True, False, True]),
+        ("greedy_answer", [True, True, False, False, False, True]),
+    ):
         score = Unit("score", "S", "score", {"method": "verbal_1s", "params": {"route": route}})
         plan = SimpleNamespace(settings=[setting], fit_scores=fit, fit_llm={("l", "d"): "L"}, units={"S": score})
         pool = fit_pools(store, plan, "flexible")[("m", "verbal_1s", "l")]["d"]
@@ -263,15 +367,50 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     from orchestrator.mlflow_sink import curve_metric
 
     ids = [f"s{i}" for i in range(6)]
-    _store(tmp_path, "G", [_row(i, raw_output="The answer is 7.", token_logprobs=[-0.1], token_entropy=[0.1],
-                                token_texts=["7"], hidden_state=None) for i in ids])
+    _store(
+        tmp_path,
+        "G",
+        [
+            _row(
+                i,
+                raw_output="The answer is 7.",
+                token_logprobs=[-0.1],
+                token_entropy=[0.1],
+                token_texts=["7"],
+                hidden_state=None,
+            )
+            for i in ids
+        ],
+    )
     _store(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
     _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
-    run_score_unit({"key": "S", "method": "verbal_2s", "uq": "verbal_2s", "params": {}, "slm": "m", "dataset": "d",
-                    "eval": {"greedy": "G", "verbal_2s": "V2"}, "fit": [], "policy": "flexible"}, tmp_path)
-    unit = {"key": "Z", "name": "z", "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
-            "score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_2s": "V2"}, "method": "verbal_2s",
-            "uq_params": {}, "llm": "L", "policy": "flexible", "metrics": METRICS | {"nan_policy": "drop"}}
+    run_score_unit(
+        {
+            "key": "S",
+            "method": "verbal_2s",
+            "uq": "verbal_2s",
+            "params": {},
+            "slm": "m",
+            "dataset": "d",
+            "eval": {"greedy": "G", "verbal_2s": "V2"},
+            "fit": [],
+            "policy": "flexible",
+        },
+        tmp_path,
+    )
+    unit = {
+        "key": "Z",
+        "name": "z",
+        "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
+        "method": "verbal_2s",
+        "uq_params": {},
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": METRICS | {"nan_policy": "drop"},
+    }
     m = run_setting_unit(unit, tmp_path, plot=True)
     assert m["metrics"]["unscored_share"] == 1.0 and np.isnan(m["metrics"]["auroc"])
     curve = __import__("json").loads((records.unit_dir(tmp_path, "settings", "Z") / "curve.json").read_text())
@@ -279,26 +418,38 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     # the analysis: an all-unscored pool next to a method that scores everything
     nan6, ok = np.full(6, np.nan), np.array([True, False] * 3)
     pool = {"sample_id": ids, "slm_correct": ok, "llm_correct": np.ones(6, bool)}
-    ev = {("m", "verbal_2s", "l"): {d: pool | {"uncertainty": nan6} for d in ("a", "b")},
-          ("m", "perplexity", "l"): {d: pool | {"uncertainty": np.arange(6.0)} for d in ("a", "b")}}
+    ev = {
+        ("m", "verbal_2s", "l"): {d: pool | {"uncertainty": nan6} for d in ("a", "b")},
+        ("m", "perplexity", "l"): {d: pool | {"uncertainty": np.arange(6.0)} for d in ("a", "b")},
+    }
     policies = {"verbal_2s": "drop", "perplexity": "most_uncertain"}
     assert paired_table(ev, nan_policy=policies, n_boot=10) == []
-    cal = {"n_bins": 2, "frac": 1.0, "seed": 0, "binning": "equal_width", "targets": [0.5], "n_draws": 1,
-           "scale": "uncertainty"}
+    cal = {
+        "n_bins": 2,
+        "frac": 1.0,
+        "seed": 0,
+        "binning": "equal_width",
+        "targets": [0.5],
+        "n_draws": 1,
+        "scale": "uncertainty",
+    }
     t = transfer_analysis(ev, {}, cal, policies)
     assert {r["uq"] for r in t["call_rate"]} == {"perplexity"}
     assert {s["uq"] for s in t["skipped"]} == {"verbal_2s"}
 
 
-@pytest.mark.parametrize("text,one_stage,expected", [
-    ("The answer is 7. Confidence: 80%", True, 0.8),
-    ("The answer is 7. I am 90% confident.", True, 0.9),
-    ("The answer to this question is 1.", True, None),  # SmolLM2's 1s output: the 1 is the answer
-    ("Miki's height is 0.5 feet taller.", True, None),
-    ("85", False, 0.85),  # a bare two-stage reply is its confidence
-])
+@pytest.mark.parametrize(
+    "text,one_stage,expected",
+    [
+        ("The answer is 7. Confidence: 80%", True, 0.8),
+        ("The answer is 7. I am 90% confident.", True, 0.9),
+        ("The answer to this question is 1.", True, None),  # SmolLM2's 1s output: the 1 is the answer
+        ("Miki's height is 0.5 feet taller.", True, None),
+        ("85", False, 0.85),  # a bare two-stage reply is its confidence
+    ],
+)
 def test_a_one_stage_output_must_state_its_confidence(text, one_stage, expected):
     from jobs.stages import _conf
 
     got = _conf(text, one_stage=one_stage)
-    assert (np.isnan(got) if expected is None else got == pytest.approx(expected))
+    assert np.isnan(got) if expected is None else got == pytest.approx(expected)
