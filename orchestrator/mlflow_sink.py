@@ -275,6 +275,15 @@ class MlflowSink:
         setting hash, so ``write_setting(check=False)`` can replace a stale one without a look-up."""
         out: dict[str, list[str]] = {}
         by_hash: dict[str, list[tuple[str, str | None]]] = {}
+        for r in self._setting_run_list():
+            h, key = r.data.tags.get("uqroute.setting_hash"), r.data.tags.get("uqroute.unit_key")
+            out.setdefault(key or h, []).append(r.info.status)
+            by_hash.setdefault(h, []).append((r.info.run_id, key))
+        self._runs_of_hash = by_hash
+        return out
+
+    def _setting_run_list(self):
+        """Every setting run of this grid, page by page."""
         token = None
         while True:
             page = self.client.search_runs(
@@ -283,14 +292,10 @@ class MlflowSink:
                 max_results=1000,
                 page_token=token,
             )
-            for r in page:
-                h, key = r.data.tags.get("uqroute.setting_hash"), r.data.tags.get("uqroute.unit_key")
-                out.setdefault(key or h, []).append(r.info.status)
-                by_hash.setdefault(h, []).append((r.info.run_id, key))
+            yield from page
             token = page.token
             if not token:
-                self._runs_of_hash = by_hash
-                return out
+                return
 
     def remove_duplicates(self, current: dict[str, str]) -> int:
         """One run per setting hash in this grid: where a hash has several (a create the client gave
@@ -298,19 +303,8 @@ class MlflowSink:
         current unit key (``current``: setting hash -> unit key), finished, newest; delete the
         others. Returns how many were deleted (``uqroute sync`` runs it)."""
         groups: dict[str, list] = {}
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`uqroute.grid_hash` = '{self.grid_hash}' and tags.`uqroute.kind` = 'setting'",
-                max_results=1000,
-                page_token=token,
-            )
-            for r in page:
-                groups.setdefault(r.data.tags.get("uqroute.setting_hash"), []).append(r)
-            token = page.token
-            if not token:
-                break
+        for r in self._setting_run_list():
+            groups.setdefault(r.data.tags.get("uqroute.setting_hash"), []).append(r)
         n = 0
         for h, runs in groups.items():
             if len(runs) < 2:
