@@ -185,10 +185,17 @@ def _unscored_share(row: dict) -> float:
     return float(row.get("n_nan") or 0) / n if n else float("nan")
 
 
+#: a setting's AUROC enters its method's mean (the ranking of finding 1) only when the method
+#: scored at least this share of the setting's queries: a verbal method that parsed 6 of 50
+#: confidences has an AUROC over 6 queries, no ranking evidence
+MIN_SCORED_FOR_RANKING = 0.5
+
+
 def method_ranking(table: list[dict]) -> list[dict]:
-    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped),
-    with each method's mean unscored share (the queries its AUROC leaves out under "drop", or
-    ranks first under "most_uncertain")."""
+    """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped, and
+    AUROCs of settings where the method scored under ``MIN_SCORED_FOR_RANKING`` of the queries:
+    counted in ``n_mostly_unscored``), with each method's mean unscored share (the queries its AUROC
+    leaves out under "drop", or ranks first under "most_uncertain")."""
     by: dict[str, list[float]] = {}
     unscored: dict[str, list[float]] = {}
     for row in table:
@@ -196,8 +203,19 @@ def method_ranking(table: list[dict]) -> list[dict]:
         unscored.setdefault(row["uq"], []).append(_unscored_share(row))
     out = []
     for uq, vals in by.items():
-        v = np.asarray([x for x in vals if x is not None and np.isfinite(x)])
-        share = np.asarray([x for x in unscored[uq] if np.isfinite(x)])
+        shares = unscored[uq]
+        ok = [
+            x
+            for x, sh in zip(vals, shares)
+            if x is not None and np.isfinite(x) and not (np.isfinite(sh) and sh > 1 - MIN_SCORED_FOR_RANKING)
+        ]
+        few = sum(
+            1
+            for x, sh in zip(vals, shares)
+            if x is not None and np.isfinite(x) and np.isfinite(sh) and sh > 1 - MIN_SCORED_FOR_RANKING
+        )
+        v = np.asarray(ok)
+        share = np.asarray([x for x in shares if np.isfinite(x)])
         out.append(
             {
                 "uq": uq,
@@ -205,6 +223,7 @@ def method_ranking(table: list[dict]) -> list[dict]:
                 "min_auroc": float(v.min()) if v.size else float("nan"),
                 "max_auroc": float(v.max()) if v.size else float("nan"),
                 "n": int(v.size),
+                "n_mostly_unscored": few,
                 "mean_unscored_share": float(share.mean()) if share.size else float("nan"),
             }
         )

@@ -453,3 +453,22 @@ def test_a_one_stage_output_must_state_its_confidence(text, one_stage, expected)
 
     got = _conf(text, one_stage=one_stage)
     assert np.isnan(got) if expected is None else got == pytest.approx(expected)
+
+
+def test_an_auroc_over_a_few_scored_queries_is_no_ranking_evidence():
+    """Seen on the default grid: verbal_2s parsed 6 of 50 confidences on ARC-Easy, AUROC 0.75 over
+    those 6, and finding 1 ranked it first. A setting where the method scored under half of the
+    queries stays out of its method's mean (and is counted)."""
+    from jobs.analysis import MIN_SCORED_FOR_RANKING, method_ranking
+
+    table = [
+        {"uq": "verbal_2s", "auroc": 0.75, "n": 50, "unscored_share": 0.88},
+        {"uq": "verbal_2s", "auroc": 0.55, "n": 50, "unscored_share": 0.2},
+        {"uq": "perplexity", "auroc": 0.6, "n": 50, "unscored_share": 0.0},
+        {"uq": "ptrue", "auroc": 0.9, "n": 50, "unscored_share": 1 - MIN_SCORED_FOR_RANKING},  # exactly half: kept
+    ]
+    by = {r["uq"]: r for r in method_ranking(table)}
+    assert by["verbal_2s"]["mean_auroc"] == pytest.approx(0.55) and by["verbal_2s"]["n"] == 1
+    assert by["verbal_2s"]["n_mostly_unscored"] == 1 and by["perplexity"]["n_mostly_unscored"] == 0
+    assert by["ptrue"]["n"] == 1 and by["ptrue"]["rank"] == 1
+    assert by["perplexity"]["rank"] < by["verbal_2s"]["rank"]
