@@ -263,7 +263,7 @@ def _img(path: Path | None, alt: str) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em} th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em;display:block;max-width:100%;overflow-x:auto} th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
 th{background:#f2f2f2} td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0} img{max-width:100%;border:1px solid #eee} figcaption{font-size:.8em;color:#555}
 .finding{border-left:6px solid #999;padding:.4em 1em;margin:1em 0;background:#fafafa}

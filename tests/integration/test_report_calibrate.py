@@ -112,7 +112,7 @@ def test_report_renders_in_headless_chromium(tiny_run, analysis, tmp_path):
             "err_head": "Array.from(document.querySelectorAll('table.transfer-error th')).map(e => e.textContent)",
             "err_rows": "Array.from(document.querySelectorAll('table.transfer-error tbody tr')).map(r => "
             "Array.from(r.cells).map(c => c.textContent))",
-            "too_wide": "Array.from(document.querySelectorAll('img')).filter(i => i.getBoundingClientRect().right > "
+            "too_wide": "Array.from(document.querySelectorAll('img, table')).filter(i => i.getBoundingClientRect().right > "
             "document.documentElement.clientWidth + 1).length",
             "height": "document.documentElement.scrollHeight",
         },
