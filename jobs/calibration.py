@@ -57,6 +57,12 @@ from jobs.metrics import (
 )
 
 BINNINGS: tuple[str, ...] = ("equal_width", "equal_freq")
+#: which fit-role rows may feed calibration sets: only datasets with a real train/dev split, or
+#: also the never-evaluated rows of test-only datasets
+POOLS: tuple[str, ...] = ("train_dev", "fit")
+#: the transfer analyses (jobs/analysis.py): leave one dataset out, and calibrate on one dataset
+#: group, apply on another
+SPLITS: tuple[str, ...] = ("leave_one_out", "cross_group")
 #: Scales a calibration set's bins are cut on (``to_confidence``); "uncertainty" = the raw score.
 SCALES: tuple[str, ...] = ("uncertainty", "complement", "reciprocal", "exp_neg", "rank")
 TRANSFER_METHODS: tuple[str, ...] = ("calibration", "in_domain", "fixed")

@@ -47,8 +47,8 @@ def _cal_conf(r, **overrides) -> dict:
         raise ConfigError(f"calibration.scale {conf['scale']!r}; valid: paper, {', '.join(C.SCALES)}")
     if not 0 < float(conf["frac"]) <= 1:
         raise ConfigError(f"--frac {conf['frac']!r} must be in (0, 1]")
-    if conf["pool"] not in ("train_dev", "fit"):
-        raise ConfigError(f"--pool {conf['pool']!r}; valid: train_dev, fit")
+    if conf["pool"] not in C.POOLS:
+        raise ConfigError(f"--pool {conf['pool']!r}; valid: {', '.join(C.POOLS)}")
     if int(conf["n_bins"]) < 1:
         raise ConfigError(f"--n-bins {conf['n_bins']!r} must be >= 1")
     return conf

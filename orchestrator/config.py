@@ -234,20 +234,32 @@ class GridConf:
     cost: CostConf = field(default_factory=CostConf)
 
 
-CHOICES = {
-    "backend": ("hf", "openai"),
-    "source": ("hub", "path", "package", "package_assemble"),
-    "dtype": ("float32", "float16", "bfloat16", "auto"),
-    "quantize": ("int8_dynamic",),
-    "ties": ("expected", "stable"),
-    "nan_policy": ("most_uncertain", "drop"),
-    "extraction_policy": ("strict", "flexible"),
-    "task": ("numeric", "mc", "yesno", "freeform"),
-    "binning": ("equal_width", "equal_freq"),
-    "pool": ("train_dev", "fit"),
-    "split": ("leave_one_out", "cross_group"),
-    "gold_format": ("text", "letter", "index0", "index1", "bool", "number", "gsm8k"),
-}
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The valid values of every enumerated config field, read from the module that owns each
+    vocabulary (none is re-listed here)."""
+    from jobs import answers, calibration, metrics
+    from jobs.backends import BACKENDS, HF_DTYPES, HF_QUANTIZE
+    from jobs.backends.model_source import SOURCES
+    from jobs.datasets.hub import GOLD_FORMATS
+    from jobs.types import TASK_TYPES
+
+    return {
+        "backend": tuple(BACKENDS.names()),
+        "source": tuple(SOURCES),
+        "dtype": HF_DTYPES,
+        "quantize": HF_QUANTIZE,
+        "ties": metrics.TIES,
+        "nan_policy": metrics.NAN_POLICIES,
+        "extraction_policy": answers.POLICIES,
+        "task": TASK_TYPES,
+        "binning": calibration.BINNINGS,
+        "pool": calibration.POOLS,
+        "split": calibration.SPLITS,
+        "gold_format": GOLD_FORMATS,
+    }
+
+
+CHOICES = _choices()
 
 
 @dataclass(frozen=True)

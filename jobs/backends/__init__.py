@@ -13,6 +13,11 @@ from __future__ import annotations
 
 from jobs.registry import Registry
 
+#: the hf backend's weight dtypes and quantizations (``jobs/backends/hf.py``); here, torch-free, so
+#: the driver can validate a config without importing torch
+HF_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "auto")
+HF_QUANTIZE: tuple[str, ...] = ("int8_dynamic",)
+
 BACKENDS = Registry("backend", {"hf": "jobs.backends.hf:from_conf", "openai": "jobs.backends.openai_http:from_conf"})
 
 #: Stats (``jobs.stages.STAT_STAGE`` names) a backend cannot provide; the config refuses an SLM on

@@ -101,3 +101,23 @@ def test_a_field_added_with_its_default_leaves_the_grid_identity_unchanged():
     assert config_hash(r) == before
     r.slms["smollm2-135m"]["hidden_layer"] = -3
     assert config_hash(r) != before  # a real change still changes it
+
+
+def test_valid_choices_come_from_the_module_that_owns_each_vocabulary(monkeypatch):
+    """CHOICES re-lists nothing: a backend registered in jobs.backends, a task type, a tie rule...
+    is valid in a config because its owner says so (issue 9, item 3)."""
+    from jobs import answers, calibration, metrics
+    from jobs.backends import BACKENDS, HF_DTYPES
+    from jobs.datasets.hub import GOLD_FORMATS
+    from jobs.types import TASK_TYPES
+    from orchestrator import config
+
+    c = config._choices()
+    assert c["ties"] is metrics.TIES and c["nan_policy"] is metrics.NAN_POLICIES
+    assert c["task"] is TASK_TYPES and c["extraction_policy"] is answers.POLICIES
+    assert c["binning"] is calibration.BINNINGS and c["pool"] is calibration.POOLS
+    assert c["split"] is calibration.SPLITS and c["gold_format"] is GOLD_FORMATS and c["dtype"] is HF_DTYPES
+    extended = BACKENDS.copy()
+    extended.add("vllm_native", "jobs.backends.openai_http:from_conf")
+    monkeypatch.setattr("jobs.backends.BACKENDS", extended)
+    assert "vllm_native" in config._choices()["backend"] and "vllm_native" not in c["backend"]
