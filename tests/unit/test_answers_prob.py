@@ -20,31 +20,14 @@ from jobs.scoring import (
     run_setting_unit,
 )
 from jobs.types import Sample
+from tests.unit.test_records_scoring import _row as _greedy_row
 
 CHOICES = ("a wedge", "a pulley", "an inclined plane")
 
 
 def _row(out, texts, lps, task="mc", gold="A", choices=CHOICES, **extra):
-    return {
-        "sample_id": "s",
-        "dataset": "d",
-        "role": "eval",
-        "gold": gold,
-        "task": task,
-        "choices": list(choices),
-        "aliases": [],
-        "error": None,
-        "prompt": "p",
-        "raw_output": out,
-        "n_prompt_tokens": 3,
-        "n_new_tokens": len(lps),
-        "latency_s": 0.1,
-        "token_logprobs": lps,
-        "token_entropy": [0.5] * len(lps),
-        "token_texts": texts,
-        "hidden_state": [0.0, 1.0],
-        **extra,
-    }
+    """A greedy record (``test_records_scoring._row``) with exactly these token texts."""
+    return _greedy_row("s", task, gold, out, choices, lps=lps, texts=texts) | {"token_texts": texts} | extra
 
 
 def _prob(row, policy="flexible"):
