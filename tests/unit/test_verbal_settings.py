@@ -48,6 +48,24 @@ def _store(store: Path, key: str, rows: list[dict]) -> None:
     records.finish_unit(d, {})
 
 
+def _score(tmp_path, method: str, stage_key: str) -> None:
+    """Run the score unit "S" of ``method`` over the greedy pass "G" and its stage's pass."""
+    run_score_unit(
+        {
+            "key": "S",
+            "method": method,
+            "uq": method,
+            "params": {},
+            "slm": "m",
+            "dataset": "d",
+            "eval": {"greedy": "G", method: stage_key},
+            "fit": [],
+            "policy": "flexible",
+        },
+        tmp_path,
+    )
+
+
 # (greedy output, verbal_1s output, LLM output); gold is 7 everywhere
 CASES = [
     ("The answer is 7.", "The answer is 7. Confidence: 90%", "7"),  # agree, both right
@@ -81,20 +99,7 @@ def _setting_store(tmp_path: Path) -> Path:
         tmp_path, "V1", [_row(f"s{i}", verbal_1s_raw=v, verbal_1s_conf=_conf(v)) for i, (_, v, _) in enumerate(CASES)]
     )
     _store(tmp_path, "L", [_row(f"s{i}", raw_output=o) for i, (_, _, o) in enumerate(CASES)])
-    run_score_unit(
-        {
-            "key": "S",
-            "method": "verbal_1s",
-            "uq": "verbal_1s",
-            "params": {},
-            "slm": "m",
-            "dataset": "d",
-            "eval": {"greedy": "G", "verbal_1s": "V1"},
-            "fit": [],
-            "policy": "flexible",
-        },
-        tmp_path,
-    )
+    _score(tmp_path, "verbal_1s", "V1")
     return tmp_path
 
 
@@ -212,20 +217,7 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
         ],
     )
     _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
-    run_score_unit(
-        {
-            "key": "S",
-            "method": "verbal_2s",
-            "uq": "verbal_2s",
-            "params": {},
-            "slm": "m",
-            "dataset": "d",
-            "eval": {"greedy": "G", "verbal_2s": "V2"},
-            "fit": [],
-            "policy": "flexible",
-        },
-        tmp_path,
-    )
+    _score(tmp_path, "verbal_2s", "V2")
     policy = nan_policy_of(_grid(tmp_path), "verbal_2s")  # what the plan gives a verbal_2s setting
     out = {}
     for key, pol in (("D", policy), ("MU", "most_uncertain")):
@@ -384,20 +376,7 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     )
     _store(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
     _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
-    run_score_unit(
-        {
-            "key": "S",
-            "method": "verbal_2s",
-            "uq": "verbal_2s",
-            "params": {},
-            "slm": "m",
-            "dataset": "d",
-            "eval": {"greedy": "G", "verbal_2s": "V2"},
-            "fit": [],
-            "policy": "flexible",
-        },
-        tmp_path,
-    )
+    _score(tmp_path, "verbal_2s", "V2")
     unit = {
         "key": "Z",
         "name": "z",
