@@ -49,12 +49,12 @@ def run_units(units, r, store, counter: Counter, cache: dict | None) -> None:
                 counter.loads += 1
                 if cache is not None:
                     cache[u.model] = backend
-            s = run_gen_unit(backend, u.payload, store)
+            s = run_gen_unit(backend, u.spec, store)
             counter.tokens += int(s.get("new_tokens", 0))
         elif u.kind == "score":
-            run_score_unit(u.payload, store)
+            run_score_unit(u.spec, store)
         else:
-            run_setting_unit(u.payload, store, plot=False)
+            run_setting_unit(u.spec, store, plot=False)
 
 
 def grid_yaml(limit: int) -> str:

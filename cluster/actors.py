@@ -12,6 +12,8 @@ import os
 
 import ray
 
+from jobs.units import GenSpec, ScoreSpec, SettingSpec
+
 
 class ModelWorker:
     """Hosts one SLM or LLM backend; keeps it loaded across units."""
@@ -25,7 +27,7 @@ class ModelWorker:
         self.backend = make_backend(model_conf)
         self.batch_size = int(model_conf.get("batch_size") or 8)
 
-    def run_gen(self, unit: dict, batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
+    def run_gen(self, unit: GenSpec, batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
         from jobs.errors import classified
         from jobs.stages import run_gen_unit
 
@@ -80,7 +82,7 @@ LIGHT_TASK_CPUS = 0.25  # what a score or setting task asks of Ray
 
 
 @ray.remote(num_cpus=LIGHT_TASK_CPUS, max_retries=0)
-def score_task(unit: dict, store: str) -> dict:
+def score_task(unit: ScoreSpec, store: str) -> dict:
     from jobs.errors import ScoringError, classified
     from jobs.scoring import run_score_unit
 
@@ -89,7 +91,7 @@ def score_task(unit: dict, store: str) -> dict:
 
 
 @ray.remote(num_cpus=LIGHT_TASK_CPUS, max_retries=0)
-def setting_task(unit: dict, store: str) -> dict:
+def setting_task(unit: SettingSpec, store: str) -> dict:
     from jobs.errors import ScoringError, classified
     from jobs.scoring import run_setting_unit
 

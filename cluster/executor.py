@@ -14,6 +14,7 @@ from ray.exceptions import RayActorError
 
 from cluster.actors import LIGHT_TASK_CPUS, remote_worker, score_task, setting_task
 from jobs.errors import failure_kind
+from jobs.units import GenSpec, ScoreSpec, SettingSpec
 
 # Ray's bookkeeping resources, never asked for by a model
 _NOT_REQUESTED = ("memory", "object_store_memory")
@@ -63,12 +64,12 @@ class RayExecutor:
     def start_model(self, conf: dict, node: str):
         return remote_worker(conf, self.store, node_id=node)
 
-    def run_gen(self, actor, payload: dict, batch_size: int | None, shard: tuple[int, int]):
-        return actor.run_gen.remote(payload, batch_size, shard)
+    def run_gen(self, actor, spec: GenSpec, batch_size: int | None, shard: tuple[int, int]):
+        return actor.run_gen.remote(spec, batch_size, shard)
 
-    def run_light(self, kind: str, payload: dict):
+    def run_light(self, kind: str, spec: ScoreSpec | SettingSpec):
         task = score_task if kind == "score" else setting_task
-        return task.remote(payload, self.store)
+        return task.remote(spec, self.store)
 
     def wait(self, refs: list, timeout: float) -> list:
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
@@ -95,7 +96,7 @@ class RayExecutor:
         except Exception:  # noqa: BLE001 - actor calls cannot be force-cancelled; the actor is killed anyway
             pass
 
-    def finish_gen(self, payload: dict, summaries: list[dict]) -> dict:
+    def finish_gen(self, spec: GenSpec, summaries: list[dict]) -> dict:
         from jobs.stages import finish_gen_shards
 
-        return finish_gen_shards(payload, self.store, summaries)
+        return finish_gen_shards(spec, self.store, summaries)

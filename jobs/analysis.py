@@ -82,9 +82,9 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
             if su is None:
                 _, ok = judge(rows, policy)
             else:
-                ok = slm_judgement(
-                    store, rows, stages or {}, UQ_METHODS.get(su.payload["method"]), su.payload["params"], policy
-                )["correct"]
+                ok = slm_judgement(store, rows, stages or {}, UQ_METHODS.get(su.spec.method), su.spec.params, policy)[
+                    "correct"
+                ]
             judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
         return judged[ck]
 
@@ -94,8 +94,8 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
         fl = plan.fit_llm.get((s.llm, s.dataset))
         if fs is None or fl is None:
             continue
-        sdir = unit_dir(store, "score", fs["score"])
-        slm_ok = correct_by_id(fs["slm_greedy"], fs["score"], fs.get("slm_stages"))
+        sdir = unit_dir(store, "score", fs.score)
+        slm_ok = correct_by_id(fs.slm_greedy, fs.score, fs.slm_stages)
         llm_ok = correct_by_id(fl)
         if not is_complete(sdir) or slm_ok is None or llm_ok is None:
             continue
@@ -117,11 +117,11 @@ def _rescored_pools(
     rows it did not score are left out). Unfinished units are left out."""
     out: dict[Key, dict[str, dict[str, dict]]] = {}
     for (slm, uq, ds, tag), lo in entries.items():
-        sdir = unit_dir(store, "score", lo["score"])
+        sdir = unit_dir(store, "score", lo.score)
         if not is_complete(sdir):
             continue
         unc = {r["sample_id"]: r["uncertainty"] for r in read_unit(sdir).to_pylist()}
-        base = fit_p if lo["role"] == "fit" else eval_p
+        base = fit_p if lo.role == "fit" else eval_p
         for (s2, u2, llm), pools in base.items():
             if (s2, u2) != (slm, uq) or ds not in pools:
                 continue

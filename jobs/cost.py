@@ -50,6 +50,7 @@ import numpy as np
 
 from jobs import metrics as M
 from jobs.stages import declared as declared_stages
+from jobs.units import SettingSpec
 
 #: Characters per token for a prompt whose count was not recorded (OpenAI's rule of thumb for
 #: English text); only used where the record has no ``n_prompt_tokens``.
@@ -569,27 +570,26 @@ def curve_json(
 
 def from_store(
     store: Path,
-    unit: Mapping[str, Any],
+    unit: SettingSpec,
     slm_rows: Sequence[Mapping],
     llm_rows: Sequence[Mapping],
     uncertainty,
     slm_correct,
     llm_correct,
 ) -> tuple[SettingCost, dict] | None:
-    """A setting unit's cost, from its payload's ``cost`` block (``cost_payload``): reads the UQ
-    method's extra stage records from the store. None when the payload has no cost block (a unit
-    planned before the cost axis existed)."""
-    spec = unit.get("cost")
+    """A setting unit's cost, from its spec's ``cost`` block (``cost_payload``): reads the UQ
+    method's extra stage records from the store. None when the spec has no cost block."""
+    spec = unit.cost
     if not spec:
         return None
-    from jobs.records import read_unit, unit_dir
+    from jobs.store import Store
 
     stages = {st: k for st, k in (spec.get("uq_stages") or {}).items() if st in OVERHEAD_STAGES}
-    stage_rows = {st: read_unit(unit_dir(store, "gen", k)).to_pylist() for st, k in stages.items()}
+    stage_rows = {st: Store(store).gen(k).rows() for st, k in stages.items()}
     usage = query_usage(slm_rows, stage_rows, llm_rows)
     table = PriceTable.from_dict(spec["prices"], source=spec["prices"].get("name", ""))
     slm_rate, llm_rate = Rate(**spec["slm_rate"]), Rate(**spec["llm_rate"])
-    mc = unit["metrics"]
+    mc = unit.metrics
     sc = setting_cost(
         usage,
         uncertainty,

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from jobs import cost as C
-from jobs.records import is_complete, read_json, read_unit, unit_dir
+from jobs.records import read_json, read_unit, unit_dir
 
 #: Columns of the cost table (key, label); money columns are USD per 1000 queries.
 TABLE_COLS: tuple[tuple[str, str], ...] = (
@@ -62,16 +62,16 @@ def cost_analysis(r, plan) -> dict:
     groups: dict[tuple, dict] = {}
     stale, skipped = 0, []
     for s in plan.settings:
-        d = unit_dir(store, "settings", s.hash)
-        if not (is_complete(d) and (d / "records.parquet").is_file()):
+        d = plan.setting_store(store, s)  # settings live under their unit key, not their hash
+        if not (d.done and d.records_path.is_file()):
             continue
-        unit = plan.units[s.hash].payload
-        rec = pq.read_table(d / "records.parquet").to_pydict()
+        unit = plan.setting_unit(s).spec
+        rec = pq.read_table(d.records_path).to_pydict()
         ids = rec["sample_id"]
         try:
-            slm_rows = C.align(rows_of(unit["slm_greedy"]), ids, "greedy")
-            llm_rows = rows_of(unit["llm"])
-            stages = plan.units[unit["score"]].payload["eval"]
+            slm_rows = C.align(rows_of(unit.slm_greedy), ids, "greedy")
+            llm_rows = rows_of(unit.llm)
+            stages = plan.spec(unit.score).stages
             stage_rows = {st: rows_of(k) for st, k in stages.items() if st in C.OVERHEAD_STAGES}
             usage = C.query_usage(slm_rows, stage_rows, llm_rows)
         except (FileNotFoundError, KeyError) as e:

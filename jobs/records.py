@@ -77,11 +77,17 @@ def _atomic_write_bytes(path: Path, write_fn) -> None:
             os.unlink(tmp)
 
 
-def write_table(path: Path, rows: list[dict] | pa.Table, meta: dict | None = None) -> Path:
-    """Write rows (list of dicts or a Table) atomically as Parquet with schema metadata."""
+def write_table(
+    path: Path, rows: list[dict] | pa.Table, meta: dict | None = None, schema_tag: str | None = None
+) -> Path:
+    """Write a Table atomically as Parquet with schema metadata. The store's files are written with
+    their declared schemas by ``jobs.store.write_rows`` (which calls this with ``schema_tag``); a
+    list of dicts is typed by inference (ad-hoc files only)."""
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
     md = dict(table.schema.metadata or {})
     md[b"uqroute_schema_version"] = SCHEMA_VERSION.encode()
+    if schema_tag:
+        md[b"uqroute_schema"] = schema_tag.encode()
     if meta:
         md[b"uqroute_meta"] = json.dumps(meta, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(md)

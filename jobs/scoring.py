@@ -24,17 +24,10 @@ import numpy as np
 
 from jobs import metrics as M
 from jobs.answers import NO_ANSWER, Extraction, extract_detail, is_correct
-from jobs.records import (
-    finish_unit,
-    is_complete,
-    part_path,
-    read_json,
-    read_unit,
-    unit_dir,
-    write_json,
-    write_table,
-)
+from jobs.records import write_json
+from jobs.store import Store, write_rows
 from jobs.types import Sample
+from jobs.units import ScoreManifest, ScoreSpec, SettingManifest, SettingSpec
 
 # a token that is one upper-case option letter, maybe with brackets / punctuation around it (" B", "(B", "B.")
 _LETTER_TOKEN = re.compile(r"^[\s\(\[\*]*([A-Z])[\s\)\]\.\*:,]*$")
@@ -124,8 +117,8 @@ def answer_logprob(row: dict, extraction: Extraction) -> tuple[float, str]:
     return math.nan, "none"
 
 
-def _rows(store: Path, key: str) -> list[dict]:
-    return read_unit(unit_dir(store, "gen", key)).to_pylist()
+def _rows(store: Path | Store, key: str) -> list[dict]:
+    return (store if isinstance(store, Store) else Store(store)).gen(key).rows()
 
 
 def load_stats(store: Path, stage_keys: dict[str, str], policy: str) -> tuple[list[str], dict]:
@@ -193,43 +186,44 @@ def crossfit_scores(method, stats: dict, folds: int, seed: int, params: dict) ->
     return out
 
 
-def run_score_unit(unit: dict, store: str | Path) -> dict:
+def run_score_unit(unit: ScoreSpec, store: str | Path) -> dict:
     """Uncertainty of one UQ method for one (SLM, dataset, role); trained methods fit here."""
     from jobs.uq import UQ_METHODS
     from jobs.uq.base import compute
 
+    unit = ScoreSpec.of(unit)
     store = Path(store)
-    udir = unit_dir(store, "score", unit["key"])
-    if is_complete(udir):
-        return read_json(udir / "manifest.json")
-    method = UQ_METHODS.get(unit["method"])
-    ids, stats = load_stats(store, unit["eval"], unit["policy"])
+    udir = Store(store).score(unit.key)
+    if udir.done:
+        return udir.manifest_json()
+    method = UQ_METHODS.get(unit.method)
+    ids, stats = load_stats(store, dict(unit.stages), unit.policy)
     fit_stats = None
-    if unit["fit"]:
-        fit_stats = _concat_stats([load_stats(store, f["stages"], unit["policy"])[1] for f in unit["fit"]])
-    if unit.get("crossfit"):
-        u = crossfit_scores(method, stats, unit["crossfit"], unit.get("crossfit_seed", 0), dict(unit["params"]))
+    if unit.fit:
+        fit_stats = _concat_stats([load_stats(store, dict(f.stages), unit.policy)[1] for f in unit.fit])
+    if unit.crossfit:
+        u = crossfit_scores(method, stats, unit.crossfit, unit.crossfit_seed, dict(unit.params))
     else:
-        u = compute(method, stats, fit_stats, **dict(unit["params"]))
-    write_table(
-        part_path(udir, 0),
+        u = compute(method, stats, fit_stats, **dict(unit.params))
+    write_rows(
+        udir.part_path(0),
         [{"sample_id": i, "uncertainty": float(x)} for i, x in zip(ids, u)],
-        meta={"unit": unit["key"], "uq": unit["uq"]},
+        "score",
+        meta={"unit": unit.key, "uq": unit.uq},
     )
-    summary = {
-        "key": unit["key"],
-        "uq": unit["uq"],
-        "slm": unit["slm"],
-        "dataset": unit["dataset"],
-        "role": unit.get("role", "eval"),
-        "crossfit": unit.get("crossfit", 0),
-        "n": len(ids),
-        "n_nan": int(np.isnan(u).sum()),
-        "fit_n": 0 if fit_stats is None else len(fit_stats["correct"]),
-        "fit_datasets": [f["dataset"] for f in unit["fit"]],
-    }
-    finish_unit(udir, summary)
-    return summary
+    manifest = ScoreManifest(
+        unit.key,
+        unit.uq,
+        unit.slm,
+        unit.dataset,
+        role=unit.role,
+        crossfit=unit.crossfit,
+        n=len(ids),
+        n_nan=int(np.isnan(u).sum()),
+        fit_n=0 if fit_stats is None else len(fit_stats["correct"]),
+        fit_datasets=tuple(f.dataset for f in unit.fit),
+    )
+    return udir.finish(manifest)
 
 
 # A stated confidence ("Confidence: 90%", "confidence level of 0.9"): cut off a one-stage output
@@ -319,41 +313,40 @@ def slm_judgement(
     return out
 
 
-def _method_of(unit: dict):
-    """The setting's UQMethod (None for a unit planned before settings named their method)."""
+def _method_of(unit: SettingSpec):
+    """The setting's UQMethod (None: judge the greedy answer only)."""
     from jobs.uq import UQ_METHODS
 
-    name = unit.get("method")
-    return UQ_METHODS.get(name) if name else None
+    return UQ_METHODS.get(unit.method) if unit.method else None
 
 
 def curve_points(curve) -> list[dict]:
     return [{"ratio": float(r), "accuracy": float(a)} for r, a in zip(curve.ratio, curve.accuracy)]
 
 
-def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
+def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) -> dict:
     """Join one setting's inputs, compute its routing metrics, write records, metrics and plot."""
+    unit = SettingSpec.of(unit)
     store = Path(store)
-    udir = unit_dir(store, "settings", unit["key"])
-    if is_complete(udir):
-        return read_json(udir / "manifest.json")
-    mc = unit["metrics"]
-    score = read_unit(unit_dir(store, "score", unit["score"])).to_pylist()
-    slm_rows = _rows(store, unit["slm_greedy"])
-    llm_rows = {r["sample_id"]: r for r in _rows(store, unit["llm"])}
+    st = Store(store)
+    udir = st.setting(unit.key)
+    if udir.done:
+        return udir.manifest_json()
+    mc = unit.metrics
+    score = st.score(unit.score).rows()
+    slm_rows = _rows(st, unit.slm_greedy)
+    llm_rows = {r["sample_id"]: r for r in _rows(st, unit.llm)}
     missing = [r["sample_id"] for r in slm_rows if r["sample_id"] not in llm_rows]
     if missing:
-        raise ValueError(f"setting {unit['name']}: LLM records lack {len(missing)} samples, e.g. {missing[:3]}")
+        raise ValueError(f"setting {unit.name}: LLM records lack {len(missing)} samples, e.g. {missing[:3]}")
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
     unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
     rank = M.route_ranks(unc, mc["nan_policy"])  # the routing decision, frozen before any answer is judged
     method = _method_of(unit)
-    judged = slm_judgement(
-        store, slm_rows, unit.get("slm_stages") or {}, method, unit.get("uq_params") or {}, unit["policy"]
-    )
+    judged = slm_judgement(st, slm_rows, dict(unit.slm_stages), method, dict(unit.uq_params), unit.policy)
     slm_det, slm_ok = judged["details"], judged["correct"]
-    llm_det, llm_ok = judge_detail(llm_list, unit["policy"])
+    llm_det, llm_ok = judge_detail(llm_list, unit.policy)
     summary = (
         M.summarize(
             unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"], n_boot=mc["bootstrap"], seed=mc["seed"]
@@ -371,11 +364,11 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
         orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
     # provenance per row: the extraction rule of each judged answer (jobs.answers.Extraction.rule) and
     # the rule that gave the SLM's answer probability (ANSWER_PROB_RULES; from the greedy pass)
-    setting_hash = unit.get("setting_hash", unit["key"])  # the setting's identity; "key" is its unit key
+    setting_hash = unit.setting_hash  # the setting's identity; "key" is its unit key
     records = [
         {
             "sample_id": r["sample_id"],
-            "setting": unit["name"],
+            "setting": unit.name,
             "setting_hash": setting_hash,
             "slm_answer": a.answer,
             "slm_correct": bool(o),
@@ -394,11 +387,11 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
     for name, col in judged["columns"].items():  # a verbal method's own answer and parse status
         for rec, v in zip(records, col):
             rec[name] = v
-    write_table(udir / "records.parquet", records, meta={"setting": unit["name"], "axes": unit["axes"]})
+    write_rows(udir.records_path, records, "setting", meta={"setting": unit.name, "axes": dict(unit.axes)})
     cost = _setting_cost(store, unit, udir, slm_rows, llm_list, unc, slm_ok, llm_ok, summary)
     # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
     write_json(
-        udir / "curve.json",
+        udir.curve_path,
         {
             "curve": curve_points(curve) if scored else [],
             "random": curve_points(rnd) if scored else [],
@@ -413,27 +406,26 @@ def run_setting_unit(unit: dict, store: str | Path, plot: bool = True) -> dict:
         from jobs.plots import plot_routing
 
         plot_routing(
-            {f"{unit['axes']['uq']} (AUROC {summary['auroc']:.3f})": curve},
-            udir / "curve.png",
+            {f"{unit.axes['uq']} (AUROC {summary['auroc']:.3f})": curve},
+            udir.plot_path,
             random=rnd,
             oracle=orc,
-            title=unit["name"],
+            title=unit.name,
         )
-    manifest = {
-        "key": unit["key"],
-        "setting_hash": setting_hash,
-        "name": unit["name"],
-        **unit["axes"],
-        "metrics": summary,
-        "nan_policy": mc["nan_policy"],
-        "answer_route": judged["route"],
-    }
-    finish_unit(udir, manifest)
-    return manifest
+    manifest = SettingManifest(
+        unit.key,
+        setting_hash,
+        unit.name,
+        **unit.axes,
+        metrics=summary,
+        nan_policy=mc["nan_policy"],
+        answer_route=judged["route"],
+    )
+    return udir.finish(manifest)
 
 
 def _setting_cost(
-    store: Path, unit: dict, udir: Path, slm_rows, llm_rows, unc, slm_ok, llm_ok, summary: dict
+    store: Path, unit: SettingSpec, udir, slm_rows, llm_rows, unc, slm_ok, llm_ok, summary: dict
 ) -> dict | None:
     """The setting's cost axis (``jobs/cost.py``): adds the ``cost_*`` metrics to ``summary``, writes
     ``cost.parquet`` (usage and USD per query) and returns the curve.json ``cost`` block; None when
@@ -445,9 +437,10 @@ def _setting_cost(
         return None
     sc, block = out
     summary.update(sc.metrics)
-    write_table(
-        udir / "cost.parquet",
+    write_rows(
+        udir.cost_path,
         sc.records,
-        meta={"setting": unit["name"], "prices": block["prices"], "prices_digest": block["prices_digest"]},
+        "cost",
+        meta={"setting": unit.name, "prices": block["prices"], "prices_digest": block["prices_digest"]},
     )
     return block

@@ -348,7 +348,7 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
     target = next(
         u
         for u in plan.by_kind("score")
-        if u.payload["dataset"] == name and u.payload["role"] == "eval" and "leave_out" not in u.payload
+        if u.spec.dataset == name and u.spec.role == "eval" and u.spec.leave_out is None
     )
     keys, stack = set(), [target.key]
     while stack:  # the score unit and everything it reads: no LLM pass, no setting

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.records import is_complete, read_unit, unit_dir
+from jobs.store import Store, UnitDir
+from jobs.units import ScoreSpec, SettingSpec
 from orchestrator.config import ConfigError
 
 #: per-token / per-state columns: shown by their length (and mean, for numbers), not in full
@@ -61,10 +62,10 @@ def find_setting(plan, query: str):
     )
 
 
-def _row_of(udir: Path, sample_id: str) -> dict | None:
-    if not is_complete(udir):
+def _row_of(udir: UnitDir, sample_id: str) -> dict | None:
+    if not udir.done:
         return None
-    for row in read_unit(udir).to_pylist():
+    for row in udir.rows():
         if str(row["sample_id"]) == sample_id:
             return row
     return None
@@ -136,13 +137,14 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     plan = make_plan(r)
     s = find_setting(plan, setting)
     su = plan.setting_unit(s)
-    sdir = plan.setting_dir(r.store_dir, s)
-    if not (sdir / "records.parquet").is_file():
+    store = Store(r.store_dir)
+    sd = store.setting(su.key)
+    if not sd.records_path.is_file():
         raise FileNotFoundError(
-            f"setting {s.name} has no results in {sdir} yet (its unit key {su.key}); run "
+            f"setting {s.name} has no results in {sd.path} yet (its unit key {su.key}); run "
             f"`uqroute resume {out}` or `uqroute rescore {out}`"
         )
-    records = pq.read_table(sdir / "records.parquet").to_pylist()
+    records = pq.read_table(sd.records_path).to_pylist()
     ids = [str(x["sample_id"]) for x in records]
     if sample_id not in ids:
         close = difflib.get_close_matches(sample_id, ids, n=5, cutoff=0.3)
@@ -153,8 +155,11 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
         )
     i = ids.index(sample_id)
     rec = records[i]
-    score_unit = plan.units[su.payload["score"]]
-    method = score_unit.payload["method"]
+    spec = su.spec
+    assert isinstance(spec, SettingSpec)
+    score_spec = plan.spec(spec.score)
+    assert isinstance(score_spec, ScoreSpec)
+    method = score_spec.method
     # the sample and its prompt, rendered from the dataset
     try:
         samples, _ = load_role(r.datasets[s.dataset], r.grid["dataset"], "eval")
@@ -173,25 +178,25 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
             "prompt": prompts.answer_messages(sample),
         }
     # every stage the method read, and the LLM pass
-    stages = dict(score_unit.payload["eval"]) | {"llm": su.payload["llm"]}
+    stages = dict(score_spec.stages) | {"llm": spec.llm}
     outputs = {}
     for stage, key in stages.items():
-        row = _row_of(unit_dir(r.store_dir, "gen", key), sample_id)
+        row = _row_of(store.gen(key), sample_id)
         outputs[stage] = None if row is None else {c: _brief(c, v) for c, v in row.items() if c not in COMMON}
     # every UQ method's score of this query (same SLM and dataset)
     scores = {}
     for other in plan.settings:
         if other.slm != s.slm or other.dataset != s.dataset or other.uq in scores:
             continue
-        sk = plan.setting_unit(other).payload["score"]
-        row = _row_of(unit_dir(r.store_dir, "score", sk), sample_id)
+        sk = plan.setting_unit(other).spec.score
+        row = _row_of(store.score(sk), sample_id)
         if row is not None:
             scores[other.uq] = {
                 "uncertainty": row.get("uncertainty"),
                 **{c: v for c, v in row.items() if c not in ("sample_id", "uncertainty")},
             }
     u = np.asarray([math.nan if x["uncertainty"] is None else float(x["uncertainty"]) for x in records])
-    nan_policy = _nan_policy(su.payload["metrics"], s.uq, method)
+    nan_policy = _nan_policy(dict(spec.metrics), s.uq, method)
     return {
         "setting": s.name,
         "hash": s.hash,

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from jobs.store import CURVE, SETTING_ARTIFACTS
+
 PID_FILE = "mlflow-server.json"
 
 
@@ -168,7 +170,7 @@ def cost_metrics(curve: dict, now: int) -> list:
     return [Metric("cost_curve_accuracy", acc, now, step) for step, acc in cost_curve_metric(block["curve"])]
 
 
-ARTIFACTS = ("curve.png", "records.parquet", "curve.json", "cost.parquet")
+ARTIFACTS = SETTING_ARTIFACTS
 # MLflow's log_batch limits (mlflow.utils.validation): params+tags 100, metrics 1000, all 1000
 MAX_PARAMS, MAX_METRICS, MAX_ENTITIES = 100, 1000, 1000
 GRID_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
@@ -377,7 +379,7 @@ class MlflowSink:
             for k, v in m["metrics"].items()
             if isinstance(v, (int, float)) and v is not None and np.isfinite(v)
         ]
-        curve = json.loads((src.setting_dir / "curve.json").read_text())
+        curve = json.loads((src.setting_dir / CURVE).read_text())
         for name in ("curve", "random", "oracle"):
             metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
             metrics += [Metric(metric, acc, now, step) for step, acc in curve_metric(curve[name])]

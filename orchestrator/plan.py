@@ -36,11 +36,11 @@ from pathlib import Path
 from jobs import answers, prompts
 from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
-from jobs.records import is_complete, unit_dir
+from jobs.store import KIND_DIRS, Store
+from jobs.units import FitSource, GenSpec, ScoreSpec, SettingSpec, Spec
 from orchestrator.config import ResolvedGrid, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
-KIND_DIRS = {"gen": "gen", "score": "score", "setting": "settings"}
 #: Version of what score and setting units compute from their inputs (``jobs/scoring.py``,
 #: ``jobs/metrics.py``, the UQ methods of ``jobs/uq``): bump it when one of them changes a result.
 SCORING_VERSION = "1"
@@ -66,16 +66,23 @@ def __getattr__(name: str):
 
 @dataclass(frozen=True)
 class Unit:
+    """A node of the plan: its key, what it reads (``deps``), which resident model serves it, and
+    its ``spec`` (``jobs.units``), the whole of what the worker is handed."""
+
     kind: str  # gen | score | setting
     key: str
     label: str  # readable: "greedy smollm2-135m gsm8k eval"
-    payload: dict = field(hash=False, compare=False)
+    spec: Spec = field(hash=False, compare=False)
     deps: tuple[str, ...] = ()
     model: str | None = None  # "slm:<name>" / "llm:<name>": which resident model serves it
 
+    def __post_init__(self) -> None:
+        if self.spec.kind != self.kind or self.spec.key != self.key:
+            raise ValueError(f"unit {self.label!r}: its spec is a {self.spec.kind} unit keyed {self.spec.key}")
+
     @property
     def stage(self) -> str:
-        return self.payload.get("stage", self.kind)
+        return self.spec.stage if isinstance(self.spec, GenSpec) else self.kind
 
 
 def unit_key(kind: str, identity: dict, deps: dict) -> str:
@@ -109,19 +116,36 @@ def reads_extraction(method) -> bool:
     return bool((set(method.requires) | set(method.fit_requires)) & set(EXTRACTION_STATS))
 
 
+@dataclass(frozen=True)
+class ScoreRef:
+    """Where a planned score's inputs are: its key, the greedy pass it scored, every SLM pass it read
+    and, for a leave-out score, the role of the rows it scored."""
+
+    score: str
+    slm_greedy: str
+    slm_stages: dict
+    role: str = "eval"
+
+    @classmethod
+    def of(cls, u: Unit) -> ScoreRef:
+        sp = u.spec
+        assert isinstance(sp, ScoreSpec)
+        return cls(sp.key, sp.greedy, dict(sp.stages), sp.role)
+
+
 @dataclass
 class Plan:
     settings: list[Setting]
     units: dict[str, Unit]  # topological order (a unit comes after its deps)
     # calibration (fit-role) units, when the grid enables calibration:
-    #   fit_scores[(slm, uq, dataset)] = {"score": key, "slm_greedy": key}
+    #   fit_scores[(slm, uq, dataset)] = ScoreRef of the fit-role score
     #   fit_llm[(llm, dataset)] = key of the LLM pass on the fit role
     fit_scores: dict = field(default_factory=dict)
     fit_llm: dict = field(default_factory=dict)
     # setting hash -> key of its setting unit (where its results are: ``setting_dir``)
     setting_keys: dict = field(default_factory=dict)
     # leave-one-dataset-out scores of methods trained on other datasets (fit="other_datasets"):
-    #   leave_out[(slm, uq, dataset, heldout)] = {"score": key, "slm_greedy": key, "role": role}
+    #   leave_out[(slm, uq, dataset, heldout)] = ScoreRef (its role: the calibration source's)
     # the scores of ``dataset``'s calibration-source rows (fit role when calibration is enabled,
     # else eval) by a model trained on neither ``dataset`` nor ``heldout``: what the calibration
     # set of ``heldout``'s transfer must use (no model that produced its scores saw ``heldout``)
@@ -139,9 +163,17 @@ class Plan:
             raise KeyError(f"setting {h!r} is not part of this plan")
         return self.units[self.setting_keys[h]]
 
-    def setting_dir(self, store: Path, s: Setting | str) -> Path:
+    def setting_dir(self, store: Path | Store, s: Setting | str) -> Path:
         """Where a setting's results (manifest, records, curve) are in the store: the one lookup."""
-        return unit_dir(store, KIND_DIRS["setting"], self.setting_unit(s).key)
+        return self.setting_store(store, s).path
+
+    def setting_store(self, store: Path | Store, s: Setting | str):
+        """A setting's ``jobs.store.UnitDir`` (its manifest, records and curve)."""
+        st = store if isinstance(store, Store) else Store(store)
+        return st.setting(self.setting_unit(s).key)
+
+    def spec(self, key: str) -> Spec:
+        return self.units[key].spec
 
     def by_kind(self, kind: str) -> list[Unit]:
         return [u for u in self.units.values() if u.kind == kind]
@@ -152,8 +184,9 @@ class Plan:
             c[f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind] += 1
         return c
 
-    def done(self, store: Path) -> set[str]:
-        return {k for k, u in self.units.items() if is_complete(unit_dir(store, KIND_DIRS[u.kind], k))}
+    def done(self, store: Path | Store) -> set[str]:
+        st = store if isinstance(store, Store) else Store(store)
+        return {k for k, u in self.units.items() if st.done(u)}
 
 
 def dataset_task(dc: dict) -> str:
@@ -223,22 +256,20 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         if st.reads_extraction:
             ident |= {"extraction": extraction, "policy": policy}
         key = unit_key("gen", ident, deps)
-        payload = {
-            "key": key,
-            "stage": stage,
-            "model": model,
-            "model_kind": model_kind,
-            "dataset": dataset,
-            "dataset_conf": dc,
-            "run": run,
-            "role": role,
-            "params": params,
-            "deps": deps,
-        }
+        spec = GenSpec(
+            key=key,
+            stage=stage,
+            model=model,
+            dataset=dataset,
+            dataset_conf=dc,
+            run=run,
+            role=role,
+            params=params,
+            deps=deps,
+            model_kind=model_kind,
+        )
         u = add(
-            Unit(
-                "gen", key, f"{stage} {model} {dataset} {role}", payload, tuple(deps.values()), f"{model_kind}:{model}"
-            )
+            Unit("gen", key, f"{stage} {model} {dataset} {role}", spec, tuple(deps.values()), f"{model_kind}:{model}")
         )
         gen_cache[ck] = u
         return u
@@ -258,7 +289,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         provider = gen_stages.STAT_STAGE
         stages = sorted({provider[x] for x in method.requires if x in provider} | {"greedy"})
         ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
-        fit, crossfit = [], 0
+        fit: list[FitSource] = []
+        crossfit = 0
         if method.fit == "in_domain":
             fit_sets = [dataset] if role == "eval" else []
             crossfit = folds if role == "fit" else 0
@@ -270,36 +302,36 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         else:
             fit_sets = []
         for d in fit_sets:
-            fit.append({"dataset": d, "stages": {st: gen("slm", slm, d, "fit", st).key for st in stages}})
+            fit.append(FitSource(d, {st: gen("slm", slm, d, "fit", st).key for st in stages}))
         ident = {"uq": r.uq[uq], "role": role, "crossfit": crossfit, "version": SCORING_VERSION}
         if crossfit:
             ident["crossfit_seed"] = seed
         if reads_extraction(method):  # correctness labels / the answer letter's probability
             ident |= {"extraction": extraction, "policy": policy}
-        key = unit_key("score", ident, {"eval": ev, "fit": fit})
-        payload = {
-            "key": key,
-            "uq": uq,
-            "method": r.uq[uq]["method"] or uq,
-            "params": r.uq[uq]["params"],
-            "slm": slm,
-            "dataset": dataset,
-            "role": role,
-            "eval": ev,
-            "fit": fit,
-            "crossfit": crossfit,
-            "crossfit_seed": seed,
-            "policy": policy,
-        }
-        if leave_out is not None:
-            payload["leave_out"] = leave_out
-        dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f["stages"].values())
+        fit_deps = [{"dataset": f.dataset, "stages": dict(f.stages)} for f in fit]
+        key = unit_key("score", ident, {"eval": ev, "fit": fit_deps})
+        spec = ScoreSpec(
+            key=key,
+            uq=uq,
+            method=r.uq[uq]["method"] or uq,
+            params=r.uq[uq]["params"],
+            slm=slm,
+            dataset=dataset,
+            stages=ev,
+            role=role,
+            fit=tuple(fit),
+            crossfit=crossfit,
+            crossfit_seed=seed,
+            policy=policy,
+            leave_out=leave_out,
+        )
+        dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f.stages.values())
         label = (
             f"score {uq} {slm} {dataset}"
             + ("" if role == "eval" else f" {role}")
             + (f" without {leave_out if isinstance(leave_out, str) else ', '.join(leave_out)}" if leave_out else "")
         )
-        return add(Unit("score", key, label, payload, dep_keys))
+        return add(Unit("score", key, label, spec, dep_keys))
 
     fit_scores: dict = {}
     fit_llm: dict = {}
@@ -320,35 +352,33 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
         if cal["enabled"] and sk not in fit_scores:
             fu = score(s.slm, s.uq, s.dataset, "fit")
-            fit_scores[sk] = {
-                "score": fu.key,
-                "slm_greedy": fu.payload["eval"]["greedy"],
-                "slm_stages": fu.payload["eval"],
-            }
+            assert fu is not None  # an in-domain or untrained method always has a fit score
+            fit_scores[sk] = ScoreRef.of(fu)
         if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
-        greedy_key = sc.payload["eval"]["greedy"]
+        assert sc is not None and isinstance(sc.spec, ScoreSpec)
+        greedy_key = sc.spec.greedy
         ident = {"setting": s.hash, "version": SCORING_VERSION, "extraction": extraction, "policy": policy}
         deps = {"score": sc.key, "slm_greedy": greedy_key, "llm": llm_unit.key}
         key = unit_key("setting", ident, deps)
         # slm_stages: the SLM passes the score read (a verbal method's own answer and parse status);
         # method / uq_params: which answer is judged (UQMethod.route); nan_policy: nan_policy_of
-        payload = {
-            "key": key,
-            "setting_hash": s.hash,
-            "name": s.name,
-            "axes": s.axes(),
-            "score": sc.key,
-            "slm_greedy": greedy_key,
-            "slm_stages": sc.payload["eval"],
-            "method": sc.payload["method"],
-            "uq_params": sc.payload["params"],
-            "llm": llm_unit.key,
-            "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)},
-            "policy": policy,
-            "cost": _cost_payload(prices, r, s, sc),
-        }
-        add(Unit("setting", key, s.name, payload, (sc.key, llm_unit.key, greedy_key)))
+        spec = SettingSpec(
+            key=key,
+            setting_hash=s.hash,
+            name=s.name,
+            axes=s.axes(),
+            score=sc.key,
+            slm_greedy=greedy_key,
+            llm=llm_unit.key,
+            slm_stages=sc.spec.stages,
+            method=sc.spec.method,
+            uq_params=sc.spec.params,
+            metrics=g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)},
+            policy=policy,
+            cost=_cost_payload(prices, r, s, sc),
+        )
+        add(Unit("setting", key, s.name, spec, (sc.key, llm_unit.key, greedy_key)))
         setting_keys[s.hash] = key
     # leave-one-dataset-out scores, planned last (they only feed the transfer analysis)
     for slm, uq, dataset in score_cache:
@@ -359,12 +389,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
                 continue
             lu = score(slm, uq, dataset, cal_role, leave_out=heldout)
             if lu is not None:
-                leave_out[(slm, uq, dataset, heldout)] = {
-                    "score": lu.key,
-                    "slm_greedy": lu.payload["eval"]["greedy"],
-                    "slm_stages": lu.payload["eval"],
-                    "role": cal_role,
-                }
+                leave_out[(slm, uq, dataset, heldout)] = ScoreRef.of(lu)
     leave_group_out: dict = {}
     if "cross_group" in cal.get("splits", ()):  # leave-group-out scores (a unit equal to one above is shared)
         from orchestrator.config import dataset_groups
@@ -379,12 +404,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
                     continue
                 lu = score(slm, uq, dataset, cal_role, leave_out=members[g])
                 if lu is not None:
-                    leave_group_out[(slm, uq, dataset, g)] = {
-                        "score": lu.key,
-                        "slm_greedy": lu.payload["eval"]["greedy"],
-                        "slm_stages": lu.payload["eval"],
-                        "role": cal_role,
-                    }
+                    leave_group_out[(slm, uq, dataset, g)] = ScoreRef.of(lu)
     return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out, leave_group_out)
 
 
@@ -403,4 +423,5 @@ def _cost_payload(prices, r: ResolvedGrid, s: Setting, sc: Unit) -> dict:
     units its UQ method read (not part of the setting's key: prices are applied to the records)."""
     from jobs.cost import cost_payload
 
-    return cost_payload(prices, r.slms[s.slm], r.llms[s.llm], sc.payload["eval"])
+    assert isinstance(sc.spec, ScoreSpec)
+    return cost_payload(prices, r.slms[s.slm], r.llms[s.llm], sc.spec.stages)

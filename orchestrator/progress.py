@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobs.units import GenSpec
 from orchestrator.plan import Plan, Unit
 
 
 def passes(u: Unit) -> int:
     """Model passes per sample of a generation unit: its ``num_samples`` param (a stage that draws
     several sequences per sample, ``samples``), else 1."""
-    p = u.payload.get("params", {})
-    return int(p.get("num_samples", 1)) if u.kind == "gen" else 1
+    return int(u.spec.params.get("num_samples", 1)) if isinstance(u.spec, GenSpec) else 1
 
 
 def estimated_samples(u: Unit) -> int | None:
-    run = u.payload.get("run") or {}
-    n = run.get("limit") if u.payload.get("role") == "eval" else run.get("fit_limit")
-    return int(n) if n is not None else None
+    return u.spec.row_limit if isinstance(u.spec, GenSpec) else None
 
 
 @dataclass

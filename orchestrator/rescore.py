@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 from jobs.records import read_json, write_json
-from orchestrator.plan import KIND_DIRS, Plan, make_plan
+from jobs.store import Store
+from orchestrator.plan import Plan, make_plan
 from orchestrator.runner import (
     load_output,
+    log_finished_settings,
     make_report,
     make_sink,
     overview_plots,
-    setting_params,
     write_summary,
 )
 
@@ -87,13 +88,13 @@ class LocalExecutor:
     def start_model(self, conf: dict, node: str):
         raise ModelLoadRefused(conf)
 
-    def run_light(self, kind: str, payload: dict) -> int:
+    def run_light(self, kind: str, spec) -> int:
         from jobs.scoring import run_score_unit, run_setting_unit
 
         fn = run_score_unit if kind == "score" else run_setting_unit
         ref, self._next = self._next, self._next + 1
         try:
-            self._results[ref] = fn(payload, self.store)
+            self._results[ref] = fn(spec, self.store)
         except Exception as exc:  # noqa: BLE001 - handed to the scheduler, which records and classifies it
             exc.reason = "scoring_error"
             exc.detail = f"{type(exc).__name__}: {exc}"[:500]
@@ -143,13 +144,15 @@ def previous_results(r, plan: Plan) -> dict[str, dict]:
     for s in plan.settings:
         if s.hash in out:
             continue
-        p = plan.setting_dir(r.store_dir, s) / "manifest.json"
-        if p.is_file():
-            out[s.hash] = {"key": plan.setting_keys[s.hash], **_auroc_of(read_json(p)["metrics"])}
+        d = plan.setting_store(r.store_dir, s)
+        if d.done:
+            out[s.hash] = {"key": plan.setting_keys[s.hash], **_auroc_of(d.manifest_json()["metrics"])}
     lacking = wanted - set(out)
     if lacking:
         newest: dict[str, tuple[float, dict]] = {}
-        for p in (r.store_dir / KIND_DIRS["setting"]).glob("*/manifest.json"):
+        store = Store(r.store_dir)
+        for key in store.keys("setting"):
+            p = store.setting(key).manifest_path
             try:
                 m = read_json(p)
             except (OSError, json.JSONDecodeError):
@@ -200,12 +203,7 @@ def _log_mlflow(r, plan: Plan, replace: bool, plots: list[Path], rep: dict | Non
     sink = make_sink(r, console)
     if sink is None:
         return None
-    n = 0
-    for s in plan.settings:
-        d = plan.setting_dir(r.store_dir, s)
-        if (d / "manifest.json").is_file():
-            sink.log_setting(read_json(d / "manifest.json"), d, setting_params(r, s.axes()), replace=replace)
-            n += 1
+    n = log_finished_settings(r, plan, sink, replace=replace)
     for p in plots:
         sink.log_grid_artifact(p)
     sink.log_grid_artifact(r.output_dir / "summary.csv")
@@ -244,7 +242,7 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
         light = [u for u in plan.units.values() if u.kind in LIGHT_KINDS]
         if all_units:
             for u in light:
-                shutil.rmtree(store / KIND_DIRS[u.kind] / u.key, ignore_errors=True)
+                shutil.rmtree(Store(store).unit(u.kind, u.key).path, ignore_errors=True)
         todo = {u.key for u in light if all_units or u.key not in done}
         if local:
             executor = LocalExecutor(store)
@@ -259,14 +257,7 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
         write_summary(r, plan)
         plots = overview_plots(r, plan)
         rep = make_report(r, plan, console)
-        after = {
-            s.hash: {
-                "key": plan.setting_keys[s.hash],
-                **_auroc_of(read_json(plan.setting_dir(store, s) / "manifest.json")["metrics"]),
-            }
-            for s in plan.settings
-            if (plan.setting_dir(store, s) / "manifest.json").is_file()
-        }
+        after = {row["hash"]: {"key": row["key"], **_auroc_of(row)} for row in Store(store).setting_rows(plan)}
         changes = compare(plan, before, after)
         mlflow = None
         if r.grid["mlflow"]["enabled"]:

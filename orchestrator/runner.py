@@ -10,7 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from jobs.records import read_json, unit_dir, write_json
+from jobs.records import read_json, write_json
+from jobs.store import Store
 from orchestrator.config import ResolvedGrid, nan_policy_of, resolved_from_yaml
 from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
@@ -182,15 +183,23 @@ def make_sink(r: ResolvedGrid, console=None):
 
 
 def settings_table(r: ResolvedGrid, plan: Plan) -> list[dict]:
-    """One row per finished setting: name, setting hash, unit key (where its results are), axes, metrics."""
-    rows = []
-    store = r.store_dir
+    """One row per finished setting (``jobs.store.Store.setting_rows``): name, setting hash, unit key
+    (where its results are), axes, metrics."""
+    return Store(r.store_dir).setting_rows(plan)
+
+
+def log_finished_settings(r: ResolvedGrid, plan: Plan, sink, *, skip=frozenset(), replace: bool = False) -> int:
+    """Log every finished setting of the plan whose unit key is not in ``skip`` to MLflow (``replace``:
+    a run showing another unit key is replaced). Returns how many were logged."""
+    store = Store(r.store_dir)
+    n = 0
     for s in plan.settings:
-        p = plan.setting_dir(store, s) / "manifest.json"
-        if p.is_file():
-            m = read_json(p)["metrics"]
-            rows.append({"setting": s.name, "hash": s.hash, "key": plan.setting_keys[s.hash], **s.axes(), **m})
-    return rows
+        key = plan.setting_keys[s.hash]
+        d = store.setting(key)
+        if key not in skip and d.done:
+            sink.log_setting(d.manifest_json(), d.path, setting_params(r, s.axes()), replace=replace)
+            n += 1
+    return n
 
 
 def write_summary(r: ResolvedGrid, plan: Plan) -> Path:
@@ -241,10 +250,10 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
     axes = {plan.setting_keys[s.hash]: s.axes() for s in plan.settings}  # by setting unit key
 
     def prepare(key: str, manifest: dict | None) -> SettingSource:
-        d = unit_dir(r.store_dir, "settings", key)
-        m = manifest if manifest is not None else read_json(d / "manifest.json")
+        d = Store(r.store_dir).setting(key)
+        m = manifest if manifest is not None else d.manifest_json()
         return SettingSource(
-            m, d, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")})
+            m, d.path, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")})
         )
 
     return MlflowWriter(lambda: _new_sink(r, uri, running=True), prepare, notify=lambda msg: _say(console, msg))
@@ -252,11 +261,7 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
 
 def _store_settings_done(r: ResolvedGrid, plan: Plan) -> list[str]:
     """Unit keys of the settings whose results are in the store."""
-    return [
-        plan.setting_keys[s.hash]
-        for s in plan.settings
-        if (plan.setting_dir(r.store_dir, s) / "manifest.json").is_file()
-    ]
+    return [row["key"] for row in Store(r.store_dir).setting_rows(plan)]
 
 
 def _write_state(r: ResolvedGrid, state: str, **extra) -> None:
@@ -438,14 +443,7 @@ def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
 
 
 def _sync_missing(r: ResolvedGrid, plan: Plan, sink) -> int:
-    have = sink.finished_settings()  # unit keys of the finished runs
-    n = 0
-    for s in plan.settings:
-        d = plan.setting_dir(r.store_dir, s)
-        if plan.setting_keys[s.hash] not in have and (d / "manifest.json").is_file():
-            sink.log_setting(read_json(d / "manifest.json"), d, setting_params(r, s.axes()))
-            n += 1
-    return n
+    return log_finished_settings(r, plan, sink, skip=set(sink.finished_settings()))  # unit keys of finished runs
 
 
 def sync(out: Path, console=None) -> int:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.units import GenSpec
 from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan, Unit
@@ -266,12 +267,12 @@ class Scheduler:
         """Shards of a gen unit: one per replica, at most one per (estimated) chunk."""
         if g.replicas_wanted <= 1:
             return 1
-        p, run = u.payload, u.payload.get("run") or {}
-        limit = run.get("limit") if p.get("role") == "eval" else run.get("fit_limit")
-        chunk = int(p.get("params", {}).get("chunk_size", 32))
-        if limit is None or (p.get("dataset_conf") or {}).get("adapter") == "questions":
+        sp = u.spec
+        assert isinstance(sp, GenSpec)
+        limit = sp.row_limit
+        if limit is None or sp.dataset_conf.get("adapter") == "questions":
             return g.replicas_wanted
-        return max(1, min(g.replicas_wanted, math.ceil(int(limit) / chunk)))
+        return max(1, min(g.replicas_wanted, math.ceil(limit / sp.chunk_size)))
 
     # ------------------------------------------------------------------ loop
     def run(self, keys: set[str] | None = None) -> RunReport:
@@ -352,7 +353,7 @@ class Scheduler:
             k, j, n = g.queue.pop(0)
             u = self.pending[k]
             self.attempts[(k, j)] += 1
-            ref = self.ex.run_gen(rep.handle, u.payload, self.batch_override.get(k), (j, n))
+            ref = self.ex.run_gen(rep.handle, u.spec, self.batch_override.get(k), (j, n))
             self._account(rep, now)
             rep.busy = (k, j)
             self.inflight[ref] = (u, rep, j, n)
@@ -368,7 +369,7 @@ class Scheduler:
             while q and self.light_inflight < cap:
                 u = q.pop(0)
                 self.attempts[(u.key, 0)] += 1
-                ref = self.ex.run_light(u.kind, u.payload)
+                ref = self.ex.run_light(u.kind, u.spec)
                 self.inflight[ref] = (u, None, 0, 1)
                 self.light_inflight += 1
                 self.ledger.write("started", u, attempt=self.attempts[(u.key, 0)])
@@ -399,7 +400,7 @@ class Scheduler:
             if n > 1:
                 shards = [self.shard_results[u.key][i] for i in range(n)]
                 try:
-                    result = self.ex.finish_gen(u.payload, shards)
+                    result = self.ex.finish_gen(u.spec, shards)
                     result = dict(
                         result,
                         node_id=shards[0].get("node_id"),

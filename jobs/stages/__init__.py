@@ -36,15 +36,6 @@ from pathlib import Path
 
 from jobs import prompts
 from jobs.datasets.roles import load_role
-from jobs.records import (
-    existing_parts,
-    finish_unit,
-    is_complete,
-    part_path,
-    read_unit,
-    unit_dir,
-    write_table,
-)
 from jobs.registry import Registry
 from jobs.stages.base import (
     TRUNCATION_MARK,
@@ -56,6 +47,7 @@ from jobs.stages.base import (
     stated_confidence,
 )
 from jobs.types import DataError, Sample
+from jobs.units import GenManifest, GenSpec
 
 #: name -> its declaration, in plan order (a stage comes after its deps). Adding a stage: one file
 #: ``jobs/stages/<name>.py`` exporting ``STAGE = Stage(...)`` and one line here.
@@ -124,8 +116,8 @@ def stage_params(name: str, decoding: dict, model: dict, task: str) -> dict:
     return dict(stage(name).params(StageContext(decoding=decoding, model=model, task=task)))
 
 
-def _dep_answers(store: Path, dep_key: str) -> dict[str, str]:
-    t = read_unit(unit_dir(store, "gen", dep_key), columns=["sample_id", "raw_output"])
+def _dep_answers(store, dep_key: str) -> dict[str, str]:
+    t = store.gen(dep_key).read(columns=["sample_id", "raw_output"])
     return {sid: (out or "") for sid, out in zip(t.column("sample_id").to_pylist(), t.column("raw_output").to_pylist())}
 
 
@@ -187,7 +179,7 @@ def length_order(samples: list[Sample]) -> list[int]:
 
 def run_gen_unit(
     backend,
-    unit: dict,
+    unit: GenSpec,
     store: str | Path,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int | None = None,
@@ -197,7 +189,7 @@ def run_gen_unit(
 ) -> dict:
     """Run one generation unit (or one shard of it); return a small summary (never the data).
 
-    unit: {"key", "stage", "model", "dataset", "dataset_conf", "run", "role", "params", "deps": {stage: key}}
+    unit: the unit's ``jobs.units.GenSpec``.
     shard: ``(j, n)`` runs only the chunks ``ci`` with ``ci % n == j`` (data parallelism across a
     model's replicas); with ``n > 1`` no manifest is written: ``finish_gen_shards`` writes it once
     every shard is done. Chunks already on disk are skipped either way (chunk-level resume), and a
@@ -209,28 +201,31 @@ def run_gen_unit(
     ``params["prompt_budget"]`` and cut a too-long answer in its middle (``fit_answer``; the row
     records ``answer_truncated_from``).
     """
-    store = Path(store)
-    udir = unit_dir(store, "gen", unit["key"])
+    from jobs.store import Store, write_rows
+
+    unit = GenSpec.of(unit)
+    st = Store(store)
+    udir = st.gen(unit.key)
     j, n = shard or (0, 1)
-    if is_complete(udir):
-        return {"key": unit["key"], "skipped": True, "shard": j, "n_shards": n}
-    samples, malformed = load_role(unit["dataset_conf"], unit["run"], unit["role"])
+    if udir.done:
+        return {"key": unit.key, "skipped": True, "shard": j, "n_shards": n}
+    samples, malformed = load_role(unit.dataset_conf, unit.run, unit.role)
     if not samples:
         reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
         raise DataError(
-            f"dataset {unit['dataset']!r} ({unit['role']} role) has no usable samples; "
+            f"dataset {unit.dataset!r} ({unit.role} role) has no usable samples; "
             f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}"
         )
-    fn = stage(unit["stage"]).run
-    chunk = int(unit["params"].get("chunk_size", 32))
-    bs = int(batch_size or unit["params"].get("batch_size", 8))
+    fn = stage(unit.stage).run
+    chunk = int(unit.params.get("chunk_size", 32))
+    bs = int(batch_size or unit.params.get("batch_size", 8))
     n_chunks = max(1, math.ceil(len(samples) / chunk))
-    done = existing_parts(udir)
+    done = udir.parts()
     todo = [ci for ci in range(n_chunks) if ci % n == j and ci not in done]
-    deps = {st: _dep_answers(store, k) for st, k in unit.get("deps", {}).items()} if todo else {}
+    deps = {name: _dep_answers(st, k) for name, k in unit.deps.items()} if todo else {}
     t0 = time.perf_counter()
     tokens = 0
-    budget = prompt_budget(backend, unit["params"], max_prompt_tokens)
+    budget = prompt_budget(backend, unit.params, max_prompt_tokens)
     for ci in todo:
         part = samples[ci * chunk : (ci + 1) * chunk]
         fitted = [fit_prompt(backend, x, budget) for x in part]
@@ -241,65 +236,68 @@ def run_gen_unit(
             batch = [fitted[i][0] for i in idx]
             # seed from (unit seed, chunk, batch): identical results however the work is split
             p = dict(
-                unit["params"],
-                seed=int(unit["params"].get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
+                unit.params,
+                seed=int(unit.params.get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
                 prompt_budget=budget,
             )
             out = fn(backend, batch, deps, p)
             for i, r in zip(idx, out):
-                rows[i] = (
-                    common_columns(part[i], unit["role"], unit["dataset"]) | r | {"prompt_truncated_from": fitted[i][1]}
-                )
+                rows[i] = common_columns(part[i], unit.role, unit.dataset) | r | {"prompt_truncated_from": fitted[i][1]}
                 tokens += int(r.get("n_new_tokens") or 0)
-        write_table(part_path(udir, ci), rows, meta={"unit": unit["key"], "stage": unit["stage"]})
+        write_rows(udir.part_path(ci), rows, f"gen:{unit.stage}", meta={"unit": unit.key, "stage": unit.stage})
         if progress:
             progress(ci + 1, n_chunks)
-    summary = {
-        "key": unit["key"],
-        "stage": unit["stage"],
-        "model": unit["model"],
-        "dataset": unit["dataset"],
-        "role": unit["role"],
-        "n_samples": len(samples),
-        "n_malformed": len(malformed),
-        "malformed": [m.__dict__ for m in malformed[:20]],
-        "new_tokens": tokens,
-        "seconds": time.perf_counter() - t0,
-        "model_identity": getattr(backend, "identity", None),
-        "n_chunks": n_chunks,
-        "chunks_run": len(todo),
-        "samples_run": sum(len(samples[ci * chunk : (ci + 1) * chunk]) for ci in todo),
-    }
+    manifest = GenManifest(
+        unit.key,
+        unit.stage,
+        unit.model,
+        unit.dataset,
+        unit.role,
+        n_samples=len(samples),
+        n_malformed=len(malformed),
+        malformed=tuple(m.__dict__ for m in malformed[:20]),
+        new_tokens=tokens,
+        seconds=time.perf_counter() - t0,
+        model_identity=getattr(backend, "identity", None),
+        n_chunks=n_chunks,
+        extra={
+            "chunks_run": len(todo),
+            "samples_run": sum(len(samples[ci * chunk : (ci + 1) * chunk]) for ci in todo),
+        },
+    )
+    summary = manifest.to_json()
     if n == 1:
-        finish_unit(udir, summary)
+        udir.finish(manifest)
     return summary | {"shard": j, "n_shards": n}
 
 
 SHARD_FIELDS = ("shard", "n_shards", "chunks_run", "samples_run", "skipped")
 
 
-def finish_gen_shards(unit: dict, store: str | Path, summaries: list[dict]) -> dict:
+def finish_gen_shards(unit: GenSpec, store: str | Path, summaries: list[dict]) -> dict:
     """Write the manifest of a unit run as shards, once every chunk's part is on disk.
 
     Raises ``RuntimeError`` naming the missing chunks when a shard left a gap (the scheduler
     then reruns the unit, which redoes only the missing chunks)."""
-    udir = unit_dir(Path(store), "gen", unit["key"])
-    if is_complete(udir):
-        return {"key": unit["key"], "skipped": True}
+    from jobs.store import Store
+
+    unit = GenSpec.of(unit)
+    udir = Store(store).gen(unit.key)
+    if udir.done:
+        return {"key": unit.key, "skipped": True}
     ran = [s for s in summaries if not s.get("skipped")]
     if not ran:
-        raise RuntimeError(f"unit {unit['key']}: no shard summary to finish from")
+        raise RuntimeError(f"unit {unit.key}: no shard summary to finish from")
     n_chunks = int(ran[0]["n_chunks"])
-    missing = sorted(set(range(n_chunks)) - existing_parts(udir))
+    missing = sorted(set(range(n_chunks)) - udir.parts())
     if missing:
-        raise RuntimeError(f"unit {unit['key']}: chunks {missing} of {n_chunks} are missing after all shards")
+        raise RuntimeError(f"unit {unit.key}: chunks {missing} of {n_chunks} are missing after all shards")
     first = ran[0]
     summary = {k: v for k, v in first.items() if k not in SHARD_FIELDS}
     summary["new_tokens"] = sum(int(s.get("new_tokens") or 0) for s in ran)
     summary["seconds"] = sum(float(s.get("seconds") or 0.0) for s in ran)
     summary["n_shards"] = len(summaries)
-    finish_unit(udir, summary)
-    return summary
+    return udir.finish(GenManifest.from_json(summary))
 
 
 # names the stage functions had when they lived in this module (tests and benchmarks call them)

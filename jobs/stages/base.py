@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,8 @@ class Stage:
                version and policy (no stage today: p(True) and verbal 2s show the raw output).
     overhead:  a pass run only for a UQ method: the cost axis counts its usage as the method's.
     description: one line.
+    columns:   the Parquet columns its rows add to the ones every pass has (``jobs.store.GEN_COMMON``),
+               name -> pyarrow type; ``schema_version``: bump it when they change.
     """
 
     name: str
@@ -100,6 +102,8 @@ class Stage:
     reads_extraction: bool = False
     overhead: bool = False
     description: str = ""
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: str = "1"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name or ""):

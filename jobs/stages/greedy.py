@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from jobs import prompts
+from jobs import store as S
 from jobs.stages.base import Stage, StageContext, vector
 from jobs.stages.constrained import by_mode, constrained_greedy
 
@@ -43,6 +44,10 @@ def greedy(backend, samples, deps, p) -> list[dict]:
             )
         rows.append(row)
     return rows
+
+
+#: the columns of an answer pass (greedy, llm): the raw output, and the options of a constrained one
+ANSWER_COLUMNS = {"raw_output": S.STR, "option_labels": S.LIST_STR, "option_logprobs": S.LIST_F64}
 
 
 def answer_params(ctx: StageContext) -> dict:
@@ -81,5 +86,13 @@ STAGE = Stage(
     stats=greedy_stats,
     params=answer_params,
     constrained=True,
+    columns=ANSWER_COLUMNS
+    | {
+        "token_logprobs": S.LIST_F64,
+        "token_entropy": S.LIST_F64,
+        "token_texts": S.LIST_STR,
+        "hidden_state": S.LIST_F64,
+        "prompt_hidden_state": S.LIST_F64,
+    },
     description="the SLM's greedy answer, with per-token log-probs, entropies and hidden states",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from jobs import prompts
+from jobs import store as S
 from jobs.stages.base import Stage, shown_greedy
 
 
@@ -33,5 +34,6 @@ STAGE = Stage(
     provides=("ptrue_prob",),
     deps=("greedy",),
     overhead=True,
+    columns={"ptrue_prob": S.F64, "answer_truncated_from": S.I64},
     description="P(True) of the greedy answer, one forward pass",
 )

@@ -6,6 +6,7 @@ Constrained mc / yes-no: m options drawn from the scored options' distribution (
 from __future__ import annotations
 
 from jobs import prompts
+from jobs import store as S
 from jobs.stages.base import Stage, StageContext
 from jobs.stages.constrained import by_mode, constrained_samples
 
@@ -60,5 +61,6 @@ STAGE = Stage(
     params=sample_params,
     constrained=True,
     overhead=True,
+    columns={"sampled_texts": S.LIST_STR, "sampled_n_tokens": S.LIST_I64},
     description="m sampled answers at temperature T",
 )

@@ -6,6 +6,7 @@ Provides verbal_1s_conf (NaN where no confidence is stated or parses).
 from __future__ import annotations
 
 from jobs import prompts
+from jobs import store as S
 from jobs.stages.base import Stage, StageContext, stated_confidence
 
 
@@ -35,5 +36,6 @@ STAGE = Stage(
     provides=("verbal_1s_conf",),
     params=verbal_1s_params,
     overhead=True,
+    columns={"verbal_1s_raw": S.STR, "verbal_1s_conf": S.F64},
     description="an answer and its stated confidence in one output",
 )

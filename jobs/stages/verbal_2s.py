@@ -6,6 +6,7 @@ Provides verbal_2s_conf (NaN where none parses); rows keep verbal_2s_raw.
 from __future__ import annotations
 
 from jobs import prompts
+from jobs import store as S
 from jobs.stages.base import Stage, StageContext, shown_greedy, stated_confidence
 
 
@@ -38,5 +39,6 @@ STAGE = Stage(
     deps=("greedy",),
     params=verbal_2s_params,
     overhead=True,
+    columns={"verbal_2s_raw": S.STR, "verbal_2s_conf": S.F64, "answer_truncated_from": S.I64},
     description="a stated confidence asked after the greedy answer",
 )

@@ -43,7 +43,7 @@ def test_every_setting_finishes_with_records_and_metrics(tiny_run):
 
 def test_generation_records_keep_raw_outputs_and_stats(tiny_run):
     r, plan = tiny_run["resolved"], tiny_run["plan"]
-    greedy = [u for u in plan.by_kind("gen") if u.stage == "greedy" and u.payload["role"] == "eval"]
+    greedy = [u for u in plan.by_kind("gen") if u.stage == "greedy" and u.spec.role == "eval"]
     t = read_unit(unit_dir(r.store_dir, "gen", greedy[0].key)).to_pylist()
     assert len(t) == 6
     for row in t:

@@ -80,8 +80,8 @@ def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflo
         k
         for k, u in plan.units.items()
         if (u.kind == "gen" and u.stage == "ptrue")
-        or (u.kind == "score" and u.payload["uq"] == "ptrue")
-        or (u.kind == "setting" and u.payload["axes"]["uq"] == "ptrue")
+        or (u.kind == "score" and u.spec.uq == "ptrue")
+        or (u.kind == "setting" and u.spec.axes["uq"] == "ptrue")
     }
     n_events = len((out / "ledger.jsonl").read_text().splitlines())
     plan, report, _ = run_grid(r)
@@ -108,9 +108,9 @@ def _fresh_scores(plan, gen_store, tmp_path):
     shutil.copytree(gen_store / "gen", fresh / "gen")
     for u in plan.units.values():  # topological order
         if u.kind == "score":
-            run_score_unit(u.payload, fresh)
+            run_score_unit(u.spec, fresh)
         elif u.kind == "setting":
-            run_setting_unit(u.payload, fresh, plot=False)
+            run_setting_unit(u.spec, fresh, plot=False)
     return {s.hash: read_json(plan.setting_dir(fresh, s) / "manifest.json")["metrics"] for s in plan.settings}
 
 
@@ -202,15 +202,15 @@ def test_explain_prints_one_querys_full_trail(tiny_run, capsys):
     sid = rec["sample_id"]
     e = explain(out, s.name, sid, rate=0.5)
     su = plan.setting_unit(s)
-    score = plan.units[su.payload["score"]]
+    score = plan.units[su.spec.score]
     greedy = next(
         x
-        for x in read_unit(unit_dir(r.store_dir, "gen", score.payload["eval"]["greedy"])).to_pylist()
+        for x in read_unit(unit_dir(r.store_dir, "gen", score.spec.stages["greedy"])).to_pylist()
         if x["sample_id"] == sid
     )
     ptrue = next(
         x
-        for x in read_unit(unit_dir(r.store_dir, "gen", score.payload["eval"]["ptrue"])).to_pylist()
+        for x in read_unit(unit_dir(r.store_dir, "gen", score.spec.stages["ptrue"])).to_pylist()
         if x["sample_id"] == sid
     )
     # the prompt rendered from the dataset sample is the one the model was sent (in its chat template)

@@ -156,6 +156,7 @@ def test_setting_records_say_which_rule_gave_the_answer_and_its_probability(tmp_
     records.finish_unit(score, {})
     unit = {
         "key": "H",
+        "setting_hash": "H",
         "name": "m__avg_token_prob__d__l",
         "axes": {"slm": "m", "uq": "avg_token_prob", "dataset": "d", "llm": "l"},
         "score": "S",

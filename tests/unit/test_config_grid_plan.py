@@ -123,13 +123,13 @@ def test_plan_is_shared_across_uq_methods_and_llms(tmp_path):
 
 def test_ood_probe_fits_on_other_datasets(tmp_path):
     plan = make_plan(load(tmp_path))
-    ood = [u for u in plan.by_kind("score") if u.payload["uq"] == "ood_probe"]
-    assert {u.payload["dataset"]: [f["dataset"] for f in u.payload["fit"]] for u in ood} == {
+    ood = [u for u in plan.by_kind("score") if u.spec.uq == "ood_probe"]
+    assert {u.spec.dataset: [f.dataset for f in u.spec.fit] for u in ood} == {
         "addsub": ["strategyqa"],
         "strategyqa": ["addsub"],
     }
-    probe = [u for u in plan.by_kind("score") if u.payload["uq"] == "probe"]
-    assert all([f["dataset"] for f in u.payload["fit"]] == [u.payload["dataset"]] for u in probe)
+    probe = [u for u in plan.by_kind("score") if u.spec.uq == "probe"]
+    assert all([f.dataset for f in u.spec.fit] == [u.spec.dataset] for u in probe)
 
 
 def test_paper_grid_expands_to_1792_settings():
@@ -167,19 +167,19 @@ def test_calibration_adds_fit_role_units_without_touching_eval_keys(tmp_path):
     assert set(on.fit_scores) == {(s.slm, s.uq, s.dataset) for s in on.settings}
     assert set(on.fit_llm) == {("smollm2-135m", "addsub"), ("smollm2-135m", "strategyqa")}
     for (_slm, uq, ds), keys in on.fit_scores.items():
-        u = on.units[keys["score"]]
-        assert u.payload["role"] == "fit" and u.payload["dataset"] == ds
-        gens = [on.units[k] for k in u.payload["eval"].values()]
-        assert all(g.payload["role"] == "fit" and g.payload["dataset"] == ds for g in gens)
+        u = on.units[keys.score]
+        assert u.spec.role == "fit" and u.spec.dataset == ds
+        gens = [on.units[k] for k in u.spec.stages.values()]
+        assert all(g.spec.role == "fit" and g.spec.dataset == ds for g in gens)
         # in-domain probes score their own training rows out-of-fold; OOD probes train elsewhere
-        assert u.payload["crossfit"] == (5 if uq == "probe" else 0)
+        assert u.spec.crossfit == (5 if uq == "probe" else 0)
         if uq == "probe":
-            assert u.payload["fit"] == []
+            assert u.spec.fit == ()
         if uq == "ood_probe":
-            assert [f["dataset"] for f in u.payload["fit"]] == [d for d in ("addsub", "strategyqa") if d != ds]
+            assert [f.dataset for f in u.spec.fit] == [d for d in ("addsub", "strategyqa") if d != ds]
     for (_llm, ds), key in on.fit_llm.items():
         g = on.units[key]
-        assert g.payload["role"] == "fit" and g.payload["stage"] == "llm" and g.payload["dataset"] == ds
+        assert g.spec.role == "fit" and g.spec.stage == "llm" and g.spec.dataset == ds
     c_on, c_off = on.counts(), off.counts()
     assert c_on["gen:llm"] == 2 * c_off["gen:llm"] and c_on["score"] == 2 * c_off["score"]
 

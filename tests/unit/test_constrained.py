@@ -49,7 +49,7 @@ def _gen(overrides=()):
 def test_generate_mode_keys_are_unchanged(overrides):
     gen = _gen(overrides)
     assert {k: u.key for k, u in gen.items()} == GENERATE_KEYS
-    assert not any("answer_mode" in u.payload["params"] for u in gen.values())
+    assert not any("answer_mode" in u.spec.params for u in gen.values())
 
 
 def test_constrained_mode_is_recorded_in_keys_of_option_tasks_only():
@@ -57,16 +57,16 @@ def test_constrained_mode_is_recorded_in_keys_of_option_tasks_only():
     for label, u in gen.items():
         stage, _, dataset, _ = label.split()
         if dataset == "addsub":  # numeric: still generates, same key
-            assert u.key == GENERATE_KEYS[label] and "answer_mode" not in u.payload["params"]
+            assert u.key == GENERATE_KEYS[label] and "answer_mode" not in u.spec.params
         else:
             assert u.key != GENERATE_KEYS[label]
-            assert u.payload["params"]["answer_mode"] == "constrained"
-            assert u.payload["params"]["answer_prefix"] == prompts.ANSWER_PREFIX
+            assert u.spec.params["answer_mode"] == "constrained"
+            assert u.spec.params["answer_prefix"] == prompts.ANSWER_PREFIX
 
 
 def test_per_task_mapping_constrains_only_the_named_tasks():
     gen = _gen(["decoding.answer_mode={mc: constrained, yesno: generate}"])
-    assert gen["greedy smollm2-135m arc_easy eval"].payload["params"]["answer_mode"] == "constrained"
+    assert gen["greedy smollm2-135m arc_easy eval"].spec.params["answer_mode"] == "constrained"
     assert gen["greedy smollm2-135m strategyqa eval"].key == GENERATE_KEYS["greedy smollm2-135m strategyqa eval"]
 
 

@@ -419,6 +419,7 @@ def test_setting_unit_writes_cost_metrics_curve_and_records(tmp_path):
     finish_unit(sdir, {})
     unit = {
         "key": "H",
+        "setting_hash": "H",
         "name": "m__jaccard__d__l",
         "axes": {"slm": "m", "uq": "jaccard", "dataset": "d", "llm": "l"},
         "score": "S",
@@ -451,9 +452,9 @@ def test_plan_gives_every_setting_its_prices_and_its_methods_passes():
 
     r = load_grid(DEFAULT_GRID)
     plan = make_plan(r)
-    by_uq = {u.payload["axes"]["uq"]: u.payload for u in plan.by_kind("setting")}
-    assert set(by_uq["jaccard"]["cost"]["uq_stages"]) == {"greedy", "samples"}
-    assert set(by_uq["verbal_2s"]["cost"]["uq_stages"]) == {"greedy", "verbal_2s"}
-    assert set(by_uq["perplexity"]["cost"]["uq_stages"]) == {"greedy"}
-    assert by_uq["jaccard"]["cost"]["slm_rate"]["kind"] == "time"
-    assert by_uq["jaccard"]["cost"]["prices"]["name"] == "default"
+    by_uq = {u.spec.axes["uq"]: u.spec for u in plan.by_kind("setting")}
+    assert set(by_uq["jaccard"].cost["uq_stages"]) == {"greedy", "samples"}
+    assert set(by_uq["verbal_2s"].cost["uq_stages"]) == {"greedy", "verbal_2s"}
+    assert set(by_uq["perplexity"].cost["uq_stages"]) == {"greedy"}
+    assert by_uq["jaccard"].cost["slm_rate"]["kind"] == "time"
+    assert by_uq["jaccard"].cost["prices"]["name"] == "default"

@@ -191,14 +191,14 @@ def test_plan_leave_group_out_units_train_on_no_dataset_of_the_target_group(tmp_
     other = {"math": "commonsense", "commonsense": "math"}
     assert set(plan.leave_group_out) == {("smollm2-135m", "ood_probe", d, other[groups[d]]) for d in groups}
     for (_, _, d, tg), lo in plan.leave_group_out.items():
-        u = plan.units[lo["score"]]
-        assert lo["role"] == "fit" and u.payload["role"] == "fit" and u.payload["dataset"] == d
-        fit = [f["dataset"] for f in u.payload["fit"]]
+        u = plan.units[lo.score]
+        assert lo.role == "fit" and u.spec.role == "fit" and u.spec.dataset == d
+        fit = [f.dataset for f in u.spec.fit]
         assert fit == [x for x in groups if x != d and groups[x] != tg] and fit  # the other source dataset
-        assert not {plan.units[k].payload["dataset"] for k in u.deps} & {x for x in groups if groups[x] == tg}
+        assert not {plan.units[k].spec.dataset for k in u.deps} & {x for x in groups if groups[x] == tg}
     # two datasets per group: a leave-group-out model trains on one dataset, each leave-one-out model on two
-    assert plan.leave_group_out[("smollm2-135m", "ood_probe", "addsub", "commonsense")]["score"] not in {
-        lo["score"] for lo in plan.leave_out.values()
+    assert plan.leave_group_out[("smollm2-135m", "ood_probe", "addsub", "commonsense")].score not in {
+        lo.score for lo in plan.leave_out.values()
     }
     plain = make_plan(load_grid(g, ["calibration.splits=[leave_one_out]"], conf_dir=CONF))
     assert plain.leave_group_out == {} and set(plain.units) < set(plan.units)

@@ -571,9 +571,7 @@ def test_questions_dataset_config_and_roles(tmp_path):
 
     # rows carry their own tasks: the greedy pass gets the longest answer budget of any task
     greedy = [u for u in make_plan(r).by_kind("gen") if u.stage == "greedy"]
-    assert {u.payload["params"]["max_new_tokens"] for u in greedy} == {
-        max(r.grid["decoding"]["max_new_tokens"].values())
-    }
+    assert {u.spec.params["max_new_tokens"] for u in greedy} == {max(r.grid["decoding"]["max_new_tokens"].values())}
     bad = grid.read_text().replace(str(p), str(tmp_path / "missing.jsonl"))
     grid.write_text(bad)
     with pytest.raises(ConfigError, match="adapter 'questions' needs local_path, an existing .jsonl"):

@@ -100,14 +100,16 @@ def test_transfer_analysis_uses_only_leave_out_scores_for_methods_trained_on_oth
 
 
 def test_leave_out_pools_replace_scores_by_sample_id(tmp_path):
+    from orchestrator.plan import ScoreRef
+
     store = tmp_path / "store"
     rows = [{"sample_id": f"a{i}", "uncertainty": float(100 + i)} for i in reversed(range(N)) if i != 5]
     write_table(unit_dir(store, "score", "LO") / "part-00000.parquet", rows)
     finish_unit(unit_dir(store, "score", "LO"), {"key": "LO"})
     plan = SimpleNamespace(
         leave_out={
-            ("s", "ood_probe", "a", "t"): {"score": "LO", "slm_greedy": "G", "role": "fit"},
-            ("s", "ood_probe", "b", "t"): {"score": "MISSING", "slm_greedy": "G", "role": "fit"},
+            ("s", "ood_probe", "a", "t"): ScoreRef("LO", "G", {"greedy": "G"}, "fit"),
+            ("s", "ood_probe", "b", "t"): ScoreRef("MISSING", "G", {"greedy": "G"}, "fit"),
         }
     )
     fp = {("s", "ood_probe", "l"): LEAKY}
@@ -177,12 +179,12 @@ def test_calibrate_build_for_an_excluded_dataset_takes_the_ood_probes_leave_out_
 
     fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
     for (_slm, _uq, d), fs in plan.fit_scores.items():
-        gen(fs["slm_greedy"], fit[d])
-        score(fs["score"], fit[d], 0.25)  # the ordinary OOD scores: their probes saw every other dataset
+        gen(fs.slm_greedy, fit[d])
+        score(fs.score, fit[d], 0.25)  # the ordinary OOD scores: their probes saw every other dataset
     for (_llm, d), key in plan.fit_llm.items():
         gen(key, fit[d])
     for (_slm, _uq, d, t), lo in plan.leave_out.items():
-        score(lo["score"], fit[d], 0.75 if t == "arc_easy" else 0.5)
+        score(lo.score, fit[d], 0.75 if t == "arc_easy" else 0.5)
     res = build(r.output_dir, exclude=["arc_easy"])
     assert res["record"]["scored_without"] == "arc_easy"
     rows = [json.loads(x) for x in (res["folder"] / "calibration.jsonl").read_text().splitlines()]

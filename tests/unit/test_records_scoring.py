@@ -118,7 +118,7 @@ def test_score_and_setting_units_from_records(tmp_path):
             "params": {},
             "slm": "m",
             "dataset": "d",
-            "eval": {"greedy": "G"},
+            "stages": {"greedy": "G"},
             "fit": [],
             "policy": "flexible",
         },
@@ -127,6 +127,7 @@ def test_score_and_setting_units_from_records(tmp_path):
     assert s["n"] == 4 and s["n_nan"] == 0
     unit = {
         "key": "H",
+        "setting_hash": "H",
         "name": "m__perplexity__d__l",
         "axes": {"slm": "m", "uq": "perplexity", "dataset": "d", "llm": "l"},
         "score": "S",

@@ -44,6 +44,7 @@ def _store(root, golds, slm_out, llm_out, unc, nan_policy, ties):
     finish_unit(d, {})
     unit = {
         "key": "H",
+        "setting_hash": "H",
         "name": "m__u__d__l",
         "axes": {"slm": "m", "uq": "u", "dataset": "d", "llm": "l"},
         "score": "S",

@@ -86,7 +86,7 @@ class Ref:
 
     def __init__(self, kind, payload, actor=None, shard=(0, 1), batch=None):
         self.id = next(self._ids)
-        self.kind, self.payload, self.actor, self.shard, self.batch = kind, payload, actor, shard, batch
+        self.kind, self.spec, self.actor, self.shard, self.batch = kind, payload, actor, shard, batch
         self.started = None  # virtual time it got its resources / its actor
         self.result = None
 
@@ -159,7 +159,7 @@ class FakeExecutor:
         return a
 
     def run_gen(self, actor, payload, batch, shard):
-        assert all(d in self.finished for d in payload["deps"].values()), "gen unit run before its deps"
+        assert all(d in self.finished for d in payload.deps.values()), "gen unit run before its deps"
         r = Ref("gen", payload, actor, tuple(shard), batch)
         actor.calls.append(r)
         self.gen_calls.append(r)
@@ -167,7 +167,7 @@ class FakeExecutor:
         return r
 
     def run_light(self, kind, payload):
-        u = self.plan.units[payload["key"]]
+        u = self.plan.units[payload.key]
         assert all(d in self.finished for d in u.deps), f"{kind} unit run before its deps"
         r = Ref(kind, payload)
         r.node = None
@@ -225,20 +225,20 @@ class FakeExecutor:
             ref.actor.n_done += 1
             j, n = ref.shard
             if n == 1:
-                self.finished.add(ref.payload["key"])
-            run, chunk = ref.payload["run"], ref.payload["params"]["chunk_size"]
-            size = run["limit"] if ref.payload["role"] == "eval" else run["fit_limit"]
+                self.finished.add(ref.spec.key)
+            run, chunk = ref.spec.run, ref.spec.params["chunk_size"]
+            size = run["limit"] if ref.spec.role == "eval" else run["fit_limit"]
             ran = sum(min(chunk, size - ci * chunk) for ci in range(-(-size // chunk)) if ci % n == j)
             return {
-                "key": ref.payload["key"],
+                "key": ref.spec.key,
                 "node_id": ref.actor.node,
                 "gpu_ids": [],
                 "n_chunks": n,
                 "n_samples": size,
                 "samples_run": ran,
             }
-        self.finished.add(ref.payload["key"])
-        return {"key": ref.payload["key"], "kind": ref.kind}
+        self.finished.add(ref.spec.key)
+        return {"key": ref.spec.key, "kind": ref.kind}
 
     def stop_model(self, actor):
         actor.dead = True
@@ -250,9 +250,9 @@ class FakeExecutor:
 
     def finish_gen(self, payload, summaries):
         assert len(summaries) == summaries[0]["n_chunks"]
-        self.finish_calls[payload["key"]] = self.finish_calls.get(payload["key"], 0) + 1
-        self.finished.add(payload["key"])
-        return {"key": payload["key"]}
+        self.finish_calls[payload.key] = self.finish_calls.get(payload.key, 0) + 1
+        self.finished.add(payload.key)
+        return {"key": payload.key}
 
 
 def _req(conf):
@@ -341,12 +341,12 @@ def test_shards_spread_a_unit_across_replicas(tmp_path):
     assert report.ok
     slm_gen = [u for u in plan.by_kind("gen") if u.model.startswith("slm")]
     for u in slm_gen:
-        calls = [c for c in ex.gen_calls if c.payload["key"] == u.key]
+        calls = [c for c in ex.gen_calls if c.spec.key == u.key]
         assert sorted(c.shard for c in calls) == [(0, 2), (1, 2)]  # 100 rows = 4 chunks -> 2 shards
         assert len({c.actor.id for c in calls}) == 2  # on two replicas
         assert ex.finish_calls[u.key] == 1
     # the LLM has one replica: its unit runs whole
-    llm = [c for c in ex.gen_calls if c.payload["model_kind"] == "llm"]
+    llm = [c for c in ex.gen_calls if c.spec.model_kind == "llm"]
     assert [c.shard for c in llm] == [(0, 1)]
 
 
@@ -418,13 +418,13 @@ def test_oom_retries_with_half_the_batch(tmp_path):
     seen = set()
 
     def faults(ref, ex):
-        if ref.kind == "gen" and ref.payload["stage"] == "greedy" and ref.payload["key"] not in seen:
-            seen.add(ref.payload["key"])
+        if ref.kind == "gen" and ref.spec.stage == "greedy" and ref.spec.key not in seen:
+            seen.add(ref.spec.key)
             raise UnitFailure("oom", "CUDA out of memory")
 
     plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}}, faults=faults)
     assert sched.run().ok
-    greedy = [c for c in ex.gen_calls if c.payload["stage"] == "greedy" and c.payload["model_kind"] == "slm"]
+    greedy = [c for c in ex.gen_calls if c.spec.stage == "greedy" and c.spec.model_kind == "slm"]
     assert [c.batch for c in greedy] == [None, 8]
 
 
@@ -432,13 +432,13 @@ def test_data_error_is_not_retried_and_blocks_dependents(tmp_path):
     r = grid(tmp_path, n_slms=1, n_llms=1, uq=["perplexity"], datasets=["gsm8k", "boolq"])
 
     def faults(ref, ex):
-        if ref.kind == "gen" and ref.payload["dataset"] == "boolq":
+        if ref.kind == "gen" and ref.spec.dataset == "boolq":
             raise UnitFailure("data_error", "dataset 'boolq' has no usable samples")
 
     plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}}, faults=faults)
     report = sched.run()
-    boolq_gen = [c for c in ex.gen_calls if c.payload["dataset"] == "boolq"]
-    assert len(boolq_gen) == len({c.payload["key"] for c in boolq_gen})  # once each
+    boolq_gen = [c for c in ex.gen_calls if c.spec.dataset == "boolq"]
+    assert len(boolq_gen) == len({c.spec.key for c in boolq_gen})  # once each
     assert all(plan.setting_keys[s.hash] in report.done for s in plan.settings if s.dataset == "gsm8k")
     assert all(plan.setting_keys[s.hash] in report.blocked for s in plan.settings if s.dataset == "boolq")
 
@@ -465,7 +465,7 @@ def test_resume_runs_only_what_the_store_lacks(tmp_path):
     finish_unit(unit_dir(tmp_path / "store", KIND_DIRS["gen"], llm.key), {"key": llm.key})
     ex.finished.add(llm.key)  # what the fake's dependency check knows of the store
     assert sched.run().ok
-    assert llm.key not in {c.payload["key"] for c in ex.gen_calls}
+    assert llm.key not in {c.spec.key for c in ex.gen_calls}
     assert "llm0" not in ex.loads  # a model with nothing to do is never loaded
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,6 +168,7 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
         deps=("greedy",),
         params=lambda ctx: {"scale": ctx.decoding["verbal_max_new_tokens"]},
         overhead=True,
+        columns={"answer_chars": pa.float64()},
     )
     reg = stages.STAGES.copy()
     reg.add("answer_length", toy)
@@ -188,11 +190,11 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
     r = load_grid(grid, [f"output_dir={tmp_path / 'out'}"], conf_dir=tmp_path)
     plan = make_plan(r)
     (score,) = plan.by_kind("score")
-    assert set(score.payload["eval"]) == {"greedy", "answer_length"}
-    toy_unit = plan.units[score.payload["eval"]["answer_length"]]
-    greedy_unit = plan.units[score.payload["eval"]["greedy"]]
-    assert toy_unit.payload["params"] == {"seed": 0, "chunk_size": 32, "scale": 4}
-    assert toy_unit.payload["deps"] == {"greedy": greedy_unit.key} and toy_unit.deps == (greedy_unit.key,)
+    assert set(score.spec.stages) == {"greedy", "answer_length"}
+    toy_unit = plan.units[score.spec.stages["answer_length"]]
+    greedy_unit = plan.units[score.spec.stages["greedy"]]
+    assert toy_unit.spec.params == {"seed": 0, "chunk_size": 32, "scale": 4}
+    assert toy_unit.spec.deps == {"greedy": greedy_unit.key} and toy_unit.deps == (greedy_unit.key,)
 
     samples = [
         Sample(id=f"q{i}", question=" ".join(["w"] * (i + 3)), task="numeric", gold=str(i + 3)) for i in range(3)
@@ -200,14 +202,14 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
     monkeypatch.setattr(stages, "load_role", lambda dc, run, role: (samples, []))
     store = r.store_dir
     for u in (greedy_unit, toy_unit):
-        stages.run_gen_unit(WordBackend(), u.payload, store)
+        stages.run_gen_unit(WordBackend(), u.spec, store)
     rows = read_unit(unit_dir(store, "gen", toy_unit.key)).to_pylist()
     greedy_rows = read_unit(unit_dir(store, "gen", greedy_unit.key)).to_pylist()
     want = [len(g["raw_output"]) / 4 for g in greedy_rows]
     assert [x["answer_chars"] for x in rows] == want
-    ids, stats = load_stats(store, score.payload["eval"], "flexible")
+    ids, stats = load_stats(store, score.spec.stages, "flexible")
     assert ids == ["q0", "q1", "q2"] and stats["answer_chars"].tolist() == want
-    run_score_unit(score.payload, store)
+    run_score_unit(score.spec, store)
     got = read_unit(unit_dir(store, "score", score.key)).to_pylist()
     assert [x["uncertainty"] for x in got] == want
 

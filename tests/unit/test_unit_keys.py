@@ -51,8 +51,8 @@ def test_a_ptrue_prompt_bump_invalidates_exactly_ptrue_passes_scores_and_setting
         k
         for k, u in bumped.units.items()
         if (u.kind == "gen" and u.stage == "ptrue")
-        or (u.kind == "score" and u.payload["uq"] == "ptrue")
-        or (u.kind == "setting" and u.payload["axes"]["uq"] == "ptrue")
+        or (u.kind == "score" and u.spec.uq == "ptrue")
+        or (u.kind == "setting" and u.spec.axes["uq"] == "ptrue")
     }
     assert stale == want, (sorted(labels(bumped, stale - want)), sorted(labels(bumped, want - stale)))
     kinds = sorted(bumped.units[k].kind for k in stale)
@@ -102,7 +102,7 @@ def test_an_extraction_bump_reruns_no_model_and_only_scores_that_read_answers(tm
     stale = not_done(bumped, r.store_dir)
     assert not {k for k in stale if bumped.units[k].kind == "gen"}  # no model work
     assert {k for k in stale if bumped.units[k].kind == "setting"} == set(bumped.setting_keys.values())
-    stale_uq = {bumped.units[k].payload["uq"] for k in stale if bumped.units[k].kind == "score"}
+    stale_uq = {bumped.units[k].spec.uq for k in stale if bumped.units[k].kind == "score"}
     # avg_token_prob reads the answer letter's probability; trained methods read correctness labels
     assert stale_uq == {"avg_token_prob", "probe", "ood_probe"}
 
@@ -137,7 +137,7 @@ def test_setting_results_are_read_through_the_plan(tmp_path):
     plan = make_plan(r)
     s = plan.settings[0]
     assert plan.setting_dir(r.store_dir, s) == r.store_dir / "settings" / plan.setting_keys[s.hash]
-    assert plan.setting_unit(s.hash).payload["setting_hash"] == s.hash
+    assert plan.setting_unit(s.hash).spec.setting_hash == s.hash
     assert plan.setting_keys[s.hash] != s.hash
     with pytest.raises(KeyError, match="not part of this plan"):
         plan.setting_unit("0" * 16)
@@ -162,7 +162,7 @@ def load3(tmp_path, overrides=()):
 
 def _gen_datasets(plan, score_key: str) -> set[str]:
     """Datasets of every generation pass a score unit reads (the rows its model saw or scored)."""
-    return {plan.units[d].payload["dataset"] for d in plan.units[score_key].deps}
+    return {plan.units[d].spec.dataset for d in plan.units[score_key].deps}
 
 
 @pytest.mark.parametrize("calibration, role", [(True, "fit"), (False, "eval")])
@@ -173,18 +173,18 @@ def test_calibration_scores_for_a_heldout_target_come_from_models_that_never_saw
     # one leave-out unit per (dataset, held-out target), for methods trained on other datasets only
     assert set(plan.leave_out) == {("smollm2-135m", "ood_probe", d, t) for d in ds for t in ds if d != t}
     for (_slm, _uq, d, t), lo in plan.leave_out.items():
-        u = plan.units[lo["score"]]
-        assert lo["role"] == role and u.payload["role"] == role and u.payload["dataset"] == d
-        assert [f["dataset"] for f in u.payload["fit"]] == [x for x in ds if x not in (d, t)]
+        u = plan.units[lo.score]
+        assert lo.role == role and u.spec.role == role and u.spec.dataset == d
+        assert [f.dataset for f in u.spec.fit] == [x for x in ds if x not in (d, t)]
         assert t not in _gen_datasets(plan, u.key)  # nothing of the target was read
-        assert lo["slm_greedy"] == u.payload["eval"]["greedy"]
+        assert lo.slm_greedy == u.spec.stages["greedy"]
     # the ordinary OOD scores of D did see T's fit rows: that is what the leave-out replaces
     if calibration:
         for (_slm, uq, _d), fs in plan.fit_scores.items():
             if uq == "ood_probe":
-                assert _gen_datasets(plan, fs["score"]) == set(ds)
+                assert _gen_datasets(plan, fs.score) == set(ds)
     # no model work is added: every generation the leave-outs read is read by another unit too
-    lo_keys = {lo["score"] for lo in plan.leave_out.values()}
+    lo_keys = {lo.score for lo in plan.leave_out.values()}
     read_elsewhere = {d for k, u in plan.units.items() if k not in lo_keys for d in u.deps}
     assert {d for k in lo_keys for d in plan.units[k].deps} <= read_elsewhere
 

@@ -58,7 +58,7 @@ def _score(tmp_path, method: str, stage_key: str) -> None:
             "params": {},
             "slm": "m",
             "dataset": "d",
-            "eval": {"greedy": "G", method: stage_key},
+            "stages": {"greedy": "G", method: stage_key},
             "fit": [],
             "policy": "flexible",
         },
@@ -106,6 +106,7 @@ def _setting_store(tmp_path: Path) -> Path:
 def _setting(store: Path, key: str, route: str | None, nan_policy: str = "drop") -> tuple[dict, list[dict]]:
     unit = {
         "key": key,
+        "setting_hash": key,
         "name": f"m__verbal_1s__d__l__{key}",
         "axes": {"slm": "m", "uq": "verbal_1s", "dataset": "d", "llm": "l"},
         "score": "S",
@@ -223,6 +224,7 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
     for key, pol in (("D", policy), ("MU", "most_uncertain")):
         unit = {
             "key": key,
+            "setting_hash": key,
             "name": key,
             "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
             "score": "S",
@@ -269,19 +271,19 @@ def test_nan_policy_is_per_method_with_entry_override(tmp_path):
     r2 = _grid(tmp_path, overrides=["metrics.nan_policy=drop"])
     assert nan_policy_of(r2, "perplexity") == "drop" and nan_policy_of(r2, "v2_mu") == "most_uncertain"
     plan = make_plan(r)
-    by_uq = {u.payload["axes"]["uq"]: u.payload for u in plan.by_kind("setting")}
-    assert {k: p["metrics"]["nan_policy"] for k, p in by_uq.items()} == {
+    by_uq = {u.spec.axes["uq"]: u.spec for u in plan.by_kind("setting")}
+    assert {k: p.metrics["nan_policy"] for k, p in by_uq.items()} == {
         "verbal_1s": "drop",
         "verbal_2s": "drop",
         "perplexity": "most_uncertain",
         "v2_mu": "most_uncertain",
     }
     # the policy is part of the setting's identity: the same method with another policy is another setting
-    assert by_uq["verbal_2s"]["key"] != by_uq["v2_mu"]["key"]
+    assert by_uq["verbal_2s"].key != by_uq["v2_mu"].key
     # what the setting needs to find verbal_1s's own answer and route
     v1 = by_uq["verbal_1s"]
-    assert v1["method"] == "verbal_1s" and v1["uq_params"] == {"route": "own_answer"}
-    assert set(v1["slm_stages"]) == {"greedy", "verbal_1s"}
+    assert v1.method == "verbal_1s" and v1.uq_params == {"route": "own_answer"}
+    assert set(v1.slm_stages) == {"greedy", "verbal_1s"}
 
 
 def test_bad_nan_policy_and_route_are_config_errors(tmp_path):
@@ -336,17 +338,19 @@ def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
     from types import SimpleNamespace
 
     from jobs.analysis import fit_pools
+    from jobs.units import ScoreSpec
     from orchestrator.grid import Setting
-    from orchestrator.plan import Unit
+    from orchestrator.plan import ScoreRef, Unit
 
     store = _setting_store(tmp_path)
     setting = Setting("m", "verbal_1s", "d", "l", "H")
-    fit = {("m", "verbal_1s", "d"): {"score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_1s": "V1"}}}
+    fit = {("m", "verbal_1s", "d"): ScoreRef("S", "G", {"greedy": "G", "verbal_1s": "V1"}, "fit")}
     for route, expected in (
         ("own_answer", [True, False, True, True, False, True]),
         ("greedy_answer", [True, True, False, False, False, True]),
     ):
-        score = Unit("score", "S", "score", {"method": "verbal_1s", "params": {"route": route}})
+        spec = ScoreSpec("S", "verbal_1s", "verbal_1s", {"route": route}, "m", "d", {"greedy": "G", "verbal_1s": "V1"})
+        score = Unit("score", "S", "score", spec)
         plan = SimpleNamespace(settings=[setting], fit_scores=fit, fit_llm={("l", "d"): "L"}, units={"S": score})
         pool = fit_pools(store, plan, "flexible")[("m", "verbal_1s", "l")]["d"]
         assert pool["slm_correct"].tolist() == expected
@@ -379,6 +383,7 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     _score(tmp_path, "verbal_2s", "V2")
     unit = {
         "key": "Z",
+        "setting_hash": "Z",
         "name": "z",
         "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
         "score": "S",
