@@ -140,7 +140,7 @@ def _execute(r, keys=None) -> int:
 def cmd_run(a) -> int:
     r = load_grid(a.grid, a.overrides)
     if a.address:
-        r.grid["ray"]["address"] = a.address
+        r = r.updated(ray={"address": a.address})
     for w in warnings_of(r):
         console.print(f"[yellow]warning: {w}[/]")
     if "runtime_resources" in str(r.output_dir):  # a `ray job submit` driver in its temporary working dir
@@ -150,9 +150,9 @@ def cmd_run(a) -> int:
             f"output_dir=/absolute/path on a filesystem every node sees.[/]"
         )
     if a.no_mlflow:
-        r.grid["mlflow"]["enabled"] = False
+        r = r.updated(mlflow={"enabled": False})
     if a.tracking_uri:
-        r.grid["mlflow"]["tracking_uri"] = a.tracking_uri
+        r = r.updated(mlflow={"tracking_uri": a.tracking_uri})
     return _execute(r)
 
 
@@ -189,7 +189,7 @@ def cmd_resume(a) -> int:
 
     r = load_output(Path(a.output))
     if a.address:
-        r.grid["ray"]["address"] = a.address
+        r = r.updated(ray={"address": a.address})
     keys = None
     if a.failed_only:
         last = Ledger(r.output_dir / "ledger.jsonl").last_state()

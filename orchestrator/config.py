@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,110 @@ class ConfigError(ValueError):
     """A bad config value, with the file, key, value and valid choices in the message."""
 
 
+# ---------------------------------------------------------------- immutable values
+class FrozenDict(dict):
+    """A dict that refuses every change (free-form config fields: params, resources, per-task
+    budgets). Equal to, hashed into keys and written to JSON / YAML like the plain dict it holds."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+    def __deepcopy__(self, memo):
+        return self  # immutable all the way down (values are frozen too)
+
+
+class FrozenList(list):
+    """A list that refuses every change (``exclude``, ``targets``, ``splits``, stop strings)."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenList, (list(self),))
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def freeze(x: Any) -> Any:
+    """``x`` with every dict / list (nested) made a FrozenDict / FrozenList; config objects as they are."""
+    if isinstance(x, ConfView):
+        return x
+    if isinstance(x, Mapping):
+        return FrozenDict({k: freeze(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return FrozenList(freeze(v) for v in x)
+    return x
+
+
+def plain(x: Any) -> Any:
+    """Plain dicts / lists of ``x`` (a config object, a frozen container or anything JSON-able)."""
+    if isinstance(x, ConfView) or isinstance(x, Mapping):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x
+
+
+class ConfView(Mapping):
+    """A typed config object that also reads as a read-only mapping of its fields (``m["id"]``,
+    ``m.get("stop")``, ``dict(m)``, ``m | {...}`` -> a plain dict), so code that hashes, logs or
+    writes configs sees the same data as before they were typed. Attribute access (``m.id``) is the
+    typed way; nothing can be assigned."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _field_names(type(self)):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_field_names(type(self)))
+
+    def __len__(self) -> int:
+        return len(_field_names(type(self)))
+
+    def __or__(self, other: Mapping) -> dict:
+        return plain(self) | dict(other)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a config or a mapping holding the same values (``m == {"prices": "default"}``)."""
+        return isinstance(other, Mapping) and plain(self) == plain(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict:
+        return plain(self)
+
+    def _frozen(self):
+        """This object with its free-form dicts and lists frozen, nested sections too (once, right
+        after ``OmegaConf.to_object`` made it)."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            object.__setattr__(self, f.name, v._frozen() if isinstance(v, ConfView) else freeze(v))
+        return self
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    if cls not in _FIELDS:
+        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return _FIELDS[cls]
+
+
 # ---------------------------------------------------------------- schemas
-@dataclass
-class ModelConf:
+@dataclass(frozen=True, eq=False)
+class ModelConf(ConfView):
     """One SLM or LLM (``conf/slm/<name>.yaml`` / ``conf/llm/<name>.yaml``)."""
 
     name: str = MISSING
@@ -71,8 +173,8 @@ class ModelConf:
     torch_threads: int | None = None
 
 
-@dataclass
-class UQConf:
+@dataclass(frozen=True, eq=False)
+class UQConf(ConfView):
     """One UQ method (``conf/uq/<name>.yaml``): a registry key plus parameters.
 
     nan_policy: what the metrics do with samples the method could not score (most_uncertain |
@@ -85,8 +187,8 @@ class UQConf:
     nan_policy: str | None = None
 
 
-@dataclass
-class FieldMappingConf:
+@dataclass(frozen=True, eq=False)
+class FieldMappingConf(ConfView):
     id: str | None = None
     question: str = "question"
     gold: str = "answer"
@@ -95,8 +197,8 @@ class FieldMappingConf:
     gold_format: str = "text"
 
 
-@dataclass
-class DatasetConf:
+@dataclass(frozen=True, eq=False)
+class DatasetConf(ConfView):
     """One dataset (``conf/dataset/<name>.yaml``).
 
     adapter: a key of jobs.datasets.DATASETS (files in the shared folder), or ``hub`` /
@@ -116,8 +218,8 @@ class DatasetConf:
     group: str | None = None  # math | commonsense | ... (for reports and OOD splits)
 
 
-@dataclass
-class DatasetRunConf:
+@dataclass(frozen=True, eq=False)
+class DatasetRunConf(ConfView):
     """Grid-wide sampling of every dataset (``dataset.limit=50`` on the command line)."""
 
     limit: int | None = 100  # evaluated questions per dataset (None = all)
@@ -126,8 +228,8 @@ class DatasetRunConf:
     data_root: str | None = None  # default: ../shared/datasets beside the repo
 
 
-@dataclass
-class DecodingConf:
+@dataclass(frozen=True, eq=False)
+class DecodingConf(ConfView):
     max_new_tokens: dict = field(default_factory=lambda: {"numeric": 160, "mc": 48, "yesno": 48, "freeform": 48})
     num_samples: int = 5  # m for Jaccard degree
     sample_temperature: float = 1.0
@@ -141,8 +243,8 @@ class DecodingConf:
     answer_mode: Any = "generate"
 
 
-@dataclass
-class MetricsConf:
+@dataclass(frozen=True, eq=False)
+class MetricsConf(ConfView):
     ties: str = "expected"  # expected | stable
     # most_uncertain | drop: for UQ methods that declare no NaN policy of their own (the verbal
     # methods declare drop: UQMethod.nan_policy); a UQ entry's nan_policy wins over both: nan_policy_of
@@ -151,16 +253,16 @@ class MetricsConf:
     seed: int = 0
 
 
-@dataclass
-class MlflowConf:
+@dataclass(frozen=True, eq=False)
+class MlflowConf(ConfView):
     enabled: bool = True
     tracking_uri: str | None = None  # None: start a local server with SQLite under the output folder
     experiment: str = "uqroute"
     port: int = 5000
 
 
-@dataclass
-class RayConf:
+@dataclass(frozen=True, eq=False)
+class RayConf(ConfView):
     address: str | None = None  # None: start a local Ray; "auto" or ray://host:port to join one
     num_cpus: int | None = None
     num_gpus: int | None = None
@@ -171,8 +273,8 @@ class RayConf:
     poll_s: float = 1.0  # how long the scheduler waits for a completion before looking again
 
 
-@dataclass
-class CalibrationConf:
+@dataclass(frozen=True, eq=False)
+class CalibrationConf(ConfView):
     """Calibration ("proxy routing") data and threshold transfer (paper section on generalization).
 
     enabled: also run every SLM stage, UQ method and LLM on the ``fit`` role (train/dev splits, or
@@ -207,15 +309,15 @@ class CalibrationConf:
     splits: list = field(default_factory=lambda: ["leave_one_out"])
 
 
-@dataclass
-class CostConf:
+@dataclass(frozen=True, eq=False)
+class CostConf(ConfView):
     """The cost axis (``jobs/cost.py``): which price table prices tokens and wall time."""
 
     prices: str = "default"  # a table in conf/prices/ (the grid's conf folder, then the repository's) or a YAML path
 
 
-@dataclass
-class GridConf:
+@dataclass(frozen=True, eq=False)
+class GridConf(ConfView):
     name: str = MISSING
     output_dir: str = "runs/${name}"
     store_dir: str | None = None  # shared work-unit store; default <output_dir>/store
@@ -262,32 +364,85 @@ def _choices() -> dict[str, tuple[str, ...]]:
 CHOICES = _choices()
 
 
+#: a grid's axes (GridConf fields) -> the key listing their names in the stored resolved config
+AXIS_NAMES = {"slms": "slm_names", "llms": "llm_names", "uq": "uq_names", "datasets": "dataset_names"}
+
+
 @dataclass(frozen=True)
 class ResolvedGrid:
-    """The grid with every name resolved to a typed config; plain dicts inside."""
+    """The grid with every name resolved to a typed, immutable config.
 
-    grid: dict
-    slms: dict  # name -> ModelConf as dict
-    llms: dict
-    uq: dict
-    datasets: dict
+    grid: the ``GridConf`` (its axes ``slms`` / ``llms`` / ``uq`` / ``datasets`` hold the resolved
+    names, in grid order); slms / llms: name -> ``ModelConf``; uq: name -> ``UQConf`` (``method``
+    filled: it defaults to the name); datasets: name -> ``DatasetConf`` (``adapter`` filled). Every
+    value is frozen; ``updated`` derives a changed copy. Built by ``load_grid`` (a grid file) and
+    ``resolved_from_yaml`` (an output folder's stored copy), and nowhere else."""
+
+    grid: GridConf
+    slms: Mapping[str, ModelConf]
+    llms: Mapping[str, ModelConf]
+    uq: Mapping[str, UQConf]
+    datasets: Mapping[str, DatasetConf]
     source: str  # the grid file
 
+    def grid_dict(self) -> dict:
+        """The grid section as stored in an output folder (``resolved.yaml``) and hashed into its
+        identity: plain values, the axes as ``slm_names`` ... ``dataset_names``."""
+        g = plain(self.grid)
+        return {k: v for k, v in g.items() if k not in AXIS_NAMES} | {n: g[a] for a, n in AXIS_NAMES.items()}
+
+    def to_dict(self) -> dict:
+        return {
+            "grid": self.grid_dict(),
+            **{axis: {k: plain(v) for k, v in getattr(self, axis).items()} for axis in AXIS_NAMES},
+            "source": self.source,
+        }
+
     def to_yaml(self) -> str:
-        return OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(self)))
+        return OmegaConf.to_yaml(OmegaConf.create(self.to_dict()))
+
+    def updated(self, **changes: Any) -> ResolvedGrid:
+        """A copy with grid fields changed: a section by a mapping of its fields
+        (``updated(ray={"address": "auto"})``), a plain field by its value (``output_dir=...``)."""
+        kw = {}
+        for k, v in changes.items():
+            cur = getattr(self.grid, k)
+            if isinstance(cur, ConfView) and isinstance(v, Mapping):
+                kw[k] = dataclasses.replace(cur, **{kk: freeze(vv) for kk, vv in v.items()})
+            else:
+                kw[k] = freeze(v)
+        return dataclasses.replace(self, grid=dataclasses.replace(self.grid, **kw))
+
+    def with_axes(self, **axes: Mapping) -> ResolvedGrid:
+        """A copy with other axis entries (``slms={name: ModelConf}``, ...); the grid's name lists follow."""
+        new = {a: FrozenDict(v) for a, v in axes.items()}
+        grid = dataclasses.replace(self.grid, **{a: FrozenList(v) for a, v in new.items()})
+        return dataclasses.replace(self, grid=grid, **new)
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.grid["output_dir"])
+        return Path(self.grid.output_dir)
 
     @property
     def store_dir(self) -> Path:
-        return Path(self.grid["store_dir"] or (self.output_dir / "store"))
+        return Path(self.grid.store_dir or (self.output_dir / "store"))
 
 
 # ---------------------------------------------------------------- loading
+def _writable(node) -> None:
+    """A structured config of a frozen schema is read-only; merging needs it writable (the typed
+    object made from it at the end is frozen again)."""
+    OmegaConf.set_readonly(node, None)
+    if isinstance(node, DictConfig):
+        for key in list(node.keys()):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                _writable(child)
+
+
 def _merge(schema_cls, data, where: str):
     base = OmegaConf.structured(schema_cls)
+    _writable(base)
     OmegaConf.set_struct(base, True)
     _open_dicts(base)
     try:
@@ -368,8 +523,18 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
         name = merged.name
         if name in out:
             raise ConfigError(f"{where}: {kind} {name!r} is listed twice")
-        out[name] = OmegaConf.to_container(merged, resolve=True)
+        out[name] = _typed(merged)
     return out
+
+
+def _typed(merged):
+    """The typed, frozen config object of a merged node; the one place defaults that follow the
+    entry's name are filled (a UQ entry's ``method`` and a dataset's ``adapter`` default to it)."""
+    if "method" in merged and not merged.method:
+        merged.method = merged.name
+    if "adapter" in merged and not merged.adapter:
+        merged.adapter = merged.name
+    return OmegaConf.to_object(merged)._frozen()
 
 
 def warnings_of(r: ResolvedGrid) -> list[str]:
@@ -468,36 +633,35 @@ def load_grid(grid_file: str | Path, overrides: list[str] | None = None, conf_di
         ) from None
     conf_dir = conf_dir or find_conf_dir(grid_file)
     g = OmegaConf.to_container(grid, resolve=True)
-    for axis in ("slms", "llms", "uq", "datasets"):
+    for axis in AXIS_NAMES:
         if not g[axis]:
             raise ConfigError(f"{where}: '{axis}' is empty; a grid needs at least one entry per axis")
-    resolved = ResolvedGrid(
-        grid={k: v for k, v in g.items() if k not in ("slms", "llms", "uq", "datasets")}
-        | {"slm_names": [], "llm_names": [], "uq_names": [], "dataset_names": []},
-        slms=_resolve_entries("slm", ModelConf, g["slms"], conf_dir, where),
-        llms=_resolve_entries("llm", ModelConf, g["llms"], conf_dir, where),
-        uq=_resolve_entries("uq", UQConf, g["uq"], conf_dir, where),
-        datasets=_resolve_entries("dataset", DatasetConf, g["datasets"], conf_dir, where),
-        source=str(grid_file),
-    )
-    for axis, key in (("slms", "slm_names"), ("llms", "llm_names"), ("uq", "uq_names"), ("datasets", "dataset_names")):
-        resolved.grid[key] = list(getattr(resolved, axis))
+    kinds = {
+        "slms": ("slm", ModelConf),
+        "llms": ("llm", ModelConf),
+        "uq": ("uq", UQConf),
+        "datasets": ("dataset", DatasetConf),
+    }
+    axes = {axis: _resolve_entries(kind, cls, g[axis], conf_dir, where) for axis, (kind, cls) in kinds.items()}
+    for axis, entries in axes.items():
+        grid[axis] = list(entries)  # the grid lists the resolved names
+    resolved = ResolvedGrid(grid=_typed(grid), **{a: FrozenDict(v) for a, v in axes.items()}, source=str(grid_file))
     validate(resolved)
-    _resolve_locations(resolved)
-    return resolved
+    return _resolve_locations(resolved)
 
 
-def _resolve_locations(r: ResolvedGrid) -> None:
+def _resolve_locations(r: ResolvedGrid) -> ResolvedGrid:
     """Absolute paths for where data is read and results go, fixed by the driver for every worker.
 
     On a cluster, workers on other nodes (and a `ray job submit` driver in its temporary working
     dir) must read the same files: the data root and the output folder must then be on a
     filesystem every node sees, given as absolute paths or found from the driver's location."""
     g = r.grid
-    g["output_dir"] = str(Path(g["output_dir"]).expanduser().absolute())
-    if g.get("store_dir"):
-        g["store_dir"] = str(Path(g["store_dir"]).expanduser().absolute())
-    root = g["dataset"]["data_root"] or os.environ.get("UQROUTE_DATA_ROOT")
+    r = r.updated(
+        output_dir=str(Path(g.output_dir).expanduser().absolute()),
+        store_dir=str(Path(g.store_dir).expanduser().absolute()) if g.store_dir else None,
+    )
+    root = g.dataset.data_root or os.environ.get("UQROUTE_DATA_ROOT")
     needs_shared = [n for n, d in r.datasets.items() if d["adapter"] not in ("hub", "local", "questions")]
     if root:
         path = Path(root).expanduser().absolute()
@@ -506,14 +670,13 @@ def _resolve_locations(r: ResolvedGrid) -> None:
                 f"dataset.data_root={root!r}: no such folder (datasets {', '.join(needs_shared)} "
                 f"read their files there)"
             )
-        g["dataset"]["data_root"] = str(path)
-        return
+        return r.updated(dataset={"data_root": str(path)})
     if not needs_shared:
-        return
+        return r
     from jobs.datasets import default_data_root
 
     try:
-        g["dataset"]["data_root"] = str(default_data_root())
+        return r.updated(dataset={"data_root": str(default_data_root())})
     except FileNotFoundError as e:
         raise ConfigError(
             f"datasets {', '.join(needs_shared)} need the benchmark files: {e}. Give "
@@ -618,7 +781,6 @@ def validate(r: ResolvedGrid) -> None:
                 f"Drop those methods from the grid, use an hf SLM, or add exclude: [{rules_hint}]"
             )
     for name, u in r.uq.items():
-        u["method"] = u["method"] or name
         try:
             UQ_METHODS.check(u["method"])
         except UnknownNameError as e:
@@ -630,7 +792,6 @@ def validate(r: ResolvedGrid) -> None:
             raise ConfigError(f"uq {name!r}: params: {e}") from None
     _check_prices(r)
     for name, d in r.datasets.items():
-        d["adapter"] = d["adapter"] or name
         where = f"dataset {name!r}"
         _check_encoding(where, d["encoding"])
         if d["adapter"] == "questions":
@@ -720,26 +881,20 @@ def _defaults(cls) -> dict:
     return out
 
 
-def _fill(defaults: dict, stored: dict) -> dict:
-    """``stored`` over ``defaults``, nested sections too: a field added since keeps its default."""
-    out = dict(defaults)
-    for k, v in stored.items():
-        out[k] = (
-            _fill(defaults[k], v)
-            if isinstance(v, dict)
-            and isinstance(defaults.get(k), dict)
-            and k not in ("max_new_tokens", "params", "resources", "fixed_threshold", "answer_mode")
-            else v
-        )
-    return out
-
-
 def resolved_from_yaml(text: str) -> ResolvedGrid:
-    """A stored resolved config; fields added to the schemas since it was written get their defaults
-    (a new field's default keeps the old behaviour), so an older output folder still matches its grid."""
+    """A stored resolved config (``ResolvedGrid.to_yaml``); fields added to the schemas since it was
+    written get their defaults (a new field's default keeps the old behaviour), so an older output
+    folder still matches its grid."""
     d = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    grid_defaults = {k: v for k, v in _defaults(GridConf).items() if k not in ("slms", "llms", "uq", "datasets")}
-    d["grid"] = _fill(grid_defaults, d["grid"])
-    for axis, cls in (("slms", ModelConf), ("llms", ModelConf), ("uq", UQConf), ("datasets", DatasetConf)):
-        d[axis] = {name: _fill(_defaults(cls), conf) for name, conf in d[axis].items()}
-    return ResolvedGrid(**d)
+    stored = dict(d["grid"])
+    g = {k: v for k, v in stored.items() if k not in AXIS_NAMES.values()}
+    g |= {axis: stored.get(names, list(d[axis])) for axis, names in AXIS_NAMES.items()}
+    kinds = {"slms": ModelConf, "llms": ModelConf, "uq": UQConf, "datasets": DatasetConf}
+    return ResolvedGrid(
+        grid=_typed(_merge(GridConf, g, "stored config")),
+        **{
+            axis: FrozenDict({n: _typed(_merge(cls, c, f"stored config: {axis}.{n}")) for n, c in d[axis].items()})
+            for axis, cls in kinds.items()
+        },
+        source=d.get("source", ""),
+    )

@@ -36,8 +36,15 @@ DATASET_IDENTITY_FIELDS = ("adapter", "split", "train_split", "task", "hub_path"
 
 def stable_hash(obj, n: int = 16) -> str:
     """Hash of a JSON-able object, independent of dict order."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_value)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def _json_value(x):
+    """A typed config object as the plain dict it reads as (``orchestrator.config.ConfView``); else str."""
+    from orchestrator.config import ConfView, plain
+
+    return plain(x) if isinstance(x, ConfView) else str(x)
 
 
 def model_identity(m: dict) -> dict:

@@ -70,7 +70,7 @@ def config_identity(r: ResolvedGrid) -> dict:
     the grid's MLflow parent run -- unchanged."""
     from orchestrator.config import DatasetConf, GridConf, ModelConf, UQConf, _defaults
 
-    g = {k: v for k, v in r.grid.items() if k not in NON_IDENTITY}
+    g = {k: v for k, v in r.grid_dict().items() if k not in NON_IDENTITY}
     # where the data files are read from is a location, not what the results are
     g["dataset"] = {k: v for k, v in g["dataset"].items() if k != "data_root"}
     axes = {
@@ -80,7 +80,7 @@ def config_identity(r: ResolvedGrid) -> dict:
         "datasets": (r.datasets, DatasetConf),
     }
     return {"grid": _non_default(g, _defaults(GridConf))} | {
-        axis: {name: _non_default(conf, _defaults(cls)) for name, conf in confs.items()}
+        axis: {name: _non_default(conf.to_dict(), _defaults(cls)) for name, conf in confs.items()}
         for axis, (confs, cls) in axes.items()
     }
 
@@ -125,8 +125,7 @@ def load_output(out: Path) -> ResolvedGrid:
         raise FileNotFoundError(f"{out} is not a uqroute output folder (no {RESOLVED_FILE})")
     r = resolved_from_yaml(path.read_text())
     # the folder may have moved since: paths come from where it is now
-    r.grid["output_dir"] = str(Path(out))
-    return r
+    return r.updated(output_dir=str(Path(out)))
 
 
 def setting_params(r: ResolvedGrid, axes: dict) -> dict:

@@ -88,19 +88,27 @@ def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path):
 def test_a_field_added_with_its_default_leaves_the_grid_identity_unchanged():
     """The grid hash names the MLflow parent run: a schema field added later, at its default, must
     not change it (or an upgraded uqroute would log every setting again under a new parent)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from orchestrator.config import resolved_from_yaml
     from orchestrator.runner import config_hash
 
     r = load_grid(DEFAULT)
     before = config_hash(r)
-    for m in r.slms.values():
-        m["some_future_field"] = None
+    stored = r.to_dict()
+    for m in stored["slms"].values():
         del m["batch_by_length"]  # as written by a version without it
-    assert config_hash(r) != before  # a new key with a value the schema does not know is identity
-    for m in r.slms.values():
-        del m["some_future_field"]
-    assert config_hash(r) == before
-    r.slms["smollm2-135m"]["hidden_layer"] = -3
-    assert config_hash(r) != before  # a real change still changes it
+    old = resolved_from_yaml(OmegaConf.to_yaml(OmegaConf.create(stored)))
+    assert config_hash(old) == before
+    # a key the schema does not know cannot enter a resolved config: it is refused, naming it
+    for m in stored["slms"].values():
+        m["some_future_field"] = None
+    with pytest.raises(ConfigError, match="some_future_field"):
+        resolved_from_yaml(OmegaConf.to_yaml(OmegaConf.create(stored)))
+    changed = r.with_axes(slms={n: dataclasses.replace(m, hidden_layer=-3) for n, m in r.slms.items()})
+    assert config_hash(changed) != before  # a real change still changes it
 
 
 def test_valid_choices_come_from_the_module_that_owns_each_vocabulary(monkeypatch):
