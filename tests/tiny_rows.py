@@ -217,8 +217,10 @@ def _keyset(label: str, expected, actual) -> list[str]:
 
 
 def label(unit: dict) -> str:
-    """``<kind>/<key> (<what its manifest says it is>)``, e.g. ``gen/03c4944dfb48ab28 (greedy, ...)``."""
-    about = ", ".join(str(v) for v in unit.get("about", {}).values())
+    """``<kind>/<key> (<what its manifest says it is>)``: a setting's name, else e.g. ``greedy,
+    smollm2-test, addsub, fit``."""
+    about = unit.get("about", {})
+    about = about.get("name") or ", ".join(str(about[k]) for k in ABOUT if k in about)
     return f"{unit['kind']}/{unit['key']}" + (f" ({about})" if about else "")
 
 
