@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,4 +70,15 @@ def tiny_run(tmp_path_factory, ray_local, mlflow_server):
         ],
     )
     plan, report, sink = run_grid(r)
-    return {"resolved": r, "plan": plan, "report": report, "sink": sink, "out": out, "uri": mlflow_server}
+    # the store as the run left it (later tests add units to ``out``'s: calibrate apply on new questions)
+    snapshot = tmp_path_factory.mktemp("tiny-store") / "store"
+    shutil.copytree(out / "store", snapshot)
+    return {
+        "resolved": r,
+        "plan": plan,
+        "report": report,
+        "sink": sink,
+        "out": out,
+        "uri": mlflow_server,
+        "store_after_run": snapshot,
+    }
