@@ -23,9 +23,11 @@ class ModelWorker:
         self.store = store
         os.environ.update(secrets or {})  # e.g. the API key named by api_key_env
         from jobs.backends import make_backend
+        from jobs.backends import model_conf as typed
 
-        self.backend = make_backend(model_conf)
-        self.batch_size = int(model_conf.get("batch_size") or 8)
+        self.conf = typed(model_conf)
+        self.backend = make_backend(self.conf)
+        self.batch_size = self.conf.batch_size
 
     def run_gen(self, unit: GenSpec, batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
         from jobs.errors import classified

@@ -80,9 +80,14 @@ class Registry:
     def get(self, name: str) -> Any:
         self.check(name)
         if name not in self._loaded:
-            module, attr = self._targets[name].split(":", 1)
-            obj = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-            self._loaded[name] = obj
+            self._loaded[name] = import_string(self._targets[name])
         return self._loaded[name]
+
+
+def import_string(target: str) -> Any:
+    """The object named by ``"package.module:attr.sub"``."""
+    module, attr = target.split(":", 1)
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

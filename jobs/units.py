@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+#: samples per chunk of a gen unit (one Parquet part each: the unit of resume); part of gen keys
+CHUNK_SIZE = 32
+
 M = TypeVar("M", bound="_Manifest")
 S = TypeVar("S", bound="_SpecOf")
 
@@ -77,7 +80,7 @@ class GenSpec(_SpecOf):
 
     @property
     def chunk_size(self) -> int:
-        return int(self.params.get("chunk_size", 32))
+        return int(self.params.get("chunk_size", CHUNK_SIZE))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,145 +32,12 @@ class ConfigError(ValueError):
     """A bad config value, with the file, key, value and valid choices in the message."""
 
 
-# ---------------------------------------------------------------- immutable values
-class FrozenDict(dict):
-    """A dict that refuses every change (free-form config fields: params, resources, per-task
-    budgets). Equal to, hashed into keys and written to JSON / YAML like the plain dict it holds."""
-
-    def _refuse(self, *a, **k):
-        raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
-
-    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
-
-    def __reduce__(self):
-        return (FrozenDict, (dict(self),))
-
-    def __deepcopy__(self, memo):
-        return self  # immutable all the way down (values are frozen too)
-
-
-class FrozenList(list):
-    """A list that refuses every change (``exclude``, ``targets``, ``splits``, stop strings)."""
-
-    def _refuse(self, *a, **k):
-        raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
-
-    def __reduce__(self):
-        return (FrozenList, (list(self),))
-
-    def __deepcopy__(self, memo):
-        return self
-
-
-def freeze(x: Any) -> Any:
-    """``x`` with every dict / list (nested) made a FrozenDict / FrozenList; config objects as they are."""
-    if isinstance(x, ConfView):
-        return x
-    if isinstance(x, Mapping):
-        return FrozenDict({k: freeze(v) for k, v in x.items()})
-    if isinstance(x, (list, tuple)):
-        return FrozenList(freeze(v) for v in x)
-    return x
-
-
-def plain(x: Any) -> Any:
-    """Plain dicts / lists of ``x`` (a config object, a frozen container or anything JSON-able)."""
-    if isinstance(x, ConfView) or isinstance(x, Mapping):
-        return {k: plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    return x
-
-
-class ConfView(Mapping):
-    """A typed config object that also reads as a read-only mapping of its fields (``m["id"]``,
-    ``m.get("stop")``, ``dict(m)``, ``m | {...}`` -> a plain dict), so code that hashes, logs or
-    writes configs sees the same data as before they were typed. Attribute access (``m.id``) is the
-    typed way; nothing can be assigned."""
-
-    def __getitem__(self, key: str) -> Any:
-        if key in _field_names(type(self)):
-            return getattr(self, key)
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_field_names(type(self)))
-
-    def __len__(self) -> int:
-        return len(_field_names(type(self)))
-
-    def __or__(self, other: Mapping) -> dict:
-        return plain(self) | dict(other)
-
-    def __eq__(self, other: object) -> bool:
-        """Equal to a config or a mapping holding the same values (``m == {"prices": "default"}``)."""
-        return isinstance(other, Mapping) and plain(self) == plain(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_dict(self) -> dict:
-        return plain(self)
-
-    def _frozen(self):
-        """This object with its free-form dicts and lists frozen, nested sections too (once, right
-        after ``OmegaConf.to_object`` made it)."""
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            object.__setattr__(self, f.name, v._frozen() if isinstance(v, ConfView) else freeze(v))
-        return self
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    if cls not in _FIELDS:
-        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return _FIELDS[cls]
-
-
+# immutable values and typed configs that read as mappings (jobs.conf: the workers use them too)
 # ---------------------------------------------------------------- schemas
-@dataclass(frozen=True, eq=False)
-class ModelConf(ConfView):
-    """One SLM or LLM (``conf/slm/<name>.yaml`` / ``conf/llm/<name>.yaml``)."""
-
-    name: str = MISSING
-    backend: str = "hf"  # hf | openai
-    # hf backend: where the weights come from (see jobs/backends/model_source.py)
-    source: str = "hub"  # hub | path | package | package_assemble
-    id: str = ""  # hub id, path, or package import name
-    file: str | None = None  # GGUF file name inside the folder / package
-    revision: str | None = None
-    dtype: str = "float32"  # float32 | float16 | bfloat16 | auto (hf: bfloat16 on CUDA, float32 on CPU)
-    quantize: str | None = None  # None | int8_dynamic (CPU only; see jobs/backends/hf.py)
-    use_chat_template: bool = True
-    stop: list = field(default_factory=list)  # stop strings (base models without a chat template)
-    max_new_tokens: int | None = None  # cap on every generation of this model (cost control)
-    hidden_layer: int = -8  # probe layer: index into hidden_states (-8 = 8th-to-last)
-    trust_remote_code: bool = False  # hf: run modelling code from the model's repository (the run warns)
-    # openai backend (vLLM, cloud APIs): key read from the named environment variable only
-    base_url: str | None = None
-    model_name: str | None = None
-    api_key_env: str | None = None
-    max_concurrency: int = 8
-    request_timeout_s: float = 120.0
-    top_logprobs: int = 20  # openai SLM: log-probs listed per token (entropy, p(True)); vLLM allows <= 20
-    # resources requested from Ray for the actor hosting this model
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
-    gpu_memory_fraction: float | None = None  # torch's own CUDA memory cap
-    resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {node_a: 1}
-    batch_size: int = 8
-    # long inputs (README "Long inputs"): prompts longer than this are cut (default: the model's
-    # context length minus the generation budget); batches formed by prompt length within a chunk
-    max_prompt_tokens: int | None = None
-    batch_by_length: bool = False
-    replicas: int = 1  # actors hosting this model at once (each with the resources above)
-    torch_threads: int | None = None
+# ModelConf (every model's fields) and each backend's subclass (its own fields and checks) live with
+# the backends: jobs.backends.base.ModelConf, jobs.backends.BACKENDS
+from jobs.backends.base import ModelConf  # noqa: E402
+from jobs.conf import ConfView, FrozenDict, FrozenList, freeze, plain  # noqa: E402, F401
 
 
 @dataclass(frozen=True, eq=False)
@@ -340,16 +207,12 @@ def _choices() -> dict[str, tuple[str, ...]]:
     """The valid values of every enumerated config field, read from the module that owns each
     vocabulary (none is re-listed here)."""
     from jobs import answers, calibration, metrics
-    from jobs.backends import BACKENDS, HF_DTYPES, HF_QUANTIZE
-    from jobs.backends.model_source import SOURCES
+    from jobs.backends import BACKENDS
     from jobs.datasets.hub import GOLD_FORMATS
     from jobs.types import TASK_TYPES
 
     return {
         "backend": tuple(BACKENDS.names()),
-        "source": tuple(SOURCES),
-        "dtype": HF_DTYPES,
-        "quantize": HF_QUANTIZE,
         "ties": metrics.TIES,
         "nan_policy": metrics.NAN_POLICIES,
         "extraction_policy": answers.POLICIES,
@@ -513,11 +376,11 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
                     )
                 )
             data = _load_yaml(path, where)
-            merged = _merge(schema_cls, data, str(path))
+            merged = _merge(_schema_of(schema_cls, data, str(path)), data, str(path))
             if merged.name != entry:
                 raise ConfigError(f"{path}: name {merged.name!r} must equal the file name {entry!r}")
         elif isinstance(entry, (dict, DictConfig)):
-            merged = _merge(schema_cls, entry, where)
+            merged = _merge(_schema_of(schema_cls, entry, where), entry, where)
         else:
             raise ConfigError(f"{where}: expected a name or a mapping, got {entry!r}")
         name = merged.name
@@ -525,6 +388,20 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
             raise ConfigError(f"{where}: {kind} {name!r} is listed twice")
         out[name] = _typed(merged)
     return out
+
+
+def _schema_of(schema_cls, data, where: str):
+    """The schema an entry is merged into: for a model, its backend's config class
+    (``jobs.backends.BACKENDS``; ``backend`` defaults to hf), else ``schema_cls``."""
+    if schema_cls is not ModelConf:
+        return schema_cls
+    from jobs.backends import conf_class
+
+    backend = (data.get("backend") if hasattr(data, "get") else None) or ModelConf.backend
+    try:
+        return conf_class(str(backend))
+    except UnknownNameError as e:
+        raise ConfigError(f"{where}: backend: {e}") from None
 
 
 def _typed(merged):
@@ -539,15 +416,12 @@ def _typed(merged):
 
 def warnings_of(r: ResolvedGrid) -> list[str]:
     """Things a user must know before a run starts (printed by the CLI)."""
-    out = []
-    for kind, models in (("slm", r.slms), ("llm", r.llms)):
-        for name, m in models.items():
-            if m.get("backend") == "hf" and m.get("trust_remote_code"):
-                out.append(
-                    f"{kind} {name!r} sets trust_remote_code: true: it runs Python code shipped with "
-                    f"{m['id']!r} (its repository's modelling files) in the model actor"
-                )
-    return out
+    return [
+        f"{kind} {w}"
+        for kind, models in (("slm", r.slms), ("llm", r.llms))
+        for m in models.values()
+        for w in m.warnings()
+    ]
 
 
 def _check_encoding(where: str, encoding: str) -> None:
@@ -575,7 +449,7 @@ def nan_policy_of(r: ResolvedGrid, uq: str) -> str:
     conf = r.uq[uq]
     if conf.get("nan_policy"):
         return conf["nan_policy"]
-    method = UQ_METHODS.get(conf.get("method") or uq)
+    method = UQ_METHODS.get(conf.method)
     return getattr(method, "nan_policy", None) or r.grid["metrics"]["nan_policy"]
 
 
@@ -740,28 +614,23 @@ def validate(r: ResolvedGrid) -> None:
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"
-            _check_choice(where, "backend", m["backend"], CHOICES["backend"])
-            if m["backend"] == "hf":
-                _check_choice(where, "source", m["source"], CHOICES["source"])
-                _check_choice(where, "dtype", m["dtype"], CHOICES["dtype"])
-                _check_choice(where, "quantize", m["quantize"], CHOICES["quantize"])
-                if not m["id"]:
-                    raise ConfigError(f"{where}: 'id' is required for backend hf (hub id, path or package)")
-            elif not (m["base_url"] and m["model_name"]):
-                raise ConfigError(f"{where}: backend openai needs base_url and model_name")
+            _check_choice(where, "backend", m.backend, CHOICES["backend"])
+            try:
+                m.check(where)  # the backend's own checks (jobs/backends)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     # an SLM on a backend that lacks some stats (an HTTP endpoint has no hidden states) may run every
     # UQ method but those that need them; exclude rules that drop each such setting make it pass
-    from jobs.backends import NO_STATS
     from orchestrator.grid import _excluded
 
     rules = [x for x in g["exclude"] if isinstance(x, dict)]  # malformed rules are reported below
     for name, m in r.slms.items():
-        lacks = set(NO_STATS.get(m["backend"], ()))
+        lacks = set(type(m).no_stats)
         if not lacks:
             continue
         refused = {}
         for uq, u in r.uq.items():
-            method = u["method"] or uq
+            method = u.method
             if method not in UQ_METHODS:  # reported below
                 continue
             missing = sorted(lacks & set(UQ_METHODS.get(method).requires))
@@ -881,6 +750,24 @@ def _defaults(cls) -> dict:
     return out
 
 
+def _stored_entry(schema_cls, conf: dict, where: str):
+    """One stored axis entry, typed. A model entry written before configs were split per backend
+    holds every backend's fields: those its backend's class does not have are dropped (they had no
+    effect on it)."""
+    cls = _schema_of(schema_cls, conf, where)
+    if schema_cls is ModelConf:
+        names = {f.name for f in dataclasses.fields(cls)}
+        conf = {k: v for k, v in conf.items() if k in names or k not in _PRE_SPLIT_FIELDS}
+    return _typed(_merge(cls, conf, where))
+
+
+#: the fields every model config had before configs were split per backend (hf and openai ones)
+_PRE_SPLIT_FIELDS = frozenset(
+    "source id file revision dtype quantize use_chat_template stop hidden_layer trust_remote_code base_url "
+    "model_name api_key_env max_concurrency request_timeout_s top_logprobs gpu_memory_fraction torch_threads".split()
+)
+
+
 def resolved_from_yaml(text: str) -> ResolvedGrid:
     """A stored resolved config (``ResolvedGrid.to_yaml``); fields added to the schemas since it was
     written get their defaults (a new field's default keeps the old behaviour), so an older output
@@ -893,7 +780,7 @@ def resolved_from_yaml(text: str) -> ResolvedGrid:
     return ResolvedGrid(
         grid=_typed(_merge(GridConf, g, "stored config")),
         **{
-            axis: FrozenDict({n: _typed(_merge(cls, c, f"stored config: {axis}.{n}")) for n, c in d[axis].items()})
+            axis: FrozenDict({n: _stored_entry(cls, c, f"stored config: {axis}.{n}") for n, c in d[axis].items()})
             for axis, cls in kinds.items()
         },
         source=d.get("source", ""),

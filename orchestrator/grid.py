@@ -47,8 +47,20 @@ def _json_value(x):
     return plain(x) if isinstance(x, ConfView) else str(x)
 
 
-def model_identity(m: dict) -> dict:
-    ident = {k: m.get(k) for k in MODEL_IDENTITY_FIELDS}
+#: what a model config held for the identity fields its backend's class no longer has (before configs
+#: were split per backend, every model had every field): keys of existing stores stay valid
+PRE_SPLIT_DEFAULTS = {
+    "source": "hub",
+    "id": "",
+    "dtype": "float32",
+    "use_chat_template": True,
+    "stop": [],
+    "hidden_layer": -8,
+}
+
+
+def model_identity(m) -> dict:
+    ident = {k: m.get(k, PRE_SPLIT_DEFAULTS.get(k)) for k in MODEL_IDENTITY_FIELDS}
     # options that change outputs, recorded only when set (the keys of existing stores stay valid)
     for k in ("trust_remote_code", "batch_by_length", "max_prompt_tokens"):
         if m.get(k):
@@ -85,7 +97,7 @@ def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str)
     uq_conf = r.uq[uq]
     ident = {
         "slm": model_identity(r.slms[slm]),
-        "uq": {"method": uq_conf["method"] or uq, "params": uq_conf["params"]},
+        "uq": {"method": uq_conf.method, "params": uq_conf.params},
         "dataset": dataset_identity(r.datasets[dataset], g["dataset"]),
         "llm": model_identity(r.llms[llm]),
         "decoding": g["decoding"],
@@ -95,7 +107,7 @@ def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str)
     }
     # the OOD probe and the learned routers are fitted on the other datasets of the grid: they are
     # part of its identity
-    if uq_conf["method"] == "ood_probe" or uq == "ood_probe" or _fits_other_datasets(uq_conf["method"] or uq):
+    if uq_conf.method == "ood_probe" or uq == "ood_probe" or _fits_other_datasets(uq_conf.method):
         ident["fit_datasets"] = sorted(x for x in r.datasets if x != dataset)
     return ident
 

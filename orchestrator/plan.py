@@ -37,7 +37,7 @@ from jobs import answers, prompts
 from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.store import KIND_DIRS, Store
-from jobs.units import FitSource, GenSpec, ScoreSpec, SettingSpec, Spec
+from jobs.units import CHUNK_SIZE, FitSource, GenSpec, ScoreSpec, SettingSpec, Spec
 from orchestrator.config import ResolvedGrid, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
@@ -48,7 +48,6 @@ SCORING_VERSION = "1"
 #: method that reads one (``requires``, or ``correct`` for every trained method) is keyed by
 #: ``EXTRACTION_VERSION`` and the extraction policy; the others are not.
 EXTRACTION_STATS = ("answer_logprob", "correct")
-CHUNK_SIZE = 32
 
 
 def __getattr__(name: str):
@@ -213,7 +212,7 @@ def _answer_mode_param(setting, task: str):
 def _uq_method(r: ResolvedGrid, uq: str):
     from jobs.uq import UQ_METHODS
 
-    return UQ_METHODS.get(r.uq[uq]["method"] or uq)
+    return UQ_METHODS.get(r.uq[uq].method)
 
 
 def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) -> Plan:
@@ -313,7 +312,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         spec = ScoreSpec(
             key=key,
             uq=uq,
-            method=r.uq[uq]["method"] or uq,
+            method=r.uq[uq].method,
             params=r.uq[uq]["params"],
             slm=slm,
             dataset=dataset,

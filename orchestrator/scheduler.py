@@ -481,7 +481,7 @@ class Scheduler:
         if u.key not in self.pending:
             return  # another shard of it already failed it
         if reason == "oom" and rep is not None:
-            cur = self.batch_override.get(u.key) or int(self.groups[rep.group].conf.get("batch_size") or 8)
+            cur = self.batch_override.get(u.key) or int(self.groups[rep.group].conf["batch_size"])
             self.batch_override[u.key] = max(1, cur // 2)
         if reason not in NON_RETRYABLE and attempt <= self.max_retries:
             self.ledger.write("retry", u, reason=reason, detail=detail, attempt=attempt, shard=j)

@@ -11,20 +11,43 @@ Adding a backend: one module with a class following ``base.Backend`` and one lin
 
 from __future__ import annotations
 
+from jobs.backends.base import DEFAULT_BATCH_SIZE, ModelConf  # noqa: F401
+from jobs.backends.hf_conf import HF_DTYPES, HF_QUANTIZE  # noqa: F401  (the hf backend's vocabularies)
 from jobs.registry import Registry
 
-#: the hf backend's weight dtypes and quantizations (``jobs/backends/hf.py``); here, torch-free, so
-#: the driver can validate a config without importing torch
-HF_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "auto")
-HF_QUANTIZE: tuple[str, ...] = ("int8_dynamic",)
-
-BACKENDS = Registry("backend", {"hf": "jobs.backends.hf:from_conf", "openai": "jobs.backends.openai_http:from_conf"})
-
-#: Stats (``jobs.stages.STAT_STAGE`` names) a backend cannot provide; the config refuses an SLM on
-#: such a backend paired with a UQ method that requires one.
-NO_STATS: dict[str, tuple[str, ...]] = {"openai": ("hidden_state",)}
+#: backend name -> its config class (torch-free; it names the factory that builds the backend on the
+#: worker). Adding a backend: its module, its config class, one line here.
+BACKENDS = Registry("backend", {"hf": "jobs.backends.hf_conf:HFConf", "openai": "jobs.backends.openai_http:OpenAIConf"})
 
 
-def make_backend(conf: dict):
-    """Build the backend named by ``conf['backend']`` from a resolved model config dict."""
-    return BACKENDS.get(conf.get("backend", "hf"))(conf)
+def conf_class(backend: str) -> type[ModelConf]:
+    """The config class of ``backend`` (UnknownNameError, with "did you mean", otherwise)."""
+    return BACKENDS.get(backend)
+
+
+def model_conf(conf) -> ModelConf:
+    """A typed model config: ``conf`` itself, or one built from a mapping of its fields (a YAML
+    file read by a script or test); unknown fields are a TypeError naming them."""
+    if isinstance(conf, ModelConf):
+        return conf
+    cls = conf_class(conf.get("backend", "hf"))
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(conf) - fields)
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unknown field(s) {unknown}; valid: {', '.join(sorted(fields))}")
+    return cls(**conf)
+
+
+def no_stats(backend: str) -> tuple[str, ...]:
+    """Stats (``jobs.stages.STAT_STAGE`` names) ``backend`` cannot provide."""
+    return conf_class(backend).no_stats
+
+
+def make_backend(conf):
+    """Build the backend of a model config (typed, or a mapping of its fields)."""
+    from jobs.registry import import_string
+
+    m = model_conf(conf)
+    return import_string(type(m).factory)(m)

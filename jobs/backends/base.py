@@ -1,11 +1,53 @@
-"""What every model backend returns. Plain data; no torch."""
+"""What every model backend is configured with and returns. Plain data; no torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from jobs.conf import ConfView
+
+#: a model config's batch size when it names none (``ModelConf.batch_size``), the only place it is set
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True, eq=False)
+class ModelConf(ConfView):
+    """What every SLM / LLM config has (``conf/slm/<name>.yaml``, ``conf/llm/<name>.yaml``), whatever
+    its backend. A backend's own fields and checks are in its subclass (``jobs.backends.BACKENDS``:
+    ``HFConf``, ``OpenAIConf``), which names the factory building it (``factory``, "module:function").
+
+    Defaults live here, once: nothing downstream supplies another."""
+
+    factory: ClassVar[str] = ""
+    #: stats (``jobs.stages.STAT_STAGE`` names) this backend cannot provide: the config refuses an SLM
+    #: on it paired with a UQ method that requires one
+    no_stats: ClassVar[tuple[str, ...]] = ()
+
+    name: str = "???"  # omegaconf.MISSING: required
+    backend: str = "hf"
+    max_new_tokens: int | None = None  # cap on every generation of this model (cost control)
+    # resources requested from Ray for the actor hosting this model
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {node_a: 1}
+    batch_size: int = DEFAULT_BATCH_SIZE
+    # long inputs (README "Long inputs"): prompts longer than this are cut (default: the model's
+    # context length minus the generation budget); batches formed by prompt length within a chunk
+    max_prompt_tokens: int | None = None
+    batch_by_length: bool = False
+    replicas: int = 1  # actors hosting this model at once (each with the resources above)
+
+    def check(self, where: str) -> None:
+        """Raise ValueError naming the bad field, its value and the valid choices (the config turns
+        it into a ConfigError). The backend's own checks."""
+
+    def warnings(self) -> list[str]:
+        """Things a user must know before a run with this model starts."""
+        return []
+
 
 Messages = list[dict]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from jobs.backends.base import Generation, Messages
+from jobs.backends.hf_conf import HFConf
 from jobs.backends.model_source import resolve
 
 #: Words whose next-token probability p(True) sums: each spelling that is one whole token of the
@@ -30,20 +30,8 @@ TRUE_WORDS = ("True", "true", "TRUE")
 FALSE_WORDS = ("False", "false", "FALSE")
 
 
-@dataclass(frozen=True)
-class HFModelSpec:
-    source: str
-    id: str
-    file: str | None = None
-    revision: str | None = None
-    dtype: str = "float32"  # float32 | float16 | bfloat16 | auto (bfloat16 on CUDA, float32 on CPU)
-    device: str = "auto"
-    use_chat_template: bool = True
-    hidden_layer: int = -8  # index into hidden_states (which has n_layers + 1 entries)
-    max_memory_fraction: float | None = None  # torch's per-process CUDA memory cap
-    quantize: str | None = None  # None | "int8_dynamic" (CPU: int8 weights for every Linear)
-    stop: tuple[str, ...] = ()  # stop strings: generation ends there and the text is cut (base models)
-    trust_remote_code: bool = False  # run modelling code shipped with the weights (only when a config asks)
+#: the backend's spec is its config class (``jobs/backends/hf_conf.py``): one default per field
+HFModelSpec = HFConf
 
 
 class HFBackend:
@@ -56,8 +44,8 @@ class HFBackend:
         device = spec.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and spec.max_memory_fraction:
-            torch.cuda.set_per_process_memory_fraction(spec.max_memory_fraction)
+        if device.startswith("cuda") and spec.gpu_memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(spec.gpu_memory_fraction)
         self.device = torch.device(device)
         dtype = _torch_dtype(spec.dtype, self.device)
         kw = {"revision": resolved.revision} if resolved.revision else {}
@@ -441,18 +429,5 @@ def _int8_dynamic(model):
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def from_conf(m: dict) -> HFBackend:
-    spec = HFModelSpec(
-        source=m["source"],
-        id=m["id"],
-        file=m.get("file"),
-        revision=m.get("revision"),
-        dtype=m.get("dtype", "float32"),
-        use_chat_template=m.get("use_chat_template", True),
-        hidden_layer=m.get("hidden_layer", -8),
-        max_memory_fraction=m.get("gpu_memory_fraction"),
-        quantize=m.get("quantize"),
-        stop=tuple(m.get("stop") or ()),
-        trust_remote_code=bool(m.get("trust_remote_code")),
-    )
-    return HFBackend(spec, torch_threads=m.get("torch_threads"))
+def from_conf(m: HFConf) -> HFBackend:
+    return HFBackend(m, torch_threads=m.torch_threads)

@@ -35,11 +35,13 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import requests
 
-from jobs.backends.base import Generation, Messages
+from jobs.backends.base import Generation, Messages, ModelConf
 
 #: Words whose next-token probability p(True) sums (compared after stripping a leading space).
 TRUE_WORDS = ("True", "true", "TRUE")
@@ -260,12 +262,32 @@ class OpenAIBackend:
             return np.asarray(list(pool.map(self._tf_one, prompts)), dtype=np.float64)
 
 
-def from_conf(m: dict) -> OpenAIBackend:
+@dataclass(frozen=True, eq=False)
+class OpenAIConf(ModelConf):
+    """An OpenAI-compatible endpoint (``backend: openai``): vLLM, cloud APIs; LLM or SLM. Its key is
+    read from the environment variable ``api_key_env`` names, never from the config."""
+
+    factory: ClassVar[str] = "jobs.backends.openai_http:from_conf"
+    no_stats: ClassVar[tuple[str, ...]] = ("hidden_state",)  # an endpoint returns no hidden states
+
+    base_url: str | None = None
+    model_name: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int = 8
+    request_timeout_s: float = 120.0
+    top_logprobs: int = 20  # as an SLM: log-probs listed per token (entropy, p(True)); vLLM allows <= 20
+
+    def check(self, where: str) -> None:
+        if not (self.base_url and self.model_name):
+            raise ValueError(f"{where}: backend openai needs base_url and model_name")
+
+
+def from_conf(m: OpenAIConf) -> OpenAIBackend:
     return OpenAIBackend(
-        base_url=m["base_url"],
-        model_name=m["model_name"],
-        api_key_env=m.get("api_key_env"),
-        max_concurrency=m.get("max_concurrency", 8),
-        timeout_s=m.get("request_timeout_s", 120.0),
-        top_logprobs=m.get("top_logprobs", 20),
+        base_url=m.base_url,
+        model_name=m.model_name,
+        api_key_env=m.api_key_env,
+        max_concurrency=m.max_concurrency,
+        timeout_s=m.request_timeout_s,
+        top_logprobs=m.top_logprobs,
     )

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs import prompts
+from jobs.backends.base import DEFAULT_BATCH_SIZE
 from jobs.datasets.roles import load_role
 from jobs.registry import Registry
 from jobs.stages.base import (
@@ -217,8 +218,8 @@ def run_gen_unit(
             f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}"
         )
     fn = stage(unit.stage).run
-    chunk = int(unit.params.get("chunk_size", 32))
-    bs = int(batch_size or unit.params.get("batch_size", 8))
+    chunk = unit.chunk_size
+    bs = int(batch_size or DEFAULT_BATCH_SIZE)
     n_chunks = max(1, math.ceil(len(samples) / chunk))
     done = udir.parts()
     todo = [ci for ci in range(n_chunks) if ci % n == j and ci not in done]

@@ -1,0 +1,112 @@
+"""Typed config values shared by the driver and the workers: immutable containers and ``ConfView``.
+
+A config object (``orchestrator.config``'s schemas, a backend's config class in ``jobs/backends``)
+is a frozen dataclass that also reads as a read-only mapping of its fields, so code that hashes,
+logs or writes a config sees the plain data it holds. No torch, no Ray, no OmegaConf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+class FrozenDict(dict):
+    """A dict that refuses every change (free-form config fields: params, resources, per-task
+    budgets). Equal to, hashed into keys and written to JSON / YAML like the plain dict it holds."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+    def __deepcopy__(self, memo):
+        return self  # immutable all the way down (values are frozen too)
+
+
+class FrozenList(list):
+    """A list that refuses every change (``exclude``, ``targets``, ``splits``, stop strings)."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (FrozenList, (list(self),))
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def freeze(x: Any) -> Any:
+    """``x`` with every dict / list (nested) made a FrozenDict / FrozenList; config objects as they are."""
+    if isinstance(x, ConfView):
+        return x
+    if isinstance(x, Mapping):
+        return FrozenDict({k: freeze(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return FrozenList(freeze(v) for v in x)
+    return x
+
+
+def plain(x: Any) -> Any:
+    """Plain dicts / lists of ``x`` (a config object, a frozen container or anything JSON-able)."""
+    if isinstance(x, ConfView) or isinstance(x, Mapping):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x
+
+
+class ConfView(Mapping):
+    """A typed config object that also reads as a read-only mapping of its fields (``m["id"]``,
+    ``m.get("stop")``, ``dict(m)``, ``m | {...}`` -> a plain dict), so code that hashes, logs or
+    writes configs sees the same data as before they were typed. Attribute access (``m.id``) is the
+    typed way; nothing can be assigned."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _field_names(type(self)):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_field_names(type(self)))
+
+    def __len__(self) -> int:
+        return len(_field_names(type(self)))
+
+    def __or__(self, other: Mapping) -> dict:
+        return plain(self) | dict(other)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a config or a mapping holding the same values (``m == {"prices": "default"}``)."""
+        return isinstance(other, Mapping) and plain(self) == plain(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict:
+        return plain(self)
+
+    def _frozen(self):
+        """This object with its free-form dicts and lists frozen, nested sections too (once, right
+        after ``OmegaConf.to_object`` made it)."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            object.__setattr__(self, f.name, v._frozen() if isinstance(v, ConfView) else freeze(v))
+        return self
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    if cls not in _FIELDS:
+        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return _FIELDS[cls]
