@@ -19,8 +19,8 @@ class FrozenDict(dict):
     def _refuse(self, *a, **k):
         raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
 
-    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
 
     def __reduce__(self):
         return (FrozenDict, (dict(self),))
@@ -35,8 +35,8 @@ class FrozenList(list):
     def _refuse(self, *a, **k):
         raise TypeError("a resolved config is immutable: derive a new one (ResolvedGrid.updated)")
 
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
     def __reduce__(self):
         return (FrozenList, (list(self),))

@@ -41,7 +41,11 @@ PLOT = "curve.png"
 #: a setting's files that are logged as MLflow artifacts, in that order
 SETTING_ARTIFACTS = (PLOT, RECORDS, CURVE, COST)
 
-_MANIFESTS = {"gen": GenManifest, "score": ScoreManifest, "setting": SettingManifest}
+_MANIFESTS: dict[str, type[GenManifest] | type[ScoreManifest] | type[SettingManifest]] = {
+    "gen": GenManifest,
+    "score": ScoreManifest,
+    "setting": SettingManifest,
+}
 
 STR, F64, I64, BOOL = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 LIST_STR, LIST_F64, LIST_I64 = pa.list_(STR), pa.list_(F64), pa.list_(I64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
 
@@ -70,7 +71,7 @@ def model_identity(m) -> dict:
     return ident
 
 
-def dataset_identity(d: dict, run: dict) -> dict:
+def dataset_identity(d: Mapping, run: Mapping) -> dict:
     ident = {k: d.get(k) for k in DATASET_IDENTITY_FIELDS}
     ident.update(limit=run["limit"], fit_limit=run["fit_limit"], seed=run["seed"])
     return ident

@@ -30,6 +30,7 @@ across runs that share a store. The driver-side plan imports no torch.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +179,7 @@ class Plan:
         return [u for u in self.units.values() if u.kind == kind]
 
     def counts(self) -> Counter:
-        c = Counter()
+        c: Counter = Counter()
         for u in self.units.values():
             c[f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind] += 1
         return c
@@ -188,7 +189,7 @@ class Plan:
         return {k for k, u in self.units.items() if st.done(u)}
 
 
-def dataset_task(dc: dict) -> str:
+def dataset_task(dc: Mapping) -> str:
     """The dataset's task; "mixed" for a questions file whose rows carry their own tasks."""
     if dc["adapter"] == "questions":
         return dc["task"] or "mixed"
@@ -346,7 +347,9 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         # their units in plan order, so the first settings finish (and reach MLflow) early
         sk = (s.slm, s.uq, s.dataset)
         if sk not in score_cache:
-            score_cache[sk] = score(s.slm, s.uq, s.dataset, "eval")
+            eval_score = score(s.slm, s.uq, s.dataset, "eval")
+            assert eval_score is not None  # an eval score always has data: its own fit rows, or none needed
+            score_cache[sk] = eval_score
         sc = score_cache[sk]
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
         if cal["enabled"] and sk not in fit_scores:
@@ -394,16 +397,16 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         from orchestrator.config import dataset_groups
 
         groups = dataset_groups(r)
-        members = {g: tuple(d for d in r.datasets if groups[d] == g) for g in set(groups.values()) if g}
+        members = {grp: tuple(d for d in r.datasets if groups[d] == grp) for grp in set(groups.values()) if grp}
         for slm, uq, dataset in score_cache:
             if _uq_method(r, uq).fit != "other_datasets" or not groups[dataset]:
                 continue
-            for g in sorted(members):
-                if g == groups[dataset]:
+            for grp in sorted(members):
+                if grp == groups[dataset]:
                     continue
-                lu = score(slm, uq, dataset, cal_role, leave_out=members[g])
+                lu = score(slm, uq, dataset, cal_role, leave_out=members[grp])
                 if lu is not None:
-                    leave_group_out[(slm, uq, dataset, g)] = ScoreRef.of(lu)
+                    leave_group_out[(slm, uq, dataset, grp)] = ScoreRef.of(lu)
     return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out, leave_group_out)
 
 

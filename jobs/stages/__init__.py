@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jobs import prompts
@@ -112,7 +112,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def stage_params(name: str, decoding: dict, model: dict, task: str) -> dict:
+def stage_params(name: str, decoding: Mapping, model: Mapping, task: str) -> dict:
     """The decoding params stage ``name``'s units are keyed on (``Stage.params``)."""
     return dict(stage(name).params(StageContext(decoding=decoding, model=model, task=task)))
 
