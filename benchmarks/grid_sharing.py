@@ -79,21 +79,11 @@ mlflow: {{enabled: false}}
 def plan_10k() -> tuple[int, float]:
     import yaml
 
+    from jobs.uq import PAPER_METHODS
     from orchestrator.config import load_grid
     from orchestrator.plan import make_plan
 
-    methods = [
-        "avg_token_prob",
-        "perplexity",
-        "ptrue",
-        "verbal_1s",
-        "verbal_2s",
-        "jaccard",
-        "probe",
-        "ood_probe",
-        "mean_token_entropy",
-        "max_token_nll",
-    ]
+    methods = [*PAPER_METHODS, "mean_token_entropy", "max_token_nll"]
     shared = [
         "gsm8k",
         "multiarith",

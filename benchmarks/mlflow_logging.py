@@ -184,6 +184,21 @@ def count_runs(sink) -> int:
     return sum(len(v) for v in sink.setting_runs().values())
 
 
+def measured(path: str, manifests, sink, calls: CallCounter, **times: float) -> dict:
+    """One path's result: its times, then the MLflow calls it made (counted before ``count_runs``
+    makes its own) and the setting runs MLflow holds."""
+    n_calls, kinds = calls.n, dict(calls.by_kind)
+    return {
+        "path": path,
+        "n": len(manifests),
+        **times,
+        "calls": n_calls,
+        "calls_per_setting": n_calls / len(manifests),
+        "kinds": kinds,
+        "runs": count_runs(sink),
+    }
+
+
 def run_sync(uri, manifests, folder, params, calls: CallCounter) -> dict:
     sink = new_sink(uri, f"sync-{len(manifests)}-{time.time():.0f}")
     calls.reset()
@@ -194,18 +209,7 @@ def run_sync(uri, manifests, folder, params, calls: CallCounter) -> dict:
             t = time.perf_counter()
             legacy_log_setting(sink, m, folder, params)
             blocked += time.perf_counter() - t
-    wall = time.perf_counter() - t0
-    n_calls, kinds = calls.n, dict(calls.by_kind)
-    return {
-        "path": "sync",
-        "n": len(manifests),
-        "blocked_s": blocked,
-        "wall_s": wall,
-        "calls": n_calls,
-        "calls_per_setting": n_calls / len(manifests),
-        "kinds": kinds,
-        "runs": count_runs(sink),
-    }
+    return measured("sync", manifests, sink, calls, blocked_s=blocked, wall_s=time.perf_counter() - t0)
 
 
 def run_writer(uri, manifests, folder, params, calls: CallCounter, lanes: int, maxsize: int) -> dict:
@@ -227,18 +231,8 @@ def run_writer(uri, manifests, folder, params, calls: CallCounter, lanes: int, m
         blocked += time.perf_counter() - t
     produced = time.perf_counter() - t0
     stats = w.close(wait_s=60)
-    wall = time.perf_counter() - t0
-    n_calls, kinds = calls.n, dict(calls.by_kind)
-    return {
-        "path": "writer",
-        "n": len(manifests),
-        "blocked_s": blocked,
-        "produced_s": produced,
-        "wall_s": wall,
-        "calls": n_calls,
-        "calls_per_setting": n_calls / len(manifests),
-        "kinds": kinds,
-        "runs": count_runs(sink),
+    times = {"blocked_s": blocked, "produced_s": produced, "wall_s": time.perf_counter() - t0}
+    return measured("writer", manifests, sink, calls, **times) | {
         "spilled": stats.spilled,
         "pending": len(stats.pending),
         "lanes": lanes,

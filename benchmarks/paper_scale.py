@@ -25,6 +25,9 @@ import shutil
 import time
 from pathlib import Path
 
+from jobs.datasets import PAPER_DATASETS_OFFLINE, PAPER_STAND_INS
+from jobs.uq import PAPER_METHODS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -39,23 +42,8 @@ SMOL = {
     "torch_threads": 1,
     "num_cpus": 0.5,
 }
-DATASETS = [
-    "gsm8k",
-    "aqua",
-    "multiarith",
-    "addsub",
-    "commonsenseqa",
-    "hellaswag",
-    "arc_easy",
-    "piqa",
-    "truthfulqa",
-    "winogrande",
-    "boolq",
-    "social_iqa",
-    "strategyqa",
-    "mmlu",
-]
-UQ = ["avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe"]
+DATASETS = list(PAPER_DATASETS_OFFLINE)  # the paper's 14, hub-only ones replaced by built-in ones
+UQ = list(PAPER_METHODS)
 
 
 def paper_shape(out: Path, questions: int, max_new: int, port: int) -> dict:
@@ -87,7 +75,7 @@ def paper_shape(out: Path, questions: int, max_new: int, port: int) -> dict:
 def ten_thousand() -> dict:
     """10 SLMs x 10 UQ x 20 datasets x 5 LLMs = 10,000 settings (planned, not run)."""
     uq = sorted(p.stem for p in (REPO / "conf" / "uq").glob("*.yaml"))[:10]
-    hub_only = ("svamp", "openbookqa", "coqa")
+    hub_only = PAPER_STAND_INS  # the paper's datasets that only the hub has
     datasets = sorted(p.stem for p in (REPO / "conf" / "dataset").glob("*.yaml") if p.stem not in hub_only)[:20]
     slms = [dict(SMOL, name=f"s{i}", hidden_layer=-1 - i) for i in range(10)]
     llms = [dict(SMOL, name=f"l{i}", max_new_tokens=8 + i) for i in range(5)]

@@ -71,10 +71,10 @@ class RoutingCurve:
 def _make_curve(accuracy: np.ndarray, ties: str) -> RoutingCurve:
     n = len(accuracy) - 1
     k = np.arange(n + 1)
-    arrays = [k, k / n, np.asarray(accuracy, dtype=np.float64)]
-    for a in arrays:
+    ratio, acc = k / n, np.asarray(accuracy, dtype=np.float64)
+    for a in (k, ratio, acc):
         a.setflags(write=False)
-    return RoutingCurve(*arrays, ties=ties)
+    return RoutingCurve(k, ratio, acc, ties=ties)
 
 
 # ---- input checking -------------------------------------------------------------------------

@@ -66,10 +66,44 @@ GROUPS = {
 }
 
 
+#: The paper's fourteen datasets, in its order (``conf/grid/paper.yaml``).
+PAPER_DATASETS: tuple[str, ...] = (
+    "gsm8k",
+    "aqua",
+    "multiarith",
+    "svamp",
+    "commonsenseqa",
+    "hellaswag",
+    "openbookqa",
+    "piqa",
+    "truthfulqa",
+    "winogrande",
+    "boolq",
+    "social_iqa",
+    "coqa",
+    "mmlu",
+)
+#: Built-in stand-ins for the three of them that only the Hugging Face hub has (SVAMP, OpenBookQA,
+#: CoQA are not in the shared folder): the paper's grid shape offline.
+PAPER_STAND_INS = {"svamp": "addsub", "openbookqa": "arc_easy", "coqa": "strategyqa"}
+#: The paper's fourteen with the stand-ins in place, in its order: every one a built-in adapter.
+PAPER_DATASETS_OFFLINE: tuple[str, ...] = tuple(PAPER_STAND_INS.get(d, d) for d in PAPER_DATASETS)
+
+
 def dataset_group(dc: dict) -> str | None:
     """A resolved dataset config's group: its own ``group``, else its built-in adapter's
     (``GROUPS``), else None (a hub / local / questions dataset that names none)."""
     return dc.get("group") or GROUPS.get(dc.get("adapter") or dc.get("name") or "")
 
 
-__all__ = ["DATASETS", "GROUPS", "DatasetAdapter", "dataset_group", "default_data_root", "load_samples"]
+__all__ = [
+    "DATASETS",
+    "GROUPS",
+    "PAPER_DATASETS",
+    "PAPER_DATASETS_OFFLINE",
+    "PAPER_STAND_INS",
+    "DatasetAdapter",
+    "dataset_group",
+    "default_data_root",
+    "load_samples",
+]

@@ -339,6 +339,34 @@ def mc_from_scores(
     return tuple(options), letter_from_index(options.index(winner), len(options)), original
 
 
+def shuffled_mc_sample(
+    dataset: str,
+    split: str,
+    index: int,
+    row: dict,
+    question_key: str,
+    scores: dict,
+    n_choices: int | tuple[int, int] | None,
+    what: str = "target_scores",
+    meta: dict | None = None,
+) -> Sample:
+    """An mc row whose options are the keys of an ``{option: 0|1}`` dict, for files that put the true
+    option first: id ``<split>-<index>``, question ``row[question_key]``, options reordered by a fixed
+    per-sample permutation (keyed ``<dataset>:<id>``), ``meta["original_gold_index"]`` keeping the file
+    position, then ``meta``. The options are checked before the question is read."""
+    sample_id = f"{split}-{index}"
+    choices, gold, original = mc_from_scores(scores, shuffle_key=f"{dataset}:{sample_id}", what=what)
+    return make_sample(
+        id=sample_id,
+        question=row[question_key],
+        task="mc",
+        gold=gold,
+        choices=choices,
+        n_choices=n_choices,
+        meta={"original_gold_index": original, **(meta or {})},
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # File readers: yield (record_index, record) pairs for build_samples
 # ----------------------------------------------------------------------------------------------

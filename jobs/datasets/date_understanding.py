@@ -12,7 +12,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jobs.datasets.base import DatasetAdapter, RowError, build_samples, make_sample, mc_from_scores, read_json_list
+from jobs.datasets.base import (
+    DatasetAdapter,
+    RowError,
+    build_samples,
+    make_sample,
+    read_json_list,
+    shuffled_mc_sample,
+)
 from jobs.types import CHOICE_LABELS, LoadResult
 
 FILES = {"bigbench": "date_understanding/task.json", "bbh": "date_understanding/bbh/date_understanding.json"}
@@ -54,17 +61,7 @@ def parse(root: Path, split: str) -> LoadResult:
         return build_samples(read_json_list(path, key="examples"), str(path), make_bbh)
 
     def make(index: int, row: dict):
-        sample_id = f"{split}-{index}"
-        choices, gold, original = mc_from_scores(row["target_scores"], shuffle_key=f"date_understanding:{sample_id}")
-        return make_sample(
-            id=sample_id,
-            question=row["input"],
-            task="mc",
-            gold=gold,
-            choices=choices,
-            n_choices=(5, 6),
-            meta={"original_gold_index": original},
-        )
+        return shuffled_mc_sample("date_understanding", split, index, row, "input", row["target_scores"], (5, 6))
 
     return build_samples(read_json_list(path, key="examples"), str(path), make)
 

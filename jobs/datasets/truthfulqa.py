@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.datasets.base import DatasetAdapter, RowError, build_samples, make_sample, mc_from_scores, read_json_list
+from jobs.datasets.base import DatasetAdapter, RowError, build_samples, read_json_list, shuffled_mc_sample
 from jobs.types import LoadResult
 
 FILES = {"v1": "truthfulqa/v1/mc_task.json", "jan2025": "truthfulqa/jan2025/mc_task.json"}
@@ -23,21 +23,12 @@ def parse(root: Path, split: str) -> LoadResult:
     path = root / FILES[split]
 
     def make(index: int, row: dict):
-        sample_id = f"{split}-{index}"
         targets = row["mc1_targets"]
         if not isinstance(targets, dict):
             raise RowError("mc1_targets is not a dict")
         kept = {option: score for option, score in targets.items() if score == 1 or option.strip()}
-        choices, gold, original = mc_from_scores(kept, shuffle_key=f"truthfulqa:{sample_id}", what="mc1_targets")
-        return make_sample(
-            id=sample_id,
-            question=row["question"],
-            task="mc",
-            gold=gold,
-            choices=choices,
-            n_choices=(2, 13),
-            meta={"original_gold_index": original, "dropped_empty_options": len(targets) - len(kept)},
-        )
+        dropped = {"dropped_empty_options": len(targets) - len(kept)}
+        return shuffled_mc_sample("truthfulqa", split, index, row, "question", kept, (2, 13), "mc1_targets", dropped)
 
     return build_samples(read_json_list(path), str(path), make)
 

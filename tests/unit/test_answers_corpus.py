@@ -7,21 +7,13 @@ fails here; raise them when the extractor improves."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from jobs.answers import extract, extract_detail, is_correct, normalize_freeform
 from jobs.types import Sample
+from tests.helpers import extraction_corpus
 
-CORPUS = [
-    json.loads(x)
-    for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" / "corpus.jsonl")
-    .read_text()
-    .splitlines()
-    if x.strip()
-]
+CORPUS = extraction_corpus()
 # measured at v2 (405 outputs): strict 97.8 / 100 / 94.4 / 100, flexible 85.6 / 97.2 / 88.9 / 97.8 (%)
 FLOORS = {
     ("numeric", "strict"): 0.95,

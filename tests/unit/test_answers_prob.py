@@ -3,9 +3,7 @@ matched, upper-case letters only, and per-row provenance in the setting records.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +18,7 @@ from jobs.scoring import (
     run_setting_unit,
 )
 from jobs.types import Sample
+from tests.helpers import extraction_corpus, setting_unit, store_scores, store_unit
 from tests.unit.test_records_scoring import _row as _greedy_row
 
 CHOICES = ("a wedge", "a pulley", "an inclined plane")
@@ -86,13 +85,7 @@ def test_other_tasks_and_empty_answers_have_none():
     assert set(ANSWER_PROB_RULES) == {"matched_letter_token", "constrained_option", "none"}
 
 
-CORPUS = [
-    json.loads(x)
-    for x in (Path(__file__).resolve().parents[1] / "fixtures" / "extraction_corpus" / "corpus.jsonl")
-    .read_text()
-    .splitlines()
-    if x.strip()
-]
+CORPUS = extraction_corpus()
 WITH_TOKENS = [r for r in CORPUS if r.get("token_texts")]
 
 
@@ -133,12 +126,6 @@ def test_judge_is_judge_detail_without_the_detail():
     assert answers == ["A", "B"] and ok.tolist() == ok2.tolist() == [True, False]
 
 
-def _store_unit(store, key, rows):
-    d = records.unit_dir(store, "gen", key)
-    records.write_table(records.part_path(d, 0), rows)
-    records.finish_unit(d, {})
-
-
 def test_setting_records_say_which_rule_gave_the_answer_and_its_probability(tmp_path):
     texts = ["The", " answer", " is", " A", "."]
     slm = [
@@ -147,24 +134,10 @@ def test_setting_records_say_which_rule_gave_the_answer_and_its_probability(tmp_
         dict(_row("No idea.", ["No", " idea", "."], [-0.5] * 3), sample_id="s2"),
     ]
     llm = [dict(_row("The answer is A.", texts, [-0.1] * 5), sample_id=f"s{i}") for i in range(3)]
-    _store_unit(tmp_path, "G", slm)
-    _store_unit(tmp_path, "L", llm)
-    score = records.unit_dir(tmp_path, "score", "S")
-    records.write_table(
-        records.part_path(score, 0), [{"sample_id": f"s{i}", "uncertainty": float(i)} for i in range(3)]
-    )
-    records.finish_unit(score, {})
-    unit = {
-        "key": "H",
-        "setting_hash": "H",
-        "name": "m__avg_token_prob__d__l",
-        "axes": {"slm": "m", "uq": "avg_token_prob", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 10, "seed": 0},
-    }
+    store_unit(tmp_path, "G", slm)
+    store_unit(tmp_path, "L", llm)
+    store_scores(tmp_path, [f"s{i}" for i in range(3)], range(3))
+    unit = setting_unit("avg_token_prob", bootstrap=10)
     run_setting_unit(unit, tmp_path, plot=False)
     t = pq.read_table(records.unit_dir(tmp_path, "settings", "H") / "records.parquet").to_pylist()
     assert [r["extraction_rule"] for r in t] == ["strict:the_answer_is", "flexible:option_text", "none"]

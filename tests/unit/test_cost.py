@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -13,16 +11,10 @@ import pytest
 
 from jobs import cost as C
 from jobs.backends.base import Generation
-from jobs.records import (
-    finish_unit,
-    part_path,
-    read_json,
-    read_unit,
-    unit_dir,
-    write_table,
-)
+from jobs.records import read_json, read_unit, unit_dir
 from jobs.scoring import run_setting_unit
 from jobs.stages import run_gen_unit
+from tests.helpers import HashBackend, gen_row, setting_unit, store_scores, store_unit
 
 # an SLM at $3600 per hour costs $1 per second of wall time; an API LLM at $1 / $2 per 1k tokens
 TABLE = C.PriceTable.from_dict(
@@ -171,28 +163,19 @@ def test_pass_usage_counts_prompts_once_and_every_sampled_answer():
     assert failed.totals() == {"prompt_tokens": 0.0, "new_tokens": 0.0, "seconds": 0.0, "passes": 1.0, "estimated": 1}
 
 
-class TokenBackend:
+class TokenBackend(HashBackend):
     """Deterministic stand-in for a model: token counts from the prompt and seed, one answer word."""
 
     identity = "tokens"
 
-    def render(self, messages, add_generation_prompt=True):
-        return json.dumps(messages)
-
-    def generate(self, prompts, *, max_new_tokens, seed=0, num_return_sequences=1, **kw):
-        out = []
-        for m in prompts:
-            for i in range(num_return_sequences):
-                h = int(hashlib.sha256(f"{json.dumps(m)}|{seed}|{i}".encode()).hexdigest()[:6], 16)
-                out.append(
-                    Generation(
-                        text="yes" if h % 2 else "no, confidence 0.7",
-                        n_prompt_tokens=len(self.render(m)) // 9,
-                        n_new_tokens=1 + h % max_new_tokens,
-                        latency_s=0.01 * (1 + h % 3),
-                    )
-                )
-        return out
+    def answer(self, messages, digest, max_new_tokens):
+        h = int(digest[:6], 16)
+        return Generation(
+            text="yes" if h % 2 else "no, confidence 0.7",
+            n_prompt_tokens=len(self.render(messages)) // 9,
+            n_new_tokens=1 + h % max_new_tokens,
+            latency_s=0.01 * (1 + h % 3),
+        )
 
     def true_false_prob(self, msgs):
         return np.full(len(msgs), 0.6)
@@ -382,53 +365,19 @@ def test_worth_verdict_names_the_cheapest_and_those_beaten_by_random():
 # ---- wired into the setting unit -------------------------------------------------------------------
 
 
-def _unit(store, key, rows):
-    d = unit_dir(store, "gen", key)
-    write_table(part_path(d, 0), rows)
-    finish_unit(d, {})
-
-
 def test_setting_unit_writes_cost_metrics_curve_and_records(tmp_path):
     def row(i, out, **kw):
-        return {
-            "sample_id": f"s{i}",
-            "dataset": "d",
-            "role": "eval",
-            "gold": "yes",
-            "task": "yesno",
-            "choices": [],
-            "aliases": [],
-            "error": None,
-            "prompt": "p",
-            "raw_output": out,
-            "n_prompt_tokens": 100,
-            "n_new_tokens": 50,
-            "latency_s": 0.1,
-            **kw,
-        }
+        return gen_row(f"s{i}", raw_output=out, n_prompt_tokens=100, n_new_tokens=50, **kw)
 
-    _unit(tmp_path, "G", [row(i, o) for i, o in enumerate(["yes", "yes", "no", "no"])])
-    _unit(
+    store_unit(tmp_path, "G", [row(i, o) for i, o in enumerate(["yes", "yes", "no", "no"])])
+    store_unit(
         tmp_path,
         "SM",
         [row(i, None, latency_s=0.2, sampled_texts=["a"] * 5, sampled_n_tokens=[1] * 5) for i in range(4)],
     )
-    _unit(tmp_path, "L", [row(i, o) for i, o in enumerate(["no", "yes", "yes", "yes"])])
-    sdir = unit_dir(tmp_path, "score", "S")
-    write_table(part_path(sdir, 0), [{"sample_id": f"s{i}", "uncertainty": float(u)} for i, u in enumerate(U)])
-    finish_unit(sdir, {})
-    unit = {
-        "key": "H",
-        "setting_hash": "H",
-        "name": "m__jaccard__d__l",
-        "axes": {"slm": "m", "uq": "jaccard", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 0, "seed": 0},
-        "cost": C.cost_payload(TABLE, SLM, LLM, {"greedy": "G", "samples": "SM"}),
-    }
+    store_unit(tmp_path, "L", [row(i, o) for i, o in enumerate(["no", "yes", "yes", "yes"])])
+    store_scores(tmp_path, [f"s{i}" for i in range(len(U))], U)
+    unit = setting_unit("jaccard", cost=C.cost_payload(TABLE, SLM, LLM, {"greedy": "G", "samples": "SM"}))
     m = run_setting_unit(unit, tmp_path, plot=False)["metrics"]
     # the numbers of test_setting_cost_metrics_and_records: SLM $0.1, overhead $0.2, LLM $0.2 per query
     assert m["cost_slm_only"] == pytest.approx(0.3) and m["cost_to_80_gap"] == pytest.approx(0.35)

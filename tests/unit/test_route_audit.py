@@ -10,50 +10,18 @@ import pytest
 
 from jobs import metrics as M
 from jobs import scoring
-from jobs.records import finish_unit, part_path, unit_dir, write_table
+from jobs.records import unit_dir
 from jobs.scoring import run_setting_unit
+from tests.helpers import gen_row, setting_unit, store_scores, store_unit
 
 N = 40
 
 
-def _row(i, gold, out):
-    return {
-        "sample_id": f"s{i:02d}",
-        "dataset": "d",
-        "role": "eval",
-        "gold": gold,
-        "task": "yesno",
-        "choices": [],
-        "aliases": [],
-        "error": None,
-        "prompt": "p",
-        "raw_output": out,
-        "n_prompt_tokens": 3,
-        "n_new_tokens": 1,
-        "latency_s": 0.1,
-    }
-
-
 def _store(root, golds, slm_out, llm_out, unc, nan_policy, ties):
     for key, outs in (("G", slm_out), ("L", llm_out)):
-        d = unit_dir(root, "gen", key)
-        write_table(part_path(d, 0), [_row(i, g, o) for i, (g, o) in enumerate(zip(golds, outs))])
-        finish_unit(d, {})
-    d = unit_dir(root, "score", "S")
-    write_table(part_path(d, 0), [{"sample_id": f"s{i:02d}", "uncertainty": float(u)} for i, u in enumerate(unc)])
-    finish_unit(d, {})
-    unit = {
-        "key": "H",
-        "setting_hash": "H",
-        "name": "m__u__d__l",
-        "axes": {"slm": "m", "uq": "u", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": {"nan_policy": nan_policy, "ties": ties, "bootstrap": 0, "seed": 0},
-    }
-    run_setting_unit(unit, root, plot=False)
+        store_unit(root, key, [gen_row(f"s{i:02d}", gold=g, raw_output=o) for i, (g, o) in enumerate(zip(golds, outs))])
+    store_scores(root, [f"s{i:02d}" for i in range(len(unc))], unc)
+    run_setting_unit(setting_unit("u", nan_policy=nan_policy, ties=ties), root, plot=False)
     return pq.read_table(unit_dir(root, "settings", "H") / "records.parquet").to_pydict()
 
 

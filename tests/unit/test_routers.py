@@ -164,35 +164,23 @@ def test_the_config_refuses_bad_router_params_before_any_model_runs():
 
 
 def test_load_stats_gives_the_routers_their_query_stats(tmp_path):
-    from jobs.records import finish_unit, part_path, unit_dir, write_table
     from jobs.scoring import load_stats
+    from tests.helpers import gen_row, store_unit
 
     rows = [
-        {
-            "sample_id": f"s{i}",
-            "dataset": "d",
-            "role": "eval",
-            "gold": "yes",
-            "task": "yesno",
-            "choices": [],
-            "aliases": [],
-            "error": None,
-            "prompt": f"question {i}",
-            "raw_output": "yes",
-            "n_prompt_tokens": 3,
-            "n_new_tokens": 1,
-            "latency_s": 0.1,
-            "token_logprobs": [-0.1],
-            "token_entropy": [0.5],
-            "token_texts": ["yes"],
-            "hidden_state": [0.0, 1.0],
-            "prompt_hidden_state": None if i == 1 else [float(i), 1.0],
-        }
+        gen_row(
+            f"s{i}",
+            prompt=f"question {i}",
+            raw_output="yes",
+            token_logprobs=[-0.1],
+            token_entropy=[0.5],
+            token_texts=["yes"],
+            hidden_state=[0.0, 1.0],
+            prompt_hidden_state=None if i == 1 else [float(i), 1.0],
+        )
         for i in range(3)
     ]
-    d = unit_dir(tmp_path, "gen", "G")
-    write_table(part_path(d, 0), rows)
-    finish_unit(d, {})
+    store_unit(tmp_path, "G", rows)
     _, stats = load_stats(tmp_path, {"greedy": "G"}, "flexible")
     assert stats["prompt"] == ["question 0", "question 1", "question 2"]
     assert stats["prompt_hidden_state"][1] is None and stats["prompt_hidden_state"][2].tolist() == [2.0, 1.0]

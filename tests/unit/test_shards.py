@@ -7,30 +7,20 @@ grid (two replicas) and in ``benchmarks/paper_scale.py``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.backends.base import Generation
 from jobs.records import existing_parts, is_complete, read_unit, unit_dir
 from jobs.stages import finish_gen_shards, run_gen_unit
+from tests.helpers import HashBackend
 
 
-class EchoBackend:
+class EchoBackend(HashBackend):
     identity = "echo"
 
-    def render(self, messages, add_generation_prompt=True):
-        return json.dumps(messages)
-
-    def generate(self, prompts, *, max_new_tokens, seed=0, num_return_sequences=1, **kw):
-        out = []
-        for m in prompts:
-            for i in range(num_return_sequences):
-                h = hashlib.sha256(f"{json.dumps(m)}|{seed}|{i}".encode()).hexdigest()
-                out.append(Generation(text=f"The answer is {int(h[:4], 16) % 50}.", n_prompt_tokens=5, n_new_tokens=3))
-        return out
+    def answer(self, messages, digest, max_new_tokens):
+        return Generation(text=f"The answer is {int(digest[:4], 16) % 50}.", n_prompt_tokens=5, n_new_tokens=3)
 
 
 def unit(key: str, limit: int) -> dict:

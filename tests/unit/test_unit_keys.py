@@ -38,6 +38,16 @@ def labels(plan, keys) -> set[str]:
     return {plan.units[k].label for k in keys}
 
 
+def stale_after(tmp_path, monkeypatch, target, name: str, value):
+    """Plan the tiny grid and fake its store done, then set ``target.name = value`` and plan again:
+    (the new plan, its keys that are not done)."""
+    r = tiny(tmp_path)
+    fake_store(make_plan(r), r.store_dir)
+    monkeypatch.setattr(target, name, value)
+    bumped = make_plan(r)
+    return bumped, not_done(bumped, r.store_dir)
+
+
 def test_a_ptrue_prompt_bump_invalidates_exactly_ptrue_passes_scores_and_settings(tmp_path, monkeypatch):
     r = tiny(tmp_path)
     base = make_plan(r)
@@ -71,35 +81,25 @@ def test_a_ptrue_prompt_bump_invalidates_exactly_ptrue_passes_scores_and_setting
 def test_an_llm_prompt_bump_reaches_every_setting_but_no_score(tmp_path, monkeypatch):
     """Setting units read the LLM pass: before, they were keyed by the setting hash alone and
     stayed "done" (with the old LLM answers) when the LLM's pass changed."""
-    r = tiny(tmp_path)
-    base = make_plan(r)
-    fake_store(base, r.store_dir)
-    monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"llm": "bumped"})
-    bumped = make_plan(r)
-    stale = not_done(bumped, r.store_dir)
+    bumped, stale = stale_after(
+        tmp_path, monkeypatch, prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"llm": "bumped"}
+    )
     assert {bumped.units[k].kind for k in stale} == {"gen", "setting"}
     assert {bumped.units[k].stage for k in stale if bumped.units[k].kind == "gen"} == {"llm"}
     assert {k for k in stale if bumped.units[k].kind == "setting"} == set(bumped.setting_keys.values())
 
 
 def test_the_global_prompt_version_reaches_everything(tmp_path, monkeypatch):
-    r = tiny(tmp_path)
-    base = make_plan(r)
-    fake_store(base, r.store_dir)
-    monkeypatch.setattr(prompts, "PROMPT_VERSION", prompts.PROMPT_VERSION + "-bumped")
-    bumped = make_plan(r)
-    assert not_done(bumped, r.store_dir) == set(bumped.units)
+    bumped, stale = stale_after(tmp_path, monkeypatch, prompts, "PROMPT_VERSION", prompts.PROMPT_VERSION + "-bumped")
+    assert stale == set(bumped.units)
 
 
 def test_an_extraction_bump_reruns_no_model_and_only_scores_that_read_answers(tmp_path, monkeypatch):
     """EXTRACTION_VERSION was documented as part of result keys but used nowhere: a new extractor
     left every score and setting "done" with the old answers."""
-    r = tiny(tmp_path)
-    base = make_plan(r)
-    fake_store(base, r.store_dir)
-    monkeypatch.setattr(answers, "EXTRACTION_VERSION", answers.EXTRACTION_VERSION + "-bumped")
-    bumped = make_plan(r)
-    stale = not_done(bumped, r.store_dir)
+    bumped, stale = stale_after(
+        tmp_path, monkeypatch, answers, "EXTRACTION_VERSION", answers.EXTRACTION_VERSION + "-bumped"
+    )
     assert not {k for k in stale if bumped.units[k].kind == "gen"}  # no model work
     assert {k for k in stale if bumped.units[k].kind == "setting"} == set(bumped.setting_keys.values())
     stale_uq = {bumped.units[k].spec.uq for k in stale if bumped.units[k].kind == "score"}
@@ -110,12 +110,7 @@ def test_an_extraction_bump_reruns_no_model_and_only_scores_that_read_answers(tm
 def test_a_scoring_version_bump_reruns_every_score_and_setting_and_no_model(tmp_path, monkeypatch):
     import orchestrator.plan as P
 
-    r = tiny(tmp_path)
-    base = make_plan(r)
-    fake_store(base, r.store_dir)
-    monkeypatch.setattr(P, "SCORING_VERSION", P.SCORING_VERSION + "-bumped")
-    bumped = make_plan(r)
-    stale = not_done(bumped, r.store_dir)
+    bumped, stale = stale_after(tmp_path, monkeypatch, P, "SCORING_VERSION", P.SCORING_VERSION + "-bumped")
     assert stale == {k for k, u in bumped.units.items() if u.kind in ("score", "setting")}
 
 

@@ -20,32 +20,38 @@ from jobs import records
 from jobs.scoring import run_score_unit, run_setting_unit, without_confidence
 from orchestrator.config import ConfigError, load_grid, nan_policy_of
 from orchestrator.plan import make_plan
+from tests.helpers import gen_row, setting_unit, store_unit
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-METRICS = {"ties": "expected", "bootstrap": 0, "seed": 0}
 
 
 def _row(sid: str, gold: str = "7", **kw) -> dict:
-    return {
-        "sample_id": sid,
-        "dataset": "d",
-        "role": "eval",
-        "gold": gold,
-        "task": "numeric",
-        "choices": [],
-        "aliases": [],
-        "error": None,
-        "prompt": "p",
-        "n_prompt_tokens": 3,
-        "n_new_tokens": 2,
-        "latency_s": 0.1,
-    } | kw
+    return gen_row(sid, gold=gold, task="numeric", n_new_tokens=2, **kw)
 
 
-def _store(store: Path, key: str, rows: list[dict]) -> None:
-    d = records.unit_dir(store, "gen", key)
-    records.write_table(records.part_path(d, 0), rows)
-    records.finish_unit(d, {})
+def _greedy(sid: str, out: str, lps=(-0.1,), texts=("7",)) -> dict:
+    """A greedy-pass row: ``out`` with one log-prob and one token text per token."""
+    return _row(
+        sid,
+        raw_output=out,
+        token_logprobs=list(lps),
+        token_entropy=[0.1] * len(lps),
+        token_texts=list(texts),
+        hidden_state=None,
+    )
+
+
+def _verbal_unit(method: str, stage_key: str, key: str, name: str, nan_policy: str, uq_params: dict) -> dict:
+    """The setting unit of ``method`` whose verbal pass is unit ``stage_key``."""
+    return setting_unit(
+        method,
+        key=key,
+        name=name,
+        nan_policy=nan_policy,
+        slm_stages={"greedy": "G", method: stage_key},
+        method=method,
+        uq_params=uq_params,
+    )
 
 
 def _score(tmp_path, method: str, stage_key: str) -> None:
@@ -80,44 +86,19 @@ CASES = [
 def _setting_store(tmp_path: Path) -> Path:
     from jobs.stages import _conf
 
-    _store(
-        tmp_path,
-        "G",
-        [
-            _row(
-                f"s{i}",
-                raw_output=g,
-                token_logprobs=[-0.1, -0.2],
-                token_entropy=[0.1, 0.1],
-                token_texts=["a", "b"],
-                hidden_state=None,
-            )
-            for i, (g, _, _) in enumerate(CASES)
-        ],
-    )
-    _store(
+    store_unit(tmp_path, "G", [_greedy(f"s{i}", g, [-0.1, -0.2], ["a", "b"]) for i, (g, _, _) in enumerate(CASES)])
+    store_unit(
         tmp_path, "V1", [_row(f"s{i}", verbal_1s_raw=v, verbal_1s_conf=_conf(v)) for i, (_, v, _) in enumerate(CASES)]
     )
-    _store(tmp_path, "L", [_row(f"s{i}", raw_output=o) for i, (_, _, o) in enumerate(CASES)])
+    store_unit(tmp_path, "L", [_row(f"s{i}", raw_output=o) for i, (_, _, o) in enumerate(CASES)])
     _score(tmp_path, "verbal_1s", "V1")
     return tmp_path
 
 
 def _setting(store: Path, key: str, route: str | None, nan_policy: str = "drop") -> tuple[dict, list[dict]]:
-    unit = {
-        "key": key,
-        "setting_hash": key,
-        "name": f"m__verbal_1s__d__l__{key}",
-        "axes": {"slm": "m", "uq": "verbal_1s", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "slm_stages": {"greedy": "G", "verbal_1s": "V1"},
-        "method": "verbal_1s",
-        "uq_params": {} if route is None else {"route": route},
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": METRICS | {"nan_policy": nan_policy},
-    }
+    unit = _verbal_unit(
+        "verbal_1s", "V1", key, f"m__verbal_1s__d__l__{key}", nan_policy, {} if route is None else {"route": route}
+    )
     manifest = run_setting_unit(unit, store, plot=False)
     recs = pq.read_table(records.unit_dir(store, "settings", key) / "records.parquet").to_pylist()
     return manifest, recs
@@ -194,22 +175,8 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
     u, slm, _ = _skewed_failures()
     conf = 1.0 - u
     ids = [f"s{i}" for i in range(len(u))]
-    _store(
-        tmp_path,
-        "G",
-        [
-            _row(
-                i,
-                raw_output="The answer is 7." if ok else "The answer is 3.",
-                token_logprobs=[-0.1],
-                token_entropy=[0.1],
-                token_texts=["7"],
-                hidden_state=None,
-            )
-            for i, ok in zip(ids, slm)
-        ],
-    )
-    _store(
+    store_unit(tmp_path, "G", [_greedy(i, "The answer is 7." if ok else "The answer is 3.") for i, ok in zip(ids, slm)])
+    store_unit(
         tmp_path,
         "V2",
         [
@@ -217,25 +184,12 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
             for i, c in zip(ids, conf)
         ],
     )
-    _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
+    store_unit(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
     _score(tmp_path, "verbal_2s", "V2")
     policy = nan_policy_of(_grid(tmp_path), "verbal_2s")  # what the plan gives a verbal_2s setting
     out = {}
     for key, pol in (("D", policy), ("MU", "most_uncertain")):
-        unit = {
-            "key": key,
-            "setting_hash": key,
-            "name": key,
-            "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
-            "score": "S",
-            "slm_greedy": "G",
-            "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
-            "method": "verbal_2s",
-            "uq_params": {},
-            "llm": "L",
-            "policy": "flexible",
-            "metrics": METRICS | {"nan_policy": pol},
-        }
+        unit = _verbal_unit("verbal_2s", "V2", key, key, pol, {})
         out[key] = run_setting_unit(unit, tmp_path, plot=False)
     assert out["D"]["nan_policy"] == "drop" and out["D"]["metrics"]["auroc"] == pytest.approx(0.5)
     assert out["MU"]["metrics"]["auroc"] == pytest.approx(0.675)
@@ -363,38 +317,11 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     from orchestrator.mlflow_sink import curve_metric
 
     ids = [f"s{i}" for i in range(6)]
-    _store(
-        tmp_path,
-        "G",
-        [
-            _row(
-                i,
-                raw_output="The answer is 7.",
-                token_logprobs=[-0.1],
-                token_entropy=[0.1],
-                token_texts=["7"],
-                hidden_state=None,
-            )
-            for i in ids
-        ],
-    )
-    _store(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
-    _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
+    store_unit(tmp_path, "G", [_greedy(i, "The answer is 7.") for i in ids])
+    store_unit(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
+    store_unit(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
     _score(tmp_path, "verbal_2s", "V2")
-    unit = {
-        "key": "Z",
-        "setting_hash": "Z",
-        "name": "z",
-        "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
-        "method": "verbal_2s",
-        "uq_params": {},
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": METRICS | {"nan_policy": "drop"},
-    }
+    unit = _verbal_unit("verbal_2s", "V2", "Z", "z", "drop", {})
     m = run_setting_unit(unit, tmp_path, plot=True)
     assert m["metrics"]["unscored_share"] == 1.0 and np.isnan(m["metrics"]["auroc"])
     curve = __import__("json").loads((records.unit_dir(tmp_path, "settings", "Z") / "curve.json").read_text())
