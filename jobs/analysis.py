@@ -28,9 +28,12 @@ import pyarrow.parquet as pq
 
 from jobs import calibration as C
 from jobs import metrics as M
+from jobs.calibration import Pool
 from jobs.records import is_complete, read_json, read_unit, unit_dir
 
 Key = tuple[str, str, str]  # (slm, uq, llm)
+Pools = dict[Key, dict[str, Pool]]  # (slm, uq, llm) -> dataset -> pool
+Rescored = dict[Key, dict[str, dict[str, Pool]]]  # (slm, uq, llm) -> tag -> dataset -> pool
 VERBAL = ("verbal_1s", "verbal_2s")
 PAPER_TOP3 = ("probe", "ood_probe", "perplexity")
 
@@ -42,10 +45,10 @@ def _nanfloat(x) -> float:
 # ---- pools ------------------------------------------------------------------------------------
 
 
-def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
-    """(slm, uq, llm) -> dataset -> {sample_id, uncertainty, slm_correct, llm_correct} from the
-    per-sample records of every finished setting."""
-    out: dict[Key, dict[str, dict]] = {}
+def eval_pools(store: Path, plan) -> Pools:
+    """(slm, uq, llm) -> dataset -> ``Pool`` (sample ids, uncertainty, SLM and LLM correctness) from
+    the per-sample records of every finished setting."""
+    out: Pools = {}
     for s in plan.settings:
         d = plan.setting_dir(store, s)
         if not is_complete(d):
@@ -53,16 +56,16 @@ def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
         if not (d / "records.parquet").is_file():
             continue
         t = pq.read_table(d / "records.parquet").to_pydict()
-        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = {
-            "sample_id": t["sample_id"],
-            "uncertainty": np.asarray([_nanfloat(x) for x in t["uncertainty"]], dtype=np.float64),
-            "slm_correct": np.asarray(t["slm_correct"], dtype=bool),
-            "llm_correct": np.asarray(t["llm_correct"], dtype=bool),
-        }
+        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = Pool(
+            sample_id=t["sample_id"],
+            uncertainty=np.asarray([_nanfloat(x) for x in t["uncertainty"]], dtype=np.float64),
+            slm_correct=np.asarray(t["slm_correct"], dtype=bool),
+            llm_correct=np.asarray(t["llm_correct"], dtype=bool),
+        )
     return out
 
 
-def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
+def fit_pools(store: Path, plan, policy: str) -> Pools:
     """Same shape as ``eval_pools``, from the calibration (fit-role) units of the plan; empty when
     the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
     answer judged is the one the eval settings judge (``jobs.scoring.slm_judgement``: verbal_1s's
@@ -88,7 +91,7 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
             judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
         return judged[ck]
 
-    out: dict[Key, dict[str, dict]] = {}
+    out: Pools = {}
     for s in plan.settings:
         fs = plan.fit_scores.get((s.slm, s.uq, s.dataset))
         fl = plan.fit_llm.get((s.llm, s.dataset))
@@ -100,22 +103,20 @@ def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
         if not is_complete(sdir) or slm_ok is None or llm_ok is None:
             continue
         rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
-        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = {
-            "sample_id": [r["sample_id"] for r in rows],
-            "uncertainty": np.asarray([_nanfloat(r["uncertainty"]) for r in rows], dtype=np.float64),
-            "slm_correct": np.asarray([slm_ok[r["sample_id"]] for r in rows], dtype=bool),
-            "llm_correct": np.asarray([llm_ok[r["sample_id"]] for r in rows], dtype=bool),
-        }
+        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = Pool(
+            sample_id=[r["sample_id"] for r in rows],
+            uncertainty=np.asarray([_nanfloat(r["uncertainty"]) for r in rows], dtype=np.float64),
+            slm_correct=np.asarray([slm_ok[r["sample_id"]] for r in rows], dtype=bool),
+            llm_correct=np.asarray([llm_ok[r["sample_id"]] for r in rows], dtype=bool),
+        )
     return out
 
 
-def _rescored_pools(
-    store: Path, entries: dict, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-) -> dict[Key, dict[str, dict[str, dict]]]:
+def _rescored_pools(store: Path, entries: dict, eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> tag -> dataset -> pool, for ``entries[(slm, uq, dataset, tag)] = {score,
     role, ...}``: ``dataset``'s ``role`` pool with the uncertainty of that score unit (by sample id;
     rows it did not score are left out). Unfinished units are left out."""
-    out: dict[Key, dict[str, dict[str, dict]]] = {}
+    out: Rescored = {}
     for (slm, uq, ds, tag), lo in entries.items():
         sdir = unit_dir(store, "score", lo["score"])
         if not is_complete(sdir):
@@ -126,19 +127,17 @@ def _rescored_pools(
             if (s2, u2) != (slm, uq) or ds not in pools:
                 continue
             p = pools[ds]
-            keep = np.asarray([i for i, sid in enumerate(p["sample_id"]) if sid in unc], dtype=int)
-            out.setdefault((slm, uq, llm), {}).setdefault(tag, {})[ds] = {
-                "sample_id": [p["sample_id"][i] for i in keep],
-                "uncertainty": np.asarray([_nanfloat(unc[p["sample_id"][i]]) for i in keep], dtype=np.float64),
-                "slm_correct": p["slm_correct"][keep],
-                "llm_correct": p["llm_correct"][keep],
-            }
+            keep = np.asarray([i for i, sid in enumerate(p.sample_id) if sid in unc], dtype=int)
+            out.setdefault((slm, uq, llm), {}).setdefault(tag, {})[ds] = Pool(
+                sample_id=[p.sample_id[i] for i in keep],
+                uncertainty=np.asarray([_nanfloat(unc[p.sample_id[i]]) for i in keep], dtype=np.float64),
+                slm_correct=p.slm_correct[keep],
+                llm_correct=p.llm_correct[keep],
+            )
     return out
 
 
-def leave_out_pools(
-    store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-) -> dict[Key, dict[str, dict[str, dict]]]:
+def leave_out_pools(store: Path, plan, eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
     rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
     uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
@@ -146,9 +145,7 @@ def leave_out_pools(
     return _rescored_pools(store, plan.leave_out, eval_p, fit_p)
 
 
-def leave_group_pools(
-    store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-) -> dict[Key, dict[str, dict[str, dict]]]:
+def leave_group_pools(store: Path, plan, eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> target group -> dataset -> pool, as ``leave_out_pools`` but from
     ``plan.leave_group_out``: scored by a model that trained on no dataset of the target group."""
     return _rescored_pools(store, getattr(plan, "leave_group_out", {}) or {}, eval_p, fit_p)
@@ -240,7 +237,7 @@ def _policy(nan_policy: str | dict[str, str], uq: str) -> str:
 
 
 def paired_table(
-    pools: dict[Key, dict[str, dict]],
+    pools: Pools,
     *,
     nan_policy: str | dict[str, str],
     n_boot: int,
@@ -251,7 +248,7 @@ def paired_table(
     differences of AUROC and routing area (``metrics.paired_comparison``). Each method's NaN
     scores follow its own policy (``nan_policy``: one for all, or uq -> policy); a query either
     method drops is left out of the pair, so both are compared on the same queries."""
-    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    groups: dict[tuple[str, str, str], dict[str, Pool]] = {}
     for (slm, uq, llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
             groups.setdefault((slm, llm, ds), {})[uq] = pool
@@ -259,18 +256,18 @@ def paired_table(
     for (slm, llm, ds), by_uq in sorted(groups.items()):
         for a, b in itertools.combinations(sorted(by_uq), 2):
             pa, pb = by_uq[a], by_uq[b]
-            if list(pa["sample_id"]) != list(pb["sample_id"]):
+            if list(pa.sample_id) != list(pb.sample_id):
                 raise ValueError(f"{slm}/{llm}/{ds}: methods {a} and {b} were scored on different samples")
-            ua, _ = M.apply_nan_policy(pa["uncertainty"], _policy(nan_policy, a))
-            ub, _ = M.apply_nan_policy(pb["uncertainty"], _policy(nan_policy, b))
+            ua, _ = M.apply_nan_policy(pa.uncertainty, _policy(nan_policy, a))
+            ub, _ = M.apply_nan_policy(pb.uncertainty, _policy(nan_policy, b))
             keep = ~(np.isnan(ua) | np.isnan(ub))
             if not keep.any():  # one of them scored none of these queries: nothing to compare
                 continue
             res = M.paired_comparison(
                 ua[keep],
                 ub[keep],
-                pa["slm_correct"][keep],
-                pa["llm_correct"][keep],
+                pa.slm_correct[keep],
+                pa.llm_correct[keep],
                 n_boot=n_boot,
                 seed=seed,
                 ties=ties,
@@ -282,14 +279,14 @@ def paired_table(
 # ---- finding 2: distributions are set by (SLM, method), not by the dataset -------------------
 
 
-def _raw_scores(pools: dict[Key, dict[str, dict]]) -> dict[tuple[str, str, str], np.ndarray]:
+def _raw_scores(pools: Pools) -> dict[tuple[str, str, str], np.ndarray]:
     """(slm, uq, dataset) -> finite uncertainties (the same SLM scores under every LLM: once)."""
     raw: dict[tuple[str, str, str], np.ndarray] = {}
     for (slm, uq, _llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
             if (slm, uq, ds) in raw:
                 continue
-            u = np.asarray(pool["uncertainty"], dtype=np.float64)
+            u = np.asarray(pool.uncertainty, dtype=np.float64)
             if np.isfinite(u).any():
                 raw[(slm, uq, ds)] = u[np.isfinite(u)]
     return raw
@@ -335,7 +332,7 @@ DISTANCE_SCALES = {
 }
 
 
-def distance_analysis(pools: dict[Key, dict[str, dict]], methods: dict[str, str] | None = None) -> dict:
+def distance_analysis(pools: Pools, methods: dict[str, str] | None = None) -> dict:
     """KS and Wasserstein-1 distances between uncertainty distributions (finding 2).
 
     Between datasets and between SLMs (one UQ method), scores are compared on the method's pooled
@@ -389,24 +386,11 @@ def _gap_targets(curve: M.RoutingCurve, fractions=GAP_FRACTIONS) -> list[tuple[f
 
 def calibration_scale(cal_conf: dict, method: str) -> str:
     """The scale calibration bins are cut on for UQ method ``method`` (``calibration.scale``):
-    "paper" = the method's own confidence (``UQMethod.confidence``; "rank" for a name the
-    registry does not know), otherwise the configured scale for every method."""
+    "paper" = the method's own confidence (``calibration.paper_scale``: ``UQMethod.confidence``,
+    "rank" for a name the registry does not know), otherwise the configured scale for every method.
+    ``CalibrationParams.from_conf`` resolves it the same way."""
     scale = cal_conf.get("scale", "paper")
-    if scale != "paper":
-        return scale
-    from jobs.uq import UQ_METHODS
-
-    return UQ_METHODS.get(method).confidence if method in UQ_METHODS else "rank"
-
-
-def _build_kw(cal_conf: dict, scale: str) -> dict:
-    return dict(
-        n_bins=cal_conf["n_bins"],
-        frac=cal_conf["frac"],
-        seed=cal_conf["seed"],
-        binning=cal_conf["binning"],
-        scale=scale,
-    )
+    return C.paper_scale(method) if scale == "paper" else scale
 
 
 def _sd(x) -> float:
@@ -415,34 +399,32 @@ def _sd(x) -> float:
 
 
 def accuracy_transfer(
-    eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str, scale: str = "uncertainty"
+    eval_p: dict[str, Pool], cal_p: dict[str, Pool], params: C.CalibrationParams, nan_policy: str
 ) -> list[dict]:
     """Leave-one-dataset-out transfer of *accuracy* targets: on the calibration set built from
     every other dataset, the threshold at the smallest call rate whose (weighted) expected accuracy
     reaches the target (targets: 25/50/75% of the calibration set's gap between SLM-only and the
     best accuracy on its weighted curve); realized accuracy and call rate on the held-out evaluated
-    rows. ``calibration.n_draws`` sets are drawn (seeds seed, seed + 1, ...); one row per
-    (held-out, gap fraction) with means over the draws that reach their target and
-    accuracy_error_sd, n_draws."""
+    rows. ``params.n_draws`` sets are drawn (seeds ``params.seeds``); one row per (held-out, gap
+    fraction) with means over the draws that reach their target and accuracy_error_sd, n_draws."""
     rows = []
-    seeds = [int(cal_conf["seed"]) + i for i in range(int(cal_conf.get("n_draws", 1)))]
     for heldout in sorted(eval_p):
         others = [d for d in cal_p if d != heldout]
         if not others:
             continue
-        u_raw = eval_p[heldout]["uncertainty"]
-        u, keep = M.apply_nan_policy(u_raw, nan_policy)
-        u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
+        ev = eval_p[heldout]
+        u, keep = M.apply_nan_policy(ev.uncertainty, nan_policy)
+        u, slm, llm = u[keep], ev.slm_correct[keep], ev.llm_correct[keep]
         if not len(u):  # no scored query on the held-out dataset (all dropped)
             continue
         by_frac: dict[float, list[dict]] = {}
-        for sd in seeds:
+        for sd in params.seeds:
             try:
                 cal = C.build_calibration_set(
                     cal_p,
                     exclude=[heldout] if heldout in cal_p else [],
+                    params=params.with_seed(sd),
                     nan_policy=nan_policy,
-                    **(_build_kw(cal_conf, scale) | {"seed": sd}),
                 )
             except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
                 break
@@ -474,13 +456,13 @@ def accuracy_transfer(
 
 
 def transfer_analysis(
-    eval_p: dict[Key, dict[str, dict]],
-    fit_p: dict[Key, dict[str, dict]],
+    eval_p: Pools,
+    fit_p: Pools,
     cal_conf: dict,
     nan_policy: str | dict[str, str],
     calibration_datasets: list[str] | None = None,
     methods: dict[str, str] | None = None,
-    leave_out: dict[Key, dict[str, dict[str, dict]]] | None = None,
+    leave_out: Rescored | None = None,
     needs_leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
@@ -491,8 +473,8 @@ def transfer_analysis(
     rows, as in the paper's own leave-one-out (``source = "eval"``; in-domain then splits the
     held-out dataset in half). calibration_datasets: the datasets whose fit rows may feed
     calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows.
-    methods: uq name -> UQ method name (for ``calibration_scale``; default: the uq name itself).
-    nan_policy: one policy for every method, or uq name -> policy (``nan_policy_of``).
+    methods: uq name -> UQ method name (for the scale, ``CalibrationParams.from_conf``; default: the
+    uq name itself). nan_policy: one policy for every method, or uq name -> policy (``nan_policy_of``).
     Calibration sets are drawn ``calibration.n_draws`` times (seeds seed, seed + 1, ...) on the
     ``calibration.scale``; rows and curves carry the mean and spread over the draws.
     needs_leave_out: uq names whose models train on other datasets (the OOD probe): their
@@ -507,15 +489,10 @@ def transfer_analysis(
         slm, uq, llm = key
         ev = eval_p[key]
         fp = fit_p.get(key)
-        use_fit = fp is not None and set(ev) <= set(fp)
-        source = "fit" if use_fit else "eval"
-        cal_src = fp if use_fit else ev
-        if use_fit and allowed is not None:
-            cal_src = {d: p for d, p in fp.items() if d in allowed}
-        scale = calibration_scale(cal_conf, methods.get(uq, uq))
-        kw = _build_kw(cal_conf, scale)
+        source, use_fit, cal_src = _calibration_sources(ev, fp, allowed)
+        params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
+        scale = params.scale
         policy = _policy(nan_policy, uq)
-        n_draws = int(cal_conf.get("n_draws", 1))
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
         lo = uq in needs_leave_out
         for h in sorted(ev):
@@ -536,23 +513,20 @@ def transfer_analysis(
             try:
                 t = C.transfer_table(
                     ev,
-                    targets=cal_conf["targets"],
+                    params=params,
                     fixed_value=fixed,
                     nan_policy=policy,
                     calibration_pools=cal_src if use_fit else None,
                     in_domain_pools=fp if use_fit else None,
                     heldouts=[h],
-                    n_draws=n_draws,
                     heldout_calibration_pools={h: cal_h} if lo else None,
-                    **kw,
                 )
                 c = C.curve_transfer(
                     ev,
                     h,
+                    params=params,
                     nan_policy=policy,
                     calibration_pools=cal_h if (use_fit or lo) else None,
-                    n_draws=n_draws,
-                    **kw,
                 )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
@@ -566,12 +540,12 @@ def transfer_analysis(
             if lo:  # held-out by held-out: each has its own calibration pools
                 acc_rows += [
                     {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                    for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, policy, scale)
+                    for row in accuracy_transfer({h: ev[h]}, cal_h, params, policy)
                 ]
         if not lo:
             acc_rows += [
                 {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                for row in accuracy_transfer(ev, cal_src, cal_conf, policy, scale)
+                for row in accuracy_transfer(ev, cal_src, params, policy)
             ]
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
@@ -587,14 +561,14 @@ def _calibration_sources(ev: dict, fp: dict | None, allowed: set | None) -> tupl
 
 
 def group_transfer_analysis(
-    eval_p: dict[Key, dict[str, dict]],
-    fit_p: dict[Key, dict[str, dict]],
+    eval_p: Pools,
+    fit_p: Pools,
     cal_conf: dict,
     nan_policy: str | dict[str, str],
     groups: dict[str, str | None],
     calibration_datasets: list[str] | None = None,
     methods: dict[str, str] | None = None,
-    leave_group: dict[Key, dict[str, dict[str, dict]]] | None = None,
+    leave_group: Rescored | None = None,
     needs_leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> dict:
     """The fully out-of-domain split (``calibration.splits: [cross_group]``): per (SLM, UQ, LLM) and
@@ -620,7 +594,8 @@ def group_transfer_analysis(
         slm, uq, llm = key
         ev = eval_p[key]
         source, use_fit, cal_src = _calibration_sources(ev, fit_p.get(key), allowed)
-        scale = calibration_scale(cal_conf, methods.get(uq, uq))
+        params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
+        scale = params.scale
         policy = _policy(nan_policy, uq)
         lo = uq in needs_leave_out
         present = sorted({groups.get(d) for d in ev if groups.get(d)})
@@ -645,13 +620,11 @@ def group_transfer_analysis(
             try:
                 t = C.transfer_table(
                     ev,
-                    targets=cal_conf["targets"],
+                    params=params,
                     methods=["calibration"],
                     nan_policy=policy,
                     calibration_pools=src,
                     heldouts=targets,
-                    n_draws=int(cal_conf.get("n_draws", 1)),
-                    **_build_kw(cal_conf, scale),
                 )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append(base | {"reason": str(exc)})
@@ -1066,5 +1039,5 @@ def analyze(r, plan) -> dict:
         "nan_policies": policies,
         "fit_sources": sources,
         "calibration_datasets": allowed if allowed is not None else sorted(sources),
-        "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()},
+        "fit_pools": {"__".join(k): {d: len(p) for d, p in v.items()} for k, v in fp.items()},
     }

@@ -139,18 +139,9 @@ def build(
                 f"needs a third dataset to train on)"
             )
         pools = {d: lo[d] for d in pools}
-    from jobs.analysis import calibration_scale
-
     # one set, one seed: a calibration folder is what a user deploys (the grid report averages draws)
-    cal = C.build_calibration_set(
-        pools,
-        n_bins=int(conf["n_bins"]),
-        frac=float(conf["frac"]),
-        seed=int(conf["seed"]),
-        binning=conf["binning"],
-        nan_policy=nan_policy_of(r, uq),
-        scale=calibration_scale(conf, r.uq[uq].get("method") or uq),
-    )
+    params = C.CalibrationParams.from_conf(conf, r.uq[uq].get("method") or uq)
+    cal = C.build_calibration_set(pools, params=params, nan_policy=nan_policy_of(r, uq))
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):
         ss, _ = load_role(r.datasets[d], r.grid["dataset"], "fit")
@@ -182,11 +173,11 @@ def build(
     tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
     tmp.replace(folder / CAL_FILE)
     thresholds = []
-    for t in conf["targets"]:
-        thr = cal.threshold(float(t))
+    for t in params.targets:
+        thr = cal.threshold(t)
         thresholds.append(
             {
-                "target_call_rate": float(t),
+                "target_call_rate": t,
                 "threshold": thr.value,
                 "tie_frac": thr.tie_frac,
                 "predicted_accuracy": cal.expected_accuracy(thr),

@@ -32,8 +32,8 @@ def test_calibration_rows_never_include_an_evaluated_row(tiny_run):
     for key in ev:
         assert set(fp[key]) == {"addsub", "strategyqa"}
         for ds in ev[key]:
-            assert len(fp[key][ds]["sample_id"]) == 6
-            assert not set(fp[key][ds]["sample_id"]) & set(ev[key][ds]["sample_id"]), (key, ds)
+            assert len(fp[key][ds].sample_id) == 6
+            assert not set(fp[key][ds].sample_id) & set(ev[key][ds].sample_id), (key, ds)
 
 
 def test_transfer_rows_recompute_from_the_heldout_records(tiny_run, analysis):
@@ -180,7 +180,7 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
     assert rec["source_splits"] == {"addsub": "eval-disjoint", "strategyqa": "eval-disjoint"}
     ev = eval_pools(tiny_run["resolved"].store_dir, tiny_run["plan"])[("smollm2-test", "perplexity", "smollm2-test")]
     for row in rows:  # every row is a fit row, with the score and correctness it had in the grid
-        assert row["source_id"] not in ev[row["source_dataset"]]["sample_id"]
+        assert row["source_id"] not in ev[row["source_dataset"]].sample_id
         assert {"question", "task", "gold", "uncertainty", "slm_correct", "llm_correct"} <= set(row)
     assert {row["task"] for row in rows} <= {"numeric", "yesno"}
     # thresholds in the record are weighted quantiles of the rows' scores (weight: inverse sampling fraction)

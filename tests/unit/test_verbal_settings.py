@@ -300,16 +300,13 @@ def test_bad_nan_policy_and_route_are_config_errors(tmp_path):
 
 def test_paired_table_applies_each_methods_own_policy():
     from jobs.analysis import paired_table
+    from jobs.calibration import Pool
 
     u_v, slm, llm = _skewed_failures()
     u_p = np.linspace(0, 1, len(u_v))  # a method that scores every query
     pools = {
-        ("m", "verbal_2s", "l"): {
-            "d": {"sample_id": list(range(200)), "uncertainty": u_v, "slm_correct": slm, "llm_correct": llm}
-        },
-        ("m", "perplexity", "l"): {
-            "d": {"sample_id": list(range(200)), "uncertainty": u_p, "slm_correct": slm, "llm_correct": llm}
-        },
+        ("m", "verbal_2s", "l"): {"d": Pool(list(range(200)), u_v, slm, llm)},
+        ("m", "perplexity", "l"): {"d": Pool(list(range(200)), u_p, slm, llm)},
     }
     (drop,) = paired_table(pools, nan_policy={"verbal_2s": "drop", "perplexity": "most_uncertain"}, n_boot=20)
     (mu,) = paired_table(pools, nan_policy="most_uncertain", n_boot=20)
@@ -349,13 +346,14 @@ def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
         score = Unit("score", "S", "score", {"method": "verbal_1s", "params": {"route": route}})
         plan = SimpleNamespace(settings=[setting], fit_scores=fit, fit_llm={("l", "d"): "L"}, units={"S": score})
         pool = fit_pools(store, plan, "flexible")[("m", "verbal_1s", "l")]["d"]
-        assert pool["slm_correct"].tolist() == expected
+        assert pool.slm_correct.tolist() == expected
 
 
 def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     """Under "drop" a verbal method whose confidences never parse has no scored query: the setting
     still finishes (metrics NaN, unscored_share 1, no curve) and the analysis skips it."""
     from jobs.analysis import paired_table, transfer_analysis
+    from jobs.calibration import Pool
     from orchestrator.mlflow_sink import curve_metric
 
     ids = [f"s{i}" for i in range(6)]
@@ -396,10 +394,9 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     assert curve["curve"] == [] and curve_metric(curve["curve"]) == []
     # the analysis: an all-unscored pool next to a method that scores everything
     nan6, ok = np.full(6, np.nan), np.array([True, False] * 3)
-    pool = {"sample_id": ids, "slm_correct": ok, "llm_correct": np.ones(6, bool)}
     ev = {
-        ("m", "verbal_2s", "l"): {d: pool | {"uncertainty": nan6} for d in ("a", "b")},
-        ("m", "perplexity", "l"): {d: pool | {"uncertainty": np.arange(6.0)} for d in ("a", "b")},
+        ("m", "verbal_2s", "l"): {d: Pool(ids, nan6, ok, np.ones(6, bool)) for d in ("a", "b")},
+        ("m", "perplexity", "l"): {d: Pool(ids, np.arange(6.0), ok, np.ones(6, bool)) for d in ("a", "b")},
     }
     policies = {"verbal_2s": "drop", "perplexity": "most_uncertain"}
     assert paired_table(ev, nan_policy=policies, n_boot=10) == []
