@@ -2,6 +2,8 @@
 
 Where this sits in the flow: finished setting units (eval role) and calibration units (fit
 role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute calibrate``.
+What is read, and how the grid asked for it, comes as a typed view (``jobs.views.GridView``, built
+by ``orchestrator.views.grid_view``); pools are ``jobs.calibration.Pool``s.
 
   eval_pools / fit_pools   per (SLM, UQ, LLM): per dataset sample ids, uncertainty, SLM and LLM
                            correctness (eval: the evaluated rows; fit: train/dev rows)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from jobs import calibration as C
 from jobs import metrics as M
 from jobs.calibration import Pool
 from jobs.records import is_complete, read_json, read_unit, unit_dir
+from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 
 Key = tuple[str, str, str]  # (slm, uq, llm)
 Pools = dict[Key, dict[str, Pool]]  # (slm, uq, llm) -> dataset -> pool
@@ -45,12 +49,12 @@ def _nanfloat(x) -> float:
 # ---- pools ------------------------------------------------------------------------------------
 
 
-def eval_pools(store: Path, plan) -> Pools:
+def eval_pools(settings: Iterable[SettingView]) -> Pools:
     """(slm, uq, llm) -> dataset -> ``Pool`` (sample ids, uncertainty, SLM and LLM correctness) from
     the per-sample records of every finished setting."""
     out: Pools = {}
-    for s in plan.settings:
-        d = plan.setting_dir(store, s)
+    for s in settings:
+        d = s.results
         if not is_complete(d):
             continue
         if not (d / "records.parquet").is_file():
@@ -65,9 +69,9 @@ def eval_pools(store: Path, plan) -> Pools:
     return out
 
 
-def fit_pools(store: Path, plan, policy: str) -> Pools:
-    """Same shape as ``eval_pools``, from the calibration (fit-role) units of the plan; empty when
-    the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
+def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pools:
+    """Same shape as ``eval_pools``, from the settings' calibration (fit-role) units
+    (``SettingView.fit``); empty when the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
     answer judged is the one the eval settings judge (``jobs.scoring.slm_judgement``: verbal_1s's
     own answer under its default route)."""
     from jobs.scoring import judge, slm_judgement
@@ -75,31 +79,30 @@ def fit_pools(store: Path, plan, policy: str) -> Pools:
 
     judged: dict[tuple, dict[str, bool]] = {}
 
-    def correct_by_id(key: str, score_key: str | None = None, stages: dict | None = None) -> dict[str, bool] | None:
-        ck = (key, score_key)
+    def correct_by_id(key: str, fit: FitSource | None = None) -> dict[str, bool] | None:
+        """sample id -> correct, for the gen unit ``key``: the answer ``fit``'s score judges (its
+        method's route), or the plain extracted answer (fit None, or a score of no known method)."""
+        ck = (key, fit.score_key if fit is not None else None)
         if ck not in judged:
-            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *(stages or {}).values()}):
+            stages = fit.stage_keys if fit is not None else {}
+            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *stages.values()}):
                 return None
             rows = read_unit(unit_dir(store, "gen", key)).to_pylist()
-            su = plan.units.get(score_key) if score_key else None
-            if su is None:
+            if fit is None or fit.method is None:
                 _, ok = judge(rows, policy)
             else:
-                ok = slm_judgement(
-                    store, rows, stages or {}, UQ_METHODS.get(su.payload["method"]), su.payload["params"], policy
-                )["correct"]
+                ok = slm_judgement(store, rows, stages, UQ_METHODS.get(fit.method), fit.params, policy)["correct"]
             judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
         return judged[ck]
 
     out: Pools = {}
-    for s in plan.settings:
-        fs = plan.fit_scores.get((s.slm, s.uq, s.dataset))
-        fl = plan.fit_llm.get((s.llm, s.dataset))
-        if fs is None or fl is None:
+    for s in settings:
+        fit = s.fit
+        if fit is None:
             continue
-        sdir = unit_dir(store, "score", fs["score"])
-        slm_ok = correct_by_id(fs["slm_greedy"], fs["score"], fs.get("slm_stages"))
-        llm_ok = correct_by_id(fl)
+        sdir = unit_dir(store, "score", fit.score_key)
+        slm_ok = correct_by_id(fit.greedy_key, fit)
+        llm_ok = correct_by_id(fit.llm_key)
         if not is_complete(sdir) or slm_ok is None or llm_ok is None:
             continue
         rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
@@ -112,17 +115,18 @@ def fit_pools(store: Path, plan, policy: str) -> Pools:
     return out
 
 
-def _rescored_pools(store: Path, entries: dict, eval_p: Pools, fit_p: Pools) -> Rescored:
-    """(slm, uq, llm) -> tag -> dataset -> pool, for ``entries[(slm, uq, dataset, tag)] = {score,
-    role, ...}``: ``dataset``'s ``role`` pool with the uncertainty of that score unit (by sample id;
-    rows it did not score are left out). Unfinished units are left out."""
+def _rescored_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools, fit_p: Pools) -> Rescored:
+    """(slm, uq, llm) -> without -> dataset -> pool, for each ``LeaveOutScore``: ``dataset``'s
+    ``role`` pool with the uncertainty of its score unit (by sample id; rows it did not score are
+    left out). Unfinished units are left out."""
     out: Rescored = {}
-    for (slm, uq, ds, tag), lo in entries.items():
-        sdir = unit_dir(store, "score", lo["score"])
+    for lo in sources:
+        slm, uq, ds, tag = lo.slm, lo.uq, lo.dataset, lo.without
+        sdir = unit_dir(store, "score", lo.score_key)
         if not is_complete(sdir):
             continue
         unc = {r["sample_id"]: r["uncertainty"] for r in read_unit(sdir).to_pylist()}
-        base = fit_p if lo["role"] == "fit" else eval_p
+        base = fit_p if lo.role == "fit" else eval_p
         for (s2, u2, llm), pools in base.items():
             if (s2, u2) != (slm, uq) or ds not in pools:
                 continue
@@ -137,28 +141,29 @@ def _rescored_pools(store: Path, entries: dict, eval_p: Pools, fit_p: Pools) -> 
     return out
 
 
-def leave_out_pools(store: Path, plan, eval_p: Pools, fit_p: Pools) -> Rescored:
+def leave_out_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
-    rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
+    rows, or its evaluated rows when calibration is off; ``LeaveOutScore.role`` says which) with the
     uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
-    held-out one. Only methods trained on other datasets have them; unfinished units are left out."""
-    return _rescored_pools(store, plan.leave_out, eval_p, fit_p)
+    held-out one (``GridView.leave_out``). Only methods trained on other datasets have them;
+    unfinished units are left out."""
+    return _rescored_pools(store, sources, eval_p, fit_p)
 
 
-def leave_group_pools(store: Path, plan, eval_p: Pools, fit_p: Pools) -> Rescored:
+def leave_group_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> target group -> dataset -> pool, as ``leave_out_pools`` but from
-    ``plan.leave_group_out``: scored by a model that trained on no dataset of the target group."""
-    return _rescored_pools(store, getattr(plan, "leave_group_out", {}) or {}, eval_p, fit_p)
+    ``GridView.leave_group_out``: scored by a model that trained on no dataset of the target group."""
+    return _rescored_pools(store, sources, eval_p, fit_p)
 
 
 # ---- finding 1: alignment of each method ------------------------------------------------------
 
 
-def method_table(store: Path, plan) -> list[dict]:
+def method_table(settings: Iterable[SettingView]) -> list[dict]:
     """One row per finished setting: axes + summary metrics (with 95% bootstrap CIs)."""
     rows = []
-    for s in plan.settings:
-        p = plan.setting_dir(store, s) / "manifest.json"
+    for s in settings:
+        p = s.results / "manifest.json"
         if p.is_file():
             m = read_json(p)
             row = {
@@ -978,32 +983,23 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     return out
 
 
-def fit_sources(r) -> dict[str, str]:
-    """dataset -> where its fit rows come from: "split:<train/dev split>" or "eval-disjoint"."""
-    from jobs.datasets.roles import fit_source
-
-    return {d: fit_source(dc) for d, dc in r.datasets.items()}
-
-
-def analyze(r, plan) -> dict:
-    """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists)."""
-    store = r.store_dir
-    mconf = r.grid["metrics"]
-    cal_conf = dict(r.grid["calibration"])
-    ev = eval_pools(store, plan)
-    fp = fit_pools(store, plan, r.grid["decoding"]["extraction_policy"])
-    lo = leave_out_pools(store, plan, ev, fp)
-    table = method_table(store, plan)
+def analyze(view: GridView) -> dict:
+    """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists), from
+    a grid's typed view (``orchestrator.views.grid_view``)."""
+    store = view.store
+    cal_conf = dict(view.calibration)
+    ev = eval_pools(view.settings)
+    fp = fit_pools(store, view.settings, view.extraction_policy)
+    lo = leave_out_pools(store, view.leave_out, ev, fp)
+    table = method_table(view.settings)
     ranking = method_ranking(table)
-    from orchestrator.config import nan_policy_of
-
-    policies = {uq: nan_policy_of(r, uq) for uq in r.uq}
+    policies = dict(view.nan_policies)
     paired = paired_table(
-        ev, nan_policy=policies, n_boot=int(mconf["bootstrap"]) or 200, seed=int(mconf["seed"]), ties=mconf["ties"]
+        ev, nan_policy=policies, n_boot=int(view.bootstrap) or 200, seed=int(view.bootstrap_seed), ties=view.ties
     )
-    methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
+    methods = dict(view.uq_methods)
     dist = distance_analysis(ev, methods)
-    sources = fit_sources(r)
+    sources = dict(view.fit_sources)
     allowed = None if cal_conf["pool"] == "fit" else [d for d, src in sources.items() if src.startswith("split:")]
     from jobs.uq import UQ_METHODS
 
@@ -1016,11 +1012,17 @@ def analyze(r, plan) -> dict:
     )
     cross = None
     if "cross_group" in splits:
-        from orchestrator.config import dataset_groups
-
-        groups = dataset_groups(r)
+        groups = dict(view.groups)
         cross = group_transfer_analysis(
-            ev, fp, cal_conf, policies, groups, allowed, methods, leave_group_pools(store, plan, ev, fp), needs
+            ev,
+            fp,
+            cal_conf,
+            policies,
+            groups,
+            allowed,
+            methods,
+            leave_group_pools(store, view.leave_group_out, ev, fp),
+            needs,
         )
         cross["groups"] = groups
         cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])

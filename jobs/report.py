@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from jobs.metrics import RoutingCurve
 from jobs.plots import plot_routing
 from jobs.records import read_json
+from jobs.views import GridView, SettingView
 
 VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
 
@@ -55,12 +56,13 @@ def _curve(points: list[dict]) -> RoutingCurve:
     return RoutingCurve(k=np.arange(len(ratio)), ratio=ratio, accuracy=np.array([p["accuracy"] for p in points]))
 
 
-def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tuple[str, Path]]:
+def routing_figures(settings: Iterable[SettingView], folder: Path, prefix: str = "routing__") -> list[tuple[str, Path]]:
     """One PNG per (SLM, dataset, LLM), ``<prefix><slm>__<dataset>__<llm>.png``: every UQ
-    method's curve, random and oracle. Returns (caption, path) pairs."""
+    method's curve, random and oracle, from the settings' results folders. Returns (caption, path)
+    pairs."""
     groups: dict[tuple, list] = {}
-    for s in plan.settings:
-        d = plan.setting_dir(r.store_dir, s)
+    for s in settings:
+        d = s.results
         if (d / "curve.json").is_file() and (d / "manifest.json").is_file():
             groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
     out = []
@@ -411,16 +413,17 @@ def relative_accuracy_html(settings: list[dict]) -> list[str]:
     return out
 
 
-def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
-    """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``.
+def build_report(view: GridView, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
+    """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``, for a
+    grid's typed view (``orchestrator.views.grid_view``).
 
     Returns {"html": path, "pngs": [paths], "analysis": path, "findings": [...]}."""
     from jobs.analysis import analyze
 
-    out_dir = Path(out_dir or (r.output_dir / "report"))
+    out_dir = Path(out_dir or (view.output / "report"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    a = analysis or analyze(r, plan)
-    figs = routing_figures(r, plan, out_dir)
+    a = analysis or analyze(view)
+    figs = routing_figures(view.settings, out_dir)
     auroc_png = auroc_figure(a["settings"], out_dir / "auroc.png")
     hist_png = histogram_figure(a["distances"], out_dir / "distributions.png")
     heat_ds = heatmap_figure(
@@ -434,13 +437,12 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         "KS distance between UQ methods (paper confidence scale), per SLM / dataset",
     )
     transfer_png = transfer_figure(a["transfer"]["call_rate"], out_dir / "transfer.png")
-    cost_parts, cost_png, cost_metrics = _cost_section(r, plan, out_dir)
+    cost_parts, cost_png, cost_metrics = _cost_section(view, out_dir)
     pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png, cost_png) if p]
 
-    g = r.grid
     cal = a["calibration"]
     targets = [float(t) for t in cal["targets"]]
-    parts = [f"<h1>uqroute report: grid <code>{html.escape(g['name'])}</code></h1>"]
+    parts = [f"<h1>uqroute report: grid <code>{html.escape(view.name)}</code></h1>"]
     parts.append(
         "<nav>"
         + "".join(
@@ -474,10 +476,10 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     n_done = len(a["settings"])
     parts.append('<h2 id="grid">Grid</h2>')
     parts.append(
-        f"<p>{n_done} of {len(plan.settings)} settings finished. SLMs: {', '.join(g['slm_names'])}; "
-        f"LLMs: {', '.join(g['llm_names'])}; UQ methods: {', '.join(g['uq_names'])}; datasets: "
-        f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
-        f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>"
+        f"<p>{n_done} of {len(view.settings)} settings finished. SLMs: {', '.join(view.slm_names)}; "
+        f"LLMs: {', '.join(view.llm_names)}; UQ methods: {', '.join(view.uq_names)}; datasets: "
+        f"{', '.join(view.dataset_names)}; {view.limit} evaluated questions per dataset "
+        f"(seed {view.dataset_seed}), {view.fit_limit} fit/calibration rows.</p>"
     )
     acc_rows = {}
     # the SLM's accuracy is its greedy answers' on every query: prefer a setting that judges the
@@ -805,7 +807,7 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     parts += cross_group_html(a.get("cross_group"))
     parts += cost_parts
     doc = (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(view.name)}"
         f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     )
     html_path = out_dir / "index.html"
@@ -834,12 +836,12 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
 
 
-def _cost_section(r, plan, out_dir: Path) -> tuple[list[str], Path | None, dict]:
+def _cost_section(view: GridView, out_dir: Path) -> tuple[list[str], Path | None, dict]:
     """The cost section (``jobs/cost_report.py``): HTML parts, the Pareto PNG, parent-run metrics;
     ``cost.json`` beside the report holds the numbers."""
     from jobs import cost_report
 
-    ca = cost_report.cost_analysis(r, plan)
+    ca = cost_report.cost_analysis(view)
     png = cost_report.pareto_figure(ca["groups"], out_dir / "cost_pareto.png")
     (out_dir / "cost.json").write_text(
         json.dumps(

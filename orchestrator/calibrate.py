@@ -91,6 +91,7 @@ def build(
     from jobs.datasets.roles import fit_source, load_role
     from orchestrator.plan import make_plan
     from orchestrator.runner import config_hash, load_output
+    from orchestrator.views import grid_view
 
     r = load_output(Path(out))
     slm = _pick("slm", slm, list(r.slms))
@@ -108,7 +109,8 @@ def build(
             f"scored. Run `uqroute run <grid.yaml> output_dir={out} calibration.enabled=true`: "
             f"finished work is reused and only the fit-role units run."
         )
-    pools = fit_pools(r.store_dir, plan, r.grid["decoding"]["extraction_policy"]).get((slm, uq, llm), {})
+    view = grid_view(r, plan)
+    pools = fit_pools(view.store, view.settings, view.extraction_policy).get((slm, uq, llm), {})
     sources = {d: fit_source(dc) for d, dc in r.datasets.items()}
     wanted = [d for d in r.datasets if d not in exclude and (conf["pool"] == "fit" or sources[d].startswith("split:"))]
     if not wanted:
@@ -128,7 +130,7 @@ def build(
     if scored_without is not None:  # the OOD probe: rows scored by probes that never saw the target
         from jobs.analysis import leave_out_pools
 
-        lo = leave_out_pools(r.store_dir, plan, {}, {(slm, uq, llm): pools}).get((slm, uq, llm), {})
+        lo = leave_out_pools(view.store, view.leave_out, {}, {(slm, uq, llm): pools}).get((slm, uq, llm), {})
         lo = lo.get(scored_without, {})
         lacking = [d for d in pools if d not in lo]
         if lacking:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from jobs import analysis as A
 from jobs import calibration as C
 from jobs.records import finish_unit, unit_dir, write_table
+from jobs.views import LeaveOutScore
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
 RNG = np.random.default_rng(3)
@@ -107,14 +107,12 @@ def test_leave_out_pools_replace_scores_by_sample_id(tmp_path):
     rows = [{"sample_id": f"a{i}", "uncertainty": float(100 + i)} for i in reversed(range(N)) if i != 5]
     write_table(unit_dir(store, "score", "LO") / "part-00000.parquet", rows)
     finish_unit(unit_dir(store, "score", "LO"), {"key": "LO"})
-    plan = SimpleNamespace(
-        leave_out={
-            ("s", "ood_probe", "a", "t"): {"score": "LO", "slm_greedy": "G", "role": "fit"},
-            ("s", "ood_probe", "b", "t"): {"score": "MISSING", "slm_greedy": "G", "role": "fit"},
-        }
+    sources = (
+        LeaveOutScore("s", "ood_probe", "a", "t", score_key="LO", role="fit"),
+        LeaveOutScore("s", "ood_probe", "b", "t", score_key="MISSING", role="fit"),
     )
     fp = {("s", "ood_probe", "l"): LEAKY}
-    lo = A.leave_out_pools(store, plan, {}, fp)
+    lo = A.leave_out_pools(store, sources, {}, fp)
     pool = lo[("s", "ood_probe", "l")]["t"]["a"]
     assert set(lo[("s", "ood_probe", "l")]["t"]) == {"a"}  # an unfinished unit gives no pool
     assert pool.sample_id == [f"a{i}" for i in range(N) if i != 5]

@@ -330,22 +330,18 @@ def test_ranking_reports_the_mean_unscored_share():
 
 
 def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
-    from types import SimpleNamespace
-
     from jobs.analysis import fit_pools
-    from orchestrator.grid import Setting
-    from orchestrator.plan import Unit
+    from jobs.views import FitSource, SettingView
 
     store = _setting_store(tmp_path)
-    setting = Setting("m", "verbal_1s", "d", "l", "H")
-    fit = {("m", "verbal_1s", "d"): {"score": "S", "slm_greedy": "G", "slm_stages": {"greedy": "G", "verbal_1s": "V1"}}}
+    stages = {"greedy": "G", "verbal_1s": "V1"}
     for route, expected in (
         ("own_answer", [True, False, True, True, False, True]),
         ("greedy_answer", [True, True, False, False, False, True]),
     ):
-        score = Unit("score", "S", "score", {"method": "verbal_1s", "params": {"route": route}})
-        plan = SimpleNamespace(settings=[setting], fit_scores=fit, fit_llm={("l", "d"): "L"}, units={"S": score})
-        pool = fit_pools(store, plan, "flexible")[("m", "verbal_1s", "l")]["d"]
+        fit = FitSource("S", "G", "L", stages, method="verbal_1s", params={"route": route})
+        setting = SettingView("m", "verbal_1s", "d", "l", results=tmp_path / "H", hash="H", fit=fit)
+        pool = fit_pools(store, [setting], "flexible")[("m", "verbal_1s", "l")]["d"]
         assert pool.slm_correct.tolist() == expected
 
 
