@@ -773,8 +773,12 @@ def _fmt(x: float, nd: int = 3) -> str:
 def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict) -> list[dict]:
     """Each of the paper's three findings restated with this grid's numbers: {id, claim,
     verdict (holds | partly | does not hold | not testable), evidence (plain sentences)}."""
-    out = []
-    # 1. methods differ widely; verbalization aligns poorly; probe, OOD probe, perplexity on top
+    return [alignment_finding(ranking, paired), distribution_finding(dist), transfer_finding(transfer)]
+
+
+def alignment_finding(ranking: list[dict], paired: list[dict]) -> dict:
+    """Finding 1: methods differ widely; verbalization aligns poorly; probe, OOD probe and perplexity
+    lead (``method_ranking``, ``paired_table``)."""
     ranked = [r for r in ranking if np.isfinite(r["mean_auroc"])]
     ev1: list[str] = []
     if len(ranked) >= 2:
@@ -841,17 +845,18 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     else:
         verdict = "not testable"
         ev1.append("Fewer than two UQ methods have a defined AUROC.")
-    out.append(
-        {
-            "id": 1,
-            "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
-            "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
-            "verdict": verdict,
-            "evidence": ev1,
-        }
-    )
+    return {
+        "id": 1,
+        "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
+        "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
+        "verdict": verdict,
+        "evidence": ev1,
+    }
 
-    # 2. distributions depend on (SLM, method) more than on the dataset
+
+def distribution_finding(dist: dict) -> dict:
+    """Finding 2: uncertainty distributions depend on (SLM, method) more than on the dataset
+    (``distance_analysis``)."""
     ev2: list[str] = []
     ks = dist.get("ks", {})
     a_ds = ks.get("across_datasets", {}).get("mean", float("nan"))
@@ -898,17 +903,17 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     else:
         verdict = "not testable"
         ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
-    out.append(
-        {
-            "id": 2,
-            "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
-            "datasets: it is set by the SLM and the method, not by the data.",
-            "verdict": verdict,
-            "evidence": ev2,
-        }
-    )
+    return {
+        "id": 2,
+        "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
+        "datasets: it is set by the SLM and the method, not by the data.",
+        "verdict": verdict,
+        "evidence": ev2,
+    }
 
-    # 3. thresholds from calibration data transfer to unseen datasets
+
+def transfer_finding(transfer: dict) -> dict:
+    """Finding 3: thresholds from calibration data transfer to unseen datasets (``transfer_analysis``)."""
     ev3: list[str] = []
     summ = transfer_summary(transfer.get("call_rate", []))
     by_m: dict[str, list[float]] = {}
@@ -971,16 +976,13 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
         ev3.append("Needs at least two datasets per (SLM, method, LLM), one of them allowed to feed calibration sets.")
         if transfer.get("skipped"):
             ev3.append(f"Skipped: {transfer['skipped'][0]['reason']}.")
-    out.append(
-        {
-            "id": 3,
-            "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
-            "over to a dataset never seen, with no labels from it.",
-            "verdict": verdict,
-            "evidence": ev3,
-        }
-    )
-    return out
+    return {
+        "id": 3,
+        "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
+        "over to a dataset never seen, with no labels from it.",
+        "verdict": verdict,
+        "evidence": ev3,
+    }
 
 
 def analyze(view: GridView) -> dict:
