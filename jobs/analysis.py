@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from jobs import calibration as C
 from jobs import metrics as M
-from jobs.calibration import Pool
+from jobs.calibration import Pool, calibration_scale
 from jobs.records import is_complete, read_json, read_unit, unit_dir
 from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 
@@ -387,15 +387,6 @@ def _gap_targets(curve: M.RoutingCurve, fractions=GAP_FRACTIONS) -> list[tuple[f
     acc = curve.accuracy
     lo, hi = float(acc[0]), float(acc.max())
     return [(f, lo + f * (hi - lo)) for f in fractions] if hi > lo else []
-
-
-def calibration_scale(cal_conf: dict, method: str) -> str:
-    """The scale calibration bins are cut on for UQ method ``method`` (``calibration.scale``):
-    "paper" = the method's own confidence (``calibration.paper_scale``: ``UQMethod.confidence``,
-    "rank" for a name the registry does not know), otherwise the configured scale for every method.
-    ``CalibrationParams.from_conf`` resolves it the same way."""
-    scale = cal_conf.get("scale", "paper")
-    return C.paper_scale(method) if scale == "paper" else scale
 
 
 def _sd(x) -> float:

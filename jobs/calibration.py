@@ -2,7 +2,8 @@
 
 Where this sits in the flow: per-sample records of one SLM + one UQ method on many datasets ->
 **calibration** -> reports. Pure numpy functions over arrays; routing curves and distances come
-from ``jobs.metrics``.
+from ``jobs.metrics``. A dataset's rows are a ``Pool``; how sets are drawn is one
+``CalibrationParams`` (the grid's ``calibration`` block for one method), passed as ``params=``.
 
 The paper's pipeline (Chuang et al. 2025, "Confident or Seek Stronger"):
   1. pool every dataset but the target; 2. take the pooled uncertainty distribution; 3. cut it
@@ -18,7 +19,7 @@ Two corrections keep that recipe statistically right (issue 8.4):
     every quantile, rate, accuracy and curve of a calibration set is weighted
     (``CalibrationSet.weight``; ``threshold_for_call_rate(..., weights=)``, ``calibration_curve``).
   * scale: the paper bins "the pooled confidence distribution" (step 2 of its recipe), not the raw
-    uncertainty, which is unbounded for perplexity. ``build_calibration_set(scale=...)`` maps u to
+    uncertainty, which is unbounded for perplexity. ``CalibrationParams.scale`` maps u to
     a bounded confidence before binning (``to_confidence``; each UQ method declares its paper
     confidence in ``UQMethod.confidence``; the grid default ``calibration.scale: paper`` uses it).
     Narrow confidence bins keep the bin that holds a threshold small, so the weighted quantile's
@@ -111,9 +112,13 @@ class Pool:
 Pools = Mapping[str, Pool]  # dataset -> its pool
 
 
-def paper_scale(method: str | None) -> str:
-    """The scale calibration bins are cut on under ``calibration.scale: paper``: the UQ method's own
-    confidence (``UQMethod.confidence``), "rank" for a name the registry does not know."""
+def calibration_scale(cal_conf: Mapping[str, Any], method: str | None) -> str:
+    """The scale calibration bins are cut on for UQ method ``method`` (``calibration.scale``):
+    "paper" (the default) = the method's own confidence (``UQMethod.confidence``; "rank" for a name
+    the registry does not know), otherwise the configured scale for every method."""
+    scale = cal_conf.get("scale", "paper")
+    if scale != "paper":
+        return scale
     from jobs.uq import UQ_METHODS
 
     return UQ_METHODS.get(method).confidence if method is not None and method in UQ_METHODS else "rank"
@@ -158,14 +163,13 @@ class CalibrationParams:
     def from_conf(cls, cal_conf: Mapping[str, Any], method: str | None = None) -> CalibrationParams:
         """The parameters of a ``calibration`` block (n_bins, frac, seed, binning, targets; scale
         default "paper", n_draws default 1) for UQ method ``method``: scale "paper" becomes the
-        method's own confidence (``paper_scale``)."""
-        scale = cal_conf.get("scale", "paper")
+        method's own confidence (``calibration_scale``)."""
         return cls(
             n_bins=int(cal_conf["n_bins"]),
             frac=float(cal_conf["frac"]),
             seed=int(cal_conf["seed"]),
             binning=cal_conf["binning"],
-            scale=paper_scale(method) if scale == "paper" else scale,
+            scale=calibration_scale(cal_conf, method),
             n_draws=int(cal_conf.get("n_draws", 1)),
             targets=tuple(cal_conf["targets"]),
         )
@@ -613,7 +617,7 @@ def transfer_table(
     heldout_calibration_pools: held-out -> the pools "calibration" draws its set from for that
     held-out dataset, in place of ``calibration_pools`` / ``pools``: for methods trained on other
     datasets (the OOD probe), the other datasets' rows scored by models that never saw the
-    held-out one (``orchestrator.plan.Plan.leave_out``); a held-out dataset missing here uses the
+    held-out one (``jobs.views.GridView.leave_out``); a held-out dataset missing here uses the
     default pools.
     params: how calibration sets are drawn (``build_calibration_set``; their thresholds are weighted
     quantiles and their predicted accuracy is weighted) and the targets. "calibration" draws
