@@ -14,6 +14,7 @@ by ``orchestrator.views.grid_view``); pools are ``jobs.calibration.Pool``s.
   transfer_analysis        leave-one-dataset-out threshold transfer (finding 3)
   group_transfer_analysis  the fully out-of-domain split: calibrate on one dataset group, apply on another
   findings                 the three findings, each with the project's numbers and a verdict
+                           (alignment_finding, distribution_finding, transfer_finding)
 
 Pure numpy + pyarrow: no torch, no Ray, no MLflow.
 """
@@ -71,9 +72,9 @@ def eval_pools(settings: Iterable[SettingView]) -> Pools:
 
 def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pools:
     """Same shape as ``eval_pools``, from the settings' calibration (fit-role) units
-    (``SettingView.fit``); empty when the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
-    answer judged is the one the eval settings judge (``jobs.scoring.slm_judgement``: verbal_1s's
-    own answer under its default route)."""
+    (``SettingView.fit``); empty when the grid did not enable calibration. Rows are the fit-role
+    greedy rows with a score; the SLM answer judged is the one the eval settings judge
+    (``jobs.scoring.slm_judgement``: verbal_1s's own answer under its default route)."""
     from jobs.scoring import judge, slm_judgement
     from jobs.uq import UQ_METHODS
 
