@@ -2,6 +2,8 @@
 
 Where this sits in the flow: finished setting units (eval role) and calibration units (fit
 role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute calibrate``.
+What is read, and how the grid asked for it, comes as a typed view (``jobs.views.GridView``, built
+by ``orchestrator.views.grid_view``); pools are ``jobs.calibration.Pool``s.
 
   eval_pools / fit_pools   per (SLM, UQ, LLM): per dataset sample ids, uncertainty, SLM and LLM
                            correctness (eval: the evaluated rows; fit: train/dev rows)
@@ -12,6 +14,7 @@ role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute
   transfer_analysis        leave-one-dataset-out threshold transfer (finding 3)
   group_transfer_analysis  the fully out-of-domain split: calibrate on one dataset group, apply on another
   findings                 the three findings, each with the project's numbers and a verdict
+                           (alignment_finding, distribution_finding, transfer_finding)
 
 Pure numpy + pyarrow: no torch, no Ray, no MLflow.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,13 @@ import pyarrow.parquet as pq
 
 from jobs import calibration as C
 from jobs import metrics as M
+from jobs.calibration import Pool, calibration_scale
 from jobs.records import is_complete, read_json, read_unit, unit_dir
+from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 
 Key = tuple[str, str, str]  # (slm, uq, llm)
+Pools = dict[Key, dict[str, Pool]]  # (slm, uq, llm) -> dataset -> pool
+Rescored = dict[Key, dict[str, dict[str, Pool]]]  # (slm, uq, llm) -> tag -> dataset -> pool
 VERBAL = ("verbal_1s", "verbal_2s")
 PAPER_TOP3 = ("probe", "ood_probe", "perplexity")
 
@@ -42,82 +50,80 @@ def _nanfloat(x) -> float:
 # ---- pools ------------------------------------------------------------------------------------
 
 
-def eval_pools(store: Path, plan) -> dict[Key, dict[str, dict]]:
-    """(slm, uq, llm) -> dataset -> {sample_id, uncertainty, slm_correct, llm_correct} from the
-    per-sample records of every finished setting."""
-    out: dict[Key, dict[str, dict]] = {}
-    for s in plan.settings:
-        d = plan.setting_dir(store, s)
+def eval_pools(settings: Iterable[SettingView]) -> Pools:
+    """(slm, uq, llm) -> dataset -> ``Pool`` (sample ids, uncertainty, SLM and LLM correctness) from
+    the per-sample records of every finished setting."""
+    out: Pools = {}
+    for s in settings:
+        d = s.results
         if not is_complete(d):
             continue
         if not (d / "records.parquet").is_file():
             continue
         t = pq.read_table(d / "records.parquet").to_pydict()
-        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = {
-            "sample_id": t["sample_id"],
-            "uncertainty": np.asarray([_nanfloat(x) for x in t["uncertainty"]], dtype=np.float64),
-            "slm_correct": np.asarray(t["slm_correct"], dtype=bool),
-            "llm_correct": np.asarray(t["llm_correct"], dtype=bool),
-        }
+        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = Pool(
+            sample_id=t["sample_id"],
+            uncertainty=np.asarray([_nanfloat(x) for x in t["uncertainty"]], dtype=np.float64),
+            slm_correct=np.asarray(t["slm_correct"], dtype=bool),
+            llm_correct=np.asarray(t["llm_correct"], dtype=bool),
+        )
     return out
 
 
-def fit_pools(store: Path, plan, policy: str) -> dict[Key, dict[str, dict]]:
-    """Same shape as ``eval_pools``, from the calibration (fit-role) units of the plan; empty when
-    the grid did not enable calibration. Rows are the fit-role greedy rows with a score; the SLM
-    answer judged is the one the eval settings judge (``jobs.scoring.slm_judgement``: verbal_1s's
-    own answer under its default route)."""
+def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pools:
+    """Same shape as ``eval_pools``, from the settings' calibration (fit-role) units
+    (``SettingView.fit``); empty when the grid did not enable calibration. Rows are the fit-role
+    greedy rows with a score; the SLM answer judged is the one the eval settings judge
+    (``jobs.scoring.slm_judgement``: verbal_1s's own answer under its default route)."""
     from jobs.scoring import judge, slm_judgement
     from jobs.uq import UQ_METHODS
 
     judged: dict[tuple, dict[str, bool]] = {}
 
-    def correct_by_id(key: str, score_key: str | None = None, stages: dict | None = None) -> dict[str, bool] | None:
-        ck = (key, score_key)
+    def correct_by_id(key: str, fit: FitSource | None = None) -> dict[str, bool] | None:
+        """sample id -> correct, for the gen unit ``key``: the answer ``fit``'s score judges (its
+        method's route), or the plain extracted answer (fit None, or a score of no known method)."""
+        ck = (key, fit.score_key if fit is not None else None)
         if ck not in judged:
-            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *(stages or {}).values()}):
+            stages = fit.stage_keys if fit is not None else {}
+            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *stages.values()}):
                 return None
             rows = read_unit(unit_dir(store, "gen", key)).to_pylist()
-            su = plan.units.get(score_key) if score_key else None
-            if su is None:
+            if fit is None or fit.method is None:
                 _, ok = judge(rows, policy)
             else:
-                ok = slm_judgement(store, rows, stages or {}, UQ_METHODS.get(su.spec.method), su.spec.params, policy)[
-                    "correct"
-                ]
+                ok = slm_judgement(store, rows, stages, UQ_METHODS.get(fit.method), fit.params, policy)["correct"]
             judged[ck] = {r["sample_id"]: bool(o) for r, o in zip(rows, ok)}
         return judged[ck]
 
-    out: dict[Key, dict[str, dict]] = {}
-    for s in plan.settings:
-        fs = plan.fit_scores.get((s.slm, s.uq, s.dataset))
-        fl = plan.fit_llm.get((s.llm, s.dataset))
-        if fs is None or fl is None:
+    out: Pools = {}
+    for s in settings:
+        fit = s.fit
+        if fit is None:
             continue
-        sdir = unit_dir(store, "score", fs.score)
-        slm_ok = correct_by_id(fs.slm_greedy, fs.score, fs.slm_stages)
-        llm_ok = correct_by_id(fl)
+        sdir = unit_dir(store, "score", fit.score_key)
+        slm_ok = correct_by_id(fit.greedy_key, fit)
+        llm_ok = correct_by_id(fit.llm_key)
         if not is_complete(sdir) or slm_ok is None or llm_ok is None:
             continue
         rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
-        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = {
-            "sample_id": [r["sample_id"] for r in rows],
-            "uncertainty": np.asarray([_nanfloat(r["uncertainty"]) for r in rows], dtype=np.float64),
-            "slm_correct": np.asarray([slm_ok[r["sample_id"]] for r in rows], dtype=bool),
-            "llm_correct": np.asarray([llm_ok[r["sample_id"]] for r in rows], dtype=bool),
-        }
+        out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = Pool(
+            sample_id=[r["sample_id"] for r in rows],
+            uncertainty=np.asarray([_nanfloat(r["uncertainty"]) for r in rows], dtype=np.float64),
+            slm_correct=np.asarray([slm_ok[r["sample_id"]] for r in rows], dtype=bool),
+            llm_correct=np.asarray([llm_ok[r["sample_id"]] for r in rows], dtype=bool),
+        )
     return out
 
 
-def _rescored_pools(
-    store: Path, entries: dict, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-) -> dict[Key, dict[str, dict[str, dict]]]:
-    """(slm, uq, llm) -> tag -> dataset -> pool, for ``entries[(slm, uq, dataset, tag)] = {score,
-    role, ...}``: ``dataset``'s ``role`` pool with the uncertainty of that score unit (by sample id;
-    rows it did not score are left out). Unfinished units are left out."""
-    out: dict[Key, dict[str, dict[str, dict]]] = {}
-    for (slm, uq, ds, tag), lo in entries.items():
-        sdir = unit_dir(store, "score", lo.score)
+def _rescored_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools, fit_p: Pools) -> Rescored:
+    """(slm, uq, llm) -> without -> dataset -> pool, for each ``LeaveOutScore``: ``dataset``'s
+    ``role`` pool with the uncertainty of its score unit (by sample id; rows it did not score are
+    left out). Unfinished units are left out."""
+    out: Rescored = {}
+    for lo in sources:
+        slm, uq, ds, tag = lo.slm, lo.uq, lo.dataset, lo.without
+        sdir = unit_dir(store, "score", lo.score_key)
         if not is_complete(sdir):
             continue
         unc = {r["sample_id"]: r["uncertainty"] for r in read_unit(sdir).to_pylist()}
@@ -126,42 +132,39 @@ def _rescored_pools(
             if (s2, u2) != (slm, uq) or ds not in pools:
                 continue
             p = pools[ds]
-            keep = np.asarray([i for i, sid in enumerate(p["sample_id"]) if sid in unc], dtype=int)
-            out.setdefault((slm, uq, llm), {}).setdefault(tag, {})[ds] = {
-                "sample_id": [p["sample_id"][i] for i in keep],
-                "uncertainty": np.asarray([_nanfloat(unc[p["sample_id"][i]]) for i in keep], dtype=np.float64),
-                "slm_correct": p["slm_correct"][keep],
-                "llm_correct": p["llm_correct"][keep],
-            }
+            keep = np.asarray([i for i, sid in enumerate(p.sample_id) if sid in unc], dtype=int)
+            out.setdefault((slm, uq, llm), {}).setdefault(tag, {})[ds] = Pool(
+                sample_id=[p.sample_id[i] for i in keep],
+                uncertainty=np.asarray([_nanfloat(unc[p.sample_id[i]]) for i in keep], dtype=np.float64),
+                slm_correct=p.slm_correct[keep],
+                llm_correct=p.llm_correct[keep],
+            )
     return out
 
 
-def leave_out_pools(
-    store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-) -> dict[Key, dict[str, dict[str, dict]]]:
+def leave_out_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> held-out -> dataset -> pool: ``dataset``'s calibration-source pool (its fit
-    rows, or its evaluated rows when calibration is off; ``plan.leave_out`` says which) with the
+    rows, or its evaluated rows when calibration is off; ``LeaveOutScore.role`` says which) with the
     uncertainty of the leave-out score unit, whose model trained on neither ``dataset`` nor the
-    held-out one. Only methods trained on other datasets have them; unfinished units are left out."""
-    return _rescored_pools(store, plan.leave_out, eval_p, fit_p)
+    held-out one (``GridView.leave_out``). Only methods trained on other datasets have them;
+    unfinished units are left out."""
+    return _rescored_pools(store, sources, eval_p, fit_p)
 
 
-def leave_group_pools(
-    store: Path, plan, eval_p: dict[Key, dict[str, dict]], fit_p: dict[Key, dict[str, dict]]
-) -> dict[Key, dict[str, dict[str, dict]]]:
+def leave_group_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools, fit_p: Pools) -> Rescored:
     """(slm, uq, llm) -> target group -> dataset -> pool, as ``leave_out_pools`` but from
-    ``plan.leave_group_out``: scored by a model that trained on no dataset of the target group."""
-    return _rescored_pools(store, getattr(plan, "leave_group_out", {}) or {}, eval_p, fit_p)
+    ``GridView.leave_group_out``: scored by a model that trained on no dataset of the target group."""
+    return _rescored_pools(store, sources, eval_p, fit_p)
 
 
 # ---- finding 1: alignment of each method ------------------------------------------------------
 
 
-def method_table(store: Path, plan) -> list[dict]:
+def method_table(settings: Iterable[SettingView]) -> list[dict]:
     """One row per finished setting: axes + summary metrics (with 95% bootstrap CIs)."""
     rows = []
-    for s in plan.settings:
-        p = plan.setting_dir(store, s) / "manifest.json"
+    for s in settings:
+        p = s.results / "manifest.json"
         if p.is_file():
             m = read_json(p)
             row = {
@@ -240,7 +243,7 @@ def _policy(nan_policy: str | dict[str, str], uq: str) -> str:
 
 
 def paired_table(
-    pools: dict[Key, dict[str, dict]],
+    pools: Pools,
     *,
     nan_policy: str | dict[str, str],
     n_boot: int,
@@ -251,7 +254,7 @@ def paired_table(
     differences of AUROC and routing area (``metrics.paired_comparison``). Each method's NaN
     scores follow its own policy (``nan_policy``: one for all, or uq -> policy); a query either
     method drops is left out of the pair, so both are compared on the same queries."""
-    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    groups: dict[tuple[str, str, str], dict[str, Pool]] = {}
     for (slm, uq, llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
             groups.setdefault((slm, llm, ds), {})[uq] = pool
@@ -259,18 +262,18 @@ def paired_table(
     for (slm, llm, ds), by_uq in sorted(groups.items()):
         for a, b in itertools.combinations(sorted(by_uq), 2):
             pa, pb = by_uq[a], by_uq[b]
-            if list(pa["sample_id"]) != list(pb["sample_id"]):
+            if list(pa.sample_id) != list(pb.sample_id):
                 raise ValueError(f"{slm}/{llm}/{ds}: methods {a} and {b} were scored on different samples")
-            ua, _ = M.apply_nan_policy(pa["uncertainty"], _policy(nan_policy, a))
-            ub, _ = M.apply_nan_policy(pb["uncertainty"], _policy(nan_policy, b))
+            ua, _ = M.apply_nan_policy(pa.uncertainty, _policy(nan_policy, a))
+            ub, _ = M.apply_nan_policy(pb.uncertainty, _policy(nan_policy, b))
             keep = ~(np.isnan(ua) | np.isnan(ub))
             if not keep.any():  # one of them scored none of these queries: nothing to compare
                 continue
             res = M.paired_comparison(
                 ua[keep],
                 ub[keep],
-                pa["slm_correct"][keep],
-                pa["llm_correct"][keep],
+                pa.slm_correct[keep],
+                pa.llm_correct[keep],
                 n_boot=n_boot,
                 seed=seed,
                 ties=ties,
@@ -282,14 +285,14 @@ def paired_table(
 # ---- finding 2: distributions are set by (SLM, method), not by the dataset -------------------
 
 
-def _raw_scores(pools: dict[Key, dict[str, dict]]) -> dict[tuple[str, str, str], np.ndarray]:
+def _raw_scores(pools: Pools) -> dict[tuple[str, str, str], np.ndarray]:
     """(slm, uq, dataset) -> finite uncertainties (the same SLM scores under every LLM: once)."""
     raw: dict[tuple[str, str, str], np.ndarray] = {}
     for (slm, uq, _llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
             if (slm, uq, ds) in raw:
                 continue
-            u = np.asarray(pool["uncertainty"], dtype=np.float64)
+            u = np.asarray(pool.uncertainty, dtype=np.float64)
             if np.isfinite(u).any():
                 raw[(slm, uq, ds)] = u[np.isfinite(u)]
     return raw
@@ -335,7 +338,7 @@ DISTANCE_SCALES = {
 }
 
 
-def distance_analysis(pools: dict[Key, dict[str, dict]], methods: dict[str, str] | None = None) -> dict:
+def distance_analysis(pools: Pools, methods: dict[str, str] | None = None) -> dict:
     """KS and Wasserstein-1 distances between uncertainty distributions (finding 2).
 
     Between datasets and between SLMs (one UQ method), scores are compared on the method's pooled
@@ -387,62 +390,38 @@ def _gap_targets(curve: M.RoutingCurve, fractions=GAP_FRACTIONS) -> list[tuple[f
     return [(f, lo + f * (hi - lo)) for f in fractions] if hi > lo else []
 
 
-def calibration_scale(cal_conf: dict, method: str) -> str:
-    """The scale calibration bins are cut on for UQ method ``method`` (``calibration.scale``):
-    "paper" = the method's own confidence (``UQMethod.confidence``; "rank" for a name the
-    registry does not know), otherwise the configured scale for every method."""
-    scale = cal_conf.get("scale", "paper")
-    if scale != "paper":
-        return scale
-    from jobs.uq import UQ_METHODS
-
-    return UQ_METHODS.get(method).confidence if method in UQ_METHODS else "rank"
-
-
-def _build_kw(cal_conf: dict, scale: str) -> dict:
-    return dict(
-        n_bins=cal_conf["n_bins"],
-        frac=cal_conf["frac"],
-        seed=cal_conf["seed"],
-        binning=cal_conf["binning"],
-        scale=scale,
-    )
-
-
 def _sd(x) -> float:
     x = np.asarray(x, dtype=np.float64)
     return float(np.std(x, ddof=1)) if x.size > 1 else 0.0
 
 
 def accuracy_transfer(
-    eval_p: dict[str, dict], cal_p: dict[str, dict], cal_conf: dict, nan_policy: str, scale: str = "uncertainty"
+    eval_p: dict[str, Pool], cal_p: dict[str, Pool], params: C.CalibrationParams, nan_policy: str
 ) -> list[dict]:
     """Leave-one-dataset-out transfer of *accuracy* targets: on the calibration set built from
     every other dataset, the threshold at the smallest call rate whose (weighted) expected accuracy
     reaches the target (targets: 25/50/75% of the calibration set's gap between SLM-only and the
     best accuracy on its weighted curve); realized accuracy and call rate on the held-out evaluated
-    rows. ``calibration.n_draws`` sets are drawn (seeds seed, seed + 1, ...); one row per
-    (held-out, gap fraction) with means over the draws that reach their target and
-    accuracy_error_sd, n_draws."""
+    rows. ``params.n_draws`` sets are drawn (seeds ``params.seeds``); one row per (held-out, gap
+    fraction) with means over the draws that reach their target and accuracy_error_sd, n_draws."""
     rows = []
-    seeds = [int(cal_conf["seed"]) + i for i in range(int(cal_conf.get("n_draws", 1)))]
     for heldout in sorted(eval_p):
         others = [d for d in cal_p if d != heldout]
         if not others:
             continue
-        u_raw = eval_p[heldout]["uncertainty"]
-        u, keep = M.apply_nan_policy(u_raw, nan_policy)
-        u, slm, llm = u[keep], eval_p[heldout]["slm_correct"][keep], eval_p[heldout]["llm_correct"][keep]
+        ev = eval_p[heldout]
+        u, keep = M.apply_nan_policy(ev.uncertainty, nan_policy)
+        u, slm, llm = u[keep], ev.slm_correct[keep], ev.llm_correct[keep]
         if not len(u):  # no scored query on the held-out dataset (all dropped)
             continue
         by_frac: dict[float, list[dict]] = {}
-        for sd in seeds:
+        for sd in params.seeds:
             try:
                 cal = C.build_calibration_set(
                     cal_p,
                     exclude=[heldout] if heldout in cal_p else [],
+                    params=params.with_seed(sd),
                     nan_policy=nan_policy,
-                    **(_build_kw(cal_conf, scale) | {"seed": sd}),
                 )
             except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
                 break
@@ -474,13 +453,13 @@ def accuracy_transfer(
 
 
 def transfer_analysis(
-    eval_p: dict[Key, dict[str, dict]],
-    fit_p: dict[Key, dict[str, dict]],
+    eval_p: Pools,
+    fit_p: Pools,
     cal_conf: dict,
     nan_policy: str | dict[str, str],
     calibration_datasets: list[str] | None = None,
     methods: dict[str, str] | None = None,
-    leave_out: dict[Key, dict[str, dict[str, dict]]] | None = None,
+    leave_out: Rescored | None = None,
     needs_leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
@@ -491,8 +470,8 @@ def transfer_analysis(
     rows, as in the paper's own leave-one-out (``source = "eval"``; in-domain then splits the
     held-out dataset in half). calibration_datasets: the datasets whose fit rows may feed
     calibration sets (``calibration.pool``; None = all); in-domain fits use any dataset's fit rows.
-    methods: uq name -> UQ method name (for ``calibration_scale``; default: the uq name itself).
-    nan_policy: one policy for every method, or uq name -> policy (``nan_policy_of``).
+    methods: uq name -> UQ method name (for the scale, ``CalibrationParams.from_conf``; default: the
+    uq name itself). nan_policy: one policy for every method, or uq name -> policy (``nan_policy_of``).
     Calibration sets are drawn ``calibration.n_draws`` times (seeds seed, seed + 1, ...) on the
     ``calibration.scale``; rows and curves carry the mean and spread over the draws.
     needs_leave_out: uq names whose models train on other datasets (the OOD probe): their
@@ -507,15 +486,10 @@ def transfer_analysis(
         slm, uq, llm = key
         ev = eval_p[key]
         fp = fit_p.get(key)
-        use_fit = fp is not None and set(ev) <= set(fp)
-        source = "fit" if use_fit else "eval"
-        cal_src = fp if use_fit else ev
-        if use_fit and allowed is not None:
-            cal_src = {d: p for d, p in fp.items() if d in allowed}
-        scale = calibration_scale(cal_conf, methods.get(uq, uq))
-        kw = _build_kw(cal_conf, scale)
+        source, use_fit, cal_src = _calibration_sources(ev, fp, allowed)
+        params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
+        scale = params.scale
         policy = _policy(nan_policy, uq)
-        n_draws = int(cal_conf.get("n_draws", 1))
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
         lo = uq in needs_leave_out
         for h in sorted(ev):
@@ -536,23 +510,20 @@ def transfer_analysis(
             try:
                 t = C.transfer_table(
                     ev,
-                    targets=cal_conf["targets"],
+                    params=params,
                     fixed_value=fixed,
                     nan_policy=policy,
                     calibration_pools=cal_src if use_fit else None,
                     in_domain_pools=fp if use_fit else None,
                     heldouts=[h],
-                    n_draws=n_draws,
                     heldout_calibration_pools={h: cal_h} if lo else None,
-                    **kw,
                 )
                 c = C.curve_transfer(
                     ev,
                     h,
+                    params=params,
                     nan_policy=policy,
                     calibration_pools=cal_h if (use_fit or lo) else None,
-                    n_draws=n_draws,
-                    **kw,
                 )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
@@ -566,12 +537,12 @@ def transfer_analysis(
             if lo:  # held-out by held-out: each has its own calibration pools
                 acc_rows += [
                     {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                    for row in accuracy_transfer({h: ev[h]}, cal_h, cal_conf, policy, scale)
+                    for row in accuracy_transfer({h: ev[h]}, cal_h, params, policy)
                 ]
         if not lo:
             acc_rows += [
                 {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                for row in accuracy_transfer(ev, cal_src, cal_conf, policy, scale)
+                for row in accuracy_transfer(ev, cal_src, params, policy)
             ]
     return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
 
@@ -587,14 +558,14 @@ def _calibration_sources(ev: dict, fp: dict | None, allowed: set | None) -> tupl
 
 
 def group_transfer_analysis(
-    eval_p: dict[Key, dict[str, dict]],
-    fit_p: dict[Key, dict[str, dict]],
+    eval_p: Pools,
+    fit_p: Pools,
     cal_conf: dict,
     nan_policy: str | dict[str, str],
     groups: dict[str, str | None],
     calibration_datasets: list[str] | None = None,
     methods: dict[str, str] | None = None,
-    leave_group: dict[Key, dict[str, dict[str, dict]]] | None = None,
+    leave_group: Rescored | None = None,
     needs_leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> dict:
     """The fully out-of-domain split (``calibration.splits: [cross_group]``): per (SLM, UQ, LLM) and
@@ -620,7 +591,8 @@ def group_transfer_analysis(
         slm, uq, llm = key
         ev = eval_p[key]
         source, use_fit, cal_src = _calibration_sources(ev, fit_p.get(key), allowed)
-        scale = calibration_scale(cal_conf, methods.get(uq, uq))
+        params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
+        scale = params.scale
         policy = _policy(nan_policy, uq)
         lo = uq in needs_leave_out
         present = sorted({groups.get(d) for d in ev if groups.get(d)})
@@ -645,13 +617,11 @@ def group_transfer_analysis(
             try:
                 t = C.transfer_table(
                     ev,
-                    targets=cal_conf["targets"],
+                    params=params,
                     methods=["calibration"],
                     nan_policy=policy,
                     calibration_pools=src,
                     heldouts=targets,
-                    n_draws=int(cal_conf.get("n_draws", 1)),
-                    **_build_kw(cal_conf, scale),
                 )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append(base | {"reason": str(exc)})
@@ -795,8 +765,12 @@ def _fmt(x: float, nd: int = 3) -> str:
 def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict) -> list[dict]:
     """Each of the paper's three findings restated with this grid's numbers: {id, claim,
     verdict (holds | partly | does not hold | not testable), evidence (plain sentences)}."""
-    out = []
-    # 1. methods differ widely; verbalization aligns poorly; probe, OOD probe, perplexity on top
+    return [alignment_finding(ranking, paired), distribution_finding(dist), transfer_finding(transfer)]
+
+
+def alignment_finding(ranking: list[dict], paired: list[dict]) -> dict:
+    """Finding 1: methods differ widely; verbalization aligns poorly; probe, OOD probe and perplexity
+    lead (``method_ranking``, ``paired_table``)."""
     ranked = [r for r in ranking if np.isfinite(r["mean_auroc"])]
     ev1: list[str] = []
     if len(ranked) >= 2:
@@ -863,17 +837,18 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     else:
         verdict = "not testable"
         ev1.append("Fewer than two UQ methods have a defined AUROC.")
-    out.append(
-        {
-            "id": 1,
-            "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
-            "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
-            "verdict": verdict,
-            "evidence": ev1,
-        }
-    )
+    return {
+        "id": 1,
+        "claim": "UQ methods differ widely in how well uncertainty aligns with correctness; "
+        "verbalized confidence aligns poorly on SLMs; trained probe, OOD probe and perplexity lead.",
+        "verdict": verdict,
+        "evidence": ev1,
+    }
 
-    # 2. distributions depend on (SLM, method) more than on the dataset
+
+def distribution_finding(dist: dict) -> dict:
+    """Finding 2: uncertainty distributions depend on (SLM, method) more than on the dataset
+    (``distance_analysis``)."""
     ev2: list[str] = []
     ks = dist.get("ks", {})
     a_ds = ks.get("across_datasets", {}).get("mean", float("nan"))
@@ -920,17 +895,17 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
     else:
         verdict = "not testable"
         ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
-    out.append(
-        {
-            "id": 2,
-            "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
-            "datasets: it is set by the SLM and the method, not by the data.",
-            "verdict": verdict,
-            "evidence": ev2,
-        }
-    )
+    return {
+        "id": 2,
+        "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
+        "datasets: it is set by the SLM and the method, not by the data.",
+        "verdict": verdict,
+        "evidence": ev2,
+    }
 
-    # 3. thresholds from calibration data transfer to unseen datasets
+
+def transfer_finding(transfer: dict) -> dict:
+    """Finding 3: thresholds from calibration data transfer to unseen datasets (``transfer_analysis``)."""
     ev3: list[str] = []
     summ = transfer_summary(transfer.get("call_rate", []))
     by_m: dict[str, list[float]] = {}
@@ -993,44 +968,32 @@ def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict
         ev3.append("Needs at least two datasets per (SLM, method, LLM), one of them allowed to feed calibration sets.")
         if transfer.get("skipped"):
             ev3.append(f"Skipped: {transfer['skipped'][0]['reason']}.")
-    out.append(
-        {
-            "id": 3,
-            "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
-            "over to a dataset never seen, with no labels from it.",
-            "verdict": verdict,
-            "evidence": ev3,
-        }
-    )
-    return out
+    return {
+        "id": 3,
+        "claim": "Routing thresholds (and whole routing curves) chosen on calibration data carry "
+        "over to a dataset never seen, with no labels from it.",
+        "verdict": verdict,
+        "evidence": ev3,
+    }
 
 
-def fit_sources(r) -> dict[str, str]:
-    """dataset -> where its fit rows come from: "split:<train/dev split>" or "eval-disjoint"."""
-    from jobs.datasets.roles import fit_source
-
-    return {d: fit_source(dc) for d, dc in r.datasets.items()}
-
-
-def analyze(r, plan) -> dict:
-    """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists)."""
-    store = r.store_dir
-    mconf = r.grid["metrics"]
-    cal_conf = dict(r.grid["calibration"])
-    ev = eval_pools(store, plan)
-    fp = fit_pools(store, plan, r.grid["decoding"]["extraction_policy"])
-    lo = leave_out_pools(store, plan, ev, fp)
-    table = method_table(store, plan)
+def analyze(view: GridView) -> dict:
+    """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists), from
+    a grid's typed view (``orchestrator.views.grid_view``)."""
+    store = view.store
+    cal_conf = dict(view.calibration)
+    ev = eval_pools(view.settings)
+    fp = fit_pools(store, view.settings, view.extraction_policy)
+    lo = leave_out_pools(store, view.leave_out, ev, fp)
+    table = method_table(view.settings)
     ranking = method_ranking(table)
-    from orchestrator.config import nan_policy_of
-
-    policies = {uq: nan_policy_of(r, uq) for uq in r.uq}
+    policies = dict(view.nan_policies)
     paired = paired_table(
-        ev, nan_policy=policies, n_boot=int(mconf["bootstrap"]) or 200, seed=int(mconf["seed"]), ties=mconf["ties"]
+        ev, nan_policy=policies, n_boot=int(view.bootstrap) or 200, seed=int(view.bootstrap_seed), ties=view.ties
     )
-    methods = {uq: (conf.get("method") or uq) for uq, conf in r.uq.items()}
+    methods = dict(view.uq_methods)
     dist = distance_analysis(ev, methods)
-    sources = fit_sources(r)
+    sources = dict(view.fit_sources)
     allowed = None if cal_conf["pool"] == "fit" else [d for d, src in sources.items() if src.startswith("split:")]
     from jobs.uq import UQ_METHODS
 
@@ -1043,11 +1006,17 @@ def analyze(r, plan) -> dict:
     )
     cross = None
     if "cross_group" in splits:
-        from orchestrator.config import dataset_groups
-
-        groups = dataset_groups(r)
+        groups = dict(view.groups)
         cross = group_transfer_analysis(
-            ev, fp, cal_conf, policies, groups, allowed, methods, leave_group_pools(store, plan, ev, fp), needs
+            ev,
+            fp,
+            cal_conf,
+            policies,
+            groups,
+            allowed,
+            methods,
+            leave_group_pools(store, view.leave_group_out, ev, fp),
+            needs,
         )
         cross["groups"] = groups
         cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])
@@ -1066,5 +1035,5 @@ def analyze(r, plan) -> dict:
         "nan_policies": policies,
         "fit_sources": sources,
         "calibration_datasets": allowed if allowed is not None else sorted(sources),
-        "fit_pools": {"__".join(k): {d: len(p["sample_id"]) for d, p in v.items()} for k, v in fp.items()},
+        "fit_pools": {"__".join(k): {d: len(p) for d, p in v.items()} for k, v in fp.items()},
     }

@@ -2,7 +2,8 @@
 
 Where this sits in the flow: per-sample records of one SLM + one UQ method on many datasets ->
 **calibration** -> reports. Pure numpy functions over arrays; routing curves and distances come
-from ``jobs.metrics``.
+from ``jobs.metrics``. A dataset's rows are a ``Pool``; how sets are drawn is one
+``CalibrationParams`` (the grid's ``calibration`` block for one method), passed as ``params=``.
 
 The paper's pipeline (Chuang et al. 2025, "Confident or Seek Stronger"):
   1. pool every dataset but the target; 2. take the pooled uncertainty distribution; 3. cut it
@@ -18,7 +19,7 @@ Two corrections keep that recipe statistically right (issue 8.4):
     every quantile, rate, accuracy and curve of a calibration set is weighted
     (``CalibrationSet.weight``; ``threshold_for_call_rate(..., weights=)``, ``calibration_curve``).
   * scale: the paper bins "the pooled confidence distribution" (step 2 of its recipe), not the raw
-    uncertainty, which is unbounded for perplexity. ``build_calibration_set(scale=...)`` maps u to
+    uncertainty, which is unbounded for perplexity. ``CalibrationParams.scale`` maps u to
     a bounded confidence before binning (``to_confidence``; each UQ method declares its paper
     confidence in ``UQMethod.confidence``; the grid default ``calibration.scale: paper`` uses it).
     Narrow confidence bins keep the bin that holds a threshold small, so the weighted quantile's
@@ -38,8 +39,8 @@ piecewise-linear interpolation of ``metrics.routing_curve(..., ties="expected")`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,114 @@ DEFAULT_TARGETS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
 # k = rate * N is snapped to the nearest integer when this close, so that e.g. 0.3 * 10
 # (= 3.0000000000000004) gives tie_frac 1.0 on the 3rd value, not 4e-16 on the 4th.
 _SNAP = 1e-9
+
+
+# ---- pools and parameters ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Pool:
+    """One dataset's labelled, scored rows for one (SLM, UQ method, LLM): what calibration sets are
+    drawn from and what transfer is evaluated on (``jobs.analysis`` reads them from the store).
+
+    sample_id: the rows' ids, in row order; uncertainty: float array (NaN = the method could not
+    score the row); slm_correct, llm_correct: bool arrays. Every function here that takes pools
+    takes ``{dataset: Pool}``; a plain mapping with the ``POOL_KEYS`` is accepted too (``Pool.of``).
+    """
+
+    sample_id: Sequence[str]
+    uncertainty: np.ndarray
+    slm_correct: np.ndarray
+    llm_correct: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    @classmethod
+    def of(cls, pool: Pool | Mapping[str, Any], name: str = "pool") -> Pool:
+        """``pool`` itself, or the Pool of a mapping with the ``POOL_KEYS`` (ValueError naming the
+        keys it lacks; ``name``: the dataset, for the message)."""
+        if isinstance(pool, Pool):
+            return pool
+        missing = [k for k in POOL_KEYS if k not in pool]
+        if missing:
+            raise ValueError(f"pools[{name!r}] lacks {missing}; needs {list(POOL_KEYS)}, has {sorted(pool)}")
+        return cls(*(pool[k] for k in POOL_KEYS))
+
+
+Pools = Mapping[str, Pool]  # dataset -> its pool
+
+
+def calibration_scale(cal_conf: Mapping[str, Any], method: str | None) -> str:
+    """The scale calibration bins are cut on for UQ method ``method`` (``calibration.scale``):
+    "paper" (the default) = the method's own confidence (``UQMethod.confidence``; "rank" for a name
+    the registry does not know), otherwise the configured scale for every method."""
+    scale = cal_conf.get("scale", "paper")
+    if scale != "paper":
+        return scale
+    from jobs.uq import UQ_METHODS
+
+    return UQ_METHODS.get(method).confidence if method is not None and method in UQ_METHODS else "rank"
+
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """How calibration sets are drawn and which call rates they are asked for: a grid's
+    ``calibration`` block (``orchestrator.config.CalibrationConf``) for one UQ method, with its
+    scale resolved (``from_conf``). Passed as ``params=`` to ``build_calibration_set``,
+    ``transfer_table`` and ``curve_transfer``, and so by ``jobs.analysis`` and
+    ``orchestrator.calibrate``.
+
+    n_bins, binning: the bins the pooled scores are cut into ("equal_width" | "equal_freq");
+    frac: the share of each bin drawn; seed: the draw's RNG seed; scale: what the bins are cut on
+    (``to_confidence``; never "paper" here); n_draws: how many sets transfer draws (seeds ``seeds``);
+    targets: the target call rates thresholds are chosen for. Bad values are a ValueError.
+    """
+
+    n_bins: int = 30
+    frac: float = 0.1
+    seed: int = 50
+    binning: str = "equal_width"
+    scale: str = "uncertainty"
+    n_draws: int = 1
+    targets: tuple[float, ...] = DEFAULT_TARGETS
+
+    def __post_init__(self) -> None:
+        if self.binning not in BINNINGS:
+            raise ValueError(f"unknown binning {self.binning!r}; valid: {', '.join(BINNINGS)}")
+        if self.scale not in SCALES:
+            raise ValueError(f"unknown calibration scale {self.scale!r}; valid: {', '.join(SCALES)}")
+        if int(self.n_bins) != self.n_bins or self.n_bins < 1:
+            raise ValueError(f"n_bins must be a positive integer; got {self.n_bins!r}")
+        if not 0.0 < self.frac <= 1.0:
+            raise ValueError(f"frac must be in (0, 1]; got {self.frac!r}")
+        if int(self.n_draws) != self.n_draws or self.n_draws < 1:
+            raise ValueError(f"n_draws must be a positive integer; got {self.n_draws!r}")
+        object.__setattr__(self, "targets", tuple(_check_rate(t, "target call rate") for t in self.targets))
+
+    @classmethod
+    def from_conf(cls, cal_conf: Mapping[str, Any], method: str | None = None) -> CalibrationParams:
+        """The parameters of a ``calibration`` block (n_bins, frac, seed, binning, targets; scale
+        default "paper", n_draws default 1) for UQ method ``method``: scale "paper" becomes the
+        method's own confidence (``calibration_scale``)."""
+        return cls(
+            n_bins=int(cal_conf["n_bins"]),
+            frac=float(cal_conf["frac"]),
+            seed=int(cal_conf["seed"]),
+            binning=cal_conf["binning"],
+            scale=calibration_scale(cal_conf, method),
+            n_draws=int(cal_conf.get("n_draws", 1)),
+            targets=tuple(cal_conf["targets"]),
+        )
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the ``n_draws`` sets: seed, seed + 1, ..."""
+        return [int(self.seed) + i for i in range(int(self.n_draws))]
+
+    def with_seed(self, seed: int) -> CalibrationParams:
+        """The same parameters, drawing with ``seed``."""
+        return replace(self, seed=int(seed))
 
 
 # ---- thresholds -------------------------------------------------------------------------------
@@ -320,14 +429,12 @@ def to_confidence(u, scale: str) -> np.ndarray:
     raise ValueError(f"unknown calibration scale {scale!r}; valid: {', '.join(SCALES)}")
 
 
-def _pool_arrays(name: str, pool: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
-    missing = [k for k in POOL_KEYS if k not in pool]
-    if missing:
-        raise ValueError(f"pools[{name!r}] lacks {missing}; needs {list(POOL_KEYS)}, has {sorted(pool)}")
-    ids = np.asarray(pool["sample_id"]).astype(str)
-    u = _as_uncertainty(pool["uncertainty"], f"pools[{name!r}]['uncertainty']", allow_nan=True)
-    slm = _as_bool(pool["slm_correct"], f"pools[{name!r}]['slm_correct']")
-    llm = _as_bool(pool["llm_correct"], f"pools[{name!r}]['llm_correct']")
+def _pool_arrays(name: str, pool: Pool | Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    pool = Pool.of(pool, name)
+    ids = np.asarray(pool.sample_id).astype(str)
+    u = _as_uncertainty(pool.uncertainty, f"pools[{name!r}]['uncertainty']", allow_nan=True)
+    slm = _as_bool(pool.slm_correct, f"pools[{name!r}]['slm_correct']")
+    llm = _as_bool(pool.llm_correct, f"pools[{name!r}]['llm_correct']")
     lengths = {k: len(v) for k, v in zip(POOL_KEYS, (ids, u, slm, llm))}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"pools[{name!r}] arrays must have the same length; got {lengths}")
@@ -351,21 +458,20 @@ def _bin_index(u: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges[1:-1], u, side="right")
 
 
+DEFAULT_PARAMS = CalibrationParams()
+
+
 def build_calibration_set(
-    pools: Mapping[str, Mapping[str, Any]],
+    pools: Pools,
     *,
     exclude: Iterable[str] = (),
-    n_bins: int = 30,
-    frac: float = 0.1,
-    seed: int = 50,
-    binning: str = "equal_width",
+    params: CalibrationParams = DEFAULT_PARAMS,
     nan_policy: str = "drop",
-    scale: str = "uncertainty",
 ) -> CalibrationSet:
     """Stratified calibration set from every dataset in ``pools`` not in ``exclude``.
 
-    pools[dataset] = {"sample_id": list[str], "uncertainty": float array, "slm_correct": bool
-    array, "llm_correct": bool array}, for one SLM + one UQ method.
+    pools[dataset] = a ``Pool`` of one SLM + one UQ method; params: n_bins, frac, seed, binning and
+    scale below (``CalibrationParams``; n_draws and targets are not read here).
     NaN uncertainties (the method could not score) follow ``nan_policy``: "drop" removes them (and
     counts them); "most_uncertain" keeps them as +inf, as the router treats them (sent to the LLM
     first), in a stratum of their own after the bins, sampled at the same ``frac`` -- so a
@@ -384,14 +490,7 @@ def build_calibration_set(
     n_selected_per_bin, bin_weights (m / take, 0 for empty bins), bin_edges (on the scale),
     n_bins, binning, scale, frac, seed.
     """
-    if binning not in BINNINGS:
-        raise ValueError(f"unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
-    if scale not in SCALES:
-        raise ValueError(f"unknown calibration scale {scale!r}; valid: {', '.join(SCALES)}")
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}")
-    if not 0.0 < frac <= 1.0:
-        raise ValueError(f"frac must be in (0, 1]; got {frac!r}")
+    n_bins, frac, seed, binning, scale = params.n_bins, params.frac, params.seed, params.binning, params.scale
     excluded = sorted(set(exclude))
     unknown = [d for d in excluded if d not in pools]
     if unknown:
@@ -469,7 +568,7 @@ def build_calibration_set(
 # ---- transfer evaluation (leave one dataset out) ----------------------------------------------
 
 
-def _heldout_arrays(pools: Mapping[str, Mapping[str, Any]], name: str, nan_policy: str):
+def _heldout_arrays(pools: Pools, name: str, nan_policy: str):
     if name not in pools:
         raise ValueError(f"unknown held-out dataset {name!r}; available: {sorted(pools)}")
     _, u_raw, slm, llm = _pool_arrays(name, pools[name])
@@ -481,39 +580,33 @@ def _heldout_arrays(pools: Mapping[str, Mapping[str, Any]], name: str, nan_polic
 
 
 def transfer_table(
-    pools: Mapping[str, Mapping[str, Any]],
+    pools: Pools,
     *,
-    targets: Iterable[float] = DEFAULT_TARGETS,
+    params: CalibrationParams = DEFAULT_PARAMS,
     methods: Iterable[str] = TRANSFER_METHODS,
     fixed_value: float = 0.5,
-    n_bins: int = 30,
-    frac: float = 0.1,
-    seed: int = 50,
-    binning: str = "equal_width",
-    scale: str = "uncertainty",
-    n_draws: int = 1,
     in_domain_frac: float = 0.5,
     nan_policy: str = "most_uncertain",
-    calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
-    in_domain_pools: Mapping[str, Mapping[str, Any]] | None = None,
+    calibration_pools: Pools | None = None,
+    in_domain_pools: Pools | None = None,
     heldouts: Iterable[str] | None = None,
-    heldout_calibration_pools: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    heldout_calibration_pools: Mapping[str, Pools] | None = None,
 ) -> list[dict]:
     """Leave-one-dataset-out transfer of call-rate thresholds; one row per (held-out, method,
-    target), held-out datasets in sorted order.
+    target), held-out datasets in sorted order, targets ``params.targets``.
 
     methods:
       "calibration": threshold from the calibration set built on every other dataset;
                      applied to all of the held-out dataset.
       "in_domain":   upper bound: threshold fitted on a random ``in_domain_frac`` of the held-out
-                     dataset (``np.random.default_rng(seed)`` permutation), evaluated on the rest.
+                     dataset (``np.random.default_rng(params.seed)`` permutation), evaluated on the rest.
       "fixed":       ``fixed_threshold(fixed_value)`` for every target (predicts nothing, so its
                      predicted_accuracy and accuracy_error are NaN).
     nan_policy: how the held-out dataset's NaN scores are routed (``metrics.apply_nan_policy``;
     "most_uncertain" sends them to the LLM, as a deployed router would). The calibration set and
     in-domain fits treat theirs the same way (``build_calibration_set(nan_policy=...)``).
     calibration_pools: labelled pools kept apart from the evaluated ones (the ``fit`` role:
-    train/dev splits, or rows disjoint from the evaluated ones), same keys as ``pools``. When
+    train/dev splits, or rows disjoint from the evaluated ones), same datasets as ``pools``. When
     given, "calibration" builds its set from every *other* dataset's calibration pool (so no
     evaluated row is ever used for a threshold), and "in_domain" fits on the held-out dataset's
     own calibration pool and is evaluated on all of its evaluated rows. When None, both draw on
@@ -524,45 +617,30 @@ def transfer_table(
     heldout_calibration_pools: held-out -> the pools "calibration" draws its set from for that
     held-out dataset, in place of ``calibration_pools`` / ``pools``: for methods trained on other
     datasets (the OOD probe), the other datasets' rows scored by models that never saw the
-    held-out one (``orchestrator.plan.Plan.leave_out``); a held-out dataset missing here uses the
+    held-out one (``jobs.views.GridView.leave_out``); a held-out dataset missing here uses the
     default pools.
-    scale, n_bins, frac, binning: how calibration sets are drawn (``build_calibration_set``); their
-    thresholds are weighted quantiles and their predicted accuracy is weighted.
-    n_draws: "calibration" draws that many sets, seeds ``seed, seed + 1, ...`` (the paper repeats
-    its calibration three times), and reports their mean and spread; the other methods draw once.
-    Row keys: heldout, method, target_call_rate, threshold, tie_frac, realized_call_rate,
-    call_rate_error (= realized - target), realized_accuracy, predicted_accuracy (the fitting
-    data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
-    accuracy_error (= realized - predicted), n_fit, n_eval, n_nan_heldout; over the draws:
-    threshold, tie_frac and n_fit are the first draw's (seed ``seed``), the rates, accuracies and
-    errors are means, and n_draws, seeds, call_rate_error_draws, realized_call_rate_draws,
-    predicted_accuracy_draws (one per draw, in seed order), call_rate_error_sd (sample SD,
-    0 for one draw), call_rate_error_min/_max, abs_call_rate_error (mean |error| over draws),
-    accuracy_error_sd and threshold_sd give the spread.
+    params: how calibration sets are drawn (``build_calibration_set``; their thresholds are weighted
+    quantiles and their predicted accuracy is weighted) and the targets. "calibration" draws
+    ``params.n_draws`` sets, seeds ``params.seeds`` (the paper repeats its calibration three
+    times), and reports their mean and spread; the other methods draw once.
+    Row keys (``_transfer_row``): heldout, method, target_call_rate, threshold, tie_frac,
+    realized_call_rate, call_rate_error (= realized - target), realized_accuracy,
+    predicted_accuracy (the fitting data's expected accuracy at the threshold: the calibration
+    set, or the in-domain fit half), accuracy_error (= realized - predicted), n_fit, n_eval,
+    n_nan_heldout; over the draws: threshold, tie_frac and n_fit are the first draw's (seed
+    ``params.seed``), the rates, accuracies and errors are means, and n_draws, seeds,
+    call_rate_error_draws, realized_call_rate_draws, predicted_accuracy_draws (one per draw, in seed
+    order), call_rate_error_sd (sample SD, 0 for one draw), call_rate_error_min/_max,
+    abs_call_rate_error (mean |error| over draws), accuracy_error_sd and threshold_sd give the spread.
     All rates and accuracies are exact expectations over tie coin flips.
     """
-    targets = [_check_rate(t, "target call rate") for t in targets]
-    methods = list(methods)
-    bad = [m for m in methods if m not in TRANSFER_METHODS]
-    if bad:
-        raise ValueError(f"unknown transfer method(s) {bad}; valid: {', '.join(TRANSFER_METHODS)}")
-    if not 0.0 < in_domain_frac < 1.0:
-        raise ValueError(f"in_domain_frac must be in (0, 1); got {in_domain_frac!r}")
-    if int(n_draws) != n_draws or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive integer; got {n_draws!r}")
+    methods = _check_transfer_methods(methods, in_domain_frac)
     cal_source = pools if calibration_pools is None else calibration_pools
     in_source = in_domain_pools if in_domain_pools is not None else calibration_pools
-    chosen = sorted(pools) if heldouts is None else sorted(set(heldouts))
-    unknown = [h for h in chosen if h not in pools]
-    if unknown:
-        raise ValueError(f"unknown held-out dataset(s) {unknown}; available: {sorted(pools)}")
-    if in_source is not None and "in_domain" in methods:
-        lacking = [h for h in chosen if h not in in_source]
-        if lacking:
-            raise ValueError(f"in-domain fit pools lack dataset(s) {lacking}; they have {sorted(in_source)}")
+    chosen = _chosen_heldouts(pools, heldouts, in_source if "in_domain" in methods else None)
     per_heldout = dict(heldout_calibration_pools or {})
 
-    def cal_source_of(h: str) -> Mapping[str, Mapping[str, Any]]:
+    def cal_source_of(h: str) -> Pools:
         return per_heldout.get(h, cal_source)
 
     if "calibration" in methods:
@@ -577,126 +655,184 @@ def transfer_table(
     for heldout in chosen:
         u, slm, llm, n_nan = _heldout_arrays(pools, heldout, nan_policy)
         for method in methods:
-            # fits: one (fit_u, fit_slm, fit_llm, fit_weight) per draw, predict;
-            # (ev_u, ev_slm, ev_llm) are evaluated
-            ev_u, ev_slm, ev_llm = u, slm, llm
-            fits: list[tuple] = []
-            seeds = [int(seed)]
-            if method == "calibration":
-                seeds = [int(seed) + i for i in range(int(n_draws))]
-                src = cal_source_of(heldout)
-                for sd in seeds:
-                    cal = build_calibration_set(
-                        src,
-                        exclude=[heldout] if heldout in src else [],
-                        n_bins=n_bins,
-                        frac=frac,
-                        seed=sd,
-                        binning=binning,
-                        nan_policy=nan_policy,
-                        scale=scale,
-                    )
-                    fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight))
-            elif method == "in_domain" and in_source is not None:
-                fu, fs, fl, _ = _heldout_arrays(in_source, heldout, nan_policy)
-                fits.append((fu, fs, fl, None))
-            elif method == "in_domain":
-                n_fit = int(round(len(u) * in_domain_frac))
-                if not 0 < n_fit < len(u):
-                    raise ValueError(
-                        f"held-out dataset {heldout!r} has {len(u)} scored sample(s); too few to "
-                        f"split with in_domain_frac={in_domain_frac}"
-                    )
-                perm = np.random.default_rng(seed).permutation(len(u))
-                f, e = perm[:n_fit], perm[n_fit:]
-                fits.append((u[f], slm[f], llm[f], None))
-                ev_u, ev_slm, ev_llm = u[e], slm[e], llm[e]
-            for target in targets:
-                draws = []
-                for fit in fits or [None]:
-                    thr = (
-                        threshold_for_call_rate(fit[0], target, weights=fit[3])
-                        if fit is not None
-                        else fixed_threshold(fixed_value)
-                    )
-                    realized_rate = expected_call_rate(ev_u, thr)
-                    realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
-                    predicted = (
-                        expected_accuracy(fit[0], fit[1], fit[2], thr, weights=fit[3])
-                        if fit is not None
-                        else float("nan")
-                    )
-                    draws.append((thr, realized_rate, realized_acc, predicted))
-                thr0 = draws[0][0]
-                rate = np.array([d[1] for d in draws])
-                acc = np.array([d[2] for d in draws])
-                pred = np.array([d[3] for d in draws])
-                err = rate - target
-                sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
-                rows.append(
-                    {
-                        "heldout": heldout,
-                        "method": method,
-                        "target_call_rate": target,
-                        "threshold": thr0.value,
-                        "tie_frac": thr0.tie_frac,
-                        "realized_call_rate": float(rate.mean()),
-                        "call_rate_error": float(err.mean()),
-                        "realized_accuracy": float(acc.mean()),
-                        "predicted_accuracy": float(pred.mean()),
-                        "accuracy_error": float((acc - pred).mean()),
-                        "n_fit": len(fits[0][0]) if fits else 0,
-                        "n_eval": len(ev_u),
-                        "n_nan_heldout": n_nan,
-                        "n_draws": len(draws),
-                        "seeds": seeds if fits else [],
-                        "call_rate_error_draws": [float(x) for x in err],
-                        "realized_call_rate_draws": [float(x) for x in rate],
-                        "predicted_accuracy_draws": [float(x) for x in pred],
-                        "call_rate_error_sd": sd(err),
-                        "call_rate_error_min": float(err.min()),
-                        "call_rate_error_max": float(err.max()),
-                        "abs_call_rate_error": float(np.abs(err).mean()),
-                        "accuracy_error_sd": sd(acc - pred) if fits else float("nan"),
-                        "threshold_sd": sd(np.array([d[0].value for d in draws])),
-                    }
-                )
+            fits, evaluated, seeds = _method_fits(
+                method,
+                heldout,
+                (u, slm, llm),
+                params=params,
+                nan_policy=nan_policy,
+                cal_source=cal_source_of(heldout),
+                in_source=in_source,
+                in_domain_frac=in_domain_frac,
+            )
+            for target in params.targets:
+                rows.append(_transfer_row(heldout, method, target, fits, evaluated, n_nan, seeds, fixed_value))
     return rows
 
 
+def _check_transfer_methods(methods: Iterable[str], in_domain_frac: float) -> list[str]:
+    methods = list(methods)
+    bad = [m for m in methods if m not in TRANSFER_METHODS]
+    if bad:
+        raise ValueError(f"unknown transfer method(s) {bad}; valid: {', '.join(TRANSFER_METHODS)}")
+    if not 0.0 < in_domain_frac < 1.0:
+        raise ValueError(f"in_domain_frac must be in (0, 1); got {in_domain_frac!r}")
+    return methods
+
+
+def _chosen_heldouts(pools: Pools, heldouts: Iterable[str] | None, in_source: Pools | None) -> list[str]:
+    """The held-out datasets to evaluate (sorted), each known to ``pools`` and, when in-domain fits
+    have pools of their own (``in_source``), to those."""
+    chosen = sorted(pools) if heldouts is None else sorted(set(heldouts))
+    unknown = [h for h in chosen if h not in pools]
+    if unknown:
+        raise ValueError(f"unknown held-out dataset(s) {unknown}; available: {sorted(pools)}")
+    if in_source is not None:
+        lacking = [h for h in chosen if h not in in_source]
+        if lacking:
+            raise ValueError(f"in-domain fit pools lack dataset(s) {lacking}; they have {sorted(in_source)}")
+    return chosen
+
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # uncertainty, slm_correct, llm_correct
+
+
+def _method_fits(
+    method: str,
+    heldout: str,
+    evaluated: Arrays,
+    *,
+    params: CalibrationParams,
+    nan_policy: str,
+    cal_source: Pools,
+    in_source: Pools | None,
+    in_domain_frac: float,
+) -> tuple[list[tuple], Arrays, list[int]]:
+    """What one transfer method fits its thresholds on for one held-out dataset: (fits, the arrays
+    it is evaluated on, seeds). fits: one (u, slm_correct, llm_correct, weight) per draw (the
+    calibration sets of ``params.seeds``; the in-domain fit rows; none for "fixed"). "in_domain"
+    without pools of its own splits the held-out rows and is evaluated on the other part."""
+    if method == "calibration":
+        fits = []
+        for sd in params.seeds:
+            cal = build_calibration_set(
+                cal_source,
+                exclude=[heldout] if heldout in cal_source else [],
+                params=params.with_seed(sd),
+                nan_policy=nan_policy,
+            )
+            fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight))
+        return fits, evaluated, params.seeds
+    seeds = [int(params.seed)]
+    if method == "in_domain" and in_source is not None:
+        fu, fs, fl, _ = _heldout_arrays(in_source, heldout, nan_policy)
+        return [(fu, fs, fl, None)], evaluated, seeds
+    if method == "in_domain":
+        u, slm, llm = evaluated
+        n_fit = int(round(len(u) * in_domain_frac))
+        if not 0 < n_fit < len(u):
+            raise ValueError(
+                f"held-out dataset {heldout!r} has {len(u)} scored sample(s); too few to "
+                f"split with in_domain_frac={in_domain_frac}"
+            )
+        perm = np.random.default_rng(params.seed).permutation(len(u))
+        f, e = perm[:n_fit], perm[n_fit:]
+        return [(u[f], slm[f], llm[f], None)], (u[e], slm[e], llm[e]), seeds
+    return [], evaluated, seeds
+
+
+def _spread(x) -> float:
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def _transfer_row(
+    heldout: str,
+    method: str,
+    target: float,
+    fits: list[tuple],
+    evaluated: Arrays,
+    n_nan: int,
+    seeds: list[int],
+    fixed_value: float,
+) -> dict:
+    """One row of ``transfer_table``: each fit's threshold for ``target`` applied to the evaluated
+    rows (the fixed threshold when there is no fit), means and spread over the fits."""
+    ev_u, ev_slm, ev_llm = evaluated
+    draws = []
+    for fit in fits or [None]:
+        thr = (
+            threshold_for_call_rate(fit[0], target, weights=fit[3]) if fit is not None else fixed_threshold(fixed_value)
+        )
+        realized_rate = expected_call_rate(ev_u, thr)
+        realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
+        predicted = expected_accuracy(fit[0], fit[1], fit[2], thr, weights=fit[3]) if fit is not None else float("nan")
+        draws.append((thr, realized_rate, realized_acc, predicted))
+    thr0 = draws[0][0]
+    rate = np.array([d[1] for d in draws])
+    acc = np.array([d[2] for d in draws])
+    pred = np.array([d[3] for d in draws])
+    err = rate - target
+    return {
+        "heldout": heldout,
+        "method": method,
+        "target_call_rate": target,
+        "threshold": thr0.value,
+        "tie_frac": thr0.tie_frac,
+        "realized_call_rate": float(rate.mean()),
+        "call_rate_error": float(err.mean()),
+        "realized_accuracy": float(acc.mean()),
+        "predicted_accuracy": float(pred.mean()),
+        "accuracy_error": float((acc - pred).mean()),
+        "n_fit": len(fits[0][0]) if fits else 0,
+        "n_eval": len(ev_u),
+        "n_nan_heldout": n_nan,
+        "n_draws": len(draws),
+        "seeds": seeds if fits else [],
+        "call_rate_error_draws": [float(x) for x in err],
+        "realized_call_rate_draws": [float(x) for x in rate],
+        "predicted_accuracy_draws": [float(x) for x in pred],
+        "call_rate_error_sd": _spread(err),
+        "call_rate_error_min": float(err.min()),
+        "call_rate_error_max": float(err.max()),
+        "abs_call_rate_error": float(np.abs(err).mean()),
+        "accuracy_error_sd": _spread(acc - pred) if fits else float("nan"),
+        "threshold_sd": _spread(np.array([d[0].value for d in draws])),
+    }
+
+
 def curve_transfer(
-    pools: Mapping[str, Mapping[str, Any]],
+    pools: Pools,
     heldout: str,
     *,
+    params: CalibrationParams = DEFAULT_PARAMS,
     nan_policy: str = "most_uncertain",
     n_grid: int = 101,
-    calibration_pools: Mapping[str, Mapping[str, Any]] | None = None,
-    n_draws: int = 1,
-    **build_kw: Any,
+    calibration_pools: Pools | None = None,
 ) -> dict:
     """The paper's curve distance: how well the calibration set's (weighted) routing curve
-    (``calibration_curve``; the set built from every dataset but ``heldout``; ``build_kw`` go to
-    ``build_calibration_set``) predicts the true routing curve on ``heldout``.
+    (``calibration_curve``; the set built from every dataset but ``heldout`` with ``params``)
+    predicts the true routing curve on ``heldout``.
 
     Returns {heldout, rms_calibration (RMS distance calibration curve vs true curve, mean over
     draws), rms_calibration_sd, rms_calibration_draws, n_draws, seeds, rms_random (RMS distance of
     the held-out random-routing line vs the true curve, the naive reference), n_calibration,
     n_heldout, calibration: the first draw's record}. Distances are ``metrics.curve_rms_distance``
-    on ``n_grid`` ratios; curves use ties="expected". n_draws: sets drawn with seeds
-    ``seed, seed + 1, ...`` (``build_kw["seed"]``, default 50).
+    on ``n_grid`` ratios; curves use ties="expected". Sets are drawn ``params.n_draws`` times, seeds
+    ``params.seeds``; their NaN scores follow ``nan_policy`` too.
     calibration_pools: as in ``transfer_table`` (the calibration set comes from them when given).
     """
-    if int(n_draws) != n_draws or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive integer; got {n_draws!r}")
     u, slm, llm, _ = _heldout_arrays(pools, heldout, nan_policy)
     source = pools if calibration_pools is None else calibration_pools
-    build_kw.setdefault("nan_policy", nan_policy)
-    seed = int(build_kw.pop("seed", 50))
-    seeds = [seed + i for i in range(int(n_draws))]
+    seeds = params.seeds
     true = routing_curve(u, slm, llm, ties="expected")
     rms, first = [], None
     for sd in seeds:
-        cal = build_calibration_set(source, exclude=[heldout] if heldout in source else [], seed=sd, **build_kw)
+        cal = build_calibration_set(
+            source,
+            exclude=[heldout] if heldout in source else [],
+            params=params.with_seed(sd),
+            nan_policy=nan_policy,
+        )
         first = first or cal
         rms.append(curve_rms_distance(calibration_curve(cal), true, n_grid))
     return {

@@ -19,7 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from jobs import cost as C
-from jobs.records import read_json, read_unit, unit_dir
+from jobs.records import read_json
+from jobs.store import Store
+from jobs.views import GridView
 
 #: Columns of the cost table (key, label); money columns are USD per 1000 queries.
 TABLE_COLS: tuple[tuple[str, str], ...] = (
@@ -37,47 +39,40 @@ TABLE_COLS: tuple[tuple[str, str], ...] = (
 )
 
 
-def conf_dirs(r) -> list[Path]:
-    """Where the grid's own ``prices/`` folder may be: ``conf/`` beside its grid file."""
-    return [Path(r.source).resolve().parent.parent] if getattr(r, "source", None) else []
-
-
-def cost_analysis(r, plan) -> dict:
+def cost_analysis(view: GridView) -> dict:
     """{"prices": {...}, "groups": [{"slm", "dataset", "llm", "rows", "frontier", "curves", "verdict"}],
     "stale": n settings whose stored cost used another table (or none), "skipped": [...]}.
 
     Each row: a UQ method's ``jobs.cost.setting_cost`` metrics (USD per query) plus the per-1k
     columns of ``TABLE_COLS``; curves: method -> points; frontier: ``jobs.cost.pareto_frontier``.
+    Prices: the table ``view.prices`` (looked up in ``view.price_dirs``, then the repository's).
     """
-    table = C.load_prices((r.grid.get("cost") or {}).get("prices", "default"), conf_dirs(r))
-    mconf = r.grid["metrics"]
-    store = r.store_dir
+    table = C.load_prices(view.prices, view.price_dirs)
+    store = view.store
     cache: dict[str, list[dict]] = {}
 
     def rows_of(key: str) -> list[dict]:
         if key not in cache:
-            cache[key] = read_unit(unit_dir(store, "gen", key)).to_pylist()
+            cache[key] = Store(store).gen(key).rows()
         return cache[key]
 
     groups: dict[tuple, dict] = {}
     stale, skipped = 0, []
-    for s in plan.settings:
-        d = plan.setting_store(store, s)  # settings live under their unit key, not their hash
+    for s in view.settings:
+        d = Store(store).setting(s.key)  # settings/<unit key> (not the setting hash: fixed, issue 9)
         if not (d.done and d.records_path.is_file()):
             continue
-        unit = plan.setting_unit(s).spec
         rec = pq.read_table(d.records_path).to_pydict()
         ids = rec["sample_id"]
         try:
-            slm_rows = C.align(rows_of(unit.slm_greedy), ids, "greedy")
-            llm_rows = rows_of(unit.llm)
-            stages = plan.spec(unit.score).stages
-            stage_rows = {st: rows_of(k) for st, k in stages.items() if st in C.OVERHEAD_STAGES}
+            slm_rows = C.align(rows_of(s.greedy_key), ids, "greedy")
+            llm_rows = rows_of(s.llm_key)
+            stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in C.OVERHEAD_STAGES}
             usage = C.query_usage(slm_rows, stage_rows, llm_rows)
         except (FileNotFoundError, KeyError) as e:
             skipped.append({"setting": s.name, "reason": str(e)})
             continue
-        slm_rate, llm_rate = table.rate_for(r.slms[s.slm]), table.rate_for(r.llms[s.llm])
+        slm_rate, llm_rate = table.rate_for(s.slm_model), table.rate_for(s.llm_model)
         unc = np.asarray([math.nan if x is None else x for x in rec["uncertainty"]], dtype=np.float64)
         sc = C.setting_cost(
             usage,
@@ -86,14 +81,14 @@ def cost_analysis(r, plan) -> dict:
             rec["llm_correct"],
             slm_rate=slm_rate,
             llm_rate=llm_rate,
-            nan_policy=mconf["nan_policy"],
-            ties=mconf["ties"],
+            nan_policy=s.nan_policy,  # the setting's own (a verbal method drops its unscored queries)
+            ties=view.ties,
             sample_ids=ids,
         )
-        curve_file = d / "curve.json"
+        curve_file = d.curve_path
         stored = read_json(curve_file).get("cost", {}) if curve_file.is_file() else {}
         stale += stored.get("prices_digest") != table.digest
-        auroc = read_json(d / "manifest.json")["metrics"].get("auroc")
+        auroc = d.manifest_json()["metrics"].get("auroc")
         g = groups.setdefault(
             (s.slm, s.dataset, s.llm),
             {

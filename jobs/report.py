@@ -14,7 +14,8 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 from jobs.metrics import RoutingCurve
 from jobs.plots import plot_routing
 from jobs.records import read_json
+from jobs.views import GridView, SettingView
 
 VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
 
@@ -55,12 +57,13 @@ def _curve(points: list[dict]) -> RoutingCurve:
     return RoutingCurve(k=np.arange(len(ratio)), ratio=ratio, accuracy=np.array([p["accuracy"] for p in points]))
 
 
-def routing_figures(r, plan, folder: Path, prefix: str = "routing__") -> list[tuple[str, Path]]:
+def routing_figures(settings: Iterable[SettingView], folder: Path, prefix: str = "routing__") -> list[tuple[str, Path]]:
     """One PNG per (SLM, dataset, LLM), ``<prefix><slm>__<dataset>__<llm>.png``: every UQ
-    method's curve, random and oracle. Returns (caption, path) pairs."""
+    method's curve, random and oracle, from the settings' results folders. Returns (caption, path)
+    pairs."""
     groups: dict[tuple, list] = {}
-    for s in plan.settings:
-        d = plan.setting_dir(r.store_dir, s)
+    for s in settings:
+        d = s.results
         if (d / "curve.json").is_file() and (d / "manifest.json").is_file():
             groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
     out = []
@@ -411,37 +414,61 @@ def relative_accuracy_html(settings: list[dict]) -> list[str]:
     return out
 
 
-def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
-    """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``.
+@dataclass(frozen=True)
+class Section:
+    """One section of the report: its HTML parts, the PNGs it embeds (in page order) and the
+    parent-run metrics it adds (``build_report`` joins them)."""
 
-    Returns {"html": path, "pngs": [paths], "analysis": path, "findings": [...]}."""
+    html: tuple[str, ...] = ()
+    pngs: tuple[Path, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+def _section(parts: list[str], *pngs: Path | None, metrics: Mapping[str, float] | None = None) -> Section:
+    return Section(tuple(parts), tuple(p for p in pngs if p), dict(metrics or {}))
+
+
+def build_report(view: GridView, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
+    """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``, for a
+    grid's typed view (``orchestrator.views.grid_view``): one function per section, in page order.
+
+    Returns {"html": path, "pngs": [paths], "analysis": path, "findings": [...], "metrics": {...}}."""
     from jobs.analysis import analyze
 
-    out_dir = Path(out_dir or (r.output_dir / "report"))
+    out_dir = Path(out_dir or (view.output / "report"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    a = analysis or analyze(r, plan)
-    figs = routing_figures(r, plan, out_dir)
-    auroc_png = auroc_figure(a["settings"], out_dir / "auroc.png")
-    hist_png = histogram_figure(a["distances"], out_dir / "distributions.png")
-    heat_ds = heatmap_figure(
-        a["distances"]["by_method"],
-        out_dir / "ks_across_datasets.png",
-        "KS distance between datasets, per SLM / UQ method (lower = more alike)",
+    a = analysis or analyze(view)
+    sections = [
+        findings_section(a),
+        grid_section(view, a),
+        curves_section(view, out_dir),
+        alignment_section(a, out_dir),
+        paired_section(a),
+        distributions_section(a, out_dir),
+        transfer_section(a, out_dir),
+        _section(cross_group_html(a.get("cross_group"))),
+        cost_section(view, out_dir),
+    ]
+    parts = [f"<h1>uqroute report: grid <code>{html.escape(view.name)}</code></h1>", nav_html(a)]
+    parts += [x for s in sections for x in s.html]
+    doc = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(view.name)}"
+        f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     )
-    heat_uq = heatmap_figure(
-        a["distances"]["by_dataset"],
-        out_dir / "ks_across_methods.png",
-        "KS distance between UQ methods (paper confidence scale), per SLM / dataset",
-    )
-    transfer_png = transfer_figure(a["transfer"]["call_rate"], out_dir / "transfer.png")
-    cost_parts, cost_png, cost_metrics = _cost_section(r, plan, out_dir)
-    pngs = [p for _, p in figs] + [p for p in (auroc_png, hist_png, heat_ds, heat_uq, transfer_png, cost_png) if p]
+    html_path = out_dir / "index.html"
+    html_path.write_text(doc, encoding="utf-8")
+    analysis_path = out_dir / "analysis.json"
+    analysis_path.write_text(json.dumps(_jsonable(a), indent=1, sort_keys=True))
+    metrics = report_metrics(a)
+    for s in sections:
+        metrics.update(s.metrics)
+    pngs = [p for s in sections for p in s.pngs]
+    return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
 
-    g = r.grid
-    cal = a["calibration"]
-    targets = [float(t) for t in cal["targets"]]
-    parts = [f"<h1>uqroute report: grid <code>{html.escape(g['name'])}</code></h1>"]
-    parts.append(
+
+def nav_html(a: dict) -> str:
+    """The links to every section (the cross-group one only when that split ran)."""
+    return (
         "<nav>"
         + "".join(
             f'<a href="#{i}">{t}</a>'
@@ -460,7 +487,11 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
         )
         + "</nav>"
     )
-    # findings
+
+
+def findings_section(a: dict) -> Section:
+    """The paper's three findings, each with its verdict on this grid and the evidence."""
+    parts = []
     parts.append('<h2 id="findings">The paper’s three findings, with this grid’s numbers</h2>')
     for f in a["findings"]:
         cls = VERDICT_CLASS.get(f["verdict"], "na")
@@ -470,14 +501,19 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
             f'{html.escape(f["claim"])} <span class="verdict">Here: {html.escape(f["verdict"])}</span></p>'
             f"<ul>{ev}</ul></div>"
         )
-    # grid
+    return _section(parts)
+
+
+def grid_section(view: GridView, a: dict) -> Section:
+    """What the grid ran, and each (SLM, dataset, LLM)'s accuracies and reference areas."""
+    parts = []
     n_done = len(a["settings"])
     parts.append('<h2 id="grid">Grid</h2>')
     parts.append(
-        f"<p>{n_done} of {len(plan.settings)} settings finished. SLMs: {', '.join(g['slm_names'])}; "
-        f"LLMs: {', '.join(g['llm_names'])}; UQ methods: {', '.join(g['uq_names'])}; datasets: "
-        f"{', '.join(g['dataset_names'])}; {g['dataset']['limit']} evaluated questions per dataset "
-        f"(seed {g['dataset']['seed']}), {g['dataset']['fit_limit']} fit/calibration rows.</p>"
+        f"<p>{n_done} of {len(view.settings)} settings finished. SLMs: {', '.join(view.slm_names)}; "
+        f"LLMs: {', '.join(view.llm_names)}; UQ methods: {', '.join(view.uq_names)}; datasets: "
+        f"{', '.join(view.dataset_names)}; {view.limit} evaluated questions per dataset "
+        f"(seed {view.dataset_seed}), {view.fit_limit} fit/calibration rows.</p>"
     )
     acc_rows = {}
     # the SLM's accuracy is its greedy answers' on every query: prefer a setting that judges the
@@ -522,13 +558,26 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
             + " the LLM is not more accurate than the SLM, so routing cannot beat keeping queries local; "
             "routing areas there say little about the UQ method.</p>"
         )
-    # curves
+    return _section(parts)
+
+
+def curves_section(view: GridView, out_dir: Path) -> Section:
+    """The routing curves, one PNG per (SLM, dataset, LLM) (``routing_figures``)."""
+    figs = routing_figures(view.settings, out_dir)
+    parts = []
     parts.append(
         '<h2 id="curves">Routing curves</h2><p>Accuracy of the SLM+LLM system when the most uncertain '
         "x% of queries go to the LLM; every UQ method overlaid, with random routing and the oracle.</p>"
     )
     parts += [_img(p, t) for t, p in figs]
-    # alignment
+    return _section(parts, *(p for _, p in figs))
+
+
+def alignment_section(a: dict, out_dir: Path) -> Section:
+    """AUROC and routing area per setting (95% bootstrap CIs), the ranking of methods, the verbal
+    methods' own-answer agreement and the paper's relative accuracy."""
+    auroc_png = auroc_figure(a["settings"], out_dir / "auroc.png")
+    parts = []
     parts.append('<h2 id="alignment">AUROC and routing area (95% bootstrap CIs)</h2>')
     parts.append(_img(auroc_png, "AUROC per UQ method and dataset"))
     parts.append(
@@ -621,7 +670,12 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
             )
         )
     parts += relative_accuracy_html(a["settings"])
-    # paired
+    return _section(parts, auroc_png)
+
+
+def paired_section(a: dict) -> Section:
+    """Paired bootstrap differences between UQ methods on the same queries."""
+    parts = []
     parts.append(
         '<h2 id="paired">Paired comparisons between UQ methods</h2><p>Difference a − b on the same queries; '
         "CI and p from a paired bootstrap (same resamples for both methods).</p>"
@@ -647,8 +701,24 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
             "paired",
         )
     )
-    # distributions
+    return _section(parts)
+
+
+def distributions_section(a: dict, out_dir: Path) -> Section:
+    """Finding 2: the confidence histograms, the distance families and the KS heatmaps."""
     d = a["distances"]
+    hist_png = histogram_figure(d, out_dir / "distributions.png")
+    heat_ds = heatmap_figure(
+        d["by_method"],
+        out_dir / "ks_across_datasets.png",
+        "KS distance between datasets, per SLM / UQ method (lower = more alike)",
+    )
+    heat_uq = heatmap_figure(
+        d["by_dataset"],
+        out_dir / "ks_across_methods.png",
+        "KS distance between UQ methods (paper confidence scale), per SLM / dataset",
+    )
+    parts = []
     parts.append('<h2 id="distributions">Uncertainty distributions (finding 2)</h2>')
     parts.append(_img(hist_png, "confidence histograms (the paper's scale), datasets overlaid"))
     parts.append(
@@ -683,8 +753,18 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     )
     parts.append(_img(heat_ds, "KS distances between datasets"))
     parts.append(_img(heat_uq, "KS distances between UQ methods"))
-    # transfer
+    return _section(parts, hist_png, heat_ds, heat_uq)
+
+
+def transfer_section(a: dict, out_dir: Path) -> Section:
+    """Finding 3: leave-one-dataset-out calibration transfer (how the sets are drawn, the realized vs
+    target figure, error tables per threshold source, the summary, curve prediction, accuracy targets
+    and what was skipped)."""
     t = a["transfer"]
+    cal = a["calibration"]
+    targets = [float(x) for x in cal["targets"]]
+    transfer_png = transfer_figure(t["call_rate"], out_dir / "transfer.png")
+    parts = []
     src = sorted({x["source"] for x in t["call_rate"]})
     parts.append('<h2 id="transfer">Calibration transfer, leave one dataset out (finding 3)</h2>')
     if "leave_one_out" not in a.get("splits", ["leave_one_out"]):
@@ -802,16 +882,13 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
             )
             + "</p>"
         )
-    parts += cross_group_html(a.get("cross_group"))
-    parts += cost_parts
-    doc = (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>uqroute report: {html.escape(g['name'])}"
-        f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
-    )
-    html_path = out_dir / "index.html"
-    html_path.write_text(doc, encoding="utf-8")
-    analysis_path = out_dir / "analysis.json"
-    analysis_path.write_text(json.dumps(_jsonable(a), indent=1, sort_keys=True))
+    return _section(parts, transfer_png)
+
+
+def report_metrics(a: dict) -> dict[str, float]:
+    """Headline numbers of the analysis for the grid's parent MLflow run: transfer errors, curve
+    distances, KS means, cross-group errors (the cost section adds its own)."""
+    t, d = a["transfer"], a["distances"]
     metrics = {}
     for method in ("calibration", "in_domain", "fixed"):
         errs = [
@@ -830,16 +907,15 @@ def build_report(r, plan, out_dir: Path | None = None, analysis: dict | None = N
     for sent in (a.get("cross_group") or {}).get("sentences", []):
         pair = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{sent['source_group']}_to_{sent['target_group']}")  # MLflow names
         metrics[f"cross_group_{pair}_mean_abs_call_rate_error"] = sent["mean_abs_call_rate_error"]
-    metrics.update(cost_metrics)
-    return {"html": html_path, "pngs": pngs, "analysis": analysis_path, "findings": a["findings"], "metrics": metrics}
+    return metrics
 
 
-def _cost_section(r, plan, out_dir: Path) -> tuple[list[str], Path | None, dict]:
+def cost_section(view: GridView, out_dir: Path) -> Section:
     """The cost section (``jobs/cost_report.py``): HTML parts, the Pareto PNG, parent-run metrics;
     ``cost.json`` beside the report holds the numbers."""
     from jobs import cost_report
 
-    ca = cost_report.cost_analysis(r, plan)
+    ca = cost_report.cost_analysis(view)
     png = cost_report.pareto_figure(ca["groups"], out_dir / "cost_pareto.png")
     (out_dir / "cost.json").write_text(
         json.dumps(
@@ -860,7 +936,7 @@ def _cost_section(r, plan, out_dir: Path) -> tuple[list[str], Path | None, dict]
             sort_keys=True,
         )
     )
-    return cost_report.cost_section_html(ca, png), png, cost_report.report_metrics(ca)
+    return _section(cost_report.cost_section_html(ca, png), png, metrics=cost_report.report_metrics(ca))
 
 
 def _jsonable(x):

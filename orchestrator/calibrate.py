@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from jobs import calibration as C
 from jobs.records import write_json
 from jobs.registry import UnknownNameError
+from jobs.views import GridView
 from orchestrator.config import ConfigError, nan_policy_of
 
 CAL_FILE = "calibration.jsonl"
@@ -38,11 +40,9 @@ def _pick(kind: str, value: str | None, choices: list[str]) -> str:
 
 
 def _cal_conf(r, **overrides) -> dict:
-    conf = dict(r.grid["calibration"])
-    conf |= {k: v for k, v in overrides.items() if v is not None}
+    conf = r.grid.calibration.to_dict() | {k: v for k, v in overrides.items() if v is not None}
     if conf["binning"] not in C.BINNINGS:
         raise ConfigError(f"--binning {conf['binning']!r}; valid: {', '.join(C.BINNINGS)}")
-    conf.setdefault("scale", "paper")
     if conf["scale"] not in ("paper", *C.SCALES):
         raise ConfigError(f"calibration.scale {conf['scale']!r}; valid: paper, {', '.join(C.SCALES)}")
     if not 0 < float(conf["frac"]) <= 1:
@@ -86,13 +86,39 @@ def build(
     binning: str | None = None,
     pool: str | None = None,
 ) -> dict:
-    """Build and write one calibration set; returns {"folder", "record"}."""
-    from jobs.analysis import fit_pools
-    from jobs.datasets.roles import fit_source, load_role
+    """Build and write one calibration set; returns {"folder", "record"}.
+
+    The steps: which (SLM, UQ method, LLM) and what to exclude (``_axes``), the calibration
+    parameters (``_cal_conf``), the pools the set is drawn from (``calibration_pools``: fit-role
+    rows of the allowed datasets, leave-out scores for a method trained on other datasets), one set
+    (one draw: a calibration folder is what a user deploys; the grid report averages draws), its
+    rows (``_write_rows``), thresholds per target (``_thresholds``) and the record (``_record``)."""
     from orchestrator.plan import make_plan
-    from orchestrator.runner import config_hash, load_output
+    from orchestrator.runner import load_output
+    from orchestrator.views import grid_view
 
     r = load_output(Path(out))
+    slm, uq, llm, exclude = _axes(r, slm, uq, llm, exclude)
+    conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning, pool=pool)
+    view = grid_view(r, make_plan(r))
+    pools, scored_without = calibration_pools(Path(out), r, view, (slm, uq, llm), exclude, conf["pool"])
+    params = C.CalibrationParams.from_conf(conf, r.uq[uq].method)
+    cal = C.build_calibration_set(pools, params=params, nan_policy=nan_policy_of(r, uq))
+    name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
+    folder = r.output_dir / "calibration" / name
+    _write_rows(folder, _rows(r, cal, view.fit_sources))
+    record = _record(r, name, (slm, uq, llm), conf["pool"], scored_without, cal, view.fit_sources, params.targets)
+    write_json(folder / RECORD_FILE, record)
+    (folder / "dataset.yaml").write_text(
+        f"# The calibration set {name} as a dataset: copy into a grid's conf/dataset/ to run other\n"
+        f"# SLMs or UQ methods on it (each row carries its own task).\n"
+        f"name: {name}\nadapter: questions\nlocal_path: {(folder / CAL_FILE).resolve()}\n"
+    )
+    return {"folder": folder, "record": record}
+
+
+def _axes(r, slm: str | None, uq: str | None, llm: str | None, exclude: list[str] | None) -> tuple:
+    """(slm, uq, llm, sorted exclude), each checked against the grid (ConfigError naming the choices)."""
     slm = _pick("slm", slm, list(r.slms))
     uq = _pick("uq", uq, list(r.uq))
     llm = _pick("llm", llm, list(r.llms))
@@ -100,20 +126,34 @@ def build(
     for d in exclude:
         if d not in r.datasets:
             raise ConfigError(f"--exclude: {UnknownNameError('dataset of this grid', d, list(r.datasets))}")
-    conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning, pool=pool)
-    plan = make_plan(r)
-    if not plan.fit_scores:
+    return slm, uq, llm, exclude
+
+
+def calibration_pools(
+    out: Path, r, view: GridView, key: tuple[str, str, str], exclude: list[str], pool: str
+) -> tuple[dict[str, C.Pool], str | None]:
+    """The pools one calibration set of ``key`` = (slm, uq, llm) is drawn from, and the excluded
+    dataset its scores must not have seen (``_leave_out_target``; None for most methods).
+
+    The fit-role pools (``jobs.analysis.fit_pools``) of every dataset not excluded that ``pool``
+    allows (train_dev: only datasets with a train/dev split; fit: every dataset); for a method trained
+    on other datasets with a dataset excluded, the same rows with the leave-out scores of models that
+    never saw it. ConfigError when calibration is off, nothing is left, or a unit is not finished."""
+    from jobs.analysis import fit_pools, leave_out_pools
+
+    slm, uq, llm = key
+    if not any(s.fit is not None for s in view.settings):
         raise ConfigError(
             f"{out}: calibration is not enabled for this grid, so no train/dev (fit-role) rows were "
             f"scored. Run `uqroute run <grid.yaml> output_dir={out} calibration.enabled=true`: "
             f"finished work is reused and only the fit-role units run."
         )
-    pools = fit_pools(r.store_dir, plan, r.grid["decoding"]["extraction_policy"]).get((slm, uq, llm), {})
-    sources = {d: fit_source(dc) for d, dc in r.datasets.items()}
-    wanted = [d for d in r.datasets if d not in exclude and (conf["pool"] == "fit" or sources[d].startswith("split:"))]
+    pools = fit_pools(view.store, view.settings, view.extraction_policy).get(key, {})
+    sources = view.fit_sources
+    wanted = [d for d in r.datasets if d not in exclude and (pool == "fit" or sources[d].startswith("split:"))]
     if not wanted:
         raise ConfigError(
-            f"{out}: no dataset left to calibrate on: pool={conf['pool']!r} takes only datasets with a "
+            f"{out}: no dataset left to calibrate on: pool={pool!r} takes only datasets with a "
             f"train/dev split ({', '.join(f'{d}: {s}' for d, s in sources.items())}); "
             f"use --pool fit to also take never-evaluated rows of test-only datasets"
         )
@@ -126,9 +166,7 @@ def build(
     pools = {d: pools[d] for d in wanted}
     scored_without = _leave_out_target(r, uq, exclude)
     if scored_without is not None:  # the OOD probe: rows scored by probes that never saw the target
-        from jobs.analysis import leave_out_pools
-
-        lo = leave_out_pools(r.store_dir, plan, {}, {(slm, uq, llm): pools}).get((slm, uq, llm), {})
+        lo = leave_out_pools(view.store, view.leave_out, {}, {key: pools}).get(key, {})
         lo = lo.get(scored_without, {})
         lacking = [d for d in pools if d not in lo]
         if lacking:
@@ -139,21 +177,17 @@ def build(
                 f"needs a third dataset to train on)"
             )
         pools = {d: lo[d] for d in pools}
-    from jobs.analysis import calibration_scale
+    return pools, scored_without
 
-    # one set, one seed: a calibration folder is what a user deploys (the grid report averages draws)
-    cal = C.build_calibration_set(
-        pools,
-        n_bins=int(conf["n_bins"]),
-        frac=float(conf["frac"]),
-        seed=int(conf["seed"]),
-        binning=conf["binning"],
-        nan_policy=nan_policy_of(r, uq),
-        scale=calibration_scale(conf, r.uq[uq].get("method") or uq),
-    )
+
+def _rows(r, cal: C.CalibrationSet, sources: Mapping[str, str]) -> list[dict]:
+    """The set's rows as a questions file: each fit-role question with its source, score,
+    correctness and weight."""
+    from jobs.datasets.roles import load_role
+
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):
-        ss, _ = load_role(r.datasets[d], r.grid["dataset"], "fit")
+        ss, _ = load_role(r.datasets[d], r.grid.dataset, "fit")
         samples[d] = {s.id: s for s in ss}
     rows = []
     for d, sid, u, so, lo, w in zip(
@@ -168,54 +202,71 @@ def build(
         row |= {
             "source_dataset": str(d),
             "source_id": str(sid),
-            "source_split": fit_source(r.datasets[str(d)]),
+            "source_split": sources[str(d)],
             "uncertainty": float(u) if np.isfinite(u) else None,  # null: unscored, routed first
             "slm_correct": bool(so),
             "llm_correct": bool(lo),
             "weight": float(w),
         }  # inverse of its bin's sampling fraction: thresholds are weighted quantiles
         rows.append(row)
-    name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
-    folder = r.output_dir / "calibration" / name
+    return rows
+
+
+def _write_rows(folder: Path, rows: list[dict]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (CAL_FILE + ".tmp")
     tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
     tmp.replace(folder / CAL_FILE)
-    thresholds = []
-    for t in conf["targets"]:
-        thr = cal.threshold(float(t))
-        thresholds.append(
+
+
+def _thresholds(cal: C.CalibrationSet, targets: Iterable[float]) -> list[dict]:
+    """Per target call rate: the set's (weighted-quantile) threshold and its predicted accuracy."""
+    out = []
+    for t in targets:
+        thr = cal.threshold(t)
+        out.append(
             {
-                "target_call_rate": float(t),
+                "target_call_rate": t,
                 "threshold": thr.value,
                 "tie_frac": thr.tie_frac,
                 "predicted_accuracy": cal.expected_accuracy(thr),
             }
         )
-    record = {
+    return out
+
+
+def _record(
+    r,
+    name: str,
+    key: tuple[str, str, str],
+    pool: str,
+    scored_without: str | None,
+    cal: C.CalibrationSet,
+    sources: Mapping[str, str],
+    targets: Iterable[float],
+) -> dict:
+    """``record.json``: what the set is (grid, axes, pool), what went in (``cal.record``) and its
+    thresholds."""
+    from orchestrator.runner import config_hash
+
+    slm, uq, llm = key
+    return {
         "name": name,
         "slm": slm,
         "uq": uq,
         "llm": llm,
         "uq_conf": r.uq[uq],
-        "pool": conf["pool"],
+        "pool": pool,
         "scored_without": scored_without,
-        "grid": r.grid["name"],
+        "grid": r.grid.name,
         "grid_output": str(r.output_dir.resolve()),
         "grid_config_hash": config_hash(r),
-        "source_splits": {d: fit_source(r.datasets[d]) for d in cal.record["datasets"]},
+        "source_splits": {d: sources[d] for d in cal.record["datasets"]},
         "slm_accuracy": float(np.average(cal.slm_correct, weights=cal.weight)),
         "llm_accuracy": float(np.average(cal.llm_correct, weights=cal.weight)),
-        "thresholds": thresholds,
+        "thresholds": _thresholds(cal, targets),
         **cal.record,
     }
-    write_json(folder / RECORD_FILE, record)
-    (folder / "dataset.yaml").write_text(
-        f"# The calibration set {name} as a dataset: copy into a grid's conf/dataset/ to run other\n"
-        f"# SLMs or UQ methods on it (each row carries its own task).\n"
-        f"name: {name}\nadapter: questions\nlocal_path: {(folder / CAL_FILE).resolve()}\n"
-    )
-    return {"folder": folder, "record": record}
 
 
 def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -262,41 +313,23 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
     return [str(x) for x in t.column("sample_id").to_pylist()], u
 
 
-def dataset_conf_for(r, dataset: str, task: str | None) -> dict:
-    """A dataset given to ``calibrate apply``: a .jsonl questions file (labels not needed), or a
-    dataset name known to the grid's conf folders."""
+def dataset_conf_for(r, dataset: str, task: str | None):
+    """A dataset given to ``calibrate apply``, as a typed ``DatasetConf``: a .jsonl questions file
+    (labels not needed), or a dataset name known to the grid's conf folders."""
+    from jobs.types import TASK_TYPES
     from orchestrator.config import DatasetConf, _resolve_entries, find_conf_dir
 
+    entry: str | dict = dataset
     p = Path(dataset).expanduser()
     if p.suffix == ".jsonl":
         if not p.is_file():
             raise FileNotFoundError(f"dataset file {p} does not exist")
-        if task is not None and task not in ("numeric", "mc", "yesno", "freeform"):
-            raise ConfigError(f"--task {task!r}; valid: numeric, mc, yesno, freeform")
-        return {
-            "name": f"new_{p.stem}",
-            "adapter": "questions",
-            "local_path": str(p.resolve()),
-            "task": task,
-            "split": None,
-            "train_split": None,
-            "hub_path": None,
-            "hub_config": None,
-            "group": None,
-            "encoding": "utf-8",
-            "mapping": {
-                "id": None,
-                "question": "question",
-                "gold": "answer",
-                "choices": None,
-                "context": None,
-                "gold_format": "text",
-            },
-        }
-    conf_dir = find_conf_dir(Path(r.source)) if r.source else None
-    d = _resolve_entries("dataset", DatasetConf, [dataset], conf_dir or Path("conf"), "calibrate apply")[dataset]
-    d["adapter"] = d["adapter"] or dataset
-    return d
+        if task is not None and task not in TASK_TYPES:
+            raise ConfigError(f"--task {task!r}; valid: {', '.join(TASK_TYPES)}")
+        entry = {"name": f"new_{p.stem}", "adapter": "questions", "local_path": str(p.resolve()), "task": task}
+    conf_dir = find_conf_dir(Path(r.source)) if r.source else Path("conf")
+    (conf,) = _resolve_entries("dataset", DatasetConf, [entry], conf_dir, "calibrate apply").values()
+    return conf
 
 
 def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None) -> tuple[list[str], np.ndarray]:
@@ -320,29 +353,20 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
             f"method or of ood_probe, or pass --scores"
         )
     dc = dataset_conf_for(r, dataset, task)
-    name = dc["name"]
+    name = dc.name
     if name in r.datasets and dc != r.datasets[name]:
-        name = dc["name"] = f"{name}_new"
-    grid = dict(r.grid) | {
-        "dataset": dict(r.grid["dataset"]) | ({"limit": limit} if limit else {}),
-        "calibration": dict(r.grid["calibration"]) | {"enabled": False},
-        "exclude": [],
-    }
-    r2 = dataclasses.replace(
-        r,
-        grid=grid,
+        name = f"{name}_new"
+        dc = dataclasses.replace(dc, name=name)
+    r2 = r.updated(
+        dataset={"limit": limit} if limit else {},
+        calibration={"enabled": False},
+        exclude=[],
+    ).with_axes(
         slms={record["slm"]: r.slms[record["slm"]]},
         llms={record["llm"]: r.llms[record["llm"]]},
         uq={record["uq"]: r.uq[record["uq"]]},
         datasets=dict(r.datasets) | {name: dc},
     )
-    for key, axis in (
-        ("slm_names", r2.slms),
-        ("llm_names", r2.llms),
-        ("uq_names", r2.uq),
-        ("dataset_names", r2.datasets),
-    ):
-        r2.grid[key] = list(axis)
     validate(r2)
     plan = make_plan(r2)
     target = next(

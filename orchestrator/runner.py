@@ -216,8 +216,9 @@ def write_summary(r: ResolvedGrid, plan: Plan) -> Path:
 def overview_plots(r: ResolvedGrid, plan: Plan) -> list[Path]:
     """One PNG per (SLM, dataset, LLM) in ``plots/``: every UQ method's routing curve overlaid."""
     from jobs.report import routing_figures
+    from orchestrator.views import grid_view
 
-    return [p for _, p in routing_figures(r, plan, r.output_dir / "plots", prefix="")]
+    return [p for _, p in routing_figures(grid_view(r, plan).settings, r.output_dir / "plots", prefix="")]
 
 
 def _say(console, msg: str) -> None:
@@ -411,9 +412,10 @@ def _interrupted(r: ResolvedGrid, plan: Plan, writer) -> GridInterrupted:
 def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
     """The grid report (``jobs/report.py``); a failure here never fails the run."""
     from jobs.report import build_report
+    from orchestrator.views import grid_view
 
     try:
-        return build_report(r, plan)
+        return build_report(grid_view(r, plan))
     except Exception as exc:  # noqa: BLE001 - the results are in the store; `uqroute report` retries
         msg = f"report failed: {type(exc).__name__}: {exc}; retry with `uqroute report {r.output_dir}`"
         if console:
@@ -428,10 +430,11 @@ def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
 def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
     """Rebuild the report of an output folder from the store and log it on the parent MLflow run."""
     from jobs.report import build_report
+    from orchestrator.views import grid_view
 
     r = load_output(out)
     plan = make_plan(r)
-    rep = build_report(r, plan)
+    rep = build_report(grid_view(r, plan))
     rep["mlflow"] = None
     if mlflow and r.grid["mlflow"]["enabled"]:
         sink = make_sink(r, console)

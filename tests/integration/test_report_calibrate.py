@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from jobs.analysis import eval_pools, fit_pools
 from jobs.calibration import Threshold, expected_call_rate
 from orchestrator.cli import main
+from orchestrator.views import grid_view
 from tests.browser import find_chromium, inspect_page
 
 pytestmark = pytest.mark.integration
@@ -25,15 +26,15 @@ def analysis(tiny_run):
 
 
 def test_calibration_rows_never_include_an_evaluated_row(tiny_run):
-    r, plan = tiny_run["resolved"], tiny_run["plan"]
-    ev = eval_pools(r.store_dir, plan)
-    fp = fit_pools(r.store_dir, plan, r.grid["decoding"]["extraction_policy"])
+    view = grid_view(tiny_run["resolved"], tiny_run["plan"])
+    ev = eval_pools(view.settings)
+    fp = fit_pools(view.store, view.settings, view.extraction_policy)
     assert set(fp) == set(ev) and len(fp) == 7
     for key in ev:
         assert set(fp[key]) == {"addsub", "strategyqa"}
         for ds in ev[key]:
-            assert len(fp[key][ds]["sample_id"]) == 6
-            assert not set(fp[key][ds]["sample_id"]) & set(ev[key][ds]["sample_id"]), (key, ds)
+            assert len(fp[key][ds].sample_id) == 6
+            assert not set(fp[key][ds].sample_id) & set(ev[key][ds].sample_id), (key, ds)
 
 
 def test_transfer_rows_recompute_from_the_heldout_records(tiny_run, analysis):
@@ -178,9 +179,11 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
     rows = [json.loads(x) for x in (folder / "calibration.jsonl").read_text().splitlines()]
     assert rec["n_selected"] == len(rows) and rec["n_pooled"] == 12 and (rec["n_bins"], rec["frac"]) == (4, 0.5)
     assert rec["source_splits"] == {"addsub": "eval-disjoint", "strategyqa": "eval-disjoint"}
-    ev = eval_pools(tiny_run["resolved"].store_dir, tiny_run["plan"])[("smollm2-test", "perplexity", "smollm2-test")]
+    ev = eval_pools(grid_view(tiny_run["resolved"], tiny_run["plan"]).settings)[
+        ("smollm2-test", "perplexity", "smollm2-test")
+    ]
     for row in rows:  # every row is a fit row, with the score and correctness it had in the grid
-        assert row["source_id"] not in ev[row["source_dataset"]]["sample_id"]
+        assert row["source_id"] not in ev[row["source_dataset"]].sample_id
         assert {"question", "task", "gold", "uncertainty", "slm_correct", "llm_correct"} <= set(row)
     assert {row["task"] for row in rows} <= {"numeric", "yesno"}
     # thresholds in the record are weighted quantiles of the rows' scores (weight: inverse sampling fraction)

@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 
 from jobs import analysis as A
+from jobs.calibration import Pool
 from jobs.metrics import auroc, paired_comparison
 
 
 def _pool(u, slm, llm=None, ids=None):
     n = len(u)
-    return {
-        "sample_id": ids or [f"s{i}" for i in range(n)],
-        "uncertainty": np.asarray(u, float),
-        "slm_correct": np.asarray(slm, bool),
-        "llm_correct": np.ones(n, bool) if llm is None else np.asarray(llm, bool),
-    }
+    return Pool(
+        sample_id=ids or [f"s{i}" for i in range(n)],
+        uncertainty=np.asarray(u, float),
+        slm_correct=np.asarray(slm, bool),
+        llm_correct=np.ones(n, bool) if llm is None else np.asarray(llm, bool),
+    )
 
 
 RNG = np.random.default_rng(0)
@@ -93,7 +94,7 @@ def test_distance_analysis_separates_dataset_from_method_effects():
     # scaling, asserted here before, distorted distances across methods): 1 - u for these scores
     allv = np.concatenate([dist["scores"][f"s__a__{d}"] for d in ("d1", "d2", "d3")])
     assert 0.0 <= allv.min() and allv.max() <= 1.0
-    np.testing.assert_allclose(dist["scores"]["s__a__d1"], 1 - pools[("s", "a", "l")]["d1"]["uncertainty"])
+    np.testing.assert_allclose(dist["scores"]["s__a__d1"], 1 - pools[("s", "a", "l")]["d1"].uncertainty)
     f2 = A.findings([], [], dist, {})[1]
     assert f2["verdict"] == "holds" and "Only one SLM" in " ".join(f2["evidence"])
 

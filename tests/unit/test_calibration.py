@@ -168,7 +168,7 @@ POOLS_STRAT = {
 
 
 def test_stratified_sampling_record_and_coverage():
-    cal = C.build_calibration_set(POOLS_STRAT, n_bins=4, frac=0.1, seed=50)
+    cal = C.build_calibration_set(POOLS_STRAT, params=C.CalibrationParams(n_bins=4, frac=0.1, seed=50))
     r = cal.record
     assert r["n_per_bin"] == [20, 0, 5, 1]
     assert r["n_selected_per_bin"] == [2, 0, 1, 1]
@@ -192,7 +192,7 @@ def test_stratified_sampling_record_and_coverage():
 def test_every_nonempty_bin_covered_with_tiny_frac():
     rng = np.random.default_rng(3)
     pools = {d: pool(rng.beta(0.5, 2, 300), prefix=d) for d in "xyz"}
-    cal = C.build_calibration_set(pools, n_bins=30, frac=0.01)
+    cal = C.build_calibration_set(pools, params=C.CalibrationParams(n_bins=30, frac=0.01))
     counts = np.array(cal.record["n_per_bin"])
     sel = np.array(cal.record["n_selected_per_bin"])
     assert ((sel >= 1) == (counts > 0)).all()
@@ -204,9 +204,9 @@ def test_every_nonempty_bin_covered_with_tiny_frac():
 def test_deterministic_per_seed_and_dict_order():
     rng = np.random.default_rng(4)
     pools = {d: pool(rng.random(500), prefix=d) for d in "pq"}
-    a = C.build_calibration_set(pools, n_bins=10, seed=7)
-    b = C.build_calibration_set(dict(reversed(list(pools.items()))), n_bins=10, seed=7)
-    c = C.build_calibration_set(pools, n_bins=10, seed=8)
+    a = C.build_calibration_set(pools, params=C.CalibrationParams(n_bins=10, seed=7))
+    b = C.build_calibration_set(dict(reversed(list(pools.items()))), params=C.CalibrationParams(n_bins=10, seed=7))
+    c = C.build_calibration_set(pools, params=C.CalibrationParams(n_bins=10, seed=8))
     np.testing.assert_array_equal(a.sample_id, b.sample_id)
     assert list(a.sample_id) != list(c.sample_id)
     assert a.record["n_selected_per_bin"] == c.record["n_selected_per_bin"]
@@ -220,13 +220,15 @@ def test_deterministic_per_seed_and_dict_order():
     ],
 )
 def test_binning(binning, n_per_bin):
-    cal = C.build_calibration_set({"d": pool([0, 0.1, 0.2, 0.3, 10])}, n_bins=2, binning=binning)
+    cal = C.build_calibration_set(
+        {"d": pool([0, 0.1, 0.2, 0.3, 10])}, params=C.CalibrationParams(n_bins=2, binning=binning)
+    )
     assert cal.record["n_per_bin"] == n_per_bin
 
 
 def test_exclude_removes_dataset():
     pools = {d: pool(np.linspace(0, 1, 20), prefix=d) for d in "abc"}
-    cal = C.build_calibration_set(pools, exclude=["b"], frac=1.0)
+    cal = C.build_calibration_set(pools, params=C.CalibrationParams(frac=1.0), exclude=["b"])
     assert set(cal.dataset) == {"a", "c"} and cal.record["excluded"] == ["b"]
     assert len(cal) == 40  # frac 1 keeps everything
 
@@ -242,8 +244,11 @@ def test_exclude_removes_dataset():
     ],
 )
 def test_build_errors(kwargs, match):
+    fields = {k: v for k, v in kwargs.items() if k != "exclude"}  # how the set is drawn: CalibrationParams
     with pytest.raises(ValueError, match=match):
-        C.build_calibration_set({"a": pool([0.1, 0.2])}, **kwargs)
+        C.build_calibration_set(
+            {"a": pool([0.1, 0.2])}, exclude=kwargs.get("exclude", ()), params=C.CalibrationParams(**fields)
+        )
 
 
 def test_pool_errors():
@@ -267,7 +272,7 @@ TARGETS = (0.0, 0.1, 0.15, 0.3, 0.5, 0.9, 1.0)
 
 
 def test_transfer_same_distribution_is_exact():
-    rows = C.transfer_table(SAME, targets=TARGETS, n_bins=10, frac=0.1)
+    rows = C.transfer_table(SAME, params=C.CalibrationParams(targets=TARGETS, n_bins=10, frac=0.1))
     assert len(rows) == 3 * 3 * len(TARGETS)
     cal_rows = [r for r in rows if r["method"] == "calibration"]
     for r in cal_rows:
@@ -281,7 +286,7 @@ def test_transfer_same_distribution_is_exact():
 
 
 def test_transfer_fixed_error_depends_on_target():
-    rows = C.transfer_table(SAME, targets=TARGETS, methods=["fixed"], fixed_value=0.5)
+    rows = C.transfer_table(SAME, params=C.CalibrationParams(targets=TARGETS), methods=["fixed"], fixed_value=0.5)
     assert len(rows) == 3 * len(TARGETS)
     for r in rows:
         # u > .5: the five values .55 .. .95 -> 50 of 100, whatever the target
@@ -292,7 +297,7 @@ def test_transfer_fixed_error_depends_on_target():
 
 
 def test_transfer_in_domain_split():
-    rows = C.transfer_table(SAME, targets=(0.5,), methods=["in_domain"], in_domain_frac=0.5)
+    rows = C.transfer_table(SAME, params=C.CalibrationParams(targets=(0.5,)), methods=["in_domain"], in_domain_frac=0.5)
     assert [r["heldout"] for r in rows] == ["d1", "d2", "d3"]
     for r in rows:
         assert r["n_fit"] == 50 and r["n_eval"] == 50
@@ -309,7 +314,7 @@ def test_leave_one_out_never_uses_heldout(monkeypatch):
         return cal
 
     monkeypatch.setattr(C, "build_calibration_set", spy)
-    rows = C.transfer_table(SAME, targets=(0.2, 0.4), methods=["calibration"], n_bins=10)
+    rows = C.transfer_table(SAME, params=C.CalibrationParams(targets=(0.2, 0.4), n_bins=10), methods=["calibration"])
     assert [b[0] for b in built] == [("d1",), ("d2",), ("d3",)]
     for (heldout,), names in built:
         assert names == {"d1", "d2", "d3"} - {heldout}
@@ -325,12 +330,15 @@ def test_leave_one_out_never_uses_heldout(monkeypatch):
     ],
 )
 def test_transfer_errors(kwargs, match):
+    fields = {k: v for k, v in kwargs.items() if k == "targets"}  # the targets are CalibrationParams'
     with pytest.raises(ValueError, match=match):
-        C.transfer_table(SAME, **kwargs)
+        C.transfer_table(
+            SAME, params=C.CalibrationParams(**fields), **{k: v for k, v in kwargs.items() if k != "targets"}
+        )
 
 
 def test_curve_transfer_same_distribution():
-    out = C.curve_transfer(SAME, "d2", n_bins=10, frac=0.1)
+    out = C.curve_transfer(SAME, "d2", params=C.CalibrationParams(n_bins=10, frac=0.1))
     # the calibration curve has the same kinks (every .1 of ratio) and levels as the true one
     close(out["rms_calibration"], 0.0)
     assert out["rms_random"] > 0.1  # the score is informative, random routing is not
@@ -346,7 +354,7 @@ def test_curve_transfer_same_distribution():
 def test_apply_to_unlabelled():
     # calibration: u = .1 .. 1.0 (frac 1 keeps all); SLM right iff u <= .5, LLM always right
     u = np.arange(1, 11) / 10
-    cal = C.build_calibration_set({"c": pool(u, slm=u <= 0.5)}, n_bins=30, frac=1.0)
+    cal = C.build_calibration_set({"c": pool(u, slm=u <= 0.5)}, params=C.CalibrationParams(n_bins=30, frac=1.0))
     assert len(cal) == 10
     target = [0.85, 0.8, 0.8, 0.5, np.nan]
     # rate .3: k=3 -> s[2] = .8, 2 above -> tie 1 ("route u >= .8")
@@ -433,7 +441,9 @@ def test_transfer_with_calibration_pools_uses_only_them():
     # evaluated rows: the usual uniform scores; calibration (fit-role) rows: every score shifted
     # up by .5, so thresholds from them route nothing below .55 + ... -> errors reveal the source
     fit = {d: pool(VALUES + 0.5, slm=VALUES < 0.5, prefix=f"fit-{d}") for d in SAME}
-    rows = C.transfer_table(SAME, targets=(0.5,), n_bins=10, frac=0.1, calibration_pools=fit)
+    rows = C.transfer_table(
+        SAME, params=C.CalibrationParams(targets=(0.5,), n_bins=10, frac=0.1), calibration_pools=fit
+    )
     cal = [r for r in rows if r["method"] == "calibration"]
     # calibration set: .55, .65, ..., 1.45, two of each; target .5 -> k = 10 of 20 -> s[9] = 1.05
     # (8 above, 2 tied -> tie_frac 1), above every evaluated score (max .95): nothing is routed
@@ -449,7 +459,9 @@ def test_transfer_with_calibration_pools_uses_only_them():
 
 def test_transfer_with_calibration_pools_same_distribution_is_exact():
     fit = {d: pool(VALUES, slm=VALUES < 0.5, prefix=f"fit-{d}") for d in SAME}
-    rows = C.transfer_table(SAME, targets=TARGETS, n_bins=10, frac=0.1, calibration_pools=fit)
+    rows = C.transfer_table(
+        SAME, params=C.CalibrationParams(targets=TARGETS, n_bins=10, frac=0.1), calibration_pools=fit
+    )
     for r in rows:
         if r["method"] in ("calibration", "in_domain"):
             close(r["call_rate_error"], 0.0)
@@ -459,19 +471,21 @@ def test_calibration_pools_may_leave_datasets_out_but_in_domain_needs_each():
     cal = {d: SAME[d] for d in ("d1", "d2")}  # d3 has no train/dev rows allowed in calibration sets
     with pytest.raises(ValueError, match=r"in-domain fit pools lack dataset\(s\) \['d3'\]"):
         C.transfer_table(SAME, calibration_pools=cal)
-    rows = C.transfer_table(SAME, targets=(0.5,), calibration_pools=cal, in_domain_pools=SAME, n_bins=10)
+    rows = C.transfer_table(
+        SAME, params=C.CalibrationParams(targets=(0.5,), n_bins=10), calibration_pools=cal, in_domain_pools=SAME
+    )
     by = {(r["heldout"], r["method"]): r for r in rows}
     assert by[("d3", "calibration")]["n_fit"] == 20 and by[("d1", "calibration")]["n_fit"] == 10
     assert by[("d3", "in_domain")]["n_fit"] == 100
     with pytest.raises(ValueError, match="held-out 'd1' needs another dataset"):
         C.transfer_table(SAME, calibration_pools={"d1": SAME["d1"]}, in_domain_pools=SAME)
-    rows = C.transfer_table(SAME, targets=(0.5,), heldouts=["d2"], n_bins=10)
+    rows = C.transfer_table(SAME, params=C.CalibrationParams(targets=(0.5,), n_bins=10), heldouts=["d2"])
     assert {r["heldout"] for r in rows} == {"d2"}
 
 
 def test_curve_transfer_with_calibration_pools():
     fit = {d: pool(VALUES, slm=VALUES < 0.5, prefix=f"fit-{d}") for d in SAME}
-    out = C.curve_transfer(SAME, "d2", n_bins=10, frac=0.1, calibration_pools=fit)
+    out = C.curve_transfer(SAME, "d2", params=C.CalibrationParams(n_bins=10, frac=0.1), calibration_pools=fit)
     assert out["calibration"]["datasets"] == ["d1", "d3"]
     assert out["rms_calibration"] < 1e-9 < out["rms_random"]
 
@@ -483,8 +497,8 @@ def test_nan_rows_form_their_own_stratum_and_shape_thresholds():
     # 80 scored values + 20 NaN (a verbal method that could not parse 20% of answers)
     u = np.concatenate([np.linspace(0, 1, 80), np.full(20, np.nan)])
     pools = {"a": pool(u, prefix="a"), "b": pool(u, prefix="b")}
-    drop = C.build_calibration_set(pools, n_bins=8, frac=0.5, nan_policy="drop")
-    keep = C.build_calibration_set(pools, n_bins=8, frac=0.5, nan_policy="most_uncertain")
+    drop = C.build_calibration_set(pools, params=C.CalibrationParams(n_bins=8, frac=0.5), nan_policy="drop")
+    keep = C.build_calibration_set(pools, params=C.CalibrationParams(n_bins=8, frac=0.5), nan_policy="most_uncertain")
     assert drop.record["n_nan_dropped"] == 40 and np.isfinite(drop.uncertainty).all()
     assert keep.record["n_nan_kept"] == 40 and keep.record["n_nan_selected"] == 20  # 50% of the NaN stratum
     assert len(keep.record["n_per_bin"]) == 9 and keep.record["n_per_bin"][-1] == 40
@@ -493,7 +507,9 @@ def test_nan_rows_form_their_own_stratum_and_shape_thresholds():
     assert thr.value == np.inf and thr.tie_frac == pytest.approx(0.1 * len(keep) / 20)
     # transfer to a held-out dataset with the same NaN share, whose NaN rows the router sends first
     held = {"a": pools["a"], "b": pools["b"], "c": pool(u, prefix="c")}
-    rows = C.transfer_table(held, targets=(0.1, 0.5), methods=["calibration"], n_bins=8, frac=0.5)
+    rows = C.transfer_table(
+        held, params=C.CalibrationParams(targets=(0.1, 0.5), n_bins=8, frac=0.5), methods=["calibration"]
+    )
     assert max(abs(r["call_rate_error"]) for r in rows) < 1e-9
     # a threshold from a set that dropped its NaN rows ignores them: at 10% it routes all 20% unscored
     # rows plus the top scored ones

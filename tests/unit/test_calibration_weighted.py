@@ -29,12 +29,12 @@ def skewed_pools(kind: str, n: int = 3000, seed: int = 0) -> dict:
             u = rng.beta(0.5, 4.0, n)
         else:  # heavy tail, >= 1, like perplexity
             u = 1.0 + rng.pareto(1.5, n)
-        out[d] = {
-            "sample_id": [f"{d}{i}" for i in range(n)],
-            "uncertainty": u,
-            "slm_correct": rng.random(n) < np.exp(-u),
-            "llm_correct": rng.random(n) < 0.8,
-        }
+        out[d] = C.Pool(
+            sample_id=[f"{d}{i}" for i in range(n)],
+            uncertainty=u,
+            slm_correct=rng.random(n) < np.exp(-u),
+            llm_correct=rng.random(n) < 0.8,
+        )
     return out
 
 
@@ -48,9 +48,9 @@ def test_thresholds_realize_their_call_rate_on_the_pool(kind, seed):
     """One draw, bins on the paper's confidence: within 0.01 at call rates up to 50%; on the
     scale-free rank scale (= equal-frequency bins) within 0.01 at every target."""
     pools = skewed_pools(kind)
-    pooled_u = np.concatenate([p["uncertainty"] for p in pools.values()])
-    paper = C.build_calibration_set(pools, seed=seed, scale=SCALES[kind])
-    rank = C.build_calibration_set(pools, seed=seed, scale="rank")
+    pooled_u = np.concatenate([p.uncertainty for p in pools.values()])
+    paper = C.build_calibration_set(pools, params=C.CalibrationParams(seed=seed, scale=SCALES[kind]))
+    rank = C.build_calibration_set(pools, params=C.CalibrationParams(seed=seed, scale="rank"))
     for t in TARGETS:
         r_paper = C.apply_to_unlabelled(paper, pooled_u, t)["expected_call_rate"]
         r_rank = C.apply_to_unlabelled(rank, pooled_u, t)["expected_call_rate"]
@@ -65,8 +65,10 @@ def test_mean_over_the_papers_three_draws_realizes_every_target(kind):
     (One draw can miss by up to ~0.02 where a single bin holds ~40% of the pool: beta(0.5, 4)'s
     most confident bin at targets 80-90%; its sampling error shrinks as 1 / sqrt(draws).)"""
     pools = skewed_pools(kind)
-    pooled_u = np.concatenate([p["uncertainty"] for p in pools.values()])
-    sets = [C.build_calibration_set(pools, seed=s, scale=SCALES[kind]) for s in (50, 51, 52)]
+    pooled_u = np.concatenate([p.uncertainty for p in pools.values()])
+    sets = [
+        C.build_calibration_set(pools, params=C.CalibrationParams(seed=s, scale=SCALES[kind])) for s in (50, 51, 52)
+    ]
     for t in TARGETS:
         realized = np.mean([C.apply_to_unlabelled(c, pooled_u, t)["expected_call_rate"] for c in sets])
         assert abs(realized - t) <= 0.01, (kind, t, realized)
@@ -75,8 +77,8 @@ def test_mean_over_the_papers_three_draws_realizes_every_target(kind):
 def test_unweighted_thresholds_were_biased_on_a_skewed_pool():
     """The defect: the tail's bins give one row each, so unweighted quantiles route too few."""
     pools = skewed_pools("heavy")
-    pooled_u = np.concatenate([p["uncertainty"] for p in pools.values()])
-    cal = C.build_calibration_set(pools, seed=50, scale="uncertainty")
+    pooled_u = np.concatenate([p.uncertainty for p in pools.values()])
+    cal = C.build_calibration_set(pools, params=C.CalibrationParams(seed=50, scale="uncertainty"))
     unweighted = C.CalibrationSet(
         cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.record
     )
@@ -87,7 +89,7 @@ def test_unweighted_thresholds_were_biased_on_a_skewed_pool():
 
 def test_weights_restore_the_pool_size_per_bin():
     pools = skewed_pools("heavy", n=500)
-    cal = C.build_calibration_set(pools, scale="reciprocal")
+    cal = C.build_calibration_set(pools, params=C.CalibrationParams(scale="reciprocal"))
     r = cal.record
     assert cal.weight.sum() == pytest.approx(r["n_pooled"])
     # every selected row of bin b weighs n_per_bin[b] / n_selected_per_bin[b]
@@ -114,7 +116,7 @@ def test_weighted_calibration_curve_is_the_pool_curve_when_bins_are_homogeneous(
     }
     true = C.routing_curve(u, u < 0.5, np.ones(len(u), bool))
     for seed in (50, 51):
-        cal = C.build_calibration_set(pools, n_bins=10, frac=0.1, seed=seed)
+        cal = C.build_calibration_set(pools, params=C.CalibrationParams(n_bins=10, frac=0.1, seed=seed))
         assert cal.record["n_selected_per_bin"] == [30, 15, 8, 4, 2, 1, 1, 1, 1, 1]
         assert C.curve_rms_distance(C.calibration_curve(cal), true) < 1e-12
         unweighted = C.routing_curve(cal.uncertainty, cal.slm_correct, cal.llm_correct)
@@ -152,7 +154,9 @@ def test_weighted_threshold_hand_example():
 def test_repeated_draws_report_mean_and_spread():
     pools = skewed_pools("beta", n=400)
     rows = C.transfer_table(
-        pools, targets=(0.1, 0.5), methods=["calibration", "fixed"], scale="complement", n_draws=3, seed=50
+        pools,
+        params=C.CalibrationParams(targets=(0.1, 0.5), scale="complement", n_draws=3, seed=50),
+        methods=["calibration", "fixed"],
     )
     cal = [r for r in rows if r["method"] == "calibration"]
     assert all(r["n_draws"] == 3 and r["seeds"] == [50, 51, 52] for r in cal)
@@ -164,7 +168,7 @@ def test_repeated_draws_report_mean_and_spread():
         assert r["abs_call_rate_error"] == pytest.approx(np.abs(d).mean())
     assert any(r["call_rate_error_sd"] > 0 for r in cal)  # the draws differ
     assert all(r["n_draws"] == 1 and r["call_rate_error_sd"] == 0 for r in rows if r["method"] == "fixed")
-    c = C.curve_transfer(pools, "a", scale="complement", n_draws=3, seed=50)
+    c = C.curve_transfer(pools, "a", params=C.CalibrationParams(scale="complement", n_draws=3, seed=50))
     assert c["n_draws"] == 3 and len(c["rms_calibration_draws"]) == 3
     assert c["rms_calibration"] == pytest.approx(np.mean(c["rms_calibration_draws"]))
 

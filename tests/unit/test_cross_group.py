@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jobs import analysis as A
+from jobs.calibration import Pool
 from jobs.datasets import dataset_group
 from orchestrator.config import ConfigError, load_grid
 from orchestrator.plan import make_plan
@@ -34,12 +35,12 @@ CONF1 = {
 def _pool(u, prefix, slm=None):
     u = np.asarray(u, float)
     slm = np.zeros(len(u), bool) if slm is None else np.asarray(slm, bool)
-    return {
-        "sample_id": [f"{prefix}{i}" for i in range(len(u))],
-        "uncertainty": u,
-        "slm_correct": slm,
-        "llm_correct": np.ones(len(u), bool),
-    }
+    return Pool(
+        sample_id=[f"{prefix}{i}" for i in range(len(u))],
+        uncertainty=u,
+        slm_correct=slm,
+        llm_correct=np.ones(len(u), bool),
+    )
 
 
 def _pools(c1_u=None):

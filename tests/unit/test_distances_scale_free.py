@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 
 from jobs import analysis as A
+from jobs.calibration import Pool
 
 
 def _pool(u):
     u = np.asarray(u, dtype=float)
-    return {
-        "sample_id": [f"q{i}" for i in range(len(u))],
-        "uncertainty": u,
-        "slm_correct": np.zeros(len(u), bool),
-        "llm_correct": np.ones(len(u), bool),
-    }
+    return Pool(
+        sample_id=[f"q{i}" for i in range(len(u))],
+        uncertainty=u,
+        slm_correct=np.zeros(len(u), bool),
+        llm_correct=np.ones(len(u), bool),
+    )
 
 
 def _pools(transform=lambda u: u, outlier=None):

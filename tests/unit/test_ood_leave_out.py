@@ -5,8 +5,8 @@ the ordinary OOD scores of those rows, whose probe saw T's fit rows, must not be
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from jobs import analysis as A
 from jobs import calibration as C
 from jobs.records import finish_unit, unit_dir, write_table
+from jobs.views import LeaveOutScore
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
 RNG = np.random.default_rng(3)
@@ -22,12 +23,12 @@ N = 200
 
 def _pool(u, slm, prefix):
     u = np.asarray(u, float)
-    return {
-        "sample_id": [f"{prefix}{i}" for i in range(len(u))],
-        "uncertainty": u,
-        "slm_correct": np.asarray(slm, bool),
-        "llm_correct": np.ones(len(u), bool),
-    }
+    return C.Pool(
+        sample_id=[f"{prefix}{i}" for i in range(len(u))],
+        uncertainty=u,
+        slm_correct=np.asarray(slm, bool),
+        llm_correct=np.ones(len(u), bool),
+    )
 
 
 def _pools(shift: float) -> dict:
@@ -41,8 +42,8 @@ def _pools(shift: float) -> dict:
 
 EVAL = _pools(0.0)
 LEAKY = _pools(0.0)  # fit-role scores by models that saw every other dataset, t included
-CLEAN = {d: dict(p, uncertainty=p["uncertainty"] + 0.5) for d, p in LEAKY.items() if d != "t"}  # trained without t
-KW = {"targets": [0.1, 0.3, 0.5], "n_bins": 10, "frac": 0.5, "seed": 7, "methods": ["calibration"]}
+CLEAN = {d: replace(p, uncertainty=p.uncertainty + 0.5) for d, p in LEAKY.items() if d != "t"}  # trained without t
+KW = {"params": C.CalibrationParams(targets=[0.1, 0.3, 0.5], n_bins=10, frac=0.5, seed=7), "methods": ["calibration"]}
 
 
 def _thresholds(rows):
@@ -96,30 +97,28 @@ def test_transfer_analysis_uses_only_leave_out_scores_for_methods_trained_on_oth
     assert {c["heldout"] for c in t["curves"] if c["uq"] == "ood_probe"} == {"t"}
     assert {r["heldout"] for r in t["accuracy"] if r["uq"] == "ood_probe"} <= {"t"}
     curve_t = next(c for c in t["curves"] if c["uq"] == "ood_probe")
-    assert curve_t["n_calibration"] == len(C.build_calibration_set(CLEAN, n_bins=10, frac=0.5, seed=7))
+    assert curve_t["n_calibration"] == len(
+        C.build_calibration_set(CLEAN, params=C.CalibrationParams(n_bins=10, frac=0.5, seed=7))
+    )
 
 
 def test_leave_out_pools_replace_scores_by_sample_id(tmp_path):
-    from orchestrator.plan import ScoreRef
-
     store = tmp_path / "store"
     rows = [{"sample_id": f"a{i}", "uncertainty": float(100 + i)} for i in reversed(range(N)) if i != 5]
     write_table(unit_dir(store, "score", "LO") / "part-00000.parquet", rows)
     finish_unit(unit_dir(store, "score", "LO"), {"key": "LO"})
-    plan = SimpleNamespace(
-        leave_out={
-            ("s", "ood_probe", "a", "t"): ScoreRef("LO", "G", {"greedy": "G"}, "fit"),
-            ("s", "ood_probe", "b", "t"): ScoreRef("MISSING", "G", {"greedy": "G"}, "fit"),
-        }
+    sources = (
+        LeaveOutScore("s", "ood_probe", "a", "t", score_key="LO", role="fit"),
+        LeaveOutScore("s", "ood_probe", "b", "t", score_key="MISSING", role="fit"),
     )
     fp = {("s", "ood_probe", "l"): LEAKY}
-    lo = A.leave_out_pools(store, plan, {}, fp)
+    lo = A.leave_out_pools(store, sources, {}, fp)
     pool = lo[("s", "ood_probe", "l")]["t"]["a"]
     assert set(lo[("s", "ood_probe", "l")]["t"]) == {"a"}  # an unfinished unit gives no pool
-    assert pool["sample_id"] == [f"a{i}" for i in range(N) if i != 5]
-    assert pool["uncertainty"].tolist() == [float(100 + i) for i in range(N) if i != 5]
+    assert pool.sample_id == [f"a{i}" for i in range(N) if i != 5]
+    assert pool.uncertainty.tolist() == [float(100 + i) for i in range(N) if i != 5]
     keep = [i for i in range(N) if i != 5]
-    assert pool["slm_correct"].tolist() == LEAKY["a"]["slm_correct"][keep].tolist()
+    assert pool.slm_correct.tolist() == LEAKY["a"].slm_correct[keep].tolist()
 
 
 def test_calibrate_build_for_an_excluded_dataset_takes_the_ood_probes_leave_out_scores(tmp_path):

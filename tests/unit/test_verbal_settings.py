@@ -20,38 +20,32 @@ from jobs import records
 from jobs.scoring import run_score_unit, run_setting_unit, without_confidence
 from orchestrator.config import ConfigError, load_grid, nan_policy_of
 from orchestrator.plan import make_plan
-from tests.helpers import gen_row, setting_unit, store_unit
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+METRICS = {"ties": "expected", "bootstrap": 0, "seed": 0}
 
 
 def _row(sid: str, gold: str = "7", **kw) -> dict:
-    return gen_row(sid, gold=gold, task="numeric", n_new_tokens=2, **kw)
+    return {
+        "sample_id": sid,
+        "dataset": "d",
+        "role": "eval",
+        "gold": gold,
+        "task": "numeric",
+        "choices": [],
+        "aliases": [],
+        "error": None,
+        "prompt": "p",
+        "n_prompt_tokens": 3,
+        "n_new_tokens": 2,
+        "latency_s": 0.1,
+    } | kw
 
 
-def _greedy(sid: str, out: str, lps=(-0.1,), texts=("7",)) -> dict:
-    """A greedy-pass row: ``out`` with one log-prob and one token text per token."""
-    return _row(
-        sid,
-        raw_output=out,
-        token_logprobs=list(lps),
-        token_entropy=[0.1] * len(lps),
-        token_texts=list(texts),
-        hidden_state=None,
-    )
-
-
-def _verbal_unit(method: str, stage_key: str, key: str, name: str, nan_policy: str, uq_params: dict) -> dict:
-    """The setting unit of ``method`` whose verbal pass is unit ``stage_key``."""
-    return setting_unit(
-        method,
-        key=key,
-        name=name,
-        nan_policy=nan_policy,
-        slm_stages={"greedy": "G", method: stage_key},
-        method=method,
-        uq_params=uq_params,
-    )
+def _store(store: Path, key: str, rows: list[dict]) -> None:
+    d = records.unit_dir(store, "gen", key)
+    records.write_table(records.part_path(d, 0), rows)
+    records.finish_unit(d, {})
 
 
 def _score(tmp_path, method: str, stage_key: str) -> None:
@@ -86,19 +80,44 @@ CASES = [
 def _setting_store(tmp_path: Path) -> Path:
     from jobs.stages import _conf
 
-    store_unit(tmp_path, "G", [_greedy(f"s{i}", g, [-0.1, -0.2], ["a", "b"]) for i, (g, _, _) in enumerate(CASES)])
-    store_unit(
+    _store(
+        tmp_path,
+        "G",
+        [
+            _row(
+                f"s{i}",
+                raw_output=g,
+                token_logprobs=[-0.1, -0.2],
+                token_entropy=[0.1, 0.1],
+                token_texts=["a", "b"],
+                hidden_state=None,
+            )
+            for i, (g, _, _) in enumerate(CASES)
+        ],
+    )
+    _store(
         tmp_path, "V1", [_row(f"s{i}", verbal_1s_raw=v, verbal_1s_conf=_conf(v)) for i, (_, v, _) in enumerate(CASES)]
     )
-    store_unit(tmp_path, "L", [_row(f"s{i}", raw_output=o) for i, (_, _, o) in enumerate(CASES)])
+    _store(tmp_path, "L", [_row(f"s{i}", raw_output=o) for i, (_, _, o) in enumerate(CASES)])
     _score(tmp_path, "verbal_1s", "V1")
     return tmp_path
 
 
 def _setting(store: Path, key: str, route: str | None, nan_policy: str = "drop") -> tuple[dict, list[dict]]:
-    unit = _verbal_unit(
-        "verbal_1s", "V1", key, f"m__verbal_1s__d__l__{key}", nan_policy, {} if route is None else {"route": route}
-    )
+    unit = {
+        "key": key,
+        "setting_hash": key,
+        "name": f"m__verbal_1s__d__l__{key}",
+        "axes": {"slm": "m", "uq": "verbal_1s", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "slm_stages": {"greedy": "G", "verbal_1s": "V1"},
+        "method": "verbal_1s",
+        "uq_params": {} if route is None else {"route": route},
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": METRICS | {"nan_policy": nan_policy},
+    }
     manifest = run_setting_unit(unit, store, plot=False)
     recs = pq.read_table(records.unit_dir(store, "settings", key) / "records.parquet").to_pylist()
     return manifest, recs
@@ -175,8 +194,22 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
     u, slm, _ = _skewed_failures()
     conf = 1.0 - u
     ids = [f"s{i}" for i in range(len(u))]
-    store_unit(tmp_path, "G", [_greedy(i, "The answer is 7." if ok else "The answer is 3.") for i, ok in zip(ids, slm)])
-    store_unit(
+    _store(
+        tmp_path,
+        "G",
+        [
+            _row(
+                i,
+                raw_output="The answer is 7." if ok else "The answer is 3.",
+                token_logprobs=[-0.1],
+                token_entropy=[0.1],
+                token_texts=["7"],
+                hidden_state=None,
+            )
+            for i, ok in zip(ids, slm)
+        ],
+    )
+    _store(
         tmp_path,
         "V2",
         [
@@ -184,12 +217,25 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
             for i, c in zip(ids, conf)
         ],
     )
-    store_unit(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
+    _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
     _score(tmp_path, "verbal_2s", "V2")
     policy = nan_policy_of(_grid(tmp_path), "verbal_2s")  # what the plan gives a verbal_2s setting
     out = {}
     for key, pol in (("D", policy), ("MU", "most_uncertain")):
-        unit = _verbal_unit("verbal_2s", "V2", key, key, pol, {})
+        unit = {
+            "key": key,
+            "setting_hash": key,
+            "name": key,
+            "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
+            "score": "S",
+            "slm_greedy": "G",
+            "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
+            "method": "verbal_2s",
+            "uq_params": {},
+            "llm": "L",
+            "policy": "flexible",
+            "metrics": METRICS | {"nan_policy": pol},
+        }
         out[key] = run_setting_unit(unit, tmp_path, plot=False)
     assert out["D"]["nan_policy"] == "drop" and out["D"]["metrics"]["auroc"] == pytest.approx(0.5)
     assert out["MU"]["metrics"]["auroc"] == pytest.approx(0.675)
@@ -256,16 +302,13 @@ def test_bad_nan_policy_and_route_are_config_errors(tmp_path):
 
 def test_paired_table_applies_each_methods_own_policy():
     from jobs.analysis import paired_table
+    from jobs.calibration import Pool
 
     u_v, slm, llm = _skewed_failures()
     u_p = np.linspace(0, 1, len(u_v))  # a method that scores every query
     pools = {
-        ("m", "verbal_2s", "l"): {
-            "d": {"sample_id": list(range(200)), "uncertainty": u_v, "slm_correct": slm, "llm_correct": llm}
-        },
-        ("m", "perplexity", "l"): {
-            "d": {"sample_id": list(range(200)), "uncertainty": u_p, "slm_correct": slm, "llm_correct": llm}
-        },
+        ("m", "verbal_2s", "l"): {"d": Pool(list(range(200)), u_v, slm, llm)},
+        ("m", "perplexity", "l"): {"d": Pool(list(range(200)), u_p, slm, llm)},
     }
     (drop,) = paired_table(pools, nan_policy={"verbal_2s": "drop", "perplexity": "most_uncertain"}, n_boot=20)
     (mu,) = paired_table(pools, nan_policy="most_uncertain", n_boot=20)
@@ -289,49 +332,70 @@ def test_ranking_reports_the_mean_unscored_share():
 
 
 def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
-    from types import SimpleNamespace
-
     from jobs.analysis import fit_pools
-    from jobs.units import ScoreSpec
-    from orchestrator.grid import Setting
-    from orchestrator.plan import ScoreRef, Unit
+    from jobs.views import FitSource, SettingView
 
     store = _setting_store(tmp_path)
-    setting = Setting("m", "verbal_1s", "d", "l", "H")
-    fit = {("m", "verbal_1s", "d"): ScoreRef("S", "G", {"greedy": "G", "verbal_1s": "V1"}, "fit")}
+    stages = {"greedy": "G", "verbal_1s": "V1"}
     for route, expected in (
         ("own_answer", [True, False, True, True, False, True]),
         ("greedy_answer", [True, True, False, False, False, True]),
     ):
-        spec = ScoreSpec("S", "verbal_1s", "verbal_1s", {"route": route}, "m", "d", {"greedy": "G", "verbal_1s": "V1"})
-        score = Unit("score", "S", "score", spec)
-        plan = SimpleNamespace(settings=[setting], fit_scores=fit, fit_llm={("l", "d"): "L"}, units={"S": score})
-        pool = fit_pools(store, plan, "flexible")[("m", "verbal_1s", "l")]["d"]
-        assert pool["slm_correct"].tolist() == expected
+        fit = FitSource("S", "G", "L", stages, method="verbal_1s", params={"route": route})
+        setting = SettingView("m", "verbal_1s", "d", "l", results=tmp_path / "H", hash="H", fit=fit)
+        pool = fit_pools(store, [setting], "flexible")[("m", "verbal_1s", "l")]["d"]
+        assert pool.slm_correct.tolist() == expected
 
 
 def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     """Under "drop" a verbal method whose confidences never parse has no scored query: the setting
     still finishes (metrics NaN, unscored_share 1, no curve) and the analysis skips it."""
     from jobs.analysis import paired_table, transfer_analysis
+    from jobs.calibration import Pool
     from orchestrator.mlflow_sink import curve_metric
 
     ids = [f"s{i}" for i in range(6)]
-    store_unit(tmp_path, "G", [_greedy(i, "The answer is 7.") for i in ids])
-    store_unit(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
-    store_unit(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
+    _store(
+        tmp_path,
+        "G",
+        [
+            _row(
+                i,
+                raw_output="The answer is 7.",
+                token_logprobs=[-0.1],
+                token_entropy=[0.1],
+                token_texts=["7"],
+                hidden_state=None,
+            )
+            for i in ids
+        ],
+    )
+    _store(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
+    _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
     _score(tmp_path, "verbal_2s", "V2")
-    unit = _verbal_unit("verbal_2s", "V2", "Z", "z", "drop", {})
+    unit = {
+        "key": "Z",
+        "setting_hash": "Z",
+        "name": "z",
+        "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
+        "method": "verbal_2s",
+        "uq_params": {},
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": METRICS | {"nan_policy": "drop"},
+    }
     m = run_setting_unit(unit, tmp_path, plot=True)
     assert m["metrics"]["unscored_share"] == 1.0 and np.isnan(m["metrics"]["auroc"])
     curve = __import__("json").loads((records.unit_dir(tmp_path, "settings", "Z") / "curve.json").read_text())
     assert curve["curve"] == [] and curve_metric(curve["curve"]) == []
     # the analysis: an all-unscored pool next to a method that scores everything
     nan6, ok = np.full(6, np.nan), np.array([True, False] * 3)
-    pool = {"sample_id": ids, "slm_correct": ok, "llm_correct": np.ones(6, bool)}
     ev = {
-        ("m", "verbal_2s", "l"): {d: pool | {"uncertainty": nan6} for d in ("a", "b")},
-        ("m", "perplexity", "l"): {d: pool | {"uncertainty": np.arange(6.0)} for d in ("a", "b")},
+        ("m", "verbal_2s", "l"): {d: Pool(ids, nan6, ok, np.ones(6, bool)) for d in ("a", "b")},
+        ("m", "perplexity", "l"): {d: Pool(ids, np.arange(6.0), ok, np.ones(6, bool)) for d in ("a", "b")},
     }
     policies = {"verbal_2s": "drop", "perplexity": "most_uncertain"}
     assert paired_table(ev, nan_policy=policies, n_boot=10) == []
