@@ -155,7 +155,7 @@ def main() -> None:
         rules = []
         for axis, names in (("slm", rs.slms), ("uq", rs.uq), ("dataset", rs.datasets), ("llm", rs.llms)):
             rules += [{axis: n} for n in names if n != getattr(s, axis)]
-        rs.grid["exclude"] = rules
+        rs = rs.updated(exclude=rules)
         one = make_plan(rs)
         assert len(one.settings) == 1
         run_units(list(one.units.values()), rs, Path(tempfile.mkdtemp()), naive, cache={})  # loads per setting

@@ -30,8 +30,7 @@ pytestmark = pytest.mark.integration
 def _copy(tiny_run, tmp_path, name: str):
     dst = tmp_path / name
     shutil.copytree(tiny_run["out"], dst, ignore=shutil.ignore_patterns(LOCK_FILE))
-    r = load_output(dst)
-    r.grid["mlflow"]["experiment"] = f"{name}-{tmp_path.name}"
+    r = load_output(dst).updated(mlflow={"experiment": f"{name}-{tmp_path.name}"})
     (dst / RESOLVED_FILE).write_text(r.to_yaml())
     return dst
 

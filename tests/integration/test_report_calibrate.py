@@ -120,8 +120,9 @@ def test_report_renders_in_headless_chromium(tiny_run, analysis, tmp_path):
         shot,
     )
     assert page["title"] == "uqroute report: tiny"
-    # routing curves (2 datasets) + AUROC + histograms + 2 heatmaps + transfer, all decoded by the browser
-    assert page["images"] == 7 and page["broken"] == 0 and page["too_wide"] == 0
+    # routing curves (2 datasets) + AUROC + histograms + 2 heatmaps + transfer + the cost section's
+    # accuracy-vs-cost plot (empty before issue 9: it looked for settings by hash), all decoded by the browser
+    assert page["images"] == 8 and page["broken"] == 0 and page["too_wide"] == 0
     assert page["external"] == 0  # self-contained: opens offline, can be mailed as one file
     verdicts = {"holds", "partly", "does not hold", "not testable"}
     assert [f[0] for f in page["findings"]] == ["1", "2", "3"]
