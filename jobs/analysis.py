@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from jobs import calibration as C
 from jobs import metrics as M
 from jobs.calibration import Pool, calibration_scale
-from jobs.records import is_complete, read_json, read_unit, unit_dir
+from jobs.store import Store, setting_row, unscored_share
 from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 
 Key = tuple[str, str, str]  # (slm, uq, llm)
@@ -55,12 +55,10 @@ def eval_pools(settings: Iterable[SettingView]) -> Pools:
     the per-sample records of every finished setting."""
     out: Pools = {}
     for s in settings:
-        d = s.results
-        if not is_complete(d):
+        d = s.unit
+        if not (d.done and d.records_path.is_file()):
             continue
-        if not (d / "records.parquet").is_file():
-            continue
-        t = pq.read_table(d / "records.parquet").to_pydict()
+        t = pq.read_table(d.records_path).to_pydict()
         out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = Pool(
             sample_id=t["sample_id"],
             uncertainty=np.asarray([_nanfloat(x) for x in t["uncertainty"]], dtype=np.float64),
@@ -79,6 +77,7 @@ def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pool
     from jobs.uq import UQ_METHODS
 
     judged: dict[tuple, dict[str, bool]] = {}
+    st = Store(store)
 
     def correct_by_id(key: str, fit: FitSource | None = None) -> dict[str, bool] | None:
         """sample id -> correct, for the gen unit ``key``: the answer ``fit``'s score judges (its
@@ -86,9 +85,9 @@ def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pool
         ck = (key, fit.score_key if fit is not None else None)
         if ck not in judged:
             stages = fit.stage_keys if fit is not None else {}
-            if any(not is_complete(unit_dir(store, "gen", k)) for k in {key, *stages.values()}):
+            if any(not st.gen(k).done for k in {key, *stages.values()}):
                 return None
-            rows = read_unit(unit_dir(store, "gen", key)).to_pylist()
+            rows = st.gen(key).rows()
             if fit is None or fit.method is None:
                 _, ok = judge(rows, policy)
             else:
@@ -101,12 +100,12 @@ def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pool
         fit = s.fit
         if fit is None:
             continue
-        sdir = unit_dir(store, "score", fit.score_key)
+        sdir = st.score(fit.score_key)
         slm_ok = correct_by_id(fit.greedy_key, fit)
         llm_ok = correct_by_id(fit.llm_key)
-        if not is_complete(sdir) or slm_ok is None or llm_ok is None:
+        if not sdir.done or slm_ok is None or llm_ok is None:
             continue
-        rows = [r for r in read_unit(sdir).to_pylist() if r["sample_id"] in llm_ok]
+        rows = [r for r in sdir.rows() if r["sample_id"] in llm_ok]
         out.setdefault((s.slm, s.uq, s.llm), {})[s.dataset] = Pool(
             sample_id=[r["sample_id"] for r in rows],
             uncertainty=np.asarray([_nanfloat(r["uncertainty"]) for r in rows], dtype=np.float64),
@@ -123,10 +122,10 @@ def _rescored_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Pools
     out: Rescored = {}
     for lo in sources:
         slm, uq, ds, tag = lo.slm, lo.uq, lo.dataset, lo.without
-        sdir = unit_dir(store, "score", lo.score_key)
-        if not is_complete(sdir):
+        sdir = Store(store).score(lo.score_key)
+        if not sdir.done:
             continue
-        unc = {r["sample_id"]: r["uncertainty"] for r in read_unit(sdir).to_pylist()}
+        unc = {r["sample_id"]: r["uncertainty"] for r in sdir.rows()}
         base = fit_p if lo.role == "fit" else eval_p
         for (s2, u2, llm), pools in base.items():
             if (s2, u2) != (slm, uq) or ds not in pools:
@@ -162,30 +161,8 @@ def leave_group_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Poo
 
 def method_table(settings: Iterable[SettingView]) -> list[dict]:
     """One row per finished setting: axes + summary metrics (with 95% bootstrap CIs)."""
-    rows = []
-    for s in settings:
-        p = s.results / "manifest.json"
-        if p.is_file():
-            m = read_json(p)
-            row = {
-                "setting": s.name,
-                **s.axes(),
-                **m["metrics"],
-                "nan_policy": m.get("nan_policy"),
-                "answer_route": m.get("answer_route"),
-            }
-            row["unscored_share"] = _unscored_share(row)
-            rows.append(row)
-    return rows
-
-
-def _unscored_share(row: dict) -> float:
-    """A setting's share of queries its method could not score (n_nan / n; settings written
-    before ``unscored_share`` existed have n and n_nan)."""
-    if row.get("unscored_share") is not None:
-        return float(row["unscored_share"])
-    n = row.get("n") or 0
-    return float(row.get("n_nan") or 0) / n if n else float("nan")
+    rows = (setting_row(s.unit, s.name, s.hash, s.axes()) for s in settings)
+    return [row for row in rows if row is not None]
 
 
 #: a setting's AUROC enters its method's mean (the ranking of finding 1) only when the method
@@ -203,7 +180,7 @@ def method_ranking(table: list[dict]) -> list[dict]:
     unscored: dict[str, list[float]] = {}
     for row in table:
         by.setdefault(row["uq"], []).append(row["auroc"])
-        unscored.setdefault(row["uq"], []).append(_unscored_share(row))
+        unscored.setdefault(row["uq"], []).append(unscored_share(row))
     out = []
     for uq, vals in by.items():
         shares = unscored[uq]

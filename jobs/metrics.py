@@ -521,6 +521,33 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "gap_recovered_vs_random_hi",
 )
 
+#: The columns of the report's settings table (``jobs/report.py``), after the setting's axes: a summary
+#: metric (or a row field of the settings table: ``nan_policy``) and its label; a metric with a
+#: bootstrap CI (``<key>_lo`` / ``<key>_hi`` in SUMMARY_KEYS) gets its two CI columns beside it.
+#: A new metric: its key in SUMMARY_KEYS, computed in ``summarize``, and a line here -- MLflow, the
+#: summary files, the analysis and the report then all show it.
+REPORT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("auroc", "AUROC"),
+    ("unscored_share", "unscored"),
+    ("nan_policy", "NaN policy"),
+    ("area", "area"),
+    ("apgr", "APGR"),
+    ("gap_recovered_vs_random", "gap vs random"),
+    ("cpt_50", "CPT(50%)"),
+    ("cpt_80", "CPT(80%)"),
+    ("n_nan", "NaN"),
+)
+
+
+def report_columns() -> list[tuple[str, str]]:
+    """``REPORT_COLUMNS`` with each metric's CI columns ("lo", "hi") after it."""
+    out = []
+    for key, label in REPORT_COLUMNS:
+        out.append((key, label))
+        if f"{key}_lo" in SUMMARY_KEYS:
+            out += [(f"{key}_lo", "lo"), (f"{key}_hi", "hi")]
+    return out
+
 
 def summarize(
     uncertainty,

@@ -23,9 +23,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jobs import metrics as M
 from jobs.metrics import RoutingCurve
 from jobs.plots import plot_routing
-from jobs.records import read_json
 from jobs.views import GridView, SettingView
 
 VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
@@ -63,17 +63,17 @@ def routing_figures(settings: Iterable[SettingView], folder: Path, prefix: str =
     pairs."""
     groups: dict[tuple, list] = {}
     for s in settings:
-        d = s.results
-        if (d / "curve.json").is_file() and (d / "manifest.json").is_file():
+        d = s.unit
+        if d.curve_path.is_file() and d.done:
             groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
     out = []
     for (slm, ds, llm), items in sorted(groups.items()):
         curves, rnd, orc = {}, None, None
         for s, d in sorted(items, key=lambda x: x[0].uq):
-            c = json.loads((d / "curve.json").read_text())
+            c = d.curve()
             if not c["curve"]:  # the method scored no query (all unscored under "drop")
                 continue
-            auroc = read_json(d / "manifest.json")["metrics"]["auroc"]
+            auroc = d.manifest_json()["metrics"]["auroc"]
             curves[f"{s.uq} (AUROC {auroc:.2f})"] = _curve(c["curve"])
             rnd, orc = _curve(c["random"]), _curve(c["oracle"])
         if not curves:
@@ -605,29 +605,7 @@ def alignment_section(a: dict, out_dir: Path) -> Section:
                     -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9),
                 ),
             ),
-            [
-                ("slm", "SLM"),
-                ("dataset", "dataset"),
-                ("llm", "LLM"),
-                ("uq", "UQ method"),
-                ("auroc", "AUROC"),
-                ("auroc_lo", "lo"),
-                ("auroc_hi", "hi"),
-                ("unscored_share", "unscored"),
-                ("nan_policy", "NaN policy"),
-                ("area", "area"),
-                ("area_lo", "lo"),
-                ("area_hi", "hi"),
-                ("apgr", "APGR"),
-                ("apgr_lo", "lo"),
-                ("apgr_hi", "hi"),
-                ("gap_recovered_vs_random", "gap vs random"),
-                ("gap_recovered_vs_random_lo", "lo"),
-                ("gap_recovered_vs_random_hi", "hi"),
-                ("cpt_50", "CPT(50%)"),
-                ("cpt_80", "CPT(80%)"),
-                ("n_nan", "NaN"),
-            ],
+            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), *M.report_columns()],
             "settings",
         )
     )

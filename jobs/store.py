@@ -280,25 +280,26 @@ class Store:
         ``setting_keys``), in plan order: name, setting hash, unit key, axes, the summary metrics,
         nan_policy, answer_route and unscored_share. The one settings table (summary.json, the
         analysis, the CLI)."""
-        rows = []
-        for s in plan.settings:
-            key = plan.setting_keys[s.hash]
-            d = self.setting(key)
-            if not d.done:
-                continue
-            m = d.manifest_json()
-            row = {
-                "setting": s.name,
-                "hash": s.hash,
-                "key": key,
-                **s.axes(),
-                **m["metrics"],
-                "nan_policy": m.get("nan_policy"),
-                "answer_route": m.get("answer_route"),
-            }
-            row["unscored_share"] = unscored_share(row)
-            rows.append(row)
-        return rows
+        rows = (setting_row(self.setting(plan.setting_keys[s.hash]), s.name, s.hash, s.axes()) for s in plan.settings)
+        return [row for row in rows if row is not None]
+
+
+def setting_row(d: UnitDir, name: str, setting_hash: str, axes: Mapping[str, str]) -> dict | None:
+    """The settings-table row of the setting whose results are in ``d`` (None: not finished)."""
+    if not d.done:
+        return None
+    m = d.manifest_json()
+    row = {
+        "setting": name,
+        "hash": setting_hash,
+        "key": d.key,
+        **axes,
+        **m["metrics"],
+        "nan_policy": m.get("nan_policy"),
+        "answer_route": m.get("answer_route"),
+    }
+    row["unscored_share"] = unscored_share(row)
+    return row
 
 
 def unscored_share(row: Mapping[str, Any]) -> float:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.store import UnitDir
+
 
 @dataclass(frozen=True)
 class FitSource:
@@ -69,6 +71,11 @@ class SettingView:
     @property
     def name(self) -> str:
         return f"{self.slm}__{self.uq}__{self.dataset}__{self.llm}"
+
+    @property
+    def unit(self) -> UnitDir:
+        """Its results folder as the store reads it (``manifest_path``, ``records_path``, ``curve()``...)."""
+        return UnitDir("setting", self.key, self.results)
 
     def axes(self) -> dict[str, str]:
         return {"slm": self.slm, "uq": self.uq, "dataset": self.dataset, "llm": self.llm}
