@@ -25,6 +25,24 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 METRICS = {"ties": "expected", "bootstrap": 0, "seed": 0}
 
 
+def _verbal_2s_setting(key: str, name: str, nan_policy: str) -> dict:
+    """A verbal_2s setting unit over score "S", greedy "G", verbal pass "V2" and LLM pass "L"."""
+    return {
+        "key": key,
+        "setting_hash": key,
+        "name": name,
+        "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
+        "score": "S",
+        "slm_greedy": "G",
+        "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
+        "method": "verbal_2s",
+        "uq_params": {},
+        "llm": "L",
+        "policy": "flexible",
+        "metrics": METRICS | {"nan_policy": nan_policy},
+    }
+
+
 def _row(sid: str, gold: str = "7", **kw) -> dict:
     return {
         "sample_id": sid,
@@ -222,21 +240,7 @@ def test_a_verbal_setting_drops_parse_failures_by_default(tmp_path):
     policy = nan_policy_of(_grid(tmp_path), "verbal_2s")  # what the plan gives a verbal_2s setting
     out = {}
     for key, pol in (("D", policy), ("MU", "most_uncertain")):
-        unit = {
-            "key": key,
-            "setting_hash": key,
-            "name": key,
-            "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
-            "score": "S",
-            "slm_greedy": "G",
-            "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
-            "method": "verbal_2s",
-            "uq_params": {},
-            "llm": "L",
-            "policy": "flexible",
-            "metrics": METRICS | {"nan_policy": pol},
-        }
-        out[key] = run_setting_unit(unit, tmp_path, plot=False)
+        out[key] = run_setting_unit(_verbal_2s_setting(key, key, pol), tmp_path, plot=False)
     assert out["D"]["nan_policy"] == "drop" and out["D"]["metrics"]["auroc"] == pytest.approx(0.5)
     assert out["MU"]["metrics"]["auroc"] == pytest.approx(0.675)
     assert out["D"]["metrics"]["unscored_share"] == pytest.approx(0.225)
@@ -373,21 +377,7 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     _store(tmp_path, "V2", [_row(i, verbal_2s_raw="I cannot say.", verbal_2s_conf=float("nan")) for i in ids])
     _store(tmp_path, "L", [_row(i, raw_output="7") for i in ids])
     _score(tmp_path, "verbal_2s", "V2")
-    unit = {
-        "key": "Z",
-        "setting_hash": "Z",
-        "name": "z",
-        "axes": {"slm": "m", "uq": "verbal_2s", "dataset": "d", "llm": "l"},
-        "score": "S",
-        "slm_greedy": "G",
-        "slm_stages": {"greedy": "G", "verbal_2s": "V2"},
-        "method": "verbal_2s",
-        "uq_params": {},
-        "llm": "L",
-        "policy": "flexible",
-        "metrics": METRICS | {"nan_policy": "drop"},
-    }
-    m = run_setting_unit(unit, tmp_path, plot=True)
+    m = run_setting_unit(_verbal_2s_setting("Z", "z", "drop"), tmp_path, plot=True)
     assert m["metrics"]["unscored_share"] == 1.0 and np.isnan(m["metrics"]["auroc"])
     curve = __import__("json").loads((records.unit_dir(tmp_path, "settings", "Z") / "curve.json").read_text())
     assert curve["curve"] == [] and curve_metric(curve["curve"]) == []
