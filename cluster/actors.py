@@ -40,8 +40,8 @@ class ModelWorker:
                 self.store,
                 batch_size=batch_size or self.batch_size,
                 shard=tuple(shard) if shard else None,
-                batch_by_length=bool(self.conf.get("batch_by_length")),
-                max_prompt_tokens=self.conf.get("max_prompt_tokens"),
+                batch_by_length=self.conf.batch_by_length,
+                max_prompt_tokens=self.conf.max_prompt_tokens,
             )
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
@@ -49,12 +49,12 @@ class ModelWorker:
         return summary
 
 
-def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id: str | None = None):
+def remote_worker(model_conf, store: str, name: str | None = None, node_id: str | None = None):
     """Start a ModelWorker actor with the model's resource request (pinned to ``node_id`` if given:
     the scheduler packs replicas onto nodes itself, so Ray's placement must follow its choice)."""
     opts = dict(
-        num_cpus=model_conf.get("num_cpus", 1),
-        num_gpus=model_conf.get("num_gpus", 0),
+        num_cpus=model_conf["num_cpus"],
+        num_gpus=model_conf["num_gpus"],
         max_concurrency=1,
         max_restarts=0,
     )
@@ -62,7 +62,7 @@ def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
-    if model_conf.get("resources"):
+    if model_conf["resources"]:
         opts["resources"] = dict(model_conf["resources"])
     env = {}
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"):
@@ -72,8 +72,9 @@ def remote_worker(model_conf: dict, store: str, name: str | None = None, node_id
     # the actor as a constructor argument, never through runtime_env (Ray's runtime-env agent logs
     # its env_vars), the config, the store, MLflow or the ledger
     secrets = {}
-    if model_conf.get("api_key_env") and model_conf["api_key_env"] in os.environ:
-        secrets[model_conf["api_key_env"]] = os.environ[model_conf["api_key_env"]]
+    key_env = model_conf.get("api_key_env")  # a field of the backends that call an API (OpenAIConf)
+    if key_env and key_env in os.environ:
+        secrets[key_env] = os.environ[key_env]
     opts["runtime_env"] = {"env_vars": env}
     if name:
         opts["name"] = name

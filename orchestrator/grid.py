@@ -67,7 +67,7 @@ def model_identity(m) -> dict:
         if m.get(k):
             ident[k] = m[k]
     if m.get("backend") == "openai":  # k sets the entropy approximation (jobs/backends/openai_http.py)
-        ident["top_logprobs"] = m.get("top_logprobs", 20)
+        ident["top_logprobs"] = m["top_logprobs"]
     return ident
 
 

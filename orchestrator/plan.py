@@ -241,7 +241,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         dc = r.datasets[dataset]
         task = dataset_task(dc)
         params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
-        mode = _answer_mode_param(dec.get("answer_mode", "generate"), task)
+        mode = _answer_mode_param(dec.answer_mode, task)
         if mode is not None and st.constrained:  # generate-mode keys stay what they were
             params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
         deps = {d: gen(model_kind, model, dataset, role, d).key for d in st.deps}
@@ -393,7 +393,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             if lu is not None:
                 leave_out[(slm, uq, dataset, heldout)] = ScoreRef.of(lu)
     leave_group_out: dict = {}
-    if "cross_group" in cal.get("splits", ()):  # leave-group-out scores (a unit equal to one above is shared)
+    if "cross_group" in cal.splits:  # leave-group-out scores (a unit equal to one above is shared)
         from orchestrator.config import dataset_groups
 
         groups = dataset_groups(r)
@@ -417,7 +417,7 @@ def grid_prices(r: ResolvedGrid):
     from orchestrator.config import find_conf_dir
 
     conf_dirs = [find_conf_dir(Path(r.source))] if r.source else []
-    return load_prices((r.grid.get("cost") or {}).get("prices", "default"), conf_dirs)
+    return load_prices(r.grid.cost.prices, conf_dirs)
 
 
 def _cost_payload(prices, r: ResolvedGrid, s: Setting, sc: Unit) -> dict:

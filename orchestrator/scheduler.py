@@ -96,9 +96,10 @@ class Group:
     init_failures: int = 0
 
 
-def model_request(conf: dict) -> dict[str, float]:
-    req = {"CPU": float(conf.get("num_cpus", 1) or 0), "GPU": float(conf.get("num_gpus", 0) or 0)}
-    req |= {k: float(v) for k, v in (conf.get("resources") or {}).items()}
+def model_request(conf) -> dict[str, float]:
+    """The Ray resources one replica of a model asks for (``ModelConf`` num_cpus / num_gpus / resources)."""
+    req = {"CPU": float(conf["num_cpus"] or 0), "GPU": float(conf["num_gpus"] or 0)}
+    req |= {k: float(v) for k, v in (conf["resources"] or {}).items()}
     return {k: v for k, v in req.items() if v > 0}
 
 
@@ -128,9 +129,9 @@ class Scheduler:
         rc = resolved.grid["ray"]
         self.max_in_flight = int(rc["max_in_flight"])
         self.max_retries = int(rc["max_retries"])
-        self.reserve_cpus = float(rc.get("reserve_cpus", 0.5) or 0.0)
-        self.watchdog_s = float(rc.get("watchdog_s") or 1800.0)
-        self.poll_s = float(rc.get("poll_s") or 1.0)
+        self.reserve_cpus = float(rc["reserve_cpus"])
+        self.watchdog_s = float(rc["watchdog_s"])
+        self.poll_s = float(rc["poll_s"])
         if executor is None:
             from cluster.executor import RayExecutor
 
@@ -157,9 +158,7 @@ class Scheduler:
             conf = self._model_conf(u.model)
             gid = stable_hash({k: v for k, v in conf.items() if k != "name"})
             if gid not in groups:
-                groups[gid] = Group(
-                    u.model, conf, model_request(conf), max(1, int(conf.get("replicas") or 1)), len(groups)
-                )
+                groups[gid] = Group(u.model, conf, model_request(conf), max(1, int(conf["replicas"])), len(groups))
             groups[gid].units.add(u.key)
             of[u.key] = gid
         return groups, of
