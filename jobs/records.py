@@ -5,7 +5,9 @@ fixed chunk of samples, so a killed unit resumes at chunk level) and then, last,
 ``manifest.json``: the manifest is the fact on disk that the unit is complete. Files are
 written to a temp name and renamed, so a reader never sees half a file.
 
-Schema version ``SCHEMA_VERSION`` is stored in every file's metadata. Columns:
+Schema version ``SCHEMA_VERSION`` is stored in every file's metadata; each file's columns and
+their pyarrow types are declared, per record kind and versioned, in ``jobs/store.py`` (``schema``;
+a stage's own columns in its ``Stage.columns``), which also owns the folder layout. Columns:
 
 common to every generation unit (stage ``greedy`` / ``samples`` / ``ptrue`` /
 ``verbal_1s`` / ``verbal_2s`` of an SLM, and ``llm`` answers):
@@ -16,12 +18,12 @@ common to every generation unit (stage ``greedy`` / ``samples`` / ``ptrue`` /
   error (str | null)     what went wrong for this sample; other columns are null then
 stage greedy (and llm):
   raw_output (str)        the generated answer, kept so extraction can be re-run
-  token_logprobs (list<float32>), token_entropy (list<float32>)  per new token (an HTTP SLM's
+  token_logprobs (list<double>), token_entropy (list<double>)  per new token (an HTTP SLM's
                           entropy is the top-k approximation of jobs/backends/openai_http.py)
   answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN; computed
                           at scoring time by jobs.scoring.answer_logprob, not stored
-  hidden_state (list<float32>)  probe-layer hidden state at the last new token; null for an HTTP SLM
-  prompt_hidden_state (list<float32>)  the same layer at the last prompt token (the learned routers'
+  hidden_state (list<double>, float32 values)  probe-layer hidden state at the last new token; null for an HTTP SLM
+  prompt_hidden_state (list<double>, float32 values)  the same layer at the last prompt token (the learned routers'
                           query representation); null for an HTTP SLM and in stores written before it
 stage samples:  sampled_texts (list<str>), sampled_n_tokens (list<int>)
 stage ptrue:    ptrue_prob (float)
