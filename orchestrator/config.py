@@ -267,19 +267,20 @@ class ResolvedGrid:
     def updated(self, **changes: Any) -> ResolvedGrid:
         """A copy with grid fields changed: a section by a mapping of its fields
         (``updated(ray={"address": "auto"})``), a plain field by its value (``output_dir=...``)."""
-        kw = {}
+        kw: dict[str, Any] = {}
         for k, v in changes.items():
             cur = getattr(self.grid, k)
             if isinstance(cur, ConfView) and isinstance(v, Mapping):
-                kw[k] = dataclasses.replace(cur, **{kk: freeze(vv) for kk, vv in v.items()})
+                kw[k] = dataclasses.replace(cur, **{kk: freeze(vv) for kk, vv in v.items()})  # type: ignore[type-var]
             else:
                 kw[k] = freeze(v)
         return dataclasses.replace(self, grid=dataclasses.replace(self.grid, **kw))
 
     def with_axes(self, **axes: Mapping) -> ResolvedGrid:
         """A copy with other axis entries (``slms={name: ModelConf}``, ...); the grid's name lists follow."""
-        new = {a: FrozenDict(v) for a, v in axes.items()}
-        grid = dataclasses.replace(self.grid, **{a: FrozenList(v) for a, v in new.items()})
+        new: dict[str, Any] = {a: FrozenDict(v) for a, v in axes.items()}
+        names: dict[str, Any] = {a: FrozenList(v) for a, v in new.items()}
+        grid = dataclasses.replace(self.grid, **names)
         return dataclasses.replace(self, grid=grid, **new)
 
     @property
@@ -404,14 +405,15 @@ def _schema_of(schema_cls, data, where: str):
         raise ConfigError(f"{where}: backend: {e}") from None
 
 
-def _typed(merged):
+def _typed(merged: Any) -> Any:
     """The typed, frozen config object of a merged node; the one place defaults that follow the
     entry's name are filled (a UQ entry's ``method`` and a dataset's ``adapter`` default to it)."""
     if "method" in merged and not merged.method:
         merged.method = merged.name
     if "adapter" in merged and not merged.adapter:
         merged.adapter = merged.name
-    return OmegaConf.to_object(merged)._frozen()
+    obj: Any = OmegaConf.to_object(merged)
+    return obj._frozen()
 
 
 def warnings_of(r: ResolvedGrid) -> list[str]:
@@ -506,7 +508,7 @@ def load_grid(grid_file: str | Path, overrides: list[str] | None = None, conf_di
             f"Valid top-level keys: {', '.join(f.name for f in dataclasses.fields(GridConf))}"
         ) from None
     conf_dir = conf_dir or find_conf_dir(grid_file)
-    g = OmegaConf.to_container(grid, resolve=True)
+    g: Any = OmegaConf.to_container(grid, resolve=True)
     for axis in AXIS_NAMES:
         if not g[axis]:
             raise ConfigError(f"{where}: '{axis}' is empty; a grid needs at least one entry per axis")
@@ -518,8 +520,9 @@ def load_grid(grid_file: str | Path, overrides: list[str] | None = None, conf_di
     }
     axes = {axis: _resolve_entries(kind, cls, g[axis], conf_dir, where) for axis, (kind, cls) in kinds.items()}
     for axis, entries in axes.items():
-        grid[axis] = list(entries)  # the grid lists the resolved names
-    resolved = ResolvedGrid(grid=_typed(grid), **{a: FrozenDict(v) for a, v in axes.items()}, source=str(grid_file))
+        setattr(grid, axis, list(entries))  # the grid lists the resolved names
+    frozen: dict[str, Any] = {a: FrozenDict(v) for a, v in axes.items()}
+    resolved = ResolvedGrid(grid=_typed(grid), **frozen, source=str(grid_file))
     validate(resolved)
     return _resolve_locations(resolved)
 
@@ -746,7 +749,7 @@ def _defaults(cls) -> dict:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             v = f.default_factory()
-            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
     return out
 
 
@@ -772,16 +775,13 @@ def resolved_from_yaml(text: str) -> ResolvedGrid:
     """A stored resolved config (``ResolvedGrid.to_yaml``); fields added to the schemas since it was
     written get their defaults (a new field's default keeps the old behaviour), so an older output
     folder still matches its grid."""
-    d = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    d: Any = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     stored = dict(d["grid"])
     g = {k: v for k, v in stored.items() if k not in AXIS_NAMES.values()}
     g |= {axis: stored.get(names, list(d[axis])) for axis, names in AXIS_NAMES.items()}
     kinds = {"slms": ModelConf, "llms": ModelConf, "uq": UQConf, "datasets": DatasetConf}
-    return ResolvedGrid(
-        grid=_typed(_merge(GridConf, g, "stored config")),
-        **{
-            axis: FrozenDict({n: _stored_entry(cls, c, f"stored config: {axis}.{n}") for n, c in d[axis].items()})
-            for axis, cls in kinds.items()
-        },
-        source=d.get("source", ""),
-    )
+    axes: dict[str, Any] = {
+        axis: FrozenDict({n: _stored_entry(cls, c, f"stored config: {axis}.{n}") for n, c in d[axis].items()})
+        for axis, cls in kinds.items()
+    }
+    return ResolvedGrid(grid=_typed(_merge(GridConf, g, "stored config")), **axes, source=d.get("source", ""))

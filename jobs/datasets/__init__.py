@@ -19,6 +19,8 @@ Datasets that exist only on the Hugging Face hub or as a local jsonl/parquet/csv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from jobs.datasets.base import DatasetAdapter, default_data_root, load_samples
 from jobs.registry import Registry
 
@@ -90,7 +92,7 @@ PAPER_STAND_INS = {"svamp": "addsub", "openbookqa": "arc_easy", "coqa": "strateg
 PAPER_DATASETS_OFFLINE: tuple[str, ...] = tuple(PAPER_STAND_INS.get(d, d) for d in PAPER_DATASETS)
 
 
-def dataset_group(dc: dict) -> str | None:
+def dataset_group(dc: Mapping) -> str | None:
     """A resolved dataset config's group: its own ``group``, else its built-in adapter's
     (``GROUPS``), else None (a hub / local / questions dataset that names none)."""
     return dc.get("group") or GROUPS.get(dc.get("adapter") or dc.get("name") or "")
