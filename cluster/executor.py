@@ -91,10 +91,12 @@ class RayExecutor:
             pass
 
     def cancel(self, ref) -> None:
-        try:
-            ray.cancel(ref, force=True)
-        except Exception:  # noqa: BLE001 - actor calls cannot be force-cancelled; the actor is killed anyway
-            pass
+        """Nothing is cancelled through Ray. An actor call ends with its actor (``stop_model``, which
+        the scheduler calls for every replica on the way out); a score or setting task is short,
+        writes its results atomically and is dropped with the driver's Ray session. ``ray.cancel``
+        on a task whose reply is arriving races Ray's own bookkeeping and aborts the driver with a
+        RAY_CHECK ("Tried to complete task that was not pending", the family of ray-project/ray
+        #54798), seen here on Ctrl-C: the interrupted run then exited 1 instead of 130."""
 
     def finish_gen(self, spec: GenSpec, summaries: list[dict]) -> dict:
         from jobs.stages import finish_gen_shards
