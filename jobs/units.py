@@ -43,10 +43,12 @@ class _SpecOf:
         unknown = sorted(set(x) - set(fields))
         if unknown:
             raise TypeError(f"{cls.__name__}: unknown field(s) {unknown}; valid: {', '.join(fields)}")
-        kw = dict(x)
-        if "fit" in kw and cls.__name__ == "ScoreSpec":
-            kw["fit"] = tuple(f if isinstance(f, FitSource) else FitSource(**f) for f in kw["fit"])
-        return cls(**kw)
+        return cls(**cls._coerce(dict(x)))
+
+    @classmethod
+    def _coerce(cls, kw: dict) -> dict:
+        """Nested fields given as plain data, as the spec's own types (none by default)."""
+        return kw
 
 
 # ---------------------------------------------------------------- specs (driver -> worker)
@@ -117,6 +119,12 @@ class ScoreSpec(_SpecOf):
     policy: str = "flexible"
     leave_out: str | tuple[str, ...] | None = None
 
+    @classmethod
+    def _coerce(cls, kw: dict) -> dict:
+        if "fit" in kw:
+            kw["fit"] = tuple(f if isinstance(f, FitSource) else FitSource(**f) for f in kw["fit"])
+        return kw
+
     @property
     def greedy(self) -> str:
         """Key of the greedy pass whose rows are scored."""
@@ -171,10 +179,6 @@ class _Manifest:
         names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
         known = {k: v for k, v in d.items() if k in names}
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})  # type: ignore[call-arg]
-
-    def __getitem__(self, name: str) -> Any:
-        """Dict-style read (``m["metrics"]``), for code that reads manifests as JSON."""
-        return self.to_json()[name]
 
 
 @dataclass(frozen=True)
