@@ -110,7 +110,9 @@ class GridView:
     fit_sources: dataset -> where its fit rows come from ("split:<split>" | "eval-disjoint");
     groups: dataset -> its dataset group (None: none); leave_out, leave_group_out: the leave-out
     scores of methods trained on other datasets (``LeaveOutScore``); prices, price_dirs: the price
-    table's name (``cost.prices``) and the conf folders it may be in."""
+    table's name (``cost.prices``) and the conf folders it may be in; answer_modes: dataset -> the
+    answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``), dataset_tasks:
+    dataset -> its task: what a UQ statistic's definition depends on (``jobs.analysis.dataset_forms``)."""
 
     name: str
     store: Path
@@ -137,3 +139,5 @@ class GridView:
     leave_group_out: tuple[LeaveOutScore, ...] = ()
     prices: str = "default"
     price_dirs: tuple[Path, ...] = ()
+    answer_modes: Mapping[str, str] = field(default_factory=dict)
+    dataset_tasks: Mapping[str, str] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from jobs.units import ScoreSpec, SettingSpec
 from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
-from orchestrator.config import ResolvedGrid, dataset_groups, nan_policy_of
+from orchestrator.config import ResolvedGrid, dataset_answer_modes, dataset_groups, nan_policy_of
 
 if TYPE_CHECKING:
     from orchestrator.grid import Setting
@@ -24,6 +24,7 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
     """The grid as ``jobs.analysis.analyze``, ``jobs.report.build_report`` and
     ``jobs.cost_report.cost_analysis`` read it."""
     from jobs.datasets.roles import fit_source
+    from orchestrator.plan import dataset_task
 
     g = r.grid
     store = r.store_dir
@@ -53,6 +54,8 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
         leave_group_out=_leave_out(getattr(plan, "leave_group_out", {}) or {}),
         prices=g.cost.prices,
         price_dirs=(Path(r.source).resolve().parent.parent,) if getattr(r, "source", None) else (),
+        answer_modes=dataset_answer_modes(r),
+        dataset_tasks={d: dataset_task(dc) for d, dc in r.datasets.items()},
     )
 
 
