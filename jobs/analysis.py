@@ -1019,15 +1019,6 @@ def distribution_finding(dist: dict) -> dict:
             )
         else:
             ev2.append("Only one SLM in this grid: the across-SLM half of the claim is not tested.")
-        left = dist.get("not_compared", [])
-        if left:
-            ev2.append(
-                f"{len(left)} dataset pair(s) are not compared because the method's statistic is defined "
-                f"differently on them (answer mode, or option count for statistics over the options): "
-                + "; ".join(left[:6])
-                + (f"; and {len(left) - 6} more (analysis.json: distances.not_compared)" if len(left) > 6 else "")
-                + "."
-            )
         per = ks.get("across_datasets", {}).get("per_group", {})
         if per:
             worst = max(per, key=per.get)
@@ -1051,6 +1042,15 @@ def distribution_finding(dist: dict) -> dict:
     else:
         verdict = "not testable"
         ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
+    left = dist.get("not_compared", [])
+    if left:
+        ev2.append(
+            f"{len(left)} dataset pair(s) are not compared because the method's statistic is defined "
+            f"differently on them (answer mode, or option count for statistics over the options): "
+            + "; ".join(left[:6])
+            + (f"; and {len(left) - 6} more (analysis.json: distances.not_compared)" if len(left) > 6 else "")
+            + "."
+        )
     return {
         "id": 2,
         "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "

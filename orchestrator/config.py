@@ -423,7 +423,14 @@ def warnings_of(r: ResolvedGrid) -> list[str]:
         for kind, models in (("slm", r.slms), ("llm", r.llms))
         for m in models.values()
         for w in m.warnings()
-    ] + definition_check(r)[0]
+    ] + _definition_warnings(r)
+
+
+def _definition_warnings(r: ResolvedGrid) -> list[str]:
+    """``definition_check``'s warnings, and its refusals too when calibration is off (``validate``
+    refuses them only when calibration units would be run for nothing)."""
+    warn, refuse = definition_check(r)
+    return warn + ([] if r.grid["calibration"]["enabled"] else refuse)
 
 
 def dataset_answer_modes(r: ResolvedGrid) -> dict[str, str]:
