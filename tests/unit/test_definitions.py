@@ -311,3 +311,85 @@ def test_a_grid_whose_split_could_only_pool_different_definitions_is_refused():
     load_grid(DEFAULT, ["uq=[perplexity]", "calibration.splits=[leave_one_out]"])  # the constrained pair
     r = load_grid(DEFAULT, ["uq=[perplexity]", "calibration.enabled=false"])  # no units wasted: a warning
     assert any("cross_group" in x for x in warnings_of(r))
+
+
+# ---- the store and `uqroute calibrate` ----------------------------------------------------------
+
+
+def test_calibrate_build_refuses_a_set_of_two_definitions_and_apply_a_dataset_of_another_mode(tmp_path):
+    """A store written by hand (as in test_ood_leave_out): constrained StrategyQA and ARC-Easy,
+    generated AddSub. The option counts come from the stored greedy rows; `calibrate build` refuses
+    to pool AddSub with the others for perplexity, builds the constrained set with --exclude addsub
+    and records its definition; `calibrate apply` refuses AddSub against that set."""
+    from jobs.datasets.roles import load_role
+    from jobs.records import finish_unit, unit_dir, write_table
+    from orchestrator.calibrate import _check_answer_mode, build
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import bind_output
+    from orchestrator.views import grid_view
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "name: t\noutput_dir: " + str(tmp_path / "out") + "\nslms: [smollm2-135m]\nllms: [smollm2-135m]\n"
+        "uq: [perplexity, mean_token_entropy]\ndatasets: [addsub, strategyqa, arc_easy]\n"
+        "decoding: {answer_mode: {mc: constrained, yesno: constrained}}\n"
+    )
+    r = load_grid(
+        grid,
+        ["calibration.enabled=true", "calibration.pool=fit", "calibration.n_bins=1", "calibration.frac=1"]
+        + ["dataset.fit_limit=6", "dataset.limit=4"],
+        conf_dir=REPO / "conf",
+    )
+    bind_output(r)
+    plan = make_plan(r)
+    store = r.store_dir
+    fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
+
+    def write(kind, key, rows):
+        write_table(unit_dir(store, kind, key) / "part-00000.parquet", rows)
+        finish_unit(unit_dir(store, kind, key), {"key": key})
+
+    def gen_rows(d):
+        return [
+            {
+                "sample_id": s.id,
+                "raw_output": f"The answer is {s.gold}.",
+                "gold": s.gold,
+                "task": s.task,
+                "choices": list(s.choices),
+                "aliases": list(s.aliases),
+                "error": None,
+                "option_labels": None
+                if d == "addsub"
+                else (["yes", "no"] if s.task == "yesno" else list(s.choice_labels())),
+            }
+            for s in fit[d]
+        ]
+
+    for (_slm, _uq, d), fs in plan.fit_scores.items():
+        write("gen", fs.slm_greedy, gen_rows(d))
+        write("score", fs.score, [{"sample_id": s.id, "uncertainty": 1.5} for s in fit[d]])
+    for (_llm, d), key in plan.fit_llm.items():
+        write("gen", key, gen_rows(d))
+
+    forms = A.dataset_forms(grid_view(r, plan))
+    k_arc = tuple(sorted({len(s.choices) for s in fit["arc_easy"]}))
+    assert forms["addsub"] == DatasetForm("generate")
+    assert forms["strategyqa"] == DatasetForm("constrained", (2,))
+    assert forms["arc_easy"] == DatasetForm("constrained", k_arc)
+
+    with pytest.raises(ConfigError, match=r"generate: addsub; constrained: arc_easy, strategyqa.*--exclude addsub"):
+        build(r.output_dir, uq="perplexity")
+    res = build(r.output_dir, uq="perplexity", exclude=["addsub"])
+    assert res["record"]["definition"] == {
+        "answer_mode": "constrained",
+        "option_count": None,
+        "own": None,
+        "label": "constrained",
+    }
+    # entropy over the options: 2 options (yes/no) and ARC's are two definitions
+    with pytest.raises(ConfigError, match="constrained, 2 options: strategyqa"):
+        build(r.output_dir, uq="mean_token_entropy", exclude=["addsub"])
+    with pytest.raises(ConfigError, match="dataset 'addsub' would be answered in mode 'generate'"):
+        _check_answer_mode(res["record"], r, r.datasets["addsub"])
+    _check_answer_mode(res["record"], r, r.datasets["arc_easy"])  # the set's own mode: fine
