@@ -463,7 +463,7 @@ def definition_check(r: ResolvedGrid) -> tuple[list[str], list[str]]:
     cal = r.grid["calibration"]
     sources = None
     if cal["enabled"] and cal["pool"] == "train_dev":
-        sources = [d for d, dc in r.datasets.items() if fit_source(dc).startswith("split:")]
+        sources = [d for d, dc in r.datasets.items() if fit_source(dict(dc)).startswith("split:")]
     return split_source_check(definitions(methods, forms), list(cal["splits"]), dataset_groups(r), sources)
 
 
