@@ -87,14 +87,19 @@ def build(
     seed: int | None = None,
     binning: str | None = None,
     pool: str | None = None,
+    like: str | None = None,
+    task: str | None = None,
 ) -> dict:
     """Build and write one calibration set; returns {"folder", "record"}.
 
     The steps: which (SLM, UQ method, LLM) and what to exclude (``_axes``), the calibration
     parameters (``_cal_conf``), the pools the set is drawn from (``calibration_pools``: fit-role
-    rows of the allowed datasets, leave-out scores for a method trained on other datasets), one set
-    (one draw: a calibration folder is what a user deploys; the grid report averages draws), its
-    rows (``_write_rows``), thresholds per target (``_thresholds``) and the record (``_record``)."""
+    rows of the allowed datasets, leave-out scores for a method trained on other datasets; with
+    ``like``, only the datasets on which the method's statistic is defined as on ``like``: a
+    dataset of the grid, or a dataset / questions file (of ``task``) that ``calibrate apply`` is
+    given, ``_like``), which must share one definition (``_one_definition``), one set (one draw: a
+    calibration folder is what a user deploys; the grid report averages draws), its rows
+    (``_write_rows``), thresholds per target (``_thresholds``) and the record (``_record``)."""
     from orchestrator.plan import make_plan
     from orchestrator.runner import load_output
     from orchestrator.views import grid_view
@@ -104,6 +109,8 @@ def build(
     conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning, pool=pool)
     view = grid_view(r, make_plan(r))
     pools, scored_without = calibration_pools(Path(out), r, view, (slm, uq, llm), exclude, conf["pool"])
+    if like is not None:
+        pools = _like(Path(out), r, view, uq, pools, like, task)
     definition = _one_definition(Path(out), r, view, uq, pools)
     params = C.CalibrationParams.from_conf(conf, r.uq[uq].method)
     cal = C.build_calibration_set(pools, params=params, nan_policy=nan_policy_of(r, uq))
@@ -182,6 +189,32 @@ def calibration_pools(
             )
         pools = {d: lo[d] for d in pools}
     return pools, scored_without
+
+
+def _like(out: Path, r, view, uq: str, pools: Mapping, like: str, task: str | None) -> dict:
+    """The pools of the datasets on which ``uq``'s statistic is defined as on ``like``: a grid
+    dataset's definition (its answer mode, and its option count where the method depends on it),
+    or, for a dataset outside the grid, its answer mode (its option count is not known before it is
+    scored; ``_one_definition`` then refuses pools of several). ConfigError when none is left."""
+    from jobs.analysis import dataset_forms, method_definitions
+    from jobs.uq.definition import dataset_answer_mode
+    from orchestrator.plan import dataset_task
+
+    defs = method_definitions({uq: r.uq[uq].method}, dataset_forms(view))
+    if like in r.datasets:
+        want = defs[(uq, like)]
+        keep = [d for d in sorted(pools) if defs[(uq, d)] == want]
+        label = want.label
+    else:
+        dc = dataset_conf_for(r, like, task)
+        label = dataset_answer_mode(dc, r.grid["decoding"]["answer_mode"], dataset_task(dc))
+        keep = [d for d in sorted(pools) if defs[(uq, d)].answer_mode in (None, label)]
+    if not keep:
+        raise ConfigError(
+            f"{out}: no calibration dataset of this grid has {like}'s definition of {uq} ({label}): "
+            + "; ".join(f"{d}: {defs[(uq, d)].label}" for d in sorted(pools))
+        )
+    return {d: pools[d] for d in keep}
 
 
 def _one_definition(out: Path, r, view, uq: str, pools: Mapping) -> Definition:

@@ -393,3 +393,8 @@ def test_calibrate_build_refuses_a_set_of_two_definitions_and_apply_a_dataset_of
     with pytest.raises(ConfigError, match="dataset 'addsub' would be answered in mode 'generate'"):
         _check_answer_mode(res["record"], r, r.datasets["addsub"])
     _check_answer_mode(res["record"], r, r.datasets["arc_easy"])  # the set's own mode: fine
+    # `calibrate apply <grid> <dataset>` builds from the datasets answered like the one given
+    like = build(r.output_dir, uq="perplexity", exclude=["arc_easy"], like="arc_easy", name="like-arc")
+    assert like["record"]["datasets"] == ["strategyqa"]
+    new = build(r.output_dir, uq="perplexity", like="gsm8k", name="like-gsm8k")  # not in the grid: generated
+    assert new["record"]["datasets"] == ["addsub"] and new["record"]["definition"]["answer_mode"] == "generate"
