@@ -424,7 +424,9 @@ def _by_definition(
         defs = {d: definitions.get((uq, d), Definition()) for d in dss}
         split = len(set(defs.values())) > 1
         for k in (k for k in raw if k[1] == uq):
-            out[(k[0], f"{uq} [{defs[k[2]].label}]" if split else uq, k[2])] = raw[k]
+            df = defs[k[2]]
+            tag = df.label if df.own is None else f"{df.label}: {df.own}"  # a definition of its own stays alone
+            out[(k[0], f"{uq} [{tag}]" if split else uq, k[2])] = raw[k]
         left += [
             not_pooled(uq, a, defs[a], b, defs[b])
             for i, a in enumerate(dss)

@@ -126,7 +126,8 @@ class Definition:
         if self.answer_mode is None:
             return "any answer mode"
         if self.own is not None:
-            return f"{self.answer_mode}, a definition of its own"
+            what = "tasks answered in several modes" if self.answer_mode == MIXED else "option count varies"
+            return f"{self.answer_mode}, {what}: a definition of its own"
         if self.option_count is not None:
             return f"{self.answer_mode}, {self.option_count} options"
         return self.answer_mode

@@ -398,3 +398,18 @@ def test_calibrate_build_refuses_a_set_of_two_definitions_and_apply_a_dataset_of
     assert like["record"]["datasets"] == ["strategyqa"]
     new = build(r.output_dir, uq="perplexity", like="gsm8k", name="like-gsm8k")  # not in the grid: generated
     assert new["record"]["datasets"] == ["addsub"] and new["record"]["definition"]["answer_mode"] == "generate"
+
+
+def test_two_datasets_each_a_definition_of_its_own_are_not_compared_with_each_other():
+    ent = ("s", "mean_token_entropy", "l")
+    pools = {d: _pool(RNG.uniform(0.1, 1.5, 30), d) for d in ("arc_challenge", "mmlu", "arc_easy")}
+    forms = {
+        "arc_challenge": DatasetForm("constrained", (3, 4, 5)),
+        "mmlu": DatasetForm("constrained", (2, 4)),
+        "arc_easy": DatasetForm("constrained", (4,)),
+    }
+    defs = A.method_definitions({"mean_token_entropy": "mean_token_entropy"}, forms)
+    dist = A.distance_analysis({ent: pools}, None, defs)
+    assert dist["ks"]["across_datasets"]["n_pairs"] == 0 and len(dist["not_compared"]) == 3
+    t = A.transfer_analysis({ent: pools}, {}, CONF1, "most_uncertain", definitions=defs)
+    assert t["call_rate"] == [] and len(t["skipped"]) == 3
