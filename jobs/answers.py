@@ -38,6 +38,17 @@ What an answer is, per task (v2):
   unless a later yes/no word follows ("not no, it is yes" -> yes). "no" followed by a noun is a
   determiner ("no doubt", "no one"), not the answer no.
 
+Hedges and number forms (v3, issue 17):
+- an answer hedged across options names none: "The answer is A, B, C, or D.", "(A) a pulley or (C)
+  a wheel", "C/D", "a pulley or a wheel", "5 or 6", a range "5-10", "yes and no", "no, yes"; right
+  after "The answer is" such a hedge (and a list of lettered lines after "The answer is:") is a
+  committed statement naming nothing: no earlier statement and no fallback is read instead. An
+  echoed instruction ('"yes" or "no"', quoted or not) is blanked; a self-correction ("The answer is
+  A. No wait, the answer is B.") takes the last statement, as before.
+- numbers: "5-3" is 2 like "5 - 3" (an unspaced "-" with a larger second number is a range);
+  mixed numbers "3 1/2" = 3.5; spaced thousands "1 000 000"; scientific notation "1.5e3",
+  "1.5 x 10^3"; a time "3:30" or a ratio "3:2" is no number.
+
 ``EXTRACTION_VERSION`` is part of cache / result keys: bump it whenever a rule here changes.
 """
 
@@ -55,7 +66,7 @@ from jobs.datasets.base import RowError
 from jobs.datasets.base import canonical_number as gold_number
 from jobs.types import Sample
 
-EXTRACTION_VERSION = "v2"
+EXTRACTION_VERSION = "v3"
 POLICIES: tuple[str, ...] = ("strict", "flexible")
 
 
@@ -79,6 +90,9 @@ NO_ANSWER = Extraction(None, "none", None)
 
 # (answer, start, end): offsets relative to the string the helper was given
 _Hit = tuple[str, int, int]
+# what a span helper returns for an answer hedged across options ("A or B", "5 or 6", "yes and no"):
+# a committed statement that names none, so no earlier statement or fallback is read instead
+_HEDGED: _Hit = ("", -1, -1)
 
 # "the answer is", "my final answer is", "The correct answer is:" ...
 _ANSWER_IS = re.compile(r"\banswer\s+is\s*:?\s*", re.IGNORECASE)
@@ -87,7 +101,18 @@ _QUOTED_BEFORE = re.compile(r"[\"“']\s*(?:(?:the|my|your|final|correct)\s+)*$"
 _BOLD = re.compile(r"\*\*|__")
 # an invented follow-up ("Question: ...", "Q2:", "### Problem 3:") on its own line
 _FOLLOWUP = re.compile(r"^[ \t#>*]*(?:(?i:question|problem)|Q)[ \t]*\d*[ \t]*[:.)]", re.MULTILINE)
-_NUMBER = re.compile(r"(?<![\w.])(-)?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+)(?!\d|\.\d))?")
+# A number: digits with "," or spaced ("1 000 000") thousands, decimals, a "/" fraction; never part
+# of a time or a ratio ("3:30", "3:2": the lookarounds on ":").
+_NUMBER = re.compile(
+    r"(?<![\w.])(?<!\d:)(-)?\$?"
+    r"((?:\d{1,3}(?:,\d{3})+|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?![\d,]|[ \t]*/)|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?!\d|:\d)(?:\s*/\s*(\d+)(?!\d|\.\d|:\d))?"
+)
+# "3 1/2" (a mixed number, 3.5) and "1.5e3" / "1.5 x 10^3" (scientific notation), after a number
+_MIXED = re.compile(r"[ \t]+(\d+)[ \t]*/[ \t]*(\d+)(?!\d|\.\d|:\d)")
+_EXPONENT = re.compile(
+    r"[eE]([+-]?\d+)(?!\w|\.\d)|[ \t]*(?:[x×*]|\\times|\\cdot)[ \t]*10[ \t]*\^[ \t]*\{?[ \t]*([+-]?\d+)[ \t]*\}?"
+)
 _OPERATOR = re.compile(r"\s*([-+*/×÷=]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*")
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 # "no" + a noun is a determiner ("no doubt", "no one"); "no because / no, the / no it" is the answer
@@ -117,7 +142,9 @@ _BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
 # Echoes of the prompt's own wording, blanked before the fallbacks: 'End with "The answer is X"',
 # and for yes/no questions "yes or no" / "True or False".
 _ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]")
-_YESNO_ECHOES = re.compile(r"\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.IGNORECASE)
+_YESNO_ECHOES = re.compile(
+    r"\byes[\"”'’]?\s*(?:or|/)\s*[\"“'‘]?no\b|\btrue[\"”'’]?\s*(?:or|/)\s*[\"“'‘]?false\b", re.IGNORECASE
+)
 # Confidence statements: "Confidence: 85%", "confidence level is 0.9", "I am 85% sure / confident",
 # "8 out of 10". Also blanked before the numeric fallback so "Confidence: 85%" is not read as the answer.
 _PROB = r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+(?:\.\d+)?)?"
@@ -177,10 +204,26 @@ def _decimal_string(value: Fraction) -> str | None:
 
 def _operand(match: re.Match) -> Fraction:
     sign, digits, denominator = match.groups()
-    value = Fraction(Decimal(digits.replace(",", "")))
+    value = Fraction(Decimal(re.sub(r"[,\s]", "", digits)))
     if denominator is not None and int(denominator) != 0:
         value /= int(denominator)
     return -value if sign else value
+
+
+def _operand_at(text: str, match: re.Match) -> tuple[Fraction, int, int]:
+    """(value, start, end) of the number ``match`` (of _NUMBER) with what completes it: the fraction
+    of a mixed number ("3 1/2" -> 3.5) and an exponent ("1.5e3", "1.5 x 10^3" -> 1500)."""
+    value, end = _operand(match), match.end()
+    if match.group(3) is None and match.group(2).isdigit():
+        mixed = _MIXED.match(text, end)
+        if mixed and 0 < int(mixed.group(1)) < int(mixed.group(2)):
+            part = Fraction(int(mixed.group(1)), int(mixed.group(2)))
+            value, end = (value - part if match.group(1) else value + part), mixed.end()
+    if match.group(3) is None:
+        exp = _EXPONENT.match(text, end)
+        if exp and abs(int(exp.group(1) or exp.group(2))) <= 100:
+            value, end = value * Fraction(10) ** int(exp.group(1) or exp.group(2)), exp.end()
+    return value, match.start(), end
 
 
 def _evaluate(values: list[Fraction], ops: list[str]) -> Fraction | None:
@@ -207,29 +250,33 @@ _OP_NAMES = {"×": "*", "x": "*", "\\times": "*", "\\cdot": "*", "÷": "/", "\\d
 
 def _chain(text: str, first: re.Match, evaluate: bool = True) -> tuple[str | None, int, int]:
     """The value of the arithmetic chain that starts with the number ``first``: the value after the
-    last "=" ("5 + 3 = 8" -> 8). Without "=": the expression's value ("5 + 3" -> 8) if ``evaluate``
-    (right after "The answer is"), else its last number (in running text "10 + 12 + 12?" restates a
-    question); a chain with an unspaced "-" ("5-10 minutes") is a range: its first number.
-    Returns (canonical value, start, end of the part that gave it)."""
-    segments: list[tuple[list[re.Match], list[str]]] = [([first], [])]  # operands, operators
+    last "=" ("5 + 3 = 8" -> 8). Without "=": the expression's value ("5 + 3" -> 8, "5-3" -> 2) if
+    ``evaluate`` (right after "The answer is"), else its last number (in running text "10 + 12 + 12?"
+    restates a question). Two numbers joined by an unspaced "-", the second larger ("5-10 minutes"),
+    are a range: a hedge, no value (None). Another chain with an unspaced "-" (a date "2023-10-05")
+    gives its first number. Returns (canonical value, start, end of the part that gave it)."""
+    segments: list[tuple[list[tuple[Fraction, int, int]], list[str]]] = [([_operand_at(text, first)], [])]
     spaced_minus = True
-    pos = first.end()
+    pos = segments[0][0][0][2]
     while (op := _OPERATOR.match(text, pos)) and (nxt := _NUMBER.match(text, op.end())):
         name = _OP_NAMES.get(op.group(1), op.group(1))
+        operand = _operand_at(text, nxt)
         if name == "=":
-            segments.append(([nxt], []))
+            segments.append(([operand], []))
         else:
             if name == "-" and not (op.group(0)[0].isspace() and op.group(0)[-1].isspace()):
                 spaced_minus = False
-            segments[-1][0].append(nxt)
+            segments[-1][0].append(operand)
             segments[-1][1].append(name)
-        pos = nxt.end()
+        pos = operand[2]
     operands, ops = segments[-1]
-    if len(segments) == 1 and ops and (not spaced_minus or not evaluate):
+    if len(segments) == 1 and ops == ["-"] and not spaced_minus and 0 <= operands[0][0] < operands[1][0]:
+        return None, operands[0][1], operands[1][2]  # a range "5-10": names no one number
+    if len(segments) == 1 and ops and (not evaluate or (not spaced_minus and ops != ["-"])):
         pick = operands[0] if evaluate else operands[-1]
-        return _decimal_string(_operand(pick)), pick.start(), pick.end()
-    value = _evaluate([_operand(m) for m in operands], ops)
-    return (None if value is None else _decimal_string(value)), operands[0].start(), operands[-1].end()
+        return _decimal_string(pick[0]), pick[1], pick[2]
+    value = _evaluate([v for v, _, _ in operands], ops)
+    return (None if value is None else _decimal_string(value)), operands[0][1], operands[-1][2]
 
 
 _UNITS = {
@@ -419,9 +466,29 @@ def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
     return sorted(hits, key=lambda h: h[1])
 
 
+# what joins the options of a hedge: "5 or 6", "A, B, C, or D", "(A) ... or (C)", "C/D", "yes and no"
+_HEDGE_JOIN = re.compile(
+    r"[ \t\"'“”‘’]*(?:,[ \t]*(?:or\b|and\b)?|\bor\b|\band\b|/)[ \t\"'“”‘’]*(?:(?:either|maybe|perhaps|possibly)\b[ \t]*)?",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|\n")
+
+
 def _span_number(span: str) -> _Hit | None:
+    """The first number of the span, unless a range ("5-10") or a hedge ("5 or 6") comes first."""
+    first = _NUMBER.search(span)
+    if first is not None and _chain(span, first)[0] is None and not any(
+        a < first.start() for _, a, _ in _numbers(span[: first.start()], after_answer_is=True)
+    ):
+        return _HEDGED  # "The answer is 5-10 minutes": a range
     hits = _numbers(span, after_answer_is=True)
-    return hits[0] if hits else None
+    if not hits:
+        return None
+    if len(hits) > 1 and hits[1][0] != hits[0][0]:
+        join = _HEDGE_JOIN.match(span, hits[0][2])
+        if join and join.group(0).strip(" \t\"'“”‘’,") and join.end() == hits[1][1]:
+            return _HEDGED  # "5 or 6"
+    return hits[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,7 +562,9 @@ def _unless_negated(span: str, parse) -> _Hit | None:
     if contrast is None:
         return None
     hit = parse(span[contrast.end() :])
-    return None if hit is None else (hit[0], hit[1] + contrast.end(), hit[2] + contrast.end())
+    if hit is None or hit is _HEDGED:
+        return hit
+    return hit[0], hit[1] + contrast.end(), hit[2] + contrast.end()
 
 
 def _span_choice(span: str, sample: Sample) -> _Hit | None:
@@ -504,7 +573,37 @@ def _span_choice(span: str, sample: Sample) -> _Hit | None:
     A clear letter marker ("(C) ...", "C", "C.", "C) Paris") wins; otherwise an option's text at the
     start of the span ("A tree removes a gas", "I have no comment." are options, not letters A / I);
     otherwise a bare capital letter ("C because ...")."""
-    return _unless_negated(span, lambda s: _plain_choice(s, sample))
+    hit = _unless_negated(span, lambda s: _plain_choice(s, sample))
+    return _HEDGED if hit is not None and _hedged_choice(span, hit, sample) else hit
+
+
+_JOINED_LETTER = re.compile(r"(?:[Oo]ption[ \t]+|[Cc]hoice[ \t]+)?(?:\(\s*([A-Za-z])\s*\)|([A-Z])(?![\w'’]))")
+
+
+def _hedged_choice(span: str, hit: _Hit, sample: Sample) -> bool:
+    """Whether the choice ``hit`` (found at the start of ``span``) is one of several joined in the
+    same sentence: "A, B, C, or D", "(A) a pulley or (C) a wheel", "C/D", "a pulley or a wheel".
+    A hedge names none of them; "C, because A is a lever" is no hedge."""
+    valid = sample.choice_labels()
+    stop = _SENTENCE_END.search(span, hit[2])
+    end = stop.start() if stop else len(span)
+    pos = hit[2]
+    own = _option_at_start(span[pos:end], sample, whole=False)  # "(A) a pulley": skip A's text
+    if own is not None:
+        pos += own[2]
+    for join in _HEDGE_JOIN.finditer(span, pos, end):
+        if not join.group(0).strip(" \t\"'“”‘’"):
+            continue
+        letter = _JOINED_LETTER.match(span, join.end(), end)
+        other = _letter(letter)[0] if letter else None
+        if other is None or other not in valid:
+            by_text = _option_at_start(span[join.end() : end], sample, whole=False)
+            other = by_text[0] if by_text else None
+        if other is not None and other != hit[0]:
+            return True
+        if join.start() > pos + 40:
+            break
+    return False
 
 
 def _plain_choice(span: str, sample: Sample) -> _Hit | None:
@@ -542,10 +641,25 @@ def _yes_no_words(text: str) -> list[tuple[str, int, int, bool]]:
     return out
 
 
-def _yes_no(text: str) -> _Hit | None:
+def _yes_no_hedge(text: str, a: tuple[str, int, int, bool], b: tuple[str, int, int, bool]) -> bool:
+    """Whether the answering words a, b are opposite answers joined as a hedge ("yes and no",
+    "no, yes", '"yes" or "no"')."""
+    if _yes_no_word(a[0]) == _yes_no_word(b[0]) or a[3] or b[3]:
+        return False
+    join = _HEDGE_JOIN.match(text, a[2])
+    return bool(join and join.end() == b[1] and join.group(0).strip(" \t\"'“”‘’"))
+
+
+def _yes_no(text: str, span: bool = False) -> _Hit | None:
     """The first answering yes/no word; a negated one counts as its opposite unless a later
-    un-negated word follows ("not no, it is yes" -> yes; "It is not true." -> no)."""
+    un-negated word follows ("not no, it is yes" -> yes; "It is not true." -> no). Two opposite
+    words joined as a hedge ("Yes and no.") answer nothing: right after "The answer is" (``span``)
+    the statement names no answer (_HEDGED); in running text the reader goes on after them."""
     words = _yes_no_words(_blank(_YESNO_ECHOES, text))
+    while len(words) > 1 and _yes_no_hedge(text, words[0], words[1]):
+        if span:
+            return _HEDGED
+        words = words[2:]
     if not words:
         return None
     word, start, end, negated = words[0]
@@ -569,7 +683,7 @@ def _span_answer(span: str, sample: Sample) -> _Hit | None:
     if sample.task == "mc":
         return _span_choice(span, sample)
     if sample.task == "yesno":
-        return _yes_no(span)
+        return _yes_no(span, span=True)
     return _freeform_text(span, 0, len(span))  # freeform: up to the end of the first sentence
 
 
@@ -583,6 +697,18 @@ def _line_from(text: str, start: int) -> str:
     return text[start : min(len(text), start + _SPAN_CHARS) if end < 0 else end]
 
 
+def _listed_letters(text: str, start: int) -> int:
+    """How many distinct letters the lines from ``start`` on list ("A.\nB. x\nC)"), up to the first
+    line that does not start with one."""
+    letters = set()
+    for line in text[start : start + _SPAN_CHARS].split("\n"):
+        m = _LINE_LETTER.match(line)
+        if not m:
+            break
+        letters.add(m.group(1))
+    return len(letters)
+
+
 def _strict(text: str, sample: Sample) -> _Hit | None:
     for match in reversed(list(_ANSWER_IS.finditer(text))):
         if _QUOTED_BEFORE.search(text, max(0, match.start() - _QUOTE_WINDOW), match.start()):
@@ -593,7 +719,11 @@ def _strict(text: str, sample: Sample) -> _Hit | None:
             start = re.compile(r"\s*").match(text, start).end()
             line_end = text.find("\n", start, start + _SPAN_CHARS)
         end = min(len(text), start + _SPAN_CHARS) if line_end < 0 else line_end
+        if sample.task == "mc" and "\n" in text[match.start() : start] and _listed_letters(text, start) > 1:
+            return _HEDGED  # "The answer is:\nA.\nB.\nC.": a list of options names none of them
         hit = _span_answer(text[start:end], sample)
+        if hit is _HEDGED:
+            return hit
         if hit is not None:
             return hit[0], hit[1] + start, hit[2] + start
     return None
@@ -669,11 +799,15 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
         if _negated(text, marker.start()):
             continue  # "not option B"
         hit = _span_choice(_line_from(text, marker.end()), sample)
+        if hit is _HEDGED:
+            return None  # "Answer: A or B"
         if hit is not None:
             return "flexible:answer_marker", hit[0], hit[1] + marker.end(), hit[2] + marker.end()
     # 1b. "The answer to your question is A." (the answer phrase the prompts do not ask for)
     for start in _answer_phrases(text):
         hit = _span_choice(_line_from(text, start), sample)
+        if hit is _HEDGED:
+            return None
         if hit is not None:
             return "flexible:answer_phrase", hit[0], hit[1] + start, hit[2] + start
     # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
@@ -790,6 +924,8 @@ def extract_detail(text: str, sample: Sample, policy: str = "flexible") -> Extra
         return NO_ANSWER
     text = _prepare(text)
     hit = _strict(text, sample)
+    if hit is _HEDGED:  # the last "The answer is" hedges: it retracts what came before, names nothing
+        return NO_ANSWER
     if hit is not None:
         return Extraction(hit[0], "strict:the_answer_is", (hit[1], hit[2]))
     if policy == "flexible":
