@@ -74,6 +74,7 @@ def load_ref(rev: str):
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("answers_ref", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 

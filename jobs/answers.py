@@ -109,7 +109,7 @@ _NUMBER = re.compile(
     r"(?!\d|:\d)(?:\s*/\s*(\d+)(?!\d|\.\d|:\d))?"
 )
 # "3 1/2" (a mixed number, 3.5) and "1.5e3" / "1.5 x 10^3" (scientific notation), after a number
-_MIXED = re.compile(r"[ \t]+(\d+)[ \t]*/[ \t]*(\d+)(?!\d|\.\d|:\d)")
+_MIXED = re.compile(r"[ \t]+(?:and[ \t]+)?(\d+)[ \t]*/[ \t]*(\d+)(?!\d|\.\d|:\d)")
 _EXPONENT = re.compile(
     r"[eE]([+-]?\d+)(?!\w|\.\d)|[ \t]*(?:[x×*]|\\times|\\cdot)[ \t]*10[ \t]*\^[ \t]*\{?[ \t]*([+-]?\d+)[ \t]*\}?"
 )
@@ -141,7 +141,7 @@ _LINE_LETTER = re.compile(r"^[ \t]*([A-Z])[ \t]*(?:([.):])[ \t]*([^\n]*)|$)", re
 _BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
 # Echoes of the prompt's own wording, blanked before the fallbacks: 'End with "The answer is X"',
 # and for yes/no questions "yes or no" / "True or False".
-_ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]")
+_ECHOES = re.compile(r"[\"“][^\"”\n]*answer\b[^\"”\n]{0,40}?\bis\b[^\"”\n]*[\"”]")
 _YESNO_ECHOES = re.compile(
     r"\byes[\"”'’]?\s*(?:or|/)\s*[\"“'‘]?no\b|\btrue[\"”'’]?\s*(?:or|/)\s*[\"“'‘]?false\b", re.IGNORECASE
 )
@@ -269,6 +269,8 @@ def _chain(text: str, first: re.Match, evaluate: bool = True) -> tuple[str | Non
             segments[-1][0].append(operand)
             segments[-1][1].append(name)
         pos = operand[2]
+    if (op := _OPERATOR.match(text, pos)) and text.startswith("(", op.end()) and op.group(1) != "=":
+        return None, segments[0][0][0][1], pos  # "1000 * (1 + 1/1": an expression not evaluated here
     operands, ops = segments[-1]
     if len(segments) == 1 and ops == ["-"] and not spaced_minus and 0 <= operands[0][0] < operands[1][0]:
         return None, operands[0][1], operands[1][2]  # a range "5-10": names no one number
@@ -429,6 +431,10 @@ def _latex_answer(content: str) -> str | None:
     return content or None
 
 
+# more digits than any answer has: runaway digits cut by the token limit ("1000000...") name no number
+_MAX_DIGITS = 24
+
+
 def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
     """Every number mentioned in ``text``, in order: LaTeX constructs, digit chains (one value per
     chain, see :func:`_chain`), number words. Right after "The answer is" (``after_answer_is``) an
@@ -455,7 +461,7 @@ def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
         value, start, end = _chain(text, m, evaluate=after_answer_is)
         pos = max(end, m.end())
         covered.append((m.start(), pos))  # a chain's operands are not numbers of their own
-        if value is not None:
+        if value is not None and sum(c.isdigit() for c in text[start:end]) <= _MAX_DIGITS:
             hits.append((value, start, end))
     for m in _WORD_RUN.finditer(text):
         if not free(m.start()):
@@ -477,8 +483,10 @@ _SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|\n")
 def _span_number(span: str) -> _Hit | None:
     """The first number of the span, unless a range ("5-10") or a hedge ("5 or 6") comes first."""
     first = _NUMBER.search(span)
-    if first is not None and _chain(span, first)[0] is None and not any(
-        a < first.start() for _, a, _ in _numbers(span[: first.start()], after_answer_is=True)
+    if (
+        first is not None
+        and _chain(span, first)[0] is None
+        and not any(a < first.start() for _, a, _ in _numbers(span[: first.start()], after_answer_is=True))
     ):
         return _HEDGED  # "The answer is 5-10 minutes": a range
     hits = _numbers(span, after_answer_is=True)
@@ -486,8 +494,10 @@ def _span_number(span: str) -> _Hit | None:
         return None
     if len(hits) > 1 and hits[1][0] != hits[0][0]:
         join = _HEDGE_JOIN.match(span, hits[0][2])
-        if join and join.group(0).strip(" \t\"'“”‘’,") and join.end() == hits[1][1]:
-            return _HEDGED  # "5 or 6"
+        if join and join.end() == hits[1][1]:
+            words = join.group(0).strip(" \t\"'“”‘’,")
+            if words or re.match(r"\s*,?\s*(?:or|and)\b", span[hits[1][2] :]):
+                return _HEDGED  # "5 or 6", "5, 6, or 7" (not "12, 3 more than ...")
     return hits[0]
 
 
@@ -591,19 +601,15 @@ def _hedged_choice(span: str, hit: _Hit, sample: Sample) -> bool:
     own = _option_at_start(span[pos:end], sample, whole=False)  # "(A) a pulley": skip A's text
     if own is not None:
         pos += own[2]
-    for join in _HEDGE_JOIN.finditer(span, pos, end):
-        if not join.group(0).strip(" \t\"'“”‘’"):
-            continue
-        letter = _JOINED_LETTER.match(span, join.end(), end)
-        other = _letter(letter)[0] if letter else None
-        if other is None or other not in valid:
-            by_text = _option_at_start(span[join.end() : end], sample, whole=False)
-            other = by_text[0] if by_text else None
-        if other is not None and other != hit[0]:
-            return True
-        if join.start() > pos + 40:
-            break
-    return False
+    join = _HEDGE_JOIN.match(span, pos, end)  # right after the choice (and its text), not later
+    if join is None or not join.group(0).strip(" \t\"'“”‘’"):
+        return False
+    letter = _JOINED_LETTER.match(span, join.end(), end)
+    other = _letter(letter)[0] if letter else None
+    if other is None or other not in valid:
+        by_text = _option_at_start(span[join.end() : end], sample, whole=False)
+        other = by_text[0] if by_text else None
+    return other is not None and other != hit[0]
 
 
 def _plain_choice(span: str, sample: Sample) -> _Hit | None:
@@ -647,7 +653,10 @@ def _yes_no_hedge(text: str, a: tuple[str, int, int, bool], b: tuple[str, int, i
     if _yes_no_word(a[0]) == _yes_no_word(b[0]) or a[3] or b[3]:
         return False
     join = _HEDGE_JOIN.match(text, a[2])
-    return bool(join and join.end() == b[1] and join.group(0).strip(" \t\"'“”‘’"))
+    if join and join.end() == b[1] and join.group(0).strip(" \t\"'“”‘’"):
+        return True
+    between = text[a[2] : b[1]]  # "it could be yes or it could be no": "or" within one sentence
+    return not _SENTENCE_END.search(between) and re.search(r"\bor\b", between, re.IGNORECASE) is not None
 
 
 def _yes_no(text: str, span: bool = False) -> _Hit | None:
@@ -709,7 +718,9 @@ def _listed_letters(text: str, start: int) -> int:
     return len(letters)
 
 
-def _strict(text: str, sample: Sample) -> _Hit | None:
+def _statements(text: str, sample: Sample):
+    """Each "The answer is X" of ``text`` that gives an answer, last first: (hit with offsets in
+    ``text`` or _HEDGED, start of the statement)."""
     for match in reversed(list(_ANSWER_IS.finditer(text))):
         if _QUOTED_BEFORE.search(text, max(0, match.start() - _QUOTE_WINDOW), match.start()):
             continue  # an echoed instruction: 'End with "The answer is X"'
@@ -720,13 +731,35 @@ def _strict(text: str, sample: Sample) -> _Hit | None:
             line_end = text.find("\n", start, start + _SPAN_CHARS)
         end = min(len(text), start + _SPAN_CHARS) if line_end < 0 else line_end
         if sample.task == "mc" and "\n" in text[match.start() : start] and _listed_letters(text, start) > 1:
-            return _HEDGED  # "The answer is:\nA.\nB.\nC.": a list of options names none of them
+            yield _HEDGED, match.start()  # "The answer is:\nA.\nB.\nC.": a list of options names none
+            continue
         hit = _span_answer(text[start:end], sample)
         if hit is _HEDGED:
-            return hit
-        if hit is not None:
-            return hit[0], hit[1] + start, hit[2] + start
-    return None
+            yield hit, match.start()
+        elif hit is not None:
+            yield (hit[0], hit[1] + start, hit[2] + start), match.start()
+
+
+# what makes a later statement a self-correction, not a contradiction
+_CORRECTION = re.compile(
+    r"\b(?:wait|actually|sorry|correction|mistake|miscount\w*|oops|rather|i\s+mean|on\s+second\s+thought|"
+    r"let\s+me\s+(?:re\w+|correct)|hmm|no,)",
+    re.IGNORECASE,
+)
+
+
+def _strict(text: str, sample: Sample) -> _Hit | None:
+    """The last "The answer is X" that gives an answer. A hedge there names none (_HEDGED); so does
+    an earlier statement of another answer with no correction between them ("The answer is yes.
+    The answer is no.": a contradiction), while "The answer is A. No wait, the answer is B." is B."""
+    statements = _statements(text, sample)
+    last = next(statements, None)
+    if last is None or last[0] is _HEDGED:
+        return None if last is None else _HEDGED
+    for hit, _at in statements:
+        if hit is not _HEDGED and hit[0] != last[0][0] and not _CORRECTION.search(text, hit[2], last[1]):
+            return _HEDGED
+    return last[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -765,7 +798,8 @@ def _line_letters(text: str, sample: Sample) -> list[tuple[str, int, int]]:
         own = option.match(rest) if option else None
         own = own and (own.end() == len(rest) or not (rest[own.end()].isalnum() or rest[own.end()] == "_"))
         texted.append((m.group(1), m.start(1), m.end(1), bool(own)))
-    named = [] if len({h[0] for h in bare}) > 1 else bare
+    prefixes = {h[0] for h in texted if not h[3]}  # "A. 2018" lines: "A" is their prefix, not a choice
+    named = [] if len({h[0] for h in bare}) > 1 else [h for h in bare if h[0] not in prefixes]
     if len({h[0] for h in texted}) <= 1:
         named += [h[:3] for h in texted if h[3]]
     return named
@@ -847,7 +881,26 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     return ("flexible:option_text", *hit) if hit else None
 
 
+def _phrases_contradict(text: str, parse) -> bool:
+    """Whether two "The answer to ... is X" phrases of ``text`` give different answers with no
+    correction between them ("The answer to this question is yes. The answer to this question is
+    no": no answer)."""
+    hits = []
+    for start in _answer_phrases(text):
+        if re.search(r"[\"“]", text[text.rfind("\n", 0, start) + 1 : start]):
+            continue  # 'The answer to the question "..." is no': about an invented question
+        hit = parse(_line_from(text, start))
+        if hit is not None and hit is not _HEDGED:
+            hits.append((hit[0], hit[1] + start, hit[2] + start))
+    if len(hits) < 2:
+        return False
+    last = max(hits, key=lambda h: h[1])
+    return any(h[0] != last[0] and not _CORRECTION.search(text, h[2], last[1]) for h in hits if h[1] < last[1])
+
+
 def _yesno_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
+    if _phrases_contradict(text, lambda span: _yes_no(span, span=True)):
+        return None
     hit = _yes_no(text)
     return ("flexible:yes_no_word", *hit) if hit else None
 

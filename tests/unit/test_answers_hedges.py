@@ -51,6 +51,16 @@ CASES = [
     (NUM, "The answer is 3:30.", None, None),
     (NUM, "The answer is 3:2.", None, None),
     (NUM, "The train leaves at 3:30.", None, None),
+    # two statements of different answers: a self-correction takes the last, a contradiction none
+    (YN, "The answer is yes.\n\nThe answer is no.", None, None),
+    (YN, "The answer to this question is yes.\n\nThe answer to this question is no", None, None),
+    (MC, "The answer is B.\nThe answer is C.", None, None),
+    (MC, "The answer is B.\nThe answer is B.", "B", "B"),
+    # runaway digits cut by the token limit, an expression cut off: no definite number
+    (NUM, "The answer is " + "1" + "0" * 40, None, None),
+    (NUM, "The answer is 1000 * (1 + 1/1", None, None),
+    # a letter used as a line prefix ("A. 2018") names no choice, even when a bare "A" line follows
+    (MC, "A. 2018\n\nA. 2018\n\nA", None, None),
     # scientific notation in other spellings, spaced thousands in running text
     (NUM, "The answer is 2.5 x 10^3.", "2500", "2500"),
     (NUM, "It costs 12 500 dollars.", None, "12500"),
