@@ -1,6 +1,10 @@
 """Accuracy of the answer extractor on the hand-labelled corpus of real model outputs.
 
-  PYTHONPATH=$PWD python benchmarks/extraction_accuracy.py [--corpus PATH] [--ref GIT_REV] [--by-model] [--timing]
+  PYTHONPATH=$PWD python benchmarks/extraction_accuracy.py [--corpus PATH ...] [--ref GIT_REV] [--by-model] [--timing]
+
+The corpus is the real model outputs (corpus.jsonl) and the hand-written adversarial outputs
+(adversarial.jsonl: hedges, echoes, self-corrections, number forms); the tables are printed for the
+whole extended corpus, then for each of the two.
 
 For each task type and policy: the share of outputs where ``extract`` returns exactly the
 hand label (a null label must give None: declining to answer is part of the job), the same on
@@ -24,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "fixtures" / "extraction_corpus" / "corpus.jsonl"
+ADVERSARIAL = CORPUS.with_name("adversarial.jsonl")
 TASKS = ("numeric", "mc", "yesno", "freeform")
 POLICIES = ("strict", "flexible")
 
@@ -74,6 +79,7 @@ def load_ref(rev: str):
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("answers_ref", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
@@ -139,7 +145,7 @@ def timing(rows: list[dict], answers_module, repeat: int = 10) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--corpus", type=Path, nargs="+", default=[CORPUS, ADVERSARIAL])
     ap.add_argument("--ref", help="also score jobs/answers.py of this git revision")
     ap.add_argument("--by-model", action="store_true", help="one table per model as well")
     ap.add_argument("--timing", action="store_true", help="also time extraction and judging")
@@ -147,9 +153,17 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(ROOT))
     from jobs import answers
 
-    rows = load_corpus(a.corpus)
-    print(f"corpus: {a.corpus.relative_to(ROOT) if a.corpus.is_relative_to(ROOT) else a.corpus}, {len(rows)} outputs\n")
-    print(table(score(rows, answers), f"extractor {answers.EXTRACTION_VERSION} (this checkout)"))
+    parts = {c: load_corpus(c) for c in a.corpus}
+    rows = [r for part in parts.values() for r in part]
+    names = {c: str(c.relative_to(ROOT) if c.is_relative_to(ROOT) else c) for c in a.corpus}
+    print(f"corpus: {', '.join(f'{names[c]} ({len(p)})' for c, p in parts.items())}, {len(rows)} outputs\n")
+    print(table(score(rows, answers), f"extractor {answers.EXTRACTION_VERSION} (this checkout), all outputs"))
+    if len(parts) > 1:
+        for c, part in parts.items():
+            print()
+            print(
+                table(score(part, answers), f"extractor {answers.EXTRACTION_VERSION}, {names[c]} ({len(part)} outputs)")
+            )
     if a.by_model:
         for model in sorted({r["model"] for r in rows}):
             sub = [r for r in rows if r["model"] == model]
@@ -160,8 +174,13 @@ def main(argv=None) -> None:
         print(timing(rows, answers))
     if a.ref:
         ref = load_ref(a.ref)
+        version = getattr(ref, "EXTRACTION_VERSION", "?")
         print()
-        print(table(score(rows, ref), f"extractor {getattr(ref, 'EXTRACTION_VERSION', '?')} (git {a.ref})"))
+        print(table(score(rows, ref), f"extractor {version} (git {a.ref}), all outputs"))
+        if len(parts) > 1:
+            for c, part in parts.items():
+                print()
+                print(table(score(part, ref), f"extractor {version} (git {a.ref}), {names[c]} ({len(part)} outputs)"))
 
 
 if __name__ == "__main__":

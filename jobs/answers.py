@@ -38,6 +38,17 @@ What an answer is, per task (v2):
   unless a later yes/no word follows ("not no, it is yes" -> yes). "no" followed by a noun is a
   determiner ("no doubt", "no one"), not the answer no.
 
+Hedges and number forms (v3, issue 17):
+- an answer hedged across options names none: "The answer is A, B, C, or D.", "(A) a pulley or (C)
+  a wheel", "C/D", "a pulley or a wheel", "5 or 6", a range "5-10", "yes and no", "no, yes"; right
+  after "The answer is" such a hedge (and a list of lettered lines after "The answer is:") is a
+  committed statement naming nothing: no earlier statement and no fallback is read instead. An
+  echoed instruction ('"yes" or "no"', quoted or not) is blanked; a self-correction ("The answer is
+  A. No wait, the answer is B.") takes the last statement, as before.
+- numbers: "5-3" is 2 like "5 - 3" (an unspaced "-" with a larger second number is a range);
+  mixed numbers "3 1/2" = 3.5; spaced thousands "1 000 000"; scientific notation "1.5e3",
+  "1.5 x 10^3"; a time "3:30" or a ratio "3:2" is no number.
+
 ``EXTRACTION_VERSION`` is part of cache / result keys: bump it whenever a rule here changes.
 """
 
@@ -55,7 +66,7 @@ from jobs.datasets.base import RowError
 from jobs.datasets.base import canonical_number as gold_number
 from jobs.types import Sample
 
-EXTRACTION_VERSION = "v2"
+EXTRACTION_VERSION = "v3"
 POLICIES: tuple[str, ...] = ("strict", "flexible")
 
 
@@ -79,6 +90,9 @@ NO_ANSWER = Extraction(None, "none", None)
 
 # (answer, start, end): offsets relative to the string the helper was given
 _Hit = tuple[str, int, int]
+# what a span helper returns for an answer hedged across options ("A or B", "5 or 6", "yes and no"):
+# a committed statement that names none, so no earlier statement or fallback is read instead
+_HEDGED: _Hit = ("", -1, -1)
 
 # "the answer is", "my final answer is", "The correct answer is:" ...
 _ANSWER_IS = re.compile(r"\banswer\s+is\s*:?\s*", re.IGNORECASE)
@@ -87,7 +101,18 @@ _QUOTED_BEFORE = re.compile(r"[\"“']\s*(?:(?:the|my|your|final|correct)\s+)*$"
 _BOLD = re.compile(r"\*\*|__")
 # an invented follow-up ("Question: ...", "Q2:", "### Problem 3:") on its own line
 _FOLLOWUP = re.compile(r"^[ \t#>*]*(?:(?i:question|problem)|Q)[ \t]*\d*[ \t]*[:.)]", re.MULTILINE)
-_NUMBER = re.compile(r"(?<![\w.])(-)?\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+)(?!\d|\.\d))?")
+# A number: digits with "," or spaced ("1 000 000") thousands, decimals, a "/" fraction; never part
+# of a time or a ratio ("3:30", "3:2": the lookarounds on ":").
+_NUMBER = re.compile(
+    r"(?<![\w.])(?<!\d:)(-)?\$?"
+    r"((?:\d{1,3}(?:,\d{3})+|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?![\d,]|[ \t]*/)|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?!\d|:\d)(?:\s*/\s*(\d+)(?!\d|\.\d|:\d))?"
+)
+# "3 1/2" (a mixed number, 3.5) and "1.5e3" / "1.5 x 10^3" (scientific notation), after a number
+_MIXED = re.compile(r"[ \t]+(?:and[ \t]+)?(\d+)[ \t]*/[ \t]*(\d+)(?!\d|\.\d|:\d)")
+_EXPONENT = re.compile(
+    r"[eE]([+-]?\d+)(?!\w|\.\d)|[ \t]*(?:[x×*]|\\times|\\cdot)[ \t]*10[ \t]*\^[ \t]*\{?[ \t]*([+-]?\d+)[ \t]*\}?"
+)
 _OPERATOR = re.compile(r"\s*([-+*/×÷=]|\\times|\\cdot|\\div|(?<=\s)x(?=\s))\s*")
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 # "no" + a noun is a determiner ("no doubt", "no one"); "no because / no, the / no it" is the answer
@@ -116,8 +141,10 @@ _LINE_LETTER = re.compile(r"^[ \t]*([A-Z])[ \t]*(?:([.):])[ \t]*([^\n]*)|$)", re
 _BARE_MARKER_LINE = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*[.):]?\s*$")
 # Echoes of the prompt's own wording, blanked before the fallbacks: 'End with "The answer is X"',
 # and for yes/no questions "yes or no" / "True or False".
-_ECHOES = re.compile(r"[\"“][^\"”\n]*answer is[^\"”\n]*[\"”]")
-_YESNO_ECHOES = re.compile(r"\byes\s*(?:or|/)\s*no\b|\btrue\s*(?:or|/)\s*false\b", re.IGNORECASE)
+_ECHOES = re.compile(r"[\"“][^\"”\n]*answer\b[^\"”\n]{0,40}?\bis\b[^\"”\n]*[\"”]")
+_YESNO_ECHOES = re.compile(
+    r"\byes[\"”'’]?\s*(?:or|/)\s*[\"“'‘]?no\b|\btrue[\"”'’]?\s*(?:or|/)\s*[\"“'‘]?false\b", re.IGNORECASE
+)
 # Confidence statements: "Confidence: 85%", "confidence level is 0.9", "I am 85% sure / confident",
 # "8 out of 10". Also blanked before the numeric fallback so "Confidence: 85%" is not read as the answer.
 _PROB = r"(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+(?:\.\d+)?)?"
@@ -177,10 +204,26 @@ def _decimal_string(value: Fraction) -> str | None:
 
 def _operand(match: re.Match) -> Fraction:
     sign, digits, denominator = match.groups()
-    value = Fraction(Decimal(digits.replace(",", "")))
+    value = Fraction(Decimal(re.sub(r"[,\s]", "", digits)))
     if denominator is not None and int(denominator) != 0:
         value /= int(denominator)
     return -value if sign else value
+
+
+def _operand_at(text: str, match: re.Match) -> tuple[Fraction, int, int]:
+    """(value, start, end) of the number ``match`` (of _NUMBER) with what completes it: the fraction
+    of a mixed number ("3 1/2" -> 3.5) and an exponent ("1.5e3", "1.5 x 10^3" -> 1500)."""
+    value, end = _operand(match), match.end()
+    if match.group(3) is None and match.group(2).isdigit():
+        mixed = _MIXED.match(text, end)
+        if mixed and 0 < int(mixed.group(1)) < int(mixed.group(2)):
+            part = Fraction(int(mixed.group(1)), int(mixed.group(2)))
+            value, end = (value - part if match.group(1) else value + part), mixed.end()
+    if match.group(3) is None:
+        exp = _EXPONENT.match(text, end)
+        if exp and abs(int(exp.group(1) or exp.group(2))) <= 100:
+            value, end = value * Fraction(10) ** int(exp.group(1) or exp.group(2)), exp.end()
+    return value, match.start(), end
 
 
 def _evaluate(values: list[Fraction], ops: list[str]) -> Fraction | None:
@@ -207,29 +250,35 @@ _OP_NAMES = {"×": "*", "x": "*", "\\times": "*", "\\cdot": "*", "÷": "/", "\\d
 
 def _chain(text: str, first: re.Match, evaluate: bool = True) -> tuple[str | None, int, int]:
     """The value of the arithmetic chain that starts with the number ``first``: the value after the
-    last "=" ("5 + 3 = 8" -> 8). Without "=": the expression's value ("5 + 3" -> 8) if ``evaluate``
-    (right after "The answer is"), else its last number (in running text "10 + 12 + 12?" restates a
-    question); a chain with an unspaced "-" ("5-10 minutes") is a range: its first number.
-    Returns (canonical value, start, end of the part that gave it)."""
-    segments: list[tuple[list[re.Match], list[str]]] = [([first], [])]  # operands, operators
+    last "=" ("5 + 3 = 8" -> 8). Without "=": the expression's value ("5 + 3" -> 8, "5-3" -> 2) if
+    ``evaluate`` (right after "The answer is"), else its last number (in running text "10 + 12 + 12?"
+    restates a question). Two numbers joined by an unspaced "-", the second larger ("5-10 minutes"),
+    are a range: a hedge, no value (None). Another chain with an unspaced "-" (a date "2023-10-05")
+    gives its first number. Returns (canonical value, start, end of the part that gave it)."""
+    segments: list[tuple[list[tuple[Fraction, int, int]], list[str]]] = [([_operand_at(text, first)], [])]
     spaced_minus = True
-    pos = first.end()
+    pos = segments[0][0][0][2]
     while (op := _OPERATOR.match(text, pos)) and (nxt := _NUMBER.match(text, op.end())):
         name = _OP_NAMES.get(op.group(1), op.group(1))
+        operand = _operand_at(text, nxt)
         if name == "=":
-            segments.append(([nxt], []))
+            segments.append(([operand], []))
         else:
             if name == "-" and not (op.group(0)[0].isspace() and op.group(0)[-1].isspace()):
                 spaced_minus = False
-            segments[-1][0].append(nxt)
+            segments[-1][0].append(operand)
             segments[-1][1].append(name)
-        pos = nxt.end()
+        pos = operand[2]
+    if (op := _OPERATOR.match(text, pos)) and text.startswith("(", op.end()) and op.group(1) != "=":
+        return None, segments[0][0][0][1], pos  # "1000 * (1 + 1/1": an expression not evaluated here
     operands, ops = segments[-1]
-    if len(segments) == 1 and ops and (not spaced_minus or not evaluate):
+    if len(segments) == 1 and ops == ["-"] and not spaced_minus and 0 <= operands[0][0] < operands[1][0]:
+        return None, operands[0][1], operands[1][2]  # a range "5-10": names no one number
+    if len(segments) == 1 and ops and (not evaluate or (not spaced_minus and ops != ["-"])):
         pick = operands[0] if evaluate else operands[-1]
-        return _decimal_string(_operand(pick)), pick.start(), pick.end()
-    value = _evaluate([_operand(m) for m in operands], ops)
-    return (None if value is None else _decimal_string(value)), operands[0].start(), operands[-1].end()
+        return _decimal_string(pick[0]), pick[1], pick[2]
+    value = _evaluate([v for v, _, _ in operands], ops)
+    return (None if value is None else _decimal_string(value)), operands[0][1], operands[-1][2]
 
 
 _UNITS = {
@@ -382,6 +431,10 @@ def _latex_answer(content: str) -> str | None:
     return content or None
 
 
+# more digits than any answer has: runaway digits cut by the token limit ("1000000...") name no number
+_MAX_DIGITS = 24
+
+
 def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
     """Every number mentioned in ``text``, in order: LaTeX constructs, digit chains (one value per
     chain, see :func:`_chain`), number words. Right after "The answer is" (``after_answer_is``) an
@@ -408,7 +461,7 @@ def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
         value, start, end = _chain(text, m, evaluate=after_answer_is)
         pos = max(end, m.end())
         covered.append((m.start(), pos))  # a chain's operands are not numbers of their own
-        if value is not None:
+        if value is not None and sum(c.isdigit() for c in text[start:end]) <= _MAX_DIGITS:
             hits.append((value, start, end))
     for m in _WORD_RUN.finditer(text):
         if not free(m.start()):
@@ -419,9 +472,33 @@ def _numbers(text: str, after_answer_is: bool) -> list[_Hit]:
     return sorted(hits, key=lambda h: h[1])
 
 
+# what joins the options of a hedge: "5 or 6", "A, B, C, or D", "(A) ... or (C)", "C/D", "yes and no"
+_HEDGE_JOIN = re.compile(
+    r"[ \t\"'“”‘’]*(?:,[ \t]*(?:or\b|and\b)?|\bor\b|\band\b|/)[ \t\"'“”‘’]*(?:(?:either|maybe|perhaps|possibly)\b[ \t]*)?",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|\n")
+
+
 def _span_number(span: str) -> _Hit | None:
+    """The first number of the span, unless a range ("5-10") or a hedge ("5 or 6") comes first."""
+    first = _NUMBER.search(span)
+    if (
+        first is not None
+        and _chain(span, first)[0] is None
+        and not any(a < first.start() for _, a, _ in _numbers(span[: first.start()], after_answer_is=True))
+    ):
+        return _HEDGED  # "The answer is 5-10 minutes": a range
     hits = _numbers(span, after_answer_is=True)
-    return hits[0] if hits else None
+    if not hits:
+        return None
+    if len(hits) > 1 and hits[1][0] != hits[0][0]:
+        join = _HEDGE_JOIN.match(span, hits[0][2])
+        if join and join.end() == hits[1][1]:
+            words = join.group(0).strip(" \t\"'“”‘’,")
+            if words or re.match(r"\s*,?\s*(?:or|and)\b", span[hits[1][2] :]):
+                return _HEDGED  # "5 or 6", "5, 6, or 7" (not "12, 3 more than ...")
+    return hits[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,7 +572,9 @@ def _unless_negated(span: str, parse) -> _Hit | None:
     if contrast is None:
         return None
     hit = parse(span[contrast.end() :])
-    return None if hit is None else (hit[0], hit[1] + contrast.end(), hit[2] + contrast.end())
+    if hit is None or hit is _HEDGED:
+        return hit
+    return hit[0], hit[1] + contrast.end(), hit[2] + contrast.end()
 
 
 def _span_choice(span: str, sample: Sample) -> _Hit | None:
@@ -504,7 +583,33 @@ def _span_choice(span: str, sample: Sample) -> _Hit | None:
     A clear letter marker ("(C) ...", "C", "C.", "C) Paris") wins; otherwise an option's text at the
     start of the span ("A tree removes a gas", "I have no comment." are options, not letters A / I);
     otherwise a bare capital letter ("C because ...")."""
-    return _unless_negated(span, lambda s: _plain_choice(s, sample))
+    hit = _unless_negated(span, lambda s: _plain_choice(s, sample))
+    return _HEDGED if hit is not None and _hedged_choice(span, hit, sample) else hit
+
+
+_JOINED_LETTER = re.compile(r"(?:[Oo]ption[ \t]+|[Cc]hoice[ \t]+)?(?:\(\s*([A-Za-z])\s*\)|([A-Z])(?![\w'’]))")
+
+
+def _hedged_choice(span: str, hit: _Hit, sample: Sample) -> bool:
+    """Whether the choice ``hit`` (found at the start of ``span``) is one of several joined in the
+    same sentence: "A, B, C, or D", "(A) a pulley or (C) a wheel", "C/D", "a pulley or a wheel".
+    A hedge names none of them; "C, because A is a lever" is no hedge."""
+    valid = sample.choice_labels()
+    stop = _SENTENCE_END.search(span, hit[2])
+    end = stop.start() if stop else len(span)
+    pos = hit[2]
+    own = _option_at_start(span[pos:end], sample, whole=False)  # "(A) a pulley": skip A's text
+    if own is not None:
+        pos += own[2]
+    join = _HEDGE_JOIN.match(span, pos, end)  # right after the choice (and its text), not later
+    if join is None or not join.group(0).strip(" \t\"'“”‘’"):
+        return False
+    letter = _JOINED_LETTER.match(span, join.end(), end)
+    other = _letter(letter)[0] if letter else None
+    if other is None or other not in valid:
+        by_text = _option_at_start(span[join.end() : end], sample, whole=False)
+        other = by_text[0] if by_text else None
+    return other is not None and other != hit[0]
 
 
 def _plain_choice(span: str, sample: Sample) -> _Hit | None:
@@ -542,10 +647,28 @@ def _yes_no_words(text: str) -> list[tuple[str, int, int, bool]]:
     return out
 
 
-def _yes_no(text: str) -> _Hit | None:
+def _yes_no_hedge(text: str, a: tuple[str, int, int, bool], b: tuple[str, int, int, bool]) -> bool:
+    """Whether the answering words a, b are opposite answers joined as a hedge ("yes and no",
+    "no, yes", '"yes" or "no"')."""
+    if _yes_no_word(a[0]) == _yes_no_word(b[0]) or a[3] or b[3]:
+        return False
+    join = _HEDGE_JOIN.match(text, a[2])
+    if join and join.end() == b[1] and join.group(0).strip(" \t\"'“”‘’"):
+        return True
+    between = text[a[2] : b[1]]  # "it could be yes or it could be no": "or" within one sentence
+    return not _SENTENCE_END.search(between) and re.search(r"\bor\b", between, re.IGNORECASE) is not None
+
+
+def _yes_no(text: str, span: bool = False) -> _Hit | None:
     """The first answering yes/no word; a negated one counts as its opposite unless a later
-    un-negated word follows ("not no, it is yes" -> yes; "It is not true." -> no)."""
+    un-negated word follows ("not no, it is yes" -> yes; "It is not true." -> no). Two opposite
+    words joined as a hedge ("Yes and no.") answer nothing: right after "The answer is" (``span``)
+    the statement names no answer (_HEDGED); in running text the reader goes on after them."""
     words = _yes_no_words(_blank(_YESNO_ECHOES, text))
+    while len(words) > 1 and _yes_no_hedge(text, words[0], words[1]):
+        if span:
+            return _HEDGED
+        words = words[2:]
     if not words:
         return None
     word, start, end, negated = words[0]
@@ -569,7 +692,7 @@ def _span_answer(span: str, sample: Sample) -> _Hit | None:
     if sample.task == "mc":
         return _span_choice(span, sample)
     if sample.task == "yesno":
-        return _yes_no(span)
+        return _yes_no(span, span=True)
     return _freeform_text(span, 0, len(span))  # freeform: up to the end of the first sentence
 
 
@@ -583,7 +706,21 @@ def _line_from(text: str, start: int) -> str:
     return text[start : min(len(text), start + _SPAN_CHARS) if end < 0 else end]
 
 
-def _strict(text: str, sample: Sample) -> _Hit | None:
+def _listed_letters(text: str, start: int) -> int:
+    """How many distinct letters the lines from ``start`` on list ("A.\nB. x\nC)"), up to the first
+    line that does not start with one."""
+    letters = set()
+    for line in text[start : start + _SPAN_CHARS].split("\n"):
+        m = _LINE_LETTER.match(line)
+        if not m:
+            break
+        letters.add(m.group(1))
+    return len(letters)
+
+
+def _statements(text: str, sample: Sample):
+    """Each "The answer is X" of ``text`` that gives an answer, last first: (hit with offsets in
+    ``text`` or _HEDGED, start of the statement)."""
     for match in reversed(list(_ANSWER_IS.finditer(text))):
         if _QUOTED_BEFORE.search(text, max(0, match.start() - _QUOTE_WINDOW), match.start()):
             continue  # an echoed instruction: 'End with "The answer is X"'
@@ -593,10 +730,36 @@ def _strict(text: str, sample: Sample) -> _Hit | None:
             start = re.compile(r"\s*").match(text, start).end()
             line_end = text.find("\n", start, start + _SPAN_CHARS)
         end = min(len(text), start + _SPAN_CHARS) if line_end < 0 else line_end
+        if sample.task == "mc" and "\n" in text[match.start() : start] and _listed_letters(text, start) > 1:
+            yield _HEDGED, match.start()  # "The answer is:\nA.\nB.\nC.": a list of options names none
+            continue
         hit = _span_answer(text[start:end], sample)
-        if hit is not None:
-            return hit[0], hit[1] + start, hit[2] + start
-    return None
+        if hit is _HEDGED:
+            yield hit, match.start()
+        elif hit is not None:
+            yield (hit[0], hit[1] + start, hit[2] + start), match.start()
+
+
+# what makes a later statement a self-correction, not a contradiction
+_CORRECTION = re.compile(
+    r"\b(?:wait|actually|sorry|correction|mistake|miscount\w*|oops|rather|i\s+mean|on\s+second\s+thought|"
+    r"let\s+me\s+(?:re\w+|correct)|hmm|no,)",
+    re.IGNORECASE,
+)
+
+
+def _strict(text: str, sample: Sample) -> _Hit | None:
+    """The last "The answer is X" that gives an answer. A hedge there names none (_HEDGED); so does
+    an earlier statement of another answer with no correction between them ("The answer is yes.
+    The answer is no.": a contradiction), while "The answer is A. No wait, the answer is B." is B."""
+    statements = _statements(text, sample)
+    last = next(statements, None)
+    if last is None or last[0] is _HEDGED:
+        return None if last is None else _HEDGED
+    for hit, _at in statements:
+        if hit is not _HEDGED and hit[0] != last[0][0] and not _CORRECTION.search(text, hit[2], last[1]):
+            return _HEDGED
+    return last[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -635,7 +798,8 @@ def _line_letters(text: str, sample: Sample) -> list[tuple[str, int, int]]:
         own = option.match(rest) if option else None
         own = own and (own.end() == len(rest) or not (rest[own.end()].isalnum() or rest[own.end()] == "_"))
         texted.append((m.group(1), m.start(1), m.end(1), bool(own)))
-    named = [] if len({h[0] for h in bare}) > 1 else bare
+    prefixes = {h[0] for h in texted if not h[3]}  # "A. 2018" lines: "A" is their prefix, not a choice
+    named = [] if len({h[0] for h in bare}) > 1 else [h for h in bare if h[0] not in prefixes]
     if len({h[0] for h in texted}) <= 1:
         named += [h[:3] for h in texted if h[3]]
     return named
@@ -669,11 +833,15 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
         if _negated(text, marker.start()):
             continue  # "not option B"
         hit = _span_choice(_line_from(text, marker.end()), sample)
+        if hit is _HEDGED:
+            return None  # "Answer: A or B"
         if hit is not None:
             return "flexible:answer_marker", hit[0], hit[1] + marker.end(), hit[2] + marker.end()
     # 1b. "The answer to your question is A." (the answer phrase the prompts do not ask for)
     for start in _answer_phrases(text):
         hit = _span_choice(_line_from(text, start), sample)
+        if hit is _HEDGED:
+            return None
         if hit is not None:
             return "flexible:answer_phrase", hit[0], hit[1] + start, hit[2] + start
     # 2. standalone markers "(B)", lines naming a letter (see _line_letters): accepted if they name one
@@ -713,7 +881,26 @@ def _mc_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
     return ("flexible:option_text", *hit) if hit else None
 
 
+def _phrases_contradict(text: str, parse) -> bool:
+    """Whether two "The answer to ... is X" phrases of ``text`` give different answers with no
+    correction between them ("The answer to this question is yes. The answer to this question is
+    no": no answer)."""
+    hits = []
+    for start in _answer_phrases(text):
+        if re.search(r"[\"“]", text[text.rfind("\n", 0, start) + 1 : start]):
+            continue  # 'The answer to the question "..." is no': about an invented question
+        hit = parse(_line_from(text, start))
+        if hit is not None and hit is not _HEDGED:
+            hits.append((hit[0], hit[1] + start, hit[2] + start))
+    if len(hits) < 2:
+        return False
+    last = max(hits, key=lambda h: h[1])
+    return any(h[0] != last[0] and not _CORRECTION.search(text, h[2], last[1]) for h in hits if h[1] < last[1])
+
+
 def _yesno_fallback(text: str, sample: Sample) -> tuple[str, str, int, int] | None:
+    if _phrases_contradict(text, lambda span: _yes_no(span, span=True)):
+        return None
     hit = _yes_no(text)
     return ("flexible:yes_no_word", *hit) if hit else None
 
@@ -790,6 +977,8 @@ def extract_detail(text: str, sample: Sample, policy: str = "flexible") -> Extra
         return NO_ANSWER
     text = _prepare(text)
     hit = _strict(text, sample)
+    if hit is _HEDGED:  # the last "The answer is" hedges: it retracts what came before, names nothing
+        return NO_ANSWER
     if hit is not None:
         return Extraction(hit[0], "strict:the_answer_is", (hit[1], hit[2]))
     if policy == "flexible":

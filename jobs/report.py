@@ -320,8 +320,9 @@ def cross_group_html(cross: dict | None) -> list[str]:
         "<p>The paper's fully out-of-domain split: the calibration set is drawn only from the datasets of "
         "the source group (their calibration rows, as in the leave-one-out transfer: same bins, draws and "
         "weights) and its thresholds are applied to every dataset of the target group, whose rows never "
-        "reach the calibration set. Methods trained on other datasets (the OOD probe, the learned routers) "
-        "calibrate on rows scored by models that trained on no dataset of the target group. Groups: "
+        "reach the calibration set. Methods trained on other datasets (the OOD probe, the cross-dataset "
+        "learned routers) calibrate on rows scored by models that trained on no dataset of the target group. "
+        "Groups: "
         + "; ".join(f"{html.escape(g)}: {html.escape(', '.join(ds))}" for g, ds in sorted(by_g.items()))
         + " (datasets without a group take no part).</p>"
     )

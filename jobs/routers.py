@@ -1,10 +1,16 @@
 """Learned routers: predict whether the SLM will be right from the query alone, before it answers.
 
 The baselines reviewers asked the paper for (RouterBench / RouteLLM style): a router trained on
-queries, not on the SLM's answer, fitted here on the other datasets of the grid (as the OOD probe
-is) and scored like any UQ method, uncertainty = 1 - P(SLM correct | query). The UQ method files
-(``jobs/uq/knn_router.py``, ``logreg_router.py``, ``embed_router.py``) are thin wrappers over
-the functions below.
+queries, not on the SLM's answer, scored like any UQ method, uncertainty = 1 - P(SLM correct |
+query). Each is fitted two ways, named apart: on the other datasets of the grid (``knn_router``,
+``logreg_router``, ``embed_router``; fit="other_datasets", as the OOD probe is: a router that has
+never seen the evaluated benchmark), and in-distribution (``knn_router_id``, ``logreg_router_id``,
+``embed_router_id``; fit="in_domain", as the in-domain probe is: trained on the evaluated dataset's
+own fit rows, never its evaluated rows, the fit rows' own scores cross-fitted). The second is how
+RouterBench and RouteLLM train and evaluate their routers (on queries of the benchmark they
+route); with few fit rows per dataset the first mostly learns which dataset a query resembles.
+The UQ method files (``jobs/uq/knn_router.py``, ``logreg_router.py``, ``embed_router.py``, each
+declaring ``METHOD`` and ``ID_METHOD``) are thin wrappers over the functions below.
 
 Peer definitions followed:
 - RouterBench (Hu et al., 2024; withmartian/routerbench, ``routers/knn_router.py``, ``KNNRouter``):

@@ -13,6 +13,9 @@ Two steps, because the labels are written by a person reading each output, not b
   PYTHONPATH=$PWD python scripts/build_extraction_corpus.py merge /tmp/corpus_outputs.jsonl \\
       /tmp/labels.jsonl tests/fixtures/extraction_corpus/corpus.jsonl
 
+The hand-written adversarial outputs beside it (``adversarial.jsonl``: hedges, echoes, self-corrections,
+number forms) are not generated: that file is its own source (README there).
+
 The labels file is a working file (the corpus keeps the labels); the labelling conventions are in
 tests/fixtures/extraction_corpus/README.md. About 10 minutes of CPU for the whole plan (Gemma decodes
 at a few tokens per second). Outputs depend on the models, prompts (``PROMPT_VERSION``) and datasets; the seed picks the questions.

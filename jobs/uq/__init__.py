@@ -55,10 +55,14 @@ UQ_METHODS = Registry(
         # cheap extra baselines
         "mean_token_entropy": "jobs.uq.mean_token_entropy:METHOD",
         "max_token_nll": "jobs.uq.max_token_nll:METHOD",
-        # learned routers: read the query only, trained on the other datasets (jobs/routers.py)
+        # learned routers: read the query only (jobs/routers.py); trained on the other datasets, and
+        # the in-distribution variants (_id) on the evaluated dataset's own fit rows
         "knn_router": "jobs.uq.knn_router:METHOD",
         "logreg_router": "jobs.uq.logreg_router:METHOD",
         "embed_router": "jobs.uq.embed_router:METHOD",
+        "knn_router_id": "jobs.uq.knn_router:ID_METHOD",
+        "logreg_router_id": "jobs.uq.logreg_router:ID_METHOD",
+        "embed_router_id": "jobs.uq.embed_router:ID_METHOD",
     },
 )
 

@@ -10,6 +10,13 @@ uses that sentence-transformers model instead (checked at config time: a clear e
 package is missing). Input: the rendered prompt (``prompt``, in every greedy record), so it works
 for HTTP SLMs too. Trained on the other datasets of the grid (fit="other_datasets"). See
 ``jobs/routers.py``.
+
+Two fits of one function (as ``jobs/uq/probe.py`` declares ``probe`` and ``ood_probe``):
+``embed_router`` (fit="other_datasets") and ``embed_router_id`` (fit="in_domain": the evaluated
+dataset's own fit rows, never its evaluated rows; its fit rows' own scores cross-fitted): RouteLLM
+trains its routers on preference data and evaluates them on benchmarks of the same kind (its
+MMLU / GSM8K / MT-Bench evaluations, ``routellm/evals/evaluate.py``), and RouterBench's routers are
+trained on a split of the benchmark they route.
 """
 
 from __future__ import annotations
@@ -28,24 +35,38 @@ def embed_router(
     return 1.0 - logreg_p_correct(Xf, fit_stats["correct"], Xe, C=C, max_iter=max_iter, standardize=False)
 
 
-def check(params: dict) -> None:
-    check_embedding(params.get("embedding", "tfidf"))
-    C = params.get("C", 1.0)
-    if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
-        raise ValueError(f"embed_router: C={C!r} must be a number > 0")
-    mf = params.get("max_features", 20000)
-    if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-        raise ValueError(f"embed_router: max_features={mf!r} must be an integer >= 1")
+def checker(name: str):
+    """The params check of the method ``name`` (its errors name it)."""
+
+    def check(params: dict) -> None:
+        check_embedding(params.get("embedding", "tfidf"))
+        C = params.get("C", 1.0)
+        if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
+            raise ValueError(f"{name}: C={C!r} must be a number > 0")
+        mf = params.get("max_features", 20000)
+        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
+            raise ValueError(f"{name}: max_features={mf!r} must be an integer >= 1")
+
+    return check
 
 
-METHOD = UQMethod(
-    name="embed_router",
-    requires=("prompt",),
-    fn=embed_router,
-    fit="other_datasets",
-    description="1 - P(correct) from logistic regression on a TF-IDF (or sentence) embedding of the query (RouteLLM style)",
-    extra_check=check,
-    # reads the question text (a constrained prompt adds the same answer prefix to every row) and
-    # predicts P(correct): no hidden-state position that moves with the mode
-    definition_depends_on=(),
-)
+check = checker("embed_router")
+
+
+def embed_method(name: str, fit: str, trained_on: str) -> UQMethod:
+    return UQMethod(
+        name=name,
+        requires=("prompt",),
+        fn=embed_router,
+        fit=fit,
+        description=f"1 - P(correct) from logistic regression on a TF-IDF (or sentence) embedding of the query "
+        f"(RouteLLM style), trained {trained_on}",
+        extra_check=checker(name),
+        # reads the question text (a constrained prompt adds the same answer prefix to every row) and
+        # predicts P(correct): no hidden-state position that moves with the mode
+        definition_depends_on=(),
+    )
+
+
+METHOD = embed_method("embed_router", "other_datasets", "on the other datasets")
+ID_METHOD = embed_method("embed_router_id", "in_domain", "on the evaluated dataset's fit rows")

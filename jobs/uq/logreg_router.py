@@ -8,6 +8,12 @@ last prompt token (``prompt_hidden_state``), standardized on the training rows; 
 inverse strength ``C``. Trained on the other datasets of the grid (fit="other_datasets"); it reads
 the query only. NaN for queries without a prompt representation (an HTTP SLM). See
 ``jobs/routers.py``.
+
+Two fits of one function (as ``jobs/uq/probe.py`` declares ``probe`` and ``ood_probe``):
+``logreg_router`` (fit="other_datasets", the grid's other datasets) and ``logreg_router_id``
+(fit="in_domain": the evaluated dataset's own fit rows, never its evaluated rows; its fit rows'
+own scores cross-fitted), the in-distribution training of RouteLLM's routers (trained and
+evaluated on queries of the same benchmark distribution) and of RouterBench's routers.
 """
 
 from __future__ import annotations
@@ -23,20 +29,34 @@ def logreg_router(stats, fit_stats, *, C: float = 1.0, max_iter: int = 1000) -> 
     return hidden_router(stats, fit_stats, lambda X, y, Xe: logreg_p_correct(X, y, Xe, C=C, max_iter=max_iter))
 
 
-def check(params: dict) -> None:
-    C = params.get("C", 1.0)
-    if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
-        raise ValueError(f"logreg_router: C={C!r} must be a number > 0")
-    it = params.get("max_iter", 1000)
-    if isinstance(it, bool) or not isinstance(it, int) or it < 1:
-        raise ValueError(f"logreg_router: max_iter={it!r} must be an integer >= 1")
+def checker(name: str):
+    """The params check of the method ``name`` (its errors name it)."""
+
+    def check(params: dict) -> None:
+        C = params.get("C", 1.0)
+        if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
+            raise ValueError(f"{name}: C={C!r} must be a number > 0")
+        it = params.get("max_iter", 1000)
+        if isinstance(it, bool) or not isinstance(it, int) or it < 1:
+            raise ValueError(f"{name}: max_iter={it!r} must be an integer >= 1")
+
+    return check
 
 
-METHOD = UQMethod(
-    name="logreg_router",
-    requires=("prompt_hidden_state",),
-    fn=logreg_router,
-    fit="other_datasets",
-    description="1 - P(correct) from a logistic regression on the prompt's hidden state (a learned router)",
-    extra_check=check,
-)
+check = checker("logreg_router")
+
+
+def logreg_method(name: str, fit: str, trained_on: str) -> UQMethod:
+    return UQMethod(
+        name=name,
+        requires=("prompt_hidden_state",),
+        fn=logreg_router,
+        fit=fit,
+        description=f"1 - P(correct) from a logistic regression on the prompt's hidden state (a learned "
+        f"router), trained {trained_on}",
+        extra_check=checker(name),
+    )
+
+
+METHOD = logreg_method("logreg_router", "other_datasets", "on the other datasets")
+ID_METHOD = logreg_method("logreg_router_id", "in_domain", "on the evaluated dataset's fit rows")

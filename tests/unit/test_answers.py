@@ -15,7 +15,7 @@ FF = Sample("f", "Last letters of 'Whitney Erika Tj Benito'?", "freeform", "yajo
 
 
 def test_version():
-    assert EXTRACTION_VERSION == "v2"
+    assert EXTRACTION_VERSION == "v3"
 
 
 # (sample, model output, strict, flexible)

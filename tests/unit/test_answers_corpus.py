@@ -1,7 +1,8 @@
-"""Extractor accuracy on the hand-labelled corpus of real SmolLM2 / Gemma outputs
-(tests/fixtures/extraction_corpus, README there): a floor per task type and policy.
+"""Extractor accuracy on the hand-labelled corpus of real SmolLM2 / Gemma outputs and of
+hand-written adversarial outputs (tests/fixtures/extraction_corpus, README there): a floor per task
+type and policy on each, and >= 97% strict and flexible on the whole extended corpus (issue 17).
 
-The floors are the accuracy measured when extraction v2 was written (benchmarks/extraction_accuracy.py
+The floors are the accuracy measured when the extractor was last changed (benchmarks/extraction_accuracy.py
 prints the table) minus about 3 points, so a rule change that loses a few outputs of one task type
 fails here; raise them when the extractor improves."""
 
@@ -13,18 +14,23 @@ from jobs.answers import extract, extract_detail, is_correct, normalize_freeform
 from jobs.types import Sample
 from tests.helpers import extraction_corpus
 
-CORPUS = extraction_corpus()
-# measured at v2 (405 outputs): strict 97.8 / 100 / 94.4 / 100, flexible 85.6 / 97.2 / 88.9 / 97.8 (%)
+CORPUS = extraction_corpus(adversarial=True)
+REAL = [r for r in CORPUS if r["model"] != "hand-written"]
+HAND = [r for r in CORPUS if r["model"] == "hand-written"]
+# measured at v3 on the real outputs (405): strict 100 / 100 / 98.9 / 100, flexible 92.2 / 97.8 / 96.7 / 97.8 (%)
+# (v2: strict 97.8 / 100 / 94.4 / 100, flexible 85.6 / 97.2 / 88.9 / 97.8)
 FLOORS = {
     ("numeric", "strict"): 0.95,
-    ("numeric", "flexible"): 0.82,
+    ("numeric", "flexible"): 0.89,
     ("mc", "strict"): 0.97,
     ("mc", "flexible"): 0.94,
-    ("yesno", "strict"): 0.91,
-    ("yesno", "flexible"): 0.85,
+    ("yesno", "strict"): 0.96,
+    ("yesno", "flexible"): 0.93,
     ("freeform", "strict"): 0.97,
     ("freeform", "flexible"): 0.93,
 }
+# on the hand-written adversarial outputs (95): v3 100% everywhere (v2: strict 42.9 / 60.6 / 88.9, flexible 31.4 / 57.6 / 70.4)
+HAND_FLOORS = {(t, p): 0.94 for t in ("numeric", "mc", "yesno") for p in ("strict", "flexible")}
 
 
 def _sample(row: dict) -> Sample:
@@ -39,11 +45,17 @@ def _sample(row: dict) -> Sample:
 
 
 def test_corpus_covers_both_models_and_all_task_types():
-    assert len(CORPUS) >= 300 and len({r["id"] for r in CORPUS}) == len(CORPUS)
-    assert {r["task"] for r in CORPUS} == {"numeric", "mc", "yesno", "freeform"}
-    assert {r["model"] for r in CORPUS} == {"smollm2-135m", "gemma3-270m"}
+    assert len(REAL) >= 300 and len({r["id"] for r in CORPUS}) == len(CORPUS)
+    assert {r["task"] for r in REAL} == {"numeric", "mc", "yesno", "freeform"}
+    assert {r["model"] for r in REAL} == {"smollm2-135m", "gemma3-270m"}
     for task in ("numeric", "mc", "yesno", "freeform"):
-        assert sum(r["task"] == task for r in CORPUS) >= 40
+        assert sum(r["task"] == task for r in REAL) >= 40
+
+
+def test_adversarial_outputs_cover_hedges_echoes_corrections_and_number_forms():
+    assert len(HAND) >= 80 and {r["task"] for r in HAND} == {"numeric", "mc", "yesno"}
+    cats = {r["category"] for r in HAND}
+    assert {"hedge", "echo", "self_correction", "mixed_number", "spaced_thousands", "scientific", "time_ratio"} <= cats
 
 
 @pytest.mark.parametrize("row", CORPUS, ids=[r["id"] for r in CORPUS])
@@ -65,15 +77,31 @@ def test_labels_are_normalized_answers(row):
         assert flexible == flexible.lower().strip()
 
 
+def _accuracy(rows: list[dict], policy: str) -> tuple[float, list[str]]:
+    hits = [extract(r["raw_output"], _sample(r), policy) == r[f"gold_extracted_{policy}"] for r in rows]
+    return sum(hits) / len(rows), [r["id"] for r, h in zip(rows, hits) if not h]
+
+
 @pytest.mark.parametrize("task,policy", sorted(FLOORS))
 def test_accuracy_floor_per_task_type(task, policy):
-    rows = [r for r in CORPUS if r["task"] == task]
-    hits = [extract(r["raw_output"], _sample(r), policy) == r[f"gold_extracted_{policy}"] for r in rows]
-    accuracy = sum(hits) / len(rows)
-    missed = [r["id"] for r, h in zip(rows, hits) if not h]
+    accuracy, missed = _accuracy([r for r in REAL if r["task"] == task], policy)
     assert accuracy >= FLOORS[(task, policy)], (
         f"{task}/{policy}: {accuracy:.3f} < {FLOORS[(task, policy)]}; missed {missed}"
     )
+
+
+@pytest.mark.parametrize("task,policy", sorted(HAND_FLOORS))
+def test_accuracy_floor_on_adversarial_outputs(task, policy):
+    accuracy, missed = _accuracy([r for r in HAND if r["task"] == task], policy)
+    assert accuracy >= HAND_FLOORS[(task, policy)], (
+        f"{task}/{policy}: {accuracy:.3f} < {HAND_FLOORS[(task, policy)]}; missed {missed}"
+    )
+
+
+@pytest.mark.parametrize("policy", ["strict", "flexible"])
+def test_at_least_97_percent_on_the_whole_extended_corpus(policy):
+    accuracy, missed = _accuracy(CORPUS, policy)
+    assert accuracy >= 0.97, f"{policy}: {accuracy:.3f}; missed {missed}"
 
 
 @pytest.mark.parametrize("policy", ["strict", "flexible"])
