@@ -352,6 +352,9 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
 
     bind_output(r)
     plan = make_plan(r)
+    repaired = heal(r, plan, console)
+    if keys is not None:
+        keys = set(keys) | set(repaired)
     rc = r.grid["ray"]
     _write_state(r, "running", total=len(plan.settings))
     writer = None
@@ -374,13 +377,16 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
     except KeyboardInterrupt:
         raise _interrupted(r, plan, writer) from None
     except BaseException as exc:
-        _write_state(
-            r,
-            "failed",
-            total=len(plan.settings),
-            done=len(_store_settings_done(r, plan)),
-            error=f"{type(exc).__name__}: {exc}"[:500],
-        )
+        try:
+            _write_state(
+                r,
+                "failed",
+                total=len(plan.settings),
+                done=len(_store_settings_done(r, plan)),
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+        except OSError:  # e.g. the disk that stopped the run is full: the original error is what matters
+            pass
         if writer is not None:
             writer.abort(INTERRUPT_WAIT_S)
             if writer.sink is not None:
@@ -390,6 +396,24 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
         r, "finished" if report.ok else "failed", total=len(plan.settings), done=len(_store_settings_done(r, plan))
     )
     return plan, report, sink
+
+
+def heal(r: ResolvedGrid, plan: Plan, console=None) -> list[str]:
+    """Before a run: verify the store (shallow) and invalidate every damaged unit and what depends on
+    it (``orchestrator.verify``), so the run recomputes exactly those. Returns their keys."""
+    from orchestrator.verify import check_plan, describe, invalidate, plan_repair
+
+    health = check_plan(plan, r.store_dir)
+    repair = plan_repair(plan, health)
+    if not repair.units:
+        return []
+    for line in describe(plan, health, repair, r.output_dir):
+        _say(console, line)
+    invalidate(plan, r.store_dir, repair)
+    ledger = Ledger(r.output_dir / "ledger.jsonl")
+    for k in repair.units:
+        ledger.write("invalidated", plan.units[k], damaged=k in repair.damaged)
+    return repair.units
 
 
 def _interrupted(r: ResolvedGrid, plan: Plan, writer) -> GridInterrupted:
@@ -430,10 +454,12 @@ def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
 def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
     """Rebuild the report of an output folder from the store and log it on the parent MLflow run."""
     from jobs.report import build_report
+    from orchestrator.verify import require_healthy
     from orchestrator.views import grid_view
 
     r = load_output(out)
     plan = make_plan(r)
+    require_healthy(plan, r.store_dir, out)  # never a report from a damaged unit
     rep = build_report(grid_view(r, plan))
     rep["mlflow"] = None
     if mlflow and r.grid["mlflow"]["enabled"]:
@@ -451,8 +477,11 @@ def _sync_missing(r: ResolvedGrid, plan: Plan, sink) -> int:
 def sync(out: Path, console=None) -> int:
     """Rebuild MLflow from the store: log every finished setting that MLflow lacks, and leave one
     run per setting (duplicates of a setting hash are deleted)."""
+    from orchestrator.verify import require_healthy
+
     r = load_output(out)
     plan = make_plan(r)
+    require_healthy(plan, r.store_dir, out, kinds=("setting",))  # MLflow gets no damaged setting
     sink = make_sink(r, console)
     if sink is None:
         raise RuntimeError("MLflow is disabled or unreachable for this output folder")
