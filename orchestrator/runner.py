@@ -408,7 +408,10 @@ def heal(r: ResolvedGrid, plan: Plan, console=None) -> list[str]:
     if not repair.units:
         return []
     for line in describe(plan, health, repair, r.output_dir):
-        _say(console, line)
+        if console:
+            console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        else:
+            _say(None, line)
     invalidate(plan, r.store_dir, repair)
     ledger = Ledger(r.output_dir / "ledger.jsonl")
     for k in repair.units:

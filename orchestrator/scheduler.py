@@ -467,7 +467,7 @@ class Scheduler:
         attempt = self.attempts[(u.key, j)]
         if reason == "disk_full":  # every unit would fail the same way: stop, keep what is finished
             self._fail(u, reason, detail, attempt)
-            raise StoreFull(f"the run stopped: {detail}")
+            raise StoreFull(f"the run stopped: {detail.split('StoreFull: ', 1)[-1]}")
         if rep is not None and reason == "actor_died":
             g = self.groups[rep.group]
             if rep in self.replicas:
