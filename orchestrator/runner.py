@@ -352,7 +352,7 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
 
     bind_output(r)
     plan = make_plan(r)
-    repaired = heal(r, plan, console)
+    repaired, before = heal(r, plan, console)  # the one check of the store this run makes
     if keys is not None:
         keys = set(keys) | set(repaired)
     rc = r.grid["ray"]
@@ -365,8 +365,7 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
         sched = Scheduler(
             plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None, on_progress=progress
         )
-        before = plan.done(r.store_dir)
-        report = sched.run(keys)
+        report = sched.run(keys, done=before)
         write_summary(r, plan)
         if report.done == before and (r.output_dir / "report" / "index.html").is_file():
             plots, rep = [], None  # nothing new: plots, report and their MLflow copies are as the store is
@@ -398,15 +397,17 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
     return plan, report, sink
 
 
-def heal(r: ResolvedGrid, plan: Plan, console=None) -> list[str]:
+def heal(r: ResolvedGrid, plan: Plan, console=None) -> tuple[list[str], set[str]]:
     """Before a run: verify the store (shallow) and invalidate every damaged unit and what depends on
-    it (``orchestrator.verify``), so the run recomputes exactly those. Returns their keys."""
+    it (``orchestrator.verify``), so the run recomputes exactly those. Returns their keys and the
+    units that are done (verified, not invalidated)."""
     from orchestrator.verify import check_plan, describe, invalidate, plan_repair
 
     health = check_plan(plan, r.store_dir)
     repair = plan_repair(plan, health)
+    done = health.done() - set(repair.units)
     if not repair.units:
-        return []
+        return [], done
     for line in describe(plan, health, repair, r.output_dir):
         if console:
             console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
@@ -416,7 +417,7 @@ def heal(r: ResolvedGrid, plan: Plan, console=None) -> list[str]:
     ledger = Ledger(r.output_dir / "ledger.jsonl")
     for k in repair.units:
         ledger.write("invalidated", plan.units[k], damaged=k in repair.damaged)
-    return repair.units
+    return repair.units, done
 
 
 def _interrupted(r: ResolvedGrid, plan: Plan, writer) -> GridInterrupted:

@@ -277,9 +277,11 @@ class Scheduler:
         return max(1, min(g.replicas_wanted, math.ceil(limit / sp.chunk_size)))
 
     # ------------------------------------------------------------------ loop
-    def run(self, keys: set[str] | None = None) -> RunReport:
+    def run(self, keys: set[str] | None = None, done: set[str] | None = None) -> RunReport:
+        """Run the plan's units that are not done (only ``keys`` when given). ``done``: the units the
+        caller just verified as done (``orchestrator.verify``), else the store is checked here."""
         self.report = report = RunReport()
-        done = self.plan.done(self.store)
+        done = set(self.plan.done(self.store) if done is None else done)
         report.done |= done
         self.pending = pending = {
             k: u for k, u in self.plan.units.items() if k not in done and (keys is None or k in keys)
