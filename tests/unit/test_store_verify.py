@@ -402,3 +402,11 @@ def test_a_copied_store_verifies_and_a_partial_copy_is_found(tmp_path, capsys):
     assert "2 damaged" in text and "part-00000.parquet: missing" in text and "10 bytes" in text
     assert os.path.samefile(r.output_dir, tmp_path / "out")  # the original is untouched
     assert main(["verify", str(r.output_dir)]) == 0
+
+
+def test_typed_manifest_reads_the_file_records(store):
+    from jobs.units import FileRecord
+
+    m = store.gen("G").manifest()
+    rec = m.files["part-00000.parquet"]
+    assert isinstance(rec, FileRecord) and rec.rows == 4 and rec.size == store.gen("G").part_path(0).stat().st_size
