@@ -404,9 +404,11 @@ def test_a_copied_store_verifies_and_a_partial_copy_is_found(tmp_path, capsys):
     assert main(["verify", str(r.output_dir)]) == 0
 
 
-def test_typed_manifest_reads_the_file_records(store):
-    from jobs.units import FileRecord
+def test_typed_manifest_reads_the_file_records(tmp_path):
+    from jobs.units import FileRecord, GenManifest
 
-    m = store.gen("G").manifest()
-    rec = m.files["part-00000.parquet"]
-    assert isinstance(rec, FileRecord) and rec.rows == 4 and rec.size == store.gen("G").part_path(0).stat().st_size
+    d = Store(tmp_path).gen("K")
+    R.write_table(d.part_path(0), _rows(0))
+    d.finish(GenManifest("K", "greedy", "m", "d", "eval", n_chunks=1))
+    rec = d.manifest().files["part-00000.parquet"]
+    assert isinstance(rec, FileRecord) and rec.rows == 4 and rec.size == d.part_path(0).stat().st_size
