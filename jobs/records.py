@@ -3,7 +3,11 @@
 Every work unit writes Parquet parts ``<store>/<kind>/<key>/part-NNNNN.parquet`` (one per
 fixed chunk of samples, so a killed unit resumes at chunk level) and then, last,
 ``manifest.json``: the manifest is the fact on disk that the unit is complete. Files are
-written to a temp name and renamed, so a reader never sees half a file.
+written to a temp name in the same folder, fsync'd and renamed (``atomic_write``), so a reader
+never sees half a file and a crash never leaves one under its name. The manifest lists every file
+of its unit (``file_record``: size, sha256, Parquet rows and footer hash) and its own checksum;
+``jobs.store.check_unit`` verifies them. A full disk raises ``StoreFull`` naming the folder and
+its free space.
 
 Schema version ``SCHEMA_VERSION`` is stored in every file's metadata; each file's columns and
 their pyarrow types are declared, per record kind and versioned, in ``jobs/store.py`` (``schema``;
