@@ -412,3 +412,25 @@ def test_typed_manifest_reads_the_file_records(tmp_path):
     d.finish(GenManifest("K", "greedy", "m", "d", "eval", n_chunks=1))
     rec = d.manifest().files["part-00000.parquet"]
     assert isinstance(rec, FileRecord) and rec.rows == 4 and rec.size == d.part_path(0).stat().st_size
+
+
+def test_heal_before_a_run_invalidates_the_damaged_unit_and_its_dependents_only(tmp_path):
+    from orchestrator.ledger import Ledger
+    from orchestrator.runner import heal
+
+    r, plan = _synthetic_output(tmp_path)
+    ptrue = next(u for u in plan.by_kind("gen") if u.spec.stage == "ptrue" and u.spec.role == "eval")
+    st = Store(r.store_dir)
+    st.gen(ptrue.key).part_path(0).unlink()
+    before = snapshot(r.store_dir)
+    repaired, done = heal(r, plan)
+    downstream = {k for k, u in plan.units.items() if ptrue.key in u.deps}
+    downstream |= {k for k, u in plan.units.items() if downstream & set(u.deps)}
+    assert set(repaired) == {ptrue.key} | downstream and len(repaired) == 3
+    assert done == set(plan.units) - set(repaired) == plan.done(r.store_dir)
+    after = snapshot(r.store_dir)
+    assert all(after[f] == before[f] for f in after)  # what is left is untouched
+    assert {f.split("/")[1] for f in set(before) - set(after)} == set(repaired)
+    ev = [e for e in Ledger(r.output_dir / "ledger.jsonl").events() if e["event"] == "invalidated"]
+    assert {e["key"] for e in ev} == set(repaired) and [e["key"] for e in ev if e["damaged"]] == [ptrue.key]
+    assert heal(r, plan) == ([], done)  # nothing left to repair
