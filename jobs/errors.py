@@ -4,6 +4,7 @@
                      unknown name); retrying will not help
     ScoringError     a score or setting unit (no model) failed
     ModelOutOfMemory the model ran out of (GPU) memory; retried with a smaller batch
+    StoreFull        the store's disk is full (``jobs.records.atomic_write``); the run stops
     UnitError        any other failure of a unit, retried
 
 ``classified(kind)`` is the one place that turns what jobs/ and its libraries raise into these
@@ -42,7 +43,18 @@ class ModelOutOfMemory(UnitError, MemoryError):
     kind = "oom"
 
 
-KINDS = ("data_error", "scoring_error", "oom", "error")
+class StoreFull(UnitError, OSError):
+    """A write into the store failed for lack of space (ENOSPC, EDQUOT, EFBIG). The message (one
+    line) names the file, its folder and the space left there; nothing half-written is left."""
+
+    kind = "disk_full"
+
+    def __init__(self, message: str, errno_: int | None = None):
+        super().__init__(message)
+        self.errno = errno_
+
+
+KINDS = ("data_error", "scoring_error", "oom", "disk_full", "error")
 _OOM_NAMES = {"OutOfMemoryError"}  # torch.OutOfMemoryError / torch.cuda.OutOfMemoryError
 
 

@@ -50,5 +50,11 @@ def plot_routing(
     if curves or random is not None or oracle is not None:
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    import io
+
+    from jobs.records import atomic_write
+
+    buf = io.BytesIO()  # written whole or not at all (a store file: its manifest lists it)
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
     return path

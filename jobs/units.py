@@ -9,7 +9,11 @@ nothing downstream of the plan changes what a unit computes. Its ``key`` is the 
 Every unit ends by writing its manifest (``jobs.store``): the fact on disk that it is complete.
 The manifests are typed here too (``GenManifest``, ``ScoreManifest``, ``SettingManifest``); on disk
 they are the JSON of ``to_json()``, and ``from_json`` reads the JSON of any store (fields a store
-written before a field existed lacks get its default).
+written before a field existed lacks get its default). The store adds, when the unit finishes
+(``jobs.records.finish_unit``), ``files`` (each file of the unit: ``FileRecord``), ``hash`` (the
+content hash's name, sha256) and ``checksum`` (the manifest's own); ``from_json`` keeps them in
+``extra`` and ``files`` reads them typed. A manifest without ``files`` was written before they
+existed: its unit is checked for structure only (``jobs.store.check_unit``).
 
 No torch, no Ray: both sides import this module.
 """
@@ -163,12 +167,34 @@ Spec = GenSpec | ScoreSpec | SettingSpec
 # ---------------------------------------------------------------- manifests (worker -> disk)
 
 
+@dataclass(frozen=True)
+class FileRecord:
+    """One file of a finished unit as its manifest records it: ``size`` in bytes, ``sha256`` of the
+    whole content; for Parquet, ``rows`` (from its footer) and ``footer_sha256`` (the footer alone:
+    what the shallow check compares)."""
+
+    size: int
+    sha256: str
+    rows: int | None = None
+    footer_sha256: str | None = None
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> FileRecord:
+        return cls(int(d["size"]), str(d["sha256"]), d.get("rows"), d.get("footer_sha256"))
+
+
 class _Manifest:
     """JSON round trip shared by the manifests: ``to_json`` writes every field (plus the extras a
     worker adds, e.g. the schema version), ``from_json`` keeps the known fields and puts the rest in
     ``extra``."""
 
     extra: Mapping[str, Any]
+
+    @property
+    def files(self) -> dict[str, FileRecord]:
+        """The unit's files (name -> ``FileRecord``) as recorded when it finished; {} for a
+        manifest written before manifests listed them."""
+        return {name: FileRecord.of(rec) for name, rec in (self.extra.get("files") or {}).items()}
 
     def to_json(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}  # type: ignore[arg-type]

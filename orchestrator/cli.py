@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from jobs.records import StoreFull
 from orchestrator.config import ConfigError, load_grid, warnings_of
 from orchestrator.lock import FolderLocked
 from orchestrator.rescore import RescoreError
@@ -76,15 +77,14 @@ def _progress_cb(progress: Progress, task, meter):
 def _execute(r, keys=None) -> int:
     from orchestrator.plan import make_plan
     from orchestrator.runner import mlflow_pending, run_grid, settings_table
+    from orchestrator.verify import check_plan, plan_repair, start_counts
 
     plan = make_plan(r)
-    done = plan.done(r.store_dir)
-    todo_settings = [s for s in plan.settings if s.hash not in done]
-    console.print(
-        f"[bold]{r.grid['name']}[/]: {len(plan.settings)} settings "
-        f"({len(plan.settings) - len(todo_settings)} already done), "
-        f"{len(plan.units)} work units ({len(done)} already done)"
-    )
+    health = check_plan(plan, r.store_dir)
+    repair = plan_repair(plan, health)
+    # what stays done: a damaged unit and its dependents are recomputed by the run (runner.heal)
+    done = health.done() - set(repair.units)
+    console.print(f"[bold]{r.grid['name']}[/]: {start_counts(plan, health, repair).line}", highlight=False)
     t0 = time.time()
     from orchestrator.progress import WorkMeter
 
@@ -104,7 +104,9 @@ def _execute(r, keys=None) -> int:
         except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
             progress.stop()
             n_done = (
-                e.done if hasattr(e, "done") else len([s for s in plan.settings if s.hash in plan.done(r.store_dir)])
+                e.done
+                if hasattr(e, "done")
+                else len([s for s in plan.settings if plan.setting_keys[s.hash] in plan.done(r.store_dir)])
             )
             console.print(
                 f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
@@ -213,13 +215,18 @@ def cmd_status(a) -> int:
     from orchestrator.ledger import Ledger
     from orchestrator.plan import make_plan
     from orchestrator.runner import load_output
+    from orchestrator.verify import check_plan, describe, plan_repair, start_counts
 
     r = load_output(Path(a.output))
     plan = make_plan(r)
-    done = plan.done(r.store_dir)
+    health = check_plan(plan, r.store_dir)  # shallow: a damaged unit is never counted done
+    repair = plan_repair(plan, health)
+    redo = set(repair.units)
+    done = health.done() - redo
     last = Ledger(r.output_dir / "ledger.jsonl").last_state()
     t = Table(title=f"status of {a.output}")
-    for c in ("work", "total", "done", "running", "failed", "not started"):
+    cols = ("work", "total", "done", "damaged", "running", "failed", "not started")
+    for c in cols:
         t.add_column(c, justify="right" if c != "work" else "left")
     groups: dict[str, Counter] = {}
     reasons = Counter()
@@ -230,6 +237,8 @@ def cmd_status(a) -> int:
         ev = last.get(k, {}).get("event")
         if k in done:
             c["done"] += 1
+        elif k in redo:  # damaged, or done but reading a damaged unit: recomputed by the repair
+            c["damaged"] += 1
         elif ev == "failed":
             c["failed"] += 1
             reasons[(u.label, last[k].get("reason"), last[k].get("detail", ""))] += 1
@@ -239,10 +248,20 @@ def cmd_status(a) -> int:
             c["not started"] += 1
     for g in sorted(groups):
         c = groups[g]
-        t.add_row(g, *(str(c[x]) for x in ("total", "done", "running", "failed", "not started")))
+        t.add_row(g, *(str(c[x]) for x in cols[1:]))
     console.print(t)
+    console.print(start_counts(plan, health, repair).line, highlight=False)
     for (label, reason, detail), _n in reasons.items():
         console.print(f"[red]failed[/] {label}: {reason} {detail}")
+    if repair.damaged:
+        for line in describe(plan, health, repair, a.output):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"[red]{len(repair.damaged)} damaged unit(s) are not counted as done[/]; "
+            f"`uqroute verify {a.output} --repair` (or `uqroute resume {a.output}`) recomputes them",
+            highlight=False,
+            soft_wrap=True,
+        )
     from orchestrator.runner import mlflow_pending, run_state
 
     st = run_state(Path(a.output))
@@ -264,7 +283,53 @@ def cmd_status(a) -> int:
             highlight=False,
             soft_wrap=True,
         )
-    return 0
+    return 1 if repair.damaged else 0
+
+
+def cmd_verify(a) -> int:
+    """``uqroute verify OUT [--deep] [--repair] [--rehash]``: exit 0 when every unit verifies (or the
+    repair ran and succeeded), 1 when damage is found and not repaired."""
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import load_output
+    from orchestrator.verify import check_plan, describe, plan_repair, rehash
+
+    r = load_output(Path(a.output))
+    plan = make_plan(r)
+    health = check_plan(plan, r.store_dir, deep=a.deep)
+    repair = plan_repair(plan, health)
+    states = Counter(h.state for h in health.checks.values())
+    console.print(
+        f"verified {len(plan.units)} units of {a.output} ({'deep: every byte hashed' if a.deep else 'shallow: sizes and Parquet footers'}) "
+        f"in {health.seconds:.1f}s: {states['ok']} ok, {states['legacy']} legacy, {states['damaged']} damaged, "
+        f"{states['absent']} not in the store (not run yet, or not copied)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    left = sum(len(h.leftovers) for h in health.checks.values())
+    if left:
+        console.print(
+            f"{left} temp file(s) of cut-off writes are in unfinished units; they are never read", highlight=False
+        )
+    if health.legacy:
+        if a.rehash:
+            n = rehash(plan, r.store_dir, health)
+            console.print(f"recorded the files of {n} legacy units in their manifests (after a full decode)")
+        else:
+            console.print(
+                f"{len(health.legacy)} units were written before manifests listed their files: checked for "
+                f"structure only (parts present, footers readable); `uqroute verify {a.output} --deep --rehash` "
+                f"records their sizes and hashes",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if not repair.units:
+        console.print("no damaged unit", highlight=False)
+        return 0
+    for line in describe(plan, health, repair, a.output):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if not a.repair:
+        return 1
+    return cmd_resume(argparse.Namespace(output=a.output, address=a.address, failed_only=False))
 
 
 def cmd_sync(a) -> int:
@@ -508,6 +573,23 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="done / running / failed per kind of work")
     st.add_argument("output")
     st.set_defaults(fn=cmd_status)
+    ve = sub.add_parser(
+        "verify", help="check every file of the store against its manifest; --repair recomputes what is damaged"
+    )
+    ve.add_argument("output")
+    ve.add_argument("--deep", action="store_true", help="hash every byte (default: sizes and Parquet footers)")
+    ve.add_argument(
+        "--repair",
+        action="store_true",
+        help="invalidate the damaged units and their dependents and recompute them (as `resume` does)",
+    )
+    ve.add_argument(
+        "--rehash",
+        action="store_true",
+        help="with --deep: record the files of legacy units (written before manifests listed them)",
+    )
+    ve.add_argument("--address", help="Ray cluster to join for --repair")
+    ve.set_defaults(fn=cmd_verify)
     sy = sub.add_parser("sync", help="rebuild MLflow runs from the Parquet store")
     sy.add_argument("output")
     sy.set_defaults(fn=cmd_sync)
@@ -595,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         a = parser.parse_args(argv)
     try:
         return a.fn(a)
-    except (ConfigError, FileNotFoundError, ValueError, FolderLocked, RescoreError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, FolderLocked, RescoreError, StoreFull) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
 

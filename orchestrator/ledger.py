@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-FAILURE_CLASSES = ("actor_died", "oom", "data_error", "scoring_error", "error", "blocked")
+FAILURE_CLASSES = ("actor_died", "oom", "data_error", "scoring_error", "disk_full", "error", "blocked")
 
 
 class Ledger:
@@ -31,10 +31,17 @@ class Ledger:
             "label": unit.label,
             **extra,
         }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            from jobs.records import NO_SPACE, StoreFull, no_space_message
+
+            if exc.errno in NO_SPACE:
+                raise StoreFull(no_space_message(self.path, exc), exc.errno) from exc
+            raise
 
     def events(self) -> list[dict]:
         if not self.path.is_file():

@@ -23,7 +23,7 @@ MLflow run (tag ``uqroute.setting_hash``), whose content is replaced when the se
 changes. Its results live under ``settings/<unit key>``; read them through
 ``Plan.setting_dir``, never by the setting hash.
 
-A unit whose manifest is in the store is done: nothing is computed twice, in one run or
+A unit whose manifest and files verify (``jobs.store.UnitDir.check``) is done: nothing is computed twice, in one run or
 across runs that share a store. The driver-side plan imports no torch.
 """
 

@@ -229,6 +229,9 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
     with OutputLock(r.output_dir):
         plan = make_plan(r)
         store = r.store_dir
+        from orchestrator.verify import require_healthy
+
+        require_healthy(plan, store, out)  # a damaged generation would be read as if whole
         done = plan.done(store)
         missing = [u for u in plan.by_kind("gen") if u.key not in done]
         if missing:

@@ -352,6 +352,9 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
 
     bind_output(r)
     plan = make_plan(r)
+    repaired, before = heal(r, plan, console)  # the one check of the store this run makes
+    if keys is not None:
+        keys = set(keys) | set(repaired)
     rc = r.grid["ray"]
     _write_state(r, "running", total=len(plan.settings))
     writer = None
@@ -362,8 +365,7 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
         sched = Scheduler(
             plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None, on_progress=progress
         )
-        before = plan.done(r.store_dir)
-        report = sched.run(keys)
+        report = sched.run(keys, done=before)
         write_summary(r, plan)
         if report.done == before and (r.output_dir / "report" / "index.html").is_file():
             plots, rep = [], None  # nothing new: plots, report and their MLflow copies are as the store is
@@ -374,13 +376,16 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
     except KeyboardInterrupt:
         raise _interrupted(r, plan, writer) from None
     except BaseException as exc:
-        _write_state(
-            r,
-            "failed",
-            total=len(plan.settings),
-            done=len(_store_settings_done(r, plan)),
-            error=f"{type(exc).__name__}: {exc}"[:500],
-        )
+        try:
+            _write_state(
+                r,
+                "failed",
+                total=len(plan.settings),
+                done=len(_store_settings_done(r, plan)),
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+        except OSError:  # e.g. the disk that stopped the run is full: the original error is what matters
+            pass
         if writer is not None:
             writer.abort(INTERRUPT_WAIT_S)
             if writer.sink is not None:
@@ -390,6 +395,29 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
         r, "finished" if report.ok else "failed", total=len(plan.settings), done=len(_store_settings_done(r, plan))
     )
     return plan, report, sink
+
+
+def heal(r: ResolvedGrid, plan: Plan, console=None) -> tuple[list[str], set[str]]:
+    """Before a run: verify the store (shallow) and invalidate every damaged unit and what depends on
+    it (``orchestrator.verify``), so the run recomputes exactly those. Returns their keys and the
+    units that are done (verified, not invalidated)."""
+    from orchestrator.verify import check_plan, describe, invalidate, plan_repair
+
+    health = check_plan(plan, r.store_dir)
+    repair = plan_repair(plan, health)
+    done = health.done() - set(repair.units)
+    if not repair.units:
+        return [], done
+    for line in describe(plan, health, repair, r.output_dir):
+        if console:
+            console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        else:
+            _say(None, line)
+    invalidate(plan, r.store_dir, repair)
+    ledger = Ledger(r.output_dir / "ledger.jsonl")
+    for k in repair.units:
+        ledger.write("invalidated", plan.units[k], damaged=k in repair.damaged)
+    return repair.units, done
 
 
 def _interrupted(r: ResolvedGrid, plan: Plan, writer) -> GridInterrupted:
@@ -430,10 +458,12 @@ def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
 def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
     """Rebuild the report of an output folder from the store and log it on the parent MLflow run."""
     from jobs.report import build_report
+    from orchestrator.verify import require_healthy
     from orchestrator.views import grid_view
 
     r = load_output(out)
     plan = make_plan(r)
+    require_healthy(plan, r.store_dir, out)  # never a report from a damaged unit
     rep = build_report(grid_view(r, plan))
     rep["mlflow"] = None
     if mlflow and r.grid["mlflow"]["enabled"]:
@@ -451,8 +481,11 @@ def _sync_missing(r: ResolvedGrid, plan: Plan, sink) -> int:
 def sync(out: Path, console=None) -> int:
     """Rebuild MLflow from the store: log every finished setting that MLflow lacks, and leave one
     run per setting (duplicates of a setting hash are deleted)."""
+    from orchestrator.verify import require_healthy
+
     r = load_output(out)
     plan = make_plan(r)
+    require_healthy(plan, r.store_dir, out, kinds=("setting",))  # MLflow gets no damaged setting
     sink = make_sink(r, console)
     if sink is None:
         raise RuntimeError("MLflow is disabled or unreachable for this output folder")

@@ -25,7 +25,9 @@ Rules (each has a test with an in-process executor in ``tests/unit/test_schedule
 Failures are classified by the executor (actor died, out of memory -> retry with half the
 batch, data error, scoring error), retried up to ``ray.max_retries``, recorded in the ledger;
 a unit that keeps failing is marked failed and its dependents blocked while the rest of the
-grid goes on. A model whose actor dies before finishing anything more than ``max_retries``
+grid goes on. A full disk (``disk_full``: ``jobs.errors.StoreFull``, naming the folder and its free
+space) stops the run at once: every other unit would fail the same way. Nothing half-written is
+counted done (writes are atomic, the manifest last); ``resume`` after freeing space completes it. A model whose actor dies before finishing anything more than ``max_retries``
 times fails all its units at once (it cannot be loaded), instead of once per unit.
 """
 
@@ -39,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import StoreFull
 from jobs.units import GenSpec
 from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan, Unit
 
-NON_RETRYABLE = ("data_error",)
+NON_RETRYABLE = ("data_error", "disk_full")
 EPS = 1e-9
 
 
@@ -274,9 +277,11 @@ class Scheduler:
         return max(1, min(g.replicas_wanted, math.ceil(limit / sp.chunk_size)))
 
     # ------------------------------------------------------------------ loop
-    def run(self, keys: set[str] | None = None) -> RunReport:
+    def run(self, keys: set[str] | None = None, done: set[str] | None = None) -> RunReport:
+        """Run the plan's units that are not done (only ``keys`` when given). ``done``: the units the
+        caller just verified as done (``orchestrator.verify``), else the store is checked here."""
         self.report = report = RunReport()
-        done = self.plan.done(self.store)
+        done = set(self.plan.done(self.store) if done is None else done)
         report.done |= done
         self.pending = pending = {
             k: u for k, u in self.plan.units.items() if k not in done and (keys is None or k in keys)
@@ -405,6 +410,8 @@ class Scheduler:
                         node_id=shards[0].get("node_id"),
                         gpu_ids=sorted({g for s in shards for g in s.get("gpu_ids") or []}),
                     )
+                except StoreFull:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - a gap: rerun the unit (done chunks are skipped)
                     self._requeue_whole(u, n, str(exc))
                     return
@@ -460,6 +467,9 @@ class Scheduler:
         reason = getattr(exc, "reason", "error")
         detail = getattr(exc, "detail", None) or str(exc)[:500] or type(exc).__name__
         attempt = self.attempts[(u.key, j)]
+        if reason == "disk_full":  # every unit would fail the same way: stop, keep what is finished
+            self._fail(u, reason, detail, attempt)
+            raise StoreFull(f"the run stopped: {detail.split('StoreFull: ', 1)[-1]}")
         if rep is not None and reason == "actor_died":
             g = self.groups[rep.group]
             if rep in self.replicas:
