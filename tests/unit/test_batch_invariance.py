@@ -2,7 +2,7 @@
 
 On the real SmolLM2 (fp32, one thread), every stage -- greedy, samples, ptrue, verbal_1s, verbal_2s,
 llm, and the constrained (option-scoring) greedy and samples -- gives a row the same outputs run
-alone as inside one batch of 32 rows of mixed prompt lengths (63-~200 tokens, so most rows are
+alone as inside one batch of 32 rows of mixed prompt lengths (63-161 tokens, so most rows are
 left-padded): the same tokens and texts, log-probabilities, entropies and p(True) within
 ``TOL`` (1e-4), hidden states within ``HIDDEN_TOL``. The same unit run by ``run_gen_unit`` at two batch
 sizes, with and without a token budget, in one shard or two, writes the same rows.
@@ -50,23 +50,20 @@ def smol():
 
 @pytest.fixture(scope="module")
 def batch():
-    """32 rows of mixed tasks and prompt lengths: math (generated), mc and yes/no (generated or
-    constrained), and BoolQ questions with passages (the longest prompts)."""
+    """32 rows of mixed tasks and prompt lengths: yes/no (the shortest prompts), mc (generated or
+    constrained) and math (generated; the longest)."""
     rows = []
-    for name, n in (("strategyqa", 10), ("arc_easy", 10), ("gsm8k", 9)):
+    for name, n in (("strategyqa", 11), ("arc_easy", 11), ("gsm8k", 10)):
         rows += load_samples(name, limit=n, seed=0).samples
-    # the three shortest BoolQ passages: mixed lengths, without making every pass slow
-    rows += sorted(load_samples("boolq", limit=40, seed=0).samples, key=lambda s: len(s.context or ""))[:3]
     assert len(rows) == 32
     return rows
 
 
 def alone_indices(smol, batch) -> list[int]:
-    """The rows checked alone: the shortest and the longest prompt, and one of each other task."""
+    """The rows checked alone: the shortest and the longest prompt, and an mc question."""
     n = [smol.prompt_tokens(prompts.answer_messages(s)) for s in batch]
     picked = {int(np.argmin(n)), int(np.argmax(n))}
-    for task in ("numeric", "mc", "yesno"):
-        picked.add(next(i for i, s in enumerate(batch) if s.task == task and i not in picked))
+    picked.add(next(i for i, s in enumerate(batch) if s.task == "mc"))
     return sorted(picked)
 
 
@@ -110,7 +107,10 @@ def stage_runs(backend, batch, greedy_answers):
 
 
 def invariance_failures(backend, batch, idx, labels=None) -> list[str]:
-    greedy_rows = stage("greedy").run(backend, batch, {}, P)
+    """Every difference between a row run alone and the same row inside ``batch``, for the rows
+    ``idx`` and the stages ``labels`` (default: all of ``stage_runs``)."""
+    needs_greedy = labels is None or labels & {"greedy", "ptrue", "verbal_2s"}
+    greedy_rows = stage("greedy").run(backend, batch, {}, P) if needs_greedy else []
     answers = {s.id: r["raw_output"] for s, r in zip(batch, greedy_rows)}
     out = []
     for label, fn, deps, p in stage_runs(backend, batch, answers):
@@ -134,7 +134,7 @@ def test_every_stage_gives_a_row_the_same_outputs_alone_and_in_a_batch_of_32(smo
 def test_sampled_rows_differ_by_sample_id_and_draw(smol, batch):
     """The per-row seeds do not make every row draw the same: two draws of a row, and the same
     prompt under two sample ids, differ somewhere."""
-    rows = stage("samples").run(smol, batch[:8], {}, P | {"max_new_tokens": 8})
+    rows = stage("samples").run(smol, batch[:4], {}, P | {"max_new_tokens": 8})
     assert any(len(set(r["sampled_texts"])) > 1 for r in rows)
     import dataclasses
 
@@ -152,8 +152,8 @@ def _unit(stage_name: str, extra: dict | None = None) -> dict:
         "role": "eval",
         "deps": {},
         "dataset_conf": {"name": "strategyqa", "adapter": "strategyqa"},
-        "run": {"limit": 8, "fit_limit": 0, "seed": 0, "data_root": None},
-        "params": {"seed": 5, "chunk_size": 4, "max_new_tokens": 6, "num_samples": 2, "temperature": 1.0}
+        "run": {"limit": 6, "fit_limit": 0, "seed": 0, "data_root": None},
+        "params": {"seed": 5, "chunk_size": 3, "max_new_tokens": 6, "num_samples": 2, "temperature": 1.0}
         | (extra or {}),
     }
 
@@ -164,15 +164,15 @@ def test_a_unit_writes_the_same_rows_at_two_batch_sizes_and_two_shardings(smol, 
     from jobs.store import Store
 
     unit = _unit(stage_name)
-    run_gen_unit(smol, unit, tmp_path / "a", batch_size=4)
-    # two shards, batches of at most 3 rows within a 200-token budget
+    run_gen_unit(smol, unit, tmp_path / "a", batch_size=3)
+    # two shards, batches of at most 2 rows within a 140-token budget
     shards = [
-        run_gen_unit(smol, unit, tmp_path / "b", batch_size=3, shard=(j, 2), max_batch_tokens=200) for j in (0, 1)
+        run_gen_unit(smol, unit, tmp_path / "b", batch_size=2, shard=(j, 2), max_batch_tokens=140) for j in (0, 1)
     ]
     finish_gen_shards(unit, tmp_path / "b", shards)
     a = Store(tmp_path / "a").gen(unit["key"]).read().to_pylist()
     b = Store(tmp_path / "b").gen(unit["key"]).read().to_pylist()
-    assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b] and len(a) == 8
+    assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b] and len(a) == 6
     fails = [f for ra, rb in zip(a, b) for f in differences(ra, rb, f"{stage_name} {ra['sample_id']}")]
     assert not fails, "\n".join(fails)
 
@@ -190,7 +190,7 @@ def test_int8_dynamic_is_not_batch_invariant(smol, batch):
         q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(smol.model), {torch.nn.Linear}, dtype=torch.qint8)
     int8 = HFBackend.from_model(q, smol.tok, smol.spec, identity="int8_dynamic")
     idx = alone_indices(smol, batch)
-    fails = invariance_failures(int8, batch, idx, labels={"greedy constrained", "ptrue"})
+    fails = invariance_failures(int8, batch, idx, labels={"greedy constrained"})
     assert fails, "int8_dynamic gave every row the same outputs alone and in the batch"
     worst = max(float(f.split("max deviation ")[1].split(" ")[0]) for f in fails if "max deviation" in f)
     assert worst > 100 * TOL, fails
