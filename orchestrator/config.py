@@ -660,6 +660,7 @@ def validate(r: ResolvedGrid) -> None:
             where = f"{kind} {name!r}"
             _check_choice(where, "backend", m.backend, CHOICES["backend"])
             try:
+                m.check_common(where)  # the fields every model config has
                 m.check(where)  # the backend's own checks (jobs/backends)
             except ValueError as e:
                 raise ConfigError(str(e)) from None

@@ -2,7 +2,8 @@
 
 Two steps, because the labels are written by a person reading each output, not by the extractor:
 
-  generate  run SmolLM2-135M-Instruct (the SLM, int8) and Gemma-3-270M (the offline LLM, a base
+  generate  run SmolLM2-135M-Instruct (the SLM, conf/slm/smollm2-135m.yaml: fp32 since issue 16; the
+            shipped corpus was generated with its int8 predecessor) and Gemma-3-270M (the offline LLM, a base
             model) on a few questions of the shared datasets (all four task types) with the
             project's own answer prompts (``jobs.prompts.answer_messages``), free-text answers
             (no constrained decoding), and write the raw outputs to ``--out`` (JSONL).

@@ -38,11 +38,24 @@ class ModelConf(ConfView):
     # context length minus the generation budget); batches formed by prompt length within a chunk
     max_prompt_tokens: int | None = None
     batch_by_length: bool = False
+    # a batch's padded prompt tokens (rows x its longest prompt) stay within this budget: batches are
+    # formed over the chunk sorted by prompt tokens, and a prompt longer than the budget runs alone
+    # (``jobs.stages.token_batches``). None: batch_size alone decides. Not part of the model's
+    # identity: a row's outputs do not depend on its batch (README "Batch invariance").
+    max_batch_tokens: int | None = None
     replicas: int = 1  # actors hosting this model at once (each with the resources above)
 
     def check(self, where: str) -> None:
         """Raise ValueError naming the bad field, its value and the valid choices (the config turns
         it into a ConfigError). The backend's own checks."""
+
+    def check_common(self, where: str) -> None:
+        """The checks of the fields every model config has (run before the backend's ``check``)."""
+        if self.max_batch_tokens is not None and int(self.max_batch_tokens) < 1:
+            raise ValueError(
+                f"{where}: max_batch_tokens={self.max_batch_tokens!r} is not valid; valid: a positive "
+                f"number of padded prompt tokens per batch, or null (no cap)"
+            )
 
     def warnings(self) -> list[str]:
         """Things a user must know before a run with this model starts."""
@@ -98,7 +111,14 @@ class Backend(Protocol):
         num_return_sequences: int = 1,
         seed: int = 0,
         with_stats: bool = False,
-    ) -> list[Generation]: ...
+        row_seeds: list[int] | None = None,
+    ) -> list[Generation]:
+        """``num_return_sequences`` generations per prompt, prompt-major. ``row_seeds``: one seed per
+        returned generation (``len(prompts) * num_return_sequences``, prompt-major), each from
+        ``jobs.stages.base.row_seed(unit seed, sample id, draw j)``: a sampled generation's draws then
+        depend on its own seed alone, never on its batch-mates, the batch size or the sharding.
+        None: ``seed`` for the whole batch (callers outside the stages)."""
+        ...
 
     def true_false_prob(self, prompts: list[Messages]) -> np.ndarray: ...
 

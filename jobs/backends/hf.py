@@ -6,6 +6,12 @@ Statistics come from ``generate`` itself (raw logits and the probe layer's hidde
 each decoding step, reduced step by step by forward hooks), so no extra pass over the prompt
 is needed: on a CPU the prompt pass dominates.
 Samples share one prompt pass (the KV cache is repeated m times).
+
+Batch invariance (README "Batch invariance"): a row's tokens, log-probabilities and hidden states
+do not depend on its batch-mates. Prompts are left-padded with explicit position ids and an
+attention mask, so a padded row computes what it computes alone (float32: within ~1e-5 in log p,
+``tests/integration/test_batch_invariance.py``); sampled rows draw from their own generator
+(``_RowGumbel``), seeded per row by the stages (``jobs.stages.base.row_seed``).
 """
 
 from __future__ import annotations
@@ -52,8 +58,6 @@ class HFBackend:
         kw["trust_remote_code"] = bool(spec.trust_remote_code)
         self.tok = AutoTokenizer.from_pretrained(resolved.load_path, **kw)
         self.model = AutoModelForCausalLM.from_pretrained(resolved.load_path, dtype=dtype, **kw).to(self.device)
-        if spec.quantize == "int8_dynamic" and self.device.type == "cpu":
-            self.model = _int8_dynamic(self.model)
         self._setup()
 
     @classmethod
@@ -139,7 +143,13 @@ class HFBackend:
         """
         ids, mask = enc["input_ids"], enc["attention_mask"]
         pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+        out = self.model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=pos[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )  # only the cache is used: no (rows x tokens x vocab) logits
         cache = out.past_key_values
         cache.batch_repeat_interleave(m)
         return {
@@ -159,6 +169,7 @@ class HFBackend:
         num_return_sequences: int = 1,
         seed: int = 0,
         with_stats: bool = False,
+        row_seeds: list[int] | None = None,
     ) -> list[Generation]:
         """Generate for a batch of chat prompts; output is prompt-major (n per prompt).
 
@@ -166,9 +177,18 @@ class HFBackend:
         decoding step) and the probe-layer hidden state at the last new token. They are
         computed step by step (:class:`_StepStats`): memory O(batch x vocab), not
         O(batch x steps x vocab) plus every layer's hidden states as with ``output_logits``.
+        row_seeds (sampling): one seed per returned row (prompt-major); each row then draws from
+        its own generator (``_RowGumbel``), so its samples do not depend on the batch. Without
+        them, ``torch.manual_seed(seed)`` seeds the whole batch (``generate``'s own sampling).
         """
         enc = self._encode(prompts)
         torch.manual_seed(seed)
+        n_rows = len(prompts) * num_return_sequences
+        if row_seeds is not None and len(row_seeds) != n_rows:
+            raise ValueError(
+                f"row_seeds has {len(row_seeds)} seeds; expected one per returned row: "
+                f"{len(prompts)} prompts x {num_return_sequences} = {n_rows}"
+            )
         gen_kw = {
             "max_new_tokens": max_new_tokens,
             "pad_token_id": self.tok.pad_token_id,
@@ -177,7 +197,13 @@ class HFBackend:
         }
         if self.spec.stop and not with_stats:
             gen_kw.update(stop_strings=list(self.spec.stop), tokenizer=self.tok)
-        if do_sample:
+        if do_sample and row_seeds is not None:
+            # Gumbel-max per row: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T)
+            from transformers import LogitsProcessorList
+
+            gen_kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+            gen_kw["logits_processor"] = LogitsProcessorList([_RowGumbel(row_seeds, temperature, self.device)])
+        elif do_sample:
             gen_kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
             gen_kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
@@ -254,7 +280,7 @@ class HFBackend:
         that of True and False together."""
         enc = self._encode(prompts)
         pos = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
-        logits = self.model(**enc, position_ids=pos).logits[:, -1].float()
+        logits = self.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1].float()
         probs = torch.softmax(logits, -1)
         t_ids, f_ids = self._tf_ids
         p_t = probs[:, t_ids].sum(-1)
@@ -309,6 +335,38 @@ class HFBackend:
                 if ids:
                     logp[i, j] = float(torch.logsumexp(logp_all[i, ids], 0))
         return logp, hidden
+
+
+class _RowGumbel:
+    """A logits processor that samples each row from its own ``torch.Generator`` (Gumbel-max).
+
+    ``argmax_k (logits_k / T + g_k)``, with ``g_k = -log(-log u_k)`` and ``u_k`` uniform, is a draw
+    from ``softmax(logits / T)`` (the Gumbel-max trick; Maddison, Tarlow & Minka 2014, "A* Sampling",
+    section 2). ``generate`` then runs greedy over the perturbed scores, so every step draws, for
+    each row, one vector of ``vocab`` uniforms from that row's generator: a row's draws depend on
+    its seed and the step alone, never on the other rows of the batch (``torch.manual_seed`` plus
+    ``torch.multinomial`` draws the batch's rows from one stream, so a row's sample moved with its
+    batch-mates). The full vocabulary, no top-k / top-p, as ``generate(do_sample=True, top_k=0)``.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, device: torch.device):
+        if not temperature > 0:
+            raise ValueError(f"sampling temperature must be > 0; got {temperature!r}")
+        self.temperature = float(temperature)
+        self.gens = []
+        for s in seeds:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(int(s))
+            self.gens.append(g)
+        self.device = device
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        b, v = scores.shape
+        if b != len(self.gens):
+            raise ValueError(f"_RowGumbel has {len(self.gens)} row generators for a batch of {b} rows")
+        u = torch.stack([torch.rand(v, generator=g, dtype=torch.float64) for g in self.gens])
+        gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
+        return scores.float() / self.temperature + gumbel.to(device=scores.device, dtype=torch.float32)
 
 
 class _StepStats:
@@ -410,23 +468,6 @@ def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, name)
-
-
-def _int8_dynamic(model):
-    """Dynamic int8 quantization of every Linear (CPU only).
-
-    Decoding a small model on a CPU is bound by reading the fp32 weights once per step;
-    int8 weights measured 3.2x faster per batched decode step and 2.2x faster prefill for
-    SmolLM2-135M on 2 cores (the shipped weights were 4-bit GGUF to begin with).
-    Activation scales are computed per batch, so outputs depend on batch composition: results
-    are reproducible for a fixed batch size (units are split into fixed chunks and batches),
-    not across batch sizes.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def from_conf(m: HFConf) -> HFBackend:

@@ -23,7 +23,8 @@ As an SLM, an endpoint provides every stat that needs no hidden state (``NO_STAT
   word True / true / TRUE (with or without a leading space), P_F likewise for False. A word with no
   listed token gets the most it can have, min(smallest listed p, r) (the tail floor), so a word
   missing from the top k counts as unlikely, not impossible; both missing gives 0.5.
-- Samples (Jaccard) use ``n`` per request with a seed per prompt (vLLM and OpenAI honour both).
+- Samples (Jaccard) use ``n`` per request with a seed per prompt, its row seed (from the unit seed
+  and the sample id, ``jobs.stages.base.row_seed``; vLLM and OpenAI honour both).
 
 Log-probs are whatever the server reports: vLLM's default is the raw model distribution (before
 temperature and penalties), which is what the hf backend records too.
@@ -223,16 +224,23 @@ class OpenAIBackend:
         num_return_sequences: int = 1,
         seed: int = 0,
         with_stats: bool = False,
+        row_seeds: list[int] | None = None,
     ) -> list[Generation]:
-        """One request per prompt (``n`` = num_return_sequences, seed = seed + prompt index).
+        """One request per prompt (``n`` = num_return_sequences). Its ``seed``: the prompt's row seed
+        (``row_seeds[i * n]``, the seed of its first draw, from the unit seed and the sample id:
+        the server's draws for a request depend on that request alone), else seed + prompt index.
 
         with_stats: also token log-probs (exact), approximate entropies and token strings.
         """
+        n = num_return_sequences
+        if row_seeds is not None and len(row_seeds) != len(prompts) * n:
+            raise ValueError(
+                f"row_seeds has {len(row_seeds)} seeds; expected {len(prompts)} prompts x {n} = {len(prompts) * n}"
+            )
+        seeds = [int(row_seeds[i * n]) if row_seeds is not None else seed + i for i in range(len(prompts))]
         with ThreadPoolExecutor(self.max_concurrency) as pool:
             futs = [
-                pool.submit(
-                    self._one, m, max_new_tokens, do_sample, temperature, num_return_sequences, seed + i, with_stats
-                )
+                pool.submit(self._one, m, max_new_tokens, do_sample, temperature, n, seeds[i], with_stats)
                 for i, m in enumerate(prompts)
             ]
             return [g for f in futs for g in f.result()]

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jobs import prompts
-from jobs.backends.base import DEFAULT_BATCH_SIZE
+from jobs.backends.base import DEFAULT_BATCH_SIZE, CountsTokens
 from jobs.datasets.roles import load_role
 from jobs.registry import Registry
 from jobs.stages.base import (
@@ -178,6 +178,29 @@ def length_order(samples: list[Sample]) -> list[int]:
     return sorted(range(len(samples)), key=lambda i: size[i])
 
 
+def token_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
+    """Batches (lists of indices into ``lengths``) of at most ``batch_size`` rows each whose padded
+    prompt tokens -- rows x the batch's longest prompt, as left padding feeds them -- stay within
+    ``max_batch_tokens``; a prompt longer than the budget runs alone.
+
+    The rows are taken from shortest to longest (stable for ties), and each batch grows while the
+    next row still fits: with the lengths sorted, a batch's longest prompt is its last one, so one
+    long prompt never pads the short ones. ``max_batch_tokens`` None: consecutive batches of
+    ``batch_size`` in that order. Pure: ``tests/unit/test_long_inputs.py``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        fits = max_batch_tokens is None or (len(cur) + 1) * lengths[i] <= max_batch_tokens
+        if cur and (len(cur) >= batch_size or not fits):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
 def run_gen_unit(
     backend,
     unit: GenSpec,
@@ -187,16 +210,21 @@ def run_gen_unit(
     shard: tuple[int, int] | None = None,
     batch_by_length: bool = False,
     max_prompt_tokens: int | None = None,
+    max_batch_tokens: int | None = None,
 ) -> dict:
     """Run one generation unit (or one shard of it); return a small summary (never the data).
 
     unit: the unit's ``jobs.units.GenSpec``.
     shard: ``(j, n)`` runs only the chunks ``ci`` with ``ci % n == j`` (data parallelism across a
     model's replicas); with ``n > 1`` no manifest is written: ``finish_gen_shards`` writes it once
-    every shard is done. Chunks already on disk are skipped either way (chunk-level resume), and a
-    chunk's rows do not depend on which shard ran it (seeds come from the chunk and batch index).
+    every shard is done. Chunks already on disk are skipped either way (chunk-level resume). A row
+    does not depend on which shard ran it, nor on its batch: the stages get the unit's seed and
+    draw each row's randomness from ``row_seed(seed, sample id, j)`` (``jobs.stages.base``).
     batch_by_length: batches are formed over the chunk sorted by prompt length (rows are written
-    in the chunk's order). max_prompt_tokens: longer prompts are cut by ``fit_prompt`` and the row
+    in the chunk's order). max_batch_tokens: batches are formed over the chunk sorted by prompt
+    tokens (the backend's ``prompt_tokens`` of the answer prompt), each within that many padded
+    prompt tokens (``token_batches``); ignored for a backend that counts no tokens (an HTTP
+    endpoint sends one request per prompt anyway). max_prompt_tokens: longer prompts are cut by ``fit_prompt`` and the row
     records ``prompt_truncated_from`` (default budget: context length minus generation budget); the
     stages that show the model its answer (ptrue, verbal_2s) get the budget as
     ``params["prompt_budget"]`` and cut a too-long answer in its middle (``fit_answer``; the row
@@ -230,17 +258,12 @@ def run_gen_unit(
     for ci in todo:
         part = samples[ci * chunk : (ci + 1) * chunk]
         fitted = [fit_prompt(backend, x, budget) for x in part]
-        order = length_order([x for x, _ in fitted]) if batch_by_length else list(range(len(part)))
         rows: list = [None] * len(part)
-        for bi in range(0, len(part), bs):
-            idx = order[bi : bi + bs]
+        # the unit's seed: each stage draws a row's randomness from (seed, sample id), so the batches
+        # below decide speed only, never a row's outputs
+        p = dict(unit.params, seed=int(unit.params.get("seed", 0)), prompt_budget=budget)
+        for idx in _batches(backend, [x for x, _ in fitted], bs, batch_by_length, max_batch_tokens):
             batch = [fitted[i][0] for i in idx]
-            # seed from (unit seed, chunk, batch): identical results however the work is split
-            p = dict(
-                unit.params,
-                seed=int(unit.params.get("seed", 0)) * 1_000_003 + ci * 1009 + bi,
-                prompt_budget=budget,
-            )
             out = fn(backend, batch, deps, p)
             for i, r in zip(idx, out):
                 rows[i] = common_columns(part[i], unit.role, unit.dataset) | r | {"prompt_truncated_from": fitted[i][1]}
@@ -270,6 +293,17 @@ def run_gen_unit(
     if n == 1:
         udir.finish(manifest)
     return summary | {"shard": j, "n_shards": n}
+
+
+def _batches(
+    backend, samples: list[Sample], batch_size: int, by_length: bool, max_batch_tokens: int | None
+) -> list[list[int]]:
+    """The batches ``run_gen_unit`` runs a chunk's (fitted) samples in, as index lists."""
+    if max_batch_tokens and isinstance(backend, CountsTokens):
+        lengths = [backend.prompt_tokens(prompts.answer_messages(x)) for x in samples]
+        return token_batches(lengths, batch_size, int(max_batch_tokens))
+    order = length_order(samples) if by_length else list(range(len(samples)))
+    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
 
 
 SHARD_FIELDS = ("shard", "n_shards", "chunks_run", "samples_run", "skipped")
@@ -325,4 +359,5 @@ __all__ = [
     "run_gen_unit",
     "stage",
     "stage_params",
+    "token_batches",
 ]

@@ -27,7 +27,9 @@ from jobs.types import DataError, Sample
 
 #: ``run(backend, samples, deps, params) -> one row (dict) per sample``, in the samples' order.
 #: deps: {stage: {sample_id: raw_output}} of the units in ``Stage.deps``; params: the unit's params
-#: plus the batch's ``seed`` and the ``prompt_budget`` (``jobs.stages.run_gen_unit``).
+#: (its ``seed`` included) plus the ``prompt_budget`` (``jobs.stages.run_gen_unit``). A row's random
+#: draws come from ``row_seed(params["seed"], sample.id, j)`` only (``row_seeds``): never from the
+#: batch it happens to be in.
 StageFn = Callable[[Any, list[Sample], dict, dict], list[dict]]
 
 
@@ -143,6 +145,21 @@ def common_columns(s: Sample, role: str, dataset: str) -> dict:
         "aliases": list(s.aliases),
         "error": None,
     }
+
+
+def row_seed(seed: int, sample_id: str, j: int = 0) -> int:
+    """A row's own random seed, from the unit's seed, the sample id and the draw index j:
+    a row's draws never depend on its batch-mates, the batch size or the sharding."""
+    import hashlib
+
+    h = hashlib.blake2b(f"{int(seed)}:{sample_id}:{int(j)}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def row_seeds(seed: int, samples: Sequence[Sample], m: int = 1) -> list[int]:
+    """``row_seed(seed, s.id, j)`` for each sample and draw j < m, sample-major: the ``row_seeds`` of
+    ``Backend.generate`` with ``num_return_sequences=m``."""
+    return [row_seed(seed, s.id, j) for s in samples for j in range(m)]
 
 
 def vector(x) -> list | None:

@@ -12,7 +12,7 @@ answer prompt plus prompts.ANSWER_PREFIX, from one forward pass (the backend's
                 generated mc answer); hidden_state at the last prompt token of that pass;
                 option_labels, option_logprobs (log of the renormalized distribution).
   samples       m options drawn from the renormalized distribution at temperature T (p^(1/T),
-                renormalized; numpy generator seeded like the unit's batches); sampled_texts are
+                renormalized; a numpy generator per row, seeded by ``row_seed(unit seed, sample id)``); sampled_texts are
                 the bare options, so the Jaccard degree is 1 - sum_k (n_k / m)^2 over the counts n_k.
   ptrue, verbal_2s  unchanged: they read the greedy raw_output ("The answer is B.").
   verbal_1s     unchanged: it generates its own answer and confidence.
@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from jobs import prompts
-from jobs.stages.base import StageFn
+from jobs.stages.base import StageFn, row_seed
 from jobs.types import DataError
 
 
@@ -100,11 +100,11 @@ def constrained_greedy(backend, samples, deps, p) -> list[dict]:
 def constrained_samples(backend, samples, deps, p) -> list[dict]:
     m, temp = int(p["num_samples"]), float(p["temperature"])
     msgs, opts, _raw, norm, _hidden, dt = option_pass(backend, samples, p)
-    rng = np.random.default_rng(int(p["seed"]))
     rows = []
-    for i, (msg, o) in enumerate(zip(msgs, opts)):
+    for i, (s, msg, o) in enumerate(zip(samples, msgs, opts)):
         w = norm[i, : len(o)] / temp
         q = np.exp(w - np.logaddexp.reduce(w))
+        rng = np.random.default_rng(row_seed(p["seed"], s.id))  # the row's own draws, whatever its batch
         drawn = rng.choice(len(o), size=m, p=q / q.sum())
         rows.append(
             {

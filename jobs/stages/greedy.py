@@ -12,7 +12,7 @@ import numpy as np
 
 from jobs import prompts
 from jobs import store as S
-from jobs.stages.base import Stage, StageContext, vector
+from jobs.stages.base import Stage, StageContext, row_seeds, vector
 from jobs.stages.constrained import by_mode, constrained_greedy
 
 
@@ -21,7 +21,11 @@ def greedy(backend, samples, deps, p) -> list[dict]:
         return by_mode(backend, samples, deps, p, constrained_greedy, greedy)
     msgs = [prompts.answer_messages(s) for s in samples]
     gens = backend.generate(
-        msgs, max_new_tokens=p["max_new_tokens"], with_stats=p.get("with_stats", True), seed=p["seed"]
+        msgs,
+        max_new_tokens=p["max_new_tokens"],
+        with_stats=p.get("with_stats", True),
+        seed=p["seed"],
+        row_seeds=row_seeds(p["seed"], samples),
     )
     rows = []
     for m, g in zip(msgs, gens):

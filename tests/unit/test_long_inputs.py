@@ -1,6 +1,7 @@
 """Long inputs (issue 12.2): a prompt over budget is cut by a documented rule and recorded, never
-run blind; batches by length keep the chunk's row order. The rule is tested with a word-count
-tokenizer, then on the real SmolLM2 with a 6,000-word question."""
+run blind; batches by length keep the chunk's row order; a token budget per batch
+(``max_batch_tokens``, issue 16) runs a long prompt alone instead of padding the short ones to it.
+The rules are tested with a word-count tokenizer, then on the real SmolLM2 with a 6,000-word question."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from jobs import prompts
 from jobs.backends.base import Generation
 from jobs.records import read_unit, unit_dir
-from jobs.stages import TRUNCATION_MARK, fit_prompt, length_order, prompt_budget, run_gen_unit
+from jobs.stages import TRUNCATION_MARK, fit_prompt, length_order, prompt_budget, run_gen_unit, token_batches
 from jobs.types import Sample
 from tests.helpers import SMOL
 
@@ -109,6 +110,63 @@ def test_batches_by_length_keep_the_chunk_order(tmp_path):
     rows = read_unit(unit_dir(tmp_path, "gen", "u")).to_pylist()
     assert [r["sample_id"] for r in rows] == [s.id for s in samples]  # written in the chunk's order
     assert all(r["prompt_truncated_from"] is None for r in rows)
+
+
+def _run_unit(tmp_path, samples, backend, **kw):
+    import jobs.stages as st
+
+    unit = {
+        "key": "u",
+        "stage": "llm",
+        "model": "w",
+        "dataset": "d",
+        "role": "eval",
+        "deps": {},
+        "params": {"seed": 0, "chunk_size": 32, "max_new_tokens": 4},
+        "dataset_conf": {},
+        "run": {},
+    }
+    orig = st.load_role
+    st.load_role = lambda dc, run, role: (samples, [])
+    try:
+        run_gen_unit(backend, unit, tmp_path, **kw)
+    finally:
+        st.load_role = orig
+    return read_unit(unit_dir(tmp_path, "gen", "u")).to_pylist()
+
+
+def test_token_batches_keep_rows_times_longest_within_the_budget():
+    lens = [50, 7000, 40, 60, 45, 55, 48]  # the issue's case: six short questions, one 6,000-word one
+    batches = token_batches(lens, 32, 8192)
+    assert [sorted(lens[i] for i in b) for b in batches] == [[40, 45, 48, 50, 55, 60], [7000]]
+    assert token_batches(lens, 32, None) == [sorted(range(7), key=lambda i: lens[i])]  # all 7: one batch
+    assert [len(b) for b in token_batches(lens, 4, 8192)] == [4, 2, 1]  # batch_size still caps rows
+    # a prompt longer than the budget runs alone; every other batch stays within it
+    lens = [10, 300, 20, 90, 95, 30, 31, 500, 29]
+    batches = token_batches(lens, 8, 100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lens)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lens[i] for i in b) <= 100
+    assert [lens[i] for i in batches[-1]] == [500] and [lens[i] for i in batches[-2]] == [300]
+    # each batch is as full as the budget allows: the next row would not have fitted
+    for b, nxt in zip(batches, batches[1:]):
+        assert (len(b) + 1) * lens[nxt[0]] > 100
+    assert token_batches([], 8, 100) == []
+
+
+def test_max_batch_tokens_runs_the_long_prompt_alone_in_run_gen_unit(tmp_path):
+    lens = [30, 2, 28, 3, 6000, 4, 27]
+    samples = [sample(n, i=i) for i, n in enumerate(lens)]
+    b = WordBackend()
+    b.context_length = 10_000
+    rows = _run_unit(tmp_path, samples, b, batch_size=32, max_batch_tokens=8192)
+    ntok = [b.prompt_tokens(prompts.answer_messages(s)) for s in samples]
+    assert sorted(map(sorted, b.batches)) == sorted([sorted(x for x in ntok if x < 6000), [max(ntok)]])
+    assert [r["sample_id"] for r in rows] == [s.id for s in samples]  # written in the chunk's order
+    b2 = WordBackend()
+    b2.context_length = 10_000
+    _run_unit(tmp_path / "none", samples, b2, batch_size=32)
+    assert [len(x) for x in b2.batches] == [7]  # without the budget: one batch padded to 6,000+ tokens
 
 
 @pytest.mark.slow
