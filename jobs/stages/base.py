@@ -145,6 +145,15 @@ def common_columns(s: Sample, role: str, dataset: str) -> dict:
     }
 
 
+def row_seed(seed: int, sample_id: str, j: int = 0) -> int:
+    """A row's own random seed, from the unit's seed, the sample id and the draw index j:
+    a row's draws never depend on its batch-mates, the batch size or the sharding."""
+    import hashlib
+
+    h = hashlib.blake2b(f"{int(seed)}:{sample_id}:{int(j)}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
 def vector(x) -> list | None:
     """A hidden-state vector as a Parquet list column value (None stays None)."""
     return None if x is None else np.asarray(x, dtype=np.float32).tolist()
