@@ -31,9 +31,9 @@ Per dataset (the ``cloze_format`` of the unit; the harness file each follows):
   truthfulqa    6-shot QA primer + "\\n\\nQ: {q}\\nA:" -> " {option}"              acc       truthfulqa/truthfulqa_mc1.yaml
   mmlu          "The following are questions (with answers) about {subject}.\\n\\n"  acc       mmlu/continuation (the "cloze" MMLU)
                 "Question: {q}\\nAnswer:" -> " {option text}"
-  qa            "Question: {q}\\nAnswer:" -> " {option text}" (a passage first when  acc       (no harness task: commonsenseqa's
-                the sample has one)                                                            lm-eval task scores letters; strategyqa,
-  yesno         the same prompt -> " yes" / " no"                                  acc       aqua, mathqa, date_understanding,
+  qa            "Question: {q}\\nAnswer:" -> " {option text}", or " yes" / " no"    acc       (no harness task: commonsenseqa's
+                for a yes/no question (a passage first when the sample has one)                lm-eval task scores letters; strategyqa,
+                                                                                                aqua, mathqa, date_understanding,
                                                                                                 coin_flip, hub / local / questions data)
 
 Differences from the harness that the shipped files force: HellaSwag's file joins ctx_a and ctx_b
@@ -233,7 +233,6 @@ FORMATS: dict[str, Callable[[Sample], ClozeQuestion]] = {
     "truthfulqa": _mc(lambda s: f"{TRUTHFULQA_PRIMER}\n\nQ: {s.question}\nA:", "acc"),
     "mmlu": _mc(_mmlu_context, "acc"),
     "qa": _auto_mc,
-    "yesno": _auto_mc,
 }
 
 #: dataset adapter -> its format (an adapter not listed, and hub / local / questions data, use "qa").
