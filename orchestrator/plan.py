@@ -34,9 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import answers, prompts
+from jobs import answers, cloze, prompts
 from jobs import stages as gen_stages
-from jobs import cloze
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitSource, GenSpec, ScoreSpec, SettingSpec, Spec

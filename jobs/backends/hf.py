@@ -310,7 +310,6 @@ class HFBackend:
                     logp[i, j] = float(torch.logsumexp(logp_all[i, ids], 0))
         return logp, hidden
 
-
     # ------------------------------------------------------------- cloze scoring
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context ids, continuation ids) as lm-evaluation-harness ``HFLM._encode_pair`` makes them:
@@ -357,17 +356,22 @@ class HFBackend:
         runs without the prefix pass. The hidden state is the probe layer's (``hidden_states[
         hidden_layer]``, as ``choice_logprobs``) at the last context token of each request.
         """
-        flat = [(qi, ri, *self.encode_pair(c, x)) for qi, reqs in enumerate(questions) for ri, (c, x) in enumerate(reqs)]
+        flat = [
+            (qi, ri, *self.encode_pair(c, x)) for qi, reqs in enumerate(questions) for ri, (c, x) in enumerate(reqs)
+        ]
         for qi, ri, ctx, cont in flat:
             if not ctx or not cont:
                 raise ValueError(
                     f"question {qi} request {ri}: cloze needs a non-empty context and continuation "
                     f"(got {len(ctx)} context and {len(cont)} continuation tokens)"
                 )
+        by_q: dict[int, list] = {}
+        for qi, _ri, c, x in flat:
+            by_q.setdefault(qi, []).append((c, x))
         prefix_len = []
-        for qi, reqs in enumerate(questions):
-            whole = [c + x for q, _, c, x in flat if q == qi]
-            n = min(len(c) for q, _, c, _x in flat if q == qi) - 1
+        for qi in range(len(questions)):
+            whole = [c + x for c, x in by_q[qi]]
+            n = min(len(c) for c, _x in by_q[qi]) - 1
             k = 0
             while k < n and all(w[k] == whole[0][k] for w in whole):
                 k += 1

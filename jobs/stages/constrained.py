@@ -45,7 +45,9 @@ def by_mode(
     for mode, (fn, params) in fns.items():
         picked = [s for s, m in zip(samples, modes) if m == mode]
         if picked and fn is None:
-            raise TypeError(f"this stage has no {mode} pass; answer_mode {mode} is for the greedy, llm and samples stages")
+            raise TypeError(
+                f"this stage has no {mode} pass; answer_mode {mode} is for the greedy, llm and samples stages"
+            )
         out[mode] = iter(fn(backend, picked, deps, params) if picked else [])
     rows = [next(out[m]) for m in modes]
     cols = list(dict.fromkeys(k for r in rows for k in r))

@@ -172,9 +172,19 @@ def test_a_dataset_conf_answer_mode_wins_over_the_grid():
     [
         (None, None, "decoding.answer_mode=clozed", ["answer_mode='clozed'", "generate, constrained, cloze"]),
         (None, None, "decoding.answer_mode={mc: close}", ["answer_mode.mc='close'", "generate, constrained, cloze"]),
-        ("arc_easy]", "{name: arc_easy, answer_mode: clozy}]", None, ["arc_easy", "'clozy'", "generate, constrained, cloze"]),
+        (
+            "arc_easy]",
+            "{name: arc_easy, answer_mode: clozy}]",
+            None,
+            ["arc_easy", "'clozy'", "generate, constrained, cloze"],
+        ),
         ("[addsub,", "[{name: addsub, answer_mode: cloze},", None, ["addsub", "'cloze'", "'numeric'", "valid choices"]),
-        ("arc_easy]", "{name: arc_easy, cloze_format: arcc}]", None, ["arc_easy", "cloze_format='arcc'", "arc, hellaswag"]),
+        (
+            "arc_easy]",
+            "{name: arc_easy, cloze_format: arcc}]",
+            None,
+            ["arc_easy", "cloze_format='arcc'", "arc, hellaswag"],
+        ),
     ],
 )
 def test_bad_cloze_config_names_key_value_and_choices(tmp_path, body_from, body_to, override, needles):
@@ -234,7 +244,13 @@ def test_cloze_greedy_rows_and_the_stats_the_methods_read():
     np.testing.assert_allclose(q.sum(), 1.0)
     np.testing.assert_allclose(q, np.exp([-3.0, -2.0, -4.0]) / np.exp([-3.0, -2.0, -4.0]).sum())
     assert mc["hidden_state"] == mc["prompt_hidden_state"] is not None
-    stats = greedy_stats([dict(r, sample_id=s.id, task=s.task, gold=s.gold, choices=list(s.choices), aliases=[], error=None) for r, s in zip(rows, [MC, YN])], "flexible")
+    stats = greedy_stats(
+        [
+            dict(r, sample_id=s.id, task=s.task, gold=s.gold, choices=list(s.choices), aliases=[], error=None)
+            for r, s in zip(rows, [MC, YN])
+        ],
+        "flexible",
+    )
     assert stats["correct"].tolist() == [True, True]
     atp = compute(UQ_METHODS.get("avg_token_prob"), stats)
     ppl = compute(UQ_METHODS.get("perplexity"), stats)

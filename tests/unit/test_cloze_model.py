@@ -27,7 +27,12 @@ def _questions():
     HellaSwag), contexts differing per option (WinoGrande), and a blank at the sentence start
     (no shared token: the path without a prefix pass)."""
     qs = []
-    for name, fmt, n in (("arc_easy", "arc", 1), ("piqa", "piqa", 1), ("winogrande", "winogrande", 2), ("boolq", "boolq", 1)):
+    for name, fmt, n in (
+        ("arc_easy", "arc", 1),
+        ("piqa", "piqa", 1),
+        ("winogrande", "winogrande", 2),
+        ("boolq", "boolq", 1),
+    ):
         for s in load_samples(name, limit=n, seed=0).samples:
             qs.append(cloze.cloze_question(s, fmt).requests)
     qs.append([("Kevin", " went home because he was tired."), ("Tom", " went home because he was tired.")])
