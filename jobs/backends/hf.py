@@ -30,6 +30,9 @@ TRUE_WORDS = ("True", "true", "TRUE")
 FALSE_WORDS = ("False", "false", "FALSE")
 
 
+#: continuation positions whose full-vocabulary log-softmax is held at once (cloze scoring)
+HEAD_CHUNK = 256
+
 #: the backend's spec is its config class (``jobs/backends/hf_conf.py``): one default per field
 HFModelSpec = HFConf
 
@@ -450,9 +453,14 @@ class HFBackend:
             hid_cols.append(start)
         r_i = torch.tensor(rows, device=dev)
         c_i = torch.tensor(cols, device=dev)
-        logp = self._head_logp(last[r_i, c_i])
-        tok_lp = logp.gather(-1, torch.tensor(targets, device=dev)[:, None])[:, 0].double().cpu().numpy()
-        ent = (-(logp.exp() * logp).sum(-1)).double().cpu().numpy()
+        t_i = torch.tensor(targets, device=dev)
+        lp_parts, ent_parts = [], []
+        for a in range(0, len(rows), HEAD_CHUNK):  # (chunk x vocab) floats at a time: Gemma's is 262k wide
+            logp = self._head_logp(last[r_i[a : a + HEAD_CHUNK], c_i[a : a + HEAD_CHUNK]])
+            lp_parts.append(logp.gather(-1, t_i[a : a + HEAD_CHUNK, None])[:, 0])
+            ent_parts.append(-(logp.exp() * logp).sum(-1))
+        tok_lp = torch.cat(lp_parts).double().cpu().numpy()
+        ent = torch.cat(ent_parts).double().cpu().numpy()
         hidden = probe[torch.arange(len(flat), device=dev), torch.tensor(hid_cols, device=dev)]
         hidden = hidden.float().cpu().numpy().astype(np.float32)
         at = 0
