@@ -121,8 +121,10 @@ def ptrue_messages(sample: Sample, proposed: str) -> Messages:
 
 
 # ---------------------------------------------------------------- constrained answers
-#: ``decoding.answer_mode``: ``generate`` (decode an answer) or ``constrained`` (score the options).
-ANSWER_MODES: tuple[str, ...] = ("generate", "constrained")
+#: ``decoding.answer_mode``: ``generate`` (decode an answer), ``constrained`` (score the option
+#: letters / yes-no as the next token after "The answer is") or ``cloze`` (score each option's text
+#: as the continuation of the question, as lm-evaluation-harness does: ``jobs/cloze.py``).
+ANSWER_MODES: tuple[str, ...] = ("generate", "constrained", "cloze")
 #: Tasks whose answer is one of a few options, so a constrained answer is possible.
 CONSTRAINED_TASKS: tuple[str, ...] = ("mc", "yesno")
 #: Start of the model's turn in constrained mode; the next token is the option. It is part of the
@@ -133,8 +135,8 @@ ANSWER_PREFIX = "The answer is"
 def answer_mode(setting, task: str) -> str:
     """The answer mode of a sample of ``task`` under a ``decoding.answer_mode`` value.
 
-    setting: "generate" | "constrained" (for every task that has options) or a mapping task ->
-    mode (missing tasks generate). Tasks without options (numeric, freeform) always generate.
+    setting: "generate" | "constrained" | "cloze" (for every task that has options) or a mapping
+    task -> mode (missing tasks generate). Tasks without options (numeric, freeform) always generate.
     """
     mode = setting.get(task, "generate") if isinstance(setting, dict) else (setting or "generate")
     return mode if task in CONSTRAINED_TASKS else "generate"

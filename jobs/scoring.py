@@ -103,7 +103,9 @@ def answer_logprob(row: dict, extraction: Extraction) -> tuple[float, str]:
     if row["task"] != "mc" or not answer or not texts or not lps or extraction.span is None:
         return math.nan, "none"
     if row.get("option_labels"):  # constrained: one scored token, the chosen option (" B")
-        if texts[0].strip() == answer:
+        # (a cloze row's tokens are its option's text: only a one-token option can match, and then
+        # its log p is also its mean token log p)
+        if len(texts) == 1 and texts[0].strip() == answer:
             return float(lps[0]), "constrained_option"
         return math.nan, "none"
     start, end = extraction.span

@@ -83,6 +83,10 @@ class DatasetConf(ConfView):
     mapping: FieldMappingConf = field(default_factory=FieldMappingConf)
     encoding: str = "utf-8"  # of local / questions files (a Python codec name: latin-1, cp1252, utf-16)
     group: str | None = None  # math | commonsense | ... (for reports and OOD splits)
+    # this dataset's answer mode, over the grid's decoding.answer_mode: generate | constrained | cloze,
+    # or a mapping task -> mode (a mixed questions file); null: the grid's
+    answer_mode: Any = None
+    cloze_format: str | None = None  # cloze prompt format (jobs/cloze.py FORMATS); null: the adapter's
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,10 +107,12 @@ class DecodingConf(ConfView):
     sample_max_new_tokens: int | None = None  # default: same as greedy
     verbal_max_new_tokens: int = 24
     extraction_policy: str = "flexible"  # strict | flexible
-    # generate | constrained, or per task {mc: constrained, yesno: constrained, numeric: generate}:
-    # constrained mc / yes-no answers are the most probable option after the answer prompt, from one
-    # forward pass (jobs/stages.py); numeric and freeform always generate. Recorded in the gen units'
-    # keys only when constrained.
+    # generate | constrained | cloze, or per task {mc: cloze, yesno: cloze, numeric: generate}:
+    # constrained mc / yes-no answers are the most probable option letter after the answer prompt,
+    # from one forward pass (jobs/stages/constrained.py); cloze answers the option whose text is the
+    # most likely continuation of the question, as lm-evaluation-harness scores multiple choice
+    # (jobs/stages/cloze.py, jobs/cloze.py); numeric and freeform always generate. A dataset conf's
+    # own answer_mode wins. Recorded in the gen units' keys only when not generate.
     answer_mode: Any = "generate"
 
 
@@ -525,6 +531,31 @@ def _check_answer_mode(where: str, mode) -> None:
         )
 
 
+def _check_dataset_answer_modes(r: ResolvedGrid) -> None:
+    """A dataset conf's ``answer_mode`` (valid modes, and not cloze / constrained for a task without
+    options) and ``cloze_format`` (a ``jobs.cloze.FORMATS`` name)."""
+    from jobs.cloze import FORMATS
+    from jobs.prompts import CONSTRAINED_TASKS
+
+    for name, dc in r.datasets.items():
+        where = f"{r.source}: dataset {name}"
+        mode = dc.get("answer_mode")
+        if mode is not None:
+            _check_answer_mode(where, mode)
+            task = dc.get("task") if dc.get("adapter") in ("hub", "local", "questions") else None
+            if task is None and dc.get("adapter") not in ("hub", "local", "questions"):
+                from jobs.datasets import DATASETS
+
+                task = DATASETS.get(dc.get("adapter") or name).task
+            if isinstance(mode, str) and mode != "generate" and task and task not in CONSTRAINED_TASKS:
+                raise ConfigError(
+                    f"{where}: answer_mode={mode!r} needs options, but its task is {task!r}; valid "
+                    f"choices for it: generate (constrained and cloze answers exist for "
+                    f"{', '.join(CONSTRAINED_TASKS)})"
+                )
+        _check_choice(where, "cloze_format", dc.get("cloze_format"), tuple(FORMATS))
+
+
 def find_conf_dir(grid_file: Path) -> Path:
     """conf/grid/x.yaml -> conf/ (names not found there are looked up in the repository's conf/)."""
     return grid_file.resolve().parent.parent
@@ -617,6 +648,7 @@ def validate(r: ResolvedGrid) -> None:
     for task in g["decoding"]["max_new_tokens"]:
         _check_choice(f"{r.source}: decoding.max_new_tokens", "task", task, CHOICES["task"])
     _check_answer_mode(f"{r.source}: decoding", g["decoding"]["answer_mode"])
+    _check_dataset_answer_modes(r)
     if g["dataset"]["limit"] is not None and g["dataset"]["limit"] < 1:
         raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
     if g["decoding"]["num_samples"] < 2:

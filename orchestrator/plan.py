@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import answers, prompts
+from jobs import answers, cloze, prompts
 from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.store import KIND_DIRS, Store
@@ -202,12 +202,32 @@ def dataset_task(dc: Mapping) -> str:
 
 def _answer_mode_param(setting, task: str):
     """What a gen unit's params record of ``decoding.answer_mode`` for a dataset of ``task``: None
-    when every sample generates (no param: keys as before answer modes existed), "constrained" for
-    a constrained single-task dataset, the mapping of constrained tasks for a mixed one."""
+    when every sample generates (no param: keys as before answer modes existed), the mode
+    ("constrained" / "cloze") of a single-task dataset, the mapping of its option tasks' modes for a
+    mixed one."""
     if task == "mixed":
-        cons = {t: "constrained" for t in CONSTRAINED_TASKS if answer_mode(setting, t) == "constrained"}
-        return cons or None
-    return "constrained" if answer_mode(setting, task) == "constrained" else None
+        modes = {t: answer_mode(setting, t) for t in CONSTRAINED_TASKS}
+        return {t: m for t, m in modes.items() if m != "generate"} or None
+    mode = answer_mode(setting, task)
+    return None if mode == "generate" else mode
+
+
+def answer_mode_params(setting, dc: Mapping, task: str) -> dict:
+    """The params a constrained stage's unit adds for its dataset's answer mode: none when every
+    sample generates (keys as before answer modes existed); ``answer_mode`` and ``answer_prefix``
+    for constrained; ``answer_mode``, ``cloze_format`` and ``cloze_version`` for cloze (both sets
+    for a mixed dataset that uses both). A dataset conf's own ``answer_mode`` wins over the grid's
+    ``decoding.answer_mode`` (``setting``)."""
+    mode = _answer_mode_param(dc.get("answer_mode") or setting, task)
+    if mode is None:
+        return {}
+    used = set(mode.values()) if isinstance(mode, dict) else {mode}
+    out: dict = {"answer_mode": mode}
+    if "constrained" in used:
+        out["answer_prefix"] = ANSWER_PREFIX
+    if "cloze" in used:
+        out.update(cloze_format=cloze.format_of(dc), cloze_version=cloze.CLOZE_VERSION)
+    return out
 
 
 def _uq_method(r: ResolvedGrid, uq: str):
@@ -241,9 +261,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         dc = r.datasets[dataset]
         task = dataset_task(dc)
         params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
-        mode = _answer_mode_param(dec.answer_mode, task)
-        if mode is not None and st.constrained:  # generate-mode keys stay what they were
-            params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
+        if st.constrained:  # generate-mode keys stay what they were
+            params.update(answer_mode_params(dec.answer_mode, dc, task))
         deps = {d: gen(model_kind, model, dataset, role, d).key for d in st.deps}
         ident = {
             "model": model_identity(mc),

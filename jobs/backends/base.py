@@ -149,3 +149,40 @@ class ScoresOptions(Protocol):
         """(log p of each option as the next token after prompt + prefix (B, K), -inf where the option
         is not one token; the hidden state at the last prompt token (B, H), or None)."""
         ...
+
+
+@dataclass
+class ContinuationScore:
+    """One log-likelihood request ``(context, continuation)`` scored (``continuation_logprobs``).
+
+    token_logprobs: log p of each continuation token given the context and the tokens before it,
+                    float64 (n,) (lm-evaluation-harness ``loglikelihood``: its sum is the request's
+                    log-likelihood).
+    token_entropy:  full-vocabulary entropy (nats) at each of those positions, float64 (n,); an HTTP
+                    backend approximates it from the top-k log-probs (``openai_http.topk_entropy``).
+    token_texts:    the continuation tokens as text.
+    hidden:         the probe layer's hidden state at the last context token, float32 (H,); None
+                    where hidden states are unseen (HTTP).
+    """
+
+    token_logprobs: np.ndarray
+    token_entropy: np.ndarray
+    token_texts: list[str]
+    hidden: np.ndarray | None = None
+
+    @property
+    def logprob(self) -> float:
+        return float(np.sum(self.token_logprobs))
+
+
+@runtime_checkable
+class ScoresContinuations(Protocol):
+    """Optional (hf, openai): a backend that scores text continuations of raw-text contexts, as
+    lm-evaluation-harness ``loglikelihood`` requests; needed by ``decoding.answer_mode: cloze``
+    (``jobs/stages/cloze.py``)."""
+
+    def continuation_logprobs(self, questions: list[list[tuple[str, str]]]) -> list[list[ContinuationScore]]:
+        """Per question, per request ``(context, continuation)``: its ``ContinuationScore``. The
+        context is raw text (no chat template); it is tokenized alone and the continuation's tokens
+        are those of ``context + continuation`` after the context's (the harness's ``_encode_pair``)."""
+        ...

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from jobs.backends.base import Generation, Messages
+from jobs.backends.base import ContinuationScore, Generation, Messages
 from jobs.backends.hf_conf import HFConf
 from jobs.backends.model_source import resolve
 
@@ -35,6 +35,9 @@ from jobs.backends.model_source import resolve
 TRUE_WORDS = ("True", "true", "TRUE")
 FALSE_WORDS = ("False", "false", "FALSE")
 
+
+#: continuation positions whose full-vocabulary log-softmax is held at once (cloze scoring)
+HEAD_CHUNK = 256
 
 #: the backend's spec is its config class (``jobs/backends/hf_conf.py``): one default per field
 HFModelSpec = HFConf
@@ -335,6 +338,167 @@ class HFBackend:
                 if ids:
                     logp[i, j] = float(torch.logsumexp(logp_all[i, ids], 0))
         return logp, hidden
+
+    # ------------------------------------------------------------- cloze scoring
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) as lm-evaluation-harness ``HFLM._encode_pair`` makes them:
+        trailing spaces of the context move to the continuation, ``context + continuation`` is
+        tokenized whole and the continuation is what follows the context's own tokens. Special tokens
+        as ``generate`` adds them to a plain-text prompt (Gemma's BOS; none for SmolLM2)."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = self.tok(context + continuation, add_special_tokens=True)["input_ids"]
+        ctx = self.tok(context, add_special_tokens=True)["input_ids"]
+        return whole[: len(ctx)], whole[len(ctx) :]
+
+    def _head_logp(self, h: torch.Tensor) -> torch.Tensor:
+        """log-softmax of the LM head at hidden states ``h`` (N, H) (the final norm's output), as
+        ``model.forward`` computes the logits (Gemma's final logit soft-capping included)."""
+        logits = self.model.get_output_embeddings()(h).float()
+        cfg = self.model.config
+        cap = getattr(cfg, "final_logit_softcapping", None) or getattr(
+            getattr(cfg, "text_config", None), "final_logit_softcapping", None
+        )
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.log_softmax(logits, -1)
+
+    @torch.inference_mode()
+    def continuation_logprobs(self, questions: list[list[tuple[str, str]]]) -> list[list[ContinuationScore]]:
+        """Cloze scoring: log p of each continuation's tokens after its context (no chat template).
+
+        ``questions``: per question, its requests ``(context, continuation)`` (one per option).
+        Work shared per batch (``benchmarks/cloze_scoring.py`` measures both against scoring every
+        (question, option) sequence alone):
+
+        - one pass over the questions' shared prefixes (the longest token prefix common to all of a
+          question's requests, up to its shortest context minus one token), left-padded; its KV cache
+          is then expanded to one row per request (``batch_select_indices``);
+        - one pass over every request's remaining tokens (right-padded) on that cache, through the
+          base model only (``get_decoder``); the LM head (``_head_logp``) is applied only at the
+          positions whose log p is read: one per continuation token (Gemma-3's 262k-row head
+          dominates a full-sequence pass).
+
+        Positions continue each row's own prefix length (``position_ids``), so padding changes
+        nothing; a question whose requests share no token (a WinoGrande blank at the sentence start)
+        runs without the prefix pass. The hidden state is the probe layer's (``hidden_states[
+        hidden_layer]``, as ``choice_logprobs``) at the last context token of each request.
+        """
+        flat = [
+            (qi, ri, *self.encode_pair(c, x)) for qi, reqs in enumerate(questions) for ri, (c, x) in enumerate(reqs)
+        ]
+        for qi, ri, ctx, cont in flat:
+            if not ctx or not cont:
+                raise ValueError(
+                    f"question {qi} request {ri}: cloze needs a non-empty context and continuation "
+                    f"(got {len(ctx)} context and {len(cont)} continuation tokens)"
+                )
+        by_q: dict[int, list] = {}
+        for qi, _ri, c, x in flat:
+            by_q.setdefault(qi, []).append((c, x))
+        prefix_len = []
+        for qi in range(len(questions)):
+            whole = [c + x for c, x in by_q[qi]]
+            n = min(len(c) for c, _x in by_q[qi]) - 1
+            k = 0
+            while k < n and all(w[k] == whole[0][k] for w in whole):
+                k += 1
+            prefix_len.append(k)
+        out: list[list] = [[None] * len(reqs) for reqs in questions]
+        with_prefix = [i for i, k in enumerate(prefix_len) if k > 0]
+        without = [i for i, k in enumerate(prefix_len) if k == 0]
+        for group in (with_prefix, without):
+            if group:
+                self._score_group(group, [f for f in flat if f[0] in set(group)], prefix_len, out)
+        return out
+
+    @staticmethod
+    def _rest_pass(decoder, ids, mask, pos, cache):
+        return decoder(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            output_hidden_states=True,
+        )
+
+    def _score_group(self, group, flat, prefix_len, out) -> None:
+        dev = self.device
+        decoder = self.model.get_decoder()
+        pad = self.tok.pad_token_id
+        row_of = {qi: j for j, qi in enumerate(group)}
+        cache, pmask, plen = None, None, None
+        if prefix_len[group[0]] > 0:
+            first = {}
+            for qi, _ri, c, _x in flat:
+                first.setdefault(qi, c[: prefix_len[qi]])
+            width = max(prefix_len[qi] for qi in group)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            pmask = torch.zeros((len(group), width), dtype=torch.long)
+            for qi in group:
+                k = prefix_len[qi]
+                ids[row_of[qi], width - k :] = torch.tensor(first[qi])
+                pmask[row_of[qi], width - k :] = 1
+            ids, pmask = ids.to(dev), pmask.to(dev)
+            pos = (pmask.cumsum(1) - 1).clamp(min=0)
+            cache = decoder(input_ids=ids, attention_mask=pmask, position_ids=pos, use_cache=True).past_key_values
+            if cache is None:
+                raise RuntimeError(f"{type(decoder).__name__} returned no KV cache for the prefix pass")
+            sel = torch.tensor([row_of[f[0]] for f in flat], device=dev)
+            cache.batch_select_indices(sel)
+            pmask = pmask[sel]
+            plen = torch.tensor([prefix_len[f[0]] for f in flat], device=dev)
+        # the rest of each request: its tokens after the prefix, all but the last continuation token
+        rest = [(c + x)[prefix_len[qi] : -1] for qi, _ri, c, x in flat]
+        width = max(len(r) for r in rest)
+        ids = torch.full((len(flat), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(flat), width), dtype=torch.long)
+        for j, r in enumerate(rest):
+            ids[j, : len(r)] = torch.tensor(r)
+            mask[j, : len(r)] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos = torch.arange(width, device=dev)[None, :].expand(len(flat), -1)
+        if cache is not None:
+            pos = pos + plen[:, None]
+            mask_all = torch.cat([pmask, mask], 1)
+        else:
+            mask_all = mask
+        with warnings.catch_warnings():  # past_key_values is renamed in newer transformers
+            warnings.simplefilter("ignore", FutureWarning)
+            res = self._rest_pass(decoder, ids, mask_all, pos, cache)
+        last = res.last_hidden_state
+        probe = res.hidden_states[self.spec.hidden_layer]
+        rows, cols, targets, hid_cols = [], [], [], []
+        for j, (qi, _ri, c, x) in enumerate(flat):
+            start = len(c) - 1 - prefix_len[qi]  # the position whose output predicts x[0]
+            rows += [j] * len(x)
+            cols += list(range(start, start + len(x)))
+            targets += list(x)
+            hid_cols.append(start)
+        r_i = torch.tensor(rows, device=dev)
+        c_i = torch.tensor(cols, device=dev)
+        t_i = torch.tensor(targets, device=dev)
+        lp_parts, ent_parts = [], []
+        for a in range(0, len(rows), HEAD_CHUNK):  # (chunk x vocab) floats at a time: Gemma's is 262k wide
+            logp = self._head_logp(last[r_i[a : a + HEAD_CHUNK], c_i[a : a + HEAD_CHUNK]])
+            lp_parts.append(logp.gather(-1, t_i[a : a + HEAD_CHUNK, None])[:, 0])
+            ent_parts.append(-(logp.exp() * logp).sum(-1))
+        tok_lp = torch.cat(lp_parts).double().cpu().numpy()
+        ent = torch.cat(ent_parts).double().cpu().numpy()
+        hidden = probe[torch.arange(len(flat), device=dev), torch.tensor(hid_cols, device=dev)]
+        hidden = hidden.float().cpu().numpy().astype(np.float32)
+        at = 0
+        for j, (qi, ri, _c, x) in enumerate(flat):
+            n = len(x)
+            out[qi][ri] = ContinuationScore(
+                token_logprobs=tok_lp[at : at + n].copy(),
+                token_entropy=ent[at : at + n].copy(),
+                token_texts=self.token_strings(list(x)),
+                hidden=hidden[j].copy(),
+            )
+            at += n
 
 
 class _RowGumbel:

@@ -42,7 +42,7 @@ from typing import ClassVar
 import numpy as np
 import requests
 
-from jobs.backends.base import Generation, Messages, ModelConf
+from jobs.backends.base import ContinuationScore, Generation, Messages, ModelConf
 
 #: Words whose next-token probability p(True) sums (compared after stripping a leading space).
 TRUE_WORDS = ("True", "true", "TRUE")
@@ -147,11 +147,11 @@ class OpenAIBackend:
     def token_strings(self, ids):
         return []  # no ids over HTTP: generations carry token_texts instead
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, path: str = "/chat/completions") -> dict:
         last = None
         for attempt in range(self.max_attempts):
             try:
-                r = self.session.post(f"{self.base_url}/chat/completions", json=body, timeout=self.timeout_s)
+                r = self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout_s)
                 if r.status_code in (429, 500, 502, 503, 504):
                     last = OpenAIBackendError(f"HTTP {r.status_code}: {r.text[:200]}")
                     time.sleep(min(8.0, 0.5 * 2**attempt))
@@ -268,6 +268,66 @@ class OpenAIBackend:
         """p(True) over {True, False} for the next token after each prompt (see module docstring)."""
         with ThreadPoolExecutor(self.max_concurrency) as pool:
             return np.asarray(list(pool.map(self._tf_one, prompts)), dtype=np.float64)
+
+    # ------------------------------------------------------------- cloze scoring
+    def _score_one(self, context: str, continuation: str) -> ContinuationScore:
+        """One log-likelihood request through ``/v1/completions`` with ``echo`` (module docstring)."""
+        n_spaces = len(context) - len(context.rstrip())  # lm-eval's _encode_pair
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        prompt = context + continuation
+        data = self._post(
+            {
+                "model": self.model_name,
+                "prompt": prompt,
+                "echo": True,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": self.top_logprobs,
+                "seed": 1234,
+            },
+            path="/completions",
+        )
+        lp = (data["choices"][0].get("logprobs")) or {}
+        offsets, toks = lp.get("text_offset"), lp.get("tokens")
+        if not offsets or not toks or lp.get("token_logprobs") is None:
+            raise OpenAIBackendError(
+                f"{self.base_url} ({self.model_name}) returned no echoed prompt log-probs; cloze scoring "
+                f"needs /v1/completions with echo and logprobs (vLLM and the project's test server have it)"
+            )
+        # the continuation's tokens: those starting inside it (a generated token starts at len(prompt))
+        idx = [j for j, o in enumerate(offsets) if len(context) <= int(o) < len(prompt)]
+        if not idx or idx[0] == 0:
+            raise OpenAIBackendError(
+                f"{self.base_url}: no scorable continuation token for {continuation!r} after a "
+                f"{len(context)}-character context (offsets {offsets[:8]}...)"
+            )
+        lps = [float(lp["token_logprobs"][j]) for j in idx]
+        tops = lp.get("top_logprobs") or [None] * len(toks)
+        ent = [topk_entropy(list((tops[j] or {}).values())) if tops[j] else float("nan") for j in idx]
+        return ContinuationScore(
+            token_logprobs=np.asarray(lps, dtype=np.float64),
+            token_entropy=np.asarray(ent, dtype=np.float64),
+            token_texts=[toks[j] for j in idx],
+            hidden=None,
+        )
+
+    def continuation_logprobs(self, questions: list[list[tuple[str, str]]]) -> list[list[ContinuationScore]]:
+        """Cloze scoring over HTTP, as lm-evaluation-harness's ``local-completions`` model asks for
+        log-likelihoods (``lm_eval/models/openai_completions.py``, ``LocalCompletionsAPI``): one
+        ``/v1/completions`` request per (context, continuation) with the whole text as ``prompt``,
+        ``echo: true``, ``logprobs``, ``temperature: 0`` and ``max_tokens: 1`` (the harness's value;
+        the one generated token is not read). The continuation's tokens are the echoed tokens whose
+        ``text_offset`` falls inside it (the harness counts them with its own tokenizer instead; an
+        endpoint has none here). ``token_entropy`` is the top-k approximation (``topk_entropy``);
+        ``hidden`` is None."""
+        flat = [(qi, c, x) for qi, reqs in enumerate(questions) for c, x in reqs]
+        with ThreadPoolExecutor(self.max_concurrency) as pool:
+            scored = list(pool.map(lambda r: self._score_one(r[1], r[2]), flat))
+        out: list[list[ContinuationScore]] = [[] for _ in questions]
+        for (qi, _c, _x), sc in zip(flat, scored):
+            out[qi].append(sc)
+        return out
 
 
 @dataclass(frozen=True, eq=False)

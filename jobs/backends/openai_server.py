@@ -10,7 +10,11 @@ It binds 127.0.0.1 only (put an SSH tunnel or a proxy in front to reach it from 
   in-process backend's for the same prompt. With ``logprobs: true`` each choice has
   ``logprobs.content[j] = {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}``.
 - ``POST /v1/completions``: a raw ``prompt`` (no chat template), ``logprobs: k`` in the legacy
-  form ``{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}``.
+  form ``{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}``. ``echo: true``
+  puts the prompt's own tokens first (the first one's log p and top list null, as vLLM and OpenAI
+  answer; ``text_offset`` from the tokenizer's offsets): the cloze scoring of an HTTP backend
+  (``OpenAIBackend.continuation_logprobs``, as lm-evaluation-harness ``local-completions``).
+  ``max_tokens: 0`` generates nothing.
 - ``GET /v1/models``.
 
 Log-probs are the raw model distribution (before temperature), as vLLM reports by default,
@@ -56,6 +60,7 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     logprobs: int | None = None
+    echo: bool = False
 
 
 def _error(msg: str, status: int = 400) -> JSONResponse:
@@ -111,9 +116,29 @@ class _Scorer:
             top = [list(zip(i.tolist(), v.tolist())) for i, v in zip(idx, vals)]
         return chosen, top
 
+    def echo(self, text: str, k: int):
+        """The prompt's own tokens: (ids, [None] + log p of each later token given those before,
+        [None] + its top-k [(id, logprob)], character offsets), one teacher-forced pass."""
+        torch = self.torch
+        enc = self.tok(text, add_special_tokens=True, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], [int(a) for a, _b in enc["offset_mapping"]]
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, :-1].float()
+            logp = torch.log_softmax(logits, -1)
+        lps = [None] + [float(logp[j - 1, t]) for j, t in enumerate(ids) if j > 0]
+        top: list = [None]
+        if k:
+            vals, idx = logp.topk(k, dim=-1)
+            top += [list(zip(i.tolist(), v.tolist())) for i, v in zip(idx, vals)]
+        else:
+            top += [[] for _ in ids[1:]]
+        return ids, lps, top, offsets
+
     def generate_raw(self, prompt: list[int], max_tokens: int, temperature: float, n: int, seed: int):
         """Token ids of n continuations of a raw prompt, EOS excluded, and whether each ended on EOS."""
         torch = self.torch
+        if max_tokens == 0:
+            return [([], False) for _ in range(n)]
         torch.manual_seed(seed)
         kw = dict(
             max_new_tokens=max_tokens,
@@ -249,14 +274,22 @@ def make_app(backend, model_name: str, api_key: str | None = None) -> FastAPI:
                     chosen, top = scorer.score(prompt, ids, k, add_eos=on_eos)
                     toks = [scorer.token(t) for t, _ in chosen]
                     offsets = [len(req.prompt) + sum(len(x) for x in toks[:j]) for j in range(len(toks))]
+                    lps = [lp for _, lp in chosen]
+                    tops = [{scorer.token(a): b for a, b in top[j]} if k else None for j in range(len(chosen))]
+                    if req.echo:
+                        p_ids, p_lps, p_top, p_off = scorer.echo(req.prompt, k)
+                        toks = [scorer.token(t) for t in p_ids] + toks
+                        lps = p_lps + lps
+                        tops = [None if t is None else {scorer.token(a): b for a, b in t} for t in p_top] + tops
+                        offsets = p_off + offsets
                     ch["logprobs"] = {
                         "tokens": toks,
-                        "token_logprobs": [lp for _, lp in chosen],
-                        "top_logprobs": [
-                            {scorer.token(a): b for a, b in top[j]} if k else None for j in range(len(chosen))
-                        ],
+                        "token_logprobs": lps,
+                        "top_logprobs": tops,
                         "text_offset": offsets,
                     }
+                if req.echo:
+                    ch["text"] = req.prompt + ch["text"]
                 choices.append(ch)
         return {
             "id": f"cmpl-{time.time_ns()}",

@@ -7,6 +7,7 @@ stats the UQ methods read (``jobs.scoring.load_stats``) and the cost axis are ge
 The stages and the named stats they provide (the contract read by ``jobs/uq``):
 
   greedy     token_logprobs, token_entropy, answer_logprob, hidden_state, correct  (+ raw_output)
+             option_logprobs               (the scored options' distribution: cloze, constrained)
              prompt_hidden_state, prompt   (the learned routers' query side)
   samples    sampled_texts                 (m samples at temperature T)
   ptrue      ptrue_prob                    (one forward pass; shows the whole greedy answer)
@@ -17,14 +18,17 @@ The stages and the named stats they provide (the contract read by ``jobs/uq``):
 A stage's ``run(backend, samples, deps, params) -> list[row]`` is run here (``run_gen_unit``) in
 fixed chunks of samples; each chunk becomes one Parquet part, so a killed unit resumes at chunk
 level. With ``decoding.answer_mode: constrained`` the greedy, llm and samples stages of mc and
-yes/no questions score the options in one forward pass instead of generating
-(``jobs/stages/constrained.py``); the stats keep their names and meanings.
+yes/no questions score the option letters in one forward pass instead of generating
+(``jobs/stages/constrained.py``); with ``cloze`` they score each option's text as the question's
+continuation, as lm-evaluation-harness does (``jobs/stages/cloze.py``, formats in ``jobs/cloze.py``);
+the stats keep their names (their cloze definitions are in ``jobs/stages/cloze.py``).
 
 Scoring, extraction and correctness are *not* done here (see ``jobs/scoring.py``): raw
 outputs are kept, so they can be recomputed without a model.
 
 This package does not import torch: the backend object is passed in; the methods a stage may call
-on it are ``jobs.backends.base.Backend`` (and the optional ``CountsTokens`` / ``ScoresOptions``).
+on it are ``jobs.backends.base.Backend`` (and the optional ``CountsTokens`` / ``ScoresOptions`` /
+``ScoresContinuations``).
 """
 
 from __future__ import annotations

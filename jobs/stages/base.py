@@ -85,7 +85,8 @@ class Stage:
     params:    ``params(ctx: StageContext) -> dict``: the decoding parameters of its units (keyed
                on, with the seed and chunk size); default none.
     constrained: its work changes with ``decoding.answer_mode`` (its units then carry
-               ``answer_mode`` and ``answer_prefix``; ``jobs/stages/constrained.py``).
+               ``answer_mode`` and ``answer_prefix`` (constrained: ``jobs/stages/constrained.py``)
+               or ``cloze_format`` and ``cloze_version`` (cloze: ``jobs/stages/cloze.py``)).
     reads_extraction: its prompt shows an *extracted* answer, so its keys carry the extraction
                version and policy (no stage today: p(True) and verbal 2s show the raw output).
     overhead:  a pass run only for a UQ method: the cost axis counts its usage as the method's.

@@ -31,21 +31,31 @@ from jobs.stages.base import StageFn, row_seed
 from jobs.types import DataError
 
 
-def by_mode(backend, samples, deps, p, constrained_fn: StageFn, generate_fn: StageFn) -> list[dict]:
-    """Run constrained_fn on the samples whose task answers constrained, generate_fn (with
-    answer_mode dropped from the params) on the rest; rows in sample order, every row with the
-    same columns (so a part mixing both stays one table)."""
-    cons = [prompts.answer_mode(p["answer_mode"], s.task) == "constrained" for s in samples]
-    gen_p = {k: v for k, v in p.items() if k not in ("answer_mode", "answer_prefix")}
-    picked = {True: [s for s, c in zip(samples, cons) if c], False: [s for s, c in zip(samples, cons) if not c]}
-    out = {
-        True: constrained_fn(backend, picked[True], deps, p) if picked[True] else [],
-        False: generate_fn(backend, picked[False], deps, gen_p) if picked[False] else [],
-    }
-    its = {k: iter(v) for k, v in out.items()}
-    rows = [next(its[c]) for c in cons]
+def by_mode(
+    backend, samples, deps, p, constrained_fn: StageFn, generate_fn: StageFn, cloze_fn: StageFn | None = None
+) -> list[dict]:
+    """Run constrained_fn on the samples whose task answers constrained, cloze_fn on those that
+    answer cloze (``jobs/stages/cloze.py``), generate_fn (with the answer-mode params dropped) on
+    the rest; rows in sample order, every row with the same columns (so a part mixing them stays
+    one table)."""
+    modes = [prompts.answer_mode(p["answer_mode"], s.task) for s in samples]
+    gen_p = {k: v for k, v in p.items() if k not in MODE_PARAMS}
+    fns = {"constrained": (constrained_fn, p), "cloze": (cloze_fn, p), "generate": (generate_fn, gen_p)}
+    out = {}
+    for mode, (fn, params) in fns.items():
+        picked = [s for s, m in zip(samples, modes) if m == mode]
+        if picked and fn is None:
+            raise TypeError(
+                f"this stage has no {mode} pass; answer_mode {mode} is for the greedy, llm and samples stages"
+            )
+        out[mode] = iter(fn(backend, picked, deps, params) if picked else [])
+    rows = [next(out[m]) for m in modes]
     cols = list(dict.fromkeys(k for r in rows for k in r))
     return [{k: r.get(k) for k in cols} for r in rows]
+
+
+#: the params of a unit that say how its option tasks answer (dropped for the samples that generate)
+MODE_PARAMS = ("answer_mode", "answer_prefix", "cloze_format", "cloze_version")
 
 
 def option_pass(backend, samples, p):

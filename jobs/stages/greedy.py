@@ -1,9 +1,9 @@
 """The greedy answer: the SLM's greedy generation with per-token stats and probe-layer hidden states.
 
 Provides token_logprobs, token_entropy, answer_logprob (the option letter's log p, from the
-extracted answer), hidden_state (last generated token), prompt_hidden_state and prompt (the learned
+extracted answer), option_logprobs (the scored options' renormalized distribution; cloze / constrained), hidden_state (last generated token), prompt_hidden_state and prompt (the learned
 routers' query side), and the correctness label ``correct``; rows also keep raw_output. Every score
-reads this pass (its sample order is the score's). Constrained mc / yes-no: ``constrained.py``.
+reads this pass (its sample order is the score's). Constrained mc / yes-no: ``constrained.py``; cloze: ``cloze.py``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import numpy as np
 from jobs import prompts
 from jobs import store as S
 from jobs.stages.base import Stage, StageContext, row_seeds, vector
+from jobs.stages.cloze import cloze_greedy
 from jobs.stages.constrained import by_mode, constrained_greedy
 
 
 def greedy(backend, samples, deps, p) -> list[dict]:
     if "answer_mode" in p:
-        return by_mode(backend, samples, deps, p, constrained_greedy, greedy)
+        return by_mode(backend, samples, deps, p, constrained_greedy, greedy, cloze_greedy)
     msgs = [prompts.answer_messages(s) for s in samples]
     gens = backend.generate(
         msgs,
@@ -67,6 +68,7 @@ def greedy_stats(rows: list[dict], policy: str) -> dict:
         "token_logprobs": [np.asarray(r.get("token_logprobs") or [], dtype=np.float64) for r in rows],
         "token_entropy": [np.asarray(r.get("token_entropy") or [], dtype=np.float64) for r in rows],
         "answer_logprob": np.asarray([answer_logprob(r, d)[0] for r, d in zip(rows, details)]),
+        "option_logprobs": [np.asarray(r.get("option_logprobs") or [], dtype=np.float64) for r in rows],
         "correct": correct,
     }
     if rows and rows[0].get("hidden_state") is not None:
@@ -82,6 +84,7 @@ STAGE = Stage(
         "token_logprobs",
         "token_entropy",
         "answer_logprob",
+        "option_logprobs",
         "hidden_state",
         "prompt_hidden_state",
         "prompt",

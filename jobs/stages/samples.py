@@ -1,6 +1,7 @@
 """Sampled answers: m answers at temperature T (Jaccard degree). Provides sampled_texts.
 
-Constrained mc / yes-no: m options drawn from the scored options' distribution (``constrained.py``).
+Constrained / cloze mc / yes-no: m options drawn from the scored options' distribution
+(``constrained.py``, ``cloze.py``).
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 from jobs import prompts
 from jobs import store as S
 from jobs.stages.base import Stage, StageContext, row_seeds
+from jobs.stages.cloze import cloze_samples
 from jobs.stages.constrained import by_mode, constrained_samples
 
 
 def samples(backend, batch, deps, p) -> list[dict]:
     if "answer_mode" in p:
-        return by_mode(backend, batch, deps, p, constrained_samples, samples)
+        return by_mode(backend, batch, deps, p, constrained_samples, samples, cloze_samples)
     m = p["num_samples"]
     msgs = [prompts.answer_messages(s) for s in batch]
     gens = backend.generate(

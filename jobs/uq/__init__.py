@@ -15,6 +15,8 @@ The stats a method can read (N samples; produced once by the generation stage):
     token_entropy   list of N 1-D arrays: full-vocabulary entropy (nats) at each generated position
     answer_logprob  (N,) log p of the option-letter token at the span the extractor matched (mc), or
                     of the scored option (constrained mc); NaN otherwise (jobs.scoring.ANSWER_PROB_RULES)
+    option_logprobs list of N 1-D arrays: log of the option distribution renormalized over the options
+                    (cloze / constrained answers; empty for a generated one)
     ptrue_prob      (N,) P(True) normalized over {True, False}
     verbal_1s_conf, verbal_2s_conf  (N,) stated confidence in [0, 1], NaN if unparseable
     sampled_texts   list of N lists of m strings sampled at temperature 1.0
@@ -55,6 +57,7 @@ UQ_METHODS = Registry(
         # cheap extra baselines
         "mean_token_entropy": "jobs.uq.mean_token_entropy:METHOD",
         "max_token_nll": "jobs.uq.max_token_nll:METHOD",
+        "option_max_prob": "jobs.uq.option_max_prob:METHOD",
         # learned routers: read the query only (jobs/routers.py); trained on the other datasets, and
         # the in-distribution variants (_id) on the evaluated dataset's own fit rows
         "knn_router": "jobs.uq.knn_router:METHOD",

@@ -157,3 +157,49 @@ def test_samples_ptrue_and_verbal_stages_over_http(served, samples):
     verbal = stages._verbal_1s(remote, samples, {}, P)
     local_v = [stages._verbal_1s(hf, [s], {}, P)[0] for s in samples]
     assert [r["verbal_1s_raw"] for r in verbal] == [r["verbal_1s_raw"] for r in local_v]
+
+
+# ---------------------------------------------------------------- cloze over /v1/completions echo
+def test_cloze_scores_over_http_equal_the_in_process_backend(served):
+    """decoding.answer_mode cloze through the HTTP backend (/v1/completions, echo, as lm-eval's
+    local-completions): the same continuation tokens and log p as the hf backend's shared-prefix
+    pass, entropies a lower bound of the full-vocabulary ones, the same answers from the stage."""
+    from jobs import cloze
+    from jobs.stages.cloze import cloze_greedy
+
+    hf, _, _, http = served
+    arc = load_samples("arc_easy", limit=2, seed=0).samples
+    wino = load_samples("winogrande", limit=1, seed=0).samples
+    qs = [cloze.cloze_question(s, "arc").requests for s in arc] + [
+        cloze.cloze_question(s, "winogrande").requests for s in wino
+    ]
+    ours, theirs = hf.continuation_logprobs(qs), http.continuation_logprobs(qs)
+    for a_q, b_q in zip(ours, theirs):
+        for a, b in zip(a_q, b_q):
+            assert a.token_texts == b.token_texts
+            np.testing.assert_allclose(b.token_logprobs, a.token_logprobs, atol=LOGPROB_TOL, rtol=0)
+            assert (b.token_entropy <= a.token_entropy + LOGPROB_TOL).all()
+            assert b.hidden is None
+    p = {"seed": 1, "answer_mode": "cloze", "cloze_format": "arc", "cloze_version": cloze.CLOZE_VERSION}
+    rows_hf, rows_http = cloze_greedy(hf, arc, {}, p), cloze_greedy(http, arc, {}, p)
+    assert [r["raw_output"] for r in rows_hf] == [r["raw_output"] for r in rows_http]
+    np.testing.assert_allclose(
+        [r["option_logprobs"] for r in rows_http], [r["option_logprobs"] for r in rows_hf], atol=LOGPROB_TOL
+    )
+
+
+def test_completions_echo_with_zero_new_tokens(served):
+    _, _, url, _ = served
+    body = {
+        "model": "smollm2",
+        "prompt": "Question: Is ice cold?\nAnswer: yes",
+        "echo": True,
+        "max_tokens": 0,
+        "logprobs": 1,
+    }
+    ch = requests.post(f"{url}/completions", json=body, timeout=60).json()["choices"][0]
+    lp = ch["logprobs"]
+    assert ch["text"] == body["prompt"]
+    assert lp["token_logprobs"][0] is None and all(x is not None for x in lp["token_logprobs"][1:])
+    assert "".join(lp["tokens"]) == body["prompt"] and lp["text_offset"][0] == 0
+    assert lp["text_offset"] == sorted(lp["text_offset"])

@@ -87,3 +87,42 @@ def _entries(*tokens):
 )
 def test_trailing_stop_token_is_dropped(tokens, content, reason, kept):
     assert len(answer_entries(_entries(*tokens), content, reason)) == kept
+
+
+# ---- cloze over /v1/completions with echo (a canned vLLM-shaped answer) -------------------------
+def test_cloze_request_and_the_continuation_tokens_read_by_text_offset():
+    from jobs.backends.openai_http import OpenAIBackend
+
+    b = OpenAIBackend("http://x/v1", "m", top_logprobs=2)
+    sent = []
+    context, cont = "Question: q\nAnswer: ", "yes please"  # the trailing space moves to the continuation
+    prompt = "Question: q\nAnswer: yes please"
+    toks = ["Question", ":", " q", "\n", "Answer", ":", " yes", " please", "!"]  # "!" was generated
+    offsets = [0, 8, 9, 11, 12, 18, 19, 23, 30]
+    lps = [None, -1.0, -2.0, -0.5, -0.1, -0.2, -0.7, -1.3, -4.0]
+    tops = [None] + [{"a": math.log(0.5), "b": math.log(0.25)}] * 8
+
+    def post(body, path="/chat/completions"):
+        sent.append((path, body))
+        return {
+            "choices": [
+                {
+                    "index": 0,
+                    "text": prompt + "!",
+                    "logprobs": {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets},
+                }
+            ]
+        }
+
+    b._post = post
+    (scores,) = b.continuation_logprobs([[(context, cont)]])
+    ((path, body),) = sent
+    # lm-eval local-completions' loglikelihood payload: the whole text, echo, logprobs, temperature 0
+    assert path == "/completions"
+    assert body["prompt"] == prompt and body["echo"] is True and body["temperature"] == 0.0
+    assert body["max_tokens"] == 1 and body["logprobs"] == 2
+    (s,) = scores
+    assert s.token_texts == [" yes", " please"] and s.token_logprobs.tolist() == [-0.7, -1.3]
+    assert s.logprob == pytest.approx(-2.0) and s.hidden is None
+    h = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 0.25 * math.log(0.25))
+    np.testing.assert_allclose(s.token_entropy, [h, h])

@@ -63,7 +63,8 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
         "verbal_1s_conf": "verbal_1s",
         "verbal_2s_conf": "verbal_2s",
     }
-    assert stages.STAT_STAGE == old_stat_stage | {"correct": "greedy"}  # the greedy pass also gives the label
+    # the greedy pass also gives the label, and the scored options' distribution (option_max_prob)
+    assert stages.STAT_STAGE == old_stat_stage | {"correct": "greedy", "option_logprobs": "greedy"}
     assert set(plan.CONSTRAINED_STAGES) == {"greedy", "llm", "samples"}
     assert plan.GEN_STAGES_READING_EXTRACTION == frozenset()
     assert OVERHEAD_STAGES == ("samples", "ptrue", "verbal_1s", "verbal_2s")
@@ -240,7 +241,7 @@ def _members(cls) -> set[str]:
 
 
 def test_the_backend_protocol_lists_every_method_a_stage_calls():
-    from jobs.backends.base import Backend, CountsTokens, ScoresOptions
+    from jobs.backends.base import Backend, CountsTokens, ScoresContinuations, ScoresOptions
 
     called = set().union(*(_calls_on_backend(p) for p in sorted((REPO / "jobs" / "stages").glob("*.py"))))
     assert {
@@ -249,11 +250,12 @@ def test_the_backend_protocol_lists_every_method_a_stage_calls():
         "true_false_prob",
         "token_strings",
         "choice_logprobs",
+        "continuation_logprobs",
         "prompt_tokens",
         "context_length",
         "identity",
     } <= called  # the scan sees them
-    declared = _members(Backend) | _members(CountsTokens) | _members(ScoresOptions)
+    declared = _members(Backend) | _members(CountsTokens) | _members(ScoresOptions) | _members(ScoresContinuations)
     assert called - declared == set()
 
 
@@ -274,8 +276,8 @@ def _class_members(path: Path, name: str) -> set[str]:
 @pytest.mark.parametrize(
     "path,cls,protocols",
     [
-        ("jobs/backends/hf.py", "HFBackend", ("Backend", "CountsTokens", "ScoresOptions")),
-        ("jobs/backends/openai_http.py", "OpenAIBackend", ("Backend",)),
+        ("jobs/backends/hf.py", "HFBackend", ("Backend", "CountsTokens", "ScoresOptions", "ScoresContinuations")),
+        ("jobs/backends/openai_http.py", "OpenAIBackend", ("Backend", "ScoresContinuations")),
     ],
 )
 def test_each_backend_has_the_protocols_it_claims(path, cls, protocols):

@@ -16,6 +16,7 @@ from jobs.uq.jaccard import jaccard_degree, word_set
 LN2 = math.log(2.0)
 KNOWN_STATS = {
     "token_logprobs",
+    "option_logprobs",
     "token_entropy",
     "answer_logprob",
     "ptrue_prob",
@@ -253,3 +254,18 @@ def test_probe_single_class_fit_gives_base_rate():
     X = np.zeros((5, 3))
     u = run("probe", {"hidden_state": np.ones((2, 3))}, {"hidden_state": X, "correct": np.ones(5, bool)})
     assert_same(u, [0.0, 0.0])  # always correct -> P(correct) = 1 -> uncertainty 0
+
+
+# ---- option_max_prob ----------------------------------------------------------------------------
+
+
+def test_option_max_prob_is_one_minus_the_largest_option_probability():
+    stats = {
+        "option_logprobs": [
+            np.log([0.7, 0.2, 0.1]),  # a cloze mc row
+            np.log([0.5, 0.5]),  # yes / no, a tie
+            np.asarray([]),  # a generated answer: no options scored
+            None,
+        ]
+    }
+    assert_same(run("option_max_prob", stats), [0.3, 0.5, np.nan, np.nan])
