@@ -403,7 +403,9 @@ def accuracy_transfer(
             except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
                 break
             for f, t in _gap_targets(C.calibration_curve(cal)):
-                thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t, weights=cal.weight)
+                thr = C.threshold_for_accuracy(
+                    cal.uncertainty, cal.slm_correct, cal.llm_correct, t, weights=cal.weight, strata=cal.strata
+                )
                 if thr is None:
                     continue
                 realized = C.expected_accuracy(u, slm, llm, thr)
