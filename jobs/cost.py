@@ -291,8 +291,9 @@ def pass_usage(rows: Sequence[Mapping[str, Any]], stage: str) -> Usage:
 
     A samples row counts its prompt once and the sum of its ``sampled_n_tokens`` (one pass per
     sampled answer); every other row counts ``n_prompt_tokens`` (estimated from the prompt's
-    characters when null), ``n_new_tokens`` and ``latency_s`` as one pass. Null counts of a
-    failed row count 0.
+    characters when null), ``n_new_tokens`` and ``latency_s`` as one pass. A row that records
+    ``n_passes`` caused that many model passes (0: constrained samples drawn from the greedy
+    pass's stored option distribution, with 0 tokens and 0 s). Null counts of a failed row count 0.
     """
     n = len(rows)
     pt, nt, sec, passes = np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n)
@@ -309,6 +310,8 @@ def pass_usage(rows: Sequence[Mapping[str, Any]], stage: str) -> Usage:
         else:
             nt[i] = _num(r.get("n_new_tokens"))
         sec[i] = _num(r.get("latency_s"))
+        if r.get("n_passes") is not None:
+            passes[i] = float(r["n_passes"])
     return Usage(pt, nt, sec, passes, est)
 
 
@@ -338,19 +341,45 @@ class QueryUsage:
         return QueryUsage(self.slm.subset(keep), self.uq.subset(keep), self.llm.subset(keep), self.overhead_stages)
 
 
+def answer_stage(method: str | None, params: Mapping[str, Any] | None = None) -> str | None:
+    """The stage whose pass gives the answer a setting of UQ method ``method`` judges and routes
+    from: its ``answer_stage`` when its ``route`` is "own_answer" (verbal_1s by default), else None
+    (the greedy pass). A name the registry does not know: None."""
+    from jobs.uq import UQ_METHODS
+
+    if not method or method not in UQ_METHODS:
+        return None
+    m = UQ_METHODS.get(method)
+    return m.answer_stage if m.answer_stage is not None and m.route(params or {}) == "own_answer" else None
+
+
 def query_usage(
-    slm_rows: Sequence[Mapping], stage_rows: Mapping[str, Sequence[Mapping]], llm_rows: Sequence[Mapping]
+    slm_rows: Sequence[Mapping],
+    stage_rows: Mapping[str, Sequence[Mapping]],
+    llm_rows: Sequence[Mapping],
+    answer_stage: str | None = None,
 ) -> QueryUsage:
     """Usage per query from the greedy rows, the UQ method's other stages (stage -> rows; greedy
     and stages that are not UQ passes are ignored) and the LLM rows, all aligned by sample id to
-    the greedy rows' order."""
+    the greedy rows' order.
+
+    answer_stage: the stage whose pass gives the answer routed from (``answer_stage(method,
+    params)``; verbal_1s under ``route: own_answer``): that pass is the SLM answer and no
+    overhead, and the greedy pass, which the system would not run, is not charged. Each method is
+    charged the passes its routed answer and its score need, nothing else."""
     ids = [r["sample_id"] for r in slm_rows]
     n = len(ids)
     uq = Usage.zeros(n)
-    stages = tuple(st for st in OVERHEAD_STAGES if st in stage_rows)
+    stages = tuple(st for st in OVERHEAD_STAGES if st in stage_rows and st != answer_stage)
     for st in stages:
         uq = uq + pass_usage(align(stage_rows[st], ids, f"stage {st}"), st)
-    return QueryUsage(pass_usage(slm_rows, "greedy"), uq, pass_usage(align(llm_rows, ids, "LLM"), "llm"), stages)
+    if answer_stage is None:
+        slm = pass_usage(slm_rows, "greedy")
+    elif answer_stage in stage_rows:
+        slm = pass_usage(align(stage_rows[answer_stage], ids, f"stage {answer_stage}"), answer_stage)
+    else:
+        raise KeyError(f"the routed answer comes from stage {answer_stage!r}, whose records are not given")
+    return QueryUsage(slm, uq, pass_usage(align(llm_rows, ids, "LLM"), "llm"), stages)
 
 
 @dataclass(frozen=True)
@@ -586,7 +615,7 @@ def from_store(
 
     stages = {st: k for st, k in (spec.get("uq_stages") or {}).items() if st in OVERHEAD_STAGES}
     stage_rows = {st: Store(store).gen(k).rows() for st, k in stages.items()}
-    usage = query_usage(slm_rows, stage_rows, llm_rows)
+    usage = query_usage(slm_rows, stage_rows, llm_rows, answer_stage(unit.method, unit.uq_params))
     table = PriceTable.from_dict(spec["prices"], source=spec["prices"].get("name", ""))
     slm_rate, llm_rate = Rate(**spec["slm_rate"]), Rate(**spec["llm_rate"])
     mc = unit.metrics

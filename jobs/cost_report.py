@@ -68,7 +68,7 @@ def cost_analysis(view: GridView) -> dict:
             slm_rows = C.align(rows_of(s.greedy_key), ids, "greedy")
             llm_rows = rows_of(s.llm_key)
             stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in C.OVERHEAD_STAGES}
-            usage = C.query_usage(slm_rows, stage_rows, llm_rows)
+            usage = C.query_usage(slm_rows, stage_rows, llm_rows, C.answer_stage(s.method, s.params))
         except (FileNotFoundError, KeyError) as e:
             skipped.append({"setting": s.name, "reason": str(e)})
             continue

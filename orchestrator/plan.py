@@ -244,7 +244,9 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         mode = _answer_mode_param(dec.answer_mode, task)
         if mode is not None and st.constrained:  # generate-mode keys stay what they were
             params.update(answer_mode=mode, answer_prefix=ANSWER_PREFIX)
-        deps = {d: gen(model_kind, model, dataset, role, d).key for d in st.deps}
+        # constrained_deps join only constrained units (generate-mode keys stay what they were)
+        dep_names = (*st.deps, *(st.constrained_deps if "answer_mode" in params else ()))
+        deps = {d: gen(model_kind, model, dataset, role, d).key for d in dep_names}
         ident = {
             "model": model_identity(mc),
             "dataset": dataset_identity(dc, run),
