@@ -49,11 +49,27 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
         nan_policies={uq: nan_policy_of(r, uq) for uq in r.uq},
         fit_sources={d: fit_source(dc) for d, dc in r.datasets.items()},
         groups=dataset_groups(r),
+        answer_modes=_answer_modes(r),
         leave_out=_leave_out(plan.leave_out),
         leave_group_out=_leave_out(getattr(plan, "leave_group_out", {}) or {}),
         prices=g.cost.prices,
         price_dirs=(Path(r.source).resolve().parent.parent,) if getattr(r, "source", None) else (),
     )
+
+
+def _answer_modes(r: ResolvedGrid) -> dict[str, str]:
+    """dataset -> how its answers are made under ``decoding.answer_mode`` ("mixed" for a questions
+    file whose rows carry their own tasks)."""
+    from jobs.prompts import answer_mode
+    from orchestrator.plan import dataset_task
+
+    setting = r.grid.decoding.answer_mode
+    setting = dict(setting) if hasattr(setting, "items") else setting
+    out = {}
+    for d, dc in r.datasets.items():
+        task = dataset_task(dc)
+        out[d] = "mixed" if task == "mixed" else answer_mode(setting, task)
+    return out
 
 
 def setting_view(r: ResolvedGrid, plan: Plan, s: Setting) -> SettingView:
