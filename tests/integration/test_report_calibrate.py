@@ -187,14 +187,18 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
         assert row["source_id"] not in ev[row["source_dataset"]].sample_id
         assert {"question", "task", "gold", "uncertainty", "slm_correct", "llm_correct"} <= set(row)
     assert {row["task"] for row in rows} <= {"numeric", "yesno"}
-    # thresholds in the record are weighted quantiles of the rows' scores (weight: inverse sampling fraction)
+    # thresholds in the record cut inside their stratum (issue 17.1): the rows' stored strata give
+    # them back, within one stratum's weight of the weighted quantile's rate (weight: inverse
+    # sampling fraction)
     u = np.asarray([row["uncertainty"] for row in rows])
     w = np.asarray([row["weight"] for row in rows])
     assert w.sum() == pytest.approx(rec["n_pooled"])
+    strata = Strata.from_record(rec, [row["stratum"] for row in rows])
     for t in rec["thresholds"]:
-        assert expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w) == pytest.approx(
-            t["target_call_rate"]
-        )
+        thr = threshold_for_call_rate(u, t["target_call_rate"], strata=strata)
+        assert (t["threshold"], t["tie_frac"]) == pytest.approx((thr.value, thr.tie_frac))
+        rate = expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w)
+        assert abs(rate - t["target_call_rate"]) <= w.max() / w.sum() + 1e-12
     # the set is a dataset a grid can use like any other
     grid = tmp_path / "g.yaml"
     grid.write_text(
