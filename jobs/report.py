@@ -444,6 +444,7 @@ def build_report(view: GridView, out_dir: Path | None = None, analysis: dict | N
         curves_section(view, out_dir),
         alignment_section(a, out_dir),
         paired_section(a),
+        definitions_section(a),
         distributions_section(a, out_dir),
         transfer_section(a, out_dir),
         _section(cross_group_html(a.get("cross_group"))),
@@ -479,6 +480,7 @@ def nav_html(a: dict) -> str:
                 ("alignment", "AUROC & area"),
                 ("relative", "Relative accuracy"),
                 ("paired", "Paired comparisons"),
+                *((("definitions", "What is combined"),) if a.get("definitions") else ()),
                 ("distributions", "Distributions"),
                 ("transfer", "Calibration transfer"),
                 *((("cross-group", "Out-of-domain transfer"),) if a.get("cross_group") else ()),
@@ -679,6 +681,53 @@ def paired_section(a: dict) -> Section:
             "paired",
         )
     )
+    return _section(parts)
+
+
+def definitions_section(a: dict) -> Section:
+    """Which datasets' statistics are combined: each UQ method's definition per dataset (its answer
+    mode, and the option count where its statistic is bounded by it: ``jobs.uq.definition``), and
+    every dataset left out of a calibration pool or a finding-2 comparison, with the reason.
+    Empty for an analysis made before definitions existed."""
+    d = a.get("definitions")
+    if not d:
+        return _section([])
+    parts = ['<h2 id="definitions">Which datasets are combined</h2>']
+    parts.append(
+        "<p>A UQ method's statistic is combined across datasets (calibration sets, leave-one-out and "
+        "cross-group transfer, the distances between datasets of finding 2) only where it has the same "
+        "definition: the same answer mode (a generated answer's token log p or entropy over the whole "
+        "vocabulary is another number than an option's), and, for statistics over the options (their "
+        "entropy, draws among them), the same number of options. p(True) and verbalized confidences mean "
+        "the same in every mode. Datasets as run here: "
+        + html.escape("; ".join(f"{ds}: {label}" for ds, label in sorted(d.get("forms", {}).items())))
+        + ".</p>"
+    )
+    dss = sorted(d.get("forms", {}))
+    rows = [
+        {"uq": uq, "deps": ", ".join(d["depends_on"].get(uq, [])) or "nothing", **by}
+        for uq, by in sorted(d.get("by_uq", {}).items())
+    ]
+    parts.append(table_html(rows, [("uq", "UQ method"), ("deps", "depends on"), *((x, x) for x in dss)], "definitions"))
+    lists = [
+        ("Left out of leave-one-out calibration pools", d.get("not_pooled", {}).get("leave_one_out", [])),
+        ("Left out of cross-group calibration pools", d.get("not_pooled", {}).get("cross_group", [])),
+        ("Dataset pairs finding 2 does not compare", d.get("not_compared", [])),
+        (
+            "Trained on other datasets of another definition only (kept: the out-of-domain test is the point; "
+            "read their scores there as a transfer across answer modes)",
+            d.get("trained_across_definitions", []),
+        ),
+    ]
+    for title, items in lists:
+        if items:
+            parts.append(
+                f"<p><b>{html.escape(title)}</b>:</p><ul class='not-pooled'>"
+                + "".join(f"<li>{html.escape(x)}</li>" for x in items)
+                + "</ul>"
+            )
+    if not any(items for _, items in lists):
+        parts.append("<p>Every dataset of this grid has one definition per method: nothing was left out.</p>")
     return _section(parts)
 
 

@@ -108,10 +108,11 @@ class GridView:
     (``jobs.calibration.CalibrationParams.from_conf`` reads it per UQ method); uq_methods: uq name ->
     UQ method name; nan_policies: uq name -> its NaN policy (``orchestrator.config.nan_policy_of``);
     fit_sources: dataset -> where its fit rows come from ("split:<split>" | "eval-disjoint");
-    groups: dataset -> its dataset group (None: none); answer_modes: dataset -> its answer mode
-    ("generate" | "constrained" | "mixed"; ``decoding.answer_mode``); leave_out, leave_group_out: the leave-out
+    groups: dataset -> its dataset group (None: none); leave_out, leave_group_out: the leave-out
     scores of methods trained on other datasets (``LeaveOutScore``); prices, price_dirs: the price
-    table's name (``cost.prices``) and the conf folders it may be in."""
+    table's name (``cost.prices``) and the conf folders it may be in; answer_modes: dataset -> the
+    answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``), dataset_tasks:
+    dataset -> its task: what a UQ statistic's definition depends on (``jobs.analysis.dataset_forms``)."""
 
     name: str
     store: Path
@@ -134,8 +135,9 @@ class GridView:
     nan_policies: Mapping[str, str] = field(default_factory=dict)
     fit_sources: Mapping[str, str] = field(default_factory=dict)
     groups: Mapping[str, str | None] = field(default_factory=dict)
-    answer_modes: Mapping[str, str] = field(default_factory=dict)
     leave_out: tuple[LeaveOutScore, ...] = ()
     leave_group_out: tuple[LeaveOutScore, ...] = ()
     prices: str = "default"
     price_dirs: tuple[Path, ...] = ()
+    answer_modes: Mapping[str, str] = field(default_factory=dict)
+    dataset_tasks: Mapping[str, str] = field(default_factory=dict)

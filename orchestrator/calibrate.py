@@ -12,6 +12,7 @@ apply   a calibration folder + a target call rate (or accuracy) -> threshold and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ import numpy as np
 from jobs import calibration as C
 from jobs.records import write_json
 from jobs.registry import UnknownNameError
+from jobs.uq.definition import Definition
 from jobs.views import GridView
 from orchestrator.config import ConfigError, nan_policy_of
 
@@ -85,14 +87,19 @@ def build(
     seed: int | None = None,
     binning: str | None = None,
     pool: str | None = None,
+    like: str | None = None,
+    task: str | None = None,
 ) -> dict:
     """Build and write one calibration set; returns {"folder", "record"}.
 
     The steps: which (SLM, UQ method, LLM) and what to exclude (``_axes``), the calibration
     parameters (``_cal_conf``), the pools the set is drawn from (``calibration_pools``: fit-role
-    rows of the allowed datasets, leave-out scores for a method trained on other datasets), one set
-    (one draw: a calibration folder is what a user deploys; the grid report averages draws), its
-    rows (``_write_rows``), thresholds per target (``_thresholds``) and the record (``_record``)."""
+    rows of the allowed datasets, leave-out scores for a method trained on other datasets; with
+    ``like``, only the datasets on which the method's statistic is defined as on ``like``: a
+    dataset of the grid, or a dataset / questions file (of ``task``) that ``calibrate apply`` is
+    given, ``_like``), which must share one definition (``_one_definition``), one set (one draw: a
+    calibration folder is what a user deploys; the grid report averages draws), its rows
+    (``_write_rows``), thresholds per target (``_thresholds``) and the record (``_record``)."""
     from orchestrator.plan import make_plan
     from orchestrator.runner import load_output
     from orchestrator.views import grid_view
@@ -102,12 +109,16 @@ def build(
     conf = _cal_conf(r, n_bins=n_bins, frac=frac, seed=seed, binning=binning, pool=pool)
     view = grid_view(r, make_plan(r))
     pools, scored_without = calibration_pools(Path(out), r, view, (slm, uq, llm), exclude, conf["pool"])
+    if like is not None:
+        pools = _like(Path(out), r, view, uq, pools, like, task)
+    definition = _one_definition(Path(out), r, view, uq, pools)
     params = C.CalibrationParams.from_conf(conf, r.uq[uq].method)
     cal = C.build_calibration_set(pools, params=params, nan_policy=nan_policy_of(r, uq))
     name = name or "__".join([slm, uq, llm] + ([f"without-{'-'.join(exclude)}"] if exclude else []))
     folder = r.output_dir / "calibration" / name
     _write_rows(folder, _rows(r, cal, view.fit_sources))
     record = _record(r, name, (slm, uq, llm), conf["pool"], scored_without, cal, view.fit_sources, params.targets)
+    record["definition"] = {**dataclasses.asdict(definition), "label": definition.label}
     write_json(folder / RECORD_FILE, record)
     (folder / "dataset.yaml").write_text(
         f"# The calibration set {name} as a dataset: copy into a grid's conf/dataset/ to run other\n"
@@ -178,6 +189,54 @@ def calibration_pools(
             )
         pools = {d: lo[d] for d in pools}
     return pools, scored_without
+
+
+def _like(out: Path, r, view, uq: str, pools: Mapping, like: str, task: str | None) -> dict:
+    """The pools of the datasets on which ``uq``'s statistic is defined as on ``like``: a grid
+    dataset's definition (its answer mode, and its option count where the method depends on it),
+    or, for a dataset outside the grid, its answer mode (its option count is not known before it is
+    scored; ``_one_definition`` then refuses pools of several). ConfigError when none is left."""
+    from jobs.analysis import dataset_forms, method_definitions
+    from jobs.uq.definition import dataset_answer_mode
+    from orchestrator.plan import dataset_task
+
+    defs = method_definitions({uq: r.uq[uq].method}, dataset_forms(view))
+    if like in r.datasets:
+        want = defs[(uq, like)]
+        keep = [d for d in sorted(pools) if defs[(uq, d)] == want]
+        label = want.label
+    else:
+        dc = dataset_conf_for(r, like, task)
+        label = dataset_answer_mode(dc, r.grid["decoding"]["answer_mode"], dataset_task(dc))
+        keep = [d for d in sorted(pools) if defs[(uq, d)].answer_mode in (None, label)]
+    if not keep:
+        raise ConfigError(
+            f"{out}: no calibration dataset of this grid has {like}'s definition of {uq} ({label}): "
+            + "; ".join(f"{d}: {defs[(uq, d)].label}" for d in sorted(pools))
+        )
+    return {d: pools[d] for d in keep}
+
+
+def _one_definition(out: Path, r, view, uq: str, pools: Mapping) -> Definition:
+    """The one definition of ``uq``'s statistic on the datasets of ``pools``
+    (``jobs.uq.definition``); ConfigError naming each definition and its datasets when they have
+    several, since a set pooling them would put every threshold on one side of the other scores."""
+    from jobs.analysis import dataset_forms, method_definitions
+
+    defs = method_definitions({uq: r.uq[uq].method}, dataset_forms(view))
+    kinds: dict[Definition, list[str]] = {}
+    for d in sorted(pools):
+        kinds.setdefault(defs[(uq, d)], []).append(d)
+    if len(kinds) > 1:
+        biggest = max(kinds.values(), key=len)
+        others = sorted(d for ds in kinds.values() if ds is not biggest for d in ds)
+        raise ConfigError(
+            f"{out}: a calibration set of {uq} would pool datasets on which its statistic is defined "
+            f"differently ("
+            + "; ".join(f"{k.label}: {', '.join(ds)}" for k, ds in kinds.items())
+            + f"); build one set per definition, e.g. --exclude {' --exclude '.join(others)}"
+        )
+    return next(iter(kinds))
 
 
 def _rows(r, cal: C.CalibrationSet, sources: Mapping[str, str]) -> list[dict]:
@@ -341,8 +400,6 @@ def dataset_conf_for(r, dataset: str, task: str | None):
 def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int | None) -> tuple[list[str], np.ndarray]:
     """Run the calibration set's SLM and UQ method on ``dataset`` (on Ray, units cached in the
     grid's store) and return its sample ids and uncertainties. No labels are read."""
-    import dataclasses
-
     from cluster.connect import connect
     from orchestrator.config import validate
     from orchestrator.ledger import Ledger
@@ -359,6 +416,7 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
             f"method or of ood_probe, or pass --scores"
         )
     dc = dataset_conf_for(r, dataset, task)
+    _check_answer_mode(record, r, dc)
     name = dc.name
     if name in r.datasets and dc != r.datasets[name]:
         name = f"{name}_new"
@@ -397,6 +455,26 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
 
     t = read_unit(unit_dir(r2.store_dir, "score", target.key)).to_pydict()
     return [str(x) for x in t["sample_id"]], np.asarray([math.nan if x is None else x for x in t["uncertainty"]], float)
+
+
+def _check_answer_mode(record: dict, r, dc) -> None:
+    """ConfigError when the calibration set's statistic depends on the answer mode and ``dc`` would
+    be answered in another one than the set's datasets (``record["definition"]``; a set written
+    before definitions were recorded is not checked). The option count is not known before the
+    dataset is scored; the set's is in ``record["definition"]["option_count"]``."""
+    from jobs.uq.definition import dataset_answer_mode
+    from orchestrator.plan import dataset_task
+
+    want = (record.get("definition") or {}).get("answer_mode")
+    if want is None:
+        return
+    mode = dataset_answer_mode(dc, r.grid["decoding"]["answer_mode"], dataset_task(dc))
+    if mode != want:
+        raise ConfigError(
+            f"dataset {dc.name!r} would be answered in mode {mode!r}, but calibration set {record['name']!r} "
+            f"holds {record['uq']} scores of {want!r} answers ({record['definition'].get('label', want)}): "
+            f"its thresholds mean another statistic there; build a set from datasets answered in {mode!r}"
+        )
 
 
 def check_apply_args(rate: float | None, target_accuracy: float | None, scores, dataset) -> None:

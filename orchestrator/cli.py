@@ -414,7 +414,9 @@ def cmd_calibrate_apply(a) -> int:
 
         grid_datasets = set(load_output(folder).datasets)
         exclude = [a.dataset] if a.dataset in grid_datasets else []
-        built = build(folder, slm=a.slm, uq=a.uq, llm=a.llm, exclude=exclude, pool=a.pool)
+        # from the datasets answered like the one given (the same definition of the statistic)
+        like = a.dataset if a.dataset and not a.scores else None
+        built = build(folder, slm=a.slm, uq=a.uq, llm=a.llm, exclude=exclude, pool=a.pool, like=like, task=a.task)
         folder = built["folder"]
         if not a.json:
             console.print(

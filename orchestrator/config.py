@@ -423,7 +423,48 @@ def warnings_of(r: ResolvedGrid) -> list[str]:
         for kind, models in (("slm", r.slms), ("llm", r.llms))
         for m in models.values()
         for w in m.warnings()
-    ]
+    ] + _definition_warnings(r)
+
+
+def _definition_warnings(r: ResolvedGrid) -> list[str]:
+    """``definition_check``'s warnings, and its refusals too when calibration is off (``validate``
+    refuses them only when calibration units would be run for nothing)."""
+    warn, refuse = definition_check(r)
+    return warn + ([] if r.grid["calibration"]["enabled"] else refuse)
+
+
+def dataset_answer_modes(r: ResolvedGrid) -> dict[str, str]:
+    """dataset -> the answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``:
+    the dataset conf's own ``answer_mode`` when it has one, else ``decoding.answer_mode`` for its task)."""
+    from jobs.uq.definition import dataset_answer_mode
+    from orchestrator.plan import dataset_task
+
+    mode = r.grid["decoding"]["answer_mode"]
+    return {d: dataset_answer_mode(dc, mode, dataset_task(dc)) for d, dc in r.datasets.items()}
+
+
+def definition_check(r: ResolvedGrid) -> tuple[list[str], list[str]]:
+    """(warnings, refusals) of the calibration splits against the definitions of each UQ method's
+    statistic (``jobs.uq.definition.split_source_check``): datasets are pooled for a method only
+    when it is defined the same way on them (answer mode; option count, known here for yes/no only:
+    the report separates the others once the options are read). A refusal is raised by ``validate``
+    when calibration is enabled (its units would feed no calibration set of that split)."""
+    from jobs.datasets.roles import fit_source
+    from jobs.uq import UQ_METHODS
+    from jobs.uq.definition import DatasetForm, definitions, split_source_check, task_option_counts
+    from orchestrator.plan import dataset_task
+
+    modes = dataset_answer_modes(r)
+    forms = {
+        d: DatasetForm(modes[d], task_option_counts(dataset_task(dc)) if modes[d] != "generate" else ())
+        for d, dc in r.datasets.items()
+    }
+    methods = {uq: UQ_METHODS.get(u.method) for uq, u in r.uq.items() if u.method in UQ_METHODS}
+    cal = r.grid["calibration"]
+    sources = None
+    if cal["enabled"] and cal["pool"] == "train_dev":
+        sources = [d for d, dc in r.datasets.items() if fit_source(dict(dc)).startswith("split:")]
+    return split_source_check(definitions(methods, forms), list(cal["splits"]), dataset_groups(r), sources)
 
 
 def _check_encoding(where: str, encoding: str) -> None:
@@ -698,6 +739,14 @@ def validate(r: ResolvedGrid) -> None:
                 raise ConfigError(
                     f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: {', '.join(sorted(known[k]))}"
                 )
+    if cal["enabled"]:
+        refusals = definition_check(r)[1]
+        if refusals:
+            raise ConfigError(
+                f"{r.source}: "
+                + "; ".join(refusals)
+                + " (or set calibration.enabled=false: the other findings need no calibration units)"
+            )
 
 
 def dataset_groups(r: ResolvedGrid) -> dict[str, str | None]:

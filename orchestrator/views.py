@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from jobs.units import ScoreSpec, SettingSpec
 from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
-from orchestrator.config import ResolvedGrid, dataset_groups, nan_policy_of
+from orchestrator.config import ResolvedGrid, dataset_answer_modes, dataset_groups, nan_policy_of
 
 if TYPE_CHECKING:
     from orchestrator.grid import Setting
@@ -24,6 +24,7 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
     """The grid as ``jobs.analysis.analyze``, ``jobs.report.build_report`` and
     ``jobs.cost_report.cost_analysis`` read it."""
     from jobs.datasets.roles import fit_source
+    from orchestrator.plan import dataset_task
 
     g = r.grid
     store = r.store_dir
@@ -49,27 +50,13 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
         nan_policies={uq: nan_policy_of(r, uq) for uq in r.uq},
         fit_sources={d: fit_source(dc) for d, dc in r.datasets.items()},
         groups=dataset_groups(r),
-        answer_modes=_answer_modes(r),
         leave_out=_leave_out(plan.leave_out),
         leave_group_out=_leave_out(getattr(plan, "leave_group_out", {}) or {}),
         prices=g.cost.prices,
         price_dirs=(Path(r.source).resolve().parent.parent,) if getattr(r, "source", None) else (),
+        answer_modes=dataset_answer_modes(r),
+        dataset_tasks={d: dataset_task(dc) for d, dc in r.datasets.items()},
     )
-
-
-def _answer_modes(r: ResolvedGrid) -> dict[str, str]:
-    """dataset -> how its answers are made under ``decoding.answer_mode`` ("mixed" for a questions
-    file whose rows carry their own tasks)."""
-    from jobs.prompts import answer_mode
-    from orchestrator.plan import dataset_task
-
-    setting = r.grid.decoding.answer_mode
-    setting = dict(setting) if hasattr(setting, "items") else setting
-    out = {}
-    for d, dc in r.datasets.items():
-        task = dataset_task(dc)
-        out[d] = "mixed" if task == "mixed" else answer_mode(setting, task)
-    return out
 
 
 def setting_view(r: ResolvedGrid, plan: Plan, s: Setting) -> SettingView:

@@ -29,7 +29,10 @@ Run a method with ``compute(UQ_METHODS.get(name), stats, fit_stats, **params)``.
 To add a method: write ``jobs/uq/<name>.py`` exporting ``METHOD = UQMethod(name="<name>",
 requires=(...), fn=...)`` where ``fn(stats, **params)`` (or ``fn(stats, fit_stats, **params)`` for
 a trained method) is a pure function; then add one line ``"<name>": "jobs.uq.<name>:METHOD"`` below.
-Nothing is imported until a method is looked up.
+Nothing is imported until a method is looked up. Say in ``definition_depends_on`` what makes its
+statistic a different number on two datasets (the answer mode by default; the option count for a
+statistic over the options; nothing for a stated probability): datasets that differ there are
+never pooled for it (``jobs/uq/definition.py``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,13 @@ CONFIDENCE_MAPS: tuple[str, ...] = ("complement", "reciprocal", "exp_neg")
 #: Stat that trained methods read from ``fit_stats`` on top of ``requires``.
 LABEL_STAT = "correct"
 
+#: What a method's statistic can depend on besides the model and the question
+#: (``UQMethod.definition_depends_on``; ``jobs.uq.definition``): the dataset's answer mode as this
+#: grid runs it (generate | constrained | cloze: the token log p of a generated answer, of one
+#: option letter, of an option's text are different numbers) and, in an option-scoring mode, the
+#: number of options K (an entropy over K options is at most ln K).
+DEFINITION_PARTS: tuple[str, ...] = ("answer_mode", "option_count")
+
 #: Values of the ``route`` param of a method with an ``answer_stage``: judge the method's own
 #: answer (the one its confidence is about) or the plain greedy answer.
 ROUTES: tuple[str, ...] = ("own_answer", "greedy_answer")
@@ -66,6 +73,14 @@ class UQMethod:
     extra_check: optional ``extra_check(params)`` raising ValueError / ImportError for parameters
                  that cannot work here (an unavailable model, say); the config runs it at load
                  time, before any model pass, so a bad value fails in seconds, not after generation.
+    definition_depends_on: which of ``DEFINITION_PARTS`` change what the statistic *is*, so that
+                 datasets differing in them are never pooled for this method (calibration sets,
+                 leave-one-out and cross-group transfer, finding 2's distances between datasets:
+                 ``jobs.uq.definition``). Default ("answer_mode",): token log-probabilities,
+                 perplexity, probes and routers on hidden states (whose position moves with the
+                 mode). Add "option_count" when, in an option-scoring mode, the statistic is bounded
+                 by the number of options (an entropy or a maximum over the options, draws among
+                 them); () when it means the same whatever the mode (p(True), a stated confidence).
     """
 
     name: str
@@ -79,6 +94,7 @@ class UQMethod:
     answer_stage: str | None = None
     param_choices: Mapping[str, tuple] = field(default_factory=dict, hash=False)
     extra_check: Callable[[dict], None] | None = field(default=None, hash=False)
+    definition_depends_on: tuple[str, ...] = ("answer_mode",)
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_KINDS:
@@ -96,6 +112,12 @@ class UQMethod:
         if self.parsed_stat is not None and self.parsed_stat not in self.requires:
             raise ValueError(
                 f"uq method {self.name!r}: parsed_stat {self.parsed_stat!r} is not one of its requires {self.requires}"
+            )
+        bad = [x for x in self.definition_depends_on if x not in DEFINITION_PARTS]
+        if bad or isinstance(self.definition_depends_on, str):
+            raise ValueError(
+                f"uq method {self.name!r}: definition_depends_on={self.definition_depends_on!r}; "
+                f"a tuple of: {', '.join(DEFINITION_PARTS)}"
             )
         if self.answer_stage is not None and "route" not in self.param_choices:
             raise ValueError(

@@ -45,4 +45,7 @@ METHOD = UQMethod(
     fit="other_datasets",
     description="1 - P(correct) from logistic regression on a TF-IDF (or sentence) embedding of the query (RouteLLM style)",
     extra_check=check,
+    # reads the question text (a constrained prompt adds the same answer prefix to every row) and
+    # predicts P(correct): no hidden-state position that moves with the mode
+    definition_depends_on=(),
 )

@@ -73,4 +73,6 @@ METHOD = UQMethod(
     requires=("sampled_texts",),
     fn=jaccard,
     description="Jaccard degree uncertainty over sampled answers (temperature 1.0)",
+    # constrained / cloze: draws among K options, so the degree is bounded by K; generated: free text
+    definition_depends_on=("answer_mode", "option_count"),
 )

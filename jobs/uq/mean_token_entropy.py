@@ -18,4 +18,7 @@ METHOD = UQMethod(
     fn=mean_token_entropy,
     description="mean predictive entropy (nats) over generated tokens",
     confidence="exp_neg",
+    # constrained / cloze: the entropy of the distribution renormalized over the K options, <= ln K;
+    # generated: over the whole vocabulary
+    definition_depends_on=("answer_mode", "option_count"),
 )

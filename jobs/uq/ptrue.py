@@ -14,4 +14,6 @@ METHOD = UQMethod(
     requires=("ptrue_prob",),
     fn=ptrue,
     description="1 - P(True) that the proposed answer is true",
+    # one question about the answer shown, asked the same way whatever produced that answer
+    definition_depends_on=(),
 )

@@ -42,4 +42,5 @@ METHOD = UQMethod(
     parsed_stat="verbal_1s_conf",
     answer_stage="verbal_1s",
     param_choices={"route": ROUTES},
+    definition_depends_on=(),  # a stated probability, generated in every answer mode
 )

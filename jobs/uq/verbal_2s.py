@@ -22,4 +22,5 @@ METHOD = UQMethod(
     description="1 - verbalized confidence asked for in a second turn",
     nan_policy="drop",
     parsed_stat="verbal_2s_conf",
+    definition_depends_on=(),  # a stated probability about the answer shown, in every answer mode
 )
