@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -262,16 +262,111 @@ def method_table(settings: Iterable[SettingView]) -> list[dict]:
 MIN_SCORED_FOR_RANKING = 0.5
 
 
-def method_ranking(table: list[dict]) -> list[dict]:
+#: two methods are one quantity on a setting when they order its queries alike: no discordant
+#: pair (ties aside: 1 - p and 1 / p may round two tiny p to one value) and a Spearman rank
+#: correlation of at least this (which also rules out a constant score)
+SAME_ORDER_MIN_SPEARMAN = 0.999
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return (sums / counts)[inv]
+
+
+def same_order(a, b) -> bool:
+    """Whether uncertainties ``a`` and ``b`` of the same queries are one quantity: the same queries
+    unscored (NaN), no pair of queries ordered one way by ``a`` and the other way by ``b``, and a
+    Spearman correlation >= ``SAME_ORDER_MIN_SPEARMAN`` (e.g. average token probability 1 - p and
+    perplexity 1 / p of a one-token constrained answer: monotone maps of one log p)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
+        return False
+    keep = ~np.isnan(a)
+    a, b = a[keep], b[keep]
+    if len(a) < 2:
+        return False
+    for x, y in ((a, b), (b, a)):  # sorted by x (ties by y), y must never decrease
+        o = np.lexsort((y, x))
+        if np.any(np.diff(y[o]) < 0):
+            return False
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return False
+    return float(np.corrcoef(ra, rb)[0, 1]) >= SAME_ORDER_MIN_SPEARMAN
+
+
+def coincident_methods(pools: Pools) -> dict[tuple[str, str, str], list[tuple[str, ...]]]:
+    """(slm, llm, dataset) -> the classes (sorted names, 2 or more) of UQ methods that are one
+    quantity on that setting's evaluated queries (``same_order``), detected from the data."""
+    groups: dict[tuple[str, str, str], dict[str, Pool]] = {}
+    for (slm, uq, llm), per_ds in pools.items():
+        for ds, pool in per_ds.items():
+            groups.setdefault((slm, llm, ds), {})[uq] = Pool.of(pool, ds)
+    out: dict[tuple[str, str, str], list[tuple[str, ...]]] = {}
+    for key, by_uq in sorted(groups.items()):
+        classes: list[list[str]] = []
+        for uq in sorted(by_uq):
+            for c in classes:
+                if same_order(by_uq[c[0]].uncertainty, by_uq[uq].uncertainty):
+                    c.append(uq)
+                    break
+            else:
+                classes.append([uq])
+        found = [tuple(c) for c in classes if len(c) > 1]
+        if found:
+            out[key] = found
+    return out
+
+
+def _coincide_at(coincide, key: tuple[str, str, str], a: str, b: str) -> bool:
+    return any(a in c and b in c for c in (coincide or {}).get(key, []))
+
+
+def coincidence_sentences(
+    coincide: Mapping[tuple[str, str, str], list[tuple[str, ...]]], answer_modes: Mapping[str, str] | None = None
+) -> list[str]:
+    """One sentence per class of methods that are one quantity somewhere, naming where: "avg_token_prob =
+    perplexity in constrained mode (arc_easy, strategyqa)" (by ``answer_modes``: dataset -> its
+    answer mode; by dataset alone when unknown)."""
+    where: dict[tuple[str, ...], set[str]] = {}
+    for (_slm, _llm, ds), classes in coincide.items():
+        for c in classes:
+            where.setdefault(c, set()).add(ds)
+    out = []
+    for c, dss in sorted(where.items()):
+        modes: dict[str, list[str]] = {}
+        for ds in sorted(dss):
+            modes.setdefault((answer_modes or {}).get(ds, ""), []).append(ds)
+        parts = [f"in {m} mode ({', '.join(d)})" if m else f"on {', '.join(d)}" for m, d in sorted(modes.items())]
+        out.append(f"{' = '.join(c)} {'; '.join(parts)}")
+    return out
+
+
+def method_ranking(
+    table: list[dict], coincide: Mapping[tuple[str, str, str], list[tuple[str, ...]]] | None = None
+) -> list[dict]:
     """UQ methods by mean AUROC over every (SLM, dataset, LLM) they ran on (NaN AUROCs skipped, and
     AUROCs of settings where the method scored under ``MIN_SCORED_FOR_RANKING`` of the queries:
     counted in ``n_mostly_unscored``), with each method's mean unscored share (the queries its AUROC
-    leaves out under "drop", or ranks first under "most_uncertain")."""
+    leaves out under "drop", or ranks first under "most_uncertain").
+
+    coincide: ``coincident_methods`` of the grid. Methods that are one quantity on every setting
+    that enters either's mean are ranked once, as one row named "a = b" (``members``: the names;
+    its numbers are the first member's): with constrained answers average token probability and
+    perplexity are monotone maps of one log p, and ranking them twice counts one number twice.
+    Methods that coincide on some settings only keep their own rows (``coincidence_sentences``
+    names where)."""
     by: dict[str, list[float]] = {}
     unscored: dict[str, list[float]] = {}
+    where: dict[str, list[tuple[str, str, str]]] = {}
     for row in table:
         by.setdefault(row["uq"], []).append(row["auroc"])
         unscored.setdefault(row["uq"], []).append(unscored_share(row))
+        where.setdefault(row["uq"], []).append((row.get("slm", ""), row.get("llm", ""), row.get("dataset", "")))
     out = []
     for uq, vals in by.items():
         shares = unscored[uq]
@@ -298,9 +393,43 @@ def method_ranking(table: list[dict]) -> list[dict]:
                 "mean_unscored_share": float(share.mean()) if share.size else float("nan"),
             }
         )
+        ranked_at = {
+            w
+            for w, x, sh in zip(where[uq], vals, shares)
+            if x is not None and np.isfinite(x) and not (np.isfinite(sh) and sh > 1 - MIN_SCORED_FOR_RANKING)
+        }
+        out[-1]["_ranked_at"] = ranked_at
+    out = _merge_coincident(out, coincide)
     out.sort(key=lambda r: (-r["mean_auroc"] if np.isfinite(r["mean_auroc"]) else math.inf, r["uq"]))
     for i, r in enumerate(out):
         r["rank"] = i + 1
+    return out
+
+
+def _merge_coincident(rows: list[dict], coincide) -> list[dict]:
+    """Rows of methods that are one quantity on every setting entering either's mean, as one row."""
+    by = {r["uq"]: r for r in rows}
+    parent = {u: u for u in by}
+
+    def find(u: str) -> str:
+        while parent[u] != u:
+            u = parent[u]
+        return u
+
+    for a, b in itertools.combinations(sorted(by), 2):
+        at_a, at_b = by[a]["_ranked_at"], by[b]["_ranked_at"]
+        if at_a and at_a == at_b and all(_coincide_at(coincide, k, a, b) for k in at_a):
+            parent[find(b)] = find(a)
+    members: dict[str, list[str]] = {}
+    for u in sorted(by):
+        members.setdefault(find(u), []).append(u)
+    out = []
+    for ms in members.values():
+        row = {k: v for k, v in by[ms[0]].items() if k != "_ranked_at"}
+        row["members"] = ms
+        if len(ms) > 1:
+            row["uq"] = " = ".join(ms)
+        out.append(row)
     return out
 
 
@@ -317,11 +446,14 @@ def paired_table(
     n_boot: int,
     seed: int = 0,
     ties: str = "expected",
+    coincide: Mapping[tuple[str, str, str], list[tuple[str, ...]]] | None = None,
 ) -> list[dict]:
     """Every pair of UQ methods on the same (SLM, LLM, dataset) queries: paired bootstrap
     differences of AUROC and routing area (``metrics.paired_comparison``). Each method's NaN
     scores follow its own policy (``nan_policy``: one for all, or uq -> policy); a query either
-    method drops is left out of the pair, so both are compared on the same queries."""
+    method drops is left out of the pair, so both are compared on the same queries. A pair that is
+    one quantity on that setting (``coincide``, from ``coincident_methods``) is left out: its
+    difference is 0 by construction, no evidence."""
     groups: dict[tuple[str, str, str], dict[str, Pool]] = {}
     for (slm, uq, llm), per_ds in pools.items():
         for ds, pool in per_ds.items():
@@ -329,6 +461,8 @@ def paired_table(
     rows = []
     for (slm, llm, ds), by_uq in sorted(groups.items()):
         for a, b in itertools.combinations(sorted(by_uq), 2):
+            if _coincide_at(coincide, (slm, llm, ds), a, b):
+                continue
             pa, pb = by_uq[a], by_uq[b]
             if list(pa.sample_id) != list(pb.sample_id):
                 raise ValueError(f"{slm}/{llm}/{ds}: methods {a} and {b} were scored on different samples")
@@ -537,7 +671,9 @@ def accuracy_transfer(
             except ValueError:  # e.g. no scored row to calibrate on: the call-rate table says why
                 break
             for f, t in _gap_targets(C.calibration_curve(cal)):
-                thr = C.threshold_for_accuracy(cal.uncertainty, cal.slm_correct, cal.llm_correct, t, weights=cal.weight)
+                thr = C.threshold_for_accuracy(
+                    cal.uncertainty, cal.slm_correct, cal.llm_correct, t, weights=cal.weight, strata=cal.strata
+                )
                 if thr is None:
                     continue
                 realized = C.expected_accuracy(u, slm, llm, thr)
@@ -911,17 +1047,37 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def findings(ranking: list[dict], paired: list[dict], dist: dict, transfer: dict) -> list[dict]:
+def findings(
+    ranking: list[dict],
+    paired: list[dict],
+    dist: dict,
+    transfer: dict,
+    same: Iterable[str] = (),
+    fitted_on_target: Iterable[str] = (),
+) -> list[dict]:
     """Each of the paper's three findings restated with this grid's numbers: {id, claim,
-    verdict (holds | partly | does not hold | not testable), evidence (plain sentences)}."""
-    return [alignment_finding(ranking, paired), distribution_finding(dist), transfer_finding(transfer)]
+    verdict (holds | partly | does not hold | not testable), evidence (plain sentences)}.
+    same: ``coincidence_sentences`` (finding 1); fitted_on_target: the UQ entries whose scores on a
+    dataset come from a model fitted on its own labels (``fitted_on_target``; finding 3)."""
+    return [
+        alignment_finding(ranking, paired, same),
+        distribution_finding(dist),
+        transfer_finding(transfer, fitted_on_target),
+    ]
 
 
-def alignment_finding(ranking: list[dict], paired: list[dict]) -> dict:
+def alignment_finding(ranking: list[dict], paired: list[dict], same: Iterable[str] = ()) -> dict:
     """Finding 1: methods differ widely; verbalization aligns poorly; probe, OOD probe and perplexity
-    lead (``method_ranking``, ``paired_table``)."""
+    lead (``method_ranking``, ``paired_table``). same: where methods are one quantity
+    (``coincidence_sentences``): said first, since the ranking ranks each quantity once."""
     ranked = [r for r in ranking if np.isfinite(r["mean_auroc"])]
     ev1: list[str] = []
+    same = list(same)
+    if same:
+        ev1.append(
+            "One quantity under several names, ranked once and left out of the paired comparisons where they "
+            "coincide (identical routing order, detected from the scores): " + "; ".join(same) + "."
+        )
     if len(ranked) >= 2:
         spread = ranked[0]["mean_auroc"] - ranked[-1]["mean_auroc"]
         ev1.append(
@@ -935,12 +1091,13 @@ def alignment_finding(ranking: list[dict], paired: list[dict]) -> dict:
                 f"(paired bootstrap on the same queries)."
             )
         top3 = [r["uq"] for r in ranked[:3]]
+        top3_names = {m for r in ranked[:3] for m in r.get("members", [r["uq"]])}
         half = len(ranked) / 2
         verbal = [r for r in ranked if r["uq"] in VERBAL]
         verbal_low = [r for r in verbal if r["rank"] > half]
         ev1.append(
             f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
-            f"{len(set(top3) & set(PAPER_TOP3))} of the paper's three are among them."
+            f"{len(top3_names & set(PAPER_TOP3))} of the paper's three are among them."
         )
         if verbal:
             ev1.append(
@@ -978,7 +1135,7 @@ def alignment_finding(ranking: list[dict], paired: list[dict]) -> dict:
             )
         checks = [
             spread >= 0.1,
-            len(set(top3) & set(PAPER_TOP3)) >= 2,
+            len(top3_names & set(PAPER_TOP3)) >= 2,
             (not verbal) or len(verbal_low) == len(verbal),
             best >= 0.55,
         ]
@@ -1062,38 +1219,63 @@ def distribution_finding(dist: dict) -> dict:
     }
 
 
-def transfer_finding(transfer: dict) -> dict:
-    """Finding 3: thresholds from calibration data transfer to unseen datasets (``transfer_analysis``)."""
+def fitted_on_target(methods: Mapping[str, str]) -> list[str]:
+    """The UQ entries (uq name -> UQ method name) whose scores on a dataset come from a model fitted
+    on that dataset's own labelled rows (``UQMethod.fit == "in_domain"``: the probe): their
+    thresholds never see the target's labels, their scores do."""
+    from jobs.uq import UQ_METHODS
+
+    return sorted(uq for uq, m in methods.items() if m in UQ_METHODS and UQ_METHODS.get(m).fit == "in_domain")
+
+
+def transfer_finding(transfer: dict, fitted_on_target: Iterable[str] = ()) -> dict:
+    """Finding 3: thresholds from calibration data transfer to unseen datasets (``transfer_analysis``).
+
+    fitted_on_target: UQ entries whose scores on the target were fitted on the target's own labels
+    (``fitted_on_target``). The claim is "no labels from it", so the verdict and its numbers rest
+    on the other methods only; theirs are stated beside it."""
     ev3: list[str] = []
-    summ = transfer_summary(transfer.get("call_rate", []))
+    on_target = set(fitted_on_target)
+    all_rows = transfer.get("call_rate", [])
+    rows = [r for r in all_rows if r.get("uq") not in on_target]
+    left_out = [r for r in all_rows if r.get("uq") in on_target]
+    summ = transfer_summary(rows)
     by_m: dict[str, list[float]] = {}
     sd_m: dict[str, list[float]] = {}
-    for r in transfer.get("call_rate", []):
+    for r in rows:
         by_m.setdefault(r["method"], []).append(_abs_err(r))
         sd_m.setdefault(r["method"], []).append(float(r.get("call_rate_error_sd", 0.0)))
     if by_m.get("calibration"):
         cal_err = float(np.mean(by_m["calibration"]))
-        sources = sorted({r["source"] for r in transfer["call_rate"]})
+        sources = sorted({r["source"] for r in rows})
         ev3.append(
             f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
             f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
             f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
             f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)})."
         )
-        n_draws = max(int(r.get("n_draws", 1)) for r in transfer["call_rate"] if r["method"] == "calibration")
+        lo_cal = [_abs_err(r) for r in left_out if r["method"] == "calibration"]
+        if on_target:
+            ev3.append(
+                f"Left out of these numbers and the verdict: {', '.join(sorted(on_target))}, whose scores on a "
+                "held-out dataset come from a model trained on that dataset's own labelled fit rows (its "
+                "thresholds never see the target's labels, its scores do)"
+                + (f"; its calibration error would be {_fmt(float(np.mean(lo_cal)))}." if lo_cal else ".")
+            )
+        n_draws = max(int(r.get("n_draws", 1)) for r in rows if r["method"] == "calibration")
         if n_draws > 1:
             ev3.append(
                 f"Calibration errors are means over {n_draws} draws of the calibration set (seeds "
-                f"{', '.join(str(x) for x in next(r for r in transfer['call_rate'] if r['method'] == 'calibration')['seeds'])}); "
+                f"{', '.join(str(x) for x in next(r for r in rows if r['method'] == 'calibration')['seeds'])}); "
                 f"mean SD across draws {_fmt(float(np.mean(sd_m['calibration'])))}."
             )
-        cal_rows = [r for r in transfer["call_rate"] if r["method"] == "calibration"]
+        cal_rows = [r for r in rows if r["method"] == "calibration"]
         worst = max(cal_rows, key=_abs_err)
         ev3.append(
             f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
             f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f})."
         )
-        curves = transfer.get("curves", [])
+        curves = [c for c in transfer.get("curves", []) if c.get("uq") not in on_target]
         if curves:
             rc = float(np.mean([c["rms_calibration"] for c in curves]))  # each a mean over draws
             rr = float(np.mean([c["rms_random"] for c in curves]))
@@ -1108,7 +1290,7 @@ def transfer_finding(transfer: dict) -> dict:
                     else ""
                 )
             )
-        acc = transfer.get("accuracy", [])
+        acc = [r for r in transfer.get("accuracy", []) if r.get("uq") not in on_target]
         if acc:
             ev3.append(
                 f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "
@@ -1144,12 +1326,19 @@ def analyze(view: GridView) -> dict:
     fp = fit_pools(store, view.settings, view.extraction_policy)
     lo = leave_out_pools(store, view.leave_out, ev, fp)
     table = method_table(view.settings)
-    ranking = method_ranking(table)
+    coincide = coincident_methods(ev)
+    ranking = method_ranking(table, coincide)
     policies = dict(view.nan_policies)
     paired = paired_table(
-        ev, nan_policy=policies, n_boot=int(view.bootstrap) or 200, seed=int(view.bootstrap_seed), ties=view.ties
+        ev,
+        nan_policy=policies,
+        n_boot=int(view.bootstrap) or 200,
+        seed=int(view.bootstrap_seed),
+        ties=view.ties,
+        coincide=coincide,
     )
     methods = dict(view.uq_methods)
+    same = coincidence_sentences(coincide, view.answer_modes)
     forms = dataset_forms(view)
     defs = method_definitions(methods, forms)
     dist = distance_analysis(ev, methods, defs)
@@ -1190,7 +1379,8 @@ def analyze(view: GridView) -> dict:
         "distances": dist,
         "transfer": transfer,
         "transfer_summary": transfer_summary(transfer["call_rate"]),
-        "findings": findings(ranking, paired, dist, transfer),
+        "findings": findings(ranking, paired, dist, transfer, same, fitted_on_target(methods)),
+        "same_quantity": same,
         "calibration": cal_conf,
         "calibration_scales": {uq: calibration_scale(cal_conf, m) for uq, m in sorted(methods.items())},
         "nan_policies": policies,

@@ -219,8 +219,85 @@ def _as_weights(weights, n: int, name: str = "weights") -> np.ndarray | None:
     return w
 
 
-def threshold_for_call_rate(cal_u, rate: float, weights=None) -> Threshold:
-    """Threshold whose expected routed fraction on ``cal_u`` is exactly ``rate``.
+@dataclass(frozen=True, eq=False)
+class Strata:
+    """The strata a calibration set was drawn from, for ``threshold_for_call_rate(..., strata=)``.
+
+    index: (n,) int, the stratum of each calibration row (row order of the set); size: (S,) the
+    number of pool rows of each stratum (m_b); lo, hi: (S,) the smallest and largest pool
+    uncertainty of each stratum (+inf for the unscored stratum of nan_policy "most_uncertain").
+    Strata are contiguous, disjoint ranges of uncertainty (bins on a monotone scale), so they are
+    ordered by ``hi``. A stratum with no pool row has size 0 and is never read.
+    """
+
+    index: np.ndarray
+    size: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], index: Sequence[int | None]) -> Strata | None:
+        """The strata of a stored set: its record's ``n_per_bin``, ``bin_u_min`` and ``bin_u_max``
+        (None = no pool row, or the unscored stratum's +inf) and its rows' stratum; None for a set
+        stored before strata were kept (its thresholds are then weighted quantiles)."""
+        if "bin_u_min" not in record or any(i is None for i in index):
+            return None
+        size = np.asarray(record["n_per_bin"], dtype=np.float64)
+
+        def bound(xs):
+            return np.array([np.inf if x is None and m else np.nan if x is None else x for x, m in zip(xs, size)])
+
+        return cls(np.asarray(index, dtype=np.int64), size, bound(record["bin_u_min"]), bound(record["bin_u_max"]))
+
+
+def _stratified_anchors(u: np.ndarray, strata: Strata) -> list[tuple[float, float, float]]:
+    """The (value, tie_frac, expected pool rows routed) points of ``threshold_for_call_rate``'s
+    stratified rule, in increasing count (see its docstring)."""
+    idx = np.asarray(strata.index)
+    if idx.shape != u.shape:
+        raise ValueError(f"strata.index must have shape {u.shape} like the scores; got {idx.shape}")
+    anchors: list[tuple[float, float, float]] = []
+    before = 0.0
+    for b in sorted(set(idx.tolist()), key=lambda b: -float(strata.hi[b])):
+        m, lo, hi = float(strata.size[b]), float(strata.lo[b]), float(strata.hi[b])
+        s = np.sort(u[idx == b])[::-1]
+        t = len(s)
+        if not (1 <= t <= m) or s[0] > hi or s[-1] < lo:
+            raise ValueError(
+                f"stratum {b}: {t} sampled row(s) in [{s[-1]}, {s[0]}] do not fit its pool of {m:g} row(s) in [{lo}, {hi}]"
+            )
+        g = (m + 1.0) / (t + 1.0)  # E[rank of the j-th largest of t draws among m] = j * g
+        anchors.append((hi, 0.0, before))
+        values, first = np.unique(-s, return_index=True)  # distinct values, descending
+        last = np.append(first[1:], t) - 1
+        for v, j0, j1 in zip(-values, first + 1, last + 1):
+            gt = before + (0.0 if v == hi else j0 * g - 1.0)
+            ge = before + (m if v == lo else j1 * g)
+            anchors += [(float(v), 0.0, gt), (float(v), 1.0, ge)]
+        anchors.append((lo, 1.0, before + m))
+        before += m
+    return anchors
+
+
+def _stratified_threshold(u: np.ndarray, r: float, strata: Strata) -> Threshold:
+    anchors = _stratified_anchors(u, strata)
+    total = anchors[-1][2]
+    k = r * total
+    counts = np.array([a[2] for a in anchors])
+    hit = np.flatnonzero(np.abs(counts - k) <= _SNAP * max(total, 1.0))
+    if hit.size:  # on an anchor; between strata, the lowest row of the one above, tie_frac 1
+        return Threshold(anchors[hit[0]][0], anchors[hit[0]][1])
+    i = int(np.searchsorted(counts, k))  # counts[i - 1] < k < counts[i]
+    (va, fa, ca), (vb, fb, cb) = anchors[i - 1], anchors[i]
+    x = (k - ca) / (cb - ca)
+    if va == vb:  # one value: the share of its ties routed
+        return Threshold(va, min(1.0, max(0.0, fa + x * (fb - fa))))
+    return Threshold(float(va + x * (vb - va)), 0.0)
+
+
+def threshold_for_call_rate(cal_u, rate: float, weights=None, strata: Strata | None = None) -> Threshold:
+    """Threshold whose expected routed fraction on ``cal_u`` is exactly ``rate`` (or, with
+    ``strata``, on the pool a stratified calibration set ``cal_u`` was drawn from).
 
     cal_u: 1-D uncertainties, no NaN. rate: fraction in [0, 1] (ValueError outside).
     weights: optional positive weight per score (a calibration set's ``weight``): then the routed
@@ -231,10 +308,35 @@ def threshold_for_call_rate(cal_u, rate: float, weights=None) -> Threshold:
     with distinct scores and integer k the k-th largest score is routed with tie_frac 1
     (i.e. "route u >= value"). With weights, counts become sums of weights: the value is the first
     score (descending) whose cumulative weight reaches rate * total weight.
+
+    strata (a stratified calibration set's ``CalibrationSet.strata``; ``weights`` is then not
+    read): the cut is placed *inside* the stratum, unbiased for the pool rows routed. The weighted
+    quantile above is biased low there: when rate * N is a stratum boundary it stops on the lowest
+    *sampled* row of the stratum with tie_frac 1, and the stratum's unsampled rows below it are
+    never routed (u = 0..299, 30 bins, frac 0.1, rate 0.5: 0.485 routed on average, issue 17.1).
+    The rule: a stratum of m pool rows in [lo, hi] with t sampled rows s_1 >= ... >= s_t. The
+    j-th largest of t rows drawn without replacement from m has expected rank j (m + 1) / (t + 1)
+    among them (order statistics of a simple random sample; e.g. David & Nagaraja, "Order
+    Statistics", 3rd ed., sec. 2.1), so among the pool rows of the stratum, E#{u >= s_j} =
+    j (m + 1) / (t + 1) and E#{u > s_j} = that minus 1 (a tie group of sampled rows j0..j1: j0
+    and j1); #{u > hi} = 0 and #{u >= lo} = m exactly. These expected counts, added to the pool
+    rows of the strata above, are anchors (value, tie_frac): (hi, 0), (s_j, 0), (s_j, 1), (lo, 1).
+    For rate * N between two anchors the threshold interpolates linearly: the tie share of one
+    value, or the value itself between two values (tie_frac 0, route u > value; unbiased for rows
+    spread evenly in value up to the pool's granularity of one row, approximate otherwise). At a
+    boundary between strata it is (lo of the stratum above, 1): every row of the strata above is
+    routed, as the unweighted rule routes "u >= value" at integer k. So the value need not be one
+    of the scores; constant scores still give value = that score and tie_frac = rate, and strata
+    sampled in full (frac 1) give the unweighted rule's threshold. Measured (60 draws, pools of
+    80, 300 and 2,000 rows: exponential cubed, beta(0.5, 4), evenly spaced; equal-width and
+    equal-frequency bins, scale rank): the mean realized call rate is within 0.005 of every
+    default target (``tests/unit/test_calibration_strata.py``).
     """
     r = _check_rate(rate)
     u = _as_uncertainty(cal_u, "cal_u")
     n = _check_lengths(cal_u=u)
+    if strata is not None:
+        return _stratified_threshold(u, r, strata)
     w = _as_weights(weights, n)
     if w is None:
         k = r * n
@@ -313,14 +415,17 @@ def weighted_routing_curve(uncertainty, slm_correct, llm_correct, weights=None) 
     return RoutingCurve(*arrays, ties="expected")
 
 
-def threshold_for_accuracy(cal_u, cal_slm, cal_llm, target_acc: float, weights=None) -> Threshold | None:
+def threshold_for_accuracy(
+    cal_u, cal_slm, cal_llm, target_acc: float, weights=None, strata: Strata | None = None
+) -> Threshold | None:
     """Threshold at the smallest call rate whose expected accuracy on the calibration data
     reaches ``target_acc``; None when no call rate reaches it.
 
     The expected accuracy after routing x (real, 0..N) samples is the linear interpolation of the
     ``ties="expected"`` routing curve between integer k, so the smallest x is found exactly on
     the segment where the curve first crosses the target (1e-12 tolerance for cumsum rounding).
-    weights: as in ``threshold_for_call_rate`` (the weighted curve, ``weighted_routing_curve``).
+    weights: as in ``threshold_for_call_rate`` (the weighted curve, ``weighted_routing_curve``);
+    strata: as there (the call rate found is cut inside its stratum).
     """
     t = float(target_acc)
     if math.isnan(t):
@@ -344,7 +449,7 @@ def threshold_for_accuracy(cal_u, cal_slm, cal_llm, target_acc: float, weights=N
         if weights is None:
             return threshold_for_call_rate(cal_u, (k - 1 + f) / n)
         x = ratio[k - 1] + f * (ratio[k] - ratio[k - 1])
-    return threshold_for_call_rate(cal_u, x, weights=weights)
+    return threshold_for_call_rate(cal_u, x, weights=weights, strata=strata)
 
 
 def fixed_threshold(value: float) -> Threshold:
@@ -364,6 +469,9 @@ class CalibrationSet:
     record: plain-JSON description of what went in (see ``build_calibration_set``).
     weight: float array (n,), each row's inverse sampling fraction (its bin's m / take; they sum
     to the pool size); None = every row weighs 1 (a set stored before weights existed).
+    strata: the stratum of each row and each stratum's pool size and uncertainty range: thresholds
+    then place their cut inside the stratum (``threshold_for_call_rate``); None = the weighted
+    quantile (a set stored before strata were kept).
     """
 
     dataset: np.ndarray
@@ -373,13 +481,15 @@ class CalibrationSet:
     llm_correct: np.ndarray
     record: dict
     weight: np.ndarray | None = None
+    strata: Strata | None = None
 
     def __len__(self) -> int:
         return len(self.uncertainty)
 
     def threshold(self, rate: float) -> Threshold:
-        """The weighted-quantile threshold for call rate ``rate``."""
-        return threshold_for_call_rate(self.uncertainty, rate, weights=self.weight)
+        """The threshold for call rate ``rate`` on the pool: the cut inside the stratum
+        (``strata``), else the weighted quantile."""
+        return threshold_for_call_rate(self.uncertainty, rate, weights=self.weight, strata=self.strata)
 
     def expected_accuracy(self, thr: Threshold) -> float:
         """The set's (weighted) expected accuracy under ``thr``: the predicted accuracy."""
@@ -488,7 +598,9 @@ def build_calibration_set(
     record: datasets, excluded, n_pooled_per_dataset (after NaN drop), n_selected_per_dataset,
     n_nan_dropped, n_nan_dropped_per_dataset, n_pooled, n_selected, n_per_bin,
     n_selected_per_bin, bin_weights (m / take, 0 for empty bins), bin_edges (on the scale),
-    n_bins, binning, scale, frac, seed.
+    bin_u_min, bin_u_max (each stratum's pool uncertainty range, the NaN stratum last; None =
+    empty or +inf), n_bins, binning, scale, frac, seed. The set's ``strata`` (each row's stratum
+    and these ranges) let thresholds cut inside a stratum (``threshold_for_call_rate``).
     """
     n_bins, frac, seed, binning, scale = params.n_bins, params.frac, params.seed, params.binning, params.scale
     excluded = sorted(set(exclude))
@@ -523,6 +635,8 @@ def build_calibration_set(
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     weight = np.zeros(len(u))
+    n_strata = int(n_bins) + (1 if keep_nan else 0)
+    u_lo, u_hi = np.full(n_strata, np.nan), np.full(n_strata, np.nan)
     n_per_bin, n_sel_per_bin, bin_weights = [], [], []
     for b in range(int(n_bins) + (1 if keep_nan else 0)):
         members = np.flatnonzero(bins == b)
@@ -534,6 +648,7 @@ def build_calibration_set(
         if take:
             chosen.append(rng.choice(members, size=take, replace=False))
             weight[members] = m / take
+            u_lo[b], u_hi[b] = u[members].min(), u[members].max()
     idx = np.sort(np.concatenate(chosen))
 
     arrays = [ds[idx], ids[idx], u[idx], slm[idx], llm[idx], weight[idx]]
@@ -561,8 +676,12 @@ def build_calibration_set(
         "frac": float(frac),
         "seed": int(seed),
     }
+    # plain JSON: None = an empty bin, or the unscored stratum's +inf (``Strata.from_record``)
+    record["bin_u_min"] = [float(x) if np.isfinite(x) else None for x in u_lo]
+    record["bin_u_max"] = [float(x) if np.isfinite(x) else None for x in u_hi]
     *cols, w = arrays
-    return CalibrationSet(*cols, record=record, weight=w)
+    strata = Strata(index=bins[idx], size=np.array(n_per_bin, dtype=np.float64), lo=u_lo, hi=u_hi)
+    return CalibrationSet(*cols, record=record, weight=w, strata=strata)
 
 
 # ---- transfer evaluation (leave one dataset out) ----------------------------------------------
@@ -709,7 +828,7 @@ def _method_fits(
     in_domain_frac: float,
 ) -> tuple[list[tuple], Arrays, list[int]]:
     """What one transfer method fits its thresholds on for one held-out dataset: (fits, the arrays
-    it is evaluated on, seeds). fits: one (u, slm_correct, llm_correct, weight) per draw (the
+    it is evaluated on, seeds). fits: one (u, slm_correct, llm_correct, weight, strata) per draw (the
     calibration sets of ``params.seeds``; the in-domain fit rows; none for "fixed"). "in_domain"
     without pools of its own splits the held-out rows and is evaluated on the other part."""
     if method == "calibration":
@@ -721,12 +840,12 @@ def _method_fits(
                 params=params.with_seed(sd),
                 nan_policy=nan_policy,
             )
-            fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight))
+            fits.append((cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight, cal.strata))
         return fits, evaluated, params.seeds
     seeds = [int(params.seed)]
     if method == "in_domain" and in_source is not None:
         fu, fs, fl, _ = _heldout_arrays(in_source, heldout, nan_policy)
-        return [(fu, fs, fl, None)], evaluated, seeds
+        return [(fu, fs, fl, None, None)], evaluated, seeds
     if method == "in_domain":
         u, slm, llm = evaluated
         n_fit = int(round(len(u) * in_domain_frac))
@@ -737,7 +856,7 @@ def _method_fits(
             )
         perm = np.random.default_rng(params.seed).permutation(len(u))
         f, e = perm[:n_fit], perm[n_fit:]
-        return [(u[f], slm[f], llm[f], None)], (u[e], slm[e], llm[e]), seeds
+        return [(u[f], slm[f], llm[f], None, None)], (u[e], slm[e], llm[e]), seeds
     return [], evaluated, seeds
 
 
@@ -761,7 +880,9 @@ def _transfer_row(
     draws = []
     for fit in fits or [None]:
         thr = (
-            threshold_for_call_rate(fit[0], target, weights=fit[3]) if fit is not None else fixed_threshold(fixed_value)
+            threshold_for_call_rate(fit[0], target, weights=fit[3], strata=fit[4])
+            if fit is not None
+            else fixed_threshold(fixed_value)
         )
         realized_rate = expected_call_rate(ev_u, thr)
         realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)

@@ -291,8 +291,9 @@ def pass_usage(rows: Sequence[Mapping[str, Any]], stage: str) -> Usage:
 
     A samples row counts its prompt once and the sum of its ``sampled_n_tokens`` (one pass per
     sampled answer); every other row counts ``n_prompt_tokens`` (estimated from the prompt's
-    characters when null), ``n_new_tokens`` and ``latency_s`` as one pass. Null counts of a
-    failed row count 0.
+    characters when null), ``n_new_tokens`` and ``latency_s`` as one pass. A row that records
+    ``n_passes`` caused that many model passes (0: constrained samples drawn from the greedy
+    pass's stored option distribution, with 0 tokens and 0 s). Null counts of a failed row count 0.
     """
     n = len(rows)
     pt, nt, sec, passes = np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n)
@@ -309,6 +310,8 @@ def pass_usage(rows: Sequence[Mapping[str, Any]], stage: str) -> Usage:
         else:
             nt[i] = _num(r.get("n_new_tokens"))
         sec[i] = _num(r.get("latency_s"))
+        if r.get("n_passes") is not None:
+            passes[i] = float(r["n_passes"])
     return Usage(pt, nt, sec, passes, est)
 
 
@@ -338,19 +341,45 @@ class QueryUsage:
         return QueryUsage(self.slm.subset(keep), self.uq.subset(keep), self.llm.subset(keep), self.overhead_stages)
 
 
+def answer_stage(method: str | None, params: Mapping[str, Any] | None = None) -> str | None:
+    """The stage whose pass gives the answer a setting of UQ method ``method`` judges and routes
+    from: its ``answer_stage`` when its ``route`` is "own_answer" (verbal_1s by default), else None
+    (the greedy pass). A name the registry does not know: None."""
+    from jobs.uq import UQ_METHODS
+
+    if not method or method not in UQ_METHODS:
+        return None
+    m = UQ_METHODS.get(method)
+    return m.answer_stage if m.answer_stage is not None and m.route(params or {}) == "own_answer" else None
+
+
 def query_usage(
-    slm_rows: Sequence[Mapping], stage_rows: Mapping[str, Sequence[Mapping]], llm_rows: Sequence[Mapping]
+    slm_rows: Sequence[Mapping],
+    stage_rows: Mapping[str, Sequence[Mapping]],
+    llm_rows: Sequence[Mapping],
+    answer_stage: str | None = None,
 ) -> QueryUsage:
     """Usage per query from the greedy rows, the UQ method's other stages (stage -> rows; greedy
     and stages that are not UQ passes are ignored) and the LLM rows, all aligned by sample id to
-    the greedy rows' order."""
+    the greedy rows' order.
+
+    answer_stage: the stage whose pass gives the answer routed from (``answer_stage(method,
+    params)``; verbal_1s under ``route: own_answer``): that pass is the SLM answer and no
+    overhead, and the greedy pass, which the system would not run, is not charged. Each method is
+    charged the passes its routed answer and its score need, nothing else."""
     ids = [r["sample_id"] for r in slm_rows]
     n = len(ids)
     uq = Usage.zeros(n)
-    stages = tuple(st for st in OVERHEAD_STAGES if st in stage_rows)
+    stages = tuple(st for st in OVERHEAD_STAGES if st in stage_rows and st != answer_stage)
     for st in stages:
         uq = uq + pass_usage(align(stage_rows[st], ids, f"stage {st}"), st)
-    return QueryUsage(pass_usage(slm_rows, "greedy"), uq, pass_usage(align(llm_rows, ids, "LLM"), "llm"), stages)
+    if answer_stage is None:
+        slm = pass_usage(slm_rows, "greedy")
+    elif answer_stage in stage_rows:
+        slm = pass_usage(align(stage_rows[answer_stage], ids, f"stage {answer_stage}"), answer_stage)
+    else:
+        raise KeyError(f"the routed answer comes from stage {answer_stage!r}, whose records are not given")
+    return QueryUsage(slm, uq, pass_usage(align(llm_rows, ids, "LLM"), "llm"), stages)
 
 
 @dataclass(frozen=True)
@@ -407,6 +436,35 @@ def cost_curve(uncertainty, slm_correct, llm_correct, costs: QueryCosts, ties: s
     return CostCurve(curve.ratio, cost, curve.accuracy)
 
 
+def all_queries_cost_curve(
+    uncertainty, slm_correct, llm_correct, costs: QueryCosts, nan_policy: str, ties: str = "expected"
+) -> CostCurve:
+    """The routing curve on a cost axis over *every* query of the setting, so that methods of one
+    (SLM, dataset, LLM) are compared on the same queries (the Pareto frontier, issue 17.2).
+
+    uncertainty: raw, NaN = unscored. Under ``nan_policy`` "most_uncertain" every query is routable
+    (NaN first) and this is ``cost_curve`` of them all. Under "drop" an unscored query is never
+    routed: the SLM answers it, and it costs what the method spent on it (the SLM answer and the
+    UQ overhead); the k most uncertain *scored* queries are routed, k = 0..n_scored, so the curve
+    ends at call rate n_scored / N. Accuracy and cost are means over all N queries.
+    """
+    u, keep = M.apply_nan_policy(uncertainty, nan_policy)
+    slm = np.asarray(slm_correct, dtype=bool)
+    llm = np.asarray(llm_correct, dtype=bool)
+    n = len(u)
+    if n == 0:
+        return CostCurve(np.zeros(0), np.zeros(0), np.zeros(0))
+    fixed = float(costs.slm.sum() + costs.uq.sum())
+    if not keep.any():  # nothing scored: the SLM answers every query
+        return CostCurve(np.zeros(1), np.array([fixed / n]), np.array([float(slm.mean())]))
+    part = M.routing_curve(u[keep], slm[keep], llm[keep], ties=ties)
+    routed_llm = M.expected_offloaded_sum(u[keep], costs.llm[keep], ties)
+    n_kept = int(keep.sum())
+    k = np.arange(n_kept + 1)
+    acc = (part.accuracy * n_kept + float(slm[~keep].sum())) / n
+    return CostCurve(k / n, (fixed + routed_llm) / n, acc)
+
+
 def random_cost_curve(slm_correct, llm_correct, costs: QueryCosts) -> CostCurve:
     """Random routing with no UQ method (so no overhead): the expected accuracy and cost lines."""
     rnd = M.random_curve(slm_correct, llm_correct)
@@ -414,13 +472,16 @@ def random_cost_curve(slm_correct, llm_correct, costs: QueryCosts) -> CostCurve:
     return CostCurve(rnd.ratio, cost, rnd.accuracy)
 
 
-def cost_to_gap(curve: CostCurve, frac: float) -> float:
+def cost_to_gap(curve: CostCurve, frac: float, llm_acc: float | None = None) -> float:
     """Cost per query at the first call rate whose accuracy reaches slm_acc + frac * (llm_acc - slm_acc)
     (the first crossing, as ``metrics.call_rate_for_gap``). NaN when the LLM is not more accurate
-    than the SLM (no gap); inf when the curve never reaches the target."""
+    than the SLM (no gap); inf when the curve never reaches the target.
+    llm_acc: the LLM's accuracy on the curve's queries; default the curve's end (every query
+    routed). Give it for a curve that cannot route every query (``all_queries_cost_curve``)."""
     if not 0.0 <= frac <= 1.0:
         raise ValueError(f"frac must be in [0, 1]; got {frac!r}")
-    lo, hi = float(curve.accuracy[0]), float(curve.accuracy[-1])
+    lo = float(curve.accuracy[0])
+    hi = float(curve.accuracy[-1]) if llm_acc is None else float(llm_acc)
     if not hi > lo:
         return float("nan")
     reached = np.flatnonzero(curve.accuracy >= lo + frac * (hi - lo) - 1e-12)
@@ -472,6 +533,10 @@ class SettingCost:
     curve: CostCurve
     random: CostCurve
     records: list[dict] = field(repr=False)
+    #: the curves over every query of the setting (``all_queries_cost_curve``; random routing
+    #: with no UQ method over them): what the Pareto frontier compares methods on
+    all_queries: CostCurve | None = None
+    all_queries_random: CostCurve | None = None
 
 
 def setting_cost(
@@ -499,6 +564,7 @@ def setting_cost(
       cost_ratio_80_vs_llm                       cost_to_80_gap / cost_llm_all (the LLM alone)
       tokens_*/seconds_* per query and uq_passes (model passes of the method beyond greedy),
       n_prompt_tokens_estimated (prompt counts estimated from characters).
+    ``SettingCost.all_queries``: the curve over every query (``all_queries_cost_curve``).
     """
     u_all, keep = M.apply_nan_policy(uncertainty, nan_policy)
     slm_ok, llm_ok = np.asarray(slm_correct, dtype=bool), np.asarray(llm_correct, dtype=bool)
@@ -529,6 +595,7 @@ def setting_cost(
             metrics[f"seconds_{part}"] = float(u.seconds.mean())
         metrics["uq_passes"] = float(use.uq.passes.mean())
     metrics["n_prompt_tokens_estimated"] = int(sum(u.estimated.sum() for u in (usage.slm, usage.uq, usage.llm)))
+    whole = all_queries_cost_curve(uncertainty, slm_ok, llm_ok, costs_all, nan_policy, ties)
     ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(usage.n)]
     records = [
         {
@@ -549,7 +616,8 @@ def setting_cost(
         }
         for i, sid in enumerate(ids)
     ]
-    return SettingCost(metrics, curve, rnd, records)
+    whole_random = random_cost_curve(slm_ok, llm_ok, costs_all) if len(slm_ok) else None
+    return SettingCost(metrics, curve, rnd, records, whole, whole_random)
 
 
 def curve_json(
@@ -586,7 +654,7 @@ def from_store(
 
     stages = {st: k for st, k in (spec.get("uq_stages") or {}).items() if st in OVERHEAD_STAGES}
     stage_rows = {st: Store(store).gen(k).rows() for st, k in stages.items()}
-    usage = query_usage(slm_rows, stage_rows, llm_rows)
+    usage = query_usage(slm_rows, stage_rows, llm_rows, answer_stage(unit.method, unit.uq_params))
     table = PriceTable.from_dict(spec["prices"], source=spec["prices"].get("name", ""))
     slm_rate, llm_rate = Rate(**spec["slm_rate"]), Rate(**spec["llm_rate"])
     mc = unit.metrics

@@ -3,6 +3,13 @@ price table, the Pareto frontier across UQ methods per (SLM, dataset, LLM), the 
 50% / 80% of the SLM-to-LLM gap with each method's overhead counted, and one sentence per group
 saying which method is worth its own cost.
 
+Every method of a group is compared on the same queries, all of the dataset's (issue 17.2): a
+query a method with the ``drop`` NaN policy could not score (a verbal confidence that did not
+parse) is never routed -- the SLM answers it -- and costs what the method spent on it
+(``jobs.cost.all_queries_cost_curve``). So the frontier, its shares and the cost to reach x% of the
+gap (between the SLM's and the LLM's accuracy on all queries) never rest on a method's scored
+subset; the ``scored`` column says how much of the dataset a method could route.
+
 Where this sits in the flow: the store (setting records + generation records) + ``conf/prices``
 -> ``jobs.cost`` -> **here** -> ``jobs.report`` (HTML section, PNG). Re-pricing at report time
 means a price edit needs only ``uqroute report``; the settings' MLflow metrics keep the table they
@@ -27,6 +34,7 @@ from jobs.views import GridView
 TABLE_COLS: tuple[tuple[str, str], ...] = (
     ("uq", "UQ method"),
     ("uq_passes", "extra passes"),
+    ("scored_share", "scored"),
     ("overhead_1k", "UQ overhead"),
     ("slm_only_1k", "SLM + overhead"),
     ("to_50_1k", "to 50% of gap"),
@@ -68,7 +76,7 @@ def cost_analysis(view: GridView) -> dict:
             slm_rows = C.align(rows_of(s.greedy_key), ids, "greedy")
             llm_rows = rows_of(s.llm_key)
             stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in C.OVERHEAD_STAGES}
-            usage = C.query_usage(slm_rows, stage_rows, llm_rows)
+            usage = C.query_usage(slm_rows, stage_rows, llm_rows, C.answer_stage(s.method, s.params))
         except (FileNotFoundError, KeyError) as e:
             skipped.append({"setting": s.name, "reason": str(e)})
             continue
@@ -102,36 +110,68 @@ def cost_analysis(view: GridView) -> dict:
                 "llm_rate": llm_rate.describe(),
             },
         )
-        g["rows"].append({"uq": s.uq, "auroc": auroc, **sc.metrics, "overhead_stages": list(usage.overhead_stages)})
-        g["curves"][s.uq] = sc.curve
-        g["random"] = g["random"] or sc.random
-    out = []
-    for key in sorted(groups):
-        g = groups[key]
-        frontier = C.pareto_frontier(g["curves"]) if g["curves"] else []
-        n_front = max(1, len(frontier))
-        for row in g["rows"]:
-            row["frontier_share"] = sum(p["label"] == row["uq"] for p in frontier) / n_front
-            for src, dst in (
-                ("cost_uq_overhead", "overhead_1k"),
-                ("cost_slm_only", "slm_only_1k"),
-                ("cost_to_50_gap", "to_50_1k"),
-                ("cost_to_80_gap", "to_80_1k"),
-                ("cost_to_80_gap_random", "random_80_1k"),
-                ("cost_llm_all", "llm_all_1k"),
-            ):
-                row[dst] = 1000 * row[src] if src in row else float("nan")
-            row["ratio_80"] = row.get("cost_ratio_80_vs_llm", float("nan"))
-        g["rows"].sort(key=lambda x: (_finite_or_inf(x.get("cost_to_80_gap")), x["uq"]))
-        g["frontier"] = frontier
-        g["verdict"] = C.worth_verdict(g["rows"])
-        out.append(g)
+        row = {"uq": s.uq, "auroc": auroc, **sc.metrics, "overhead_stages": list(usage.overhead_stages)}
+        g["rows"].append(all_queries_row(row, sc, unc, rec["llm_correct"]))
+        g["curves"][s.uq] = sc.all_queries
+        g["random"] = g["random"] or sc.all_queries_random
     return {
         "prices": {"name": table.name, "source": table.source, "digest": table.digest, "currency": table.currency},
-        "groups": out,
+        "groups": [frontier_group(groups[key]) for key in sorted(groups)],
         "stale": int(stale),
         "skipped": skipped,
     }
+
+
+def all_queries_row(row: dict, sc: C.SettingCost, uncertainty, llm_correct) -> dict:
+    """A cost-table row on all of the setting's queries: the costs to reach 50% / 80% of the gap
+    (and the ratio to the LLM alone, and random routing's) from ``sc.all_queries`` with the gap
+    between the SLM's and the LLM's accuracy on all queries; ``scored_share``: the share of queries
+    the method scored. The setting's own numbers (on the queries its NaN policy keeps, as in its
+    MLflow metrics) stay beside them as ``*_own_queries``."""
+    u = np.asarray(uncertainty, dtype=np.float64)
+    out = dict(row, scored_share=float((~np.isnan(u)).mean()) if len(u) else float("nan"))
+    if sc.all_queries is None or not len(sc.all_queries.cost):
+        return out
+    llm_acc = float(np.mean(np.asarray(llm_correct, dtype=bool)))
+    for f in C.GAP_FRACTIONS:
+        pct = round(100 * f)
+        for key, curve in (
+            (f"cost_to_{pct}_gap", sc.all_queries),
+            (f"cost_to_{pct}_gap_random", sc.all_queries_random),
+        ):
+            if key in out:
+                out[f"{key}_own_queries"] = out[key]
+            if curve is not None:
+                out[key] = C.cost_to_gap(curve, f, llm_acc)
+    c80, llm_all = out.get("cost_to_80_gap", math.nan), out.get("cost_llm_all", math.nan)
+    if "cost_ratio_80_vs_llm" in out:
+        out["cost_ratio_80_vs_llm_own_queries"] = out["cost_ratio_80_vs_llm"]
+    out["cost_ratio_80_vs_llm"] = c80 / llm_all if llm_all > 0 and math.isfinite(c80) else math.nan
+    return out
+
+
+def frontier_group(g: dict) -> dict:
+    """Finish one (SLM, dataset, LLM) group: its Pareto frontier over the methods' all-query curves
+    (``g["curves"]``), each row's ``frontier_share`` (its share of the frontier's points) and
+    per-1k columns, rows sorted by the cost to reach 80% of the gap, and the verdict."""
+    frontier = C.pareto_frontier(g["curves"]) if g["curves"] else []
+    n_front = max(1, len(frontier))
+    for row in g["rows"]:
+        row["frontier_share"] = sum(p["label"] == row["uq"] for p in frontier) / n_front
+        for src, dst in (
+            ("cost_uq_overhead", "overhead_1k"),
+            ("cost_slm_only", "slm_only_1k"),
+            ("cost_to_50_gap", "to_50_1k"),
+            ("cost_to_80_gap", "to_80_1k"),
+            ("cost_to_80_gap_random", "random_80_1k"),
+            ("cost_llm_all", "llm_all_1k"),
+        ):
+            row[dst] = 1000 * row[src] if src in row else float("nan")
+        row["ratio_80"] = row.get("cost_ratio_80_vs_llm", float("nan"))
+    g["rows"].sort(key=lambda x: (_finite_or_inf(x.get("cost_to_80_gap")), x["uq"]))
+    g["frontier"] = frontier
+    g["verdict"] = C.worth_verdict(g["rows"])
+    return g
 
 
 def _finite_or_inf(x) -> float:
@@ -198,7 +238,10 @@ def cost_section_html(ca: dict, png: Path | None) -> list[str]:
         "local models per hour of their recorded wall time. Money columns are per 1000 queries; the cost "
         "to reach x% of the SLM-to-LLM accuracy gap is taken at the first call rate that reaches it "
         "(– when the LLM is not more accurate). <i>random, to 80%</i> routes at random with no UQ method "
-        "(no overhead): a method that costs more than that to reach 80% is not worth its cost.</p>"
+        "(no overhead): a method that costs more than that to reach 80% is not worth its cost. Every method "
+        "is compared on all of the dataset's queries: a query a method could not score (<i>scored</i> &lt; "
+        "100%, NaN policy drop) is never routed, the SLM answers it, and it costs what the method spent on "
+        "it; so a method's curve ends at its scored share, and no frontier point rests on a subset.</p>"
     )
     if ca["stale"]:
         out.append(

@@ -249,8 +249,9 @@ def _rows(r, cal: C.CalibrationSet, sources: Mapping[str, str]) -> list[dict]:
         ss, _ = load_role(r.datasets[d], r.grid.dataset, "fit")
         samples[d] = {s.id: s for s in ss}
     rows = []
-    for d, sid, u, so, lo, w in zip(
-        cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight
+    strata = cal.strata.index if cal.strata is not None else [None] * len(cal)
+    for d, sid, u, so, lo, w, b in zip(
+        cal.dataset, cal.sample_id, cal.uncertainty, cal.slm_correct, cal.llm_correct, cal.weight, strata
     ):
         s = samples[str(d)][str(sid)]
         row = {"id": f"{d}/{sid}", "question": s.question, "task": s.task, "gold": s.gold}
@@ -266,7 +267,8 @@ def _rows(r, cal: C.CalibrationSet, sources: Mapping[str, str]) -> list[dict]:
             "slm_correct": bool(so),
             "llm_correct": bool(lo),
             "weight": float(w),
-        }  # inverse of its bin's sampling fraction: thresholds are weighted quantiles
+            "stratum": None if b is None else int(b),
+        }  # weight: inverse of its bin's sampling fraction; stratum: its bin (thresholds cut inside it)
         rows.append(row)
     return rows
 
@@ -279,7 +281,7 @@ def _write_rows(folder: Path, rows: list[dict]) -> None:
 
 
 def _thresholds(cal: C.CalibrationSet, targets: Iterable[float]) -> list[dict]:
-    """Per target call rate: the set's (weighted-quantile) threshold and its predicted accuracy."""
+    """Per target call rate: the set's threshold (cut inside its stratum) and its predicted accuracy."""
     out = []
     for t in targets:
         thr = cal.threshold(t)
@@ -328,9 +330,12 @@ def _record(
     }
 
 
-def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_calibration(
+    folder: Path,
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray, C.Strata | None]:
     """record, uncertainty, slm_correct, llm_correct, weight (1 for rows of folders written before
-    calibration rows carried weights)."""
+    calibration rows carried weights), strata (None for folders written before rows carried their
+    stratum: thresholds are then weighted quantiles)."""
     folder = Path(folder)
     if not (folder / CAL_FILE).is_file() or not (folder / RECORD_FILE).is_file():
         raise FileNotFoundError(
@@ -347,6 +352,7 @@ def load_calibration(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, np.nda
         np.asarray([x["slm_correct"] for x in rows], bool),
         np.asarray([x["llm_correct"] for x in rows], bool),
         w,
+        C.Strata.from_record(record, [x.get("stratum") for x in rows]),
     )
 
 
@@ -499,9 +505,9 @@ def apply(
     """Threshold and expected accuracy for a target call rate (or accuracy) from a calibration
     folder; with scores or a dataset, also each query's routing decision (written to out_file)."""
     check_apply_args(rate, target_accuracy, scores, dataset)
-    record, u, slm, llm, w = load_calibration(Path(folder))
+    record, u, slm, llm, w, strata = load_calibration(Path(folder))
     if target_accuracy is not None:
-        thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w)
+        thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w, strata=strata)
         if thr is None:
             best = float(np.max(C.weighted_routing_curve(u, slm, llm, w).accuracy))
             raise ConfigError(
@@ -510,7 +516,7 @@ def apply(
             )
         rate = C.expected_call_rate(u, thr, weights=w)
     else:
-        thr = C.threshold_for_call_rate(u, rate, weights=w)
+        thr = C.threshold_for_call_rate(u, rate, weights=w, strata=strata)
     result = {
         "calibration": record["name"],
         "slm": record["slm"],
@@ -531,7 +537,7 @@ def apply(
     elif dataset is not None:
         ids, tu = score_new_dataset(record, dataset, task, limit)
     if ids is not None:
-        cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record, weight=w)
+        cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record, weight=w, strata=strata)
         res = C.apply_to_unlabelled(cal, tu, rate)  # unscored queries count as most uncertain
         p_all = res["route_prob"]
         draw = np.random.default_rng(seed).random(len(tu))

@@ -263,7 +263,9 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
         if st.constrained:  # generate-mode keys stay what they were
             params.update(answer_mode_params(dec.answer_mode, dc, task))
-        deps = {d: gen(model_kind, model, dataset, role, d).key for d in st.deps}
+        # constrained_deps join only constrained / cloze units (generate-mode keys stay what they were)
+        dep_names = (*st.deps, *(st.constrained_deps if "answer_mode" in params else ()))
+        deps = {d: gen(model_kind, model, dataset, role, d).key for d in dep_names}
         ident = {
             "model": model_identity(mc),
             "dataset": dataset_identity(dc, run),

@@ -43,6 +43,7 @@ from jobs.backends.base import DEFAULT_BATCH_SIZE, CountsTokens
 from jobs.datasets.roles import load_role
 from jobs.registry import Registry
 from jobs.stages.base import (
+    OPTIONS,
     TRUNCATION_MARK,
     Stage,
     StageContext,
@@ -88,7 +89,7 @@ def check_stages() -> None:
     seen: set[str] = set()
     owner: dict[str, str] = {}
     for st in declared():
-        for d in st.deps:
+        for d in (*st.deps, *st.constrained_deps):
             if d not in seen:
                 raise ValueError(
                     f"stage {st.name!r} depends on {d!r}, which is not a stage declared before it; "
@@ -124,6 +125,22 @@ def stage_params(name: str, decoding: Mapping, model: Mapping, task: str) -> dic
 def _dep_answers(store, dep_key: str) -> dict[str, str]:
     t = store.gen(dep_key).read(columns=["sample_id", "raw_output"])
     return {sid: (out or "") for sid, out in zip(t.column("sample_id").to_pylist(), t.column("raw_output").to_pylist())}
+
+
+def _dep_options(store, dep_key: str) -> dict[str, tuple[list, list | None]]:
+    """sample_id -> (option_labels, option_logprobs) of a constrained unit's rows."""
+    t = store.gen(dep_key).read(columns=["sample_id", "option_labels", "option_logprobs"]).to_pydict()
+    return {sid: (lab or [], lp) for sid, lab, lp in zip(t["sample_id"], t["option_labels"], t["option_logprobs"])}
+
+
+def _load_deps(store, unit: GenSpec) -> dict:
+    """What a unit's stage reads of its deps (``StageFn``): raw outputs, and the option
+    distributions of its ``constrained_deps`` when the unit is constrained."""
+    deps: dict = {name: _dep_answers(store, k) for name, k in unit.deps.items()}
+    if "answer_mode" in unit.params:
+        for name in stage(unit.stage).constrained_deps:
+            deps[name + OPTIONS] = _dep_options(store, unit.deps[name])
+    return deps
 
 
 def prompt_budget(backend, params: dict, max_prompt_tokens: int | None) -> int | None:
@@ -255,7 +272,7 @@ def run_gen_unit(
     n_chunks = max(1, math.ceil(len(samples) / chunk))
     done = udir.parts()
     todo = [ci for ci in range(n_chunks) if ci % n == j and ci not in done]
-    deps = {name: _dep_answers(st, k) for name, k in unit.deps.items()} if todo else {}
+    deps = _load_deps(st, unit) if todo else {}
     t0 = time.perf_counter()
     tokens = 0
     budget = prompt_budget(backend, unit.params, max_prompt_tokens)

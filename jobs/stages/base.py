@@ -26,11 +26,15 @@ from jobs.answers import parse_confidence
 from jobs.types import DataError, Sample
 
 #: ``run(backend, samples, deps, params) -> one row (dict) per sample``, in the samples' order.
-#: deps: {stage: {sample_id: raw_output}} of the units in ``Stage.deps``; params: the unit's params
+#: deps: {stage: {sample_id: raw_output}} of the units in ``Stage.deps``, and for a constrained or
+#: cloze unit of a stage in ``Stage.constrained_deps`` also {stage + OPTIONS: {sample_id: (option_labels,
+#: option_logprobs)}} (``option_logprobs`` None for a row that generated); params: the unit's params
 #: (its ``seed`` included) plus the ``prompt_budget`` (``jobs.stages.run_gen_unit``). A row's random
 #: draws come from ``row_seed(params["seed"], sample.id, j)`` only (``row_seeds``): never from the
 #: batch it happens to be in.
 StageFn = Callable[[Any, list[Sample], dict, dict], list[dict]]
+#: suffix of the deps entry holding a constrained dependency's option distributions
+OPTIONS = ".options"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class Stage:
                as a float64 array of the row column of that name.
     deps:      stages whose raw output (``deps[stage][sample_id]``) it reads; their unit keys are
                part of its key.
+    constrained_deps: stages it reads only in constrained mode (its units that carry
+               ``answer_mode``): their keys join its key only there, so generate-mode keys do not
+               move, and ``deps[stage + OPTIONS][sample_id]`` holds their rows' option
+               distributions (the samples stage draws from the greedy pass's, with no model work).
     params:    ``params(ctx: StageContext) -> dict``: the decoding parameters of its units (keyed
                on, with the seed and chunk size); default none.
     constrained: its work changes with ``decoding.answer_mode`` (its units then carry
@@ -100,6 +108,7 @@ class Stage:
     provides: tuple[str, ...] = ()
     stats: Callable[[list[dict], str], dict] | None = None
     deps: tuple[str, ...] = ()
+    constrained_deps: tuple[str, ...] = ()
     params: Callable[[StageContext], dict] = no_params
     constrained: bool = False
     reads_extraction: bool = False
@@ -111,11 +120,13 @@ class Stage:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name or ""):
             raise ValueError(f"stage name {self.name!r}: use lower-case letters, digits and underscores")
-        for field_name in ("provides", "deps"):
+        for field_name in ("provides", "deps", "constrained_deps"):
             v = getattr(self, field_name)
             if isinstance(v, str) or not all(isinstance(x, str) for x in v):
                 raise TypeError(f"stage {self.name!r}: {field_name} must be a tuple of names; got {v!r}")
-        if self.name in self.deps:
+        if self.constrained_deps and not self.constrained:
+            raise ValueError(f"stage {self.name!r}: constrained_deps need constrained=True")
+        if self.name in self.deps or self.name in self.constrained_deps:
             raise ValueError(f"stage {self.name!r} depends on itself")
         if self.stats is None:
             object.__setattr__(self, "stats", float_stats(self.provides))

@@ -29,10 +29,12 @@ What each stage records, and the statistics the UQ methods then read:
                                  question token (of the chosen option's context: WinoGrande's
                                  contexts differ per option);
                 n_new_tokens     the scored continuation tokens of all options.
-  samples       m options drawn from that renormalized distribution at temperature T (p^(1/T),
-                renormalized), each row from its own seed (``row_seed``: the unit's seed and the
-                sample id), so the Jaccard degree is 1 - sum_k (n_k / m)^2 over the counts n_k;
-                sampled_texts are the option texts (yes / no).
+  samples       m options drawn from the greedy pass's stored distribution (option_logprobs) at
+                temperature T (p^(1/T), renormalized), draw j seeded by ``row_seed(seed, sample
+                id, j)``; no model pass (the unit depends on the greedy unit,
+                ``Stage.constrained_deps``), as in constrained mode (``constrained.draw_options``);
+                sampled_texts are the option labels (letters, or yes / no), so the Jaccard degree is
+                1 - sum_k (n_k / m)^2 over the counts n_k.
   ptrue, verbal_2s  unchanged: they read the greedy raw_output ("The answer is B."), shown under
                 the question block that lists every option with its letter (``prompts.question_block``),
                 so the letter names the option text.
@@ -51,7 +53,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs import cloze
-from jobs.stages.base import row_seed
 from jobs.types import Sample
 
 
@@ -155,22 +156,9 @@ def cloze_greedy(backend, samples, deps, p) -> list[dict]:
 
 
 def cloze_samples(backend, samples, deps, p) -> list[dict]:
-    m, temp = int(p["num_samples"]), float(p["temperature"])
-    results = score_questions(backend, samples, p["cloze_format"])
-    rows = []
-    for s, r in zip(samples, results):
-        w = np.asarray(r.option_logprobs) / temp
-        q = np.exp(w - np.logaddexp.reduce(w))
-        rng = np.random.default_rng(row_seed(int(p["seed"]), s.id))
-        drawn = rng.choice(len(q), size=m, p=q / q.sum())
-        rows.append(
-            {
-                "prompt": cloze.cloze_question(s, p["cloze_format"]).contexts[r.choice],
-                "sampled_texts": [r.choices[k] for k in drawn],
-                "sampled_n_tokens": [len(r.scores[k].token_logprobs) for k in drawn],
-                "n_prompt_tokens": None,
-                "n_new_tokens": 0,
-                "latency_s": r.seconds,
-            }
-        )
-    return rows
+    """m options drawn from the greedy pass's stored option distribution, exactly as constrained
+    units draw them (``jobs.stages.constrained.draw_options``: no model pass, draw j seeded by
+    ``row_seed(seed, sample id, j)``); the prompt recorded is the question's cloze context."""
+    from jobs.stages.constrained import draw_options
+
+    return draw_options(samples, deps, p, lambda s: cloze.cloze_question(s, p["cloze_format"]).contexts[0])

@@ -11,9 +11,12 @@ answer prompt plus prompts.ANSWER_PREFIX, from one forward pass (the backend's
                 token_texts [" B"] (so answer_logprob is the chosen letter's log p, as for a
                 generated mc answer); hidden_state at the last prompt token of that pass;
                 option_labels, option_logprobs (log of the renormalized distribution).
-  samples       m options drawn from the renormalized distribution at temperature T (p^(1/T),
-                renormalized; a numpy generator per row, seeded by ``row_seed(unit seed, sample id)``); sampled_texts are
-                the bare options, so the Jaccard degree is 1 - sum_k (n_k / m)^2 over the counts n_k.
+  samples       m options drawn from the greedy pass's stored distribution (its option_logprobs)
+                at temperature T (p^(1/T), renormalized), draw j seeded by row_seed(seed, sample
+                id, j); no model pass (the unit depends on the greedy unit in constrained mode
+                only, ``Stage.constrained_deps``), so the cost axis charges it nothing
+                (n_passes 0). sampled_texts are the bare options, so the Jaccard degree is
+                1 - sum_k (n_k / m)^2 over the counts n_k.
   ptrue, verbal_2s  unchanged: they read the greedy raw_output ("The answer is B.").
   verbal_1s     unchanged: it generates its own answer and confidence.
 
@@ -27,7 +30,7 @@ import time
 import numpy as np
 
 from jobs import prompts
-from jobs.stages.base import StageFn, row_seed
+from jobs.stages.base import OPTIONS, StageFn, row_seed
 from jobs.types import DataError
 
 
@@ -108,22 +111,45 @@ def constrained_greedy(backend, samples, deps, p) -> list[dict]:
 
 
 def constrained_samples(backend, samples, deps, p) -> list[dict]:
+    """m options drawn from the greedy pass's stored option distribution (``draw_options``); the
+    prompt recorded is the one the greedy pass scored (rendered, not run)."""
+    return draw_options(
+        samples, deps, p, lambda s: prompts.with_prefix(backend.render(prompts.answer_messages(s)), p["answer_prefix"])
+    )
+
+
+def draw_options(samples, deps, p, prompt_of) -> list[dict]:
+    """m options drawn from the greedy pass's stored option distribution (its rows'
+    ``option_logprobs``, read through ``deps["greedy" + OPTIONS]``), for constrained and cloze units
+    alike: no model pass runs, so the row records 0 passes, 0 prompt and 0 new tokens and 0 s
+    (``n_passes``; the draw's arithmetic is left out of the cost axis like the scoring arithmetic).
+    Draw j of a sample is the inverse CDF of the distribution at temperature T (p^(1/T),
+    renormalized) at one uniform from ``np.random.default_rng(row_seed(seed, sample id, j))``: a
+    row's draws depend on its own seed alone. The options drawn are the greedy row's
+    ``option_labels`` (letters, or yes / no), so the Jaccard degree counts identical answers only;
+    ``prompt_of(sample)`` is the prompt recorded."""
     m, temp = int(p["num_samples"]), float(p["temperature"])
-    msgs, opts, _raw, norm, _hidden, dt = option_pass(backend, samples, p)
+    options = deps.get("greedy" + OPTIONS)
+    if options is None:
+        raise DataError("option samples need the greedy pass's option distributions (deps 'greedy.options')")
     rows = []
-    for i, (s, msg, o) in enumerate(zip(samples, msgs, opts)):
-        w = norm[i, : len(o)] / temp
-        q = np.exp(w - np.logaddexp.reduce(w))
-        rng = np.random.default_rng(row_seed(p["seed"], s.id))  # the row's own draws, whatever its batch
-        drawn = rng.choice(len(o), size=m, p=q / q.sum())
+    for s in samples:
+        labels, logp = options.get(s.id, ([], None))
+        if not labels or logp is None:
+            raise DataError(f"sample {s.id!r}: the greedy pass stored no option distribution to draw from")
+        w = np.asarray(logp, dtype=np.float64) / temp
+        cdf = np.cumsum(np.exp(w - np.logaddexp.reduce(w)))
+        u = [np.random.default_rng(row_seed(p["seed"], s.id, j)).random() * cdf[-1] for j in range(m)]
+        drawn = np.minimum(np.searchsorted(cdf, u, side="right"), len(labels) - 1)
         rows.append(
             {
-                "prompt": prompts.with_prefix(backend.render(msg), p["answer_prefix"]),
-                "sampled_texts": [o[k] for k in drawn],
-                "sampled_n_tokens": [1] * m,
-                "n_prompt_tokens": None,
-                "n_new_tokens": m,
-                "latency_s": dt,
+                "prompt": prompt_of(s),
+                "sampled_texts": [labels[k] for k in drawn],
+                "sampled_n_tokens": [0] * m,
+                "n_passes": 0,
+                "n_prompt_tokens": 0,
+                "n_new_tokens": 0,
+                "latency_s": 0.0,
             }
         )
     return rows

@@ -38,6 +38,7 @@ def samples(backend, batch, deps, p) -> list[dict]:
                 "n_prompt_tokens": chunk[0].n_prompt_tokens,
                 "n_new_tokens": sum(g.n_new_tokens for g in chunk),
                 "latency_s": sum(g.latency_s for g in chunk),
+                "n_passes": None,
             }
         )
     return rows
@@ -63,7 +64,10 @@ STAGE = Stage(
     stats=sampled_texts,
     params=sample_params,
     constrained=True,
+    constrained_deps=("greedy",),  # constrained: draws from the greedy pass's option distribution
     overhead=True,
-    columns={"sampled_texts": S.LIST_STR, "sampled_n_tokens": S.LIST_I64},
+    # n_passes: model passes the row caused (None: one per sampled answer; 0: drawn from greedy's)
+    columns={"sampled_texts": S.LIST_STR, "sampled_n_tokens": S.LIST_I64, "n_passes": S.I64},
+    schema_version="2",
     description="m sampled answers at temperature T",
 )

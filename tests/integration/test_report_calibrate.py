@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs.analysis import eval_pools, fit_pools
-from jobs.calibration import Threshold, expected_call_rate
+from jobs.calibration import Strata, Threshold, expected_call_rate, threshold_for_call_rate
 from orchestrator.cli import main
 from orchestrator.views import grid_view
 from tests.browser import find_chromium, inspect_page
@@ -187,14 +187,18 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
         assert row["source_id"] not in ev[row["source_dataset"]].sample_id
         assert {"question", "task", "gold", "uncertainty", "slm_correct", "llm_correct"} <= set(row)
     assert {row["task"] for row in rows} <= {"numeric", "yesno"}
-    # thresholds in the record are weighted quantiles of the rows' scores (weight: inverse sampling fraction)
+    # thresholds in the record cut inside their stratum (issue 17.1): the rows' stored strata give
+    # them back, within one stratum's weight of the weighted quantile's rate (weight: inverse
+    # sampling fraction)
     u = np.asarray([row["uncertainty"] for row in rows])
     w = np.asarray([row["weight"] for row in rows])
     assert w.sum() == pytest.approx(rec["n_pooled"])
+    strata = Strata.from_record(rec, [row["stratum"] for row in rows])
     for t in rec["thresholds"]:
-        assert expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w) == pytest.approx(
-            t["target_call_rate"]
-        )
+        thr = threshold_for_call_rate(u, t["target_call_rate"], strata=strata)
+        assert (t["threshold"], t["tie_frac"]) == pytest.approx((thr.value, thr.tie_frac))
+        rate = expected_call_rate(u, Threshold(t["threshold"], t["tie_frac"]), weights=w)
+        assert abs(rate - t["target_call_rate"]) <= w.max() / w.sum() + 1e-12
     # the set is a dataset a grid can use like any other
     grid = tmp_path / "g.yaml"
     grid.write_text(
@@ -235,8 +239,13 @@ def test_calibrate_apply_on_scores_and_on_unlabelled_questions(tiny_run, capsys,
     res = json.loads(capsys.readouterr().out)
     rows = [json.loads(x) for x in (folder / "calibration.jsonl").read_text().splitlines()]
     u = np.asarray([x["uncertainty"] for x in rows])
-    w = np.asarray([x["weight"] for x in rows])  # thresholds are weighted quantiles (issue 8.4)
-    assert expected_call_rate(u, Threshold(res["threshold"], res["tie_frac"]), weights=w) == pytest.approx(0.3)
+    w = np.asarray([x["weight"] for x in rows])  # rows weigh their bin's m / take (issue 8.4)
+    # thresholds cut inside their stratum (issue 17.1): the stored strata give the same threshold
+    strata = Strata.from_record(json.loads((folder / "record.json").read_text()), [x["stratum"] for x in rows])
+    thr = threshold_for_call_rate(u, 0.3, strata=strata)
+    assert (res["threshold"], res["tie_frac"]) == pytest.approx((thr.value, thr.tie_frac))
+    # within the stratum's share of the set's weight of the weighted quantile's rate
+    assert abs(expected_call_rate(u, thr, weights=w) - 0.3) <= w.max() / w.sum()
     assert 0.0 <= res["expected_accuracy"] <= 1.0
     # with a scores file: 200 scores spread like the pool the set stands for -> about 30% routed
     import pyarrow as pa

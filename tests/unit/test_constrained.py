@@ -176,8 +176,13 @@ def test_llm_stage_constrained_has_no_stats_and_samples_draw_options():
     rows = STAGE_FNS["llm"](FakeOptions(TABLE), [MC], {}, PARAMS)
     assert rows[0]["raw_output"] == "The answer is B." and "token_logprobs" not in rows[0]
     p = dict(PARAMS, num_samples=400, temperature=1.0)
-    a = STAGE_FNS["samples"](FakeOptions(TABLE), [MC, YN], {}, p)
-    b = STAGE_FNS["samples"](FakeOptions(TABLE), [MC, YN], {}, p)
+    # samples draw from the greedy pass's stored distribution (issue 17.3a): no option pass
+    greedy = STAGE_FNS["greedy"](FakeOptions(TABLE), [MC, YN], {}, PARAMS)
+    deps = {"greedy.options": {s.id: (r["option_labels"], r["option_logprobs"]) for s, r in zip([MC, YN], greedy)}}
+    backend = FakeOptions(TABLE)
+    a = STAGE_FNS["samples"](backend, [MC, YN], deps, p)
+    b = STAGE_FNS["samples"](FakeOptions(TABLE), [MC, YN], deps, p)
+    assert backend.calls == []  # no model work
     assert [r["sampled_texts"] for r in a] == [r["sampled_texts"] for r in b]  # seeded
     texts = a[0]["sampled_texts"]
     assert set(texts) <= {"A", "B", "C"} and abs(texts.count("B") / 400 - 0.75) < 0.08
