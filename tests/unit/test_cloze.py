@@ -271,12 +271,24 @@ def test_acc_norm_dataset_decides_by_length_normalized_score():
 
 
 def test_cloze_samples_draw_per_row_whatever_the_batch():
+    """Cloze samples draw from the greedy pass's stored option distribution (no model pass), each row
+    from its own seeds: alone or beside another row, the same draws."""
     p = dict(P, num_samples=50, temperature=1.0)
-    alone = cloze_samples(FakeScorer(TABLE), [MC], {}, p)[0]
-    batched = samples_stage(FakeScorer(TABLE), [YN, MC], {}, p)[1]
+    rows = greedy(FakeScorer(TABLE), [YN, MC], {}, dict(P, with_stats=False))
+    deps = {"greedy.options": {s.id: (r["option_labels"], r["option_logprobs"]) for s, r in zip([YN, MC], rows)}}
+
+    class NoModel:  # any model call fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"cloze samples called the model ({name})")
+
+    alone = cloze_samples(NoModel(), [MC], deps, p)[0]
+    batched = samples_stage(NoModel(), [YN, MC], deps, p)[1]
     assert alone["sampled_texts"] == batched["sampled_texts"]
-    assert set(alone["sampled_texts"]) <= set(MC.choices)
-    assert alone["sampled_texts"].count("house cat") > 25  # p = 0.67
+    assert alone["n_passes"] == 0 and alone["n_new_tokens"] == 0
+    labels = rows[1]["option_labels"]
+    assert set(alone["sampled_texts"]) <= set(labels)
+    best = labels[int(np.argmax(rows[1]["option_logprobs"]))]
+    assert alone["sampled_texts"].count(best) > 25  # p = 0.67
 
 
 def test_mixed_modes_in_one_batch_keep_sample_order():
