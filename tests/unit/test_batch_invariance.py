@@ -28,6 +28,7 @@ from jobs import prompts
 from jobs.backends.hf import HFBackend, HFModelSpec
 from jobs.datasets import load_samples
 from jobs.stages import stage
+from jobs.stages.base import OPTIONS
 from tests.helpers import SMOL
 
 pytestmark = pytest.mark.model
@@ -91,9 +92,12 @@ def differences(a: dict, b: dict, where: str) -> list[str]:
     return out
 
 
-def stage_runs(backend, batch, greedy_answers):
-    """(label, stage function, deps, params) for every stage and answer mode checked."""
+def stage_runs(backend, batch, greedy_answers, greedy_options=None):
+    """(label, stage function, deps, params) for every stage and answer mode checked. Constrained
+    samples draw from the greedy constrained pass's stored option distribution (no model pass):
+    ``greedy_options`` is that distribution, {sample_id: (option_labels, option_logprobs)}."""
     deps = {"greedy": greedy_answers}
+    options = {"greedy" + OPTIONS: greedy_options or {}}
     return [
         ("greedy", stage("greedy").run, {}, P),
         ("samples", stage("samples").run, {}, P),
@@ -102,7 +106,7 @@ def stage_runs(backend, batch, greedy_answers):
         ("verbal_2s", stage("verbal_2s").run, deps, P),
         ("llm", stage("llm").run, {}, P),
         ("greedy constrained", stage("greedy").run, {}, P | CONSTRAINED),
-        ("samples constrained", stage("samples").run, {}, P | CONSTRAINED),
+        ("samples constrained", stage("samples").run, options, P | CONSTRAINED),
     ]
 
 
@@ -112,8 +116,12 @@ def invariance_failures(backend, batch, idx, labels=None) -> list[str]:
     needs_greedy = labels is None or labels & {"greedy", "ptrue", "verbal_2s"}
     greedy_rows = stage("greedy").run(backend, batch, {}, P) if needs_greedy else []
     answers = {s.id: r["raw_output"] for s, r in zip(batch, greedy_rows)}
+    options = None
+    if labels is None or "samples constrained" in labels:
+        rows = stage("greedy").run(backend, batch, {}, P | CONSTRAINED)
+        options = {s.id: (r["option_labels"], r["option_logprobs"]) for s, r in zip(batch, rows)}
     out = []
-    for label, fn, deps, p in stage_runs(backend, batch, answers):
+    for label, fn, deps, p in stage_runs(backend, batch, answers, options):
         if labels and label not in labels:
             continue
         together = greedy_rows if label == "greedy" else fn(backend, batch, deps, p)
