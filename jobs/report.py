@@ -516,7 +516,9 @@ def grid_section(view: GridView, a: dict) -> Section:
         f"<p>{n_done} of {len(view.settings)} settings finished. SLMs: {', '.join(view.slm_names)}; "
         f"LLMs: {', '.join(view.llm_names)}; UQ methods: {', '.join(view.uq_names)}; datasets: "
         f"{', '.join(view.dataset_names)}; {view.limit} evaluated questions per dataset "
-        f"(seed {view.dataset_seed}), {view.fit_limit} fit/calibration rows.</p>"
+        f"(seed {view.dataset_seed}), {view.fit_limit} fit/calibration rows"
+        + "".join(f"; {d}: {lim} evaluated, {fit} fit" for d, (lim, fit) in view.dataset_limits.items())
+        + ".</p>"
     )
     acc_rows = {}
     # the SLM's accuracy is its greedy answers' on every query: prefer a setting that judges the

@@ -102,7 +102,8 @@ class GridView:
 
     store, output: the work-unit store and the grid's output folder; settings: every setting, in plan
     order; slm_names ... dataset_names: the grid's axes; limit, fit_limit, dataset_seed: the
-    ``dataset`` block (evaluated questions, fit rows per dataset, sampling seed); extraction_policy:
+    ``dataset`` block (evaluated questions, fit rows per dataset, sampling seed), dataset_limits: the
+    datasets whose config sets its own row counts; extraction_policy:
     ``decoding.extraction_policy``; bootstrap, bootstrap_seed, ties, nan_policy: the ``metrics``
     block (nan_policy: the grid's default); calibration: the ``calibration`` block as configured
     (``jobs.calibration.CalibrationParams.from_conf`` reads it per UQ method); uq_methods: uq name ->
@@ -125,6 +126,8 @@ class GridView:
     limit: int | None = 100
     fit_limit: int | None = 100
     dataset_seed: int = 0
+    # dataset -> (limit, fit_limit) where its config sets its own (``DatasetConf.limit``)
+    dataset_limits: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
     extraction_policy: str = "flexible"
     bootstrap: int = 1000
     bootstrap_seed: int = 0

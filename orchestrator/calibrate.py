@@ -246,7 +246,7 @@ def _rows(r, cal: C.CalibrationSet, sources: Mapping[str, str]) -> list[dict]:
 
     samples = {}
     for d in sorted(set(cal.dataset.tolist())):
-        ss, _ = load_role(r.datasets[d], r.grid.dataset, "fit")
+        ss, _ = load_role(r.datasets[d], r.dataset_run(d), "fit")
         samples[d] = {s.id: s for s in ss}
     rows = []
     strata = cal.strata.index if cal.strata is not None else [None] * len(cal)

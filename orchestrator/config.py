@@ -87,6 +87,10 @@ class DatasetConf(ConfView):
     # or a mapping task -> mode (a mixed questions file); null: the grid's
     answer_mode: Any = None
     cloze_format: str | None = None  # cloze prompt format (jobs/cloze.py FORMATS); null: the adapter's
+    # this dataset's own evaluated / fit row counts, over the grid's dataset.limit / fit_limit
+    # (null: the grid's); part of its units' keys as the grid's are
+    limit: int | None = None
+    fit_limit: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,6 +292,14 @@ class ResolvedGrid:
         names: dict[str, Any] = {a: FrozenList(v) for a, v in new.items()}
         grid = dataclasses.replace(self.grid, **names)
         return dataclasses.replace(self, grid=grid, **new)
+
+    def dataset_run(self, dataset: str) -> Mapping[str, Any]:
+        """The rows of ``dataset`` a grid reads: the grid's ``dataset`` block (limit, fit_limit, seed,
+        data_root) with the dataset config's own ``limit`` / ``fit_limit`` where it sets them."""
+        run = self.grid["dataset"]
+        dc = self.datasets[dataset]
+        own = {k: dc[k] for k in ("limit", "fit_limit") if dc[k] is not None}
+        return FrozenDict({**plain(run), **own}) if own else run
 
     @property
     def output_dir(self) -> Path:
@@ -651,6 +663,14 @@ def validate(r: ResolvedGrid) -> None:
     _check_dataset_answer_modes(r)
     if g["dataset"]["limit"] is not None and g["dataset"]["limit"] < 1:
         raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
+    if g["dataset"]["fit_limit"] < 0:
+        raise ConfigError(f"{r.source}: dataset.fit_limit={g['dataset']['fit_limit']} must be >= 0")
+    for name, dc in r.datasets.items():
+        for k, low in (("limit", 1), ("fit_limit", 0)):
+            if dc[k] is not None and dc[k] < low:
+                raise ConfigError(
+                    f"{r.source}: dataset {name!r}: {k}={dc[k]} must be >= {low} or null (null: the grid's dataset.{k})"
+                )
     if g["decoding"]["num_samples"] < 2:
         raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
     rc = g["ray"]

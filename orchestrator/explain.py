@@ -162,7 +162,7 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     method = score_spec.method
     # the sample and its prompt, rendered from the dataset
     try:
-        samples, _ = load_role(r.datasets[s.dataset], r.grid["dataset"], "eval")
+        samples, _ = load_role(r.datasets[s.dataset], r.dataset_run(s.dataset), "eval")
     except (OSError, ValueError, KeyError):  # the dataset files are not here (a folder moved elsewhere)
         samples = []
     sample = next((x for x in samples if str(x.id) == sample_id), None)

@@ -99,7 +99,7 @@ def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str)
     ident = {
         "slm": model_identity(r.slms[slm]),
         "uq": {"method": uq_conf.method, "params": uq_conf.params},
-        "dataset": dataset_identity(r.datasets[dataset], g["dataset"]),
+        "dataset": dataset_identity(r.datasets[dataset], r.dataset_run(dataset)),
         "llm": model_identity(r.llms[llm]),
         "decoding": g["decoding"],
         # the NaN policy this setting's metrics apply (the UQ entry's, its method's or the grid's)

@@ -241,7 +241,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
     ``jobs.prompts.STAGE_PROMPT_VERSIONS``; see ``stage_prompt_version``)."""
     settings = expand(r)
     g = r.grid
-    dec, run, seed = g["decoding"], g["dataset"], g["seed"]
+    dec, seed = g["decoding"], g["seed"]
     policy = dec["extraction_policy"]
     extraction = answers.EXTRACTION_VERSION
     units: dict[str, Unit] = {}
@@ -259,6 +259,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         st = gen_stages.stage(stage)
         mc = (r.slms if model_kind == "slm" else r.llms)[model]
         dc = r.datasets[dataset]
+        run = r.dataset_run(dataset)
         task = dataset_task(dc)
         params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
         if st.constrained:  # generate-mode keys stay what they were

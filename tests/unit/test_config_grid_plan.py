@@ -198,3 +198,39 @@ def test_bad_calibration_settings_are_named(tmp_path, override, needle):
     with pytest.raises(ConfigError, match="calibration") as e:
         load(tmp_path, overrides=[override])
     assert needle in str(e.value)
+
+
+PER_DATASET = """name: t
+output_dir: {out}
+slms: [smollm2-135m]
+llms: [smollm2-135m]
+uq: [perplexity]
+datasets: [addsub, {name: strategyqa, limit: 7, fit_limit: 3}]
+dataset: {limit: 20, fit_limit: 10}
+calibration: {enabled: true}
+"""
+
+
+def test_a_dataset_may_set_its_own_row_counts_without_moving_the_others_keys(tmp_path):
+    grid_wide = make_plan(load(tmp_path, PER_DATASET.replace(", limit: 7, fit_limit: 3", "")))
+    own = make_plan(load(tmp_path, PER_DATASET))
+    gens = {(u.spec.dataset, u.spec.role, u.spec.stage): u for u in own.units.values() if u.kind == "gen"}
+    assert gens[("strategyqa", "eval", "greedy")].spec.row_limit == 7
+    assert gens[("strategyqa", "fit", "greedy")].spec.row_limit == 3
+    assert gens[("addsub", "eval", "greedy")].spec.row_limit == 20
+    assert gens[("addsub", "fit", "greedy")].spec.row_limit == 10
+    addsub = {k for k, u in own.units.items() if u.kind == "gen" and u.spec.dataset == "addsub"}
+    assert addsub and addsub <= set(grid_wide.units)  # the other dataset's work is the same work
+    sqa = {k for k, u in own.units.items() if u.kind == "gen" and u.spec.dataset == "strategyqa"}
+    assert not sqa & set(grid_wide.units)  # other rows: other keys
+    changed = {s.dataset for s in own.settings} - {
+        s.dataset for s in own.settings if s.hash in {t.hash for t in grid_wide.settings}
+    }
+    assert changed == {"strategyqa"}
+
+
+@pytest.mark.parametrize("entry, needle", [("limit: 0", "limit=0 must be >= 1"), ("fit_limit: -2", "fit_limit=-2")])
+def test_a_bad_per_dataset_row_count_is_named(tmp_path, entry, needle):
+    with pytest.raises(ConfigError, match="strategyqa") as e:
+        load(tmp_path, PER_DATASET.replace("limit: 7, fit_limit: 3", entry))
+    assert needle in str(e.value)
