@@ -306,10 +306,11 @@ def test_the_default_grid_warns_which_datasets_have_no_source_of_their_definitio
 
 
 def test_a_grid_whose_split_could_only_pool_different_definitions_is_refused():
+    grid = DEFAULT.with_name("default-constrained.yaml")  # StrategyQA, ARC-Easy (commonsense), AddSub (math)
     with pytest.raises(ConfigError, match="cross_group: no dataset has a calibration source answered the way it is"):
-        load_grid(DEFAULT, ["uq=[perplexity]"])
-    load_grid(DEFAULT, ["uq=[perplexity]", "calibration.splits=[leave_one_out]"])  # the constrained pair
-    r = load_grid(DEFAULT, ["uq=[perplexity]", "calibration.enabled=false"])  # no units wasted: a warning
+        load_grid(grid, ["uq=[perplexity]"])
+    load_grid(grid, ["uq=[perplexity]", "calibration.splits=[leave_one_out]"])  # the constrained pair
+    r = load_grid(grid, ["uq=[perplexity]", "calibration.enabled=false"])  # no units wasted: a warning
     assert any("cross_group" in x for x in warnings_of(r))
 
 

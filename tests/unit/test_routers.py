@@ -17,7 +17,8 @@ from jobs.uq import PAPER_METHODS, UQ_METHODS, compute
 ROUTERS = ("knn_router", "logreg_router", "embed_router")
 ID_ROUTERS = ("knn_router_id", "logreg_router_id", "embed_router_id")
 
-DEFAULT_GRID = Path(__file__).resolve().parents[2] / "conf" / "grid" / "default.yaml"
+# the letter-scored default: every router, both training sources, both calibration splits
+DEFAULT_GRID = Path(__file__).resolve().parents[2] / "conf" / "grid" / "default-constrained.yaml"
 
 
 def hidden_stats(n: int, seed: int, predictive: bool, dim: int = 16) -> dict:
