@@ -19,8 +19,10 @@ from orchestrator.lock import FolderLocked
 from orchestrator.progress import PROGRESS_ENV
 from orchestrator.rescore import RescoreError
 
-# when piped (CI logs, files) rich would assume 80 columns and cut the summary table
-console = Console(width=None if sys.stdout.isatty() else 120)
+# when piped (CI logs, files) rich would assume 80 columns and cut the summary table. soft_wrap: rich
+# never breaks a printed line (a link or a path would be cut in two in a file, and copied broken from
+# a terminal); a terminal folds a long line on screen only. Tables still fit the width.
+console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
 
 
 def _fmt(x, nd=3) -> str:

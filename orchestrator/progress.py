@@ -5,6 +5,11 @@ most of a run. Model work is what takes the time: a generation unit costs its sa
 passes (a Jaccard unit makes ``num_samples`` answers per question). Each unit's samples are
 estimated from the grid's ``dataset.limit`` / ``fit_limit`` and corrected when a shard reports
 what it really ran.
+
+On a terminal the CLI draws a bar; elsewhere (a log file, ``nohup``, CI, the logs of ``ray job
+submit``) ``ProgressLines`` prints one plain line per interval (``--progress-every`` or
+``$UQROUTE_PROGRESS_S``, default 30 s) with the same numbers, the model on each actor (the
+scheduler's events carry its ``actor_view``) and an ETA.
 """
 
 from __future__ import annotations
