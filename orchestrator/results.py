@@ -134,7 +134,7 @@ class Results:
         df = R.records_table(views, need, where).to_pandas()
         by_hash = {s.hash: s for s in views}
         for axis in ("slm", "uq", "method", "dataset", "llm"):
-            df[axis] = df["setting_hash"].map(lambda h, a=axis: getattr(by_hash[h], a))
+            df[axis] = df["setting_hash"].map({h: getattr(v, axis) for h, v in by_hash.items()})
         if columns and "setting_hash" not in columns:
             df = df.drop(columns="setting_hash")
         return df
