@@ -164,7 +164,7 @@ def _execute(r, keys=None, progress_every: float | None = None) -> int:
         console.print(f"  [red]failed[/] {plan.units[k].label}: {why}")
     out = r.output_dir
     links = (
-        ui_links(sink)
+        ui_links(sink, rows)
         if sink
         else [("MLflow UI", "(disabled)" if not r.grid["mlflow"]["enabled"] else "(did not answer)")]
     )
@@ -345,8 +345,7 @@ def _status_links(r, out: Path) -> None:
 
 def cmd_ui(a) -> int:
     """``uqroute ui OUT``: start (or reuse) the folder's MLflow server and print its links."""
-    from orchestrator.mlflow_sink import running_uri
-    from orchestrator.runner import load_output, mlflow_pending, serve_ui
+    from orchestrator.runner import load_output, mlflow_pending, running_uri, serve_ui
 
     out = Path(a.output)
     r = load_output(out)

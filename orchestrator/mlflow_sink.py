@@ -133,15 +133,6 @@ def stop_server(folder: Path) -> bool:
     return True
 
 
-def running_uri(folder: Path) -> str | None:
-    """The address of the server ``start_server`` started for ``folder`` when it still answers, else None."""
-    info_path = Path(folder) / PID_FILE
-    if not info_path.is_file():
-        return None
-    uri = json.loads(info_path.read_text()).get("uri")
-    return uri if uri and healthy(uri) else None
-
-
 # -------------------------------------------------------------------- sink
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}

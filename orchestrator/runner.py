@@ -169,10 +169,11 @@ def _new_sink(r: ResolvedGrid, uri: str, running: bool = False):
     )
 
 
-def ui_links(sink) -> list[tuple[str, str]]:
+def ui_links(sink, rows: list[dict] | None = None) -> list[tuple[str, str]]:
     """What to open in MLflow for this grid, as (label, url) pairs, in the order printed: every command
-    that prints MLflow links (``run``, ``resume``, ``ui``, ``status``) prints these. The one place
-    to add links (e.g. one per (SLM, dataset, LLM) group, the parent run's comparison)."""
+    that prints MLflow links (``run``, ``resume``, ``ui``, ``status``) prints these. ``rows``: the
+    settings table (``settings_table``), for links that depend on what finished. The one place to
+    add links (one per (SLM, dataset, LLM) group, the parent run's comparison: ``MlflowSink.ui_links``)."""
     return [("MLflow UI", sink.runs_url())]
 
 
@@ -191,7 +192,7 @@ def serve_ui(out: Path, start: bool = True, console=None) -> tuple[str | None, l
         uri = _mlflow_uri(r)
     else:
         _fail_fast()
-        uri = mc["tracking_uri"] or mlflow_sink.running_uri(r.output_dir / "mlflow")
+        uri = mc["tracking_uri"] or running_uri(r.output_dir / "mlflow")
         if not uri or not mlflow_sink.healthy(uri):
             return None, []
     try:
@@ -199,7 +200,17 @@ def serve_ui(out: Path, start: bool = True, console=None) -> tuple[str | None, l
     except Exception as exc:  # noqa: BLE001 - a server that answers /health but not the API
         _say(console, f"MLflow at {uri} did not answer: {exc}")
         return uri, []
-    return uri, ui_links(sink)
+    return uri, ui_links(sink, settings_table(r, make_plan(r)))
+
+
+def running_uri(folder: Path) -> str | None:
+    """The address of the server ``mlflow_sink.start_server`` started in ``folder`` (its
+    ``PID_FILE``), when it still answers; else None."""
+    from orchestrator.mlflow_sink import PID_FILE, healthy
+
+    p = Path(folder) / PID_FILE
+    uri = read_json(p).get("uri") if p.is_file() else None
+    return uri if uri and healthy(uri) else None
 
 
 def make_sink(r: ResolvedGrid, console=None):
