@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from jobs import metrics as M
 from jobs.metrics import RoutingCurve
 from jobs.plots import plot_routing
+from jobs.results import setting_curves
 from jobs.views import GridView, SettingView
 
 VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
@@ -62,18 +63,15 @@ def routing_figures(settings: Iterable[SettingView], folder: Path, prefix: str =
     method's curve, random and oracle, from the settings' results folders. Returns (caption, path)
     pairs."""
     groups: dict[tuple, list] = {}
-    for s in settings:
-        d = s.unit
-        if d.curve_path.is_file() and d.done:
-            groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, d))
+    for s, c in setting_curves(settings):  # what ``uqroute.open(...).curves()`` reads
+        groups.setdefault((s.slm, s.dataset, s.llm), []).append((s, c))
     out = []
     for (slm, ds, llm), items in sorted(groups.items()):
         curves, rnd, orc = {}, None, None
-        for s, d in sorted(items, key=lambda x: x[0].uq):
-            c = d.curve()
+        for s, c in sorted(items, key=lambda x: x[0].uq):
             if not c["curve"]:  # the method scored no query (all unscored under "drop")
                 continue
-            auroc = d.manifest_json()["metrics"]["auroc"]
+            auroc = s.unit.manifest_json()["metrics"]["auroc"]
             curves[f"{s.uq} (AUROC {auroc:.2f})"] = _curve(c["curve"])
             rnd, orc = _curve(c["random"]), _curve(c["oracle"])
         if not curves:

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -15,10 +16,13 @@ from rich.table import Table
 from jobs.records import StoreFull
 from orchestrator.config import ConfigError, load_grid, warnings_of
 from orchestrator.lock import FolderLocked
+from orchestrator.progress import PROGRESS_ENV
 from orchestrator.rescore import RescoreError
 
-# when piped (CI logs, files) rich would assume 80 columns and cut the summary table
-console = Console(width=None if sys.stdout.isatty() else 120)
+# when piped (CI logs, files) rich would assume 80 columns and cut the summary table. soft_wrap: rich
+# never breaks a printed line (a link or a path would be cut in two in a file, and copied broken from
+# a terminal); a terminal folds a long line on screen only. Tables still fit the width.
+console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
 
 
 def _fmt(x, nd=3) -> str:
@@ -74,21 +78,36 @@ def _progress_cb(progress: Progress, task, meter):
     return cb
 
 
-def _execute(r, keys=None) -> int:
-    from orchestrator.plan import make_plan
-    from orchestrator.runner import mlflow_pending, run_grid, settings_table
-    from orchestrator.verify import check_plan, plan_repair, start_counts
+def print_links(links: list[tuple[str, str]], header: str | None = None) -> None:
+    """``  label : url`` lines, labels aligned. A link is never wrapped, at any terminal width or in a
+    file: each line is printed whole (soft_wrap: rich inserts no line break; a terminal folds a
+    long line only on screen), with no markup or highlighting to split or restyle it."""
+    if header:
+        console.print(header, highlight=False, markup=False, soft_wrap=True)
+    w = max((len(label) for label, _ in links), default=0)
+    for label, url in links:
+        console.print(f"  {label:<{w}} : {url}", highlight=False, markup=False, soft_wrap=True)
 
-    plan = make_plan(r)
-    health = check_plan(plan, r.store_dir)
-    repair = plan_repair(plan, health)
-    # what stays done: a damaged unit and its dependents are recomputed by the run (runner.heal)
-    done = health.done() - set(repair.units)
-    console.print(f"[bold]{r.grid['name']}[/]: {start_counts(plan, health, repair).line}", highlight=False)
-    t0 = time.time()
-    from orchestrator.progress import WorkMeter
 
-    meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
+def _plain(line: str) -> None:
+    """One progress line, whole and flushed at once (a pipe or a file buffers otherwise)."""
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+    console.file.flush()
+
+
+@contextmanager
+def _progress(meter, every_s: float):
+    """The progress callback of a run: a rich bar on a terminal; elsewhere (a file, a pipe, the logs
+    of ``ray job submit``) a plain line every ``every_s`` seconds (``orchestrator.progress.ProgressLines``)."""
+    from orchestrator.progress import ProgressLines
+
+    if not console.is_terminal:
+        lines = ProgressLines(meter, every_s, write=_plain).start()
+        try:
+            yield lines.event, lambda: lines.stop(final=False)
+        finally:
+            lines.stop(final=True)
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -99,10 +118,29 @@ def _execute(r, keys=None) -> int:
         transient=False,
     ) as progress:
         task = progress.add_task(f"starting Ray | {meter.describe()}", total=max(meter.total, 1))
+        yield _progress_cb(progress, task, meter), progress.stop
+
+
+def _execute(r, keys=None, progress_every: float | None = None) -> int:
+    from orchestrator.plan import make_plan
+    from orchestrator.progress import WorkMeter, progress_interval
+    from orchestrator.runner import mlflow_pending, run_grid, settings_table, ui_links
+    from orchestrator.verify import check_plan, plan_repair, start_counts
+
+    every_s = progress_interval(progress_every)
+    plan = make_plan(r)
+    health = check_plan(plan, r.store_dir)
+    repair = plan_repair(plan, health)
+    # what stays done: a damaged unit and its dependents are recomputed by the run (runner.heal)
+    done = health.done() - set(repair.units)
+    console.print(f"[bold]{r.grid['name']}[/]: {start_counts(plan, health, repair).line}", highlight=False)
+    t0 = time.time()
+    meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
+    with _progress(meter, every_s) as (cb, stop):
         try:
-            plan, report, sink = run_grid(r, keys=keys, console=console, progress=_progress_cb(progress, task, meter))
+            plan, report, sink = run_grid(r, keys=keys, console=console, progress=cb)
         except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
-            progress.stop()
+            stop()
             n_done = (
                 e.done
                 if hasattr(e, "done")
@@ -125,16 +163,24 @@ def _execute(r, keys=None) -> int:
     for k, why in list(report.failed.items())[:10]:
         console.print(f"  [red]failed[/] {plan.units[k].label}: {why}")
     out = r.output_dir
-    mlflow_ui = sink.runs_url() if sink else "(disabled)" if not r.grid["mlflow"]["enabled"] else "(did not answer)"
+    links = (
+        ui_links(sink, rows)
+        if sink
+        else [("MLflow UI", "(disabled)" if not r.grid["mlflow"]["enabled"] else "(did not answer)")]
+    )
     pending = mlflow_pending(out)
     if pending:
-        mlflow_ui += f"\n  MLflow lacks  : {len(pending)} settings; `uqroute sync {out}` logs them"
-    console.print(
-        f"\nWhere to look:\n  MLflow UI     : {mlflow_ui}"
-        f"\n  Parquet store : {r.store_dir.resolve()}"
-        f"\n  Plots         : {(out / 'plots').resolve()}"
-        f"\n  Report        : {(out / 'report' / 'index.html').resolve()}"
-        f"\n  Summary       : {(out / 'summary.csv').resolve()}"
+        links.append(("MLflow lacks", f"{len(pending)} settings; `uqroute sync {out}` logs them"))
+    console.print()
+    print_links(
+        links
+        + [
+            ("Parquet store", str(r.store_dir.resolve())),
+            ("Plots", str((out / "plots").resolve())),
+            ("Report", str((out / "report" / "index.html").resolve())),
+            ("Summary", str((out / "summary.csv").resolve())),
+        ],
+        header="Where to look:",
     )
     return 0 if report.ok else 1
 
@@ -155,7 +201,7 @@ def cmd_run(a) -> int:
         r = r.updated(mlflow={"enabled": False})
     if a.tracking_uri:
         r = r.updated(mlflow={"tracking_uri": a.tracking_uri})
-    return _execute(r)
+    return _execute(r, progress_every=a.progress_every)
 
 
 def cmd_plan(a) -> int:
@@ -208,7 +254,7 @@ def cmd_resume(a) -> int:
                     keys.add(k)
                     changed = True
         console.print(f"resuming {len(keys)} failed or blocked units")
-    return _execute(r, keys)
+    return _execute(r, keys, progress_every=a.progress_every)
 
 
 def cmd_status(a) -> int:
@@ -283,7 +329,50 @@ def cmd_status(a) -> int:
             highlight=False,
             soft_wrap=True,
         )
+    _status_links(r, Path(a.output))
     return 1 if repair.damaged else 0
+
+
+def _status_links(r, out: Path) -> None:
+    """The folder's MLflow links when its server answers (``status`` starts none), else how to get them."""
+    from orchestrator.runner import serve_ui
+
+    if not r.grid["mlflow"]["enabled"]:
+        return
+    _, links = serve_ui(out, start=False, console=console)
+    print_links(links or [("MLflow UI", f"not running; `uqroute ui {out}` starts it and prints its links")])
+
+
+def cmd_ui(a) -> int:
+    """``uqroute ui OUT``: start (or reuse) the folder's MLflow server and print its links."""
+    from orchestrator.runner import load_output, mlflow_pending, running_uri, serve_ui
+
+    out = Path(a.output)
+    r = load_output(out)
+    mc = r.grid["mlflow"]
+    if not mc["enabled"]:
+        raise ConfigError(
+            f"MLflow is disabled for {out} (mlflow.enabled: false in its {out / 'resolved_config.yaml'}): "
+            f"its results are in {r.store_dir} and {out / 'report' / 'index.html'}"
+        )
+    before = mc["tracking_uri"] or running_uri(out / "mlflow")
+    try:
+        uri, links = serve_ui(out, start=True, console=console)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[red]error:[/] the MLflow server of {out} did not start: {exc}", highlight=False)
+        return 1
+    state = (
+        "the grid's tracking server"
+        if mc["tracking_uri"]
+        else f"already running; `uqroute mlflow-stop {out}` stops it"
+        if before
+        else f"started; `uqroute mlflow-stop {out}` stops it"
+    )
+    print_links([("MLflow server", f"{uri} ({state})")] + (links or [("MLflow UI", "(the server did not answer)")]))
+    pending = mlflow_pending(out)
+    if pending:
+        print_links([("MLflow lacks", f"{len(pending)} settings; `uqroute sync {out}` logs them")])
+    return 0 if links else 1
 
 
 def cmd_verify(a) -> int:
@@ -329,7 +418,9 @@ def cmd_verify(a) -> int:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if not a.repair:
         return 1
-    return cmd_resume(argparse.Namespace(output=a.output, address=a.address, failed_only=False))
+    return cmd_resume(
+        argparse.Namespace(output=a.output, address=a.address, failed_only=False, progress_every=a.progress_every)
+    )
 
 
 def cmd_sync(a) -> int:
@@ -558,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster to join: auto, host:port or ray://host:10001")
     run.add_argument("--tracking-uri", help="MLflow tracking server to use instead of a local one")
     run.add_argument("--no-mlflow", action="store_true")
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        metavar="SECONDS",
+        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
+    )
     run.set_defaults(fn=cmd_run)
     p.intermixed = {"run": run}  # main() parses these intermixed: overrides may follow the options
     plan = sub.add_parser("plan", help="print the settings and work units of a grid, and what is done")
@@ -569,6 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("output")
     res.add_argument("--failed-only", action="store_true")
     res.add_argument("--address")
+    res.add_argument(
+        "--progress-every",
+        type=float,
+        metavar="SECONDS",
+        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
+    )
     res.set_defaults(fn=cmd_resume)
     st = sub.add_parser("status", help="done / running / failed per kind of work")
     st.add_argument("output")
@@ -589,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --deep: record the files of legacy units (written before manifests listed them)",
     )
     ve.add_argument("--address", help="Ray cluster to join for --repair")
+    ve.add_argument(
+        "--progress-every",
+        type=float,
+        metavar="SECONDS",
+        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
+    )
     ve.set_defaults(fn=cmd_verify)
     sy = sub.add_parser("sync", help="rebuild MLflow runs from the Parquet store")
     sy.add_argument("output")
@@ -657,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rate", type=float, default=0.3, help="call rate of the routing decision (default 0.3)")
     ex.add_argument("--json", action="store_true", help="print the trail as JSON")
     ex.set_defaults(fn=cmd_explain)
+    ui = sub.add_parser("ui", help="start (or reuse) the MLflow server of an output folder and print its links")
+    ui.add_argument("output")
+    ui.set_defaults(fn=cmd_ui)
     ms = sub.add_parser("mlflow-stop", help="stop the MLflow server started for an output folder")
     ms.add_argument("output")
     ms.set_defaults(fn=cmd_mlflow_stop)

@@ -126,25 +126,22 @@ def routing_decision(uncertainty: np.ndarray, i: int, rate: float, nan_policy: s
 
 def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     """Everything ``uqroute explain`` prints, as data."""
-    import pyarrow.parquet as pq
-
     from jobs import prompts
     from jobs.datasets.roles import load_role
-    from orchestrator.plan import make_plan
-    from orchestrator.runner import load_output
+    from orchestrator.results import open as open_results
 
-    r = load_output(Path(out))
-    plan = make_plan(r)
+    res = open_results(Path(out))  # the public API (``uqroute.open``): it refuses a damaged setting
+    r, plan = res.resolved, res.plan
     s = find_setting(plan, setting)
     su = plan.setting_unit(s)
     store = Store(r.store_dir)
     sd = store.setting(su.key)
-    if not sd.records_path.is_file():
+    records = res.records_table(setting=s.name).to_pylist()
+    if not records:
         raise FileNotFoundError(
             f"setting {s.name} has no results in {sd.path} yet (its unit key {su.key}); run "
             f"`uqroute resume {out}` or `uqroute rescore {out}`"
         )
-    records = pq.read_table(sd.records_path).to_pylist()
     ids = [str(x["sample_id"]) for x in records]
     if sample_id not in ids:
         close = difflib.get_close_matches(sample_id, ids, n=5, cutoff=0.3)

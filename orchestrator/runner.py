@@ -141,13 +141,17 @@ def setting_params(r: ResolvedGrid, axes: dict) -> dict:
     }
 
 
+def _fail_fast() -> None:
+    """Fail fast on a dead server instead of MLflow's default ~2 min of retries per call."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def _mlflow_uri(r: ResolvedGrid) -> str:
     from orchestrator import mlflow_sink
 
     mc = r.grid["mlflow"]
-    # fail fast on a dead server instead of MLflow's default ~2 min of retries per call
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    _fail_fast()
     return mc["tracking_uri"] or mlflow_sink.start_server(r.output_dir / "mlflow", mc["port"])
 
 
@@ -163,6 +167,50 @@ def _new_sink(r: ResolvedGrid, uri: str, running: bool = False):
         config_identity(r) | {"name": r.grid["name"]},
         running=running,
     )
+
+
+def ui_links(sink, rows: list[dict] | None = None) -> list[tuple[str, str]]:
+    """What to open in MLflow for this grid, as (label, url) pairs, in the order printed: every command
+    that prints MLflow links (``run``, ``resume``, ``ui``, ``status``) prints these. ``rows``: the
+    settings table (``settings_table``), for links that depend on what finished. The one place to
+    add links (one per (SLM, dataset, LLM) group, the parent run's comparison: ``MlflowSink.ui_links``)."""
+    return [("MLflow UI", sink.runs_url())]
+
+
+def serve_ui(out: Path, start: bool = True, console=None) -> tuple[str | None, list[tuple[str, str]]]:
+    """The MLflow server of an output folder and its links (``ui_links``): ``start`` starts the
+    folder's local server when it is not running (``mlflow_sink.start_server`` reuses a live one);
+    otherwise only a server that answers is asked. Returns (uri or None, links); no links when
+    MLflow is disabled for the folder or no server answers."""
+    from orchestrator import mlflow_sink
+
+    r = load_output(out)
+    mc = r.grid["mlflow"]
+    if not mc["enabled"]:
+        return None, []
+    if start:
+        uri = _mlflow_uri(r)
+    else:
+        _fail_fast()
+        uri = mc["tracking_uri"] or running_uri(r.output_dir / "mlflow")
+        if not uri or not mlflow_sink.healthy(uri):
+            return None, []
+    try:
+        sink = _new_sink(r, uri)
+    except Exception as exc:  # noqa: BLE001 - a server that answers /health but not the API
+        _say(console, f"MLflow at {uri} did not answer: {exc}")
+        return uri, []
+    return uri, ui_links(sink, settings_table(r, make_plan(r)))
+
+
+def running_uri(folder: Path) -> str | None:
+    """The address of the server ``mlflow_sink.start_server`` started in ``folder`` (its
+    ``PID_FILE``), when it still answers; else None."""
+    from orchestrator.mlflow_sink import PID_FILE, healthy
+
+    p = Path(folder) / PID_FILE
+    uri = read_json(p).get("uri") if p.is_file() else None
+    return uri if uri and healthy(uri) else None
 
 
 def make_sink(r: ResolvedGrid, console=None):

@@ -146,6 +146,22 @@ class Scheduler:
         self.clock = clock
         self.replicas: list[Replica] = []
 
+    def actor_view(self) -> list[dict]:
+        """The live model actors, in start order: ``model`` (its group's readable name), ``node`` and
+        ``unit`` (the label of the unit it runs, None when idle)."""
+        groups = getattr(self, "groups", {})
+        pending = getattr(self, "pending", {})
+        out = []
+        for rep in self.replicas:
+            g = groups.get(rep.group)
+            busy = pending.get(rep.busy[0]) if rep.busy else None
+            out.append({"model": g.name if g else rep.group, "node": rep.node, "unit": busy.label if busy else None})
+        return out
+
+    def _emit(self, event: str, u: Unit, info: dict) -> None:
+        """One progress event; its info carries the live actors (``actor_view``) as ``actors``."""
+        self.on_progress(event, u, dict(info, actors=self.actor_view()))
+
     # ----------------------------------------------------------------- models
     def _model_conf(self, model: str) -> dict:
         kind, name = model.split(":", 1)
@@ -347,7 +363,7 @@ class Scheduler:
         g.queue += [(u.key, j, n) for j in range(n)]
         self.shard_results[u.key] = {}
         self.ledger.write("started", u, attempt=1, shards=n)
-        self.on_progress("started", u, {"shards": n})
+        self._emit("started", u, {"shards": n})
 
     def _hand_out_shards(self, now: float) -> None:
         for rep in self.replicas:
@@ -361,6 +377,7 @@ class Scheduler:
             self._account(rep, now)
             rep.busy = (k, j)
             self.inflight[ref] = (u, rep, j, n)
+            self._emit("shard_started", u, {"shard": j, "shards": n})
 
     def _submit_light(self, waiting: list[str]) -> None:
         """Settings first (they are results), then scores, up to the cap; while a model waits for
@@ -377,7 +394,7 @@ class Scheduler:
                 self.inflight[ref] = (u, None, 0, 1)
                 self.light_inflight += 1
                 self.ledger.write("started", u, attempt=self.attempts[(u.key, 0)])
-                self.on_progress("started", u, {})
+                self._emit("started", u, {})
 
     def _finished(self, ref, now: float) -> None:
         u, rep, j, n = self.inflight.pop(ref)
@@ -398,7 +415,7 @@ class Scheduler:
                 return  # failed meanwhile through another shard
             self.shard_results[u.key][j] = result
             self.report.placements.setdefault(u.key, result.get("node_id") if isinstance(result, dict) else None)
-            self.on_progress("shard_done", u, result if isinstance(result, dict) else {})
+            self._emit("shard_done", u, result if isinstance(result, dict) else {})
             if len(self.shard_results[u.key]) < n:
                 return
             if n > 1:
@@ -423,7 +440,7 @@ class Scheduler:
         self.report.done.add(u.key)
         self.pending.pop(u.key, None)
         self.ledger.write("done", u, node=info.get("node_id"), gpus=info.get("gpu_ids"))
-        self.on_progress("done", u, info)
+        self._emit("done", u, info)
         if u.kind == "setting":
             try:
                 self.on_setting(result)
@@ -447,14 +464,14 @@ class Scheduler:
     def _fail(self, u: Unit, reason: str, detail: str, attempt: int | None = None) -> None:
         self.report.failed[u.key] = f"{reason}: {detail}"
         self.ledger.write("failed", u, reason=reason, detail=detail, attempt=attempt)
-        self.on_progress("failed", u, {"reason": reason})
+        self._emit("failed", u, {"reason": reason})
         self._drop(u)
         self._block_dependents(u.key)
 
     def _block(self, u: Unit, dep: str, detail: str) -> None:
         self.report.blocked[u.key] = dep
         self.ledger.write("failed", u, reason="blocked", detail=detail)
-        self.on_progress("blocked", u, {})
+        self._emit("blocked", u, {})
         self._drop(u)
         self._block_dependents(u.key)
 
@@ -494,7 +511,7 @@ class Scheduler:
             self.batch_override[u.key] = max(1, cur // 2)
         if reason not in NON_RETRYABLE and attempt <= self.max_retries:
             self.ledger.write("retry", u, reason=reason, detail=detail, attempt=attempt, shard=j)
-            self.on_progress("retry", u, {"reason": reason})
+            self._emit("retry", u, {"reason": reason})
             if rep is not None:
                 self.groups[rep.group].queue.insert(0, (u.key, j, n))
             else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,12 +75,18 @@ class Repair:
         return self.damaged + self.dependents
 
 
-def check_plan(plan: Plan, store: Path | Store, deep: bool = False, threads: int = CHECK_THREADS) -> StoreHealth:
-    """The health of every unit of the plan (shallow: a stat and the footer per file; ``deep``: every
-    byte hashed)."""
+def check_plan(
+    plan: Plan,
+    store: Path | Store,
+    deep: bool = False,
+    threads: int = CHECK_THREADS,
+    keys: Iterable[str] | None = None,
+) -> StoreHealth:
+    """The health of every unit of the plan, or of the units ``keys`` only (shallow: a stat and the
+    footer per file; ``deep``: every byte hashed)."""
     st = store if isinstance(store, Store) else Store(store)
     t0 = time.perf_counter()
-    units = list(plan.units.values())
+    units = list(plan.units.values()) if keys is None else [plan.units[k] for k in keys]
     with ThreadPoolExecutor(max(1, threads)) as pool:
         res = list(pool.map(lambda u: st.unit(u.kind, u.key).check(deep), units))
     return StoreHealth({u.key: h for u, h in zip(units, res)}, deep, time.perf_counter() - t0)
@@ -194,10 +201,16 @@ def repair_summary(plan: Plan, repair: Repair, out: Path | str) -> str:
     )
 
 
-def require_healthy(plan: Plan, store: Path | Store, out: Path | str, kinds: tuple[str, ...] | None = None) -> None:
+def require_healthy(
+    plan: Plan,
+    store: Path | Store,
+    out: Path | str,
+    kinds: tuple[str, ...] | None = None,
+    keys: Iterable[str] | None = None,
+) -> None:
     """Raise ``DamagedStore`` naming every damaged unit of ``kinds`` (all when None) and the command
-    that repairs them."""
-    health = check_plan(plan, store)
+    that repairs them; ``keys``: check only these units (a reader of a few settings' results)."""
+    health = check_plan(plan, store, keys=keys)
     bad = [k for k in health.damaged if kinds is None or plan.units[k].kind in kinds]
     if not bad:
         return

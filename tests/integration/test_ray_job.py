@@ -7,6 +7,7 @@ this one machine). Then the Parquet rows and the MLflow runs are checked."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -89,6 +90,8 @@ def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_serve
         "tests/conf/grid/micro.yaml",
         "--address",
         "auto",
+        "--progress-every",
+        "1",  # the job's stdout is no terminal: a plain progress line every second
         f"output_dir={out}",
         f"dataset.data_root={default_data_root()}",
         "mlflow.enabled=true",
@@ -116,8 +119,17 @@ def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_serve
     runs = [x for x in c.search_runs([exp.experiment_id]) if x.data.tags.get("uqroute.kind") == "setting"]
     assert sorted(x.data.tags["uqroute.setting_hash"] for x in runs) == sorted(s.hash for s in plan.settings)
     assert all(x.info.status == "FINISHED" for x in runs)
-    # the job's stdout is the CLI's: it says where the store went
-    assert str(out) in res.stdout.replace("\n", "")
+    # the job's stdout is the CLI's: it says where the store went, on one line
+    assert re.search(rf"Parquet store : {re.escape(str(out))}/store$", res.stdout, re.M), res.stdout[-3000:]
+    # and how the run went meanwhile: plain progress lines (model work, settings, actors, ETA)
+    progress = re.findall(
+        r"progress \S+ \| model work \d+/\d+ \(\d+%\) \| settings \d/3 done, \d failed \| actors: (.+) \| ETA \S+$",
+        res.stdout,
+        re.M,
+    )
+    assert len(progress) >= 2, res.stdout[-3000:]  # at least one while it ran, and the last one
+    assert any(a.startswith(("slm:", "llm:")) for a in progress), progress  # a model on an actor
+    assert "settings 3/3 done, 0 failed" in res.stdout
 
 
 def test_run_takes_overrides_after_options():

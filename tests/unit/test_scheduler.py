@@ -480,3 +480,21 @@ def test_progress_counts_model_work_to_its_total(tmp_path):
     assert meter.done == meter.total and seen == sorted(seen)
     assert meter.settings == {"done": 4, "failed": 0}
     assert any(0 < d < meter.total / 4 for d in seen)  # it moves before the first unit is whole
+
+
+def test_progress_events_name_the_model_on_each_actor(tmp_path):
+    """Every progress event carries the live actors (what the plain progress line prints): an actor
+    handed a shard shows its model and that unit, and a model's replicas show side by side."""
+    r = grid(tmp_path, n_slms=1, n_llms=1, uq=["perplexity"], datasets=["gsm8k"], limit=70, slm={"replicas": 2})
+    plan, ex, sched = run(r, tmp_path, {"n1": {"CPU": 2.0}})
+    seen = []
+    sched.on_progress = lambda ev, u, info: seen.append((ev, u, info["actors"]))
+    assert sched.run().ok
+    started = [(u, actors) for ev, u, actors in seen if ev == "shard_started"]
+    gen = [u for u in plan.units.values() if u.kind == "gen"]
+    assert {u.key for u, _ in started} == {u.key for u in gen}  # every model pass was handed out
+    for u, actors in started:
+        assert {"model": u.model, "node": "n1", "unit": u.label} in actors
+        assert all(a["model"] in {g.model for g in gen} for a in actors)
+    assert max(sum(a["model"] == "slm:slm0" for a in actors) for _, _, actors in seen) == 2  # both replicas
+    assert seen[-1][2] == [] or all(a["unit"] is None for a in seen[-1][2])  # nothing runs at the end
