@@ -35,6 +35,35 @@ def _pids(pattern: str) -> list[int]:
     return out
 
 
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        try:
+            stat = (Path("/proc") / str(pid) / "stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: ppid (after the parenthesised name)
+        out.append(pid)
+    return out
+
+
+def _own_pids(pattern: str) -> list[int]:
+    """``_pids(pattern)`` of this test run's own Ray only (a process whose ancestors include a
+    process started with this session's folder): another Ray on the machine is never touched."""
+    import ray
+
+    session = ray._private.worker._global_node.get_session_dir_path()
+    mine = {int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and session in _cmdline(int(d.name))}
+    return [p for p in _pids(pattern) if mine & set(_ancestors(p))]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="ignore")
+    except OSError:
+        return ""
+
+
 def _wait_for(pred, timeout: float, what: str):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -112,7 +141,7 @@ def test_killed_model_actor_is_replaced_and_grid_completes(tmp_path, ray_local, 
     th = threading.Thread(target=lambda: box.update(res=run_grid(r)))
     th.start()
     # wait until a model actor is busy generating, then SIGKILL it
-    pid = _wait_for(lambda: _pids("ray::ModelWorker.run_gen"), 300, "no model actor started generating")[0]
+    pid = _wait_for(lambda: _own_pids("ray::ModelWorker.run_gen"), 300, "no model actor started generating")[0]
     os.kill(pid, signal.SIGKILL)
     th.join(600)
     plan, report, _ = box["res"]
