@@ -96,8 +96,22 @@ def manifests(axes: dict, per_method: dict) -> list[dict]:
                     h = hashlib.sha256(name.encode()).hexdigest()[:16]
                     # a little per-setting spread, so the bars of a group are not all alike
                     jitter = (int(h[:4], 16) / 65535 - 0.5) * 0.02
-                    m = {k: (v + jitter if isinstance(v, float) and k in ("auroc", "area", "apgr") else v) for k, v in metrics.items()}
-                    out.append({"key": h, "setting_hash": h, "name": name, "slm": slm, "uq": uq, "dataset": ds, "llm": llm, "metrics": m})
+                    m = {
+                        k: (v + jitter if isinstance(v, float) and k in ("auroc", "area", "apgr") else v)
+                        for k, v in metrics.items()
+                    }
+                    out.append(
+                        {
+                            "key": h,
+                            "setting_hash": h,
+                            "name": name,
+                            "slm": slm,
+                            "uq": uq,
+                            "dataset": ds,
+                            "llm": llm,
+                            "metrics": m,
+                        }
+                    )
     return out
 
 
@@ -110,16 +124,26 @@ def log_grid(uri: str, axes: dict, mans: list[dict], per_method: dict, lanes: in
     params = {"decoding": {"max_new_tokens": 16}, "seed": 0}
     t0 = time.perf_counter()
     w = MlflowWriter(
-        lambda: sink, lambda k, m: SettingSource(m or by_key[k], per_method[(m or by_key[k])["uq"]][1], params), lanes=lanes
+        lambda: sink,
+        lambda k, m: SettingSource(m or by_key[k], per_method[(m or by_key[k])["uq"]][1], params),
+        lanes=lanes,
     )
     for m in mans:
         w.submit(m)
     stats = w.close(wait_s=120)
     log_s = time.perf_counter() - t0
-    rows = [{"setting": m["name"], "key": m["key"], **{k: m[k] for k in ("slm", "uq", "dataset", "llm")}, **m["metrics"]} for m in mans]
+    rows = [
+        {"setting": m["name"], "key": m["key"], **{k: m[k] for k in ("slm", "uq", "dataset", "llm")}, **m["metrics"]}
+        for m in mans
+    ]
     t1 = time.perf_counter()
     sink.log_settings_table(rows)
-    return sink, {"log_s": log_s, "table_s": time.perf_counter() - t1, "pending": len(stats.pending), "logged": stats.logged}
+    return sink, {
+        "log_s": log_s,
+        "table_s": time.perf_counter() - t1,
+        "pending": len(stats.pending),
+        "logged": stats.logged,
+    }
 
 
 # what the landing is for: the routing-curve chart drawn (its SVG lines) and the first bar charts
@@ -150,7 +174,9 @@ async def _timed(port: int, url: str, until: str, shot: Path, exprs: dict, timeo
         await call("Page.navigate", url=url)
         while not await value(until):
             if time.perf_counter() - t0 > timeout:
-                raise TimeoutError(f"{url}: not ready in {timeout}s; page: {await value('document.body.innerText')!r:.1500}")
+                raise TimeoutError(
+                    f"{url}: not ready in {timeout}s; page: {await value('document.body.innerText')!r:.1500}"
+                )
             await asyncio.sleep(0.1)
         ready = time.perf_counter() - t0
         await asyncio.sleep(3.0)

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from jobs.metrics import SUMMARY_KEYS
 from jobs.store import CURVE, SETTING_ARTIFACTS
 
 PID_FILE = "mlflow-server.json"
@@ -172,14 +173,10 @@ PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
     "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
 )  # fmt: skip
-# the other metrics a setting logs (``jobs.metrics.summarize``), placed in the collapsed section so
-# that MLflow does not add them on its own in alphabetical order among the first charts
-OTHER_METRICS = (
-    "apgr_hi", "apgr_lo", "area_hi", "area_lo", "auroc_hi", "auroc_lo", "call_rate_50", "call_rate_80",
-    "cpt_20", "cpt_50", "cpt_80", "gap_recovered_vs_random", "gap_recovered_vs_random_hi",
-    "gap_recovered_vs_random_lo", "llm_acc", "n", "n_nan", "n_used", "oracle_area", "random_area",
-    "slm_acc",
-)  # fmt: skip
+# the other metrics a setting logs (``jobs.metrics.SUMMARY_KEYS``), placed in the collapsed "Model
+# metrics" section; a metric no chart names (the cost and token metrics of ``jobs/cost.py``) goes there
+# too: MLflow adds it to the section its name's prefix gives ("Model metrics" for none), at its end
+OTHER_METRICS = tuple(k for k in SUMMARY_KEYS if k not in LANDING_METRICS)
 
 
 def run_name(m: dict) -> str:
