@@ -153,8 +153,11 @@ LANDING_READY = """(() => {
     && document.querySelectorAll('.js-line, path.js-line, g.trace.scatter').length > 0;
 })()"""
 
-TABLE_READY = """(() => document.body.innerText.includes('settings.json') &&
-  document.querySelectorAll('[role=row], tr').length > 3)()"""
+TABLE_READY = """(() => document.body.innerText.includes('View as table') &&
+  document.querySelectorAll('[role=row]').length > 3)()"""
+# the settings table's pages (MLflow's logged-table view shows 20 rows a page): the last page number
+TABLE_PAGES = """Math.max(...Array.from(document.querySelectorAll('li[title]')).map(e => parseInt(e.getAttribute('title'))).filter(n => n > 0))"""
+ROWS_ON_PAGE = "document.querySelectorAll('[role=row]').length - 1"
 
 
 async def _timed(port: int, url: str, until: str, shot: Path, exprs: dict, timeout: float) -> dict:
@@ -246,9 +249,14 @@ def main() -> None:
             links[-1][1],
             TABLE_READY,
             shots / "parent.png",
-            {"text": "document.body.innerText.slice(0, 3000)"},
+            {"text": "document.body.innerText.slice(0, 3000)", "pages": TABLE_PAGES, "rows": ROWS_ON_PAGE},
         )
-        print(f"parent table ready in {par['ready_s']:.1f} s", flush=True)
+        print(
+            f"parent table ready in {par['ready_s']:.1f} s: {par['pages']} pages of {par['rows']} rows "
+            f"(room for {par['pages'] * par['rows']} >= {len(mans)} settings, fewer than "
+            f"{len(mans) + par['rows']}: {len(mans) <= par['pages'] * par['rows'] < len(mans) + par['rows']})",
+            flush=True,
+        )
         print(json.dumps({"landing_text": land["text"][:1500], "parent_text": par["text"][:1500]}, indent=1))
         print(f"load average after: {os.getloadavg()}; screenshots in {shots}")
     finally:

@@ -615,7 +615,13 @@ class MlflowSink:
         """The grid's settings table on the parent run, replaced whole (``mlflow.log_table`` would
         append to it): ``settings.json`` in the format ``log_table`` writes (pandas' ``split``
         orient) and the ``mlflow.loggedArtifacts`` tag that makes MLflow render it as a table.
-        Columns: ``TABLE_COLUMNS`` first, then the others sorted. Returns the rows logged."""
+        Columns: ``TABLE_COLUMNS`` first, then the others sorted. Returns the rows logged.
+
+        Numbers are written as text with four decimals: MLflow's table view
+        (``ShowArtifactLoggedTableView``) turns every cell into a string and sorts it with TanStack's
+        "alphanumeric" order, which compares the digits after the point as one integer (0.75 after
+        0.6107); with as many decimals everywhere that order is the numeric one (negative values
+        excepted: they come first, largest magnitude last). A missing value is an empty cell."""
         import tempfile
 
         from mlflow.entities import RunTag
@@ -623,10 +629,12 @@ class MlflowSink:
         keys = {k for row in rows for k in row}
         cols = [c for c in TABLE_COLUMNS if c in keys] + sorted(keys - set(TABLE_COLUMNS))
 
-        def cell(v):
-            if isinstance(v, float) and not np.isfinite(v):
-                return None
-            return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
+        def cell(v) -> str:
+            if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                return ""
+            if isinstance(v, float):
+                return f"{v:.4f}"
+            return str(v)
 
         table = {"columns": cols, "data": [[cell(row.get(c)) for c in cols] for row in rows]}
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,9 @@
-"""What a new user sees at the MLflow link uqroute prints: the tiny grid's setting runs listed
-(not one collapsed parent), and the routing curve drawn, in a real headless Chromium with a
-fresh profile (no saved MLflow view state)."""
+"""What a new user sees at the MLflow links uqroute prints, in a real headless Chromium with a
+fresh profile (no saved MLflow view state): the landing opens on one (SLM, dataset, LLM) group's
+routing curves overlaid, one line per method named by its method, and the four first metrics after
+them (issue 19); the grid run opens on its sortable table of every setting; and the grid's runs,
+flat, in the chart view (``runs_url``). Screenshots are kept under the test's tmp dir (the test
+prints where)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.mlflow_sink import run_name
 from tests.browser import _free_port, chromium, devtools, find_chromium
 
 pytestmark = [
@@ -80,7 +84,7 @@ def test_printed_link_lists_the_settings_and_draws_their_routing_curves(tiny_run
     sink, plan = tiny_run["sink"], tiny_run["plan"]
     url = sink.runs_url()
     assert url.startswith(f"{sink.uri}/#/experiments/{sink.experiment_id}/runs?")
-    names = [s.name for s in plan.settings]
+    names = [run_name({"uq": s.uq, "dataset": s.dataset, "slm": s.slm, "llm": s.llm}) for s in plan.settings]
     shot, shot2 = tmp_path / "mlflow-runs.png", tmp_path / "mlflow-routing-charts.png"
     page = browse(
         url,
@@ -107,3 +111,114 @@ def test_printed_link_lists_the_settings_and_draws_their_routing_curves(tiny_run
     assert "Step" in after  # line charts over the percent routed, not bars
     assert "Training runs" in text and "No data available" not in text  # not the GenAI overview
     assert shot.stat().st_size > 20_000
+
+
+# the chart cards' titles (the metric keys) in page order, with whether each is on the first screen
+CARD_TITLES = """(() => {
+  const keys = new Set(KEYS);
+  const out = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const t = walk.currentNode.textContent.trim();
+    const el = walk.currentNode.parentElement;
+    if (!keys.has(t) || !el || el.closest('svg')) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0) continue;
+    out.push({t, top: Math.round(r.top), left: Math.round(r.left), first_screen: r.top < window.innerHeight});
+  }
+  return out;
+})()"""
+
+
+def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_run, tmp_path):
+    from jobs.metrics import SUMMARY_KEYS
+    from orchestrator.mlflow_sink import LANDING_METRICS
+
+    sink, plan = tiny_run["sink"], tiny_run["plan"]
+    links = sink.ui_links()
+    slm, dataset, llm = sink.groups[0]
+    methods = sorted({s.uq for s in plan.settings if (s.slm, s.dataset, s.llm) == (slm, dataset, llm)})
+    assert len(methods) >= 5 and len(links) == 1 + len(sink.groups) + 1
+    keys = ["routing_accuracy", *SUMMARY_KEYS]
+    shot = tmp_path / "landing.png"
+    page = browse(
+        links[0][1],
+        "document.body.innerText.includes('routing curves') && document.body.innerText.includes('unscored_share')",
+        {"text": "document.body.innerText", "cards": CARD_TITLES.replace("KEYS", json.dumps(keys))},
+        shot,
+    )
+    print(f"screenshots: {shot}")
+    text, cards = page["text"], page["cards"]
+    # MLflow applied the stored view (no "share key does not exist" error), on the group's runs only
+    assert "shared view" in text and "Error loading shared view" not in text
+    assert f"{slm} -> {llm} on {dataset}: routing curves" in text
+    # what comes first: the routing curve, then AUROC, area, APGR and unscored share, all on the first screen
+    assert [c["t"] for c in cards[:5]] == ["routing_accuracy", *LANDING_METRICS], cards
+    assert all(c["first_screen"] for c in cards[:2]) and cards[0]["left"] < cards[1]["left"]
+    # bounds, counts, costs: in collapsed sections, so not drawn at all
+    assert [c["t"] for c in cards[5:]] == [], cards
+    assert "Model metrics" in text
+    # one line per method of the group, named by its method (the chart legend: "<uq> | <dataset> | ...")
+    legend = [ln for ln in text.splitlines() if ln.endswith("(routing_accuracy)")]
+    assert sorted(ln.split(" | ")[0] for ln in legend) == methods, legend
+    assert all(f" | {dataset} | {slm} -> {llm}" in ln for ln in legend)
+    assert shot.stat().st_size > 20_000
+
+    # another group: its own link, one line per method of that group
+    if len(sink.groups) > 1:
+        slm2, ds2, llm2 = sink.groups[1]
+        page2 = browse(
+            links[2][1],
+            "document.body.innerText.includes('routing curves') && document.body.innerText.includes('(routing_accuracy)')",
+            {"text": "document.body.innerText"},
+            tmp_path / "group2.png",
+        )
+        legend2 = [ln for ln in page2["text"].splitlines() if ln.endswith("(routing_accuracy)")]
+        assert legend2 and all(f" | {ds2} | {slm2} -> {llm2}" in ln for ln in legend2)
+
+
+# click the table's AUROC header, as a user sorts it
+SORT_BY_AUROC = """(() => {
+  const h = Array.from(document.querySelectorAll('[role=columnheader]')).find(e => e.innerText.trim() === 'auroc');
+  h.querySelector('[role=button]').click();  // the header's own sort button
+  return h.getAttribute('aria-sort');
+})()"""
+TABLE = """(() => {
+  const heads = Array.from(document.querySelectorAll('[role=columnheader]')).map(e => e.innerText.trim());
+  const rows = Array.from(document.querySelectorAll('[role=row]')).slice(1)
+    .map(r => Array.from(r.querySelectorAll('[role=cell]')).map(c => c.innerText.trim()));
+  const sort = Array.from(document.querySelectorAll('[role=columnheader]')).map(e => e.getAttribute('aria-sort'));
+  return {heads, rows, sort};
+})()"""
+
+
+def test_the_grid_run_opens_on_a_sortable_table_of_every_setting(tiny_run, tmp_path):
+    sink, plan, r = tiny_run["sink"], tiny_run["plan"], tiny_run["resolved"]
+    from orchestrator.runner import settings_table
+
+    rows = settings_table(r, plan)
+    assert len(rows) == len(plan.settings)
+    url = sink.ui_links()[-1][1]
+    shot, shot2 = tmp_path / "grid-run-table.png", tmp_path / "grid-run-table-sorted.png"
+    page = browse(
+        url,
+        "document.body.innerText.includes('View as table') && document.querySelectorAll('[role=row]').length > 3",
+        {"table": TABLE, "text": "document.body.innerText"},
+        shot,
+        then=(SORT_BY_AUROC, {"sorted": TABLE}, shot2),
+    )
+    print(f"screenshots: {shot}, {shot2}")
+    t = page["table"]
+    assert t["heads"][:5] == ["uq", "dataset", "slm", "llm", "auroc"]
+    # every setting is a row (the tiny grid fits on the first page of 20)
+    shown = {(row[0], row[1]) for row in t["rows"]}
+    assert shown == {(s.uq, s.dataset) for s in plan.settings}
+    # the grid run also holds the overlays and the report
+    listed = page["text"]
+    assert "summary.csv" in listed and "report" in listed and any(f"__{s.dataset}__" in listed for s in plan.settings)
+    # sortable: one click on "auroc" orders the rows by it
+    after = page["sorted"]
+    col = after["heads"].index("auroc")
+    assert after["sort"][col] in ("ascending", "descending"), after["sort"]
+    vals = [float(row[col]) for row in after["rows"] if row[col] not in ("", "null", "NaN")]
+    assert vals == sorted(vals, reverse=after["sort"][col] == "descending") and len(vals) >= 2

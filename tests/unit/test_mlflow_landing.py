@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,10 +39,19 @@ def _decode(value: str) -> dict:
     return json.loads(zlib.decompress(base64.b64decode(value[len("deflate;") :])))
 
 
-@pytest.fixture
-def sink(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) goes under tmp_path
-    return MlflowSink(f"sqlite:///{tmp_path / 'mlflow.db'}", "landing", "g", "GRIDHASH", AXES | {"name": "g"})
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """One SQLite database for the module (creating one takes seconds); the default artifact root
+    (./mlruns) goes under the same folder."""
+    folder = tmp_path_factory.mktemp("landing")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        yield f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def sink(db):
+    return MlflowSink(db, "landing", "g", "GRIDHASH", AXES | {"name": "g"})
 
 
 def test_the_group_view_opens_on_the_routing_curves_then_the_first_metrics():
@@ -102,9 +112,8 @@ def test_every_group_gets_a_stored_view_and_the_links_lead_to_them(sink, monkeyp
     assert calls == [] and again.parent_id == sink.parent_id
 
 
-def test_a_sink_that_does_not_know_the_axes_lands_on_all_the_grids_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    s = MlflowSink(f"sqlite:///{tmp_path / 'm.db'}", "bare", "g", "GH2", {"x": 1})
+def test_a_sink_that_does_not_know_the_axes_lands_on_all_the_grids_runs(db):
+    s = MlflowSink(db, "bare", "g", "GH2", {"x": 1})
     assert s.ui_links()[0] == ("landing", s.runs_url()) and len(s.ui_links()) == 2
 
 
@@ -132,7 +141,7 @@ def test_setting_runs_are_named_method_first_and_coloured_by_method(sink, tmp_pa
     assert len({next(iter(c)) for c in colors.values()}) == len(AXES["uq"])  # and apart from the others
 
 
-def test_the_settings_table_is_replaced_whole_and_mlflow_reads_it_as_its_own(sink):
+def test_the_settings_table_is_replaced_whole_and_mlflow_reads_it_as_its_own(sink, tmp_path):
     rows = [
         {"setting": f"s{i}", "uq": "ptrue", "dataset": "gsm8k", "slm": "a", "llm": "b", "auroc": 0.5 + i / 100, "n": 10}
         for i in range(30)
@@ -143,6 +152,13 @@ def test_the_settings_table_is_replaced_whole_and_mlflow_reads_it_as_its_own(sin
     df = sink.client.load_table(sink.experiment_id, "settings.json", run_ids=[sink.parent_id])
     assert len(df) == 30 and list(df["setting"]) == [f"s{i}" for i in range(30)]
     assert list(df.columns[:5]) == ["uq", "dataset", "slm", "llm", "auroc"]  # what tells rows apart, then AUROC
-    assert df["auroc"].isna().sum() == 1
+    # numbers as text with four decimals, so MLflow's table (it sorts text "alphanumerically", the
+    # digits after the point as one integer) sorts them as numbers; a missing value is an empty cell
+    import pandas as pd
+
+    raw = json.loads(Path(sink.client.download_artifacts(sink.parent_id, "settings.json", str(tmp_path))).read_text())
+    auroc = [row[raw["columns"].index("auroc")] for row in raw["data"]]
+    assert auroc[0] == "0.5000" and auroc[29] == "0.7900" and auroc[3] == ""
+    assert float(df["auroc"][29]) == 0.79 and pd.isna(pd.to_numeric(df["auroc"], errors="coerce")[3])
     tag = json.loads(sink.client.get_run(sink.parent_id).data.tags["mlflow.loggedArtifacts"])
     assert tag == [{"path": "settings.json", "type": "table"}]
