@@ -222,3 +222,27 @@ def test_the_grid_run_opens_on_a_sortable_table_of_every_setting(tiny_run, tmp_p
     assert after["sort"][col] in ("ascending", "descending"), after["sort"]
     vals = [float(row[col]) for row in after["rows"] if row[col] not in ("", "null", "NaN")]
     assert vals == sorted(vals, reverse=after["sort"][col] == "descending") and len(vals) >= 2
+
+
+def test_the_grid_run_is_refreshed_from_the_store_while_a_grid_runs(tiny_run, monkeypatch):
+    """What the background writer calls while settings finish (``runner.grid_refresher``): the table,
+    the overlays of groups with new settings, and -- when due -- the report with its findings."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import runner
+
+    sink, plan, r = tiny_run["sink"], tiny_run["plan"], tiny_run["resolved"]
+    monkeypatch.setattr(runner, "REPORT_EVERY_S", 0.0)  # the report is due at once
+    logged = []
+    real = sink.log_grid_artifact
+    monkeypatch.setattr(sink, "log_grid_artifact", lambda p, a=None: (logged.append(Path(p).name), real(p, a)))
+    refresh = runner.grid_refresher(r, plan)
+    refresh(sink)
+    groups = {(s.slm, s.dataset, s.llm) for s in plan.settings}
+    assert {f"{s}__{d}__{m}.png" for s, d, m in groups} <= set(logged)
+    assert "settings.json" in logged and "index.html" in logged
+    logged.clear()
+    refresh(sink)  # nothing new in the store: the table again, no overlay redrawn
+    assert "settings.json" in logged and not any(n.endswith("__" + next(iter(groups))[2] + ".png") for n in logged)
+    tags = MlflowClient(sink.uri).get_run(sink.parent_id).data.tags
+    assert any(k.startswith("finding_") for k in tags)
