@@ -205,6 +205,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=5099)
     ap.add_argument("--shots", default="/tmp/uqroute-landing-shots")
     ap.add_argument("--keep", help="keep the MLflow server and its folder here (default: a temporary one)")
+    ap.add_argument("--reuse", help="a folder an earlier --keep run logged: only time the links again")
     a = ap.parse_args()
 
     from orchestrator.mlflow_sink import start_server, stop_server
@@ -213,15 +214,23 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     shots = Path(a.shots)
     shots.mkdir(parents=True, exist_ok=True)
-    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="uqroute-landing-"))
+    work = Path(a.reuse or a.keep or tempfile.mkdtemp(prefix="uqroute-landing-"))
     axes = paper_axes(a.slms, a.datasets, a.llms)
     per_method = method_folders(work / "methods", list(axes["uq"]))
     mans = manifests(axes, per_method)
     print(f"{len(mans)} settings; load average before: {os.getloadavg()}", flush=True)
     uri = start_server(work / "mlflow", a.port)
     try:
-        sink, logged = log_grid(uri, axes, mans, per_method, a.lanes)
-        print(json.dumps(logged), flush=True)
+        if a.reuse:
+            from orchestrator.mlflow_sink import MlflowSink
+
+            sink = MlflowSink(
+                uri, "paper-landing", "paper-scale", "bench-paper-landing", axes | {"name": "paper-scale"}
+            )
+            print(f"{sum(len(v) for v in sink.setting_runs().values())} setting runs in {work}", flush=True)
+        else:
+            sink, logged = log_grid(uri, axes, mans, per_method, a.lanes)
+            print(json.dumps(logged), flush=True)
         links = sink.ui_links()
         print(f"{len(links)} links; landing: {links[0][1]}\nparent: {links[-1][1]}", flush=True)
         # the parent run's table, as MLflow stores it
@@ -260,7 +269,7 @@ def main() -> None:
         print(json.dumps({"landing_text": land["text"][:1500], "parent_text": par["text"][:1500]}, indent=1))
         print(f"load average after: {os.getloadavg()}; screenshots in {shots}")
     finally:
-        if not a.keep:
+        if not (a.keep or a.reuse):
             stop_server(work / "mlflow")
             shutil.rmtree(work, ignore_errors=True)
 

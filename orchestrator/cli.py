@@ -125,7 +125,7 @@ def _execute(r, keys=None) -> int:
     for k, why in list(report.failed.items())[:10]:
         console.print(f"  [red]failed[/] {plan.units[k].label}: {why}")
     out = r.output_dir
-    links = sink.ui_links() if sink else []  # the landing, one view per group, the grid run
+    links = sink.ui_links(rows) if sink else []  # the landing, one view per group, the grid run
     mlflow_ui = links[0][1] if sink else "(disabled)" if not r.grid["mlflow"]["enabled"] else "(did not answer)"
     mlflow_ui += "".join(f"\n    {label}: {url}" for label, url in links[1:])
     pending = mlflow_pending(out)

@@ -283,7 +283,7 @@ def group_view_state(grid_hash: str, slm: str, dataset: str, llm: str) -> dict:
         "compareRunCharts": charts,
         "compareRunSections": sections,
         "isAccordionReordered": True,
-        "hideEmptyCharts": True,
+        "hideEmptyCharts": False,  # the same five charts in every group (an undefined AUROC: an empty chart)
         "useGroupedValuesInCharts": True,
         "viewMaximized": False,
         "runListHidden": True,  # the charts' legends name the runs; the charts get the width
@@ -395,6 +395,7 @@ class MlflowSink:
         self.groups = [(s, d, m) for s in axis["slms"] for d in axis["datasets"] for m in axis["llms"]]
         self.colors = {u: PALETTE[i % len(PALETTE)] for i, u in enumerate(axis["uq"])}
         self._table_tagged = False
+        self._scored: dict[tuple, int] = {}  # group -> settings logged here with a finite AUROC
         self._write_views()
 
     # ------------------------------------------------------------------ links
@@ -409,11 +410,29 @@ class MlflowSink:
         """The grid's parent run, opened on its settings table."""
         return f"{self._base()}/runs/{self.parent_id}/artifacts/{SETTINGS_TABLE}"
 
-    def ui_links(self) -> list[tuple[str, str]]:
-        """(label, url) to print: the landing (the first group's view; all the grid's runs when the
-        sink does not know the grid's axes), then one per (SLM, dataset, LLM) group, then the
-        grid's parent run."""
-        links = [("landing", self.group_url(*self.groups[0]) if self.groups else self.runs_url())]
+    def landing_group(self, rows: list[dict] | None = None) -> tuple[str, str, str] | None:
+        """The group the landing shows: the one with the most settings whose AUROC is defined (a
+        group where the SLM got every query right or wrong has flat curves and no AUROC), the first
+        in grid order among equals. ``rows``: the settings table (``runner.settings_table``);
+        without it, what this sink logged; with neither, the grid's first group."""
+        if not self.groups:
+            return None
+        scored = dict(self._scored)
+        if rows is not None:
+            scored = {}
+            for row in rows:
+                v = row.get("auroc")
+                if isinstance(v, (int, float)) and np.isfinite(v):
+                    g = (row.get("slm"), row.get("dataset"), row.get("llm"))
+                    scored[g] = scored.get(g, 0) + 1
+        return max(self.groups, key=lambda g: (scored.get(g, 0), -self.groups.index(g)))
+
+    def ui_links(self, rows: list[dict] | None = None) -> list[tuple[str, str]]:
+        """(label, url) to print: the landing (the view of ``landing_group``; all the grid's runs
+        when the sink does not know the grid's axes), then one per (SLM, dataset, LLM) group in
+        grid order, then the grid's parent run."""
+        first = self.landing_group(rows)
+        links = [("landing", self.group_url(*first) if first else self.runs_url())]
         links += [(f"group {group_label(*g)}", self.group_url(*g)) for g in self.groups]
         links.append(("grid run (settings table, overlays, report)", self.parent_url()))
         return links
@@ -584,6 +603,10 @@ class MlflowSink:
         }
         if m["uq"] in self.colors:
             tags["mlflow.runColor"] = self.colors[m["uq"]]
+        auroc = m["metrics"].get("auroc")
+        if isinstance(auroc, (int, float)) and np.isfinite(auroc):
+            g = (m["slm"], m["dataset"], m["llm"])
+            self._scored[g] = self._scored.get(g, 0) + 1
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, 0)

@@ -131,14 +131,20 @@ CARD_TITLES = """(() => {
 
 
 def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
     from jobs.metrics import SUMMARY_KEYS
-    from orchestrator.mlflow_sink import LANDING_METRICS
+    from orchestrator.mlflow_sink import LANDING_METRICS, group_filter
+    from orchestrator.runner import settings_table
 
     sink, plan = tiny_run["sink"], tiny_run["plan"]
-    links = sink.ui_links()
-    slm, dataset, llm = sink.groups[0]
-    methods = sorted({s.uq for s in plan.settings if (s.slm, s.dataset, s.llm) == (slm, dataset, llm)})
-    assert len(methods) >= 5 and len(links) == 1 + len(sink.groups) + 1
+    links = sink.ui_links(settings_table(tiny_run["resolved"], plan))  # as `uqroute run` prints them
+    slm, dataset, llm = sink.landing_group(settings_table(tiny_run["resolved"], plan))
+    assert len(links) == 1 + len(sink.groups) + 1 and links[0][1] == sink.group_url(slm, dataset, llm)
+    # the methods of the group with a routing curve (a method that scored no query has none), per MLflow
+    runs = MlflowClient(sink.uri).search_runs([sink.experiment_id], group_filter(sink.grid_hash, slm, dataset, llm))
+    methods = sorted(r.data.tags["uq"] for r in runs if "routing_accuracy" in r.data.metrics)
+    assert len(methods) >= 5
     keys = ["routing_accuracy", *SUMMARY_KEYS]
     shot = tmp_path / "landing.png"
     page = browse(
@@ -155,6 +161,7 @@ def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_ru
     # what comes first: the routing curve, then AUROC, area, APGR and unscored share, all on the first screen
     assert [c["t"] for c in cards[:5]] == ["routing_accuracy", *LANDING_METRICS], cards
     assert all(c["first_screen"] for c in cards[:2]) and cards[0]["left"] < cards[1]["left"]
+    # (the same five in every group: a metric the group does not define is an empty chart, not a gap)
     # bounds, counts, costs: in collapsed sections, so not drawn at all
     assert [c["t"] for c in cards[5:]] == [], cards
     assert "Model metrics" in text
@@ -165,10 +172,11 @@ def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_ru
     assert shot.stat().st_size > 20_000
 
     # another group: its own link, one line per method of that group
-    if len(sink.groups) > 1:
-        slm2, ds2, llm2 = sink.groups[1]
+    others = [(i, g) for i, g in enumerate(sink.groups) if g != (slm, dataset, llm)]
+    if others:
+        i, (slm2, ds2, llm2) = others[0]
         page2 = browse(
-            links[2][1],
+            links[1 + i][1],
             "document.body.innerText.includes('routing curves') && document.body.innerText.includes('(routing_accuracy)')",
             {"text": "document.body.innerText"},
             tmp_path / "group2.png",

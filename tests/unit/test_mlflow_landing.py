@@ -103,6 +103,15 @@ def test_every_group_gets_a_stored_view_and_the_links_lead_to_them(sink, monkeyp
     assert links[1][1].endswith(f"runs?viewStateShareKey={share_key('GRIDHASH', *groups[0])}&compareRunsMode=CHART")
     assert "smol-b -> gemma on arc_easy" in links[-2][0]
     assert links[-1][1].endswith(f"/runs/{sink.parent_id}/artifacts/settings.json")
+    # the landing is the group with the most settings whose AUROC is defined (first in grid order
+    # among equals): not a group whose curves are flat because the SLM got everything right or wrong
+    nan = float("nan")
+    rows = [{"slm": s, "dataset": d, "llm": m, "auroc": nan} for s, d, m in groups]
+    rows += [{"slm": "smol-b", "dataset": "gsm8k", "llm": "gemma", "auroc": 0.7}] * 2
+    rows += [{"slm": "smol-a", "dataset": "arc_easy", "llm": "gemma", "auroc": 0.6}] * 2
+    assert sink.landing_group(rows) == ("smol-a", "arc_easy", "gemma")
+    assert sink.ui_links(rows)[0][1] == sink.group_url("smol-a", "arc_easy", "gemma")
+    assert [u for _, u in sink.ui_links(rows)[1:-1]] == [u for _, u in links[1:-1]]  # groups: grid order
     # a second sink of the same grid (a resume, a sync) writes no view again
     calls = []
     monkeypatch.setattr(
