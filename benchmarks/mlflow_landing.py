@@ -146,11 +146,14 @@ def log_grid(uri: str, axes: dict, mans: list[dict], per_method: dict, lanes: in
     }
 
 
-# what the landing is for: the routing-curve chart drawn (its SVG lines) and the first bar charts
+# what the landing is for: the routing-curve chart drawn with a line per run of the group and its
+# legend naming every one, and the first bar chart drawn beside it
 LANDING_READY = """(() => {
   const t = document.body.innerText;
-  return t.includes('Routing curve') && t.includes('auroc') && t.includes('unscored_share')
-    && document.querySelectorAll('.js-line, path.js-line, g.trace.scatter').length > 0;
+  const legend = t.split('\\n').filter(l => l.endsWith('(routing_accuracy)')).length;
+  return t.includes('routing curves') && legend >= N
+    && document.querySelectorAll('.scatterlayer .trace path.js-line').length >= N
+    && document.querySelectorAll('.barlayer .trace').length > 0;
 })()"""
 
 TABLE_READY = """(() => document.body.innerText.includes('View as table') &&
@@ -196,6 +199,51 @@ def timed_load(url: str, until: str, shot: Path, exprs: dict, timeout: float = 1
         return asyncio.run(_timed(port, url, until, shot, exprs, timeout))
 
 
+def time_links(sink, rows: list[dict], shots: Path, repeat: int) -> None:
+    """Check the parent run's table against ``rows`` (the settings table) and time the landing and the
+    parent run's page, each ``repeat`` times in a fresh browser profile."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.mlflow_sink import group_filter
+
+    links = sink.ui_links(rows)
+    print(f"{len(links)} links; landing: {links[0][1]}\nparent: {links[-1][1]}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        p = MlflowClient(sink.uri).download_artifacts(sink.parent_id, "settings.json", tmp)
+        table = json.loads(Path(p).read_text())
+    in_table = {row[table["columns"].index("setting")] for row in table["data"]}
+    every = in_table == {row["setting"] for row in rows}
+    print(f"parent table: {len(table['data'])} rows for {len(rows)} settings, every setting listed: {every}")
+    g = sink.landing_group(rows)
+    runs = MlflowClient(sink.uri).search_runs([sink.experiment_id], group_filter(sink.grid_hash, *g))
+    n_group = sum(1 for r in runs if "routing_accuracy" in r.data.metrics)
+    n = len(rows)
+    for k in range(repeat):
+        land = timed_load(
+            links[0][1],
+            LANDING_READY.replace("N", str(n_group)),
+            shots / f"landing-{k}.png",
+            {"text": "document.body.innerText.slice(0, 3000)"},
+        )
+        print(
+            f"landing ready in {land['ready_s']:.1f} s (group {g}: {n_group} curves, a line and a name each)",
+            flush=True,
+        )
+        par = timed_load(
+            links[-1][1],
+            TABLE_READY,
+            shots / f"parent-{k}.png",
+            {"text": "document.body.innerText.slice(0, 3000)", "pages": TABLE_PAGES, "rows": ROWS_ON_PAGE},
+        )
+        fits = par["pages"] * par["rows"] >= n > (par["pages"] - 1) * par["rows"]
+        print(
+            f"parent table ready in {par['ready_s']:.1f} s: {par['pages']} pages of {par['rows']} rows "
+            f"(as many pages as {n} settings need: {fits})",
+            flush=True,
+        )
+    print(f"load average after: {os.getloadavg()}; screenshots in {shots}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slms", type=int, default=8)
@@ -203,9 +251,15 @@ def main() -> None:
     ap.add_argument("--llms", type=int, default=2)
     ap.add_argument("--lanes", type=int, default=4)
     ap.add_argument("--port", type=int, default=5099)
+    ap.add_argument("--repeat", type=int, default=2, help="time each page this many times")
     ap.add_argument("--shots", default="/tmp/uqroute-landing-shots")
     ap.add_argument("--keep", help="keep the MLflow server and its folder here (default: a temporary one)")
     ap.add_argument("--reuse", help="a folder an earlier --keep run logged: only time the links again")
+    ap.add_argument(
+        "--links-of",
+        help="the output folder of a grid run (benchmarks/paper_scale.py leaves /tmp/uqroute-paper-scale): "
+        "start its MLflow server and time the links `uqroute run` printed",
+    )
     a = ap.parse_args()
 
     from orchestrator.mlflow_sink import start_server, stop_server
@@ -214,11 +268,26 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     shots = Path(a.shots)
     shots.mkdir(parents=True, exist_ok=True)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    if a.links_of:
+        from orchestrator.plan import make_plan
+        from orchestrator.runner import _new_sink, load_output, settings_table
+
+        out = Path(a.links_of)
+        r = load_output(out)
+        rows = settings_table(r, make_plan(r))
+        uri = start_server(out / "mlflow", a.port)
+        try:
+            time_links(_new_sink(r, uri), rows, shots, a.repeat)
+        finally:
+            stop_server(out / "mlflow")
+        return
     work = Path(a.reuse or a.keep or tempfile.mkdtemp(prefix="uqroute-landing-"))
     axes = paper_axes(a.slms, a.datasets, a.llms)
     per_method = method_folders(work / "methods", list(axes["uq"]))
     mans = manifests(axes, per_method)
-    print(f"{len(mans)} settings; load average before: {os.getloadavg()}", flush=True)
+    rows = [{"setting": m["name"], **{k: m[k] for k in ("slm", "uq", "dataset", "llm")}, **m["metrics"]} for m in mans]
+    print(f"{len(mans)} settings", flush=True)
     uri = start_server(work / "mlflow", a.port)
     try:
         if a.reuse:
@@ -231,43 +300,7 @@ def main() -> None:
         else:
             sink, logged = log_grid(uri, axes, mans, per_method, a.lanes)
             print(json.dumps(logged), flush=True)
-        links = sink.ui_links()
-        print(f"{len(links)} links; landing: {links[0][1]}\nparent: {links[-1][1]}", flush=True)
-        # the parent run's table, as MLflow stores it
-        from mlflow.tracking import MlflowClient
-
-        with tempfile.TemporaryDirectory() as tmp:
-            p = MlflowClient(uri).download_artifacts(sink.parent_id, "settings.json", tmp)
-            table = json.loads(Path(p).read_text())
-        in_table = {row[table["columns"].index("setting")] for row in table["data"]}
-        print(f"parent table: {len(table['data'])} rows, every setting listed: {in_table == {m['name'] for m in mans}}")
-        g = sink.groups[0]
-        n_group = sum(1 for m in mans if (m["slm"], m["dataset"], m["llm"]) == g)
-        land = timed_load(
-            links[0][1],
-            LANDING_READY,
-            shots / "landing.png",
-            {"text": "document.body.innerText.slice(0, 3000)", "href": "location.href"},
-        )
-        print(
-            f"landing ready in {land['ready_s']:.1f} s (group {g}: {n_group} runs); "
-            f"shows '{n_group} matching runs': {f'{n_group} matching runs' in land['text']}",
-            flush=True,
-        )
-        par = timed_load(
-            links[-1][1],
-            TABLE_READY,
-            shots / "parent.png",
-            {"text": "document.body.innerText.slice(0, 3000)", "pages": TABLE_PAGES, "rows": ROWS_ON_PAGE},
-        )
-        print(
-            f"parent table ready in {par['ready_s']:.1f} s: {par['pages']} pages of {par['rows']} rows "
-            f"(room for {par['pages'] * par['rows']} >= {len(mans)} settings, fewer than "
-            f"{len(mans) + par['rows']}: {len(mans) <= par['pages'] * par['rows'] < len(mans) + par['rows']})",
-            flush=True,
-        )
-        print(json.dumps({"landing_text": land["text"][:1500], "parent_text": par["text"][:1500]}, indent=1))
-        print(f"load average after: {os.getloadavg()}; screenshots in {shots}")
+        time_links(sink, rows, shots, a.repeat)
     finally:
         if not (a.keep or a.reuse):
             stop_server(work / "mlflow")
