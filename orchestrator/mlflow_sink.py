@@ -23,7 +23,8 @@ sorted by date, so neither the settings nor their curves are visible. Left to it
 view draws one chart per metric, alphabetically (``apgr``, ``apgr_hi``, ``apgr_lo``, ...), over the
 first 10 runs. ``ui_links`` gives the links to print instead:
 
-* **one view per (SLM, dataset, LLM) group**, the first of them the landing. MLflow 3.17 restores a
+* **one view per (SLM, dataset, LLM) group**, one of them the landing (``landing_group``: the group
+  with the most settings whose AUROC is defined, the first in grid order among equals). MLflow 3.17 restores a
   whole runs-page state from an experiment tag ``mlflow.sharedViewState.<key>`` when the URL
   carries ``viewStateShareKey=<key>`` and no search facet (its "Share" button writes the same tag;
   ``useSharedExperimentViewState`` in ``mlflow/server/js``): the search facets (``searchFilter``,
@@ -157,8 +158,6 @@ def stop_server(folder: Path) -> bool:
 # ------------------------------------------------------------ the UI views
 #: what a reader looks at first, after the routing curves (bar charts on the landing)
 LANDING_METRICS = ("auroc", "area", "apgr", "unscored_share")
-#: the routing curve's companions: against random and oracle, and on the cost axis
-CURVE_METRICS = ("routing_accuracy_random", "routing_accuracy_oracle", "cost_curve_accuracy")
 #: the settings table's first columns (``log_settings_table``); the others follow, sorted
 TABLE_COLUMNS = (
     ("uq", "dataset", "slm", "llm")

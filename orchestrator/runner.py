@@ -276,7 +276,7 @@ def grid_refresher(r: ResolvedGrid, plan: Plan):
     from jobs.report import routing_figures
     from orchestrator.views import grid_view
 
-    state = {"seen": {}, "report_at": time.monotonic() + REPORT_EVERY_S, "report_s": 0.0}
+    state: dict = {"seen": {}, "report_at": time.monotonic() + REPORT_EVERY_S}
 
     def refresh(sink) -> None:
         rows = settings_table(r, plan)
