@@ -259,7 +259,7 @@ def group_view_state(grid_hash: str, slm: str, dataset: str, llm: str) -> dict:
         _line("uq-cost", curves, "cost_curve_accuracy", "Accuracy vs cost (x: micro-dollars per query)"),
     ]
     charts += [_bar(f"uq-{m}", rest, m) for m in OTHER_METRICS]
-    section = {"isReordered": True, "deleted": False, "isGenerated": False, "columns": 2, "cardHeight": 440}
+    section = {"isReordered": True, "deleted": False, "isGenerated": False, "columns": 3, "cardHeight": 320}
     sections = [
         section
         | {
