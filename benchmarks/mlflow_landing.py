@@ -297,6 +297,7 @@ def main() -> None:
                 uri, "paper-landing", "paper-scale", "bench-paper-landing", axes | {"name": "paper-scale"}
             )
             print(f"{sum(len(v) for v in sink.setting_runs().values())} setting runs in {work}", flush=True)
+            sink.log_settings_table(rows)  # as this version writes it
         else:
             sink, logged = log_grid(uri, axes, mans, per_method, a.lanes)
             print(json.dumps(logged), flush=True)
