@@ -86,7 +86,42 @@ def healthy(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0) -> str:
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on ``port`` (Linux ``/proc/net/tcp*``); None where /proc has no such file."""
+    found, seen = set(), False
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        seen = True
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f[9])
+    return found if seen else None
+
+
+def _serves(pgid: int, port: int) -> bool:
+    """Whether a process of group ``pgid`` (the server ``start_server`` started) is the one listening
+    on ``port``. Another server that took the port first (two test sessions starting servers at once)
+    also answers ``/health``; where /proc cannot tell, True."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                if os.readlink(fd) in {f"socket:[{i}]" for i in inodes}:
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0, _tries: int = 5) -> str:
     """Start (or reuse) ``mlflow server`` with a SQLite backend under ``folder``.
 
     The server runs in its own process group (setsid) so ``stop_server`` can stop it and
@@ -130,8 +165,11 @@ def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0) -> str:
     deadline = time.time() + wait_s
     while time.time() < deadline:
         if proc.poll() is not None:
+            if not _port_free(port) and _tries > 1:  # another server took the port between our look and our bind
+                info_path.unlink(missing_ok=True)
+                return start_server(folder, port + 1, wait_s, _tries - 1)
             raise RuntimeError(f"mlflow server exited with {proc.returncode}; see {folder / 'mlflow-server.log'}")
-        if healthy(uri):
+        if healthy(uri) and _serves(proc.pid, port):
             return uri
         time.sleep(0.5)
     stop_server(folder)

@@ -171,3 +171,27 @@ def test_the_settings_table_is_replaced_whole_and_mlflow_reads_it_as_its_own(sin
     assert float(df["auroc"][29]) == 0.79 and pd.isna(pd.to_numeric(df["auroc"], errors="coerce")[3])
     tag = json.loads(sink.client.get_run(sink.parent_id).data.tags["mlflow.loggedArtifacts"])
     assert tag == [{"path": "settings.json", "type": "table"}]
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads Linux /proc")
+def test_a_server_answering_on_the_port_is_taken_for_ours_only_if_it_is_ours():
+    """Two test sessions starting servers at once can pick the same free port; the one that loses
+    the bind must not take the other's ``/health`` for its own (``start_server`` then moves on)."""
+    import os
+    import socket
+    import subprocess
+
+    from orchestrator.mlflow_sink import _serves
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        other = subprocess.Popen(["sleep", "30"], start_new_session=True)  # a process group without the socket
+        try:
+            assert _serves(os.getpgid(0), port)
+            assert not _serves(other.pid, port)
+        finally:
+            other.kill()
+            other.wait()
+    assert not _serves(os.getpgid(0), port)  # nothing listens there any more
