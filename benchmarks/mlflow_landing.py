@@ -211,8 +211,9 @@ def time_links(sink, rows: list[dict], shots: Path, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         p = MlflowClient(sink.uri).download_artifacts(sink.parent_id, "settings.json", tmp)
         table = json.loads(Path(p).read_text())
-    in_table = {row[table["columns"].index("setting")] for row in table["data"]}
-    every = in_table == {row["setting"] for row in rows}
+    axes = ("uq", "dataset", "slm", "llm")
+    in_table = {tuple(row[table["columns"].index(k)] for k in axes) for row in table["data"]}
+    every = in_table == {tuple(row[k] for k in axes) for row in rows} and len(table["data"]) == len(rows)
     print(f"parent table: {len(table['data'])} rows for {len(rows)} settings, every setting listed: {every}")
     g = sink.landing_group(rows)
     runs = MlflowClient(sink.uri).search_runs([sink.experiment_id], group_filter(sink.grid_hash, *g))

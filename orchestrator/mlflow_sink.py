@@ -196,12 +196,11 @@ def stop_server(folder: Path) -> bool:
 # ------------------------------------------------------------ the UI views
 #: what a reader looks at first, after the routing curves (bar charts on the landing)
 LANDING_METRICS = ("auroc", "area", "apgr", "unscored_share")
-#: the settings table's first columns (``log_settings_table``); the others follow, sorted
-TABLE_COLUMNS = (
-    ("uq", "dataset", "slm", "llm")
-    + LANDING_METRICS
-    + ("slm_acc", "llm_acc", "call_rate_50", "call_rate_80", "auroc_lo", "auroc_hi", "setting")
-)
+#: the settings table's columns (``log_settings_table``): what tells settings apart, then what a reader
+#: compares; every other number is in ``summary.csv`` beside it and in the setting's run. Few on
+#: purpose: MLflow's table view spends about half a millisecond of browser time per cell (measured:
+#: 1,792 rows of 55 columns took 51-63 s to show, of 15 columns 20 s; benchmarks/mlflow_landing.py)
+TABLE_COLUMNS = ("uq", "dataset", "slm", "llm") + LANDING_METRICS + ("slm_acc", "llm_acc", "auroc_lo", "auroc_hi")
 SETTINGS_TABLE = "settings.json"
 SHARE_TAG = "mlflow.sharedViewState."  # MLflow's EXPERIMENT_PAGE_VIEW_STATE_SHARE_TAG_PREFIX
 LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
@@ -675,7 +674,7 @@ class MlflowSink:
         """The grid's settings table on the parent run, replaced whole (``mlflow.log_table`` would
         append to it): ``settings.json`` in the format ``log_table`` writes (pandas' ``split``
         orient) and the ``mlflow.loggedArtifacts`` tag that makes MLflow render it as a table.
-        Columns: ``TABLE_COLUMNS`` first, then the others sorted. Returns the rows logged.
+        Columns: ``TABLE_COLUMNS``, those the rows have. Returns the rows logged.
 
         Numbers are written as text with four decimals: MLflow's table view
         (``ShowArtifactLoggedTableView``) turns every cell into a string and sorts it with TanStack's
@@ -687,7 +686,7 @@ class MlflowSink:
         from mlflow.entities import RunTag
 
         keys = {k for row in rows for k in row}
-        cols = [c for c in TABLE_COLUMNS if c in keys] + sorted(keys - set(TABLE_COLUMNS))
+        cols = [c for c in TABLE_COLUMNS if c in keys]
 
         def cell(v) -> str:
             if v is None or (isinstance(v, float) and not np.isfinite(v)):

@@ -159,8 +159,9 @@ def test_the_settings_table_is_replaced_whole_and_mlflow_reads_it_as_its_own(sin
     sink.log_settings_table(rows[:10])
     sink.log_settings_table(rows)  # mlflow.log_table would append: 40 rows
     df = sink.client.load_table(sink.experiment_id, "settings.json", run_ids=[sink.parent_id])
-    assert len(df) == 30 and list(df["setting"]) == [f"s{i}" for i in range(30)]
-    assert list(df.columns[:5]) == ["uq", "dataset", "slm", "llm", "auroc"]  # what tells rows apart, then AUROC
+    assert len(df) == 30
+    assert list(df.columns) == ["uq", "dataset", "slm", "llm", "auroc"]  # what tells rows apart, then AUROC
+    # (a row's other fields, "setting" and "n" here, are in summary.csv: MLflow's table is slow per cell)
     # numbers as text with four decimals, so MLflow's table (it sorts text "alphanumerically", the
     # digits after the point as one integer) sorts them as numbers; a missing value is an empty cell
     import pandas as pd
