@@ -357,7 +357,7 @@ def cmd_ui(a) -> int:
         )
     before = mc["tracking_uri"] or running_uri(out / "mlflow")
     try:
-        uri, links = serve_ui(out, start=True, console=console)
+        uri, links = serve_ui(out, start=True, console=console, max_groups=None)
     except (RuntimeError, TimeoutError, OSError) as exc:
         console.print(f"[red]error:[/] the MLflow server of {out} did not start: {exc}", highlight=False)
         return 1

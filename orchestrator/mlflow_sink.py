@@ -19,14 +19,35 @@ upload per artifact, and the status update.
 
 What a new user sees: MLflow 3 opens an experiment on its GenAI overview, and its runs table
 nests child runs (``mlflow.parentRunId``) under a collapsed parent whenever the table is
-sorted by date, so neither the settings nor their curves are visible. ``runs_url`` is the
-link to print: the grid's runs filtered by its hash and sorted by AUROC (a sort other than
-date lists children flat), in the chart view, where MLflow draws a line chart per logged
-metric on its own, ``routing_accuracy`` included.
+sorted by date, so neither the settings nor their curves are visible. Left to itself, its chart
+view draws one chart per metric, alphabetically (``apgr``, ``apgr_hi``, ``apgr_lo``, ...), over the
+first 10 runs. ``ui_links`` gives the links to print instead:
+
+* **one view per (SLM, dataset, LLM) group**, one of them the landing (``landing_group``: the group
+  with the most settings whose AUROC is defined, the first in grid order among equals). MLflow 3.17 restores a
+  whole runs-page state from an experiment tag ``mlflow.sharedViewState.<key>`` when the URL
+  carries ``viewStateShareKey=<key>`` and no search facet (its "Share" button writes the same tag;
+  ``useSharedExperimentViewState`` in ``mlflow/server/js``): the search facets (``searchFilter``,
+  ``orderByKey``, ...) and the UI state, whose ``compareRunCharts`` / ``compareRunSections`` are
+  the chart configuration -- charts in array order, sections in array order as long as
+  ``isAccordionReordered`` is true (otherwise sections are sorted by name). ``group_view_state``
+  writes one: the group's runs, sorted by AUROC, all shown (``runsHiddenMode``), in a first
+  section the routing curves overlaid (one line per run: per UQ method or learned router) and
+  bars of AUROC, area, APGR and unscored share; the curves against random and oracle and the cost
+  curve in a collapsed second section; every other metric (interval bounds, costs, token counts)
+  in the collapsed "Model metrics" section, where MLflow also puts any metric the view does not
+  name. Another group is one edit of the search filter away.
+* **the grid's parent run** (``parent_url``), on its settings table (``settings.json``, the
+  format ``mlflow.log_table`` writes and the ``mlflow.loggedArtifacts`` tag that makes MLflow
+  render it as a table), beside the per-group overlays, ``summary.csv`` and the report.
+
+Run names put what differs first: ``<uq> | <dataset> | <slm> -> <llm>`` (``run_name``), and each
+UQ method keeps one colour across groups (tag ``mlflow.runColor``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -41,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from jobs.metrics import SUMMARY_KEYS
 from jobs.store import CURVE, SETTING_ARTIFACTS
 
 PID_FILE = "mlflow-server.json"
@@ -64,7 +86,42 @@ def healthy(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0) -> str:
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on ``port`` (Linux ``/proc/net/tcp*``); None where /proc has no such file."""
+    found, seen = set(), False
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        seen = True
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f[9])
+    return found if seen else None
+
+
+def _serves(pgid: int, port: int) -> bool:
+    """Whether a process of group ``pgid`` (the server ``start_server`` started) is the one listening
+    on ``port``. Another server that took the port first (two test sessions starting servers at once)
+    also answers ``/health``; where /proc cannot tell, True."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                if os.readlink(fd) in {f"socket:[{i}]" for i in inodes}:
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0, _tries: int = 5) -> str:
     """Start (or reuse) ``mlflow server`` with a SQLite backend under ``folder``.
 
     The server runs in its own process group (setsid) so ``stop_server`` can stop it and
@@ -108,8 +165,11 @@ def start_server(folder: Path, port: int = 5000, wait_s: float = 90.0) -> str:
     deadline = time.time() + wait_s
     while time.time() < deadline:
         if proc.poll() is not None:
+            if not _port_free(port) and _tries > 1:  # another server took the port between our look and our bind
+                info_path.unlink(missing_ok=True)
+                return start_server(folder, port + 1, wait_s, _tries - 1)
             raise RuntimeError(f"mlflow server exited with {proc.returncode}; see {folder / 'mlflow-server.log'}")
-        if healthy(uri):
+        if healthy(uri) and _serves(proc.pid, port):
             return uri
         time.sleep(0.5)
     stop_server(folder)
@@ -131,6 +191,153 @@ def stop_server(folder: Path) -> bool:
         pass
     info_path.unlink(missing_ok=True)
     return True
+
+
+# ------------------------------------------------------------ the UI views
+#: what a reader looks at first, after the routing curves (bar charts on the landing)
+LANDING_METRICS = ("auroc", "area", "apgr", "unscored_share")
+#: the settings table's columns (``log_settings_table``): what tells settings apart, then what a reader
+#: compares; every other number is in ``summary.csv`` beside it and in the setting's run. Few on
+#: purpose: MLflow's table view spends about half a millisecond of browser time per cell (measured:
+#: 1,792 rows of 55 columns took 51-63 s to show, of 15 columns 20 s; benchmarks/mlflow_landing.py)
+TABLE_COLUMNS = ("uq", "dataset", "slm", "llm") + LANDING_METRICS + ("slm_acc", "llm_acc", "auroc_lo", "auroc_hi")
+SETTINGS_TABLE = "settings.json"
+SHARE_TAG = "mlflow.sharedViewState."  # MLflow's EXPERIMENT_PAGE_VIEW_STATE_SHARE_TAG_PREFIX
+LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
+# Tableau 10: a UQ method keeps its colour in every group (tag ``mlflow.runColor``)
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+)  # fmt: skip
+# the other metrics a setting logs (``jobs.metrics.SUMMARY_KEYS``), placed in the collapsed "Model
+# metrics" section; a metric no chart names (the cost and token metrics of ``jobs/cost.py``) goes there
+# too: MLflow adds it to the section its name's prefix gives ("Model metrics" for none), at its end
+OTHER_METRICS = tuple(k for k in SUMMARY_KEYS if k not in LANDING_METRICS)
+
+
+def run_name(m: dict) -> str:
+    """A setting run's name, what differs first so a cut name still tells runs apart."""
+    return f"{m['uq']} | {m['dataset']} | {m['slm']} -> {m['llm']}"
+
+
+def group_label(slm: str, dataset: str, llm: str) -> str:
+    return f"{slm} -> {llm} on {dataset}"
+
+
+def _q(v: str) -> str:
+    return str(v).replace("'", "\\'")
+
+
+def group_filter(grid_hash: str, slm: str, dataset: str, llm: str) -> str:
+    """MLflow's search filter for one group's setting runs."""
+    return (
+        f"tags.`uqroute.grid_hash` = '{_q(grid_hash)}' and tags.slm = '{_q(slm)}' and "
+        f"tags.dataset = '{_q(dataset)}' and tags.llm = '{_q(llm)}'"
+    )
+
+
+def share_key(grid_hash: str, slm: str, dataset: str, llm: str) -> str:
+    return "uqroute-" + hashlib.sha256(f"{grid_hash}|{slm}|{dataset}|{llm}".encode()).hexdigest()[:24]
+
+
+def _line(uuid: str, section: str, metric: str, title: str) -> dict:
+    return {
+        "uuid": uuid,
+        "type": "LINE",
+        "metricSectionId": section,
+        "metricKey": metric,
+        "selectedMetricKeys": [metric],
+        "displayName": title,
+        "xAxisKey": "step",
+        "selectedXAxisMetricKey": "",
+        "xAxisScaleType": "linear",
+        "scaleType": "linear",
+        "lineSmoothness": 0,
+        "useGlobalXaxisKey": False,
+        "useGlobalLineSmoothing": False,
+        "ignoreOutliers": False,
+        "yAxisKey": "metric",
+        "yAxisExpressions": [],
+        "range": {},
+        "runsCountToCompare": 100,
+        "deleted": False,
+        "isGenerated": False,
+    }
+
+
+def _bar(uuid: str, section: str, metric: str) -> dict:
+    return {
+        "uuid": uuid,
+        "type": "BAR",
+        "metricSectionId": section,
+        "metricKey": metric,
+        "runsCountToCompare": 100,
+        "deleted": False,
+        "isGenerated": False,
+    }
+
+
+def group_view_state(grid_hash: str, slm: str, dataset: str, llm: str) -> dict:
+    """The runs-page state of one group (see the module docstring): search facets and UI state
+    as MLflow 3.17's ``ExperimentPageSearchFacetsState`` and ``ExperimentPageUIState`` name them."""
+    first, curves, rest = "uq-first", "uq-curves", "uq-rest"
+    charts = [
+        _line(
+            "uq-routing",
+            first,
+            "routing_accuracy",
+            f"Routing curve: accuracy (y) vs % of queries routed to the LLM (x), {group_label(slm, dataset, llm)}",
+        )
+    ]
+    charts += [_bar(f"uq-{m}", first, m) for m in LANDING_METRICS]
+    charts += [
+        _line("uq-random", curves, "routing_accuracy_random", "Routing curve of random routing"),
+        _line("uq-oracle", curves, "routing_accuracy_oracle", "Routing curve of the oracle"),
+        _line("uq-cost", curves, "cost_curve_accuracy", "Accuracy vs cost (x: micro-dollars per query)"),
+    ]
+    charts += [_bar(f"uq-{m}", rest, m) for m in OTHER_METRICS]
+    section = {"isReordered": True, "deleted": False, "isGenerated": False, "columns": 3, "cardHeight": 320}
+    sections = [
+        section
+        | {
+            "uuid": first,
+            "name": f"{group_label(slm, dataset, llm)}: routing curves (x: % routed to the LLM) and first metrics",
+            "display": True,
+        },
+        section | {"uuid": curves, "name": "Routing vs random and oracle; cost", "display": False},
+        section | {"uuid": rest, "name": "Model metrics", "display": False},  # MLflow's name for unprefixed
+    ]
+    cols = [f"tags.`{t}`" for t in ("uq", "dataset")] + [f"metrics.`{m}`" for m in LANDING_METRICS]
+    return {
+        # search facets
+        "searchFilter": group_filter(grid_hash, slm, dataset, llm),
+        "orderByKey": "metrics.`auroc`",
+        "orderByAsc": False,
+        # UI state
+        "selectedColumns": cols,
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts,
+        "compareRunSections": sections,
+        "isAccordionReordered": True,
+        "hideEmptyCharts": False,  # the same five charts in every group (an undefined AUROC: an empty chart)
+        "useGroupedValuesInCharts": True,
+        "viewMaximized": False,
+        "runListHidden": True,  # the charts' legends name the runs; the charts get the width
+        "groupBy": None,
+        "groupsExpanded": {},
+        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+        "chartsSearchFilter": "",
+    }
+
+
+def _share_value(state: dict) -> str:
+    """The tag value: MLflow reads plain JSON, or ``deflate;`` + base64 of zlib (its
+    ``textCompressDeflate``, pako), which keeps it under the 20,000-character tag limit."""
+    import base64
+    import zlib
+
+    raw = json.dumps(state, separators=(",", ":"))
+    return "deflate;" + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
 
 
 # -------------------------------------------------------------------- sink
@@ -219,6 +426,63 @@ class MlflowSink:
         self.parent_id = self._parent(grid_name, grid_hash, resolved_params, running)
         self.stats: dict = {}  # the background writer's counts, once it has closed
         self._runs_of_hash: dict[str, list[tuple[str, str | None]]] = {}  # filled by setting_runs()
+        # the grid's axes in grid order (``config_identity``: slms / uq / datasets / llms by name)
+        axis = {k: list(resolved_params.get(k) or ()) for k in ("slms", "uq", "datasets", "llms")}
+        self.groups = [(s, d, m) for s in axis["slms"] for d in axis["datasets"] for m in axis["llms"]]
+        self.colors = {u: PALETTE[i % len(PALETTE)] for i, u in enumerate(axis["uq"])}
+        self._table_tagged = False
+        self._scored: dict[tuple, int] = {}  # group -> settings logged here with a finite AUROC
+        self._write_views()
+
+    # ------------------------------------------------------------------ links
+    def _base(self) -> str:
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}"
+
+    def group_url(self, slm: str, dataset: str, llm: str) -> str:
+        """The group's view (``group_view_state``): its routing curves and first metrics."""
+        return f"{self._base()}/runs?viewStateShareKey={share_key(self.grid_hash, slm, dataset, llm)}&compareRunsMode=CHART"
+
+    def parent_url(self) -> str:
+        """The grid's parent run, opened on its settings table."""
+        return f"{self._base()}/runs/{self.parent_id}/artifacts/{SETTINGS_TABLE}"
+
+    def landing_group(self, rows: list[dict] | None = None) -> tuple[str, str, str] | None:
+        """The group the landing shows: the one with the most settings whose AUROC is defined (a
+        group where the SLM got every query right or wrong has flat curves and no AUROC), the first
+        in grid order among equals. ``rows``: the settings table (``runner.settings_table``);
+        without it, what this sink logged; with neither, the grid's first group."""
+        if not self.groups:
+            return None
+        scored = dict(self._scored)
+        if rows is not None:
+            scored = {}
+            for row in rows:
+                v = row.get("auroc")
+                if isinstance(v, (int, float)) and np.isfinite(v):
+                    g = (row.get("slm"), row.get("dataset"), row.get("llm"))
+                    scored[g] = scored.get(g, 0) + 1
+        return max(self.groups, key=lambda g: (scored.get(g, 0), -self.groups.index(g)))
+
+    def ui_links(self, rows: list[dict] | None = None) -> list[tuple[str, str]]:
+        """(label, url) to print: the landing (the view of ``landing_group``; all the grid's runs
+        when the sink does not know the grid's axes), then one per (SLM, dataset, LLM) group in
+        grid order, then the grid's parent run."""
+        first = self.landing_group(rows)
+        links = [("landing", self.group_url(*first) if first else self.runs_url())]
+        links += [(f"group {group_label(*g)}", self.group_url(*g)) for g in self.groups]
+        links.append(("grid run (settings table, overlays, report)", self.parent_url()))
+        return links
+
+    def _write_views(self) -> None:
+        """One shared view per group as an experiment tag; only those missing or changed are written
+        (one call each), so a resume or a sync writes none."""
+        if not self.groups:
+            return
+        tags = dict(self.client.get_experiment(self.experiment_id).tags)
+        for g in self.groups:
+            key, value = SHARE_TAG + share_key(self.grid_hash, *g), _share_value(group_view_state(self.grid_hash, *g))
+            if tags.get(key) != value:
+                self.client.set_experiment_tag(self.experiment_id, key, value)
 
     def runs_url(self) -> str:
         """The grid's runs, flat, with their routing curves drawn (see the module docstring)."""
@@ -373,6 +637,12 @@ class MlflowSink:
             "dataset": m["dataset"],
             "llm": m["llm"],
         }
+        if m["uq"] in self.colors:
+            tags["mlflow.runColor"] = self.colors[m["uq"]]
+        auroc = m["metrics"].get("auroc")
+        if isinstance(auroc, (int, float)) and np.isfinite(auroc):
+            g = (m["slm"], m["dataset"], m["llm"])
+            self._scored[g] = self._scored.get(g, 0) + 1
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, 0)
@@ -385,7 +655,7 @@ class MlflowSink:
             metrics += [Metric(metric, acc, now, step) for step, acc in curve_metric(curve[name])]
         metrics += cost_metrics(curve, now)
         params = [Param(k[:250], v) for k, v in sorted(_flatten(src.params).items())]
-        run = self.client.create_run(self.experiment_id, run_name=m["name"], tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=run_name(m), tags=tags)
         rid = run.info.run_id
         for mb, pb, tb in batches(metrics, params):
             self.client.log_batch(rid, metrics=mb, params=pb, tags=tb)
@@ -399,6 +669,42 @@ class MlflowSink:
                 repo.log_artifact(str(f))
         self._set_status(rid, RunStatus.to_string(RunStatus.FINISHED), int(time.time() * 1000))
         return rid
+
+    def log_settings_table(self, rows: list[dict]) -> int:
+        """The grid's settings table on the parent run, replaced whole (``mlflow.log_table`` would
+        append to it): ``settings.json`` in the format ``log_table`` writes (pandas' ``split``
+        orient) and the ``mlflow.loggedArtifacts`` tag that makes MLflow render it as a table.
+        Columns: ``TABLE_COLUMNS``, those the rows have. Returns the rows logged.
+
+        Numbers are written as text with four decimals: MLflow's table view
+        (``ShowArtifactLoggedTableView``) turns every cell into a string and sorts it with TanStack's
+        "alphanumeric" order, which compares the digits after the point as one integer (0.75 after
+        0.6107); with as many decimals everywhere that order is the numeric one (negative values
+        excepted: they come first, largest magnitude last). A missing value is an empty cell."""
+        import tempfile
+
+        from mlflow.entities import RunTag
+
+        keys = {k for row in rows for k in row}
+        cols = [c for c in TABLE_COLUMNS if c in keys]
+
+        def cell(v) -> str:
+            if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                return ""
+            if isinstance(v, float):
+                return f"{v:.4f}"
+            return str(v)
+
+        table = {"columns": cols, "data": [[cell(row.get(c)) for c in cols] for row in rows]}
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / SETTINGS_TABLE
+            f.write_text(json.dumps(table, separators=(",", ":")))
+            self.log_grid_artifact(f)
+        if not self._table_tagged:
+            value = json.dumps([{"path": SETTINGS_TABLE, "type": "table"}])
+            self.client.log_batch(self.parent_id, tags=[RunTag(LOGGED_ARTIFACTS, value)])
+            self._table_tagged = True
+        return len(rows)
 
     def log_grid_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.parent_id, str(path), artifact_path)

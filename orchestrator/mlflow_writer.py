@@ -19,6 +19,14 @@ in ``pending`` and logged later from the store.
   call in flight, waiting at most ``timeout_s``. Both return a ``WriterStats`` whose
   ``pending`` names the settings MLflow still lacks (``uqroute sync <out>`` logs them).
 
+* **The grid's own view** (issue 19): ``grid_update(sink)``, when given, refreshes what the grid's
+  parent run shows (its settings table, the per-group overlays, the report and findings) while
+  settings finish, on this thread, throttled: after a round that logged new settings, at most once
+  every ``grid_every_s`` and never more often than ten times its own last duration (at 1,792
+  settings a refresh that takes 20 s runs every 200 s at most, so the writer spends at most a tenth
+  of its time on it). A failed refresh is said once and never stops the writer. ``close`` does not
+  refresh: the end of the grid logs its final view itself.
+
 The writer only needs three things of its sink (``MlflowSink`` has them; unit tests use an
 in-process fake): ``setting_runs() -> {key: [status, ...]}`` (a setting's unit key), ``write_setting(item, check=)``
 and ``ping() -> bool``. ``connect()`` makes the sink (``None`` or an exception: not yet), and
@@ -51,6 +59,8 @@ class WriterStats:
     outages: int = 0  # times the server went from answering to not answering
     submit_s: float = 0.0  # total time the producer spent in submit()
     pending: list = field(default_factory=list)  # hashes not in MLflow when the writer stopped
+    grid_updates: int = 0  # refreshes of the grid's own view (``grid_update``)
+    grid_update_s: float = 0.0  # time spent in them
 
     def as_dict(self) -> dict:
         return {k: (len(v) if isinstance(v, (list, dict)) else v) for k, v in self.__dict__.items()}
@@ -69,6 +79,8 @@ class MlflowWriter:
         max_backoff_s: float = 30.0,
         max_attempts: int = 5,
         notify: Callable[[str], None] | None = None,
+        grid_update: Callable[[Any], None] | None = None,
+        grid_every_s: float = 60.0,
     ):
         self._connect, self._prepare = connect, prepare
         self.sink = None
@@ -76,6 +88,11 @@ class MlflowWriter:
         self.backoff_s, self.max_backoff_s, self.max_attempts = backoff_s, max_backoff_s, max_attempts
         self.notify = notify or (lambda msg: None)
         self.stats = WriterStats()
+        self._grid_update, self.grid_every_s = grid_update, grid_every_s
+        self._grid_lock = threading.Lock()  # held while a refresh runs (``stop_grid_updates`` waits on it)
+        self._next_grid = 0.0  # the first refresh follows the first round that logs a setting
+        self._logged_at_grid = 0
+        self._grid_failed = False
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._lock = threading.Lock()
         self._overflow: list[str] = []  # hashes that found the queue full (producer side)
@@ -115,6 +132,36 @@ class MlflowWriter:
         with self._lock:
             self._overflow.extend(keys)
         self._wake.set()
+
+    def stop_grid_updates(self) -> None:
+        """No more refreshes of the grid's view; waits for one in progress (the end of the grid
+        builds and logs the final view itself)."""
+        self._grid_update = None
+        with self._grid_lock:
+            pass
+
+    def _maybe_grid_update(self) -> None:
+        fn = self._grid_update
+        if fn is None or not self._up or self._draining.is_set() or self._stop.is_set():
+            return
+        if self.stats.logged == self._logged_at_grid or time.monotonic() < self._next_grid:
+            return
+        with self._grid_lock:
+            if self._grid_update is None:
+                return
+            t0 = time.monotonic()
+            logged = self.stats.logged
+            try:
+                fn(self.sink)
+                self.stats.grid_updates += 1
+            except Exception as exc:  # noqa: BLE001 - a view of the store; the end of the grid logs it again
+                if not self._grid_failed:
+                    self.notify(f"MLflow: refreshing the grid run's table and report failed ({str(exc)[:160]})")
+                self._grid_failed = True
+            took = time.monotonic() - t0
+            self.stats.grid_update_s += took
+            self._logged_at_grid = logged
+            self._next_grid = time.monotonic() + max(self.grid_every_s, 10 * took)
 
     @property
     def up(self) -> bool:
@@ -178,10 +225,12 @@ class MlflowWriter:
             with self._lock:
                 todo = [(k, self._pending[k]) for k in list(self._pending)[: self.batch]]
             if not todo:
+                self._maybe_grid_update()
                 self._wake.wait(0.2)
                 self._wake.clear()
                 continue
             self._write(todo)
+            self._maybe_grid_update()
 
     def _reconnect(self) -> bool:
         try:

@@ -33,6 +33,8 @@ RUN_STATE_FILE = "run_state.json"  # the last run of this folder: running / fini
 PENDING_FILE = "mlflow_pending.json"  # settings done in the store but not in MLflow (`uqroute sync` logs them)
 MLFLOW_WAIT_S = 30.0  # at the end of a grid, how long to wait for an MLflow server that does not answer
 INTERRUPT_WAIT_S = 3.0  # after Ctrl-C, how long the writer and the parent run's status may take
+GRID_VIEW_EVERY_S = 60.0  # during a grid: the parent run's settings table and overlays, at most this often
+REPORT_EVERY_S = 600.0  # during a grid: the report and findings on the parent run, at most this often
 
 
 class GridInterrupted(KeyboardInterrupt):
@@ -169,15 +171,33 @@ def _new_sink(r: ResolvedGrid, uri: str, running: bool = False):
     )
 
 
-def ui_links(sink, rows: list[dict] | None = None) -> list[tuple[str, str]]:
+#: group links printed by ``run`` / ``resume`` / ``status`` (``uqroute ui`` prints them all)
+MAX_GROUP_LINKS = 12
+
+
+def ui_links(sink, rows: list[dict] | None = None, max_groups: int | None = MAX_GROUP_LINKS) -> list[tuple[str, str]]:
     """What to open in MLflow for this grid, as (label, url) pairs, in the order printed: every command
-    that prints MLflow links (``run``, ``resume``, ``ui``, ``status``) prints these. ``rows``: the
-    settings table (``settings_table``), for links that depend on what finished. The one place to
-    add links (one per (SLM, dataset, LLM) group, the parent run's comparison: ``MlflowSink.ui_links``)."""
-    return [("MLflow UI", sink.runs_url())]
+    that prints MLflow links (``run``, ``resume``, ``ui``, ``status``) prints these: the landing (one
+    group's routing curves overlaid), one link per (SLM, dataset, LLM) group, the grid's parent run
+    (``MlflowSink.ui_links``). ``rows``: the settings table (``settings_table``), for the landing's
+    choice. Beyond ``max_groups`` group links one line says how many more (at the paper's shape,
+    224 groups) and that ``uqroute ui`` lists them all."""
+    links = sink.ui_links(rows)
+    groups = [x for x in links if x[0].startswith("group ")]
+    if max_groups is None or len(groups) <= max_groups:
+        return links
+    shown = set(groups[:max_groups])
+    rest = [x for x in links if not x[0].startswith("group ") or x in shown]
+    more = (
+        f"{len(groups) - max_groups} more groups",
+        "one filter away on the landing; `uqroute ui <output folder>` lists every link",
+    )
+    return rest[:-1] + [more] + rest[-1:]
 
 
-def serve_ui(out: Path, start: bool = True, console=None) -> tuple[str | None, list[tuple[str, str]]]:
+def serve_ui(
+    out: Path, start: bool = True, console=None, max_groups: int | None = MAX_GROUP_LINKS
+) -> tuple[str | None, list[tuple[str, str]]]:
     """The MLflow server of an output folder and its links (``ui_links``): ``start`` starts the
     folder's local server when it is not running (``mlflow_sink.start_server`` reuses a live one);
     otherwise only a server that answers is asked. Returns (uri or None, links); no links when
@@ -200,7 +220,7 @@ def serve_ui(out: Path, start: bool = True, console=None) -> tuple[str | None, l
     except Exception as exc:  # noqa: BLE001 - a server that answers /health but not the API
         _say(console, f"MLflow at {uri} did not answer: {exc}")
         return uri, []
-    return uri, ui_links(sink, settings_table(r, make_plan(r)))
+    return uri, ui_links(sink, settings_table(r, make_plan(r)), max_groups)
 
 
 def running_uri(folder: Path) -> str | None:
@@ -304,7 +324,47 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
             m, d.path, setting_params(r, axes.get(key) or {k: m[k] for k in ("slm", "uq", "dataset", "llm")})
         )
 
-    return MlflowWriter(lambda: _new_sink(r, uri, running=True), prepare, notify=lambda msg: _say(console, msg))
+    return MlflowWriter(
+        lambda: _new_sink(r, uri, running=True),
+        prepare,
+        notify=lambda msg: _say(console, msg),
+        grid_update=grid_refresher(r, plan),
+        grid_every_s=GRID_VIEW_EVERY_S,
+    )
+
+
+def grid_refresher(r: ResolvedGrid, plan: Plan):
+    """What the background writer calls (on its thread, throttled: ``MlflowWriter.grid_update``) to
+    keep the grid's parent run current while settings finish: the settings table every time, the
+    overlay of each (SLM, dataset, LLM) group that has new settings, and the report with its
+    findings at most every ``REPORT_EVERY_S`` (and never more often than ten times its last
+    duration: at 1,792 settings it is the slow part)."""
+    from jobs.report import routing_figures
+    from orchestrator.views import grid_view
+
+    state: dict = {"seen": {}, "report_at": time.monotonic() + REPORT_EVERY_S}
+
+    def refresh(sink) -> None:
+        rows = settings_table(r, plan)
+        sink.log_settings_table(rows)
+        groups: dict[tuple, set] = {}
+        for row in rows:
+            groups.setdefault((row["slm"], row["dataset"], row["llm"]), set()).add(row["key"])
+        changed = {g for g, keys in groups.items() if state["seen"].get(g) != keys}
+        if changed:
+            settings = [s for s in grid_view(r, plan).settings if (s.slm, s.dataset, s.llm) in changed]
+            for _, png in routing_figures(settings, r.output_dir / "plots", prefix=""):
+                sink.log_grid_artifact(png)
+            state["seen"].update({g: groups[g] for g in changed})
+        if time.monotonic() >= state["report_at"]:
+            t0 = time.monotonic()
+            rep = make_report(r, plan)
+            if rep is not None:
+                sink.log_report(rep)
+            took = time.monotonic() - t0
+            state["report_at"] = time.monotonic() + max(REPORT_EVERY_S, 10 * took)
+
+    return refresh
 
 
 def _store_settings_done(r: ResolvedGrid, plan: Plan) -> list[str]:
@@ -365,6 +425,7 @@ def _finish_mlflow(r: ResolvedGrid, plan: Plan, writer, ok: bool, plots: list[Pa
             for p in plots:
                 sink.log_grid_artifact(p)
             sink.log_grid_artifact(r.output_dir / "summary.csv")
+            sink.log_settings_table(settings_table(r, plan))
             if rep is not None:
                 sink.log_report(rep)
             sink.finish_grid("FINISHED" if ok and not stats.pending else "FAILED")
@@ -414,6 +475,8 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
             plan, r, r.store_dir, ledger, on_setting=writer.submit if writer else None, on_progress=progress
         )
         report = sched.run(keys, done=before)
+        if writer is not None:
+            writer.stop_grid_updates()  # the final view below, built once
         write_summary(r, plan)
         if report.done == before and (r.output_dir / "report" / "index.html").is_file():
             plots, rep = [], None  # nothing new: plots, report and their MLflow copies are as the store is
@@ -518,6 +581,7 @@ def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
         sink = make_sink(r, console)
         if sink is not None:
             sink.log_report(rep)
+            sink.log_settings_table(settings_table(r, plan))
             rep["mlflow"] = {"uri": sink.uri, "run_id": sink.parent_id}
     return rep
 
@@ -538,6 +602,7 @@ def sync(out: Path, console=None) -> int:
     if sink is None:
         raise RuntimeError("MLflow is disabled or unreachable for this output folder")
     n = _sync_missing(r, plan, sink)
+    sink.log_settings_table(settings_table(r, plan))  # the grid run's table of every setting
     dup = sink.remove_duplicates(dict(plan.setting_keys))
     if dup:
         _say(console, f"removed {dup} duplicate setting run(s) from MLflow (one run per setting)")

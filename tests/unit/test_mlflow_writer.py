@@ -217,3 +217,63 @@ def test_batches_respect_mlflow_limits():
     assert [(len(m), len(p), len(t)) for m, p, t in got] == [(323, 100, 0), (0, 50, 5)]
     for m, p, t in batches(list(range(2500)), list(range(30))):
         assert len(m) <= 1000 and len(p) + len(t) <= 100 and len(m) + len(p) + len(t) <= 1000
+
+
+def test_the_grid_view_is_refreshed_while_settings_finish_throttled_and_not_at_close():
+    """``grid_update`` runs after rounds that logged settings, at most once per ``grid_every_s``
+    (and never more often than ten times its own duration), not for rounds that logged nothing,
+    and not once ``stop_grid_updates`` or ``close`` began; a failing refresh is said once and the
+    settings are still all logged."""
+    sink = FakeSink()
+    seen: list[int] = []  # how many settings the sink held at each refresh
+
+    def refresh(s):
+        seen.append(len(s.writes))
+
+    w = make(sink, lanes=1, batch=5, grid_update=refresh, grid_every_s=0.3)
+    for i in range(5):
+        w.submit({"key": f"a{i}"})
+    assert wait_until(lambda: len(seen) == 1)  # the first round that logged: refreshed at once
+    time.sleep(0.6)
+    assert len(seen) == 1  # nothing new logged since: no refresh, however long it waits
+    for i in range(5):
+        w.submit({"key": f"b{i}"})
+    assert wait_until(lambda: len(sink.writes) == 10)
+    assert wait_until(lambda: len(seen) == 2)  # once the interval has passed
+    assert seen == [5, 10]
+    w.stop_grid_updates()
+    for i in range(5):
+        w.submit({"key": f"c{i}"})
+    stats = w.close(wait_s=1)
+    assert seen == [5, 10] and stats.grid_updates == 2 and stats.logged == 15
+
+    notes: list[str] = []
+
+    def broken(s):
+        raise RuntimeError("disk full")
+
+    sink2 = FakeSink()
+    w2 = make(sink2, lanes=1, batch=2, grid_update=broken, grid_every_s=0.0, notify=notes.append)
+    for i in range(6):
+        w2.submit({"key": f"k{i}"})
+        time.sleep(0.05)
+    stats2 = w2.close(wait_s=1)
+    assert stats2.logged == 6 and sorted(sink2.writes) == [f"k{i}" for i in range(6)]
+    assert len([n for n in notes if "disk full" in n]) == 1
+
+
+def test_a_slow_grid_refresh_is_spaced_by_ten_times_its_duration():
+    sink = FakeSink()
+    times: list[float] = []
+
+    def slow(s):
+        times.append(time.monotonic())
+        time.sleep(0.1)  # ten times: at least 1 s to the next refresh, though grid_every_s is 0
+
+    w = make(sink, lanes=1, batch=1, grid_update=slow, grid_every_s=0.0)
+    for i in range(60):
+        w.submit({"key": f"s{i}"})
+        time.sleep(0.04)
+    w.close(wait_s=1)
+    assert len(times) >= 2
+    assert all(b - a >= 1.0 for a, b in zip(times, times[1:]))
