@@ -64,3 +64,18 @@ def test_the_cli_console_breaks_no_line():
     assert ANSI.sub("", f.getvalue()).splitlines() == [
         f"MLflow unavailable at {URL}: refused; run `uqroute sync /a/b/{'y' * 80}` later."
     ]
+
+
+def test_printed_links_cap_the_groups_and_say_how_many_more():
+    from orchestrator.runner import MAX_GROUP_LINKS, ui_links
+
+    class Sink:
+        def ui_links(self, rows=None):
+            groups = [(f"group s / d{i} / l", f"http://x/{i}") for i in range(MAX_GROUP_LINKS + 5)]
+            return [("landing", "http://x/l"), *groups, ("grid run (settings table, overlays, report)", "http://x/p")]
+
+    capped = ui_links(Sink())
+    assert capped[0] == ("landing", "http://x/l") and capped[-1][1] == "http://x/p"
+    assert sum(label.startswith("group ") for label, _ in capped) == MAX_GROUP_LINKS
+    assert ("5 more groups" in [label for label, _ in capped]) and "uqroute ui" in capped[-2][1]
+    assert ui_links(Sink(), max_groups=None) == Sink().ui_links()  # `uqroute ui` prints every one
