@@ -26,7 +26,8 @@ Per dataset (the ``cloze_format`` of the unit; the harness file each follows):
   openbookqa    "{question_stem}" -> " {option text}"                              acc_norm  openbookqa/openbookqa.yaml
   winogrande    sentence[:blank] + option -> " " + sentence[blank+1:].strip()       acc       winogrande/default.yaml (partial evaluation:
                 (one context per option, the same continuation)                              preprocess_winogrande.py)
-  boolq         "{passage}\\nQuestion: {question}\\nAnswer:" -> " yes" / " no"      acc       super_glue/boolq/default.yaml
+  boolq         "{title} -- {passage}\\nQuestion: {question}?\\nAnswer:"            acc       super_glue/boolq/default.yaml
+                -> " yes" / " no" (SuperGLUE's passage and lower-case question)
   social_iqa    "Q: {context} {question}\\nA:" -> " {answer}"                      acc       siqa/siqa.yaml
   truthfulqa    6-shot QA primer + "\\n\\nQ: {q}\\nA:" -> " {option}"              acc       truthfulqa/truthfulqa_mc1.yaml
   mmlu          "The following are questions (with answers) about {subject}.\\n\\n"  acc       mmlu/continuation (the "cloze" MMLU)
@@ -36,9 +37,15 @@ Per dataset (the ``cloze_format`` of the unit; the harness file each follows):
                                                                                                 aqua, mathqa, date_understanding,
                                                                                                 coin_flip, hub / local / questions data)
 
+BoolQ: the shipped file is the original release (title, lower-case question and passage apart);
+the harness reads SuperGLUE's copy, whose passage is "{title} -- {passage}", and adds "?" to the
+question as the file has it. The format rebuilds exactly that text from the adapter's ``meta``
+("title", "question_raw"; CLOZE_VERSION 1 scored the passage without its title and the adapter's
+capitalized question). A sample without them (another adapter given ``cloze_format: boolq``) is
+scored on its context and its question with one trailing "?".
+
 Differences from the harness that the shipped files force: HellaSwag's file joins ctx_a and ctx_b
-already, so ctx_b is not re-capitalized; BoolQ's questions are capitalized with their "?" by the
-adapter (the harness adds "?" to the lower-case question).
+already, so ctx_b is not re-capitalized.
 
 The adapters frame some questions with a lead-in for the letter prompts (``Sample.question``:
 "Which solution achieves the goal better?\\nGoal: ..."); the formats strip it
@@ -57,7 +64,7 @@ import numpy as np
 
 from jobs.types import DataError, Sample
 
-CLOZE_VERSION = "1"
+CLOZE_VERSION = "2"
 
 #: The decision rules: ``acc`` (summed log p) and ``acc_norm`` (summed log p per character).
 RULES: tuple[str, ...] = ("acc", "acc_norm")
@@ -217,6 +224,15 @@ def _mmlu_context(s: Sample) -> str:
     return f"{head}Question: {s.question.strip()}\nAnswer:"
 
 
+def _boolq_context(s: Sample) -> str:
+    """lm-eval ``super_glue/boolq``: "{{passage}}\\nQuestion: {{question}}?\\nAnswer:" on SuperGLUE's
+    row (passage "{title} -- {passage}", the question lower-case as released)."""
+    title, raw = s.meta.get("title"), s.meta.get("question_raw")
+    passage = f"{title} -- {s.context}" if title else (s.context or "")
+    question = raw.strip() if raw else s.question.strip().rstrip("?")
+    return f"{passage}\nQuestion: {question}?\nAnswer:"
+
+
 def _auto_mc(sample: Sample) -> ClozeQuestion:
     return (_yesno(_qa_prompt) if sample.task == "yesno" else _mc(_qa_prompt, "acc"))(sample)
 
@@ -228,7 +244,7 @@ FORMATS: dict[str, Callable[[Sample], ClozeQuestion]] = {
     "piqa": _mc(lambda s: f"Question: {_strip_lead(s, PIQA_LEAD)}\nAnswer:", "acc_norm"),
     "openbookqa": _mc(lambda s: s.question, "acc_norm"),
     "winogrande": _winogrande,
-    "boolq": _yesno(lambda s: f"{s.context}\nQuestion: {s.question}\nAnswer:"),
+    "boolq": _yesno(_boolq_context),
     "social_iqa": _mc(lambda s: f"Q: {s.context} {s.question}\nA:", "acc"),
     "truthfulqa": _mc(lambda s: f"{TRUTHFULQA_PRIMER}\n\nQ: {s.question}\nA:", "acc"),
     "mmlu": _mc(_mmlu_context, "acc"),

@@ -1,6 +1,8 @@
 """BoolQ: yes/no questions about a Wikipedia passage (the passage becomes ``Sample.context``).
 
-Questions are lowercase without a question mark in the file; we capitalize and add "?".
+Questions are lowercase without a question mark in the file; we capitalize and add "?". The file's
+own question and the article title stay in ``meta`` ("question_raw", "title"): the cloze format
+(``jobs/cloze.py``, "boolq") rebuilds the SuperGLUE text lm-evaluation-harness scores from them.
 Test labels are hidden, so ``dev`` is the evaluation split; train (>4 MiB) is absent.
 """
 
@@ -29,7 +31,7 @@ def parse(root: Path, split: str) -> LoadResult:
             context=row["passage"],
             task="yesno",
             gold=yes_no(row["answer"]),
-            meta={"title": row.get("title")},
+            meta={"title": row.get("title"), "question_raw": row["question"]},
         )
 
     return build_samples(read_jsonl(path), str(path), make)

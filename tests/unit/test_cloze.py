@@ -70,10 +70,23 @@ def test_winogrande_is_partial_evaluation():
 
 
 def test_boolq_is_lm_eval_super_glue_boolq():
+    # super_glue/boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:" on SuperGLUE's row,
+    # whose passage is "{title} -- {passage}" and whose question is the release's lower-case one
+    # (SuperGLUE validation row 0 = BoolQ dev row 0, "does ethanol take more energy make that produces")
     s = _first("boolq")[0]
     q = cloze.cloze_question(s, "boolq")
-    assert q.contexts[0] == f"{s.context}\nQuestion: {s.question}\nAnswer:" and s.question.endswith("?")
+    head = "Ethanol fuel -- All biomass goes through at least some of these steps: it needs to be grown,"
+    tail = "\nQuestion: does ethanol take more energy make that produces?\nAnswer:"
+    assert q.contexts[0].startswith(head) and q.contexts[0].endswith(tail)
+    assert q.contexts[0] == f"Ethanol fuel -- {s.context}{tail}"
     assert q.continuations == (" yes", " no") and q.labels == ("yes", "no") and q.rule == "acc"
+    # the letter / generate prompts keep the adapter's capitalized question
+    assert s.question == "Does ethanol take more energy make that produces?"
+
+
+def test_boolq_format_without_the_adapter_meta_uses_the_question_and_context():
+    s = Sample(id="x", question="Is it cold?", task="yesno", gold="yes", context="Snow fell.")
+    assert cloze.cloze_question(s, "boolq").contexts[0] == "Snow fell.\nQuestion: Is it cold?\nAnswer:"
 
 
 def test_social_iqa_truthfulqa_mmlu_templates():
