@@ -399,7 +399,7 @@ def test_plan_gives_every_setting_its_prices_and_its_methods_passes():
     from orchestrator.config import load_grid
     from orchestrator.plan import make_plan
 
-    r = load_grid(DEFAULT_GRID)
+    r = load_grid(DEFAULT_GRID, ["uq=[jaccard, verbal_2s, perplexity]"])
     plan = make_plan(r)
     by_uq = {u.spec.axes["uq"]: u.spec for u in plan.by_kind("setting")}
     assert set(by_uq["jaccard"].cost["uq_stages"]) == {"greedy", "samples"}
