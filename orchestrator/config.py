@@ -666,10 +666,10 @@ def validate(r: ResolvedGrid) -> None:
     if g["dataset"]["fit_limit"] < 0:
         raise ConfigError(f"{r.source}: dataset.fit_limit={g['dataset']['fit_limit']} must be >= 0")
     for name, dc in r.datasets.items():
-        for k, low in (("limit", 1), ("fit_limit", 0)):
-            if dc[k] is not None and dc[k] < low:
+        for k, least in (("limit", 1), ("fit_limit", 0)):
+            if dc[k] is not None and dc[k] < least:
                 raise ConfigError(
-                    f"{r.source}: dataset {name!r}: {k}={dc[k]} must be >= {low} or null (null: the grid's dataset.{k})"
+                    f"{r.source}: dataset {name!r}: {k}={dc[k]} must be >= {least} or null (null: the grid's dataset.{k})"
                 )
     if g["decoding"]["num_samples"] < 2:
         raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
