@@ -120,7 +120,7 @@ def test_ray_job_submit_runs_the_grid_as_documented(head, tmp_path, mlflow_serve
     assert sorted(x.data.tags["uqroute.setting_hash"] for x in runs) == sorted(s.hash for s in plan.settings)
     assert all(x.info.status == "FINISHED" for x in runs)
     # the job's stdout is the CLI's: it says where the store went, on one line
-    assert re.search(rf"Parquet store : {re.escape(str(out))}/store$", res.stdout, re.M), res.stdout[-3000:]
+    assert re.search(rf"^ *Parquet store +: {re.escape(str(out))}/store$", res.stdout, re.M), res.stdout[-3000:]
     # and how the run went meanwhile: plain progress lines (model work, settings, actors, ETA)
     progress = re.findall(
         r"progress \S+ \| model work \d+/\d+ \(\d+%\) \| settings \d/3 done, \d failed \| actors: (.+) \| ETA \S+$",
