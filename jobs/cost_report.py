@@ -182,15 +182,16 @@ def pareto_figure(groups: list[dict], path: Path) -> Path | None:
     """One panel per (SLM, dataset, LLM): accuracy against cost per 1k queries for every UQ method
     (thin lines), the Pareto frontier across them (thick black steps), random routing with no UQ
     method (dashed) and the LLM alone (star)."""
-    from jobs.report import _colors, _fig, _grid_shape, _save
+    from jobs.plots import colors as palette
+    from jobs.plots import grid_shape, new_figure, save_figure
 
     groups = [g for g in groups if g["curves"]]
     if not groups:
         return None
-    rows, cols = _grid_shape(len(groups), 2)
-    fig = _fig(5.2 * cols, 4.0 * rows)
+    rows, cols = grid_shape(len(groups), 2)
+    fig = new_figure(5.2 * cols, 4.0 * rows)
     methods = sorted({m for g in groups for m in g["curves"]})
-    colors = dict(zip(methods, _colors(len(methods))))
+    colors = dict(zip(methods, palette(len(methods))))
     for i, g in enumerate(groups):
         ax = fig.add_subplot(rows, cols, i + 1)
         for m, cv in sorted(g["curves"].items()):
@@ -221,12 +222,12 @@ def pareto_figure(groups: list[dict], path: Path) -> Path | None:
     fig.suptitle(
         "Routing on a cost axis: accuracy vs total cost (SLM answer + UQ overhead + routed LLM calls)", fontsize="small"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cost_section_html(ca: dict, png: Path | None) -> list[str]:
     """The HTML parts of the cost section (heading, prices, plot, a table and a verdict per group)."""
-    from jobs.report import _img, table_html
+    from jobs.htmlkit import img_html, table_html
 
     p = ca["prices"]
     out = ['<h2 id="cost">Cost: which UQ method is worth its own cost</h2>']
@@ -248,7 +249,7 @@ def cost_section_html(ca: dict, png: Path | None) -> list[str]:
             f"<p class='na'>{ca['stale']} setting(s) were priced in MLflow with another table (or before "
             "the cost axis existed); the numbers here are re-priced from the records with the table above.</p>"
         )
-    out.append(_img(png, "accuracy vs cost, every UQ method, with the Pareto frontier"))
+    out.append(img_html(png, "accuracy vs cost, every UQ method, with the Pareto frontier"))
     for g in ca["groups"]:
         out.append(f"<h3>{html.escape(g['slm'])} → {html.escape(g['llm'])} on {html.escape(g['dataset'])}</h3>")
         out.append(f"<p><b>{html.escape(g['verdict'])}</b></p>")

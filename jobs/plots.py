@@ -6,6 +6,7 @@ workers and on machines without a display.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,3 +59,35 @@ def plot_routing(
     fig.savefig(buf, format="png")
     atomic_write(path, buf.getvalue())
     return path
+
+
+# ---- shared by the report's figures (jobs/report.py, jobs/cost_report.py) ------------------------
+
+
+def new_figure(w: float, h: float) -> Figure:
+    """A figure on its own Agg canvas (no pyplot), w x h inches at 110 dpi."""
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (folders made), laid out tight."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def grid_shape(n: int, cols: int = 3) -> tuple[int, int]:
+    """(rows, cols) of a grid of ``n`` panels, at most ``cols`` wide."""
+    cols = max(1, min(cols, n))
+    return math.ceil(n / cols), cols
+
+
+def colors(n: int) -> list:
+    """``n`` distinct colours (tab10, or tab20 beyond 10), cycling."""
+    from matplotlib import colormaps
+
+    cm = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cm(i % cm.N) for i in range(n)]

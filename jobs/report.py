@@ -9,23 +9,24 @@ Figures use matplotlib's Agg canvas (no display needed). The HTML has no externa
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from jobs import metrics as M
+from jobs.htmlkit import img_html as _img
+from jobs.htmlkit import table_html
 from jobs.metrics import RoutingCurve
+from jobs.plots import colors as _colors
+from jobs.plots import grid_shape as _grid_shape
+from jobs.plots import new_figure as _fig
 from jobs.plots import plot_routing
+from jobs.plots import save_figure as _save
 from jobs.results import setting_curves
 from jobs.views import GridView, SettingView
 
@@ -33,24 +34,6 @@ VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not
 
 
 # ---- figures ----------------------------------------------------------------------------------
-
-
-def _fig(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
-
-
-def _grid_shape(n: int, cols: int = 3) -> tuple[int, int]:
-    cols = max(1, min(cols, n))
-    return math.ceil(n / cols), cols
 
 
 def _curve(points: list[dict]) -> RoutingCurve:
@@ -118,13 +101,6 @@ def auroc_figure(table: list[dict], path: Path) -> Path | None:
     ax.legend(fontsize="x-small", ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.set_title("Alignment of each UQ method (95% bootstrap CI; 0.5 = chance)")
     return _save(fig, path)
-
-
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cm = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cm(i % cm.N) for i in range(n)]
 
 
 def histogram_figure(dist: dict, path: Path) -> Path | None:
@@ -233,32 +209,6 @@ def transfer_figure(rows: list[dict], path: Path) -> Path | None:
 
 
 # ---- html -------------------------------------------------------------------------------------
-
-
-def _num(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        return "–" if not np.isfinite(x) else f"{x:.{nd}f}"
-    return html.escape(str(x))
-
-
-def table_html(rows: list[dict], cols: Iterable[tuple[str, str]], cls: str = "") -> str:
-    cols = list(cols)
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(k))}</td>" for k, _ in cols) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _img(path: Path | None, alt: str) -> str:
-    if path is None:
-        return f'<p class="na">({html.escape(alt)}: nothing to show)</p>'
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
 CSS = """

@@ -198,7 +198,7 @@ def _like(out: Path, r, view, uq: str, pools: Mapping, like: str, task: str | No
     scored; ``_one_definition`` then refuses pools of several). ConfigError when none is left."""
     from jobs.analysis import dataset_forms, method_definitions
     from jobs.uq.definition import dataset_answer_mode
-    from orchestrator.plan import dataset_task
+    from orchestrator.config import dataset_task
 
     defs = method_definitions({uq: r.uq[uq].method}, dataset_forms(view))
     if like in r.datasets:
@@ -463,7 +463,7 @@ def _check_answer_mode(record: dict, r, dc) -> None:
     before definitions were recorded is not checked). The option count is not known before the
     dataset is scored; the set's is in ``record["definition"]["option_count"]``."""
     from jobs.uq.definition import dataset_answer_mode
-    from orchestrator.plan import dataset_task
+    from orchestrator.config import dataset_task
 
     want = (record.get("definition") or {}).get("answer_mode")
     if want is None:

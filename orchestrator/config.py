@@ -455,7 +455,6 @@ def dataset_answer_modes(r: ResolvedGrid) -> dict[str, str]:
     """dataset -> the answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``:
     the dataset conf's own ``answer_mode`` when it has one, else ``decoding.answer_mode`` for its task)."""
     from jobs.uq.definition import dataset_answer_mode
-    from orchestrator.plan import dataset_task
 
     mode = r.grid["decoding"]["answer_mode"]
     return {d: dataset_answer_mode(dc, mode, dataset_task(dc)) for d, dc in r.datasets.items()}
@@ -470,7 +469,6 @@ def definition_check(r: ResolvedGrid) -> tuple[list[str], list[str]]:
     from jobs.datasets.roles import fit_source
     from jobs.uq import UQ_METHODS
     from jobs.uq.definition import DatasetForm, definitions, split_source_check, task_option_counts
-    from orchestrator.plan import dataset_task
 
     modes = dataset_answer_modes(r)
     forms = {
@@ -718,7 +716,6 @@ def validate(r: ResolvedGrid) -> None:
                 raise ConfigError(str(e)) from None
     # an SLM on a backend that lacks some stats (an HTTP endpoint has no hidden states) may run every
     # UQ method but those that need them; exclude rules that drop each such setting make it pass
-    from orchestrator.grid import _excluded
 
     rules = [x for x in g["exclude"] if isinstance(x, dict)]  # malformed rules are reported below
     for name, m in r.slms.items():
@@ -732,7 +729,7 @@ def validate(r: ResolvedGrid) -> None:
                 continue
             missing = sorted(lacks & set(UQ_METHODS.get(method).requires))
             if missing and any(
-                not _excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
+                not excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
                 for d in r.datasets
                 for llm in r.llms
             ):
@@ -835,7 +832,6 @@ def _check_splits(r: ResolvedGrid) -> None:
 
 def _check_prices(r: ResolvedGrid) -> None:
     from jobs.cost import PriceError
-    from orchestrator.plan import grid_prices
 
     try:
         grid_prices(r)
@@ -887,3 +883,31 @@ def resolved_from_yaml(text: str) -> ResolvedGrid:
         for axis, cls in kinds.items()
     }
     return ResolvedGrid(grid=_typed(_merge(GridConf, g, "stored config")), **axes, source=d.get("source", ""))
+
+
+# ---- read by the grid, the plan and the views (they import config; config imports neither) -------
+
+
+def dataset_task(dc: Mapping) -> str:
+    """The dataset's task; "mixed" for a questions file whose rows carry their own tasks."""
+    if dc["adapter"] == "questions":
+        return dc["task"] or "mixed"
+    if dc["adapter"] in ("hub", "local"):
+        return dc["task"]
+    from jobs.datasets import DATASETS
+
+    return DATASETS.get(dc["adapter"]).task
+
+
+def grid_prices(r: ResolvedGrid):
+    """The grid's price table (``cost.prices``: a name in the grid's ``conf/prices/`` or the
+    repository's, or a YAML path), as ``jobs.cost.PriceTable``."""
+    from jobs.cost import load_prices
+
+    conf_dirs = [find_conf_dir(Path(r.source))] if r.source else []
+    return load_prices(r.grid.cost.prices, conf_dirs)
+
+
+def excluded(axes: dict, rules: list[dict]) -> bool:
+    """Whether a setting's axes match one of the grid's ``exclude`` rules (every key of a rule equal)."""
+    return any(all(axes.get(k) == v for k, v in rule.items()) for rule in rules)

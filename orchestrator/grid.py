@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
 
-from orchestrator.config import ResolvedGrid, nan_policy_of
+from orchestrator.config import ResolvedGrid, excluded, nan_policy_of
 
 MODEL_IDENTITY_FIELDS = (
     "backend",
@@ -119,15 +119,11 @@ def _fits_other_datasets(method: str) -> bool:
     return method in UQ_METHODS and UQ_METHODS.get(method).fit == "other_datasets"
 
 
-def _excluded(axes: dict, rules: list[dict]) -> bool:
-    return any(all(axes.get(k) == v for k, v in rule.items()) for rule in rules)
-
-
 def expand(r: ResolvedGrid) -> list[Setting]:
     out = []
     for slm, dataset, uq, llm in product(r.slms, r.datasets, r.uq, r.llms):
         axes = {"slm": slm, "uq": uq, "dataset": dataset, "llm": llm}
-        if _excluded(axes, r.grid["exclude"]):
+        if excluded(axes, r.grid["exclude"]):
             continue
         out.append(Setting(slm, uq, dataset, llm, stable_hash(setting_identity(r, slm, uq, dataset, llm))))
     return out

@@ -39,7 +39,7 @@ from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitSource, GenSpec, ScoreSpec, SettingSpec, Spec
-from orchestrator.config import ResolvedGrid, nan_policy_of
+from orchestrator.config import ResolvedGrid, dataset_task, grid_prices, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 #: Version of what score and setting units compute from their inputs (``jobs/scoring.py``,
@@ -187,17 +187,6 @@ class Plan:
     def done(self, store: Path | Store) -> set[str]:
         st = store if isinstance(store, Store) else Store(store)
         return {k for k, u in self.units.items() if st.done(u)}
-
-
-def dataset_task(dc: Mapping) -> str:
-    """The dataset's task; "mixed" for a questions file whose rows carry their own tasks."""
-    if dc["adapter"] == "questions":
-        return dc["task"] or "mixed"
-    if dc["adapter"] in ("hub", "local"):
-        return dc["task"]
-    from jobs.datasets import DATASETS
-
-    return DATASETS.get(dc["adapter"]).task
 
 
 def _answer_mode_param(setting, task: str):
@@ -430,16 +419,6 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
                 if lu is not None:
                     leave_group_out[(slm, uq, dataset, grp)] = ScoreRef.of(lu)
     return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out, leave_group_out)
-
-
-def grid_prices(r: ResolvedGrid):
-    """The grid's price table (``cost.prices``: a name in the grid's ``conf/prices/`` or the
-    repository's, or a YAML path), as ``jobs.cost.PriceTable``."""
-    from jobs.cost import load_prices
-    from orchestrator.config import find_conf_dir
-
-    conf_dirs = [find_conf_dir(Path(r.source))] if r.source else []
-    return load_prices(r.grid.cost.prices, conf_dirs)
 
 
 def _cost_payload(prices, r: ResolvedGrid, s: Setting, sc: Unit) -> dict:

@@ -24,7 +24,7 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
     """The grid as ``jobs.analysis.analyze``, ``jobs.report.build_report`` and
     ``jobs.cost_report.cost_analysis`` read it."""
     from jobs.datasets.roles import fit_source
-    from orchestrator.plan import dataset_task
+    from orchestrator.config import dataset_task
 
     g = r.grid
     store = r.store_dir
