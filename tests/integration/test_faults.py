@@ -24,15 +24,7 @@ MICRO = REPO / "tests" / "conf" / "grid" / "micro.yaml"
 
 
 def _pids(pattern: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if pattern in (d / "cmdline").read_bytes().decode(errors="ignore"):
-                    out.append(int(d.name))
-            except OSError:
-                pass
-    return out
+    return [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and pattern in _cmdline(int(d.name))]
 
 
 def _ancestors(pid: int) -> list[int]:

@@ -22,9 +22,7 @@ def test_driver_side_imports_no_torch():
         "assert not bad, bad\n"
         "print(len(p.settings))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip() == "1792"
+    assert _run_fresh(code) == "1792"
 
 
 def test_the_python_api_imports_no_torch_ray_or_mlflow():
@@ -43,6 +41,11 @@ def test_the_python_api_imports_no_torch_ray_or_mlflow():
         "assert not bad, bad\n"
         "print(len(res.views))\n"
     )
+    assert _run_fresh(code) == "14"
+
+
+def _run_fresh(code: str) -> str:
+    """Run ``code`` in a fresh interpreter at the repository root; its stdout (it must exit 0)."""
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip() == "14"
+    return res.stdout.strip()
