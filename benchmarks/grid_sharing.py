@@ -5,7 +5,7 @@
 Grid: 2 SLM configs x 4 UQ methods x 2 datasets x 2 LLMs = 32 settings, real SmolLM2 backends
 (the two SLM configs differ in their probe layer, so they are distinct models for the plan;
 the two LLMs are SmolLM2 with two answer budgets, max_new_tokens 12 and 8). Both executors run the same stage code
-(jobs.stages.run_gen_unit) with the same backends in this process:
+(jobs.engine.run_gen_unit) with the same backends in this process:
 
   uqroute: the plan's generation units, each model loaded once and kept while it serves its units;
   naive:   every setting planned and run on its own (fresh store, models loaded for that setting).
@@ -35,8 +35,8 @@ class Counter:
 def run_units(units, r, store, counter: Counter, cache: dict | None) -> None:
     """Run generation units in plan order; `cache` keeps loaded models (None: load per call)."""
     from jobs.backends import make_backend
+    from jobs.engine import run_gen_unit
     from jobs.scoring import run_score_unit, run_setting_unit
-    from jobs.stages import run_gen_unit
 
     for u in units:
         if u.kind == "gen":

@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/length_batching.py [--case boolq|long|both]
 
 Same model (SmolLM2-135M-Instruct fp32, as in the default grid), same greedy stage
-(``jobs.stages.run_gen_unit``); only the batches a chunk's rows are run in differ, never a row's
+(``jobs.engine.run_gen_unit``); only the batches a chunk's rows are run in differ, never a row's
 outputs (README "Batch invariance"; the script checks the raw outputs agree).
 
 ``boolq``: 64 BoolQ questions (passages of 88-383 prompt tokens), batches of the same size (--batch)
@@ -13,7 +13,7 @@ in input order vs sorted by prompt length (``batch_by_length``).
 default, which fits SmolLM2's 8,192-token context), ``batch_size`` 32: without a budget all 7 rows
 are one batch, so every short prompt is padded to the long one; with ``max_batch_tokens`` (8,192 as
 in conf/slm/smollm2-135m.yaml) the long prompt runs alone and the six short ones together
-(``jobs.stages.token_batches``).
+(``jobs.engine.token_batches``).
 
 Prints prompt tokens actually fed (padding included), wall time and the ratios. Each way runs
 ``--repeats`` times, interleaved, and the fastest run counts (the machine may be shared).
@@ -61,7 +61,7 @@ def fed_tokens(lens: list[int], batches: list[list[int]]) -> int:
 
 def timed(b, ways: dict, unit: dict, store: str, repeats: int) -> tuple[dict, dict]:
     """Best wall time of each way (kwargs of run_gen_unit) and its raw outputs."""
-    from jobs.stages import run_gen_unit
+    from jobs.engine import run_gen_unit
     from jobs.store import Store
 
     times: dict = {w: [] for w in ways}
@@ -79,7 +79,7 @@ def timed(b, ways: dict, unit: dict, store: str, repeats: int) -> tuple[dict, di
 def boolq(b, a) -> None:
     from jobs import prompts
     from jobs.datasets import load_samples
-    from jobs.stages import length_order
+    from jobs.engine import length_order
 
     samples = load_samples("boolq", limit=a.n, seed=0).samples
     lens = [b.prompt_tokens(prompts.answer_messages(s)) for s in samples]
@@ -115,7 +115,7 @@ def boolq(b, a) -> None:
 def long_case(b, a) -> None:
     from jobs import prompts
     from jobs.datasets import load_samples
-    from jobs.stages import fit_prompt, prompt_budget, token_batches
+    from jobs.engine import fit_prompt, prompt_budget, token_batches
 
     short = load_samples("strategyqa", limit=6, seed=0).samples
     passages = [s.context for s in load_samples("boolq", limit=200, seed=0).samples]

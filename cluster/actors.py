@@ -30,8 +30,8 @@ class ModelWorker:
         self.batch_size = self.conf.batch_size
 
     def run_gen(self, unit: GenSpec, batch_size: int | None = None, shard: tuple[int, int] | None = None) -> dict:
+        from jobs.engine import run_gen_unit
         from jobs.errors import classified
-        from jobs.stages import run_gen_unit
 
         with classified():
             summary = run_gen_unit(

@@ -99,6 +99,6 @@ class RayExecutor:
         #54798), seen here on Ctrl-C: the interrupted run then exited 1 instead of 130."""
 
     def finish_gen(self, spec: GenSpec, summaries: list[dict]) -> dict:
-        from jobs.stages import finish_gen_shards
+        from jobs.engine import finish_gen_shards
 
         return finish_gen_shards(spec, self.store, summaries)

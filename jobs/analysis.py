@@ -75,7 +75,8 @@ def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pool
     (``SettingView.fit``); empty when the grid did not enable calibration. Rows are the fit-role
     greedy rows with a score; the SLM answer judged is the one the eval settings judge
     (``jobs.scoring.slm_judgement``: verbal_1s's own answer under its default route)."""
-    from jobs.scoring import judge, slm_judgement
+    from jobs.judge import judge
+    from jobs.scoring import slm_judgement
     from jobs.uq import UQ_METHODS
 
     judged: dict[tuple, dict[str, bool]] = {}

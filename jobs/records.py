@@ -25,7 +25,7 @@ stage greedy (and llm):
   token_logprobs (list<double>), token_entropy (list<double>)  per new token (an HTTP SLM's
                           entropy is the top-k approximation of jobs/backends/openai_http.py)
   answer_logprob (float)  log p of the option-letter token of the answer (mc), else NaN; computed
-                          at scoring time by jobs.scoring.answer_logprob, not stored
+                          at scoring time by jobs.judge.answer_logprob, not stored
   hidden_state (list<double>, float32 values)  probe-layer hidden state at the last new token; null for an HTTP SLM
   prompt_hidden_state (list<double>, float32 values)  the same layer at the last prompt token (the learned routers'
                           query representation); null for an HTTP SLM and in stores written before it
@@ -39,7 +39,7 @@ score units:    sample_id, uncertainty (float, NaN = method could not score); on
 setting records: sample_id, setting, setting_hash, slm_answer, slm_correct, llm_answer, llm_correct,
                  uncertainty, route_rank (0 = first sent to the LLM, -1 = dropped by the NaN policy); provenance: extraction_rule and
                  llm_extraction_rule (jobs.answers.Extraction.rule, e.g. "strict:the_answer_is",
-                 "flexible:last_number", "none"), answer_prob_rule (jobs.scoring.ANSWER_PROB_RULES);
+                 "flexible:last_number", "none"), answer_prob_rule (jobs.judge.ANSWER_PROB_RULES);
                  under ``settings/<unit key>`` (``orchestrator.plan.unit_key``: a new result of the
                  same setting gets a new folder), whose manifest.json names both the unit key
                  (``key``) and the setting's identity (``setting_hash``, its MLflow run)

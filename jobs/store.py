@@ -17,8 +17,8 @@ structure only (every part there and its Parquet footer readable) and counts as 
 verify --deep --rehash`` records its files. Read and write through ``Store(root).gen(key)`` /
 ``.score(key)`` / ``.setting(key)`` (a ``UnitDir``), never by joining path strings.
 
-Schemas: every Parquet file is written with a declared pyarrow type per column (``RecordSchema``;
-``gen_schema(stage)`` for a model pass: the columns every pass has plus the stage's own
+Schemas (types and ``RecordSchema`` in ``jobs.schemas``): every Parquet file is written with a declared pyarrow type per column (``RecordSchema``;
+``schema("gen:<stage>")`` for a model pass: the columns every pass has plus the stage's own
 ``Stage.columns``), never inferred from the first rows, so a chunk whose values are all null has
 the same types as the others. A row with a column its schema does not declare is refused, naming
 the column and the declared ones. Each schema has a version, written into the file's metadata
@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from jobs import records as R
+from jobs.schemas import BOOL, F64, GEN_COMMON, I64, ROUTES, SCORE, STR, RecordSchema, SchemaError
 from jobs.units import GenManifest, ScoreManifest, SettingManifest
 
 #: unit kind -> its folder in the store
@@ -53,71 +54,6 @@ _MANIFESTS: dict[str, type[GenManifest] | type[ScoreManifest] | type[SettingMani
     "score": ScoreManifest,
     "setting": SettingManifest,
 }
-
-STR, F64, I64, BOOL = pa.string(), pa.float64(), pa.int64(), pa.bool_()
-LIST_STR, LIST_F64, LIST_I64 = pa.list_(STR), pa.list_(F64), pa.list_(I64)
-
-
-class SchemaError(ValueError):
-    """Rows that do not fit their declared schema."""
-
-
-@dataclass(frozen=True)
-class RecordSchema:
-    """The declared columns of one kind of Parquet file, with a version.
-
-    Columns are written in the order the rows give them (a row holds the columns it has: a
-    generate-mode greedy pass has no ``option_labels``); each gets its declared type."""
-
-    name: str
-    version: str
-    columns: Mapping[str, pa.DataType]
-
-    @property
-    def tag(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    def extend(self, name: str, version: str, columns: Mapping[str, pa.DataType]) -> RecordSchema:
-        clash = sorted(set(columns) & set(self.columns))
-        if clash:
-            raise SchemaError(f"schema {name!r} redeclares columns {clash} of {self.name!r}")
-        return RecordSchema(name, version, dict(self.columns) | dict(columns))
-
-    def table(self, rows: list[dict]) -> pa.Table:
-        names: dict[str, None] = {}
-        for r in rows:
-            names.update(dict.fromkeys(r))
-        unknown = [c for c in names if c not in self.columns]
-        if unknown:
-            raise SchemaError(
-                f"schema {self.tag}: column(s) {unknown} are not declared; declared: {', '.join(self.columns)}"
-            )
-        schema = pa.schema([(c, self.columns[c]) for c in names])
-        return pa.Table.from_pylist(rows, schema=schema)
-
-
-#: every generation row (``jobs.stages.base.common_columns`` + what ``run_gen_unit`` adds)
-GEN_COMMON = RecordSchema(
-    "gen",
-    "1",
-    {
-        "sample_id": STR,
-        "dataset": STR,
-        "role": STR,
-        "gold": STR,
-        "task": STR,
-        "choices": LIST_STR,
-        "aliases": LIST_STR,
-        "error": STR,
-        "prompt": STR,
-        "n_prompt_tokens": I64,
-        "n_new_tokens": I64,
-        "latency_s": F64,
-        "prompt_truncated_from": I64,
-    },
-)
-
-SCORE = RecordSchema("score", "1", {"sample_id": STR, "uncertainty": F64})
 
 
 def _setting_columns() -> dict[str, pa.DataType]:
@@ -153,9 +89,6 @@ def _cost_columns() -> dict[str, pa.DataType]:
     return cols | {"slm_usd": F64, "uq_usd": F64, "llm_usd": F64}
 
 
-#: calibrate's routes file (``uqroute calibrate apply``)
-ROUTES = RecordSchema("routes", "1", {"sample_id": STR, "uncertainty": F64, "route_prob": F64, "to_llm": BOOL})
-
 _SCHEMAS: dict[str, RecordSchema] = {}
 
 
@@ -176,10 +109,6 @@ def schema(name: str) -> RecordSchema:
         else:
             raise SchemaError(f"unknown record schema {name!r}; valid: gen:<stage>, score, setting, cost, routes")
     return _SCHEMAS[name]
-
-
-def gen_schema(stage_name: str) -> RecordSchema:
-    return schema(f"gen:{stage_name}")
 
 
 def write_rows(path: Path, rows: list[dict], schema_name: str, meta: dict | None = None) -> Path:

@@ -1,7 +1,7 @@
 """The driver <-> worker interface: what a work unit asks a worker to do, and what it leaves on disk.
 
 The plan (``orchestrator/plan.py``) makes one spec per work unit and the scheduler hands it to a
-worker as it is (Ray pickles it); the worker (``jobs.stages.run_gen_unit``,
+worker as it is (Ray pickles it); the worker (``jobs.engine.run_gen_unit``,
 ``jobs.scoring.run_score_unit`` / ``run_setting_unit``) reads nothing else. A spec is frozen:
 nothing downstream of the plan changes what a unit computes. Its ``key`` is the unit's content key
 (``orchestrator.plan.unit_key``), made from the same fields; a spec's fields are not re-hashed.

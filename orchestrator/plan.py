@@ -297,7 +297,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         the transfer analysis; a tuple: every dataset of a target group). None when no dataset is
         left to train on."""
         method = _uq_method(r, uq)
-        provider = gen_stages.STAT_STAGE
+        provider = gen_stages.stat_stages()
         stages = sorted({provider[x] for x in method.requires if x in provider} | {"greedy"})
         ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
         fit: list[FitSource] = []

@@ -41,7 +41,7 @@ def model_conf(conf) -> ModelConf:
 
 
 def no_stats(backend: str) -> tuple[str, ...]:
-    """Stats (``jobs.stages.STAT_STAGE`` names) ``backend`` cannot provide."""
+    """Stats (``jobs.stages.stat_stages()`` names) ``backend`` cannot provide."""
     return conf_class(backend).no_stats
 
 

@@ -22,7 +22,7 @@ class ModelConf(ConfView):
     Defaults live here, once: nothing downstream supplies another."""
 
     factory: ClassVar[str] = ""
-    #: stats (``jobs.stages.STAT_STAGE`` names) this backend cannot provide: the config refuses an SLM
+    #: stats (``jobs.stages.stat_stages()`` names) this backend cannot provide: the config refuses an SLM
     #: on it paired with a UQ method that requires one
     no_stats: ClassVar[tuple[str, ...]] = ()
 
@@ -40,7 +40,7 @@ class ModelConf(ConfView):
     batch_by_length: bool = False
     # a batch's padded prompt tokens (rows x its longest prompt) stay within this budget: batches are
     # formed over the chunk sorted by prompt tokens, and a prompt longer than the budget runs alone
-    # (``jobs.stages.token_batches``). None: batch_size alone decides. Not part of the model's
+    # (``jobs.engine.token_batches``). None: batch_size alone decides. Not part of the model's
     # identity: a row's outputs do not depend on its batch (README "Batch invariance").
     max_batch_tokens: int | None = None
     replicas: int = 1  # actors hosting this model at once (each with the resources above)
@@ -130,7 +130,7 @@ class Backend(Protocol):
 @runtime_checkable
 class CountsTokens(Protocol):
     """Optional (the hf backend): a backend that counts prompt tokens. Without it the stages fit no
-    prompt to a budget (``jobs.stages.fit_prompt``, ``fit_answer``, ``prompt_budget``)."""
+    prompt to a budget (``jobs.engine.fit_prompt``, ``fit_answer``, ``prompt_budget``)."""
 
     @property
     def context_length(self) -> int | None: ...  # tokens the model attends to; None: unknown

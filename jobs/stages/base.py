@@ -8,7 +8,7 @@ registered by one line in ``jobs/stages/__init__.py`` (``STAGES``). From the dec
 - a UQ method that ``requires`` a stat gets the stage that ``provides`` it planned for its score;
 - ``jobs.scoring.load_stats`` reads each planned stage's rows into named stats with ``stats``;
 - the cost axis (``jobs/cost.py``) counts an ``overhead`` stage's tokens as the UQ method's cost;
-- ``jobs.stages.run_gen_unit`` runs ``run`` on each batch of samples.
+- ``jobs.engine.run_gen_unit`` runs ``run`` on each batch of samples.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from jobs.types import DataError, Sample
 #: deps: {stage: {sample_id: raw_output}} of the units in ``Stage.deps``, and for a constrained or
 #: cloze unit of a stage in ``Stage.constrained_deps`` also {stage + OPTIONS: {sample_id: (option_labels,
 #: option_logprobs)}} (``option_logprobs`` None for a row that generated); params: the unit's params
-#: (its ``seed`` included) plus the ``prompt_budget`` (``jobs.stages.run_gen_unit``). A row's random
+#: (its ``seed`` included) plus the ``prompt_budget`` (``jobs.engine.run_gen_unit``). A row's random
 #: draws come from ``row_seed(params["seed"], sample.id, j)`` only (``row_seeds``): never from the
 #: batch it happens to be in.
 StageFn = Callable[[Any, list[Sample], dict, dict], list[dict]]
@@ -99,7 +99,7 @@ class Stage:
                version and policy (no stage today: p(True) and verbal 2s show the raw output).
     overhead:  a pass run only for a UQ method: the cost axis counts its usage as the method's.
     description: one line.
-    columns:   the Parquet columns its rows add to the ones every pass has (``jobs.store.GEN_COMMON``),
+    columns:   the Parquet columns its rows add to the ones every pass has (``jobs.schemas.GEN_COMMON``),
                name -> pyarrow type; ``schema_version``: bump it when they change.
     """
 

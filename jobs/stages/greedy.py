@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from jobs import prompts
-from jobs import store as S
+from jobs import schemas as S
+from jobs.judge import answer_logprob, judge_detail, router_stats
 from jobs.stages.base import Stage, StageContext, row_seeds, vector
 from jobs.stages.cloze import cloze_greedy
 from jobs.stages.constrained import by_mode, constrained_greedy
@@ -61,8 +62,6 @@ def answer_params(ctx: StageContext) -> dict:
 
 def greedy_stats(rows: list[dict], policy: str) -> dict:
     """The greedy pass's stats; ``correct`` and ``answer_logprob`` judge the extracted answer."""
-    from jobs.scoring import answer_logprob, judge_detail, router_stats
-
     details, correct = judge_detail(rows, policy)
     stats: dict = {
         "token_logprobs": [np.asarray(r.get("token_logprobs") or [], dtype=np.float64) for r in rows],

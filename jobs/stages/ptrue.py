@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from jobs import prompts
-from jobs import store as S
+from jobs import schemas as S
 from jobs.stages.base import Stage, shown_greedy
 
 

@@ -7,7 +7,7 @@ Constrained / cloze mc / yes-no: m options drawn from the scored options' distri
 from __future__ import annotations
 
 from jobs import prompts
-from jobs import store as S
+from jobs import schemas as S
 from jobs.stages.base import Stage, StageContext, row_seeds
 from jobs.stages.cloze import cloze_samples
 from jobs.stages.constrained import by_mode, constrained_samples

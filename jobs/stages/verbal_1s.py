@@ -6,7 +6,7 @@ Provides verbal_1s_conf (NaN where no confidence is stated or parses).
 from __future__ import annotations
 
 from jobs import prompts
-from jobs import store as S
+from jobs import schemas as S
 from jobs.stages.base import Stage, StageContext, row_seeds, stated_confidence
 
 

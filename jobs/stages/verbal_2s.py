@@ -6,7 +6,7 @@ Provides verbal_2s_conf (NaN where none parses); rows keep verbal_2s_raw.
 from __future__ import annotations
 
 from jobs import prompts
-from jobs import store as S
+from jobs import schemas as S
 from jobs.stages.base import Stage, StageContext, row_seeds, shown_greedy, stated_confidence
 
 

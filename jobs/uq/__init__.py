@@ -14,7 +14,7 @@ The stats a method can read (N samples; produced once by the generation stage):
     token_logprobs  list of N 1-D arrays: log p of each generated answer token (greedy, EOS excluded)
     token_entropy   list of N 1-D arrays: full-vocabulary entropy (nats) at each generated position
     answer_logprob  (N,) log p of the option-letter token at the span the extractor matched (mc), or
-                    of the scored option (constrained mc); NaN otherwise (jobs.scoring.ANSWER_PROB_RULES)
+                    of the scored option (constrained mc); NaN otherwise (jobs.judge.ANSWER_PROB_RULES)
     option_logprobs list of N 1-D arrays: log of the option distribution renormalized over the options
                     (cloze / constrained answers; empty for a generated one)
     ptrue_prob      (N,) P(True) normalized over {True, False}

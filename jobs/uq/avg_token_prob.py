@@ -6,7 +6,7 @@ the option-letter token (used whenever ``answer_logprob`` is finite).
 the extractor matched, or the scored option of a constrained answer. Elsewhere it is NaN (no answer,
 an option matched by its text, a lower-case letter, not multiple choice) and the row falls back to
 the mean token probability; setting records say which per row (``answer_prob_rule``:
-matched_letter_token / constrained_option / none, see ``jobs.scoring.ANSWER_PROB_RULES``).
+matched_letter_token / constrained_option / none, see ``jobs.judge.ANSWER_PROB_RULES``).
 uncertainty = 1 - confidence, in [0, 1]. Empty generation (and no option-letter logprob) -> NaN.
 """
 

@@ -12,12 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from jobs import prompts, stages
+from jobs import prompts
 from jobs.backends import make_backend
 from jobs.backends.openai_http import OpenAIBackend, tail_mass, topk_entropy
 from jobs.backends.openai_server import serve
 from jobs.datasets import load_samples
 from jobs.records import write_table
+from jobs.stages import stage
+from jobs.stages.base import common_columns
 from jobs.uq import UQ_METHODS, compute
 from tests.helpers import SMOL
 
@@ -92,8 +94,8 @@ def test_chat_logprobs_are_vllm_shaped(served, samples):
 
 def test_greedy_stage_matches_the_hf_backend(served, samples, tmp_path):
     hf, _, url, remote = served
-    local = [stages._greedy(hf, [s], {}, P)[0] for s in samples]  # batch 1, as the server runs
-    rows = stages._greedy(remote, samples, {}, P)
+    local = [stage("greedy").run(hf, [s], {}, P)[0] for s in samples]  # batch 1, as the server runs
+    rows = stage("greedy").run(remote, samples, {}, P)
     diffs, errs = [], []
     for s, loc, row in zip(samples, local, rows):
         assert row["raw_output"] == loc["raw_output"]
@@ -127,7 +129,7 @@ def test_greedy_stage_matches_the_hf_backend(served, samples, tmp_path):
     assert max(diffs) <= LOGPROB_TOL
     # rows with a null hidden state are stored and read back, and the UQ methods that need no
     # hidden state score them
-    write_table(tmp_path / "part.parquet", [stages._common(s, "eval", "strategyqa") | r for s, r in zip(samples, rows)])
+    write_table(tmp_path / "part.parquet", [common_columns(s, "eval", "strategyqa") | r for s, r in zip(samples, rows)])
     back = pq.read_table(tmp_path / "part.parquet").to_pylist()
     assert [r["hidden_state"] for r in back] == [None] * len(samples)
     stats = {
@@ -141,21 +143,21 @@ def test_greedy_stage_matches_the_hf_backend(served, samples, tmp_path):
 
 def test_samples_ptrue_and_verbal_stages_over_http(served, samples):
     hf, _, _, remote = served
-    greedy = {s.id: r["raw_output"] for s, r in zip(samples, stages._greedy(remote, samples, {}, P))}
-    sampled = stages._samples(remote, samples, {}, P)
+    greedy = {s.id: r["raw_output"] for s, r in zip(samples, stage("greedy").run(remote, samples, {}, P))}
+    sampled = stage("samples").run(remote, samples, {}, P)
     assert [len(r["sampled_texts"]) for r in sampled] == [P["num_samples"]] * len(samples)
-    again = stages._samples(remote, samples, {}, P)  # seeded: the same texts again
+    again = stage("samples").run(remote, samples, {}, P)  # seeded: the same texts again
     assert [r["sampled_texts"] for r in again] == [r["sampled_texts"] for r in sampled]
     jac = compute(UQ_METHODS.get("jaccard"), {"sampled_texts": [r["sampled_texts"] for r in sampled]})
     assert np.isfinite(jac).all()
 
-    remote_pt = [r["ptrue_prob"] for r in stages._ptrue(remote, samples, {"greedy": greedy}, P)]
-    local_pt = [stages._ptrue(hf, [s], {"greedy": greedy}, P)[0]["ptrue_prob"] for s in samples]
+    remote_pt = [r["ptrue_prob"] for r in stage("ptrue").run(remote, samples, {"greedy": greedy}, P)]
+    local_pt = [stage("ptrue").run(hf, [s], {"greedy": greedy}, P)[0]["ptrue_prob"] for s in samples]
     print(f"p(True) http {np.round(remote_pt, 4).tolist()} hf {np.round(local_pt, 4).tolist()}")
     assert np.abs(np.subtract(remote_pt, local_pt)).max() <= PTRUE_TOL
 
-    verbal = stages._verbal_1s(remote, samples, {}, P)
-    local_v = [stages._verbal_1s(hf, [s], {}, P)[0] for s in samples]
+    verbal = stage("verbal_1s").run(remote, samples, {}, P)
+    local_v = [stage("verbal_1s").run(hf, [s], {}, P)[0] for s in samples]
     assert [r["verbal_1s_raw"] for r in verbal] == [r["verbal_1s_raw"] for r in local_v]
 
 

@@ -10,13 +10,8 @@ import pytest
 
 from jobs import records
 from jobs.answers import extract_detail
-from jobs.scoring import (
-    ANSWER_PROB_RULES,
-    answer_logprob,
-    judge,
-    judge_detail,
-    run_setting_unit,
-)
+from jobs.judge import ANSWER_PROB_RULES, answer_logprob, judge, judge_detail
+from jobs.scoring import run_setting_unit
 from jobs.types import Sample
 from tests.helpers import extraction_corpus, setting_unit, store_scores, store_unit
 from tests.unit.test_records_scoring import _row as _greedy_row

@@ -168,7 +168,7 @@ def _unit(stage_name: str, extra: dict | None = None) -> dict:
 
 @pytest.mark.parametrize("stage_name", ["greedy", "samples"])
 def test_a_unit_writes_the_same_rows_at_two_batch_sizes_and_two_shardings(smol, tmp_path, stage_name):
-    from jobs.stages import finish_gen_shards, run_gen_unit
+    from jobs.engine import finish_gen_shards, run_gen_unit
     from jobs.store import Store
 
     unit = _unit(stage_name)

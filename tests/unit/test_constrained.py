@@ -152,10 +152,10 @@ PARAMS = {"seed": 3, "max_new_tokens": 8, "answer_mode": "constrained", "answer_
 
 
 def test_constrained_greedy_rows_and_stats():
-    from jobs.stages import STAGE_FNS
+    from jobs.stages import stage
 
     b = FakeOptions(TABLE)
-    rows = STAGE_FNS["greedy"](b, [MC, NUM, YN], {}, PARAMS)
+    rows = stage("greedy").run(b, [MC, NUM, YN], {}, PARAMS)
     assert [r["raw_output"] for r in rows] == ["The answer is B.", "The answer is 7", "The answer is yes."]
     assert [extract(r["raw_output"], s, "strict") for r, s in zip(rows, [MC, NUM, YN])] == ["B", "7", "yes"]
     mc, num, yn = rows
@@ -170,18 +170,18 @@ def test_constrained_greedy_rows_and_stats():
 
 
 def test_llm_stage_constrained_has_no_stats_and_samples_draw_options():
-    from jobs.stages import STAGE_FNS
+    from jobs.stages import stage
     from jobs.uq.jaccard import METHOD as JACCARD
 
-    rows = STAGE_FNS["llm"](FakeOptions(TABLE), [MC], {}, PARAMS)
+    rows = stage("llm").run(FakeOptions(TABLE), [MC], {}, PARAMS)
     assert rows[0]["raw_output"] == "The answer is B." and "token_logprobs" not in rows[0]
     p = dict(PARAMS, num_samples=400, temperature=1.0)
     # samples draw from the greedy pass's stored distribution (issue 17.3a): no option pass
-    greedy = STAGE_FNS["greedy"](FakeOptions(TABLE), [MC, YN], {}, PARAMS)
+    greedy = stage("greedy").run(FakeOptions(TABLE), [MC, YN], {}, PARAMS)
     deps = {"greedy.options": {s.id: (r["option_labels"], r["option_logprobs"]) for s, r in zip([MC, YN], greedy)}}
     backend = FakeOptions(TABLE)
-    a = STAGE_FNS["samples"](backend, [MC, YN], deps, p)
-    b = STAGE_FNS["samples"](FakeOptions(TABLE), [MC, YN], deps, p)
+    a = stage("samples").run(backend, [MC, YN], deps, p)
+    b = stage("samples").run(FakeOptions(TABLE), [MC, YN], deps, p)
     assert backend.calls == []  # no model work
     assert [r["sampled_texts"] for r in a] == [r["sampled_texts"] for r in b]  # seeded
     texts = a[0]["sampled_texts"]
@@ -191,7 +191,7 @@ def test_llm_stage_constrained_has_no_stats_and_samples_draw_options():
 
 
 def test_backend_without_option_scoring_is_a_clear_error():
-    from jobs.stages import STAGE_FNS
+    from jobs.stages import stage
 
     class NoOptions:  # e.g. an HTTP backend
         identity = "no-options"
@@ -199,7 +199,7 @@ def test_backend_without_option_scoring_is_a_clear_error():
 
     b = NoOptions()
     with pytest.raises(TypeError, match="choice_logprobs"):
-        STAGE_FNS["greedy"](b, [MC], {}, PARAMS)
+        stage("greedy").run(b, [MC], {}, PARAMS)
 
 
 # ------------------------------------------------------------------ real SmolLM2 (one forward)

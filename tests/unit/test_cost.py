@@ -11,9 +11,9 @@ import pytest
 
 from jobs import cost as C
 from jobs.backends.base import Generation
+from jobs.engine import run_gen_unit
 from jobs.records import read_json, read_unit, unit_dir
 from jobs.scoring import run_setting_unit
-from jobs.stages import run_gen_unit
 from tests.helpers import HashBackend, gen_row, setting_unit, store_scores, store_unit
 
 # an SLM at $3600 per hour costs $1 per second of wall time; an API LLM at $1 / $2 per 1k tokens

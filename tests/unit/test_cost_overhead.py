@@ -18,7 +18,7 @@ import pytest
 
 from jobs import cost as C
 from jobs import prompts
-from jobs.stages import STAGE_FNS, STAT_STAGE
+from jobs.stages import stage, stat_stages
 from jobs.types import Sample
 from jobs.uq import UQ_METHODS
 
@@ -78,10 +78,10 @@ def constrained_rows(backend: OptionsOnly) -> dict[str, list[dict]]:
     """greedy and samples as the constrained stages write them; the samples stage reads the greedy
     rows' option distributions as ``run_gen_unit`` hands them (``deps['greedy.options']``)."""
     p = {"seed": 7, "max_new_tokens": 8, "answer_mode": "constrained", "answer_prefix": prompts.ANSWER_PREFIX}
-    greedy = STAGE_FNS["greedy"](backend, SAMPLES, {}, p)
+    greedy = stage("greedy").run(backend, SAMPLES, {}, p)
     deps = {"greedy.options": {s.id: (r["option_labels"], r["option_logprobs"]) for s, r in zip(SAMPLES, greedy)}}
     backend.calls.clear()
-    samples = STAGE_FNS["samples"](backend, SAMPLES, deps, dict(p, num_samples=M, temperature=1.0))
+    samples = stage("samples").run(backend, SAMPLES, deps, dict(p, num_samples=M, temperature=1.0))
     assert backend.calls == [], "constrained samples ran the model"
     tag = [{"sample_id": i} for i in IDS]
     return {
@@ -105,7 +105,8 @@ OVERHEAD_PASSES = {
 
 def method_stages(method) -> set[str]:
     """The stages a setting of ``method`` reads, as the plan finds them (``orchestrator.plan``)."""
-    return {STAT_STAGE[x] for x in method.requires if x in STAT_STAGE} | {"greedy"}
+    provider = stat_stages()
+    return {provider[x] for x in method.requires if x in provider} | {"greedy"}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))

@@ -11,8 +11,9 @@ import pytest
 
 from jobs import prompts
 from jobs.backends.base import Generation
+from jobs.engine import fit_prompt, length_order, prompt_budget, run_gen_unit, token_batches
 from jobs.records import read_unit, unit_dir
-from jobs.stages import TRUNCATION_MARK, fit_prompt, length_order, prompt_budget, run_gen_unit, token_batches
+from jobs.stages.base import TRUNCATION_MARK
 from jobs.types import Sample
 from tests.helpers import SMOL
 
@@ -91,7 +92,7 @@ def test_batches_by_length_keep_the_chunk_order(tmp_path):
         "deps": {},
         "params": {"seed": 0, "chunk_size": 8, "max_new_tokens": 4},
     }
-    import jobs.stages as st
+    import jobs.engine as st
 
     def fake_load(dc, run, role):
         return samples, []
@@ -113,7 +114,7 @@ def test_batches_by_length_keep_the_chunk_order(tmp_path):
 
 
 def _run_unit(tmp_path, samples, backend, **kw):
-    import jobs.stages as st
+    import jobs.engine as st
 
     unit = {
         "key": "u",
@@ -172,7 +173,7 @@ def test_max_batch_tokens_runs_the_long_prompt_alone_in_run_gen_unit(tmp_path):
 @pytest.mark.slow
 def test_a_6000_word_question_runs_cut_on_the_real_model():
     from jobs.backends import make_backend
-    from jobs.stages import _greedy
+    from jobs.stages.greedy import greedy as _greedy
 
     b = make_backend({"name": "s", "backend": "hf", **SMOL, "torch_threads": 1})
     assert b.context_length == 8192

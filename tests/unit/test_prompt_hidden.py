@@ -39,9 +39,9 @@ def test_prompt_hidden_is_the_last_prompt_tokens_hidden_state(backend_factory, h
 
 
 def test_greedy_stage_records_the_column(backend_factory):
-    from jobs.stages import STAGE_FNS, STAT_STAGE
+    from jobs.stages import stage, stat_stages
     from jobs.types import Sample
 
     samples = [Sample(id="a", question="Is a cat a mammal?", task="yesno", gold="yes")]
-    rows = STAGE_FNS["greedy"](backend_factory(-1), samples, {}, {"max_new_tokens": 3, "seed": 0})
-    assert len(rows[0]["prompt_hidden_state"]) == 32 and STAT_STAGE["prompt_hidden_state"] == "greedy"
+    rows = stage("greedy").run(backend_factory(-1), samples, {}, {"max_new_tokens": 3, "seed": 0})
+    assert len(rows[0]["prompt_hidden_state"]) == 32 and stat_stages()["prompt_hidden_state"] == "greedy"

@@ -7,13 +7,8 @@ import math
 import pytest
 
 from jobs import records
-from jobs.scoring import (
-    answer_logprob,
-    judge,
-    load_stats,
-    run_score_unit,
-    run_setting_unit,
-)
+from jobs.judge import answer_logprob, judge
+from jobs.scoring import load_stats, run_score_unit, run_setting_unit
 from tests.helpers import gen_row, setting_unit, store_unit
 
 

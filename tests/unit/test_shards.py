@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.backends.base import Generation
+from jobs.engine import finish_gen_shards, run_gen_unit
 from jobs.records import existing_parts, is_complete, read_unit, unit_dir
-from jobs.stages import finish_gen_shards, run_gen_unit
 from tests.helpers import HashBackend
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import prompts, stages
+from jobs import engine, prompts
 from jobs.backends.base import Generation
+from jobs.engine import run_gen_unit
 from jobs.records import read_unit, unit_dir
-from jobs.stages import TRUNCATION_MARK, fit_answer, run_gen_unit
+from jobs.stages import stage as stage_decl
+from jobs.stages.base import TRUNCATION_MARK, fit_answer
 from jobs.types import DataError, Sample
 
 SAMPLE = Sample(
@@ -51,21 +53,21 @@ def test_long_answer_reaches_ptrue_and_verbal_2s_whole():
     assert len(LONG) > 300
     b = WordBackend()
     deps = {"greedy": {SAMPLE.id: LONG}}
-    (pt,) = stages._ptrue(b, [SAMPLE], deps, {"prompt_budget": 4096})
-    (v2,) = stages._verbal_2s(b, [SAMPLE], deps, {"max_new_tokens": 8, "seed": 0, "prompt_budget": 4096})
+    (pt,) = stage_decl("ptrue").run(b, [SAMPLE], deps, {"prompt_budget": 4096})
+    (v2,) = stage_decl("verbal_2s").run(b, [SAMPLE], deps, {"max_new_tokens": 8, "seed": 0, "prompt_budget": 4096})
     assert f"Proposed answer: {LONG}\n" in pt["prompt"]
     assert pt["answer_truncated_from"] is None
     assert LONG in v2["prompt"] and v2["prompt"].endswith(prompts.VERBAL_2S_QUESTION)
     assert "The answer is 31." in pt["prompt"] and "The answer is 31." in v2["prompt"]
     # no budget (an HTTP endpoint cannot count tokens): shown whole as well
-    (pt_http,) = stages._ptrue(b, [SAMPLE], deps, {})
+    (pt_http,) = stage_decl("ptrue").run(b, [SAMPLE], deps, {})
     assert f"Proposed answer: {LONG}\n" in pt_http["prompt"]
 
 
 def test_an_invented_follow_up_question_is_not_shown():
     b = WordBackend()
     raw = "14 * 3 = 42, 42 - 11 = 31. The answer is 31.\n\nQuestion: Bob has 5 cats. How many legs?\nThe answer is 20."
-    (pt,) = stages._ptrue(b, [SAMPLE], {"greedy": {SAMPLE.id: raw}}, {})
+    (pt,) = stage_decl("ptrue").run(b, [SAMPLE], {"greedy": {SAMPLE.id: raw}}, {})
     assert "Proposed answer: 14 * 3 = 42, 42 - 11 = 31. The answer is 31.\n" in pt["prompt"]
     assert "Bob" not in pt["prompt"]
 
@@ -76,7 +78,7 @@ def test_an_answer_over_the_budget_loses_its_middle_not_its_end(stage):
     make = prompts.ptrue_messages if stage == "ptrue" else prompts.verbal_2s_followup
     whole = b.prompt_tokens(make(SAMPLE, LONG))
     budget = whole - 100
-    fn = stages._ptrue if stage == "ptrue" else stages._verbal_2s
+    fn = stage_decl(stage).run
     (row,) = fn(b, [SAMPLE], {"greedy": {SAMPLE.id: LONG}}, {"max_new_tokens": 8, "seed": 0, "prompt_budget": budget})
     assert row["answer_truncated_from"] == whole
     (msgs,) = b.scored
@@ -104,7 +106,7 @@ def test_fit_answer_keeps_the_longest_answer_that_fits_and_refuses_an_impossible
 def test_run_gen_unit_gives_the_stages_the_prompt_budget(tmp_path, monkeypatch):
     # a context of 200 words: the greedy answer (~330 words) cannot be shown whole to p(True)
     b = WordBackend(context_length=200)
-    monkeypatch.setattr(stages, "load_role", lambda dc, run, role: ([SAMPLE], []))
+    monkeypatch.setattr(engine, "load_role", lambda dc, run, role: ([SAMPLE], []))
     base = {"model": "w", "dataset": "d", "dataset_conf": {}, "run": {}, "role": "eval"}
     run_gen_unit(
         b,

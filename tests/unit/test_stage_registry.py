@@ -41,9 +41,8 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
     from jobs.cost import OVERHEAD_STAGES
     from orchestrator import plan
 
-    stages.check_stages()
     # what the module-level literals were before the registry (jobs/stages.py, plan.py, cost.py)
-    assert stages.STAGE_DEPS == {
+    assert {st.name: st.deps for st in stages.declared()} == {
         "greedy": (),
         "samples": (),
         "ptrue": ("greedy",),
@@ -64,12 +63,13 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
         "verbal_2s_conf": "verbal_2s",
     }
     # the greedy pass also gives the label, and the scored options' distribution (option_max_prob)
-    assert stages.STAT_STAGE == old_stat_stage | {"correct": "greedy", "option_logprobs": "greedy"}
+    assert stages.stat_stages() == old_stat_stage | {"correct": "greedy", "option_logprobs": "greedy"}
     assert set(plan.CONSTRAINED_STAGES) == {"greedy", "llm", "samples"}
     assert plan.GEN_STAGES_READING_EXTRACTION == frozenset()
     assert OVERHEAD_STAGES == ("samples", "ptrue", "verbal_1s", "verbal_2s")
-    assert set(stages.STAGE_FNS) == set(stages.STAGE_DEPS)
-    assert stages.STAGE_FNS["greedy"] is stages._greedy
+    from jobs.stages.greedy import greedy
+
+    assert stages.stage("greedy").run is greedy
 
 
 def test_an_unknown_stage_is_named_with_the_valid_ones():
@@ -104,12 +104,12 @@ def test_check_stages_refuses_an_unknown_dependency_and_a_stat_provided_twice(mo
     reg.add("late", Stage(name="late", run=lambda *a: [], deps=("nowhere",)))
     monkeypatch.setattr(stages, "STAGES", reg)
     with pytest.raises(ValueError, match="stage 'late' depends on 'nowhere', which is not a stage declared"):
-        stages.check_stages()
+        stages.stat_stages()
     reg = shipped.copy()
     reg.add("twice", Stage(name="twice", run=lambda *a: [], provides=("ptrue_prob",)))
     monkeypatch.setattr(stages, "STAGES", reg)
     with pytest.raises(ValueError, match="stat 'ptrue_prob' is provided by both stage 'ptrue' and stage 'twice'"):
-        stages.check_stages()
+        stages.stat_stages()
 
 
 # ---------------------------------------------------------------- a new stage is one declaration
@@ -153,7 +153,7 @@ def _answer_length(backend, samples, deps, p):
 def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_runner(tmp_path, monkeypatch):
     """Register a stage (one declaration) and a UQ method that requires its stat: the plan keys its
     units on its params and deps, run_gen_unit runs it, load_stats reads it, the score uses it."""
-    from jobs import stages, uq
+    from jobs import engine, stages, uq
     from jobs.records import read_unit, unit_dir
     from jobs.scoring import load_stats, run_score_unit
     from jobs.stages.base import Stage
@@ -200,10 +200,10 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
     samples = [
         Sample(id=f"q{i}", question=" ".join(["w"] * (i + 3)), task="numeric", gold=str(i + 3)) for i in range(3)
     ]
-    monkeypatch.setattr(stages, "load_role", lambda dc, run, role: (samples, []))
+    monkeypatch.setattr(engine, "load_role", lambda dc, run, role: (samples, []))
     store = r.store_dir
     for u in (greedy_unit, toy_unit):
-        stages.run_gen_unit(WordBackend(), u.spec, store)
+        engine.run_gen_unit(WordBackend(), u.spec, store)
     rows = read_unit(unit_dir(store, "gen", toy_unit.key)).to_pylist()
     greedy_rows = read_unit(unit_dir(store, "gen", greedy_unit.key)).to_pylist()
     want = [len(g["raw_output"]) / 4 for g in greedy_rows]

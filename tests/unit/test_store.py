@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import store as S
+from jobs.schemas import GEN_COMMON, SchemaError
 from jobs.units import SettingManifest
 
 
@@ -43,9 +44,9 @@ def test_types_are_declared_not_inferred_from_the_rows(tmp_path):
 
 
 def test_a_column_the_schema_does_not_declare_is_refused_naming_it(tmp_path):
-    with pytest.raises(S.SchemaError, match=r"schema gen:ptrue:1: column\(s\) \['ptrue_pro'\] are not declared"):
+    with pytest.raises(SchemaError, match=r"schema gen:ptrue:1: column\(s\) \['ptrue_pro'\] are not declared"):
         S.write_rows(tmp_path / "x.parquet", [_gen_row("a", ptrue_pro=0.5)], "gen:ptrue")
-    with pytest.raises(S.SchemaError, match="unknown record schema 'records'"):
+    with pytest.raises(SchemaError, match="unknown record schema 'records'"):
         S.schema("records")
 
 
@@ -53,7 +54,7 @@ def test_every_stage_declares_the_columns_its_rows_have():
     from jobs.stages import declared
 
     for st in declared():
-        sch = S.gen_schema(st.name)
-        assert set(S.GEN_COMMON.columns) <= set(sch.columns) and set(st.columns) <= set(sch.columns)
+        sch = S.schema(f"gen:{st.name}")
+        assert set(GEN_COMMON.columns) <= set(sch.columns) and set(st.columns) <= set(sch.columns)
         assert sch.tag == f"gen:{st.name}:{st.schema_version}"
         assert st.name == "llm" or any(p in sch.columns for p in st.provides) or st.name == "greedy"

@@ -96,7 +96,7 @@ CASES = [
 
 
 def _setting_store(tmp_path: Path) -> Path:
-    from jobs.stages import _conf
+    from jobs.stages.base import stated_confidence as _conf
 
     _store(
         tmp_path,
@@ -414,7 +414,7 @@ def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     ],
 )
 def test_a_one_stage_output_must_state_its_confidence(text, one_stage, expected):
-    from jobs.stages import _conf
+    from jobs.stages.base import stated_confidence as _conf
 
     got = _conf(text, one_stage=one_stage)
     assert np.isnan(got) if expected is None else got == pytest.approx(expected)
