@@ -55,7 +55,7 @@ def method_folders(work: Path, methods: list[str], n_q: int = 100) -> dict[str, 
     import numpy as np
 
     import jobs.metrics as M
-    from jobs.plots import plot_routing
+    from jobs.figures import plot_routing
     from jobs.records import write_json, write_table
     from jobs.scoring import curve_points
 

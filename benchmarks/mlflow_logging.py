@@ -69,7 +69,7 @@ def synthetic_settings(folder: Path, n: int, seed: int = 0):
     import numpy as np
 
     import jobs.metrics as M
-    from jobs.plots import plot_routing
+    from jobs.figures import plot_routing
     from jobs.records import write_json, write_table
     from jobs.scoring import curve_points
     from orchestrator.config import load_grid

@@ -108,7 +108,7 @@ def answer_logprob(row: dict, extraction: Extraction) -> tuple[float, str]:
 
 
 def router_stats(greedy: list[dict]) -> dict:
-    """The query-side stats of the learned routers (``jobs/routers.py``): the rendered prompt text and
+    """The query-side stats of the learned routers (``jobs/uq/routers.py``): the rendered prompt text and
     the probe-layer hidden state at the last prompt token, one entry per row (None where a row has
     none: an HTTP SLM, or a store written before the column existed; the routers give NaN there)."""
     return {

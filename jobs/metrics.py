@@ -521,7 +521,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "gap_recovered_vs_random_hi",
 )
 
-#: The columns of the report's settings table (``jobs/report.py``), after the setting's axes: a summary
+#: The columns of the report's settings table (``jobs/analysis/report.py``), after the setting's axes: a summary
 #: metric (or a row field of the settings table: ``nan_policy``) and its label; a metric with a
 #: bootstrap CI (``<key>_lo`` / ``<key>_hi`` in SUMMARY_KEYS) gets its two CI columns beside it.
 #: A new metric: its key in SUMMARY_KEYS, computed in ``summarize``, and a line here -- MLflow, the

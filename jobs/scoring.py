@@ -301,7 +301,7 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
         | ({"cost": cost} if cost else {}),
     )
     if plot and scored:
-        from jobs.plots import plot_routing
+        from jobs.figures import plot_routing
 
         plot_routing(
             {f"{unit.axes['uq']} (AUROC {summary['auroc']:.3f})": curve},

@@ -90,7 +90,7 @@ class GenSpec(_SpecOf):
 
 
 @dataclass(frozen=True)
-class FitSource:
+class FitRows:
     """The rows a trained UQ method fits on: ``dataset``'s fit-role passes, {stage: gen key}."""
 
     dataset: str
@@ -117,7 +117,7 @@ class ScoreSpec(_SpecOf):
     dataset: str
     stages: Mapping[str, str]
     role: str = "eval"
-    fit: tuple[FitSource, ...] = ()
+    fit: tuple[FitRows, ...] = ()
     crossfit: int = 0
     crossfit_seed: int = 0
     policy: str = "flexible"
@@ -126,7 +126,7 @@ class ScoreSpec(_SpecOf):
     @classmethod
     def _coerce(cls, kw: dict) -> dict:
         if "fit" in kw:
-            kw["fit"] = tuple(f if isinstance(f, FitSource) else FitSource(**f) for f in kw["fit"])
+            kw["fit"] = tuple(f if isinstance(f, FitRows) else FitRows(**f) for f in kw["fit"])
         return kw
 
     @property

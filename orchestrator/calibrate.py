@@ -2,7 +2,7 @@
 data a user brings with no labels.
 
 build   fit-role (train/dev) records of one (SLM, UQ method, LLM) in an output folder ->
-        stratified calibration set (the paper's pipeline, ``jobs.calibration``) ->
+        stratified calibration set (the paper's pipeline, ``jobs.analysis.calibration``) ->
         ``<output>/calibration/<name>/``: ``calibration.jsonl`` (a questions file any grid can
         use through ``dataset.yaml``), ``record.json`` (what went in, thresholds per target).
 apply   a calibration folder + a target call rate (or accuracy) -> threshold and expected
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import calibration as C
+from jobs.analysis import calibration as C
+from jobs.analysis.inputs import GridView
 from jobs.records import write_json
 from jobs.registry import UnknownNameError
 from jobs.uq.definition import Definition
-from jobs.views import GridView
 from orchestrator.config import ConfigError, nan_policy_of
 
 CAL_FILE = "calibration.jsonl"
@@ -100,9 +100,9 @@ def build(
     given, ``_like``), which must share one definition (``_one_definition``), one set (one draw: a
     calibration folder is what a user deploys; the grid report averages draws), its rows
     (``_write_rows``), thresholds per target (``_thresholds``) and the record (``_record``)."""
+    from orchestrator.grid_view import grid_view
     from orchestrator.plan import make_plan
     from orchestrator.runner import load_output
-    from orchestrator.views import grid_view
 
     r = load_output(Path(out))
     slm, uq, llm, exclude = _axes(r, slm, uq, llm, exclude)
@@ -146,11 +146,11 @@ def calibration_pools(
     """The pools one calibration set of ``key`` = (slm, uq, llm) is drawn from, and the excluded
     dataset its scores must not have seen (``_leave_out_target``; None for most methods).
 
-    The fit-role pools (``jobs.analysis.fit_pools``) of every dataset not excluded that ``pool``
+    The fit-role pools (``jobs.analysis.findings.fit_pools``) of every dataset not excluded that ``pool``
     allows (train_dev: only datasets with a train/dev split; fit: every dataset); for a method trained
     on other datasets with a dataset excluded, the same rows with the leave-out scores of models that
     never saw it. ConfigError when calibration is off, nothing is left, or a unit is not finished."""
-    from jobs.analysis import fit_pools, leave_out_pools
+    from jobs.analysis.findings import fit_pools, leave_out_pools
 
     slm, uq, llm = key
     if not any(s.fit is not None for s in view.settings):
@@ -196,7 +196,7 @@ def _like(out: Path, r, view, uq: str, pools: Mapping, like: str, task: str | No
     dataset's definition (its answer mode, and its option count where the method depends on it),
     or, for a dataset outside the grid, its answer mode (its option count is not known before it is
     scored; ``_one_definition`` then refuses pools of several). ConfigError when none is left."""
-    from jobs.analysis import dataset_forms, method_definitions
+    from jobs.analysis.findings import dataset_forms, method_definitions
     from jobs.uq.definition import dataset_answer_mode
     from orchestrator.config import dataset_task
 
@@ -221,7 +221,7 @@ def _one_definition(out: Path, r, view, uq: str, pools: Mapping) -> Definition:
     """The one definition of ``uq``'s statistic on the datasets of ``pools``
     (``jobs.uq.definition``); ConfigError naming each definition and its datasets when they have
     several, since a set pooling them would put every threshold on one side of the other scores."""
-    from jobs.analysis import dataset_forms, method_definitions
+    from jobs.analysis.findings import dataset_forms, method_definitions
 
     defs = method_definitions({uq: r.uq[uq].method}, dataset_forms(view))
     kinds: dict[Definition, list[str]] = {}

@@ -165,7 +165,7 @@ class CalibrationConf(ConfView):
     seed: int = 50  # paper: seed 50
     binning: str = "equal_width"  # equal_width | equal_freq (the paper does not say)
     # the scale bins are cut on: "paper" = each UQ method's confidence as the paper defines it
-    # (UQMethod.confidence: 1 - u, 1 / perplexity, exp(-u)); or one of jobs.calibration.SCALES for
+    # (UQMethod.confidence: 1 - u, 1 / perplexity, exp(-u)); or one of jobs.analysis.calibration.SCALES for
     # every method (rank = scale-free, i.e. equal-frequency bins; uncertainty = the raw score)
     scale: str = "paper"
     # calibration sets drawn per held-out dataset, seeds seed, seed + 1, ...; transfer reports their
@@ -216,7 +216,8 @@ class GridConf(ConfView):
 def _choices() -> dict[str, tuple[str, ...]]:
     """The valid values of every enumerated config field, read from the module that owns each
     vocabulary (none is re-listed here)."""
-    from jobs import answers, calibration, metrics
+    from jobs import answers, metrics
+    from jobs.analysis import calibration
     from jobs.backends import BACKENDS
     from jobs.datasets.hub import GOLD_FORMATS
     from jobs.types import TASK_TYPES
@@ -684,7 +685,7 @@ def validate(r: ResolvedGrid) -> None:
     cal = g["calibration"]
     _check_choice(f"{r.source}: calibration", "binning", cal["binning"], CHOICES["binning"])
     _check_choice(f"{r.source}: calibration", "pool", cal["pool"], CHOICES["pool"])
-    from jobs.calibration import SCALES
+    from jobs.analysis.calibration import SCALES
 
     _check_choice(f"{r.source}: calibration", "scale", cal["scale"], ("paper", *SCALES))
     if cal["n_draws"] < 1:

@@ -92,11 +92,11 @@ def _nan_policy(metrics_conf: dict, uq: str, method: str) -> str:
 
 def routing_decision(uncertainty: np.ndarray, i: int, rate: float, nan_policy: str) -> dict:
     """Whether row ``i`` goes to the LLM at call rate ``rate``: the exact threshold of
-    ``jobs.calibration.threshold_for_call_rate`` on the setting's own scores (a tie at the threshold
+    ``jobs.analysis.calibration.threshold_for_call_rate`` on the setting's own scores (a tie at the threshold
     is routed with probability tie_frac), and the row's rank by uncertainty (1 = most uncertain;
     rank_last: the last position among rows with the same score)."""
-    from jobs import calibration as C
     from jobs import metrics as M
+    from jobs.analysis import calibration as C
 
     if not 0.0 <= rate <= 1.0:
         raise ConfigError(f"--rate {rate!r} must be in [0, 1]")

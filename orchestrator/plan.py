@@ -38,7 +38,7 @@ from jobs import answers, cloze, prompts
 from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.store import KIND_DIRS, Store
-from jobs.units import CHUNK_SIZE, FitSource, GenSpec, ScoreSpec, SettingSpec, Spec
+from jobs.units import CHUNK_SIZE, FitRows, GenSpec, ScoreSpec, SettingSpec, Spec
 from orchestrator.config import ResolvedGrid, dataset_task, grid_prices, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
@@ -300,7 +300,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         provider = gen_stages.stat_stages()
         stages = sorted({provider[x] for x in method.requires if x in provider} | {"greedy"})
         ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
-        fit: list[FitSource] = []
+        fit: list[FitRows] = []
         crossfit = 0
         if method.fit == "in_domain":
             fit_sets = [dataset] if role == "eval" else []
@@ -313,7 +313,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         else:
             fit_sets = []
         for d in fit_sets:
-            fit.append(FitSource(d, {st: gen("slm", slm, d, "fit", st).key for st in stages}))
+            fit.append(FitRows(d, {st: gen("slm", slm, d, "fit", st).key for st in stages}))
         ident = {"uq": r.uq[uq], "role": role, "crossfit": crossfit, "version": SCORING_VERSION}
         if crossfit:
             ident["crossfit_seed"] = seed
@@ -350,7 +350,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
     leave_out: dict = {}
     score_cache: dict[tuple, Unit] = {}
     # the rows calibration sets of the transfer analysis are drawn from: fit role when calibration
-    # is enabled, else the other datasets' evaluated rows (jobs.analysis.transfer_analysis)
+    # is enabled, else the other datasets' evaluated rows (jobs.analysis.findings.transfer_analysis)
     cal_role = "fit" if cal["enabled"] else "eval"
     prices = grid_prices(r)
     for s in settings:

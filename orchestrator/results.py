@@ -8,7 +8,7 @@
     res.calibration()                                # calibration transfer, as the last report computed it
 
 Opening plans the grid from its ``resolved_config.yaml`` (no store read); each call reads the
-folders of the settings its filters select and nothing else (``jobs/results.py``), so a question
+folders of the settings its filters select and nothing else (``jobs/analysis/results.py``), so a question
 about one dataset of a 1,792-setting grid opens that dataset's files alone. Filters, on every
 table: ``slm``, ``uq`` (the grid's UQ entry), ``method`` (the UQ method it runs), ``dataset``,
 ``llm``, ``setting`` (a setting name), each a name or a list of names; an unknown filter or name
@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs import results as R
-from jobs.views import SettingView
+from jobs.analysis import results as R
+from jobs.analysis.inputs import SettingView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,10 +46,10 @@ def _value(s: SettingView, key: str) -> str:
 
 class Results:
     """The results of one grid output folder (``open``). ``resolved``, ``plan``: the grid as run;
-    ``views``: every setting (``jobs.views.SettingView``), in plan order."""
+    ``views``: every setting (``jobs.analysis.inputs.SettingView``), in plan order."""
 
     def __init__(self, resolved: ResolvedGrid, plan: Plan):
-        from orchestrator.views import grid_view
+        from orchestrator.grid_view import grid_view
 
         self.resolved, self.plan = resolved, plan
         self.path = Path(resolved.output_dir)

@@ -283,8 +283,8 @@ def write_summary(r: ResolvedGrid, plan: Plan) -> Path:
 
 def overview_plots(r: ResolvedGrid, plan: Plan) -> list[Path]:
     """One PNG per (SLM, dataset, LLM) in ``plots/``: every UQ method's routing curve overlaid."""
-    from jobs.report import routing_figures
-    from orchestrator.views import grid_view
+    from jobs.analysis.report import routing_figures
+    from orchestrator.grid_view import grid_view
 
     return [p for _, p in routing_figures(grid_view(r, plan).settings, r.output_dir / "plots", prefix="")]
 
@@ -339,8 +339,8 @@ def grid_refresher(r: ResolvedGrid, plan: Plan):
     overlay of each (SLM, dataset, LLM) group that has new settings, and the report with its
     findings at most every ``REPORT_EVERY_S`` (and never more often than ten times its last
     duration: at 1,792 settings it is the slow part)."""
-    from jobs.report import routing_figures
-    from orchestrator.views import grid_view
+    from jobs.analysis.report import routing_figures
+    from orchestrator.grid_view import grid_view
 
     state: dict = {"seen": {}, "report_at": time.monotonic() + REPORT_EVERY_S}
 
@@ -549,9 +549,9 @@ def _interrupted(r: ResolvedGrid, plan: Plan, writer) -> GridInterrupted:
 
 
 def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
-    """The grid report (``jobs/report.py``); a failure here never fails the run."""
-    from jobs.report import build_report
-    from orchestrator.views import grid_view
+    """The grid report (``jobs/analysis/report.py``); a failure here never fails the run."""
+    from jobs.analysis.report import build_report
+    from orchestrator.grid_view import grid_view
 
     try:
         return build_report(grid_view(r, plan))
@@ -568,9 +568,9 @@ def make_report(r: ResolvedGrid, plan: Plan, console=None) -> dict | None:
 
 def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
     """Rebuild the report of an output folder from the store and log it on the parent MLflow run."""
-    from jobs.report import build_report
+    from jobs.analysis.report import build_report
+    from orchestrator.grid_view import grid_view
     from orchestrator.verify import require_healthy
-    from orchestrator.views import grid_view
 
     r = load_output(out)
     plan = make_plan(r)

@@ -23,11 +23,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import cache
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from jobs.types import CHOICE_LABELS, TASK_TYPES, LoadResult, Malformed, Sample
 
@@ -101,52 +98,6 @@ def resolve_root(root: Path | str | None) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
-
-
-def load_samples(
-    name: str,
-    split: str | None = None,
-    root: Path | str | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    exclude_ids: set[str] | frozenset[str] = frozenset(),
-) -> LoadResult:
-    """Load normalized samples of one dataset split.
-
-    name:        registry key (unknown -> ``jobs.registry.UnknownNameError`` with "did you mean").
-    split:       split name; None = the adapter's ``eval_split``. Unknown -> ValueError listing splits.
-    root:        the shared ``datasets/`` folder; None = :func:`default_data_root`.
-    limit:       keep a deterministic subsample of this many samples (after dropping ``exclude_ids``):
-                 ids are shuffled with ``numpy.random.default_rng(seed)``, the first ``limit`` kept,
-                 and file order restored. Same (name, split, limit, seed, exclude_ids) -> same ids.
-    exclude_ids: sample ids to drop (e.g. the ones used for calibration).
-
-    Returns a fresh LoadResult: the parsed file is cached per process (key: name, root, split), the
-    lists are copied; Samples are frozen but share their ``meta`` dicts with the cache.
-    """
-    from jobs.datasets import DATASETS  # late import: the registry module imports this one
-
-    adapter: DatasetAdapter = DATASETS.get(name)
-    split = adapter.eval_split if split is None else split
-    if split not in adapter.splits:
-        raise ValueError(f"dataset {name!r} has no split {split!r}; valid splits: {', '.join(adapter.splits)}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
-    parsed = _parse_cached(name, str(resolve_root(root)), split)
-    samples = [s for s in parsed.samples if s.id not in exclude_ids]
-    if limit is not None and limit < len(samples):
-        order = np.random.default_rng(seed).permutation(len(samples))
-        keep = np.sort(order[:limit])
-        samples = [samples[i] for i in keep]
-    return LoadResult(samples=samples, malformed=list(parsed.malformed))
-
-
-@cache
-def _parse_cached(name: str, root: str, split: str) -> LoadResult:
-    from jobs.datasets import DATASETS
-
-    adapter: DatasetAdapter = DATASETS.get(name)
-    return adapter.parse(Path(root), split)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -66,8 +66,7 @@ def load_role(dc: dict, run: dict, role: str) -> tuple[list[Sample], list[Malfor
             return evals, res.malformed
         return _subsample(res.samples, run["fit_limit"], seed + 1, {s.id for s in evals}), res.malformed
 
-    from jobs.datasets import DATASETS
-    from jobs.datasets.base import load_samples
+    from jobs.datasets import DATASETS, load_samples
 
     adapter = DATASETS.get(dc["adapter"])
     eval_split = dc.get("split") or adapter.eval_split

@@ -58,7 +58,7 @@ UQ_METHODS = Registry(
         "mean_token_entropy": "jobs.uq.mean_token_entropy:METHOD",
         "max_token_nll": "jobs.uq.max_token_nll:METHOD",
         "option_max_prob": "jobs.uq.option_max_prob:METHOD",
-        # learned routers: read the query only (jobs/routers.py); trained on the other datasets, and
+        # learned routers: read the query only (jobs/uq/routers.py); trained on the other datasets, and
         # the in-distribution variants (_id) on the evaluated dataset's own fit rows
         "knn_router": "jobs.uq.knn_router:METHOD",
         "logreg_router": "jobs.uq.logreg_router:METHOD",

@@ -23,7 +23,7 @@ FIT_KINDS: tuple[str | None, ...] = (None, "in_domain", "other_datasets")
 
 #: Allowed values of ``UQMethod.confidence``: the monotone map from a method's uncertainty u back to
 #: the paper's confidence (higher = more certain, bounded), on which calibration sets are binned
-#: (``jobs.calibration.to_confidence``): 1 - u for u = 1 - probability; 1 / u for u = perplexity
+#: (``jobs.analysis.calibration.to_confidence``): 1 - u for u = 1 - probability; 1 / u for u = perplexity
 #: (the paper's "1 / exp(mean NLL)"); exp(-u) for unbounded u >= 0 in nats.
 CONFIDENCE_MAPS: tuple[str, ...] = ("complement", "reciprocal", "exp_neg")
 

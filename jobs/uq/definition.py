@@ -2,7 +2,7 @@
 
 Where this sits in the flow: the grid's decoding and dataset configs (answer modes) and the stored
 greedy rows (option counts) -> **a definition per (UQ method, dataset)** -> every place that
-combines datasets (``jobs.analysis``: calibration pools, leave-one-out and cross-group transfer,
+combines datasets (``jobs.analysis.findings``: calibration pools, leave-one-out and cross-group transfer,
 finding 2's distances between datasets; ``orchestrator.config``: the config-time check of the
 calibration splits; ``orchestrator.calibrate``: ``uqroute calibrate build``).
 
@@ -43,7 +43,7 @@ from jobs.uq.base import UQMethod
 OPTION_MODES: tuple[str, ...] = ("constrained", "cloze")
 #: the answer mode of a questions file whose tasks answer in more than one mode
 MIXED = "mixed"
-#: the transfer splits the config-time check knows (``jobs.calibration.SPLITS``)
+#: the transfer splits the config-time check knows (``jobs.analysis.calibration.SPLITS``)
 _SPLITS = ("leave_one_out", "cross_group")
 
 

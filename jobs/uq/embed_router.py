@@ -9,7 +9,7 @@ fitted on the training prompts) with L2 logistic regression (``C``); ``embedding
 uses that sentence-transformers model instead (checked at config time: a clear error when the
 package is missing). Input: the rendered prompt (``prompt``, in every greedy record), so it works
 for HTTP SLMs too. Trained on the other datasets of the grid (fit="other_datasets"). See
-``jobs/routers.py``.
+``jobs/uq/routers.py``.
 
 Two fits of one function (as ``jobs/uq/probe.py`` declares ``probe`` and ``ood_probe``):
 ``embed_router`` (fit="other_datasets") and ``embed_router_id`` (fit="in_domain": the evaluated
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.routers import check_embedding, logreg_p_correct, text_features
 from jobs.uq.base import UQMethod
+from jobs.uq.routers import check_embedding, logreg_p_correct, text_features
 
 
 def embed_router(

@@ -6,7 +6,7 @@ RouterBench's ``KNNRouter`` (withmartian/routerbench, ``routers/knn_router.py``:
 probe-layer hidden state at the last prompt token (``prompt_hidden_state``) as the query
 embedding. Trained on the other datasets of the grid (fit="other_datasets", as ``ood_probe``); it
 reads the query only, never the SLM's answer. NaN for queries without a prompt representation (an
-HTTP SLM). See ``jobs/routers.py``.
+HTTP SLM). See ``jobs/uq/routers.py``.
 
 Two fits of one function (as ``jobs/uq/probe.py`` declares ``probe`` and ``ood_probe``):
 
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.routers import KNN_METRICS, hidden_router, knn_p_correct
 from jobs.uq.base import UQMethod
+from jobs.uq.routers import KNN_METRICS, hidden_router, knn_p_correct
 
 
 def knn_router(stats, fit_stats, *, k: int = 10, metric: str = "cosine") -> np.ndarray:

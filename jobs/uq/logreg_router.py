@@ -7,7 +7,7 @@ lm-sys/RouteLLM ``routellm/routers/routers.py``). Features: the probe-layer hidd
 last prompt token (``prompt_hidden_state``), standardized on the training rows; L2 penalty with
 inverse strength ``C``. Trained on the other datasets of the grid (fit="other_datasets"); it reads
 the query only. NaN for queries without a prompt representation (an HTTP SLM). See
-``jobs/routers.py``.
+``jobs/uq/routers.py``.
 
 Two fits of one function (as ``jobs/uq/probe.py`` declares ``probe`` and ``ood_probe``):
 ``logreg_router`` (fit="other_datasets", the grid's other datasets) and ``logreg_router_id``
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.routers import hidden_router, logreg_p_correct
 from jobs.uq.base import UQMethod
+from jobs.uq.routers import hidden_router, logreg_p_correct
 
 
 def logreg_router(stats, fit_stats, *, C: float = 1.0, max_iter: int = 1000) -> np.ndarray:

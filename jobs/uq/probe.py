@@ -8,7 +8,7 @@ One method, two ways of fitting it (``METHOD`` and ``OOD_METHOD``, built by ``pr
              evaluated one; 20 epochs, lr 1e-4.
 
 Both: hidden state of the 8th-to-last layer at the last generated token -> ``correct``; hidden
-widths (256, 128, 64), mini-batch 32 (see ``jobs/probe_mlp.py``). uncertainty = 1 - predicted
+widths (256, 128, 64), mini-batch 32 (see ``jobs/uq/probe_mlp.py``). uncertainty = 1 - predicted
 P(correct). Training rows with non-finite hidden states are skipped; evaluation rows with
 non-finite hidden states get NaN.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jobs import probe_mlp
+from jobs.uq import probe_mlp
 from jobs.uq.base import UQMethod
 
 

@@ -15,8 +15,8 @@ import uvicorn
 from jobs import prompts
 from jobs.backends import make_backend
 from jobs.backends.openai_http import OpenAIBackend, OpenAIBackendError
-from jobs.backends.openai_server import make_app
 from jobs.datasets import load_samples
+from scripts.openai_server import make_app
 from tests.helpers import SMOL
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ import requests
 from jobs import prompts
 from jobs.backends import make_backend
 from jobs.backends.openai_http import OpenAIBackend, tail_mass, topk_entropy
-from jobs.backends.openai_server import serve
 from jobs.datasets import load_samples
 from jobs.records import write_table
 from jobs.stages import stage
 from jobs.stages.base import common_columns
 from jobs.uq import UQ_METHODS, compute
+from scripts.openai_server import serve
 from tests.helpers import SMOL
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from jobs.analysis import eval_pools, fit_pools
-from jobs.calibration import Strata, Threshold, expected_call_rate, threshold_for_call_rate
+from jobs.analysis.calibration import Strata, Threshold, expected_call_rate, threshold_for_call_rate
+from jobs.analysis.findings import eval_pools, fit_pools
 from orchestrator.cli import main
-from orchestrator.views import grid_view
+from orchestrator.grid_view import grid_view
 from tests.browser import find_chromium, inspect_page
 
 pytestmark = pytest.mark.integration

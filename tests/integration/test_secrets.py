@@ -50,9 +50,9 @@ def test_api_key_never_leaves_the_environment(tmp_path, tmp_path_factory, ray_lo
     from mlflow.tracking import MlflowClient
 
     from jobs.backends import make_backend
-    from jobs.backends.openai_server import serve
     from orchestrator.config import load_grid
     from orchestrator.runner import run_grid
+    from scripts.openai_server import serve
 
     key = f"sk-uqroute-{uuid.uuid4().hex}"
     hf = make_backend(yaml.safe_load((REPO / "tests" / "conf" / "llm" / "smollm2-test.yaml").read_text()))

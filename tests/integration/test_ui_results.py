@@ -244,7 +244,7 @@ def test_readme_example_draws_the_reports_routing_overlay(tiny_run, tmp_path, mo
     drawn = {ln.get_label(): ln for ln in ax.get_lines()}
     group = [s for s in plan.settings if s.dataset == "strategyqa"]
     curves = {s.uq: json.loads((plan.setting_dir(r.store_dir, s) / "curve.json").read_text()) for s in group}
-    # the report's figure: every method that scored a query, random and oracle (jobs.report.routing_figures)
+    # the report's figure: every method that scored a query, random and oracle (jobs.analysis.report.routing_figures)
     assert set(drawn) == {uq for uq, c in curves.items() if c["curve"]} | {"random", "oracle"}
     for uq, c in curves.items():
         if c["curve"]:

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from jobs import calibration as C
-from jobs.calibration import Threshold
+from jobs.analysis import calibration as C
+from jobs.analysis.calibration import Threshold
 
 
 def close(a, b):

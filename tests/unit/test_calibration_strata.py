@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs import calibration as C
+from jobs.analysis import calibration as C
 
 
 def pool(kind: str, n: int, seed: int = 0) -> C.Pool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs import calibration as C
+from jobs.analysis import calibration as C
 
 TARGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
 
@@ -196,7 +196,7 @@ def test_uq_methods_declare_the_papers_confidence():
 
 
 def test_grid_analysis_draws_n_sets_on_each_methods_paper_scale():
-    from jobs import analysis as A
+    from jobs.analysis import findings as A
 
     ev = {("s", "perplexity", "l"): skewed_pools("heavy", n=300), ("s", "ptrue", "l"): skewed_pools("beta", n=300)}
     conf = {

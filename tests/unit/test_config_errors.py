@@ -114,7 +114,8 @@ def test_a_field_added_with_its_default_leaves_the_grid_identity_unchanged():
 def test_valid_choices_come_from_the_module_that_owns_each_vocabulary(monkeypatch):
     """CHOICES re-lists nothing: a backend registered in jobs.backends, a task type, a tie rule...
     is valid in a config because its owner says so (issue 9, item 3)."""
-    from jobs import answers, calibration, metrics
+    from jobs import answers, metrics
+    from jobs.analysis import calibration
     from jobs.backends import BACKENDS, HF_DTYPES
     from jobs.backends.hf_conf import HFConf
     from jobs.datasets.hub import GOLD_FORMATS

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jobs import cost as C
-from jobs.cost_report import all_queries_row, frontier_group
+from jobs.analysis.cost_report import all_queries_row, frontier_group
 
 N = 10
 SLM_OK = np.arange(N) < 5

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import analysis as A
-from jobs.calibration import Pool
+from jobs.analysis import findings as A
+from jobs.analysis.calibration import Pool
 from jobs.datasets import dataset_group
 from orchestrator.config import ConfigError, load_grid
 from orchestrator.plan import make_plan
@@ -206,7 +206,7 @@ def test_plan_leave_group_out_units_train_on_no_dataset_of_the_target_group(tmp_
 
 
 def test_report_section_shows_the_table_a_sentence_per_direction_and_what_was_skipped():
-    from jobs.report import cross_group_html
+    from jobs.analysis.report import cross_group_html
 
     assert cross_group_html(None) == []
     ev = {KEY: _pools(), ("s", "ood_probe", "l"): _pools()}

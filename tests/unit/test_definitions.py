@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import analysis as A
-from jobs import report as R
-from jobs.calibration import Pool
+from jobs.analysis import findings as A
+from jobs.analysis import report as R
+from jobs.analysis.calibration import Pool
 from jobs.uq import UQ_METHODS
 from jobs.uq.base import DEFINITION_PARTS, UQMethod
 from jobs.uq.definition import (
@@ -325,9 +325,9 @@ def test_calibrate_build_refuses_a_set_of_two_definitions_and_apply_a_dataset_of
     from jobs.datasets.roles import load_role
     from jobs.records import finish_unit, unit_dir, write_table
     from orchestrator.calibrate import _check_answer_mode, build
+    from orchestrator.grid_view import grid_view
     from orchestrator.plan import make_plan
     from orchestrator.runner import bind_output
-    from orchestrator.views import grid_view
 
     grid = tmp_path / "grid.yaml"
     grid.write_text(

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs import analysis as A
-from jobs.calibration import Pool
+from jobs.analysis import findings as A
+from jobs.analysis.calibration import Pool
 from jobs.metrics import auroc
 from jobs.uq import UQ_METHODS
 

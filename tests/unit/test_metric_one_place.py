@@ -1,13 +1,13 @@
 """A new metric is one place (issue 9): its key in ``jobs.metrics.SUMMARY_KEYS``, computed in
 ``summarize``, and a line in ``REPORT_COLUMNS``; the report's settings table then shows it with its
-CI columns, with no edit of ``jobs/report.py``."""
+CI columns, with no edit of ``jobs/analysis/report.py``."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from jobs import metrics as M
-from jobs import report
+from jobs.analysis import report
 
 
 def _row(uq: str, seed: int) -> dict:

@@ -407,7 +407,7 @@ def test_summarize_is_fast():
 
 
 def test_plot_routing_writes_png(tmp_path):
-    from jobs.plots import plot_routing  # matplotlib is imported only here
+    from jobs.figures import plot_routing  # matplotlib is imported only here
 
     curves = {f"perplexity (AUROC {M.auroc(U4, SLM4):.2f})": M.routing_curve(U4, SLM4, LLM4)}
     out = plot_routing(

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import analysis as A
-from jobs import calibration as C
+from jobs.analysis import calibration as C
+from jobs.analysis import findings as A
+from jobs.analysis.inputs import LeaveOutScore
 from jobs.records import finish_unit, unit_dir, write_table
-from jobs.views import LeaveOutScore
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
 RNG = np.random.default_rng(3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.probe_mlp import MLPProbe, fit
+from jobs.uq.probe_mlp import MLPProbe, fit
 
 
 def toy(n, seed, dim=8):

@@ -1,4 +1,4 @@
-"""Learned routers (jobs/routers.py; knn_router, logreg_router, embed_router and their in-distribution
+"""Learned routers (jobs/uq/routers.py; knn_router, logreg_router, embed_router and their in-distribution
 variants knn_router_id, logreg_router_id, embed_router_id) on synthetic stats: where the query
 predicts the SLM's correctness they rank errors first (AUROC clearly above 0.5), where it does not
 they are at chance; the in-distribution variants train on the evaluated dataset's own fit rows only."""
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from jobs import metrics as M
-from jobs.routers import knn_p_correct, query_matrix
 from jobs.uq import PAPER_METHODS, UQ_METHODS, compute
+from jobs.uq.routers import knn_p_correct, query_matrix
 
 ROUTERS = ("knn_router", "logreg_router", "embed_router")
 ID_ROUTERS = ("knn_router_id", "logreg_router_id", "embed_router_id")

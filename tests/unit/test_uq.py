@@ -72,7 +72,7 @@ def test_scoring_code_does_not_import_torch():
         "import sys\n"
         "from jobs.uq import UQ_METHODS\n"
         "[UQ_METHODS.get(n) for n in UQ_METHODS.names()]\n"
-        "import jobs.metrics, jobs.probe_mlp\n"
+        "import jobs.metrics, jobs.uq.probe_mlp\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     root = Path(__file__).resolve().parents[2]

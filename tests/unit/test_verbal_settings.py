@@ -305,8 +305,8 @@ def test_bad_nan_policy_and_route_are_config_errors(tmp_path):
 
 
 def test_paired_table_applies_each_methods_own_policy():
-    from jobs.analysis import paired_table
-    from jobs.calibration import Pool
+    from jobs.analysis.calibration import Pool
+    from jobs.analysis.findings import paired_table
 
     u_v, slm, llm = _skewed_failures()
     u_p = np.linspace(0, 1, len(u_v))  # a method that scores every query
@@ -323,7 +323,7 @@ def test_paired_table_applies_each_methods_own_policy():
 
 
 def test_ranking_reports_the_mean_unscored_share():
-    from jobs.analysis import method_ranking
+    from jobs.analysis.findings import method_ranking
 
     table = [
         {"uq": "verbal_1s", "auroc": 0.6, "n": 10, "n_nan": 4, "unscored_share": 0.4},
@@ -336,8 +336,8 @@ def test_ranking_reports_the_mean_unscored_share():
 
 
 def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
-    from jobs.analysis import fit_pools
-    from jobs.views import FitSource, SettingView
+    from jobs.analysis.findings import fit_pools
+    from jobs.analysis.inputs import CalibrationUnits, SettingView
 
     store = _setting_store(tmp_path)
     stages = {"greedy": "G", "verbal_1s": "V1"}
@@ -345,7 +345,7 @@ def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
         ("own_answer", [True, False, True, True, False, True]),
         ("greedy_answer", [True, True, False, False, False, True]),
     ):
-        fit = FitSource("S", "G", "L", stages, method="verbal_1s", params={"route": route})
+        fit = CalibrationUnits("S", "G", "L", stages, method="verbal_1s", params={"route": route})
         setting = SettingView("m", "verbal_1s", "d", "l", results=tmp_path / "H", hash="H", fit=fit)
         pool = fit_pools(store, [setting], "flexible")[("m", "verbal_1s", "l")]["d"]
         assert pool.slm_correct.tolist() == expected
@@ -354,8 +354,8 @@ def test_fit_pools_judge_the_answer_the_setting_judges(tmp_path):
 def test_a_method_that_scores_nothing_is_reported_not_fatal(tmp_path):
     """Under "drop" a verbal method whose confidences never parse has no scored query: the setting
     still finishes (metrics NaN, unscored_share 1, no curve) and the analysis skips it."""
-    from jobs.analysis import paired_table, transfer_analysis
-    from jobs.calibration import Pool
+    from jobs.analysis.calibration import Pool
+    from jobs.analysis.findings import paired_table, transfer_analysis
     from orchestrator.mlflow_sink import curve_metric
 
     ids = [f"s{i}" for i in range(6)]
@@ -424,7 +424,7 @@ def test_an_auroc_over_a_few_scored_queries_is_no_ranking_evidence():
     """Seen on the default grid: verbal_2s parsed 6 of 50 confidences on ARC-Easy, AUROC 0.75 over
     those 6, and finding 1 ranked it first. A setting where the method scored under half of the
     queries stays out of its method's mean (and is counted)."""
-    from jobs.analysis import MIN_SCORED_FOR_RANKING, method_ranking
+    from jobs.analysis.findings import MIN_SCORED_FOR_RANKING, method_ranking
 
     table = [
         {"uq": "verbal_2s", "auroc": 0.75, "n": 50, "unscored_share": 0.88},

@@ -1,8 +1,8 @@
 """``grid_view``: the typed inputs of the analysis, the report and the cost section
-(``jobs/views.py``) from a resolved grid and its plan.
+(``jobs/analysis/inputs.py``) from a resolved grid and its plan.
 
 The one place outside ``orchestrator/plan.py`` that reads unit specs (and the plan's
-calibration and leave-out tables) for ``jobs.analysis``, ``jobs.report`` and ``jobs.cost_report``:
+calibration and leave-out tables) for ``jobs.analysis.findings``, ``jobs.analysis.report`` and ``jobs.analysis.cost_report``:
 a change to the plan's specs changes this file, not them.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs.analysis.inputs import CalibrationUnits, GridView, LeaveOutScore, SettingView
 from jobs.units import ScoreSpec, SettingSpec
-from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 from orchestrator.config import ResolvedGrid, dataset_answer_modes, dataset_groups, nan_policy_of
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
-    """The grid as ``jobs.analysis.analyze``, ``jobs.report.build_report`` and
-    ``jobs.cost_report.cost_analysis`` read it."""
+    """The grid as ``jobs.analysis.findings.analyze``, ``jobs.analysis.report.build_report`` and
+    ``jobs.analysis.cost_report.cost_analysis`` read it."""
     from jobs.datasets.roles import fit_source
     from orchestrator.config import dataset_task
 
@@ -87,14 +87,14 @@ def setting_view(r: ResolvedGrid, plan: Plan, s: Setting) -> SettingView:
     )
 
 
-def _fit_source(plan: Plan, s: Setting) -> FitSource | None:
+def _fit_source(plan: Plan, s: Setting) -> CalibrationUnits | None:
     fs = plan.fit_scores.get((s.slm, s.uq, s.dataset))
     fl = plan.fit_llm.get((s.llm, s.dataset))
     if fs is None or fl is None:
         return None
     sp = plan.spec(fs.score)
     assert isinstance(sp, ScoreSpec)
-    return FitSource(
+    return CalibrationUnits(
         score_key=fs.score,
         greedy_key=fs.slm_greedy,
         llm_key=fl,

@@ -1,8 +1,8 @@
 """A grid's results read as tables, from the store, one setting folder at a time.
 
 The readers behind ``uqroute.open`` (``orchestrator/results.py``), the report's routing figures
-(``jobs.report.routing_figures``) and ``uqroute explain``: they take the settings to read
-(``jobs.views.SettingView``, already chosen by the caller) and open only their folders, so a
+(``jobs.analysis.report.routing_figures``) and ``uqroute explain``: they take the settings to read
+(``jobs.analysis.inputs.SettingView``, already chosen by the caller) and open only their folders, so a
 question about one dataset of a grid of thousands of settings reads that dataset's files alone.
 They never check a unit's health: callers refuse damaged units first
 (``orchestrator.verify.require_healthy``), and a setting whose results are not finished is left
@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from jobs.analysis.inputs import SettingView
 from jobs.store import setting_row
-from jobs.views import SettingView
 
 #: the lines of a setting's curve.json: the UQ method's routing curve, random routing, the oracle
 CURVE_LINES = ("curve", "random", "oracle")

@@ -1,9 +1,9 @@
 """Grid-level analysis: the numbers behind the paper's three findings, read from the store.
 
 Where this sits in the flow: finished setting units (eval role) and calibration units (fit
-role) in the store -> **analysis** -> the report (``jobs/report.py``), ``uqroute calibrate``.
-What is read, and how the grid asked for it, comes as a typed view (``jobs.views.GridView``, built
-by ``orchestrator.views.grid_view``); pools are ``jobs.calibration.Pool``s.
+role) in the store -> **analysis** -> the report (``jobs/analysis/report.py``), ``uqroute calibrate``.
+What is read, and how the grid asked for it, comes as a typed view (``jobs.analysis.inputs.GridView``, built
+by ``orchestrator.grid_view.grid_view``); pools are ``jobs.analysis.calibration.Pool``s.
 
   eval_pools / fit_pools   per (SLM, UQ, LLM): per dataset sample ids, uncertainty, SLM and LLM
                            correctness (eval: the evaluated rows; fit: train/dev rows)
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from jobs import calibration as C
 from jobs import metrics as M
-from jobs.calibration import Pool, calibration_scale
+from jobs.analysis import calibration as C
+from jobs.analysis.calibration import Pool, calibration_scale
+from jobs.analysis.inputs import CalibrationUnits, GridView, LeaveOutScore, SettingView
 from jobs.store import Store, setting_row, unscored_share
 from jobs.uq.definition import DatasetForm, Definition, same_definition
-from jobs.views import FitSource, GridView, LeaveOutScore, SettingView
 
 Key = tuple[str, str, str]  # (slm, uq, llm)
 Pools = dict[Key, dict[str, Pool]]  # (slm, uq, llm) -> dataset -> pool
@@ -82,7 +82,7 @@ def fit_pools(store: Path, settings: Iterable[SettingView], policy: str) -> Pool
     judged: dict[tuple, dict[str, bool]] = {}
     st = Store(store)
 
-    def correct_by_id(key: str, fit: FitSource | None = None) -> dict[str, bool] | None:
+    def correct_by_id(key: str, fit: CalibrationUnits | None = None) -> dict[str, bool] | None:
         """sample id -> correct, for the gen unit ``key``: the answer ``fit``'s score judges (its
         method's route), or the plain extracted answer (fit None, or a score of no known method)."""
         ck = (key, fit.score_key if fit is not None else None)
@@ -1320,7 +1320,7 @@ def transfer_finding(transfer: dict, fitted_on_target: Iterable[str] = ()) -> di
 
 def analyze(view: GridView) -> dict:
     """Everything the report shows, as plain JSON-able data (numpy arrays turned into lists), from
-    a grid's typed view (``orchestrator.views.grid_view``)."""
+    a grid's typed view (``orchestrator.grid_view.grid_view``)."""
     store = view.store
     cal_conf = dict(view.calibration)
     ev = eval_pools(view.settings)

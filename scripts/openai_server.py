@@ -1,7 +1,7 @@
 """A small OpenAI-compatible server over a local transformers model, answering as vLLM does.
 
 For tests of the HTTP backend against a real model, and for serving an offline model on one
-machine: ``python -m jobs.backends.openai_server --model-conf conf/slm/x.yaml --port 8011``.
+machine: ``python -m scripts.openai_server --model-conf conf/slm/x.yaml --port 8011``.
 It binds 127.0.0.1 only (put an SSH tunnel or a proxy in front to reach it from elsewhere).
 
 - ``POST /v1/chat/completions``: ``messages``, ``max_tokens``, ``temperature`` (0 = greedy;

@@ -1,4 +1,6 @@
-"""Routing-curve figures (PNG), from curves computed by ``jobs/metrics.py``.
+"""Figures and HTML pieces shared by a setting unit (its routing-curve PNG) and the grid-level report
+(``jobs/analysis``): routing-curve figures from curves computed by ``jobs/metrics.py``, the figure
+helpers, and the report's HTML pieces (numbers, tables, inline images).
 
 Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it is safe in
 workers and on machines without a display.
@@ -6,10 +8,14 @@ workers and on machines without a display.
 
 from __future__ import annotations
 
+import base64
+import html
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -61,7 +67,7 @@ def plot_routing(
     return path
 
 
-# ---- shared by the report's figures (jobs/report.py, jobs/cost_report.py) ------------------------
+# ---- shared by the report's figures (jobs/analysis/report.py, jobs/analysis/cost_report.py) ------------------------
 
 
 def new_figure(w: float, h: float) -> Figure:
@@ -91,3 +97,35 @@ def colors(n: int) -> list:
 
     cm = colormaps["tab10" if n <= 10 else "tab20"]
     return [cm(i % cm.N) for i in range(n)]
+
+
+# ---------------------------------------------------------------- HTML pieces of the report
+
+
+def num_html(x: Any, nd: int = 3) -> str:
+    """A table cell's text: "–" for missing / non-finite, yes / no, integers, floats to ``nd`` places."""
+    if x is None:
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return "–" if not np.isfinite(x) else f"{x:.{nd}f}"
+    return html.escape(str(x))
+
+
+def table_html(rows: list[dict], cols: Iterable[tuple[str, str]], cls: str = "") -> str:
+    """An HTML table of ``rows`` with ``cols`` = (key, header label)."""
+    cols = list(cols)
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
+    body = "".join("<tr>" + "".join(f"<td>{num_html(r.get(k))}</td>" for k, _ in cols) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def img_html(path: Path | None, alt: str) -> str:
+    """A PNG inlined as a data URI in a figure with its caption (a note when there is none)."""
+    if path is None:
+        return f'<p class="na">({html.escape(alt)}: nothing to show)</p>'
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'

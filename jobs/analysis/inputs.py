@@ -1,12 +1,12 @@
 """Typed, read-only inputs of the grid analysis, the report and its cost section.
 
 Where this sits in the flow: a resolved grid + its plan (driver side) ->
-``orchestrator.views.grid_view`` -> **these views** -> ``jobs.analysis.analyze``,
-``jobs.report.build_report``, ``jobs.cost_report.cost_analysis``, ``uqroute calibrate``.
+``orchestrator.grid_view.grid_view`` -> **these views** -> ``jobs.analysis.findings.analyze``,
+``jobs.analysis.report.build_report``, ``jobs.analysis.cost_report.cost_analysis``, ``uqroute calibrate``.
 
 They say which settings the grid has, where each one's results are in the store, which units its
 numbers were computed from (by key) and how the grid asked for them to be analysed. ``jobs/``
-reads no plan internals: ``orchestrator.views.grid_view`` is the one place outside
+reads no plan internals: ``orchestrator.grid_view.grid_view`` is the one place outside
 ``orchestrator.plan`` that reads unit payloads for the analysis, the report and the cost section.
 Plain data: no torch, no Ray, no orchestrator import.
 """
@@ -22,8 +22,8 @@ from jobs.store import UnitDir
 
 
 @dataclass(frozen=True)
-class FitSource:
-    """A setting's calibration (fit-role) units: what ``jobs.analysis.fit_pools`` reads.
+class CalibrationUnits:
+    """A setting's calibration (fit-role) units: what ``jobs.analysis.findings.fit_pools`` reads.
 
     score_key: the fit-role score unit; greedy_key: the SLM's greedy pass on the fit rows;
     stage_keys: stage -> key of every SLM pass that score read (greedy included); llm_key: the LLM's
@@ -65,7 +65,7 @@ class SettingView:
     params: Mapping[str, Any] = field(default_factory=dict)
     slm_model: Mapping[str, Any] = field(default_factory=dict)
     llm_model: Mapping[str, Any] = field(default_factory=dict)
-    fit: FitSource | None = None
+    fit: CalibrationUnits | None = None
     nan_policy: str = "most_uncertain"  # what its metrics do with unscored queries (its method's / entry's)
 
     @property
@@ -106,14 +106,14 @@ class GridView:
     datasets whose config sets its own row counts; extraction_policy:
     ``decoding.extraction_policy``; bootstrap, bootstrap_seed, ties, nan_policy: the ``metrics``
     block (nan_policy: the grid's default); calibration: the ``calibration`` block as configured
-    (``jobs.calibration.CalibrationParams.from_conf`` reads it per UQ method); uq_methods: uq name ->
+    (``jobs.analysis.calibration.CalibrationParams.from_conf`` reads it per UQ method); uq_methods: uq name ->
     UQ method name; nan_policies: uq name -> its NaN policy (``orchestrator.config.nan_policy_of``);
     fit_sources: dataset -> where its fit rows come from ("split:<split>" | "eval-disjoint");
     groups: dataset -> its dataset group (None: none); leave_out, leave_group_out: the leave-out
     scores of methods trained on other datasets (``LeaveOutScore``); prices, price_dirs: the price
     table's name (``cost.prices``) and the conf folders it may be in; answer_modes: dataset -> the
     answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``), dataset_tasks:
-    dataset -> its task: what a UQ statistic's definition depends on (``jobs.analysis.dataset_forms``)."""
+    dataset -> its task: what a UQ statistic's definition depends on (``jobs.analysis.findings.dataset_forms``)."""
 
     name: str
     store: Path

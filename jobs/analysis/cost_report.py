@@ -11,7 +11,7 @@ gap (between the SLM's and the LLM's accuracy on all queries) never rest on a me
 subset; the ``scored`` column says how much of the dataset a method could route.
 
 Where this sits in the flow: the store (setting records + generation records) + ``conf/prices``
--> ``jobs.cost`` -> **here** -> ``jobs.report`` (HTML section, PNG). Re-pricing at report time
+-> ``jobs.cost`` -> **here** -> ``jobs.analysis.report`` (HTML section, PNG). Re-pricing at report time
 means a price edit needs only ``uqroute report``; the settings' MLflow metrics keep the table they
 were priced with (curve.json says which), and the section says when that differs.
 """
@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from jobs import cost as C
+from jobs.analysis.inputs import GridView
 from jobs.records import read_json
 from jobs.store import Store
-from jobs.views import GridView
 
 #: Columns of the cost table (key, label); money columns are USD per 1000 queries.
 TABLE_COLS: tuple[tuple[str, str], ...] = (
@@ -182,8 +182,8 @@ def pareto_figure(groups: list[dict], path: Path) -> Path | None:
     """One panel per (SLM, dataset, LLM): accuracy against cost per 1k queries for every UQ method
     (thin lines), the Pareto frontier across them (thick black steps), random routing with no UQ
     method (dashed) and the LLM alone (star)."""
-    from jobs.plots import colors as palette
-    from jobs.plots import grid_shape, new_figure, save_figure
+    from jobs.figures import colors as palette
+    from jobs.figures import grid_shape, new_figure, save_figure
 
     groups = [g for g in groups if g["curves"]]
     if not groups:
@@ -227,7 +227,7 @@ def pareto_figure(groups: list[dict], path: Path) -> Path | None:
 
 def cost_section_html(ca: dict, png: Path | None) -> list[str]:
     """The HTML parts of the cost section (heading, prices, plot, a table and a verdict per group)."""
-    from jobs.htmlkit import img_html, table_html
+    from jobs.figures import img_html, table_html
 
     p = ca["prices"]
     out = ['<h2 id="cost">Cost: which UQ method is worth its own cost</h2>']

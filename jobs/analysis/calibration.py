@@ -61,7 +61,7 @@ BINNINGS: tuple[str, ...] = ("equal_width", "equal_freq")
 #: which fit-role rows may feed calibration sets: only datasets with a real train/dev split, or
 #: also the never-evaluated rows of test-only datasets
 POOLS: tuple[str, ...] = ("train_dev", "fit")
-#: the transfer analyses (jobs/analysis.py): leave one dataset out, and calibrate on one dataset
+#: the transfer analyses (jobs/analysis/findings.py): leave one dataset out, and calibrate on one dataset
 #: group, apply on another
 SPLITS: tuple[str, ...] = ("leave_one_out", "cross_group")
 #: Scales a calibration set's bins are cut on (``to_confidence``); "uncertainty" = the raw score.
@@ -82,7 +82,7 @@ _SNAP = 1e-9
 @dataclass(frozen=True, eq=False)
 class Pool:
     """One dataset's labelled, scored rows for one (SLM, UQ method, LLM): what calibration sets are
-    drawn from and what transfer is evaluated on (``jobs.analysis`` reads them from the store).
+    drawn from and what transfer is evaluated on (``jobs.analysis.findings`` reads them from the store).
 
     sample_id: the rows' ids, in row order; uncertainty: float array (NaN = the method could not
     score the row); slm_correct, llm_correct: bool arrays. Every function here that takes pools
@@ -129,7 +129,7 @@ class CalibrationParams:
     """How calibration sets are drawn and which call rates they are asked for: a grid's
     ``calibration`` block (``orchestrator.config.CalibrationConf``) for one UQ method, with its
     scale resolved (``from_conf``). Passed as ``params=`` to ``build_calibration_set``,
-    ``transfer_table`` and ``curve_transfer``, and so by ``jobs.analysis`` and
+    ``transfer_table`` and ``curve_transfer``, and so by ``jobs.analysis.findings`` and
     ``orchestrator.calibrate``.
 
     n_bins, binning: the bins the pooled scores are cut into ("equal_width" | "equal_freq");
@@ -736,7 +736,7 @@ def transfer_table(
     heldout_calibration_pools: held-out -> the pools "calibration" draws its set from for that
     held-out dataset, in place of ``calibration_pools`` / ``pools``: for methods trained on other
     datasets (the OOD probe), the other datasets' rows scored by models that never saw the
-    held-out one (``jobs.views.GridView.leave_out``); a held-out dataset missing here uses the
+    held-out one (``jobs.analysis.inputs.GridView.leave_out``); a held-out dataset missing here uses the
     default pools.
     params: how calibration sets are drawn (``build_calibration_set``; their thresholds are weighted
     quantiles and their predicted accuracy is weighted) and the targets. "calibration" draws

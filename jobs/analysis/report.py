@@ -1,6 +1,6 @@
 """The grid report: one self-contained HTML file (PNGs embedded) plus the PNGs beside it.
 
-Where this sits in the flow: ``jobs.analysis.analyze`` (numbers) -> **report** (figures,
+Where this sits in the flow: ``jobs.analysis.findings.analyze`` (numbers) -> **report** (figures,
 tables, prose) -> ``<output>/report/`` and the grid's parent MLflow run.
 
 Figures use matplotlib's Agg canvas (no display needed). The HTML has no external reference
@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from jobs import metrics as M
-from jobs.htmlkit import img_html as _img
-from jobs.htmlkit import table_html
+from jobs.analysis.inputs import GridView, SettingView
+from jobs.analysis.results import setting_curves
+from jobs.figures import colors as _colors
+from jobs.figures import grid_shape as _grid_shape
+from jobs.figures import img_html as _img
+from jobs.figures import new_figure as _fig
+from jobs.figures import plot_routing, table_html
+from jobs.figures import save_figure as _save
 from jobs.metrics import RoutingCurve
-from jobs.plots import colors as _colors
-from jobs.plots import grid_shape as _grid_shape
-from jobs.plots import new_figure as _fig
-from jobs.plots import plot_routing
-from jobs.plots import save_figure as _save
-from jobs.results import setting_curves
-from jobs.views import GridView, SettingView
 
 VERDICT_CLASS = {"holds": "ok", "partly": "partly", "does not hold": "bad", "not testable": "na"}
 
@@ -379,10 +378,10 @@ def _section(parts: list[str], *pngs: Path | None, metrics: Mapping[str, float] 
 
 def build_report(view: GridView, out_dir: Path | None = None, analysis: dict | None = None) -> dict:
     """Write ``<output>/report/index.html`` (self-contained), its PNGs and ``analysis.json``, for a
-    grid's typed view (``orchestrator.views.grid_view``): one function per section, in page order.
+    grid's typed view (``orchestrator.grid_view.grid_view``): one function per section, in page order.
 
     Returns {"html": path, "pngs": [paths], "analysis": path, "findings": [...], "metrics": {...}}."""
-    from jobs.analysis import analyze
+    from jobs.analysis.findings import analyze
 
     out_dir = Path(out_dir or (view.output / "report"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -889,9 +888,9 @@ def report_metrics(a: dict) -> dict[str, float]:
 
 
 def cost_section(view: GridView, out_dir: Path) -> Section:
-    """The cost section (``jobs/cost_report.py``): HTML parts, the Pareto PNG, parent-run metrics;
+    """The cost section (``jobs/analysis/cost_report.py``): HTML parts, the Pareto PNG, parent-run metrics;
     ``cost.json`` beside the report holds the numbers."""
-    from jobs import cost_report
+    from jobs.analysis import cost_report
 
     ca = cost_report.cost_analysis(view)
     png = cost_report.pareto_figure(ca["groups"], out_dir / "cost_pareto.png")
