@@ -4,6 +4,10 @@ Where this sits in the flow: per-sample records (uncertainty from ``jobs/uq``, S
 correctness) -> **metrics** -> MLflow / reports. numpy only, so every number can be
 recomputed from the Parquet records without a GPU.
 
+A setting's scalar metrics are declared once, in ``METRICS`` (a ``Metric``: name, function of the
+setting's ``Queries``, label, direction, bootstrap interval, where it is shown); ``summarize``, the
+summary files, MLflow's views and the report's settings table are derived from it.
+
 Routing rule: offload the k most uncertain queries to the LLM (uncertainty: higher = more
 uncertain, as every ``jobs/uq`` method returns). With N queries,
     accuracy(k) = (LLM-correct among offloaded + SLM-correct among kept) / N,   ratio = k / N,
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -490,63 +495,237 @@ def bootstrap_ci(
     return result
 
 
-# ---- one call per setting ---------------------------------------------------------------------
+# ---- the registry: one declaration per metric of a setting ------------------------------------
 
-SUMMARY_KEYS: tuple[str, ...] = (
-    "n",
-    "n_nan",
-    "unscored_share",
-    "n_used",
-    "slm_acc",
-    "llm_acc",
-    "auroc",
-    "area",
-    "random_area",
-    "oracle_area",
-    "apgr",
-    "gap_recovered_vs_random",
-    "call_rate_50",
-    "call_rate_80",
-    "cpt_20",
-    "cpt_50",
-    "cpt_80",
-    *(f"relative_accuracy_at_{k}" for k in RELATIVE_ACCURACY_PCTS),
-    "auroc_lo",
-    "auroc_hi",
-    "area_lo",
-    "area_hi",
-    "apgr_lo",
-    "apgr_hi",
-    "gap_recovered_vs_random_lo",
-    "gap_recovered_vs_random_hi",
+
+@dataclass(frozen=True, eq=False)
+class Queries:
+    """One setting's queries as a metric reads them: after the NaN policy (``apply_nan_policy``),
+    with the counts from before it and the routing curves, built once on first use.
+
+    u, slm, llm: the uncertainty, SLM and LLM correctness of the queries the metrics use (n_used of
+    them; a NaN uncertainty is +inf under "most_uncertain", left out under "drop").
+    ties:        the tie rule of the curves (``TIES``).
+    n, n_nan:    the queries given, and how many of them had a NaN uncertainty.
+    """
+
+    u: np.ndarray
+    slm: np.ndarray
+    llm: np.ndarray
+    ties: str = "expected"
+    n: int = 0
+    n_nan: int = 0
+
+    @cached_property
+    def curve(self) -> RoutingCurve:
+        return routing_curve(self.u, self.slm, self.llm, ties=self.ties)
+
+    @cached_property
+    def random(self) -> RoutingCurve:
+        return random_curve(self.slm, self.llm)
+
+    @cached_property
+    def oracle(self) -> RoutingCurve:
+        return oracle_curve(self.slm, self.llm)
+
+
+def queries(
+    uncertainty, slm_correct, llm_correct, nan_policy: str = "most_uncertain", ties: str = "expected"
+) -> Queries:
+    """Check one setting's arrays and apply its NaN policy: what ``summarize`` hands each metric."""
+    _check_ties(ties)
+    u_raw = _as_uncertainty(uncertainty, allow_nan=True)
+    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
+    n = _check_lengths(uncertainty=u_raw, slm_correct=slm, llm_correct=llm)
+    u, keep = apply_nan_policy(u_raw, nan_policy)
+    return Queries(u[keep], slm[keep], llm[keep], ties, n=n, n_nan=int(np.isnan(u_raw).sum()))
+
+
+#: Where a metric is shown besides the summary dict (every metric is in ``summarize``'s dict, the
+#: setting manifest, ``summary.json``, the analysis and the setting's MLflow run):
+#:   "summary": a column of ``summary.csv`` (``orchestrator.runner.summary_csv``);
+#:   "mlflow":  a bar in the first section of each group's MLflow view and a column of the grid's
+#:              settings table there (``orchestrator.mlflow_sink``); the first one orders the runs;
+#:   "report":  a column of the report's settings table (``jobs.analysis.report``), its interval beside it.
+PLACES: tuple[str, ...] = ("summary", "mlflow", "report")
+#: The bootstrap statistic of a metric with an interval: (B, N) uncertainty, SLM and LLM
+#: correctness and the tie rule -> (B,), one value per resample.
+IntervalStat = Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Metric:
+    """One scalar metric of a setting, declared once in ``METRICS``; ``summarize``, the summary
+    files, MLflow and the report all read it from there.
+
+    name:             its key (``summarize``'s dict, the manifest, summary.json, MLflow).
+    fn:               its value from the setting's ``Queries`` (a number; NaN where undefined).
+    label:            its column header (report, summary tables).
+    higher_is_better: its direction: True, False, or None for a count or a reference value that
+                      says nothing about the UQ method by itself.
+    has_interval:     a 95% paired percentile bootstrap interval, keys ``<name>_lo`` / ``<name>_hi``
+                      (``bootstrap_ci``; all metrics see the same resamples).
+    batch:            the interval's statistic on all resamples at once (``IntervalStat``); None:
+                      ``fn`` once per resample (``per_replicate``: correct, slower).
+    shown_in:         the ``PLACES`` that show it.
+    needs_queries:    False for the counts, computed even when the NaN policy leaves no query (the
+                      others are NaN then).
+    """
+
+    name: str
+    fn: Callable[[Queries], float]
+    label: str = ""
+    higher_is_better: bool | None = None
+    has_interval: bool = False
+    batch: IntervalStat | None = None
+    shown_in: tuple[str, ...] = ()
+    needs_queries: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"metric name {self.name!r} must be an identifier (it becomes a column and a key)")
+        bad = [p for p in self.shown_in if p not in PLACES]
+        if bad:
+            raise ValueError(f"metric {self.name!r}: unknown place(s) {bad} in shown_in; valid: {', '.join(PLACES)}")
+        if self.batch is not None and not self.has_interval:
+            raise ValueError(f"metric {self.name!r} has a batch statistic but has_interval=False")
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+    @property
+    def interval_keys(self) -> tuple[str, ...]:
+        return (f"{self.name}_lo", f"{self.name}_hi") if self.has_interval else ()
+
+
+def _rel_acc(k: int) -> Metric:
+    return Metric(
+        f"relative_accuracy_at_{k}",
+        lambda q: relative_accuracy(q.u, q.slm, q.llm, k / 100, q.ties),
+        f"relative acc. top {k}%",
+        higher_is_better=True,
+    )
+
+
+#: The shipped metrics, in the order every place shows them (a metric with an interval: its bounds
+#: come after all metrics in ``summarize``'s dict, beside it in the report). A new metric is one
+#: ``Metric(...)`` here (``tests/unit/test_metric_registry.py``); bump ``jobs.scoring.SCORING_VERSION``
+#: for existing stores to get it (``uqroute rescore``).
+METRICS: tuple[Metric, ...] = (
+    Metric("slm_acc", lambda q: float(q.slm.mean()), "SLM acc", shown_in=("summary",)),
+    Metric("llm_acc", lambda q: float(q.llm.mean()), "LLM acc", shown_in=("summary",)),
+    Metric(
+        "auroc",
+        lambda q: auroc(q.u, q.slm),
+        "AUROC",
+        higher_is_better=True,
+        has_interval=True,
+        batch=lambda u, slm, llm, ties: batch_auroc(u, slm, llm),
+        shown_in=("summary", "mlflow", "report"),
+    ),
+    # beside the AUROC whatever the policy: under "drop" the metrics describe only the scored share;
+    # under "most_uncertain" the unscored queries sit at the top of the ranking
+    Metric(
+        "unscored_share",
+        lambda q: q.n_nan / q.n,
+        "unscored",
+        higher_is_better=False,
+        shown_in=("summary", "mlflow", "report"),
+        needs_queries=False,
+    ),
+    Metric(
+        "area",
+        lambda q: curve_area(q.curve),
+        "area",
+        higher_is_better=True,
+        has_interval=True,
+        batch=batch_area,
+        shown_in=("summary", "mlflow", "report"),
+    ),
+    Metric(
+        "apgr",
+        lambda q: apgr(q.curve),
+        "APGR",
+        higher_is_better=True,
+        has_interval=True,
+        batch=batch_apgr,
+        shown_in=("summary", "mlflow", "report"),
+    ),
+    Metric(
+        "gap_recovered_vs_random",
+        lambda q: gap_recovered_vs_random(q.curve, q.random, q.oracle),
+        "gap vs random",
+        higher_is_better=True,
+        has_interval=True,
+        batch=batch_gap_recovered_vs_random,
+        shown_in=("report",),
+    ),
+    Metric(
+        "call_rate_50",
+        lambda q: call_rate_for_gap(q.curve, 0.5),
+        "call rate 50%",
+        higher_is_better=False,
+        shown_in=("summary",),
+    ),
+    Metric(
+        "call_rate_80",
+        lambda q: call_rate_for_gap(q.curve, 0.8),
+        "call rate 80%",
+        higher_is_better=False,
+        shown_in=("summary",),
+    ),
+    Metric("cpt_20", lambda q: cpt(q.curve, 0.2), "CPT(20%)", higher_is_better=False),
+    Metric("cpt_50", lambda q: cpt(q.curve, 0.5), "CPT(50%)", higher_is_better=False, shown_in=("report",)),
+    Metric("cpt_80", lambda q: cpt(q.curve, 0.8), "CPT(80%)", higher_is_better=False, shown_in=("report",)),
+    *(_rel_acc(k) for k in RELATIVE_ACCURACY_PCTS),
+    Metric("random_area", lambda q: curve_area(q.random), "random area"),
+    Metric("oracle_area", lambda q: curve_area(q.oracle), "oracle area"),
+    Metric("n", lambda q: q.n, "n", needs_queries=False),
+    Metric("n_nan", lambda q: q.n_nan, "NaN", higher_is_better=False, shown_in=("report",), needs_queries=False),
+    Metric("n_used", lambda q: len(q.u), "n used", needs_queries=False),
 )
 
-#: The columns of the report's settings table (``jobs/analysis/report.py``), after the setting's axes: a summary
-#: metric (or a row field of the settings table: ``nan_policy``) and its label; a metric with a
-#: bootstrap CI (``<key>_lo`` / ``<key>_hi`` in SUMMARY_KEYS) gets its two CI columns beside it.
-#: A new metric: its key in SUMMARY_KEYS, computed in ``summarize``, and a line here -- MLflow, the
-#: summary files, the analysis and the report then all show it.
-REPORT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("auroc", "AUROC"),
-    ("unscored_share", "unscored"),
-    ("nan_policy", "NaN policy"),
-    ("area", "area"),
-    ("apgr", "APGR"),
-    ("gap_recovered_vs_random", "gap vs random"),
-    ("cpt_50", "CPT(50%)"),
-    ("cpt_80", "CPT(80%)"),
-    ("n_nan", "NaN"),
-)
+
+def registry() -> tuple[Metric, ...]:
+    """``METRICS``, checked: every key (a name or an interval bound) once."""
+    keys = [k for m in METRICS for k in (m.name, *m.interval_keys)]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"metric key(s) {dup} declared twice in jobs.metrics.METRICS")
+    return METRICS
+
+
+def metric(name: str) -> Metric:
+    """The declaration of metric ``name``; an unknown name is an error naming the valid ones."""
+    found = [m for m in registry() if m.name == name]
+    if not found:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(m.name for m in METRICS)}")
+    return found[0]
+
+
+def summary_keys() -> tuple[str, ...]:
+    """The keys of ``summarize``'s dict: every metric, then the interval bounds."""
+    ms = registry()
+    return (*(m.name for m in ms), *(k for m in ms for k in m.interval_keys))
+
+
+def shown(place: str) -> tuple[Metric, ...]:
+    """The metrics shown in ``place`` (one of ``PLACES``), in registry order."""
+    if place not in PLACES:
+        raise ValueError(f"unknown place {place!r}; valid: {', '.join(PLACES)}")
+    return tuple(m for m in registry() if place in m.shown_in)
 
 
 def report_columns() -> list[tuple[str, str]]:
-    """``REPORT_COLUMNS`` with each metric's CI columns ("lo", "hi") after it."""
-    out = []
-    for key, label in REPORT_COLUMNS:
-        out.append((key, label))
-        if f"{key}_lo" in SUMMARY_KEYS:
-            out += [(f"{key}_lo", "lo"), (f"{key}_hi", "hi")]
-    return out
+    """The metric columns of the report's settings table, (key, header): each metric shown in the
+    report with its interval's columns ("lo", "hi") after it."""
+    return [c for m in shown("report") for c in ((m.name, m.label), *zip(m.interval_keys, ("lo", "hi")))]
+
+
+def _interval_stat(m: Metric, ties: str) -> BatchStat:
+    batch = m.batch
+    if batch is not None:
+        return lambda u, slm, llm: batch(u, slm, llm, ties)
+    return per_replicate(lambda u, slm, llm: m.fn(Queries(u, slm, llm, ties, n=len(u))))
 
 
 def summarize(
@@ -559,67 +738,28 @@ def summarize(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, float | int]:
-    """All scalar routing metrics of one setting, as plain JSON-serializable numbers.
+    """Every metric of ``METRICS`` for one setting, as plain JSON-serializable numbers.
 
     n is the number of queries given, n_nan how many had NaN uncertainty (the method could not
     score them) and unscored_share = n_nan / n, to be reported beside the AUROC; n_used is how
     many queries the metrics used (n - n_nan under "drop", n under "most_uncertain"). With
     nan_policy="drop" every other value is computed on the n_used queries (all NaN when none is
-    left). CIs (``*_lo``/``*_hi``, 95 %) come from ``n_boot`` paired bootstrap resamples;
+    left). Intervals (``*_lo``/``*_hi``, 95 %) come from ``n_boot`` paired bootstrap resamples;
     n_boot=0 skips them (NaN). apgr and cpt_20/50/80 are RouteLLM's (``apgr``, ``cpt``; cpt as a
     fraction), gap_recovered_vs_random ours, call_rate_50/80 the first crossing
     (``call_rate_for_gap``), relative_accuracy_at_k the paper's relative accuracy on the top k%
     most confident queries, k = 10..100.
     """
-    _check_ties(ties)
-    u_raw = _as_uncertainty(uncertainty, allow_nan=True)
-    slm, llm = _as_bool(slm_correct, "slm_correct"), _as_bool(llm_correct, "llm_correct")
-    n = _check_lengths(uncertainty=u_raw, slm_correct=slm, llm_correct=llm)
-    u, keep = apply_nan_policy(u_raw, nan_policy)
-    out: dict[str, float | int] = {k: float("nan") for k in SUMMARY_KEYS}
-    out["n"], out["n_nan"] = n, int(np.isnan(u_raw).sum())
-    # reported beside the AUROC whatever the policy: under "drop" the metrics below describe only
-    # the scored share; under "most_uncertain" the unscored rows sit at the top of the ranking
-    out["unscored_share"] = out["n_nan"] / n
-    out["n_used"] = int(keep.sum())
-    u, slm, llm = u[keep], slm[keep], llm[keep]
-    if len(u) == 0:
-        return out
-
-    curve = routing_curve(u, slm, llm, ties=ties)
-    rnd, orc = random_curve(slm, llm), oracle_curve(slm, llm)
-    out.update(
-        slm_acc=float(slm.mean()),
-        llm_acc=float(llm.mean()),
-        auroc=auroc(u, slm),
-        area=curve_area(curve),
-        random_area=curve_area(rnd),
-        oracle_area=curve_area(orc),
-        apgr=apgr(curve),
-        gap_recovered_vs_random=gap_recovered_vs_random(curve, rnd, orc),
-        call_rate_50=call_rate_for_gap(curve, 0.5),
-        call_rate_80=call_rate_for_gap(curve, 0.8),
-        cpt_20=cpt(curve, 0.2),
-        cpt_50=cpt(curve, 0.5),
-        cpt_80=cpt(curve, 0.8),
-    )
-    for row in relative_accuracy_curve(u, slm, llm, ties=ties):
-        out[f"relative_accuracy_at_{row['top_pct']}"] = row["relative_accuracy"]
-    if n_boot > 0:
-        cis = bootstrap_ci(
-            u,
-            slm,
-            llm,
-            {
-                "auroc": batch_auroc,
-                "area": lambda a, b, c: batch_area(a, b, c, ties),
-                "apgr": lambda a, b, c: batch_apgr(a, b, c, ties),
-                "gap_recovered_vs_random": lambda a, b, c: batch_gap_recovered_vs_random(a, b, c, ties),
-            },
-            n_boot=n_boot,
-            seed=seed,
-        )
-        for name, (lo, hi) in cis.items():
+    q = queries(uncertainty, slm_correct, llm_correct, nan_policy, ties)
+    ms = registry()
+    out: dict[str, float | int] = {k: float("nan") for k in summary_keys()}
+    for m in ms:
+        if len(q.u) or not m.needs_queries:
+            out[m.name] = m.fn(q)
+    with_ci = [m for m in ms if m.has_interval]
+    if n_boot > 0 and len(q.u) and with_ci:
+        stats = {m.name: _interval_stat(m, ties) for m in with_ci}
+        for name, (lo, hi) in bootstrap_ci(q.u, q.slm, q.llm, stats, n_boot=n_boot, seed=seed).items():
             out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
     return out
 

@@ -27,6 +27,12 @@ from jobs.records import write_json
 from jobs.store import Store, write_rows
 from jobs.units import ScoreManifest, ScoreSpec, SettingManifest, SettingSpec
 
+#: Version of what score and setting units compute from their inputs (this module, ``jobs/metrics.py``
+#: and its ``METRICS``, the UQ methods of ``jobs/uq``): bump it when one of them changes a result;
+#: every score and setting unit's key carries it (``orchestrator.plan``), so a bump reruns them all
+#: (``uqroute rescore`` does it with no model).
+SCORING_VERSION = "1"
+
 
 def _rows(store: Path | Store, key: str) -> list[dict]:
     return (store if isinstance(store, Store) else Store(store)).gen(key).rows()

@@ -33,7 +33,8 @@ first 10 runs. ``ui_links`` gives the links to print instead:
   ``isAccordionReordered`` is true (otherwise sections are sorted by name). ``group_view_state``
   writes one: the group's runs, sorted by AUROC, all shown (``runsHiddenMode``), in a first
   section the routing curves overlaid (one line per run: per UQ method or learned router) and
-  bars of AUROC, area, APGR and unscored share; the curves against random and oracle and the cost
+  bars of the metrics ``jobs.metrics.METRICS`` shows in "mlflow" (AUROC, unscored share, area,
+  APGR: ``landing_metrics``); the curves against random and oracle and the cost
   curve in a collapsed second section; every other metric (interval bounds, costs, token counts)
   in the collapsed "Model metrics" section, where MLflow also puts any metric the view does not
   name. Another group is one edit of the search filter away.
@@ -62,7 +63,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from jobs.metrics import SUMMARY_KEYS
+from jobs import metrics as M
 from jobs.store import CURVE, SETTING_ARTIFACTS
 
 PID_FILE = "mlflow-server.json"
@@ -194,13 +195,44 @@ def stop_server(folder: Path) -> bool:
 
 
 # ------------------------------------------------------------ the UI views
-#: what a reader looks at first, after the routing curves (bar charts on the landing)
-LANDING_METRICS = ("auroc", "area", "apgr", "unscored_share")
-#: the settings table's columns (``log_settings_table``): what tells settings apart, then what a reader
-#: compares; every other number is in ``summary.csv`` beside it and in the setting's run. Few on
-#: purpose: MLflow's table view spends about half a millisecond of browser time per cell (measured:
-#: 1,792 rows of 55 columns took 51-63 s to show, of 15 columns 20 s; benchmarks/mlflow_landing.py)
-TABLE_COLUMNS = ("uq", "dataset", "slm", "llm") + LANDING_METRICS + ("slm_acc", "llm_acc", "auroc_lo", "auroc_hi")
+
+
+def landing_metrics() -> tuple[str, ...]:
+    """What a reader looks at first, after the routing curves (bar charts on the landing): the
+    metrics ``jobs.metrics.METRICS`` shows in "mlflow", in its order; the first orders the runs."""
+    return tuple(m.name for m in M.shown("mlflow"))
+
+
+def other_metrics() -> tuple[str, ...]:
+    """The other metrics a setting logs (``jobs.metrics.summary_keys``), placed in the collapsed
+    "Model metrics" section; a metric no chart names (the cost and token metrics of ``jobs/cost.py``)
+    goes there too: MLflow adds it to the section its name's prefix gives ("Model metrics" for none),
+    at its end."""
+    first = set(landing_metrics())
+    return tuple(k for k in M.summary_keys() if k not in first)
+
+
+def run_order() -> tuple[str, bool]:
+    """How the runs are sorted: the first landing metric, best first by its declared direction
+    (``orderByKey``, ``orderByAsc``)."""
+    m = M.metric(landing_metrics()[0])
+    return f"metrics.`{m.name}`", m.higher_is_better is False
+
+
+#: the settings table's leading columns: what tells settings apart; the landing metrics follow
+TABLE_AXES = ("uq", "dataset", "slm", "llm")
+
+
+def table_columns() -> tuple[str, ...]:
+    """The settings table's columns (``log_settings_table``): what tells settings apart, the landing
+    metrics, the two accuracies and the first metric's interval; every other number is in
+    ``summary.csv`` beside it and in the setting's run. Few on purpose: MLflow's table view spends
+    about half a millisecond of browser time per cell (measured: 1,792 rows of 55 columns took
+    51-63 s to show, of 15 columns 20 s; benchmarks/mlflow_landing.py)."""
+    landing = landing_metrics()
+    return (*TABLE_AXES, *landing, "slm_acc", "llm_acc", *M.metric(landing[0]).interval_keys)
+
+
 SETTINGS_TABLE = "settings.json"
 SHARE_TAG = "mlflow.sharedViewState."  # MLflow's EXPERIMENT_PAGE_VIEW_STATE_SHARE_TAG_PREFIX
 LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS
@@ -209,10 +241,6 @@ PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
     "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
 )  # fmt: skip
-# the other metrics a setting logs (``jobs.metrics.SUMMARY_KEYS``), placed in the collapsed "Model
-# metrics" section; a metric no chart names (the cost and token metrics of ``jobs/cost.py``) goes there
-# too: MLflow adds it to the section its name's prefix gives ("Model metrics" for none), at its end
-OTHER_METRICS = tuple(k for k in SUMMARY_KEYS if k not in LANDING_METRICS)
 
 
 def run_name(m: dict) -> str:
@@ -289,13 +317,13 @@ def group_view_state(grid_hash: str, slm: str, dataset: str, llm: str) -> dict:
             f"Routing curve: accuracy (y) vs % of queries routed to the LLM (x), {group_label(slm, dataset, llm)}",
         )
     ]
-    charts += [_bar(f"uq-{m}", first, m) for m in LANDING_METRICS]
+    charts += [_bar(f"uq-{m}", first, m) for m in landing_metrics()]
     charts += [
         _line("uq-random", curves, "routing_accuracy_random", "Routing curve of random routing"),
         _line("uq-oracle", curves, "routing_accuracy_oracle", "Routing curve of the oracle"),
         _line("uq-cost", curves, "cost_curve_accuracy", "Accuracy vs cost (x: micro-dollars per query)"),
     ]
-    charts += [_bar(f"uq-{m}", rest, m) for m in OTHER_METRICS]
+    charts += [_bar(f"uq-{m}", rest, m) for m in other_metrics()]
     section = {"isReordered": True, "deleted": False, "isGenerated": False, "columns": 3, "cardHeight": 320}
     sections = [
         section
@@ -307,12 +335,13 @@ def group_view_state(grid_hash: str, slm: str, dataset: str, llm: str) -> dict:
         section | {"uuid": curves, "name": "Routing vs random and oracle; cost", "display": False},
         section | {"uuid": rest, "name": "Model metrics", "display": False},  # MLflow's name for unprefixed
     ]
-    cols = [f"tags.`{t}`" for t in ("uq", "dataset")] + [f"metrics.`{m}`" for m in LANDING_METRICS]
+    cols = [f"tags.`{t}`" for t in ("uq", "dataset")] + [f"metrics.`{m}`" for m in landing_metrics()]
+    order_key, order_asc = run_order()
     return {
         # search facets
         "searchFilter": group_filter(grid_hash, slm, dataset, llm),
-        "orderByKey": "metrics.`auroc`",
-        "orderByAsc": False,
+        "orderByKey": order_key,
+        "orderByAsc": order_asc,
         # UI state
         "selectedColumns": cols,
         "runsHiddenMode": "SHOW_ALL",
@@ -363,18 +392,33 @@ def curve_metric(curve: list[dict]) -> list[tuple[int, float]]:
     return list(zip(steps.tolist(), np.interp(steps / 100.0, r, a).tolist()))
 
 
-def cost_metrics(curve: dict, now: int) -> list:
-    """The routing curve on the cost axis (``jobs/cost.py``), when the setting has one: metric
-    ``cost_curve_accuracy`` with step = cost in micro-dollars per query (``cost_curve_metric``), so
-    MLflow's chart of it is accuracy against cost; the priced table is in curve.json."""
-    from mlflow.entities import Metric
-
+def cost_metrics(curve: dict) -> list[tuple[str, float, int]]:
+    """The routing curve on the cost axis (``jobs/cost.py``), when the setting has one, as (key,
+    value, step): metric ``cost_curve_accuracy`` with step = cost in micro-dollars per query
+    (``cost_curve_metric``), so MLflow's chart of it is accuracy against cost; the priced table is
+    in curve.json."""
     from jobs.cost import cost_curve_metric
 
     block = curve.get("cost")
     if not block or not block.get("curve"):
         return []
-    return [Metric("cost_curve_accuracy", acc, now, step) for step, acc in cost_curve_metric(block["curve"])]
+    return [("cost_curve_accuracy", acc, step) for step, acc in cost_curve_metric(block["curve"])]
+
+
+def setting_metrics(manifest: dict, curve: dict) -> list[tuple[str, float, int]]:
+    """What a setting's run logs as metrics, (key, value, step): every finite number of the
+    manifest's ``metrics`` at step 0 (``jobs.metrics.summarize``'s, one per ``METRICS`` entry and
+    interval bound, and those merged beside them: cost, answer agreement), the routing curve and
+    random and oracle routing's over the percent routed (``curve_metric``), and the cost curve."""
+    out = [
+        (k, float(v), 0)
+        for k, v in manifest["metrics"].items()
+        if isinstance(v, (int, float)) and v is not None and np.isfinite(v)
+    ]
+    for name in ("curve", "random", "oracle"):
+        metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
+        out += [(metric, acc, step) for step, acc in curve_metric(curve[name])]
+    return out + cost_metrics(curve)
 
 
 ARTIFACTS = SETTING_ARTIFACTS
@@ -486,11 +530,12 @@ class MlflowSink:
 
     def runs_url(self) -> str:
         """The grid's runs, flat, with their routing curves drawn (see the module docstring)."""
+        order_key, order_asc = run_order()
         q = urllib.parse.urlencode(
             {
                 "searchFilter": f"tags.`uqroute.grid_hash` = '{self.grid_hash}'",
-                "orderByKey": "metrics.`auroc`",
-                "orderByAsc": "false",
+                "orderByKey": order_key,
+                "orderByAsc": str(order_asc).lower(),
                 "compareRunsMode": "CHART",
             },
             quote_via=urllib.parse.quote,
@@ -597,6 +642,23 @@ class MlflowSink:
         and unit key; ``replace``: log it anew all the same); synchronous."""
         return self.write_setting(SettingSource(manifest, Path(setting_dir), params), check=True, replace=replace)
 
+    def _setting_tags(self, m: dict, setting_hash: str, key: str) -> dict[str, str]:
+        """A setting run's tags: its parent, setting hash and unit key, axes and its method's colour."""
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "uqroute.kind": "setting",
+            "uqroute.setting_hash": setting_hash,
+            "uqroute.unit_key": key,
+            "uqroute.grid_hash": self.grid_hash,
+            "slm": m["slm"],
+            "uq": m["uq"],
+            "dataset": m["dataset"],
+            "llm": m["llm"],
+        }
+        if m["uq"] in self.colors:
+            tags["mlflow.runColor"] = self.colors[m["uq"]]
+        return tags
+
     def write_setting(self, src: SettingSource, *, check: bool = True, replace: bool = False) -> str | None:
         """Create, fill and finish the setting's run; the setting's other runs (an older result of
         the same setting hash, half-logged ones from a crash) are deleted: one run per setting.
@@ -626,34 +688,14 @@ class MlflowSink:
             stale = [rid for rid, k in self._runs_of_hash.get(h, ()) if k != key or replace]
         for rid in stale:
             self.client.delete_run(rid)
-        tags = {
-            "mlflow.parentRunId": self.parent_id,
-            "uqroute.kind": "setting",
-            "uqroute.setting_hash": h,
-            "uqroute.unit_key": key,
-            "uqroute.grid_hash": self.grid_hash,
-            "slm": m["slm"],
-            "uq": m["uq"],
-            "dataset": m["dataset"],
-            "llm": m["llm"],
-        }
-        if m["uq"] in self.colors:
-            tags["mlflow.runColor"] = self.colors[m["uq"]]
+        tags = self._setting_tags(m, h, key)
         auroc = m["metrics"].get("auroc")
         if isinstance(auroc, (int, float)) and np.isfinite(auroc):
             g = (m["slm"], m["dataset"], m["llm"])
             self._scored[g] = self._scored.get(g, 0) + 1
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, 0)
-            for k, v in m["metrics"].items()
-            if isinstance(v, (int, float)) and v is not None and np.isfinite(v)
-        ]
         curve = json.loads((src.setting_dir / CURVE).read_text())
-        for name in ("curve", "random", "oracle"):
-            metric = "routing_accuracy" if name == "curve" else f"routing_accuracy_{name}"
-            metrics += [Metric(metric, acc, now, step) for step, acc in curve_metric(curve[name])]
-        metrics += cost_metrics(curve, now)
+        metrics = [Metric(k, v, now, step) for k, v, step in setting_metrics(m, curve)]
         params = [Param(k[:250], v) for k, v in sorted(_flatten(src.params).items())]
         run = self.client.create_run(self.experiment_id, run_name=run_name(m), tags=tags)
         rid = run.info.run_id
@@ -674,7 +716,7 @@ class MlflowSink:
         """The grid's settings table on the parent run, replaced whole (``mlflow.log_table`` would
         append to it): ``settings.json`` in the format ``log_table`` writes (pandas' ``split``
         orient) and the ``mlflow.loggedArtifacts`` tag that makes MLflow render it as a table.
-        Columns: ``TABLE_COLUMNS``, those the rows have. Returns the rows logged.
+        Columns: ``table_columns()``, those the rows have. Returns the rows logged.
 
         Numbers are written as text with four decimals: MLflow's table view
         (``ShowArtifactLoggedTableView``) turns every cell into a string and sorts it with TanStack's
@@ -686,7 +728,7 @@ class MlflowSink:
         from mlflow.entities import RunTag
 
         keys = {k for row in rows for k in row}
-        cols = [c for c in TABLE_COLUMNS if c in keys]
+        cols = [c for c in table_columns() if c in keys]
 
         def cell(v) -> str:
             if v is None or (isinstance(v, float) and not np.isfinite(v)):

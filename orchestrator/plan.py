@@ -13,7 +13,7 @@ Expensive work depends on fewer axes than the grid, so the plan factors it:
 
 Every unit is keyed by one function, ``unit_key(kind, identity, deps)``: the hash of what the
 unit is and computes (its config, and the version of each rule it applies: the stage's prompt
-version for a gen unit, ``SCORING_VERSION``, and ``EXTRACTION_VERSION`` where the extracted
+version for a gen unit, ``jobs.scoring.SCORING_VERSION``, and ``EXTRACTION_VERSION`` where the extracted
 answer is read) together with the keys of the units it reads. So a change anywhere upstream
 reaches exactly the units downstream of it: bumping the p(True) prompt reruns the ptrue passes,
 the score units of methods that read them and their settings, and nothing else.
@@ -37,14 +37,12 @@ from pathlib import Path
 from jobs import answers, cloze, prompts
 from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
+from jobs.scoring import SCORING_VERSION  # beside what it versions
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitRows, GenSpec, ScoreSpec, SettingSpec, Spec
 from orchestrator.config import ResolvedGrid, dataset_task, grid_prices, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
-#: Version of what score and setting units compute from their inputs (``jobs/scoring.py``,
-#: ``jobs/metrics.py``, the UQ methods of ``jobs/uq``): bump it when one of them changes a result.
-SCORING_VERSION = "1"
 #: Stats of ``jobs.scoring.load_stats`` that come from the extracted answer: a score unit of a
 #: method that reads one (``requires``, or ``correct`` for every trained method) is keyed by
 #: ``EXTRACTION_VERSION`` and the extraction policy; the others are not.

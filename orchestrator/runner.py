@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from jobs import metrics as M
 from jobs.records import read_json, write_json
 from jobs.store import Store
 from orchestrator.config import ResolvedGrid, nan_policy_of, resolved_from_yaml
@@ -273,12 +274,17 @@ def write_summary(r: ResolvedGrid, plan: Plan) -> Path:
     rows = settings_table(r, plan)
     out = r.output_dir / "summary.json"
     write_json(out, rows)
-    # unscored_share beside the AUROC: the share of queries the method could not score (NaN), which the
-    # AUROC leaves out under the "drop" policy (verbal methods) and routes first under most_uncertain
-    cols = ["setting", "slm_acc", "llm_acc", "auroc", "unscored_share", "area", "apgr", "call_rate_50", "call_rate_80"]
-    lines = [",".join(cols)] + [",".join(str(row.get(c, "")) for c in cols) for row in rows]
-    (r.output_dir / "summary.csv").write_text("\n".join(lines) + "\n")
+    (r.output_dir / "summary.csv").write_text(summary_csv(rows))
     return out
+
+
+def summary_csv(rows: list[dict]) -> str:
+    """``summary.csv``: one line per setting, its name and the metrics ``jobs.metrics.METRICS`` shows
+    in "summary" (in its order: unscored_share beside the AUROC, the share of queries the method
+    could not score, which the AUROC leaves out under "drop" and routes first under most_uncertain)."""
+    cols = ["setting", *(m.name for m in M.shown("summary"))]
+    lines = [",".join(cols)] + [",".join(str(row.get(c, "")) for c in cols) for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def overview_plots(r: ResolvedGrid, plan: Plan) -> list[Path]:

@@ -525,6 +525,17 @@ def curves_section(view: GridView, out_dir: Path) -> Section:
     return _section(parts, *(p for _, p in figs))
 
 
+def settings_columns() -> list[tuple[str, str]]:
+    """The settings table's columns, (key, header): the setting's axes, then each metric
+    ``jobs.metrics.METRICS`` shows in the report, its label and its interval beside it
+    (``metrics.report_columns``); the NaN policy (a row field, not a metric) beside the unscored
+    share it explains."""
+    cols = [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), *M.report_columns()]
+    keys = [k for k, _ in cols]
+    at = keys.index("unscored_share") + 1 if "unscored_share" in keys else len(cols)
+    return [*cols[:at], ("nan_policy", "NaN policy"), *cols[at:]]
+
+
 def alignment_section(a: dict, out_dir: Path) -> Section:
     """AUROC and routing area per setting (95% bootstrap CIs), the ranking of methods, the verbal
     methods' own-answer agreement and the paper's relative accuracy."""
@@ -557,7 +568,7 @@ def alignment_section(a: dict, out_dir: Path) -> Section:
                     -(t["auroc"] if t["auroc"] is not None and np.isfinite(t["auroc"]) else -9),
                 ),
             ),
-            [("slm", "SLM"), ("dataset", "dataset"), ("llm", "LLM"), ("uq", "UQ method"), *M.report_columns()],
+            settings_columns(),
             "settings",
         )
     )

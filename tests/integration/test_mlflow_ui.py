@@ -138,8 +138,8 @@ CARD_TITLES = """(() => {
 def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_run, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from jobs.metrics import SUMMARY_KEYS
-    from orchestrator.mlflow_sink import LANDING_METRICS, group_filter
+    from jobs.metrics import summary_keys
+    from orchestrator.mlflow_sink import group_filter, landing_metrics
     from orchestrator.runner import settings_table
 
     sink, plan = tiny_run["sink"], tiny_run["plan"]
@@ -151,7 +151,7 @@ def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_ru
     methods = sorted(r.data.tags["uq"] for r in runs)
     with_curve = [r for r in runs if "routing_accuracy" in r.data.metrics]  # a method that scored no query has none
     assert len(with_curve) >= 5
-    keys = ["routing_accuracy", *SUMMARY_KEYS]
+    keys = ["routing_accuracy", *summary_keys()]
     shot = tmp_path / "landing.png"
     page = browse(
         links[0][1],
@@ -169,8 +169,8 @@ def test_the_landing_is_one_groups_routing_curves_then_its_first_metrics(tiny_ru
     # MLflow applied the stored view (no "share key does not exist" error), on the group's runs only
     assert "shared view" in text and "Error loading shared view" not in text
     assert f"{slm} -> {llm} on {dataset}: routing curves" in text
-    # what comes first: the routing curve, then AUROC, area, APGR and unscored share, all on the first screen
-    assert [c["t"] for c in cards[:5]] == ["routing_accuracy", *LANDING_METRICS], cards
+    # what comes first: the routing curve, then AUROC, unscored share, area and APGR, all on the first screen
+    assert [c["t"] for c in cards[:5]] == ["routing_accuracy", *landing_metrics()], cards
     assert all(c["first_screen"] for c in cards[:5]), cards
     assert cards[0]["top"] == cards[1]["top"] and cards[0]["left"] < cards[1]["left"]  # the metrics beside the curves
     # (the same five in every group: a metric the group does not define is an empty chart, not a gap)

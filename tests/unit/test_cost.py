@@ -391,8 +391,8 @@ def test_setting_unit_writes_cost_metrics_curve_and_records(tmp_path):
 
     from orchestrator.mlflow_sink import cost_metrics
 
-    logged = cost_metrics(read_json(sdir / "curve.json"), 0)
-    assert {x.key for x in logged} == {"cost_curve_accuracy"} and logged[0].step == 300_000  # $0.3 = 300,000 µ$
+    logged = cost_metrics(read_json(sdir / "curve.json"))  # (key, value, step)
+    assert {k for k, _, _ in logged} == {"cost_curve_accuracy"} and logged[0][2] == 300_000  # $0.3 = 300,000 µ$
 
 
 def test_plan_gives_every_setting_its_prices_and_its_methods_passes():

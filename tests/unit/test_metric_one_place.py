@@ -1,8 +1,10 @@
-"""A new metric is one place (issue 9): its key in ``jobs.metrics.SUMMARY_KEYS``, computed in
-``summarize``, and a line in ``REPORT_COLUMNS``; the report's settings table then shows it with its
-CI columns, with no edit of ``jobs/analysis/report.py``."""
+"""A new metric is one place (issue 9, issue 18): its ``Metric`` declaration in
+``jobs.metrics.METRICS``; the report's settings table then shows it (``shown_in`` "report") with its
+CI columns, with no edit of ``jobs/analysis/report.py`` (the whole path: test_metric_registry.py)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -18,7 +20,7 @@ def _row(uq: str, seed: int) -> dict:
 
 def test_every_reported_column_is_a_summary_metric_or_a_settings_row_field():
     row = _row("u", 0)
-    assert {k for k, _ in M.report_columns()} <= set(row)
+    assert {k for k, _ in report.settings_columns()} <= set(row)
     # a metric with a bootstrap CI brings its lo / hi columns beside it
     cols = [k for k, _ in M.report_columns()]
     assert cols[cols.index("auroc") + 1 : cols.index("auroc") + 3] == ["auroc_lo", "auroc_hi"]
@@ -28,7 +30,11 @@ def test_a_metric_added_in_the_metrics_module_reaches_the_report_table(monkeypat
     a = {"settings": [_row("u1", 1), _row("u2", 2)], "ranking": [], "relative_accuracy": []}
     before = "".join(report.alignment_section(a, tmp_path).html)
     assert "<th>SLM accuracy</th>" not in before
-    monkeypatch.setattr(M, "REPORT_COLUMNS", (*M.REPORT_COLUMNS, ("slm_acc", "SLM accuracy")))
+    shown = tuple(
+        replace(m, label="SLM accuracy", shown_in=(*m.shown_in, "report")) if m.name == "slm_acc" else m
+        for m in M.METRICS
+    )
+    monkeypatch.setattr(M, "METRICS", shown)
     after = "".join(report.alignment_section(a, tmp_path).html)
     assert "<th>SLM accuracy</th>" in after
     assert f"<td>{a['settings'][0]['slm_acc']:.3f}</td>" in after

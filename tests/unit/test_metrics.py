@@ -354,7 +354,7 @@ def test_bootstrap_checks_stat_shape():
 
 def test_summarize_hand_example():
     out = M.summarize(U4, SLM4, LLM4, n_boot=50)
-    assert set(out) == set(M.SUMMARY_KEYS)
+    assert set(out) == set(M.summary_keys())
     json.dumps(out)  # plain numbers
     assert type(out["n"]) is int and type(out["n_nan"]) is int and type(out["n_used"]) is int
     assert all(type(v) is float for k, v in out.items() if k not in ("n", "n_nan", "n_used"))

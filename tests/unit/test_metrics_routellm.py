@@ -115,4 +115,4 @@ def test_summarize_reports_both_gap_metrics_cpt_and_relative_accuracy():
         assert out[f"relative_accuracy_at_{k}"] == pytest.approx(M.relative_accuracy(U4, SLM4, LLM4, k / 100))
     for k in ("apgr", "gap_recovered_vs_random"):
         assert out[f"{k}_lo"] <= out[f"{k}_hi"]
-    assert set(out) == set(M.SUMMARY_KEYS)
+    assert set(out) == set(M.summary_keys())

@@ -17,10 +17,10 @@ import pytest
 
 import jobs.metrics as M
 from orchestrator.mlflow_sink import (
-    LANDING_METRICS,
     SHARE_TAG,
     MlflowSink,
     group_view_state,
+    landing_metrics,
     run_name,
     share_key,
 )
@@ -62,8 +62,9 @@ def test_the_group_view_opens_on_the_routing_curves_then_the_first_metrics():
     assert sections[0]["display"] is True and "smol-a -> gemma on gsm8k" in sections[0]["name"]
     assert first[0]["type"] == "LINE" and first[0]["selectedMetricKeys"] == ["routing_accuracy"]
     assert first[0]["xAxisKey"] == "step"
-    # ... then AUROC, area, APGR and unscored share, as bars; nothing else on the first screen
-    assert [(c["type"], c["metricKey"]) for c in first[1:]] == [("BAR", m) for m in LANDING_METRICS]
+    # ... then AUROC, unscored share, area and APGR, as bars; nothing else on the first screen
+    assert [(c["type"], c["metricKey"]) for c in first[1:]] == [("BAR", m) for m in landing_metrics()]
+    assert landing_metrics() == ("auroc", "unscored_share", "area", "apgr")
     # every other section collapsed, and kept in this order (MLflow sorts sections by name otherwise)
     assert all(s["display"] is False for s in sections[1:]) and st["isAccordionReordered"] is True
     assert sections[-1]["name"] == "Model metrics"  # where MLflow puts a metric the view does not name
