@@ -379,6 +379,18 @@ def _load_yaml(path: Path, where: str):
         raise ConfigError(f"{where}: cannot parse {path}: {e}") from None
 
 
+#: the axes whose names are registry keys (``jobs.registry``): a registered key with no conf file
+#: gets the default conf, ``name: <key>`` and the schema's defaults
+REGISTRIES = {"uq": "jobs.uq:UQ_METHODS", "dataset": "jobs.datasets:DATASETS"}
+
+
+def _registered(kind: str) -> list[str]:
+    """The keys registered for an axis (none for the model axes): names only, nothing imported."""
+    from jobs.registry import import_string
+
+    return import_string(REGISTRIES[kind]).names() if kind in REGISTRIES else []
+
+
 def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: str) -> dict:
     # a grid's own conf/ folder first, then the repository's (a project can add or shadow entries)
     folders = [f for f in dict.fromkeys([conf_dir / kind, REPO_CONF / kind]) if f.is_dir()]
@@ -386,19 +398,7 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
     for i, entry in enumerate(entries):
         where = f"{grid_file}: {kind}[{i}]"
         if isinstance(entry, str):
-            path = next((f / f"{entry}.yaml" for f in folders if (f / f"{entry}.yaml").is_file()), None)
-            if path is None:
-                available = sorted({p.stem for f in folders for p in f.glob("*.yaml")})
-                where_dirs = ", ".join(str(f) for f in folders)
-                raise ConfigError(
-                    str(UnknownNameError(f"{kind} config (in {where_dirs})", entry, available)).replace(
-                        "unknown", f"{where}: unknown", 1
-                    )
-                )
-            data = _load_yaml(path, where)
-            merged = _merge(_schema_of(schema_cls, data, str(path)), data, str(path))
-            if merged.name != entry:
-                raise ConfigError(f"{path}: name {merged.name!r} must equal the file name {entry!r}")
+            merged = _named_entry(kind, schema_cls, entry, folders, where)
         elif isinstance(entry, (dict, DictConfig)):
             merged = _merge(_schema_of(schema_cls, entry, where), entry, where)
         else:
@@ -408,6 +408,29 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
             raise ConfigError(f"{where}: {kind} {name!r} is listed twice")
         out[name] = _typed(merged)
     return out
+
+
+def _named_entry(kind: str, schema_cls, entry: str, folders: list[Path], where: str):
+    """The merged config of an entry given by name: its conf file (the first folder that has
+    ``<name>.yaml``), else, for a registry key (``REGISTRIES``), the default conf ``name: <key>``;
+    an unknown name fails with "did you mean" over both."""
+    path = next((f / f"{entry}.yaml" for f in folders if (f / f"{entry}.yaml").is_file()), None)
+    if path is None:
+        if entry in _registered(kind):
+            return _merge(schema_cls, {"name": entry}, where)
+        available = sorted({p.stem for f in folders for p in f.glob("*.yaml")} | set(_registered(kind)))
+        where_dirs = ", ".join(str(f) for f in folders)
+        what = f"{kind} (a conf file in {where_dirs}, or a registry key)" if kind in REGISTRIES else None
+        raise ConfigError(
+            str(UnknownNameError(what or f"{kind} config (in {where_dirs})", entry, available)).replace(
+                "unknown", f"{where}: unknown", 1
+            )
+        )
+    data = _load_yaml(path, where)
+    merged = _merge(_schema_of(schema_cls, data, str(path)), data, str(path))
+    if merged.name != entry:
+        raise ConfigError(f"{path}: name {merged.name!r} must equal the file name {entry!r}")
+    return merged
 
 
 def _schema_of(schema_cls, data, where: str):
