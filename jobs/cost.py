@@ -272,15 +272,6 @@ class Usage:
     def subset(self, keep: np.ndarray) -> Usage:
         return Usage(*(a[keep] for a in self._arrays()))
 
-    def totals(self) -> dict[str, float]:
-        return {
-            "prompt_tokens": float(self.prompt_tokens.sum()),
-            "new_tokens": float(self.new_tokens.sum()),
-            "seconds": float(self.seconds.sum()),
-            "passes": float(self.passes.sum()),
-            "estimated": int(self.estimated.sum()),
-        }
-
 
 def _num(x) -> float:
     return 0.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)

@@ -80,9 +80,7 @@ def make_parser(folder: str, prefix: str):
     return files, parse
 
 
-def arc_adapter(
-    name: str, prefix: str, counts: dict[str, int], description: str, group: str | None
-) -> DatasetAdapter:
+def arc_adapter(name: str, prefix: str, counts: dict[str, int], description: str, group: str | None) -> DatasetAdapter:
     """The adapter of one ARC set in ``<root>/<name>/`` whose AI2 files are named ``<prefix>-*``, in
     ``group``."""
     files, parse = make_parser(name, prefix)

@@ -41,7 +41,7 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
     from jobs.cost import OVERHEAD_STAGES
     from orchestrator import plan
 
-    # what the module-level literals were before the registry (jobs/stages.py, plan.py, cost.py)
+    # what the module-level literals were before the registry (the one-file jobs/stages.py of then, plan.py, cost.py)
     assert {st.name: st.deps for st in stages.declared()} == {
         "greedy": (),
         "samples": (),
