@@ -218,12 +218,11 @@ def _choices() -> dict[str, tuple[str, ...]]:
     vocabulary (none is re-listed here)."""
     from jobs import answers, metrics
     from jobs.analysis import calibration
-    from jobs.backends import BACKENDS
     from jobs.datasets.hub import GOLD_FORMATS
     from jobs.types import TASK_TYPES
 
+    # the backends are read from their registry where a model is checked (``validate``)
     return {
-        "backend": tuple(BACKENDS.names()),
         "ties": metrics.TIES,
         "nan_policy": metrics.NAN_POLICIES,
         "extraction_policy": answers.POLICIES,
@@ -670,6 +669,7 @@ def _resolve_locations(r: ResolvedGrid) -> ResolvedGrid:
 
 def validate(r: ResolvedGrid) -> None:
     """Check every value that can be checked before any expensive work starts."""
+    from jobs.backends import BACKENDS
     from jobs.datasets import DATASETS  # registry only: imports no dataset module
     from jobs.uq import UQ_METHODS
 
@@ -732,7 +732,7 @@ def validate(r: ResolvedGrid) -> None:
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"
-            _check_choice(where, "backend", m.backend, CHOICES["backend"])
+            _check_choice(where, "backend", m.backend, BACKENDS.names())  # the registry as it is now
             try:
                 m.check_common(where)  # the fields every model config has
                 m.check(where)  # the backend's own checks (jobs/backends)
