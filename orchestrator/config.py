@@ -2,7 +2,8 @@
 
 A grid file (``conf/grid/*.yaml``) names its SLMs, LLMs, UQ methods and datasets by the
 name of a file in ``conf/slm/``, ``conf/llm/``, ``conf/uq/`` and ``conf/dataset/``
-(or gives them inline as mappings). Loading resolves every name into its full typed
+(or gives them inline as mappings); a registered UQ method or dataset with no file there gets
+the default conf, ``name: <key>`` (``REGISTRIES``). Loading resolves every name into its full typed
 config, applies dotlist overrides (``dataset.limit=50``), and checks everything that
 can be checked without running a model: unknown keys, wrong types, unknown registry
 names, unknown choices. Errors are ``ConfigError`` and name the file, the key, the bad
