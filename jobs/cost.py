@@ -57,11 +57,21 @@ from jobs.units import SettingSpec
 CHARS_PER_TOKEN = 4
 #: Fractions of the SLM-to-LLM accuracy gap whose cost the setting reports.
 GAP_FRACTIONS: tuple[float, ...] = (0.5, 0.8)
-#: The stages a UQ method may read beyond the greedy answer: those declared ``overhead``
-#: (``jobs.stages``; samples, ptrue, verbal_1s, verbal_2s), in declaration order.
-OVERHEAD_STAGES: tuple[str, ...] = tuple(st.name for st in declared_stages() if st.overhead)
 MICRO = 1e6  # USD -> micro-dollars (the MLflow step unit)
 REPO_PRICES = Path(__file__).resolve().parents[1] / "conf" / "prices"
+
+
+def overhead_stages() -> tuple[str, ...]:
+    """The stages a UQ method may read beyond the greedy answer: those declared ``overhead``
+    (``jobs.stages``; samples, ptrue, verbal_1s, verbal_2s), in declaration order. Read from the
+    registry when asked (importing this module imports no stage)."""
+    return tuple(st.name for st in declared_stages() if st.overhead)
+
+
+def __getattr__(name: str):
+    if name == "OVERHEAD_STAGES":  # the module attribute, read from the registry as ``overhead_stages``
+        return overhead_stages()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PriceError(ValueError):
@@ -272,15 +282,6 @@ class Usage:
     def subset(self, keep: np.ndarray) -> Usage:
         return Usage(*(a[keep] for a in self._arrays()))
 
-    def totals(self) -> dict[str, float]:
-        return {
-            "prompt_tokens": float(self.prompt_tokens.sum()),
-            "new_tokens": float(self.new_tokens.sum()),
-            "seconds": float(self.seconds.sum()),
-            "passes": float(self.passes.sum()),
-            "estimated": int(self.estimated.sum()),
-        }
-
 
 def _num(x) -> float:
     return 0.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
@@ -370,7 +371,7 @@ def query_usage(
     ids = [r["sample_id"] for r in slm_rows]
     n = len(ids)
     uq = Usage.zeros(n)
-    stages = tuple(st for st in OVERHEAD_STAGES if st in stage_rows and st != answer_stage)
+    stages = tuple(st for st in overhead_stages() if st in stage_rows and st != answer_stage)
     for st in stages:
         uq = uq + pass_usage(align(stage_rows[st], ids, f"stage {st}"), st)
     if answer_stage is None:
@@ -652,7 +653,8 @@ def from_store(
         return None
     from jobs.store import Store
 
-    stages = {st: k for st, k in (spec.get("uq_stages") or {}).items() if st in OVERHEAD_STAGES}
+    overhead = overhead_stages()
+    stages = {st: k for st, k in (spec.get("uq_stages") or {}).items() if st in overhead}
     stage_rows = {st: Store(store).gen(k).rows() for st, k in stages.items()}
     usage = query_usage(slm_rows, stage_rows, llm_rows, answer_stage(unit.method, unit.uq_params))
     table = PriceTable.from_dict(spec["prices"], source=spec["prices"].get("name", ""))

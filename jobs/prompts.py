@@ -16,7 +16,7 @@ History (``PROMPT_VERSION`` for all stages; a stage's own version in ``STAGE_PRO
   ptrue / verbal_2s / verbal_1s: 2  p(True) and verbal 2-stage show the model's whole answer (``shown_answer``: its raw output up
       to an invented follow-up question), no longer its first 300 characters, which cut the final
       "The answer is X" off long math answers; an answer too long for the prompt budget loses its
-      middle, never its end (``jobs.stages.fit_answer``). ``ptrue_messages`` shows that text as it
+      middle, never its end (``jobs.stages.base.fit_answer``). ``ptrue_messages`` shows that text as it
       is: the mc option-text expansion it documented never ran (it was given raw text, not a letter).
       A verbal 1-stage output that states no confidence is unparsed (NaN), no longer read from its
       bare numbers ("The answer to this question is 1." gave a confidence of 1%).
@@ -89,7 +89,7 @@ _FOLLOW_UP = re.compile(r"\n[ \t]*(?:Question|Passage|Options)[ \t]*:")
 def shown_answer(raw_output: str) -> str:
     """The model's answer as p(True) and verbal 2-stage show it back: the whole raw output, up to
     the first line that starts an invented follow-up ("Question:", "Passage:", "Options:", as in
-    our prompts), stripped. Nothing else is cut here; ``jobs.stages.fit_answer`` shortens it (in
+    our prompts), stripped. Nothing else is cut here; ``jobs.stages.base.fit_answer`` shortens it (in
     its middle) only when the prompt would not fit the model's budget."""
     text = raw_output or ""
     m = _FOLLOW_UP.search(text)

@@ -190,11 +190,6 @@ def read_json(path: Path):
         return json.load(f)
 
 
-def is_complete(udir: Path) -> bool:
-    """Whether a unit's manifest is there (not whether its files verify: ``jobs.store.UnitDir.check``)."""
-    return (udir / MANIFEST).is_file()
-
-
 def readable_parquet(path: Path) -> bool:
     """Whether ``path`` is a whole Parquet file as far as its ends tell: magic bytes at both ends
     and a footer that parses (cheap: the footer only). A file cut short fails here."""

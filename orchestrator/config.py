@@ -2,7 +2,8 @@
 
 A grid file (``conf/grid/*.yaml``) names its SLMs, LLMs, UQ methods and datasets by the
 name of a file in ``conf/slm/``, ``conf/llm/``, ``conf/uq/`` and ``conf/dataset/``
-(or gives them inline as mappings). Loading resolves every name into its full typed
+(or gives them inline as mappings); a registered UQ method or dataset with no file there gets
+the default conf, ``name: <key>`` (``REGISTRIES``). Loading resolves every name into its full typed
 config, applies dotlist overrides (``dataset.limit=50``), and checks everything that
 can be checked without running a model: unknown keys, wrong types, unknown registry
 names, unknown choices. Errors are ``ConfigError`` and name the file, the key, the bad
@@ -218,12 +219,11 @@ def _choices() -> dict[str, tuple[str, ...]]:
     vocabulary (none is re-listed here)."""
     from jobs import answers, metrics
     from jobs.analysis import calibration
-    from jobs.backends import BACKENDS
     from jobs.datasets.hub import GOLD_FORMATS
     from jobs.types import TASK_TYPES
 
+    # the backends are read from their registry where a model is checked (``validate``)
     return {
-        "backend": tuple(BACKENDS.names()),
         "ties": metrics.TIES,
         "nan_policy": metrics.NAN_POLICIES,
         "extraction_policy": answers.POLICIES,
@@ -379,6 +379,18 @@ def _load_yaml(path: Path, where: str):
         raise ConfigError(f"{where}: cannot parse {path}: {e}") from None
 
 
+#: the axes whose names are registry keys (``jobs.registry``): a registered key with no conf file
+#: gets the default conf, ``name: <key>`` and the schema's defaults
+REGISTRIES = {"uq": "jobs.uq:UQ_METHODS", "dataset": "jobs.datasets:DATASETS"}
+
+
+def _registered(kind: str) -> list[str]:
+    """The keys registered for an axis (none for the model axes): names only, nothing imported."""
+    from jobs.registry import import_string
+
+    return import_string(REGISTRIES[kind]).names() if kind in REGISTRIES else []
+
+
 def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: str) -> dict:
     # a grid's own conf/ folder first, then the repository's (a project can add or shadow entries)
     folders = [f for f in dict.fromkeys([conf_dir / kind, REPO_CONF / kind]) if f.is_dir()]
@@ -386,19 +398,7 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
     for i, entry in enumerate(entries):
         where = f"{grid_file}: {kind}[{i}]"
         if isinstance(entry, str):
-            path = next((f / f"{entry}.yaml" for f in folders if (f / f"{entry}.yaml").is_file()), None)
-            if path is None:
-                available = sorted({p.stem for f in folders for p in f.glob("*.yaml")})
-                where_dirs = ", ".join(str(f) for f in folders)
-                raise ConfigError(
-                    str(UnknownNameError(f"{kind} config (in {where_dirs})", entry, available)).replace(
-                        "unknown", f"{where}: unknown", 1
-                    )
-                )
-            data = _load_yaml(path, where)
-            merged = _merge(_schema_of(schema_cls, data, str(path)), data, str(path))
-            if merged.name != entry:
-                raise ConfigError(f"{path}: name {merged.name!r} must equal the file name {entry!r}")
+            merged = _named_entry(kind, schema_cls, entry, folders, where)
         elif isinstance(entry, (dict, DictConfig)):
             merged = _merge(_schema_of(schema_cls, entry, where), entry, where)
         else:
@@ -408,6 +408,29 @@ def _resolve_entries(kind: str, schema_cls, entries, conf_dir: Path, grid_file: 
             raise ConfigError(f"{where}: {kind} {name!r} is listed twice")
         out[name] = _typed(merged)
     return out
+
+
+def _named_entry(kind: str, schema_cls, entry: str, folders: list[Path], where: str):
+    """The merged config of an entry given by name: its conf file (the first folder that has
+    ``<name>.yaml``), else, for a registry key (``REGISTRIES``), the default conf ``name: <key>``;
+    an unknown name fails with "did you mean" over both."""
+    path = next((f / f"{entry}.yaml" for f in folders if (f / f"{entry}.yaml").is_file()), None)
+    if path is None:
+        if entry in _registered(kind):
+            return _merge(schema_cls, {"name": entry}, where)
+        available = sorted({p.stem for f in folders for p in f.glob("*.yaml")} | set(_registered(kind)))
+        where_dirs = ", ".join(str(f) for f in folders)
+        what = f"{kind} (a conf file in {where_dirs}, or a registry key)" if kind in REGISTRIES else None
+        raise ConfigError(
+            str(UnknownNameError(what or f"{kind} config (in {where_dirs})", entry, available)).replace(
+                "unknown", f"{where}: unknown", 1
+            )
+        )
+    data = _load_yaml(path, where)
+    merged = _merge(_schema_of(schema_cls, data, str(path)), data, str(path))
+    if merged.name != entry:
+        raise ConfigError(f"{path}: name {merged.name!r} must equal the file name {entry!r}")
+    return merged
 
 
 def _schema_of(schema_cls, data, where: str):
@@ -647,6 +670,7 @@ def _resolve_locations(r: ResolvedGrid) -> ResolvedGrid:
 
 def validate(r: ResolvedGrid) -> None:
     """Check every value that can be checked before any expensive work starts."""
+    from jobs.backends import BACKENDS
     from jobs.datasets import DATASETS  # registry only: imports no dataset module
     from jobs.uq import UQ_METHODS
 
@@ -709,7 +733,7 @@ def validate(r: ResolvedGrid) -> None:
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"
-            _check_choice(where, "backend", m.backend, CHOICES["backend"])
+            _check_choice(where, "backend", m.backend, BACKENDS.names())  # the registry as it is now
             try:
                 m.check_common(where)  # the fields every model config has
                 m.check(where)  # the backend's own checks (jobs/backends)

@@ -66,8 +66,8 @@ def model_identity(m) -> dict:
     for k in ("trust_remote_code", "batch_by_length", "max_prompt_tokens"):
         if m.get(k):
             ident[k] = m[k]
-    if m.get("backend") == "openai":  # k sets the entropy approximation (jobs/backends/openai_http.py)
-        ident["top_logprobs"] = m["top_logprobs"]
+    for k in type(m).identity_fields:  # the backend's own (jobs.backends.base.ModelConf.identity_fields)
+        ident[k] = getattr(m, k)
     return ident
 
 

@@ -1,6 +1,7 @@
 """What several test files build the same way: hand-made store units (generation rows, scores, the
-setting unit that reads them), deterministic stand-in backends, the packaged SmolLM2 and a tiny
-random Llama on its tokenizer, the labelled extraction corpus, and a ``uqroute run`` subprocess.
+setting unit that reads them), deterministic stand-in backends, a whole plan run in this process
+(no Ray), the packaged SmolLM2 and a tiny random Llama on its tokenizer, the labelled extraction
+corpus, and a ``uqroute run`` subprocess.
 
 Plain functions and constants, no fixtures: the test files keep their own fixtures (whose names
 decide the ``model`` mark, ``tests/conftest.py``) and call these from them."""
@@ -117,6 +118,75 @@ class HashBackend:
 
     def answer(self, messages, digest: str, max_new_tokens: int) -> Generation:
         raise NotImplementedError
+
+
+class WordBackend:
+    """A deterministic stand-in for a model with the whole ``jobs.backends.base.Backend`` protocol,
+    reading the last message's word count n: the answer is "yes" unless n + salt (+ j for a sampled
+    draw j) is a multiple of 3, else "no" (so two salts make two models that disagree on some
+    questions); with stats when asked for them (two tokens whose log-probabilities and entropies
+    depend on n); p(True) depends on n too."""
+
+    identity = "words"
+
+    def __init__(self, salt: int = 0):
+        self.salt = salt
+
+    def render(self, messages, add_generation_prompt=True):
+        return " ".join(m["content"] for m in messages)
+
+    def token_strings(self, ids):
+        return [f" {i}" for i in ids]
+
+    def generate(self, prompts, *, max_new_tokens, do_sample=False, num_return_sequences=1, with_stats=False, **kw):
+        import numpy as np
+
+        out = []
+        for m in prompts:
+            n = len(m[-1]["content"].split())
+            stats = {"token_logprobs": np.array([-0.5, -1.0 / n]), "token_entropy": np.array([1.0, n / 10.0])}
+            for j in range(num_return_sequences):
+                out.append(
+                    Generation(
+                        text=f"The answer is {'no' if (n + self.salt + (j if do_sample else 0)) % 3 == 0 else 'yes'}.",
+                        n_prompt_tokens=n,
+                        n_new_tokens=2,
+                        token_ids=[n, 0],
+                        **(stats if with_stats else {}),
+                    )
+                )
+        return out
+
+    def true_false_prob(self, prompts):
+        import numpy as np
+
+        return np.array([1.0 / (1 + len(m[-1]["content"].split()) % 4) for m in prompts])
+
+
+# ---------------------------------------------------------------------------------- a plan, in process
+
+
+def run_plan(r, plan, backend_of=None) -> dict:
+    """Run every unit of ``plan`` here, in plan order (a unit after its deps), as the workers would
+    (``cluster/actors.py``): a generation unit on ``backend_of(unit)`` (``jobs.engine.run_gen_unit``;
+    default: a ``WordBackend`` for an SLM, one with salt 1 for an LLM),
+    score and setting units with no model (``jobs.scoring``). Then the grid's report
+    (``jobs.analysis.report.build_report``, as ``orchestrator.runner.make_report`` builds it); returns it."""
+    from jobs.analysis.report import build_report
+    from jobs.engine import run_gen_unit
+    from jobs.scoring import run_score_unit, run_setting_unit
+    from orchestrator.grid_view import grid_view
+
+    store = r.store_dir
+    backend_of = backend_of or (lambda u: WordBackend(salt=int(u.spec.model_kind == "llm")))
+    for u in plan.units.values():
+        if u.kind == "gen":
+            run_gen_unit(backend_of(u), u.spec, store)
+        elif u.kind == "score":
+            run_score_unit(u.spec, store)
+        else:
+            run_setting_unit(u.spec, store, plot=False)
+    return build_report(grid_view(r, plan))
 
 
 # ---------------------------------------------------------------------------------- models

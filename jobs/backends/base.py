@@ -25,6 +25,10 @@ class ModelConf(ConfView):
     #: stats (``jobs.stages.stat_stages()`` names) this backend cannot provide: the config refuses an SLM
     #: on it paired with a UQ method that requires one
     no_stats: ClassVar[tuple[str, ...]] = ()
+    #: this backend's own fields that change its outputs: part of the model's identity, and so of its
+    #: generation units' keys (``orchestrator.grid.model_identity``), beside the fields every model
+    #: has there (``MODEL_IDENTITY_FIELDS``)
+    identity_fields: ClassVar[tuple[str, ...]] = ()
 
     name: str = "???"  # omegaconf.MISSING: required
     backend: str = "hf"

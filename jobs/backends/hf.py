@@ -10,7 +10,7 @@ Samples share one prompt pass (the KV cache is repeated m times).
 Batch invariance (README "Batch invariance"): a row's tokens, log-probabilities and hidden states
 do not depend on its batch-mates. Prompts are left-padded with explicit position ids and an
 attention mask, so a padded row computes what it computes alone (float32: within ~1e-5 in log p,
-``tests/integration/test_batch_invariance.py``); sampled rows draw from their own generator
+``tests/unit/test_batch_invariance.py``); sampled rows draw from their own generator
 (``_RowGumbel``), seeded per row by the stages (``jobs.stages.base.row_seed``).
 """
 

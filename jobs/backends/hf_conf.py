@@ -14,7 +14,7 @@ from jobs.backends.base import ModelConf
 #: weight dtypes and quantizations of the hf backend
 HF_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "auto")
 #: none today: a quantization joins only once a row's outputs stay the same inside any batch
-#: (``tests/integration/test_batch_invariance.py``)
+#: (``tests/unit/test_batch_invariance.py``)
 HF_QUANTIZE: tuple[str, ...] = ()
 #: quantizations that were options once, and why they are not any more
 REMOVED_QUANTIZE = {

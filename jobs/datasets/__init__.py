@@ -11,7 +11,8 @@ The real files live in the shared ``datasets/`` folder (see its MANIFEST.md), ne
 To add a dataset:
 1. write ``jobs/datasets/<key>.py`` with a ``parse(root, split) -> LoadResult`` and
    ``ADAPTER = DatasetAdapter(...)`` (use the readers and ``make_sample`` in ``base.py``, which
-   validate rows and turn bad ones into ``Malformed`` records);
+   validate rows and turn bad ones into ``Malformed`` records; ``group`` places it for the
+   cross-group calibration split);
 2. add one line ``"<key>": "jobs.datasets.<key>:ADAPTER"`` to ``DATASETS`` below.
 Datasets that exist only on the Hugging Face hub or as a local jsonl/parquet/csv can use
 ``jobs.datasets.hub`` (a ``FieldMapping`` from columns to Sample fields) instead.
@@ -54,24 +55,6 @@ DATASETS = Registry(
     },
 )
 
-#: The group of each built-in adapter (the fully out-of-domain split, ``calibration.splits:
-#: [cross_group]``, calibrates on one group and applies on another). The paper's split is math <->
-#: commonsense; the other groups follow Kojima et al. (zero-shot CoT: arithmetic, commonsense,
-#: symbolic, other reasoning). ARC is grade-school science, grouped with commonsense as OpenBookQA
-#: is (``conf/dataset/openbookqa.yaml``). A dataset config's ``group`` wins over this table.
-GROUPS = {
-    **dict.fromkeys(("gsm8k", "multiarith", "addsub", "singleeq", "aqua", "mathqa"), "math"),
-    **dict.fromkeys(
-        ("commonsenseqa", "strategyqa", "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag", "winogrande"),
-        "commonsense",
-    ),
-    **dict.fromkeys(("mmlu", "truthfulqa"), "knowledge"),
-    "boolq": "reading",
-    **dict.fromkeys(("coin_flip", "last_letters"), "symbolic"),
-    "date_understanding": "other",
-}
-
-
 #: The paper's fourteen datasets, in its order (``conf/grid/paper.yaml``).
 PAPER_DATASETS: tuple[str, ...] = (
     "gsm8k",
@@ -97,9 +80,12 @@ PAPER_DATASETS_OFFLINE: tuple[str, ...] = tuple(PAPER_STAND_INS.get(d, d) for d 
 
 
 def dataset_group(dc: Mapping) -> str | None:
-    """A resolved dataset config's group: its own ``group``, else its built-in adapter's
-    (``GROUPS``), else None (a hub / local / questions dataset that names none)."""
-    return dc.get("group") or GROUPS.get(dc.get("adapter") or dc.get("name") or "")
+    """A resolved dataset config's group: its own ``group``, else its adapter's
+    (``DatasetAdapter.group``), else None (a hub / local / questions dataset that names none)."""
+    if dc.get("group"):
+        return dc["group"]
+    key = dc.get("adapter") or dc.get("name") or ""
+    return DATASETS.get(key).group if key in DATASETS else None
 
 
 def load_samples(
@@ -146,7 +132,6 @@ def _parse_cached(name: str, root: str, split: str) -> LoadResult:
 
 __all__ = [
     "DATASETS",
-    "GROUPS",
     "PAPER_DATASETS",
     "PAPER_DATASETS_OFFLINE",
     "PAPER_STAND_INS",

@@ -53,4 +53,5 @@ ADAPTER = DatasetAdapter(
     train_split="dev",
     parse=parse,
     description="AQuA-RAT algebra word problems, 5 options",
+    group="math",
 )

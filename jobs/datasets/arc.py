@@ -80,8 +80,9 @@ def make_parser(folder: str, prefix: str):
     return files, parse
 
 
-def arc_adapter(name: str, prefix: str, counts: dict[str, int], description: str) -> DatasetAdapter:
-    """The adapter of one ARC set in ``<root>/<name>/`` whose AI2 files are named ``<prefix>-*``."""
+def arc_adapter(name: str, prefix: str, counts: dict[str, int], description: str, group: str | None) -> DatasetAdapter:
+    """The adapter of one ARC set in ``<root>/<name>/`` whose AI2 files are named ``<prefix>-*``, in
+    ``group``."""
     files, parse = make_parser(name, prefix)
     notes = {"test": "; LLM-Adapters instruction format, no ids"}
     return DatasetAdapter(
@@ -92,18 +93,22 @@ def arc_adapter(name: str, prefix: str, counts: dict[str, int], description: str
         train_split="train",
         parse=parse,
         description=description,
+        group=group,
     )
 
 
+#: ARC is grade-school science, grouped with commonsense as OpenBookQA is (``conf/dataset/openbookqa.yaml``).
 ARC_EASY = arc_adapter(
     "arc_easy",
     "ARC-Easy",
     {"test": 2376, "train": 2251, "dev": 570},
     "ARC-Easy grade-school science questions, 3-5 options",
+    group="commonsense",
 )
 ARC_CHALLENGE = arc_adapter(
     "arc_challenge",
     "ARC-Challenge",
     {"test": 1172, "train": 1119, "dev": 299},
     "ARC-Challenge grade-school science questions, 3-5 options",
+    group="commonsense",
 )

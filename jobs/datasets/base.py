@@ -43,6 +43,13 @@ class DatasetAdapter:
                  shared folder has none.
     parse:       ``parse(root, split) -> LoadResult``; ``root`` is the ``datasets/`` folder.
     description: one line for humans.
+    group:       the dataset's group (math | commonsense | knowledge | reading | symbolic | other, or a
+                 new one), or None for none. The fully out-of-domain calibration split
+                 (``calibration.splits: [cross_group]``) calibrates on one group and applies on
+                 another; a dataset without a group takes no part in it. The paper's split is math <->
+                 commonsense; the other groups follow Kojima et al. (zero-shot CoT: arithmetic,
+                 commonsense, symbolic, other reasoning). A dataset config's ``group`` wins
+                 (``jobs.datasets.dataset_group``).
     """
 
     name: str
@@ -52,8 +59,11 @@ class DatasetAdapter:
     train_split: str | None
     parse: Parser
     description: str
+    group: str | None
 
     def __post_init__(self) -> None:
+        if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
+            raise ValueError(f"dataset {self.name!r}: group must be a non-empty name or None, got {self.group!r}")
         if self.task not in TASK_TYPES:
             raise ValueError(f"dataset {self.name!r}: task {self.task!r} is not one of {', '.join(TASK_TYPES)}")
         for role, split in (("eval_split", self.eval_split), ("train_split", self.train_split)):

@@ -45,4 +45,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="BoolQ yes/no questions with a passage",
+    group="reading",
 )

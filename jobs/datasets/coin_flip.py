@@ -31,4 +31,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="Coin Flip state tracking, yes/no (Kojima et al. instance)",
+    group="symbolic",
 )

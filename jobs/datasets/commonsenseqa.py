@@ -30,4 +30,5 @@ ADAPTER = DatasetAdapter(
     train_split="train",
     parse=parse,
     description="CommonsenseQA v1.11 commonsense questions, 5 options",
+    group="commonsense",
 )

@@ -77,4 +77,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="BIG-bench Date Understanding, 5-6 date options (options shuffled)",
+    group="other",
 )

@@ -39,4 +39,5 @@ ADAPTER = DatasetAdapter(
     train_split="train",
     parse=parse,
     description="GSM8K grade-school math word problems (numeric answer)",
+    group="math",
 )

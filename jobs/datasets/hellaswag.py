@@ -49,4 +49,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="HellaSwag commonsense sentence completion, 4 endings",
+    group="commonsense",
 )

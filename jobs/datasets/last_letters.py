@@ -36,4 +36,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="Last Letter Concatenation of 4 names, free text (Kojima et al. instance)",
+    group="symbolic",
 )

@@ -88,4 +88,5 @@ ADAPTER = DatasetAdapter(
     train_split="dev",
     parse=parse,
     description="MathQA math word problems (AQuA-derived), 5 options",
+    group="math",
 )

@@ -12,8 +12,8 @@ from jobs.datasets.base import DatasetAdapter, build_samples, mawps_sample, read
 from jobs.types import LoadResult
 
 
-def mawps_adapter(name: str, file: str, n: int, description: str) -> DatasetAdapter:
-    """The adapter of one MAWPS-style set stored at ``<root>/<file>`` with ``n`` problems."""
+def mawps_adapter(name: str, file: str, n: int, description: str, group: str | None) -> DatasetAdapter:
+    """The adapter of one MAWPS-style set stored at ``<root>/<file>`` with ``n`` problems, in ``group``."""
 
     def parse(root: Path, split: str) -> LoadResult:
         path = root / file
@@ -27,6 +27,7 @@ def mawps_adapter(name: str, file: str, n: int, description: str) -> DatasetAdap
         train_split=None,
         parse=parse,
         description=description,
+        group=group,
     )
 
 
@@ -35,16 +36,19 @@ MULTIARITH = mawps_adapter(
     "multiarith/MultiArith.json",
     600,
     "MultiArith arithmetic word problems (Roy & Roth 2015), numeric answer",
+    group="math",
 )
 ADDSUB = mawps_adapter(
     "addsub",
     "addsub/AddSub.json",
     395,
     "AddSub addition/subtraction word problems (Hosseini et al. 2014), numeric answer",
+    group="math",
 )
 SINGLEEQ = mawps_adapter(
     "singleeq",
     "singleeq/questions.json",
     508,
     "SingleEq single-equation word problems (Koncel-Kedziorski et al. 2015), numeric answer",
+    group="math",
 )

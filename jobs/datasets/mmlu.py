@@ -54,4 +54,5 @@ ADAPTER = DatasetAdapter(
     train_split="val",
     parse=parse,
     description="MMLU 57-subject knowledge questions, 4 options",
+    group="knowledge",
 )

@@ -31,4 +31,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=labelled_jsonl_parser(FILES, _sample),
     description="PIQA physical commonsense, 2 solutions per goal",
+    group="commonsense",
 )

@@ -38,4 +38,5 @@ ADAPTER = DatasetAdapter(
     train_split="train",
     parse=labelled_jsonl_parser(FILES, _sample),
     description="Social IQa social commonsense, 3 options with context",
+    group="commonsense",
 )

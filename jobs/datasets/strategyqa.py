@@ -48,4 +48,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="StrategyQA implicit multi-step yes/no questions",
+    group="commonsense",
 )

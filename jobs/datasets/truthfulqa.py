@@ -41,4 +41,5 @@ ADAPTER = DatasetAdapter(
     train_split=None,
     parse=parse,
     description="TruthfulQA MC1: pick the single true answer among 2-13 options (options shuffled)",
+    group="knowledge",
 )

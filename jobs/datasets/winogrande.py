@@ -48,4 +48,5 @@ ADAPTER = DatasetAdapter(
     train_split="train_m",
     parse=labelled_jsonl_parser(FILES, _sample),
     description="WinoGrande 1.1 pronoun-style blank filling, 2 options",
+    group="commonsense",
 )

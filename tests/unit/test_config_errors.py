@@ -131,10 +131,15 @@ def test_valid_choices_come_from_the_module_that_owns_each_vocabulary(monkeypatc
     assert "dtype" not in c
     with pytest.raises(ValueError, match="dtype='fp8' is not valid; valid choices: " + ", ".join(HF_DTYPES)):
         HFConf(name="m", id="x", dtype="fp8").check("slm 'm'")
+    # nor the backends: a model's backend is checked against the registry as it is when the grid
+    # loads, a backend registered since the config module was imported included
+    # (tests/unit/test_extensions.py loads a grid on one)
+    assert "backend" not in c
     extended = BACKENDS.copy()
     extended.add("vllm_native", "jobs.backends.openai_http:OpenAIConf")
     monkeypatch.setattr("jobs.backends.BACKENDS", extended)
-    assert "vllm_native" in config._choices()["backend"] and "vllm_native" not in c["backend"]
+    r = load_grid(DEFAULT, ["llms=[{name: x, backend: vllm_native, model_name: m, base_url: 'http://h:1/v1'}]"])
+    assert type(r.llms["x"]).__name__ == "OpenAIConf" and r.llms["x"].backend == "vllm_native"
 
 
 @pytest.mark.parametrize(
@@ -160,3 +165,54 @@ def test_a_model_option_that_breaks_batch_invariance_is_refused_saying_why(tmp_p
     with pytest.raises(ConfigError) as e:
         load_grid(f, conf_dir=REPO / "conf")
     assert "slm 's'" in str(e.value) and says in str(e.value)
+
+
+def _grid(tmp_path, uq: str, dataset: str) -> Path:
+    f = tmp_path / "g.yaml"
+    f.write_text(
+        f"name: g\noutput_dir: {tmp_path / 'out'}\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [{uq}]\n"
+        f"datasets: [{dataset}]\nmlflow: {{enabled: false}}\n"
+    )
+    return f
+
+
+def test_a_registry_key_with_no_conf_file_gets_the_default_conf(tmp_path, monkeypatch):
+    import numpy as np
+
+    import jobs.datasets as D
+    import jobs.uq as U
+    from jobs.datasets.base import DatasetAdapter
+    from jobs.uq.base import UQMethod
+
+    methods, datasets = U.UQ_METHODS.copy(), D.DATASETS.copy()
+    methods.add("answer_chars", UQMethod(name="answer_chars", requires=("prompt",), fn=lambda s: np.zeros(1)))
+    datasets.add("toy", DatasetAdapter("toy", "yesno", {"test": "t"}, "test", None, lambda r, s: None, "toy", None))
+    monkeypatch.setattr(U, "UQ_METHODS", methods)
+    monkeypatch.setattr(D, "DATASETS", datasets)
+    assert not (REPO / "conf" / "uq" / "answer_chars.yaml").exists()
+    r = load_grid(_grid(tmp_path, "answer_chars", "toy"), conf_dir=tmp_path)
+    from dataclasses import asdict
+
+    from orchestrator.config import DatasetConf, UQConf
+
+    assert asdict(r.uq["answer_chars"]) == asdict(UQConf(name="answer_chars", method="answer_chars"))
+    assert asdict(r.datasets["toy"]) == asdict(DatasetConf(name="toy", adapter="toy"))
+    # a conf file, where there is one, still wins (the shipped ood_probe.yaml's params)
+    shipped = load_grid(_grid(tmp_path, "ood_probe", "toy"), conf_dir=tmp_path).uq["ood_probe"]
+    assert shipped.params == {"epochs": 20, "lr": 0.0001}
+
+
+@pytest.mark.parametrize(
+    "uq, dataset, says",
+    [
+        (
+            "perplxity",
+            "addsub",
+            r"uq\[0\]: unknown uq \(a conf file in .*, or a registry key\) 'perplxity'\. Did you mean 'perplexity'",
+        ),
+        ("perplexity", "adsub", r"dataset\[0\]: unknown dataset \(a conf file .*\) 'adsub'\. Did you mean 'addsub'"),
+    ],
+)
+def test_an_unknown_key_still_fails_with_did_you_mean(tmp_path, uq, dataset, says):
+    with pytest.raises(ConfigError, match=says):
+        load_grid(_grid(tmp_path, uq, dataset), conf_dir=tmp_path)

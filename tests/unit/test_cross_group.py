@@ -142,6 +142,41 @@ def test_sentences_name_each_direction_and_compare_with_leave_one_out():
     assert "0.400" in mc["sentence"] and "0.050" in mc["sentence"]
 
 
+#: the groups of the built-in adapters as the ``GROUPS`` table in ``jobs/datasets/__init__.py`` gave
+#: them before each adapter declared its own (issue 18)
+TABLE_BEFORE_ADAPTERS_DECLARED = {
+    **dict.fromkeys(("gsm8k", "multiarith", "addsub", "singleeq", "aqua", "mathqa"), "math"),
+    **dict.fromkeys(
+        ("commonsenseqa", "strategyqa", "arc_easy", "arc_challenge", "piqa", "social_iqa", "hellaswag", "winogrande"),
+        "commonsense",
+    ),
+    **dict.fromkeys(("mmlu", "truthfulqa"), "knowledge"),
+    "boolq": "reading",
+    **dict.fromkeys(("coin_flip", "last_letters"), "symbolic"),
+    "date_understanding": "other",
+}
+
+
+def test_each_builtin_adapter_declares_the_group_the_table_gave_it():
+    from jobs.datasets import DATASETS
+
+    assert {k: DATASETS.get(k).group for k in DATASETS} == TABLE_BEFORE_ADAPTERS_DECLARED
+    assert {k: dataset_group({"name": k, "adapter": k}) for k in DATASETS} == TABLE_BEFORE_ADAPTERS_DECLARED
+
+
+def test_a_new_adapter_brings_its_group_with_it(monkeypatch):
+    import jobs.datasets as D
+    from jobs.datasets.base import DatasetAdapter
+
+    reg = D.DATASETS.copy()
+    reg.add("toy", DatasetAdapter("toy", "yesno", {"test": "t"}, "test", None, lambda r, s: None, "toy", "medical"))
+    monkeypatch.setattr(D, "DATASETS", reg)
+    assert dataset_group({"name": "toy", "adapter": "toy"}) == "medical"
+    assert dataset_group({"name": "toy2", "adapter": "toy", "group": "law"}) == "law"
+    with pytest.raises(ValueError, match="dataset 'x': group must be a non-empty name or None, got ''"):
+        DatasetAdapter("x", "yesno", {"test": "t"}, "test", None, lambda r, s: None, "x", "")
+
+
 def test_builtin_datasets_carry_a_group_and_a_config_group_wins():
     assert dataset_group({"name": "addsub", "adapter": "addsub"}) == "math"
     assert dataset_group({"name": "strategyqa", "adapter": "strategyqa", "group": None}) == "commonsense"

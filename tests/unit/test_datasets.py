@@ -289,7 +289,7 @@ def test_missing_file_raises_naming_the_path(tmp_path):
 
 def test_adapter_rejects_unknown_eval_split():
     with pytest.raises(ValueError, match="eval_split 'test' is not a split; valid: dev"):
-        DatasetAdapter("x", "mc", {"dev": "x.jsonl"}, "test", None, lambda r, s: None, "x")
+        DatasetAdapter("x", "mc", {"dev": "x.jsonl"}, "test", None, lambda r, s: None, "x", None)
 
 
 def test_default_data_root_error_names_the_paths_tried(tmp_path, monkeypatch):

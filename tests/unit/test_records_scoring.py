@@ -26,9 +26,9 @@ def test_unit_is_complete_only_after_manifest(tmp_path):
     d = records.unit_dir(tmp_path, "gen", "k1")
     records.write_table(records.part_path(d, 0), [{"sample_id": "a"}])
     records.write_table(records.part_path(d, 2), [{"sample_id": "c"}])
-    assert not records.is_complete(d) and records.existing_parts(d) == {0, 2}
+    assert not (d / records.MANIFEST).is_file() and records.existing_parts(d) == {0, 2}
     records.finish_unit(d, {"n": 2})
-    assert records.is_complete(d)
+    assert (d / records.MANIFEST).is_file()
     assert records.read_unit(d).column("sample_id").to_pylist() == ["a", "c"]
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from jobs.backends.base import Generation
 from jobs.engine import finish_gen_shards, run_gen_unit
-from jobs.records import existing_parts, is_complete, read_unit, unit_dir
+from jobs.records import existing_parts, read_unit, unit_dir
+from jobs.store import Store
 from tests.helpers import HashBackend
 
 
@@ -44,11 +45,11 @@ def rows(store, key):
 def test_shards_write_the_same_rows_as_one_run(tmp_path):
     b = EchoBackend()
     whole = run_gen_unit(b, unit("whole", 30), tmp_path, batch_size=4)
-    assert whole["n_chunks"] == 4 and is_complete(unit_dir(tmp_path, "gen", "whole"))
+    assert whole["n_chunks"] == 4 and Store(tmp_path).gen("whole").done
     u = unit("sharded", 30)
     u["key"] = "sharded"
     s1 = run_gen_unit(b, u, tmp_path, batch_size=4, shard=(1, 3))
-    assert not is_complete(unit_dir(tmp_path, "gen", "sharded"))  # no manifest before every shard is in
+    assert not Store(tmp_path).gen("sharded").done  # no manifest before every shard is in
     assert existing_parts(unit_dir(tmp_path, "gen", "sharded")) == {1}
     with pytest.raises(RuntimeError, match=r"chunks \[0, 2, 3\] of 4 are missing"):
         finish_gen_shards(u, tmp_path, [s1])
@@ -57,7 +58,7 @@ def test_shards_write_the_same_rows_as_one_run(tmp_path):
     assert (s0["chunks_run"], s1["chunks_run"], s2["chunks_run"]) == (2, 1, 1)  # chunks 0,3 | 1 | 2
     m = finish_gen_shards(u, tmp_path, [s0, s1, s2])
     assert m["n_shards"] == 3 and m["new_tokens"] == whole["new_tokens"] == 30 * 3
-    assert is_complete(unit_dir(tmp_path, "gen", "sharded"))
+    assert Store(tmp_path).gen("sharded").done
     strip = lambda rs: [{k: v for k, v in r.items() if k != "latency_s"} for r in rs]  # noqa: E731
     assert strip(rows(tmp_path, "sharded")) == strip(rows(tmp_path, "whole"))
 

@@ -9,8 +9,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +39,7 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
     from jobs.cost import OVERHEAD_STAGES
     from orchestrator import plan
 
-    # what the module-level literals were before the registry (jobs/stages.py, plan.py, cost.py)
+    # what the module-level literals were before the registry (the one-file jobs/stages.py of then, plan.py, cost.py)
     assert {st.name: st.deps for st in stages.declared()} == {
         "greedy": (),
         "samples": (),
@@ -112,107 +110,8 @@ def test_check_stages_refuses_an_unknown_dependency_and_a_stat_provided_twice(mo
         stages.stat_stages()
 
 
-# ---------------------------------------------------------------- a new stage is one declaration
-
-
-class WordBackend:
-    """Deterministic: the answer is the question's word count."""
-
-    identity = "words"
-
-    def render(self, messages):
-        return " ".join(m["content"] for m in messages)
-
-    def token_strings(self, ids):
-        return [f" {i}" for i in ids]
-
-    def generate(self, prompts, *, max_new_tokens, seed=0, **kw):
-        from jobs.backends.base import Generation
-
-        out = []
-        for m in prompts:
-            n = len(m[-1]["content"].split())
-            out.append(
-                Generation(
-                    text=f"The answer is {n}.",
-                    n_prompt_tokens=n,
-                    n_new_tokens=2,
-                    token_logprobs=np.array([-0.5, -0.25]),
-                    token_entropy=np.array([1.0, 0.5]),
-                    token_ids=[n, 0],
-                )
-            )
-        return out
-
-
-def _answer_length(backend, samples, deps, p):
-    """The toy stage's pass: reads the greedy answer (its dep) and its own param."""
-    return [{"answer_chars": float(len(deps["greedy"][s.id])) / p["scale"], "n_new_tokens": 0} for s in samples]
-
-
-def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_runner(tmp_path, monkeypatch):
-    """Register a stage (one declaration) and a UQ method that requires its stat: the plan keys its
-    units on its params and deps, run_gen_unit runs it, load_stats reads it, the score uses it."""
-    from jobs import engine, stages, uq
-    from jobs.records import read_unit, unit_dir
-    from jobs.scoring import load_stats, run_score_unit
-    from jobs.stages.base import Stage
-    from jobs.types import Sample
-    from jobs.uq.base import UQMethod
-    from orchestrator.config import load_grid
-    from orchestrator.plan import make_plan
-
-    toy = Stage(
-        name="answer_length",
-        run=_answer_length,
-        provides=("answer_chars",),
-        deps=("greedy",),
-        params=lambda ctx: {"scale": ctx.decoding["verbal_max_new_tokens"]},
-        overhead=True,
-        columns={"answer_chars": pa.float64()},
-    )
-    reg = stages.STAGES.copy()
-    reg.add("answer_length", toy)
-    monkeypatch.setattr(stages, "STAGES", reg)
-    methods = uq.UQ_METHODS.copy()
-    methods.add(
-        "answer_length",
-        UQMethod(name="answer_length", requires=("answer_chars",), fn=lambda stats: np.asarray(stats["answer_chars"])),
-    )
-    monkeypatch.setattr(uq, "UQ_METHODS", methods)
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(
-        "name: toy\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [answer_length]\n"
-        "datasets: [addsub]\ndataset: {limit: 3}\ndecoding: {verbal_max_new_tokens: 4}\n"
-        "mlflow: {enabled: false}\n"
-    )
-    (tmp_path / "uq").mkdir()
-    (tmp_path / "uq" / "answer_length.yaml").write_text("name: answer_length\n")
-    r = load_grid(grid, [f"output_dir={tmp_path / 'out'}"], conf_dir=tmp_path)
-    plan = make_plan(r)
-    (score,) = plan.by_kind("score")
-    assert set(score.spec.stages) == {"greedy", "answer_length"}
-    toy_unit = plan.units[score.spec.stages["answer_length"]]
-    greedy_unit = plan.units[score.spec.stages["greedy"]]
-    assert toy_unit.spec.params == {"seed": 0, "chunk_size": 32, "scale": 4}
-    assert toy_unit.spec.deps == {"greedy": greedy_unit.key} and toy_unit.deps == (greedy_unit.key,)
-
-    samples = [
-        Sample(id=f"q{i}", question=" ".join(["w"] * (i + 3)), task="numeric", gold=str(i + 3)) for i in range(3)
-    ]
-    monkeypatch.setattr(engine, "load_role", lambda dc, run, role: (samples, []))
-    store = r.store_dir
-    for u in (greedy_unit, toy_unit):
-        engine.run_gen_unit(WordBackend(), u.spec, store)
-    rows = read_unit(unit_dir(store, "gen", toy_unit.key)).to_pylist()
-    greedy_rows = read_unit(unit_dir(store, "gen", greedy_unit.key)).to_pylist()
-    want = [len(g["raw_output"]) / 4 for g in greedy_rows]
-    assert [x["answer_chars"] for x in rows] == want
-    ids, stats = load_stats(store, score.spec.stages, "flexible")
-    assert ids == ["q0", "q1", "q2"] and stats["answer_chars"].tolist() == want
-    run_score_unit(score.spec, store)
-    got = read_unit(unit_dir(store, "score", score.key)).to_pylist()
-    assert [x["uncertainty"] for x in got] == want
+# A new stage, declared in a module of its own and registered by one line, goes through the plan,
+# the engine, scoring, the cost axis and the report with no other edit: tests/unit/test_extensions.py.
 
 
 # ---------------------------------------------------------------- the backend protocol
