@@ -657,7 +657,9 @@ def _pooled_names(pools: Pools, exclude: Iterable[str]) -> tuple[list[str], list
     return excluded, names
 
 
-def _pool_rows(pools: Pools, names: list[str], keep_nan: bool) -> tuple[np.ndarray, ...]:
+def _pool_rows(
+    pools: Pools, names: list[str], keep_nan: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """The rows of ``names``' pools, concatenated in that order: (dataset, sample id, uncertainty
     (NaN as +inf when ``keep_nan``, else dropped), slm_correct, llm_correct, dataset -> its NaN count)."""
     parts: list[tuple[np.ndarray, ...]] = []
