@@ -1043,7 +1043,9 @@ def group_transfer_sentences(cross: dict, loo_rows: list[dict]) -> list[dict]:
             per_uq.setdefault(r["uq"], []).append(_abs_err(r))
         worst = max(per_uq, key=lambda u: np.mean(per_uq[u]))
         best = min(per_uq, key=lambda u: np.mean(per_uq[u]))
-        same = [x for r in {(r["slm"], r["uq"], r["llm"], r["heldout"]) for r in rs} for x in loo.get(r, [])]
+        # sorted: a set's order follows string hashes, which change per process (PYTHONHASHSEED),
+        # and the float sum with it
+        same = [x for r in sorted({(r["slm"], r["uq"], r["llm"], r["heldout"]) for r in rs}) for x in loo.get(r, [])]
         loo_err = float(np.mean(same)) if same else float("nan")
         src = sorted({d for r in rs for d in r["source_datasets"]})
         tgt = sorted({r["heldout"] for r in rs})
