@@ -571,34 +571,48 @@ def setting_cost(
     slm_ok, llm_ok = np.asarray(slm_correct, dtype=bool), np.asarray(llm_correct, dtype=bool)
     costs_all = price(usage, slm_rate, llm_rate)
     use, costs = usage.subset(keep), costs_all.subset(keep)
-    nan = float("nan")
     metrics: dict[str, float] = {}
     curve = rnd = CostCurve(np.zeros(0), np.zeros(0), np.zeros(0))
     if keep.any():
         curve = cost_curve(u_all[keep], slm_ok[keep], llm_ok[keep], costs, ties=ties)
         rnd = random_cost_curve(slm_ok[keep], llm_ok[keep], costs)
-        metrics.update(
-            cost_slm=float(costs.slm.mean()),
-            cost_uq_overhead=float(costs.uq.mean()),
-            cost_llm_all=float(costs.llm.mean()),
-            cost_slm_only=float(curve.cost[0]),
-            cost_all_routed=float(curve.cost[-1]),
-        )
-        for f in GAP_FRACTIONS:
-            pct = round(100 * f)
-            metrics[f"cost_to_{pct}_gap"] = cost_to_gap(curve, f)
-            metrics[f"cost_to_{pct}_gap_random"] = cost_to_gap(rnd, f)
-        c80, llm_all = metrics["cost_to_80_gap"], metrics["cost_llm_all"]
-        metrics["cost_ratio_80_vs_llm"] = c80 / llm_all if llm_all > 0 and math.isfinite(c80) else nan
-        for part, u in (("slm", use.slm), ("uq", use.uq), ("llm", use.llm)):
-            metrics[f"tokens_{part}_prompt"] = float(u.prompt_tokens.mean())
-            metrics[f"tokens_{part}_new"] = float(u.new_tokens.mean())
-            metrics[f"seconds_{part}"] = float(u.seconds.mean())
-        metrics["uq_passes"] = float(use.uq.passes.mean())
+        metrics.update(_kept_metrics(use, costs, curve, rnd))
     metrics["n_prompt_tokens_estimated"] = int(sum(u.estimated.sum() for u in (usage.slm, usage.uq, usage.llm)))
     whole = all_queries_cost_curve(uncertainty, slm_ok, llm_ok, costs_all, nan_policy, ties)
     ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(usage.n)]
-    records = [
+    records = _cost_records(usage, costs_all, ids)
+    whole_random = random_cost_curve(slm_ok, llm_ok, costs_all) if len(slm_ok) else None
+    return SettingCost(metrics, curve, rnd, records, whole, whole_random)
+
+
+def _kept_metrics(use: QueryUsage, costs: QueryCosts, curve: CostCurve, rnd: CostCurve) -> dict[str, float]:
+    """``setting_cost``'s metrics over the queries its NaN policy keeps (``use``, ``costs``: theirs;
+    ``curve``, ``rnd``: the method's and random routing's cost curves on them), in metric order."""
+    metrics: dict[str, float] = dict(
+        cost_slm=float(costs.slm.mean()),
+        cost_uq_overhead=float(costs.uq.mean()),
+        cost_llm_all=float(costs.llm.mean()),
+        cost_slm_only=float(curve.cost[0]),
+        cost_all_routed=float(curve.cost[-1]),
+    )
+    for f in GAP_FRACTIONS:
+        pct = round(100 * f)
+        metrics[f"cost_to_{pct}_gap"] = cost_to_gap(curve, f)
+        metrics[f"cost_to_{pct}_gap_random"] = cost_to_gap(rnd, f)
+    c80, llm_all = metrics["cost_to_80_gap"], metrics["cost_llm_all"]
+    metrics["cost_ratio_80_vs_llm"] = c80 / llm_all if llm_all > 0 and math.isfinite(c80) else float("nan")
+    for part, u in (("slm", use.slm), ("uq", use.uq), ("llm", use.llm)):
+        metrics[f"tokens_{part}_prompt"] = float(u.prompt_tokens.mean())
+        metrics[f"tokens_{part}_new"] = float(u.new_tokens.mean())
+        metrics[f"seconds_{part}"] = float(u.seconds.mean())
+    metrics["uq_passes"] = float(use.uq.passes.mean())
+    return metrics
+
+
+def _cost_records(usage: QueryUsage, costs: QueryCosts, ids: Sequence[str]) -> list[dict]:
+    """One per-query cost record per id (in ``usage``'s query order): sample_id, each part's
+    (slm, uq, llm) prompt_tokens, new_tokens, seconds and passes, and its cost in USD."""
+    return [
         {
             "sample_id": sid,
             **{
@@ -611,14 +625,12 @@ def setting_cost(
                     ("passes", "passes"),
                 )
             },
-            "slm_usd": float(costs_all.slm[i]),
-            "uq_usd": float(costs_all.uq[i]),
-            "llm_usd": float(costs_all.llm[i]),
+            "slm_usd": float(costs.slm[i]),
+            "uq_usd": float(costs.uq[i]),
+            "llm_usd": float(costs.llm[i]),
         }
         for i, sid in enumerate(ids)
     ]
-    whole_random = random_cost_curve(slm_ok, llm_ok, costs_all) if len(slm_ok) else None
-    return SettingCost(metrics, curve, rnd, records, whole, whole_random)
 
 
 def curve_json(

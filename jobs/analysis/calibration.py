@@ -339,15 +339,29 @@ def threshold_for_call_rate(cal_u, rate: float, weights=None, strata: Strata | N
         return _stratified_threshold(u, r, strata)
     w = _as_weights(weights, n)
     if w is None:
-        k = r * n
-        if abs(k - round(k)) < _SNAP:
-            k = float(round(k))
-        s = np.sort(u)[::-1]
-        value = s[0] if k == 0 else s[math.ceil(k) - 1]
-        above = int(np.sum(u > value))
-        tied = int(np.sum(u == value))
-        tie_frac = min(1.0, max(0.0, (k - above) / tied))
-        return Threshold(float(value), float(tie_frac))
+        return _unweighted_threshold(u, r)
+    return _weighted_threshold(u, r, w)
+
+
+def _unweighted_threshold(u: np.ndarray, r: float) -> Threshold:
+    """``threshold_for_call_rate`` with every score weighing 1: s[ceil(r N) - 1] of the scores
+    sorted descending (r N snapped to an integer within ``_SNAP``)."""
+    n = len(u)
+    k = r * n
+    if abs(k - round(k)) < _SNAP:
+        k = float(round(k))
+    s = np.sort(u)[::-1]
+    value = s[0] if k == 0 else s[math.ceil(k) - 1]
+    above = int(np.sum(u > value))
+    tied = int(np.sum(u == value))
+    tie_frac = min(1.0, max(0.0, (k - above) / tied))
+    return Threshold(float(value), float(tie_frac))
+
+
+def _weighted_threshold(u: np.ndarray, r: float, w: np.ndarray) -> Threshold:
+    """``threshold_for_call_rate`` with weights: the first score (descending) whose cumulative
+    weight reaches r * total weight."""
+    n = len(u)
     total = float(w.sum())
     k = r * total
     order = np.argsort(-u, kind="stable")
@@ -602,7 +616,37 @@ def build_calibration_set(
     empty or +inf), n_bins, binning, scale, frac, seed. The set's ``strata`` (each row's stratum
     and these ranges) let thresholds cut inside a stratum (``threshold_for_call_rate``).
     """
-    n_bins, frac, seed, binning, scale = params.n_bins, params.frac, params.seed, params.binning, params.scale
+    n_bins, binning, scale = int(params.n_bins), params.binning, params.scale
+    excluded, names = _pooled_names(pools, exclude)
+    if nan_policy not in ("drop", "most_uncertain"):
+        raise ValueError(f"unknown nan policy {nan_policy!r}; valid: drop, most_uncertain")
+    keep_nan = nan_policy == "most_uncertain"
+    ds, ids, u, slm, llm, nan_per = _pool_rows(pools, names, keep_nan)
+    finite = np.isfinite(u)
+    c = np.zeros(len(u))
+    c[finite] = to_confidence(u[finite], scale)
+    edges = _bin_edges(c[finite], n_bins, binning) if finite.any() else np.zeros(n_bins + 1)
+    bins = np.where(finite, _bin_index(c, edges), n_bins)  # NaN stratum last
+    draw = _draw_strata(bins, u, n_bins + (1 if keep_nan else 0), params.frac, params.seed)
+    idx = draw.idx
+    arrays = [ds[idx], ids[idx], u[idx], slm[idx], llm[idx], draw.weight[idx]]
+    for a in arrays:
+        a.setflags(write=False)
+    record = {
+        "datasets": names,
+        "excluded": excluded,
+        "n_pooled_per_dataset": {d: int(np.sum(ds == d)) for d in names},
+        "n_selected_per_dataset": {d: int(np.sum(arrays[0] == d)) for d in names},
+        **_nan_record(nan_policy, nan_per, u[idx]),
+        **draw.record(len(u), edges, params),
+    }
+    *cols, w = arrays
+    strata = Strata(index=bins[idx], size=np.array(draw.n_per_bin, dtype=np.float64), lo=draw.lo, hi=draw.hi)
+    return CalibrationSet(*cols, record=record, weight=w, strata=strata)
+
+
+def _pooled_names(pools: Pools, exclude: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the excluded datasets, the datasets to pool), both sorted; every excluded one must be known."""
     excluded = sorted(set(exclude))
     unknown = [d for d in excluded if d not in pools]
     if unknown:
@@ -610,10 +654,14 @@ def build_calibration_set(
     names = sorted(d for d in pools if d not in excluded)
     if not names:
         raise ValueError(f"no dataset left to pool after excluding {excluded}")
+    return excluded, names
 
-    if nan_policy not in ("drop", "most_uncertain"):
-        raise ValueError(f"unknown nan policy {nan_policy!r}; valid: drop, most_uncertain")
-    keep_nan = nan_policy == "most_uncertain"
+
+def _pool_rows(
+    pools: Pools, names: list[str], keep_nan: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """The rows of ``names``' pools, concatenated in that order: (dataset, sample id, uncertainty
+    (NaN as +inf when ``keep_nan``, else dropped), slm_correct, llm_correct, dataset -> its NaN count)."""
     parts: list[tuple[np.ndarray, ...]] = []
     nan_per: dict[str, int] = {}
     for name in names:
@@ -624,21 +672,67 @@ def build_calibration_set(
             (np.full(int(keep.sum()), name), ids[keep], np.where(np.isnan(u), np.inf, u)[keep], slm[keep], llm[keep])
         )
     ds, ids, u, slm, llm = (np.concatenate([p[i] for p in parts]) for i in range(5))
-    finite = np.isfinite(u)
-    if not finite.any() and not (keep_nan and len(u)):
+    if not np.isfinite(u).any() and not (keep_nan and len(u)):
         raise ValueError(f"no scored (non-NaN) sample in datasets {names}")
+    return ds, ids, u, slm, llm, nan_per
 
-    c = np.zeros(len(u))
-    c[finite] = to_confidence(u[finite], scale)
-    edges = _bin_edges(c[finite], int(n_bins), binning) if finite.any() else np.zeros(int(n_bins) + 1)
-    bins = np.where(finite, _bin_index(c, edges), int(n_bins))  # NaN stratum last
+
+def _nan_record(nan_policy: str, nan_per: dict[str, int], selected_u: np.ndarray) -> dict:
+    """The calibration set record's NaN counts (``build_calibration_set``)."""
+    keep_nan = nan_policy == "most_uncertain"
+    return {
+        "nan_policy": nan_policy,
+        "n_nan_dropped": 0 if keep_nan else int(sum(nan_per.values())),
+        "n_nan_dropped_per_dataset": {d: 0 for d in nan_per} if keep_nan else nan_per,
+        "n_nan_kept": int(sum(nan_per.values())) if keep_nan else 0,
+        "n_nan_selected": int(np.sum(~np.isfinite(selected_u))),
+    }
+
+
+@dataclass(frozen=True)
+class _StrataDraw:
+    """One stratified draw (``_draw_strata``): idx, the drawn pool rows (sorted); weight, each pool
+    row's m / take (0 in a stratum drawn from not at all); lo, hi: each stratum's uncertainty
+    range (NaN: empty); per stratum: its pool size, how many were drawn and the weight."""
+
+    idx: np.ndarray
+    weight: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n_per_bin: list[int]
+    n_selected_per_bin: list[int]
+    bin_weights: list[float]
+
+    def record(self, n_pooled: int, edges: np.ndarray, params: CalibrationParams) -> dict:
+        """The calibration set record's keys from n_pooled on (``build_calibration_set``)."""
+        return {
+            "n_pooled": int(n_pooled),
+            "n_selected": int(len(self.idx)),
+            "n_per_bin": self.n_per_bin,
+            "n_selected_per_bin": self.n_selected_per_bin,
+            "bin_weights": self.bin_weights,
+            "bin_edges": [float(e) for e in edges],
+            "n_bins": int(params.n_bins),
+            "binning": params.binning,
+            "scale": params.scale,
+            "frac": float(params.frac),
+            "seed": int(params.seed),
+            # plain JSON: None = an empty bin, or the unscored stratum's +inf (``Strata.from_record``)
+            "bin_u_min": [float(x) if np.isfinite(x) else None for x in self.lo],
+            "bin_u_max": [float(x) if np.isfinite(x) else None for x in self.hi],
+        }
+
+
+def _draw_strata(bins: np.ndarray, u: np.ndarray, n_strata: int, frac: float, seed: int) -> _StrataDraw:
+    """From each non-empty stratum of m rows (``bins`` = each row's stratum), draw
+    max(1, floor(frac * m + 0.5)) without replacement with ``np.random.default_rng(seed)``, strata in
+    ascending order."""
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     weight = np.zeros(len(u))
-    n_strata = int(n_bins) + (1 if keep_nan else 0)
     u_lo, u_hi = np.full(n_strata, np.nan), np.full(n_strata, np.nan)
     n_per_bin, n_sel_per_bin, bin_weights = [], [], []
-    for b in range(int(n_bins) + (1 if keep_nan else 0)):
+    for b in range(n_strata):
         members = np.flatnonzero(bins == b)
         m = len(members)
         take = max(1, math.floor(frac * m + 0.5)) if m else 0
@@ -650,38 +744,7 @@ def build_calibration_set(
             weight[members] = m / take
             u_lo[b], u_hi[b] = u[members].min(), u[members].max()
     idx = np.sort(np.concatenate(chosen))
-
-    arrays = [ds[idx], ids[idx], u[idx], slm[idx], llm[idx], weight[idx]]
-    for a in arrays:
-        a.setflags(write=False)
-    record = {
-        "datasets": names,
-        "excluded": excluded,
-        "n_pooled_per_dataset": {d: int(np.sum(ds == d)) for d in names},
-        "n_selected_per_dataset": {d: int(np.sum(arrays[0] == d)) for d in names},
-        "nan_policy": nan_policy,
-        "n_nan_dropped": 0 if keep_nan else int(sum(nan_per.values())),
-        "n_nan_dropped_per_dataset": {d: 0 for d in nan_per} if keep_nan else nan_per,
-        "n_nan_kept": int(sum(nan_per.values())) if keep_nan else 0,
-        "n_nan_selected": int(np.sum(~np.isfinite(u[idx]))),
-        "n_pooled": int(len(u)),
-        "n_selected": int(len(idx)),
-        "n_per_bin": n_per_bin,
-        "n_selected_per_bin": n_sel_per_bin,
-        "bin_weights": bin_weights,
-        "bin_edges": [float(e) for e in edges],
-        "n_bins": int(n_bins),
-        "binning": binning,
-        "scale": scale,
-        "frac": float(frac),
-        "seed": int(seed),
-    }
-    # plain JSON: None = an empty bin, or the unscored stratum's +inf (``Strata.from_record``)
-    record["bin_u_min"] = [float(x) if np.isfinite(x) else None for x in u_lo]
-    record["bin_u_max"] = [float(x) if np.isfinite(x) else None for x in u_hi]
-    *cols, w = arrays
-    strata = Strata(index=bins[idx], size=np.array(n_per_bin, dtype=np.float64), lo=u_lo, hi=u_hi)
-    return CalibrationSet(*cols, record=record, weight=w, strata=strata)
+    return _StrataDraw(idx, weight, u_lo, u_hi, n_per_bin, n_sel_per_bin, bin_weights)
 
 
 # ---- transfer evaluation (leave one dataset out) ----------------------------------------------
@@ -736,54 +799,25 @@ def transfer_table(
     heldout_calibration_pools: held-out -> the pools "calibration" draws its set from for that
     held-out dataset, in place of ``calibration_pools`` / ``pools``: for methods trained on other
     datasets (the OOD probe), the other datasets' rows scored by models that never saw the
-    held-out one (``jobs.analysis.inputs.GridView.leave_out``); a held-out dataset missing here uses the
-    default pools.
+    held-out one (``jobs.analysis.inputs.GridView.leave_out``); a held-out dataset missing here
+    uses the default pools.
     params: how calibration sets are drawn (``build_calibration_set``; their thresholds are weighted
     quantiles and their predicted accuracy is weighted) and the targets. "calibration" draws
     ``params.n_draws`` sets, seeds ``params.seeds`` (the paper repeats its calibration three
     times), and reports their mean and spread; the other methods draw once.
-    Row keys (``_transfer_row``): heldout, method, target_call_rate, threshold, tie_frac,
-    realized_call_rate, call_rate_error (= realized - target), realized_accuracy,
-    predicted_accuracy (the fitting data's expected accuracy at the threshold: the calibration
-    set, or the in-domain fit half), accuracy_error (= realized - predicted), n_fit, n_eval,
-    n_nan_heldout; over the draws: threshold, tie_frac and n_fit are the first draw's (seed
-    ``params.seed``), the rates, accuracies and errors are means, and n_draws, seeds,
-    call_rate_error_draws, realized_call_rate_draws, predicted_accuracy_draws (one per draw, in seed
-    order), call_rate_error_sd (sample SD, 0 for one draw), call_rate_error_min/_max,
-    abs_call_rate_error (mean |error| over draws), accuracy_error_sd and threshold_sd give the spread.
-    All rates and accuracies are exact expectations over tie coin flips.
+    Row keys: ``_transfer_row``. All rates and accuracies are exact expectations over tie coin flips.
     """
     methods = _check_transfer_methods(methods, in_domain_frac)
-    cal_source = pools if calibration_pools is None else calibration_pools
     in_source = in_domain_pools if in_domain_pools is not None else calibration_pools
     chosen = _chosen_heldouts(pools, heldouts, in_source if "in_domain" in methods else None)
-    per_heldout = dict(heldout_calibration_pools or {})
-
-    def cal_source_of(h: str) -> Pools:
-        return per_heldout.get(h, cal_source)
-
-    if "calibration" in methods:
-        for h in chosen:
-            if not [d for d in cal_source_of(h) if d != h]:
-                raise ValueError(
-                    f"leave-one-out for held-out {h!r} needs another dataset to calibrate on; "
-                    f"calibration pools have {sorted(cal_source_of(h))}"
-                )
-
+    cal_default = pools if calibration_pools is None else calibration_pools
+    cal_sources = _calibration_sources(cal_default, heldout_calibration_pools or {}, chosen, "calibration" in methods)
+    rule = _FitRule(params, nan_policy, in_source, in_domain_frac)
     rows: list[dict] = []
     for heldout in chosen:
         u, slm, llm, n_nan = _heldout_arrays(pools, heldout, nan_policy)
         for method in methods:
-            fits, evaluated, seeds = _method_fits(
-                method,
-                heldout,
-                (u, slm, llm),
-                params=params,
-                nan_policy=nan_policy,
-                cal_source=cal_source_of(heldout),
-                in_source=in_source,
-                in_domain_frac=in_domain_frac,
-            )
+            fits, evaluated, seeds = _method_fits(method, heldout, (u, slm, llm), cal_sources[heldout], rule)
             for target in params.targets:
                 rows.append(_transfer_row(heldout, method, target, fits, evaluated, n_nan, seeds, fixed_value))
     return rows
@@ -813,24 +847,44 @@ def _chosen_heldouts(pools: Pools, heldouts: Iterable[str] | None, in_source: Po
     return chosen
 
 
+def _calibration_sources(
+    default: Pools, per_heldout: Mapping[str, Pools], chosen: list[str], check: bool
+) -> dict[str, Pools]:
+    """held-out -> the pools its leave-one-out calibration sets are drawn from (``per_heldout``'s,
+    else ``default``); with ``check``, each must hold a dataset other than the held-out one."""
+    sources = {h: per_heldout.get(h, default) for h in chosen}
+    if check:
+        for h in chosen:
+            if not [d for d in sources[h] if d != h]:
+                raise ValueError(
+                    f"leave-one-out for held-out {h!r} needs another dataset to calibrate on; "
+                    f"calibration pools have {sorted(sources[h])}"
+                )
+    return sources
+
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # uncertainty, slm_correct, llm_correct
 
 
+@dataclass(frozen=True)
+class _FitRule:
+    """How ``transfer_table``'s methods fit their thresholds (its arguments of the same names);
+    in_source: the pools in-domain fits draw on (None: a split of the held-out rows)."""
+
+    params: CalibrationParams
+    nan_policy: str
+    in_source: Pools | None
+    in_domain_frac: float
+
+
 def _method_fits(
-    method: str,
-    heldout: str,
-    evaluated: Arrays,
-    *,
-    params: CalibrationParams,
-    nan_policy: str,
-    cal_source: Pools,
-    in_source: Pools | None,
-    in_domain_frac: float,
+    method: str, heldout: str, evaluated: Arrays, cal_source: Pools, rule: _FitRule
 ) -> tuple[list[tuple], Arrays, list[int]]:
     """What one transfer method fits its thresholds on for one held-out dataset: (fits, the arrays
     it is evaluated on, seeds). fits: one (u, slm_correct, llm_correct, weight, strata) per draw (the
     calibration sets of ``params.seeds``; the in-domain fit rows; none for "fixed"). "in_domain"
     without pools of its own splits the held-out rows and is evaluated on the other part."""
+    params, nan_policy, in_source, in_domain_frac = rule.params, rule.nan_policy, rule.in_source, rule.in_domain_frac
     if method == "calibration":
         fits = []
         for sd in params.seeds:
@@ -864,18 +918,11 @@ def _spread(x) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
-def _transfer_row(
-    heldout: str,
-    method: str,
-    target: float,
-    fits: list[tuple],
-    evaluated: Arrays,
-    n_nan: int,
-    seeds: list[int],
-    fixed_value: float,
-) -> dict:
-    """One row of ``transfer_table``: each fit's threshold for ``target`` applied to the evaluated
-    rows (the fixed threshold when there is no fit), means and spread over the fits."""
+def _apply_fits(
+    target: float, fits: list[tuple], evaluated: Arrays, fixed_value: float
+) -> list[tuple[Threshold, float, float, float]]:
+    """Per fit (the fixed threshold when there is none): (its threshold for ``target``, the realized
+    call rate and accuracy on the evaluated rows, the accuracy the fit's own rows predict)."""
     ev_u, ev_slm, ev_llm = evaluated
     draws = []
     for fit in fits or [None]:
@@ -888,6 +935,33 @@ def _transfer_row(
         realized_acc = expected_accuracy(ev_u, ev_slm, ev_llm, thr)
         predicted = expected_accuracy(fit[0], fit[1], fit[2], thr, weights=fit[3]) if fit is not None else float("nan")
         draws.append((thr, realized_rate, realized_acc, predicted))
+    return draws
+
+
+def _transfer_row(
+    heldout: str,
+    method: str,
+    target: float,
+    fits: list[tuple],
+    evaluated: Arrays,
+    n_nan: int,
+    seeds: list[int],
+    fixed_value: float,
+) -> dict:
+    """One row of ``transfer_table``: each fit's threshold for ``target`` applied to the evaluated
+    rows (the fixed threshold when there is no fit), means and spread over the fits.
+
+    Row keys: heldout, method, target_call_rate, threshold, tie_frac, realized_call_rate,
+    call_rate_error (= realized - target), realized_accuracy, predicted_accuracy (the fitting
+    data's expected accuracy at the threshold: the calibration set, or the in-domain fit half),
+    accuracy_error (= realized - predicted), n_fit, n_eval, n_nan_heldout; over the draws:
+    threshold, tie_frac and n_fit are the first draw's (seed ``params.seed``), the rates,
+    accuracies and errors are means, and n_draws, seeds, call_rate_error_draws,
+    realized_call_rate_draws, predicted_accuracy_draws (one per draw, in seed order),
+    call_rate_error_sd (sample SD, 0 for one draw), call_rate_error_min/_max, abs_call_rate_error
+    (mean |error| over draws), accuracy_error_sd and threshold_sd give the spread."""
+    ev_u = evaluated[0]
+    draws = _apply_fits(target, fits, evaluated, fixed_value)
     thr0 = draws[0][0]
     rate = np.array([d[1] for d in draws])
     acc = np.array([d[2] for d in draws])

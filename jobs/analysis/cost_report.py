@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from jobs import cost as C
-from jobs.analysis.inputs import GridView
+from jobs.analysis.inputs import GridView, SettingView
 from jobs.records import read_json
 from jobs.store import Store
 
@@ -57,13 +58,7 @@ def cost_analysis(view: GridView) -> dict:
     """
     table = C.load_prices(view.prices, view.price_dirs)
     store = view.store
-    cache: dict[str, list[dict]] = {}
-
-    def rows_of(key: str) -> list[dict]:
-        if key not in cache:
-            cache[key] = Store(store).gen(key).rows()
-        return cache[key]
-
+    rows_of = _cached_gen_rows(store)
     groups: dict[tuple, dict] = {}
     stale, skipped = 0, []
     for s in view.settings:
@@ -73,10 +68,7 @@ def cost_analysis(view: GridView) -> dict:
         rec = pq.read_table(d.records_path).to_pydict()
         ids = rec["sample_id"]
         try:
-            slm_rows = C.align(rows_of(s.greedy_key), ids, "greedy")
-            llm_rows = rows_of(s.llm_key)
-            stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in C.OVERHEAD_STAGES}
-            usage = C.query_usage(slm_rows, stage_rows, llm_rows, C.answer_stage(s.method, s.params))
+            usage = _setting_usage(s, ids, rows_of)
         except (FileNotFoundError, KeyError) as e:
             skipped.append({"setting": s.name, "reason": str(e)})
             continue
@@ -97,19 +89,7 @@ def cost_analysis(view: GridView) -> dict:
         stored = read_json(curve_file).get("cost", {}) if curve_file.is_file() else {}
         stale += stored.get("prices_digest") != table.digest
         auroc = d.manifest_json()["metrics"].get("auroc")
-        g = groups.setdefault(
-            (s.slm, s.dataset, s.llm),
-            {
-                "slm": s.slm,
-                "dataset": s.dataset,
-                "llm": s.llm,
-                "rows": [],
-                "curves": {},
-                "random": None,
-                "slm_rate": slm_rate.describe(),
-                "llm_rate": llm_rate.describe(),
-            },
-        )
+        g = groups.setdefault((s.slm, s.dataset, s.llm), _new_group(s, slm_rate, llm_rate))
         row = {"uq": s.uq, "auroc": auroc, **sc.metrics, "overhead_stages": list(usage.overhead_stages)}
         g["rows"].append(all_queries_row(row, sc, unc, rec["llm_correct"]))
         g["curves"][s.uq] = sc.all_queries
@@ -119,6 +99,42 @@ def cost_analysis(view: GridView) -> dict:
         "groups": [frontier_group(groups[key]) for key in sorted(groups)],
         "stale": int(stale),
         "skipped": skipped,
+    }
+
+
+def _cached_gen_rows(store: Path) -> Callable[[str], list[dict]]:
+    """A reader of generation units' records (unit key -> rows) that reads each unit once."""
+    cache: dict[str, list[dict]] = {}
+
+    def rows_of(key: str) -> list[dict]:
+        if key not in cache:
+            cache[key] = Store(store).gen(key).rows()
+        return cache[key]
+
+    return rows_of
+
+
+def _setting_usage(s: SettingView, ids: list[str], rows_of: Callable[[str], list[dict]]) -> C.QueryUsage:
+    """Per-query token and time usage of setting ``s`` (its greedy rows aligned to its records'
+    ``ids``, its LLM rows and its UQ method's overhead stages). FileNotFoundError / KeyError: a unit
+    or a row is missing."""
+    slm_rows = C.align(rows_of(s.greedy_key), ids, "greedy")
+    llm_rows = rows_of(s.llm_key)
+    stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in C.OVERHEAD_STAGES}
+    return C.query_usage(slm_rows, stage_rows, llm_rows, C.answer_stage(s.method, s.params))
+
+
+def _new_group(s: SettingView, slm_rate: C.Rate, llm_rate: C.Rate) -> dict:
+    """An empty cost group of setting ``s``'s (SLM, dataset, LLM), priced at these rates."""
+    return {
+        "slm": s.slm,
+        "dataset": s.dataset,
+        "llm": s.llm,
+        "rows": [],
+        "curves": {},
+        "random": None,
+        "slm_rate": slm_rate.describe(),
+        "llm_rate": llm_rate.describe(),
     }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -734,71 +735,128 @@ def transfer_analysis(
     T left with none is skipped, saying why. None: every dataset has one definition.
     Returns {"call_rate", "curves", "accuracy", "skipped", "not_pooled": [{slm, uq, llm, heldout,
     split, left_out: {dataset: sentence}}]}."""
-    rows, curves, acc_rows, skipped, not_pooled = [], [], [], [], []
+    out: dict[str, list] = {"call_rate": [], "curves": [], "accuracy": [], "skipped": [], "not_pooled": []}
     allowed = set(calibration_datasets) if calibration_datasets is not None else None
-    methods = methods or {}
     for key in sorted(eval_p):
-        slm, uq, llm = key
-        ev = eval_p[key]
-        fp = fit_p.get(key)
-        source, use_fit, cal_src = _calibration_sources(ev, fp, allowed)
-        params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
-        scale = params.scale
-        policy = _policy(nan_policy, uq)
-        fixed = float((cal_conf.get("fixed_threshold") or {}).get(uq, 0.5))
-        lo = uq in needs_leave_out
-        for h in sorted(ev):
-            cal_h = {d: p for d, p in cal_src.items() if d != h}
-            if lo:  # only rows scored by models that never saw h
-                lo_h = (leave_out or {}).get(key, {}).get(h, {})
-                cal_h = {d: lo_h[d] for d in cal_h if d in lo_h}
-            same, left = same_definition(uq, h, cal_h, definitions)
-            cal_h = {d: cal_h[d] for d in same}
-            if left:
-                not_pooled.append(
-                    {"slm": slm, "uq": uq, "llm": llm, "heldout": h, "split": "leave_one_out", "left_out": left}
-                )
-            if not cal_h:
-                why = (
-                    f"no calibration dataset has {h}'s definition of {uq} ("
-                    + "; ".join(left.values())
-                    + "): thresholds are never carried across definitions"
-                    if left
-                    else f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
-                    f"did not see {h} (other datasets: {sorted(d for d in cal_src if d != h)}; a leave-out model "
-                    f"needs a third dataset to train on)"
-                    if lo
-                    else f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})"
-                )
-                skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": why})
-                continue
-            try:
-                t = C.transfer_table(
-                    ev,
-                    params=params,
-                    fixed_value=fixed,
-                    nan_policy=policy,
-                    calibration_pools=cal_src if use_fit else None,
-                    in_domain_pools=fp if use_fit else None,
-                    heldouts=[h],
-                    heldout_calibration_pools={h: cal_h},
-                )
-                c = C.curve_transfer(ev, h, params=params, nan_policy=policy, calibration_pools=cal_h)
-            except ValueError as exc:  # e.g. a dataset with no scored row
-                skipped.append({"slm": slm, "uq": uq, "llm": llm, "heldout": h, "reason": str(exc)})
-                continue
-            rows += [
-                {"slm": slm, "uq": uq, "llm": llm, "source": source, "scale": scale, "leave_out": lo, **row}
-                for row in t
-            ]
-            c.pop("calibration")
-            curves.append({"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **c})
-            # held-out by held-out: each has its own calibration pools (its definition's, its leave-out scores)
-            acc_rows += [
-                {"slm": slm, "uq": uq, "llm": llm, "source": source, "leave_out": lo, **row}
-                for row in accuracy_transfer({h: ev[h]}, cal_h, params, policy)
-            ]
-    return {"call_rate": rows, "curves": curves, "accuracy": acc_rows, "skipped": skipped, "not_pooled": not_pooled}
+        st = _setting_transfer(key, eval_p, fit_p, allowed, cal_conf, methods or {}, nan_policy, needs_leave_out)
+        fixed = float((cal_conf.get("fixed_threshold") or {}).get(st.uq, 0.5))
+        leave_out_h = (leave_out or {}).get(key, {})
+        for h in sorted(st.ev):
+            for k, v in _heldout_transfer(st, h, leave_out_h.get(h, {}), definitions, fixed).items():
+                out[k] += v
+    return out
+
+
+@dataclass(frozen=True)
+class _SettingTransfer:
+    """One (SLM, UQ, LLM) as both transfer analyses see it: ev, its evaluated pools; fp, its fit
+    pools (None: none); source "fit" | "eval" and cal_src, the pools calibration sets are drawn
+    from (``_calibration_sources``; use_fit: they are the fit pools); params, its calibration
+    parameters; policy, its NaN policy; lo: its models train on other datasets."""
+
+    key: Key
+    ev: dict[str, Pool]
+    fp: dict[str, Pool] | None
+    source: str
+    use_fit: bool
+    cal_src: dict[str, Pool]
+    params: C.CalibrationParams
+    policy: str
+    lo: bool
+
+    @property
+    def uq(self) -> str:
+        return self.key[1]
+
+    def row(self, *parts: Mapping[str, Any]) -> dict:
+        """A row of this setting: slm, uq, llm, then the keys of ``parts`` in order (a later value wins)."""
+        slm, uq, llm = self.key
+        out = {"slm": slm, "uq": uq, "llm": llm}
+        for p in parts:
+            out.update(p)
+        return out
+
+
+def _setting_transfer(
+    key: Key,
+    eval_p: Pools,
+    fit_p: Pools,
+    allowed: set | None,
+    cal_conf: dict,
+    methods: dict[str, str],
+    nan_policy: str | dict[str, str],
+    needs_leave_out: set[str] | frozenset[str],
+) -> _SettingTransfer:
+    """``_SettingTransfer`` of ``key`` (arguments as in ``transfer_analysis``)."""
+    uq = key[1]
+    ev = eval_p[key]
+    fp = fit_p.get(key)
+    source, use_fit, cal_src = _calibration_sources(ev, fp, allowed)
+    params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
+    policy = _policy(nan_policy, uq)
+    return _SettingTransfer(key, ev, fp, source, use_fit, cal_src, params, policy, uq in needs_leave_out)
+
+
+def _heldout_transfer(
+    st: _SettingTransfer, h: str, leave_out_h: dict[str, Pool], definitions: Definitions | None, fixed: float
+) -> dict[str, list]:
+    """``transfer_analysis``'s rows for held-out dataset ``h`` of one setting (leave_out_h: the
+    other datasets' rows scored by a model that saw neither them nor h)."""
+    cal_h, left, why = _heldout_calibration_pools(st, h, leave_out_h, definitions)
+    out: dict[str, list] = {}
+    if left:
+        out["not_pooled"] = [st.row({"heldout": h, "split": "leave_one_out", "left_out": left})]
+    if why:
+        return out | {"skipped": [st.row({"heldout": h, "reason": why})]}
+    try:
+        t = C.transfer_table(
+            st.ev,
+            params=st.params,
+            fixed_value=fixed,
+            nan_policy=st.policy,
+            calibration_pools=st.cal_src if st.use_fit else None,
+            in_domain_pools=st.fp if st.use_fit else None,
+            heldouts=[h],
+            heldout_calibration_pools={h: cal_h},
+        )
+        c = C.curve_transfer(st.ev, h, params=st.params, nan_policy=st.policy, calibration_pools=cal_h)
+    except ValueError as exc:  # e.g. a dataset with no scored row
+        return out | {"skipped": [st.row({"heldout": h, "reason": str(exc)})]}
+    c.pop("calibration")
+    # held-out by held-out: each has its own calibration pools (its definition's, its leave-out scores)
+    acc = accuracy_transfer({h: st.ev[h]}, cal_h, st.params, st.policy)
+    return out | {
+        "call_rate": [st.row({"source": st.source, "scale": st.params.scale, "leave_out": st.lo}, row) for row in t],
+        "curves": [st.row({"source": st.source, "leave_out": st.lo}, c)],
+        "accuracy": [st.row({"source": st.source, "leave_out": st.lo}, row) for row in acc],
+    }
+
+
+def _heldout_calibration_pools(
+    st: _SettingTransfer, h: str, leave_out_h: dict[str, Pool], definitions: Definitions | None
+) -> tuple[dict[str, Pool], dict[str, str], str | None]:
+    """(the pools held-out h's calibration sets are drawn from, the datasets left out for another
+    definition -> why, why h is skipped: None unless no pool is left)."""
+    uq, cal_src = st.uq, st.cal_src
+    cal_h = {d: p for d, p in cal_src.items() if d != h}
+    if st.lo:  # only rows scored by models that never saw h
+        cal_h = {d: leave_out_h[d] for d in cal_h if d in leave_out_h}
+    same, left = same_definition(uq, h, cal_h, definitions)
+    cal_h = {d: cal_h[d] for d in same}
+    if cal_h:
+        return cal_h, left, None
+    why = (
+        f"no calibration dataset has {h}'s definition of {uq} ("
+        + "; ".join(left.values())
+        + "): thresholds are never carried across definitions"
+        if left
+        else f"{uq} trains on other datasets: no dataset's calibration rows were scored by a model that "
+        f"did not see {h} (other datasets: {sorted(d for d in cal_src if d != h)}; a leave-out model "
+        f"needs a third dataset to train on)"
+        if st.lo
+        else f"no other dataset to calibrate on (calibration pools: {sorted(cal_src)})"
+    )
+    return cal_h, left, why
 
 
 def _calibration_sources(ev: dict, fp: dict | None, allowed: set | None) -> tuple[str, bool, dict]:
@@ -843,80 +901,93 @@ def group_transfer_analysis(
     ``calibration.transfer_table``'s keys (method "calibration"); "summary": ``group_transfer_summary``
     of them; "skipped": [{slm, uq, llm, source_group, target_group, reason} (+ heldout when one
     target is skipped)]; "not_pooled": as in ``transfer_analysis``, with split "cross_group"}."""
-    rows, skipped, not_pooled = [], [], []
+    out: dict[str, list] = {"call_rate": [], "skipped": [], "not_pooled": []}
     allowed = set(calibration_datasets) if calibration_datasets is not None else None
-    methods = methods or {}
     for key in sorted(eval_p):
-        slm, uq, llm = key
-        ev = eval_p[key]
-        source, use_fit, cal_src = _calibration_sources(ev, fit_p.get(key), allowed)
-        params = C.CalibrationParams.from_conf(cal_conf, methods.get(uq, uq))
-        scale = params.scale
-        policy = _policy(nan_policy, uq)
-        lo = uq in needs_leave_out
-        present = sorted({groups.get(d) for d in ev if groups.get(d)})
+        st = _setting_transfer(key, eval_p, fit_p, allowed, cal_conf, methods or {}, nan_policy, needs_leave_out)
+        present = sorted({g for d in st.ev if (g := groups.get(d))})
         for g1, g2 in itertools.permutations(present, 2):
-            targets = sorted(d for d in ev if groups.get(d) == g2)
-            src = {d: p for d, p in cal_src.items() if groups.get(d) == g1}
-            if lo:
-                lg = (leave_group or {}).get(key, {}).get(g2, {})
-                src = {d: lg[d] for d in src if d in lg}
-            base = {"slm": slm, "uq": uq, "llm": llm, "source_group": g1, "target_group": g2}
-            if not src:
-                g1_all = sorted(d for d in groups if groups[d] == g1)
-                why = (
-                    f"{uq} trains on other datasets: no {g1} dataset's calibration rows were scored by a model "
-                    f"that saw no {g2} dataset ({g1}: {g1_all}; such a model needs a dataset outside {g1}'s "
-                    f"calibration source and {g2} to train on)"
-                    if lo and [d for d in cal_src if groups.get(d) == g1]
-                    else f"no {g1} dataset may feed calibration sets (calibration pools: {sorted(cal_src)})"
-                )
-                skipped.append(base | {"reason": why})
-                continue
-            per_target: dict[str, dict[str, Pool]] = {}
-            for tg in targets:  # each target only from the G1 datasets of its definition
-                same, left = same_definition(uq, tg, src, definitions)
-                if left:
-                    not_pooled.append(base | {"heldout": tg, "split": "cross_group", "left_out": left})
-                if same:
-                    per_target[tg] = {d: src[d] for d in same}
-                else:
-                    skipped.append(
-                        base
-                        | {
-                            "heldout": tg,
-                            "reason": f"no {g1} dataset has {tg}'s definition of {uq} ("
-                            + "; ".join(left.values())
-                            + "): thresholds are never carried across definitions",
-                        }
-                    )
-            if not per_target:
-                continue
-            try:
-                t = C.transfer_table(
-                    ev,
-                    params=params,
-                    methods=["calibration"],
-                    nan_policy=policy,
-                    calibration_pools=src,
-                    heldouts=list(per_target),
-                    heldout_calibration_pools=per_target,
-                )
-            except ValueError as exc:  # e.g. a dataset with no scored row
-                skipped.append(base | {"reason": str(exc)})
-                continue
-            rows += [
-                base
-                | {
-                    "source": source,
-                    "scale": scale,
-                    "leave_out": lo,
-                    "source_datasets": sorted(per_target[r["heldout"]]),
-                    **r,
-                }
-                for r in t
-            ]
-    return {"call_rate": rows, "summary": group_transfer_summary(rows), "skipped": skipped, "not_pooled": not_pooled}
+            leave_group_g2 = (leave_group or {}).get(key, {}).get(g2, {})
+            for k, v in _direction_transfer(st, g1, g2, groups, leave_group_g2, definitions).items():
+                out[k] += v
+    rows = out["call_rate"]
+    return {
+        "call_rate": rows,
+        "summary": group_transfer_summary(rows),
+        "skipped": out["skipped"],
+        "not_pooled": out["not_pooled"],
+    }
+
+
+def _direction_transfer(
+    st: _SettingTransfer,
+    g1: str,
+    g2: str,
+    groups: dict[str, str | None],
+    leave_group_g2: dict[str, Pool],
+    definitions: Definitions | None,
+) -> dict[str, list]:
+    """``group_transfer_analysis``'s rows for one setting and one direction g1 -> g2 (leave_group_g2:
+    rows scored by a model that trained on no dataset of g2)."""
+    out: dict[str, list] = {"call_rate": [], "skipped": [], "not_pooled": []}
+    base = st.row({"source_group": g1, "target_group": g2})
+    src, why = _source_group_pools(st, g1, g2, groups, leave_group_g2)
+    if why is not None:
+        out["skipped"].append(base | {"reason": why})
+        return out
+    per_target: dict[str, dict[str, Pool]] = {}
+    for tg in sorted(d for d in st.ev if groups.get(d) == g2):  # each only from the G1 datasets of its definition
+        same, left = same_definition(st.uq, tg, src, definitions)
+        if left:
+            out["not_pooled"].append(base | {"heldout": tg, "split": "cross_group", "left_out": left})
+        if same:
+            per_target[tg] = {d: src[d] for d in same}
+        else:
+            reason = (
+                f"no {g1} dataset has {tg}'s definition of {st.uq} ("
+                + "; ".join(left.values())
+                + "): thresholds are never carried across definitions"
+            )
+            out["skipped"].append(base | {"heldout": tg, "reason": reason})
+    if not per_target:
+        return out
+    try:
+        t = C.transfer_table(
+            st.ev,
+            params=st.params,
+            methods=["calibration"],
+            nan_policy=st.policy,
+            calibration_pools=src,
+            heldouts=list(per_target),
+            heldout_calibration_pools=per_target,
+        )
+    except ValueError as exc:  # e.g. a dataset with no scored row
+        out["skipped"].append(base | {"reason": str(exc)})
+        return out
+    tag = {"source": st.source, "scale": st.params.scale, "leave_out": st.lo}
+    out["call_rate"] = [base | tag | {"source_datasets": sorted(per_target[r["heldout"]]), **r} for r in t]
+    return out
+
+
+def _source_group_pools(
+    st: _SettingTransfer, g1: str, g2: str, groups: dict[str, str | None], leave_group_g2: dict[str, Pool]
+) -> tuple[dict[str, Pool], str | None]:
+    """(g1's pools calibration sets for g2 are drawn from, why the direction is skipped: None
+    unless no pool is left)."""
+    src = {d: p for d, p in st.cal_src.items() if groups.get(d) == g1}
+    if st.lo:
+        src = {d: leave_group_g2[d] for d in src if d in leave_group_g2}
+    if src:
+        return src, None
+    g1_all = sorted(d for d in groups if groups[d] == g1)
+    why = (
+        f"{st.uq} trains on other datasets: no {g1} dataset's calibration rows were scored by a model "
+        f"that saw no {g2} dataset ({g1}: {g1_all}; such a model needs a dataset outside {g1}'s "
+        f"calibration source and {g2} to train on)"
+        if st.lo and [d for d in st.cal_src if groups.get(d) == g1]
+        else f"no {g1} dataset may feed calibration sets (calibration pools: {sorted(st.cal_src)})"
+    )
+    return src, why
 
 
 def group_transfer_summary(rows: list[dict]) -> list[dict]:
@@ -972,7 +1043,9 @@ def group_transfer_sentences(cross: dict, loo_rows: list[dict]) -> list[dict]:
             per_uq.setdefault(r["uq"], []).append(_abs_err(r))
         worst = max(per_uq, key=lambda u: np.mean(per_uq[u]))
         best = min(per_uq, key=lambda u: np.mean(per_uq[u]))
-        same = [x for r in {(r["slm"], r["uq"], r["llm"], r["heldout"]) for r in rs} for x in loo.get(r, [])]
+        # sorted: a set's order follows string hashes, which change per process (PYTHONHASHSEED),
+        # and the float sum with it
+        same = [x for r in sorted({(r["slm"], r["uq"], r["llm"], r["heldout"]) for r in rs}) for x in loo.get(r, [])]
         loo_err = float(np.mean(same)) if same else float("nan")
         src = sorted({d for r in rs for d in r["source_datasets"]})
         tgt = sorted({r["heldout"] for r in rs})
@@ -1080,66 +1153,8 @@ def alignment_finding(ranking: list[dict], paired: list[dict], same: Iterable[st
             "coincide (identical routing order, detected from the scores): " + "; ".join(same) + "."
         )
     if len(ranked) >= 2:
-        spread = ranked[0]["mean_auroc"] - ranked[-1]["mean_auroc"]
-        ev1.append(
-            f"Mean AUROC ranges from {_fmt(ranked[-1]['mean_auroc'])} ({ranked[-1]['uq']}) to "
-            f"{_fmt(ranked[0]['mean_auroc'])} ({ranked[0]['uq']}), a spread of {_fmt(spread)}."
-        )
-        sig = [p for p in paired if np.isfinite(p["p_auroc"]) and p["p_auroc"] < 0.05]
-        if paired:
-            ev1.append(
-                f"{len(sig)} of {len(paired)} paired method comparisons differ in AUROC at p < 0.05 "
-                f"(paired bootstrap on the same queries)."
-            )
-        top3 = [r["uq"] for r in ranked[:3]]
-        top3_names = {m for r in ranked[:3] for m in r.get("members", [r["uq"]])}
-        half = len(ranked) / 2
-        verbal = [r for r in ranked if r["uq"] in VERBAL]
-        verbal_low = [r for r in verbal if r["rank"] > half]
-        ev1.append(
-            f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
-            f"{len(top3_names & set(PAPER_TOP3))} of the paper's three are among them."
-        )
-        if verbal:
-            ev1.append(
-                "Verbalized confidence ranks "
-                + ", ".join(
-                    f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
-                    f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})"
-                    for r in verbal
-                )
-                + ("; all in the bottom half." if len(verbal_low) == len(verbal) else "; not all in the bottom half.")
-            )
-        unscorable = [r for r in ranking if r["uq"] in VERBAL and not np.isfinite(r["mean_auroc"])]
-        if unscorable:
-            ev1.append(
-                "No defined AUROC for "
-                + ", ".join(
-                    f"{r['uq']} (mean unscored share {_fmt(r['mean_unscored_share'])}: confidences that do not parse "
-                    f"are dropped)"
-                    for r in unscorable
-                )
-                + "."
-            )
-        best = ranked[0]["mean_auroc"]
-        below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
-        if best < 0.55 or below:
-            ev1.append(
-                f"Alignment itself is weak here: the best mean AUROC is {_fmt(best)}"
-                + (
-                    f"; {', '.join(below)} rank correct answers as the *more* uncertain on average (AUROC < 0.5)"
-                    if below
-                    else ""
-                )
-                + ". With an SLM this weak most datasets have only a few correct answers, so each AUROC "
-                "rests on a handful of queries (see the CIs)."
-            )
-        checks = [
-            spread >= 0.1,
-            len(top3_names & set(PAPER_TOP3)) >= 2,
-            (not verbal) or len(verbal_low) == len(verbal),
-            best >= 0.55,
-        ]
+        evidence, checks = _alignment_evidence(ranking, ranked, paired)
+        ev1 += evidence
         verdict = "holds" if all(checks) else ("partly" if any(checks) else "does not hold")
     else:
         verdict = "not testable"
@@ -1153,55 +1168,94 @@ def alignment_finding(ranking: list[dict], paired: list[dict], same: Iterable[st
     }
 
 
+def _alignment_evidence(ranking: list[dict], ranked: list[dict], paired: list[dict]) -> tuple[list[str], list[bool]]:
+    """Finding 1's sentences and its four checks (spread >= 0.1, two of the paper's top three among
+    ours, verbal methods in the bottom half, best AUROC >= 0.55), for at least two ranked methods
+    (``ranked``: those of ``ranking`` with a finite mean AUROC, best first)."""
+    ev1: list[str] = []
+    spread = ranked[0]["mean_auroc"] - ranked[-1]["mean_auroc"]
+    ev1.append(
+        f"Mean AUROC ranges from {_fmt(ranked[-1]['mean_auroc'])} ({ranked[-1]['uq']}) to "
+        f"{_fmt(ranked[0]['mean_auroc'])} ({ranked[0]['uq']}), a spread of {_fmt(spread)}."
+    )
+    sig = [p for p in paired if np.isfinite(p["p_auroc"]) and p["p_auroc"] < 0.05]
+    if paired:
+        ev1.append(
+            f"{len(sig)} of {len(paired)} paired method comparisons differ in AUROC at p < 0.05 "
+            f"(paired bootstrap on the same queries)."
+        )
+    top3 = [r["uq"] for r in ranked[:3]]
+    top3_names = {m for r in ranked[:3] for m in r.get("members", [r["uq"]])}
+    half = len(ranked) / 2
+    verbal = [r for r in ranked if r["uq"] in VERBAL]
+    verbal_low = [r for r in verbal if r["rank"] > half]
+    ev1.append(
+        f"Top three here: {', '.join(top3)} (paper: {', '.join(PAPER_TOP3)}); "
+        f"{len(top3_names & set(PAPER_TOP3))} of the paper's three are among them."
+    )
+    ev1 += _verbal_evidence(ranking, ranked, verbal, all_low=len(verbal_low) == len(verbal))
+    best = ranked[0]["mean_auroc"]
+    below = [r["uq"] for r in ranked if r["mean_auroc"] < 0.5]
+    if best < 0.55 or below:
+        ev1.append(
+            f"Alignment itself is weak here: the best mean AUROC is {_fmt(best)}"
+            + (
+                f"; {', '.join(below)} rank correct answers as the *more* uncertain on average (AUROC < 0.5)"
+                if below
+                else ""
+            )
+            + ". With an SLM this weak most datasets have only a few correct answers, so each AUROC "
+            "rests on a handful of queries (see the CIs)."
+        )
+    checks = [
+        spread >= 0.1,
+        len(top3_names & set(PAPER_TOP3)) >= 2,
+        (not verbal) or len(verbal_low) == len(verbal),
+        best >= 0.55,
+    ]
+    return ev1, checks
+
+
+def _verbal_evidence(ranking: list[dict], ranked: list[dict], verbal: list[dict], all_low: bool) -> list[str]:
+    """Where the verbalized-confidence methods rank (``verbal``: those of ``ranked``; all_low: all in
+    the bottom half), and which of them have no defined AUROC at all."""
+    ev1: list[str] = []
+    if verbal:
+        ev1.append(
+            "Verbalized confidence ranks "
+            + ", ".join(
+                f"{r['uq']} #{r['rank']} of {len(ranked)} (AUROC {_fmt(r['mean_auroc'])}, "
+                f"unscored {_fmt(r.get('mean_unscored_share', float('nan')))})"
+                for r in verbal
+            )
+            + ("; all in the bottom half." if all_low else "; not all in the bottom half.")
+        )
+    unscorable = [r for r in ranking if r["uq"] in VERBAL and not np.isfinite(r["mean_auroc"])]
+    if unscorable:
+        ev1.append(
+            "No defined AUROC for "
+            + ", ".join(
+                f"{r['uq']} (mean unscored share {_fmt(r['mean_unscored_share'])}: confidences that do not parse "
+                f"are dropped)"
+                for r in unscorable
+            )
+            + "."
+        )
+    return ev1
+
+
 def distribution_finding(dist: dict) -> dict:
     """Finding 2: uncertainty distributions depend on (SLM, method) more than on the dataset
     (``distance_analysis``)."""
-    ev2: list[str] = []
     ks = dist.get("ks", {})
     a_ds = ks.get("across_datasets", {}).get("mean", float("nan"))
     a_uq = ks.get("across_uq", {}).get("mean", float("nan"))
     a_slm = ks.get("across_slm", {}).get("mean", float("nan"))
     if np.isfinite(a_ds) and (np.isfinite(a_uq) or np.isfinite(a_slm)):
-        ev2.append(
-            f"Mean KS distance between datasets (SLM and method fixed): {_fmt(a_ds)} over "
-            f"{ks['across_datasets']['n_pairs']} pairs."
-        )
-        if np.isfinite(a_uq):
-            ev2.append(
-                f"Between UQ methods (SLM and dataset fixed, each method on the paper's confidence scale: "
-                f"1 - u, 1 / perplexity, exp(-u)): {_fmt(a_uq)} over {ks['across_uq']['n_pairs']} pairs. "
-                "Between datasets and SLMs distances are on each method's pooled ranks (scale-free); "
-                "between methods no scale-free comparison exists, so this half rests on that scale."
-            )
-        if np.isfinite(a_slm):
-            ev2.append(
-                f"Between SLMs (method and dataset fixed): {_fmt(a_slm)} over {ks['across_slm']['n_pairs']} pairs."
-            )
-        else:
-            ev2.append("Only one SLM in this grid: the across-SLM half of the claim is not tested.")
-        per = ks.get("across_datasets", {}).get("per_group", {})
-        if per:
-            worst = max(per, key=per.get)
-            ev2.append(
-                f"Least stable method across datasets: {worst.replace('__', ' / ')} (mean KS {_fmt(per[worst])})."
-            )
-        comps = [x for x in (a_uq, a_slm) if np.isfinite(x)]
-        ratios = [a_ds / x for x in comps if x > 0]
-        ev2.append(
-            "Ratio of between-dataset to between-method/SLM distance: "
-            + ", ".join(_fmt(x, 2) for x in ratios)
-            + " (the finding needs clearly below 1; we ask <= 0.8)."
-        )
-        verdict = (
-            "holds"
-            if ratios and all(x <= 0.8 for x in ratios)
-            else "partly"
-            if any(x < 1 for x in ratios)
-            else "does not hold"
-        )
+        ev2, verdict = _distance_evidence(ks, a_ds, a_uq, a_slm)
     else:
         verdict = "not testable"
-        ev2.append("Needs at least two datasets and two methods or SLMs with scored samples.")
+        ev2 = ["Needs at least two datasets and two methods or SLMs with scored samples."]
     left = dist.get("not_compared", [])
     if left:
         ev2.append(
@@ -1218,6 +1272,45 @@ def distribution_finding(dist: dict) -> dict:
         "verdict": verdict,
         "evidence": ev2,
     }
+
+
+def _distance_evidence(ks: dict, a_ds: float, a_uq: float, a_slm: float) -> tuple[list[str], str]:
+    """Finding 2's sentences and verdict from the mean KS distances across datasets, UQ methods and
+    SLMs (``distance_analysis``'s "ks"; a_ds finite, a_uq or a_slm finite)."""
+    ev2 = [
+        f"Mean KS distance between datasets (SLM and method fixed): {_fmt(a_ds)} over "
+        f"{ks['across_datasets']['n_pairs']} pairs."
+    ]
+    if np.isfinite(a_uq):
+        ev2.append(
+            f"Between UQ methods (SLM and dataset fixed, each method on the paper's confidence scale: "
+            f"1 - u, 1 / perplexity, exp(-u)): {_fmt(a_uq)} over {ks['across_uq']['n_pairs']} pairs. "
+            "Between datasets and SLMs distances are on each method's pooled ranks (scale-free); "
+            "between methods no scale-free comparison exists, so this half rests on that scale."
+        )
+    if np.isfinite(a_slm):
+        ev2.append(f"Between SLMs (method and dataset fixed): {_fmt(a_slm)} over {ks['across_slm']['n_pairs']} pairs.")
+    else:
+        ev2.append("Only one SLM in this grid: the across-SLM half of the claim is not tested.")
+    per = ks.get("across_datasets", {}).get("per_group", {})
+    if per:
+        worst = max(per, key=per.get)
+        ev2.append(f"Least stable method across datasets: {worst.replace('__', ' / ')} (mean KS {_fmt(per[worst])}).")
+    comps = [x for x in (a_uq, a_slm) if np.isfinite(x)]
+    ratios = [a_ds / x for x in comps if x > 0]
+    ev2.append(
+        "Ratio of between-dataset to between-method/SLM distance: "
+        + ", ".join(_fmt(x, 2) for x in ratios)
+        + " (the finding needs clearly below 1; we ask <= 0.8)."
+    )
+    verdict = (
+        "holds"
+        if ratios and all(x <= 0.8 for x in ratios)
+        else "partly"
+        if any(x < 1 for x in ratios)
+        else "does not hold"
+    )
+    return ev2, verdict
 
 
 def fitted_on_target(methods: Mapping[str, str]) -> list[str]:
@@ -1248,55 +1341,8 @@ def transfer_finding(transfer: dict, fitted_on_target: Iterable[str] = ()) -> di
         sd_m.setdefault(r["method"], []).append(float(r.get("call_rate_error_sd", 0.0)))
     if by_m.get("calibration"):
         cal_err = float(np.mean(by_m["calibration"]))
-        sources = sorted({r["source"] for r in rows})
-        ev3.append(
-            f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
-            f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
-            f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
-            f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)})."
-        )
-        lo_cal = [_abs_err(r) for r in left_out if r["method"] == "calibration"]
-        if on_target:
-            ev3.append(
-                f"Left out of these numbers and the verdict: {', '.join(sorted(on_target))}, whose scores on a "
-                "held-out dataset come from a model trained on that dataset's own labelled fit rows (its "
-                "thresholds never see the target's labels, its scores do)"
-                + (f"; its calibration error would be {_fmt(float(np.mean(lo_cal)))}." if lo_cal else ".")
-            )
-        n_draws = max(int(r.get("n_draws", 1)) for r in rows if r["method"] == "calibration")
-        if n_draws > 1:
-            ev3.append(
-                f"Calibration errors are means over {n_draws} draws of the calibration set (seeds "
-                f"{', '.join(str(x) for x in next(r for r in rows if r['method'] == 'calibration')['seeds'])}); "
-                f"mean SD across draws {_fmt(float(np.mean(sd_m['calibration'])))}."
-            )
-        cal_rows = [r for r in rows if r["method"] == "calibration"]
-        worst = max(cal_rows, key=_abs_err)
-        ev3.append(
-            f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
-            f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f})."
-        )
-        curves = [c for c in transfer.get("curves", []) if c.get("uq") not in on_target]
-        if curves:
-            rc = float(np.mean([c["rms_calibration"] for c in curves]))  # each a mean over draws
-            rr = float(np.mean([c["rms_random"] for c in curves]))
-            ev3.append(
-                f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
-                f"{_fmt(rr)} from the random-routing line."
-                + (
-                    " The random line is closer: where the LLM is barely more accurate than the SLM every "
-                    "routing curve is nearly flat, while the calibration curve carries the other datasets' "
-                    "accuracy level."
-                    if rr < rc
-                    else ""
-                )
-            )
-        acc = [r for r in transfer.get("accuracy", []) if r.get("uq") not in on_target]
-        if acc:
-            ev3.append(
-                f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "
-                f"over {len(acc)} (held-out, target) pairs."
-            )
+        ev3 += _call_rate_evidence(rows, left_out, on_target, by_m, sd_m, cal_err)
+        ev3 += _curve_and_accuracy_evidence(transfer, on_target)
         fixed_err = float(np.mean(by_m.get("fixed", [np.inf])))
         per_method_ok = [s for s in summ if s["method"] == "calibration" and s["mean_abs_call_rate_error"] <= 0.1]
         n_methods = len([s for s in summ if s["method"] == "calibration"])
@@ -1316,6 +1362,76 @@ def transfer_finding(transfer: dict, fitted_on_target: Iterable[str] = ()) -> di
         "verdict": verdict,
         "evidence": ev3,
     }
+
+
+def _call_rate_evidence(
+    rows: list[dict],
+    left_out: list[dict],
+    on_target: set[str],
+    by_m: dict[str, list[float]],
+    sd_m: dict[str, list[float]],
+    cal_err: float,
+) -> list[str]:
+    """Finding 3's call-rate sentences: the mean error per threshold source (by_m: method -> |error|
+    per row; sd_m: its SD over draws), what was left out (``left_out``: the rows of the methods
+    ``on_target``), the draws and the largest miss."""
+    sources = sorted({r["source"] for r in rows})
+    ev3 = [
+        f"Mean |realized - target call rate| over held-out datasets and targets: calibration "
+        f"{_fmt(cal_err)}, in-domain labelled {_fmt(float(np.mean(by_m.get('in_domain', [np.nan]))))}, "
+        f"fixed untuned threshold {_fmt(float(np.mean(by_m.get('fixed', [np.nan]))))} "
+        f"(calibration data from: {', '.join('fit-role rows, never evaluated' if s == 'fit' else 'other datasets’ evaluated rows' for s in sources)})."
+    ]
+    lo_cal = [_abs_err(r) for r in left_out if r["method"] == "calibration"]
+    if on_target:
+        ev3.append(
+            f"Left out of these numbers and the verdict: {', '.join(sorted(on_target))}, whose scores on a "
+            "held-out dataset come from a model trained on that dataset's own labelled fit rows (its "
+            "thresholds never see the target's labels, its scores do)"
+            + (f"; its calibration error would be {_fmt(float(np.mean(lo_cal)))}." if lo_cal else ".")
+        )
+    n_draws = max(int(r.get("n_draws", 1)) for r in rows if r["method"] == "calibration")
+    if n_draws > 1:
+        ev3.append(
+            f"Calibration errors are means over {n_draws} draws of the calibration set (seeds "
+            f"{', '.join(str(x) for x in next(r for r in rows if r['method'] == 'calibration')['seeds'])}); "
+            f"mean SD across draws {_fmt(float(np.mean(sd_m['calibration'])))}."
+        )
+    cal_rows = [r for r in rows if r["method"] == "calibration"]
+    worst = max(cal_rows, key=_abs_err)
+    ev3.append(
+        f"Largest miss: {worst['uq']} on held-out {worst['heldout']} at target {worst['target_call_rate']:.1f}: "
+        f"realized {_fmt(worst['realized_call_rate'])} ({worst['call_rate_error']:+.3f})."
+    )
+    return ev3
+
+
+def _curve_and_accuracy_evidence(transfer: dict, on_target: set[str]) -> list[str]:
+    """Finding 3's sentences on routing-curve prediction and accuracy targets (methods
+    ``on_target`` left out)."""
+    ev3: list[str] = []
+    curves = [c for c in transfer.get("curves", []) if c.get("uq") not in on_target]
+    if curves:
+        rc = float(np.mean([c["rms_calibration"] for c in curves]))  # each a mean over draws
+        rr = float(np.mean([c["rms_random"] for c in curves]))
+        ev3.append(
+            f"Routing-curve prediction: mean RMS distance {_fmt(rc)} from the calibration curve vs "
+            f"{_fmt(rr)} from the random-routing line."
+            + (
+                " The random line is closer: where the LLM is barely more accurate than the SLM every "
+                "routing curve is nearly flat, while the calibration curve carries the other datasets' "
+                "accuracy level."
+                if rr < rc
+                else ""
+            )
+        )
+    acc = [r for r in transfer.get("accuracy", []) if r.get("uq") not in on_target]
+    if acc:
+        ev3.append(
+            f"Accuracy targets: mean |realized - target accuracy| {_fmt(float(np.mean([abs(r['accuracy_error']) for r in acc])))} "
+            f"over {len(acc)} (held-out, target) pairs."
+        )
+    return ev3
 
 
 def analyze(view: GridView) -> dict:
@@ -1354,23 +1470,7 @@ def analyze(view: GridView) -> dict:
         if "leave_one_out" in splits
         else {"call_rate": [], "curves": [], "accuracy": [], "skipped": [], "not_pooled": []}
     )
-    cross = None
-    if "cross_group" in splits:
-        groups = dict(view.groups)
-        cross = group_transfer_analysis(
-            ev,
-            fp,
-            cal_conf,
-            policies,
-            groups,
-            allowed,
-            methods,
-            leave_group_pools(store, view.leave_group_out, ev, fp),
-            needs,
-            defs,
-        )
-        cross["groups"] = groups
-        cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])
+    cross = _cross_group(view, ev, fp, allowed, needs, defs, transfer) if "cross_group" in splits else None
     return {
         "cross_group": cross,
         "splits": splits,
@@ -1390,3 +1490,33 @@ def analyze(view: GridView) -> dict:
         "fit_pools": {"__".join(k): {d: len(p) for d, p in v.items()} for k, v in fp.items()},
         "definitions": definitions_summary(methods, forms, defs, transfer, cross, dist, needs, view.dataset_names),
     }
+
+
+def _cross_group(
+    view: GridView,
+    ev: Pools,
+    fp: Pools,
+    allowed: list[str] | None,
+    needs: set[str],
+    defs: Definitions,
+    transfer: dict,
+) -> dict:
+    """``analyze``'s cross-group block: ``group_transfer_analysis`` of the grid with its groups and
+    one sentence per direction (``group_transfer_sentences``, against the leave-one-out rows of
+    ``transfer``)."""
+    groups = dict(view.groups)
+    cross = group_transfer_analysis(
+        ev,
+        fp,
+        dict(view.calibration),
+        dict(view.nan_policies),
+        groups,
+        allowed,
+        dict(view.uq_methods),
+        leave_group_pools(view.store, view.leave_group_out, ev, fp),
+        needs,
+        defs,
+    )
+    cross["groups"] = groups
+    cross["sentences"] = group_transfer_sentences(cross, transfer["call_rate"])
+    return cross

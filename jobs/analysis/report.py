@@ -258,21 +258,10 @@ def cross_group_html(cross: dict | None) -> list[str]:
     what was skipped. Empty when the split was not requested."""
     if not cross:
         return []
-    out = ['<h2 id="cross-group">Out-of-domain (cross-group) transfer</h2>']
-    groups = cross.get("groups", {})
-    by_g: dict[str, list[str]] = {}
-    for d, g in sorted(groups.items()):
-        by_g.setdefault(g or "no group", []).append(d)
-    out.append(
-        "<p>The paper's fully out-of-domain split: the calibration set is drawn only from the datasets of "
-        "the source group (their calibration rows, as in the leave-one-out transfer: same bins, draws and "
-        "weights) and its thresholds are applied to every dataset of the target group, whose rows never "
-        "reach the calibration set. Methods trained on other datasets (the OOD probe, the cross-dataset "
-        "learned routers) calibrate on rows scored by models that trained on no dataset of the target group. "
-        "Groups: "
-        + "; ".join(f"{html.escape(g)}: {html.escape(', '.join(ds))}" for g, ds in sorted(by_g.items()))
-        + " (datasets without a group take no part).</p>"
-    )
+    out = [
+        '<h2 id="cross-group">Out-of-domain (cross-group) transfer</h2>',
+        _cross_group_intro(cross.get("groups", {})),
+    ]
     sents = cross.get("sentences", [])
     if sents:
         out.append(
@@ -282,28 +271,7 @@ def cross_group_html(cross: dict | None) -> list[str]:
         )
     rows = cross.get("summary", [])
     if rows:
-        cols = [
-            ("source_group", "source group"),
-            ("target_group", "target group"),
-            ("uq", "UQ method"),
-            ("target_call_rate", "target rate"),
-            ("realized_call_rate", "realized"),
-            ("call_rate_error", "error"),
-            ("abs_call_rate_error", "mean |error|"),
-            ("accuracy_error", "acc − predicted"),
-            ("n_targets", "target datasets"),
-        ]
-        if len({r["slm"] for r in rows}) > 1:
-            cols.insert(2, ("slm", "SLM"))
-        if len({r["llm"] for r in rows}) > 1:
-            cols.insert(3, ("llm", "LLM"))
-        out.append(
-            "<p>Means over the target group's datasets (and over calibration draws); <b>error</b> = "
-            "realized − target call rate, <b>acc − predicted</b> = realized accuracy − the calibration "
-            "set's predicted accuracy at the threshold. Per-dataset rows are in analysis.json "
-            "(<code>cross_group.call_rate</code>).</p>"
-        )
-        out.append(table_html(rows, cols, "cross-group"))
+        out += _cross_group_table(rows)
     else:
         out.append("<p class='na'>(no direction could be evaluated)</p>")
     if cross.get("skipped"):
@@ -316,6 +284,49 @@ def cross_group_html(cross: dict | None) -> list[str]:
             + "</p>"
         )
     return out
+
+
+def _cross_group_intro(groups: dict) -> str:
+    """What the cross-group split is, and which datasets form each group (dataset -> group)."""
+    by_g: dict[str, list[str]] = {}
+    for d, g in sorted(groups.items()):
+        by_g.setdefault(g or "no group", []).append(d)
+    return (
+        "<p>The paper's fully out-of-domain split: the calibration set is drawn only from the datasets of "
+        "the source group (their calibration rows, as in the leave-one-out transfer: same bins, draws and "
+        "weights) and its thresholds are applied to every dataset of the target group, whose rows never "
+        "reach the calibration set. Methods trained on other datasets (the OOD probe, the cross-dataset "
+        "learned routers) calibrate on rows scored by models that trained on no dataset of the target group. "
+        "Groups: "
+        + "; ".join(f"{html.escape(g)}: {html.escape(', '.join(ds))}" for g, ds in sorted(by_g.items()))
+        + " (datasets without a group take no part).</p>"
+    )
+
+
+def _cross_group_table(rows: list[dict]) -> list[str]:
+    """The cross-group summary table (``cross_group.summary`` rows) and its legend."""
+    cols = [
+        ("source_group", "source group"),
+        ("target_group", "target group"),
+        ("uq", "UQ method"),
+        ("target_call_rate", "target rate"),
+        ("realized_call_rate", "realized"),
+        ("call_rate_error", "error"),
+        ("abs_call_rate_error", "mean |error|"),
+        ("accuracy_error", "acc − predicted"),
+        ("n_targets", "target datasets"),
+    ]
+    if len({r["slm"] for r in rows}) > 1:
+        cols.insert(2, ("slm", "SLM"))
+    if len({r["llm"] for r in rows}) > 1:
+        cols.insert(3, ("llm", "LLM"))
+    return [
+        "<p>Means over the target group's datasets (and over calibration draws); <b>error</b> = "
+        "realized − target call rate, <b>acc − predicted</b> = realized accuracy − the calibration "
+        "set's predicted accuracy at the threshold. Per-dataset rows are in analysis.json "
+        "(<code>cross_group.call_rate</code>).</p>",
+        table_html(rows, cols, "cross-group"),
+    ]
 
 
 def relative_accuracy_html(settings: list[dict]) -> list[str]:
@@ -585,33 +596,38 @@ def alignment_section(a: dict, out_dir: Path) -> Section:
         "gap, by linear interpolation. <b>gap vs random</b> is ours: (area − random area) / (oracle area − "
         "random area), 0 = random, 1 = oracle.</p>"
     )
-    own = [t for t in a["settings"] if t.get("answer_agreement") is not None]
-    if own:
-        parts.append(
-            "<p>One-stage verbal confidence comes with an answer of its own. <b>agreement</b>: the share "
-            "of queries where that answer equals the greedy one; <b>SLM acc</b> is the accuracy of the "
-            "answer the setting judges (its route), <b>greedy acc</b> that of the greedy answer.</p>"
-        )
-        parts.append(
-            table_html(
-                own,
-                [
-                    ("slm", "SLM"),
-                    ("dataset", "dataset"),
-                    ("llm", "LLM"),
-                    ("uq", "UQ method"),
-                    ("answer_route", "route"),
-                    ("answer_agreement", "agreement"),
-                    ("slm_acc", "SLM acc"),
-                    ("greedy_slm_acc", "greedy acc"),
-                    ("auroc", "AUROC"),
-                    ("unscored_share", "unscored"),
-                ],
-                "agreement",
-            )
-        )
+    parts += agreement_html(a["settings"])
     parts += relative_accuracy_html(a["settings"])
     return _section(parts, auroc_png)
+
+
+def agreement_html(settings: list[dict]) -> list[str]:
+    """How often a one-stage verbal method's own answer equals the greedy one, per setting that
+    reports it (``answer_agreement``); empty when no setting does."""
+    own = [t for t in settings if t.get("answer_agreement") is not None]
+    if not own:
+        return []
+    return [
+        "<p>One-stage verbal confidence comes with an answer of its own. <b>agreement</b>: the share "
+        "of queries where that answer equals the greedy one; <b>SLM acc</b> is the accuracy of the "
+        "answer the setting judges (its route), <b>greedy acc</b> that of the greedy answer.</p>",
+        table_html(
+            own,
+            [
+                ("slm", "SLM"),
+                ("dataset", "dataset"),
+                ("llm", "LLM"),
+                ("uq", "UQ method"),
+                ("answer_route", "route"),
+                ("answer_agreement", "agreement"),
+                ("slm_acc", "SLM acc"),
+                ("greedy_slm_acc", "greedy acc"),
+                ("auroc", "AUROC"),
+                ("unscored_share", "unscored"),
+            ],
+            "agreement",
+        ),
+    ]
 
 
 def paired_section(a: dict) -> Section:
@@ -753,10 +769,29 @@ def transfer_section(a: dict, out_dir: Path) -> Section:
     targets = [float(x) for x in cal["targets"]]
     transfer_png = transfer_figure(t["call_rate"], out_dir / "transfer.png")
     parts = []
-    src = sorted({x["source"] for x in t["call_rate"]})
     parts.append('<h2 id="transfer">Calibration transfer, leave one dataset out (finding 3)</h2>')
     if "leave_one_out" not in a.get("splits", ["leave_one_out"]):
         parts.append("<p class='na'>Not requested: calibration.splits does not list leave_one_out.</p>")
+    n_draws = int(cal.get("n_draws", 1))
+    parts.append(_transfer_method_html(a, n_draws))
+    parts.append(_img(transfer_png, "realized vs target call rate"))
+    parts += _transfer_error_html(t["call_rate"], targets, n_draws)
+    parts += _transfer_tables_html(a)
+    if t["skipped"]:
+        parts.append(
+            "<p class='na'>Not evaluated: "
+            + "; ".join(
+                html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
+                for s in t["skipped"]
+            )
+            + "</p>"
+        )
+    return _section(parts, transfer_png)
+
+
+def _calibration_source_text(a: dict) -> str:
+    """Which rows the leave-one-out calibration sets were drawn from, in words."""
+    src = sorted({x["source"] for x in a["transfer"]["call_rate"]})
     if src == ["fit"]:
         where = ", ".join(
             f"{d} ({s_.replace('split:', '')} split)"
@@ -766,7 +801,7 @@ def transfer_section(a: dict, out_dir: Path) -> Section:
             if d in a["calibration_datasets"]
         )
         left = sorted(set(a["fit_sources"]) - set(a["calibration_datasets"]))
-        source_text = (
+        return (
             "calibration (fit-role) rows, never an evaluated row. Calibration rows come from: "
             + where
             + (
@@ -776,9 +811,13 @@ def transfer_section(a: dict, out_dir: Path) -> Section:
                 else ""
             )
         )
-    else:
-        source_text = "evaluated rows (calibration was not enabled for this grid: the paper's own leave-one-out)"
-    n_draws = int(cal.get("n_draws", 1))
+    return "evaluated rows (calibration was not enabled for this grid: the paper's own leave-one-out)"
+
+
+def _transfer_method_html(a: dict, n_draws: int) -> str:
+    """How each calibration set is drawn and how a threshold is read off it (bins, scale, draws)."""
+    cal = a["calibration"]
+    source_text = _calibration_source_text(a)
     scales = a.get("calibration_scales", {})
     scale_text = (
         "each method's own confidence (" + ", ".join(f"{u}: {sc}" for u, sc in sorted(scales.items())) + ")"
@@ -786,7 +825,7 @@ def transfer_section(a: dict, out_dir: Path) -> Section:
         else f"the {cal.get('scale')} scale"
     )
     seeds = ", ".join(str(int(cal["seed"]) + i) for i in range(n_draws))
-    parts.append(
+    return (
         "<p>For each held-out dataset, the calibration set is built from the other datasets' "
         + source_text
         + f": {cal['n_bins']} {cal['binning'].replace('_', '-')} bins cut on {scale_text}, {cal['frac']:.0%} of "
@@ -797,18 +836,29 @@ def transfer_section(a: dict, out_dir: Path) -> Section:
         + "<i>in_domain</i> fits the threshold on the held-out dataset's own labelled fit rows (upper bound); "
         "<i>fixed</i> uses one untuned threshold for every target.</p>"
     )
-    parts.append(_img(transfer_png, "realized vs target call rate"))
+
+
+def _transfer_error_html(call_rate: list[dict], targets: list[float], n_draws: int) -> list[str]:
+    """The transfer-error pivots: calibration thresholds, their SD over draws, in-domain and fixed."""
+    parts = []
     parts.append("<h3>Transfer error (realized − target call rate), calibration thresholds</h3>")
-    rows, cols = _error_pivot(t["call_rate"], "calibration", targets)
+    rows, cols = _error_pivot(call_rate, "calibration", targets)
     parts.append(table_html(rows, cols, "transfer-error"))
     if n_draws > 1:
         parts.append(f"<h3>Spread over the {n_draws} calibration draws (SD of realized − target call rate)</h3>")
-        rows, cols = _error_pivot(t["call_rate"], "calibration", targets, key="call_rate_error_sd", agg="mean")
+        rows, cols = _error_pivot(call_rate, "calibration", targets, key="call_rate_error_sd", agg="mean")
         parts.append(table_html(rows, cols, "transfer-error-sd"))
     parts.append("<h3>The same for in-domain (upper bound) and fixed thresholds</h3>")
     for m in ("in_domain", "fixed"):
-        rows, cols = _error_pivot(t["call_rate"], m, targets)
+        rows, cols = _error_pivot(call_rate, m, targets)
         parts.append(f"<p><b>{m}</b></p>" + table_html(rows, cols, f"transfer-error-{m}"))
+    return parts
+
+
+def _transfer_tables_html(a: dict) -> list[str]:
+    """The transfer summary per method and threshold source, curve prediction and accuracy targets."""
+    t = a["transfer"]
+    parts = []
     parts.append("<h3>Summary per UQ method and threshold source</h3>")
     parts.append(
         table_html(
@@ -861,16 +911,7 @@ def transfer_section(a: dict, out_dir: Path) -> Section:
             ],
         )
     )
-    if t["skipped"]:
-        parts.append(
-            "<p class='na'>Not evaluated: "
-            + "; ".join(
-                html.escape(f"{s['slm']}/{s['uq']}/{s['llm']} held-out {s.get('heldout', '-')}: {s['reason']}")
-                for s in t["skipped"]
-            )
-            + "</p>"
-        )
-    return _section(parts, transfer_png)
+    return parts
 
 
 def report_metrics(a: dict) -> dict[str, float]:

@@ -122,20 +122,7 @@ def fit(
     seed: int = 0,
 ) -> MLPProbe:
     """Train the probe on features X (N, H) and binary labels y (N,); return an MLPProbe."""
-    X = _as_2d(X, "X")
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y.shape}")
-    if X.shape[0] == 0:
-        raise ValueError("cannot fit a probe on 0 rows")
-    if not np.isfinite(X).all():
-        raise ValueError(f"X has {int((~np.isfinite(X)).any(axis=1).sum())} row(s) with non-finite values")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError(f"y must be binary (0/1 or bool); got values {np.unique(y)[:5].tolist()}")
-    if epochs < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-    y = y.astype(np.float32)
-
+    X, y = _check_training_data(X, y, lr=lr, epochs=epochs, batch_size=batch_size)
     mean = X.mean(axis=0)
     std = X.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)
@@ -150,27 +137,55 @@ def fit(
         for a, b in zip(sizes[:-1], sizes[1:])
     ]
     biases = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
+    _train(Xs, y, weights, biases, rng, lr=lr, epochs=epochs, batch_size=batch_size)
+    return MLPProbe(mean=mean, std=std, weights=tuple(weights), biases=tuple(biases))
+
+
+def _check_training_data(X, y, *, lr: float, epochs: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X as float64 (N, H), y as float32 (N,)); ValueError naming what is wrong with the inputs."""
+    X = _as_2d(X, "X")
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("cannot fit a probe on 0 rows")
+    if not np.isfinite(X).all():
+        raise ValueError(f"X has {int((~np.isfinite(X)).any(axis=1).sum())} row(s) with non-finite values")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y must be binary (0/1 or bool); got values {np.unique(y)[:5].tolist()}")
+    if epochs < 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    return X, y.astype(np.float32)
+
+
+def _train(Xs, y, weights: list, biases: list, rng, *, lr: float, epochs: int, batch_size: int) -> None:
+    """Adam on the mean BCE over mini-batches reshuffled every epoch by ``rng``; updates ``weights``
+    and ``biases`` in place (BLAS single-threaded)."""
     params = weights + biases
     m1 = [np.zeros_like(p) for p in params]
     m2 = [np.zeros_like(p) for p in params]
     buf = [np.empty_like(p) for p in params]
 
-    n, step = X.shape[0], 0
+    n, step = Xs.shape[0], 0
     with _blas_one_thread():
         for _ in range(epochs):
             order = rng.permutation(n)
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                logits, pre, inputs = _forward(Xs[idx], weights, biases)
-                # d(mean BCE)/d(logit) = (sigmoid(logit) - y) / batch
-                dz = ((expit(logits[:, 0]) - y[idx]) / len(idx))[:, None].astype(np.float32)
-                grads_w, grads_b = [None] * len(weights), [None] * len(biases)
-                for layer in range(len(weights) - 1, -1, -1):
-                    grads_w[layer] = inputs[layer].T @ dz
-                    grads_b[layer] = dz.sum(axis=0)
-                    if layer:
-                        dh = dz @ weights[layer].T
-                        dz = np.where(pre[layer - 1] > 0, dh, LEAKY_SLOPE * dh)
                 step += 1
-                _adam_step(params, grads_w + grads_b, m1, m2, buf, lr, step)
-    return MLPProbe(mean=mean, std=std, weights=tuple(weights), biases=tuple(biases))
+                _adam_step(params, _gradients(Xs[idx], y[idx], weights, biases), m1, m2, buf, lr, step)
+
+
+def _gradients(x, y, weights, biases) -> list:
+    """Gradients of the mean BCE of one mini-batch: every weight's, then every bias's."""
+    logits, pre, inputs = _forward(x, weights, biases)
+    # d(mean BCE)/d(logit) = (sigmoid(logit) - y) / batch
+    dz = ((expit(logits[:, 0]) - y) / len(x))[:, None].astype(np.float32)
+    grads_w, grads_b = [None] * len(weights), [None] * len(biases)
+    for layer in range(len(weights) - 1, -1, -1):
+        grads_w[layer] = inputs[layer].T @ dz
+        grads_b[layer] = dz.sum(axis=0)
+        if layer:
+            dh = dz @ weights[layer].T
+            dz = np.where(pre[layer - 1] > 0, dh, LEAKY_SLOPE * dh)
+    return grads_w + grads_b

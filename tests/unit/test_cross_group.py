@@ -4,6 +4,9 @@ calibrated only on the datasets of one group (math) are applied to every dataset
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +257,33 @@ def test_report_section_shows_the_table_a_sentence_per_direction_and_what_was_sk
     assert page.count("<li>Calibrated on ") == 2  # math -> commonsense and commonsense -> math
     assert "<td>math</td><td>commonsense</td><td>perplexity</td><td>0.300</td><td>0.600</td><td>0.300</td>" in page
     assert "s/ood_probe/l math → commonsense: ood_probe trains on other datasets" in page
+
+
+def test_the_leave_one_out_comparison_does_not_depend_on_the_process_hash_seed():
+    # six target datasets whose errors sum to different floats in different orders: the mean was
+    # taken in a set's order, which follows the per-process string hash (PYTHONHASHSEED 0 and 5
+    # gave 0.37333333333333335 and 0.3733333333333333, and the tiny grid's sentence flipped)
+    code = (
+        "from jobs.analysis import findings as A\n"
+        "ds = [f'd{i}' for i in range(6)]\n"
+        "row = {'slm': 's', 'uq': 'u', 'llm': 'l'}\n"
+        "loo = [row | {'method': 'calibration', 'heldout': h, 'call_rate_error': e}\n"
+        "       for h, e in zip(ds, (0.1, 0.7, 0.3, 0.11, 0.9, 0.13))]\n"
+        "cross = {'call_rate': [row | {'source_group': 'g1', 'target_group': 'g2', 'heldout': h,\n"
+        "                              'call_rate_error': 0.1, 'source_datasets': ['m']} for h in ds]}\n"
+        "print(repr(A.group_transfer_sentences(cross, loo)[0]['loo_mean_abs_call_rate_error']))\n"
+    )
+    seen = set()
+    for seed in ("0", "5"):
+        res = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=os.environ | {"PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        seen.add(res.stdout.strip())
+    assert len(seen) == 1, seen
+    assert float(seen.pop()) == pytest.approx(np.mean([0.1, 0.7, 0.3, 0.11, 0.9, 0.13]), abs=1e-15)
