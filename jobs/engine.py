@@ -159,13 +159,7 @@ def run_gen_unit(
     j, n = shard or (0, 1)
     if udir.done:
         return {"key": unit.key, "skipped": True, "shard": j, "n_shards": n}
-    samples, malformed = load_role(unit.dataset_conf, unit.run, unit.role)
-    if not samples:
-        reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
-        raise DataError(
-            f"dataset {unit.dataset!r} ({unit.role} role) has no usable samples; "
-            f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}"
-        )
+    samples, malformed = _unit_samples(unit)
     fn = stage(unit.stage).run
     chunk = unit.chunk_size
     bs = int(batch_size or DEFAULT_BATCH_SIZE)
@@ -178,21 +172,24 @@ def run_gen_unit(
     budget = prompt_budget(backend, unit.params, max_prompt_tokens)
     for ci in todo:
         part = samples[ci * chunk : (ci + 1) * chunk]
-        fitted = [fit_prompt(backend, x, budget) for x in part]
-        rows: list = [None] * len(part)
-        # the unit's seed: each stage draws a row's randomness from (seed, sample id), so the batches
-        # below decide speed only, never a row's outputs
-        p = dict(unit.params, seed=int(unit.params.get("seed", 0)), prompt_budget=budget)
-        for idx in _batches(backend, [x for x, _ in fitted], bs, batch_by_length, max_batch_tokens):
-            batch = [fitted[i][0] for i in idx]
-            out = fn(backend, batch, deps, p)
-            for i, r in zip(idx, out):
-                rows[i] = common_columns(part[i], unit.role, unit.dataset) | r | {"prompt_truncated_from": fitted[i][1]}
-                tokens += int(r.get("n_new_tokens") or 0)
+        rows, new_tokens = _run_chunk(backend, fn, unit, part, deps, budget, bs, batch_by_length, max_batch_tokens)
+        tokens += new_tokens
         write_rows(udir.part_path(ci), rows, f"gen:{unit.stage}", meta={"unit": unit.key, "stage": unit.stage})
         if progress:
             progress(ci + 1, n_chunks)
-    manifest = GenManifest(
+    manifest = _manifest(unit, backend, samples, malformed, tokens, time.perf_counter() - t0, todo, n_chunks)
+    summary = manifest.to_json()
+    if n == 1:
+        udir.finish(manifest)
+    return summary | {"shard": j, "n_shards": n}
+
+
+def _manifest(
+    unit: GenSpec, backend, samples: list, malformed: list, tokens: int, seconds: float, todo: list[int], n_chunks: int
+) -> GenManifest:
+    """The manifest of a unit run (or of one shard's run: ``todo``, the chunks it ran)."""
+    chunk = unit.chunk_size
+    return GenManifest(
         unit.key,
         unit.stage,
         unit.model,
@@ -202,7 +199,7 @@ def run_gen_unit(
         n_malformed=len(malformed),
         malformed=tuple(m.__dict__ for m in malformed[:20]),
         new_tokens=tokens,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         model_identity=getattr(backend, "identity", None),
         n_chunks=n_chunks,
         extra={
@@ -210,10 +207,47 @@ def run_gen_unit(
             "samples_run": sum(len(samples[ci * chunk : (ci + 1) * chunk]) for ci in todo),
         },
     )
-    summary = manifest.to_json()
-    if n == 1:
-        udir.finish(manifest)
-    return summary | {"shard": j, "n_shards": n}
+
+
+def _unit_samples(unit: GenSpec) -> tuple[list[Sample], list]:
+    """The unit's samples of its dataset's role, and the malformed rows left out; DataError when
+    no sample is usable."""
+    samples, malformed = load_role(unit.dataset_conf, unit.run, unit.role)
+    if not samples:
+        reasons = "; ".join(f"row {m.row}: {m.reason}" for m in malformed[:3])
+        raise DataError(
+            f"dataset {unit.dataset!r} ({unit.role} role) has no usable samples; "
+            f"{len(malformed)} malformed rows{': ' + reasons if reasons else ''}"
+        )
+    return samples, malformed
+
+
+def _run_chunk(
+    backend,
+    fn: Callable,
+    unit: GenSpec,
+    part: list[Sample],
+    deps: dict,
+    budget: int | None,
+    batch_size: int,
+    batch_by_length: bool,
+    max_batch_tokens: int | None,
+) -> tuple[list[dict], int]:
+    """One chunk's rows, in the chunk's order (each prompt fitted to ``budget``, the stage run batch
+    by batch: ``fn``, the stage's ``run``), and the new tokens generated."""
+    fitted = [fit_prompt(backend, x, budget) for x in part]
+    rows: list = [None] * len(part)
+    tokens = 0
+    # the unit's seed: each stage draws a row's randomness from (seed, sample id), so the batches
+    # below decide speed only, never a row's outputs
+    p = dict(unit.params, seed=int(unit.params.get("seed", 0)), prompt_budget=budget)
+    for idx in _batches(backend, [x for x, _ in fitted], batch_size, batch_by_length, max_batch_tokens):
+        batch = [fitted[i][0] for i in idx]
+        out = fn(backend, batch, deps, p)
+        for i, r in zip(idx, out):
+            rows[i] = common_columns(part[i], unit.role, unit.dataset) | r | {"prompt_truncated_from": fitted[i][1]}
+            tokens += int(r.get("n_new_tokens") or 0)
+    return rows, tokens
 
 
 def _batches(

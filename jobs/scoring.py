@@ -184,37 +184,51 @@ def slm_judgement(
     ids = [r["sample_id"] for r in greedy_rows]
     stage = method.answer_stage
     if stage is not None and stage in stages:
-        by_id = {r["sample_id"]: r for r in _rows(store, stages[stage])}
-        own_det, own_ok = judge_detail(verbal_answer_rows([by_id[i] for i in ids], stage), policy)
-        own_ans = [d.answer for d in own_det]
-        agrees = [a is not None and a == g for a, g in zip(own_ans, answers)]
-        out["columns"] |= {
-            "greedy_answer": answers,
-            "greedy_correct": [bool(x) for x in correct],
-            f"{stage}_answer": own_ans,
-            f"{stage}_correct": [bool(x) for x in own_ok],
-            f"{stage}_agrees": agrees,
-        }
-        out["metrics"] |= {
-            "answer_agreement": float(np.mean(agrees)) if agrees else math.nan,
-            "greedy_slm_acc": float(np.mean(correct)) if len(correct) else math.nan,
-        }
+        own_det, own_ok, columns, metrics = _own_answers(store, stages[stage], stage, ids, answers, correct, policy)
+        out["columns"] |= columns
+        out["metrics"] |= metrics
         out["route"] = method.route(params)
         if out["route"] == "own_answer":
-            out["answers"], out["correct"], out["details"] = own_ans, own_ok, own_det
+            out["answers"], out["correct"], out["details"] = columns[f"{stage}_answer"], own_ok, own_det
     if method.parsed_stat is not None:
-        from jobs.stages import stat_stages
-
-        key = stages.get(stat_stages()[method.parsed_stat])
-        if key is not None:
-            by_id = {r["sample_id"]: r for r in _rows(store, key)}
-            out["columns"]["confidence_parse"] = [
-                "ok"
-                if by_id[i].get(method.parsed_stat) is not None and math.isfinite(by_id[i][method.parsed_stat])
-                else "unparsed"
-                for i in ids
-            ]
+        parse = _confidence_parse(store, stages, method.parsed_stat, ids)
+        if parse is not None:
+            out["columns"]["confidence_parse"] = parse
     return out
+
+
+def _own_answers(store: Path, key: str, stage: str, ids: list, answers: list, correct, policy: str):
+    """The answers a verbal stage (gen unit ``key``) gave itself, judged, against the greedy
+    ``answers``: (details, correct array, the rows' columns, the metrics) as ``slm_judgement``
+    records them."""
+    by_id = {r["sample_id"]: r for r in _rows(store, key)}
+    own_det, own_ok = judge_detail(verbal_answer_rows([by_id[i] for i in ids], stage), policy)
+    own_ans = [d.answer for d in own_det]
+    agrees = [a is not None and a == g for a, g in zip(own_ans, answers)]
+    columns = {
+        "greedy_answer": answers,
+        "greedy_correct": [bool(x) for x in correct],
+        f"{stage}_answer": own_ans,
+        f"{stage}_correct": [bool(x) for x in own_ok],
+        f"{stage}_agrees": agrees,
+    }
+    metrics = {
+        "answer_agreement": float(np.mean(agrees)) if agrees else math.nan,
+        "greedy_slm_acc": float(np.mean(correct)) if len(correct) else math.nan,
+    }
+    return own_det, own_ok, columns, metrics
+
+
+def _confidence_parse(store: Path, stages: dict[str, str], stat: str, ids: list) -> list[str] | None:
+    """Per row, "ok" where the stated confidence ``stat`` parsed, "unparsed" where it is NaN or
+    missing; None when the setting read no stage that provides ``stat``."""
+    from jobs.stages import stat_stages
+
+    key = stages.get(stat_stages()[stat])
+    if key is None:
+        return None
+    by_id = {r["sample_id"]: r for r in _rows(store, key)}
+    return ["ok" if by_id[i].get(stat) is not None and math.isfinite(by_id[i][stat]) else "unparsed" for i in ids]
 
 
 def _method_of(unit: SettingSpec):

@@ -489,6 +489,48 @@ def check_apply_args(rate: float | None, target_accuracy: float | None, scores, 
         raise ConfigError("give either --scores or a dataset, not both")
 
 
+def _threshold(u, slm, llm, w, strata, rate: float | None, target_accuracy: float | None):
+    """The calibration set's threshold for the target, and the call rate it means (given, or the
+    expected call rate of the threshold that reaches ``target_accuracy``)."""
+    if target_accuracy is None:
+        return C.threshold_for_call_rate(u, rate, weights=w, strata=strata), rate
+    thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w, strata=strata)
+    if thr is None:
+        best = float(np.max(C.weighted_routing_curve(u, slm, llm, w).accuracy))
+        raise ConfigError(
+            f"--target-accuracy {target_accuracy} is above what routing reaches on the calibration "
+            f"set (best {best:.3f}); valid: up to {best:.3f}"
+        )
+    return thr, C.expected_call_rate(u, thr, weights=w)
+
+
+def _route(cal, thr, rate: float, ids: list[str], tu: np.ndarray, seed: int, out_file: Path) -> dict:
+    """Each query's routing decision at ``rate`` (a tie drawn with ``seed``), written to ``out_file``;
+    returns the counts ``apply`` reports."""
+    from jobs.records import write_table
+
+    res = C.apply_to_unlabelled(cal, tu, rate)  # unscored queries count as most uncertain
+    p_all = res["route_prob"]
+    draw = np.random.default_rng(seed).random(len(tu))
+    routed = draw < p_all
+    counts = {
+        "n": int(len(tu)),
+        "n_nan": res["n_nan"],
+        "expected_call_rate_on_data": float(p_all.mean()),
+        "n_routed": int(routed.sum()),
+        "n_tied": res["n_tied"],
+    }
+    write_table(
+        out_file,
+        [
+            {"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
+            for i, x, p, t in zip(ids, tu, p_all, routed)
+        ],
+        meta={"calibration": cal.record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac},
+    )
+    return counts | {"routes": str(out_file)}
+
+
 def apply(
     folder: Path,
     *,
@@ -506,17 +548,7 @@ def apply(
     folder; with scores or a dataset, also each query's routing decision (written to out_file)."""
     check_apply_args(rate, target_accuracy, scores, dataset)
     record, u, slm, llm, w, strata = load_calibration(Path(folder))
-    if target_accuracy is not None:
-        thr = C.threshold_for_accuracy(u, slm, llm, target_accuracy, weights=w, strata=strata)
-        if thr is None:
-            best = float(np.max(C.weighted_routing_curve(u, slm, llm, w).accuracy))
-            raise ConfigError(
-                f"--target-accuracy {target_accuracy} is above what routing reaches on the calibration "
-                f"set (best {best:.3f}); valid: up to {best:.3f}"
-            )
-        rate = C.expected_call_rate(u, thr, weights=w)
-    else:
-        thr = C.threshold_for_call_rate(u, rate, weights=w, strata=strata)
+    thr, rate = _threshold(u, slm, llm, w, strata, rate, target_accuracy)
     result = {
         "calibration": record["name"],
         "slm": record["slm"],
@@ -531,34 +563,11 @@ def apply(
         "slm_only_accuracy": float(np.average(slm, weights=w)),
         "llm_only_accuracy": float(np.average(llm, weights=w)),
     }
-    ids = None
     if scores is not None:
         ids, tu = read_scores(Path(scores))
     elif dataset is not None:
         ids, tu = score_new_dataset(record, dataset, task, limit)
-    if ids is not None:
-        cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record, weight=w, strata=strata)
-        res = C.apply_to_unlabelled(cal, tu, rate)  # unscored queries count as most uncertain
-        p_all = res["route_prob"]
-        draw = np.random.default_rng(seed).random(len(tu))
-        routed = draw < p_all
-        result |= {
-            "n": int(len(tu)),
-            "n_nan": res["n_nan"],
-            "expected_call_rate_on_data": float(p_all.mean()),
-            "n_routed": int(routed.sum()),
-            "n_tied": res["n_tied"],
-        }
-        out_file = Path(out_file or (Path(folder) / "routes.parquet"))
-        from jobs.records import write_table
-
-        write_table(
-            out_file,
-            [
-                {"sample_id": i, "uncertainty": float(x), "route_prob": float(p), "to_llm": bool(t)}
-                for i, x, p, t in zip(ids, tu, p_all, routed)
-            ],
-            meta={"calibration": record["name"], "threshold": thr.value, "tie_frac": thr.tie_frac},
-        )
-        result["routes"] = str(out_file)
-    return result
+    else:
+        return result
+    cal = C.CalibrationSet(np.array([]), np.array([]), u, slm, llm, record, weight=w, strata=strata)
+    return result | _route(cal, thr, rate, ids, tu, seed, Path(out_file or (Path(folder) / "routes.parquet")))

@@ -121,39 +121,26 @@ def _progress(meter, every_s: float):
         yield _progress_cb(progress, task, meter), progress.stop
 
 
-def _execute(r, keys=None, progress_every: float | None = None) -> int:
-    from orchestrator.plan import make_plan
-    from orchestrator.progress import WorkMeter, progress_interval
-    from orchestrator.runner import mlflow_pending, run_grid, settings_table, ui_links
-    from orchestrator.verify import check_plan, plan_repair, start_counts
+def _print_interrupted(r, plan, e: KeyboardInterrupt) -> None:
+    """Ctrl-C during a run: how many settings are kept, and how to resume."""
+    n_done = (
+        e.done
+        if hasattr(e, "done")
+        else len([s for s in plan.settings if plan.setting_keys[s.hash] in plan.done(r.store_dir)])
+    )
+    console.print(
+        f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
+        f"{r.store_dir.resolve()}); resume with: uqroute resume {r.output_dir}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
-    every_s = progress_interval(progress_every)
-    plan = make_plan(r)
-    health = check_plan(plan, r.store_dir)
-    repair = plan_repair(plan, health)
-    # what stays done: a damaged unit and its dependents are recomputed by the run (runner.heal)
-    done = health.done() - set(repair.units)
-    console.print(f"[bold]{r.grid['name']}[/]: {start_counts(plan, health, repair).line}", highlight=False)
-    t0 = time.time()
-    meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
-    with _progress(meter, every_s) as (cb, stop):
-        try:
-            plan, report, sink = run_grid(r, keys=keys, console=console, progress=cb)
-        except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
-            stop()
-            n_done = (
-                e.done
-                if hasattr(e, "done")
-                else len([s for s in plan.settings if plan.setting_keys[s.hash] in plan.done(r.store_dir)])
-            )
-            console.print(
-                f"interrupted: {n_done} of {len(plan.settings)} settings done (kept in "
-                f"{r.store_dir.resolve()}); resume with: uqroute resume {r.output_dir}",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
-            return 130
+
+def _print_finished(r, plan, report, sink, t0: float) -> None:
+    """After a run: the summary table, the failed units, and where to look."""
+    from orchestrator.runner import mlflow_pending, settings_table, ui_links
+
     rows = settings_table(r, plan)
     print_summary(rows)
     console.print(
@@ -182,6 +169,31 @@ def _execute(r, keys=None, progress_every: float | None = None) -> int:
         ],
         header="Where to look:",
     )
+
+
+def _execute(r, keys=None, progress_every: float | None = None) -> int:
+    from orchestrator.plan import make_plan
+    from orchestrator.progress import WorkMeter, progress_interval
+    from orchestrator.runner import run_grid
+    from orchestrator.verify import check_plan, plan_repair, start_counts
+
+    every_s = progress_interval(progress_every)
+    plan = make_plan(r)
+    health = check_plan(plan, r.store_dir)
+    repair = plan_repair(plan, health)
+    # what stays done: a damaged unit and its dependents are recomputed by the run (runner.heal)
+    done = health.done() - set(repair.units)
+    console.print(f"[bold]{r.grid['name']}[/]: {start_counts(plan, health, repair).line}", highlight=False)
+    t0 = time.time()
+    meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
+    with _progress(meter, every_s) as (cb, stop):
+        try:
+            plan, report, sink = run_grid(r, keys=keys, console=console, progress=cb)
+        except KeyboardInterrupt as e:  # run_grid has stopped the writer and marked the MLflow run KILLED
+            stop()
+            _print_interrupted(r, plan, e)
+            return 130
+    _print_finished(r, plan, report, sink, t0)
     return 0 if report.ok else 1
 
 
@@ -257,25 +269,16 @@ def cmd_resume(a) -> int:
     return _execute(r, keys, progress_every=a.progress_every)
 
 
-def cmd_status(a) -> int:
-    from orchestrator.ledger import Ledger
-    from orchestrator.plan import make_plan
-    from orchestrator.runner import load_output
-    from orchestrator.verify import check_plan, describe, plan_repair, start_counts
+_STATUS_COLS = ("work", "total", "done", "damaged", "running", "failed", "not started")
 
-    r = load_output(Path(a.output))
-    plan = make_plan(r)
-    health = check_plan(plan, r.store_dir)  # shallow: a damaged unit is never counted done
-    repair = plan_repair(plan, health)
-    redo = set(repair.units)
-    done = health.done() - redo
-    last = Ledger(r.output_dir / "ledger.jsonl").last_state()
-    t = Table(title=f"status of {a.output}")
-    cols = ("work", "total", "done", "damaged", "running", "failed", "not started")
-    for c in cols:
+
+def _status_table(plan, done: set, redo: set, last: dict, title: str) -> tuple[Table, Counter]:
+    """Units per kind of work and state, and the failed units' (label, reason, detail) counts."""
+    t = Table(title=title)
+    for c in _STATUS_COLS:
         t.add_column(c, justify="right" if c != "work" else "left")
     groups: dict[str, Counter] = {}
-    reasons = Counter()
+    reasons: Counter = Counter()
     for k, u in plan.units.items():
         g = f"{u.kind}:{u.stage}" if u.kind == "gen" else u.kind
         c = groups.setdefault(g, Counter())
@@ -294,7 +297,49 @@ def cmd_status(a) -> int:
             c["not started"] += 1
     for g in sorted(groups):
         c = groups[g]
-        t.add_row(g, *(str(c[x]) for x in cols[1:]))
+        t.add_row(g, *(str(c[x]) for x in _STATUS_COLS[1:]))
+    return t, reasons
+
+
+def _status_last_run(output: str) -> None:
+    """How the folder's last run ended, and whether MLflow lacks some of its settings."""
+    from orchestrator.runner import mlflow_pending, run_state
+
+    st = run_state(Path(output))
+    if st and st["state"] in ("interrupted", "killed"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.get("ts", 0)))
+        what = "interrupted (Ctrl-C)" if st["state"] == "interrupted" else "stopped without finishing (driver gone)"
+        done = f"{st['done']} of {st['total']} settings done" if "done" in st else f"{st.get('total', '?')} settings"
+        console.print(
+            f"[yellow]last run {what}[/] at {when}: {done}; resume with: uqroute resume {output}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif st:
+        console.print(f"last run {st['state']}", highlight=False)
+    pending = mlflow_pending(Path(output))
+    if pending:
+        console.print(
+            f"[yellow]{len(pending)} settings are not in MLflow[/]; `uqroute sync {output}` logs them",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def cmd_status(a) -> int:
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import make_plan
+    from orchestrator.runner import load_output
+    from orchestrator.verify import check_plan, describe, plan_repair, start_counts
+
+    r = load_output(Path(a.output))
+    plan = make_plan(r)
+    health = check_plan(plan, r.store_dir)  # shallow: a damaged unit is never counted done
+    repair = plan_repair(plan, health)
+    redo = set(repair.units)
+    done = health.done() - redo
+    last = Ledger(r.output_dir / "ledger.jsonl").last_state()
+    t, reasons = _status_table(plan, done, redo, last, title=f"status of {a.output}")
     console.print(t)
     console.print(start_counts(plan, health, repair).line, highlight=False)
     for (label, reason, detail), _n in reasons.items():
@@ -308,27 +353,7 @@ def cmd_status(a) -> int:
             highlight=False,
             soft_wrap=True,
         )
-    from orchestrator.runner import mlflow_pending, run_state
-
-    st = run_state(Path(a.output))
-    if st and st["state"] in ("interrupted", "killed"):
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.get("ts", 0)))
-        what = "interrupted (Ctrl-C)" if st["state"] == "interrupted" else "stopped without finishing (driver gone)"
-        done = f"{st['done']} of {st['total']} settings done" if "done" in st else f"{st.get('total', '?')} settings"
-        console.print(
-            f"[yellow]last run {what}[/] at {when}: {done}; resume with: uqroute resume {a.output}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    elif st:
-        console.print(f"last run {st['state']}", highlight=False)
-    pending = mlflow_pending(Path(a.output))
-    if pending:
-        console.print(
-            f"[yellow]{len(pending)} settings are not in MLflow[/]; `uqroute sync {a.output}` logs them",
-            highlight=False,
-            soft_wrap=True,
-        )
+    _status_last_run(a.output)
     _status_links(r, Path(a.output))
     return 1 if repair.damaged else 0
 
@@ -557,13 +582,12 @@ def cmd_calibrate_build(a) -> int:
     return 0
 
 
-def cmd_calibrate_apply(a) -> int:
-    import json as _json
-
-    from orchestrator.calibrate import apply, build, check_apply_args
+def _apply_folder(a) -> Path:
+    """The calibration set ``calibrate apply`` reads: the folder given, or, for a grid output folder,
+    the set built (or refreshed) from it first."""
+    from orchestrator.calibrate import build
     from orchestrator.runner import RESOLVED_FILE
 
-    check_apply_args(a.target_call_rate, a.target_accuracy, a.scores, a.dataset)  # before building anything
     folder = Path(a.calibration)
     if (folder / RESOLVED_FILE).is_file():  # a grid output folder: build (or refresh) its calibration set first
         from orchestrator.runner import load_output
@@ -585,20 +609,11 @@ def cmd_calibrate_apply(a) -> int:
             f"--slm/--uq/--llm choose a calibration set inside a grid output folder; {folder} is "
             f"already one calibration set (its record names the SLM, UQ method and LLM)"
         )
-    res = apply(
-        folder,
-        rate=a.target_call_rate,
-        target_accuracy=a.target_accuracy,
-        scores=Path(a.scores) if a.scores else None,
-        dataset=a.dataset,
-        task=a.task,
-        limit=a.limit,
-        out_file=Path(a.out) if a.out else None,
-        console=console,
-    )
-    if a.json:
-        sys.stdout.write(_json.dumps(res, indent=1) + "\n")
-        return 0
+    return folder
+
+
+def _print_apply(res: dict) -> None:
+    """The routing rule ``calibrate apply`` found, its expected accuracy, and what it did to the data."""
     console.print(
         f"[bold]{res['slm']} / {res['uq']} -> {res['llm']}[/] (calibration set {res['calibration']}, "
         f"{res['n_calibration']} rows)"
@@ -629,6 +644,30 @@ def cmd_calibrate_apply(a) -> int:
             f"  on your data: {res['n']} queries, expected call rate {res['expected_call_rate_on_data']:.1%}, "
             f"{res['n_routed']} routed, {res['n_nan']} unscored (routed); decisions in {res['routes']}"
         )
+
+
+def cmd_calibrate_apply(a) -> int:
+    import json as _json
+
+    from orchestrator.calibrate import apply, check_apply_args
+
+    check_apply_args(a.target_call_rate, a.target_accuracy, a.scores, a.dataset)  # before building anything
+    folder = _apply_folder(a)
+    res = apply(
+        folder,
+        rate=a.target_call_rate,
+        target_accuracy=a.target_accuracy,
+        scores=Path(a.scores) if a.scores else None,
+        dataset=a.dataset,
+        task=a.task,
+        limit=a.limit,
+        out_file=Path(a.out) if a.out else None,
+        console=console,
+    )
+    if a.json:
+        sys.stdout.write(_json.dumps(res, indent=1) + "\n")
+        return 0
+    _print_apply(res)
     return 0
 
 
@@ -640,42 +679,45 @@ def cmd_mlflow_stop(a) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="uqroute", description="Uncertainty-based SLM -> LLM routing benchmarks")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _progress_every(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--progress-every",
+        type=float,
+        metavar="SECONDS",
+        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
+    )
+
+
+def _parser_run(sub) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a grid (starts a local Ray and MLflow unless told otherwise)")
     run.add_argument("grid")
     run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. dataset.limit=50")
     run.add_argument("--address", help="Ray cluster to join: auto, host:port or ray://host:10001")
     run.add_argument("--tracking-uri", help="MLflow tracking server to use instead of a local one")
     run.add_argument("--no-mlflow", action="store_true")
-    run.add_argument(
-        "--progress-every",
-        type=float,
-        metavar="SECONDS",
-        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
-    )
+    _progress_every(run)
     run.set_defaults(fn=cmd_run)
-    p.intermixed = {"run": run}  # main() parses these intermixed: overrides may follow the options
+    return run
+
+
+def _parser_plan(sub) -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="print the settings and work units of a grid, and what is done")
     plan.add_argument("grid")
     plan.add_argument("overrides", nargs="*")
     plan.set_defaults(fn=cmd_plan)
-    p.intermixed["plan"] = plan
+    return plan
+
+
+def _parser_resume(sub) -> None:
     res = sub.add_parser("resume", help="run what an output folder still lacks")
     res.add_argument("output")
     res.add_argument("--failed-only", action="store_true")
     res.add_argument("--address")
-    res.add_argument(
-        "--progress-every",
-        type=float,
-        metavar="SECONDS",
-        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
-    )
+    _progress_every(res)
     res.set_defaults(fn=cmd_resume)
-    st = sub.add_parser("status", help="done / running / failed per kind of work")
-    st.add_argument("output")
-    st.set_defaults(fn=cmd_status)
+
+
+def _parser_verify(sub) -> None:
     ve = sub.add_parser(
         "verify", help="check every file of the store against its manifest; --repair recomputes what is damaged"
     )
@@ -692,22 +734,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --deep: record the files of legacy units (written before manifests listed them)",
     )
     ve.add_argument("--address", help="Ray cluster to join for --repair")
-    ve.add_argument(
-        "--progress-every",
-        type=float,
-        metavar="SECONDS",
-        help=f"when stdout is not a terminal, a progress line every SECONDS (default ${PROGRESS_ENV} or 30; 0: none)",
-    )
+    _progress_every(ve)
     ve.set_defaults(fn=cmd_verify)
-    sy = sub.add_parser("sync", help="rebuild MLflow runs from the Parquet store")
-    sy.add_argument("output")
-    sy.set_defaults(fn=cmd_sync)
-    rp = sub.add_parser("report", help="build the HTML report of an output folder and log it to MLflow")
-    rp.add_argument("output")
-    rp.add_argument("--no-mlflow", action="store_true", help="only write <output>/report/")
-    rp.set_defaults(fn=cmd_report)
-    cal = sub.add_parser("calibrate", help="calibration sets and thresholds for unseen data")
-    csub = cal.add_subparsers(dest="calibrate_cmd", required=True)
+
+
+def _parser_output_only(sub, name: str, fn, help: str) -> argparse.ArgumentParser:
+    """A sub-command whose one argument is the output folder."""
+    sp = sub.add_parser(name, help=help)
+    sp.add_argument("output")
+    sp.set_defaults(fn=fn)
+    return sp
+
+
+def _parser_calibrate_build(csub) -> None:
     cb = csub.add_parser("build", help="build a calibration set from a grid's train/dev (fit-role) rows")
     cb.add_argument("output", help="a grid output folder (run with calibration.enabled=true)")
     cb.add_argument("--slm")
@@ -725,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rows of test-only datasets); default: the grid's calibration.pool",
     )
     cb.set_defaults(fn=cmd_calibrate_build)
+
+
+def _parser_calibrate_apply(csub) -> argparse.ArgumentParser:
     ca = csub.add_parser("apply", help="threshold + expected accuracy for a target; route a new dataset")
     ca.add_argument(
         "calibration",
@@ -744,7 +786,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--out", help="where to write the routing decisions (default <calibration>/routes.parquet)")
     ca.add_argument("--json", action="store_true", help="print the result as JSON")
     ca.set_defaults(fn=cmd_calibrate_apply)
-    p.calibrate_apply_parser = ca  # main() parses it intermixed: the dataset may follow the options
+    return ca
+
+
+def _parser_rescore(sub) -> None:
     rs = sub.add_parser(
         "rescore",
         help="recompute extraction, UQ scores, settings, MLflow runs and the report from "
@@ -759,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("--local", action="store_true", help="run the units in this process instead of on Ray")
     rs.set_defaults(fn=cmd_rescore)
+
+
+def _parser_explain(sub) -> None:
     ex = sub.add_parser("explain", help="one query's full trail: prompt, stage outputs, answers, scores, routing")
     ex.add_argument("output")
     ex.add_argument("setting", help="a setting name (slm__uq__dataset__llm) or a prefix of its hash")
@@ -766,12 +814,31 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rate", type=float, default=0.3, help="call rate of the routing decision (default 0.3)")
     ex.add_argument("--json", action="store_true", help="print the trail as JSON")
     ex.set_defaults(fn=cmd_explain)
-    ui = sub.add_parser("ui", help="start (or reuse) the MLflow server of an output folder and print its links")
-    ui.add_argument("output")
-    ui.set_defaults(fn=cmd_ui)
-    ms = sub.add_parser("mlflow-stop", help="stop the MLflow server started for an output folder")
-    ms.add_argument("output")
-    ms.set_defaults(fn=cmd_mlflow_stop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``uqroute`` parser: one sub-command per ``cmd_*`` function, in the order ``--help`` lists them."""
+    p = argparse.ArgumentParser(prog="uqroute", description="Uncertainty-based SLM -> LLM routing benchmarks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    # main() parses these intermixed: overrides may follow the options
+    p.intermixed = {"run": _parser_run(sub), "plan": _parser_plan(sub)}
+    _parser_resume(sub)
+    _parser_output_only(sub, "status", cmd_status, "done / running / failed per kind of work")
+    _parser_verify(sub)
+    _parser_output_only(sub, "sync", cmd_sync, "rebuild MLflow runs from the Parquet store")
+    rp = sub.add_parser("report", help="build the HTML report of an output folder and log it to MLflow")
+    rp.add_argument("output")
+    rp.add_argument("--no-mlflow", action="store_true", help="only write <output>/report/")
+    rp.set_defaults(fn=cmd_report)
+    cal = sub.add_parser("calibrate", help="calibration sets and thresholds for unseen data")
+    csub = cal.add_subparsers(dest="calibrate_cmd", required=True)
+    _parser_calibrate_build(csub)
+    # main() parses it intermixed: the dataset may follow the options
+    p.calibrate_apply_parser = _parser_calibrate_apply(csub)
+    _parser_rescore(sub)
+    _parser_explain(sub)
+    _parser_output_only(sub, "ui", cmd_ui, "start (or reuse) the MLflow server of an output folder and print its links")
+    _parser_output_only(sub, "mlflow-stop", cmd_mlflow_stop, "stop the MLflow server started for an output folder")
     return p
 
 

@@ -124,22 +124,12 @@ def routing_decision(uncertainty: np.ndarray, i: int, rate: float, nan_policy: s
     }
 
 
-def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
-    """Everything ``uqroute explain`` prints, as data."""
-    from jobs import prompts
-    from jobs.datasets.roles import load_role
-    from orchestrator.results import open as open_results
-
-    res = open_results(Path(out))  # the public API (``uqroute.open``): it refuses a damaged setting
-    r, plan = res.resolved, res.plan
-    s = find_setting(plan, setting)
-    su = plan.setting_unit(s)
-    store = Store(r.store_dir)
-    sd = store.setting(su.key)
+def _records_of(res, sd, s, su_key: str, out: Path, sample_id: str) -> tuple[list[dict], int]:
+    """The setting's records and the row index of ``sample_id``; a clear error when either is missing."""
     records = res.records_table(setting=s.name).to_pylist()
     if not records:
         raise FileNotFoundError(
-            f"setting {s.name} has no results in {sd.path} yet (its unit key {su.key}); run "
+            f"setting {s.name} has no results in {sd.path} yet (its unit key {su_key}); run "
             f"`uqroute resume {out}` or `uqroute rescore {out}`"
         )
     ids = [str(x["sample_id"]) for x in records]
@@ -150,38 +140,44 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
             f"sample {sample_id!r} is not among the {len(ids)} evaluated rows of {s.dataset} in this "
             f"folder.{hint} First ids: {', '.join(ids[:5])}"
         )
-    i = ids.index(sample_id)
-    rec = records[i]
-    spec = su.spec
-    assert isinstance(spec, SettingSpec)
-    score_spec = plan.spec(spec.score)
-    assert isinstance(score_spec, ScoreSpec)
-    method = score_spec.method
-    # the sample and its prompt, rendered from the dataset
+    return records, ids.index(sample_id)
+
+
+def _sample_info(r, dataset: str, sample_id: str) -> dict | None:
+    """The sample and its prompt, rendered from the dataset; None when its files are not here."""
+    from jobs import prompts
+    from jobs.datasets.roles import load_role
+
     try:
-        samples, _ = load_role(r.datasets[s.dataset], r.dataset_run(s.dataset), "eval")
+        samples, _ = load_role(r.datasets[dataset], r.dataset_run(dataset), "eval")
     except (OSError, ValueError, KeyError):  # the dataset files are not here (a folder moved elsewhere)
         samples = []
     sample = next((x for x in samples if str(x.id) == sample_id), None)
-    sample_info = None
-    if sample is not None:
-        sample_info = {
-            "question": sample.question,
-            "context": sample.context,
-            "choices": list(sample.choices),
-            "gold": sample.gold,
-            "aliases": list(sample.aliases),
-            "task": sample.task,
-            "prompt": prompts.answer_messages(sample),
-        }
-    # every stage the method read, and the LLM pass
-    stages = dict(score_spec.stages) | {"llm": spec.llm}
+    if sample is None:
+        return None
+    return {
+        "question": sample.question,
+        "context": sample.context,
+        "choices": list(sample.choices),
+        "gold": sample.gold,
+        "aliases": list(sample.aliases),
+        "task": sample.task,
+        "prompt": prompts.answer_messages(sample),
+    }
+
+
+def _stage_outputs(store: Store, stages: dict, sample_id: str) -> dict:
+    """The row of ``sample_id`` in each stage's generation unit (None: not in the store), briefly."""
     outputs = {}
     for stage, key in stages.items():
         row = _row_of(store.gen(key), sample_id)
         outputs[stage] = None if row is None else {c: _brief(c, v) for c, v in row.items() if c not in COMMON}
-    # every UQ method's score of this query (same SLM and dataset)
-    scores = {}
+    return outputs
+
+
+def _scores_of(plan, store: Store, s, sample_id: str) -> dict:
+    """Every UQ method's score of this query (same SLM and dataset)."""
+    scores: dict[str, dict] = {}
     for other in plan.settings:
         if other.slm != s.slm or other.dataset != s.dataset or other.uq in scores:
             continue
@@ -192,6 +188,25 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
                 "uncertainty": row.get("uncertainty"),
                 **{c: v for c, v in row.items() if c not in ("sample_id", "uncertainty")},
             }
+    return scores
+
+
+def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
+    """Everything ``uqroute explain`` prints, as data."""
+    from orchestrator.results import open as open_results
+
+    res = open_results(Path(out))  # the public API (``uqroute.open``): it refuses a damaged setting
+    r, plan = res.resolved, res.plan
+    s = find_setting(plan, setting)
+    su = plan.setting_unit(s)
+    store = Store(r.store_dir)
+    records, i = _records_of(res, store.setting(su.key), s, su.key, out, sample_id)
+    rec = records[i]
+    spec = su.spec
+    assert isinstance(spec, SettingSpec)
+    score_spec = plan.spec(spec.score)
+    assert isinstance(score_spec, ScoreSpec)
+    method = score_spec.method
     u = np.asarray([math.nan if x["uncertainty"] is None else float(x["uncertainty"]) for x in records])
     nan_policy = _nan_policy(dict(spec.metrics), s.uq, method)
     return {
@@ -201,13 +216,14 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
         "axes": s.axes(),
         "method": method,
         "sample_id": sample_id,
-        "sample": sample_info,
-        "outputs": outputs,
+        "sample": _sample_info(r, s.dataset, sample_id),
+        # every stage the method read, and the LLM pass
+        "outputs": _stage_outputs(store, dict(score_spec.stages) | {"llm": spec.llm}, sample_id),
         "answers": {k: rec.get(k) for k in ("slm_answer", "slm_correct", "llm_answer", "llm_correct")},
         "uncertainty": rec.get("uncertainty"),
         "route_rank": rec.get("route_rank"),
         "provenance": {c: v for c, v in rec.items() if c not in RECORD_BASE},
-        "scores": scores,
+        "scores": _scores_of(plan, store, s, sample_id),
         "nan_policy": nan_policy,
         "routing": routing_decision(u, i, rate, nan_policy),
     }
@@ -223,30 +239,25 @@ def _indent(text: str, pad: str = "    ") -> str:
     return "\n".join(pad + line for line in str(text).splitlines()) if text else pad + "(empty)"
 
 
-def format_explain(e: dict) -> str:
-    """The trail as plain text (what the command prints)."""
-    L = [
-        f"setting   {e['setting']}  (hash {e['hash']}, unit {e['unit_key']})",
-        f"sample    {e['sample_id']}  (UQ method {e['method']})",
-        "",
-    ]
-    smp = e["sample"]
+def _format_sample(smp: dict | None) -> list[str]:
     if smp is None:
-        L.append(
+        return [
             "sample: not found in the dataset files as configured now (not here, or its rows changed); "
             "the prompt sent is shown per stage below"
-        )
-    else:
-        L.append(
-            f"question  [{smp['task']}] gold: {smp['gold']}"
-            + (f"  aliases: {smp['aliases']}" if smp["aliases"] else "")
-        )
-        L.append("prompt (jobs/prompts.py answer_messages):")
-        for m in smp["prompt"]:
-            L.append(f"  {m['role']}:")
-            L.append(_indent(m["content"]))
-    L.append("")
-    for stage, row in e["outputs"].items():
+        ]
+    L = [
+        f"question  [{smp['task']}] gold: {smp['gold']}" + (f"  aliases: {smp['aliases']}" if smp["aliases"] else ""),
+        "prompt (jobs/prompts.py answer_messages):",
+    ]
+    for m in smp["prompt"]:
+        L.append(f"  {m['role']}:")
+        L.append(_indent(m["content"]))
+    return L
+
+
+def _format_outputs(outputs: dict) -> list[str]:
+    L = []
+    for stage, row in outputs.items():
         L.append(f"stage {stage}:" + (" (not in the store)" if row is None else ""))
         if row is None:
             continue
@@ -261,8 +272,12 @@ def format_explain(e: dict) -> str:
                 L.append(_indent(v, "      "))
             else:
                 L.append(f"  {c}: {_fmt(v)}")
+    return L
+
+
+def _format_answers_scores(e: dict) -> list[str]:
     a = e["answers"]
-    L += [
+    L = [
         "",
         "answers:",
         f"  SLM answer {a['slm_answer']!r}: {'correct' if a['slm_correct'] else 'wrong'}",
@@ -278,21 +293,41 @@ def format_explain(e: dict) -> str:
             f"  {'*' if uq == e['axes']['uq'] else ' '} {uq}: {_fmt(sc['uncertainty'])}"
             + (f"  ({extra})" if extra else "")
         )
+    return L
+
+
+def _format_routing(e: dict) -> list[str]:
     rt = e["routing"]
-    L += ["", f"routing at call rate {rt['rate']:.0%} (nan_policy {e['nan_policy']}):"]
+    L = ["", f"routing at call rate {rt['rate']:.0%} (nan_policy {e['nan_policy']}):"]
     if rt["route_probability"] is None:
         L.append(f"  {rt['why']}")
+        return L
+    if rt["routed"] is True:
+        verdict = "routed to the LLM"
+    elif rt["routed"] is False:
+        verdict = "kept on the SLM"
     else:
-        if rt["routed"] is True:
-            verdict = "routed to the LLM"
-        elif rt["routed"] is False:
-            verdict = "kept on the SLM"
-        else:
-            verdict = f"tied at the threshold: routed with probability {rt['route_probability']:.2f}"
-        rank = f"{rt['rank']}" if rt["rank"] == rt["rank_last"] else f"{rt['rank']}-{rt['rank_last']} (tied)"
-        L.append(
-            f"  {verdict}; uncertainty {_fmt(e['uncertainty'])} ranks {rank} of {rt['n']} (1 = most "
-            f"uncertain); threshold {_fmt(rt['threshold'])} (ties routed with p={rt['tie_frac']:.2f})"
-        )
-        L.append(f"  route_rank in the records: {e['route_rank']} (0 = first sent to the LLM)")
+        verdict = f"tied at the threshold: routed with probability {rt['route_probability']:.2f}"
+    rank = f"{rt['rank']}" if rt["rank"] == rt["rank_last"] else f"{rt['rank']}-{rt['rank_last']} (tied)"
+    L.append(
+        f"  {verdict}; uncertainty {_fmt(e['uncertainty'])} ranks {rank} of {rt['n']} (1 = most "
+        f"uncertain); threshold {_fmt(rt['threshold'])} (ties routed with p={rt['tie_frac']:.2f})"
+    )
+    L.append(f"  route_rank in the records: {e['route_rank']} (0 = first sent to the LLM)")
+    return L
+
+
+def format_explain(e: dict) -> str:
+    """The trail as plain text (what the command prints): the sample and its prompt, each stage's
+    output, the answers and every method's score, and the routing decision."""
+    L = [
+        f"setting   {e['setting']}  (hash {e['hash']}, unit {e['unit_key']})",
+        f"sample    {e['sample_id']}  (UQ method {e['method']})",
+        "",
+    ]
+    L += _format_sample(e["sample"])
+    L.append("")
+    L += _format_outputs(e["outputs"])
+    L += _format_answers_scores(e)
+    L += _format_routing(e)
     return "\n".join(L)

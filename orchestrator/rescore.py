@@ -212,6 +212,48 @@ def _log_mlflow(r, plan: Plan, replace: bool, plots: list[Path], rep: dict | Non
     return {"uri": sink.uri, "parent_run_id": sink.parent_id, "settings": n}
 
 
+def _require_generations(plan: Plan, store: Path, out: Path) -> set[str]:
+    """The done unit keys, once every generation unit is on disk and whole (else RescoreError /
+    the verify error): rescore never runs a model pass."""
+    from orchestrator.verify import require_healthy
+
+    require_healthy(plan, store, out)  # a damaged generation would be read as if whole
+    done = plan.done(store)
+    missing = [u for u in plan.by_kind("gen") if u.key not in done]
+    if missing:
+        labels = ", ".join(u.label for u in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise RescoreError(
+            f"{out}: {len(missing)} of {len(plan.by_kind('gen'))} generation units are not in the "
+            f"store ({labels}); rescore recomputes from stored generations only. Run `uqroute "
+            f"resume {out}` first (it runs the missing model passes)."
+        )
+    return done
+
+
+def _executor(r, store: Path, local: bool):
+    """This process's executor (local), else Ray's behind a guard that refuses a model start."""
+    if local:
+        return LocalExecutor(store)
+    from cluster.connect import connect
+    from cluster.executor import RayExecutor
+
+    rc = r.grid["ray"]
+    connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
+    return NoModelExecutor(RayExecutor(store))
+
+
+def _update_mlflow(r, plan: Plan, replace: bool, plots: list[Path], rep: dict | None, console, out: Path):
+    """``_log_mlflow`` when MLflow is enabled; a failure is only reported (the store has everything)."""
+    if not r.grid["mlflow"]["enabled"]:
+        return None
+    try:
+        return _log_mlflow(r, plan, replace, plots, rep, console)
+    except Exception as exc:  # noqa: BLE001 - the store has everything; `uqroute sync` repairs
+        if console:
+            console.print(f"[yellow]MLflow update failed: {exc}; run `uqroute sync {out}`[/]")
+    return None
+
+
 def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=None) -> dict:
     """Recompute the score and setting units of an output folder from its stored generations.
 
@@ -229,46 +271,21 @@ def rescore(out: Path, *, all_units: bool = False, local: bool = False, console=
     with OutputLock(r.output_dir):
         plan = make_plan(r)
         store = r.store_dir
-        from orchestrator.verify import require_healthy
-
-        require_healthy(plan, store, out)  # a damaged generation would be read as if whole
-        done = plan.done(store)
-        missing = [u for u in plan.by_kind("gen") if u.key not in done]
-        if missing:
-            labels = ", ".join(u.label for u in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise RescoreError(
-                f"{out}: {len(missing)} of {len(plan.by_kind('gen'))} generation units are not in the "
-                f"store ({labels}); rescore recomputes from stored generations only. Run `uqroute "
-                f"resume {out}` first (it runs the missing model passes)."
-            )
+        done = _require_generations(plan, store, out)
         before = previous_results(r, plan)
         light = [u for u in plan.units.values() if u.kind in LIGHT_KINDS]
         if all_units:
             for u in light:
                 shutil.rmtree(Store(store).unit(u.kind, u.key).path, ignore_errors=True)
         todo = {u.key for u in light if all_units or u.key not in done}
-        if local:
-            executor = LocalExecutor(store)
-        else:
-            from cluster.connect import connect
-            from cluster.executor import RayExecutor
-
-            rc = r.grid["ray"]
-            connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
-            executor = NoModelExecutor(RayExecutor(store))
+        executor = _executor(r, store, local)
         report = Scheduler(plan, r, store, Ledger(r.output_dir / "ledger.jsonl"), executor=executor).run(todo)
         write_summary(r, plan)
         plots = overview_plots(r, plan)
         rep = make_report(r, plan, console)
         after = {row["hash"]: {"key": row["key"], **_auroc_of(row)} for row in Store(store).setting_rows(plan)}
         changes = compare(plan, before, after)
-        mlflow = None
-        if r.grid["mlflow"]["enabled"]:
-            try:
-                mlflow = _log_mlflow(r, plan, all_units, plots, rep, console)
-            except Exception as exc:  # noqa: BLE001 - the store has everything; `uqroute sync` repairs
-                if console:
-                    console.print(f"[yellow]MLflow update failed: {exc}; run `uqroute sync {out}`[/]")
+        mlflow = _update_mlflow(r, plan, all_units, plots, rep, console, out)
         recomputed = {
             k: sum(1 for u in light if u.kind == k and u.key in report.done and u.key in todo) for k in LIGHT_KINDS
         }

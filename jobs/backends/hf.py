@@ -192,6 +192,30 @@ class HFBackend:
                 f"row_seeds has {len(row_seeds)} seeds; expected one per returned row: "
                 f"{len(prompts)} prompts x {num_return_sequences} = {n_rows}"
             )
+        gen_kw = self._generate_kwargs(max_new_tokens, do_sample, temperature, row_seeds, with_stats)
+        t0 = time.perf_counter()
+        n_prompt = enc["attention_mask"].sum(1).repeat_interleave(num_return_sequences).tolist()
+        prompt_len = enc["input_ids"].shape[1]
+        stats = (
+            _StepStats(self.model, self.spec.hidden_layer, self._eos_ids | {self.tok.pad_token_id}, max_new_tokens)
+            if with_stats
+            else contextlib.nullcontext()
+        )
+        out = self._run_generate(enc, gen_kw, num_return_sequences, stats)
+        new = out.sequences[:, prompt_len:]
+        gens, lengths = self._decode_rows(new.tolist(), n_prompt)
+        if with_stats:
+            self._fill_stats(stats, new, lengths, gens)
+        dt = (time.perf_counter() - t0) / max(1, len(gens))
+        for g in gens:
+            g.latency_s = dt
+        return gens
+
+    def _generate_kwargs(
+        self, max_new_tokens: int, do_sample: bool, temperature: float, row_seeds: list[int] | None, with_stats: bool
+    ) -> dict:
+        """``model.generate``'s decoding options: greedy, its own sampling, or per-row Gumbel-max
+        sampling (greedy over scores perturbed by ``_RowGumbel``)."""
         gen_kw = {
             "max_new_tokens": max_new_tokens,
             "pad_token_id": self.tok.pad_token_id,
@@ -210,26 +234,26 @@ class HFBackend:
             gen_kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
             gen_kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-        t0 = time.perf_counter()
-        n_prompt = enc["attention_mask"].sum(1).repeat_interleave(num_return_sequences).tolist()
+        return gen_kw
+
+    def _run_generate(self, enc: dict, gen_kw: dict, num_return_sequences: int, stats):
+        """``model.generate`` under the step-statistics hooks ``stats``; several samples of a prompt
+        share one prompt pass (``_shared_prefill``)."""
         prompt_len = enc["input_ids"].shape[1]
-        stats = (
-            _StepStats(self.model, self.spec.hidden_layer, self._eos_ids | {self.tok.pad_token_id}, max_new_tokens)
-            if with_stats
-            else contextlib.nullcontext()
-        )
         if num_return_sequences > 1 and prompt_len > 1:
             kw = self._shared_prefill(enc, num_return_sequences)
             with warnings.catch_warnings(), stats:  # past_key_values is renamed in newer transformers
                 warnings.simplefilter("ignore", FutureWarning)
-                out = self.model.generate(**kw, **gen_kw)
-        else:
-            with stats:
-                out = self.model.generate(**enc, **gen_kw, num_return_sequences=num_return_sequences)
-        new = out.sequences[:, prompt_len:]
+                return self.model.generate(**kw, **gen_kw)
+        with stats:
+            return self.model.generate(**enc, **gen_kw, num_return_sequences=num_return_sequences)
+
+    def _decode_rows(self, new: list[list[int]], n_prompt: list[int]) -> tuple[list[Generation], list[int]]:
+        """Each generated row up to its first end-of-sequence or pad token, as a ``Generation``
+        (text cut at the first stop string), and the rows' lengths in tokens."""
         gens: list[Generation] = []
         lengths = []
-        for i, row in enumerate(new.tolist()):
+        for i, row in enumerate(new):
             ids = []
             for t in row:
                 if t in self._eos_ids or t == self.tok.pad_token_id:
@@ -244,12 +268,7 @@ class HFBackend:
                     token_ids=ids,
                 )
             )
-        if with_stats:
-            self._fill_stats(stats, new, lengths, gens)
-        dt = (time.perf_counter() - t0) / max(1, len(gens))
-        for g in gens:
-            g.latency_s = dt
-        return gens
+        return gens, lengths
 
     def _cut(self, text: str) -> str:
         """Cut the text at the first stop string (after leading whitespace)."""
@@ -424,50 +443,49 @@ class HFBackend:
             output_hidden_states=True,
         )
 
-    def _score_group(self, group, flat, prefix_len, out) -> None:
+    def _prefix_pass(self, decoder, group, flat, prefix_len):
+        """One pass over the group's shared prefixes (left-padded), its KV cache expanded to one row
+        per request: (cache, prefix mask, prefix length) per request row."""
         dev = self.device
-        decoder = self.model.get_decoder()
-        pad = self.tok.pad_token_id
         row_of = {qi: j for j, qi in enumerate(group)}
-        cache, pmask, plen = None, None, None
-        if prefix_len[group[0]] > 0:
-            first = {}
-            for qi, _ri, c, _x in flat:
-                first.setdefault(qi, c[: prefix_len[qi]])
-            width = max(prefix_len[qi] for qi in group)
-            ids = torch.full((len(group), width), pad, dtype=torch.long)
-            pmask = torch.zeros((len(group), width), dtype=torch.long)
-            for qi in group:
-                k = prefix_len[qi]
-                ids[row_of[qi], width - k :] = torch.tensor(first[qi])
-                pmask[row_of[qi], width - k :] = 1
-            ids, pmask = ids.to(dev), pmask.to(dev)
-            pos = (pmask.cumsum(1) - 1).clamp(min=0)
-            cache = decoder(input_ids=ids, attention_mask=pmask, position_ids=pos, use_cache=True).past_key_values
-            if cache is None:
-                raise RuntimeError(f"{type(decoder).__name__} returned no KV cache for the prefix pass")
-            sel = torch.tensor([row_of[f[0]] for f in flat], device=dev)
-            cache.batch_select_indices(sel)
-            pmask = pmask[sel]
-            plen = torch.tensor([prefix_len[f[0]] for f in flat], device=dev)
-        # the rest of each request: its tokens after the prefix, all but the last continuation token
+        first = {}
+        for qi, _ri, c, _x in flat:
+            first.setdefault(qi, c[: prefix_len[qi]])
+        width = max(prefix_len[qi] for qi in group)
+        ids = torch.full((len(group), width), self.tok.pad_token_id, dtype=torch.long)
+        pmask = torch.zeros((len(group), width), dtype=torch.long)
+        for qi in group:
+            k = prefix_len[qi]
+            ids[row_of[qi], width - k :] = torch.tensor(first[qi])
+            pmask[row_of[qi], width - k :] = 1
+        ids, pmask = ids.to(dev), pmask.to(dev)
+        pos = (pmask.cumsum(1) - 1).clamp(min=0)
+        cache = decoder(input_ids=ids, attention_mask=pmask, position_ids=pos, use_cache=True).past_key_values
+        if cache is None:
+            raise RuntimeError(f"{type(decoder).__name__} returned no KV cache for the prefix pass")
+        sel = torch.tensor([row_of[f[0]] for f in flat], device=dev)
+        cache.batch_select_indices(sel)
+        return cache, pmask[sel], torch.tensor([prefix_len[f[0]] for f in flat], device=dev)
+
+    def _rest_inputs(self, flat, prefix_len):
+        """The rest of each request, right-padded: its tokens after the prefix, all but the last
+        continuation token; (ids, mask, positions counted from 0)."""
+        dev = self.device
         rest = [(c + x)[prefix_len[qi] : -1] for qi, _ri, c, x in flat]
         width = max(len(r) for r in rest)
-        ids = torch.full((len(flat), width), pad, dtype=torch.long)
+        ids = torch.full((len(flat), width), self.tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(flat), width), dtype=torch.long)
         for j, r in enumerate(rest):
             ids[j, : len(r)] = torch.tensor(r)
             mask[j, : len(r)] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = torch.arange(width, device=dev)[None, :].expand(len(flat), -1)
-        if cache is not None:
-            pos = pos + plen[:, None]
-            mask_all = torch.cat([pmask, mask], 1)
-        else:
-            mask_all = mask
-        with warnings.catch_warnings():  # past_key_values is renamed in newer transformers
-            warnings.simplefilter("ignore", FutureWarning)
-            res = self._rest_pass(decoder, ids, mask_all, pos, cache)
+        return ids, mask, pos
+
+    def _continuation_stats(self, res, flat, prefix_len):
+        """From the rest pass's output: each continuation token's log p and entropy (flat, request
+        after request) and the probe layer's hidden state at each request's last context token."""
+        dev = self.device
         last = res.last_hidden_state
         probe = res.hidden_states[self.spec.hidden_layer]
         rows, cols, targets, hid_cols = [], [], [], []
@@ -488,7 +506,25 @@ class HFBackend:
         tok_lp = torch.cat(lp_parts).double().cpu().numpy()
         ent = torch.cat(ent_parts).double().cpu().numpy()
         hidden = probe[torch.arange(len(flat), device=dev), torch.tensor(hid_cols, device=dev)]
-        hidden = hidden.float().cpu().numpy().astype(np.float32)
+        return tok_lp, ent, hidden.float().cpu().numpy().astype(np.float32)
+
+    def _score_group(self, group, flat, prefix_len, out) -> None:
+        """Score the requests ``flat`` of the questions ``group`` (all with a shared prefix, or all
+        without) into ``out[question][request]``."""
+        decoder = self.model.get_decoder()
+        cache, pmask, plen = None, None, None
+        if prefix_len[group[0]] > 0:
+            cache, pmask, plen = self._prefix_pass(decoder, group, flat, prefix_len)
+        ids, mask, pos = self._rest_inputs(flat, prefix_len)
+        if cache is not None:
+            pos = pos + plen[:, None]
+            mask_all = torch.cat([pmask, mask], 1)
+        else:
+            mask_all = mask
+        with warnings.catch_warnings():  # past_key_values is renamed in newer transformers
+            warnings.simplefilter("ignore", FutureWarning)
+            res = self._rest_pass(decoder, ids, mask_all, pos, cache)
+        tok_lp, ent, hidden = self._continuation_stats(res, flat, prefix_len)
         at = 0
         for j, (qi, ri, _c, x) in enumerate(flat):
             n = len(x)

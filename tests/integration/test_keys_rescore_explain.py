@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-import jobs.scoring
+import jobs.judge
 from jobs import answers, prompts
 from jobs.records import read_json, read_unit, unit_dir
 from orchestrator.config import ConfigError
@@ -121,7 +121,7 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
     plan0 = make_plan(r)
     original = _metrics(r, plan0)
     # a changed extractor (yes/no read the other way round), with its version bumped
-    extract = jobs.scoring.extract_detail
+    extract = jobs.judge.extract_detail
 
     def flipped(text, sample, policy="flexible"):
         d = extract(text, sample, policy)
@@ -129,7 +129,7 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
             return d
         return dataclasses.replace(d, answer={"yes": "no", "no": "yes"}[d.answer])
 
-    monkeypatch.setattr(jobs.scoring, "extract_detail", flipped)
+    monkeypatch.setattr(jobs.judge, "extract_detail", flipped)
     monkeypatch.setattr(answers, "EXTRACTION_VERSION", answers.EXTRACTION_VERSION + "-flipped")
     res = rescore(out, local=True)  # in this process: the patched extractor is the one that runs
     plan, rep = res["plan"], res["report"]
@@ -165,7 +165,7 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
 
     # the extractor back as it was (an unversioned code change): --all on Ray recomputes everything,
     # no model actor starts, the numbers are the original run's, and each MLflow run is replaced
-    monkeypatch.setattr(jobs.scoring, "extract_detail", extract)
+    monkeypatch.setattr(jobs.judge, "extract_detail", extract)
     res2 = rescore(out, all_units=True)
     assert res2["report"].ok and res2["model_starts"] == 0 and res2["report"].loads == {}
     assert res2["recomputed"] == {"score": len(plan.by_kind("score")), "setting": 14}
