@@ -40,7 +40,7 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
         limit=g.dataset.limit,
         fit_limit=g.dataset.fit_limit,
         dataset_limits={
-            d: (run["limit"], run["fit_limit"]) for d in r.datasets if (run := r.dataset_run(d)) is not g["dataset"]
+            d: (run.limit, run.fit_limit) for d in r.datasets if (run := r.dataset_run(d)) is not g.dataset
         },
         dataset_seed=g.dataset.seed,
         extraction_policy=g.decoding.extraction_policy,

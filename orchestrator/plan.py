@@ -30,7 +30,6 @@ across runs that share a store. The driver-side plan imports no torch.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitRows, GenSpec, ScoreSpec, SettingSpec, Spec
-from orchestrator.config import ResolvedGrid, dataset_task, grid_prices, nan_policy_of
+from orchestrator.config import DatasetConf, ResolvedGrid, dataset_task, grid_prices, nan_policy_of, plain
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 #: Version of what score and setting units compute from their inputs (``jobs/scoring.py``,
@@ -201,13 +200,13 @@ def _answer_mode_param(setting, task: str):
     return None if mode == "generate" else mode
 
 
-def answer_mode_params(setting, dc: Mapping, task: str) -> dict:
+def answer_mode_params(setting, dc: DatasetConf, task: str) -> dict:
     """The params a constrained stage's unit adds for its dataset's answer mode: none when every
     sample generates (keys as before answer modes existed); ``answer_mode`` and ``answer_prefix``
     for constrained; ``answer_mode``, ``cloze_format`` and ``cloze_version`` for cloze (both sets
     for a mixed dataset that uses both). A dataset conf's own ``answer_mode`` wins over the grid's
     ``decoding.answer_mode`` (``setting``)."""
-    mode = _answer_mode_param(dc.get("answer_mode") or setting, task)
+    mode = _answer_mode_param(dc.answer_mode or setting, task)
     if mode is None:
         return {}
     used = set(mode.values()) if isinstance(mode, dict) else {mode}
@@ -215,7 +214,7 @@ def answer_mode_params(setting, dc: Mapping, task: str) -> dict:
     if "constrained" in used:
         out["answer_prefix"] = ANSWER_PREFIX
     if "cloze" in used:
-        out.update(cloze_format=cloze.format_of(dc), cloze_version=cloze.CLOZE_VERSION)
+        out.update(cloze_format=cloze.format_of(dc.adapter, dc.cloze_format), cloze_version=cloze.CLOZE_VERSION)
     return out
 
 
@@ -230,8 +229,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
     ``jobs.prompts.STAGE_PROMPT_VERSIONS``; see ``stage_prompt_version``)."""
     settings = expand(r)
     g = r.grid
-    dec, seed = g["decoding"], g["seed"]
-    policy = dec["extraction_policy"]
+    dec, seed = g.decoding, g.seed
+    policy = dec.extraction_policy
     extraction = answers.EXTRACTION_VERSION
     units: dict[str, Unit] = {}
 
@@ -285,8 +284,8 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         gen_cache[ck] = u
         return u
 
-    cal = g["calibration"]
-    folds = int(cal["crossfit_folds"])
+    cal = g.calibration
+    folds = int(cal.crossfit_folds)
 
     def score(slm: str, uq: str, dataset: str, role: str, leave_out: str | tuple | None = None) -> Unit | None:
         """Uncertainty of ``uq`` on ``slm``'s answers to the ``role`` rows of ``dataset``.
@@ -325,7 +324,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             key=key,
             uq=uq,
             method=r.uq[uq].method,
-            params=r.uq[uq]["params"],
+            params=r.uq[uq].params,
             slm=slm,
             dataset=dataset,
             stages=ev,
@@ -351,7 +350,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
     score_cache: dict[tuple, Unit] = {}
     # the rows calibration sets of the transfer analysis are drawn from: fit role when calibration
     # is enabled, else the other datasets' evaluated rows (jobs.analysis.findings.transfer_analysis)
-    cal_role = "fit" if cal["enabled"] else "eval"
+    cal_role = "fit" if cal.enabled else "eval"
     prices = grid_prices(r)
     for s in settings:
         # a setting's own (eval) units are planned before its calibration (fit) units: models serve
@@ -363,11 +362,11 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             score_cache[sk] = eval_score
         sc = score_cache[sk]
         llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
-        if cal["enabled"] and sk not in fit_scores:
+        if cal.enabled and sk not in fit_scores:
             fu = score(s.slm, s.uq, s.dataset, "fit")
             assert fu is not None  # an in-domain or untrained method always has a fit score
             fit_scores[sk] = ScoreRef.of(fu)
-        if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
+        if cal.enabled and (s.llm, s.dataset) not in fit_llm:
             fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
         assert sc is not None and isinstance(sc.spec, ScoreSpec)
         greedy_key = sc.spec.greedy
@@ -387,7 +386,7 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             slm_stages=sc.spec.stages,
             method=sc.spec.method,
             uq_params=sc.spec.params,
-            metrics=g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)},
+            metrics=plain(g.metrics) | {"nan_policy": nan_policy_of(r, s.uq)},
             policy=policy,
             cost=_cost_payload(prices, r, s, sc),
         )

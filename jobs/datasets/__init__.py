@@ -19,13 +19,13 @@ Datasets that exist only on the Hugging Face hub or as a local jsonl/parquet/csv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from jobs.datasets.base import DatasetAdapter, LoadResult, default_data_root, resolve_root
+from jobs.datasets.conf import DatasetConf
 from jobs.registry import Registry
 
 DATASETS = Registry(
@@ -96,10 +96,10 @@ PAPER_STAND_INS = {"svamp": "addsub", "openbookqa": "arc_easy", "coqa": "strateg
 PAPER_DATASETS_OFFLINE: tuple[str, ...] = tuple(PAPER_STAND_INS.get(d, d) for d in PAPER_DATASETS)
 
 
-def dataset_group(dc: Mapping) -> str | None:
+def dataset_group(dc: DatasetConf) -> str | None:
     """A resolved dataset config's group: its own ``group``, else its built-in adapter's
     (``GROUPS``), else None (a hub / local / questions dataset that names none)."""
-    return dc.get("group") or GROUPS.get(dc.get("adapter") or dc.get("name") or "")
+    return dc.group or GROUPS.get(dc.adapter or dc.name or "")
 
 
 def load_samples(

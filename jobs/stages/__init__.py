@@ -33,8 +33,9 @@ on it are ``jobs.backends.base.Backend`` (and the optional ``CountsTokens`` / ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
+from jobs.backends.base import ModelConf
 from jobs.registry import Registry
 from jobs.stages.base import Stage, StageContext
 
@@ -91,6 +92,6 @@ def stat_stages() -> dict[str, str]:
     return {x: st.name for st in declared() for x in st.provides}
 
 
-def stage_params(name: str, decoding: Mapping, model: Mapping, task: str) -> dict:
+def stage_params(name: str, decoding: Any, model: ModelConf, task: str) -> dict:
     """The decoding params stage ``name``'s units are keyed on (``Stage.params``)."""
     return dict(stage(name).params(StageContext(decoding=decoding, model=model, task=task)))

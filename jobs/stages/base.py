@@ -23,6 +23,7 @@ import numpy as np
 
 from jobs import prompts
 from jobs.answers import parse_confidence
+from jobs.backends.base import ModelConf
 from jobs.types import DataError, Sample
 
 #: ``run(backend, samples, deps, params) -> one row (dict) per sample``, in the samples' order.
@@ -42,21 +43,21 @@ class StageContext:
     """What a stage's params are a function of: the grid's ``decoding`` block, the resolved model
     config and the dataset's task ("mixed" for a questions file whose rows carry their own)."""
 
-    decoding: Mapping[str, Any]
-    model: Mapping[str, Any]
+    decoding: Any  # orchestrator.config.DecodingConf (read by attribute)
+    model: ModelConf
     task: str
 
     @property
     def answer_tokens(self) -> int:
         """The greedy answer's token budget: ``decoding.max_new_tokens`` of the task (the largest for a
         mixed dataset; 64 for a task it does not list), capped by the model's ``max_new_tokens``."""
-        per_task = self.decoding["max_new_tokens"]
+        per_task = self.decoding.max_new_tokens
         if self.task == "mixed":
             n = max(int(v) for v in per_task.values())
         else:
             n = int(per_task.get(self.task, 64))
-        if self.model.get("max_new_tokens"):
-            n = min(n, int(self.model["max_new_tokens"]))
+        if self.model.max_new_tokens:
+            n = min(n, int(self.model.max_new_tokens))
         return n
 
 

@@ -47,9 +47,9 @@ def samples(backend, batch, deps, p) -> list[dict]:
 def sample_params(ctx: StageContext) -> dict:
     d = ctx.decoding
     return {
-        "num_samples": d["num_samples"],
-        "temperature": d["sample_temperature"],
-        "max_new_tokens": d["sample_max_new_tokens"] or ctx.answer_tokens,
+        "num_samples": d.num_samples,
+        "temperature": d.sample_temperature,
+        "max_new_tokens": d.sample_max_new_tokens or ctx.answer_tokens,
     }
 
 

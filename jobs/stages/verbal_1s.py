@@ -29,7 +29,7 @@ def verbal_1s(backend, samples, deps, p) -> list[dict]:
 
 
 def verbal_1s_params(ctx: StageContext) -> dict:
-    return {"max_new_tokens": ctx.answer_tokens + ctx.decoding["verbal_max_new_tokens"]}
+    return {"max_new_tokens": ctx.answer_tokens + ctx.decoding.verbal_max_new_tokens}
 
 
 STAGE = Stage(

@@ -31,7 +31,7 @@ def verbal_2s(backend, samples, deps, p) -> list[dict]:
 
 
 def verbal_2s_params(ctx: StageContext) -> dict:
-    return {"max_new_tokens": ctx.decoding["verbal_max_new_tokens"]}
+    return {"max_new_tokens": ctx.decoding.verbal_max_new_tokens}
 
 
 STAGE = Stage(

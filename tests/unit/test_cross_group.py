@@ -12,6 +12,7 @@ import pytest
 from jobs.analysis import findings as A
 from jobs.analysis.calibration import Pool
 from jobs.datasets import dataset_group
+from jobs.datasets.conf import DatasetConf
 from orchestrator.config import ConfigError, load_grid
 from orchestrator.plan import make_plan
 
@@ -143,10 +144,10 @@ def test_sentences_name_each_direction_and_compare_with_leave_one_out():
 
 
 def test_builtin_datasets_carry_a_group_and_a_config_group_wins():
-    assert dataset_group({"name": "addsub", "adapter": "addsub"}) == "math"
-    assert dataset_group({"name": "strategyqa", "adapter": "strategyqa", "group": None}) == "commonsense"
-    assert dataset_group({"name": "x", "adapter": "hub", "group": "medical"}) == "medical"
-    assert dataset_group({"name": "x", "adapter": "hub"}) is None
+    assert dataset_group(DatasetConf(name="addsub", adapter="addsub")) == "math"
+    assert dataset_group(DatasetConf(name="strategyqa", adapter="strategyqa", group=None)) == "commonsense"
+    assert dataset_group(DatasetConf(name="x", adapter="hub", group="medical")) == "medical"
+    assert dataset_group(DatasetConf(name="x", adapter="hub")) is None
 
 
 def test_calibration_splits_are_validated(tmp_path):
@@ -165,8 +166,8 @@ def test_calibration_splits_are_validated(tmp_path):
     g.write_text("name: one\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\ndatasets: [addsub, gsm8k]\n")
     with pytest.raises(ConfigError, match=r"span 1 group\(s\) \(addsub: math, gsm8k: math\)"):
         load_grid(g, [out, "calibration.splits=[cross_group]"], conf_dir=CONF)
-    assert load_grid(TINY, [out]).grid["calibration"]["splits"] == ["leave_one_out", "cross_group"]
-    assert load_grid(g, [out], conf_dir=CONF).grid["calibration"]["splits"] == ["leave_one_out"]  # the default
+    assert load_grid(TINY, [out]).grid.calibration.splits == ["leave_one_out", "cross_group"]
+    assert load_grid(g, [out], conf_dir=CONF).grid.calibration.splits == ["leave_one_out"]  # the default
 
 
 def test_cross_group_leaves_the_grid_identity_and_unit_keys_unchanged(tmp_path):

@@ -344,7 +344,7 @@ def test_calibrate_build_refuses_a_set_of_two_definitions_and_apply_a_dataset_of
     bind_output(r)
     plan = make_plan(r)
     store = r.store_dir
-    fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
+    fit = {d: load_role(r.datasets[d], r.grid.dataset, "fit")[0] for d in r.datasets}
 
     def write(kind, key, rows):
         write_table(unit_dir(store, kind, key) / "part-00000.parquet", rows)

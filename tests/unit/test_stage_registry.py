@@ -167,7 +167,7 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
         run=_answer_length,
         provides=("answer_chars",),
         deps=("greedy",),
-        params=lambda ctx: {"scale": ctx.decoding["verbal_max_new_tokens"]},
+        params=lambda ctx: {"scale": ctx.decoding.verbal_max_new_tokens},
         overhead=True,
         columns={"answer_chars": pa.float64()},
     )
