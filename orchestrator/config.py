@@ -414,10 +414,14 @@ def _definition_warnings(r: ResolvedGrid) -> list[str]:
 def dataset_answer_modes(r: ResolvedGrid) -> dict[str, str]:
     """dataset -> the answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``:
     the dataset conf's own ``answer_mode`` when it has one, else ``decoding.answer_mode`` for its task)."""
+    from jobs.prompts import AnswerModes
     from jobs.uq.definition import dataset_answer_mode
 
-    mode = r.grid.decoding.answer_mode
-    return {d: dataset_answer_mode(dc, mode, dataset_task(dc)) for d, dc in r.datasets.items()}
+    grid_mode = r.grid.decoding.answer_mode
+    return {
+        d: dataset_answer_mode(AnswerModes.resolve(dc.answer_mode, grid_mode), dataset_task(dc))
+        for d, dc in r.datasets.items()
+    }
 
 
 def definition_check(r: ResolvedGrid) -> tuple[list[str], list[str]]:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from jobs import answers, cloze, prompts
 from jobs import stages as gen_stages
-from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
+from jobs.prompts import ANSWER_PREFIX, AnswerModes
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitRows, GenSpec, ScoreSpec, SettingSpec, Spec
 from orchestrator.config import DatasetConf, ResolvedGrid, dataset_task, grid_prices, nan_policy_of, plain
@@ -188,28 +188,16 @@ class Plan:
         return {k for k, u in self.units.items() if st.done(u)}
 
 
-def _answer_mode_param(setting, task: str):
-    """What a gen unit's params record of ``decoding.answer_mode`` for a dataset of ``task``: None
-    when every sample generates (no param: keys as before answer modes existed), the mode
-    ("constrained" / "cloze") of a single-task dataset, the mapping of its option tasks' modes for a
-    mixed one."""
-    if task == "mixed":
-        modes = {t: answer_mode(setting, t) for t in CONSTRAINED_TASKS}
-        return {t: m for t, m in modes.items() if m != "generate"} or None
-    mode = answer_mode(setting, task)
-    return None if mode == "generate" else mode
-
-
-def answer_mode_params(setting, dc: DatasetConf, task: str) -> dict:
-    """The params a constrained stage's unit adds for its dataset's answer mode: none when every
-    sample generates (keys as before answer modes existed); ``answer_mode`` and ``answer_prefix``
-    for constrained; ``answer_mode``, ``cloze_format`` and ``cloze_version`` for cloze (both sets
-    for a mixed dataset that uses both). A dataset conf's own ``answer_mode`` wins over the grid's
-    ``decoding.answer_mode`` (``setting``)."""
-    mode = _answer_mode_param(dc.answer_mode or setting, task)
+def answer_mode_params(modes: AnswerModes, dc: DatasetConf, task: str) -> dict:
+    """The params a constrained stage's unit adds for its dataset's answer modes (``AnswerModes``,
+    resolved from the dataset's conf and the grid's ``decoding.answer_mode``): none when every
+    sample generates (keys as before answer modes existed); ``answer_mode`` (``modes.param``) and
+    ``answer_prefix`` for constrained; ``answer_mode``, ``cloze_format`` and ``cloze_version`` for
+    cloze (both sets for a mixed dataset that uses both)."""
+    mode = modes.param(task)
     if mode is None:
         return {}
-    used = set(mode.values()) if isinstance(mode, dict) else {mode}
+    used = modes.used(task)
     out: dict = {"answer_mode": mode}
     if "constrained" in used:
         out["answer_prefix"] = ANSWER_PREFIX
@@ -249,11 +237,11 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         dc = r.datasets[dataset]
         run = r.dataset_run(dataset)
         task = dataset_task(dc)
-        params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
-        if st.constrained:  # generate-mode keys stay what they were
-            params.update(answer_mode_params(dec.answer_mode, dc, task))
-        # constrained_deps join only constrained / cloze units (generate-mode keys stay what they were)
-        dep_names = (*st.deps, *(st.constrained_deps if "answer_mode" in params else ()))
+        # generate-mode keys stay what they were: no answer-mode params, no constrained_deps
+        modes = AnswerModes.resolve(dc.answer_mode, dec.answer_mode)
+        mode_params = answer_mode_params(modes, dc, task) if st.constrained else {}
+        params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task) | mode_params
+        dep_names = (*st.deps, *(st.constrained_deps if mode_params else ()))
         deps = {d: gen(model_kind, model, dataset, role, d).key for d in dep_names}
         ident = {
             "model": model_identity(mc),

@@ -41,7 +41,10 @@ def by_mode(
     answer cloze (``jobs/stages/cloze.py``), generate_fn (with the answer-mode params dropped) on
     the rest; rows in sample order, every row with the same columns (so a part mixing them stays
     one table)."""
-    modes = [prompts.answer_mode(p["answer_mode"], s.task) for s in samples]
+    unit_modes = prompts.AnswerModes.of_params(p)
+    if unit_modes is None:
+        raise ValueError("by_mode runs a unit whose params carry answer_mode (a constrained or cloze unit)")
+    modes = [unit_modes.mode(s.task) for s in samples]
     gen_p = {k: v for k, v in p.items() if k not in MODE_PARAMS}
     fns = {"constrained": (constrained_fn, p), "cloze": (cloze_fn, p), "generate": (generate_fn, gen_p)}
     out = {}

@@ -19,7 +19,7 @@ from jobs.stages.constrained import by_mode, constrained_greedy
 
 
 def greedy(backend, samples, deps, p) -> list[dict]:
-    if "answer_mode" in p:
+    if prompts.AnswerModes.of_params(p) is not None:
         return by_mode(backend, samples, deps, p, constrained_greedy, greedy, cloze_greedy)
     msgs = [prompts.answer_messages(s) for s in samples]
     gens = backend.generate(

@@ -14,7 +14,7 @@ from jobs.stages.constrained import by_mode, constrained_samples
 
 
 def samples(backend, batch, deps, p) -> list[dict]:
-    if "answer_mode" in p:
+    if prompts.AnswerModes.of_params(p) is not None:
         return by_mode(backend, batch, deps, p, constrained_samples, samples, cloze_samples)
     m = p["num_samples"]
     msgs = [prompts.answer_messages(s) for s in batch]
