@@ -609,10 +609,26 @@ def _resolve_locations(r: ResolvedGrid) -> ResolvedGrid:
 
 
 def validate(r: ResolvedGrid) -> None:
-    """Check every value that can be checked before any expensive work starts."""
-    from jobs.datasets import DATASETS  # registry only: imports no dataset module
-    from jobs.uq import UQ_METHODS
+    """Check every value that can be checked before any expensive work starts (each check raises a
+    ConfigError naming the file, the key, the bad value and the valid choices)."""
+    _check_decoding(r)
+    _check_sampling(r)
+    _check_ray(r)
+    _check_calibration(r)
+    _check_models(r)
+    _check_slm_stats(r)
+    _check_uq(r)
+    _check_prices(r)
+    for name, d in r.datasets.items():
+        _check_dataset(f"dataset {name!r}", d)
+    _check_exclude(r)
+    if r.grid.calibration.enabled:
+        _check_definitions(r)
 
+
+def _check_decoding(r: ResolvedGrid) -> None:
+    """metrics.ties / nan_policy, decoding.extraction_policy, the tasks of decoding.max_new_tokens and
+    the answer modes (the grid's and each dataset's)."""
     g = r.grid
     _check_choice(f"{r.source}: metrics", "ties", g.metrics.ties, CHOICES["ties"])
     _check_choice(f"{r.source}: metrics", "nan_policy", g.metrics.nan_policy, CHOICES["nan_policy"])
@@ -623,34 +639,45 @@ def validate(r: ResolvedGrid) -> None:
         _check_choice(f"{r.source}: decoding.max_new_tokens", "task", task, CHOICES["task"])
     _check_answer_mode(f"{r.source}: decoding", g.decoding.answer_mode)
     _check_dataset_answer_modes(r)
+
+
+def _check_sampling(r: ResolvedGrid) -> None:
+    """The row counts (the grid's dataset.limit / fit_limit and each dataset's own) and num_samples."""
+    g = r.grid
     if g.dataset.limit is not None and g.dataset.limit < 1:
         raise ConfigError(f"{r.source}: dataset.limit={g.dataset.limit} must be >= 1 or null")
     if g.dataset.fit_limit < 0:
         raise ConfigError(f"{r.source}: dataset.fit_limit={g.dataset.fit_limit} must be >= 0")
     for name, dc in r.datasets.items():
-        for k, least in (("limit", 1), ("fit_limit", 0)):
-            v = getattr(dc, k)
+        for k, v, least in (("limit", dc.limit, 1), ("fit_limit", dc.fit_limit, 0)):
             if v is not None and v < least:
                 raise ConfigError(
                     f"{r.source}: dataset {name!r}: {k}={v} must be >= {least} or null (null: the grid's dataset.{k})"
                 )
     if g.decoding.num_samples < 2:
         raise ConfigError(f"{r.source}: decoding.num_samples={g.decoding.num_samples} must be >= 2")
-    rc = g.ray
-    for key, low in (
-        ("max_in_flight", 1),
-        ("max_retries", 0),
-        ("reserve_cpus", 0),
-        ("watchdog_s", 1),
-        ("poll_s", 0.01),
+
+
+def _check_ray(r: ResolvedGrid) -> None:
+    rc = r.grid.ray
+    for key, value, low in (
+        ("max_in_flight", rc.max_in_flight, 1),
+        ("max_retries", rc.max_retries, 0),
+        ("reserve_cpus", rc.reserve_cpus, 0),
+        ("watchdog_s", rc.watchdog_s, 1),
+        ("poll_s", rc.poll_s, 0.01),
     ):
-        if getattr(rc, key) < low:
-            raise ConfigError(f"{r.source}: ray.{key}={getattr(rc, key)!r} must be >= {low}")
-    cal = g.calibration
-    _check_choice(f"{r.source}: calibration", "binning", cal.binning, CHOICES["binning"])
-    _check_choice(f"{r.source}: calibration", "pool", cal.pool, CHOICES["pool"])
+        if value < low:
+            raise ConfigError(f"{r.source}: ray.{key}={value!r} must be >= {low}")
+
+
+def _check_calibration(r: ResolvedGrid) -> None:
+    """The calibration block: its choices, counts and fractions, splits, targets and fixed thresholds."""
     from jobs.analysis.calibration import SCALES
 
+    cal = r.grid.calibration
+    _check_choice(f"{r.source}: calibration", "binning", cal.binning, CHOICES["binning"])
+    _check_choice(f"{r.source}: calibration", "pool", cal.pool, CHOICES["pool"])
     _check_choice(f"{r.source}: calibration", "scale", cal.scale, ("paper", *SCALES))
     if cal.n_draws < 1:
         raise ConfigError(f"{r.source}: calibration.n_draws={cal.n_draws} must be >= 1")
@@ -670,29 +697,37 @@ def validate(r: ResolvedGrid) -> None:
                 f"{r.source}: calibration.fixed_threshold names uq {k!r}, not in the grid; "
                 f"valid: {', '.join(sorted(r.uq))}"
             )
+
+
+def _check_models(r: ResolvedGrid) -> None:
+    """Every model's backend, the fields every model has and its backend's own checks (jobs/backends)."""
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"
             _check_choice(where, "backend", m.backend, CHOICES["backend"])
             try:
-                m.check_common(where)  # the fields every model config has
-                m.check(where)  # the backend's own checks (jobs/backends)
+                m.check_common(where)
+                m.check(where)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-    # an SLM on a backend that lacks some stats (an HTTP endpoint has no hidden states) may run every
-    # UQ method but those that need them; exclude rules that drop each such setting make it pass
 
-    rules = [x for x in g.exclude if isinstance(x, dict)]  # malformed rules are reported below
+
+def _check_slm_stats(r: ResolvedGrid) -> None:
+    """An SLM on a backend that lacks some stats (``ModelConf.no_stats``: an HTTP endpoint has no
+    hidden states) may run every UQ method but those that need them; exclude rules that drop each
+    such setting make it pass."""
+    from jobs.uq import UQ_METHODS
+
+    rules = [x for x in r.grid.exclude if isinstance(x, dict)]  # malformed rules are reported later
     for name, m in r.slms.items():
         lacks = set(type(m).no_stats)
         if not lacks:
             continue
         refused = {}
         for uq, u in r.uq.items():
-            method = u.method
-            if method not in UQ_METHODS:  # reported below
+            if u.method not in UQ_METHODS:  # reported by _check_uq
                 continue
-            missing = sorted(lacks & set(UQ_METHODS.get(method).requires))
+            missing = sorted(lacks & set(UQ_METHODS.get(u.method).requires))
             if missing and any(
                 not excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
                 for d in r.datasets
@@ -708,6 +743,12 @@ def validate(r: ResolvedGrid) -> None:
                 f"it cannot run uq {needs}; UQ methods that work with this SLM: {', '.join(ok)}. "
                 f"Drop those methods from the grid, use an hf SLM, or add exclude: [{rules_hint}]"
             )
+
+
+def _check_uq(r: ResolvedGrid) -> None:
+    """Every UQ entry's method (a registry key), NaN policy and parameters (the method's own check)."""
+    from jobs.uq import UQ_METHODS
+
     for name, u in r.uq.items():
         try:
             UQ_METHODS.check(u.method)
@@ -718,33 +759,41 @@ def validate(r: ResolvedGrid) -> None:
             UQ_METHODS.get(u.method).check_params(u.params)
         except (TypeError, ValueError, ImportError) as e:
             raise ConfigError(f"uq {name!r}: params: {e}") from None
-    _check_prices(r)
-    for name, d in r.datasets.items():
-        where = f"dataset {name!r}"
-        _check_encoding(where, d.encoding)
-        if d.adapter == "questions":
-            _check_choice(where, "task", d.task, CHOICES["task"])
-            if not d.local_path or not Path(d.local_path).expanduser().is_file():
-                raise ConfigError(
-                    f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; got {d.local_path!r}"
-                )
-        elif d.adapter in ("hub", "local"):
-            _check_choice(where, "task", d.task, CHOICES["task"])
-            if d.task is None:
-                raise ConfigError(f"{where}: adapter {d.adapter!r} needs task; valid: {', '.join(CHOICES['task'])}")
-            _check_choice(where, "mapping.gold_format", d.mapping.gold_format, CHOICES["gold_format"])
-            need = "hub_path" if d.adapter == "hub" else "local_path"
-            if not getattr(d, need):
-                raise ConfigError(f"{where}: adapter {d.adapter!r} needs {need}")
-            if d.adapter == "local" and not Path(d.local_path or "").expanduser().is_file():
-                raise ConfigError(f"{where}: local_path {d.local_path!r} does not exist")
-        else:
-            try:
-                DATASETS.check(d.adapter)
-            except UnknownNameError as e:
-                raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_dataset(where: str, d: DatasetConf) -> None:
+    """One dataset entry: its encoding, and what its adapter needs (a questions file, a hub path or
+    local file with a task and a field mapping, or a registry key)."""
+    from jobs.datasets import DATASETS  # registry only: imports no dataset module
+
+    _check_encoding(where, d.encoding)
+    if d.adapter == "questions":
+        _check_choice(where, "task", d.task, CHOICES["task"])
+        if not d.local_path or not Path(d.local_path).expanduser().is_file():
+            raise ConfigError(
+                f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; got {d.local_path!r}"
+            )
+    elif d.adapter in ("hub", "local"):
+        _check_choice(where, "task", d.task, CHOICES["task"])
+        if d.task is None:
+            raise ConfigError(f"{where}: adapter {d.adapter!r} needs task; valid: {', '.join(CHOICES['task'])}")
+        _check_choice(where, "mapping.gold_format", d.mapping.gold_format, CHOICES["gold_format"])
+        need, path = ("hub_path", d.hub_path) if d.adapter == "hub" else ("local_path", d.local_path)
+        if not path:
+            raise ConfigError(f"{where}: adapter {d.adapter!r} needs {need}")
+        if d.adapter == "local" and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{where}: local_path {d.local_path!r} does not exist")
+    else:
+        try:
+            DATASETS.check(d.adapter)
+        except UnknownNameError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_exclude(r: ResolvedGrid) -> None:
+    """Each exclude rule: a non-empty mapping of axes to names in the grid."""
     known = {"slm": set(r.slms), "llm": set(r.llms), "uq": set(r.uq), "dataset": set(r.datasets)}
-    for i, rule in enumerate(g.exclude):
+    for i, rule in enumerate(r.grid.exclude):
         if not isinstance(rule, dict) or not rule:
             raise ConfigError(f"{r.source}: exclude[{i}] must be a mapping like {{slm: x, dataset: y}}")
         for k, v in rule.items():
@@ -754,14 +803,18 @@ def validate(r: ResolvedGrid) -> None:
                 raise ConfigError(
                     f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: {', '.join(sorted(known[k]))}"
                 )
-    if cal.enabled:
-        refusals = definition_check(r)[1]
-        if refusals:
-            raise ConfigError(
-                f"{r.source}: "
-                + "; ".join(refusals)
-                + " (or set calibration.enabled=false: the other findings need no calibration units)"
-            )
+
+
+def _check_definitions(r: ResolvedGrid) -> None:
+    """With calibration enabled: refuse splits that would pool datasets on which a UQ method's
+    statistic is defined differently (``definition_check``)."""
+    refusals = definition_check(r)[1]
+    if refusals:
+        raise ConfigError(
+            f"{r.source}: "
+            + "; ".join(refusals)
+            + " (or set calibration.enabled=false: the other findings need no calibration units)"
+        )
 
 
 def dataset_groups(r: ResolvedGrid) -> dict[str, str | None]:
