@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 
@@ -117,6 +118,19 @@ def _not_a_mapping(conf: ConfView, key: Any) -> TypeError:
     return TypeError(
         f"{name} is a typed config, not a mapping: read its fields as attributes, or plain(conf) for a dict"
     )
+
+
+@dataclass(frozen=True, eq=False)
+class MetricsConf(ConfView):
+    """The grid's ``metrics`` block; a setting unit's spec carries it with the UQ method's own NaN
+    policy (``jobs.units.SettingSpec.metrics``, ``orchestrator.config.nan_policy_of``)."""
+
+    ties: str = "expected"  # expected | stable
+    # most_uncertain | drop: for UQ methods that declare no NaN policy of their own (the verbal
+    # methods declare drop: UQMethod.nan_policy); a UQ entry's nan_policy wins over both: nan_policy_of
+    nan_policy: str = "most_uncertain"
+    bootstrap: int = 1000
+    seed: int = 0
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}

@@ -670,8 +670,8 @@ def from_store(
         llm_correct,
         slm_rate=slm_rate,
         llm_rate=llm_rate,
-        nan_policy=mc["nan_policy"],
-        ties=mc["ties"],
+        nan_policy=mc.nan_policy,
+        ties=mc.ties,
         sample_ids=[r["sample_id"] for r in slm_rows],
     )
     return sc, curve_json(sc, table, slm_rate, llm_rate, usage.overhead_stages)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from jobs.conf import MetricsConf
 from jobs.datasets.conf import DatasetConf, DatasetRunConf, FieldMappingConf
 
 #: samples per chunk of a gen unit (one Parquet part each: the unit of resume); part of gen keys
@@ -180,9 +181,16 @@ class SettingSpec(_SpecOf):
     slm_stages: Mapping[str, str] = field(default_factory=dict)
     method: str | None = None
     uq_params: Mapping[str, Any] = field(default_factory=dict)
-    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
     policy: str = "flexible"
     cost: Mapping[str, Any] | None = None
+
+    @classmethod
+    def _coerce(cls, kw: dict) -> dict:
+        """``metrics`` given as a mapping of its fields (a script or test driving a worker)."""
+        if isinstance(kw.get("metrics"), Mapping):
+            kw["metrics"] = _typed_conf(MetricsConf, kw["metrics"], "SettingSpec.metrics")
+        return kw
 
 
 Spec = GenSpec | ScoreSpec | SettingSpec
@@ -278,7 +286,7 @@ class SettingManifest(_Manifest):
     uq: str
     dataset: str
     llm: str
-    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
     nan_policy: str | None = None
     answer_route: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)

@@ -37,7 +37,7 @@ class ConfigError(ValueError):
 # ModelConf (every model's fields) and each backend's subclass (its own fields and checks) live with
 # the backends: jobs.backends.base.ModelConf, jobs.backends.BACKENDS
 from jobs.backends.base import ModelConf  # noqa: E402
-from jobs.conf import ConfView, FrozenDict, FrozenList, freeze, plain  # noqa: E402, F401
+from jobs.conf import ConfView, FrozenDict, FrozenList, MetricsConf, freeze, plain  # noqa: E402, F401
 
 # the dataset entries and the grid's dataset block travel to the workers in every gen unit's spec
 from jobs.datasets.conf import DatasetConf, DatasetRunConf, FieldMappingConf  # noqa: E402, F401
@@ -72,16 +72,6 @@ class DecodingConf(ConfView):
     # (jobs/stages/cloze.py, jobs/cloze.py); numeric and freeform always generate. A dataset conf's
     # own answer_mode wins. Recorded in the gen units' keys only when not generate.
     answer_mode: Any = "generate"
-
-
-@dataclass(frozen=True, eq=False)
-class MetricsConf(ConfView):
-    ties: str = "expected"  # expected | stable
-    # most_uncertain | drop: for UQ methods that declare no NaN policy of their own (the verbal
-    # methods declare drop: UQMethod.nan_policy); a UQ entry's nan_policy wins over both: nan_policy_of
-    nan_policy: str = "most_uncertain"
-    bootstrap: int = 1000
-    seed: int = 0
 
 
 @dataclass(frozen=True, eq=False)

@@ -80,7 +80,7 @@ def setting_view(r: ResolvedGrid, plan: Plan, s: Setting) -> SettingView:
         stage_keys=dict(u.slm_stages),
         method=u.method or "",
         params=dict(u.uq_params),
-        nan_policy=u.metrics["nan_policy"],
+        nan_policy=u.metrics.nan_policy,
         slm_model=r.slms[s.slm],
         llm_model=r.llms[s.llm],
         fit=_fit_source(plan, s),

@@ -29,6 +29,7 @@ across runs that share a store. The driver-side plan imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from jobs import stages as gen_stages
 from jobs.prompts import ANSWER_PREFIX, AnswerModes
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitRows, GenSpec, ScoreSpec, SettingSpec, Spec
-from orchestrator.config import DatasetConf, ResolvedGrid, dataset_task, grid_prices, nan_policy_of, plain
+from orchestrator.config import DatasetConf, ResolvedGrid, dataset_task, grid_prices, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 #: Version of what score and setting units compute from their inputs (``jobs/scoring.py``,
@@ -411,7 +412,7 @@ class _Planner:
             slm_stages=sc.spec.stages,
             method=sc.spec.method,
             uq_params=sc.spec.params,
-            metrics=plain(r.grid.metrics) | {"nan_policy": nan_policy_of(r, s.uq)},
+            metrics=dataclasses.replace(r.grid.metrics, nan_policy=nan_policy_of(r, s.uq)),
             policy=self.policy,
             cost=_cost_payload(self.prices, r, s, sc),
         )

@@ -13,6 +13,7 @@ registered by one line in ``jobs/stages/__init__.py`` (``STAGES``). From the dec
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -134,6 +135,7 @@ class Stage:
 
     def load(self, rows: list[dict], policy: str) -> dict:
         """Its stats from the rows of one unit; raises ValueError for a stat it does not declare."""
+        assert self.stats is not None  # set in __post_init__
         out = self.stats(rows, policy)
         extra = sorted(set(out) - set(self.provides))
         if extra:
@@ -228,9 +230,8 @@ def shown_greedy(backend, samples, deps, p, make) -> list[tuple[list, int | None
     """Per sample: (messages showing the greedy answer, token count before the answer was cut)."""
     out = []
     for s in samples:
-        text, cut_from = fit_answer(
-            backend, lambda a, s=s: make(s, a), prompts.shown_answer(deps["greedy"][s.id]), p.get("prompt_budget"), s.id
-        )
+        shown = prompts.shown_answer(deps["greedy"][s.id])
+        text, cut_from = fit_answer(backend, functools.partial(make, s), shown, p.get("prompt_budget"), s.id)
         out.append((make(s, text), cut_from))
     return out
 
