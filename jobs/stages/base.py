@@ -17,7 +17,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -62,8 +62,32 @@ class StageContext:
         return n
 
 
-def no_params(ctx: StageContext) -> dict:
-    return {}
+@dataclass(frozen=True)
+class StageParams:
+    """A stage's decoding params, typed: each stage declares a frozen dataclass of them (a subclass),
+    returned by its ``Stage.params(ctx)``. Its fields are what the stage's units are keyed on, with
+    the seed, the chunk size and the answer mode (``key``: the dict hashed into the unit key and
+    handed to the stage's run in its params)."""
+
+    def key(self) -> dict[str, Any]:
+        """field name -> value: the params the unit key hashes (plain values, nothing added)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class NoParams(StageParams):
+    """A stage keyed on no decoding parameter (p(True): one forward pass)."""
+
+
+@dataclass(frozen=True)
+class AnswerParams(StageParams):
+    """An answer pass (greedy, llm): its token budget (``StageContext.answer_tokens``)."""
+
+    max_new_tokens: int
+
+
+def no_params(ctx: StageContext) -> NoParams:
+    return NoParams()
 
 
 def float_stats(provides: Sequence[str]) -> Callable[[list[dict], str], dict]:
@@ -92,8 +116,8 @@ class Stage:
                ``answer_mode``): their keys join its key only there, so generate-mode keys do not
                move, and ``deps[stage + OPTIONS][sample_id]`` holds their rows' option
                distributions (the samples stage draws from the greedy pass's, with no model work).
-    params:    ``params(ctx: StageContext) -> dict``: the decoding parameters of its units (keyed
-               on, with the seed and chunk size); default none.
+    params:    ``params(ctx: StageContext) -> StageParams``: the typed decoding parameters of its
+               units (keyed on, with the seed and chunk size: ``StageParams.key``); default none.
     constrained: its work changes with ``decoding.answer_mode`` (its units then carry
                ``answer_mode`` and ``answer_prefix`` (constrained: ``jobs/stages/constrained.py``)
                or ``cloze_format`` and ``cloze_version`` (cloze: ``jobs/stages/cloze.py``)).
@@ -111,7 +135,7 @@ class Stage:
     stats: Callable[[list[dict], str], dict] | None = None
     deps: tuple[str, ...] = ()
     constrained_deps: tuple[str, ...] = ()
-    params: Callable[[StageContext], dict] = no_params
+    params: Callable[[StageContext], StageParams] = no_params
     constrained: bool = False
     reads_extraction: bool = False
     overhead: bool = False

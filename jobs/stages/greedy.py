@@ -13,7 +13,7 @@ import numpy as np
 from jobs import prompts
 from jobs import schemas as S
 from jobs.judge import answer_logprob, judge_detail, router_stats
-from jobs.stages.base import Stage, StageContext, row_seeds, vector
+from jobs.stages.base import AnswerParams, Stage, StageContext, row_seeds, vector
 from jobs.stages.cloze import cloze_greedy
 from jobs.stages.constrained import by_mode, constrained_greedy
 
@@ -56,8 +56,8 @@ def greedy(backend, samples, deps, p) -> list[dict]:
 ANSWER_COLUMNS = {"raw_output": S.STR, "option_labels": S.LIST_STR, "option_logprobs": S.LIST_F64}
 
 
-def answer_params(ctx: StageContext) -> dict:
-    return {"max_new_tokens": ctx.answer_tokens}
+def answer_params(ctx: StageContext) -> AnswerParams:
+    return AnswerParams(max_new_tokens=ctx.answer_tokens)
 
 
 def greedy_stats(rows: list[dict], policy: str) -> dict:

@@ -6,9 +6,11 @@ Constrained / cloze mc / yes-no: m options drawn from the scored options' distri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from jobs import prompts
 from jobs import schemas as S
-from jobs.stages.base import Stage, StageContext, row_seeds
+from jobs.stages.base import Stage, StageContext, StageParams, row_seeds
 from jobs.stages.cloze import cloze_samples
 from jobs.stages.constrained import by_mode, constrained_samples
 
@@ -44,13 +46,22 @@ def samples(backend, batch, deps, p) -> list[dict]:
     return rows
 
 
-def sample_params(ctx: StageContext) -> dict:
+@dataclass(frozen=True)
+class SampleParams(StageParams):
+    """m answers at temperature T, each within its token budget."""
+
+    num_samples: int
+    temperature: float
+    max_new_tokens: int
+
+
+def sample_params(ctx: StageContext) -> SampleParams:
     d = ctx.decoding
-    return {
-        "num_samples": d.num_samples,
-        "temperature": d.sample_temperature,
-        "max_new_tokens": d.sample_max_new_tokens or ctx.answer_tokens,
-    }
+    return SampleParams(
+        num_samples=d.num_samples,
+        temperature=d.sample_temperature,
+        max_new_tokens=d.sample_max_new_tokens or ctx.answer_tokens,
+    )
 
 
 def sampled_texts(rows: list[dict], policy: str) -> dict:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+
+from jobs.stages.base import StageParams
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "plan_keys.json"
@@ -95,6 +98,25 @@ def test_a_bad_declaration_is_refused_by_name():
         Stage(name="x", run=lambda *a: [], stats=lambda rows, policy: {"y": 1}).load([], "flexible")
 
 
+def test_a_stage_declares_typed_params_whose_key_is_the_hashed_dict(monkeypatch):
+    """Each stage's params are a frozen StageParams; the unit's params are its key(); a stage whose
+    params(ctx) returns a plain dict is refused with the type to use."""
+    from jobs import stages
+    from jobs.backends.hf_conf import HFConf
+    from jobs.stages.base import Stage
+    from orchestrator.config import DecodingConf
+
+    dec, m = DecodingConf(), HFConf(name="m", id="i", max_new_tokens=40)
+    assert stages.stage_params("samples", dec, m, "mc") == {"num_samples": 5, "temperature": 1.0, "max_new_tokens": 40}
+    assert stages.stage_params("verbal_2s", dec, m, "mc") == {"max_new_tokens": dec.verbal_max_new_tokens}
+    assert stages.stage_params("ptrue", dec, m, "mc") == {}
+    reg = stages.STAGES.copy()
+    reg.add("untyped", Stage(name="untyped", run=_answer_length, params=lambda ctx: {"scale": 1}))  # type: ignore[arg-type,return-value]
+    monkeypatch.setattr(stages, "STAGES", reg)
+    with pytest.raises(TypeError, match=r"stage 'untyped': params\(ctx\) returned a dict; .*base\.StageParams"):
+        stages.stage_params("untyped", dec, m, "mc")
+
+
 def test_check_stages_refuses_an_unknown_dependency_and_a_stat_provided_twice(monkeypatch):
     from jobs import stages
     from jobs.stages.base import Stage
@@ -145,6 +167,13 @@ class WordBackend:
         return out
 
 
+@dataclass(frozen=True)
+class _ScaleParams(StageParams):
+    """The toy stage's typed params (keyed on: ``scale``)."""
+
+    scale: int
+
+
 def _answer_length(backend, samples, deps, p):
     """The toy stage's pass: reads the greedy answer (its dep) and its own param."""
     return [{"answer_chars": float(len(deps["greedy"][s.id])) / p["scale"], "n_new_tokens": 0} for s in samples]
@@ -167,7 +196,7 @@ def test_a_new_stage_and_a_method_reading_it_need_no_edit_of_plan_scoring_or_run
         run=_answer_length,
         provides=("answer_chars",),
         deps=("greedy",),
-        params=lambda ctx: {"scale": ctx.decoding.verbal_max_new_tokens},
+        params=lambda ctx: _ScaleParams(scale=ctx.decoding.verbal_max_new_tokens),
         overhead=True,
         columns={"answer_chars": pa.float64()},
     )
