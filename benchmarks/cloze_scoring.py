@@ -54,7 +54,7 @@ def main() -> None:
     from jobs.datasets import DATASETS, load_samples
 
     torch.set_num_threads(a.threads)
-    fmt = cloze.format_of({"adapter": a.dataset})
+    fmt = cloze.format_of(a.dataset)
     samples = load_samples(a.dataset, limit=a.n, seed=0).samples
     questions = [cloze.cloze_question(s, fmt).requests for s in samples]
     n_opts = sum(len(q) for q in questions)

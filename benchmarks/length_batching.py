@@ -137,9 +137,11 @@ def long_case(b, a) -> None:
             "local_path": str(path),
             "mapping": {"id": "id", "question": "q", "gold": "a"},
         }
+        from jobs.datasets.conf import DatasetConf, DatasetRunConf, FieldMappingConf
         from jobs.datasets.roles import load_role
 
-        samples, _ = load_role(dc, {"limit": None, "fit_limit": 0, "seed": 0, "data_root": None}, "eval")
+        typed = DatasetConf(**(dc | {"mapping": FieldMappingConf(**dc["mapping"])}))
+        samples, _ = load_role(typed, DatasetRunConf(limit=None, fit_limit=0), "eval")
         budget = prompt_budget(b, {"max_new_tokens": a.max_new_tokens}, None)
         fitted = [fit_prompt(b, s, budget)[0] for s in samples]
         lens = [b.prompt_tokens(prompts.answer_messages(s)) for s in fitted]

@@ -394,7 +394,7 @@ def main() -> None:
                 if not chunk:
                     continue
                 t0 = time.perf_counter()
-                res = score_chunk(backend, chunk, cloze.format_of({"adapter": job[0]}), job[1], a.batch)
+                res = score_chunk(backend, chunk, cloze.format_of(job[0]), job[1], a.batch)
                 dt = time.perf_counter() - t0
 
                 def add(store, k=keys[job], res=res, dt=dt):

@@ -54,8 +54,8 @@ def remote_worker(model_conf, store: str, name: str | None = None, node_id: str 
     """Start a ModelWorker actor with the model's resource request (pinned to ``node_id`` if given:
     the scheduler packs replicas onto nodes itself, so Ray's placement must follow its choice)."""
     opts = dict(
-        num_cpus=model_conf["num_cpus"],
-        num_gpus=model_conf["num_gpus"],
+        num_cpus=model_conf.num_cpus,
+        num_gpus=model_conf.num_gpus,
         max_concurrency=1,
         max_restarts=0,
     )
@@ -63,8 +63,8 @@ def remote_worker(model_conf, store: str, name: str | None = None, node_id: str 
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
-    if model_conf["resources"]:
-        opts["resources"] = dict(model_conf["resources"])
+    if model_conf.resources:
+        opts["resources"] = dict(model_conf.resources)
     env = {}
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "UQROUTE_CACHE", "XDG_CACHE_HOME"):
         if k in os.environ:
@@ -73,7 +73,7 @@ def remote_worker(model_conf, store: str, name: str | None = None, node_id: str 
     # the actor as a constructor argument, never through runtime_env (Ray's runtime-env agent logs
     # its env_vars), the config, the store, MLflow or the ledger
     secrets = {}
-    key_env = model_conf.get("api_key_env")  # a field of the backends that call an API (OpenAIConf)
+    key_env = getattr(model_conf, "api_key_env", None)  # a field of the backends that call an API (OpenAIConf)
     if key_env and key_env in os.environ:
         secrets[key_env] = os.environ[key_env]
     opts["runtime_env"] = {"env_vars": env}

@@ -57,7 +57,7 @@ The adapters frame some questions with a lead-in for the letter prompts (``Sampl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,10 +265,10 @@ ADAPTER_FORMATS: dict[str, str] = {
 }
 
 
-def format_of(dataset_conf: Mapping) -> str:
+def format_of(adapter: str | None, cloze_format: str | None = None) -> str:
     """The cloze format of a dataset: its conf's ``cloze_format`` when set, else its adapter's
     (``ADAPTER_FORMATS``), else "qa" (question -> option text, or yes / no)."""
-    name = dataset_conf.get("cloze_format") or ADAPTER_FORMATS.get(dataset_conf.get("adapter") or "", "qa")
+    name = cloze_format or ADAPTER_FORMATS.get(adapter or "", "qa")
     if name not in FORMATS:
         raise ValueError(f"cloze_format={name!r} is not valid; valid choices: {', '.join(FORMATS)}")
     return name

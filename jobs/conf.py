@@ -1,15 +1,16 @@
 """Typed config values shared by the driver and the workers: immutable containers and ``ConfView``.
 
 A config object (``orchestrator.config``'s schemas, a backend's config class in ``jobs/backends``)
-is a frozen dataclass that also reads as a read-only mapping of its fields, so code that hashes,
-logs or writes a config sees the plain data it holds. No torch, no Ray, no OmegaConf.
+is a frozen dataclass read by attribute; ``plain(conf)`` is the plain data it holds, for code that
+hashes, logs or writes it. No torch, no Ray, no OmegaConf.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 
 class FrozenDict(dict):
@@ -58,36 +59,38 @@ def freeze(x: Any) -> Any:
 
 def plain(x: Any) -> Any:
     """Plain dicts / lists of ``x`` (a config object, a frozen container or anything JSON-able)."""
-    if isinstance(x, ConfView) or isinstance(x, Mapping):
+    if isinstance(x, ConfView):
+        return {k: plain(getattr(x, k)) for k in _field_names(type(x))}
+    if isinstance(x, Mapping):
         return {k: plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [plain(v) for v in x]
     return x
 
 
-class ConfView(Mapping):
-    """A typed config object that also reads as a read-only mapping of its fields (``m["id"]``,
-    ``m.get("stop")``, ``dict(m)``, ``m | {...}`` -> a plain dict), so code that hashes, logs or
-    writes configs sees the same data as before they were typed. Attribute access (``m.id``) is the
-    typed way; nothing can be assigned."""
+class ConfView:
+    """A typed config object: a frozen dataclass read by attribute (``m.id``, ``r.grid.decoding``);
+    nothing can be assigned. It does not read as a mapping: ``m["id"]``, ``m.get("id")``, ``"id" in m``
+    and iterating raise a TypeError naming the attribute to read instead. Code that hashes, logs or
+    writes a config takes its plain data: ``plain(m)`` / ``m.to_dict()``."""
 
-    def __getitem__(self, key: str) -> Any:
-        if key in _field_names(type(self)):
-            return getattr(self, key)
-        raise KeyError(key)
+    if not TYPE_CHECKING:  # at run time a clear error; for mypy, not indexable at all
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(_field_names(type(self)))
+        def __getitem__(self, key):
+            raise _not_a_mapping(self, key)
 
-    def __len__(self) -> int:
-        return len(_field_names(type(self)))
+        def get(self, key, default=None):
+            raise _not_a_mapping(self, key)
 
-    def __or__(self, other: Mapping) -> dict:
-        return plain(self) | dict(other)
+        def __contains__(self, key):
+            raise _not_a_mapping(self, key)
+
+        def __iter__(self):
+            raise _not_a_mapping(self, None)
 
     def __eq__(self, other: object) -> bool:
         """Equal to a config or a mapping holding the same values (``m == {"prices": "default"}``)."""
-        return isinstance(other, Mapping) and plain(self) == plain(other)
+        return isinstance(other, (ConfView, Mapping)) and plain(self) == plain(other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -101,6 +104,33 @@ class ConfView(Mapping):
             v = getattr(self, f.name)
             object.__setattr__(self, f.name, v._frozen() if isinstance(v, ConfView) else freeze(v))
         return self
+
+
+def _not_a_mapping(conf: ConfView, key: Any) -> TypeError:
+    name = type(conf).__name__
+    if isinstance(key, str):
+        how = (
+            f"read the field as an attribute, conf.{key}"
+            if key in _field_names(type(conf))
+            else (f"it has no field {key!r}; its fields: {', '.join(_field_names(type(conf)))}")
+        )
+        return TypeError(f"{name} is a typed config, not a mapping: {how} (not conf[{key!r}] / .get / in)")
+    return TypeError(
+        f"{name} is a typed config, not a mapping: read its fields as attributes, or plain(conf) for a dict"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class MetricsConf(ConfView):
+    """The grid's ``metrics`` block; a setting unit's spec carries it with the UQ method's own NaN
+    policy (``jobs.units.SettingSpec.metrics``, ``orchestrator.config.nan_policy_of``)."""
+
+    ties: str = "expected"  # expected | stable
+    # most_uncertain | drop: for UQ methods that declare no NaN policy of their own (the verbal
+    # methods declare drop: UQMethod.nan_policy); a UQ entry's nan_policy wins over both: nan_policy_of
+    nan_policy: str = "most_uncertain"
+    bootstrap: int = 1000
+    seed: int = 0
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}

@@ -174,13 +174,18 @@ class PriceTable:
             source=source,
         )
 
-    def rate_for(self, model: Mapping[str, Any]) -> Rate:
-        """The rate of one model config (a resolved ``conf/slm`` or ``conf/llm`` dict)."""
-        names = [str(model[k]).lower() for k in ("name", "model_name", "id") if model.get(k)]
+    def rate_for(self, model: Any) -> Rate:
+        """The rate of one model config (a resolved ``ModelConf``, or a mapping of its fields): the
+        first pattern matching its name, model name or id, else the rate its backend is priced as
+        (``ModelConf.priced_as``)."""
+        from jobs.backends import model_conf
+
+        m = model_conf(model)
+        names = [str(v).lower() for k in ("name", "model_name", "id") if (v := getattr(m, k, None))]
         for pattern, rate in self.models:
             if any(fnmatch.fnmatchcase(n, pattern.lower()) for n in names):
                 return rate
-        return self.api if model.get("backend") == "openai" else self.local
+        return self.api if type(m).priced_as == "api" else self.local
 
 
 def _rate(d: Any, where: str, matched: str, kinds: tuple[str, ...] = ("tokens", "time")) -> Rate:
@@ -679,14 +684,14 @@ def from_store(
         llm_correct,
         slm_rate=slm_rate,
         llm_rate=llm_rate,
-        nan_policy=mc["nan_policy"],
-        ties=mc["ties"],
+        nan_policy=mc.nan_policy,
+        ties=mc.ties,
         sample_ids=[r["sample_id"] for r in slm_rows],
     )
     return sc, curve_json(sc, table, slm_rate, llm_rate, usage.overhead_stages)
 
 
-def cost_payload(table: PriceTable, slm_conf: Mapping, llm_conf: Mapping, uq_stages: Mapping[str, str]) -> dict:
+def cost_payload(table: PriceTable, slm_conf: Any, llm_conf: Any, uq_stages: Mapping[str, str]) -> dict:
     """What a setting unit needs to price itself (plain data, planned on the driver)."""
     return {
         "prices": table.to_dict(),

@@ -41,7 +41,7 @@ def _load_deps(store, unit: GenSpec) -> dict:
     """What a unit's stage reads of its deps (``StageFn``): raw outputs, and the option
     distributions of its ``constrained_deps`` when the unit is constrained."""
     deps: dict = {name: _dep_answers(store, k) for name, k in unit.deps.items()}
-    if "answer_mode" in unit.params:
+    if prompts.AnswerModes.of_params(unit.params) is not None:
         for name in stage(unit.stage).constrained_deps:
             deps[name + OPTIONS] = _dep_options(store, unit.deps[name])
     return deps

@@ -25,6 +25,9 @@ History (``PROMPT_VERSION`` for all stages; a stage's own version in ``STAGE_PRO
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from jobs.types import Sample
 
@@ -132,14 +135,62 @@ CONSTRAINED_TASKS: tuple[str, ...] = ("mc", "yesno")
 ANSWER_PREFIX = "The answer is"
 
 
-def answer_mode(setting, task: str) -> str:
-    """The answer mode of a sample of ``task`` under a ``decoding.answer_mode`` value.
+@dataclass(frozen=True)
+class AnswerModes:
+    """How the samples of each option task answer (an ``ANSWER_MODES`` name per task of
+    ``CONSTRAINED_TASKS``; tasks without options always generate): the one shape ``answer_mode``
+    has from the config to the stage.
 
-    setting: "generate" | "constrained" | "cloze" (for every task that has options) or a mapping
-    task -> mode (missing tasks generate). Tasks without options (numeric, freeform) always generate.
-    """
-    mode = setting.get(task, "generate") if isinstance(setting, dict) else (setting or "generate")
-    return mode if task in CONSTRAINED_TASKS else "generate"
+    Resolved once from the config (``resolve``: a dataset conf's own ``answer_mode`` over the grid's
+    ``decoding.answer_mode``, each one mode or a mapping task -> mode); a gen unit's params record it
+    as ``param(task)`` (the value its key has always hashed), and the stage reads it back with
+    ``of_params``."""
+
+    mc: str = "generate"
+    yesno: str = "generate"
+
+    @classmethod
+    def of(cls, setting: Any) -> AnswerModes:
+        """From a config value: one mode for every option task, a mapping task -> mode (missing tasks
+        generate), or None (generate)."""
+        if isinstance(setting, Mapping):
+            return cls(**{t: setting.get(t, "generate") for t in CONSTRAINED_TASKS})
+        return cls(**dict.fromkeys(CONSTRAINED_TASKS, setting or "generate"))
+
+    @classmethod
+    def resolve(cls, dataset_mode: Any, grid_mode: Any) -> AnswerModes:
+        """A dataset's modes: its conf's own ``answer_mode`` when set, else the grid's."""
+        return cls.of(dataset_mode or grid_mode)
+
+    @classmethod
+    def of_params(cls, params: Mapping[str, Any]) -> AnswerModes | None:
+        """A gen unit's modes, read back from its params; None when it generates every sample (its
+        params then carry no ``answer_mode``: keys as before answer modes existed)."""
+        value = params.get("answer_mode")
+        return None if value is None else cls.of(value)
+
+    def mode(self, task: str) -> str:
+        """The answer mode of a sample of ``task``."""
+        return getattr(self, task) if task in CONSTRAINED_TASKS else "generate"
+
+    def param(self, task: str) -> str | dict[str, str] | None:
+        """What the params of a gen unit over a dataset of ``task`` record: None when every sample
+        generates, the mode of a single-task dataset, {task: mode} of the option tasks that do not
+        generate for a mixed one ("mixed": a questions file whose rows carry their own tasks)."""
+        if task == "mixed":
+            return {t: m for t in CONSTRAINED_TASKS if (m := self.mode(t)) != "generate"} or None
+        mode = self.mode(task)
+        return None if mode == "generate" else mode
+
+    def used(self, task: str) -> set[str]:
+        """The modes other than generate that samples of a dataset of ``task`` answer in."""
+        tasks = CONSTRAINED_TASKS if task == "mixed" else (task,)
+        return {self.mode(t) for t in tasks} - {"generate"}
+
+
+def answer_mode(setting: Any, task: str) -> str:
+    """The answer mode of a sample of ``task`` under a ``decoding.answer_mode`` value (``AnswerModes.of``)."""
+    return AnswerModes.of(setting).mode(task)
 
 
 def answer_options(sample: Sample) -> list[str]:

@@ -260,24 +260,22 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
     unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
-    rank = M.route_ranks(unc, mc["nan_policy"])  # the routing decision, frozen before any answer is judged
+    rank = M.route_ranks(unc, mc.nan_policy)  # the routing decision, frozen before any answer is judged
     method = _method_of(unit)
     judged = slm_judgement(st, slm_rows, dict(unit.slm_stages), method, dict(unit.uq_params), unit.policy)
     slm_det, slm_ok = judged["details"], judged["correct"]
     llm_det, llm_ok = judge_detail(llm_list, unit.policy)
     summary = (
-        M.summarize(
-            unc, slm_ok, llm_ok, nan_policy=mc["nan_policy"], ties=mc["ties"], n_boot=mc["bootstrap"], seed=mc["seed"]
-        )
+        M.summarize(unc, slm_ok, llm_ok, nan_policy=mc.nan_policy, ties=mc.ties, n_boot=mc.bootstrap, seed=mc.seed)
         | judged["metrics"]
     )
-    u_all, keep = M.apply_nan_policy(unc, mc["nan_policy"])
+    u_all, keep = M.apply_nan_policy(unc, mc.nan_policy)
     u_eff = u_all[keep]
     # under "drop" every query may be unscored (a verbal method whose confidences never parse):
     # then there is no curve; the metrics are NaN and unscored_share is 1
     scored = bool(keep.any())
     if scored:
-        curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+        curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc.ties)
         rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
         orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
     # provenance per row: the extraction rule of each judged answer (jobs.answers.Extraction.rule) and
@@ -314,7 +312,7 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
             "curve": curve_points(curve) if scored else [],
             "random": curve_points(rnd) if scored else [],
             "oracle": curve_points(orc) if scored else [],
-            "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc["ties"])
+            "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc.ties)
             if scored
             else [],
         }
@@ -336,7 +334,7 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
         unit.name,
         **unit.axes,
         metrics=summary,
-        nan_policy=mc["nan_policy"],
+        nan_policy=mc.nan_policy,
         answer_route=judged["route"],
     )
     return udir.finish(manifest)

@@ -25,6 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from jobs.conf import MetricsConf
+from jobs.datasets.conf import DatasetConf, DatasetRunConf, FieldMappingConf
+
 #: samples per chunk of a gen unit (one Parquet part each: the unit of resume); part of gen keys
 CHUNK_SIZE = 32
 
@@ -55,6 +58,19 @@ class _SpecOf:
         return kw
 
 
+def _typed_conf(conf_cls: type, x: Mapping, where: str) -> Any:
+    """A config object of ``conf_cls`` from a mapping of its fields (a dataset entry's ``mapping``
+    too); an unknown field is a TypeError naming it and the valid ones."""
+    fields = [f.name for f in dataclasses.fields(conf_cls)]
+    unknown = sorted(set(x) - set(fields))
+    if unknown:
+        raise TypeError(f"{where}: unknown field(s) {unknown}; valid: {', '.join(fields)}")
+    kw = dict(x)
+    if isinstance(kw.get("mapping"), Mapping):
+        kw["mapping"] = _typed_conf(FieldMappingConf, kw["mapping"], f"{where}.mapping")
+    return conf_cls(**kw)._frozen()
+
+
 # ---------------------------------------------------------------- specs (driver -> worker)
 
 
@@ -71,17 +87,26 @@ class GenSpec(_SpecOf):
     stage: str
     model: str
     dataset: str
-    dataset_conf: Mapping[str, Any]
-    run: Mapping[str, Any]
+    dataset_conf: DatasetConf
+    run: DatasetRunConf  # ResolvedGrid.dataset_run: the grid's block with the dataset's own limits
     role: str  # eval | fit
     params: Mapping[str, Any]
     deps: Mapping[str, str] = field(default_factory=dict)
     model_kind: str = "slm"  # slm | llm
 
+    @classmethod
+    def _coerce(cls, kw: dict) -> dict:
+        """``dataset_conf`` / ``run`` given as mappings of their fields (a script driving a worker)."""
+        for name, conf_cls in (("dataset_conf", DatasetConf), ("run", DatasetRunConf)):
+            v = kw.get(name)
+            if isinstance(v, Mapping):
+                kw[name] = _typed_conf(conf_cls, v, f"GenSpec.{name}")
+        return kw
+
     @property
     def row_limit(self) -> int | None:
         """The most rows it reads: the run's ``limit`` (eval role) or ``fit_limit`` (fit); None: all."""
-        n = self.run.get("limit") if self.role == "eval" else self.run.get("fit_limit")
+        n = self.run.limit if self.role == "eval" else self.run.fit_limit
         return int(n) if n is not None else None
 
     @property
@@ -156,9 +181,16 @@ class SettingSpec(_SpecOf):
     slm_stages: Mapping[str, str] = field(default_factory=dict)
     method: str | None = None
     uq_params: Mapping[str, Any] = field(default_factory=dict)
-    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
     policy: str = "flexible"
     cost: Mapping[str, Any] | None = None
+
+    @classmethod
+    def _coerce(cls, kw: dict) -> dict:
+        """``metrics`` given as a mapping of its fields (a script or test driving a worker)."""
+        if isinstance(kw.get("metrics"), Mapping):
+            kw["metrics"] = _typed_conf(MetricsConf, kw["metrics"], "SettingSpec.metrics")
+        return kw
 
 
 Spec = GenSpec | ScoreSpec | SettingSpec
@@ -254,7 +286,7 @@ class SettingManifest(_Manifest):
     uq: str
     dataset: str
     llm: str
-    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
     nan_policy: str | None = None
     answer_route: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)

@@ -197,6 +197,7 @@ def _like(out: Path, r, view, uq: str, pools: Mapping, like: str, task: str | No
     or, for a dataset outside the grid, its answer mode (its option count is not known before it is
     scored; ``_one_definition`` then refuses pools of several). ConfigError when none is left."""
     from jobs.analysis.findings import dataset_forms, method_definitions
+    from jobs.prompts import AnswerModes
     from jobs.uq.definition import dataset_answer_mode
     from orchestrator.config import dataset_task
 
@@ -207,7 +208,7 @@ def _like(out: Path, r, view, uq: str, pools: Mapping, like: str, task: str | No
         label = want.label
     else:
         dc = dataset_conf_for(r, like, task)
-        label = dataset_answer_mode(dc, r.grid["decoding"]["answer_mode"], dataset_task(dc))
+        label = dataset_answer_mode(AnswerModes.resolve(dc.answer_mode, r.grid.decoding.answer_mode), dataset_task(dc))
         keep = [d for d in sorted(pools) if defs[(uq, d)].answer_mode in (None, label)]
     if not keep:
         raise ConfigError(
@@ -444,8 +445,8 @@ def score_new_dataset(record: dict, dataset: str, task: str | None, limit: int |
         if k not in keys:
             keys.add(k)
             stack.extend(plan.units[k].deps)
-    rc = r2.grid["ray"]
-    connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
+    rc = r2.grid.ray
+    connect(rc.address, rc.num_cpus, rc.num_gpus)
     ledger = Ledger(r2.output_dir / "ledger.jsonl")
     report = Scheduler(plan, r2, r2.store_dir, ledger).run(keys)
     if target.key not in report.done:
@@ -462,13 +463,14 @@ def _check_answer_mode(record: dict, r, dc) -> None:
     be answered in another one than the set's datasets (``record["definition"]``; a set written
     before definitions were recorded is not checked). The option count is not known before the
     dataset is scored; the set's is in ``record["definition"]["option_count"]``."""
+    from jobs.prompts import AnswerModes
     from jobs.uq.definition import dataset_answer_mode
     from orchestrator.config import dataset_task
 
     want = (record.get("definition") or {}).get("answer_mode")
     if want is None:
         return
-    mode = dataset_answer_mode(dc, r.grid["decoding"]["answer_mode"], dataset_task(dc))
+    mode = dataset_answer_mode(AnswerModes.resolve(dc.answer_mode, r.grid.decoding.answer_mode), dataset_task(dc))
     if mode != want:
         raise ConfigError(
             f"dataset {dc.name!r} would be answered in mode {mode!r}, but calibration set {record['name']!r} "

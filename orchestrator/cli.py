@@ -153,7 +153,7 @@ def _print_finished(r, plan, report, sink, t0: float) -> None:
     links = (
         ui_links(sink, rows)
         if sink
-        else [("MLflow UI", "(disabled)" if not r.grid["mlflow"]["enabled"] else "(did not answer)")]
+        else [("MLflow UI", "(disabled)" if not r.grid.mlflow.enabled else "(did not answer)")]
     )
     pending = mlflow_pending(out)
     if pending:
@@ -183,7 +183,7 @@ def _execute(r, keys=None, progress_every: float | None = None) -> int:
     repair = plan_repair(plan, health)
     # what stays done: a damaged unit and its dependents are recomputed by the run (runner.heal)
     done = health.done() - set(repair.units)
-    console.print(f"[bold]{r.grid['name']}[/]: {start_counts(plan, health, repair).line}", highlight=False)
+    console.print(f"[bold]{r.grid.name}[/]: {start_counts(plan, health, repair).line}", highlight=False)
     t0 = time.time()
     meter = WorkMeter.of(plan, {k for k in plan.units if k not in done and (keys is None or k in keys)})
     with _progress(meter, every_s) as (cb, stop):
@@ -362,7 +362,7 @@ def _status_links(r, out: Path) -> None:
     """The folder's MLflow links when its server answers (``status`` starts none), else how to get them."""
     from orchestrator.runner import serve_ui
 
-    if not r.grid["mlflow"]["enabled"]:
+    if not r.grid.mlflow.enabled:
         return
     _, links = serve_ui(out, start=False, console=console)
     print_links(links or [("MLflow UI", f"not running; `uqroute ui {out}` starts it and prints its links")])
@@ -374,13 +374,13 @@ def cmd_ui(a) -> int:
 
     out = Path(a.output)
     r = load_output(out)
-    mc = r.grid["mlflow"]
-    if not mc["enabled"]:
+    mc = r.grid.mlflow
+    if not mc.enabled:
         raise ConfigError(
             f"MLflow is disabled for {out} (mlflow.enabled: false in its {out / 'resolved_config.yaml'}): "
             f"its results are in {r.store_dir} and {out / 'report' / 'index.html'}"
         )
-    before = mc["tracking_uri"] or running_uri(out / "mlflow")
+    before = mc.tracking_uri or running_uri(out / "mlflow")
     try:
         uri, links = serve_ui(out, start=True, console=console, max_groups=None)
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -388,7 +388,7 @@ def cmd_ui(a) -> int:
         return 1
     state = (
         "the grid's tracking server"
-        if mc["tracking_uri"]
+        if mc.tracking_uri
         else f"already running; `uqroute mlflow-stop {out}` stops it"
         if before
         else f"started; `uqroute mlflow-stop {out}` stops it"

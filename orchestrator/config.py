@@ -33,12 +33,15 @@ class ConfigError(ValueError):
     """A bad config value, with the file, key, value and valid choices in the message."""
 
 
-# immutable values and typed configs that read as mappings (jobs.conf: the workers use them too)
+# immutable values and typed configs read by attribute (jobs.conf: the workers use them too)
 # ---------------------------------------------------------------- schemas
 # ModelConf (every model's fields) and each backend's subclass (its own fields and checks) live with
 # the backends: jobs.backends.base.ModelConf, jobs.backends.BACKENDS
 from jobs.backends.base import ModelConf  # noqa: E402
-from jobs.conf import ConfView, FrozenDict, FrozenList, freeze, plain  # noqa: E402, F401
+from jobs.conf import ConfView, FrozenDict, FrozenList, MetricsConf, freeze, plain  # noqa: E402, F401
+
+# the dataset entries and the grid's dataset block travel to the workers in every gen unit's spec
+from jobs.datasets.conf import DatasetConf, DatasetRunConf, FieldMappingConf  # noqa: E402, F401
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,55 +59,6 @@ class UQConf(ConfView):
 
 
 @dataclass(frozen=True, eq=False)
-class FieldMappingConf(ConfView):
-    id: str | None = None
-    question: str = "question"
-    gold: str = "answer"
-    choices: Any = None  # a field holding a list, or a list of field names
-    context: str | None = None
-    gold_format: str = "text"
-
-
-@dataclass(frozen=True, eq=False)
-class DatasetConf(ConfView):
-    """One dataset (``conf/dataset/<name>.yaml``).
-
-    adapter: a key of jobs.datasets.DATASETS (files in the shared folder), or ``hub`` /
-    ``local`` for data brought by the user with a field mapping.
-    """
-
-    name: str = MISSING
-    adapter: str = ""  # defaults to name; hub | local | questions for data without an adapter file
-    split: str | None = None  # default: the adapter's eval split
-    train_split: str | None = None  # default: the adapter's train split
-    task: str | None = None  # required for hub/local
-    hub_path: str | None = None
-    hub_config: str | None = None
-    local_path: str | None = None
-    mapping: FieldMappingConf = field(default_factory=FieldMappingConf)
-    encoding: str = "utf-8"  # of local / questions files (a Python codec name: latin-1, cp1252, utf-16)
-    group: str | None = None  # math | commonsense | ... (for reports and OOD splits)
-    # this dataset's answer mode, over the grid's decoding.answer_mode: generate | constrained | cloze,
-    # or a mapping task -> mode (a mixed questions file); null: the grid's
-    answer_mode: Any = None
-    cloze_format: str | None = None  # cloze prompt format (jobs/cloze.py FORMATS); null: the adapter's
-    # this dataset's own evaluated / fit row counts, over the grid's dataset.limit / fit_limit
-    # (null: the grid's); part of its units' keys as the grid's are
-    limit: int | None = None
-    fit_limit: int | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class DatasetRunConf(ConfView):
-    """Grid-wide sampling of every dataset (``dataset.limit=50`` on the command line)."""
-
-    limit: int | None = 100  # evaluated questions per dataset (None = all)
-    fit_limit: int = 100  # questions for probe training, from the train split (or disjoint rows)
-    seed: int = 0
-    data_root: str | None = None  # default: ../shared/datasets beside the repo
-
-
-@dataclass(frozen=True, eq=False)
 class DecodingConf(ConfView):
     max_new_tokens: dict = field(default_factory=lambda: {"numeric": 160, "mc": 48, "yesno": 48, "freeform": 48})
     num_samples: int = 5  # m for Jaccard degree
@@ -119,16 +73,6 @@ class DecodingConf(ConfView):
     # (jobs/stages/cloze.py, jobs/cloze.py); numeric and freeform always generate. A dataset conf's
     # own answer_mode wins. Recorded in the gen units' keys only when not generate.
     answer_mode: Any = "generate"
-
-
-@dataclass(frozen=True, eq=False)
-class MetricsConf(ConfView):
-    ties: str = "expected"  # expected | stable
-    # most_uncertain | drop: for UQ methods that declare no NaN policy of their own (the verbal
-    # methods declare drop: UQMethod.nan_policy); a UQ entry's nan_policy wins over both: nan_policy_of
-    nan_policy: str = "most_uncertain"
-    bootstrap: int = 1000
-    seed: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,13 +238,18 @@ class ResolvedGrid:
         grid = dataclasses.replace(self.grid, **names)
         return dataclasses.replace(self, grid=grid, **new)
 
-    def dataset_run(self, dataset: str) -> Mapping[str, Any]:
+    def dataset_run(self, dataset: str) -> DatasetRunConf:
         """The rows of ``dataset`` a grid reads: the grid's ``dataset`` block (limit, fit_limit, seed,
         data_root) with the dataset config's own ``limit`` / ``fit_limit`` where it sets them."""
-        run = self.grid["dataset"]
+        run = self.grid.dataset
         dc = self.datasets[dataset]
-        own = {k: dc[k] for k in ("limit", "fit_limit") if dc[k] is not None}
-        return FrozenDict({**plain(run), **own}) if own else run
+        if dc.limit is None and dc.fit_limit is None:
+            return run
+        return dataclasses.replace(
+            run,
+            limit=run.limit if dc.limit is None else dc.limit,
+            fit_limit=run.fit_limit if dc.fit_limit is None else dc.fit_limit,
+        )
 
     @property
     def output_dir(self) -> Path:
@@ -472,16 +421,20 @@ def _definition_warnings(r: ResolvedGrid) -> list[str]:
     """``definition_check``'s warnings, and its refusals too when calibration is off (``validate``
     refuses them only when calibration units would be run for nothing)."""
     warn, refuse = definition_check(r)
-    return warn + ([] if r.grid["calibration"]["enabled"] else refuse)
+    return warn + ([] if r.grid.calibration.enabled else refuse)
 
 
 def dataset_answer_modes(r: ResolvedGrid) -> dict[str, str]:
     """dataset -> the answer mode the grid runs it in (``jobs.uq.definition.dataset_answer_mode``:
     the dataset conf's own ``answer_mode`` when it has one, else ``decoding.answer_mode`` for its task)."""
+    from jobs.prompts import AnswerModes
     from jobs.uq.definition import dataset_answer_mode
 
-    mode = r.grid["decoding"]["answer_mode"]
-    return {d: dataset_answer_mode(dc, mode, dataset_task(dc)) for d, dc in r.datasets.items()}
+    grid_mode = r.grid.decoding.answer_mode
+    return {
+        d: dataset_answer_mode(AnswerModes.resolve(dc.answer_mode, grid_mode), dataset_task(dc))
+        for d, dc in r.datasets.items()
+    }
 
 
 def definition_check(r: ResolvedGrid) -> tuple[list[str], list[str]]:
@@ -500,11 +453,11 @@ def definition_check(r: ResolvedGrid) -> tuple[list[str], list[str]]:
         for d, dc in r.datasets.items()
     }
     methods = {uq: UQ_METHODS.get(u.method) for uq, u in r.uq.items() if u.method in UQ_METHODS}
-    cal = r.grid["calibration"]
+    cal = r.grid.calibration
     sources = None
-    if cal["enabled"] and cal["pool"] == "train_dev":
-        sources = [d for d, dc in r.datasets.items() if fit_source(dict(dc)).startswith("split:")]
-    return split_source_check(definitions(methods, forms), list(cal["splits"]), dataset_groups(r), sources)
+    if cal.enabled and cal.pool == "train_dev":
+        sources = [d for d, dc in r.datasets.items() if fit_source(dc).startswith("split:")]
+    return split_source_check(definitions(methods, forms), list(cal.splits), dataset_groups(r), sources)
 
 
 def _check_encoding(where: str, encoding: str) -> None:
@@ -530,10 +483,10 @@ def nan_policy_of(r: ResolvedGrid, uq: str) -> str:
     from jobs.uq import UQ_METHODS
 
     conf = r.uq[uq]
-    if conf.get("nan_policy"):
-        return conf["nan_policy"]
+    if conf.nan_policy:
+        return conf.nan_policy
     method = UQ_METHODS.get(conf.method)
-    return getattr(method, "nan_policy", None) or r.grid["metrics"]["nan_policy"]
+    return getattr(method, "nan_policy", None) or r.grid.metrics.nan_policy
 
 
 def _check_choice(where: str, key: str, value, choices) -> None:
@@ -573,21 +526,21 @@ def _check_dataset_answer_modes(r: ResolvedGrid) -> None:
 
     for name, dc in r.datasets.items():
         where = f"{r.source}: dataset {name}"
-        mode = dc.get("answer_mode")
+        mode = dc.answer_mode
         if mode is not None:
             _check_answer_mode(where, mode)
-            task = dc.get("task") if dc.get("adapter") in ("hub", "local", "questions") else None
-            if task is None and dc.get("adapter") not in ("hub", "local", "questions"):
+            task = dc.task if dc.adapter in ("hub", "local", "questions") else None
+            if task is None and dc.adapter not in ("hub", "local", "questions"):
                 from jobs.datasets import DATASETS
 
-                task = DATASETS.get(dc.get("adapter") or name).task
+                task = DATASETS.get(dc.adapter or name).task
             if isinstance(mode, str) and mode != "generate" and task and task not in CONSTRAINED_TASKS:
                 raise ConfigError(
                     f"{where}: answer_mode={mode!r} needs options, but its task is {task!r}; valid "
                     f"choices for it: generate (constrained and cloze answers exist for "
                     f"{', '.join(CONSTRAINED_TASKS)})"
                 )
-        _check_choice(where, "cloze_format", dc.get("cloze_format"), tuple(FORMATS))
+        _check_choice(where, "cloze_format", dc.cloze_format, tuple(FORMATS))
 
 
 def find_conf_dir(grid_file: Path) -> Path:
@@ -645,7 +598,7 @@ def _resolve_locations(r: ResolvedGrid) -> ResolvedGrid:
         store_dir=str(Path(g.store_dir).expanduser().absolute()) if g.store_dir else None,
     )
     root = g.dataset.data_root or os.environ.get("UQROUTE_DATA_ROOT")
-    needs_shared = [n for n, d in r.datasets.items() if d["adapter"] not in ("hub", "local", "questions")]
+    needs_shared = [n for n, d in r.datasets.items() if d.adapter not in ("hub", "local", "questions")]
     if root:
         path = Path(root).expanduser().absolute()
         if needs_shared and not path.is_dir():
@@ -669,90 +622,127 @@ def _resolve_locations(r: ResolvedGrid) -> ResolvedGrid:
 
 
 def validate(r: ResolvedGrid) -> None:
-    """Check every value that can be checked before any expensive work starts."""
-    from jobs.backends import BACKENDS
-    from jobs.datasets import DATASETS  # registry only: imports no dataset module
-    from jobs.uq import UQ_METHODS
+    """Check every value that can be checked before any expensive work starts (each check raises a
+    ConfigError naming the file, the key, the bad value and the valid choices)."""
+    _check_decoding(r)
+    _check_sampling(r)
+    _check_ray(r)
+    _check_calibration(r)
+    _check_models(r)
+    _check_slm_stats(r)
+    _check_uq(r)
+    _check_prices(r)
+    for name, d in r.datasets.items():
+        _check_dataset(f"dataset {name!r}", d)
+    _check_exclude(r)
+    if r.grid.calibration.enabled:
+        _check_definitions(r)
 
+
+def _check_decoding(r: ResolvedGrid) -> None:
+    """metrics.ties / nan_policy, decoding.extraction_policy, the tasks of decoding.max_new_tokens and
+    the answer modes (the grid's and each dataset's)."""
     g = r.grid
-    _check_choice(f"{r.source}: metrics", "ties", g["metrics"]["ties"], CHOICES["ties"])
-    _check_choice(f"{r.source}: metrics", "nan_policy", g["metrics"]["nan_policy"], CHOICES["nan_policy"])
+    _check_choice(f"{r.source}: metrics", "ties", g.metrics.ties, CHOICES["ties"])
+    _check_choice(f"{r.source}: metrics", "nan_policy", g.metrics.nan_policy, CHOICES["nan_policy"])
     _check_choice(
-        f"{r.source}: decoding", "extraction_policy", g["decoding"]["extraction_policy"], CHOICES["extraction_policy"]
+        f"{r.source}: decoding", "extraction_policy", g.decoding.extraction_policy, CHOICES["extraction_policy"]
     )
-    for task in g["decoding"]["max_new_tokens"]:
+    for task in g.decoding.max_new_tokens:
         _check_choice(f"{r.source}: decoding.max_new_tokens", "task", task, CHOICES["task"])
-    _check_answer_mode(f"{r.source}: decoding", g["decoding"]["answer_mode"])
+    _check_answer_mode(f"{r.source}: decoding", g.decoding.answer_mode)
     _check_dataset_answer_modes(r)
-    if g["dataset"]["limit"] is not None and g["dataset"]["limit"] < 1:
-        raise ConfigError(f"{r.source}: dataset.limit={g['dataset']['limit']} must be >= 1 or null")
-    if g["dataset"]["fit_limit"] < 0:
-        raise ConfigError(f"{r.source}: dataset.fit_limit={g['dataset']['fit_limit']} must be >= 0")
+
+
+def _check_sampling(r: ResolvedGrid) -> None:
+    """The row counts (the grid's dataset.limit / fit_limit and each dataset's own) and num_samples."""
+    g = r.grid
+    if g.dataset.limit is not None and g.dataset.limit < 1:
+        raise ConfigError(f"{r.source}: dataset.limit={g.dataset.limit} must be >= 1 or null")
+    if g.dataset.fit_limit < 0:
+        raise ConfigError(f"{r.source}: dataset.fit_limit={g.dataset.fit_limit} must be >= 0")
     for name, dc in r.datasets.items():
-        for k, least in (("limit", 1), ("fit_limit", 0)):
-            if dc[k] is not None and dc[k] < least:
+        for k, v, least in (("limit", dc.limit, 1), ("fit_limit", dc.fit_limit, 0)):
+            if v is not None and v < least:
                 raise ConfigError(
-                    f"{r.source}: dataset {name!r}: {k}={dc[k]} must be >= {least} or null (null: the grid's dataset.{k})"
+                    f"{r.source}: dataset {name!r}: {k}={v} must be >= {least} or null (null: the grid's dataset.{k})"
                 )
-    if g["decoding"]["num_samples"] < 2:
-        raise ConfigError(f"{r.source}: decoding.num_samples={g['decoding']['num_samples']} must be >= 2")
-    rc = g["ray"]
-    for key, low in (
-        ("max_in_flight", 1),
-        ("max_retries", 0),
-        ("reserve_cpus", 0),
-        ("watchdog_s", 1),
-        ("poll_s", 0.01),
+    if g.decoding.num_samples < 2:
+        raise ConfigError(f"{r.source}: decoding.num_samples={g.decoding.num_samples} must be >= 2")
+
+
+def _check_ray(r: ResolvedGrid) -> None:
+    rc = r.grid.ray
+    for key, value, low in (
+        ("max_in_flight", rc.max_in_flight, 1),
+        ("max_retries", rc.max_retries, 0),
+        ("reserve_cpus", rc.reserve_cpus, 0),
+        ("watchdog_s", rc.watchdog_s, 1),
+        ("poll_s", rc.poll_s, 0.01),
     ):
-        if rc[key] < low:
-            raise ConfigError(f"{r.source}: ray.{key}={rc[key]!r} must be >= {low}")
-    cal = g["calibration"]
-    _check_choice(f"{r.source}: calibration", "binning", cal["binning"], CHOICES["binning"])
-    _check_choice(f"{r.source}: calibration", "pool", cal["pool"], CHOICES["pool"])
+        if value < low:
+            raise ConfigError(f"{r.source}: ray.{key}={value!r} must be >= {low}")
+
+
+def _check_calibration(r: ResolvedGrid) -> None:
+    """The calibration block: its choices, counts and fractions, splits, targets and fixed thresholds."""
     from jobs.analysis.calibration import SCALES
 
-    _check_choice(f"{r.source}: calibration", "scale", cal["scale"], ("paper", *SCALES))
-    if cal["n_draws"] < 1:
-        raise ConfigError(f"{r.source}: calibration.n_draws={cal['n_draws']} must be >= 1")
-    if cal["n_bins"] < 1:
-        raise ConfigError(f"{r.source}: calibration.n_bins={cal['n_bins']} must be >= 1")
-    if not 0.0 < cal["frac"] <= 1.0:
-        raise ConfigError(f"{r.source}: calibration.frac={cal['frac']} must be in (0, 1]")
-    if cal["crossfit_folds"] < 2:
-        raise ConfigError(f"{r.source}: calibration.crossfit_folds={cal['crossfit_folds']} must be >= 2")
+    cal = r.grid.calibration
+    _check_choice(f"{r.source}: calibration", "binning", cal.binning, CHOICES["binning"])
+    _check_choice(f"{r.source}: calibration", "pool", cal.pool, CHOICES["pool"])
+    _check_choice(f"{r.source}: calibration", "scale", cal.scale, ("paper", *SCALES))
+    if cal.n_draws < 1:
+        raise ConfigError(f"{r.source}: calibration.n_draws={cal.n_draws} must be >= 1")
+    if cal.n_bins < 1:
+        raise ConfigError(f"{r.source}: calibration.n_bins={cal.n_bins} must be >= 1")
+    if not 0.0 < cal.frac <= 1.0:
+        raise ConfigError(f"{r.source}: calibration.frac={cal.frac} must be in (0, 1]")
+    if cal.crossfit_folds < 2:
+        raise ConfigError(f"{r.source}: calibration.crossfit_folds={cal.crossfit_folds} must be >= 2")
     _check_splits(r)
-    for t in cal["targets"]:
+    for t in cal.targets:
         if not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
             raise ConfigError(f"{r.source}: calibration.targets has {t!r}; each target call rate must be in [0, 1]")
-    for k in cal["fixed_threshold"]:
+    for k in cal.fixed_threshold:
         if k not in r.uq:
             raise ConfigError(
                 f"{r.source}: calibration.fixed_threshold names uq {k!r}, not in the grid; "
                 f"valid: {', '.join(sorted(r.uq))}"
             )
+
+
+def _check_models(r: ResolvedGrid) -> None:
+    """Every model's backend, the fields every model has and its backend's own checks (jobs/backends)."""
+    from jobs.backends import BACKENDS
+
     for kind, models in (("slm", r.slms), ("llm", r.llms)):
         for name, m in models.items():
             where = f"{kind} {name!r}"
             _check_choice(where, "backend", m.backend, BACKENDS.names())  # the registry as it is now
             try:
-                m.check_common(where)  # the fields every model config has
-                m.check(where)  # the backend's own checks (jobs/backends)
+                m.check_common(where)
+                m.check(where)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-    # an SLM on a backend that lacks some stats (an HTTP endpoint has no hidden states) may run every
-    # UQ method but those that need them; exclude rules that drop each such setting make it pass
 
-    rules = [x for x in g["exclude"] if isinstance(x, dict)]  # malformed rules are reported below
+
+def _check_slm_stats(r: ResolvedGrid) -> None:
+    """An SLM on a backend that lacks some stats (``ModelConf.no_stats``: an HTTP endpoint has no
+    hidden states) may run every UQ method but those that need them; exclude rules that drop each
+    such setting make it pass."""
+    from jobs.uq import UQ_METHODS
+
+    rules = [x for x in r.grid.exclude if isinstance(x, dict)]  # malformed rules are reported later
     for name, m in r.slms.items():
         lacks = set(type(m).no_stats)
         if not lacks:
             continue
         refused = {}
         for uq, u in r.uq.items():
-            method = u.method
-            if method not in UQ_METHODS:  # reported below
+            if u.method not in UQ_METHODS:  # reported by _check_uq
                 continue
-            missing = sorted(lacks & set(UQ_METHODS.get(method).requires))
+            missing = sorted(lacks & set(UQ_METHODS.get(u.method).requires))
             if missing and any(
                 not excluded({"slm": name, "uq": uq, "dataset": d, "llm": llm}, rules)
                 for d in r.datasets
@@ -764,47 +754,61 @@ def validate(r: ResolvedGrid) -> None:
             needs = ", ".join(f"{uq} (needs {', '.join(st)})" for uq, st in refused.items())
             rules_hint = ", ".join(f"{{slm: {name}, uq: {uq}}}" for uq in refused)
             raise ConfigError(
-                f"slm {name!r}: backend={m['backend']!r} provides no {', '.join(sorted(lacks))}, so "
+                f"slm {name!r}: backend={m.backend!r} provides no {', '.join(sorted(lacks))}, so "
                 f"it cannot run uq {needs}; UQ methods that work with this SLM: {', '.join(ok)}. "
                 f"Drop those methods from the grid, use an hf SLM, or add exclude: [{rules_hint}]"
             )
+
+
+def _check_uq(r: ResolvedGrid) -> None:
+    """Every UQ entry's method (a registry key), NaN policy and parameters (the method's own check)."""
+    from jobs.uq import UQ_METHODS
+
     for name, u in r.uq.items():
         try:
-            UQ_METHODS.check(u["method"])
+            UQ_METHODS.check(u.method)
         except UnknownNameError as e:
             raise ConfigError(f"uq {name!r}: {e}") from None
-        _check_choice(f"uq {name!r}", "nan_policy", u.get("nan_policy"), CHOICES["nan_policy"])
+        _check_choice(f"uq {name!r}", "nan_policy", u.nan_policy, CHOICES["nan_policy"])
         try:
-            UQ_METHODS.get(u["method"]).check_params(u["params"])
+            UQ_METHODS.get(u.method).check_params(u.params)
         except (TypeError, ValueError, ImportError) as e:
             raise ConfigError(f"uq {name!r}: params: {e}") from None
-    _check_prices(r)
-    for name, d in r.datasets.items():
-        where = f"dataset {name!r}"
-        _check_encoding(where, d["encoding"])
-        if d["adapter"] == "questions":
-            _check_choice(where, "task", d["task"], CHOICES["task"])
-            if not d["local_path"] or not Path(d["local_path"]).expanduser().is_file():
-                raise ConfigError(
-                    f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; got {d['local_path']!r}"
-                )
-        elif d["adapter"] in ("hub", "local"):
-            _check_choice(where, "task", d["task"], CHOICES["task"])
-            if d["task"] is None:
-                raise ConfigError(f"{where}: adapter {d['adapter']!r} needs task; valid: {', '.join(CHOICES['task'])}")
-            _check_choice(where, "mapping.gold_format", d["mapping"]["gold_format"], CHOICES["gold_format"])
-            need = "hub_path" if d["adapter"] == "hub" else "local_path"
-            if not d[need]:
-                raise ConfigError(f"{where}: adapter {d['adapter']!r} needs {need}")
-            if d["adapter"] == "local" and not Path(d["local_path"]).expanduser().is_file():
-                raise ConfigError(f"{where}: local_path {d['local_path']!r} does not exist")
-        else:
-            try:
-                DATASETS.check(d["adapter"])
-            except UnknownNameError as e:
-                raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_dataset(where: str, d: DatasetConf) -> None:
+    """One dataset entry: its encoding, and what its adapter needs (a questions file, a hub path or
+    local file with a task and a field mapping, or a registry key)."""
+    from jobs.datasets import DATASETS  # registry only: imports no dataset module
+
+    _check_encoding(where, d.encoding)
+    if d.adapter == "questions":
+        _check_choice(where, "task", d.task, CHOICES["task"])
+        if not d.local_path or not Path(d.local_path).expanduser().is_file():
+            raise ConfigError(
+                f"{where}: adapter 'questions' needs local_path, an existing .jsonl file; got {d.local_path!r}"
+            )
+    elif d.adapter in ("hub", "local"):
+        _check_choice(where, "task", d.task, CHOICES["task"])
+        if d.task is None:
+            raise ConfigError(f"{where}: adapter {d.adapter!r} needs task; valid: {', '.join(CHOICES['task'])}")
+        _check_choice(where, "mapping.gold_format", d.mapping.gold_format, CHOICES["gold_format"])
+        need, path = ("hub_path", d.hub_path) if d.adapter == "hub" else ("local_path", d.local_path)
+        if not path:
+            raise ConfigError(f"{where}: adapter {d.adapter!r} needs {need}")
+        if d.adapter == "local" and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{where}: local_path {d.local_path!r} does not exist")
+    else:
+        try:
+            DATASETS.check(d.adapter)
+        except UnknownNameError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_exclude(r: ResolvedGrid) -> None:
+    """Each exclude rule: a non-empty mapping of axes to names in the grid."""
     known = {"slm": set(r.slms), "llm": set(r.llms), "uq": set(r.uq), "dataset": set(r.datasets)}
-    for i, rule in enumerate(g["exclude"]):
+    for i, rule in enumerate(r.grid.exclude):
         if not isinstance(rule, dict) or not rule:
             raise ConfigError(f"{r.source}: exclude[{i}] must be a mapping like {{slm: x, dataset: y}}")
         for k, v in rule.items():
@@ -814,14 +818,18 @@ def validate(r: ResolvedGrid) -> None:
                 raise ConfigError(
                     f"{r.source}: exclude[{i}] {k}={v!r} is not in the grid; valid: {', '.join(sorted(known[k]))}"
                 )
-    if cal["enabled"]:
-        refusals = definition_check(r)[1]
-        if refusals:
-            raise ConfigError(
-                f"{r.source}: "
-                + "; ".join(refusals)
-                + " (or set calibration.enabled=false: the other findings need no calibration units)"
-            )
+
+
+def _check_definitions(r: ResolvedGrid) -> None:
+    """With calibration enabled: refuse splits that would pool datasets on which a UQ method's
+    statistic is defined differently (``definition_check``)."""
+    refusals = definition_check(r)[1]
+    if refusals:
+        raise ConfigError(
+            f"{r.source}: "
+            + "; ".join(refusals)
+            + " (or set calibration.enabled=false: the other findings need no calibration units)"
+        )
 
 
 def dataset_groups(r: ResolvedGrid) -> dict[str, str | None]:
@@ -835,7 +843,7 @@ def _check_splits(r: ResolvedGrid) -> None:
     """calibration.splits: a non-empty list of known splits, each once; cross_group needs datasets
     of at least two groups."""
     where = f"{r.source}: calibration.splits"
-    splits = r.grid["calibration"]["splits"]
+    splits = r.grid.calibration.splits
     if isinstance(splits, str) or not isinstance(splits, (list, tuple)) or not splits:
         raise ConfigError(f"{where}={splits!r} must be a non-empty list; valid choices: {', '.join(CHOICES['split'])}")
     for x in splits:
@@ -913,15 +921,19 @@ def resolved_from_yaml(text: str) -> ResolvedGrid:
 # ---- read by the grid, the plan and the views (they import config; config imports neither) -------
 
 
-def dataset_task(dc: Mapping) -> str:
+def dataset_task(dc: DatasetConf) -> str:
     """The dataset's task; "mixed" for a questions file whose rows carry their own tasks."""
-    if dc["adapter"] == "questions":
-        return dc["task"] or "mixed"
-    if dc["adapter"] in ("hub", "local"):
-        return dc["task"]
+    if dc.adapter == "questions":
+        return dc.task or "mixed"
+    if dc.adapter in ("hub", "local"):
+        if dc.task is None:
+            raise ConfigError(
+                f"dataset {dc.name!r}: adapter {dc.adapter!r} needs task; valid: {', '.join(CHOICES['task'])}"
+            )
+        return dc.task
     from jobs.datasets import DATASETS
 
-    return DATASETS.get(dc["adapter"]).task
+    return DATASETS.get(dc.adapter).task
 
 
 def grid_prices(r: ResolvedGrid):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.conf import plain
 from jobs.store import Store, UnitDir
 from jobs.units import ScoreSpec, SettingSpec
 from orchestrator.config import ConfigError
@@ -208,7 +209,7 @@ def explain(out: Path, setting: str, sample_id: str, rate: float = 0.3) -> dict:
     assert isinstance(score_spec, ScoreSpec)
     method = score_spec.method
     u = np.asarray([math.nan if x["uncertainty"] is None else float(x["uncertainty"]) for x in records])
-    nan_policy = _nan_policy(dict(spec.metrics), s.uq, method)
+    nan_policy = _nan_policy(plain(spec.metrics), s.uq, method)
     return {
         "setting": s.name,
         "hash": s.hash,

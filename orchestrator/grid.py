@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
 
-from orchestrator.config import ResolvedGrid, excluded, nan_policy_of
+from jobs.backends.base import ModelConf
+from orchestrator.config import DatasetConf, DatasetRunConf, ResolvedGrid, excluded, nan_policy_of, plain
 
 MODEL_IDENTITY_FIELDS = (
     "backend",
@@ -60,20 +60,23 @@ PRE_SPLIT_DEFAULTS = {
 }
 
 
-def model_identity(m) -> dict:
-    ident = {k: m.get(k, PRE_SPLIT_DEFAULTS.get(k)) for k in MODEL_IDENTITY_FIELDS}
+def model_identity(m: ModelConf) -> dict:
+    """What of a model config changes its outputs (hashed into its units' keys): the fields every
+    model has (``PRE_SPLIT_DEFAULTS`` for those its backend's class lacks), the options that change
+    outputs when set, and its backend's own (``ModelConf.identity_fields``)."""
+    ident = {k: getattr(m, k, PRE_SPLIT_DEFAULTS.get(k)) for k in MODEL_IDENTITY_FIELDS}
     # options that change outputs, recorded only when set (the keys of existing stores stay valid)
     for k in ("trust_remote_code", "batch_by_length", "max_prompt_tokens"):
-        if m.get(k):
-            ident[k] = m[k]
-    for k in type(m).identity_fields:  # the backend's own (jobs.backends.base.ModelConf.identity_fields)
+        if getattr(m, k, None):
+            ident[k] = getattr(m, k)
+    for k in type(m).identity_fields:
         ident[k] = getattr(m, k)
     return ident
 
 
-def dataset_identity(d: Mapping, run: Mapping) -> dict:
-    ident = {k: d.get(k) for k in DATASET_IDENTITY_FIELDS}
-    ident.update(limit=run["limit"], fit_limit=run["fit_limit"], seed=run["seed"])
+def dataset_identity(d: DatasetConf, run: DatasetRunConf) -> dict:
+    ident = {k: getattr(d, k) for k in DATASET_IDENTITY_FIELDS}
+    ident.update(limit=run.limit, fit_limit=run.fit_limit, seed=run.seed)
     return ident
 
 
@@ -101,10 +104,10 @@ def setting_identity(r: ResolvedGrid, slm: str, uq: str, dataset: str, llm: str)
         "uq": {"method": uq_conf.method, "params": uq_conf.params},
         "dataset": dataset_identity(r.datasets[dataset], r.dataset_run(dataset)),
         "llm": model_identity(r.llms[llm]),
-        "decoding": g["decoding"],
+        "decoding": g.decoding,
         # the NaN policy this setting's metrics apply (the UQ entry's, its method's or the grid's)
-        "metrics": g["metrics"] | {"nan_policy": nan_policy_of(r, uq)},
-        "seed": g["seed"],
+        "metrics": plain(g.metrics) | {"nan_policy": nan_policy_of(r, uq)},
+        "seed": g.seed,
     }
     # the OOD probe and the learned routers are fitted on the other datasets of the grid: they are
     # part of its identity
@@ -123,7 +126,7 @@ def expand(r: ResolvedGrid) -> list[Setting]:
     out = []
     for slm, dataset, uq, llm in product(r.slms, r.datasets, r.uq, r.llms):
         axes = {"slm": slm, "uq": uq, "dataset": dataset, "llm": llm}
-        if excluded(axes, r.grid["exclude"]):
+        if excluded(axes, r.grid.exclude):
             continue
         out.append(Setting(slm, uq, dataset, llm, stable_hash(setting_identity(r, slm, uq, dataset, llm))))
     return out

@@ -40,7 +40,7 @@ def grid_view(r: ResolvedGrid, plan: Plan) -> GridView:
         limit=g.dataset.limit,
         fit_limit=g.dataset.fit_limit,
         dataset_limits={
-            d: (run["limit"], run["fit_limit"]) for d in r.datasets if (run := r.dataset_run(d)) is not g["dataset"]
+            d: (run.limit, run.fit_limit) for d in r.datasets if (run := r.dataset_run(d)) is not g.dataset
         },
         dataset_seed=g.dataset.seed,
         extraction_policy=g.decoding.extraction_policy,
@@ -80,7 +80,7 @@ def setting_view(r: ResolvedGrid, plan: Plan, s: Setting) -> SettingView:
         stage_keys=dict(u.slm_stages),
         method=u.method or "",
         params=dict(u.uq_params),
-        nan_policy=u.metrics["nan_policy"],
+        nan_policy=u.metrics.nan_policy,
         slm_model=r.slms[s.slm],
         llm_model=r.llms[s.llm],
         fit=_fit_source(plan, s),

@@ -29,18 +29,18 @@ across runs that share a store. The driver-side plan imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import answers, cloze, prompts
 from jobs import stages as gen_stages
-from jobs.prompts import ANSWER_PREFIX, CONSTRAINED_TASKS, answer_mode
+from jobs.prompts import ANSWER_PREFIX, AnswerModes
 from jobs.scoring import SCORING_VERSION  # beside what it versions
 from jobs.store import KIND_DIRS, Store
 from jobs.units import CHUNK_SIZE, FitRows, GenSpec, ScoreSpec, SettingSpec, Spec
-from orchestrator.config import ResolvedGrid, dataset_task, grid_prices, nan_policy_of
+from orchestrator.config import DatasetConf, ResolvedGrid, dataset_task, grid_prices, nan_policy_of
 from orchestrator.grid import Setting, dataset_identity, expand, model_identity, stable_hash
 
 #: Stats of ``jobs.scoring.load_stats`` that come from the extracted answer: a score unit of a
@@ -187,33 +187,21 @@ class Plan:
         return {k for k, u in self.units.items() if st.done(u)}
 
 
-def _answer_mode_param(setting, task: str):
-    """What a gen unit's params record of ``decoding.answer_mode`` for a dataset of ``task``: None
-    when every sample generates (no param: keys as before answer modes existed), the mode
-    ("constrained" / "cloze") of a single-task dataset, the mapping of its option tasks' modes for a
-    mixed one."""
-    if task == "mixed":
-        modes = {t: answer_mode(setting, t) for t in CONSTRAINED_TASKS}
-        return {t: m for t, m in modes.items() if m != "generate"} or None
-    mode = answer_mode(setting, task)
-    return None if mode == "generate" else mode
-
-
-def answer_mode_params(setting, dc: Mapping, task: str) -> dict:
-    """The params a constrained stage's unit adds for its dataset's answer mode: none when every
-    sample generates (keys as before answer modes existed); ``answer_mode`` and ``answer_prefix``
-    for constrained; ``answer_mode``, ``cloze_format`` and ``cloze_version`` for cloze (both sets
-    for a mixed dataset that uses both). A dataset conf's own ``answer_mode`` wins over the grid's
-    ``decoding.answer_mode`` (``setting``)."""
-    mode = _answer_mode_param(dc.get("answer_mode") or setting, task)
+def answer_mode_params(modes: AnswerModes, dc: DatasetConf, task: str) -> dict:
+    """The params a constrained stage's unit adds for its dataset's answer modes (``AnswerModes``,
+    resolved from the dataset's conf and the grid's ``decoding.answer_mode``): none when every
+    sample generates (keys as before answer modes existed); ``answer_mode`` (``modes.param``) and
+    ``answer_prefix`` for constrained; ``answer_mode``, ``cloze_format`` and ``cloze_version`` for
+    cloze (both sets for a mixed dataset that uses both)."""
+    mode = modes.param(task)
     if mode is None:
         return {}
-    used = set(mode.values()) if isinstance(mode, dict) else {mode}
+    used = modes.used(task)
     out: dict = {"answer_mode": mode}
     if "constrained" in used:
         out["answer_prefix"] = ANSWER_PREFIX
     if "cloze" in used:
-        out.update(cloze_format=cloze.format_of(dc), cloze_version=cloze.CLOZE_VERSION)
+        out.update(cloze_format=cloze.format_of(dc.adapter, dc.cloze_format), cloze_version=cloze.CLOZE_VERSION)
     return out
 
 
@@ -225,45 +213,82 @@ def _uq_method(r: ResolvedGrid, uq: str):
 
 def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) -> Plan:
     """The plan of a grid. prompt_versions: stage -> its own prompt version (default
-    ``jobs.prompts.STAGE_PROMPT_VERSIONS``; see ``stage_prompt_version``)."""
+    ``jobs.prompts.STAGE_PROMPT_VERSIONS``; see ``stage_prompt_version``).
+
+    Each setting's own (eval) units are planned before its calibration (fit) units: models serve
+    their units in plan order, so the first settings finish (and reach MLflow) early; the
+    leave-one-dataset-out and leave-group-out scores come last (they only feed the transfer analysis)."""
     settings = expand(r)
-    g = r.grid
-    dec, seed = g["decoding"], g["seed"]
-    policy = dec["extraction_policy"]
-    extraction = answers.EXTRACTION_VERSION
-    units: dict[str, Unit] = {}
+    p = _Planner(r, prompt_versions)
+    for s in settings:
+        p.setting(s)
+    p.leave_one_out()
+    if "cross_group" in r.grid.calibration.splits:
+        p.leave_group_out()
+    return Plan(settings, p.units, p.fit_scores, p.fit_llm, p.setting_keys, p.leave_out, p.leave_group_out_refs)
 
-    def add(u: Unit) -> Unit:
-        units.setdefault(u.key, u)
-        return units[u.key]
 
-    gen_cache: dict[tuple, Unit] = {}
+class _Planner:
+    """Builds a grid's units once each (a unit equal to one planned before is shared), in plan order."""
 
-    def gen(model_kind: str, model: str, dataset: str, role: str, stage: str) -> Unit:
+    def __init__(self, r: ResolvedGrid, prompt_versions: dict[str, str] | None) -> None:
+        self.r, self.prompt_versions = r, prompt_versions
+        g = r.grid
+        self.dec, self.seed = g.decoding, g.seed
+        self.policy = self.dec.extraction_policy
+        self.cal = g.calibration
+        self.folds = int(self.cal.crossfit_folds)
+        # the rows calibration sets of the transfer analysis are drawn from: fit role when calibration
+        # is enabled, else the other datasets' evaluated rows (jobs.analysis.findings.transfer_analysis)
+        self.cal_role = "fit" if self.cal.enabled else "eval"
+        self.prices = grid_prices(r)
+        self.units: dict[str, Unit] = {}
+        self.gen_cache: dict[tuple, Unit] = {}
+        self.score_cache: dict[tuple, Unit] = {}
+        self.fit_scores: dict = {}
+        self.fit_llm: dict = {}
+        self.setting_keys: dict = {}
+        self.leave_out: dict = {}
+        self.leave_group_out_refs: dict = {}
+
+    def add(self, u: Unit) -> Unit:
+        self.units.setdefault(u.key, u)
+        return self.units[u.key]
+
+    # ------------------------------------------------------------ gen units
+    def gen(self, model_kind: str, model: str, dataset: str, role: str, stage: str) -> Unit:
+        """The pass of ``stage`` of a model over the ``role`` rows of ``dataset`` (its deps first)."""
         ck = (model_kind, model, dataset, role, stage)
-        if ck in gen_cache:
-            return gen_cache[ck]
+        if ck not in self.gen_cache:
+            self.gen_cache[ck] = self._new_gen(model_kind, model, dataset, role, stage)
+        return self.gen_cache[ck]
+
+    def _new_gen(self, model_kind: str, model: str, dataset: str, role: str, stage: str) -> Unit:
+        r = self.r
         st = gen_stages.stage(stage)
         mc = (r.slms if model_kind == "slm" else r.llms)[model]
         dc = r.datasets[dataset]
         run = r.dataset_run(dataset)
         task = dataset_task(dc)
-        params = {"seed": seed, "chunk_size": CHUNK_SIZE} | gen_stages.stage_params(stage, dec, mc, task)
-        if st.constrained:  # generate-mode keys stay what they were
-            params.update(answer_mode_params(dec.answer_mode, dc, task))
-        # constrained_deps join only constrained / cloze units (generate-mode keys stay what they were)
-        dep_names = (*st.deps, *(st.constrained_deps if "answer_mode" in params else ()))
-        deps = {d: gen(model_kind, model, dataset, role, d).key for d in dep_names}
+        # generate-mode keys stay what they were: no answer-mode params, no constrained_deps
+        mode_params = self._answer_mode_params(st, dc, task)
+        params = (
+            {"seed": self.seed, "chunk_size": CHUNK_SIZE}
+            | gen_stages.stage_params(stage, self.dec, mc, task)
+            | mode_params
+        )
+        dep_names = (*st.deps, *(st.constrained_deps if mode_params else ()))
+        deps = {d: self.gen(model_kind, model, dataset, role, d).key for d in dep_names}
         ident = {
             "model": model_identity(mc),
             "dataset": dataset_identity(dc, run),
             "role": role,
             "stage": stage,
             "params": params,
-            "prompt_version": stage_prompt_version(stage, prompt_versions),
+            "prompt_version": stage_prompt_version(stage, self.prompt_versions),
         }
         if st.reads_extraction:
-            ident |= {"extraction": extraction, "policy": policy}
+            ident |= {"extraction": answers.EXTRACTION_VERSION, "policy": self.policy}
         key = unit_key("gen", ident, deps)
         spec = GenSpec(
             key=key,
@@ -277,16 +302,18 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             deps=deps,
             model_kind=model_kind,
         )
-        u = add(
-            Unit("gen", key, f"{stage} {model} {dataset} {role}", spec, tuple(deps.values()), f"{model_kind}:{model}")
-        )
-        gen_cache[ck] = u
-        return u
+        label = f"{stage} {model} {dataset} {role}"
+        return self.add(Unit("gen", key, label, spec, tuple(deps.values()), f"{model_kind}:{model}"))
 
-    cal = g["calibration"]
-    folds = int(cal["crossfit_folds"])
+    def _answer_mode_params(self, st, dc: DatasetConf, task: str) -> dict:
+        """A constrained stage's answer-mode params for its dataset (``answer_mode_params``); none for
+        the other stages and in generate mode."""
+        if not st.constrained:
+            return {}
+        return answer_mode_params(AnswerModes.resolve(dc.answer_mode, self.dec.answer_mode), dc, task)
 
-    def score(slm: str, uq: str, dataset: str, role: str, leave_out: str | tuple | None = None) -> Unit | None:
+    # ------------------------------------------------------------ score units
+    def score(self, slm: str, uq: str, dataset: str, role: str, leave_out: str | tuple | None = None) -> Unit | None:
         """Uncertainty of ``uq`` on ``slm``'s answers to the ``role`` rows of ``dataset``.
 
         Trained methods: in_domain ones train on the dataset's fit rows (scoring those same fit
@@ -294,44 +321,35 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
         ones train on every other dataset's fit rows, except ``leave_out`` (a held-out target of
         the transfer analysis; a tuple: every dataset of a target group). None when no dataset is
         left to train on."""
+        r = self.r
         method = _uq_method(r, uq)
         provider = gen_stages.stat_stages()
         stages = sorted({provider[x] for x in method.requires if x in provider} | {"greedy"})
-        ev = {st: gen("slm", slm, dataset, role, st).key for st in stages}
-        fit: list[FitRows] = []
-        crossfit = 0
-        if method.fit == "in_domain":
-            fit_sets = [dataset] if role == "eval" else []
-            crossfit = folds if role == "fit" else 0
-        elif method.fit == "other_datasets":
-            left = {leave_out} if isinstance(leave_out, str) else set(leave_out or ())
-            fit_sets = [d for d in r.datasets if d != dataset and d not in left]
-            if not fit_sets:
-                return None
-        else:
-            fit_sets = []
-        for d in fit_sets:
-            fit.append(FitRows(d, {st: gen("slm", slm, d, "fit", st).key for st in stages}))
+        ev = {st: self.gen("slm", slm, dataset, role, st).key for st in stages}
+        fit_sets, crossfit = self._fit_sets(method, dataset, role, leave_out)
+        if fit_sets is None:
+            return None
+        fit = [FitRows(d, {st: self.gen("slm", slm, d, "fit", st).key for st in stages}) for d in fit_sets]
         ident = {"uq": r.uq[uq], "role": role, "crossfit": crossfit, "version": SCORING_VERSION}
         if crossfit:
-            ident["crossfit_seed"] = seed
+            ident["crossfit_seed"] = self.seed
         if reads_extraction(method):  # correctness labels / the answer letter's probability
-            ident |= {"extraction": extraction, "policy": policy}
+            ident |= {"extraction": answers.EXTRACTION_VERSION, "policy": self.policy}
         fit_deps = [{"dataset": f.dataset, "stages": dict(f.stages)} for f in fit]
         key = unit_key("score", ident, {"eval": ev, "fit": fit_deps})
         spec = ScoreSpec(
             key=key,
             uq=uq,
             method=r.uq[uq].method,
-            params=r.uq[uq]["params"],
+            params=r.uq[uq].params,
             slm=slm,
             dataset=dataset,
             stages=ev,
             role=role,
             fit=tuple(fit),
             crossfit=crossfit,
-            crossfit_seed=seed,
-            policy=policy,
+            crossfit_seed=self.seed,
+            policy=self.policy,
             leave_out=leave_out,
         )
         dep_keys = tuple(ev.values()) + tuple(k for f in fit for k in f.stages.values())
@@ -340,36 +358,43 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             + ("" if role == "eval" else f" {role}")
             + (f" without {leave_out if isinstance(leave_out, str) else ', '.join(leave_out)}" if leave_out else "")
         )
-        return add(Unit("score", key, label, spec, dep_keys))
+        return self.add(Unit("score", key, label, spec, dep_keys))
 
-    fit_scores: dict = {}
-    fit_llm: dict = {}
-    setting_keys: dict = {}
-    leave_out: dict = {}
-    score_cache: dict[tuple, Unit] = {}
-    # the rows calibration sets of the transfer analysis are drawn from: fit role when calibration
-    # is enabled, else the other datasets' evaluated rows (jobs.analysis.findings.transfer_analysis)
-    cal_role = "fit" if cal["enabled"] else "eval"
-    prices = grid_prices(r)
-    for s in settings:
-        # a setting's own (eval) units are planned before its calibration (fit) units: models serve
-        # their units in plan order, so the first settings finish (and reach MLflow) early
+    def _fit_sets(self, method, dataset: str, role: str, leave_out: str | tuple | None) -> tuple[list[str] | None, int]:
+        """(the datasets whose fit rows a method trains on -- None when none is left --, crossfit folds)."""
+        if method.fit == "in_domain":
+            return ([dataset] if role == "eval" else []), (self.folds if role == "fit" else 0)
+        if method.fit == "other_datasets":
+            left = {leave_out} if isinstance(leave_out, str) else set(leave_out or ())
+            fit_sets = [d for d in self.r.datasets if d != dataset and d not in left]
+            return (fit_sets or None), 0
+        return [], 0
+
+    # ------------------------------------------------------------ settings
+    def setting(self, s: Setting) -> None:
+        """A setting's score, its LLM pass, its calibration (fit) units when enabled, and its setting unit."""
+        r = self.r
         sk = (s.slm, s.uq, s.dataset)
-        if sk not in score_cache:
-            eval_score = score(s.slm, s.uq, s.dataset, "eval")
+        if sk not in self.score_cache:
+            eval_score = self.score(s.slm, s.uq, s.dataset, "eval")
             assert eval_score is not None  # an eval score always has data: its own fit rows, or none needed
-            score_cache[sk] = eval_score
-        sc = score_cache[sk]
-        llm_unit = gen("llm", s.llm, s.dataset, "eval", "llm")
-        if cal["enabled"] and sk not in fit_scores:
-            fu = score(s.slm, s.uq, s.dataset, "fit")
+            self.score_cache[sk] = eval_score
+        sc = self.score_cache[sk]
+        llm_unit = self.gen("llm", s.llm, s.dataset, "eval", "llm")
+        if self.cal.enabled and sk not in self.fit_scores:
+            fu = self.score(s.slm, s.uq, s.dataset, "fit")
             assert fu is not None  # an in-domain or untrained method always has a fit score
-            fit_scores[sk] = ScoreRef.of(fu)
-        if cal["enabled"] and (s.llm, s.dataset) not in fit_llm:
-            fit_llm[(s.llm, s.dataset)] = gen("llm", s.llm, s.dataset, "fit", "llm").key
-        assert sc is not None and isinstance(sc.spec, ScoreSpec)
+            self.fit_scores[sk] = ScoreRef.of(fu)
+        if self.cal.enabled and (s.llm, s.dataset) not in self.fit_llm:
+            self.fit_llm[(s.llm, s.dataset)] = self.gen("llm", s.llm, s.dataset, "fit", "llm").key
+        assert isinstance(sc.spec, ScoreSpec)
         greedy_key = sc.spec.greedy
-        ident = {"setting": s.hash, "version": SCORING_VERSION, "extraction": extraction, "policy": policy}
+        ident = {
+            "setting": s.hash,
+            "version": SCORING_VERSION,
+            "extraction": answers.EXTRACTION_VERSION,
+            "policy": self.policy,
+        }
         deps = {"score": sc.key, "slm_greedy": greedy_key, "llm": llm_unit.key}
         key = unit_key("setting", ident, deps)
         # slm_stages: the SLM passes the score read (a verbal method's own answer and parse status);
@@ -385,38 +410,45 @@ def make_plan(r: ResolvedGrid, prompt_versions: dict[str, str] | None = None) ->
             slm_stages=sc.spec.stages,
             method=sc.spec.method,
             uq_params=sc.spec.params,
-            metrics=g["metrics"] | {"nan_policy": nan_policy_of(r, s.uq)},
-            policy=policy,
-            cost=_cost_payload(prices, r, s, sc),
+            metrics=dataclasses.replace(r.grid.metrics, nan_policy=nan_policy_of(r, s.uq)),
+            policy=self.policy,
+            cost=_cost_payload(self.prices, r, s, sc),
         )
-        add(Unit("setting", key, s.name, spec, (sc.key, llm_unit.key, greedy_key)))
-        setting_keys[s.hash] = key
-    # leave-one-dataset-out scores, planned last (they only feed the transfer analysis)
-    for slm, uq, dataset in score_cache:
-        if _uq_method(r, uq).fit != "other_datasets":
-            continue
-        for heldout in r.datasets:
-            if heldout == dataset or (slm, uq, dataset, heldout) in leave_out:
-                continue
-            lu = score(slm, uq, dataset, cal_role, leave_out=heldout)
-            if lu is not None:
-                leave_out[(slm, uq, dataset, heldout)] = ScoreRef.of(lu)
-    leave_group_out: dict = {}
-    if "cross_group" in cal.splits:  # leave-group-out scores (a unit equal to one above is shared)
+        self.add(Unit("setting", key, s.name, spec, (sc.key, llm_unit.key, greedy_key)))
+        self.setting_keys[s.hash] = key
+
+    # ------------------------------------------------------------ transfer-analysis scores
+    def _trained_elsewhere(self):
+        """(slm, uq, dataset) of the planned scores whose method trains on other datasets."""
+        return [k for k in self.score_cache if _uq_method(self.r, k[1]).fit == "other_datasets"]
+
+    def leave_one_out(self) -> None:
+        """Each such score again without each other dataset (the held-out target of a transfer)."""
+        for slm, uq, dataset in self._trained_elsewhere():
+            for heldout in self.r.datasets:
+                if heldout == dataset or (slm, uq, dataset, heldout) in self.leave_out:
+                    continue
+                lu = self.score(slm, uq, dataset, self.cal_role, leave_out=heldout)
+                if lu is not None:
+                    self.leave_out[(slm, uq, dataset, heldout)] = ScoreRef.of(lu)
+
+    def leave_group_out(self) -> None:
+        """Each such score again without every dataset of each other group (a unit equal to a
+        leave-one-out one is shared)."""
         from orchestrator.config import dataset_groups
 
+        r = self.r
         groups = dataset_groups(r)
         members = {grp: tuple(d for d in r.datasets if groups[d] == grp) for grp in set(groups.values()) if grp}
-        for slm, uq, dataset in score_cache:
-            if _uq_method(r, uq).fit != "other_datasets" or not groups[dataset]:
+        for slm, uq, dataset in self._trained_elsewhere():
+            if not groups[dataset]:
                 continue
             for grp in sorted(members):
                 if grp == groups[dataset]:
                     continue
-                lu = score(slm, uq, dataset, cal_role, leave_out=members[grp])
+                lu = self.score(slm, uq, dataset, self.cal_role, leave_out=members[grp])
                 if lu is not None:
-                    leave_group_out[(slm, uq, dataset, grp)] = ScoreRef.of(lu)
-    return Plan(settings, units, fit_scores, fit_llm, setting_keys, leave_out, leave_group_out)
+                    self.leave_group_out_refs[(slm, uq, dataset, grp)] = ScoreRef.of(lu)
 
 
 def _cost_payload(prices, r: ResolvedGrid, s: Setting, sc: Unit) -> dict:

@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+from jobs.backends.base import ModelConf
 from jobs.records import read_json, write_json
 from jobs.store import Store
 from orchestrator.plan import Plan, make_plan
@@ -42,10 +43,10 @@ class RescoreError(RuntimeError):
 class ModelLoadRefused(RuntimeError):
     reason = "error"
 
-    def __init__(self, conf: dict):
+    def __init__(self, conf: ModelConf):
         self.detail = (
             f"rescore recomputes from stored generations and never loads a model; asked to load "
-            f"{conf.get('name') or conf.get('id')!r}"
+            f"{conf.name or getattr(conf, 'id', None)!r}"
         )
         super().__init__(self.detail)
 
@@ -59,7 +60,7 @@ class NoModelExecutor:
         self.light_task_cpus = getattr(inner, "light_task_cpus", 0.25)
         self.model_starts = 0
 
-    def start_model(self, conf: dict, node: str):
+    def start_model(self, conf: ModelConf, node: str):
         self.model_starts += 1
         raise ModelLoadRefused(conf)
 
@@ -85,7 +86,7 @@ class LocalExecutor:
     def nodes(self) -> dict[str, dict[str, float]]:
         return {"local": {"CPU": 1.0}}
 
-    def start_model(self, conf: dict, node: str):
+    def start_model(self, conf: ModelConf, node: str):
         raise ModelLoadRefused(conf)
 
     def run_light(self, kind: str, spec) -> int:
@@ -237,14 +238,14 @@ def _executor(r, store: Path, local: bool):
     from cluster.connect import connect
     from cluster.executor import RayExecutor
 
-    rc = r.grid["ray"]
-    connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
+    rc = r.grid.ray
+    connect(rc.address, rc.num_cpus, rc.num_gpus)
     return NoModelExecutor(RayExecutor(store))
 
 
 def _update_mlflow(r, plan: Plan, replace: bool, plots: list[Path], rep: dict | None, console, out: Path):
     """``_log_mlflow`` when MLflow is enabled; a failure is only reported (the store has everything)."""
-    if not r.grid["mlflow"]["enabled"]:
+    if not r.grid.mlflow.enabled:
         return None
     try:
         return _log_mlflow(r, plan, replace, plots, rep, console)

@@ -59,7 +59,7 @@ class Results:
     def __repr__(self) -> str:
         r = self.resolved
         return (
-            f"<uqroute results {str(self.path)!r}: grid {r.grid['name']!r}, {len(self.views)} settings = "
+            f"<uqroute results {str(self.path)!r}: grid {r.grid.name!r}, {len(self.views)} settings = "
             f"{len(r.slms)} SLMs x {len(r.uq)} UQ x {len(r.datasets)} datasets x {len(r.llms)} LLMs>"
         )
 
@@ -82,7 +82,7 @@ class Results:
             bad = sorted(names - set(valid))
             if bad:
                 raise ValueError(
-                    f"{key}={bad[0]!r} is not in grid {self.resolved.grid['name']!r}; valid: {', '.join(valid)}"
+                    f"{key}={bad[0]!r} is not in grid {self.resolved.grid.name!r}; valid: {', '.join(valid)}"
                 )
             want[key] = names
         return [s for s in self.views if all(_value(s, k) in names for k, names in want.items())]

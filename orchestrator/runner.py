@@ -13,7 +13,7 @@ from pathlib import Path
 from jobs import metrics as M
 from jobs.records import read_json, write_json
 from jobs.store import Store
-from orchestrator.config import ResolvedGrid, nan_policy_of, resolved_from_yaml
+from orchestrator.config import ResolvedGrid, nan_policy_of, plain, resolved_from_yaml
 from orchestrator.grid import stable_hash
 from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan, make_plan
@@ -115,7 +115,7 @@ def bind_output(r: ResolvedGrid) -> None:
                 + "\n  ".join(diffs[:30])
                 + "\nUse another output_dir, or `uqroute resume` to continue the stored one."
             )
-        if any(old.grid.get(k) != r.grid.get(k) for k in ("calibration", "cost")):
+        if old.grid.calibration != r.grid.calibration or old.grid.cost != r.grid.cost:
             path.write_text(r.to_yaml())  # e.g. calibration turned on, new prices: resume and report follow it
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -137,10 +137,10 @@ def setting_params(r: ResolvedGrid, axes: dict) -> dict:
         "uq": r.uq[axes["uq"]],
         "dataset": r.datasets[axes["dataset"]],
         "llm": r.llms[axes["llm"]],
-        "decoding": r.grid["decoding"],
-        "metrics": r.grid["metrics"] | {"nan_policy": nan_policy_of(r, axes["uq"])},
-        "sampling": r.grid["dataset"],
-        "seed": r.grid["seed"],
+        "decoding": r.grid.decoding,
+        "metrics": plain(r.grid.metrics) | {"nan_policy": nan_policy_of(r, axes["uq"])},
+        "sampling": r.grid.dataset,
+        "seed": r.grid.seed,
     }
 
 
@@ -153,21 +153,21 @@ def _fail_fast() -> None:
 def _mlflow_uri(r: ResolvedGrid) -> str:
     from orchestrator import mlflow_sink
 
-    mc = r.grid["mlflow"]
+    mc = r.grid.mlflow
     _fail_fast()
-    return mc["tracking_uri"] or mlflow_sink.start_server(r.output_dir / "mlflow", mc["port"])
+    return mc.tracking_uri or mlflow_sink.start_server(r.output_dir / "mlflow", mc.port)
 
 
 def _new_sink(r: ResolvedGrid, uri: str, running: bool = False):
     from orchestrator import mlflow_sink
 
-    mc = r.grid["mlflow"]
+    mc = r.grid.mlflow
     return mlflow_sink.MlflowSink(
         uri,
-        mc["experiment"],
-        r.grid["name"],
+        mc.experiment,
+        r.grid.name,
         config_hash(r),
-        config_identity(r) | {"name": r.grid["name"]},
+        config_identity(r) | {"name": r.grid.name},
         running=running,
     )
 
@@ -206,14 +206,14 @@ def serve_ui(
     from orchestrator import mlflow_sink
 
     r = load_output(out)
-    mc = r.grid["mlflow"]
-    if not mc["enabled"]:
+    mc = r.grid.mlflow
+    if not mc.enabled:
         return None, []
     if start:
         uri = _mlflow_uri(r)
     else:
         _fail_fast()
-        uri = mc["tracking_uri"] or running_uri(r.output_dir / "mlflow")
+        uri = mc.tracking_uri or running_uri(r.output_dir / "mlflow")
         if not uri or not mlflow_sink.healthy(uri):
             return None, []
     try:
@@ -236,7 +236,7 @@ def running_uri(folder: Path) -> str | None:
 
 def make_sink(r: ResolvedGrid, console=None):
     """A synchronous sink (``sync``, ``report``); ``None`` when MLflow is off or does not answer."""
-    if not r.grid["mlflow"]["enabled"]:
+    if not r.grid.mlflow.enabled:
         return None
     uri = _mlflow_uri(r)
     try:
@@ -310,7 +310,7 @@ def start_writer(r: ResolvedGrid, plan: Plan, console=None):
     from orchestrator.mlflow_sink import SettingSource
     from orchestrator.mlflow_writer import MlflowWriter
 
-    if not r.grid["mlflow"]["enabled"]:
+    if not r.grid.mlflow.enabled:
         return None
     try:
         uri = _mlflow_uri(r)
@@ -470,11 +470,11 @@ def _run_grid(r: ResolvedGrid, *, keys: set[str] | None, console, progress):
     repaired, before = heal(r, plan, console)  # the one check of the store this run makes
     if keys is not None:
         keys = set(keys) | set(repaired)
-    rc = r.grid["ray"]
+    rc = r.grid.ray
     _write_state(r, "running", total=len(plan.settings))
     writer = None
     try:
-        connect(rc["address"], rc["num_cpus"], rc["num_gpus"])
+        connect(rc.address, rc.num_cpus, rc.num_gpus)
         writer = start_writer(r, plan, console)
         ledger = Ledger(r.output_dir / "ledger.jsonl")
         sched = Scheduler(
@@ -583,7 +583,7 @@ def report(out: Path, *, mlflow: bool = True, console=None) -> dict:
     require_healthy(plan, r.store_dir, out)  # never a report from a damaged unit
     rep = build_report(grid_view(r, plan))
     rep["mlflow"] = None
-    if mlflow and r.grid["mlflow"]["enabled"]:
+    if mlflow and r.grid.mlflow.enabled:
         sink = make_sink(r, console)
         if sink is not None:
             sink.log_report(rep)

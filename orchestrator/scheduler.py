@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.backends.base import ModelConf
+from jobs.conf import plain
 from jobs.errors import StoreFull
 from jobs.units import GenSpec
 from orchestrator.grid import stable_hash
@@ -101,8 +103,8 @@ class Group:
 
 def model_request(conf) -> dict[str, float]:
     """The Ray resources one replica of a model asks for (``ModelConf`` num_cpus / num_gpus / resources)."""
-    req = {"CPU": float(conf["num_cpus"] or 0), "GPU": float(conf["num_gpus"] or 0)}
-    req |= {k: float(v) for k, v in (conf["resources"] or {}).items()}
+    req = {"CPU": float(conf.num_cpus or 0), "GPU": float(conf.num_gpus or 0)}
+    req |= {k: float(v) for k, v in (conf.resources or {}).items()}
     return {k: v for k, v in req.items() if v > 0}
 
 
@@ -129,12 +131,12 @@ class Scheduler:
         self.plan, self.r, self.store, self.ledger = plan, resolved, Path(store), ledger
         self.on_setting = on_setting or (lambda m: None)
         self.on_progress = on_progress or (lambda ev, u, info: None)
-        rc = resolved.grid["ray"]
-        self.max_in_flight = int(rc["max_in_flight"])
-        self.max_retries = int(rc["max_retries"])
-        self.reserve_cpus = float(rc["reserve_cpus"])
-        self.watchdog_s = float(rc["watchdog_s"])
-        self.poll_s = float(rc["poll_s"])
+        rc = resolved.grid.ray
+        self.max_in_flight = int(rc.max_in_flight)
+        self.max_retries = int(rc.max_retries)
+        self.reserve_cpus = float(rc.reserve_cpus)
+        self.watchdog_s = float(rc.watchdog_s)
+        self.poll_s = float(rc.poll_s)
         if executor is None:
             from cluster.executor import RayExecutor
 
@@ -163,7 +165,7 @@ class Scheduler:
         self.on_progress(event, u, dict(info, actors=self.actor_view()))
 
     # ----------------------------------------------------------------- models
-    def _model_conf(self, model: str) -> dict:
+    def _model_conf(self, model: str) -> ModelConf:
         kind, name = model.split(":", 1)
         return (self.r.slms if kind == "slm" else self.r.llms)[name]
 
@@ -175,9 +177,9 @@ class Scheduler:
             if u.kind != "gen":
                 continue
             conf = self._model_conf(u.model)
-            gid = stable_hash({k: v for k, v in conf.items() if k != "name"})
+            gid = stable_hash({k: v for k, v in plain(conf).items() if k != "name"})
             if gid not in groups:
-                groups[gid] = Group(u.model, conf, model_request(conf), max(1, int(conf["replicas"])), len(groups))
+                groups[gid] = Group(u.model, conf, model_request(conf), max(1, int(conf.replicas)), len(groups))
             groups[gid].units.add(u.key)
             of[u.key] = gid
         return groups, of
@@ -288,7 +290,7 @@ class Scheduler:
         sp = u.spec
         assert isinstance(sp, GenSpec)
         limit = sp.row_limit
-        if limit is None or sp.dataset_conf.get("adapter") == "questions":
+        if limit is None or sp.dataset_conf.adapter == "questions":
             return g.replicas_wanted
         return max(1, min(g.replicas_wanted, math.ceil(limit / sp.chunk_size)))
 
@@ -507,7 +509,7 @@ class Scheduler:
         if u.key not in self.pending:
             return  # another shard of it already failed it
         if reason == "oom" and rep is not None:
-            cur = self.batch_override.get(u.key) or int(self.groups[rep.group].conf["batch_size"])
+            cur = self.batch_override.get(u.key) or int(self.groups[rep.group].conf.batch_size)
             self.batch_override[u.key] = max(1, cur // 2)
         if reason not in NON_RETRYABLE and attempt <= self.max_retries:
             self.ledger.write("retry", u, reason=reason, detail=detail, attempt=attempt, shard=j)

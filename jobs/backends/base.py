@@ -25,10 +25,12 @@ class ModelConf(ConfView):
     #: stats (``jobs.stages.stat_stages()`` names) this backend cannot provide: the config refuses an SLM
     #: on it paired with a UQ method that requires one
     no_stats: ClassVar[tuple[str, ...]] = ()
-    #: this backend's own fields that change its outputs: part of the model's identity, and so of its
-    #: generation units' keys (``orchestrator.grid.model_identity``), beside the fields every model
-    #: has there (``MODEL_IDENTITY_FIELDS``)
+    #: this backend's own fields that change its outputs: part of the model's identity (its units'
+    #: keys, ``orchestrator.grid.model_identity``) beside the identity fields every model has
     identity_fields: ClassVar[tuple[str, ...]] = ()
+    #: how the cost axis prices a model on this backend that no pattern of the price table names:
+    #: "local" (wall time) or "api" (tokens) (``jobs.cost.PriceTable.rate_for``)
+    priced_as: ClassVar[str] = "local"
 
     name: str = "???"  # omegaconf.MISSING: required
     backend: str = "hf"

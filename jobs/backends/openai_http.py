@@ -338,6 +338,7 @@ class OpenAIConf(ModelConf):
     factory: ClassVar[str] = "jobs.backends.openai_http:from_conf"
     no_stats: ClassVar[tuple[str, ...]] = ("hidden_state",)  # an endpoint returns no hidden states
     identity_fields: ClassVar[tuple[str, ...]] = ("top_logprobs",)  # k sets the entropy approximation
+    priced_as: ClassVar[str] = "api"
 
     base_url: str | None = None
     model_name: str | None = None

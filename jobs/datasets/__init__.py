@@ -20,13 +20,13 @@ Datasets that exist only on the Hugging Face hub or as a local jsonl/parquet/csv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from jobs.datasets.base import DatasetAdapter, LoadResult, default_data_root, resolve_root
+from jobs.datasets.conf import DatasetConf
 from jobs.registry import Registry
 
 DATASETS = Registry(
@@ -79,12 +79,12 @@ PAPER_STAND_INS = {"svamp": "addsub", "openbookqa": "arc_easy", "coqa": "strateg
 PAPER_DATASETS_OFFLINE: tuple[str, ...] = tuple(PAPER_STAND_INS.get(d, d) for d in PAPER_DATASETS)
 
 
-def dataset_group(dc: Mapping) -> str | None:
+def dataset_group(dc: DatasetConf) -> str | None:
     """A resolved dataset config's group: its own ``group``, else its adapter's
     (``DatasetAdapter.group``), else None (a hub / local / questions dataset that names none)."""
-    if dc.get("group"):
-        return dc["group"]
-    key = dc.get("adapter") or dc.get("name") or ""
+    if dc.group:
+        return dc.group
+    key = dc.adapter or dc.name or ""
     return DATASETS.get(key).group if key in DATASETS else None
 
 

@@ -33,10 +33,11 @@ on it are ``jobs.backends.base.Backend`` (and the optional ``CountsTokens`` / ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
+from jobs.backends.base import ModelConf
 from jobs.registry import Registry
-from jobs.stages.base import Stage, StageContext
+from jobs.stages.base import Stage, StageContext, StageParams
 
 #: name -> its declaration, in plan order (a stage comes after its deps). Adding a stage: one file
 #: ``jobs/stages/<name>.py`` exporting ``STAGE = Stage(...)`` and one line here.
@@ -91,6 +92,13 @@ def stat_stages() -> dict[str, str]:
     return {x: st.name for st in declared() for x in st.provides}
 
 
-def stage_params(name: str, decoding: Mapping, model: Mapping, task: str) -> dict:
-    """The decoding params stage ``name``'s units are keyed on (``Stage.params``)."""
-    return dict(stage(name).params(StageContext(decoding=decoding, model=model, task=task)))
+def stage_params(name: str, decoding: Any, model: ModelConf, task: str) -> dict:
+    """The decoding params stage ``name``'s units are keyed on: its ``Stage.params`` (a
+    ``StageParams``), as the dict the unit key hashes (``StageParams.key``)."""
+    p = stage(name).params(StageContext(decoding=decoding, model=model, task=task))
+    if not isinstance(p, StageParams):
+        raise TypeError(
+            f"stage {name!r}: params(ctx) returned a {type(p).__name__}; a stage declares its decoding "
+            f"params as a frozen dataclass subclassing jobs.stages.base.StageParams"
+        )
+    return p.key()

@@ -13,16 +13,18 @@ registered by one line in ``jobs/stages/__init__.py`` (``STAGES``). From the dec
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from jobs import prompts
 from jobs.answers import parse_confidence
+from jobs.backends.base import ModelConf
 from jobs.types import DataError, Sample
 
 #: ``run(backend, samples, deps, params) -> one row (dict) per sample``, in the samples' order.
@@ -42,26 +44,50 @@ class StageContext:
     """What a stage's params are a function of: the grid's ``decoding`` block, the resolved model
     config and the dataset's task ("mixed" for a questions file whose rows carry their own)."""
 
-    decoding: Mapping[str, Any]
-    model: Mapping[str, Any]
+    decoding: Any  # orchestrator.config.DecodingConf (read by attribute)
+    model: ModelConf
     task: str
 
     @property
     def answer_tokens(self) -> int:
         """The greedy answer's token budget: ``decoding.max_new_tokens`` of the task (the largest for a
         mixed dataset; 64 for a task it does not list), capped by the model's ``max_new_tokens``."""
-        per_task = self.decoding["max_new_tokens"]
+        per_task = self.decoding.max_new_tokens
         if self.task == "mixed":
             n = max(int(v) for v in per_task.values())
         else:
             n = int(per_task.get(self.task, 64))
-        if self.model.get("max_new_tokens"):
-            n = min(n, int(self.model["max_new_tokens"]))
+        if self.model.max_new_tokens:
+            n = min(n, int(self.model.max_new_tokens))
         return n
 
 
-def no_params(ctx: StageContext) -> dict:
-    return {}
+@dataclass(frozen=True)
+class StageParams:
+    """A stage's decoding params, typed: each stage declares a frozen dataclass of them (a subclass),
+    returned by its ``Stage.params(ctx)``. Its fields are what the stage's units are keyed on, with
+    the seed, the chunk size and the answer mode (``key``: the dict hashed into the unit key and
+    handed to the stage's run in its params)."""
+
+    def key(self) -> dict[str, Any]:
+        """field name -> value: the params the unit key hashes (plain values, nothing added)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class NoParams(StageParams):
+    """A stage keyed on no decoding parameter (p(True): one forward pass)."""
+
+
+@dataclass(frozen=True)
+class AnswerParams(StageParams):
+    """An answer pass (greedy, llm): its token budget (``StageContext.answer_tokens``)."""
+
+    max_new_tokens: int
+
+
+def no_params(ctx: StageContext) -> NoParams:
+    return NoParams()
 
 
 def float_stats(provides: Sequence[str]) -> Callable[[list[dict], str], dict]:
@@ -90,8 +116,8 @@ class Stage:
                ``answer_mode``): their keys join its key only there, so generate-mode keys do not
                move, and ``deps[stage + OPTIONS][sample_id]`` holds their rows' option
                distributions (the samples stage draws from the greedy pass's, with no model work).
-    params:    ``params(ctx: StageContext) -> dict``: the decoding parameters of its units (keyed
-               on, with the seed and chunk size); default none.
+    params:    ``params(ctx: StageContext) -> StageParams``: the typed decoding parameters of its
+               units (keyed on, with the seed and chunk size: ``StageParams.key``); default none.
     constrained: its work changes with ``decoding.answer_mode`` (its units then carry
                ``answer_mode`` and ``answer_prefix`` (constrained: ``jobs/stages/constrained.py``)
                or ``cloze_format`` and ``cloze_version`` (cloze: ``jobs/stages/cloze.py``)).
@@ -109,7 +135,7 @@ class Stage:
     stats: Callable[[list[dict], str], dict] | None = None
     deps: tuple[str, ...] = ()
     constrained_deps: tuple[str, ...] = ()
-    params: Callable[[StageContext], dict] = no_params
+    params: Callable[[StageContext], StageParams] = no_params
     constrained: bool = False
     reads_extraction: bool = False
     overhead: bool = False
@@ -133,6 +159,7 @@ class Stage:
 
     def load(self, rows: list[dict], policy: str) -> dict:
         """Its stats from the rows of one unit; raises ValueError for a stat it does not declare."""
+        assert self.stats is not None  # set in __post_init__
         out = self.stats(rows, policy)
         extra = sorted(set(out) - set(self.provides))
         if extra:
@@ -227,9 +254,8 @@ def shown_greedy(backend, samples, deps, p, make) -> list[tuple[list, int | None
     """Per sample: (messages showing the greedy answer, token count before the answer was cut)."""
     out = []
     for s in samples:
-        text, cut_from = fit_answer(
-            backend, lambda a, s=s: make(s, a), prompts.shown_answer(deps["greedy"][s.id]), p.get("prompt_budget"), s.id
-        )
+        shown = prompts.shown_answer(deps["greedy"][s.id])
+        text, cut_from = fit_answer(backend, functools.partial(make, s), shown, p.get("prompt_budget"), s.id)
         out.append((make(s, text), cut_from))
     return out
 

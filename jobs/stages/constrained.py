@@ -26,6 +26,7 @@ Numeric and freeform samples always generate (prompts.answer_mode).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -41,17 +42,23 @@ def by_mode(
     answer cloze (``jobs/stages/cloze.py``), generate_fn (with the answer-mode params dropped) on
     the rest; rows in sample order, every row with the same columns (so a part mixing them stays
     one table)."""
-    modes = [prompts.answer_mode(p["answer_mode"], s.task) for s in samples]
+    unit_modes = prompts.AnswerModes.of_params(p)
+    if unit_modes is None:
+        raise ValueError("by_mode runs a unit whose params carry answer_mode (a constrained or cloze unit)")
+    modes = [unit_modes.mode(s.task) for s in samples]
     gen_p = {k: v for k, v in p.items() if k not in MODE_PARAMS}
     fns = {"constrained": (constrained_fn, p), "cloze": (cloze_fn, p), "generate": (generate_fn, gen_p)}
-    out = {}
+    out: dict[str, Iterator[dict]] = {}
     for mode, (fn, params) in fns.items():
         picked = [s for s, m in zip(samples, modes) if m == mode]
-        if picked and fn is None:
+        if not picked:
+            out[mode] = iter([])
+            continue
+        if fn is None:
             raise TypeError(
                 f"this stage has no {mode} pass; answer_mode {mode} is for the greedy, llm and samples stages"
             )
-        out[mode] = iter(fn(backend, picked, deps, params) if picked else [])
+        out[mode] = iter(fn(backend, picked, deps, params))
     rows = [next(out[m]) for m in modes]
     cols = list(dict.fromkeys(k for r in rows for k in r))
     return [{k: r.get(k) for k in cols} for r in rows]

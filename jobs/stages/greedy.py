@@ -13,13 +13,13 @@ import numpy as np
 from jobs import prompts
 from jobs import schemas as S
 from jobs.judge import answer_logprob, judge_detail, router_stats
-from jobs.stages.base import Stage, StageContext, row_seeds, vector
+from jobs.stages.base import AnswerParams, Stage, StageContext, row_seeds, vector
 from jobs.stages.cloze import cloze_greedy
 from jobs.stages.constrained import by_mode, constrained_greedy
 
 
 def greedy(backend, samples, deps, p) -> list[dict]:
-    if "answer_mode" in p:
+    if prompts.AnswerModes.of_params(p) is not None:
         return by_mode(backend, samples, deps, p, constrained_greedy, greedy, cloze_greedy)
     msgs = [prompts.answer_messages(s) for s in samples]
     gens = backend.generate(
@@ -56,8 +56,8 @@ def greedy(backend, samples, deps, p) -> list[dict]:
 ANSWER_COLUMNS = {"raw_output": S.STR, "option_labels": S.LIST_STR, "option_logprobs": S.LIST_F64}
 
 
-def answer_params(ctx: StageContext) -> dict:
-    return {"max_new_tokens": ctx.answer_tokens}
+def answer_params(ctx: StageContext) -> AnswerParams:
+    return AnswerParams(max_new_tokens=ctx.answer_tokens)
 
 
 def greedy_stats(rows: list[dict], policy: str) -> dict:

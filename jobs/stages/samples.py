@@ -6,15 +6,17 @@ Constrained / cloze mc / yes-no: m options drawn from the scored options' distri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from jobs import prompts
 from jobs import schemas as S
-from jobs.stages.base import Stage, StageContext, row_seeds
+from jobs.stages.base import Stage, StageContext, StageParams, row_seeds
 from jobs.stages.cloze import cloze_samples
 from jobs.stages.constrained import by_mode, constrained_samples
 
 
 def samples(backend, batch, deps, p) -> list[dict]:
-    if "answer_mode" in p:
+    if prompts.AnswerModes.of_params(p) is not None:
         return by_mode(backend, batch, deps, p, constrained_samples, samples, cloze_samples)
     m = p["num_samples"]
     msgs = [prompts.answer_messages(s) for s in batch]
@@ -44,13 +46,22 @@ def samples(backend, batch, deps, p) -> list[dict]:
     return rows
 
 
-def sample_params(ctx: StageContext) -> dict:
+@dataclass(frozen=True)
+class SampleParams(StageParams):
+    """m answers at temperature T, each within its token budget."""
+
+    num_samples: int
+    temperature: float
+    max_new_tokens: int
+
+
+def sample_params(ctx: StageContext) -> SampleParams:
     d = ctx.decoding
-    return {
-        "num_samples": d["num_samples"],
-        "temperature": d["sample_temperature"],
-        "max_new_tokens": d["sample_max_new_tokens"] or ctx.answer_tokens,
-    }
+    return SampleParams(
+        num_samples=d.num_samples,
+        temperature=d.sample_temperature,
+        max_new_tokens=d.sample_max_new_tokens or ctx.answer_tokens,
+    )
 
 
 def sampled_texts(rows: list[dict], policy: str) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jobs import prompts
 from jobs import schemas as S
-from jobs.stages.base import Stage, StageContext, row_seeds, stated_confidence
+from jobs.stages.base import AnswerParams, Stage, StageContext, row_seeds, stated_confidence
 
 
 def verbal_1s(backend, samples, deps, p) -> list[dict]:
@@ -28,8 +28,9 @@ def verbal_1s(backend, samples, deps, p) -> list[dict]:
     ]
 
 
-def verbal_1s_params(ctx: StageContext) -> dict:
-    return {"max_new_tokens": ctx.answer_tokens + ctx.decoding["verbal_max_new_tokens"]}
+def verbal_1s_params(ctx: StageContext) -> AnswerParams:
+    """The answer's budget and the stated confidence's, in one output."""
+    return AnswerParams(max_new_tokens=ctx.answer_tokens + ctx.decoding.verbal_max_new_tokens)
 
 
 STAGE = Stage(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jobs import prompts
 from jobs import schemas as S
-from jobs.stages.base import Stage, StageContext, row_seeds, shown_greedy, stated_confidence
+from jobs.stages.base import AnswerParams, Stage, StageContext, row_seeds, shown_greedy, stated_confidence
 
 
 def verbal_2s(backend, samples, deps, p) -> list[dict]:
@@ -30,8 +30,9 @@ def verbal_2s(backend, samples, deps, p) -> list[dict]:
     ]
 
 
-def verbal_2s_params(ctx: StageContext) -> dict:
-    return {"max_new_tokens": ctx.decoding["verbal_max_new_tokens"]}
+def verbal_2s_params(ctx: StageContext) -> AnswerParams:
+    """The stated confidence's budget (the second turn)."""
+    return AnswerParams(max_new_tokens=ctx.decoding.verbal_max_new_tokens)
 
 
 STAGE = Stage(

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.prompts import AnswerModes
 from jobs.uq.base import UQMethod
 
 #: answer modes that score a fixed set of options (so the option count can bound a statistic)
@@ -47,33 +48,20 @@ MIXED = "mixed"
 _SPLITS = ("leave_one_out", "cross_group")
 
 
-def _field(conf: Any, name: str) -> Any:
-    """``conf.name`` of a typed config, ``conf[name]`` of a mapping, None when it has no such field."""
-    if isinstance(conf, Mapping):
-        return conf.get(name)
-    return getattr(conf, name, None)
-
-
-def dataset_answer_mode(dataset_conf: Any, decoding_answer_mode: Any, task: str) -> str:
+def dataset_answer_mode(modes: AnswerModes, task: str) -> str:
     """The answer mode a grid runs a dataset of ``task`` in.
 
-    dataset_conf: the dataset's conf (typed or a mapping); its own ``answer_mode`` (a mode, or a
-    mapping task -> mode), when it has one and it is set, wins over ``decoding_answer_mode`` (the
-    grid's ``decoding.answer_mode``: one mode or a mapping task -> mode). task: the dataset's task
-    (``orchestrator.plan.dataset_task``), "mixed" for a questions file whose rows carry their own:
+    modes: the dataset's ``jobs.prompts.AnswerModes`` (``AnswerModes.resolve(dataset_conf.answer_mode,
+    decoding.answer_mode)``: its conf's own wins over the grid's). task: the dataset's task
+    (``orchestrator.config.dataset_task``), "mixed" for a questions file whose rows carry their own:
     then the one mode all its tasks get, or ``MIXED`` when they differ.
     """
-    from jobs import prompts
     from jobs.types import TASK_TYPES
 
-    own = _field(dataset_conf, "answer_mode") if dataset_conf is not None else None
-    setting = decoding_answer_mode if own is None else own
-    if isinstance(setting, Mapping):
-        setting = dict(setting)
     if task == "mixed":
-        modes = {prompts.answer_mode(setting, t) for t in TASK_TYPES}
-        return modes.pop() if len(modes) == 1 else MIXED
-    return prompts.answer_mode(setting, task)
+        used = {modes.mode(t) for t in TASK_TYPES}
+        return used.pop() if len(used) == 1 else MIXED
+    return modes.mode(task)
 
 
 @dataclass(frozen=True)

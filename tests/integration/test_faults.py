@@ -141,7 +141,7 @@ def test_killed_model_actor_is_replaced_and_grid_completes(tmp_path, ray_local, 
     retries = [e for e in Ledger(r.output_dir / "ledger.jsonl").events() if e["event"] == "retry"]
     assert any(e["reason"] == "actor_died" for e in retries)
     assert _results(r, plan) == reference
-    assert _runs_per_setting(mlflow_server, r.grid["mlflow"]["experiment"]) == {s.hash: 1 for s in plan.settings}
+    assert _runs_per_setting(mlflow_server, r.grid.mlflow.experiment) == {s.hash: 1 for s in plan.settings}
 
 
 def test_killed_driver_then_resume_completes(tmp_path, ray_local, mlflow_server, reference):
@@ -201,7 +201,7 @@ def test_mlflow_down_mid_grid_loses_nothing_and_sync_catches_up(tmp_path, ray_lo
         assert uri2 == uri
         n = sync(r.output_dir)
         assert n >= 1
-        assert _runs_per_setting(uri, r.grid["mlflow"]["experiment"]) == {s.hash: 1 for s in plan.settings}
+        assert _runs_per_setting(uri, r.grid.mlflow.experiment) == {s.hash: 1 for s in plan.settings}
         assert sync(r.output_dir) == 0  # idempotent
     finally:
         stop_server(folder)

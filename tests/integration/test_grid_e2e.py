@@ -67,7 +67,7 @@ def test_uq_methods_disagree(tiny_run):
 def test_mlflow_has_one_run_per_setting_with_curve(tiny_run):
     r, plan, uri = tiny_run["resolved"], tiny_run["plan"], tiny_run["uri"]
     c = MlflowClient(uri)
-    exp = c.get_experiment_by_name(r.grid["mlflow"]["experiment"])
+    exp = c.get_experiment_by_name(r.grid.mlflow.experiment)
     runs = c.search_runs([exp.experiment_id], max_results=1000)
     parents = [x for x in runs if x.data.tags.get("uqroute.kind") == "grid"]
     children = [x for x in runs if x.data.tags.get("uqroute.kind") == "setting"]
@@ -101,7 +101,7 @@ def test_rerun_computes_nothing_and_duplicates_nothing(tiny_run):
     assert report.ok and len(report.done) == len(plan.units)
     assert {p: p.stat().st_mtime_ns for p in r.store_dir.rglob("*.parquet")} == before
     c = MlflowClient(uri)
-    exp = c.get_experiment_by_name(r.grid["mlflow"]["experiment"])
+    exp = c.get_experiment_by_name(r.grid.mlflow.experiment)
     children = [
         x for x in c.search_runs([exp.experiment_id], max_results=1000) if x.data.tags.get("uqroute.kind") == "setting"
     ]

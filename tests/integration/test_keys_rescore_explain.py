@@ -70,7 +70,7 @@ def test_a_ptrue_prompt_bump_reruns_only_its_dependents_and_replaces_their_mlflo
     uri = tiny_run["uri"]
     assert sync(out) == 14  # the copy's own experiment gets every setting
     r = load_output(out)
-    exp = r.grid["mlflow"]["experiment"]
+    exp = r.grid.mlflow.experiment
     before = _setting_runs(uri, exp)
     monkeypatch.setattr(prompts, "STAGE_PROMPT_VERSIONS", prompts.STAGE_PROMPT_VERSIONS | {"ptrue": "bumped"})
     plan = make_plan(r)
@@ -159,7 +159,7 @@ def test_rescore_after_an_extraction_change_loads_no_model_and_equals_a_fresh_sc
         if row["moved"] is not None:
             assert row["moved"] == (abs(row["auroc_new"] - row["auroc_old"]) > half)
     assert json.loads((out / "rescore.json").read_text())["recomputed"] == res["recomputed"]
-    exp = r.grid["mlflow"]["experiment"]
+    exp = r.grid.mlflow.experiment
     runs = _setting_runs(tiny_run["uri"], exp)
     assert {h: [k for _, k in v] for h, v in runs.items()} == {h: [plan.setting_keys[h]] for h in new}
 

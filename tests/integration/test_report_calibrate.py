@@ -212,7 +212,7 @@ def test_calibrate_build_writes_a_dataset_of_fit_rows(tiny_run, capsys, tmp_path
     (tmp_path / "conf" / "grid").mkdir()
     grid = grid.rename(tmp_path / "conf" / "grid" / "g.yaml")
     r = load_grid(grid)
-    samples, bad = load_role(r.datasets[folder.name], r.grid["dataset"], "eval")
+    samples, bad = load_role(r.datasets[folder.name], r.grid.dataset, "eval")
     assert not bad and sorted(s.id for s in samples) == sorted(row["id"] for row in rows)
 
 

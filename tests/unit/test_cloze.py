@@ -104,14 +104,14 @@ def test_social_iqa_truthfulqa_mmlu_templates():
 
 def test_strategyqa_and_other_yes_no_score_yes_and_no_after_the_question():
     s = _first("strategyqa")[0]
-    q = cloze.cloze_question(s, cloze.format_of({"adapter": "strategyqa"}))
+    q = cloze.cloze_question(s, cloze.format_of("strategyqa"))
     assert q.contexts[0] == f"Question: {s.question.strip()}\nAnswer:"
     assert q.continuations == (" yes", " no") and q.rule == "acc"
 
 
 @pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).task in ("mc", "yesno")])
 def test_every_shipped_option_dataset_has_a_cloze_format(name):
-    fmt = cloze.format_of({"adapter": name})
+    fmt = cloze.format_of(name)
     for s in _first(name, 20):
         q = cloze.cloze_question(s, fmt)
         n = len(s.choices) if s.task == "mc" else 2
@@ -131,7 +131,7 @@ def test_a_changed_lead_in_fails_loudly():
 
 def test_bad_format_names_valid_choices():
     with pytest.raises(ValueError, match="valid choices: arc"):
-        cloze.format_of({"adapter": "arc_easy", "cloze_format": "arcc"})
+        cloze.format_of("arc_easy", "arcc")
 
 
 # ------------------------------------------------------------------------------- acc vs acc_norm

@@ -56,7 +56,7 @@ def test_a_folder_written_before_new_fields_still_matches_its_grid():
     del old["grid"]["ray"]["reserve_cpus"], old["grid"]["metrics"]["bootstrap"]
     back = resolved_from_yaml(yaml.safe_dump(old))
     assert config_hash(back) == config_hash(r)
-    assert back.datasets["addsub"]["encoding"] == "utf-8" and back.grid["ray"]["reserve_cpus"] == 0.5
+    assert back.datasets["addsub"].encoding == "utf-8" and back.grid.ray.reserve_cpus == 0.5
 
 
 def test_calibrate_apply_rejects_a_bad_rate_before_building_anything(tmp_path, capsys):
@@ -82,7 +82,7 @@ def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path):
     ):
         load_grid(DEFAULT, ["dataset.data_root=/nonexistent/datasets"])
     r = load_grid(DEFAULT, [f"output_dir={tmp_path / 'rel'}"])
-    assert Path(r.grid["dataset"]["data_root"]).is_absolute() and Path(r.grid["output_dir"]).is_absolute()
+    assert Path(r.grid.dataset.data_root).is_absolute() and Path(r.grid.output_dir).is_absolute()
 
 
 def test_a_field_added_with_its_default_leaves_the_grid_identity_unchanged():

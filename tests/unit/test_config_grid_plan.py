@@ -73,7 +73,7 @@ def test_exclusion_rule_must_name_grid_values(tmp_path):
 
 def test_overrides_apply(tmp_path):
     r = load(tmp_path, overrides=["dataset.limit=7", "decoding.num_samples=3"])
-    assert r.grid["dataset"]["limit"] == 7 and r.grid["decoding"]["num_samples"] == 3
+    assert r.grid.dataset.limit == 7 and r.grid.decoding.num_samples == 3
 
 
 def test_expand_order_hashes_and_exclusion(tmp_path):

@@ -29,7 +29,7 @@ def load(tmp_path, body):
 
 def test_openai_slm_without_probes_is_accepted(tmp_path):
     r = load(tmp_path, GRID.replace(", probe, ood_probe", ""))
-    assert r.slms["vllm-example"]["backend"] == "openai" and r.slms["vllm-example"]["top_logprobs"] == 20
+    assert r.slms["vllm-example"].backend == "openai" and r.slms["vllm-example"].top_logprobs == 20
     assert len(expand(r)) == 2 * 4 * 2
 
 

@@ -65,7 +65,7 @@ def test_the_default_table_loads_and_prices_the_repo_models():
         == "*llama-3.1-70b*"
     )
     r = load_grid(DEFAULT_GRID)
-    assert r.grid["cost"] == {"prices": "default"}
+    assert r.grid.cost == {"prices": "default"}
     assert t.rate_for(r.slms["smollm2-135m"]).kind == "time"
     assert C.PriceTable.from_dict(t.to_dict(), t.source).digest == t.digest  # what a payload carries
 

@@ -15,6 +15,7 @@ import pytest
 from jobs.analysis import findings as A
 from jobs.analysis.calibration import Pool
 from jobs.datasets import dataset_group
+from jobs.datasets.conf import DatasetConf
 from orchestrator.config import ConfigError, load_grid
 from orchestrator.plan import make_plan
 
@@ -164,7 +165,7 @@ def test_each_builtin_adapter_declares_the_group_the_table_gave_it():
     from jobs.datasets import DATASETS
 
     assert {k: DATASETS.get(k).group for k in DATASETS} == TABLE_BEFORE_ADAPTERS_DECLARED
-    assert {k: dataset_group({"name": k, "adapter": k}) for k in DATASETS} == TABLE_BEFORE_ADAPTERS_DECLARED
+    assert {k: dataset_group(DatasetConf(name=k, adapter=k)) for k in DATASETS} == TABLE_BEFORE_ADAPTERS_DECLARED
 
 
 def test_a_new_adapter_brings_its_group_with_it(monkeypatch):
@@ -174,17 +175,17 @@ def test_a_new_adapter_brings_its_group_with_it(monkeypatch):
     reg = D.DATASETS.copy()
     reg.add("toy", DatasetAdapter("toy", "yesno", {"test": "t"}, "test", None, lambda r, s: None, "toy", "medical"))
     monkeypatch.setattr(D, "DATASETS", reg)
-    assert dataset_group({"name": "toy", "adapter": "toy"}) == "medical"
-    assert dataset_group({"name": "toy2", "adapter": "toy", "group": "law"}) == "law"
+    assert dataset_group(DatasetConf(name="toy", adapter="toy")) == "medical"
+    assert dataset_group(DatasetConf(name="toy2", adapter="toy", group="law")) == "law"
     with pytest.raises(ValueError, match="dataset 'x': group must be a non-empty name or None, got ''"):
         DatasetAdapter("x", "yesno", {"test": "t"}, "test", None, lambda r, s: None, "x", "")
 
 
 def test_builtin_datasets_carry_a_group_and_a_config_group_wins():
-    assert dataset_group({"name": "addsub", "adapter": "addsub"}) == "math"
-    assert dataset_group({"name": "strategyqa", "adapter": "strategyqa", "group": None}) == "commonsense"
-    assert dataset_group({"name": "x", "adapter": "hub", "group": "medical"}) == "medical"
-    assert dataset_group({"name": "x", "adapter": "hub"}) is None
+    assert dataset_group(DatasetConf(name="addsub", adapter="addsub")) == "math"
+    assert dataset_group(DatasetConf(name="strategyqa", adapter="strategyqa", group=None)) == "commonsense"
+    assert dataset_group(DatasetConf(name="x", adapter="hub", group="medical")) == "medical"
+    assert dataset_group(DatasetConf(name="x", adapter="hub")) is None
 
 
 def test_calibration_splits_are_validated(tmp_path):
@@ -203,8 +204,8 @@ def test_calibration_splits_are_validated(tmp_path):
     g.write_text("name: one\nslms: [smollm2-135m]\nllms: [smollm2-135m]\nuq: [perplexity]\ndatasets: [addsub, gsm8k]\n")
     with pytest.raises(ConfigError, match=r"span 1 group\(s\) \(addsub: math, gsm8k: math\)"):
         load_grid(g, [out, "calibration.splits=[cross_group]"], conf_dir=CONF)
-    assert load_grid(TINY, [out]).grid["calibration"]["splits"] == ["leave_one_out", "cross_group"]
-    assert load_grid(g, [out], conf_dir=CONF).grid["calibration"]["splits"] == ["leave_one_out"]  # the default
+    assert load_grid(TINY, [out]).grid.calibration.splits == ["leave_one_out", "cross_group"]
+    assert load_grid(g, [out], conf_dir=CONF).grid.calibration.splits == ["leave_one_out"]  # the default
 
 
 def test_cross_group_leaves_the_grid_identity_and_unit_keys_unchanged(tmp_path):

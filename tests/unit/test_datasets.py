@@ -576,14 +576,14 @@ def test_questions_dataset_config_and_roles(tmp_path):
         f"dataset: {{limit: 4, fit_limit: 3}}\n"
     )
     r = load_grid(grid)
-    ev, _ = load_role(r.datasets["mine"], r.grid["dataset"], "eval")
-    fit, _ = load_role(r.datasets["mine"], r.grid["dataset"], "fit")
+    ev, _ = load_role(r.datasets["mine"], r.grid.dataset, "eval")
+    fit, _ = load_role(r.datasets["mine"], r.grid.dataset, "fit")
     assert len(ev) == 4 and len(fit) == 3 and not {s.id for s in ev} & {s.id for s in fit}
     from orchestrator.plan import make_plan
 
     # rows carry their own tasks: the greedy pass gets the longest answer budget of any task
     greedy = [u for u in make_plan(r).by_kind("gen") if u.stage == "greedy"]
-    assert {u.spec.params["max_new_tokens"] for u in greedy} == {max(r.grid["decoding"]["max_new_tokens"].values())}
+    assert {u.spec.params["max_new_tokens"] for u in greedy} == {max(r.grid.decoding.max_new_tokens.values())}
     bad = grid.read_text().replace(str(p), str(tmp_path / "missing.jsonl"))
     grid.write_text(bad)
     with pytest.raises(ConfigError, match="adapter 'questions' needs local_path, an existing .jsonl"):

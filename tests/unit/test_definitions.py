@@ -15,6 +15,7 @@ import pytest
 from jobs.analysis import findings as A
 from jobs.analysis import report as R
 from jobs.analysis.calibration import Pool
+from jobs.prompts import AnswerModes
 from jobs.uq import UQ_METHODS
 from jobs.uq.base import DEFINITION_PARTS, UQMethod
 from jobs.uq.definition import (
@@ -120,12 +121,12 @@ def test_option_counts_come_from_the_stored_option_labels():
 
 def test_a_datasets_own_answer_mode_wins_over_the_grids():
     grid_mode = {"mc": "constrained", "yesno": "constrained", "numeric": "generate"}
-    assert dataset_answer_mode({"name": "arc_easy"}, grid_mode, "mc") == "constrained"
-    assert dataset_answer_mode({"name": "arc_easy", "answer_mode": None}, grid_mode, "mc") == "constrained"
-    assert dataset_answer_mode({"name": "arc_easy", "answer_mode": "cloze"}, grid_mode, "mc") == "cloze"
-    assert dataset_answer_mode({"name": "addsub"}, "constrained", "numeric") == "generate"  # no options
-    assert dataset_answer_mode({"name": "q"}, "generate", "mixed") == "generate"
-    assert dataset_answer_mode({"name": "q"}, grid_mode, "mixed") == "mixed"  # its tasks answer two ways
+    assert dataset_answer_mode(AnswerModes.resolve(None, grid_mode), "mc") == "constrained"
+    assert dataset_answer_mode(AnswerModes.resolve("cloze", grid_mode), "mc") == "cloze"
+    assert dataset_answer_mode(AnswerModes.resolve({"mc": "cloze"}, "constrained"), "yesno") == "generate"
+    assert dataset_answer_mode(AnswerModes.resolve(None, "constrained"), "numeric") == "generate"  # no options
+    assert dataset_answer_mode(AnswerModes.resolve(None, "generate"), "mixed") == "generate"
+    assert dataset_answer_mode(AnswerModes.resolve(None, grid_mode), "mixed") == "mixed"  # its tasks answer two ways
 
 
 def test_definition_depends_on_is_validated_and_declared_by_every_method():
@@ -344,7 +345,7 @@ def test_calibrate_build_refuses_a_set_of_two_definitions_and_apply_a_dataset_of
     bind_output(r)
     plan = make_plan(r)
     store = r.store_dir
-    fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
+    fit = {d: load_role(r.datasets[d], r.grid.dataset, "fit")[0] for d in r.datasets}
 
     def write(kind, key, rows):
         write_table(unit_dir(store, kind, key) / "part-00000.parquet", rows)

@@ -204,9 +204,18 @@ def test_a_new_dataset_is_one_file_and_one_registry_line(tmp_path, monkeypatch, 
 
 ANSWER_LENGTH_STAGE = '''
     """answer_length: a pass that reads the greedy answer (its dep) and one decoding parameter."""
+    from dataclasses import dataclass
+
     import pyarrow as pa
 
-    from jobs.stages.base import Stage
+    from jobs.stages.base import Stage, StageParams
+
+
+    @dataclass(frozen=True)
+    class ScaleParams(StageParams):
+        """What the stage's units are keyed on."""
+
+        scale: int
 
 
     def answer_length(backend, samples, deps, params):
@@ -221,7 +230,7 @@ ANSWER_LENGTH_STAGE = '''
         run=answer_length,
         provides=("answer_chars",),
         deps=("greedy",),
-        params=lambda ctx: {"scale": ctx.decoding.verbal_max_new_tokens},
+        params=lambda ctx: ScaleParams(scale=ctx.decoding.verbal_max_new_tokens),
         overhead=True,
         columns={"answer_chars": pa.float64()},
     )

@@ -176,7 +176,7 @@ def test_calibrate_build_for_an_excluded_dataset_takes_the_ood_probes_leave_out_
         )
         finish_unit(unit_dir(store, "score", key), {"key": key})
 
-    fit = {d: load_role(r.datasets[d], r.grid["dataset"], "fit")[0] for d in r.datasets}
+    fit = {d: load_role(r.datasets[d], r.grid.dataset, "fit")[0] for d in r.datasets}
     for (_slm, _uq, d), fs in plan.fit_scores.items():
         gen(fs.slm_greedy, fit[d])
         score(fs.score, fit[d], 0.25)  # the ordinary OOD scores: their probes saw every other dataset

@@ -139,7 +139,7 @@ def test_the_plan_trains_in_distribution_routers_on_the_evaluated_datasets_fit_r
     r = load_grid(DEFAULT_GRID, [])
     plan = make_plan(r)
     evals = {k: u for k, u in plan.units.items() if u.kind == "score" and u.spec.role == "eval"}
-    folds = int(r.grid["calibration"]["crossfit_folds"])
+    folds = int(r.grid.calibration.crossfit_folds)
     assert folds >= 2
     seen = set()
     for u in evals.values():
@@ -244,11 +244,11 @@ def test_the_config_refuses_bad_router_params_before_any_model_runs():
     with pytest.raises(ConfigError, match=r"uq 'knn_router': params: knn_router: k=0 must be an integer >= 1"):
         load_grid(DEFAULT_GRID, ["uq=[{name: knn_router, params: {k: 0}}]"])
     r = load_grid(DEFAULT_GRID, ["uq=[knn_router, logreg_router, embed_router]"])
-    assert r.uq["embed_router"]["params"] == {"embedding": "tfidf", "C": 1.0}
+    assert r.uq["embed_router"].params == {"embedding": "tfidf", "C": 1.0}
     r = load_grid(DEFAULT_GRID, [])
     assert {*ROUTERS, *ID_ROUTERS} <= set(r.uq)
-    assert r.uq["embed_router_id"]["params"] == r.uq["embed_router"]["params"]
-    assert r.uq["knn_router_id"]["params"] == r.uq["knn_router"]["params"] == {"k": 10, "metric": "cosine"}
+    assert r.uq["embed_router_id"].params == r.uq["embed_router"].params
+    assert r.uq["knn_router_id"].params == r.uq["knn_router"].params == {"k": 10, "metric": "cosine"}
 
 
 def test_load_stats_gives_the_routers_their_query_stats(tmp_path):

@@ -133,7 +133,7 @@ class FakeExecutor:
     def start_model(self, conf, node):
         a = FakeActor(conf, node)
         self.actors.append(a)
-        self.loads[conf["name"]] = self.loads.get(conf["name"], 0) + 1
+        self.loads[conf.name] = self.loads.get(conf.name, 0) + 1
         self._schedule()
         if not a.placed:
             self.pending_actor_seen = True
@@ -209,7 +209,7 @@ class FakeExecutor:
             if n == 1:
                 self.finished.add(ref.spec.key)
             run, chunk = ref.spec.run, ref.spec.params["chunk_size"]
-            size = run["limit"] if ref.spec.role == "eval" else run["fit_limit"]
+            size = run.limit if ref.spec.role == "eval" else run.fit_limit
             ran = sum(min(chunk, size - ci * chunk) for ci in range(-(-size // chunk)) if ci % n == j)
             return {
                 "key": ref.spec.key,
@@ -238,8 +238,8 @@ class FakeExecutor:
 
 
 def _req(conf):
-    req = {"CPU": float(conf.get("num_cpus", 1) or 0), "GPU": float(conf.get("num_gpus", 0) or 0)}
-    req |= dict(conf.get("resources") or {})
+    req = {"CPU": float(conf.num_cpus or 0), "GPU": float(conf.num_gpus or 0)}
+    req |= dict(conf.resources or {})
     return {k: v for k, v in req.items() if v > 0}
 
 
@@ -361,7 +361,7 @@ def test_custom_resources_place_models_on_their_node(tmp_path):
     report = sched.run()
     assert report.ok
     for a in ex.actors:
-        assert a.node == ("b" if a.conf["name"].startswith("slm") else "a")
+        assert a.node == ("b" if a.conf.name.startswith("slm") else "a")
 
 
 def test_watchdog_names_what_hangs(tmp_path):
@@ -378,7 +378,7 @@ def test_model_that_cannot_load_fails_its_units_once(tmp_path):
     r = grid(tmp_path, n_slms=2, n_llms=1, uq=["perplexity", "ptrue"], datasets=["gsm8k", "boolq"])
 
     def faults(ref, ex):
-        if ref.kind == "gen" and ref.actor.conf["name"] == "slm1":
+        if ref.kind == "gen" and ref.actor.conf.name == "slm1":
             ref.actor.dead = True
             raise UnitFailure("actor_died", "the actor died unexpectedly while loading")
 

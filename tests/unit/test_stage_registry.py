@@ -93,6 +93,25 @@ def test_a_bad_declaration_is_refused_by_name():
         Stage(name="x", run=lambda *a: [], stats=lambda rows, policy: {"y": 1}).load([], "flexible")
 
 
+def test_a_stage_declares_typed_params_whose_key_is_the_hashed_dict(monkeypatch):
+    """Each stage's params are a frozen StageParams; the unit's params are its key(); a stage whose
+    params(ctx) returns a plain dict is refused with the type to use."""
+    from jobs import stages
+    from jobs.backends.hf_conf import HFConf
+    from jobs.stages.base import Stage
+    from orchestrator.config import DecodingConf
+
+    dec, m = DecodingConf(), HFConf(name="m", id="i", max_new_tokens=40)
+    assert stages.stage_params("samples", dec, m, "mc") == {"num_samples": 5, "temperature": 1.0, "max_new_tokens": 40}
+    assert stages.stage_params("verbal_2s", dec, m, "mc") == {"max_new_tokens": dec.verbal_max_new_tokens}
+    assert stages.stage_params("ptrue", dec, m, "mc") == {}
+    reg = stages.STAGES.copy()
+    reg.add("untyped", Stage(name="untyped", run=lambda *a: [], params=lambda ctx: {"scale": 1}))  # type: ignore[arg-type,return-value]
+    monkeypatch.setattr(stages, "STAGES", reg)
+    with pytest.raises(TypeError, match=r"stage 'untyped': params\(ctx\) returned a dict; .*base\.StageParams"):
+        stages.stage_params("untyped", dec, m, "mc")
+
+
 def test_check_stages_refuses_an_unknown_dependency_and_a_stat_provided_twice(monkeypatch):
     from jobs import stages
     from jobs.stages.base import Stage

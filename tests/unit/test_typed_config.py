@@ -13,7 +13,16 @@ import pytest
 from jobs.backends.base import DEFAULT_BATCH_SIZE, ModelConf
 from jobs.backends.hf_conf import HFConf
 from jobs.backends.openai_http import OpenAIConf
-from orchestrator.config import ConfigError, DecodingConf, GridConf, ResolvedGrid, UQConf, load_grid, resolved_from_yaml
+from orchestrator.config import (
+    ConfigError,
+    DecodingConf,
+    GridConf,
+    ResolvedGrid,
+    UQConf,
+    load_grid,
+    plain,
+    resolved_from_yaml,
+)
 from orchestrator.grid import expand, model_identity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +45,21 @@ def test_every_config_value_is_a_typed_object_read_as_attributes(tmp_path):
     )  # the grid lists resolved names
     m = next(iter(r.slms.values()))  # smollm2-135m sets batch_size: 32; a model that sets none gets the one default
     assert m.batch_size == 32 and HFConf(name="n", id="i").batch_size == DEFAULT_BATCH_SIZE == ModelConf.batch_size
-    assert m["dtype"] == m.dtype and m.get("base_url") is None  # also readable as a mapping
+    assert plain(m)["dtype"] == m.dtype and plain(m)["batch_size"] == 32  # its plain data, for hashes and files
+
+
+def test_a_config_is_not_a_mapping(tmp_path):
+    """The mapping view is gone: a subscript, ``.get``, ``in`` or iteration names attribute access."""
+    r = _load(tmp_path)
+    m = next(iter(r.slms.values()))
+    for read in (lambda: m["dtype"], lambda: m.get("dtype"), lambda: "dtype" in m, lambda: r.grid["decoding"]):
+        with pytest.raises(TypeError, match=r"not a mapping: read the field as an attribute, conf\.(dtype|decoding)"):
+            read()
+    with pytest.raises(TypeError, match=r"has no field 'nope'; its fields: name, backend"):
+        m["nope"]
+    with pytest.raises(TypeError, match="plain"):
+        dict(r.grid.metrics)
+    assert r.grid.metrics == plain(r.grid.metrics) and plain(r.grid.metrics)["ties"] == r.grid.metrics.ties
 
 
 def test_nothing_changes_a_resolved_grid_in_place(tmp_path):
@@ -58,7 +81,7 @@ def test_nothing_changes_a_resolved_grid_in_place(tmp_path):
         with pytest.raises(TypeError):
             change()
     with pytest.raises(TypeError):
-        r.grid["mlflow"]["enabled"] = False  # type: ignore[index]  # the mapping view is read-only
+        r.grid["mlflow"]  # no mapping view to write through either
     # a changed copy is derived, the original is untouched
     r2 = r.updated(ray={"address": "auto"}, exclude=[{"slm": name, "uq": "probe"}])
     assert r2.grid.ray.address == "auto" and r.grid.ray.address is None

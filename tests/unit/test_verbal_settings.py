@@ -276,7 +276,7 @@ def test_nan_policy_is_per_method_with_entry_override(tmp_path):
     assert nan_policy_of(r2, "perplexity") == "drop" and nan_policy_of(r2, "v2_mu") == "most_uncertain"
     plan = make_plan(r)
     by_uq = {u.spec.axes["uq"]: u.spec for u in plan.by_kind("setting")}
-    assert {k: p.metrics["nan_policy"] for k, p in by_uq.items()} == {
+    assert {k: p.metrics.nan_policy for k, p in by_uq.items()} == {
         "verbal_1s": "drop",
         "verbal_2s": "drop",
         "perplexity": "most_uncertain",

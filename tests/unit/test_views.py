@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.analysis.inputs import CalibrationUnits, GridView, LeaveOutScore, SettingView
-from orchestrator.config import dataset_groups, load_grid, nan_policy_of
+from orchestrator.config import dataset_groups, load_grid, nan_policy_of, plain
 from orchestrator.grid_view import grid_view
 from orchestrator.plan import make_plan
 
@@ -40,7 +40,7 @@ def test_every_setting_is_viewed_in_plan_order_with_its_results_folder_and_units
             unit.spec.llm,
         )
         assert sv.stage_keys == plan.units[unit.spec.score].spec.stages
-        assert sv.method == (r.uq[s.uq]["method"] or s.uq) and sv.params == r.uq[s.uq]["params"]
+        assert sv.method == (r.uq[s.uq].method or s.uq) and sv.params == r.uq[s.uq].params
         assert sv.slm_model == r.slms[s.slm] and sv.llm_model == r.llms[s.llm]
     with pytest.raises(AttributeError):
         view.settings[0].results = Path("elsewhere")  # frozen
@@ -67,11 +67,11 @@ def test_the_grid_block_the_analysis_reads(planned):
     r, plan = planned
     view = grid_view(r, plan)
     g = r.grid
-    assert view.name == "tiny" and view.uq_names == tuple(r.uq) and view.limit == g["dataset"]["limit"]
-    assert dict(view.calibration) == dict(g["calibration"])
+    assert view.name == "tiny" and view.uq_names == tuple(r.uq) and view.limit == g.dataset.limit
+    assert dict(view.calibration) == plain(g.calibration)
     assert dict(view.nan_policies) == {uq: nan_policy_of(r, uq) for uq in r.uq}
     assert dict(view.groups) == dataset_groups(r) and set(view.fit_sources) == set(r.datasets)
-    assert view.extraction_policy == g["decoding"]["extraction_policy"] and view.ties == g["metrics"]["ties"]
+    assert view.extraction_policy == g.decoding.extraction_policy and view.ties == g.metrics.ties
     assert view.prices == "default" and view.price_dirs == (TINY.resolve().parent.parent,)
 
 
