@@ -251,6 +251,34 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
     if udir.done:
         return udir.manifest_json()
     mc = unit.metrics
+    slm_rows, llm_list, unc = _setting_inputs(st, unit)
+    rank = M.route_ranks(unc, mc.nan_policy)  # the routing decision, frozen before any answer is judged
+    judged = slm_judgement(st, slm_rows, dict(unit.slm_stages), _method_of(unit), dict(unit.uq_params), unit.policy)
+    slm_ok = judged["correct"]
+    llm_det, llm_ok = judge_detail(llm_list, unit.policy)
+    summary = (
+        M.summarize(unc, slm_ok, llm_ok, nan_policy=mc.nan_policy, ties=mc.ties, n_boot=mc.bootstrap, seed=mc.seed)
+        | judged["metrics"]
+    )
+    records = _setting_records(unit, slm_rows, judged, llm_det, llm_ok, unc, rank)
+    write_rows(udir.records_path, records, "setting", meta={"setting": unit.name, "axes": dict(unit.axes)})
+    cost = _setting_cost(store, unit, udir, slm_rows, llm_list, unc, slm_ok, llm_ok, summary)
+    _write_curves(unit, udir, unc, slm_ok, llm_ok, summary, cost, plot)
+    manifest = SettingManifest(
+        unit.key,
+        unit.setting_hash,
+        unit.name,
+        **unit.axes,
+        metrics=summary,
+        nan_policy=mc.nan_policy,
+        answer_route=judged["route"],
+    )
+    return udir.finish(manifest)
+
+
+def _setting_inputs(st: Store, unit: SettingSpec) -> tuple[list[dict], list[dict], np.ndarray]:
+    """The SLM's greedy rows, the LLM's rows in the same order and the score unit's uncertainties
+    in that order; a ValueError naming the setting when the LLM lacks some of the SLM's samples."""
     score = st.score(unit.score).rows()
     slm_rows = _rows(st, unit.slm_greedy)
     llm_rows = {r["sample_id"]: r for r in _rows(st, unit.llm)}
@@ -260,26 +288,16 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
     llm_list = [llm_rows[r["sample_id"]] for r in slm_rows]
     unc_by_id = {r["sample_id"]: r["uncertainty"] for r in score}
     unc = np.asarray([unc_by_id[r["sample_id"]] for r in slm_rows], dtype=np.float64)
-    rank = M.route_ranks(unc, mc.nan_policy)  # the routing decision, frozen before any answer is judged
-    method = _method_of(unit)
-    judged = slm_judgement(st, slm_rows, dict(unit.slm_stages), method, dict(unit.uq_params), unit.policy)
-    slm_det, slm_ok = judged["details"], judged["correct"]
-    llm_det, llm_ok = judge_detail(llm_list, unit.policy)
-    summary = (
-        M.summarize(unc, slm_ok, llm_ok, nan_policy=mc.nan_policy, ties=mc.ties, n_boot=mc.bootstrap, seed=mc.seed)
-        | judged["metrics"]
-    )
-    u_all, keep = M.apply_nan_policy(unc, mc.nan_policy)
-    u_eff = u_all[keep]
-    # under "drop" every query may be unscored (a verbal method whose confidences never parse):
-    # then there is no curve; the metrics are NaN and unscored_share is 1
-    scored = bool(keep.any())
-    if scored:
-        curve = M.routing_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc.ties)
-        rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
-        orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
-    # provenance per row: the extraction rule of each judged answer (jobs.answers.Extraction.rule) and
-    # the rule that gave the SLM's answer probability (ANSWER_PROB_RULES; from the greedy pass)
+    return slm_rows, llm_list, unc
+
+
+def _setting_records(
+    unit: SettingSpec, slm_rows: list[dict], judged: dict, llm_det, llm_ok, unc: np.ndarray, rank
+) -> list[dict]:
+    """records.parquet's rows: each query's answers, correctness, uncertainty, route rank and
+    provenance -- the extraction rule of each judged answer (``jobs.answers.Extraction.rule``) and the
+    rule that gave the SLM's answer probability (``ANSWER_PROB_RULES``; from the greedy pass) -- plus
+    a verbal method's own answer and parse status (``judged["columns"]``)."""
     setting_hash = unit.setting_hash  # the setting's identity; "key" is its unit key
     records = [
         {
@@ -297,27 +315,35 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
             "answer_prob_rule": answer_logprob(r, g)[1],
         }
         for r, a, g, o, la, lo, x, k in zip(
-            slm_rows, slm_det, judged["greedy_details"], slm_ok, llm_det, llm_ok, unc, rank
+            slm_rows, judged["details"], judged["greedy_details"], judged["correct"], llm_det, llm_ok, unc, rank
         )
     ]
-    for name, col in judged["columns"].items():  # a verbal method's own answer and parse status
+    for name, col in judged["columns"].items():
         for rec, v in zip(records, col):
             rec[name] = v
-    write_rows(udir.records_path, records, "setting", meta={"setting": unit.name, "axes": dict(unit.axes)})
-    cost = _setting_cost(store, unit, udir, slm_rows, llm_list, unc, slm_ok, llm_ok, summary)
-    # relative_accuracy: the paper's SLM / LLM accuracy on the top k% most confident, k = 10..100
-    write_json(
-        udir.curve_path,
-        {
-            "curve": curve_points(curve) if scored else [],
-            "random": curve_points(rnd) if scored else [],
-            "oracle": curve_points(orc) if scored else [],
-            "relative_accuracy": M.relative_accuracy_curve(u_eff, slm_ok[keep], llm_ok[keep], ties=mc.ties)
-            if scored
-            else [],
+    return records
+
+
+def _write_curves(unit: SettingSpec, udir, unc, slm_ok, llm_ok, summary: dict, cost: dict | None, plot: bool) -> None:
+    """curve.json (routing, random and oracle curves; relative_accuracy: the paper's SLM / LLM accuracy
+    on the top k% most confident, k = 10..100; the cost block) and, with ``plot``, curve.png. Under
+    "drop" every query may be unscored (a verbal method whose confidences never parse): then there is
+    no curve; the metrics are NaN and unscored_share is 1."""
+    mc = unit.metrics
+    u_all, keep = M.apply_nan_policy(unc, mc.nan_policy)
+    block: dict = {"curve": [], "random": [], "oracle": [], "relative_accuracy": []}
+    scored = bool(keep.any())
+    if scored:
+        curve = M.routing_curve(u_all[keep], slm_ok[keep], llm_ok[keep], ties=mc.ties)
+        rnd = M.random_curve(slm_ok[keep], llm_ok[keep])
+        orc = M.oracle_curve(slm_ok[keep], llm_ok[keep])
+        block = {
+            "curve": curve_points(curve),
+            "random": curve_points(rnd),
+            "oracle": curve_points(orc),
+            "relative_accuracy": M.relative_accuracy_curve(u_all[keep], slm_ok[keep], llm_ok[keep], ties=mc.ties),
         }
-        | ({"cost": cost} if cost else {}),
-    )
+    write_json(udir.curve_path, block | ({"cost": cost} if cost else {}))
     if plot and scored:
         from jobs.figures import plot_routing
 
@@ -328,16 +354,6 @@ def run_setting_unit(unit: SettingSpec, store: str | Path, plot: bool = True) ->
             oracle=orc,
             title=unit.name,
         )
-    manifest = SettingManifest(
-        unit.key,
-        setting_hash,
-        unit.name,
-        **unit.axes,
-        metrics=summary,
-        nan_policy=mc.nan_policy,
-        answer_route=judged["route"],
-    )
-    return udir.finish(manifest)
 
 
 def _setting_cost(

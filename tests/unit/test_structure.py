@@ -131,3 +131,25 @@ def test_only_cluster_touches_ray():
     graph_files = [f for p in ("jobs", "orchestrator", "uqroute") for f in (REPO / p).rglob("*.py")]
     bad = [str(f.relative_to(REPO)) for f in graph_files if any(m.split(".")[0] == "ray" for m in module_imports(f))]
     assert bad == []
+
+
+#: the longest a function of the house may be (issue 18: "no function over 60 lines that does more
+#: than one job"); a docstring counts, so a long one is a reason to split too
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """file:line:name -> lines of every function (or method) of the house longer than ``limit``."""
+    out = {}
+    for f in [f for p in PACKAGES for f in sorted((REPO / p).rglob("*.py"))]:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno is not None:
+                length = n.end_lineno - n.lineno + 1
+                if length > limit:
+                    out[f"{f.relative_to(REPO)}:{n.lineno}:{n.name}"] = length
+    return out
+
+
+def test_no_function_over_60_lines():
+    assert long_functions(limit=40), "the walker sees functions (some are over 40 lines)"
+    assert long_functions() == {}
