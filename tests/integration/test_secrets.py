@@ -126,7 +126,7 @@ def test_trust_remote_code_is_off_unless_asked_and_then_warned(tmp_path):
     from orchestrator.config import load_grid, warnings_of
 
     r = load_grid(REPO / "conf" / "grid" / "default.yaml")
-    assert all(not m["trust_remote_code"] for m in (*r.slms.values(), *r.llms.values()))
+    assert all(not m.trust_remote_code for m in (*r.slms.values(), *r.llms.values()))
     # the default's models give no warning (its calibration may say which datasets it keeps apart)
     assert [w for w in warnings_of(r) if w.startswith(("slm ", "llm "))] == []
     f = tmp_path / "conf" / "grid" / "g.yaml"
