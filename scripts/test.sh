@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set up, then run the tests. With no arguments: the gate, the unit tests with no model loaded
-# (under a minute on 2 cores after setup). Arguments go to pytest; the suites by marker:
-#   bash scripts/test.sh --all                             everything CI runs (.ci/run), ~15 min
+# (~1.5 min on 2 cores after setup). Arguments go to pytest; the suites by marker:
+#   bash scripts/test.sh --all                             everything CI runs (.ci/run), ~25 min
 #   bash scripts/test.sh -m "(integration or model) and not slow"
-#                              real Ray + MLflow server + SmolLM2 + headless Chromium, ~5 min
-#   bash scripts/test.sh -m slow    fault injection, two-node cluster, ray job submit, ~8 min
+#                              real Ray + MLflow server + SmolLM2 + headless Chromium, ~10 min
+#   bash scripts/test.sh -m slow    fault injection, two-node cluster, ray job submit, ~9 min
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
