@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, then run the tests. With no arguments: the gate, the unit tests with no model loaded
-# (~1.5 min on 2 cores after setup). Arguments go to pytest; the suites by marker:
+# (about a minute on 2 cores after setup). Arguments go to pytest; the suites by marker:
 #   bash scripts/test.sh --all                             everything CI runs (.ci/run), ~25 min
 #   bash scripts/test.sh -m "(integration or model) and not slow"
 #                              real Ray + MLflow server + SmolLM2 + headless Chromium, ~10 min
@@ -16,7 +16,8 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 PYTEST=(.venv/bin/python -m pytest -q --durations=10)
-if [ "$#" -eq 0 ]; then set -- -m "not slow and not integration and not model"; fi
+# the gate runs on two pytest-xdist workers (its tests share no port, server or Ray session)
+if [ "$#" -eq 0 ]; then set -- -n 2 -m "not slow and not integration and not model"; fi
 if [ "$1" = "--all" ]; then
   shift
   "${PYTEST[@]}" -m "not slow" "$@"
