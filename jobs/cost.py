@@ -68,12 +68,6 @@ def overhead_stages() -> tuple[str, ...]:
     return tuple(st.name for st in declared_stages() if st.overhead)
 
 
-def __getattr__(name: str):
-    if name == "OVERHEAD_STAGES":  # the module attribute, read from the registry as ``overhead_stages``
-        return overhead_stages()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class PriceError(ValueError):
     """A price table that cannot be used; the message names the file, the field and the value."""
 

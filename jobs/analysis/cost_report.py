@@ -120,7 +120,8 @@ def _setting_usage(s: SettingView, ids: list[str], rows_of: Callable[[str], list
     or a row is missing."""
     slm_rows = C.align(rows_of(s.greedy_key), ids, "greedy")
     llm_rows = rows_of(s.llm_key)
-    stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in C.OVERHEAD_STAGES}
+    overhead = C.overhead_stages()
+    stage_rows = {st: rows_of(k) for st, k in s.stage_keys.items() if st in overhead}
     return C.query_usage(slm_rows, stage_rows, llm_rows, C.answer_stage(s.method, s.params))
 
 

@@ -36,7 +36,7 @@ def test_unit_keys_of_the_shipped_grids_are_unchanged(grid):
 
 def test_the_views_the_plan_and_scoring_read_are_the_declarations():
     from jobs import stages
-    from jobs.cost import OVERHEAD_STAGES
+    from jobs.cost import overhead_stages
     from orchestrator import plan
 
     # what the module-level literals were before the registry (the one-file jobs/stages.py of then, plan.py, cost.py)
@@ -64,7 +64,7 @@ def test_the_views_the_plan_and_scoring_read_are_the_declarations():
     assert stages.stat_stages() == old_stat_stage | {"correct": "greedy", "option_logprobs": "greedy"}
     assert set(plan.CONSTRAINED_STAGES) == {"greedy", "llm", "samples"}
     assert plan.GEN_STAGES_READING_EXTRACTION == frozenset()
-    assert OVERHEAD_STAGES == ("samples", "ptrue", "verbal_1s", "verbal_2s")
+    assert overhead_stages() == ("samples", "ptrue", "verbal_1s", "verbal_2s")
     from jobs.stages.greedy import greedy
 
     assert stages.stage("greedy").run is greedy
